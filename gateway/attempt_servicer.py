@@ -1,0 +1,155 @@
+"""AttemptService: converts protos, validates, and delegates to the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import convert, pagination
+from gateway.config import Limits
+from gateway.errors import InvalidArgument
+from gateway.status import translate_errors
+from gateway.store import AttemptStore, ListQuery, Order
+from gateway.store.attempts import AttemptKey
+from gateway.validation import WRITABLE_FIELDS, Violations, check_name, check_writable
+from metalearn.v1 import attempt_pb2, attempt_service_pb2, attempt_service_pb2_grpc
+
+pb = attempt_service_pb2
+
+_ORDERS = {
+    pb.ATTEMPT_ORDER_UNSPECIFIED: Order.ID,
+    pb.ATTEMPT_ORDER_ID: Order.ID,
+    pb.ATTEMPT_ORDER_ACCURACY: Order.ACCURACY,
+    pb.ATTEMPT_ORDER_UPDATE_TIME: Order.UPDATE_TIME,
+}
+_SERVER_OWNED = frozenset(attempt_pb2.Attempt.DESCRIPTOR.fields_by_name) - set(WRITABLE_FIELDS)
+
+
+def _key(request: Any, field_prefix: str = "") -> AttemptKey:
+    """The name or id of a request with a `key` oneof."""
+    which = request.WhichOneof("key")
+    if which == "name":
+        v = Violations()
+        check_name(v, f"{field_prefix}name", request.name)
+        v.raise_if_any()
+        return str(request.name)
+    if which == "id":
+        if request.id <= 0:
+            raise InvalidArgument.one(f"{field_prefix}id", f"must be positive, got {request.id}")
+        return int(request.id)
+    raise InvalidArgument.one(f"{field_prefix}key", "give a name or an id")
+
+
+def _check_view(view: int, field: str = "view") -> None:
+    if view not in pb.AttemptView.values():
+        raise InvalidArgument.one(field, f"unknown view {view}")
+
+
+class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
+    """The attempt store's RPCs."""
+
+    def __init__(self, store: AttemptStore, limits: Limits) -> None:
+        self._store = store
+        self._limits = limits
+
+    @translate_errors
+    async def CreateAttempt(self, request: pb.CreateAttemptRequest, context: Any) -> pb.CreateAttemptResponse:
+        attempt = request.attempt
+        v = Violations()
+        check_name(v, "attempt.name", attempt.name)
+        check_writable(v, "attempt", attempt, WRITABLE_FIELDS, self._limits)
+        v.raise_if_any()
+        doc, _ = convert.doc_fields(attempt, WRITABLE_FIELDS)
+        record = await self._store.create(attempt.name, doc)
+        return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
+
+    @translate_errors
+    async def GetAttempt(self, request: pb.GetAttemptRequest, context: Any) -> pb.GetAttemptResponse:
+        key = _key(request)
+        _check_view(request.view)
+        record = await self._store.get(key, with_epochs=request.view == pb.ATTEMPT_VIEW_FULL)
+        return pb.GetAttemptResponse(attempt=convert.attempt_from_record(record))
+
+    @translate_errors
+    async def UpdateAttempt(self, request: pb.UpdateAttemptRequest, context: Any) -> pb.UpdateAttemptResponse:
+        attempt = request.attempt
+        v = Violations()
+        key: AttemptKey
+        if attempt.name:
+            check_name(v, "attempt.name", attempt.name)
+            key = attempt.name
+        elif attempt.id > 0:
+            key = attempt.id
+        else:
+            v.add("attempt.name", "give the name (or id) of the attempt to update")
+            key = 0
+        paths = list(request.update_mask.paths)
+        if not paths:
+            v.add("update_mask", f"name the fields to update, from {list(WRITABLE_FIELDS)}")
+        for i, path in enumerate(paths):
+            field = f"update_mask.paths[{i}]"
+            if path in WRITABLE_FIELDS:
+                continue
+            if path.split(".")[0] in _SERVER_OWNED:
+                v.add(field, f"{path[:64]!r} is set by the server, not by clients")
+            else:
+                v.add(field, f"{path[:64]!r} is not a writable field; use {list(WRITABLE_FIELDS)}")
+        v.raise_if_any()
+        unique = tuple(dict.fromkeys(paths))
+        check_writable(v, "attempt", attempt, unique, self._limits)
+        v.raise_if_any()
+        set_fields, clear_fields = convert.doc_fields(attempt, unique)
+        # n_epoch, limit and tags may change at any time; commands not while a trainer runs them.
+        guard = any(p in ("training_commands", "testing_commands") for p in unique)
+        record = await self._store.update(key, set_fields, clear_fields, guard_live=guard)
+        return pb.UpdateAttemptResponse(attempt=convert.attempt_from_record(record))
+
+    @translate_errors
+    async def ListAttempts(self, request: pb.ListAttemptsRequest, context: Any) -> pb.ListAttemptsResponse:
+        v = Violations()
+        limits = self._limits
+        if not 0 <= request.page_size <= limits.max_page_size:
+            v.add("page_size", f"must be between 0 and {limits.max_page_size}")
+        statuses = []
+        for i, status in enumerate(request.statuses):
+            if status not in attempt_pb2.AttemptStatus.values() or status == 0:
+                v.add(f"statuses[{i}]", f"unknown status {status}")
+            else:
+                statuses.append(convert.status_name(status))
+        if request.order_by not in _ORDERS:
+            v.add("order_by", f"unknown order {request.order_by}")
+        if request.view == pb.ATTEMPT_VIEW_FULL:
+            v.add("view", "FULL is for GetAttempt; lists return BASIC")
+        elif request.view not in pb.AttemptView.values():
+            v.add("view", f"unknown view {request.view}")
+        if not 0.0 <= request.min_accuracy <= 1.0:  # also refuses NaN
+            v.add("min_accuracy", "must be between 0 and 1")
+        if len(request.label_name) > 256:
+            v.add("label_name", "at most 256 characters")
+        if len(request.name_prefix) > 128:
+            v.add("name_prefix", "at most 128 characters")
+        v.raise_if_any()
+        query = ListQuery(
+            statuses=tuple(sorted(set(statuses))),
+            label_name=request.label_name,
+            name_prefix=request.name_prefix,
+            min_accuracy=request.min_accuracy,
+            order=_ORDERS[request.order_by],
+        )
+        after = pagination.decode(query, request.page_token)
+        size = request.page_size or limits.default_page_size
+        records = await self._store.list(query, after, size + 1)
+        response = pb.ListAttemptsResponse(
+            attempts=[convert.attempt_from_record(r) for r in records[:size]]
+        )
+        if len(records) > size:
+            response.next_page_token = pagination.encode(query, records[size - 1])
+        return response
+
+    @translate_errors
+    async def DeleteAttempt(self, request: pb.DeleteAttemptRequest, context: Any) -> pb.DeleteAttemptResponse:
+        await self._store.delete(_key(request))
+        return pb.DeleteAttemptResponse()
+
+    @translate_errors
+    async def GetLatestIndex(self, request: pb.GetLatestIndexRequest, context: Any) -> pb.GetLatestIndexResponse:
+        return pb.GetLatestIndexResponse(latest_index=await self._store.latest_index())

@@ -1,0 +1,152 @@
+"""DatasetService: validates uploads by decoding them, stores and streams images."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.config import Limits
+from gateway.errors import InvalidArgument, NotFound
+from gateway.imaging import RejectedImage, in_test_split, inspect_image
+from gateway.status import translate_errors
+from gateway.store import ImageStore, NewImage
+from gateway.validation import MAX_LABEL_CHARS, Violations
+from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
+
+pb = dataset_service_pb2
+
+DEFAULT_TEST_FRACTION = 0.2
+# Images are stored a batch per commit: few round trips, bounded memory.
+_BATCH_IMAGES = 32
+_BATCH_BYTES = 32 * 1024 * 1024
+
+
+def _label_problem(label: str) -> str | None:
+    if not label.strip():
+        return "no label"
+    if len(label) > MAX_LABEL_CHARS:
+        return f"label longer than {MAX_LABEL_CHARS} characters"
+    return None
+
+
+class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
+    """The image store's RPCs."""
+
+    def __init__(self, store: ImageStore, limits: Limits) -> None:
+        self._store = store
+        self._limits = limits
+
+    @translate_errors
+    async def UploadImages(
+        self, request_iterator: AsyncIterator[pb.UploadImagesRequest], context: Any
+    ) -> pb.UploadImagesResponse:
+        response = pb.UploadImagesResponse()
+        batch: list[NewImage] = []
+        batch_bytes = 0
+
+        async def flush() -> None:
+            nonlocal batch, batch_bytes
+            for new in await self._store.add(batch):
+                if new:
+                    response.added += 1
+                else:
+                    response.duplicates += 1
+            batch, batch_bytes = [], 0
+
+        index = 0
+        async for request in request_iterator:
+            problem = _label_problem(request.label)
+            if problem is None:
+                try:
+                    # Decoding is CPU work: keep it off the event loop.
+                    decoded = await asyncio.to_thread(inspect_image, request.data, self._limits)
+                except RejectedImage as err:
+                    problem = str(err)
+            if problem is not None:
+                response.rejected += 1
+                response.rejections.add(
+                    index=index, filename=request.filename[:256], reason=problem
+                )
+            else:
+                batch.append(NewImage(
+                    request.label, decoded.sha256, decoded.format, decoded.width,
+                    decoded.height, request.data,
+                ))  # fmt: skip
+                batch_bytes += len(request.data)
+                if len(batch) >= _BATCH_IMAGES or batch_bytes >= _BATCH_BYTES:
+                    await flush()
+            index += 1
+        await flush()
+        return response
+
+    @translate_errors
+    async def ListLabels(self, request: pb.ListLabelsRequest, context: Any) -> pb.ListLabelsResponse:
+        labels = await self._store.labels()
+        return pb.ListLabelsResponse(
+            labels=[pb.LabelInfo(name=name, image_count=count) for name, count in labels]
+        )
+
+    @translate_errors
+    async def ReadImages(
+        self, request: pb.ReadImagesRequest, context: Any
+    ) -> AsyncIterator[pb.ReadImagesResponse]:
+        v = Violations()
+        if not request.label_names and not request.ids:
+            v.add("label_names", "give label names or image ids")
+        for i, label in enumerate(request.label_names):
+            if _label_problem(label):
+                v.add(f"label_names[{i}]", "must be a non-empty label of at most 256 characters")
+        if request.split not in pb.Split.values():
+            v.add("split", f"unknown split {request.split}")
+        if not 0.0 <= request.test_fraction < 1.0:  # also refuses NaN
+            v.add("test_fraction", "must be at least 0 and below 1")
+        if request.limit < 0:
+            v.add("limit", f"must not be negative, got {request.limit}")
+        if len(request.ids) > 100_000:
+            v.add("ids", "at most 100000 ids")
+        for i, image_id in enumerate(request.ids):
+            if image_id <= 0:
+                v.add(f"ids[{i}]", f"must be positive, got {image_id}")
+                break
+        v.raise_if_any()
+
+        fraction = request.test_fraction or DEFAULT_TEST_FRACTION
+        metas = await self._store.metadata(request.label_names, request.ids)
+        if request.ids:
+            missing = sorted(set(request.ids) - {m.id for m in metas})
+            if missing:
+                raise NotFound(f"no images with ids {missing[:20]}")
+        chosen = []
+        for meta in metas:
+            split = pb.SPLIT_TEST if in_test_split(meta.sha256, request.seed, fraction) else pb.SPLIT_TRAIN
+            # Explicit ids are read whatever their split; otherwise the split filters.
+            if not request.ids and request.split not in (pb.SPLIT_UNSPECIFIED, pb.SPLIT_ALL, split):
+                continue
+            chosen.append((meta, split))
+            if request.limit and len(chosen) >= request.limit:
+                break
+        by_id = {meta.id: (meta, split) for meta, split in chosen}
+
+        def message(meta: Any, split: int, data: bytes) -> pb.ReadImagesResponse:
+            return pb.ReadImagesResponse(
+                id=meta.id, label=meta.label, sha256=meta.sha256.hex(), data=data,
+                format=meta.format, width=meta.width, height=meta.height, split=split,
+            )  # type: ignore[arg-type]
+
+        if request.skip_data:
+            for meta, split in chosen:
+                yield message(meta, split, b"")
+            return
+        async for image_id, data in self._store.read([m.id for m, _ in chosen]):
+            meta, split = by_id[image_id]
+            yield message(meta, split, data)
+
+    @translate_errors
+    async def DeleteImages(self, request: pb.DeleteImagesRequest, context: Any) -> pb.DeleteImagesResponse:
+        if not request.label_names:
+            raise InvalidArgument.one("label_names", "name the labels whose images to delete")
+        for i, label in enumerate(request.label_names):
+            if _label_problem(label):
+                raise InvalidArgument.one(f"label_names[{i}]", "must be a non-empty label")
+        return pb.DeleteImagesResponse(deleted=await self._store.delete(request.label_names))

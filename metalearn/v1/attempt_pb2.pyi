@@ -1,0 +1,243 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AttemptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTEMPT_STATUS_UNSPECIFIED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_INCOMPLETE: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_QUEUED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_TRAINING: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_TRAINED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_TESTING: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_COMPLETE: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_FAILED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_CANCELLED: _ClassVar[AttemptStatus]
+ATTEMPT_STATUS_UNSPECIFIED: AttemptStatus
+ATTEMPT_STATUS_INCOMPLETE: AttemptStatus
+ATTEMPT_STATUS_QUEUED: AttemptStatus
+ATTEMPT_STATUS_TRAINING: AttemptStatus
+ATTEMPT_STATUS_TRAINED: AttemptStatus
+ATTEMPT_STATUS_TESTING: AttemptStatus
+ATTEMPT_STATUS_COMPLETE: AttemptStatus
+ATTEMPT_STATUS_FAILED: AttemptStatus
+ATTEMPT_STATUS_CANCELLED: AttemptStatus
+
+class Model(_message.Message):
+    __slots__ = ("layers", "name")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    name: str
+    def __init__(self, layers: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Resize(_message.Message):
+    __slots__ = ("size", "resample")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_FIELD_NUMBER: _ClassVar[int]
+    size: _containers.RepeatedScalarFieldContainer[int]
+    resample: str
+    def __init__(self, size: _Optional[_Iterable[int]] = ..., resample: _Optional[str] = ...) -> None: ...
+
+class Convert(_message.Message):
+    __slots__ = ("mode",)
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    def __init__(self, mode: _Optional[str] = ...) -> None: ...
+
+class CenterCrop(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, size: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Grayscale(_message.Message):
+    __slots__ = ("num_output_channels",)
+    NUM_OUTPUT_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    num_output_channels: int
+    def __init__(self, num_output_channels: _Optional[int] = ...) -> None: ...
+
+class ImageOp(_message.Message):
+    __slots__ = ("resize", "convert", "center_crop", "grayscale")
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
+    CONVERT_FIELD_NUMBER: _ClassVar[int]
+    CENTER_CROP_FIELD_NUMBER: _ClassVar[int]
+    GRAYSCALE_FIELD_NUMBER: _ClassVar[int]
+    resize: Resize
+    convert: Convert
+    center_crop: CenterCrop
+    grayscale: Grayscale
+    def __init__(self, resize: _Optional[_Union[Resize, _Mapping]] = ..., convert: _Optional[_Union[Convert, _Mapping]] = ..., center_crop: _Optional[_Union[CenterCrop, _Mapping]] = ..., grayscale: _Optional[_Union[Grayscale, _Mapping]] = ...) -> None: ...
+
+class TrainCommand(_message.Message):
+    __slots__ = ("batch_size", "criterion", "image_ops", "label_names", "model", "model_name", "n_epoch", "n_labels", "optimizer", "target_transform", "transform", "scheduler", "seed")
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_OPS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    N_LABELS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    batch_size: int
+    criterion: _struct_pb2.Struct
+    image_ops: _containers.RepeatedCompositeFieldContainer[ImageOp]
+    label_names: _containers.RepeatedScalarFieldContainer[str]
+    model: Model
+    model_name: str
+    n_epoch: int
+    n_labels: int
+    optimizer: _struct_pb2.Struct
+    target_transform: _struct_pb2.Struct
+    transform: _struct_pb2.Struct
+    scheduler: _struct_pb2.Struct
+    seed: int
+    def __init__(self, batch_size: _Optional[int] = ..., criterion: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image_ops: _Optional[_Iterable[_Union[ImageOp, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., model_name: _Optional[str] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., target_transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., scheduler: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class TestCommand(_message.Message):
+    __slots__ = ("criterion", "ids", "image_ops", "label_names", "limit", "model", "model_name", "n_labels", "target_transform", "transform")
+    CRITERION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_OPS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    N_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
+    criterion: _struct_pb2.Struct
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    image_ops: _containers.RepeatedCompositeFieldContainer[ImageOp]
+    label_names: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    model: Model
+    model_name: str
+    n_labels: int
+    target_transform: _struct_pb2.Struct
+    transform: _struct_pb2.Struct
+    def __init__(self, criterion: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ids: _Optional[_Iterable[int]] = ..., image_ops: _Optional[_Iterable[_Union[ImageOp, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., model_name: _Optional[str] = ..., n_labels: _Optional[int] = ..., target_transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class EpochMetrics(_message.Message):
+    __slots__ = ("epoch", "loss", "learning_rate", "seconds", "samples_per_second", "val_loss", "val_accuracy")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    VAL_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    loss: float
+    learning_rate: float
+    seconds: float
+    samples_per_second: float
+    val_loss: float
+    val_accuracy: float
+    def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., learning_rate: _Optional[float] = ..., seconds: _Optional[float] = ..., samples_per_second: _Optional[float] = ..., val_loss: _Optional[float] = ..., val_accuracy: _Optional[float] = ...) -> None: ...
+
+class TestResult(_message.Message):
+    __slots__ = ("loss", "accuracy", "per_label_accuracy", "confusion_matrix", "images")
+    class PerLabelAccuracyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PER_LABEL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_MATRIX_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    loss: float
+    accuracy: float
+    per_label_accuracy: _containers.ScalarMap[str, float]
+    confusion_matrix: _containers.RepeatedScalarFieldContainer[int]
+    images: int
+    def __init__(self, loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., per_label_accuracy: _Optional[_Mapping[str, float]] = ..., confusion_matrix: _Optional[_Iterable[int]] = ..., images: _Optional[int] = ...) -> None: ...
+
+class ArtifactInfo(_message.Message):
+    __slots__ = ("size_bytes", "sha256")
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    size_bytes: int
+    sha256: str
+    def __init__(self, size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class DatasetFingerprint(_message.Message):
+    __slots__ = ("label_names", "images_per_label", "image_size", "sha256")
+    LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_PER_LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    label_names: _containers.RepeatedScalarFieldContainer[str]
+    images_per_label: _containers.RepeatedScalarFieldContainer[int]
+    image_size: _containers.RepeatedScalarFieldContainer[int]
+    sha256: str
+    def __init__(self, label_names: _Optional[_Iterable[str]] = ..., images_per_label: _Optional[_Iterable[int]] = ..., image_size: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TESTING_COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TEST_RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    training_commands: TrainCommand
+    training_losses: _containers.RepeatedScalarFieldContainer[float]
+    n_epoch: int
+    testing_commands: TestCommand
+    accuracy: float
+    status: AttemptStatus
+    limit: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    current_epoch: int
+    epochs: _containers.RepeatedCompositeFieldContainer[EpochMetrics]
+    test_result: TestResult
+    error: str
+    restart_count: int
+    trainer: str
+    model_artifact: ArtifactInfo
+    dataset: DatasetFingerprint
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...

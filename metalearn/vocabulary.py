@@ -1,0 +1,88 @@
+"""The names a training command may use: layers, optimizers, losses, schedulers, transforms.
+
+Torch-free on purpose: the gateway validates commands with these lists before any work
+is queued, and the trainer builds from the same lists, so the two can never disagree
+about what is allowed.
+"""
+
+from __future__ import annotations
+
+LAYERS: frozenset[str] = frozenset(
+    {
+        "Conv1d", "Conv2d", "Linear", "ReLU", "LeakyReLU", "GELU", "SiLU", "Sigmoid",
+        "Tanh", "Softmax", "LogSoftmax", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+        "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Identity",
+        "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "Dropout2d", "ELU", "Mish",
+        "Hardswish", "PReLU", "GroupNorm", "ConvTranspose2d", "Unflatten",
+    }
+)  # fmt: skip
+
+OPTIMIZERS: frozenset[str] = frozenset(
+    {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam"}
+)
+
+CRITERIA: frozenset[str] = frozenset(
+    {
+        "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
+        "BCEWithLogitsLoss", "BCELoss", "KLDivLoss", "MultiMarginLoss",
+    }
+)  # fmt: skip
+
+SCHEDULERS: frozenset[str] = frozenset(
+    {
+        "ReduceLROnPlateau", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
+        "OneCycleLR", "LinearLR", "ConstantLR", "CosineAnnealingWarmRestarts",
+    }
+)  # fmt: skip
+
+TRANSFORMS: frozenset[str] = frozenset(
+    {
+        "ToTensor", "Normalize", "Resize", "CenterCrop", "RandomCrop", "RandomResizedCrop",
+        "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "ColorJitter",
+        "Grayscale", "RandomErasing", "GaussianBlur", "RandomAffine", "Pad",
+        "RandomGrayscale", "RandomAutocontrast", "RandomEqualize",
+    }
+)  # fmt: skip
+
+TARGET_TRANSFORMS: frozenset[str] = frozenset({"ToTensor"})
+
+# Pillow resampling filters, by every spelling the prototype and users write.
+RESAMPLE: dict[str, str] = {
+    "nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic",
+    "lanczos": "lanczos", "box": "box", "hamming": "hamming",
+    # Image.ANTIALIAS was Pillow's old name for LANCZOS (removed in Pillow 10).
+    "antialias": "lanczos",
+    "linear": "bilinear", "cubic": "bicubic",
+}  # fmt: skip
+
+IMAGE_MODES: frozenset[str] = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
+
+# Layer arguments that are sizes: non-negative integers (or tuples of them).
+SIZE_ARGS: frozenset[str] = frozenset(
+    {
+        "in_channels", "out_channels", "in_features", "out_features", "num_features",
+        "kernel_size", "stride", "padding", "dilation", "groups", "output_size",
+        "normalized_shape", "num_groups", "num_channels", "start_dim", "end_dim",
+        "output_padding", "num_parameters", "dim",
+    }
+)  # fmt: skip
+# Arguments whose size the trainer infers from the real input shape.
+AUTO_ARGS: frozenset[str] = frozenset(
+    {"in_channels", "in_features", "num_features", "normalized_shape", "num_channels"}
+)
+# Arguments that may name the number of labels.
+N_LABELS_ARGS: frozenset[str] = frozenset({"out_features", "out_channels"})
+# Sizes that may be negative (dimension indices count from the end).
+SIGNED_ARGS: frozenset[str] = frozenset({"start_dim", "end_dim", "dim"})
+
+
+def resample_name(spelling: str) -> str | None:
+    """Maps "Image.ANTIALIAS", "LANCZOS", "Resampling.BICUBIC", ... to a filter name."""
+    key = spelling.strip().strip("'\"").rsplit(".", 1)[-1].lower()
+    return RESAMPLE.get(key)
+
+
+def image_mode(spelling: str) -> str | None:
+    """Maps "RGB" or the prototype's quoted "'RGB'" to a Pillow mode."""
+    mode = spelling.strip().strip("'\"")
+    return mode if mode in IMAGE_MODES else None

