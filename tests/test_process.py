@@ -1,0 +1,125 @@
+"""The real `metalearn` command: the gateway as a process, the CLI against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import SEED
+from tests.harness import png
+
+METALEARN = [sys.executable, "-m", "metalearn.cli"]
+
+
+class GatewayProcess:
+    """`metalearn gateway` on a free port with an embedded PostgreSQL in `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc = subprocess.Popen(
+            [*METALEARN, "gateway", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise AssertionError(f"gateway did not start: {line}{self.proc.stderr.read()}")  # type: ignore[union-attr]
+        self.address = line.rsplit(" ", 1)[-1].strip()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*METALEARN, *args, "--gateway", self.address],
+                                capture_output=True, text=True, timeout=60)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path / "data")
+    yield process
+    if process.proc.poll() is None:
+        process.terminate()
+
+
+def postgres_running(data_dir: Path) -> bool:
+    return (data_dir / "postgres" / "postmaster.pid").exists()
+
+
+def test_restart_on_the_same_data_dir_keeps_everything(gateway_process, tmp_path) -> None:
+    gw = gateway_process
+    created = json.loads(gw.cli("attempts", "create", "--file", str(SEED), "--json").stdout)
+    folder = tmp_path / "images"
+    for label, colors in (("cat", [(1, 2, 3), (4, 5, 6)]), ("dog", [(7, 8, 9)])):
+        (folder / label).mkdir(parents=True)
+        for i, color in enumerate(colors):
+            (folder / label / f"{i}.png").write_bytes(png(color))
+    (folder / "dog" / "broken.png").write_bytes(b"\x89PNG nope")
+    imported = gw.cli("images", "import", str(folder))
+    assert "added 3, duplicates 0, rejected 1" in imported.stdout
+    assert "broken.png" in imported.stdout
+
+    assert gw.terminate() == 0
+    assert not postgres_running(gw.data_dir)  # the embedded server stops with the gateway
+
+    again = GatewayProcess(gw.data_dir)
+    try:
+        got = json.loads(again.cli("attempts", "get", "american_dog_species_3", "--json").stdout)
+        assert got["id"] == created["id"]
+        assert got["training_commands"] == created["training_commands"]
+        labels = json.loads(again.cli("images", "labels", "--json").stdout)
+        assert labels == {"cat": 2, "dog": 1}
+    finally:
+        assert again.terminate() == 0
+
+
+def test_health_and_reflection_are_served(gateway_process) -> None:
+    with grpc.insecure_channel(gateway_process.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "metalearn.v1.AttemptService", "metalearn.v1.DatasetService"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+            list_services="")]), timeout=10)
+        names = {s.name for r in replies for s in r.list_services_response.service}
+        assert {"metalearn.v1.AttemptService", "metalearn.v1.DatasetService"} <= names
+
+
+def test_cli_errors_are_one_line_and_nonzero(gateway_process, tmp_path) -> None:
+    gw = gateway_process
+    missing = gw.cli("attempts", "get", "nobody", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0
+    assert "NOT_FOUND" in missing.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad name!", "training_commands": {"n_epoch": -1}}))
+    refused = gw.cli("attempts", "create", "--file", str(bad), check=False)
+    assert refused.returncode == 1
+    assert "attempt.name" in refused.stderr and "attempt.training_commands.n_epoch" in refused.stderr
+    assert gw.cli("attempts", "create", "--file", str(tmp_path / "none.json"),
+                  check=False).returncode == 1
+    listed = gw.cli("attempts", "list")
+    assert "NAME" in listed.stdout
+
+
+def test_unreachable_gateway_is_a_clear_error() -> None:
+    result = subprocess.run([*METALEARN, "attempts", "list", "--gateway", "127.0.0.1:1"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "METALEARN_GATEWAY": ""})
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
