@@ -52,7 +52,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         self._limits = limits
 
     @translate_errors
-    async def CreateAttempt(self, request: pb.CreateAttemptRequest, context: Any) -> pb.CreateAttemptResponse:
+    async def CreateAttempt(
+        self, request: pb.CreateAttemptRequest, context: Any
+    ) -> pb.CreateAttemptResponse:
         attempt = request.attempt
         v = Violations()
         check_name(v, "attempt.name", attempt.name)
@@ -63,14 +65,18 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
-    async def GetAttempt(self, request: pb.GetAttemptRequest, context: Any) -> pb.GetAttemptResponse:
+    async def GetAttempt(
+        self, request: pb.GetAttemptRequest, context: Any
+    ) -> pb.GetAttemptResponse:
         key = _key(request)
         _check_view(request.view)
         record = await self._store.get(key, with_epochs=request.view == pb.ATTEMPT_VIEW_FULL)
         return pb.GetAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
-    async def UpdateAttempt(self, request: pb.UpdateAttemptRequest, context: Any) -> pb.UpdateAttemptResponse:
+    async def UpdateAttempt(
+        self, request: pb.UpdateAttemptRequest, context: Any
+    ) -> pb.UpdateAttemptResponse:
         attempt = request.attempt
         v = Violations()
         key: AttemptKey
@@ -104,7 +110,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         return pb.UpdateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
-    async def ListAttempts(self, request: pb.ListAttemptsRequest, context: Any) -> pb.ListAttemptsResponse:
+    async def ListAttempts(
+        self, request: pb.ListAttemptsRequest, context: Any
+    ) -> pb.ListAttemptsResponse:
         v = Violations()
         limits = self._limits
         if not 0 <= request.page_size <= limits.max_page_size:
@@ -146,10 +154,14 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         return response
 
     @translate_errors
-    async def DeleteAttempt(self, request: pb.DeleteAttemptRequest, context: Any) -> pb.DeleteAttemptResponse:
+    async def DeleteAttempt(
+        self, request: pb.DeleteAttemptRequest, context: Any
+    ) -> pb.DeleteAttemptResponse:
         await self._store.delete(_key(request))
         return pb.DeleteAttemptResponse()
 
     @translate_errors
-    async def GetLatestIndex(self, request: pb.GetLatestIndexRequest, context: Any) -> pb.GetLatestIndexResponse:
+    async def GetLatestIndex(
+        self, request: pb.GetLatestIndexRequest, context: Any
+    ) -> pb.GetLatestIndexResponse:
         return pb.GetLatestIndexResponse(latest_index=await self._store.latest_index())

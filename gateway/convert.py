@@ -19,12 +19,14 @@ def status_name(status: int) -> str:
     return attempt_pb2.AttemptStatus.Name(status).removeprefix("ATTEMPT_STATUS_")  # type: ignore[arg-type]
 
 
-def status_value(name: str) -> attempt_pb2.AttemptStatus.ValueType:
+def status_value(name: str) -> Any:
     """ "TRAINING" -> ATTEMPT_STATUS_TRAINING."""
     return attempt_pb2.AttemptStatus.Value("ATTEMPT_STATUS_" + name)
 
 
-def doc_fields(attempt: attempt_pb2.Attempt, paths: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+def doc_fields(
+    attempt: attempt_pb2.Attempt, paths: tuple[str, ...]
+) -> tuple[dict[str, Any], list[str]]:
     """The document keys to set, and those to remove, for the named client fields."""
     full = json_format.MessageToDict(attempt, preserving_proto_field_name=True)
     set_fields = {p: full[p] for p in paths if p in full}
@@ -51,8 +53,12 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
         add = attempt.epochs.add
         for e in record.epochs:
             add(
-                epoch=e.epoch, loss=e.loss, learning_rate=e.learning_rate, seconds=e.seconds,
-                samples_per_second=e.samples_per_second, val_loss=e.val_loss,
+                epoch=e.epoch,
+                loss=e.loss,
+                learning_rate=e.learning_rate,
+                seconds=e.seconds,
+                samples_per_second=e.samples_per_second,
+                val_loss=e.val_loss,
                 val_accuracy=e.val_accuracy,
             )
     return attempt

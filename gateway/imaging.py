@@ -40,13 +40,15 @@ def inspect_image(data: bytes, limits: Limits) -> DecodedImage:
             with Image.open(io.BytesIO(data)) as image:
                 fmt = image.format or ""
                 if fmt not in ACCEPTED_FORMATS:
-                    raise RejectedImage(f"format {fmt or 'unknown'} is not one of "
-                                        f"{sorted(ACCEPTED_FORMATS)}")
+                    raise RejectedImage(
+                        f"format {fmt or 'unknown'} is not one of {sorted(ACCEPTED_FORMATS)}"
+                    )
                 width, height = image.size
                 # Checked before decoding, so a bomb never allocates its pixels.
                 if width * height > limits.max_image_pixels:
-                    raise RejectedImage(f"{width}x{height} pixels is over the limit of "
-                                        f"{limits.max_image_pixels}")
+                    raise RejectedImage(
+                        f"{width}x{height} pixels is over the limit of {limits.max_image_pixels}"
+                    )
                 image.load()  # a truncated or corrupt file fails here, not at training
     except RejectedImage:
         raise

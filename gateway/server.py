@@ -35,7 +35,8 @@ SERVICE_NAMES = (
 
 
 async def create_server(
-    config: GatewayConfig, pool: psycopg_pool.AsyncConnectionPool,
+    config: GatewayConfig,
+    pool: psycopg_pool.AsyncConnectionPool,
     health: HealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A gateway server bound to `config.listen` (port 0 picks a free one), not started."""

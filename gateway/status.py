@@ -38,14 +38,17 @@ def to_status(error: errors.DomainError) -> grpc.Status:
     if isinstance(error, errors.InvalidArgument):
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )
         detail = any_pb2.Any()
         detail.Pack(bad)
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -39,7 +39,7 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
     """One line: the status code, the message and every field violation."""
     code = err.code().name if isinstance(err, grpc.Call) else "ERROR"
     text = err.details() if isinstance(err, grpc.Call) else str(err)
-    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    status: Any = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
     fields = []
     for detail in status.details if status else []:
         bad = error_details_pb2.BadRequest()
@@ -116,7 +116,7 @@ def cmd_attempts_list(args: argparse.Namespace) -> int:
     request = attempt_service_pb2.ListAttemptsRequest(
         page_size=200, name_prefix=args.prefix or "", label_name=args.label or ""
     )
-    attempts = []
+    attempts: list[Any] = []
     with _channel(args) as channel:
         stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
         while True:
@@ -132,8 +132,10 @@ def cmd_attempts_list(args: argparse.Namespace) -> int:
     for a in attempts:
         last = f"{a.training_losses[-1]:.4f}" if a.training_losses else "-"
         acc = f"{a.accuracy:.3f}" if a.HasField("test_result") or a.accuracy else "-"
-        print(f"{a.id:>5}  {a.name:<32} {_status(a.status):<11}"
-              f" {len(a.training_losses):>7} {last:>10} {acc:>9}")
+        print(
+            f"{a.id:>5}  {a.name:<32} {_status(a.status):<11}"
+            f" {len(a.training_losses):>7} {last:>10} {acc:>9}"
+        )
     return 0
 
 
@@ -200,8 +202,11 @@ def cmd_images_labels(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with every subcommand."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--gateway", default=os.environ.get("METALEARN_GATEWAY", DEFAULT_GATEWAY),
-                        help="gateway address HOST:PORT (env METALEARN_GATEWAY)")
+    common.add_argument(
+        "--gateway",
+        default=os.environ.get("METALEARN_GATEWAY", DEFAULT_GATEWAY),
+        help="gateway address HOST:PORT (env METALEARN_GATEWAY)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     parser = argparse.ArgumentParser(prog="metalearn", description=__doc__)
@@ -214,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw.set_defaults(func=cmd_gateway)
 
     attempts = sub.add_parser("attempts", help="training attempts").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     create = attempts.add_parser("create", parents=[common], help="store an attempt document")
     create.add_argument("--file", required=True, help="attempt document (JSON)")
     create.add_argument("--name", help="store it under this name instead")
@@ -229,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_attempts_list)
 
     images = sub.add_parser("images", help="labelled images").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     imp = images.add_parser("import", parents=[common], help="upload DIR/<label>/<file> images")
     imp.add_argument("dir")
     imp.add_argument("--progress", action="store_true", help="show progress even when piped")

@@ -55,7 +55,9 @@ RESAMPLE: dict[str, str] = {
     "linear": "bilinear", "cubic": "bicubic",
 }  # fmt: skip
 
-IMAGE_MODES: frozenset[str] = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
+IMAGE_MODES: frozenset[str] = frozenset(
+    {"1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"}
+)
 
 # Layer arguments that are sizes: non-negative integers (or tuples of them).
 SIZE_ARGS: frozenset[str] = frozenset(

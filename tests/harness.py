@@ -68,8 +68,9 @@ class GatewayThread:
         self._thread.join(timeout=10)
 
 
-def png(color: tuple[int, int, int] = (200, 10, 10), size: tuple[int, int] = (8, 8),
-        fmt: str = "PNG") -> bytes:
+def png(
+    color: tuple[int, int, int] = (200, 10, 10), size: tuple[int, int] = (8, 8), fmt: str = "PNG"
+) -> bytes:
     """A small real image, distinct per color."""
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format=fmt)

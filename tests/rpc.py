@@ -22,7 +22,9 @@ def violations(err: grpc.RpcError) -> dict[str, str]:
     return found
 
 
-def expect_error(code: grpc.StatusCode, call: Callable[..., Any], *args: Any, **kw: Any) -> grpc.RpcError:
+def expect_error(
+    code: grpc.StatusCode, call: Callable[..., Any], *args: Any, **kw: Any
+) -> grpc.RpcError:
     """Calls and asserts that it fails with `code`; returns the error."""
     with pytest.raises(grpc.RpcError) as info:
         call(*args, **kw)

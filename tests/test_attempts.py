@@ -17,15 +17,21 @@ from tests.rpc import expect_error, violations
 CODE = grpc.StatusCode
 
 
-def make_attempt(name: str, labels: tuple[str, ...] = ("cat", "dog"), **tags: str) -> attempt_pb2.Attempt:
+def make_attempt(
+    name: str, labels: tuple[str, ...] = ("cat", "dog"), **tags: str
+) -> attempt_pb2.Attempt:
     attempt = attempt_pb2.Attempt(name=name, n_epoch=3, tags=tags)
     json_format.ParseDict(
         {
             "label_names": list(labels),
             "batch_size": 8,
             "n_epoch": 3,
-            "model": {"layers": [{"name": "Flatten"}, {"name": "Linear", "in_features": "auto",
-                                                      "out_features": "n_labels"}]},
+            "model": {
+                "layers": [
+                    {"name": "Flatten"},
+                    {"name": "Linear", "in_features": "auto", "out_features": "n_labels"},
+                ]
+            },
             "optimizer": {"name": "Adam", "lr": 0.001},
         },
         attempt.training_commands,
@@ -58,8 +64,11 @@ def test_unknown_name_and_id_are_not_found(attempts) -> None:
     expect_error(CODE.NOT_FOUND, attempts.GetAttempt, pb.GetAttemptRequest(id=424242))
     expect_error(CODE.NOT_FOUND, attempts.DeleteAttempt, pb.DeleteAttemptRequest(name="nobody"))
     mask = field_mask_pb2.FieldMask(paths=["n_epoch"])
-    expect_error(CODE.NOT_FOUND, attempts.UpdateAttempt,
-                 pb.UpdateAttemptRequest(attempt=attempt_pb2.Attempt(name="nobody"), update_mask=mask))
+    expect_error(
+        CODE.NOT_FOUND,
+        attempts.UpdateAttempt,
+        pb.UpdateAttemptRequest(attempt=attempt_pb2.Attempt(name="nobody"), update_mask=mask),
+    )
 
 
 def test_get_by_id_and_name_agree(attempts) -> None:
@@ -86,8 +95,9 @@ def test_bad_layer_names_the_field(attempts) -> None:
     attempt = make_attempt("bad-layer")
     attempt.training_commands.model.layers[1]["out_features"] = -3
     attempt.training_commands.model.layers.add().update({"name": "Teleport"})
-    err = expect_error(CODE.INVALID_ARGUMENT, attempts.CreateAttempt,
-                       pb.CreateAttemptRequest(attempt=attempt))
+    err = expect_error(
+        CODE.INVALID_ARGUMENT, attempts.CreateAttempt, pb.CreateAttemptRequest(attempt=attempt)
+    )
     found = violations(err)
     assert "attempt.training_commands.model.layers[1].out_features" in found
     assert "Teleport" in found["attempt.training_commands.model.layers[2].name"]
@@ -97,7 +107,9 @@ def test_update_writes_only_masked_fields(attempts) -> None:
     made = create(attempts, "upd")
     change = attempt_pb2.Attempt(name="upd", n_epoch=42, limit=7, tags={"team": "vision"})
     mask = field_mask_pb2.FieldMask(paths=["n_epoch", "tags"])
-    updated = attempts.UpdateAttempt(pb.UpdateAttemptRequest(attempt=change, update_mask=mask)).attempt
+    updated = attempts.UpdateAttempt(
+        pb.UpdateAttemptRequest(attempt=change, update_mask=mask)
+    ).attempt
     assert updated.n_epoch == 42 and dict(updated.tags) == {"team": "vision"}
     assert updated.limit == 0  # not in the mask
     assert updated.training_commands == made.training_commands
@@ -108,15 +120,20 @@ def test_update_refuses_server_owned_and_unknown_fields(attempts, gateway) -> No
     create(attempts, "guarded")
     before = snapshot(gateway.database_url)
     mask = field_mask_pb2.FieldMask(paths=["n_epoch", "status", "training_losses", "bogus"])
-    err = expect_error(CODE.INVALID_ARGUMENT, attempts.UpdateAttempt,
-                       pb.UpdateAttemptRequest(attempt=attempt_pb2.Attempt(name="guarded"),
-                                               update_mask=mask))
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        attempts.UpdateAttempt,
+        pb.UpdateAttemptRequest(attempt=attempt_pb2.Attempt(name="guarded"), update_mask=mask),
+    )
     found = violations(err)
     assert "server" in found["update_mask.paths[1]"]
     assert "server" in found["update_mask.paths[2]"]
     assert "not a writable field" in found["update_mask.paths[3]"]
-    err = expect_error(CODE.INVALID_ARGUMENT, attempts.UpdateAttempt,
-                       pb.UpdateAttemptRequest(attempt=attempt_pb2.Attempt(name="guarded")))
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        attempts.UpdateAttempt,
+        pb.UpdateAttemptRequest(attempt=attempt_pb2.Attempt(name="guarded")),
+    )
     assert "update_mask" in violations(err)
     assert snapshot(gateway.database_url) == before
 
@@ -128,13 +145,21 @@ def test_commands_of_a_running_attempt_cannot_change(attempts, gateway) -> None:
     with psycopg.connect(gateway.database_url) as conn:
         conn.execute("UPDATE attempts SET status = 'TRAINING' WHERE name = 'busy'")
     mask = field_mask_pb2.FieldMask(paths=["training_commands"])
-    expect_error(CODE.FAILED_PRECONDITION, attempts.UpdateAttempt,
-                 pb.UpdateAttemptRequest(attempt=make_attempt("busy"), update_mask=mask))
-    expect_error(CODE.FAILED_PRECONDITION, attempts.DeleteAttempt, pb.DeleteAttemptRequest(name="busy"))
+    expect_error(
+        CODE.FAILED_PRECONDITION,
+        attempts.UpdateAttempt,
+        pb.UpdateAttemptRequest(attempt=make_attempt("busy"), update_mask=mask),
+    )
+    expect_error(
+        CODE.FAILED_PRECONDITION, attempts.DeleteAttempt, pb.DeleteAttemptRequest(name="busy")
+    )
     # Tags are not commands: they may change while it trains.
     mask = field_mask_pb2.FieldMask(paths=["tags"])
-    attempts.UpdateAttempt(pb.UpdateAttemptRequest(
-        attempt=attempt_pb2.Attempt(name="busy", tags={"a": "b"}), update_mask=mask))
+    attempts.UpdateAttempt(
+        pb.UpdateAttemptRequest(
+            attempt=attempt_pb2.Attempt(name="busy", tags={"a": "b"}), update_mask=mask
+        )
+    )
 
 
 def test_delete_removes_attempt_and_epochs(attempts, gateway) -> None:
@@ -151,7 +176,9 @@ def test_delete_removes_attempt_and_epochs(attempts, gateway) -> None:
                 await store.append_epoch(made.id, 0, EpochRecord(epoch, 1.0 / epoch))
 
     asyncio.run(add_epochs())
-    got = attempts.GetAttempt(pb.GetAttemptRequest(name="doomed", view=pb.ATTEMPT_VIEW_FULL)).attempt
+    got = attempts.GetAttempt(
+        pb.GetAttemptRequest(name="doomed", view=pb.ATTEMPT_VIEW_FULL)
+    ).attempt
     assert list(got.training_losses) == [1.0, 0.5] and [e.epoch for e in got.epochs] == [1, 2]
     attempts.DeleteAttempt(pb.DeleteAttemptRequest(id=made.id))
     expect_error(CODE.NOT_FOUND, attempts.GetAttempt, pb.GetAttemptRequest(id=made.id))
@@ -168,8 +195,11 @@ def test_list_pages_filters_and_orders(attempts, gateway) -> None:
     create(attempts, "other")
     with psycopg.connect(gateway.database_url) as conn:
         for i, acc in ((1, 0.5), (3, 0.9), (5, 0.7)):
-            conn.execute("UPDATE attempts SET doc = doc || jsonb_build_object('accuracy', %s::float8),"
-                         " status = 'COMPLETE' WHERE name = %s", (acc, f"run-{i}"))
+            conn.execute(
+                "UPDATE attempts SET doc = doc || jsonb_build_object('accuracy', %s::float8),"
+                " status = 'COMPLETE' WHERE name = %s",
+                (acc, f"run-{i}"),
+            )
 
     def all_pages(request: pb.ListAttemptsRequest) -> list[str]:
         names: list[str] = []
@@ -180,18 +210,31 @@ def test_list_pages_filters_and_orders(attempts, gateway) -> None:
                 return names
             request.page_token = reply.next_page_token
 
-    assert all_pages(pb.ListAttemptsRequest(page_size=3)) == [f"run-{i}" for i in range(7)] + ["other"]
+    assert all_pages(pb.ListAttemptsRequest(page_size=3)) == [f"run-{i}" for i in range(7)] + [
+        "other"
+    ]
     assert all_pages(pb.ListAttemptsRequest(page_size=2, name_prefix="run-", label_name="dog")) == [
-        "run-1", "run-3", "run-5"]
-    assert all_pages(pb.ListAttemptsRequest(page_size=1, order_by=pb.ATTEMPT_ORDER_ACCURACY,
-                                            min_accuracy=0.6)) == ["run-3", "run-5"]
+        "run-1",
+        "run-3",
+        "run-5",
+    ]
+    assert all_pages(
+        pb.ListAttemptsRequest(page_size=1, order_by=pb.ATTEMPT_ORDER_ACCURACY, min_accuracy=0.6)
+    ) == ["run-3", "run-5"]
     by_acc = all_pages(pb.ListAttemptsRequest(page_size=2, order_by=pb.ATTEMPT_ORDER_ACCURACY))
     assert by_acc[:3] == ["run-3", "run-5", "run-1"] and len(by_acc) == 8
     statuses = [attempt_pb2.ATTEMPT_STATUS_COMPLETE]
-    assert sorted(all_pages(pb.ListAttemptsRequest(statuses=statuses))) == ["run-1", "run-3", "run-5"]
-    attempts.UpdateAttempt(pb.UpdateAttemptRequest(
-        attempt=attempt_pb2.Attempt(name="run-0", n_epoch=9),
-        update_mask=field_mask_pb2.FieldMask(paths=["n_epoch"])))
+    assert sorted(all_pages(pb.ListAttemptsRequest(statuses=statuses))) == [
+        "run-1",
+        "run-3",
+        "run-5",
+    ]
+    attempts.UpdateAttempt(
+        pb.UpdateAttemptRequest(
+            attempt=attempt_pb2.Attempt(name="run-0", n_epoch=9),
+            update_mask=field_mask_pb2.FieldMask(paths=["n_epoch"]),
+        )
+    )
     recent = all_pages(pb.ListAttemptsRequest(page_size=3, order_by=pb.ATTEMPT_ORDER_UPDATE_TIME))
     assert recent[0] == "run-0" and sorted(recent) == sorted(by_acc)
 
@@ -200,12 +243,17 @@ def test_page_token_must_match_the_request(attempts) -> None:
     for i in range(3):
         create(attempts, f"p-{i}")
     reply = attempts.ListAttempts(pb.ListAttemptsRequest(page_size=1))
-    err = expect_error(CODE.INVALID_ARGUMENT, attempts.ListAttempts,
-                       pb.ListAttemptsRequest(page_size=1, page_token=reply.next_page_token,
-                                              name_prefix="p"))
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        attempts.ListAttempts,
+        pb.ListAttemptsRequest(page_size=1, page_token=reply.next_page_token, name_prefix="p"),
+    )
     assert "page_token" in violations(err)
-    expect_error(CODE.INVALID_ARGUMENT, attempts.ListAttempts,
-                 pb.ListAttemptsRequest(page_token="not-a-token"))
+    expect_error(
+        CODE.INVALID_ARGUMENT,
+        attempts.ListAttempts,
+        pb.ListAttemptsRequest(page_token="not-a-token"),
+    )
     expect_error(CODE.INVALID_ARGUMENT, attempts.ListAttempts, pb.ListAttemptsRequest(page_size=-1))
 
 

@@ -18,20 +18,28 @@ from tests.harness import png, snapshot
 from tests.test_attempts import make_attempt
 
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 odd_names = st.one_of(
     st.text(max_size=300).filter(lambda s: not NAME_RE.match(s)),
-    st.just("x" * 129), st.just("a/b"), st.just("../etc/passwd"), st.just("name with space"),
+    st.just("x" * 129),
+    st.just("a/b"),
+    st.just("../etc/passwd"),
+    st.just("name with space"),
     st.text(min_size=1, max_size=20).map(lambda s: s * 2000),  # huge
 )
 wrong_values = st.one_of(
     st.text(max_size=50).filter(lambda s: s not in ("auto", "n_labels", "same", "valid")),
-    st.integers(max_value=-1).map(float), st.floats(allow_nan=True, allow_infinity=True).filter(
-        lambda f: not (f == f and f.is_integer() and f >= 0)),
-    st.lists(st.text(max_size=3), min_size=1, max_size=3), st.just({"nested": 1}), st.none(),
+    st.integers(max_value=-1).map(float),
+    st.floats(allow_nan=True, allow_infinity=True).filter(
+        lambda f: not (f == f and f.is_integer() and f >= 0)
+    ),
+    st.lists(st.text(max_size=3), min_size=1, max_size=3),
+    st.just({"nested": 1}),
+    st.none(),
 )
 size_args = st.sampled_from(["in_features", "out_features", "kernel_size", "stride", "padding"])
 
@@ -39,25 +47,44 @@ size_args = st.sampled_from(["in_features", "out_features", "kernel_size", "stri
 @st.composite
 def bad_attempts(draw: Any) -> attempt_pb2.Attempt:
     attempt = make_attempt("fuzz-target")
-    kind = draw(st.sampled_from(["name", "layer_arg", "layer_name", "empty_op", "negative",
-                                 "huge_label", "optimizer", "transform", "layer_count"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "name",
+                "layer_arg",
+                "layer_name",
+                "empty_op",
+                "negative",
+                "huge_label",
+                "optimizer",
+                "transform",
+                "layer_count",
+            ]
+        )
+    )
     cmd = attempt.training_commands
     if kind == "name":
         attempt.name = draw(odd_names)
     elif kind == "layer_arg":
         cmd.model.layers[1][draw(size_args)] = draw(wrong_values)
     elif kind == "layer_name":
-        cmd.model.layers[0]["name"] = draw(st.one_of(st.text(max_size=40), st.integers().map(float),
-                                                     st.booleans()))
+        cmd.model.layers[0]["name"] = draw(
+            st.one_of(st.text(max_size=40), st.integers().map(float), st.booleans())
+        )
     elif kind == "empty_op":
         cmd.image_ops.add()
     elif kind == "negative":
-        setattr(cmd, draw(st.sampled_from(["n_epoch", "batch_size", "n_labels"])),
-                draw(st.integers(min_value=-(2**31), max_value=-1)))
+        setattr(
+            cmd,
+            draw(st.sampled_from(["n_epoch", "batch_size", "n_labels"])),
+            draw(st.integers(min_value=-(2**31), max_value=-1)),
+        )
     elif kind == "huge_label":
         cmd.label_names.append(draw(st.text(min_size=1, max_size=10).map(lambda s: s * 300)))
     elif kind == "optimizer":
-        cmd.optimizer["name"] = draw(st.text(max_size=30).filter(lambda s: s not in ("SGD", "Adam")))
+        cmd.optimizer["name"] = draw(
+            st.text(max_size=30).filter(lambda s: s not in ("SGD", "Adam"))
+        )
     elif kind == "transform":
         cmd.transform[draw(st.text(min_size=1, max_size=20))] = draw(wrong_values)
     else:
@@ -93,21 +120,29 @@ def test_create_attempt(gateway, attempts, stored, attempt) -> None:
 
 
 @SETTINGS
-@given(attempt=bad_attempts(), paths=st.lists(st.sampled_from(
-    ["training_commands", "n_epoch", "status", "id", "accuracy", "x.y", ""]), max_size=4))
+@given(
+    attempt=bad_attempts(),
+    paths=st.lists(
+        st.sampled_from(["training_commands", "n_epoch", "status", "id", "accuracy", "x.y", ""]),
+        max_size=4,
+    ),
+)
 def test_update_attempt(gateway, attempts, stored, attempt, paths) -> None:
     if attempt.name == "fuzz-target":
         attempt.name = "keep-me"
-    request = apb.UpdateAttemptRequest(attempt=attempt, update_mask=field_mask_pb2.FieldMask(
-        paths=[*paths, "training_commands"]))
+    request = apb.UpdateAttemptRequest(
+        attempt=attempt, update_mask=field_mask_pb2.FieldMask(paths=[*paths, "training_commands"])
+    )
     code = call_code(attempts.UpdateAttempt, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert snapshot(gateway.database_url) == stored
 
 
-keys = st.one_of(st.builds(lambda n: {"name": n}, odd_names),
-                 st.builds(lambda i: {"id": i}, st.integers(min_value=-(2**63), max_value=0)),
-                 st.just({}))
+keys = st.one_of(
+    st.builds(lambda n: {"name": n}, odd_names),
+    st.builds(lambda i: {"id": i}, st.integers(min_value=-(2**63), max_value=0)),
+    st.just({}),
+)
 
 
 @SETTINGS
@@ -121,16 +156,28 @@ def test_get_and_delete_attempt(gateway, attempts, stored, key, view) -> None:
 
 
 @SETTINGS
-@given(page_size=st.integers(min_value=-(2**31), max_value=2**31 - 1),
-       token=st.one_of(st.text(max_size=200), st.binary(max_size=100).map(
-           lambda b: __import__("base64").urlsafe_b64encode(b).decode())),
-       min_accuracy=st.floats(), order=st.integers(min_value=-3, max_value=6),
-       statuses=st.lists(st.integers(min_value=-3, max_value=12), max_size=3),
-       prefix=st.text(max_size=300))
-def test_list_attempts(gateway, attempts, stored, page_size, token, min_accuracy, order, statuses,
-                       prefix) -> None:
-    request = apb.ListAttemptsRequest(page_size=page_size, page_token=token, min_accuracy=min_accuracy,
-                                      order_by=order, statuses=statuses, name_prefix=prefix)  # type: ignore[arg-type]
+@given(
+    page_size=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    token=st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=100).map(lambda b: __import__("base64").urlsafe_b64encode(b).decode()),
+    ),
+    min_accuracy=st.floats(),
+    order=st.integers(min_value=-3, max_value=6),
+    statuses=st.lists(st.integers(min_value=-3, max_value=12), max_size=3),
+    prefix=st.text(max_size=300),
+)
+def test_list_attempts(
+    gateway, attempts, stored, page_size, token, min_accuracy, order, statuses, prefix
+) -> None:
+    request = apb.ListAttemptsRequest(
+        page_size=page_size,
+        page_token=token,
+        min_accuracy=min_accuracy,
+        order_by=order,
+        statuses=statuses,
+        name_prefix=prefix,
+    )  # type: ignore[arg-type]
     assert call_code(attempts.ListAttempts, request) not in NEVER
     assert call_code(attempts.GetLatestIndex, apb.GetLatestIndexRequest()) is None
     assert snapshot(gateway.database_url) == stored
@@ -139,29 +186,52 @@ def test_list_attempts(gateway, attempts, stored, page_size, token, min_accuracy
 @SETTINGS
 @given(items=st.lists(st.tuples(st.text(max_size=300), st.binary(max_size=2000)), max_size=5))
 def test_upload_images_of_garbage(gateway, datasets, stored, items) -> None:
-    reply = datasets.UploadImages(iter(dpb.UploadImagesRequest(label=label, data=data)
-                                       for label, data in items))
+    reply = datasets.UploadImages(
+        iter(dpb.UploadImagesRequest(label=label, data=data) for label, data in items)
+    )
     assert reply.added == 0 and reply.rejected + reply.duplicates == len(items)
     assert snapshot(gateway.database_url) == stored
 
 
 @SETTINGS
-@given(labels=st.lists(st.text(max_size=300).filter(lambda s: s != "keep"), max_size=3),
-       ids=st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=3),
-       split=st.integers(min_value=-2, max_value=6), fraction=st.floats(),
-       limit=st.integers(min_value=-(2**31), max_value=2**31 - 1))
-def test_read_and_delete_images(gateway, datasets, stored, labels, ids, split, fraction, limit) -> None:
-    request = dpb.ReadImagesRequest(label_names=labels, ids=ids, split=split,  # type: ignore[arg-type]
-                                    test_fraction=fraction, limit=limit)
+@given(
+    labels=st.lists(st.text(max_size=300).filter(lambda s: s != "keep"), max_size=3),
+    ids=st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=3),
+    split=st.integers(min_value=-2, max_value=6),
+    fraction=st.floats(),
+    limit=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+)
+def test_read_and_delete_images(
+    gateway, datasets, stored, labels, ids, split, fraction, limit
+) -> None:
+    request = dpb.ReadImagesRequest(
+        label_names=labels,
+        ids=ids,
+        split=split,  # type: ignore[arg-type]
+        test_fraction=fraction,
+        limit=limit,
+    )
     assert call_code(datasets.ReadImages, request) not in NEVER
-    assert call_code(datasets.DeleteImages, dpb.DeleteImagesRequest(label_names=labels)) not in NEVER
+    assert (
+        call_code(datasets.DeleteImages, dpb.DeleteImagesRequest(label_names=labels)) not in NEVER
+    )
     assert snapshot(gateway.database_url) == stored
 
 
 def test_every_rpc_is_fuzzed() -> None:
     """A new RPC must get a fuzz test here before it ships."""
-    covered = {"CreateAttempt", "UpdateAttempt", "GetAttempt", "DeleteAttempt", "ListAttempts",
-               "GetLatestIndex", "UploadImages", "ReadImages", "DeleteImages", "ListLabels"}
+    covered = {
+        "CreateAttempt",
+        "UpdateAttempt",
+        "GetAttempt",
+        "DeleteAttempt",
+        "ListAttempts",
+        "GetLatestIndex",
+        "UploadImages",
+        "ReadImages",
+        "DeleteImages",
+        "ListLabels",
+    }
     rpcs: set[str] = set()
     for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR):
         for service in desc.services_by_name.values():

@@ -15,17 +15,28 @@ CODE = grpc.StatusCode
 
 def upload(stub, items: list[tuple[str, bytes]]) -> pb.UploadImagesResponse:
     return stub.UploadImages(
-        iter(pb.UploadImagesRequest(label=label, data=data, filename=f"f{i}")
-             for i, (label, data) in enumerate(items))
+        iter(
+            pb.UploadImagesRequest(label=label, data=data, filename=f"f{i}")
+            for i, (label, data) in enumerate(items)
+        )
     )
 
 
 def test_one_corrupt_image_does_not_lose_the_rest(datasets) -> None:
     good = [png((i * 20, 0, 0)) for i in range(5)]
     corrupt = good[0][:40]  # a truncated PNG: its header parses, its pixels do not
-    reply = upload(datasets, [("cat", good[0]), ("cat", good[1]), ("cat", corrupt),
-                              ("cat", b"not an image at all"), ("cat", good[2]), ("", good[3]),
-                              ("cat", good[4])])
+    reply = upload(
+        datasets,
+        [
+            ("cat", good[0]),
+            ("cat", good[1]),
+            ("cat", corrupt),
+            ("cat", b"not an image at all"),
+            ("cat", good[2]),
+            ("", good[3]),
+            ("cat", good[4]),
+        ],
+    )
     assert (reply.added, reply.duplicates, reply.rejected) == (4, 0, 3)
     assert {r.index for r in reply.rejections} == {2, 3, 5}
     assert all(r.reason for r in reply.rejections)
@@ -41,7 +52,9 @@ def test_duplicates_are_counted_per_label(datasets) -> None:
 
 
 def test_every_format_is_accepted_and_unknown_ones_refused(datasets) -> None:
-    items = [("x", png((9, 9, i), fmt=f)) for i, f in enumerate(["PNG", "JPEG", "WEBP", "BMP", "GIF"])]
+    items = [
+        ("x", png((9, 9, i), fmt=f)) for i, f in enumerate(["PNG", "JPEG", "WEBP", "BMP", "GIF"])
+    ]
     items.append(("x", png(fmt="TIFF")))
     reply = upload(datasets, items)
     assert reply.added == 5 and reply.rejected == 1
@@ -78,19 +91,31 @@ def test_read_images_splits_deterministically(datasets) -> None:
     assert len(read(limit=5)) == 5
     meta = read(skip_data=True)
     assert len(meta) == 60 and all(m.data == b"" for m in meta)
-    picked = list(datasets.ReadImages(pb.ReadImagesRequest(ids=[everything[3].id, everything[9].id])))
+    picked = list(
+        datasets.ReadImages(pb.ReadImagesRequest(ids=[everything[3].id, everything[9].id]))
+    )
     assert [m.id for m in picked] == [everything[3].id, everything[9].id]
 
 
 def test_read_and_delete_refuse_bad_requests(datasets, gateway) -> None:
     upload(datasets, [("keep", png())])
     before = snapshot(gateway.database_url)
-    err = expect_error(CODE.INVALID_ARGUMENT, lambda: list(datasets.ReadImages(pb.ReadImagesRequest())))
+    err = expect_error(
+        CODE.INVALID_ARGUMENT, lambda: list(datasets.ReadImages(pb.ReadImagesRequest()))
+    )
     assert "label_names" in violations(err)
-    err = expect_error(CODE.INVALID_ARGUMENT, lambda: list(datasets.ReadImages(
-        pb.ReadImagesRequest(label_names=["keep"], test_fraction=1.5, limit=-1))))
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        lambda: list(
+            datasets.ReadImages(
+                pb.ReadImagesRequest(label_names=["keep"], test_fraction=1.5, limit=-1)
+            )
+        ),
+    )
     assert {"test_fraction", "limit"} <= set(violations(err))
-    expect_error(CODE.NOT_FOUND, lambda: list(datasets.ReadImages(pb.ReadImagesRequest(ids=[99999]))))
+    expect_error(
+        CODE.NOT_FOUND, lambda: list(datasets.ReadImages(pb.ReadImagesRequest(ids=[99999])))
+    )
     expect_error(CODE.INVALID_ARGUMENT, datasets.DeleteImages, pb.DeleteImagesRequest())
     assert snapshot(gateway.database_url) == before
 

@@ -27,7 +27,9 @@ class GatewayProcess:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [*METALEARN, "gateway", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -37,8 +39,12 @@ class GatewayProcess:
         self.address = line.rsplit(" ", 1)[-1].strip()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*METALEARN, *args, "--gateway", self.address],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [*METALEARN, *args, "--gateway", self.address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if check:
             assert result.returncode == 0, result.stderr
         return result
@@ -96,8 +102,9 @@ def test_health_and_reflection_are_served(gateway_process) -> None:
         from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
-            list_services="")]), timeout=10)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
         names = {s.name for r in replies for s in r.list_services_response.service}
         assert {"metalearn.v1.AttemptService", "metalearn.v1.DatasetService"} <= names
 
@@ -111,15 +118,23 @@ def test_cli_errors_are_one_line_and_nonzero(gateway_process, tmp_path) -> None:
     bad.write_text(json.dumps({"name": "bad name!", "training_commands": {"n_epoch": -1}}))
     refused = gw.cli("attempts", "create", "--file", str(bad), check=False)
     assert refused.returncode == 1
-    assert "attempt.name" in refused.stderr and "attempt.training_commands.n_epoch" in refused.stderr
-    assert gw.cli("attempts", "create", "--file", str(tmp_path / "none.json"),
-                  check=False).returncode == 1
+    assert (
+        "attempt.name" in refused.stderr and "attempt.training_commands.n_epoch" in refused.stderr
+    )
+    assert (
+        gw.cli("attempts", "create", "--file", str(tmp_path / "none.json"), check=False).returncode
+        == 1
+    )
     listed = gw.cli("attempts", "list")
     assert "NAME" in listed.stdout
 
 
 def test_unreachable_gateway_is_a_clear_error() -> None:
-    result = subprocess.run([*METALEARN, "attempts", "list", "--gateway", "127.0.0.1:1"],
-                            capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "METALEARN_GATEWAY": ""})
+    result = subprocess.run(
+        [*METALEARN, "attempts", "list", "--gateway", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "METALEARN_GATEWAY": ""},
+    )
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr

@@ -86,9 +86,7 @@ _COLUMNS = sql.SQL(
     "a.id, a.name, a.status, a.created_at, a.updated_at, a.current_epoch,"
     " a.restart_count, a.trainer, a.error, a.doc"
 )
-_EPOCH_COLUMNS = (
-    "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
-)
+_EPOCH_COLUMNS = "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
 
 
 def _where_key(key: AttemptKey) -> tuple[sql.Composable, tuple[Any, ...]]:
@@ -175,7 +173,11 @@ class AttemptStore:
         return _record(row, epochs)
 
     async def update(
-        self, key: AttemptKey, set_fields: dict[str, Any], clear_fields: list[str], *,
+        self,
+        key: AttemptKey,
+        set_fields: dict[str, Any],
+        clear_fields: list[str],
+        *,
         guard_live: bool,
     ) -> AttemptRecord:
         """Writes document fields; FailedPrecondition if `guard_live` and a trainer owns it."""
@@ -243,15 +245,16 @@ class AttemptStore:
             conds.append(sql.SQL("{} >= %s").format(_ACCURACY))
             params.append(query.min_accuracy)
         if query.order is Order.ID:
-            order = sql.SQL("a.id")
+            order: sql.Composable = sql.SQL("a.id")
             if after is not None:
                 conds.append(sql.SQL("a.id > %s"))
                 params.append(after[0])
         elif query.order is Order.ACCURACY:
             order = sql.SQL("{} DESC, a.id").format(_ACCURACY)
             if after is not None:
-                conds.append(sql.SQL("({acc} < %s OR ({acc} = %s AND a.id > %s))").format(
-                    acc=_ACCURACY))
+                conds.append(
+                    sql.SQL("({acc} < %s OR ({acc} = %s AND a.id > %s))").format(acc=_ACCURACY)
+                )
                 params += [after[0], after[0], after[1]]
         else:
             order = sql.SQL("a.updated_at DESC, a.id DESC")
@@ -277,7 +280,7 @@ class AttemptStore:
         lease or a missing attempt. One statement, one commit: O(1) whatever the history.
         """
         query = (
-            "WITH lease AS (UPDATE attempts SET current_epoch = GREATEST(current_epoch, %(epoch)s),"
+            "WITH lease AS (UPDATE attempts SET current_epoch = GREATEST(current_epoch, %(epoch)s),"  # noqa: S608 - constant columns
             " updated_at = now() WHERE id = %(id)s AND restart_count = %(fence)s RETURNING id),"
             f" ins AS (INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS})"
             " SELECT id, %(epoch)s, %(loss)s, %(learning_rate)s, %(seconds)s,"

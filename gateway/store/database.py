@@ -72,9 +72,9 @@ async def migrate(conninfo: str) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_pool(conninfo: str, min_size: int, max_size: int) -> AsyncIterator[
-    psycopg_pool.AsyncConnectionPool
-]:
+async def open_pool(
+    conninfo: str, min_size: int, max_size: int
+) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
     """Opens a pool after bringing the schema up to date; closes it on exit."""
     await migrate(conninfo)
     pool = psycopg_pool.AsyncConnectionPool(

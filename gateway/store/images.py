@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg_pool
 
@@ -88,6 +89,7 @@ class ImageStore:
 
     async def metadata(self, labels: Sequence[str], ids: Sequence[int]) -> list[ImageMeta]:
         """Metadata of the images with these labels, or these ids, by id."""
+        param: list[Any]
         if ids:
             where, param = "id = ANY(%s)", list(ids)
         else:
@@ -122,5 +124,7 @@ class ImageStore:
         """Deletes every image of these labels; returns how many."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
-                cur = await conn.execute("DELETE FROM images WHERE label = ANY(%s)", (list(labels),))
+                cur = await conn.execute(
+                    "DELETE FROM images WHERE label = ANY(%s)", (list(labels),)
+                )
                 return cur.rowcount
