@@ -1,0 +1,214 @@
+"""Benchmark of the attempt store: epoch appends, GetAttempt of long histories, calls/s.
+
+Runs against a real embedded PostgreSQL and a real gateway on port 0, all started here.
+  python bench/store.py          # a table
+  python bench/store.py --json   # one JSON object, keys name the figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.embedded import EmbeddedPostgres
+from gateway.inprocess import GatewayThread
+from gateway.store import AttemptStore, EpochRecord, open_pool
+from metalearn import documents
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2_grpc,
+)
+from metalearn.v1 import attempt_service_pb2 as pb
+
+SEED = (
+    Path(__file__).resolve().parents[1]
+    / "tests"
+    / "fixtures"
+    / "attempt_american_dog_species_3.json"
+)
+
+
+class GatewayProcess:
+    """`metalearn gateway` as its own process, against the given database."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "metalearn.cli", "gateway", "--listen", "127.0.0.1:0",
+             "--database-url", url],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def prefill(url: str, name: str, epochs: int) -> int:
+    """An attempt with `epochs` stored epochs, written in one statement."""
+    doc = documents.attempt_to_document(documents.attempt_from_json(SEED.read_text()))
+    keep = {k: doc[k] for k in ("training_commands", "testing_commands", "n_epoch", "limit")}
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "INSERT INTO attempts (name, doc) VALUES (%s, %s) RETURNING id", (name, Jsonb(keep))
+        ).fetchone()
+        assert row is not None
+        conn.execute(
+            "INSERT INTO attempt_epochs (attempt_id, epoch, loss, learning_rate, seconds)"
+            " SELECT %s, g, 2.0 / g, 0.001, 1.5 FROM generate_series(1, %s) g",
+            (row[0], epochs),
+        )
+        conn.execute("UPDATE attempts SET current_epoch = %s WHERE id = %s", (epochs, row[0]))
+        return int(row[0])
+
+
+async def append_costs(url: str, short_id: int, long_id: int, rounds: int) -> dict[str, float]:
+    """Mean seconds per epoch append at a short and a long history, interleaved."""
+    async with open_pool(url, 1, 2) as pool:
+        store = AttemptStore(pool)
+        times: dict[int, list[float]] = {short_id: [], long_id: []}
+        next_epoch = {short_id: 11, long_id: 50_001}
+        for _ in range(rounds):
+            for attempt_id in (short_id, long_id):
+                start = time.perf_counter()
+                await store.append_epoch(attempt_id, 0, EpochRecord(next_epoch[attempt_id], 1.0))
+                times[attempt_id].append(time.perf_counter() - start)
+                next_epoch[attempt_id] += 1
+    return {"short": statistics.median(times[short_id]), "long": statistics.median(times[long_id])}
+
+
+def prototype_append_costs(url: str, rounds: int) -> dict[str, float]:
+    """The prototype's way: read the whole document, append a loss, write it all back."""
+    result = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for label, history in (("short", 10), ("long", 50_000)):
+            doc = {"name": f"proto-{label}", "training_losses": [2.0] * history}
+            conn.execute("CREATE TABLE IF NOT EXISTS proto (name text PRIMARY KEY, doc jsonb)")
+            conn.execute("INSERT INTO proto VALUES (%s, %s)", (doc["name"], Jsonb(doc)))
+            times = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                row = conn.execute(
+                    "SELECT doc FROM proto WHERE name = %s", (doc["name"],)
+                ).fetchone()
+                assert row is not None
+                stored = row[0]
+                stored["training_losses"].append(1.0)
+                conn.execute(
+                    "UPDATE proto SET doc = %s WHERE name = %s", (Jsonb(stored), doc["name"])
+                )
+                times.append(time.perf_counter() - start)
+            result[label] = statistics.median(times)
+    return result
+
+
+def get_latency(stub: Any, name: str, view: Any, calls: int) -> dict[str, float]:
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        stub.GetAttempt(pb.GetAttemptRequest(name=name, view=view))
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}
+
+
+def calls_per_second(stub: Any, seconds: float, concurrency: int) -> dict[str, float]:
+    """CreateAttempt and GetAttempt rates from one client, sequential or with N in flight."""
+    seed = documents.attempt_from_json(SEED.read_text())
+    counter = iter(range(10**9))
+
+    def create() -> None:
+        attempt = attempt_pb2.Attempt()
+        attempt.CopyFrom(seed)
+        attempt.name = f"rate-{concurrency}-{next(counter)}"
+        stub.CreateAttempt(pb.CreateAttemptRequest(attempt=attempt))
+
+    def get() -> None:
+        stub.GetAttempt(pb.GetAttemptRequest(name="rate-1-0"))
+
+    rates = {}
+    for label, call in (("create", create), ("get", get)):
+        done = 0
+        start = time.perf_counter()
+        if concurrency == 1:
+            while time.perf_counter() - start < seconds:
+                call()
+                done += 1
+        else:
+            with ThreadPoolExecutor(concurrency) as pool:
+                while time.perf_counter() - start < seconds:
+                    list(pool.map(lambda _, c=call: c(), range(concurrency * 4)))
+                    done += concurrency * 4
+        rates[label] = done / (time.perf_counter() - start)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pg = EmbeddedPostgres(Path(tmp))
+        url = pg.start()
+        gateway: GatewayThread | GatewayProcess = GatewayThread(url).start()  # migrates
+        try:
+            short_id, long_id = prefill(url, "short", 10), prefill(url, "long", 50_000)
+            appends = asyncio.run(append_costs(url, short_id, long_id, args.rounds))
+            figures["append_ms_at_10"] = appends["short"] * 1e3
+            figures["append_ms_at_50000"] = appends["long"] * 1e3
+            figures["append_ratio"] = appends["long"] / appends["short"]
+            proto = prototype_append_costs(url, max(20, args.rounds // 10))
+            figures["prototype_append_ms_at_10"] = proto["short"] * 1e3
+            figures["prototype_append_ms_at_50000"] = proto["long"] * 1e3
+            figures["prototype_append_ratio"] = proto["long"] / proto["short"]
+
+            prefill(url, "ten-thousand", 10_000)
+            # The client and the gateway in separate processes, as in production.
+            gateway.stop()
+            gateway = GatewayProcess(url)
+            with grpc.insecure_channel(gateway.address) as channel:
+                stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+                for view, label in (
+                    (pb.ATTEMPT_VIEW_BASIC, "basic"),
+                    (pb.ATTEMPT_VIEW_FULL, "full"),
+                ):
+                    lat = get_latency(stub, "ten-thousand", view, 100)
+                    figures[f"get_10000_epochs_{label}_p50_ms"] = lat["p50"] * 1e3
+                    figures[f"get_10000_epochs_{label}_p99_ms"] = lat["p99"] * 1e3
+                for concurrency in (1, 8):
+                    rates = calls_per_second(stub, args.seconds, concurrency)
+                    figures[f"create_per_s_{concurrency}_in_flight"] = rates["create"]
+                    figures[f"get_per_s_{concurrency}_in_flight"] = rates["get"]
+        finally:
+            gateway.stop()
+            pg.stop()
+    if args.json:
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+    else:
+        for key, value in figures.items():
+            print(f"{key:<36} {value:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
