@@ -49,7 +49,7 @@ bench: setup
 	$(PY) bench/store.py
 
 demo: setup
-	bash scripts/demo.sh
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .metalearn .pytest_cache .mypy_cache .ruff_cache
