@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,28 +133,26 @@ def calls_per_second(stub: Any, seconds: float, concurrency: int) -> dict[str, f
     seed = documents.attempt_from_json(SEED.read_text())
     counter = iter(range(10**9))
 
-    def create() -> None:
+    def create_request() -> Any:
         attempt = attempt_pb2.Attempt()
         attempt.CopyFrom(seed)
         attempt.name = f"rate-{concurrency}-{next(counter)}"
-        stub.CreateAttempt(pb.CreateAttemptRequest(attempt=attempt))
+        return pb.CreateAttemptRequest(attempt=attempt)
 
-    def get() -> None:
-        stub.GetAttempt(pb.GetAttemptRequest(name="rate-1-0"))
-
+    get_request = pb.GetAttemptRequest(name="rate-1-0")
     rates = {}
-    for label, call in (("create", create), ("get", get)):
+    for label, method, make in (
+        ("create", stub.CreateAttempt, create_request),
+        ("get", stub.GetAttempt, lambda: get_request),
+    ):
         done = 0
         start = time.perf_counter()
-        if concurrency == 1:
-            while time.perf_counter() - start < seconds:
-                call()
-                done += 1
-        else:
-            with ThreadPoolExecutor(concurrency) as pool:
-                while time.perf_counter() - start < seconds:
-                    list(pool.map(lambda _, c=call: c(), range(concurrency * 4)))
-                    done += concurrency * 4
+        while time.perf_counter() - start < seconds:
+            # `concurrency` calls in flight on one channel, as an async client would have.
+            futures = [method.future(make()) for _ in range(concurrency)]
+            for future in futures:
+                future.result()
+            done += concurrency
         rates[label] = done / (time.perf_counter() - start)
     return rates
 
