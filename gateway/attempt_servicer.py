@@ -10,7 +10,14 @@ from gateway.errors import InvalidArgument
 from gateway.status import translate_errors
 from gateway.store import AttemptStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
-from gateway.validation import WRITABLE_FIELDS, Violations, check_name, check_writable
+from gateway.validation import (
+    MAX_LABEL_CHARS,
+    WRITABLE_FIELDS,
+    Violations,
+    check_name,
+    check_writable,
+    text_problem,
+)
 from metalearn.v1 import attempt_pb2, attempt_service_pb2, attempt_service_pb2_grpc
 
 pb = attempt_service_pb2
@@ -131,10 +138,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             v.add("view", f"unknown view {request.view}")
         if not 0.0 <= request.min_accuracy <= 1.0:  # also refuses NaN
             v.add("min_accuracy", "must be between 0 and 1")
-        if len(request.label_name) > 256:
-            v.add("label_name", "at most 256 characters")
-        if len(request.name_prefix) > 128:
-            v.add("name_prefix", "at most 128 characters")
+        for field, max_chars in (("label_name", MAX_LABEL_CHARS), ("name_prefix", 128)):
+            if problem := text_problem(getattr(request, field), max_chars):
+                v.add(field, problem)
         v.raise_if_any()
         query = ListQuery(
             statuses=tuple(sorted(set(statuses))),

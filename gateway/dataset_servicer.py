@@ -11,7 +11,7 @@ from gateway.errors import InvalidArgument, NotFound
 from gateway.imaging import RejectedImage, in_test_split, inspect_image
 from gateway.status import translate_errors
 from gateway.store import ImageStore, NewImage
-from gateway.validation import MAX_LABEL_CHARS, Violations
+from gateway.validation import MAX_LABEL_CHARS, Violations, text_problem
 from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 
 pb = dataset_service_pb2
@@ -25,9 +25,14 @@ _BATCH_BYTES = 32 * 1024 * 1024
 def _label_problem(label: str) -> str | None:
     if not label.strip():
         return "no label"
-    if len(label) > MAX_LABEL_CHARS:
-        return f"label longer than {MAX_LABEL_CHARS} characters"
-    return None
+    return text_problem(label, MAX_LABEL_CHARS)
+
+
+def _check_label_list(v: Violations, labels: Any) -> None:
+    for i, label in enumerate(labels):
+        problem = _label_problem(label)
+        if problem:
+            v.add(f"label_names[{i}]", problem)
 
 
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
@@ -96,9 +101,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         v = Violations()
         if not request.label_names and not request.ids:
             v.add("label_names", "give label names or image ids")
-        for i, label in enumerate(request.label_names):
-            if _label_problem(label):
-                v.add(f"label_names[{i}]", "must be a non-empty label of at most 256 characters")
+        _check_label_list(v, request.label_names)
         if request.split not in pb.Split.values():
             v.add("split", f"unknown split {request.split}")
         if not 0.0 <= request.test_fraction < 1.0:  # also refuses NaN
@@ -144,7 +147,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
                 width=meta.width,
                 height=meta.height,
                 split=split,
-            )  # type: ignore[arg-type]
+            )
 
         if request.skip_data:
             for meta, split in chosen:
@@ -160,7 +163,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
     ) -> pb.DeleteImagesResponse:
         if not request.label_names:
             raise InvalidArgument.one("label_names", "name the labels whose images to delete")
-        for i, label in enumerate(request.label_names):
-            if _label_problem(label):
-                raise InvalidArgument.one(f"label_names[{i}]", "must be a non-empty label")
+        v = Violations()
+        _check_label_list(v, request.label_names)
+        v.raise_if_any()
         return pb.DeleteImagesResponse(deleted=await self._store.delete(request.label_names))

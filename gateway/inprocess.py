@@ -37,7 +37,9 @@ class GatewayThread:
         async def main() -> None:
             self._stopped = asyncio.Event()
             try:
-                async with open_pool(self.database_url, 2, 10) as pool:
+                async with open_pool(
+                    self.database_url, self.config.pool_min_size, self.config.pool_max_size
+                ) as pool:
                     server, port = await create_server(self.config, pool)
                     await server.start()
                     ready.set_result(port)

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from gateway.config import Limits
 from gateway.errors import FieldViolation, InvalidArgument
@@ -39,6 +39,30 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return plain_struct(value.struct_value)
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    return None if kind in (None, "null_value") else getattr(value, kind)
+
+
+def plain_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as Python values, as sent: unlike MessageToDict, keeps NaN and infinity
+    (so they are reported as the client's mistake) and is about twice as fast."""
+    return {key: _plain(value) for key, value in struct.fields.items()}
+
+
+def text_problem(value: str, max_chars: int) -> str | None:
+    """Why a client string cannot be stored: too long, or holding a NUL (PostgreSQL can't)."""
+    if len(value) > max_chars:
+        return f"at most {max_chars} characters"
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    return None
 
 
 def check_name(v: Violations, field: str, name: str) -> None:
@@ -70,8 +94,8 @@ def _check_labels(v: Violations, field: str, labels: Any, limits: Limits) -> Non
     for i, label in enumerate(labels):
         if not label.strip():
             v.add(f"{field}[{i}]", "must not be empty")
-        elif len(label) > MAX_LABEL_CHARS:
-            v.add(f"{field}[{i}]", f"at most {MAX_LABEL_CHARS} characters")
+        elif problem := text_problem(label, MAX_LABEL_CHARS):
+            v.add(f"{field}[{i}]", problem)
         elif label in seen:
             v.add(f"{field}[{i}]", f"{label!r} is listed twice")
         seen.add(label)
@@ -85,8 +109,8 @@ def _check_scalar(v: Violations, field: str, value: Any, depth: int = 0) -> None
         if not math.isfinite(value):
             v.add(field, "must be a finite number")
     elif isinstance(value, str):
-        if len(value) > 64:
-            v.add(field, "strings are at most 64 characters")
+        if problem := text_problem(value, 64):
+            v.add(field, problem)
     elif isinstance(value, list) and depth == 0:
         if len(value) > 64:
             v.add(field, "lists are at most 64 long")
@@ -124,7 +148,7 @@ def _check_named(
     v: Violations, field: str, spec: struct_pb2.Struct, allowed: frozenset[str], what: str
 ) -> dict[str, Any]:
     """A {"name": ..., arguments...} object (layers, optimizer, criterion, scheduler)."""
-    obj: dict[str, Any] = json_format.MessageToDict(spec)
+    obj = plain_struct(spec)
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         v.add(f"{field}.name", f"is required: one of the {what} {sorted(allowed)}")
@@ -186,7 +210,7 @@ def _check_image_ops(v: Violations, field: str, ops: Any) -> None:
 def _check_transforms(
     v: Violations, field: str, spec: struct_pb2.Struct, allowed: frozenset[str]
 ) -> None:
-    obj: dict[str, Any] = json_format.MessageToDict(spec)
+    obj = plain_struct(spec)
     for name, args in obj.items():
         path = f"{field}.{name[:64]}"
         if name not in allowed:
@@ -259,8 +283,8 @@ def check_tags(v: Violations, field: str, tags: Any) -> None:
     for key, value in tags.items():
         if not TAG_KEY_RE.match(key):
             v.add(f"{field}[{key[:64]!r}]", "keys are 1-63 letters, digits, '.', '_', '/' or '-'")
-        elif len(value) > MAX_TAG_VALUE_CHARS:
-            v.add(f"{field}[{key!r}]", f"values are at most {MAX_TAG_VALUE_CHARS} characters")
+        elif problem := text_problem(value, MAX_TAG_VALUE_CHARS):
+            v.add(f"{field}[{key!r}]", problem)
 
 
 # Client-writable fields of an Attempt, with the check of each.

@@ -237,3 +237,39 @@ def test_every_rpc_is_fuzzed() -> None:
         for service in desc.services_by_name.values():
             rpcs |= {m.name for m in service.methods}
     assert rpcs - covered == set()
+
+
+def test_fuzzer_findings_are_client_errors(attempts, datasets, gateway, stored) -> None:
+    """Found by the fuzzer as INTERNAL: NUL in text (PostgreSQL refuses it) and infinite
+    Struct numbers (JSON cannot hold them). Both are now the client's named mistake."""
+    from tests.rpc import violations
+
+    def error(call: Any, request: Any) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as info:
+            result = call(request)
+            if not hasattr(result, "DESCRIPTOR"):
+                list(result)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        return info.value
+
+    assert "label_names[0]" in violations(
+        error(datasets.ReadImages, dpb.ReadImagesRequest(label_names=["a\x00"]))
+    )
+    assert "label_names[0]" in violations(
+        error(datasets.DeleteImages, dpb.DeleteImagesRequest(label_names=["\x00"]))
+    )
+    assert "name_prefix" in violations(
+        error(attempts.ListAttempts, apb.ListAttemptsRequest(name_prefix="x\x00"))
+    )
+    attempt = make_attempt("nul-label", labels=("cat\x00",))
+    attempt.tags["k"] = "v\x00"
+    found = violations(error(attempts.CreateAttempt, apb.CreateAttemptRequest(attempt=attempt)))
+    assert "attempt.training_commands.label_names[0]" in found
+    assert "attempt.tags['k']" in found
+    attempt = make_attempt("inf-lr")
+    attempt.training_commands.optimizer["lr"] = float("inf")  # MessageToDict cannot write it
+    found = violations(error(attempts.CreateAttempt, apb.CreateAttemptRequest(attempt=attempt)))
+    assert "attempt.training_commands.optimizer.lr" in found
+    reply = datasets.UploadImages(iter([dpb.UploadImagesRequest(label="\x00", data=png())]))
+    assert reply.rejected == 1 and "NUL" in reply.rejections[0].reason
+    assert snapshot(gateway.database_url) == stored

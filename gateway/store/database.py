@@ -26,7 +26,9 @@ def translate_db_errors() -> Iterator[None]:
         yield
     except pg_errors.UniqueViolation as err:
         raise errors.AlreadyExists(_detail(err) or "already exists") from err
-    except (pg_errors.CheckViolation, pg_errors.NumericValueOutOfRange) as err:
+    # Validation names the field first; this backstop keeps any value PostgreSQL refuses
+    # (class 22, data exceptions) a client error rather than a bug.
+    except (pg_errors.CheckViolation, psycopg.DataError) as err:
         raise errors.InvalidArgument.one("request", _detail(err) or str(err)) from err
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
         raise errors.Unavailable(f"database unavailable: {err}") from err
