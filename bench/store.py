@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway import convert
 from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from gateway.store import AttemptStore, EpochRecord, open_pool
@@ -62,11 +63,12 @@ class GatewayProcess:
 
 def prefill(url: str, name: str, epochs: int) -> int:
     """An attempt with `epochs` stored epochs, written in one statement."""
-    doc = documents.attempt_to_document(documents.attempt_from_json(SEED.read_text()))
-    keep = {k: doc[k] for k in ("training_commands", "testing_commands", "n_epoch", "limit")}
+    seed = documents.attempt_from_json(SEED.read_text())
+    spec, doc = convert.stored_forms(convert.new_spec(seed))
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "INSERT INTO attempts (name, doc) VALUES (%s, %s) RETURNING id", (name, Jsonb(keep))
+            "INSERT INTO attempts (name, spec, doc) VALUES (%s, %s, %s) RETURNING id",
+            (name, spec, Jsonb(doc)),
         ).fetchone()
         assert row is not None
         conn.execute(

@@ -67,8 +67,8 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         check_name(v, "attempt.name", attempt.name)
         check_writable(v, "attempt", attempt, WRITABLE_FIELDS, self._limits)
         v.raise_if_any()
-        doc, _ = convert.doc_fields(attempt, WRITABLE_FIELDS)
-        record = await self._store.create(attempt.name, doc)
+        spec, doc = convert.stored_forms(convert.new_spec(attempt))
+        record = await self._store.create(attempt.name, spec, doc)
         return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
@@ -110,10 +110,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         unique = tuple(dict.fromkeys(paths))
         check_writable(v, "attempt", attempt, unique, self._limits)
         v.raise_if_any()
-        set_fields, clear_fields = convert.doc_fields(attempt, unique)
         # n_epoch, limit and tags may change at any time; commands not while a trainer runs them.
         guard = any(p in ("training_commands", "testing_commands") for p in unique)
-        record = await self._store.update(key, set_fields, clear_fields, guard_live=guard)
+        record = await self._store.update(key, convert.replacing(attempt, unique), guard_live=guard)
         return pb.UpdateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import field_mask_pb2, json_format
 
-from gateway.store import AttemptRecord
+from gateway.store import AttemptRecord, Stored
+from gateway.validation import WRITABLE_FIELDS
 from metalearn.v1 import attempt_pb2
-
-# Fields of an Attempt kept in the `doc` column; the rest are columns or epoch rows.
-CLIENT_DOC_FIELDS = ("training_commands", "testing_commands", "n_epoch", "limit", "tags")
-RESULT_DOC_FIELDS = ("accuracy", "test_result", "model_artifact", "dataset")
 
 
 def status_name(status: int) -> str:
@@ -24,21 +22,52 @@ def status_value(name: str) -> Any:
     return attempt_pb2.AttemptStatus.Value("ATTEMPT_STATUS_" + name)
 
 
-def doc_fields(
-    attempt: attempt_pb2.Attempt, paths: tuple[str, ...]
-) -> tuple[dict[str, Any], list[str]]:
-    """The document keys to set, and those to remove, for the named client fields."""
-    full = json_format.MessageToDict(attempt, preserving_proto_field_name=True)
-    set_fields = {p: full[p] for p in paths if p in full}
-    clear_fields = [p for p in paths if p not in full]
-    return set_fields, clear_fields
+def stored_forms(spec: attempt_pb2.Attempt) -> tuple[bytes, dict[str, Any]]:
+    """The two stored forms of an attempt's document fields: serialized, and as JSON.
+
+    The document fields are those a client writes and the results; the rest of an
+    Attempt lives in columns and epoch rows.
+    """
+    doc = json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    return spec.SerializeToString(), doc
+
+
+def new_spec(attempt: attempt_pb2.Attempt) -> attempt_pb2.Attempt:
+    """The client-writable fields of `attempt`, the document of a new attempt."""
+    spec = attempt_pb2.Attempt()
+    field_mask_pb2.FieldMask(paths=WRITABLE_FIELDS).MergeMessage(attempt, spec)
+    return spec
+
+
+def spec_of(stored: Stored) -> attempt_pb2.Attempt:
+    """The document fields of a stored attempt."""
+    spec = attempt_pb2.Attempt()
+    if stored.spec is not None:
+        spec.ParseFromString(stored.spec)
+    elif stored.doc is not None:
+        # A row from before `spec` existed. Unknown keys are a newer schema's fields:
+        # ignore them rather than fail a read.
+        json_format.ParseDict(stored.doc, spec, ignore_unknown_fields=True)
+    return spec
+
+
+def replacing(
+    source: attempt_pb2.Attempt, paths: tuple[str, ...]
+) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+    """A store rewrite that replaces the named top-level fields with those of `source`."""
+    mask = field_mask_pb2.FieldMask(paths=paths)
+
+    def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
+        spec = spec_of(stored)
+        mask.MergeMessage(source, spec, replace_message_field=True, replace_repeated_field=True)
+        return stored_forms(spec)
+
+    return rewrite
 
 
 def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     """The API's view of a stored attempt."""
-    attempt = attempt_pb2.Attempt()
-    # Unknown keys are a newer schema's fields: ignore them rather than fail a read.
-    json_format.ParseDict(record.doc, attempt, ignore_unknown_fields=True)
+    attempt = spec_of(record.stored)
     attempt.id = record.id
     attempt.name = record.name
     attempt.status = status_value(record.status)
@@ -48,17 +77,8 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     attempt.restart_count = record.restart_count
     attempt.trainer = record.trainer
     attempt.error = record.error
-    attempt.training_losses.extend(record.losses)
-    if record.epochs is not None:
-        add = attempt.epochs.add
-        for e in record.epochs:
-            add(
-                epoch=e.epoch,
-                loss=e.loss,
-                learning_rate=e.learning_rate,
-                seconds=e.seconds,
-                samples_per_second=e.samples_per_second,
-                val_loss=e.val_loss,
-                val_accuracy=e.val_accuracy,
-            )
+    # Encoded repeated fields from PostgreSQL: merging appends them, parsed natively.
+    attempt.MergeFromString(record.losses_wire)
+    if record.epochs_wire:
+        attempt.MergeFromString(record.epochs_wire)
     return attempt

@@ -1,6 +1,13 @@
 """Everything the gateway keeps in PostgreSQL: every SQL statement lives in this package."""
 
-from gateway.store.attempts import AttemptRecord, AttemptStore, EpochRecord, ListQuery, Order
+from gateway.store.attempts import (
+    AttemptRecord,
+    AttemptStore,
+    EpochRecord,
+    ListQuery,
+    Order,
+    Stored,
+)
 from gateway.store.database import migrate, open_pool
 from gateway.store.images import ImageMeta, ImageStore, NewImage
 
@@ -13,6 +20,7 @@ __all__ = [
     "ListQuery",
     "NewImage",
     "Order",
+    "Stored",
     "migrate",
     "open_pool",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -33,6 +34,14 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """An attempt's document fields: `spec` serialized, or (older rows) only `doc`."""
+
+    spec: bytes | None
+    doc: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class AttemptRecord:
     """An attempt row with its loss history (and epoch detail when asked for)."""
 
@@ -45,15 +54,13 @@ class AttemptRecord:
     restart_count: int
     trainer: str
     error: str
-    doc: dict[str, Any]
-    losses: list[float]
-    epochs: list[EpochRecord] | None = None
-
-    @property
-    def accuracy_key(self) -> float:
-        """The value ListAttempts orders by accuracy on; untested attempts sort last."""
-        value = self.doc.get("accuracy")
-        return float(value) if value is not None else -1.0
+    stored: Stored
+    # `training_losses`, already encoded (empty before the first epoch).
+    losses_wire: bytes
+    # The value ListAttempts orders by accuracy on; untested attempts sort last.
+    accuracy_key: float
+    # The FULL view's epochs, already encoded as `Attempt.epochs` entries.
+    epochs_wire: bytes | None = None
 
 
 class Order(Enum):
@@ -78,14 +85,21 @@ class ListQuery:
 AttemptKey = str | int
 
 _ACCURACY = sql.SQL("COALESCE((a.doc ->> 'accuracy')::float8, -1)")
+# `Attempt.training_losses` (field 4) encoded by PostgreSQL, one double per epoch.
 _LOSSES = sql.SQL(
-    "COALESCE((SELECT array_agg(e.loss ORDER BY e.epoch) FROM attempt_epochs e"
-    " WHERE e.attempt_id = a.id), '{}') AS losses"
+    "(SELECT string_agg(pb_double(x'21'::int, e.loss), ''::bytea ORDER BY e.epoch)"
+    " FROM attempt_epochs e WHERE e.attempt_id = a.id) AS losses_wire"
 )
+_EPOCHS_WIRE = sql.SQL(
+    "(SELECT string_agg(e.wire, ''::bytea ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id) AS epochs_wire"
+)
+# `doc` is decoded only for rows without `spec`: JSONB parsing is most of a read's cost.
 _COLUMNS = sql.SQL(
     "a.id, a.name, a.status, a.created_at, a.updated_at, a.current_epoch,"
-    " a.restart_count, a.trainer, a.error, a.doc"
-)
+    " a.restart_count, a.trainer, a.error, a.spec, CASE WHEN a.spec IS NULL THEN a.doc END"
+    " AS doc, {} AS accuracy_key"
+).format(_ACCURACY)
 _EPOCH_COLUMNS = "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
 
 
@@ -99,8 +113,7 @@ def _describe(key: AttemptKey) -> str:
     return f"attempt id {key}" if isinstance(key, int) else f"attempt {key!r}"
 
 
-def _record(row: dict[str, Any], epochs: list[EpochRecord] | None = None) -> AttemptRecord:
-    losses = [e.loss for e in epochs] if epochs is not None else list(row["losses"])
+def _record(row: dict[str, Any]) -> AttemptRecord:
     return AttemptRecord(
         id=row["id"],
         name=row["name"],
@@ -111,9 +124,10 @@ def _record(row: dict[str, Any], epochs: list[EpochRecord] | None = None) -> Att
         restart_count=row["restart_count"],
         trainer=row["trainer"],
         error=row["error"],
-        doc=row["doc"],
-        losses=losses,
-        epochs=epochs,
+        stored=Stored(row["spec"], row["doc"]),
+        losses_wire=row["losses_wire"] or b"",
+        accuracy_key=row["accuracy_key"],
+        epochs_wire=row.get("epochs_wire"),
     )
 
 
@@ -123,17 +137,17 @@ class AttemptStore:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def create(self, name: str, doc: dict[str, Any]) -> AttemptRecord:
+    async def create(self, name: str, spec: bytes, doc: dict[str, Any]) -> AttemptRecord:
         """Inserts a new attempt; AlreadyExists when the name is taken."""
         query = sql.SQL(
-            "INSERT INTO attempts AS a (name, doc) VALUES (%s, %s)"
-            " RETURNING {}, '{{}}'::float8[] AS losses"
+            "INSERT INTO attempts AS a (name, spec, doc) VALUES (%s, %s, %s)"
+            " RETURNING {}, NULL::bytea AS losses_wire"
         ).format(_COLUMNS)
         try:
             with translate_db_errors():
                 async with self._pool.connection() as conn:
-                    cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(query, (name, Jsonb(doc)))
+                    cur = conn.cursor(row_factory=dict_row, binary=True)
+                    await cur.execute(query, (name, spec, Jsonb(doc)))
                     row = await cur.fetchone()
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(f"attempt name {name!r} is taken") from err
@@ -143,59 +157,55 @@ class AttemptStore:
     async def get(self, key: AttemptKey, *, with_epochs: bool = False) -> AttemptRecord:
         """One attempt by name or id; NotFound when there is none."""
         where, params = _where_key(key)
-        # With epochs, the losses come from the epoch rows: no need to aggregate them too.
-        columns = sql.SQL("{}, '{{}}'::float8[] AS losses" if with_epochs else "{}, {}").format(
-            _COLUMNS, _LOSSES
+        extra = sql.SQL(", {}").format(_EPOCHS_WIRE) if with_epochs else sql.SQL("")
+        query = sql.SQL("SELECT {}, {}{} FROM attempts a WHERE {} FOR UPDATE").format(
+            _COLUMNS, _LOSSES, extra, where
         )
-        epochs: list[EpochRecord] | None = None
         with translate_db_errors():
             async with self._pool.connection() as conn:
+                # Binary results: float8[] and bytea arrive without text parsing.
                 cur = conn.cursor(row_factory=dict_row, binary=True)
-                await cur.execute(
-                    sql.SQL("SELECT {} FROM attempts a WHERE {}").format(columns, where), params
-                )
+                await cur.execute(query, params)
                 row = await cur.fetchone()
-                if row is None:
-                    raise errors.NotFound(f"{_describe(key)} not found")
-                if with_epochs:
-                    # Binary results: 10,000 epochs load in half the time of text.
-                    plain = conn.cursor(binary=True)
-                    await plain.execute(
-                        f"SELECT {_EPOCH_COLUMNS} FROM attempt_epochs"  # noqa: S608 - constant
-                        " WHERE attempt_id = %s ORDER BY epoch",
-                        (row["id"],),
-                    )
-                    epochs = [EpochRecord(*r) for r in await plain.fetchall()]
-        return _record(row, epochs)
+        if row is None:
+            raise errors.NotFound(f"{_describe(key)} not found")
+        return _record(row)
 
     async def update(
         self,
         key: AttemptKey,
-        set_fields: dict[str, Any],
-        clear_fields: list[str],
+        rewrite: Callable[[Stored], tuple[bytes, dict[str, Any]]],
         *,
         guard_live: bool,
     ) -> AttemptRecord:
-        """Writes document fields; FailedPrecondition if `guard_live` and a trainer owns it."""
+        """Replaces the document fields with `rewrite(current)` -> (spec, doc).
+
+        The row is locked while `rewrite` runs, so concurrent updates apply one after the
+        other. FailedPrecondition if `guard_live` and a trainer owns the attempt.
+        """
         where, params = _where_key(key)
-        guard = sql.SQL(" AND a.status <> ALL(%s)") if guard_live else sql.SQL("")
-        query = sql.SQL(
-            "UPDATE attempts AS a SET doc = (a.doc - %s::text[]) || %s, updated_at = now()"
-            " WHERE {}{} RETURNING {}, {}"
-        ).format(where, guard, _COLUMNS, _LOSSES)
-        args: tuple[Any, ...] = (clear_fields, Jsonb(set_fields), *params)
-        if guard_live:
-            args += (list(LIVE_STATUSES),)
+        select = sql.SQL("SELECT a.id, a.status, a.spec, {} FROM attempts a WHERE {} FOR UPDATE")
+        doc_if_needed = sql.SQL("CASE WHEN a.spec IS NULL THEN a.doc END AS doc")
+        write = sql.SQL(
+            "UPDATE attempts AS a SET spec = %s, doc = %s, updated_at = now()"
+            " WHERE a.id = %s RETURNING {}, {}"
+        ).format(_COLUMNS, _LOSSES)
         with translate_db_errors():
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(query, args)
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(select.format(doc_if_needed, where), params)
+                current = await cur.fetchone()
+                if current is None:
+                    raise errors.NotFound(f"{_describe(key)} not found")
+                if guard_live and current["status"] in LIVE_STATUSES:
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} is {current['status']}:"
+                        " its commands cannot change until it stops"
+                    )
+                spec, doc = rewrite(Stored(current["spec"], current["doc"]))
+                await cur.execute(write, (spec, Jsonb(doc), current["id"]))
                 row = await cur.fetchone()
-        if row is None:
-            current = await self.get(key)  # NotFound if it is gone
-            raise errors.FailedPrecondition(
-                f"{_describe(key)} is {current.status}: its commands cannot change until it stops"
-            )
+        assert row is not None
         return _record(row)
 
     async def delete(self, key: AttemptKey) -> None:
