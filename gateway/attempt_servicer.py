@@ -6,18 +6,17 @@ from typing import Any
 
 from gateway import convert, pagination
 from gateway.config import Limits
-from gateway.errors import InvalidArgument
-from gateway.status import translate_errors
 from gateway.store import AttemptStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
 from gateway.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
-    Violations,
     check_name,
     check_writable,
     text_problem,
 )
+from metalearn.errors import InvalidArgument, Violations
+from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, attempt_service_pb2, attempt_service_pb2_grpc
 
 pb = attempt_service_pb2

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.config import Limits
-from gateway.errors import InvalidArgument, NotFound
 from gateway.imaging import RejectedImage, in_test_split, inspect_image
-from gateway.status import translate_errors
 from gateway.store import ImageStore, NewImage
-from gateway.validation import MAX_LABEL_CHARS, Violations, text_problem
+from gateway.validation import MAX_LABEL_CHARS, text_problem
+from metalearn.errors import InvalidArgument, NotFound, Violations
+from metalearn.status import translate_errors
 from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 
 pb = dataset_service_pb2

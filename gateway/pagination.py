@@ -8,8 +8,8 @@ import hashlib
 import json
 from typing import Any
 
-from gateway.errors import InvalidArgument
 from gateway.store import AttemptRecord, ListQuery, Order
+from metalearn.errors import InvalidArgument
 
 
 def _fingerprint(query: ListQuery) -> str:

@@ -14,8 +14,9 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from gateway.config import Limits
-from gateway.errors import FieldViolation, InvalidArgument
 from metalearn import vocabulary
+from metalearn.errors import Violations
+from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -25,35 +26,6 @@ MAX_LABEL_CHARS = 256
 MAX_TAGS = 64
 MAX_TAG_VALUE_CHARS = 256
 MAX_IMAGE_SIDE = 8192
-
-
-class Violations:
-    """Collects field violations, so one answer names every mistake at once."""
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(self.items)
-
-
-def _plain(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return plain_struct(value.struct_value)
-    if kind == "list_value":
-        return [_plain(item) for item in value.list_value.values]
-    return None if kind in (None, "null_value") else getattr(value, kind)
-
-
-def plain_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as Python values, as sent: unlike MessageToDict, keeps NaN and infinity
-    (so they are reported as the client's mistake) and is about twice as fast."""
-    return {key: _plain(value) for key, value in struct.fields.items()}
 
 
 def text_problem(value: str, max_chars: int) -> str | None:

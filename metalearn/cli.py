@@ -186,6 +186,38 @@ def cmd_images_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_images_import_digits(args: argparse.Namespace) -> int:
+    from metalearn import digits
+
+    show = _progress if (sys.stderr.isatty() or args.progress) and not args.json else None
+    total = digits.count()
+
+    def requests() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
+        for i, request in enumerate(digits.digit_uploads(), 1):
+            yield request
+            if show:
+                show(i, total, request.label)
+
+    with _channel(args) as channel:
+        reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(requests())
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+    else:
+        print(
+            f"digits: added {reply.added}, duplicates {reply.duplicates}, rejected {reply.rejected}"
+        )
+    return 0 if reply.rejected == 0 else 1
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    # Imported here: only a trainer needs torch; the gateway and the client never do.
+    from trainer.config import TrainerConfig
+    from trainer.server import run_trainer
+
+    run_trainer(TrainerConfig.from_args(args), on_ready=lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_images_labels(args: argparse.Namespace) -> int:
     with _channel(args) as channel:
         reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).ListLabels(
@@ -218,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--database-url", help="use this PostgreSQL (env METALEARN_DATABASE_URL)")
     gw.set_defaults(func=cmd_gateway)
 
+    tr = sub.add_parser("trainer", help="run a trainer daemon (needs torch)")
+    tr.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT to bind")
+    tr.add_argument("--gateway", help="gateway to read images from (env METALEARN_GATEWAY)")
+    tr.add_argument("--capacity", type=int, default=1, help="runs at once (default 1)")
+    tr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    tr.add_argument("--cache-dir", default=".metalearn/trainer-cache", help="preprocessed data")
+    tr.add_argument("--checkpoint-every-epochs", type=int, default=5)
+    tr.add_argument("--checkpoint-every-seconds", type=float, default=300.0)
+    tr.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
+    tr.add_argument("--max-parameters", type=int, default=200_000_000, help="model size budget")
+    tr.set_defaults(func=cmd_trainer)
+
     attempts = sub.add_parser("attempts", help="training attempts").add_subparsers(
         dest="action", required=True
     )
@@ -241,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("dir")
     imp.add_argument("--progress", action="store_true", help="show progress even when piped")
     imp.set_defaults(func=cmd_images_import)
+    digits = images.add_parser(
+        "import-digits", parents=[common], help="upload scikit-learn's 1,797 handwritten digits"
+    )
+    digits.add_argument("--progress", action="store_true", help="show progress even when piped")
+    digits.set_defaults(func=cmd_images_import_digits)
     labels = images.add_parser("labels", parents=[common], help="labels and image counts")
     labels.set_defaults(func=cmd_images_labels)
     return parser

@@ -261,8 +261,8 @@ def test_page_token_must_match_the_request(attempts) -> None:
 def test_epochs_are_appended_once_and_fenced(attempts, gateway, fence, expected) -> None:
     import asyncio
 
-    from gateway import errors
     from gateway.store import open_pool
+    from metalearn import errors
 
     made = create(attempts, "fenced")
 

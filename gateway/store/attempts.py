@@ -13,8 +13,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from gateway import errors
 from gateway.store.database import translate_db_errors
+from metalearn import errors
 
 # States in which a trainer owns the attempt: its commands and its row stay put.
 LIVE_STATUSES = ("QUEUED", "TRAINING", "TESTING")

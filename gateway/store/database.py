@@ -11,7 +11,7 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 
-from gateway import errors
+from metalearn import errors
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""Domain errors: what the store and the servicers raise, free of psycopg and gRPC.
+"""Domain errors: what the stores, servicers and the trainer raise, free of psycopg and gRPC.
 
 psycopg errors become these in `gateway.store`; these become gRPC statuses in
-`gateway.status`. Nothing else translates errors.
+`metalearn.status`. Nothing else translates errors.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class Unavailable(DomainError):
     """The database cannot be reached; the client may retry."""
 
 
+class ResourceExhausted(DomainError):
+    """A limit of the server is reached (every slot busy, data too large)."""
+
+
 class InvalidArgument(DomainError):
     """The request itself is wrong; `violations` names every bad field."""
 
@@ -49,3 +53,17 @@ class InvalidArgument(DomainError):
     def one(cls, field: str, description: str) -> InvalidArgument:
         """An error about a single field."""
         return cls([FieldViolation(field, description)])
+
+
+class Violations:
+    """Collects field violations, so one answer names every mistake at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)

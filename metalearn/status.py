@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway import errors
+from metalearn import errors
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.Unavailable: code_pb2.UNAVAILABLE,
+    errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
 }
 
 
@@ -55,7 +56,44 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def translate_errors(method: F) -> F:
-    """Wraps a unary or streaming servicer method so domain errors become statuses."""
+    """Wraps a unary or streaming servicer method so domain errors become statuses.
+
+    Takes the asyncio methods of the gateway and the threaded ones of the trainer alike.
+    """
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def sync_stream_wrapper(
+            self: Any, request: Any, context: grpc.ServicerContext
+        ) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except errors.DomainError as err:
+                context.abort_with_status(to_status(err))
+            except Exception:
+                if context.code() is not None:  # type: ignore[attr-defined]  # aborted: a status
+                    raise
+                log.exception("bug in %s", method.__name__)
+                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return sync_stream_wrapper  # type: ignore[return-value]
+
+    if not inspect.iscoroutinefunction(method) and not inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        def sync_unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return method(self, request, context)
+            except errors.DomainError as err:
+                context.abort_with_status(to_status(err))
+            except Exception:
+                if context.code() is not None:  # type: ignore[attr-defined]
+                    raise
+                log.exception("bug in %s", method.__name__)
+                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return sync_unary_wrapper  # type: ignore[return-value]
+
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)

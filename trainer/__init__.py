@@ -1,0 +1,1 @@
+"""The trainer daemon: builds PyTorch models from commands, trains and tests them."""

@@ -1,0 +1,62 @@
+"""The trainer daemon's settings: one frozen dataclass, built from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one command may ask for; beyond these it is refused before any work."""
+
+    max_parameters: int = 200_000_000
+    max_epochs: int = 10_000
+    max_batch_size: int = 4_096
+    # Pixels of one image after `image_ops` (height x width).
+    max_image_pixels: int = 1024 * 1024
+    # Preprocessed data of one run held in memory.
+    max_data_bytes: int = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """How a trainer runs: where it listens, which gateway feeds it, how much at once."""
+
+    listen: str = "127.0.0.1:50052"
+    gateway: str = "127.0.0.1:50051"
+    # Runs at once; each gets its own process (and, with CUDA, its own device in turn).
+    capacity: int = 1
+    # "auto" (CUDA when present), "cpu" or "cuda".
+    device: str = "auto"
+    # Preprocessed datasets, keyed by a fingerprint of images and ops.
+    cache_dir: Path = Path(".metalearn/trainer-cache")
+    checkpoint_every_epochs: int = 5
+    checkpoint_every_seconds: float = 300.0
+    # Artifacts travel in chunks of this size.
+    chunk_bytes: int = 1024 * 1024
+    # Torch threads per run (0: torch's default).
+    threads_per_run: int = 0
+    # Seconds a cancelled run gets to stop by itself before it is killed.
+    stop_grace_seconds: float = 10.0
+    # Seconds for each call to the gateway (ReadImages of a whole dataset included).
+    gateway_deadline_seconds: float = 600.0
+    max_message_bytes: int = 512 * 1024 * 1024
+    limits: Limits = Limits()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainerConfig:
+        """From `metalearn trainer` flags, falling back on METALEARN_* variables."""
+        return cls(
+            listen=args.listen,
+            gateway=args.gateway or os.environ.get("METALEARN_GATEWAY", cls.gateway),
+            capacity=args.capacity,
+            device=args.device,
+            cache_dir=Path(args.cache_dir),
+            checkpoint_every_epochs=args.checkpoint_every_epochs,
+            checkpoint_every_seconds=args.checkpoint_every_seconds,
+            threads_per_run=args.threads,
+            limits=Limits(max_parameters=args.max_parameters),
+        )

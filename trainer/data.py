@@ -1,0 +1,222 @@
+"""A run's data: images from the gateway, decoded and preprocessed once, cached, split.
+
+The gateway splits each label into train and test by image hash and seed, so a test
+never sees a training image. The trainer holds out a validation part of the train split
+the same way. Preprocessed images are kept as uint8 tensors in memory and in a
+safetensors file under the cache directory, named by a fingerprint of the images'
+hashes, their labels and the fixed ops, so a later run on the same data decodes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import safetensors.torch
+import torch
+from google.protobuf import json_format
+from PIL import Image
+
+from metalearn.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from metalearn.v1 import attempt_pb2, dataset_service_pb2, dataset_service_pb2_grpc
+from trainer.transforms import Pipeline, apply_image_ops, fixed_tensor
+
+log = logging.getLogger(__name__)
+
+# Fraction of each label the gateway holds out for testing (its ReadImages default).
+TEST_FRACTION = 0.2
+# Fraction of the train split held out for validation.
+VALIDATION_FRACTION = 0.1
+# Bump when the cached tensors' meaning changes.
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image as the gateway lists it."""
+
+    id: int
+    label: str
+    sha256: str
+
+
+@dataclass
+class Tensors:
+    """Preprocessed images (uint8, N x C x H x W) and their class indices."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    cache_hit: bool
+    fingerprint: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.images.shape[1:])
+
+
+def in_validation(sha256: str, seed: int) -> bool:
+    """Whether a train-split image is held out for validation (stable per hash and seed)."""
+    digest = hashlib.sha256(f"{seed}:validation:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < VALIDATION_FRACTION
+
+
+def _gateway_error(err: grpc.RpcError, field: str) -> Exception:
+    code = err.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument.one(field, f"the gateway refused it: {err.details()}")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(f"gateway: {err.details()}")
+    return Unavailable(f"gateway: {code.name}: {err.details()}")
+
+
+class ImageSource:
+    """Reads images from the gateway's DatasetService."""
+
+    def __init__(self, channel: grpc.Channel, deadline_seconds: float) -> None:
+        self._stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+        self._deadline = deadline_seconds
+
+    def _read(self, request: dataset_service_pb2.ReadImagesRequest, field: str) -> list[Any]:
+        try:
+            return list(self._stub.ReadImages(request, timeout=self._deadline))
+        except grpc.RpcError as err:
+            raise _gateway_error(err, field) from err
+
+    def list(
+        self,
+        labels: Sequence[str],
+        split: dataset_service_pb2.Split,
+        seed: int,
+        ids: Sequence[int] = (),
+        limit: int = 0,
+    ) -> list[ImageRef]:
+        request = dataset_service_pb2.ReadImagesRequest(
+            label_names=labels, split=split, seed=seed, test_fraction=TEST_FRACTION,
+            ids=ids, limit=limit, skip_data=True,
+        )  # fmt: skip
+        return [
+            ImageRef(r.id, r.label, r.sha256) for r in self._read(request, "command.label_names")
+        ]
+
+    def fetch(self, refs: Sequence[ImageRef]) -> dict[int, bytes]:
+        """The encoded bytes of the given images, in batches the gateway streams."""
+        data: dict[int, bytes] = {}
+        for start in range(0, len(refs), 512):
+            ids = [r.id for r in refs[start : start + 512]]
+            request = dataset_service_pb2.ReadImagesRequest(ids=ids)
+            for r in self._read(request, "command.label_names"):
+                data[r.id] = r.data
+        return data
+
+
+def fingerprint(refs: Sequence[ImageRef], label_names: Sequence[str], key: list[Any]) -> str:
+    """What the preprocessed tensors depend on: each image, its class index, the ops."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([_CACHE_FORMAT, list(label_names), key]).encode())
+    for ref in refs:
+        digest.update(f"{ref.label}\0{ref.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def ops_key(image_ops: Sequence[attempt_pb2.ImageOp], pipeline: Pipeline) -> list[Any]:
+    return [[json_format.MessageToDict(op) for op in image_ops], pipeline.fixed_key()]
+
+
+class Preprocessor:
+    """Turns image refs into cached tensors."""
+
+    def __init__(
+        self, source: ImageSource, cache_dir: Path, max_bytes: int, max_pixels: int
+    ) -> None:
+        self._source = source
+        self._cache_dir = cache_dir
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+
+    def tensors(
+        self,
+        refs: Sequence[ImageRef],
+        label_names: Sequence[str],
+        image_ops: Sequence[attempt_pb2.ImageOp],
+        pipeline: Pipeline,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Tensors:
+        refs = sorted(refs, key=lambda r: (label_names.index(r.label), r.sha256, r.id))
+        fp = fingerprint(refs, label_names, ops_key(image_ops, pipeline))
+        path = self._cache_dir / f"{fp}.safetensors"
+        if path.exists():
+            try:
+                cached = safetensors.torch.load_file(str(path))
+                return Tensors(cached["images"], cached["labels"], True, fp)
+            except Exception:
+                log.warning("cache file %s is unreadable; rebuilding it", path)
+        data = self._source.fetch(refs)
+        images: list[torch.Tensor] = []
+        for i, ref in enumerate(refs):
+            x = self._decode(data[ref.id], ref, image_ops, pipeline)
+            if images and x.shape != images[0].shape:
+                raise FailedPrecondition(
+                    f"image {ref.id} ({ref.label}) is {tuple(x.shape)} after image_ops, others are"
+                    f" {tuple(images[0].shape)}: add a resize to command.image_ops"
+                )
+            if i == 0 and x.numel() * len(refs) > self._max_bytes:
+                raise ResourceExhausted(
+                    f"{len(refs)} images of {tuple(x.shape)} need {x.numel() * len(refs):,} bytes,"
+                    f" over this trainer's limit of {self._max_bytes:,}"
+                )
+            images.append(x)
+            if on_progress is not None:
+                on_progress(i + 1, len(refs))
+        labels = torch.tensor([label_names.index(r.label) for r in refs], dtype=torch.int64)
+        stacked = torch.stack(images) if images else torch.empty((0, 0, 0, 0), dtype=torch.uint8)
+        self._store(path, stacked, labels)
+        return Tensors(stacked, labels, False, fp)
+
+    def _decode(
+        self,
+        data: bytes,
+        ref: ImageRef,
+        image_ops: Sequence[attempt_pb2.ImageOp],
+        pipeline: Pipeline,
+    ) -> torch.Tensor:
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                opened.load()
+                image = apply_image_ops(opened, image_ops)
+        except (OSError, ValueError) as err:
+            raise FailedPrecondition(
+                f"image {ref.id} ({ref.label}) cannot be processed: {err}"
+            ) from err
+        if image.width * image.height > self._max_pixels:
+            raise InvalidArgument.one(
+                "command.image_ops",
+                f"images are {image.width}x{image.height} after the ops, over this trainer's"
+                f" limit of {self._max_pixels:,} pixels: resize them",
+            )
+        return fixed_tensor(image, pipeline)
+
+    def _store(self, path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Writes the cache file atomically; a failure only costs the next run a decode."""
+        try:
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._cache_dir, suffix=".tmp")
+            os.close(fd)
+            safetensors.torch.save_file({"images": images, "labels": labels}, tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            log.warning("could not write cache file %s: %s", path, err)

@@ -1,0 +1,156 @@
+"""One epoch of training and one pass of evaluation, returning numbers.
+
+Modeled on pytorch/examples' mnist/main.py: plain loops over a DataLoader. `should_stop`
+is polled before every batch, which is how a cancelled call stops within one batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from trainer.optim import Target
+from trainer.transforms import BatchTransform
+
+
+class Stopped(Exception):
+    """`should_stop` said so between two batches."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+class TensorImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Cached uint8 images and labels; batches are gathered in one indexing operation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def _keep_batch(batch: Any) -> Any:
+    return batch  # __getitems__ has already stacked it
+
+
+def loader(
+    data: TensorImages, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+) -> DataLoader[Any]:
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_keep_batch
+    )
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    loss: float
+    samples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    samples: int
+    # [true][predicted] counts.
+    confusion: torch.Tensor
+
+
+def _targets(labels: torch.Tensor, kind: Target, n_labels: int) -> torch.Tensor:
+    if kind is Target.INDEX:
+        return labels
+    return nn.functional.one_hot(labels, n_labels).to(torch.float32)
+
+
+def _sample_loss(loss: torch.Tensor, criterion: nn.Module, batch: int) -> float:
+    """The batch's summed loss, whatever the criterion's reduction."""
+    value = float(loss.item())
+    return value if getattr(criterion, "reduction", "mean") == "sum" else value * batch
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: DataLoader[Any],
+    transform: BatchTransform,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    target: Target,
+    n_labels: int,
+    should_stop: Callable[[], bool],
+    after_batch: Callable[[], None] | None = None,
+) -> EpochResult:
+    """A full pass over the training split; the loss is the mean over its samples."""
+    model.train()
+    start = time.perf_counter()
+    total, samples = 0.0, 0
+    for index, (images, labels) in enumerate(batches):
+        if should_stop():
+            raise Stopped
+        x = transform(images).to(device, non_blocking=True)
+        y = _targets(labels, target, n_labels).to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x), y)
+        if not torch.isfinite(loss):
+            raise Diverged(f"the loss is {loss.item()} at batch {index + 1}")
+        loss.backward()
+        optimizer.step()
+        if after_batch is not None:
+            after_batch()
+        total += _sample_loss(loss.detach(), criterion, len(labels))
+        samples += len(labels)
+    return EpochResult(total / max(samples, 1), samples, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: DataLoader[Any],
+    transform: BatchTransform,
+    criterion: nn.Module,
+    device: torch.device,
+    target: Target,
+    n_labels: int,
+    should_stop: Callable[[], bool],
+    on_batch: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Loss, accuracy and confusion matrix over a split, without changing the model."""
+    model.eval()
+    total, samples = 0.0, 0
+    confusion = torch.zeros((n_labels, n_labels), dtype=torch.int64)
+    for images, labels in batches:
+        if should_stop():
+            raise Stopped
+        x = transform(images).to(device)
+        scores = model(x)
+        total += _sample_loss(
+            criterion(scores, _targets(labels, target, n_labels).to(device)), criterion, len(labels)
+        )
+        predicted = scores.argmax(dim=1).cpu()
+        confusion += torch.bincount(
+            labels * n_labels + predicted, minlength=n_labels * n_labels
+        ).view(n_labels, n_labels)
+        samples += len(labels)
+        if on_batch is not None:
+            on_batch(samples)
+    correct = int(confusion.diagonal().sum())
+    loss = total / samples if samples else math.nan
+    return Evaluation(loss, correct / samples if samples else 0.0, samples, confusion)

@@ -1,0 +1,235 @@
+"""`model.layers` (or `model.name`) -> an `nn.Module`, every argument checked first.
+
+Each layer is built on PyTorch's `meta` device and a meta tensor of the real input shape
+is traced through it: "auto" sizes are read off the traced shape, shape mistakes are
+caught with the layer's index, and the parameter budget is checked, all before a byte of
+real memory is allocated. Nothing is `eval`-ed: names come from an allowlist.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from metalearn import vocabulary
+from metalearn.errors import Violations
+from metalearn.structs import plain_struct
+from metalearn.v1 import attempt_pb2
+
+# Arguments that would let a command choose where memory goes or what code runs.
+_FORBIDDEN_ARGS = frozenset({"device", "dtype", "factory_kwargs"})
+# Traced with two samples: batch norms refuse a batch of one in training mode.
+_TRACE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model with every size resolved: what a weights file carries to rebuild it."""
+
+    n_labels: int
+    input_shape: tuple[int, ...]
+    # Resolved layers ({"name": ..., **arguments}); empty for a named architecture.
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    # A torchvision architecture, when `layers` is empty.
+    architecture: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_labels": self.n_labels,
+            "input_shape": list(self.input_shape),
+            "layers": [{k: _jsonable(v) for k, v in layer.items()} for layer in self.layers],
+            "architecture": self.architecture,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            n_labels=int(data["n_labels"]),
+            input_shape=tuple(int(d) for d in data["input_shape"]),
+            layers=[dict(layer) for layer in data.get("layers", [])],
+            architecture=str(data.get("architecture", "")),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def architectures() -> list[str]:
+    """torchvision's classification models, the names `model.name` may use."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _signature_args(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        name: p
+        for name, p in params.items()
+        if name != "self"
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and name not in _FORBIDDEN_ARGS
+    }
+
+
+def _convert(name: str, value: Any, default: Any) -> Any:
+    """Struct values (every number a float, lists for tuples) as the layer expects them."""
+    if isinstance(value, list):
+        return tuple(_convert(name, item, None) for item in value)
+    wants_int = name in vocabulary.SIZE_ARGS or (
+        isinstance(default, int) and not isinstance(default, bool)
+    )
+    if isinstance(value, float) and wants_int and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _auto_size(arg: str, shape: torch.Size) -> Any:
+    """The size an "auto" argument takes from the traced input shape."""
+    if arg in ("in_channels", "num_features", "num_channels"):
+        return int(shape[1])
+    if arg == "in_features":
+        return int(shape[-1])
+    return int(shape[-1])  # normalized_shape: the last dimension
+
+
+def _resolve_layer(
+    v: Violations, path: str, raw: dict[str, Any], shape: torch.Size, n_labels: int
+) -> dict[str, Any] | None:
+    """One layer's arguments, checked against its signature, sizes resolved; None if bad."""
+    name = raw.get("name")
+    if not isinstance(name, str) or name not in vocabulary.LAYERS or not hasattr(nn, name):
+        v.add(f"{path}.name", f"unknown layer {name!r}; allowed: {sorted(vocabulary.LAYERS)}")
+        return None
+    allowed = _signature_args(getattr(nn, name))
+    resolved: dict[str, Any] = {"name": name}
+    ok = True
+    for arg, value in raw.items():
+        if arg == "name":
+            continue
+        if arg not in allowed:
+            v.add(f"{path}.{arg}", f"{name} takes no argument {arg!r}; it takes {sorted(allowed)}")
+            ok = False
+        elif value == "auto" and arg in vocabulary.AUTO_ARGS:
+            resolved[arg] = _auto_size(arg, shape)
+        elif value == "n_labels" and arg in vocabulary.N_LABELS_ARGS:
+            resolved[arg] = n_labels
+        elif isinstance(value, str) and value in ("auto", "n_labels"):
+            v.add(f"{path}.{arg}", f"{value!r} is not allowed for {arg}")
+            ok = False
+        else:
+            resolved[arg] = _convert(arg, value, allowed[arg].default)
+    missing = [
+        a for a, p in allowed.items() if p.default is inspect.Parameter.empty and a not in resolved
+    ]
+    if missing:
+        v.add(path, f"{name} needs {missing}")
+        ok = False
+    return resolved if ok else None
+
+
+def _make(layer: dict[str, Any]) -> nn.Module:
+    args = {k: v for k, v in layer.items() if k != "name"}
+    module: nn.Module = getattr(nn, layer["name"])(**args)
+    return module
+
+
+def _parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _describe(shape: torch.Size) -> str:
+    return "(batch, " + ", ".join(str(d) for d in shape[1:]) + ")"
+
+
+def resolve(
+    v: Violations,
+    path: str,
+    model: attempt_pb2.Model,
+    input_shape: tuple[int, ...],
+    n_labels: int,
+    max_parameters: int,
+) -> ModelSpec | None:
+    """Checks `model` against the real input shape; the spec to build, or None (see `v`)."""
+    x = torch.empty((_TRACE_BATCH, *input_shape), device="meta")
+    parameters = 0
+    if model.name and len(model.layers):
+        v.add(f"{path}.name", "give layers or a name, not both")
+        return None
+    if model.name:
+        if model.name not in architectures():
+            v.add(f"{path}.name", f"unknown architecture; allowed: {architectures()}")
+            return None
+        try:
+            with torch.device("meta"):
+                net = torchvision.models.get_model(model.name, weights=None, num_classes=n_labels)
+            net.eval()  # some architectures have training-only auxiliary outputs
+            x = net(x)
+        except Exception as err:
+            v.add(f"{path}.name", f"{model.name} cannot take inputs of shape {input_shape}: {err}")
+            return None
+        spec = ModelSpec(n_labels, input_shape, architecture=model.name)
+        parameters = _parameters(net)
+    else:
+        if not len(model.layers):
+            v.add(f"{path}.layers", "give at least one layer (or a torchvision name)")
+            return None
+        layers: list[dict[str, Any]] = []
+        for i, struct in enumerate(model.layers):
+            layer_path = f"{path}.layers[{i}]"
+            resolved = _resolve_layer(v, layer_path, plain_struct(struct), x.shape, n_labels)
+            if resolved is None:
+                return None  # later layers' shapes depend on this one
+            try:
+                with torch.device("meta"):
+                    module = _make(resolved)
+            except Exception as err:
+                v.add(layer_path, f"{resolved['name']}: {err}")
+                return None
+            try:
+                x = module(x)
+            except Exception as err:
+                v.add(
+                    layer_path,
+                    f"{resolved['name']} cannot take an input {_describe(x.shape)}: {err}",
+                )
+                return None
+            if not isinstance(x, torch.Tensor):
+                v.add(layer_path, f"{resolved['name']} does not give one tensor")
+                return None
+            parameters += _parameters(module)
+            layers.append(resolved)
+        spec = ModelSpec(n_labels, input_shape, layers=layers)
+    if x.dim() != 2 or x.shape[1] != n_labels:
+        v.add(
+            f"{path}.layers" if not model.name else f"{path}.name",
+            f"the output is {_describe(x.shape)}; it must be (batch, {n_labels}), one score per"
+            ' label: end with a layer of "n_labels" outputs',
+        )
+        return None
+    if parameters > max_parameters:
+        v.add(
+            path, f"has {parameters:,} parameters, over this trainer's budget of {max_parameters:,}"
+        )
+        return None
+    return spec
+
+
+def build(spec: ModelSpec) -> nn.Module:
+    """The real model of a resolved spec, initialised from torch's global generator."""
+    if spec.architecture:
+        net: nn.Module = torchvision.models.get_model(
+            spec.architecture, weights=None, num_classes=spec.n_labels
+        )
+        return net
+    return nn.Sequential(*(_make(layer) for layer in spec.layers))
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Trainable parameters of a built model."""
+    return _parameters(module)

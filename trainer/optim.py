@@ -1,0 +1,181 @@
+"""Optimizer, loss and learning-rate scheduler of a command: allowlisted, arguments checked.
+
+Each is tried once on a throwaway parameter when the command is checked, so torch's own
+value checks (a negative learning rate, a bad `reduction`) fail the request up front
+with the field named, not an epoch later.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from google.protobuf import struct_pb2
+from torch import nn
+
+from metalearn import vocabulary
+from metalearn.errors import Violations
+from metalearn.structs import plain_struct
+
+# The prototype's defaults.
+DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "SGD", "lr": 0.001, "momentum": 0.9}
+DEFAULT_CRITERION: dict[str, Any] = {"name": "CrossEntropyLoss"}
+DEFAULT_SCHEDULER: dict[str, Any] = {"name": "ReduceLROnPlateau"}
+
+# Schedulers stepped after every batch rather than every epoch.
+_PER_BATCH = frozenset({"OneCycleLR"})
+# Arguments that are tensors in torch and lists in a command.
+_TENSOR_ARGS = frozenset({"weight", "pos_weight"})
+# Arguments that change what the loop sees, not what the loss computes.
+_FIXED_LOSS_ARGS = frozenset({"size_average", "reduce"})
+
+
+class Target(Enum):
+    """What a loss wants as the label: a class index, or a one-hot vector."""
+
+    INDEX = "index"
+    ONE_HOT = "one_hot"
+
+
+_INDEX_LOSSES = frozenset({"CrossEntropyLoss", "NLLLoss", "MultiMarginLoss"})
+
+
+@dataclass(frozen=True)
+class Named:
+    """An allowlisted torch class and its checked keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+def _named(
+    v: Violations,
+    path: str,
+    struct: struct_pb2.Struct,
+    default: dict[str, Any],
+    allowed: frozenset[str],
+    module: Any,
+    skip: frozenset[str],
+) -> Named | None:
+    raw = plain_struct(struct) if len(struct.fields) else dict(default)
+    name = raw.pop("name", default["name"])
+    if not isinstance(name, str) or name not in allowed or not hasattr(module, name):
+        v.add(f"{path}.name", f"unknown name {name!r}; allowed: {sorted(allowed)}")
+        return None
+    params = {
+        k: p
+        for k, p in inspect.signature(getattr(module, name).__init__).parameters.items()
+        if k not in skip and k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    kwargs: dict[str, Any] = {}
+    ok = True
+    for arg, value in raw.items():
+        if arg not in params:
+            v.add(f"{path}.{arg}", f"{name} takes no argument {arg!r}; it takes {sorted(params)}")
+            ok = False
+            continue
+        default_value = params[arg].default
+        if isinstance(value, float) and not math.isfinite(value):
+            v.add(f"{path}.{arg}", "must be a finite number")
+            ok = False
+        elif (
+            isinstance(value, float)
+            and isinstance(default_value, int)
+            and not isinstance(default_value, bool)
+            and value.is_integer()
+        ):
+            kwargs[arg] = int(value)
+        elif isinstance(value, list) and arg in _TENSOR_ARGS:
+            try:
+                kwargs[arg] = torch.tensor(value, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                v.add(f"{path}.{arg}", "must be a list of numbers")
+                ok = False
+        elif isinstance(value, list):
+            kwargs[arg] = tuple(value)
+        else:
+            kwargs[arg] = value
+    return Named(name, kwargs) if ok else None
+
+
+def _probe_parameter() -> list[nn.Parameter]:
+    return [nn.Parameter(torch.zeros(2))]
+
+
+def check_optimizer(v: Violations, path: str, struct: struct_pb2.Struct) -> Named | None:
+    """The optimizer of a command, constructed once to let torch check its values."""
+    spec = _named(
+        v, path, struct, DEFAULT_OPTIMIZER, vocabulary.OPTIMIZERS, torch.optim,
+        frozenset({"params", "foreach", "fused", "capturable", "differentiable"}),
+    )  # fmt: skip
+    if spec is not None:
+        try:
+            make_optimizer(spec, _probe_parameter())
+        except Exception as err:
+            v.add(path, f"{spec.name}: {err}")
+            return None
+    return spec
+
+
+def make_optimizer(spec: Named, parameters: Any) -> torch.optim.Optimizer:
+    optimizer: torch.optim.Optimizer = getattr(torch.optim, spec.name)(parameters, **spec.kwargs)
+    return optimizer
+
+
+def check_criterion(v: Violations, path: str, struct: struct_pb2.Struct) -> Named | None:
+    """The loss of a command; its reduction must give one number per batch."""
+    spec = _named(v, path, struct, DEFAULT_CRITERION, vocabulary.CRITERIA, nn, _FIXED_LOSS_ARGS)
+    if spec is None:
+        return None
+    if spec.kwargs.get("reduction", "mean") not in ("mean", "sum"):
+        v.add(f"{path}.reduction", "must be 'mean' or 'sum': training needs one number per batch")
+        return None
+    try:
+        make_criterion(spec)
+    except Exception as err:
+        v.add(path, f"{spec.name}: {err}")
+        return None
+    return spec
+
+
+def make_criterion(spec: Named) -> nn.Module:
+    criterion: nn.Module = getattr(nn, spec.name)(**spec.kwargs)
+    return criterion
+
+
+def target_kind(criterion: Named) -> Target:
+    """Class indices for classification losses, one-hot vectors for regression ones."""
+    return Target.INDEX if criterion.name in _INDEX_LOSSES else Target.ONE_HOT
+
+
+def check_scheduler(
+    v: Violations, path: str, struct: struct_pb2.Struct, epochs: int, steps_per_epoch: int
+) -> Named | None:
+    """The learning-rate scheduler; OneCycleLR gets its step count from the run."""
+    spec = _named(
+        v, path, struct, DEFAULT_SCHEDULER, vocabulary.SCHEDULERS, torch.optim.lr_scheduler,
+        frozenset({"optimizer", "verbose"}),
+    )  # fmt: skip
+    if spec is None:
+        return None
+    if spec.name == "OneCycleLR" and not {"total_steps", "epochs"} & spec.kwargs.keys():
+        spec = Named(spec.name, {**spec.kwargs, "total_steps": max(1, epochs * steps_per_epoch)})
+    try:
+        make_scheduler(spec, make_optimizer(Named("SGD", {"lr": 0.1}), _probe_parameter()))
+    except Exception as err:
+        v.add(path, f"{spec.name}: {err}")
+        return None
+    return spec
+
+
+def make_scheduler(spec: Named, optimizer: torch.optim.Optimizer) -> Any:
+    return getattr(torch.optim.lr_scheduler, spec.name)(optimizer, **spec.kwargs)
+
+
+def steps_per_batch(spec: Named) -> bool:
+    """Whether the scheduler steps after each batch (else after each epoch)."""
+    return spec.name in _PER_BATCH

@@ -1,0 +1,450 @@
+"""One Train or Test call, start to finish: check the command, load data, run, emit events.
+
+This runs in a worker process of its own (see `trainer.workers`), so a run owns torch's
+global random state (same command + seed + data -> the same losses, whatever runs beside
+it) and its memory is returned when it ends. `emit` sends one response message upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import torch
+from google.protobuf import json_format
+
+from metalearn import vocabulary
+from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
+from metalearn.structs import plain_struct
+from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
+from trainer import artifacts, loop, model, optim
+from trainer.config import TrainerConfig
+from trainer.data import (
+    TEST_FRACTION,
+    VALIDATION_FRACTION,
+    ImageRef,
+    ImageSource,
+    Preprocessor,
+    in_validation,
+)
+from trainer.transforms import BatchTransform, Pipeline, check_image_ops, check_pipeline
+
+log = logging.getLogger(__name__)
+pb = trainer_service_pb2
+Emit = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class Signals:
+    """How the parent process talks to a run: cancel now, or stop after this epoch."""
+
+    cancelled: Callable[[], bool]
+    interrupted: Callable[[], bool]
+
+
+def device_for(config: TrainerConfig, slot: int) -> torch.device:
+    """CUDA when present (slot i on device i mod count), else CPU."""
+    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise FailedPrecondition("this trainer was told to use CUDA but has no CUDA device")
+    return torch.device(f"cuda:{slot % torch.cuda.device_count()}")
+
+
+def command_fingerprint(command: attempt_pb2.TrainCommand) -> str:
+    """What must match for a checkpoint to resume a run: everything but the epoch count."""
+    same = attempt_pb2.TrainCommand()
+    same.CopyFrom(command)
+    same.ClearField("n_epoch")
+    same.ClearField("model_name")
+    return hashlib.sha256(same.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _check_labels(v: Violations, path: str, labels: list[str], n_labels: int) -> int:
+    if not labels:
+        v.add(f"{path}.label_names", "give at least one label")
+    for i, label in enumerate(labels):
+        if not label or len(label) > 256:
+            v.add(f"{path}.label_names[{i}]", "must be 1 to 256 characters")
+        elif labels.index(label) != i:
+            v.add(f"{path}.label_names[{i}]", f"{label!r} is listed twice")
+    if n_labels and n_labels < len(labels):
+        v.add(f"{path}.n_labels", f"is {n_labels}, fewer than the {len(labels)} labels")
+    return n_labels or len(labels)
+
+
+def _check_target_transform(v: Violations, path: str, command: Any) -> None:
+    for name in plain_struct(command.target_transform):
+        if name not in vocabulary.TARGET_TRANSFORMS:
+            v.add(f"{path}.{name}", f"unknown; allowed: {sorted(vocabulary.TARGET_TRANSFORMS)}")
+
+
+def _check_channels(v: Violations, path: str, pipeline: Pipeline, channels: int) -> None:
+    if pipeline.normalize is None:
+        return
+    for key in ("mean", "std"):
+        values = pipeline.normalize.get(key)
+        if not isinstance(values, list) or len(values) not in (1, channels):
+            v.add(
+                f"{path}.Normalize.{key}",
+                f"give 1 or {channels} values (the images have {channels} channels)",
+            )
+        elif key == "std" and any(not isinstance(s, (int, float)) or s == 0 for s in values):
+            v.add(f"{path}.Normalize.std", "must be non-zero numbers")
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(
+    state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device
+) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    request: pb.TrainRequest,
+    config: TrainerConfig,
+    channel: grpc.Channel,
+    slot: int,
+    emit: Emit,
+    signals: Signals,
+) -> None:
+    """Runs a Train call; raises a DomainError for a bad command or missing data."""
+    started_at = time.perf_counter()
+    cmd = request.command
+    limits = config.limits
+    v = Violations()
+    labels = list(cmd.label_names)
+    n_labels = _check_labels(v, "command", labels, cmd.n_labels)
+    if not 1 <= cmd.batch_size <= limits.max_batch_size:
+        v.add("command.batch_size", f"must be between 1 and {limits.max_batch_size}")
+    if not 1 <= cmd.n_epoch <= limits.max_epochs:
+        v.add("command.n_epoch", f"must be between 1 and {limits.max_epochs}")
+    if request.checkpoint_every_epochs < 0 or not request.checkpoint_every_seconds >= 0:
+        v.add("checkpoint_every_epochs", "must not be negative")
+    check_image_ops(v, "command.image_ops", cmd.image_ops)
+    pipeline = check_pipeline(v, "command.transform", cmd.transform)
+    _check_target_transform(v, "command.target_transform", cmd)
+    criterion_spec = optim.check_criterion(v, "command.criterion", cmd.criterion)
+    optimizer_spec = optim.check_optimizer(v, "command.optimizer", cmd.optimizer)
+    resume: artifacts.Checkpoint | None = None
+    fingerprint = command_fingerprint(cmd)
+    if request.resume_checkpoint:
+        resume = artifacts.read_checkpoint(request.resume_checkpoint)
+        if resume.command_fingerprint != fingerprint:
+            v.add("resume_checkpoint", "was made by a different command")
+        elif resume.epoch >= cmd.n_epoch:
+            v.add(
+                "resume_checkpoint",
+                f"is of epoch {resume.epoch}; the command has {cmd.n_epoch} epochs",
+            )
+    v.raise_if_any()
+    assert pipeline is not None and criterion_spec is not None and optimizer_spec is not None
+
+    # Data: the gateway's train split, less the validation part.
+    source = ImageSource(channel, config.gateway_deadline_seconds)
+    refs = source.list(labels, dataset_service_pb2.SPLIT_TRAIN, cmd.seed)
+    counts = {label: 0 for label in labels}
+    for ref in refs:
+        counts[ref.label] += 1
+    empty = [label for label, count in counts.items() if count == 0]
+    if empty:
+        raise FailedPrecondition(f"no training images for labels {empty}: upload some first")
+    preprocessor = Preprocessor(
+        source, config.cache_dir, limits.max_data_bytes, limits.max_image_pixels
+    )
+    refs = sorted(refs, key=lambda r: (labels.index(r.label), r.sha256, r.id))
+    tensors = preprocessor.tensors(refs, labels, cmd.image_ops, pipeline)
+    held_out = torch.tensor([in_validation(r.sha256, cmd.seed) for r in refs])
+    if held_out.all():
+        held_out[0] = False  # a label of one image still trains
+    train_data = loop.TensorImages(tensors.images[~held_out], tensors.labels[~held_out])
+    val_data = loop.TensorImages(tensors.images[held_out], tensors.labels[held_out])
+
+    v = Violations()
+    spec = model.resolve(
+        v, "command.model", cmd.model, tensors.input_shape, n_labels, limits.max_parameters
+    )
+    _check_channels(v, "command.transform", pipeline, tensors.input_shape[0])
+    steps = math.ceil(len(train_data) / cmd.batch_size)
+    scheduler_spec = optim.check_scheduler(
+        v, "command.scheduler", cmd.scheduler, cmd.n_epoch, steps
+    )
+    v.raise_if_any()
+    assert spec is not None and scheduler_spec is not None
+    transform = BatchTransform(pipeline)
+    try:
+        transform(tensors.images[:1])
+    except Exception as err:
+        raise InvalidArgument.one(
+            "command.transform", f"cannot transform these images: {err}"
+        ) from err
+
+    device = device_for(config, slot)
+    _seed_everything(cmd.seed)
+    net = model.build(spec).to(device)
+    optimizer = optim.make_optimizer(optimizer_spec, net.parameters())
+    scheduler = optim.make_scheduler(scheduler_spec, optimizer)
+    criterion = optim.make_criterion(criterion_spec).to(device)
+    target = optim.target_kind(criterion_spec)
+    generator = torch.Generator().manual_seed(cmd.seed)
+    first_epoch = 1
+    if resume is not None:
+        try:
+            net.load_state_dict(resume.model)
+            optimizer.load_state_dict(resume.optimizer)
+            scheduler.load_state_dict(resume.scheduler)
+            _set_rng_state(resume.rng, generator, device)
+        except Exception as err:
+            raise InvalidArgument.one(
+                "resume_checkpoint", f"does not fit this model: {err}"
+            ) from err
+        first_epoch = resume.epoch + 1
+
+    dataset = attempt_pb2.DatasetFingerprint(
+        label_names=labels,
+        images_per_label=[counts[label] for label in labels],
+        image_size=list(tensors.input_shape[1:]),
+        sha256=tensors.fingerprint,
+    )
+    emit(
+        pb.TrainResponse(
+            started=pb.TrainStarted(
+                device=str(device), parameters=model.parameter_count(net),
+                train_images=len(train_data), validation_images=len(val_data),
+                first_epoch=first_epoch, input_shape=list(tensors.input_shape),
+                cache_hit=tensors.cache_hit, dataset=dataset,
+            )
+        )
+    )  # fmt: skip
+
+    train_batches = loop.loader(train_data, cmd.batch_size, shuffle=True, generator=generator)
+    val_batches = loop.loader(val_data, cmd.batch_size, shuffle=False)
+    eval_transform = BatchTransform(pipeline.without_augmentation())
+    every_epochs = request.checkpoint_every_epochs or config.checkpoint_every_epochs
+    every_seconds = request.checkpoint_every_seconds or config.checkpoint_every_seconds
+    last_checkpoint = time.monotonic()
+    per_batch = optim.steps_per_batch(scheduler_spec)
+
+    def checkpoint(epoch: int) -> None:
+        data = artifacts.checkpoint_bytes(
+            artifacts.Checkpoint(
+                epoch=epoch, command_fingerprint=fingerprint, model=net.state_dict(),
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                rng=_rng_state(generator, device), best_metrics={},
+            )
+        )  # fmt: skip
+        for chunk in artifacts.chunks(data, epoch, config.chunk_bytes):
+            emit(pb.TrainResponse(checkpoint=chunk))
+
+    epoch = first_epoch - 1
+    for epoch in range(first_epoch, cmd.n_epoch + 1):
+        try:
+            result = loop.train_one_epoch(
+                net, train_batches, transform, criterion, optimizer, device, target, n_labels,
+                signals.cancelled, scheduler.step if per_batch else None,
+            )  # fmt: skip
+        except loop.Diverged as err:
+            emit(
+                _finished(pb.TRAIN_OUTCOME_DIVERGED, f"epoch {epoch}: {err}", epoch - 1, started_at)
+            )
+            return
+        evaluation = (
+            loop.evaluate(
+                net,
+                val_batches,
+                eval_transform,
+                criterion,
+                device,
+                target,
+                n_labels,
+                signals.cancelled,
+            )
+            if len(val_data)
+            else None
+        )
+        if not per_batch:
+            if scheduler_spec.name == "ReduceLROnPlateau":
+                scheduler.step(evaluation.loss if evaluation else result.loss)
+            else:
+                scheduler.step()
+        emit(
+            pb.TrainResponse(
+                epoch=attempt_pb2.EpochMetrics(
+                    epoch=epoch,
+                    loss=result.loss,
+                    learning_rate=optimizer.param_groups[0]["lr"],
+                    seconds=result.seconds,
+                    samples_per_second=result.samples / max(result.seconds, 1e-9),
+                    val_loss=evaluation.loss if evaluation else 0.0,
+                    val_accuracy=evaluation.accuracy if evaluation else 0.0,
+                )
+            )
+        )
+        if epoch == cmd.n_epoch:
+            break
+        if signals.interrupted():
+            checkpoint(epoch)
+            emit(
+                _finished(
+                    pb.TRAIN_OUTCOME_INTERRUPTED, "the trainer is stopping", epoch, started_at
+                )
+            )
+            return
+        if epoch % every_epochs == 0 or time.monotonic() - last_checkpoint >= every_seconds:
+            checkpoint(epoch)
+            last_checkpoint = time.monotonic()
+
+    spec_json = {
+        "model": spec.to_json(),
+        "label_names": labels,
+        "image_ops": [json_format.MessageToDict(op) for op in cmd.image_ops],
+        "transform": plain_struct(cmd.transform),
+        "seed": cmd.seed,
+        "test_fraction": TEST_FRACTION,
+        "validation_fraction": VALIDATION_FRACTION,
+        "epochs": epoch,
+    }
+    weights = artifacts.weights_bytes(net.state_dict(), spec_json)
+    for chunk in artifacts.chunks(weights, epoch, config.chunk_bytes):
+        emit(pb.TrainResponse(weights=chunk))
+    emit(_finished(pb.TRAIN_OUTCOME_COMPLETED, "", epoch, started_at))
+
+
+def _finished(outcome: int, reason: str, epochs: int, started_at: float) -> pb.TrainResponse:
+    return pb.TrainResponse(
+        finished=pb.TrainFinished(
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            epochs=epochs,
+            seconds=time.perf_counter() - started_at,
+        )
+    )
+
+
+def test(
+    request: pb.TestRequest,
+    config: TrainerConfig,
+    channel: grpc.Channel,
+    slot: int,
+    emit: Emit,
+    signals: Signals,
+) -> None:
+    """Runs a Test call: the weights' model on the test split (or the given ids)."""
+    weights, spec_json = artifacts.read_weights(request.weights)
+    cmd = request.command
+    v = Violations()
+    try:
+        spec = model.ModelSpec.from_json(spec_json["model"])
+        trained_labels = [str(label) for label in spec_json["label_names"]]
+        image_ops = [
+            json_format.ParseDict(op, attempt_pb2.ImageOp()) for op in spec_json["image_ops"]
+        ]
+        transform_struct = json_format.ParseDict(
+            spec_json["transform"], attempt_pb2.TrainCommand().transform
+        )
+        seed = int(spec_json["seed"])
+    except Exception as err:
+        raise InvalidArgument.one("weights", f"its model spec is unreadable: {err}") from err
+    if len(cmd.image_ops):
+        check_image_ops(v, "command.image_ops", cmd.image_ops)
+        image_ops = list(cmd.image_ops)
+    pipeline = check_pipeline(
+        v,
+        "command.transform" if len(cmd.transform.fields) else "weights",
+        cmd.transform if len(cmd.transform.fields) else transform_struct,
+    )
+    labels = list(cmd.label_names) or trained_labels
+    for i, label in enumerate(cmd.label_names):
+        if label not in trained_labels:
+            v.add(
+                f"command.label_names[{i}]",
+                f"{label!r} is not a label the model was trained on: {trained_labels}",
+            )
+    if cmd.limit < 0:
+        v.add("command.limit", "must not be negative")
+    criterion_spec = optim.check_criterion(v, "command.criterion", cmd.criterion)
+    v.raise_if_any()
+    assert pipeline is not None and criterion_spec is not None
+
+    source = ImageSource(channel, config.gateway_deadline_seconds)
+    split = dataset_service_pb2.SPLIT_ALL if len(cmd.ids) else dataset_service_pb2.SPLIT_TEST
+    refs = source.list(
+        labels if not len(cmd.ids) else [], split, seed, ids=list(cmd.ids), limit=cmd.limit
+    )
+    strangers = sorted({r.label for r in refs} - set(trained_labels))
+    if strangers:
+        raise InvalidArgument.one(
+            "command.ids", f"images of labels the model does not know: {strangers}"
+        )
+    if not refs:
+        raise FailedPrecondition(f"no test images for labels {labels}")
+    refs = sorted(refs, key=lambda r: (trained_labels.index(r.label), r.sha256, r.id))
+    preprocessor = Preprocessor(
+        source, config.cache_dir, config.limits.max_data_bytes, config.limits.max_image_pixels
+    )
+    tensors = preprocessor.tensors(refs, trained_labels, image_ops, pipeline)
+    if tensors.input_shape != spec.input_shape:
+        raise InvalidArgument.one(
+            "command.image_ops",
+            f"images are {tensors.input_shape} after the ops; the model takes {spec.input_shape}",
+        )
+    device = device_for(config, slot)
+    net = model.build(spec)
+    try:
+        net.load_state_dict(weights)
+    except Exception as err:
+        raise InvalidArgument.one("weights", f"do not fit their model spec: {err}") from err
+    net.to(device)
+    criterion = optim.make_criterion(criterion_spec).to(device)
+    total = len(refs)
+    last = [0.0]
+
+    def progress(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or done == total:
+            last[0] = now
+            emit(pb.TestResponse(progress=pb.TestProgress(done=done, total=total)))
+
+    evaluation = loop.evaluate(
+        net, loop.loader(loop.TensorImages(tensors.images, tensors.labels), 256, shuffle=False),
+        BatchTransform(pipeline.without_augmentation()), criterion, device,
+        optim.target_kind(criterion_spec), spec.n_labels, signals.cancelled, progress,
+    )  # fmt: skip
+    confusion = evaluation.confusion
+    per_label = {}
+    for index, label in enumerate(trained_labels):
+        seen = int(confusion[index].sum())
+        if seen:
+            per_label[label] = int(confusion[index, index]) / seen
+    emit(
+        pb.TestResponse(
+            result=attempt_pb2.TestResult(
+                loss=evaluation.loss, accuracy=evaluation.accuracy, per_label_accuracy=per_label,
+                confusion_matrix=confusion.flatten().tolist(), images=evaluation.samples,
+            )
+        )
+    )  # fmt: skip
+
+
+__all__ = ["ImageRef", "Signals", "command_fingerprint", "device_for", "test", "train"]

@@ -1,0 +1,75 @@
+"""Builds the trainer's gRPC server and runs it until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+from trainer.config import TrainerConfig
+from trainer.service import TrainerServicer
+from trainer.workers import Workers
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
+
+
+def create_server(
+    config: TrainerConfig, workers: Workers | None = None
+) -> tuple[grpc.Server, int, health.HealthServicer, Workers]:
+    """A trainer server bound to `config.listen` (port 0 picks a free one), not started."""
+    workers = workers or Workers(config)
+    size = config.max_message_bytes
+    # Threads for every slot's stream plus the small calls (info, health) beside them.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.capacity + 8),
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(
+        TrainerServicer(config, workers), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in (SERVICE_NAME, ""):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    return server, port, health_servicer, workers
+
+
+def run_trainer(config: TrainerConfig, on_ready: Callable[[str], None] = print) -> None:
+    """Serves until SIGTERM/SIGINT; then runs checkpoint and end before the server stops."""
+    server, port, health_servicer, workers = create_server(config)
+    server.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    host = config.listen.rsplit(":", 1)[0]
+    on_ready(f"metalearn trainer listening on {host}:{port}")
+    stop.wait()
+    log.info("stopping: runs checkpoint after their current epoch")
+    health_servicer.enter_graceful_shutdown()
+    workers.interrupt_all()
+    server.stop(config.stop_grace_seconds + 60).wait()

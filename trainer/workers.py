@@ -1,0 +1,193 @@
+"""Runs each Train or Test in a process of its own and relays its events.
+
+A process per run gives each run torch's global random state to itself (determinism
+whatever else runs), true parallelism, memory (and CUDA memory) returned at its end,
+and a crash that costs one run, not the daemon. Processes come from a forkserver that
+has imported torch once, so a run starts in milliseconds, not the seconds an import takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context
+import queue
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from metalearn import errors
+from trainer.config import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+# Imported by the forkserver once; grpc is left out so no gRPC state is ever forked.
+_CONTEXT.set_forkserver_preload(["torch", "torchvision", "trainer.model", "trainer.loop"])
+# Bounded, so a run producing faster than the caller reads waits instead of filling memory.
+_QUEUE_DEPTH = 16
+
+
+@dataclass(eq=False)
+class Run:
+    """One run's process and the events that steer it."""
+
+    process: multiprocessing.process.BaseProcess
+    events: Any
+    cancel: Any
+    interrupt: Any
+
+
+def _worker_main(
+    kind: str,
+    request: bytes,
+    config: TrainerConfig,
+    slot: int,
+    events: Any,
+    cancel: Any,
+    interrupt: Any,
+) -> None:
+    # Imported here, after the fork, with everything that touches gRPC.
+    import grpc
+
+    from metalearn.v1 import trainer_service_pb2 as pb
+    from trainer import run
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s trainer-run %(levelname)s %(message)s"
+    )
+    if config.threads_per_run:
+        import torch
+
+        torch.set_num_threads(config.threads_per_run)
+    signals = run.Signals(cancelled=cancel.is_set, interrupted=interrupt.is_set)
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+    def emit(message: Any) -> None:
+        events.put(("event", message.SerializeToString()))
+
+    try:
+        with grpc.insecure_channel(config.gateway, options=options) as channel:
+            if kind == "train":
+                run.train(pb.TrainRequest.FromString(request), config, channel, slot, emit, signals)
+            else:
+                run.test(pb.TestRequest.FromString(request), config, channel, slot, emit, signals)
+        events.put(("done", None))
+    except errors.DomainError as err:
+        violations = [(v.field, v.description) for v in getattr(err, "violations", [])]
+        events.put(("error", (type(err).__name__, str(err), violations)))
+    except Exception:
+        if cancel.is_set():
+            events.put(("done", None))  # loop.Stopped: the caller has gone
+        else:
+            events.put(("bug", traceback.format_exc()))
+
+
+def _domain_error(name: str, message: str, violations: list[tuple[str, str]]) -> errors.DomainError:
+    if name == "InvalidArgument":
+        return errors.InvalidArgument(errors.FieldViolation(f, d) for f, d in violations)
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.DomainError):
+        return cls(message)
+    return errors.Unavailable(message)
+
+
+class Workers:
+    """A fixed number of slots, each running at most one process."""
+
+    def __init__(self, config: TrainerConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._free = list(range(config.capacity))
+        self._runs: set[Run] = set()
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return self._config.capacity - len(self._free)
+
+    def interrupt_all(self) -> None:
+        """SIGTERM: every run finishes its epoch, checkpoints and ends."""
+        with self._lock:
+            for r in self._runs:
+                r.interrupt.set()
+
+    def start(
+        self,
+        kind: str,
+        request: bytes,
+        on_cancel: Callable[[Callable[[], None]], Any],
+        is_active: Callable[[], bool],
+    ) -> Iterator[bytes]:
+        """Runs one call in a new process; yields its serialized events."""
+        with self._lock:
+            if not self._free:
+                raise errors.ResourceExhausted(
+                    f"all {self._config.capacity} slots of this trainer are busy; try another"
+                )
+            slot = self._free.pop(0)
+        try:
+            yield from self._relay(kind, request, slot, on_cancel, is_active)
+        finally:
+            with self._lock:
+                self._free.append(slot)
+
+    def _relay(
+        self,
+        kind: str,
+        request: bytes,
+        slot: int,
+        on_cancel: Callable[[Callable[[], None]], Any],
+        is_active: Callable[[], bool],
+    ) -> Iterator[bytes]:
+        events = _CONTEXT.Queue(_QUEUE_DEPTH)
+        cancel, interrupt = _CONTEXT.Event(), _CONTEXT.Event()
+        process = _CONTEXT.Process(
+            target=_worker_main,
+            args=(kind, request, self._config, slot, events, cancel, interrupt),
+            name=f"metalearn-{kind}-{slot}",
+            daemon=True,
+        )
+        r = Run(process, events, cancel, interrupt)
+        on_cancel(cancel.set)
+        process.start()
+        with self._lock:
+            self._runs.add(r)
+        try:
+            while True:
+                try:
+                    what, payload = events.get(timeout=0.25)
+                except queue.Empty:
+                    if not is_active():
+                        cancel.set()
+                        return
+                    if not process.is_alive():
+                        # Killed, out of memory, or crashed: the caller may retry elsewhere.
+                        raise errors.Unavailable(
+                            f"the {kind} process died (exit code {process.exitcode})"
+                        ) from None
+                    continue
+                if what == "event":
+                    yield payload
+                elif what == "done":
+                    return
+                elif what == "error":
+                    raise _domain_error(*payload)
+                else:
+                    log.error("bug in a %s run:\n%s", kind, payload)
+                    raise RuntimeError(f"{kind} run failed")
+        finally:
+            cancel.set()
+            process.join(self._config.stop_grace_seconds)
+            if process.is_alive():
+                log.warning("killing %s run %s: it did not stop in time", kind, process.pid)
+                process.kill()
+                process.join()
+            with self._lock:
+                self._runs.discard(r)
+            events.close()
