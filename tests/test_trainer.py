@@ -1,0 +1,242 @@
+"""TrainerService against a real gateway, real images and real worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from metalearn import digits
+from metalearn.v1 import (
+    attempt_pb2,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+    trainer_service_pb2,
+    trainer_service_pb2_grpc,
+)
+from tests.harness import GatewayThread
+from tests.rpc import expect_error, violations
+from tests.trainer_harness import collect, lenet_command, lenet_doc
+from trainer.config import TrainerConfig
+from trainer.server import create_server
+
+pb = trainer_service_pb2
+CODE = grpc.StatusCode
+
+
+@pytest.fixture(scope="module")
+def digits_gateway(gateway_server: GatewayThread) -> GatewayThread:
+    """The session's gateway holding the 1,797 digits (other modules may have emptied it)."""
+    with gateway_server.channel() as channel:
+        stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+        reply = stub.UploadImages(digits.digit_uploads())
+    assert reply.rejected == 0 and reply.added + reply.duplicates == 1797
+    return gateway_server
+
+
+def start_trainer(gateway: GatewayThread, cache: Path, capacity: int) -> tuple[grpc.Server, str]:
+    config = TrainerConfig(
+        listen="127.0.0.1:0", gateway=gateway.address, capacity=capacity, cache_dir=cache,
+        checkpoint_every_epochs=5, stop_grace_seconds=5,
+    )  # fmt: skip
+    server, port, _, _ = create_server(config)
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def trainer(
+    digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[trainer_service_pb2_grpc.TrainerServiceStub]:
+    server, address = start_trainer(digits_gateway, tmp_path_factory.mktemp("cache"), 2)
+    with grpc.insecure_channel(address) as channel:
+        yield trainer_service_pb2_grpc.TrainerServiceStub(channel)
+    server.stop(5).wait()
+
+
+def drain(method):
+    """A streaming method as a call that raises its error (streams raise when read)."""
+    return lambda request: list(method(request))
+
+
+def train(stub, command: attempt_pb2.TrainCommand, **fields):
+    return collect(stub.Train(pb.TrainRequest(attempt_name="t", command=command, **fields)))
+
+
+def test_lenet_learns_the_digits(trainer) -> None:
+    run = train(trainer, lenet_command())
+    assert run.order == ["started", "epoch", "checkpoint", "epoch", "weights", "finished"]
+    assert run.started is not None and run.started.first_epoch == 1
+    assert list(run.started.input_shape) == [1, 8, 8] and run.started.parameters > 0
+    # 80 % of 1,797 for training, a tenth of that held out for validation.
+    assert run.started.train_images + run.started.validation_images == sum(
+        run.started.dataset.images_per_label
+    )
+    assert 1300 < run.started.train_images + run.started.validation_images < 1560
+    assert [e.epoch for e in run.epochs] == list(range(1, 11))
+    assert run.losses[-1] < run.losses[0] / 5 and all(e.samples_per_second > 0 for e in run.epochs)
+    assert run.epochs[5].learning_rate == pytest.approx(0.0015)  # StepLR halved it at 5
+    assert run.finished is not None and run.finished.outcome == pb.TRAIN_OUTCOME_COMPLETED
+    assert set(run.checkpoints) == {5}
+
+    events = list(trainer.Test(pb.TestRequest(attempt_name="t", weights=run.weights)))
+    assert all(e.WhichOneof("event") == "progress" for e in events[:-1])
+    result = events[-1].result
+    assert result.accuracy >= 0.95, result.accuracy
+    assert result.images == 1797 - sum(run.started.dataset.images_per_label)
+    assert len(result.confusion_matrix) == 100 and sum(result.confusion_matrix) == result.images
+    assert set(result.per_label_accuracy) == set(digits.LABELS)
+
+
+def test_same_command_and_seed_give_the_same_losses(trainer) -> None:
+    command = lenet_command(n_epoch=3)
+    with ThreadPoolExecutor(2) as pool:  # side by side, in two worker processes
+        first, second = pool.map(lambda _: train(trainer, command), range(2))
+    third = train(trainer, command)
+    assert first.losses == second.losses == third.losses
+    assert third.started is not None and third.started.cache_hit  # nothing decoded again
+    other_seed = train(trainer, lenet_command(n_epoch=3, seed=2))
+    assert other_seed.losses != first.losses
+
+
+def test_resuming_a_checkpoint_gives_the_uninterrupted_results(trainer) -> None:
+    # Dropout and a random flip: the random state must travel in the checkpoint too.
+    doc = lenet_doc()
+    doc["model"]["layers"].insert(8, {"name": "Dropout", "p": 0.3})
+    doc["transform"]["RandomHorizontalFlip"] = {"p": 0.5}
+    doc.update(n_epoch=6, batch_size=64)
+    command = json_format.ParseDict(doc, attempt_pb2.TrainCommand())
+    whole = train(trainer, command, checkpoint_every_epochs=3)
+    assert set(whole.checkpoints) == {3}
+    resumed = train(trainer, command, resume_checkpoint=whole.checkpoints[3])
+    assert resumed.started is not None and resumed.started.first_epoch == 4
+    assert [e.epoch for e in resumed.epochs] == [4, 5, 6]
+    assert resumed.losses == whole.losses[3:]
+    assert resumed.weights == whole.weights
+
+
+def test_cancelling_stops_the_run_within_a_batch(trainer) -> None:
+    call = trainer.Train(
+        pb.TrainRequest(attempt_name="long", command=lenet_command(n_epoch=10_000, batch_size=1))
+    )
+    for event in call:
+        if event.WhichOneof("event") == "started":
+            break
+    call.cancel()
+    deadline = time.monotonic() + 10
+    while (
+        trainer.GetTrainerInfo(pb.GetTrainerInfoRequest()).busy_slots
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert trainer.GetTrainerInfo(pb.GetTrainerInfoRequest()).busy_slots == 0
+
+
+def test_a_diverging_run_ends_with_the_reason(trainer) -> None:
+    command = lenet_command(n_epoch=3)
+    command.optimizer.Clear()
+    command.optimizer.update({"name": "SGD", "lr": 1e30})
+    run = train(trainer, command)
+    assert run.finished is not None and run.finished.outcome == pb.TRAIN_OUTCOME_DIVERGED
+    assert "loss is nan" in run.finished.reason or "loss is inf" in run.finished.reason
+    assert run.weights == b""
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (lambda c: c.model.layers[0].update({"kernel_sizes": 3}),
+         "command.model.layers[0].kernel_sizes"),
+        (lambda c: c.model.layers[3].update({"in_channels": 5}), "command.model.layers[3]"),
+        (lambda c: c.optimizer.update({"lr": -1.0}), "command.optimizer"),
+        (lambda c: c.criterion.update({"name": "Pickle"}), "command.criterion.name"),
+        (lambda c: c.transform.update({"Normalize": {"mean": [0.5, 0.5], "std": [1, 1]}}),
+         "command.transform.Normalize.mean"),
+        (lambda c: setattr(c, "batch_size", 0), "command.batch_size"),
+        (lambda c: setattr(c, "n_epoch", 10**6), "command.n_epoch"),
+        (lambda c: c.label_names.append("digit 0"), "command.label_names[10]"),
+    ],
+)  # fmt: skip
+def test_bad_commands_name_the_field(trainer, change, field) -> None:
+    command = lenet_command()
+    change(command)
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        drain(trainer.Train),
+        pb.TrainRequest(attempt_name="bad", command=command),
+    )
+    assert field in violations(err), violations(err)
+
+
+def test_missing_data_and_bad_checkpoints(trainer) -> None:
+    command = lenet_command(label_names=["digit 0", "no such label"])
+    err = expect_error(
+        CODE.FAILED_PRECONDITION, drain(trainer.Train), pb.TrainRequest(command=command)
+    )
+    assert "no such label" in err.details()
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        drain(trainer.Train),
+        pb.TrainRequest(command=lenet_command(), resume_checkpoint=b"not a checkpoint"),
+    )
+    assert "resume_checkpoint" in violations(err)
+    err = expect_error(
+        CODE.INVALID_ARGUMENT, drain(trainer.Test), pb.TestRequest(weights=b"nonsense")
+    )
+    assert "weights" in violations(err)
+
+
+def test_a_full_trainer_says_so(digits_gateway, tmp_path) -> None:
+    server, address = start_trainer(digits_gateway, tmp_path, 1)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+            busy = stub.Train(pb.TrainRequest(command=lenet_command(n_epoch=10_000)))
+            started = threading.Event()
+
+            def read() -> None:
+                with contextlib.suppress(grpc.RpcError):  # cancelled below
+                    for event in busy:
+                        if event.WhichOneof("event") == "started":
+                            started.set()
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            assert started.wait(30)
+            info = stub.GetTrainerInfo(pb.GetTrainerInfoRequest())
+            assert (info.capacity, info.busy_slots) == (1, 1) and info.devices[0].name == "cpu"
+            expect_error(
+                CODE.RESOURCE_EXHAUSTED, drain(stub.Train), pb.TrainRequest(command=lenet_command())
+            )
+            busy.cancel()
+            reader.join(10)
+    finally:
+        server.stop(5).wait()
+
+
+def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
+    run = train(trainer, lenet_command(n_epoch=2))
+    command = attempt_pb2.TestCommand(label_names=["digit 3"], limit=5)
+    result = list(trainer.Test(pb.TestRequest(command=command, weights=run.weights)))[-1].result
+    assert result.images == 5 and set(result.per_label_accuracy) == {"digit 3"}
+    with digits_gateway.channel() as channel:
+        some = dataset_service_pb2_grpc.DatasetServiceStub(channel).ReadImages(
+            dataset_service_pb2.ReadImagesRequest(label_names=["digit 7"], limit=3, skip_data=True)
+        )
+        ids = [image.id for image in some]
+    command = attempt_pb2.TestCommand(ids=ids)
+    result = list(trainer.Test(pb.TestRequest(command=command, weights=run.weights)))[-1].result
+    assert result.images == 3 and set(result.per_label_accuracy) == {"digit 7"}
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        drain(trainer.Test),
+        pb.TestRequest(command=attempt_pb2.TestCommand(label_names=["cat"]), weights=run.weights),
+    )
+    assert "command.label_names[0]" in violations(err)

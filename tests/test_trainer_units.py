@@ -1,0 +1,178 @@
+"""The trainer's pieces without a server: model builder, optimizers, transforms, artifacts."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pytest
+import torch
+from google.protobuf import json_format, struct_pb2
+
+from metalearn.errors import InvalidArgument, Violations
+from metalearn.v1 import attempt_pb2
+from trainer import artifacts, model, optim
+from trainer.transforms import BatchTransform, check_pipeline
+
+
+def layers(*specs: dict) -> attempt_pb2.Model:
+    return json_format.ParseDict({"layers": list(specs)}, attempt_pb2.Model())
+
+
+def struct(value: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(value)
+    return s
+
+
+LENET = layers(
+    {"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 5},
+    {"name": "ReLU", "inplace": True},
+    {"name": "MaxPool2d", "kernel_size": 2, "stride": 2},
+    {"name": "Conv2d", "in_channels": "auto", "out_channels": 16, "kernel_size": 5},
+    {"name": "BatchNorm2d", "num_features": "auto"},
+    {"name": "Flatten", "start_dim": 1},
+    {"name": "Linear", "in_features": "auto", "out_features": 84},
+    {"name": "Dropout", "p": 0.25},
+    {"name": "Linear", "in_features": "auto", "out_features": "n_labels"},
+)
+
+
+def resolve(m: attempt_pb2.Model, shape=(3, 32, 32), n_labels=4, budget=10**9):
+    v = Violations()
+    spec = model.resolve(v, "command.model", m, shape, n_labels, budget)
+    return spec, {item.field: item.description for item in v.items}
+
+
+def test_auto_sizes_come_from_the_traced_shape() -> None:
+    spec, problems = resolve(LENET)
+    assert problems == {} and spec is not None
+    resolved = {i: layer for i, layer in enumerate(spec.layers)}
+    assert resolved[3]["in_channels"] == 6 and resolved[4]["num_features"] == 16
+    assert resolved[6]["in_features"] == 16 * 10 * 10 and resolved[8]["out_features"] == 4
+    net = model.build(spec)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+    # The spec travels as JSON in a weights file and rebuilds the same model.
+    again = model.ModelSpec.from_json(spec.to_json())
+    assert model.build(again).state_dict().keys() == net.state_dict().keys()
+
+
+@pytest.mark.parametrize(
+    "bad,field,words",
+    [
+        ({"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_sizes": 5},
+         "command.model.layers[0].kernel_sizes", "takes no argument"),
+        ({"name": "Conv2d", "in_channels": 3, "out_channels": 6},
+         "command.model.layers[0]", "needs ['kernel_size']"),
+        ({"name": "Conv3d", "in_channels": 3}, "command.model.layers[0].name", "unknown layer"),
+        ({"name": "Conv2d", "in_channels": 5, "out_channels": 6, "kernel_size": 3},
+         "command.model.layers[0]", "cannot take an input (batch, 3, 32, 32)"),
+        ({"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 99},
+         "command.model.layers[0]", "cannot take an input"),
+        ({"name": "Linear", "in_features": "n_labels", "out_features": 3},
+         "command.model.layers[0].in_features", "not allowed"),
+        ({"name": "Dropout", "p": 1.5}, "command.model.layers[0]", "Dropout"),
+        ({"name": "ReLU", "device": "cuda"}, "command.model.layers[0].device", "takes no argument"),
+    ],
+)  # fmt: skip
+def test_layer_mistakes_name_the_layer_and_argument(bad, field, words) -> None:
+    spec, problems = resolve(layers(bad, {"name": "Flatten"}))
+    assert spec is None and field in problems and words in problems[field], problems
+
+
+def test_the_output_must_score_each_label() -> None:
+    _, problems = resolve(
+        layers({"name": "Flatten"}, {"name": "Linear", "in_features": "auto", "out_features": 7})
+    )
+    assert "(batch, 7)" in problems["command.model.layers"]
+
+
+def test_parameter_budget_is_checked_before_allocating() -> None:
+    # 3 x 4096 x 4096 x 100,000 parameters would need 6 TB; the meta device makes it free.
+    huge = layers(
+        {"name": "Flatten"},
+        {"name": "Linear", "in_features": "auto", "out_features": 100_000},
+        {"name": "Linear", "in_features": "auto", "out_features": "n_labels"},
+    )
+    spec, problems = resolve(huge, shape=(3, 1024, 1024), budget=200_000_000)
+    assert spec is None and "over this trainer's budget" in problems["command.model"]
+
+
+def test_named_architectures() -> None:
+    spec, problems = resolve(attempt_pb2.Model(name="resnet18"), shape=(3, 64, 64), n_labels=5)
+    assert problems == {} and spec is not None and spec.architecture == "resnet18"
+    assert model.build(spec)(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
+    _, problems = resolve(attempt_pb2.Model(name="os.system"))
+    assert "unknown architecture" in problems["command.model.name"]
+
+
+def test_optimizer_criterion_scheduler_checks() -> None:
+    v = Violations()
+    assert optim.check_optimizer(v, "o", struct({})).name == "SGD"  # the prototype's default
+    assert optim.check_optimizer(v, "o", struct({"name": "Adam", "lr": -1})) is None
+    assert optim.check_optimizer(v, "o2", struct({"name": "Adam", "learning_rate": 1})) is None
+    assert optim.check_optimizer(v, "o3", struct({"name": "Magic"})) is None
+    assert (
+        optim.check_criterion(v, "c", struct({"name": "CrossEntropyLoss", "reduction": "none"}))
+        is None
+    )
+    w = optim.check_criterion(v, "c2", struct({"name": "CrossEntropyLoss", "weight": [1, 2]}))
+    assert w is not None and torch.equal(w.kwargs["weight"], torch.tensor([1.0, 2.0]))
+    one = optim.check_scheduler(v, "s", struct({"name": "OneCycleLR", "max_lr": 0.1}), 3, 10)
+    assert one is not None and one.kwargs["total_steps"] == 30 and optim.steps_per_batch(one)
+    assert optim.check_scheduler(v, "s2", struct({"name": "StepLR"}), 3, 10) is None  # step_size
+    fields = [item.field for item in v.items]
+    assert fields == ["o", "o2.learning_rate", "o3.name", "c.reduction", "s2"], v.items
+
+
+def test_transforms_run_in_canonical_order() -> None:
+    v = Violations()
+    # Keys sorted as the store returns them: Normalize before ToTensor.
+    pipe = check_pipeline(v, "t", struct({
+        "Normalize": {"mean": [0.5], "std": [0.5]}, "RandomHorizontalFlip": {"p": 1.0},
+        "Resize": {"size": [4, 4]}, "ToTensor": True,
+    }))  # fmt: skip
+    assert v.items == [] and pipe is not None
+    assert [n for n, _ in pipe.fixed] == ["Resize"] and [n for n, _ in pipe.random] == [
+        "RandomHorizontalFlip"
+    ]
+    batch = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)  # one 1x1x2 image
+    assert BatchTransform(pipe)(batch).tolist() == [[[[1.0, -1.0]]]]  # flipped, normalized
+    assert BatchTransform(pipe.without_augmentation())(batch).tolist() == [[[[-1.0, 1.0]]]]
+    assert check_pipeline(v, "t", struct({"Rotate": True, "Normalize": {"mean": [0.5]}})) is None
+    assert [item.field for item in v.items] == ["t.Rotate", "t.Normalize"]
+
+
+def test_weights_round_trip_with_their_spec() -> None:
+    net = torch.nn.Linear(3, 2)
+    data = artifacts.weights_bytes(net.state_dict(), {"model": {"n_labels": 2}})
+    tensors, spec = artifacts.read_weights(data)
+    assert spec["model"] == {"n_labels": 2} and torch.equal(tensors["weight"], net.weight)
+    with pytest.raises(InvalidArgument, match="weights"):
+        artifacts.read_weights(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_checkpoint_is_never_unpickled_beyond_tensors(capsys) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": 1, "payload": _Exploit()}, buffer)
+    with pytest.raises(InvalidArgument, match="resume_checkpoint"):
+        artifacts.read_checkpoint(buffer.getvalue())
+    with pytest.raises(InvalidArgument):
+        artifacts.read_checkpoint(pickle.dumps(_Exploit(), protocol=4))
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_chunks_reassemble_and_detect_damage() -> None:
+    data = bytes(range(256)) * 10
+    pieces = list(artifacts.chunks(data, 3, 1000))
+    assert len(pieces) == 3 and pieces[-1].sha256 and not pieces[0].sha256
+    assert artifacts.assemble(pieces) == data
+    pieces[1].data = b"x" * len(pieces[1].data)
+    with pytest.raises(ValueError, match="sha256"):
+        artifacts.assemble(pieces)
