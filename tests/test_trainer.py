@@ -8,10 +8,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from metalearn import digits
 from metalearn.v1 import (
@@ -240,3 +243,90 @@ def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
         pb.TestRequest(command=attempt_pb2.TestCommand(label_names=["cat"]), weights=run.weights),
     )
     assert "command.label_names[0]" in violations(err)
+
+
+# Values a client might put anywhere in a command's Structs.
+_junk = st.one_of(
+    st.text(max_size=20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**12), max_value=10**12).map(float),
+    st.booleans(),
+    st.none(),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=4),
+    st.just({"nested": [1, "x"]}),
+)
+_arg_names = st.sampled_from(
+    ["in_channels", "out_channels", "kernel_size", "stride", "padding", "p", "lr", "momentum",
+     "name", "size", "mean", "std", "step_size", "gamma", "reduction", "weight", "dim"]
+)  # fmt: skip
+
+
+@st.composite
+def bad_train_requests(draw: Any) -> pb.TrainRequest:
+    doc = lenet_doc()
+    doc["n_epoch"] = 1
+    where = draw(st.sampled_from(["layer", "optimizer", "criterion", "scheduler", "transform",
+                                  "image_op", "numbers", "labels", "checkpoint"]))  # fmt: skip
+    if where == "layer":
+        index = draw(st.integers(0, len(doc["model"]["layers"]) - 1))
+        doc["model"]["layers"][index][draw(_arg_names)] = draw(_junk)
+    elif where in ("optimizer", "criterion", "scheduler", "transform"):
+        key = (
+            draw(st.sampled_from(["Normalize", "RandomCrop", "ColorJitter"]))
+            if where == "transform"
+            else draw(_arg_names)
+        )
+        doc[where] = {**doc.get(where, {}), key: draw(_junk)}
+    elif where == "image_op":
+        op = draw(st.sampled_from(["resize", "center_crop"]))
+        doc["image_ops"] = [{op: {"size": draw(st.lists(st.integers(-5, 100_000), max_size=3))}}]
+    elif where == "numbers":  # (n_epoch only out of range: a valid one would train on)
+        doc[draw(st.sampled_from(["batch_size", "n_labels"]))] = draw(
+            st.integers(-(2**31), 2**31 - 1)
+        )
+        doc["n_epoch"] = draw(
+            st.one_of(st.integers(max_value=0), st.integers(min_value=10_001)).filter(
+                lambda n: -(2**31) <= n < 2**31
+            )
+        )
+    elif where == "labels":
+        doc["label_names"] = draw(st.lists(st.text(max_size=300), max_size=3))
+    request = pb.TrainRequest(command=json_format.ParseDict(doc, attempt_pb2.TrainCommand()))
+    if where == "checkpoint":
+        request.resume_checkpoint = draw(st.binary(min_size=1, max_size=200))
+    return request
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=bad_train_requests())
+def test_bad_train_requests_are_never_internal(trainer, request) -> None:
+    try:
+        collect(trainer.Train(request, timeout=60))
+    except grpc.RpcError as err:
+        assert err.code() not in (CODE.UNKNOWN, CODE.INTERNAL), err.details()
+
+
+@pytest.fixture(scope="module")
+def weights(trainer) -> bytes:
+    return train(trainer, lenet_command(n_epoch=1)).weights
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    damage=st.one_of(st.none(), st.binary(max_size=300), st.integers(0, 2000)),
+    labels=st.lists(st.one_of(st.sampled_from(digits.LABELS), st.text(max_size=50)), max_size=2),
+    ids=st.lists(st.integers(-5, 10**9), max_size=3),
+    limit=st.integers(-5, 5),
+)
+def test_bad_test_requests_are_never_internal(trainer, weights, damage, labels, ids, limit) -> None:
+    if isinstance(damage, bytes):
+        weights = damage
+    elif isinstance(damage, int):  # a weights file cut short
+        weights = weights[:damage]
+    command = attempt_pb2.TestCommand(label_names=labels, ids=ids, limit=limit)
+    try:
+        list(trainer.Test(pb.TestRequest(command=command, weights=weights), timeout=60))
+    except grpc.RpcError as err:
+        assert err.code() not in (CODE.UNKNOWN, CODE.INTERNAL), err.details()
+    info = trainer.GetTrainerInfo(pb.GetTrainerInfoRequest())
+    assert info.capacity == 2 and info.version

@@ -142,7 +142,7 @@ def train(
         v.add("command.n_epoch", f"must be between 1 and {limits.max_epochs}")
     if request.checkpoint_every_epochs < 0 or not request.checkpoint_every_seconds >= 0:
         v.add("checkpoint_every_epochs", "must not be negative")
-    check_image_ops(v, "command.image_ops", cmd.image_ops)
+    check_image_ops(v, "command.image_ops", cmd.image_ops, limits.max_image_pixels)
     pipeline = check_pipeline(v, "command.transform", cmd.transform)
     _check_target_transform(v, "command.target_transform", cmd)
     criterion_spec = optim.check_criterion(v, "command.criterion", cmd.criterion)
@@ -367,7 +367,7 @@ def test(
     except Exception as err:
         raise InvalidArgument.one("weights", f"its model spec is unreadable: {err}") from err
     if len(cmd.image_ops):
-        check_image_ops(v, "command.image_ops", cmd.image_ops)
+        check_image_ops(v, "command.image_ops", cmd.image_ops, config.limits.max_image_pixels)
         image_ops = list(cmd.image_ops)
     pipeline = check_pipeline(
         v,

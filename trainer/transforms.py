@@ -130,8 +130,11 @@ def check_pipeline(v: Violations, path: str, struct: struct_pb2.Struct) -> Pipel
     )
 
 
-def check_image_ops(v: Violations, path: str, ops: Sequence[attempt_pb2.ImageOp]) -> None:
-    """Image ops the gateway could not fully check: sizes and filter names."""
+def check_image_ops(
+    v: Violations, path: str, ops: Sequence[attempt_pb2.ImageOp], max_pixels: int
+) -> None:
+    """Image ops the gateway could not fully check: sizes (before any image is made that
+    large) and filter names."""
     for i, op in enumerate(ops):
         which = op.WhichOneof("op")
         field = f"{path}[{i}]"
@@ -141,6 +144,10 @@ def check_image_ops(v: Violations, path: str, ops: Sequence[attempt_pb2.ImageOp]
             size = list(getattr(op, which).size)
             if len(size) not in (1, 2) or min(size) <= 0:
                 v.add(f"{field}.{which}.size", "give one or two positive sizes")
+            elif _wh(size)[0] * _wh(size)[1] > max_pixels:
+                v.add(
+                    f"{field}.{which}.size", f"over this trainer's limit of {max_pixels:,} pixels"
+                )
             if (
                 which == "resize"
                 and op.resize.resample
