@@ -64,3 +64,15 @@ def attempts(channel: grpc.Channel) -> attempt_service_pb2_grpc.AttemptServiceSt
 @pytest.fixture()
 def datasets(channel: grpc.Channel) -> dataset_service_pb2_grpc.DatasetServiceStub:
     return dataset_service_pb2_grpc.DatasetServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def digits_gateway(gateway_server: GatewayThread) -> GatewayThread:
+    """The session's gateway holding the 1,797 digits (other modules may have emptied it)."""
+    from metalearn import digits
+
+    with gateway_server.channel() as channel:
+        stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+        reply = stub.UploadImages(digits.digit_uploads())
+    assert reply.rejected == 0 and reply.added + reply.duplicates == 1797
+    return gateway_server

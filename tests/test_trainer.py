@@ -34,16 +34,6 @@ pb = trainer_service_pb2
 CODE = grpc.StatusCode
 
 
-@pytest.fixture(scope="module")
-def digits_gateway(gateway_server: GatewayThread) -> GatewayThread:
-    """The session's gateway holding the 1,797 digits (other modules may have emptied it)."""
-    with gateway_server.channel() as channel:
-        stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
-        reply = stub.UploadImages(digits.digit_uploads())
-    assert reply.rejected == 0 and reply.added + reply.duplicates == 1797
-    return gateway_server
-
-
 def start_trainer(gateway: GatewayThread, cache: Path, capacity: int) -> tuple[grpc.Server, str]:
     config = TrainerConfig(
         listen="127.0.0.1:0", gateway=gateway.address, capacity=capacity, cache_dir=cache,

@@ -176,3 +176,30 @@ def test_chunks_reassemble_and_detect_damage() -> None:
     pieces[1].data = b"x" * len(pieces[1].data)
     with pytest.raises(ValueError, match="sha256"):
         artifacts.assemble(pieces)
+
+
+def test_the_prototype_command_builds_as_written() -> None:
+    from PIL import Image
+
+    from metalearn import documents
+    from tests.conftest import SEED
+    from trainer.transforms import apply_image_ops, fixed_tensor
+
+    seed = documents.attempt_from_json(SEED.read_text()).training_commands
+    # Its hard-coded Linear(111392, 120) fits 500x500 RGB images, as the prototype had them.
+    spec, problems = resolve(seed.model, shape=(3, 500, 500), n_labels=len(seed.label_names))
+    assert problems == {} and spec is not None
+    assert spec.layers[10]["in_features"] == 111392 and spec.layers[-1]["out_features"] == 9
+    # "Image.ANTIALIAS" and "'RGB'" are understood; a grayscale PNG becomes RGB 500x500.
+    image = apply_image_ops(Image.new("L", (40, 30)), seed.image_ops)
+    assert (image.mode, image.size) == ("RGB", (500, 500))
+    v = Violations()
+    pipe = check_pipeline(v, "command.transform", seed.transform)
+    assert (
+        v.items == []
+        and pipe is not None
+        and pipe.normalize == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    )
+    assert fixed_tensor(image, pipe).shape == (3, 500, 500)
+    for name in ("criterion", "optimizer"):
+        assert getattr(optim, f"check_{name}")(v, name, getattr(seed, name)) is not None
