@@ -154,7 +154,9 @@ def _image_files(root: Path) -> list[tuple[str, Path]]:
 
 
 def _progress(done: int, total: int, label: str) -> None:
-    """A one-line progress bar on stderr, redrawn in place."""
+    """A one-line progress bar on stderr, redrawn in place at each whole percent."""
+    if done != total and done * 100 // max(total, 1) == (done - 1) * 100 // max(total, 1):
+        return
     width = 30
     filled = width * done // max(total, 1)
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:30]:<30}")

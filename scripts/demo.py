@@ -1,22 +1,30 @@
-"""`make demo`: the attempt store end to end, on a fresh data dir and a free port.
+"""`make demo`: the store and a trainer end to end, on a fresh data dir and free ports.
 
 Starts `metalearn gateway` (embedded PostgreSQL), stores the prototype's document,
-imports a small ImageFolder of generated images, lists what is stored, and stops.
-Training arrives with the trainer daemon; this shows the store it will write to.
+imports a small ImageFolder of generated images and scikit-learn's handwritten digits,
+starts `metalearn trainer`, trains the LeNet example on the digits with a live line per
+epoch, tests it, and stops everything. (Until the orchestration issue lands, the demo
+calls the trainer itself; the gateway will do that and keep every epoch.)
 """
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import grpc
+from google.protobuf import json_format
 from PIL import Image, ImageDraw
+
+from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "tests" / "fixtures" / "attempt_american_dog_species_3.json"
+LENET = ROOT / "examples" / "digits_lenet.json"
 CLI = [sys.executable, "-m", "metalearn.cli"]
 
 
@@ -44,28 +52,68 @@ def run(*args: str, address: str) -> None:
     subprocess.run([*CLI, *args, "--gateway", address], check=True)
 
 
+def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """A metalearn daemon on a free port; its address from the line it prints."""
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    print(line.strip(), flush=True)
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def train_and_test(trainer: str) -> float:
+    """The LeNet example on the digits, one line per epoch; returns the test accuracy."""
+    command = json_format.ParseDict(json.loads(LENET.read_text()), attempt_pb2.TrainCommand())
+    print(f"\n$ train {LENET.relative_to(ROOT)} on trainer {trainer}", flush=True)
+    weights: list[bytes] = []
+    with grpc.insecure_channel(trainer) as channel:
+        stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+        request = trainer_service_pb2.TrainRequest(attempt_name="demo", command=command)
+        for event in stub.Train(request):
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                s = event.started
+                print(f"  {s.train_images} training images, {s.validation_images} for validation,"
+                      f" {s.parameters:,} parameters on {s.device}")  # fmt: skip
+            elif kind == "epoch":
+                e = event.epoch
+                bar = "#" * e.epoch + "." * (command.n_epoch - e.epoch)
+                print(f"  [{bar}] epoch {e.epoch:>2}  loss {e.loss:.4f}  validation"
+                      f" accuracy {e.val_accuracy:.3f}  {e.samples_per_second:,.0f} images/s",
+                      flush=True)  # fmt: skip
+            elif kind == "weights":
+                weights.append(event.weights.data)
+        test = trainer_service_pb2.TestRequest(attempt_name="demo", weights=b"".join(weights))
+        result = list(stub.Test(test))[-1].result
+    print(f"  test accuracy {result.accuracy:.3f} on {result.images} images never trained on")
+    return result.accuracy
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="metalearn-demo-") as tmp:
         data_dir = Path(tmp) / "data"
-        gateway = subprocess.Popen(
-            [*CLI, "gateway", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        gateway, address = start("gateway", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir))
+        trainer = None
         try:
-            assert gateway.stdout is not None
-            line = gateway.stdout.readline()
-            print(line.strip())
-            address = line.rsplit(" ", 1)[-1].strip()
             make_images(Path(tmp) / "images")
             run("attempts", "create", "--file", str(SEED), address=address)
             run("images", "import", str(Path(tmp) / "images"), "--progress", address=address)
             run("images", "labels", address=address)
             run("attempts", "list", address=address)
             run("attempts", "get", "american_dog_species_3", address=address)
+            run("images", "import-digits", "--progress", address=address)
+            trainer, trainer_address = start(
+                "trainer", "--listen", "127.0.0.1:0", "--gateway", address,
+                "--cache-dir", str(Path(tmp) / "cache"),
+            )  # fmt: skip
+            train_and_test(trainer_address)
         finally:
+            if trainer is not None:
+                trainer.terminate()
+                trainer.wait(timeout=60)
             gateway.terminate()
             code = gateway.wait(timeout=30)
-        print(f"\ngateway stopped (exit {code}); the embedded PostgreSQL stopped with it")
+        print(f"\ntrainer and gateway stopped (exit {code}); the embedded PostgreSQL with them")
         return code
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import multiprocessing.context
+import multiprocessing.forkserver
 import queue
 import threading
 import traceback
@@ -101,6 +101,9 @@ class Workers:
     """A fixed number of slots, each running at most one process."""
 
     def __init__(self, config: TrainerConfig) -> None:
+        # Start the forkserver now: torch's import happens before the first call rather
+        # than during it, and before gRPC has threads that a fork would have to mind.
+        multiprocessing.forkserver.ensure_running()
         self._config = config
         self._lock = threading.Lock()
         self._free = list(range(config.capacity))
