@@ -47,6 +47,7 @@ test: setup protos-check lint
 
 bench: setup
 	$(PY) bench/store.py
+	$(PY) bench/training.py
 
 demo: setup
 	$(PY) scripts/demo.py
