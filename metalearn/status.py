@@ -55,11 +55,34 @@ def to_status(error: errors.DomainError) -> grpc.Status:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _abort(context: grpc.ServicerContext, name: str, err: Exception) -> None:
+    """Ends a threaded call: a domain error becomes its status, anything else INTERNAL."""
+    if isinstance(err, errors.DomainError):
+        context.abort_with_status(to_status(err))
+    if context.code() is not None:  # type: ignore[attr-defined]  # an abort's own exception
+        raise err
+    log.error("bug in %s", name, exc_info=err)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+async def _abort_async(
+    context: grpc.aio.ServicerContext[Any, Any], name: str, err: Exception
+) -> None:
+    """Ends an asyncio call: a domain error becomes its status, anything else INTERNAL."""
+    if isinstance(err, errors.DomainError):
+        await context.abort_with_status(to_status(err))
+    if isinstance(err, (grpc.aio.AbortError, grpc.aio.UsageError)):
+        raise err
+    log.error("bug in %s", name, exc_info=err)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
 def translate_errors(method: F) -> F:
     """Wraps a unary or streaming servicer method so domain errors become statuses.
 
     Takes the asyncio methods of the gateway and the threaded ones of the trainer alike.
     """
+    name = method.__name__
     if inspect.isgeneratorfunction(method):
 
         @functools.wraps(method)
@@ -68,31 +91,10 @@ def translate_errors(method: F) -> F:
         ) -> Iterator[Any]:
             try:
                 yield from method(self, request, context)
-            except errors.DomainError as err:
-                context.abort_with_status(to_status(err))
-            except Exception:
-                if context.code() is not None:  # type: ignore[attr-defined]  # aborted: a status
-                    raise
-                log.exception("bug in %s", method.__name__)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            except Exception as err:  # the boundary: every error ends here
+                _abort(context, name, err)
 
         return sync_stream_wrapper  # type: ignore[return-value]
-
-    if not inspect.iscoroutinefunction(method) and not inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        def sync_unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                return method(self, request, context)
-            except errors.DomainError as err:
-                context.abort_with_status(to_status(err))
-            except Exception:
-                if context.code() is not None:  # type: ignore[attr-defined]
-                    raise
-                log.exception("bug in %s", method.__name__)
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-        return sync_unary_wrapper  # type: ignore[return-value]
 
     if inspect.isasyncgenfunction(method):
 
@@ -103,28 +105,29 @@ def translate_errors(method: F) -> F:
             try:
                 async for item in method(self, request, context):
                     yield item
-            except errors.DomainError as err:
-                await context.abort_with_status(to_status(err))
-            except (grpc.aio.AbortError, grpc.aio.UsageError):
-                raise
-            except Exception:
-                log.exception("bug in %s", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            except Exception as err:  # the boundary: every error ends here
+                await _abort_async(context, name, err)
 
         return stream_wrapper  # type: ignore[return-value]
 
-    @functools.wraps(method)
-    async def unary_wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Any:
-        try:
-            return await method(self, request, context)
-        except errors.DomainError as err:
-            await context.abort_with_status(to_status(err))
-        except (grpc.aio.AbortError, grpc.aio.UsageError):
-            raise
-        except Exception:
-            log.exception("bug in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    if inspect.iscoroutinefunction(method):
 
-    return unary_wrapper  # type: ignore[return-value]
+        @functools.wraps(method)
+        async def unary_wrapper(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            try:
+                return await method(self, request, context)
+            except Exception as err:  # the boundary: every error ends here
+                await _abort_async(context, name, err)
+
+        return unary_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def sync_unary_wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as err:  # the boundary: every error ends here
+            _abort(context, name, err)
+
+    return sync_unary_wrapper  # type: ignore[return-value]

@@ -72,7 +72,7 @@ def read_checkpoint(data: bytes, field: str = "resume_checkpoint") -> Checkpoint
             rng=raw["rng"],
             best_metrics=dict(raw.get("best_metrics", {})),
         )
-    except Exception as err:
+    except Exception as err:  # whatever is wrong, it is the client's data
         raise InvalidArgument.one(field, f"not a readable checkpoint: {err}") from err
 
 
@@ -96,7 +96,7 @@ def read_weights(
             raise ValueError(f"unknown format {spec.get('format')!r}")
         tensors: dict[str, torch.Tensor] = safetensors.torch.load(data)
         return tensors, spec
-    except Exception as err:
+    except Exception as err:  # whatever is wrong, it is the client's data
         raise InvalidArgument.one(field, f"not a metalearn weights file: {err}") from err
 
 

@@ -163,7 +163,7 @@ class Preprocessor:
             try:
                 cached = safetensors.torch.load_file(str(path))
                 return Tensors(cached["images"], cached["labels"], True, fp)
-            except Exception:
+            except Exception:  # a damaged cache file is rebuilt
                 log.warning("cache file %s is unreadable; rebuilding it", path)
         data = self._source.fetch(refs)
         images: list[torch.Tensor] = []

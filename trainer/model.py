@@ -170,7 +170,7 @@ def resolve(
                 net = torchvision.models.get_model(model.name, weights=None, num_classes=n_labels)
             net.eval()  # some architectures have training-only auxiliary outputs
             x = net(x)
-        except Exception as err:
+        except Exception as err:  # any failure is the command's mistake
             v.add(f"{path}.name", f"{model.name} cannot take inputs of shape {input_shape}: {err}")
             return None
         spec = ModelSpec(n_labels, input_shape, architecture=model.name)
@@ -188,12 +188,12 @@ def resolve(
             try:
                 with torch.device("meta"):
                     module = _make(resolved)
-            except Exception as err:
+            except Exception as err:  # torch's own argument checks
                 v.add(layer_path, f"{resolved['name']}: {err}")
                 return None
             try:
                 x = module(x)
-            except Exception as err:
+            except Exception as err:  # a shape mismatch
                 v.add(
                     layer_path,
                     f"{resolved['name']} cannot take an input {_describe(x.shape)}: {err}",

@@ -115,7 +115,7 @@ def check_optimizer(v: Violations, path: str, struct: struct_pb2.Struct) -> Name
     if spec is not None:
         try:
             make_optimizer(spec, _probe_parameter())
-        except Exception as err:
+        except Exception as err:  # torch's own value checks
             v.add(path, f"{spec.name}: {err}")
             return None
     return spec
@@ -136,7 +136,7 @@ def check_criterion(v: Violations, path: str, struct: struct_pb2.Struct) -> Name
         return None
     try:
         make_criterion(spec)
-    except Exception as err:
+    except Exception as err:  # torch's own value checks
         v.add(path, f"{spec.name}: {err}")
         return None
     return spec
@@ -166,7 +166,7 @@ def check_scheduler(
         spec = Named(spec.name, {**spec.kwargs, "total_steps": max(1, epochs * steps_per_epoch)})
     try:
         make_scheduler(spec, make_optimizer(Named("SGD", {"lr": 0.1}), _probe_parameter()))
-    except Exception as err:
+    except Exception as err:  # torch's own value checks
         v.add(path, f"{spec.name}: {err}")
         return None
     return spec

@@ -195,7 +195,7 @@ def train(
     transform = BatchTransform(pipeline)
     try:
         transform(tensors.images[:1])
-    except Exception as err:
+    except Exception as err:  # e.g. ColorJitter's hue on one channel
         raise InvalidArgument.one(
             "command.transform", f"cannot transform these images: {err}"
         ) from err
@@ -215,7 +215,7 @@ def train(
             optimizer.load_state_dict(resume.optimizer)
             scheduler.load_state_dict(resume.scheduler)
             _set_rng_state(resume.rng, generator, device)
-        except Exception as err:
+        except Exception as err:  # a checkpoint of another shape of model
             raise InvalidArgument.one(
                 "resume_checkpoint", f"does not fit this model: {err}"
             ) from err
@@ -364,7 +364,7 @@ def test(
             spec_json["transform"], attempt_pb2.TrainCommand().transform
         )
         seed = int(spec_json["seed"])
-    except Exception as err:
+    except Exception as err:  # the client's weights file
         raise InvalidArgument.one("weights", f"its model spec is unreadable: {err}") from err
     if len(cmd.image_ops):
         check_image_ops(v, "command.image_ops", cmd.image_ops, config.limits.max_image_pixels)
@@ -413,7 +413,7 @@ def test(
     net = model.build(spec)
     try:
         net.load_state_dict(weights)
-    except Exception as err:
+    except Exception as err:  # the client's weights file
         raise InvalidArgument.one("weights", f"do not fit their model spec: {err}") from err
     net.to(device)
     criterion = optim.make_criterion(criterion_spec).to(device)

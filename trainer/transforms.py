@@ -115,7 +115,7 @@ def check_pipeline(v: Violations, path: str, struct: struct_pb2.Struct) -> Pipel
             continue
         try:
             _make(name, args)
-        except Exception as err:
+        except Exception as err:  # torchvision's own checks
             v.add(field, f"{name}: {err}")
             ok = False
             continue

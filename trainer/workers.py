@@ -81,7 +81,7 @@ def _worker_main(
     except errors.DomainError as err:
         violations = [(v.field, v.description) for v in getattr(err, "violations", [])]
         events.put(("error", (type(err).__name__, str(err), violations)))
-    except Exception:
+    except Exception:  # reported upstream as INTERNAL, the trace logged
         if cancel.is_set():
             events.put(("done", None))  # loop.Stopped: the caller has gone
         else:
