@@ -66,7 +66,7 @@ def bare_images_per_second(command: attempt_pb2.TrainCommand, images: int, epoch
 def trainer_run(stub: Any, command: attempt_pb2.TrainCommand) -> dict[str, float]:
     start = time.perf_counter()
     seconds, samples, first_event = 0.0, 0, 0.0
-    for event in stub.Train(pb.TrainRequest(attempt_name="bench", command=command)):
+    for event in stub.Train(pb.TrainerServiceTrainRequest(attempt_name="bench", command=command)):
         kind = event.WhichOneof("event")
         if kind == "started":
             first_event = time.perf_counter() - start

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway import convert, pagination
 from gateway.config import Limits
+from gateway.events import EventHub, events_of
 from gateway.store import AttemptStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
+from gateway.store.work import WorkStore
 from gateway.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
     check_name,
+    check_test_command,
+    check_trainable,
     check_writable,
     text_problem,
 )
-from metalearn.errors import InvalidArgument, Violations
+from metalearn.errors import InvalidArgument, NotFound, Violations
 from metalearn.status import translate_errors
-from metalearn.v1 import attempt_pb2, attempt_service_pb2, attempt_service_pb2_grpc
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    trainer_service_pb2,
+)
 
 pb = attempt_service_pb2
+tpb = trainer_service_pb2
 
 _ORDERS = {
     pb.ATTEMPT_ORDER_UNSPECIFIED: Order.ID,
@@ -50,12 +62,39 @@ def _check_view(view: int, field: str = "view") -> None:
         raise InvalidArgument.one(field, f"unknown view {view}")
 
 
-class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
-    """The attempt store's RPCs."""
+# States after which a watch ends: nothing more will happen without a new request.
+_TERMINAL = frozenset(
+    {
+        attempt_pb2.ATTEMPT_STATUS_INCOMPLETE,
+        attempt_pb2.ATTEMPT_STATUS_TRAINED,
+        attempt_pb2.ATTEMPT_STATUS_COMPLETE,
+        attempt_pb2.ATTEMPT_STATUS_FAILED,
+        attempt_pb2.ATTEMPT_STATUS_CANCELLED,
+    }
+)
+# A watch re-reads the attempt after this long without events (a missed notification
+# costs at most this much delay, never a gap).
+_WATCH_CHECK_SECONDS = 5.0
+_DOWNLOAD_CHUNK = 1024 * 1024
 
-    def __init__(self, store: AttemptStore, limits: Limits) -> None:
+
+class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
+    """The attempt store's RPCs, and the orchestration's."""
+
+    def __init__(
+        self, store: AttemptStore, work: WorkStore, hub: EventHub | None, limits: Limits
+    ) -> None:
         self._store = store
+        self._work = work
+        # Set after construction: the hub builds its status events with `status_of`.
+        self.hub = hub
         self._limits = limits
+
+    async def status_of(self, attempt_id: int) -> bytes:
+        """An attempt as a status event carries it: without its losses."""
+        attempt = convert.attempt_from_record(await self._store.get(attempt_id))
+        attempt.ClearField("training_losses")
+        return attempt.SerializeToString()
 
     @translate_errors
     async def CreateAttempt(
@@ -169,3 +208,114 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         self, request: pb.GetLatestIndexRequest, context: Any
     ) -> pb.GetLatestIndexResponse:
         return pb.GetLatestIndexResponse(latest_index=await self._store.latest_index())
+
+    @translate_errors
+    async def Train(self, request: pb.TrainRequest, context: Any) -> pb.TrainResponse:
+        v = Violations()
+        check_name(v, "name", request.name)
+        check_trainable(v, "command", request.command, self._limits)
+        v.raise_if_any()
+        command = request.command
+        rewrite = convert.for_training(command)
+        attempt_id = await self._work.queue_train(request.name, rewrite, rewrite)
+        record = await self._store.get(attempt_id)
+        return pb.TrainResponse(attempt=convert.attempt_from_record(record))
+
+    @translate_errors
+    async def Test(self, request: pb.TestRequest, context: Any) -> pb.TestResponse:
+        v = Violations()
+        check_name(v, "name", request.name)
+        given = request.HasField("command")
+        if given:
+            check_test_command(v, "command", request.command, self._limits)
+        v.raise_if_any()
+        rewrite = convert.for_testing(request.command) if given else None
+        attempt_id = await self._work.queue_test(request.name, rewrite)
+        return pb.TestResponse(
+            attempt=convert.attempt_from_record(await self._store.get(attempt_id))
+        )
+
+    @translate_errors
+    async def CancelAttempt(
+        self, request: pb.CancelAttemptRequest, context: Any
+    ) -> pb.CancelAttemptResponse:
+        attempt_id = await self._work.cancel(_key(request))
+        record = await self._store.get(attempt_id)
+        return pb.CancelAttemptResponse(attempt=convert.attempt_from_record(record))
+
+    @translate_errors
+    async def DownloadModel(
+        self, request: pb.DownloadModelRequest, context: Any
+    ) -> AsyncIterator[pb.DownloadModelResponse]:
+        key = _key(request)
+        record = await self._store.get(key)
+        found = await self._work.load_artifact(record.id, "weights")
+        if found is None:
+            raise NotFound(f"attempt {record.name!r} has no trained weights yet")
+        data = found[1]
+        digest = hashlib.sha256(data).hexdigest()
+        for offset in range(0, max(len(data), 1), _DOWNLOAD_CHUNK):
+            yield pb.DownloadModelResponse(
+                offset=offset,
+                data=data[offset : offset + _DOWNLOAD_CHUNK],
+                total_size=len(data),
+                sha256=digest,
+            )
+
+    @translate_errors
+    async def WatchAttempt(
+        self, request: pb.WatchAttemptRequest, context: Any
+    ) -> AsyncIterator[pb.WatchAttemptResponse]:
+        key = _key(request)
+        if request.from_epoch < 0:
+            raise InvalidArgument.one("from_epoch", "must not be negative")
+        record = await self._store.get(key)
+        # Subscribe before reading, so nothing committed after the read is missed.
+        assert self.hub is not None
+        with self.hub.subscribe(record.id) as events:
+            record = await self._store.get(record.id)
+            snapshot = convert.attempt_from_record(record)
+            yield pb.WatchAttemptResponse(snapshot=snapshot)
+            sent = request.from_epoch
+            backlog = await self._store.epochs_after(record.id, sent)
+            for metrics in _epochs(backlog):
+                yield pb.WatchAttemptResponse(epoch=metrics)
+                sent = metrics.epoch
+            if snapshot.status in _TERMINAL:
+                return
+            async for event in events_of(events, _WATCH_CHECK_SECONDS):
+                if event is None or event.kind in ("resync", "epoch"):
+                    # Read what is stored past the last epoch sent: covers a missed
+                    # notification, and sends each epoch once, in order.
+                    upto = event.epoch if event is not None and event.kind == "epoch" else None
+                    for metrics in _epochs(await self._store.epochs_after(record.id, sent, upto)):
+                        yield pb.WatchAttemptResponse(epoch=metrics)
+                        sent = metrics.epoch
+                if event is None or event.kind == "resync":
+                    status = await self.status_of(record.id)
+                    attempt = attempt_pb2.Attempt.FromString(status)
+                    if attempt.status in _TERMINAL:
+                        yield pb.WatchAttemptResponse(status=attempt)
+                        return
+                elif event.kind == "progress":
+                    yield pb.WatchAttemptResponse(
+                        test_progress=tpb.TestProgress(done=event.done, total=event.total)
+                    )
+                elif event.kind == "status":
+                    if not event.payload:
+                        raise NotFound(f"attempt id {record.id} was deleted")
+                    attempt = attempt_pb2.Attempt.FromString(event.payload)
+                    # Epochs committed before the status change come first.
+                    for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
+                        yield pb.WatchAttemptResponse(epoch=metrics)
+                        sent = metrics.epoch
+                    yield pb.WatchAttemptResponse(status=attempt)
+                    if attempt.status in _TERMINAL:
+                        return
+
+
+def _epochs(wire: bytes) -> list[attempt_pb2.EpochMetrics]:
+    """Encoded `Attempt.epochs` entries as messages."""
+    holder = attempt_pb2.Attempt()
+    holder.MergeFromString(wire)
+    return list(holder.epochs)

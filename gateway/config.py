@@ -39,6 +39,18 @@ class GatewayConfig:
     pool_max_size: int = 10
     grace_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    # Orchestration. A crashing command is retried this often, then FAILED.
+    max_restarts: int = 3
+    # A running attempt's lease: renewed by its gateway every third of it; once it
+    # lapses (the gateway died) any replica requeues the attempt.
+    lease_seconds: float = 15.0
+    # Trainers send a heartbeat this often; one silent for `trainer_timeout_seconds`
+    # gets no new work.
+    heartbeat_seconds: float = 2.0
+    trainer_timeout_seconds: float = 10.0
+    # How often the dispatcher looks at the queue when nothing wakes it.
+    dispatch_seconds: float = 1.0
+    artifact_chunk_bytes: int = 1024 * 1024
 
     @classmethod
     def from_args(

@@ -82,3 +82,62 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     if record.epochs_wire:
         attempt.MergeFromString(record.epochs_wire)
     return attempt
+
+
+# Results of a training run, forgotten when it trains again.
+_RESULTS = ("accuracy", "test_result", "model_artifact", "dataset")
+
+
+def _rewrite(
+    change: Callable[[attempt_pb2.Attempt], None],
+) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+    def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
+        spec = spec_of(stored)
+        change(spec)
+        return stored_forms(spec)
+
+    return rewrite
+
+
+def for_training(
+    command: attempt_pb2.TrainCommand,
+) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+    """Train's rewrite: the new command (and its epoch count), the old results gone."""
+
+    def change(spec: attempt_pb2.Attempt) -> None:
+        spec.training_commands.CopyFrom(command)
+        spec.n_epoch = command.n_epoch
+        for name in _RESULTS:
+            spec.ClearField(name)  # type: ignore[arg-type]
+
+    return _rewrite(change)
+
+
+def for_testing(
+    command: attempt_pb2.TestCommand,
+) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+    """Test's rewrite when a command is given: it becomes the attempt's testing_commands."""
+    return _rewrite(lambda spec: spec.testing_commands.CopyFrom(command))
+
+
+def trained(
+    weights: attempt_pb2.ArtifactInfo, dataset: attempt_pb2.DatasetFingerprint | None
+) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+    """A finished training run's results."""
+
+    def change(spec: attempt_pb2.Attempt) -> None:
+        spec.model_artifact.CopyFrom(weights)
+        if dataset is not None:
+            spec.dataset.CopyFrom(dataset)
+
+    return _rewrite(change)
+
+
+def tested(result: attempt_pb2.TestResult) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+    """A finished test's results: `accuracy` is the prototype's field."""
+
+    def change(spec: attempt_pb2.Attempt) -> None:
+        spec.test_result.CopyFrom(result)
+        spec.accuracy = result.accuracy
+
+    return _rewrite(change)

@@ -40,10 +40,12 @@ class GatewayThread:
                 async with open_pool(
                     self.database_url, self.config.pool_min_size, self.config.pool_max_size
                 ) as pool:
-                    server, port = await create_server(self.config, pool)
+                    server, port, background = await create_server(self.config, pool)
+                    await background.start()
                     await server.start()
                     ready.set_result(port)
                     await self._stopped.wait()
+                    await background.stop()
                     await server.stop(1.0)
             except BaseException as err:
                 if not ready.done():

@@ -17,13 +17,19 @@ from grpc_reflection.v1alpha import reflection
 from gateway.attempt_servicer import AttemptServicer
 from gateway.config import GatewayConfig
 from gateway.dataset_servicer import DatasetServicer
+from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
+from gateway.events import EventHub
+from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.store import AttemptStore, ImageStore, open_pool
+from gateway.store.work import WorkStore
 from metalearn.v1 import (
     attempt_service_pb2,
     attempt_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    trainer_registry_service_pb2,
+    trainer_registry_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -31,15 +37,33 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     attempt_service_pb2.DESCRIPTOR.services_by_name["AttemptService"].full_name,
     dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
+    trainer_registry_service_pb2.DESCRIPTOR.services_by_name["TrainerRegistryService"].full_name,
 )
+
+
+class Background:
+    """What runs beside the server: the event hub and the dispatcher."""
+
+    def __init__(self, hub: EventHub, dispatcher: Dispatcher) -> None:
+        self.hub = hub
+        self.dispatcher = dispatcher
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.dispatcher.start()
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.hub.stop()
 
 
 async def create_server(
     config: GatewayConfig,
     pool: psycopg_pool.AsyncConnectionPool,
     health: HealthServicer | None = None,
-) -> tuple[grpc.aio.Server, int]:
-    """A gateway server bound to `config.listen` (port 0 picks a free one), not started."""
+) -> tuple[grpc.aio.Server, int, Background]:
+    """A gateway server bound to `config.listen` (port 0 picks a free one), not started,
+    and its background work (start it with the server, stop it after)."""
     size = config.limits.max_message_bytes
     server = grpc.aio.server(
         options=[
@@ -49,8 +73,15 @@ async def create_server(
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ]
     )
-    attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(
-        AttemptServicer(AttemptStore(pool), config.limits), server
+    attempts, work = AttemptStore(pool), WorkStore(pool)
+    servicer = AttemptServicer(attempts, work, None, config.limits)  # type: ignore[arg-type]
+    # The hub's LISTEN connection is its own, outside the pool: it is held for good.
+    assert isinstance(pool.conninfo, str)
+    hub = EventHub(pool.conninfo, attempts, servicer.status_of)
+    servicer.hub = hub
+    attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
+    trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
+        TrainerRegistryServicer(work, config), server
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
         DatasetServicer(ImageStore(pool), config.limits), server
@@ -67,7 +98,7 @@ async def create_server(
     port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
-    return server, port
+    return server, port, Background(hub, Dispatcher(config, attempts, work, hub))
 
 
 async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = print) -> None:
@@ -80,7 +111,8 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
     try:
         async with open_pool(conninfo, config.pool_min_size, config.pool_max_size) as pool:
             health = HealthServicer()
-            server, port = await create_server(config, pool, health)
+            server, port, background = await create_server(config, pool, health)
+            await background.start()
             await server.start()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -92,6 +124,7 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
             log.info("stopping: draining calls for up to %.0f s", config.grace_seconds)
             # Load balancers stop sending new calls before the in-flight ones drain.
             await health.enter_graceful_shutdown()
+            await background.stop()
             await server.stop(config.grace_seconds)
     finally:
         if embedded is not None:

@@ -222,6 +222,21 @@ def check_train_command(
     )
 
 
+def check_trainable(
+    v: Violations, field: str, cmd: attempt_pb2.TrainCommand, limits: Limits
+) -> None:
+    """A command Train can queue: a valid one that also says what, on what, how long."""
+    check_train_command(v, field, cmd, limits)
+    if not cmd.label_names:
+        v.add(f"{field}.label_names", "name the labels to learn")
+    if cmd.batch_size <= 0:
+        v.add(f"{field}.batch_size", "must be at least 1")
+    if cmd.n_epoch <= 0:
+        v.add(f"{field}.n_epoch", "must be at least 1")
+    if not cmd.model.layers and not cmd.model.name:
+        v.add(f"{field}.model", "give layers or a torchvision architecture name")
+
+
 def check_test_command(
     v: Violations, field: str, cmd: attempt_pb2.TestCommand, limits: Limits
 ) -> None:

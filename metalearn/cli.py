@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("trainer", help="run a trainer daemon (needs torch)")
     tr.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT to bind")
-    tr.add_argument("--gateway", help="gateway to read images from (env METALEARN_GATEWAY)")
+    tr.add_argument("--gateway", help="gateway to register with (env METALEARN_GATEWAY)")
+    tr.add_argument("--advertise", help="HOST:PORT the gateway calls (default: the bound one)")
     tr.add_argument("--capacity", type=int, default=1, help="runs at once (default 1)")
     tr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     tr.add_argument("--cache-dir", default=".metalearn/trainer-cache", help="preprocessed data")

@@ -68,7 +68,9 @@ def train_and_test(trainer: str) -> float:
     weights: list[bytes] = []
     with grpc.insecure_channel(trainer) as channel:
         stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
-        request = trainer_service_pb2.TrainRequest(attempt_name="demo", command=command)
+        request = trainer_service_pb2.TrainerServiceTrainRequest(
+            attempt_name="demo", command=command
+        )
         for event in stub.Train(request):
             kind = event.WhichOneof("event")
             if kind == "started":
@@ -83,7 +85,9 @@ def train_and_test(trainer: str) -> float:
                       flush=True)  # fmt: skip
             elif kind == "weights":
                 weights.append(event.weights.data)
-        test = trainer_service_pb2.TestRequest(attempt_name="demo", weights=b"".join(weights))
+        test = trainer_service_pb2.TrainerServiceTestRequest(
+            attempt_name="demo", weights=b"".join(weights)
+        )
         result = list(stub.Test(test))[-1].result
     print(f"  test accuracy {result.accuracy:.3f} on {result.images} images never trained on")
     return result.accuracy

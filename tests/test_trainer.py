@@ -60,7 +60,9 @@ def drain(method):
 
 
 def train(stub, command: attempt_pb2.TrainCommand, **fields):
-    return collect(stub.Train(pb.TrainRequest(attempt_name="t", command=command, **fields)))
+    return collect(
+        stub.Train(pb.TrainerServiceTrainRequest(attempt_name="t", command=command, **fields))
+    )
 
 
 def test_lenet_learns_the_digits(trainer) -> None:
@@ -79,7 +81,7 @@ def test_lenet_learns_the_digits(trainer) -> None:
     assert run.finished is not None and run.finished.outcome == pb.TRAIN_OUTCOME_COMPLETED
     assert set(run.checkpoints) == {5}
 
-    events = list(trainer.Test(pb.TestRequest(attempt_name="t", weights=run.weights)))
+    events = list(trainer.Test(pb.TrainerServiceTestRequest(attempt_name="t", weights=run.weights)))
     assert all(e.WhichOneof("event") == "progress" for e in events[:-1])
     result = events[-1].result
     assert result.accuracy >= 0.95, result.accuracy
@@ -117,7 +119,9 @@ def test_resuming_a_checkpoint_gives_the_uninterrupted_results(trainer) -> None:
 
 def test_cancelling_stops_the_run_within_a_batch(trainer) -> None:
     call = trainer.Train(
-        pb.TrainRequest(attempt_name="long", command=lenet_command(n_epoch=10_000, batch_size=1))
+        pb.TrainerServiceTrainRequest(
+            attempt_name="long", command=lenet_command(n_epoch=10_000, batch_size=1)
+        )
     )
     for event in call:
         if event.WhichOneof("event") == "started":
@@ -163,7 +167,7 @@ def test_bad_commands_name_the_field(trainer, change, field) -> None:
     err = expect_error(
         CODE.INVALID_ARGUMENT,
         drain(trainer.Train),
-        pb.TrainRequest(attempt_name="bad", command=command),
+        pb.TrainerServiceTrainRequest(attempt_name="bad", command=command),
     )
     assert field in violations(err), violations(err)
 
@@ -171,17 +175,23 @@ def test_bad_commands_name_the_field(trainer, change, field) -> None:
 def test_missing_data_and_bad_checkpoints(trainer) -> None:
     command = lenet_command(label_names=["digit 0", "no such label"])
     err = expect_error(
-        CODE.FAILED_PRECONDITION, drain(trainer.Train), pb.TrainRequest(command=command)
+        CODE.FAILED_PRECONDITION,
+        drain(trainer.Train),
+        pb.TrainerServiceTrainRequest(command=command),
     )
     assert "no such label" in err.details()
     err = expect_error(
         CODE.INVALID_ARGUMENT,
         drain(trainer.Train),
-        pb.TrainRequest(command=lenet_command(), resume_checkpoint=b"not a checkpoint"),
+        pb.TrainerServiceTrainRequest(
+            command=lenet_command(), resume_checkpoint=b"not a checkpoint"
+        ),
     )
     assert "resume_checkpoint" in violations(err)
     err = expect_error(
-        CODE.INVALID_ARGUMENT, drain(trainer.Test), pb.TestRequest(weights=b"nonsense")
+        CODE.INVALID_ARGUMENT,
+        drain(trainer.Test),
+        pb.TrainerServiceTestRequest(weights=b"nonsense"),
     )
     assert "weights" in violations(err)
 
@@ -191,7 +201,7 @@ def test_a_full_trainer_says_so(digits_gateway, tmp_path) -> None:
     try:
         with grpc.insecure_channel(address) as channel:
             stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
-            busy = stub.Train(pb.TrainRequest(command=lenet_command(n_epoch=10_000)))
+            busy = stub.Train(pb.TrainerServiceTrainRequest(command=lenet_command(n_epoch=10_000)))
             started = threading.Event()
 
             def read() -> None:
@@ -206,7 +216,9 @@ def test_a_full_trainer_says_so(digits_gateway, tmp_path) -> None:
             info = stub.GetTrainerInfo(pb.GetTrainerInfoRequest())
             assert (info.capacity, info.busy_slots) == (1, 1) and info.devices[0].name == "cpu"
             expect_error(
-                CODE.RESOURCE_EXHAUSTED, drain(stub.Train), pb.TrainRequest(command=lenet_command())
+                CODE.RESOURCE_EXHAUSTED,
+                drain(stub.Train),
+                pb.TrainerServiceTrainRequest(command=lenet_command()),
             )
             busy.cancel()
             reader.join(10)
@@ -217,7 +229,9 @@ def test_a_full_trainer_says_so(digits_gateway, tmp_path) -> None:
 def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
     run = train(trainer, lenet_command(n_epoch=2))
     command = attempt_pb2.TestCommand(label_names=["digit 3"], limit=5)
-    result = list(trainer.Test(pb.TestRequest(command=command, weights=run.weights)))[-1].result
+    result = list(trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=run.weights)))[
+        -1
+    ].result
     assert result.images == 5 and set(result.per_label_accuracy) == {"digit 3"}
     with digits_gateway.channel() as channel:
         some = dataset_service_pb2_grpc.DatasetServiceStub(channel).ReadImages(
@@ -225,12 +239,16 @@ def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
         )
         ids = [image.id for image in some]
     command = attempt_pb2.TestCommand(ids=ids)
-    result = list(trainer.Test(pb.TestRequest(command=command, weights=run.weights)))[-1].result
+    result = list(trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=run.weights)))[
+        -1
+    ].result
     assert result.images == 3 and set(result.per_label_accuracy) == {"digit 7"}
     err = expect_error(
         CODE.INVALID_ARGUMENT,
         drain(trainer.Test),
-        pb.TestRequest(command=attempt_pb2.TestCommand(label_names=["cat"]), weights=run.weights),
+        pb.TrainerServiceTestRequest(
+            command=attempt_pb2.TestCommand(label_names=["cat"]), weights=run.weights
+        ),
     )
     assert "command.label_names[0]" in violations(err)
 
@@ -252,7 +270,7 @@ _arg_names = st.sampled_from(
 
 
 @st.composite
-def bad_train_requests(draw: Any) -> pb.TrainRequest:
+def bad_train_requests(draw: Any) -> pb.TrainerServiceTrainRequest:
     doc = lenet_doc()
     doc["n_epoch"] = 1
     where = draw(st.sampled_from(["layer", "optimizer", "criterion", "scheduler", "transform",
@@ -281,7 +299,9 @@ def bad_train_requests(draw: Any) -> pb.TrainRequest:
         )
     elif where == "labels":
         doc["label_names"] = draw(st.lists(st.text(max_size=300), max_size=3))
-    request = pb.TrainRequest(command=json_format.ParseDict(doc, attempt_pb2.TrainCommand()))
+    request = pb.TrainerServiceTrainRequest(
+        command=json_format.ParseDict(doc, attempt_pb2.TrainCommand())
+    )
     if where == "checkpoint":
         request.resume_checkpoint = draw(st.binary(min_size=1, max_size=200))
     return request
@@ -315,7 +335,9 @@ def test_bad_test_requests_are_never_internal(trainer, weights, damage, labels, 
         weights = weights[:damage]
     command = attempt_pb2.TestCommand(label_names=labels, ids=ids, limit=limit)
     try:
-        list(trainer.Test(pb.TestRequest(command=command, weights=weights), timeout=60))
+        list(
+            trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=weights), timeout=60)
+        )
     except grpc.RpcError as err:
         assert err.code() not in (CODE.UNKNOWN, CODE.INTERNAL), err.details()
     info = trainer.GetTrainerInfo(pb.GetTrainerInfoRequest())

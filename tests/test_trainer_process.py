@@ -51,7 +51,7 @@ def test_sigterm_checkpoints_the_run_and_exits(digits_gateway: GatewayThread, tm
             assert "metalearn.v1.TrainerService" in names
 
             stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
-            call = stub.Train(pb.TrainRequest(command=lenet_command(n_epoch=10_000)))
+            call = stub.Train(pb.TrainerServiceTrainRequest(command=lenet_command(n_epoch=10_000)))
             kinds, checkpoint_epochs = [], []
             for event in call:
                 kind = event.WhichOneof("event")

@@ -45,7 +45,7 @@ class TrainRun:
         return [e.loss for e in self.epochs]
 
 
-def collect(events: Iterable[trainer_service_pb2.TrainResponse]) -> TrainRun:
+def collect(events: Iterable[trainer_service_pb2.TrainerServiceTrainResponse]) -> TrainRun:
     run = TrainRun()
     pieces: dict[str, list[Any]] = {"checkpoint": [], "weights": []}
     for event in events:

@@ -27,6 +27,8 @@ class TrainerConfig:
 
     listen: str = "127.0.0.1:50052"
     gateway: str = "127.0.0.1:50051"
+    # The address the gateway calls back; empty: the bound one.
+    advertise: str = ""
     # Runs at once; each gets its own process (and, with CUDA, its own device in turn).
     capacity: int = 1
     # "auto" (CUDA when present), "cpu" or "cuda".
@@ -52,6 +54,7 @@ class TrainerConfig:
         return cls(
             listen=args.listen,
             gateway=args.gateway or os.environ.get("METALEARN_GATEWAY", cls.gateway),
+            advertise=args.advertise or "",
             capacity=args.capacity,
             device=args.device,
             cache_dir=Path(args.cache_dir),

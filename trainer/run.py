@@ -122,7 +122,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def train(
-    request: pb.TrainRequest,
+    request: pb.TrainerServiceTrainRequest,
     config: TrainerConfig,
     channel: grpc.Channel,
     slot: int,
@@ -228,7 +228,7 @@ def train(
         sha256=tensors.fingerprint,
     )
     emit(
-        pb.TrainResponse(
+        pb.TrainerServiceTrainResponse(
             started=pb.TrainStarted(
                 device=str(device), parameters=model.parameter_count(net),
                 train_images=len(train_data), validation_images=len(val_data),
@@ -255,7 +255,7 @@ def train(
             )
         )  # fmt: skip
         for chunk in artifacts.chunks(data, epoch, config.chunk_bytes):
-            emit(pb.TrainResponse(checkpoint=chunk))
+            emit(pb.TrainerServiceTrainResponse(checkpoint=chunk))
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cmd.n_epoch + 1):
@@ -289,7 +289,7 @@ def train(
             else:
                 scheduler.step()
         emit(
-            pb.TrainResponse(
+            pb.TrainerServiceTrainResponse(
                 epoch=attempt_pb2.EpochMetrics(
                     epoch=epoch,
                     loss=result.loss,
@@ -327,12 +327,14 @@ def train(
     }
     weights = artifacts.weights_bytes(net.state_dict(), spec_json)
     for chunk in artifacts.chunks(weights, epoch, config.chunk_bytes):
-        emit(pb.TrainResponse(weights=chunk))
+        emit(pb.TrainerServiceTrainResponse(weights=chunk))
     emit(_finished(pb.TRAIN_OUTCOME_COMPLETED, "", epoch, started_at))
 
 
-def _finished(outcome: int, reason: str, epochs: int, started_at: float) -> pb.TrainResponse:
-    return pb.TrainResponse(
+def _finished(
+    outcome: int, reason: str, epochs: int, started_at: float
+) -> pb.TrainerServiceTrainResponse:
+    return pb.TrainerServiceTrainResponse(
         finished=pb.TrainFinished(
             outcome=outcome,  # type: ignore[arg-type]
             reason=reason,
@@ -343,7 +345,7 @@ def _finished(outcome: int, reason: str, epochs: int, started_at: float) -> pb.T
 
 
 def test(
-    request: pb.TestRequest,
+    request: pb.TrainerServiceTestRequest,
     config: TrainerConfig,
     channel: grpc.Channel,
     slot: int,
@@ -424,7 +426,7 @@ def test(
         now = time.monotonic()
         if now - last[0] >= 0.5 or done == total:
             last[0] = now
-            emit(pb.TestResponse(progress=pb.TestProgress(done=done, total=total)))
+            emit(pb.TrainerServiceTestResponse(progress=pb.TestProgress(done=done, total=total)))
 
     evaluation = loop.evaluate(
         net, loop.loader(loop.TensorImages(tensors.images, tensors.labels), 256, shuffle=False),
@@ -438,7 +440,7 @@ def test(
         if seen:
             per_label[label] = int(confusion[index, index]) / seen
     emit(
-        pb.TestResponse(
+        pb.TrainerServiceTestResponse(
             result=attempt_pb2.TestResult(
                 loss=evaluation.loss, accuracy=evaluation.accuracy, per_label_accuracy=per_label,
                 confusion_matrix=confusion.flatten().tolist(), images=evaluation.samples,

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 from trainer.config import TrainerConfig
+from trainer.registration import Announcer, advertised
 from trainer.service import TrainerServicer
 from trainer.workers import Workers
 
@@ -59,6 +60,8 @@ def run_trainer(config: TrainerConfig, on_ready: Callable[[str], None] = print) 
     """Serves until SIGTERM/SIGINT; then runs checkpoint and end before the server stops."""
     server, port, health_servicer, workers = create_server(config)
     server.start()
+    address = advertised(config.listen, port, config.advertise)
+    announcer = Announcer(config.gateway, address, config.capacity, workers).start()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -73,3 +76,4 @@ def run_trainer(config: TrainerConfig, on_ready: Callable[[str], None] = print) 
     health_servicer.enter_graceful_shutdown()
     workers.interrupt_all()
     server.stop(config.stop_grace_seconds + 60).wait()
+    announcer.stop()

@@ -48,15 +48,15 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
 
     @translate_errors
     def Train(
-        self, request: pb.TrainRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.TrainResponse]:
-        yield from self._relay("train", request, context, pb.TrainResponse)
+        self, request: pb.TrainerServiceTrainRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.TrainerServiceTrainResponse]:
+        yield from self._relay("train", request, context, pb.TrainerServiceTrainResponse)
 
     @translate_errors
     def Test(
-        self, request: pb.TestRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.TestResponse]:
-        yield from self._relay("test", request, context, pb.TestResponse)
+        self, request: pb.TrainerServiceTestRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.TrainerServiceTestResponse]:
+        yield from self._relay("test", request, context, pb.TrainerServiceTestResponse)
 
     @translate_errors
     def GetTrainerInfo(

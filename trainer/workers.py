@@ -74,9 +74,23 @@ def _worker_main(
     try:
         with grpc.insecure_channel(config.gateway, options=options) as channel:
             if kind == "train":
-                run.train(pb.TrainRequest.FromString(request), config, channel, slot, emit, signals)
+                run.train(
+                    pb.TrainerServiceTrainRequest.FromString(request),
+                    config,
+                    channel,
+                    slot,
+                    emit,
+                    signals,
+                )
             else:
-                run.test(pb.TestRequest.FromString(request), config, channel, slot, emit, signals)
+                run.test(
+                    pb.TrainerServiceTestRequest.FromString(request),
+                    config,
+                    channel,
+                    slot,
+                    emit,
+                    signals,
+                )
         events.put(("done", None))
     except errors.DomainError as err:
         violations = [(v.field, v.description) for v in getattr(err, "violations", [])]

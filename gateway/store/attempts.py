@@ -279,6 +279,19 @@ class AttemptStore:
                 rows = await cur.fetchall()
         return [_record(row) for row in rows]
 
+    async def epochs_after(self, attempt_id: int, after: int, upto: int | None = None) -> bytes:
+        """Epochs `after` < epoch <= `upto` of an attempt, encoded as `Attempt.epochs` entries."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(
+                    "SELECT string_agg(wire, ''::bytea ORDER BY epoch) FROM attempt_epochs"
+                    " WHERE attempt_id = %s AND epoch > %s AND epoch <= %s",
+                    (attempt_id, after, upto if upto is not None else 2**31 - 1),
+                )
+                row = await cur.fetchone()
+        return bytes(row[0]) if row and row[0] is not None else b""
+
     async def append_epoch(self, attempt_id: int, fence: int, epoch: EpochRecord) -> bool:
         """Records one epoch exactly once, if `fence` is still the attempt's restart count.
 
@@ -291,8 +304,12 @@ class AttemptStore:
             f" ins AS (INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS})"
             " SELECT id, %(epoch)s, %(loss)s, %(learning_rate)s, %(seconds)s,"
             " %(samples_per_second)s, %(val_loss)s, %(val_accuracy)s FROM lease"
-            " ON CONFLICT DO NOTHING RETURNING 1)"
-            " SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM ins)"
+            " ON CONFLICT DO NOTHING RETURNING 1),"
+            # Sent at commit, so a watcher never hears of an epoch before it is stored.
+            " note AS (SELECT pg_notify('metalearn_events', json_build_object('id', %(id)s,"
+            " 'kind', 'epoch', 'epoch', %(epoch)s)::text) FROM ins)"
+            " SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM ins),"
+            " (SELECT count(*) FROM note)"
         )
         params = {"id": attempt_id, "fence": fence, **epoch.__dict__}
         with translate_db_errors():

@@ -1,5 +1,6 @@
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from metalearn.v1 import attempt_pb2 as _attempt_pb2
+from metalearn.v1 import trainer_service_pb2 as _trainer_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -120,3 +121,87 @@ class GetLatestIndexResponse(_message.Message):
     LATEST_INDEX_FIELD_NUMBER: _ClassVar[int]
     latest_index: int
     def __init__(self, latest_index: _Optional[int] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("name", "command")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    command: _attempt_pb2.TrainCommand
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ...) -> None: ...
+
+class TrainResponse(_message.Message):
+    __slots__ = ("attempt",)
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    attempt: _attempt_pb2.Attempt
+    def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
+
+class TestRequest(_message.Message):
+    __slots__ = ("name", "command")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    command: _attempt_pb2.TestCommand
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TestCommand, _Mapping]] = ...) -> None: ...
+
+class TestResponse(_message.Message):
+    __slots__ = ("attempt",)
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    attempt: _attempt_pb2.Attempt
+    def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
+
+class WatchAttemptRequest(_message.Message):
+    __slots__ = ("name", "id", "from_epoch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: int
+    from_epoch: int
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., from_epoch: _Optional[int] = ...) -> None: ...
+
+class WatchAttemptResponse(_message.Message):
+    __slots__ = ("snapshot", "epoch", "status", "test_progress")
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TEST_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    snapshot: _attempt_pb2.Attempt
+    epoch: _attempt_pb2.EpochMetrics
+    status: _attempt_pb2.Attempt
+    test_progress: _trainer_service_pb2.TestProgress
+    def __init__(self, snapshot: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., epoch: _Optional[_Union[_attempt_pb2.EpochMetrics, _Mapping]] = ..., status: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., test_progress: _Optional[_Union[_trainer_service_pb2.TestProgress, _Mapping]] = ...) -> None: ...
+
+class CancelAttemptRequest(_message.Message):
+    __slots__ = ("name", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: int
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ...) -> None: ...
+
+class CancelAttemptResponse(_message.Message):
+    __slots__ = ("attempt",)
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    attempt: _attempt_pb2.Attempt
+    def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
+
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("name", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: int
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ...) -> None: ...
+
+class DownloadModelResponse(_message.Message):
+    __slots__ = ("offset", "data", "total_size", "sha256")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    total_size: int
+    sha256: str
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...

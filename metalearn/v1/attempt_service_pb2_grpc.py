@@ -69,6 +69,31 @@ class AttemptServiceStub:
                 request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.GetLatestIndexRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.GetLatestIndexResponse.FromString,
                 _registered_method=True)
+        self.Train = channel.unary_unary(
+                '/metalearn.v1.AttemptService/Train',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.TrainRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.TrainResponse.FromString,
+                _registered_method=True)
+        self.Test = channel.unary_unary(
+                '/metalearn.v1.AttemptService/Test',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.TestRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.TestResponse.FromString,
+                _registered_method=True)
+        self.WatchAttempt = channel.unary_stream(
+                '/metalearn.v1.AttemptService/WatchAttempt',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.WatchAttemptRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.WatchAttemptResponse.FromString,
+                _registered_method=True)
+        self.CancelAttempt = channel.unary_unary(
+                '/metalearn.v1.AttemptService/CancelAttempt',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.CancelAttemptRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.CancelAttemptResponse.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/metalearn.v1.AttemptService/DownloadModel',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.DownloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class AttemptServiceServicer:
@@ -130,6 +155,56 @@ class AttemptServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Train(self, request, context):
+        """Queues training and returns the queued attempt at once (the prototype's
+        semantics): on a new name it creates the attempt; on an existing one it
+        replaces the command, forgets the losses and trains again. The command is
+        checked first, so a bad one never reaches the queue.
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (queued or running now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Test(self, request, context):
+        """Queues a test of a trained attempt and returns it at once.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (never trained,
+        or queued or running now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAttempt(self, request, context):
+        """Streams an attempt's progress: first a snapshot with every epoch so far
+        (after `from_epoch`), then every new epoch, status change and test
+        progress as it happens, until a terminal state (TRAINED with nothing
+        queued, COMPLETE, FAILED, CANCELLED). Resuming from the last epoch seen
+        gives no gaps and no duplicates.
+        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAttempt(self, request, context):
+        """Stops a queued or running attempt: a trainer stops within one batch and
+        the attempt becomes CANCELLED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not live).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """Streams a trained attempt's weights (safetensors, which carry the model
+        spec) in chunks.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such attempt, or no weights yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AttemptServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +237,31 @@ def add_AttemptServiceServicer_to_server(servicer, server):
                     servicer.GetLatestIndex,
                     request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.GetLatestIndexRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.GetLatestIndexResponse.SerializeToString,
+            ),
+            'Train': grpc.unary_unary_rpc_method_handler(
+                    servicer.Train,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.TrainRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.TrainResponse.SerializeToString,
+            ),
+            'Test': grpc.unary_unary_rpc_method_handler(
+                    servicer.Test,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.TestRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.TestResponse.SerializeToString,
+            ),
+            'WatchAttempt': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAttempt,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.WatchAttemptRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.WatchAttemptResponse.SerializeToString,
+            ),
+            'CancelAttempt': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAttempt,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.CancelAttemptRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.CancelAttemptResponse.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.DownloadModelRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.DownloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +431,141 @@ class AttemptService:
             '/metalearn.v1.AttemptService/GetLatestIndex',
             metalearn_dot_v1_dot_attempt__service__pb2.GetLatestIndexRequest.SerializeToString,
             metalearn_dot_v1_dot_attempt__service__pb2.GetLatestIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Train(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/Train',
+            metalearn_dot_v1_dot_attempt__service__pb2.TrainRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.TrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Test(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/Test',
+            metalearn_dot_v1_dot_attempt__service__pb2.TestRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.TestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAttempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/WatchAttempt',
+            metalearn_dot_v1_dot_attempt__service__pb2.WatchAttemptRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.WatchAttemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAttempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/CancelAttempt',
+            metalearn_dot_v1_dot_attempt__service__pb2.CancelAttemptRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.CancelAttemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/DownloadModel',
+            metalearn_dot_v1_dot_attempt__service__pb2.DownloadModelRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.DownloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,36 @@ class AttemptServiceStub:
     """Returns the highest attempt id given so far (the prototype's
     latest_attempt_index); 0 when there is none. Errors: none.
     """
+    Train: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.TrainRequest, _attempt_service_pb2.TrainResponse]
+    """Queues training and returns the queued attempt at once (the prototype's
+    semantics): on a new name it creates the attempt; on an existing one it
+    replaces the command, forgets the losses and trains again. The command is
+    checked first, so a bad one never reaches the queue.
+    Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (queued or running now).
+    """
+    Test: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.TestRequest, _attempt_service_pb2.TestResponse]
+    """Queues a test of a trained attempt and returns it at once.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (never trained,
+    or queued or running now).
+    """
+    WatchAttempt: _grpc.UnaryStreamMultiCallable[_attempt_service_pb2.WatchAttemptRequest, _attempt_service_pb2.WatchAttemptResponse]
+    """Streams an attempt's progress: first a snapshot with every epoch so far
+    (after `from_epoch`), then every new epoch, status change and test
+    progress as it happens, until a terminal state (TRAINED with nothing
+    queued, COMPLETE, FAILED, CANCELLED). Resuming from the last epoch seen
+    gives no gaps and no duplicates.
+    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    CancelAttempt: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.CancelAttemptRequest, _attempt_service_pb2.CancelAttemptResponse]
+    """Stops a queued or running attempt: a trainer stops within one batch and
+    the attempt becomes CANCELLED.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not live).
+    """
+    DownloadModel: _grpc.UnaryStreamMultiCallable[_attempt_service_pb2.DownloadModelRequest, _attempt_service_pb2.DownloadModelResponse]
+    """Streams a trained attempt's weights (safetensors, which carry the model
+    spec) in chunks.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (no such attempt, or no weights yet).
+    """
 
 @_typing.type_check_only
 class AttemptServiceAsyncStub(AttemptServiceStub):
@@ -102,6 +132,36 @@ class AttemptServiceAsyncStub(AttemptServiceStub):
     GetLatestIndex: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.GetLatestIndexRequest, _attempt_service_pb2.GetLatestIndexResponse]  # type: ignore[assignment]
     """Returns the highest attempt id given so far (the prototype's
     latest_attempt_index); 0 when there is none. Errors: none.
+    """
+    Train: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.TrainRequest, _attempt_service_pb2.TrainResponse]  # type: ignore[assignment]
+    """Queues training and returns the queued attempt at once (the prototype's
+    semantics): on a new name it creates the attempt; on an existing one it
+    replaces the command, forgets the losses and trains again. The command is
+    checked first, so a bad one never reaches the queue.
+    Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (queued or running now).
+    """
+    Test: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.TestRequest, _attempt_service_pb2.TestResponse]  # type: ignore[assignment]
+    """Queues a test of a trained attempt and returns it at once.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (never trained,
+    or queued or running now).
+    """
+    WatchAttempt: _aio.UnaryStreamMultiCallable[_attempt_service_pb2.WatchAttemptRequest, _attempt_service_pb2.WatchAttemptResponse]  # type: ignore[assignment]
+    """Streams an attempt's progress: first a snapshot with every epoch so far
+    (after `from_epoch`), then every new epoch, status change and test
+    progress as it happens, until a terminal state (TRAINED with nothing
+    queued, COMPLETE, FAILED, CANCELLED). Resuming from the last epoch seen
+    gives no gaps and no duplicates.
+    Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    CancelAttempt: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.CancelAttemptRequest, _attempt_service_pb2.CancelAttemptResponse]  # type: ignore[assignment]
+    """Stops a queued or running attempt: a trainer stops within one batch and
+    the attempt becomes CANCELLED.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not live).
+    """
+    DownloadModel: _aio.UnaryStreamMultiCallable[_attempt_service_pb2.DownloadModelRequest, _attempt_service_pb2.DownloadModelResponse]  # type: ignore[assignment]
+    """Streams a trained attempt's weights (safetensors, which carry the model
+    spec) in chunks.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (no such attempt, or no weights yet).
     """
 
 class AttemptServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +233,66 @@ class AttemptServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_attempt_service_pb2.GetLatestIndexResponse, _abc.Awaitable[_attempt_service_pb2.GetLatestIndexResponse]]:
         """Returns the highest attempt id given so far (the prototype's
         latest_attempt_index); 0 when there is none. Errors: none.
+        """
+
+    @_abc_1.abstractmethod
+    def Train(
+        self,
+        request: _attempt_service_pb2.TrainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attempt_service_pb2.TrainResponse, _abc.Awaitable[_attempt_service_pb2.TrainResponse]]:
+        """Queues training and returns the queued attempt at once (the prototype's
+        semantics): on a new name it creates the attempt; on an existing one it
+        replaces the command, forgets the losses and trains again. The command is
+        checked first, so a bad one never reaches the queue.
+        Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (queued or running now).
+        """
+
+    @_abc_1.abstractmethod
+    def Test(
+        self,
+        request: _attempt_service_pb2.TestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attempt_service_pb2.TestResponse, _abc.Awaitable[_attempt_service_pb2.TestResponse]]:
+        """Queues a test of a trained attempt and returns it at once.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (never trained,
+        or queued or running now).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchAttempt(
+        self,
+        request: _attempt_service_pb2.WatchAttemptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_attempt_service_pb2.WatchAttemptResponse], _abc.AsyncIterator[_attempt_service_pb2.WatchAttemptResponse]]:
+        """Streams an attempt's progress: first a snapshot with every epoch so far
+        (after `from_epoch`), then every new epoch, status change and test
+        progress as it happens, until a terminal state (TRAINED with nothing
+        queued, COMPLETE, FAILED, CANCELLED). Resuming from the last epoch seen
+        gives no gaps and no duplicates.
+        Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelAttempt(
+        self,
+        request: _attempt_service_pb2.CancelAttemptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attempt_service_pb2.CancelAttemptResponse, _abc.Awaitable[_attempt_service_pb2.CancelAttemptResponse]]:
+        """Stops a queued or running attempt: a trainer stops within one batch and
+        the attempt becomes CANCELLED.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not live).
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadModel(
+        self,
+        request: _attempt_service_pb2.DownloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_attempt_service_pb2.DownloadModelResponse], _abc.AsyncIterator[_attempt_service_pb2.DownloadModelResponse]]:
+        """Streams a trained attempt's weights (safetensors, which carry the model
+        spec) in chunks.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such attempt, or no weights yet).
         """
 
 def add_AttemptServiceServicer_to_server(servicer: AttemptServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

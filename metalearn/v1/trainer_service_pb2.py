@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/trainer_service.proto\x12\x0cmetalearn.v1\x1a\x1ametalearn/v1/attempt.proto\"\xaf\x01\n\x0cTrainRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x19\n\x11resume_checkpoint\x18\x03 \x01(\x0c\x12\x1f\n\x17\x63heckpoint_every_epochs\x18\x04 \x01(\x05\x12 \n\x18\x63heckpoint_every_seconds\x18\x05 \x01(\x01\"\xd3\x01\n\x0cTrainStarted\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x01(\x03\x12\x14\n\x0ctrain_images\x18\x03 \x01(\x03\x12\x19\n\x11validation_images\x18\x04 \x01(\x03\x12\x13\n\x0b\x66irst_epoch\x18\x05 \x01(\x05\x12\x13\n\x0binput_shape\x18\x06 \x03(\x05\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12\x31\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32 .metalearn.v1.DatasetFingerprint\"`\n\rArtifactChunk\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"m\n\rTrainFinished\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.metalearn.v1.TrainOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\x88\x02\n\rTrainResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TrainStartedH\x00\x12+\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetricsH\x00\x12\x31\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12.\n\x07weights\x18\x04 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12/\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x1b.metalearn.v1.TrainFinishedH\x00\x42\x07\n\x05\x65vent\"`\n\x0bTestRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.TestCommand\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\"+\n\x0cTestProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\"s\n\x0cTestResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TestProgressH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.TestResultH\x00\x42\x07\n\x05\x65vent\"\x17\n\x15GetTrainerInfoRequest\"A\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\x8d\x01\n\x16GetTrainerInfoResponse\x12%\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x14.metalearn.v1.Device\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x15\n\rtorch_version\x18\x05 \x01(\t*\x85\x01\n\x0cTrainOutcome\x12\x1d\n\x19TRAIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAIN_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16TRAIN_OUTCOME_DIVERGED\x10\x02\x12\x1d\n\x19TRAIN_OUTCOME_INTERRUPTED\x10\x03\x32\xf2\x01\n\x0eTrainerService\x12\x42\n\x05Train\x12\x1a.metalearn.v1.TrainRequest\x1a\x1b.metalearn.v1.TrainResponse0\x01\x12?\n\x04Test\x12\x19.metalearn.v1.TestRequest\x1a\x1a.metalearn.v1.TestResponse0\x01\x12[\n\x0eGetTrainerInfo\x12#.metalearn.v1.GetTrainerInfoRequest\x1a$.metalearn.v1.GetTrainerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/trainer_service.proto\x12\x0cmetalearn.v1\x1a\x1ametalearn/v1/attempt.proto\"\xbd\x01\n\x1aTrainerServiceTrainRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x19\n\x11resume_checkpoint\x18\x03 \x01(\x0c\x12\x1f\n\x17\x63heckpoint_every_epochs\x18\x04 \x01(\x05\x12 \n\x18\x63heckpoint_every_seconds\x18\x05 \x01(\x01\"\xd3\x01\n\x0cTrainStarted\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x01(\x03\x12\x14\n\x0ctrain_images\x18\x03 \x01(\x03\x12\x19\n\x11validation_images\x18\x04 \x01(\x03\x12\x13\n\x0b\x66irst_epoch\x18\x05 \x01(\x05\x12\x13\n\x0binput_shape\x18\x06 \x03(\x05\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12\x31\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32 .metalearn.v1.DatasetFingerprint\"`\n\rArtifactChunk\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"m\n\rTrainFinished\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.metalearn.v1.TrainOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\x96\x02\n\x1bTrainerServiceTrainResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TrainStartedH\x00\x12+\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetricsH\x00\x12\x31\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12.\n\x07weights\x18\x04 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12/\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x1b.metalearn.v1.TrainFinishedH\x00\x42\x07\n\x05\x65vent\"n\n\x19TrainerServiceTestRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.TestCommand\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\"+\n\x0cTestProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\"\x81\x01\n\x1aTrainerServiceTestResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TestProgressH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.TestResultH\x00\x42\x07\n\x05\x65vent\"\x17\n\x15GetTrainerInfoRequest\"A\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\x8d\x01\n\x16GetTrainerInfoResponse\x12%\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x14.metalearn.v1.Device\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x15\n\rtorch_version\x18\x05 \x01(\t*\x85\x01\n\x0cTrainOutcome\x12\x1d\n\x19TRAIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAIN_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16TRAIN_OUTCOME_DIVERGED\x10\x02\x12\x1d\n\x19TRAIN_OUTCOME_INTERRUPTED\x10\x03\x32\xaa\x02\n\x0eTrainerService\x12^\n\x05Train\x12(.metalearn.v1.TrainerServiceTrainRequest\x1a).metalearn.v1.TrainerServiceTrainResponse0\x01\x12[\n\x04Test\x12\'.metalearn.v1.TrainerServiceTestRequest\x1a(.metalearn.v1.TrainerServiceTestResponse0\x01\x12[\n\x0eGetTrainerInfo\x12#.metalearn.v1.GetTrainerInfoRequest\x1a$.metalearn.v1.GetTrainerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.trainer_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAINOUTCOME']._serialized_start=1445
-  _globals['_TRAINOUTCOME']._serialized_end=1578
-  _globals['_TRAINREQUEST']._serialized_start=81
-  _globals['_TRAINREQUEST']._serialized_end=256
-  _globals['_TRAINSTARTED']._serialized_start=259
-  _globals['_TRAINSTARTED']._serialized_end=470
-  _globals['_ARTIFACTCHUNK']._serialized_start=472
-  _globals['_ARTIFACTCHUNK']._serialized_end=568
-  _globals['_TRAINFINISHED']._serialized_start=570
-  _globals['_TRAINFINISHED']._serialized_end=679
-  _globals['_TRAINRESPONSE']._serialized_start=682
-  _globals['_TRAINRESPONSE']._serialized_end=946
-  _globals['_TESTREQUEST']._serialized_start=948
-  _globals['_TESTREQUEST']._serialized_end=1044
-  _globals['_TESTPROGRESS']._serialized_start=1046
-  _globals['_TESTPROGRESS']._serialized_end=1089
-  _globals['_TESTRESPONSE']._serialized_start=1091
-  _globals['_TESTRESPONSE']._serialized_end=1206
-  _globals['_GETTRAINERINFOREQUEST']._serialized_start=1208
-  _globals['_GETTRAINERINFOREQUEST']._serialized_end=1231
-  _globals['_DEVICE']._serialized_start=1233
-  _globals['_DEVICE']._serialized_end=1298
-  _globals['_GETTRAINERINFORESPONSE']._serialized_start=1301
-  _globals['_GETTRAINERINFORESPONSE']._serialized_end=1442
-  _globals['_TRAINERSERVICE']._serialized_start=1581
-  _globals['_TRAINERSERVICE']._serialized_end=1823
+  _globals['_TRAINOUTCOME']._serialized_start=1502
+  _globals['_TRAINOUTCOME']._serialized_end=1635
+  _globals['_TRAINERSERVICETRAINREQUEST']._serialized_start=81
+  _globals['_TRAINERSERVICETRAINREQUEST']._serialized_end=270
+  _globals['_TRAINSTARTED']._serialized_start=273
+  _globals['_TRAINSTARTED']._serialized_end=484
+  _globals['_ARTIFACTCHUNK']._serialized_start=486
+  _globals['_ARTIFACTCHUNK']._serialized_end=582
+  _globals['_TRAINFINISHED']._serialized_start=584
+  _globals['_TRAINFINISHED']._serialized_end=693
+  _globals['_TRAINERSERVICETRAINRESPONSE']._serialized_start=696
+  _globals['_TRAINERSERVICETRAINRESPONSE']._serialized_end=974
+  _globals['_TRAINERSERVICETESTREQUEST']._serialized_start=976
+  _globals['_TRAINERSERVICETESTREQUEST']._serialized_end=1086
+  _globals['_TESTPROGRESS']._serialized_start=1088
+  _globals['_TESTPROGRESS']._serialized_end=1131
+  _globals['_TRAINERSERVICETESTRESPONSE']._serialized_start=1134
+  _globals['_TRAINERSERVICETESTRESPONSE']._serialized_end=1263
+  _globals['_GETTRAINERINFOREQUEST']._serialized_start=1265
+  _globals['_GETTRAINERINFOREQUEST']._serialized_end=1288
+  _globals['_DEVICE']._serialized_start=1290
+  _globals['_DEVICE']._serialized_end=1355
+  _globals['_GETTRAINERINFORESPONSE']._serialized_start=1358
+  _globals['_GETTRAINERINFORESPONSE']._serialized_end=1499
+  _globals['_TRAINERSERVICE']._serialized_start=1638
+  _globals['_TRAINERSERVICE']._serialized_end=1936
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ TRAIN_OUTCOME_COMPLETED: TrainOutcome
 TRAIN_OUTCOME_DIVERGED: TrainOutcome
 TRAIN_OUTCOME_INTERRUPTED: TrainOutcome
 
-class TrainRequest(_message.Message):
+class TrainerServiceTrainRequest(_message.Message):
     __slots__ = ("attempt_name", "command", "resume_checkpoint", "checkpoint_every_epochs", "checkpoint_every_seconds")
     ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -79,7 +79,7 @@ class TrainFinished(_message.Message):
     seconds: float
     def __init__(self, outcome: _Optional[_Union[TrainOutcome, str]] = ..., reason: _Optional[str] = ..., epochs: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
-class TrainResponse(_message.Message):
+class TrainerServiceTrainResponse(_message.Message):
     __slots__ = ("started", "epoch", "checkpoint", "weights", "finished")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -93,7 +93,7 @@ class TrainResponse(_message.Message):
     finished: TrainFinished
     def __init__(self, started: _Optional[_Union[TrainStarted, _Mapping]] = ..., epoch: _Optional[_Union[_attempt_pb2.EpochMetrics, _Mapping]] = ..., checkpoint: _Optional[_Union[ArtifactChunk, _Mapping]] = ..., weights: _Optional[_Union[ArtifactChunk, _Mapping]] = ..., finished: _Optional[_Union[TrainFinished, _Mapping]] = ...) -> None: ...
 
-class TestRequest(_message.Message):
+class TrainerServiceTestRequest(_message.Message):
     __slots__ = ("attempt_name", "command", "weights")
     ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -111,7 +111,7 @@ class TestProgress(_message.Message):
     total: int
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
-class TestResponse(_message.Message):
+class TrainerServiceTestResponse(_message.Message):
     __slots__ = ("progress", "result")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]

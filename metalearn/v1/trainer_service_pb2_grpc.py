@@ -39,13 +39,13 @@ class TrainerServiceStub:
         """
         self.Train = channel.unary_stream(
                 '/metalearn.v1.TrainerService/Train',
-                request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
-                response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainResponse.FromString,
+                request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTrainRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTrainResponse.FromString,
                 _registered_method=True)
         self.Test = channel.unary_stream(
                 '/metalearn.v1.TrainerService/Test',
-                request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TestRequest.SerializeToString,
-                response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TestResponse.FromString,
+                request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTestRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTestResponse.FromString,
                 _registered_method=True)
         self.GetTrainerInfo = channel.unary_unary(
                 '/metalearn.v1.TrainerService/GetTrainerInfo',
@@ -99,13 +99,13 @@ def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Train': grpc.unary_stream_rpc_method_handler(
                     servicer.Train,
-                    request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainRequest.FromString,
-                    response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainResponse.SerializeToString,
+                    request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTrainRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTrainResponse.SerializeToString,
             ),
             'Test': grpc.unary_stream_rpc_method_handler(
                     servicer.Test,
-                    request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TestRequest.FromString,
-                    response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TestResponse.SerializeToString,
+                    request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTestRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTestResponse.SerializeToString,
             ),
             'GetTrainerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainerInfo,
@@ -141,8 +141,8 @@ class TrainerService:
             request,
             target,
             '/metalearn.v1.TrainerService/Train',
-            metalearn_dot_v1_dot_trainer__service__pb2.TrainRequest.SerializeToString,
-            metalearn_dot_v1_dot_trainer__service__pb2.TrainResponse.FromString,
+            metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTrainRequest.SerializeToString,
+            metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTrainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -168,8 +168,8 @@ class TrainerService:
             request,
             target,
             '/metalearn.v1.TrainerService/Test',
-            metalearn_dot_v1_dot_trainer__service__pb2.TestRequest.SerializeToString,
-            metalearn_dot_v1_dot_trainer__service__pb2.TestResponse.FromString,
+            metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTestRequest.SerializeToString,
+            metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceTestResponse.FromString,
             options,
             channel_credentials,
             insecure,

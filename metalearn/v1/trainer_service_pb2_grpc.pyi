@@ -36,7 +36,7 @@ class TrainerServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TrainerServiceAsyncStub: ...
-    Train: _grpc.UnaryStreamMultiCallable[_trainer_service_pb2.TrainRequest, _trainer_service_pb2.TrainResponse]
+    Train: _grpc.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTrainRequest, _trainer_service_pb2.TrainerServiceTrainResponse]
     """Trains `command` and streams, in order: `started`; one `epoch` per finished
     epoch; `checkpoint` chunks every N epochs or T seconds (and when asked to
     stop by SIGTERM); the final `weights` in chunks (safetensors); `finished`.
@@ -48,7 +48,7 @@ class TrainerServiceStub:
     RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
     UNAVAILABLE (the gateway cannot be reached or the trainer is stopping).
     """
-    Test: _grpc.UnaryStreamMultiCallable[_trainer_service_pb2.TestRequest, _trainer_service_pb2.TestResponse]
+    Test: _grpc.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTestRequest, _trainer_service_pb2.TrainerServiceTestResponse]
     """Evaluates trained weights on the test split (or given image ids) and
     streams `progress`, then one `result`.
     Errors: INVALID_ARGUMENT (the command or weights, the field named),
@@ -66,7 +66,7 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Train: _aio.UnaryStreamMultiCallable[_trainer_service_pb2.TrainRequest, _trainer_service_pb2.TrainResponse]  # type: ignore[assignment]
+    Train: _aio.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTrainRequest, _trainer_service_pb2.TrainerServiceTrainResponse]  # type: ignore[assignment]
     """Trains `command` and streams, in order: `started`; one `epoch` per finished
     epoch; `checkpoint` chunks every N epochs or T seconds (and when asked to
     stop by SIGTERM); the final `weights` in chunks (safetensors); `finished`.
@@ -78,7 +78,7 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
     UNAVAILABLE (the gateway cannot be reached or the trainer is stopping).
     """
-    Test: _aio.UnaryStreamMultiCallable[_trainer_service_pb2.TestRequest, _trainer_service_pb2.TestResponse]  # type: ignore[assignment]
+    Test: _aio.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTestRequest, _trainer_service_pb2.TrainerServiceTestResponse]  # type: ignore[assignment]
     """Evaluates trained weights on the test split (or given image ids) and
     streams `progress`, then one `result`.
     Errors: INVALID_ARGUMENT (the command or weights, the field named),
@@ -97,9 +97,9 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Train(
         self,
-        request: _trainer_service_pb2.TrainRequest,
+        request: _trainer_service_pb2.TrainerServiceTrainRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_trainer_service_pb2.TrainResponse], _abc.AsyncIterator[_trainer_service_pb2.TrainResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_trainer_service_pb2.TrainerServiceTrainResponse], _abc.AsyncIterator[_trainer_service_pb2.TrainerServiceTrainResponse]]:
         """Trains `command` and streams, in order: `started`; one `epoch` per finished
         epoch; `checkpoint` chunks every N epochs or T seconds (and when asked to
         stop by SIGTERM); the final `weights` in chunks (safetensors); `finished`.
@@ -115,9 +115,9 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Test(
         self,
-        request: _trainer_service_pb2.TestRequest,
+        request: _trainer_service_pb2.TrainerServiceTestRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_trainer_service_pb2.TestResponse], _abc.AsyncIterator[_trainer_service_pb2.TestResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_trainer_service_pb2.TrainerServiceTestResponse], _abc.AsyncIterator[_trainer_service_pb2.TrainerServiceTestResponse]]:
         """Evaluates trained weights on the test split (or given image ids) and
         streams `progress`, then one `result`.
         Errors: INVALID_ARGUMENT (the command or weights, the field named),

@@ -1,0 +1,284 @@
+"""Runs queued attempts on trainers: claims work, streams it, persists every event.
+
+Each gateway replica runs one `Dispatcher`. It claims queued attempts for live trainers
+with free slots (`FOR UPDATE SKIP LOCKED`, so replicas never take the same one), then
+one task per attempt streams the trainer's events into PostgreSQL: each epoch its own
+commit, fenced by the lease's token, before anyone hears of it. Leases are renewed while
+the stream lives; a replica that dies stops renewing and another requeues its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from typing import Any
+
+import grpc
+
+from gateway import convert
+from gateway.config import GatewayConfig
+from gateway.events import EventHub, events_of
+from gateway.store import AttemptStore, EpochRecord
+from gateway.store.work import Claimed, WorkStore
+from metalearn import errors
+from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+tpb = trainer_service_pb2
+
+# The trainer's answer says the command itself is wrong: retrying cannot help.
+_COMMAND_ERRORS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 512 * 1024 * 1024),
+    ("grpc.max_send_message_length", 512 * 1024 * 1024),
+    # A trainer that dies mid-stream (kill -9, lost machine) is noticed within seconds.
+    ("grpc.keepalive_time_ms", 5_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class Dispatcher:
+    """One replica's share of the work."""
+
+    def __init__(
+        self, config: GatewayConfig, attempts: AttemptStore, work: WorkStore, hub: EventHub
+    ) -> None:
+        self._config = config
+        self._attempts = attempts
+        self._work = work
+        self._hub = hub
+        self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        """Stops claiming; running streams are cancelled and their leases left to lapse,
+        so another replica (or this one restarted) resumes them from their checkpoints."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _loop(self) -> None:
+        renew_every = self._config.lease_seconds / 3
+        loop = asyncio.get_running_loop()
+        last_renewal = 0.0
+        while True:
+            try:
+                if loop.time() - last_renewal >= renew_every:
+                    await self._work.renew(
+                        self.gateway_id, list(self._running), self._config.lease_seconds
+                    )
+                    await self._work.reclaim_expired(self._config.max_restarts)
+                    last_renewal = loop.time()
+                await self._dispatch()
+            except asyncio.CancelledError:
+                raise
+            except errors.Unavailable as err:
+                log.warning("dispatcher: database unavailable (%s)", err)
+            except Exception:  # a bug must not stop dispatching: log it and go on
+                log.exception("dispatcher")
+            self._hub.queue_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._hub.queue_changed.wait(), self._config.dispatch_seconds
+                )
+
+    async def _dispatch(self) -> None:
+        for trainer in await self._work.live_trainers(self._config.trainer_timeout_seconds):
+            for _ in range(trainer.capacity - trainer.running):
+                claimed = await self._work.claim(
+                    self.gateway_id, trainer.address, self._config.lease_seconds
+                )
+                if claimed is None:
+                    return
+                log.info(
+                    "%s %s (id %s) on %s", claimed.work, claimed.name, claimed.id, trainer.address
+                )
+                task = asyncio.create_task(
+                    self._run(claimed, trainer.address), name=f"attempt-{claimed.id}"
+                )
+                self._running[claimed.id] = task
+
+    async def _run(self, claimed: Claimed, address: str) -> None:
+        try:
+            async with grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
+                stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+                with self._hub.subscribe(claimed.id) as events:
+                    runner = self._train if claimed.work == "train" else self._test
+                    call_task = asyncio.create_task(runner(claimed, stub))
+                    cancel_task = asyncio.create_task(self._until_cancelled(claimed.id, events))
+                    done, _ = await asyncio.wait(
+                        {call_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in (call_task, cancel_task):
+                        task.cancel()
+                    await asyncio.gather(call_task, cancel_task, return_exceptions=True)
+                    if call_task in done and not call_task.cancelled() and call_task.exception():
+                        raise call_task.exception()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as err:
+            await self._failed_call(claimed, err)
+        except Exception as err:
+            log.exception("running %s", claimed.name)
+            await self._work.requeue(
+                claimed.id,
+                claimed.fence,
+                f"gateway error: {err}",
+                self._config.max_restarts,
+                failed=True,
+            )
+        finally:
+            self._running.pop(claimed.id, None)
+
+    async def _until_cancelled(self, attempt_id: int, events: asyncio.Queue[Any]) -> None:
+        """Returns when the attempt is no longer ours to run (cancelled, or deleted)."""
+        async for event in events_of(events, self._config.lease_seconds / 3):
+            if event is not None and event.kind == "status":
+                attempt = attempt_pb2.Attempt.FromString(event.payload) if event.payload else None
+                if attempt is None or attempt.status == attempt_pb2.ATTEMPT_STATUS_CANCELLED:
+                    log.info("attempt %s cancelled: stopping its trainer", attempt_id)
+                    return
+
+    async def _failed_call(self, claimed: Claimed, err: grpc.aio.AioRpcError) -> None:
+        code, details = err.code(), err.details() or ""
+        if code in _COMMAND_ERRORS:
+            await self._work.finish(claimed.id, claimed.fence, "FAILED", f"{code.name}: {details}")
+        elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            # Another replica filled the trainer first: not the command's fault.
+            await self._work.requeue(
+                claimed.id, claimed.fence, details, self._config.max_restarts, failed=False
+            )
+        else:
+            reason = f"trainer {code.name}: {details}"
+            status = await self._work.requeue(
+                claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
+            )
+            log.warning("%s: %s; now %s", claimed.name, reason, status)
+
+    async def _train(self, claimed: Claimed, stub: Any) -> None:
+        spec = convert.spec_of(claimed.stored)
+        command = attempt_pb2.TrainCommand()
+        command.CopyFrom(spec.training_commands)
+        if not command.n_epoch:
+            command.n_epoch = spec.n_epoch
+        request = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
+        checkpoint = await self._work.load_artifact(claimed.id, "checkpoint")
+        if checkpoint is not None:
+            request.resume_checkpoint = checkpoint[1]
+        files: dict[str, list[bytes]] = {"checkpoint": [], "weights": []}
+        started: tpb.TrainStarted | None = None
+        weights = attempt_pb2.ArtifactInfo()
+        async for event in stub.Train(request):
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                started = event.started
+            elif kind == "epoch":
+                e = event.epoch
+                record = EpochRecord(
+                    e.epoch,
+                    e.loss,
+                    e.learning_rate,
+                    e.seconds,
+                    e.samples_per_second,
+                    e.val_loss,
+                    e.val_accuracy,
+                )
+                await self._attempts.append_epoch(claimed.id, claimed.fence, record)
+            elif kind in ("checkpoint", "weights"):
+                chunk = getattr(event, kind)
+                files[kind].append(chunk.data)
+                if chunk.sha256:
+                    data = b"".join(files[kind])
+                    files[kind] = []
+                    if hashlib.sha256(data).hexdigest() != chunk.sha256:
+                        raise errors.Unavailable(f"{kind} of epoch {chunk.epoch} arrived damaged")
+                    saved = await self._work.save_artifact(
+                        claimed.id,
+                        claimed.fence,
+                        kind,
+                        chunk.epoch,
+                        data,
+                        self._config.artifact_chunk_bytes,
+                    )
+                    if not saved:
+                        return  # the lease is gone (cancelled, or reclaimed): stop
+                    if kind == "weights":
+                        weights = attempt_pb2.ArtifactInfo(
+                            size_bytes=len(data), sha256=chunk.sha256
+                        )
+            elif kind == "finished":
+                f = event.finished
+                if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
+                    dataset = started.dataset if started is not None else None
+                    await self._work.finish(
+                        claimed.id,
+                        claimed.fence,
+                        "TRAINED",
+                        rewrite=convert.trained(weights, dataset),
+                    )
+                elif f.outcome == tpb.TRAIN_OUTCOME_DIVERGED:
+                    await self._work.finish(
+                        claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason}"
+                    )
+                else:  # the trainer is stopping and checkpointed: resume elsewhere
+                    await self._work.requeue(
+                        claimed.id, claimed.fence, f.reason, self._config.max_restarts, failed=False
+                    )
+                return
+        # The stream ended without `finished`: the trainer went away.
+        await self._work.requeue(
+            claimed.id,
+            claimed.fence,
+            "the trainer's stream ended early",
+            self._config.max_restarts,
+            failed=True,
+        )
+
+    async def _test(self, claimed: Claimed, stub: Any) -> None:
+        spec = convert.spec_of(claimed.stored)
+        weights = await self._work.load_artifact(claimed.id, "weights")
+        if weights is None:
+            await self._work.finish(claimed.id, claimed.fence, "FAILED", "its weights are gone")
+            return
+        command = attempt_pb2.TestCommand()
+        command.CopyFrom(spec.testing_commands)
+        if not command.limit and spec.limit:
+            command.limit = spec.limit
+        request = tpb.TrainerServiceTestRequest(
+            attempt_name=claimed.name, command=command, weights=weights[1]
+        )
+        async for event in stub.Test(request):
+            if event.WhichOneof("event") == "progress":
+                await self._work.progress(claimed.id, event.progress.done, event.progress.total)
+            else:
+                result = event.result
+                await self._work.finish(
+                    claimed.id, claimed.fence, "COMPLETE", rewrite=convert.tested(result)
+                )
+                return
+        await self._work.requeue(
+            claimed.id,
+            claimed.fence,
+            "the trainer's stream ended early",
+            self._config.max_restarts,
+            failed=True,
+        )

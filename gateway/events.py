@@ -1,0 +1,146 @@
+"""Live events: one LISTEN connection per gateway, fanned out to in-process subscribers.
+
+Writers send `pg_notify` inside their transaction (see `gateway.store.work`), so every
+replica hears of an epoch or a status change once it is committed, whichever replica
+ran the trainer. An epoch is read from the database once per replica and handed to
+every subscriber: a thousand watchers of one attempt cost the database what one does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from gateway.store import AttemptStore
+from gateway.store.work import EVENTS, QUEUE
+from metalearn.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+# A subscriber this far behind is dropped; its watch resumes from the database.
+_QUEUE_DEPTH = 10_000
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a subscriber receives: `kind` is "epoch", "status", "progress" or "resync"."""
+
+    kind: str
+    attempt_id: int
+    epoch: int = 0
+    # "epoch": the encoded `Attempt.epochs` entry; "status": the encoded Attempt.
+    payload: bytes = b""
+    done: int = 0
+    total: int = 0
+
+
+class EventHub:
+    """Listens for the database's notifications and hands them to subscribers."""
+
+    def __init__(self, conninfo: str, attempts: AttemptStore, status_of: Any) -> None:
+        self._conninfo = conninfo
+        self._attempts = attempts
+        # Builds the encoded Attempt of a status event (so this module needs no protos).
+        self._status_of = status_of
+        self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
+        self.queue_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="event-hub")
+        await asyncio.wait_for(self._ready.wait(), 30)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def subscribe(self, attempt_id: int) -> Iterator[asyncio.Queue[Event]]:
+        """Events of one attempt, from now on, until the block ends."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_DEPTH)
+        self._subscribers.setdefault(attempt_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            subscribers = self._subscribers.get(attempt_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    del self._subscribers[attempt_id]
+
+    def _publish(self, event: Event) -> None:
+        for queue in list(self._subscribers.get(event.attempt_id, ())):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                log.warning("a watcher of attempt %s fell behind; it resyncs", event.attempt_id)
+                queue.get_nowait()
+                queue.put_nowait(Event("resync", event.attempt_id))
+
+    async def _listen(self) -> None:
+        """Keeps one LISTEN connection up; after a reconnect every subscriber resyncs."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {EVENTS}")
+                    await conn.execute(f"LISTEN {QUEUE}")
+                    for attempt_id in list(self._subscribers):
+                        self._publish(Event("resync", attempt_id))
+                    self._ready.set()
+                    async for note in conn.notifies():
+                        await self._handle(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the database went away: retry, watchers resync
+                log.warning("event listener lost its connection (%s); reconnecting", err)
+                await asyncio.sleep(1)
+
+    async def _handle(self, channel: str, payload: str) -> None:
+        if channel == QUEUE:
+            self.queue_changed.set()
+            return
+        try:
+            data = json.loads(payload)
+            attempt_id = int(data["id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if attempt_id not in self._subscribers:
+            return  # nobody here watches it: read nothing
+        kind = data.get("kind")
+        try:
+            if kind == "epoch":
+                epoch = int(data["epoch"])
+                wire = await self._attempts.epochs_after(attempt_id, epoch - 1, epoch)
+                if wire:
+                    self._publish(Event("epoch", attempt_id, epoch=epoch, payload=wire))
+            elif kind == "status":
+                self._publish(
+                    Event("status", attempt_id, payload=await self._status_of(attempt_id))
+                )
+            elif kind == "progress":
+                self._publish(
+                    Event("progress", attempt_id, done=int(data["done"]), total=int(data["total"]))
+                )
+        except NotFound:
+            self._publish(Event("status", attempt_id))  # deleted: empty payload
+
+
+async def events_of(queue: asyncio.Queue[Event], quiet: float) -> AsyncIterator[Event | None]:
+    """A subscriber's events; None after `quiet` seconds without one (time to check in)."""
+    while True:
+        try:
+            yield await asyncio.wait_for(queue.get(), quiet)
+        except TimeoutError:
+            yield None

@@ -1,0 +1,59 @@
+"""TrainerRegistryService: trainer daemons announce themselves and send heartbeats."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.protobuf import json_format
+
+from gateway.config import GatewayConfig
+from gateway.store.work import WorkStore
+from metalearn.errors import NotFound, Violations
+from metalearn.status import translate_errors
+from metalearn.v1 import trainer_registry_service_pb2 as pb
+from metalearn.v1 import trainer_registry_service_pb2_grpc
+
+# HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 one.
+ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$")
+
+
+def _check_address(v: Violations, address: str) -> None:
+    if not ADDRESS_RE.match(address) or not 0 < int(address.rsplit(":", 1)[-1]) < 65536:
+        v.add("address", f"{address[:64]!r} is not HOST:PORT")
+
+
+class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryServiceServicer):
+    """Keeps the `trainers` table current; the dispatcher reads it."""
+
+    def __init__(self, work: WorkStore, config: GatewayConfig) -> None:
+        self._work = work
+        self._config = config
+
+    @translate_errors
+    async def RegisterTrainer(
+        self, request: pb.RegisterTrainerRequest, context: Any
+    ) -> pb.RegisterTrainerResponse:
+        v = Violations()
+        _check_address(v, request.address)
+        if not 1 <= request.capacity <= 1024:
+            v.add("capacity", "must be between 1 and 1024")
+        if len(request.devices) > 64:
+            v.add("devices", "at most 64")
+        if len(request.version) > 64:
+            v.add("version", "at most 64 characters")
+        v.raise_if_any()
+        devices = [json_format.MessageToDict(d) for d in request.devices]
+        await self._work.register(request.address, request.capacity, devices, request.version)
+        return pb.RegisterTrainerResponse(heartbeat_seconds=self._config.heartbeat_seconds)
+
+    @translate_errors
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
+        v = Violations()
+        _check_address(v, request.address)
+        if not 0 <= request.busy_slots <= 1024:
+            v.add("busy_slots", "must be between 0 and 1024")
+        v.raise_if_any()
+        if not await self._work.heartbeat(request.address, request.busy_slots):
+            raise NotFound(f"no trainer registered at {request.address}: register again")
+        return pb.HeartbeatResponse()

@@ -1,0 +1,377 @@
+"""Every SQL statement of the orchestration: the queue, leases, trainers, artifacts, events.
+
+Status changes happen only along DESIGN §3's transitions, each enforced in SQL by
+expecting the current status. Notifications are sent inside the writing transaction,
+so PostgreSQL delivers them only after the commit: an event is stored before anyone
+hears of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.store.attempts import LIVE_STATUSES, AttemptKey, Stored, _describe, _where_key
+from gateway.store.database import translate_db_errors
+from metalearn import errors
+
+EVENTS = "metalearn_events"
+QUEUE = "metalearn_queue"
+Rewrite = Callable[[Stored], tuple[bytes, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Work a gateway took from the queue, with its fencing token."""
+
+    id: int
+    name: str
+    work: str
+    fence: int
+    stored: Stored
+
+
+@dataclass(frozen=True)
+class Trainer:
+    address: str
+    capacity: int
+    running: int
+
+
+async def notify(cur: psycopg.AsyncCursor[Any], attempt_id: int, kind: str, **extra: Any) -> None:
+    payload = json.dumps({"id": attempt_id, "kind": kind, **extra})
+    await cur.execute("SELECT pg_notify(%s, %s)", (EVENTS, payload))
+
+
+class WorkStore:
+    """The queue and everything a running attempt writes."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def queue_train(self, name: str, rewrite: Rewrite, fresh: Rewrite) -> int:
+        """Queues training of `name`: a new attempt from `fresh`, or an existing one
+        rewritten, its epochs, artifacts and results forgotten. Returns its id."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(
+                    "SELECT id, status, spec, CASE WHEN spec IS NULL THEN doc END AS doc"
+                    " FROM attempts WHERE name = %s FOR UPDATE",
+                    (name,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    spec, doc = fresh(Stored(None, None))
+                    await cur.execute(
+                        "INSERT INTO attempts (name, spec, doc, status, work, queued_at)"
+                        " VALUES (%s, %s, %s, 'QUEUED', 'train', now()) RETURNING id",
+                        (name, spec, Jsonb(doc)),
+                    )
+                    created = await cur.fetchone()
+                    assert created is not None
+                    attempt_id = int(created["id"])
+                else:
+                    if row["status"] in LIVE_STATUSES:
+                        raise errors.FailedPrecondition(
+                            f"attempt {name!r} is {row['status']}: cancel it or wait for it"
+                        )
+                    attempt_id = int(row["id"])
+                    spec, doc = rewrite(Stored(row["spec"], row["doc"]))
+                    await cur.execute(
+                        "DELETE FROM attempt_epochs WHERE attempt_id = %s", (attempt_id,)
+                    )
+                    await cur.execute("DELETE FROM artifacts WHERE attempt_id = %s", (attempt_id,))
+                    await cur.execute(
+                        "UPDATE attempts SET spec = %s, doc = %s, status = 'QUEUED',"
+                        " work = 'train',"
+                        " queued_at = now(), updated_at = now(), current_epoch = 0, failures = 0,"
+                        " error = '', trainer = '' WHERE id = %s",
+                        (spec, Jsonb(doc), attempt_id),
+                    )
+                await notify(cur, attempt_id, "status")
+                await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+        return attempt_id
+
+    async def queue_test(self, key: AttemptKey, rewrite: Rewrite | None) -> int:
+        """Queues a test of a trained attempt (its testing_commands rewritten if given)."""
+        where, params = _where_key(key)
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT a.id, a.status, a.spec, CASE WHEN a.spec IS NULL THEN a.doc END"
+                        " AS doc, EXISTS (SELECT 1 FROM artifacts r WHERE r.attempt_id = a.id"
+                        " AND r.kind = 'weights') AS trained FROM attempts a WHERE {} FOR UPDATE"
+                    ).format(where),
+                    params,
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"{_describe(key)} not found")
+                if row["status"] in LIVE_STATUSES:
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} is {row['status']}: wait for it"
+                    )
+                if not row["trained"]:
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} has not been trained: Train it first"
+                    )
+                attempt_id = int(row["id"])
+                if rewrite is not None:
+                    spec, doc = rewrite(Stored(row["spec"], row["doc"]))
+                    await cur.execute(
+                        "UPDATE attempts SET spec = %s, doc = %s WHERE id = %s",
+                        (spec, Jsonb(doc), attempt_id),
+                    )
+                await cur.execute(
+                    "UPDATE attempts SET status = 'QUEUED', work = 'test', queued_at = now(),"
+                    " updated_at = now(), failures = 0, error = '' WHERE id = %s",
+                    (attempt_id,),
+                )
+                await notify(cur, attempt_id, "status")
+                await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+        return attempt_id
+
+    async def claim(self, gateway_id: str, trainer: str, lease_seconds: float) -> Claimed | None:
+        """Takes the oldest queued attempt for `trainer`; other replicas skip it."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(
+                    "UPDATE attempts a SET status = CASE a.work WHEN 'test' THEN 'TESTING'"
+                    " ELSE 'TRAINING' END, leased_by = %s, trainer = %s,"
+                    " lease_until = now() + make_interval(secs => %s),"
+                    " restart_count = a.restart_count + 1, updated_at = now()"
+                    " WHERE a.id = (SELECT id FROM attempts WHERE status = 'QUEUED'"
+                    " ORDER BY queued_at, id FOR UPDATE SKIP LOCKED LIMIT 1)"
+                    " RETURNING a.id, a.name, a.work, a.restart_count, a.spec,"
+                    " CASE WHEN a.spec IS NULL THEN a.doc END AS doc",
+                    (gateway_id, trainer, lease_seconds),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return None
+                await notify(cur, row["id"], "status")
+        return Claimed(
+            row["id"],
+            row["name"],
+            row["work"],
+            row["restart_count"],
+            Stored(row["spec"], row["doc"]),
+        )
+
+    async def renew(self, gateway_id: str, ids: list[int], lease_seconds: float) -> None:
+        """Extends the leases this gateway holds (it is alive and streaming)."""
+        if not ids:
+            return
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE attempts SET lease_until = now() + make_interval(secs => %s)"
+                    " WHERE id = ANY(%s) AND leased_by = %s AND status IN ('TRAINING', 'TESTING')",
+                    (lease_seconds, ids, gateway_id),
+                )
+
+    async def finish(
+        self,
+        attempt_id: int,
+        fence: int,
+        status: str,
+        error: str = "",
+        rewrite: Rewrite | None = None,
+    ) -> bool:
+        """Ends the running work with `status` if the lease `fence` still holds."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(
+                    "SELECT spec, CASE WHEN spec IS NULL THEN doc END AS doc FROM attempts"
+                    " WHERE id = %s AND restart_count = %s AND status IN ('TRAINING', 'TESTING')"
+                    " FOR UPDATE",
+                    (attempt_id, fence),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return False
+                if rewrite is not None:
+                    spec, doc = rewrite(Stored(row["spec"], row["doc"]))
+                    await cur.execute(
+                        "UPDATE attempts SET spec = %s, doc = %s WHERE id = %s",
+                        (spec, Jsonb(doc), attempt_id),
+                    )
+                await cur.execute(
+                    "UPDATE attempts SET status = %s, error = %s, leased_by = '',"
+                    " lease_until = NULL,"
+                    " work = NULL, updated_at = now() WHERE id = %s",
+                    (status, error, attempt_id),
+                )
+                await notify(cur, attempt_id, "status")
+        return True
+
+    async def requeue(
+        self, attempt_id: int, fence: int, reason: str, max_restarts: int, *, failed: bool
+    ) -> str | None:
+        """Puts running work back in the queue (counted as a failure if `failed`), or
+        FAILS it past `max_restarts`. Returns the new status, None if the lease is gone."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    "UPDATE attempts SET failures = failures + %s,"
+                    " status = CASE WHEN failures + %s > %s THEN 'FAILED' ELSE 'QUEUED' END,"
+                    " error = CASE WHEN failures + %s > %s THEN %s ELSE error END,"
+                    " queued_at = now(), leased_by = '', lease_until = NULL, updated_at = now()"
+                    " WHERE id = %s AND restart_count = %s AND status IN ('TRAINING', 'TESTING')"
+                    " RETURNING status",
+                    (int(failed), int(failed), max_restarts, int(failed), max_restarts,
+                     f"gave up after {max_restarts} restarts: {reason}", attempt_id, fence),
+                )  # fmt: skip
+                row = await cur.fetchone()
+                if row is None:
+                    return None
+                await notify(cur, attempt_id, "status")
+                await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+        return str(row[0])
+
+    async def reclaim_expired(self, max_restarts: int) -> list[int]:
+        """Requeues (or fails) work whose gateway stopped renewing its lease."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    "UPDATE attempts SET failures = failures + 1,"
+                    " status = CASE WHEN failures + 1 > %s THEN 'FAILED' ELSE 'QUEUED' END,"
+                    " error = CASE WHEN failures + 1 > %s THEN 'its gateway or trainer was lost'"
+                    " ELSE error END, queued_at = now(), leased_by = '', lease_until = NULL,"
+                    " updated_at = now() WHERE status IN ('TRAINING', 'TESTING')"
+                    " AND lease_until < now()"
+                    " RETURNING id",
+                    (max_restarts, max_restarts),
+                )
+                ids = [int(r[0]) for r in await cur.fetchall()]
+                for attempt_id in ids:
+                    await notify(cur, attempt_id, "status")
+                if ids:
+                    await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+        return ids
+
+    async def cancel(self, key: AttemptKey) -> int:
+        """Cancels queued or running work; the runner hears it and stops the trainer."""
+        where, params = _where_key(key)
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    sql.SQL(
+                        "UPDATE attempts a SET status = 'CANCELLED', work = NULL, leased_by = '',"
+                        " lease_until = NULL, updated_at = now() WHERE {}"
+                        " AND a.status IN ('QUEUED', 'TRAINING', 'TESTING') RETURNING a.id"
+                    ).format(where),
+                    params,
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    await notify(cur, int(row[0]), "status")
+                    return int(row[0])
+                await cur.execute(
+                    sql.SQL("SELECT a.status FROM attempts a WHERE {}").format(where), params
+                )
+                current = await cur.fetchone()
+        if current is None:
+            raise errors.NotFound(f"{_describe(key)} not found")
+        raise errors.FailedPrecondition(
+            f"{_describe(key)} is {current[0]}: there is nothing to cancel"
+        )
+
+    async def progress(self, attempt_id: int, done: int, total: int) -> None:
+        """A running test's progress, for watchers only (not stored)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await notify(conn.cursor(), attempt_id, "progress", done=done, total=total)
+
+    async def save_artifact(
+        self, attempt_id: int, fence: int, kind: str, epoch: int, data: bytes, chunk_bytes: int
+    ) -> bool:
+        """Replaces the attempt's `kind` file, if the lease `fence` still holds."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    "SELECT 1 FROM attempts WHERE id = %s AND restart_count = %s"
+                    " AND status IN ('TRAINING', 'TESTING') FOR UPDATE",
+                    (attempt_id, fence),
+                )
+                if await cur.fetchone() is None:
+                    return False
+                await cur.execute(
+                    "DELETE FROM artifacts WHERE attempt_id = %s AND kind = %s", (attempt_id, kind)
+                )
+                chunks = [
+                    data[i : i + chunk_bytes] for i in range(0, max(len(data), 1), chunk_bytes)
+                ]
+                await cur.executemany(
+                    "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    [(attempt_id, kind, epoch, i, chunk) for i, chunk in enumerate(chunks)],
+                )
+        return True
+
+    async def load_artifact(self, attempt_id: int, kind: str) -> tuple[int, bytes] | None:
+        """The attempt's newest `kind` file and its epoch, or None."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(
+                    "SELECT epoch, data FROM artifacts WHERE attempt_id = %s AND kind = %s"
+                    " ORDER BY chunk",
+                    (attempt_id, kind),
+                )
+                rows = await cur.fetchall()
+        if not rows:
+            return None
+        return int(rows[0][0]), b"".join(bytes(r[1]) for r in rows)
+
+    async def register(self, address: str, capacity: int, devices: list[Any], version: str) -> None:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO trainers (address, capacity, devices, version)"
+                    " VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (address) DO UPDATE SET capacity = excluded.capacity,"
+                    " devices = excluded.devices, version = excluded.version,"
+                    " registered_at = now(), last_seen = now()",
+                    (address, capacity, Jsonb(devices), version),
+                )
+                await conn.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+
+    async def heartbeat(self, address: str, busy: int) -> bool:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "UPDATE trainers SET last_seen = now(), busy_slots = %s WHERE address = %s"
+                    " RETURNING 1",
+                    (busy, address),
+                )
+                return await cur.fetchone() is not None
+
+    async def live_trainers(self, max_age_seconds: float) -> list[Trainer]:
+        """Trainers heard from lately, with the attempts running on them now."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT t.address, t.capacity, (SELECT count(*) FROM attempts a WHERE a.trainer"
+                    " = t.address AND a.status IN ('TRAINING', 'TESTING')) FROM trainers t"
+                    " WHERE t.last_seen > now() - make_interval(secs => %s) ORDER BY t.address",
+                    (max_age_seconds,),
+                )
+                return [Trainer(r[0], int(r[1]), int(r[2])) for r in await cur.fetchall()]

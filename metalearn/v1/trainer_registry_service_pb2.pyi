@@ -1,0 +1,38 @@
+from metalearn.v1 import trainer_service_pb2 as _trainer_service_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterTrainerRequest(_message.Message):
+    __slots__ = ("address", "devices", "capacity", "version")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    devices: _containers.RepeatedCompositeFieldContainer[_trainer_service_pb2.Device]
+    capacity: int
+    version: str
+    def __init__(self, address: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[_trainer_service_pb2.Device, _Mapping]]] = ..., capacity: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+
+class RegisterTrainerResponse(_message.Message):
+    __slots__ = ("heartbeat_seconds",)
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_seconds: float
+    def __init__(self, heartbeat_seconds: _Optional[float] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("address", "busy_slots")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    busy_slots: int
+    def __init__(self, address: _Optional[str] = ..., busy_slots: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
