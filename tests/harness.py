@@ -30,10 +30,32 @@ def snapshot(database_url: str) -> tuple[list[Any], ...]:
         ).fetchall()
         epochs = conn.execute("SELECT * FROM attempt_epochs ORDER BY 1, 2").fetchall()
         images = conn.execute("SELECT id, label, sha256 FROM images ORDER BY id").fetchall()
-        return attempts, epochs, images
+        trainers = conn.execute("SELECT address, capacity FROM trainers ORDER BY 1").fetchall()
+        artifacts = conn.execute(
+            "SELECT attempt_id, kind, epoch, chunk, md5(data) FROM artifacts ORDER BY 1, 2, 4"
+        ).fetchall()
+        return attempts, epochs, images, trainers, artifacts
 
 
 def truncate(database_url: str) -> None:
-    """Empties every table (identities restart) between tests."""
+    """Empties every table (identities restart) between tests.
+
+    The gateway's dispatcher queries these tables every second; a TRUNCATE that meets
+    one of its statements in a deadlock is simply tried again.
+    """
+    for attempt in range(10):
+        try:
+            with psycopg.connect(database_url) as conn:
+                conn.execute(
+                    "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts"
+                    " RESTART IDENTITY CASCADE"
+                )
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 9:
+                raise
+
+
+def unregister(database_url: str, address: str) -> None:
     with psycopg.connect(database_url) as conn:
-        conn.execute("TRUNCATE attempts, attempt_epochs, images RESTART IDENTITY CASCADE")
+        conn.execute("DELETE FROM trainers WHERE address = %s", (address,))

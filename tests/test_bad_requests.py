@@ -11,9 +11,10 @@ from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metalearn.v1 import attempt_pb2
+from metalearn.v1 import attempt_pb2, trainer_registry_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import dataset_service_pb2 as dpb
+from metalearn.v1 import trainer_registry_service_pb2 as rpb
 from metalearn.v1 import trainer_service_pb2 as tpb
 from tests.harness import png, snapshot
 from tests.test_attempts import make_attempt
@@ -219,6 +220,72 @@ def test_read_and_delete_images(
     assert snapshot(gateway.database_url) == stored
 
 
+@SETTINGS
+@given(attempt=bad_attempts())
+def test_train(gateway, attempts, stored, attempt) -> None:
+    # bad_attempts spoils either the name (then the command is fine) or something else.
+    name = "keep-me" if attempt.name == "fuzz-target" else attempt.name
+    request = apb.TrainRequest(name=name, command=attempt.training_commands)
+    assert call_code(attempts.Train, request) == grpc.StatusCode.INVALID_ARGUMENT
+    # A valid name with an untrainable command: no labels, no epochs, no model.
+    empty = apb.TrainRequest(name="keep-me", command=attempt_pb2.TrainCommand())
+    assert call_code(attempts.Train, empty) == grpc.StatusCode.INVALID_ARGUMENT
+    assert snapshot(gateway.database_url) == stored
+
+
+@SETTINGS
+@given(
+    key=keys,
+    name=st.one_of(odd_names, st.just("keep-me"), st.just("nobody")),
+    ids=st.lists(st.integers(min_value=-(2**63), max_value=0), min_size=1, max_size=3),
+    from_epoch=st.integers(min_value=-(2**31), max_value=-1),
+)
+def test_test_watch_cancel_download(gateway, attempts, stored, key, name, ids, from_epoch) -> None:
+    # "keep-me" exists but was never trained; "nobody" does not exist.
+    code = call_code(attempts.Test, apb.TestRequest(name=name))
+    assert code in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.FAILED_PRECONDITION}  # fmt: skip
+    bad_ids = apb.TestRequest(name="keep-me", command=attempt_pb2.TestCommand(ids=ids))
+    assert call_code(attempts.Test, bad_ids) == grpc.StatusCode.INVALID_ARGUMENT
+    for call, request in (
+        (attempts.WatchAttempt, apb.WatchAttemptRequest(**key)),
+        (attempts.WatchAttempt, apb.WatchAttemptRequest(name="keep-me", from_epoch=from_epoch)),
+        (attempts.CancelAttempt, apb.CancelAttemptRequest(**key)),
+        (attempts.DownloadModel, apb.DownloadModelRequest(**key)),
+    ):
+        assert call_code(call, request) == grpc.StatusCode.INVALID_ARGUMENT
+    assert call_code(attempts.CancelAttempt, apb.CancelAttemptRequest(name="keep-me")) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert call_code(attempts.DownloadModel, apb.DownloadModelRequest(name="keep-me")) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert snapshot(gateway.database_url) == stored
+
+
+@SETTINGS
+@given(
+    address=st.one_of(st.text(max_size=300), st.just("host:0"), st.just("host:99999")),
+    capacity=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    busy=st.integers(min_value=-(2**31), max_value=-1),
+)
+def test_register_and_heartbeat(gateway, channel, stored, address, capacity, busy) -> None:
+    stub = trainer_registry_service_pb2_grpc.TrainerRegistryServiceStub(channel)
+    request = rpb.RegisterTrainerRequest(address=address, capacity=capacity)
+    code = call_code(stub.RegisterTrainer, request)
+    assert code not in NEVER
+    if code is None:  # a valid address and capacity: undo it for the snapshot check
+        from tests.harness import unregister
+
+        unregister(gateway.database_url, address)
+    heartbeat = rpb.HeartbeatRequest(address="unknown-host:1", busy_slots=busy)
+    assert call_code(stub.Heartbeat, heartbeat) == grpc.StatusCode.INVALID_ARGUMENT
+    assert call_code(stub.Heartbeat, rpb.HeartbeatRequest(address="unknown-host:1")) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    assert snapshot(gateway.database_url) == stored
+
+
 def test_every_rpc_is_fuzzed() -> None:
     """A new RPC must get a fuzz test here before it ships."""
     covered = {
@@ -232,13 +299,18 @@ def test_every_rpc_is_fuzzed() -> None:
         "ReadImages",
         "DeleteImages",
         "ListLabels",
-        # In tests/test_trainer.py, beside the trainer they need:
         "Train",
         "Test",
+        "WatchAttempt",
+        "CancelAttempt",
+        "DownloadModel",
+        "RegisterTrainer",
+        "Heartbeat",
+        # In tests/test_trainer.py, beside the trainer they need (Train and Test too):
         "GetTrainerInfo",
     }
     rpcs: set[str] = set()
-    for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR):
+    for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR, rpb.DESCRIPTOR):
         for service in desc.services_by_name.values():
             rpcs |= {m.name for m in service.methods}
     assert rpcs - covered == set()
