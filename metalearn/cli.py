@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from metalearn import documents
+from metalearn import documents, runs, stack
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2,
@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     digits.set_defaults(func=cmd_images_import_digits)
     labels = images.add_parser("labels", parents=[common], help="labels and image counts")
     labels.set_defaults(func=cmd_images_labels)
+    runs.add_commands(sub, common)
+    stack.add_command(sub)
     return parser
 
 
@@ -306,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except CliError as err:
+    except (CliError, runs.RunError) as err:
         print(f"metalearn: {err}", file=sys.stderr)
     except grpc.RpcError as err:
         print(f"metalearn: {describe_rpc_error(err)}", file=sys.stderr)

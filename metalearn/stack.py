@@ -1,0 +1,103 @@
+"""`metalearn up`: the whole system on one machine — embedded PostgreSQL, a gateway and
+N trainer daemons, each its own process — stopped cleanly by Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+CLI = [sys.executable, "-m", "metalearn.cli"]
+
+
+class Daemon:
+    """A `metalearn` subcommand running as a child, its log in a file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+        self.name = name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{name}.log"
+        self._log: IO[str] = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            [*CLI, *args], stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"{name} did not start; see {self.log_path}")
+        self.address = line.rsplit(" ", 1)[-1].strip()
+
+    def stop(self, timeout: float) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log.close()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir)
+    logs = data_dir / "logs"
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    daemons: list[Daemon] = []
+    try:
+        gateway = Daemon(
+            "gateway", ["gateway", "--listen", args.listen, "--data-dir", str(data_dir)], logs
+        )
+        daemons.append(gateway)
+        for i in range(args.trainers):
+            daemons.append(
+                Daemon(
+                    f"trainer-{i + 1}",
+                    ["trainer", "--listen", "127.0.0.1:0", "--gateway", gateway.address,
+                     "--cache-dir", str(data_dir / "trainer-cache"),
+                     "--capacity", str(args.capacity)],
+                    logs,
+                )
+            )  # fmt: skip
+        print(
+            f"metalearn up: gateway on {gateway.address}, {args.trainers} trainer(s)"
+            f" ({', '.join(d.address for d in daemons[1:]) or 'none'}); logs in {logs};"
+            " Ctrl-C stops",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            for daemon in daemons:
+                if daemon.proc.poll() is not None:
+                    print(
+                        f"metalearn up: {daemon.name} exited ({daemon.proc.returncode});"
+                        f" see {daemon.log_path}"
+                    )
+                    stop.set()
+        return 0
+    finally:
+        # Trainers first (each checkpoints its run), then the gateway (and its database).
+        for daemon in reversed(daemons):
+            daemon.stop(120 if daemon.name.startswith("trainer") else 60)
+        if daemons:
+            print("metalearn up: stopped", flush=True)
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    up = sub.add_parser("up", help="run gateway, database and trainers on this machine")
+    up.add_argument("--listen", default="127.0.0.1:50051", help="the gateway's HOST:PORT")
+    up.add_argument("--data-dir", default=".metalearn", help="database, caches and logs")
+    up.add_argument("--trainers", type=int, default=1, help="trainer processes (default 1)")
+    up.add_argument("--capacity", type=int, default=1, help="runs per trainer (default 1)")
+    up.set_defaults(func=cmd_up)
