@@ -54,7 +54,12 @@ class GatewayConfig:
 
     @classmethod
     def from_args(
-        cls, listen: str | None, data_dir: str | None, database_url: str | None
+        cls,
+        listen: str | None,
+        data_dir: str | None,
+        database_url: str | None,
+        lease_seconds: float | None = None,
+        max_restarts: int | None = None,
     ) -> GatewayConfig:
         """Builds the config from CLI flags, falling back to METALEARN_* variables."""
         url = database_url or os.environ.get("METALEARN_DATABASE_URL") or None
@@ -62,4 +67,6 @@ class GatewayConfig:
             listen=listen or os.environ.get("METALEARN_LISTEN") or DEFAULT_LISTEN,
             data_dir=Path(data_dir or os.environ.get("METALEARN_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=url,
+            lease_seconds=lease_seconds or cls.lease_seconds,
+            max_restarts=cls.max_restarts if max_restarts is None else max_restarts,
         )

@@ -60,6 +60,8 @@ class Dispatcher:
         self._hub = hub
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self._running: dict[int, asyncio.Task[None]] = {}
+        # Whether a run's trainer has answered at all (an event, or the first message).
+        self._heard: dict[int, bool] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -136,7 +138,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as err:
-            await self._failed_call(claimed, err)
+            await self._failed_call(claimed, address, err, heard=bool(self._heard.get(claimed.id)))
         except Exception as err:
             log.exception("running %s", claimed.name)
             await self._work.requeue(
@@ -148,6 +150,7 @@ class Dispatcher:
             )
         finally:
             self._running.pop(claimed.id, None)
+            self._heard.pop(claimed.id, None)
 
     async def _until_cancelled(self, attempt_id: int, events: asyncio.Queue[Any]) -> None:
         """Returns when the attempt is no longer ours to run (cancelled, or deleted)."""
@@ -158,9 +161,18 @@ class Dispatcher:
                     log.info("attempt %s cancelled: stopping its trainer", attempt_id)
                     return
 
-    async def _failed_call(self, claimed: Claimed, err: grpc.aio.AioRpcError) -> None:
+    async def _failed_call(
+        self, claimed: Claimed, address: str, err: grpc.aio.AioRpcError, heard: bool
+    ) -> None:
         code, details = err.code(), err.details() or ""
-        if code in _COMMAND_ERRORS:
+        if code == grpc.StatusCode.UNAVAILABLE and not heard:
+            # The trainer never answered (gone, or not up yet): no fault of the command.
+            # It gets no more work until its next heartbeat.
+            await self._work.mark_unreachable(address)
+            await self._work.requeue(
+                claimed.id, claimed.fence, details, self._config.max_restarts, failed=False
+            )
+        elif code in _COMMAND_ERRORS:
             await self._work.finish(claimed.id, claimed.fence, "FAILED", f"{code.name}: {details}")
         elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             # Another replica filled the trainer first: not the command's fault.
@@ -188,6 +200,7 @@ class Dispatcher:
         started: tpb.TrainStarted | None = None
         weights = attempt_pb2.ArtifactInfo()
         async for event in stub.Train(request):
+            self._heard[claimed.id] = True
             kind = event.WhichOneof("event")
             if kind == "started":
                 started = event.started
@@ -267,6 +280,7 @@ class Dispatcher:
             attempt_name=claimed.name, command=command, weights=weights[1]
         )
         async for event in stub.Test(request):
+            self._heard[claimed.id] = True
             if event.WhichOneof("event") == "progress":
                 await self._work.progress(claimed.id, event.progress.done, event.progress.total)
             else:

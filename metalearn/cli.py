@@ -73,7 +73,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.config import GatewayConfig
     from gateway.server import run_gateway
 
-    config = GatewayConfig.from_args(args.listen, args.data_dir, args.database_url)
+    config = GatewayConfig.from_args(
+        args.listen, args.data_dir, args.database_url, args.lease_seconds, args.max_restarts
+    )
     asyncio.run(run_gateway(config, on_ready=lambda line: print(line, flush=True)))
     return 0
 
@@ -250,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:50051)")
     gw.add_argument("--data-dir", help="embedded PostgreSQL's home (default ./.metalearn)")
     gw.add_argument("--database-url", help="use this PostgreSQL (env METALEARN_DATABASE_URL)")
+    gw.add_argument("--lease-seconds", type=float, help="a running attempt's lease (default 15)")
+    gw.add_argument("--max-restarts", type=int, help="retries of a crashing run (default 3)")
     gw.set_defaults(func=cmd_gateway)
 
     tr = sub.add_parser("trainer", help="run a trainer daemon (needs torch)")

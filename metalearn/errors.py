@@ -38,6 +38,10 @@ class Unavailable(DomainError):
     """The database cannot be reached; the client may retry."""
 
 
+class Aborted(DomainError):
+    """The work stopped part way (its process died); running it again may succeed."""
+
+
 class ResourceExhausted(DomainError):
     """A limit of the server is reached (every slot busy, data too large)."""
 

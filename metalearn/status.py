@@ -29,6 +29,7 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.Unavailable: code_pb2.UNAVAILABLE,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
+    errors.Aborted: code_pb2.ABORTED,
 }
 
 

@@ -185,7 +185,7 @@ class Workers:
                         return
                     if not process.is_alive():
                         # Killed, out of memory, or crashed: the caller may retry elsewhere.
-                        raise errors.Unavailable(
+                        raise errors.Aborted(
                             f"the {kind} process died (exit code {process.exitcode})"
                         ) from None
                     continue

@@ -364,6 +364,14 @@ class WorkStore:
                 )
                 return await cur.fetchone() is not None
 
+    async def mark_unreachable(self, address: str) -> None:
+        """A trainer that did not answer gets no work until its next heartbeat."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE trainers SET last_seen = '-infinity' WHERE address = %s", (address,)
+                )
+
     async def live_trainers(self, max_age_seconds: float) -> list[Trainer]:
         """Trainers heard from lately, with the attempts running on them now."""
         with translate_db_errors():

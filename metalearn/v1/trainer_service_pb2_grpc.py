@@ -70,6 +70,7 @@ class TrainerServiceServicer:
         e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
         without images; images of different sizes after `image_ops`),
         RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
+        ABORTED (the run's process died: killed, out of memory, crashed),
         UNAVAILABLE (the gateway cannot be reached or the trainer is stopping).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -81,7 +82,7 @@ class TrainerServiceServicer:
         streams `progress`, then one `result`.
         Errors: INVALID_ARGUMENT (the command or weights, the field named),
         FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
-        UNAVAILABLE (the gateway cannot be reached).
+        ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,6 +46,7 @@ class TrainerServiceStub:
     e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
     without images; images of different sizes after `image_ops`),
     RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
+    ABORTED (the run's process died: killed, out of memory, crashed),
     UNAVAILABLE (the gateway cannot be reached or the trainer is stopping).
     """
     Test: _grpc.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTestRequest, _trainer_service_pb2.TrainerServiceTestResponse]
@@ -53,7 +54,7 @@ class TrainerServiceStub:
     streams `progress`, then one `result`.
     Errors: INVALID_ARGUMENT (the command or weights, the field named),
     FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
-    UNAVAILABLE (the gateway cannot be reached).
+    ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
     """
     GetTrainerInfo: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.GetTrainerInfoRequest, _trainer_service_pb2.GetTrainerInfoResponse]
     """What this trainer has: devices, slots, version. Errors: none."""
@@ -76,6 +77,7 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
     without images; images of different sizes after `image_ops`),
     RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
+    ABORTED (the run's process died: killed, out of memory, crashed),
     UNAVAILABLE (the gateway cannot be reached or the trainer is stopping).
     """
     Test: _aio.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTestRequest, _trainer_service_pb2.TrainerServiceTestResponse]  # type: ignore[assignment]
@@ -83,7 +85,7 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     streams `progress`, then one `result`.
     Errors: INVALID_ARGUMENT (the command or weights, the field named),
     FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
-    UNAVAILABLE (the gateway cannot be reached).
+    ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
     """
     GetTrainerInfo: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.GetTrainerInfoRequest, _trainer_service_pb2.GetTrainerInfoResponse]  # type: ignore[assignment]
     """What this trainer has: devices, slots, version. Errors: none."""
@@ -109,6 +111,7 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
         without images; images of different sizes after `image_ops`),
         RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
+        ABORTED (the run's process died: killed, out of memory, crashed),
         UNAVAILABLE (the gateway cannot be reached or the trainer is stopping).
         """
 
@@ -122,7 +125,7 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         streams `progress`, then one `result`.
         Errors: INVALID_ARGUMENT (the command or weights, the field named),
         FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
-        UNAVAILABLE (the gateway cannot be reached).
+        ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
         """
 
     @_abc_1.abstractmethod

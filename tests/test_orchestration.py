@@ -1,0 +1,394 @@
+"""The whole system: gateways, real trainer processes, faults.
+
+Two in-process gateways share the session's PostgreSQL (the session's, and a fast one
+with short leases); trainers are `metalearn trainer` processes that register with the
+fast one. Faults are real: kill -9, SIGTERM, SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from gateway.config import GatewayConfig
+from metalearn import documents
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2_grpc,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+)
+from metalearn.v1 import attempt_service_pb2 as pb
+from tests.conftest import SEED
+from tests.harness import GatewayThread, png
+from tests.trainer_harness import lenet_command
+
+METALEARN = [sys.executable, "-m", "metalearn.cli"]
+S = attempt_pb2
+TERMINAL = {S.ATTEMPT_STATUS_TRAINED, S.ATTEMPT_STATUS_COMPLETE, S.ATTEMPT_STATUS_FAILED,
+            S.ATTEMPT_STATUS_CANCELLED}  # fmt: skip
+
+
+class Trainer:
+    """A `metalearn trainer` process registered with a gateway."""
+
+    def __init__(self, gateway: str, tmp: Path, name: str) -> None:
+        self.log = tmp / f"{name}.log"
+        self.proc = subprocess.Popen(
+            [*METALEARN, "trainer", "--listen", "127.0.0.1:0", "--gateway", gateway,
+             "--cache-dir", str(tmp / "cache"), "--checkpoint-every-epochs", "1"],
+            stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, self.log.read_text()
+        self.address = line.rsplit(" ", 1)[-1].strip()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Stack:
+    """A fast gateway, its trainers, and helpers to drive them."""
+
+    def __init__(self, gateway: GatewayThread, tmp: Path) -> None:
+        self.gateway = gateway
+        self.tmp = tmp
+        self.trainers: list[Trainer] = []
+        self.channel = grpc.insecure_channel(gateway.address)
+        self.stub = attempt_service_pb2_grpc.AttemptServiceStub(self.channel)
+
+    def ensure_trainers(self, count: int) -> list[Trainer]:
+        """Exactly `count` live trainers, registered."""
+        self.trainers = [t for t in self.trainers if t.alive()]
+        while len(self.trainers) > count:
+            self.trainers.pop().stop()
+        starting = [
+            threading.Thread(target=lambda i=i: self.trainers.append(
+                Trainer(self.gateway.address, self.tmp, f"trainer-{time.time_ns()}-{i}")))
+            for i in range(count - len(self.trainers))
+        ]  # fmt: skip
+        for thread in starting:
+            thread.start()
+        for thread in starting:
+            thread.join()
+        self.wait_for(lambda: self.registered() >= count, 20, "trainers to register")
+        return self.trainers
+
+    def registered(self) -> int:
+        addresses = [t.address for t in self.trainers]
+        with psycopg.connect(self.gateway.database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM trainers WHERE address = ANY(%s)"
+                " AND last_seen > now() - interval '3 seconds'",
+                (addresses,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def get(self, name: str) -> attempt_pb2.Attempt:
+        return self.stub.GetAttempt(
+            pb.GetAttemptRequest(name=name, view=pb.ATTEMPT_VIEW_FULL)
+        ).attempt
+
+    def wait_for(self, check, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gave up waiting for {what}")
+            time.sleep(0.1)
+
+    def wait_status(
+        self, name: str, statuses: set[int], seconds: float = 120
+    ) -> attempt_pb2.Attempt:
+        self.wait_for(
+            lambda: self.get(name).status in statuses, seconds, f"{name} to be {statuses}"
+        )
+        return self.get(name)
+
+    def trainer_of(self, name: str) -> Trainer:
+        address = self.get(name).trainer
+        return next(t for t in self.trainers if t.address == address)
+
+    def watch_epochs(self, name: str, from_epoch: int = 0) -> tuple[list[int], attempt_pb2.Attempt]:
+        """Every epoch a watcher sees until a terminal status, and that status."""
+        epochs, last = [], None
+        for event in self.stub.WatchAttempt(
+            pb.WatchAttemptRequest(name=name, from_epoch=from_epoch)
+        ):
+            kind = event.WhichOneof("event")
+            if kind == "epoch":
+                epochs.append(event.epoch.epoch)
+            elif kind in ("snapshot", "status"):
+                last = getattr(event, kind)
+        assert last is not None
+        return epochs, last
+
+    def close(self) -> None:
+        for trainer in self.trainers:
+            trainer.stop()
+        self.channel.close()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    config = GatewayConfig(
+        listen="127.0.0.1:0", database_url=digits_gateway.database_url, lease_seconds=3.0,
+        heartbeat_seconds=0.5, trainer_timeout_seconds=3.0, dispatch_seconds=0.2,
+    )  # fmt: skip
+    fast = GatewayThread(digits_gateway.database_url, config).start()
+    result = Stack(fast, tmp_path_factory.mktemp("stack"))
+    try:
+        yield result
+    finally:
+        result.close()
+        fast.stop()
+
+
+def slow_command(epochs: int) -> attempt_pb2.TrainCommand:
+    """The LeNet example at batch size 1: a second or two per epoch, time to act."""
+    return lenet_command(n_epoch=epochs, batch_size=1)
+
+
+def test_train_watch_test_download(stack: Stack) -> None:
+    stack.ensure_trainers(1)
+    queued = stack.stub.Train(pb.TrainRequest(name="lenet", command=lenet_command())).attempt
+    assert queued.status in (S.ATTEMPT_STATUS_QUEUED, S.ATTEMPT_STATUS_TRAINING)
+    epochs, last = stack.watch_epochs("lenet")
+    assert epochs == list(range(1, 11)) and last.status == S.ATTEMPT_STATUS_TRAINED
+    trained = stack.get("lenet")
+    assert [e.epoch for e in trained.epochs] == list(range(1, 11))
+    assert len(trained.training_losses) == 10 and trained.model_artifact.size_bytes > 0
+    assert trained.dataset.label_names[0] == "digit 0"
+
+    stack.stub.Test(pb.TestRequest(name="lenet"))
+    progress = []
+    for event in stack.stub.WatchAttempt(pb.WatchAttemptRequest(name="lenet", from_epoch=10)):
+        assert event.WhichOneof("event") != "epoch"
+        if event.WhichOneof("event") == "test_progress":
+            progress.append(event.test_progress.done)
+    done = stack.get("lenet")
+    assert done.status == S.ATTEMPT_STATUS_COMPLETE and done.accuracy >= 0.95
+    assert done.test_result.images > 300 and progress and progress[-1] == done.test_result.images
+
+    chunks = list(stack.stub.DownloadModel(pb.DownloadModelRequest(name="lenet")))
+    data = b"".join(c.data for c in chunks)
+    assert (
+        len(data) == done.model_artifact.size_bytes
+        and chunks[0].sha256 == done.model_artifact.sha256
+    )
+
+    # Training the same name again forgets the old results (the prototype's semantics).
+    again = stack.stub.Train(
+        pb.TrainRequest(name="lenet", command=lenet_command(n_epoch=2))
+    ).attempt
+    assert len(again.training_losses) == 0 and again.accuracy == 0
+    assert stack.watch_epochs("lenet")[0] == [1, 2]
+    assert [round(x, 12) for x in stack.get("lenet").training_losses] == [
+        round(x, 12) for x in trained.training_losses[:2]
+    ]
+
+
+def test_the_prototype_document_trains_and_tests(stack: Stack) -> None:
+    stack.ensure_trainers(1)
+    seed = documents.attempt_from_json(SEED.read_text())
+    labels = list(seed.training_commands.label_names)
+    with stack.gateway.channel() as channel:
+        stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+        uploads = [
+            dataset_service_pb2.UploadImagesRequest(
+                label=label, data=png((9 * i, 20 * j, 200), (24, 24))
+            )
+            for i, label in enumerate(labels)
+            for j in range(8)
+        ]
+        assert stub.UploadImages(iter(uploads)).added == len(uploads)
+    command = seed.training_commands
+    command.n_epoch = 1  # 500x500 images on a CPU: one epoch proves the point
+    stack.stub.Train(pb.TrainRequest(name=seed.name, command=command))
+    trained = stack.wait_status(seed.name, TERMINAL, 300)
+    assert trained.status == S.ATTEMPT_STATUS_TRAINED, trained.error
+    stack.stub.Test(pb.TestRequest(name=seed.name, command=seed.testing_commands))
+    tested = stack.wait_status(seed.name, TERMINAL, 300)
+    assert tested.status == S.ATTEMPT_STATUS_COMPLETE, tested.error
+    assert 0 < tested.test_result.images <= 200 and len(tested.test_result.confusion_matrix) == 81
+
+
+def test_two_trainers_train_two_attempts_at_once(stack: Stack) -> None:
+    first, second = stack.ensure_trainers(2)
+    for name in ("left", "right"):
+        stack.stub.Train(pb.TrainRequest(name=name, command=slow_command(3)))
+    stack.wait_for(
+        lambda: {stack.get(n).status for n in ("left", "right")} == {S.ATTEMPT_STATUS_TRAINING},
+        30, "both to train",
+    )  # fmt: skip
+    assert {stack.get("left").trainer, stack.get("right").trainer} == {
+        first.address,
+        second.address,
+    }
+    for name in ("left", "right"):
+        stack.stub.CancelAttempt(pb.CancelAttemptRequest(name=name))
+
+
+def test_cancel_stops_the_trainer(stack: Stack) -> None:
+    stack.ensure_trainers(1)
+    stack.stub.Train(pb.TrainRequest(name="cancelled", command=slow_command(50)))
+    stack.wait_for(lambda: stack.get("cancelled").current_epoch >= 1, 60, "an epoch")
+    trainer = stack.trainer_of("cancelled")
+    cancelled = stack.stub.CancelAttempt(pb.CancelAttemptRequest(name="cancelled")).attempt
+    assert cancelled.status == S.ATTEMPT_STATUS_CANCELLED
+    from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+
+    with grpc.insecure_channel(trainer.address) as channel:
+        info = trainer_service_pb2_grpc.TrainerServiceStub(channel).GetTrainerInfo
+        stack.wait_for(
+            lambda: info(trainer_service_pb2.GetTrainerInfoRequest()).busy_slots == 0, 10,
+            "the trainer to stop",
+        )  # fmt: skip
+    epochs = stack.get("cancelled").current_epoch
+    time.sleep(1)
+    assert stack.get("cancelled").current_epoch == epochs  # nothing more is written
+    with pytest.raises(grpc.RpcError) as err:
+        stack.stub.CancelAttempt(pb.CancelAttemptRequest(name="cancelled"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_kill_9_of_a_trainer_resumes_from_the_checkpoint(stack: Stack) -> None:
+    stack.ensure_trainers(2)
+    stack.stub.Train(pb.TrainRequest(name="reference", command=slow_command(4)))
+    stack.wait_status("reference", TERMINAL, 120)
+    stack.stub.Train(pb.TrainRequest(name="killed", command=slow_command(4)))
+    stack.wait_for(lambda: stack.get("killed").current_epoch >= 2, 60, "two epochs")
+    victim = stack.trainer_of("killed")
+    victim.proc.kill()  # SIGKILL: no checkpoint, no goodbye
+    done = stack.wait_status("killed", TERMINAL, 120)
+    assert done.status == S.ATTEMPT_STATUS_TRAINED, done.error
+    assert [e.epoch for e in done.epochs] == [1, 2, 3, 4] and done.restart_count >= 2
+    # Resumed from its checkpoint, it computed exactly what an uninterrupted run did.
+    assert list(done.training_losses) == list(stack.get("reference").training_losses)
+
+
+def test_sigterm_of_a_trainer_hands_the_run_over(stack: Stack) -> None:
+    stack.ensure_trainers(2)
+    stack.stub.Train(pb.TrainRequest(name="handed-over", command=slow_command(4)))
+    stack.wait_for(lambda: stack.get("handed-over").current_epoch >= 1, 60, "an epoch")
+    leaving = stack.trainer_of("handed-over")
+    leaving.proc.send_signal(signal.SIGTERM)
+    assert leaving.proc.wait(60) == 0
+    done = stack.wait_status("handed-over", TERMINAL, 120)
+    assert done.status == S.ATTEMPT_STATUS_TRAINED, done.error
+    assert [e.epoch for e in done.epochs] == [1, 2, 3, 4] and done.trainer != leaving.address
+
+
+def test_a_command_that_always_crashes_fails_after_max_restarts(stack: Stack) -> None:
+    trainers = stack.ensure_trainers(1)
+    stop = threading.Event()
+
+    def crash_every_run() -> None:
+        """Kills each run's worker process as it appears: a run that always dies."""
+        while not stop.is_set():
+            for trainer in trainers:
+                for pid in _grandchildren(trainer.proc.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=crash_every_run, daemon=True)
+    killer.start()
+    try:
+        stack.stub.Train(pb.TrainRequest(name="doomed", command=lenet_command()))
+        failed = stack.wait_status("doomed", TERMINAL, 120)
+    finally:
+        stop.set()
+        killer.join()
+    assert failed.status == S.ATTEMPT_STATUS_FAILED
+    assert "gave up after 3 restarts" in failed.error and "died" in failed.error
+    assert failed.restart_count >= 4  # the first run and three restarts
+
+
+def test_a_silent_trainer_loses_its_work(stack: Stack) -> None:
+    stack.ensure_trainers(2)
+    stack.stub.Train(pb.TrainRequest(name="stalled", command=slow_command(3)))
+    stack.wait_for(lambda: stack.get("stalled").current_epoch >= 1, 60, "an epoch")
+    frozen = stack.trainer_of("stalled")
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        done = stack.wait_status("stalled", TERMINAL, 120)
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    assert done.status == S.ATTEMPT_STATUS_TRAINED, done.error
+    assert [e.epoch for e in done.epochs] == [1, 2, 3] and done.trainer != frozen.address
+
+
+def test_watchers_resume_without_gaps_or_duplicates(stack: Stack) -> None:
+    stack.ensure_trainers(1)
+    stack.stub.Train(pb.TrainRequest(name="watched", command=slow_command(4)))
+    seen: list[int] = []
+    # Disconnect after each epoch and reconnect from the last one seen.
+    while True:
+        call = stack.stub.WatchAttempt(
+            pb.WatchAttemptRequest(name="watched", from_epoch=max(seen, default=0))
+        )
+        finished = False
+        for event in call:
+            kind = event.WhichOneof("event")
+            if kind == "epoch":
+                seen.append(event.epoch.epoch)
+                call.cancel()
+                break
+            if kind == "status" and event.status.status in TERMINAL:
+                finished = True
+        else:
+            finished = True
+        if finished:
+            break
+    assert seen == [1, 2, 3, 4]
+    # Many watchers of one attempt each see every epoch once.
+    results: list[list[int]] = []
+    stack.stub.Train(pb.TrainRequest(name="crowd", command=slow_command(2)))
+    threads = [
+        threading.Thread(target=lambda: results.append(stack.watch_epochs("crowd")[0]))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert results == [[1, 2]] * 20
+
+
+def _grandchildren(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += _children(child)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
