@@ -45,6 +45,10 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # Otherwise grpc spaces pings minutes apart while the trainer sends nothing, and
+    # waits a minute for an answer.
+    ("grpc.http2.min_time_between_pings_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),
 ]
 
 

@@ -49,6 +49,7 @@ class Trainer:
             [*METALEARN, "trainer", "--listen", "127.0.0.1:0", "--gateway", gateway,
              "--cache-dir", str(tmp / "cache"), "--checkpoint-every-epochs", "1"],
             stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
+            start_new_session=True,  # its own process group: signals can reach its runs too
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -58,9 +59,13 @@ class Trainer:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def signal_all(self, sig: int) -> None:
+        """The daemon and its worker processes, as a hung machine would be."""
+        os.killpg(self.proc.pid, sig)
+
     def stop(self) -> None:
         if self.alive():
-            self.proc.send_signal(signal.SIGCONT)
+            self.signal_all(signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(60)
@@ -333,11 +338,11 @@ def test_a_silent_trainer_loses_its_work(stack: Stack) -> None:
     stack.stub.Train(pb.TrainRequest(name="stalled", command=slow_command(3)))
     stack.wait_for(lambda: stack.get("stalled").current_epoch >= 1, 60, "an epoch")
     frozen = stack.trainer_of("stalled")
-    frozen.proc.send_signal(signal.SIGSTOP)
+    frozen.signal_all(signal.SIGSTOP)
     try:
         done = stack.wait_status("stalled", TERMINAL, 120)
     finally:
-        frozen.proc.send_signal(signal.SIGCONT)
+        frozen.signal_all(signal.SIGCONT)
     assert done.status == S.ATTEMPT_STATUS_TRAINED, done.error
     assert [e.epoch for e in done.epochs] == [1, 2, 3] and done.trainer != frozen.address
 

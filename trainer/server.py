@@ -37,7 +37,10 @@ def create_server(
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
             ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # The gateway pings every 5 s to notice a dead trainer; an epoch may run for
+            # minutes without a message, and those pings must not be taken for abuse.
+            ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+            ("grpc.http2.max_ping_strikes", 0),
         ],
     )
     trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(
