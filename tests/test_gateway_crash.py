@@ -1,0 +1,82 @@
+"""kill -9 of a gateway mid-training, then a restart on the same data dir."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import grpc
+
+from metalearn import digits
+from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
+from metalearn.v1 import attempt_service_pb2 as pb
+from tests.test_orchestration import METALEARN, TERMINAL, Trainer, slow_command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gateway(address: str, data_dir: Path, log: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [*METALEARN, "gateway", "--listen", address, "--data-dir", str(data_dir),
+         "--lease-seconds", "3"],
+        stdout=subprocess.PIPE, stderr=log.open("a"), text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert "listening on" in proc.stdout.readline(), log.read_text()
+    return proc
+
+
+def test_kill_9_of_the_gateway_then_a_restart(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    data_dir, log = tmp_path / "data", tmp_path / "gateway.log"
+    gateway = start_gateway(address, data_dir, log)
+    trainer = Trainer(address, tmp_path, "trainer")
+    try:
+        with grpc.insecure_channel(address) as channel:
+            uploaded = dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+                digits.digit_uploads()
+            )
+            assert uploaded.added == 1797
+            stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+            stub.Train(pb.TrainRequest(name="survivor", command=slow_command(4)))
+            seen = []
+            for event in stub.WatchAttempt(pb.WatchAttemptRequest(name="survivor")):
+                if event.WhichOneof("event") == "epoch":
+                    seen.append(event.epoch.epoch)
+                    if event.epoch.epoch == 2:
+                        break
+        gateway.kill()  # SIGKILL: no goodbye, the lease is left to lapse
+        gateway.wait()
+        gateway = start_gateway(address, data_dir, log)
+        with grpc.insecure_channel(address) as channel:
+            stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+            last = None
+            for event in stub.WatchAttempt(pb.WatchAttemptRequest(name="survivor", from_epoch=2)):
+                kind = event.WhichOneof("event")
+                if kind == "epoch":
+                    seen.append(event.epoch.epoch)
+                elif kind in ("snapshot", "status"):
+                    last = getattr(event, kind)
+            assert last is not None and last.status in TERMINAL
+            done = stub.GetAttempt(
+                pb.GetAttemptRequest(name="survivor", view=pb.ATTEMPT_VIEW_FULL)
+            ).attempt
+        assert done.status == attempt_pb2.ATTEMPT_STATUS_TRAINED, done.error
+        assert seen == [1, 2, 3, 4] and [e.epoch for e in done.epochs] == [1, 2, 3, 4]
+        assert done.restart_count >= 2
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(60) == 0
+        # The restarted gateway stops its database although the killed one never said
+        # goodbye to it.
+        assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    finally:
+        trainer.stop()
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(60)
