@@ -284,16 +284,23 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             if snapshot.status in _TERMINAL:
                 return
             async for event in events_of(events, _WATCH_CHECK_SECONDS):
-                if event is None or event.kind in ("resync", "epoch"):
-                    # Read what is stored past the last epoch sent: covers a missed
-                    # notification, and sends each epoch once, in order.
-                    upto = event.epoch if event is not None and event.kind == "epoch" else None
-                    for metrics in _epochs(await self._store.epochs_after(record.id, sent, upto)):
+                if event is not None and event.kind == "epoch":
+                    if event.epoch <= sent:
+                        continue  # already sent (in the backlog)
+                    if event.epoch == sent + 1:
+                        # The common case: the hub read it once for every watcher.
+                        wire = event.payload
+                    else:  # a missed notification: read the gap from the database
+                        wire = await self._store.epochs_after(record.id, sent, event.epoch)
+                    for metrics in _epochs(wire):
                         yield pb.WatchAttemptResponse(epoch=metrics)
                         sent = metrics.epoch
-                if event is None or event.kind == "resync":
-                    status = await self.status_of(record.id)
-                    attempt = attempt_pb2.Attempt.FromString(status)
+                elif event is None or event.kind == "resync":
+                    # Quiet for a while, or events were lost: catch up from the database.
+                    for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
+                        yield pb.WatchAttemptResponse(epoch=metrics)
+                        sent = metrics.epoch
+                    attempt = attempt_pb2.Attempt.FromString(await self.status_of(record.id))
                     if attempt.status in _TERMINAL:
                         yield pb.WatchAttemptResponse(status=attempt)
                         return
@@ -305,10 +312,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                     if not event.payload:
                         raise NotFound(f"attempt id {record.id} was deleted")
                     attempt = attempt_pb2.Attempt.FromString(event.payload)
-                    # Epochs committed before the status change come first.
-                    for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
-                        yield pb.WatchAttemptResponse(epoch=metrics)
-                        sent = metrics.epoch
+                    if attempt.current_epoch > sent:
+                        # Epochs committed before the status change come first.
+                        for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
+                            yield pb.WatchAttemptResponse(epoch=metrics)
+                            sent = metrics.epoch
                     yield pb.WatchAttemptResponse(status=attempt)
                     if attempt.status in _TERMINAL:
                         return

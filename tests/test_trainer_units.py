@@ -203,3 +203,15 @@ def test_the_prototype_command_builds_as_written() -> None:
     assert fixed_tensor(image, pipe).shape == (3, 500, 500)
     for name in ("criterion", "optimizer"):
         assert getattr(optim, f"check_{name}")(v, name, getattr(seed, name)) is not None
+
+
+def test_fuzzer_findings_in_schedulers() -> None:
+    """Found as INTERNAL by the Train fuzzer: values torch accepts at construction and
+    trips over at the first step. Both are now the command's named mistake."""
+    v = Violations()
+    assert (
+        optim.check_scheduler(v, "s", struct({"name": "StepLR", "step_size": "x"}), 3, 10) is None
+    )
+    too_short = struct({"name": "OneCycleLR", "max_lr": 0.1, "total_steps": 5})
+    assert optim.check_scheduler(v, "s2", too_short, 3, 10) is None
+    assert [item.field for item in v.items] == ["s", "s2"] and "30 steps" in v.items[1].description

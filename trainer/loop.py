@@ -109,13 +109,14 @@ def train_one_epoch(
         y = _targets(labels, target, n_labels).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(model(x), y)
-        if not torch.isfinite(loss):
-            raise Diverged(f"the loss is {loss.item()} at batch {index + 1}")
+        value = float(loss.item())  # one read serves the NaN check and the mean
+        if not math.isfinite(value):
+            raise Diverged(f"the loss is {value} at batch {index + 1}")
         loss.backward()
         optimizer.step()
         if after_batch is not None:
             after_batch()
-        total += _sample_loss(loss.detach(), criterion, len(labels))
+        total += value if getattr(criterion, "reduction", "mean") == "sum" else value * len(labels)
         samples += len(labels)
     return EpochResult(total / max(samples, 1), samples, time.perf_counter() - start)
 

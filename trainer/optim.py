@@ -114,7 +114,11 @@ def check_optimizer(v: Violations, path: str, struct: struct_pb2.Struct) -> Name
     )  # fmt: skip
     if spec is not None:
         try:
-            make_optimizer(spec, _probe_parameter())
+            # A step too: some values are only used (and found wrong) when stepping.
+            probe = _probe_parameter()
+            optimizer = make_optimizer(spec, probe)
+            probe[0].grad = torch.ones(2)
+            optimizer.step()
         except Exception as err:  # torch's own value checks
             v.add(path, f"{spec.name}: {err}")
             return None
@@ -162,14 +166,32 @@ def check_scheduler(
     )  # fmt: skip
     if spec is None:
         return None
-    if spec.name == "OneCycleLR" and not {"total_steps", "epochs"} & spec.kwargs.keys():
-        spec = Named(spec.name, {**spec.kwargs, "total_steps": max(1, epochs * steps_per_epoch)})
+    probe_steps = 2
+    if spec.name == "OneCycleLR":
+        needed = max(1, epochs * steps_per_epoch)
+        if not {"total_steps", "epochs"} & spec.kwargs.keys():
+            spec = Named(spec.name, {**spec.kwargs, "total_steps": needed})
+        given = spec.kwargs.get("total_steps") or (
+            _int(spec.kwargs.get("epochs")) * _int(spec.kwargs.get("steps_per_epoch"))
+        )
+        if _int(given) < needed:
+            v.add(path, f"OneCycleLR needs at least {needed} steps (epochs x batches), not {given}")
+            return None
+        probe_steps = min(probe_steps, _int(given) - 1)
     try:
-        make_scheduler(spec, make_optimizer(Named("SGD", {"lr": 0.1}), _probe_parameter()))
+        # Stepped as well: StepLR takes step_size="x" and fails only at its first step.
+        optimizer = make_optimizer(Named("SGD", {"lr": 0.1}), _probe_parameter())
+        scheduler = make_scheduler(spec, optimizer)
+        for _ in range(probe_steps):
+            scheduler.step(1.0) if spec.name == "ReduceLROnPlateau" else scheduler.step()
     except Exception as err:  # torch's own value checks
         v.add(path, f"{spec.name}: {err}")
         return None
     return spec
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def make_scheduler(spec: Named, optimizer: torch.optim.Optimizer) -> Any:

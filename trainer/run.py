@@ -199,6 +199,16 @@ def train(
         raise InvalidArgument.one(
             "command.transform", f"cannot transform these images: {err}"
         ) from err
+    eval_transform = BatchTransform(pipeline.without_augmentation())
+    if (
+        not pipeline.random
+        and not pipeline.after_normalize
+        and (tensors.images.numel() * 4 <= limits.max_data_bytes)
+    ):
+        # Nothing random: convert and normalize every image once, not every batch.
+        train_data.images = transform(train_data.images)
+        val_data.images = transform(val_data.images)
+        transform = eval_transform = BatchTransform.identity()
 
     device = device_for(config, slot)
     _seed_everything(cmd.seed)
@@ -240,7 +250,6 @@ def train(
 
     train_batches = loop.loader(train_data, cmd.batch_size, shuffle=True, generator=generator)
     val_batches = loop.loader(val_data, cmd.batch_size, shuffle=False)
-    eval_transform = BatchTransform(pipeline.without_augmentation())
     every_epochs = request.checkpoint_every_epochs or config.checkpoint_every_epochs
     every_seconds = request.checkpoint_every_seconds or config.checkpoint_every_seconds
     last_checkpoint = time.monotonic()

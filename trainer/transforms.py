@@ -215,7 +215,18 @@ class BatchTransform:
         )
         self._std = torch.tensor(norm["std"], dtype=torch.float32).view(-1, 1, 1) if norm else None
 
+    @classmethod
+    def identity(cls) -> BatchTransform:
+        """For batches that are already float and normalized."""
+        done = cls(Pipeline([], [], None, []))
+        done._convert = False
+        return done
+
+    _convert = True
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self._convert:
+            return batch
         if self._random is not None:
             batch = torch.stack([self._random(x) for x in batch])
         x = batch.to(torch.float32).div_(255.0)

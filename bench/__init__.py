@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints figures (`--json` for one object); see BENCHMARKS.md."""

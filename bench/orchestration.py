@@ -1,0 +1,203 @@
+"""Benchmark of the whole system: gateway + trainer processes, against bare PyTorch.
+
+(a) images/s of an attempt run through the gateway and a trainer (from the Train call
+    to TRAINED) against a bare PyTorch loop on the same model and data, in this process;
+(b) delay from an epoch's commit to its arrival at WatchAttempt subscribers, p50/p99,
+    with 1 and with 500 subscribers on one gateway;
+(c) attempts completed per minute on tiny jobs with 1 and with 2 trainers.
+  python bench/orchestration.py          # a table
+  python bench/orchestration.py --json   # one JSON object, keys name the figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from google.protobuf import json_format
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.training import bare_images_per_second
+from gateway.config import GatewayConfig
+from gateway.embedded import EmbeddedPostgres
+from gateway.inprocess import GatewayThread
+from metalearn import digits
+from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
+from metalearn.v1 import attempt_service_pb2 as pb
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_lenet.json"
+DONE = {attempt_pb2.ATTEMPT_STATUS_TRAINED, attempt_pb2.ATTEMPT_STATUS_FAILED}
+
+
+def command(**changes: Any) -> attempt_pb2.TrainCommand:
+    doc = json.loads(EXAMPLE.read_text())
+    doc.update(changes)
+    return json_format.ParseDict(doc, attempt_pb2.TrainCommand())
+
+
+def start_trainer(gateway: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metalearn.cli", "trainer", "--listen", "127.0.0.1:0",
+         "--gateway", gateway, "--cache-dir", str(cache), "--checkpoint-every-epochs", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+
+
+def wait_registered(url: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM trainers WHERE last_seen > now() - interval '3 seconds'"
+            ).fetchone()
+        if row and row[0] >= count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("trainers did not register")
+
+
+def train_and_wait(stub: Any, name: str, cmd: attempt_pb2.TrainCommand) -> attempt_pb2.Attempt:
+    stub.Train(pb.TrainRequest(name=name, command=cmd))
+    for event in stub.WatchAttempt(pb.WatchAttemptRequest(name=name)):
+        kind = event.WhichOneof("event")
+        if kind in ("snapshot", "status") and getattr(event, kind).status in DONE:
+            break
+    attempt: attempt_pb2.Attempt = stub.GetAttempt(pb.GetAttemptRequest(name=name)).attempt
+    return attempt
+
+
+def end_to_end(stub: Any, epochs: int, rounds: int) -> dict[str, float]:
+    """(a): the same job through the system and bare, interleaved."""
+    cmd = command(n_epoch=epochs)
+    train_and_wait(stub, "warm-up", command(n_epoch=1))  # fills the trainer's cache
+    system, bare = [], []
+    for r in range(rounds):
+        start = time.perf_counter()
+        attempt = train_and_wait(stub, f"e2e-{r}", cmd)
+        elapsed = time.perf_counter() - start
+        images = attempt.dataset.images_per_label
+        train_images = round(sum(images) * 0.9)  # less the validation tenth (as `started` says)
+        system.append(train_images * epochs / elapsed)
+        bare.append(bare_images_per_second(cmd, train_images, epochs))
+    return {"system": statistics.median(system), "bare": statistics.median(bare)}
+
+
+async def watch_delays(address: str, url: str, subscribers: int, epochs: int) -> list[float]:
+    """(b): each subscriber's delay for each epoch, from its commit (recorded_at)."""
+    name = f"watched-{subscribers}"
+    arrivals: list[tuple[int, float]] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        await stub.Train(pb.TrainRequest(name=name, command=command(n_epoch=epochs, batch_size=8)))
+        ready = asyncio.Event()
+        started = 0
+
+        async def watch() -> None:
+            nonlocal started
+            call = stub.WatchAttempt(pb.WatchAttemptRequest(name=name))
+            async for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "snapshot":
+                    started += 1
+                    if started == subscribers:
+                        ready.set()
+                elif kind == "epoch":
+                    arrivals.append((event.epoch.epoch, time.time()))
+                elif kind == "status" and event.status.status in DONE:
+                    return
+
+        await asyncio.gather(*(watch() for _ in range(subscribers)))
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT e.epoch, e.recorded_at FROM attempt_epochs e JOIN attempts a"
+            " ON a.id = e.attempt_id WHERE a.name = %s",
+            (name,),
+        ).fetchall()
+    committed = {int(epoch): at.timestamp() for epoch, at in rows}
+    # Epochs already stored when a watcher connected came in its snapshot: not live.
+    first_live = 2
+    return [arrived - committed[e] for e, arrived in arrivals if e >= first_live]
+
+
+def throughput(stub: Any, jobs: int) -> float:
+    """(c): attempts per minute on tiny jobs (two labels, one epoch)."""
+    tiny = command(n_epoch=1, label_names=["digit 0", "digit 1"], batch_size=64)
+    start = time.perf_counter()
+    names = [f"tiny-{time.time_ns()}-{i}" for i in range(jobs)]
+    for name in names:
+        stub.Train(pb.TrainRequest(name=name, command=tiny))
+    for name in names:
+        while stub.GetAttempt(pb.GetAttemptRequest(name=name)).attempt.status not in DONE:
+            time.sleep(0.05)
+    return jobs / (time.perf_counter() - start) * 60
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pg = EmbeddedPostgres(Path(tmp))
+        url = pg.start()
+        config = GatewayConfig(listen="127.0.0.1:0", database_url=url, dispatch_seconds=0.2)
+        gateway = GatewayThread(url, config).start()
+        trainers = []
+        try:
+            with gateway.channel() as channel:
+                dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+                    digits.digit_uploads()
+                )
+                stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+                trainers.append(start_trainer(gateway.address, Path(tmp) / "cache"))
+                wait_registered(url, 1)
+                e2e = end_to_end(stub, args.epochs, args.rounds)
+                figures["e2e_system_images_per_s"] = e2e["system"]
+                figures["e2e_bare_images_per_s"] = e2e["bare"]
+                figures["e2e_ratio"] = e2e["system"] / e2e["bare"]
+                for subscribers in (1, 500):
+                    delays = asyncio.run(watch_delays(gateway.address, url, subscribers, 6))
+                    figures[f"watch_{subscribers}_p50_ms"] = percentile(delays, 0.5) * 1e3
+                    figures[f"watch_{subscribers}_p99_ms"] = percentile(delays, 0.99) * 1e3
+                figures["attempts_per_min_1_trainer"] = throughput(stub, args.jobs)
+                trainers.append(start_trainer(gateway.address, Path(tmp) / "cache"))
+                wait_registered(url, 2)
+                figures["attempts_per_min_2_trainers"] = throughput(stub, args.jobs)
+        finally:
+            for proc, _ in trainers:
+                proc.terminate()
+                proc.wait(60)
+            gateway.stop()
+            pg.stop()
+    if args.json:
+        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+    else:
+        for key, value in figures.items():
+            print(f"{key:<32} {value:12.3f}")
+
+
+if __name__ == "__main__":
+    main()
