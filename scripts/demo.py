@@ -2,25 +2,20 @@
 
 Starts `metalearn gateway` (embedded PostgreSQL), stores the prototype's document,
 imports a small ImageFolder of generated images and scikit-learn's handwritten digits,
-starts `metalearn trainer`, trains the LeNet example on the digits with a live line per
-epoch, tests it, and stops everything. (Until the orchestration issue lands, the demo
-calls the trainer itself; the gateway will do that and keep every epoch.)
+starts `metalearn trainer` (which registers with the gateway), trains the LeNet example
+on the digits through the gateway with a live line per epoch, tests it, lists what is
+stored, and stops everything.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import grpc
-from google.protobuf import json_format
 from PIL import Image, ImageDraw
-
-from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "tests" / "fixtures" / "attempt_american_dog_species_3.json"
@@ -61,38 +56,6 @@ def start(*args: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[-1].strip()
 
 
-def train_and_test(trainer: str) -> float:
-    """The LeNet example on the digits, one line per epoch; returns the test accuracy."""
-    command = json_format.ParseDict(json.loads(LENET.read_text()), attempt_pb2.TrainCommand())
-    print(f"\n$ train {LENET.relative_to(ROOT)} on trainer {trainer}", flush=True)
-    weights: list[bytes] = []
-    with grpc.insecure_channel(trainer) as channel:
-        stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
-        request = trainer_service_pb2.TrainerServiceTrainRequest(
-            attempt_name="demo", command=command
-        )
-        for event in stub.Train(request):
-            kind = event.WhichOneof("event")
-            if kind == "started":
-                s = event.started
-                print(f"  {s.train_images} training images, {s.validation_images} for validation,"
-                      f" {s.parameters:,} parameters on {s.device}")  # fmt: skip
-            elif kind == "epoch":
-                e = event.epoch
-                bar = "#" * e.epoch + "." * (command.n_epoch - e.epoch)
-                print(f"  [{bar}] epoch {e.epoch:>2}  loss {e.loss:.4f}  validation"
-                      f" accuracy {e.val_accuracy:.3f}  {e.samples_per_second:,.0f} images/s",
-                      flush=True)  # fmt: skip
-            elif kind == "weights":
-                weights.append(event.weights.data)
-        test = trainer_service_pb2.TrainerServiceTestRequest(
-            attempt_name="demo", weights=b"".join(weights)
-        )
-        result = list(stub.Test(test))[-1].result
-    print(f"  test accuracy {result.accuracy:.3f} on {result.images} images never trained on")
-    return result.accuracy
-
-
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="metalearn-demo-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -110,7 +73,10 @@ def main() -> int:
                 "trainer", "--listen", "127.0.0.1:0", "--gateway", address,
                 "--cache-dir", str(Path(tmp) / "cache"),
             )  # fmt: skip
-            train_and_test(trainer_address)
+            print(f"trainer {trainer_address} registered with the gateway", flush=True)
+            run("train", "--file", str(LENET), "--name", "lenet", "--follow", address=address)
+            run("test", "lenet", "--follow", address=address)
+            run("attempts", "list", address=address)
         finally:
             if trainer is not None:
                 trainer.terminate()

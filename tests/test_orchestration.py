@@ -172,9 +172,9 @@ def stack(
         fast.stop()
 
 
-def slow_command(epochs: int) -> attempt_pb2.TrainCommand:
-    """The LeNet example at batch size 1: a second or two per epoch, time to act."""
-    return lenet_command(n_epoch=epochs, batch_size=1)
+def slow_command(epochs: int, batch_size: int = 1) -> attempt_pb2.TrainCommand:
+    """The LeNet example at a small batch size: a second or so per epoch, time to act."""
+    return lenet_command(n_epoch=epochs, batch_size=batch_size)
 
 
 def test_train_watch_test_download(stack: Stack) -> None:
@@ -282,12 +282,22 @@ def test_cancel_stops_the_trainer(stack: Stack) -> None:
 
 def test_kill_9_of_a_trainer_resumes_from_the_checkpoint(stack: Stack) -> None:
     stack.ensure_trainers(2)
-    stack.stub.Train(pb.TrainRequest(name="reference", command=slow_command(4)))
+    stack.stub.Train(pb.TrainRequest(name="reference", command=slow_command(4, 2)))
     stack.wait_status("reference", TERMINAL, 120)
-    stack.stub.Train(pb.TrainRequest(name="killed", command=slow_command(4)))
+    stack.stub.Train(pb.TrainRequest(name="killed", command=slow_command(4, 2)))
     stack.wait_for(lambda: stack.get("killed").current_epoch >= 2, 60, "two epochs")
     victim = stack.trainer_of("killed")
     victim.proc.kill()  # SIGKILL: no checkpoint, no goodbye
+    victim.proc.wait()
+
+    def orphans_gone() -> bool:
+        try:
+            os.killpg(victim.proc.pid, 0)  # its forkserver and runs share its group
+        except ProcessLookupError:
+            return True
+        return False
+
+    stack.wait_for(orphans_gone, 10, "the killed trainer's runs to end with it")
     done = stack.wait_status("killed", TERMINAL, 120)
     assert done.status == S.ATTEMPT_STATUS_TRAINED, done.error
     assert [e.epoch for e in done.epochs] == [1, 2, 3, 4] and done.restart_count >= 2
@@ -349,7 +359,7 @@ def test_a_silent_trainer_loses_its_work(stack: Stack) -> None:
 
 def test_watchers_resume_without_gaps_or_duplicates(stack: Stack) -> None:
     stack.ensure_trainers(1)
-    stack.stub.Train(pb.TrainRequest(name="watched", command=slow_command(4)))
+    stack.stub.Train(pb.TrainRequest(name="watched", command=slow_command(4, 4)))
     seen: list[int] = []
     # Disconnect after each epoch and reconnect from the last one seen.
     while True:
@@ -372,7 +382,7 @@ def test_watchers_resume_without_gaps_or_duplicates(stack: Stack) -> None:
     assert seen == [1, 2, 3, 4]
     # Many watchers of one attempt each see every epoch once.
     results: list[list[int]] = []
-    stack.stub.Train(pb.TrainRequest(name="crowd", command=slow_command(2)))
+    stack.stub.Train(pb.TrainRequest(name="crowd", command=slow_command(2, 4)))
     threads = [
         threading.Thread(target=lambda: results.append(stack.watch_epochs("crowd")[0]))
         for _ in range(20)

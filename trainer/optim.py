@@ -183,6 +183,7 @@ def check_scheduler(
         optimizer = make_optimizer(Named("SGD", {"lr": 0.1}), _probe_parameter())
         scheduler = make_scheduler(spec, optimizer)
         for _ in range(probe_steps):
+            optimizer.step()  # (no gradients: changes nothing, keeps torch's order)
             scheduler.step(1.0) if spec.name == "ReduceLROnPlateau" else scheduler.step()
     except Exception as err:  # torch's own value checks
         v.add(path, f"{spec.name}: {err}")

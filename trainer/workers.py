@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
+import os
 import queue
 import threading
 import traceback
@@ -49,6 +51,7 @@ def _worker_main(
     cancel: Any,
     interrupt: Any,
 ) -> None:
+    _die_with_parent()
     # Imported here, after the fork, with everything that touches gRPC.
     import grpc
 
@@ -100,6 +103,23 @@ def _worker_main(
             events.put(("done", None))  # loop.Stopped: the caller has gone
         else:
             events.put(("bug", traceback.format_exc()))
+
+
+def _die_with_parent() -> None:
+    """Ends this run the moment the trainer daemon that asked for it is gone.
+
+    A daemon killed with SIGKILL cannot stop its runs; without this they would train on
+    (or wait forever to hand over an event) as orphans holding memory and the device.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # readable when it dies
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _domain_error(name: str, message: str, violations: list[tuple[str, str]]) -> errors.DomainError:
