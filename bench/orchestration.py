@@ -47,10 +47,11 @@ def command(**changes: Any) -> attempt_pb2.TrainCommand:
     return json_format.ParseDict(doc, attempt_pb2.TrainCommand())
 
 
-def start_trainer(gateway: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
+def start_trainer(gateway: str, cache: Path, threads: int = 0) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "metalearn.cli", "trainer", "--listen", "127.0.0.1:0",
-         "--gateway", gateway, "--cache-dir", str(cache), "--checkpoint-every-epochs", "1000"],
+         "--gateway", gateway, "--cache-dir", str(cache), "--checkpoint-every-epochs", "1000",
+         "--threads", str(threads)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -154,7 +155,7 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
@@ -186,6 +187,16 @@ def main() -> None:
                 trainers.append(start_trainer(gateway.address, Path(tmp) / "cache"))
                 wait_registered(url, 2)
                 figures["attempts_per_min_2_trainers"] = throughput(stub, args.jobs)
+                # Two trainers on two cores, each run limited to one torch thread.
+                for proc, _ in trainers:
+                    proc.terminate()
+                    proc.wait(60)
+                trainers = [
+                    start_trainer(gateway.address, Path(tmp) / "cache", 1) for _ in range(2)
+                ]
+                time.sleep(3)  # the old ones' heartbeats lapse
+                wait_registered(url, 2)
+                figures["attempts_per_min_2_trainers_1_thread"] = throughput(stub, args.jobs)
         finally:
             for proc, _ in trainers:
                 proc.terminate()
