@@ -29,6 +29,8 @@ class GatewayThread:
         self._stopped: asyncio.Event | None = None
         self._done: Future[Any] | None = None
         self.port = 0
+        # The event hub and dispatcher, once started (tests look at the dispatcher's id).
+        self.background: Any = None
 
     def start(self) -> GatewayThread:
         self._thread.start()
@@ -41,6 +43,7 @@ class GatewayThread:
                     self.database_url, self.config.pool_min_size, self.config.pool_max_size
                 ) as pool:
                     server, port, background = await create_server(self.config, pool)
+                    self.background = background
                     await background.start()
                     await server.start()
                     ready.set_result(port)

@@ -241,6 +241,28 @@ def test_the_prototype_document_trains_and_tests(stack: Stack) -> None:
     assert 0 < tested.test_result.images <= 200 and len(tested.test_result.confusion_matrix) == 81
 
 
+def test_watchers_on_one_replica_see_work_run_by_another(stack, digits_gateway) -> None:
+    stack.ensure_trainers(1)
+    stack.stub.Train(pb.TrainRequest(name="elsewhere", command=slow_command(3, 4)))
+    stack.wait_status("elsewhere", {S.ATTEMPT_STATUS_TRAINING}, 60)
+    with psycopg.connect(stack.gateway.database_url) as conn:
+        row = conn.execute("SELECT leased_by FROM attempts WHERE name = 'elsewhere'").fetchone()
+    assert row is not None
+    replicas = {g.background.dispatcher.gateway_id: g for g in (stack.gateway, digits_gateway)}
+    assert row[0] in replicas  # one of the two claimed it
+    other = next(g for gid, g in replicas.items() if gid != row[0])
+    with other.channel() as channel:
+        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        epochs, last = [], None
+        for event in stub.WatchAttempt(pb.WatchAttemptRequest(name="elsewhere")):
+            kind = event.WhichOneof("event")
+            if kind == "epoch":
+                epochs.append(event.epoch.epoch)
+            elif kind in ("snapshot", "status"):
+                last = getattr(event, kind)
+    assert epochs == [1, 2, 3] and last is not None and last.status == S.ATTEMPT_STATUS_TRAINED
+
+
 def test_two_trainers_train_two_attempts_at_once(stack: Stack) -> None:
     first, second = stack.ensure_trainers(2)
     for name in ("left", "right"):
