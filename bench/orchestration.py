@@ -29,6 +29,7 @@ from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import print_figures
 from bench.training import bare_images_per_second
 from gateway.config import GatewayConfig
 from gateway.embedded import EmbeddedPostgres
@@ -203,11 +204,7 @@ def main() -> None:
                 proc.wait(60)
             gateway.stop()
             pg.stop()
-    if args.json:
-        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
-    else:
-        for key, value in figures.items():
-            print(f"{key:<32} {value:12.3f}")
+    print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import print_figures
 from gateway import convert
 from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
@@ -202,11 +202,7 @@ def main() -> None:
         finally:
             gateway.stop()
             pg.stop()
-    if args.json:
-        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
-    else:
-        for key, value in figures.items():
-            print(f"{key:<36} {value:10.3f}")
+    print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import print_figures
 from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn import digits
@@ -127,11 +128,7 @@ def main() -> None:
         "trainer_call_ratio": statistics.median(call) / statistics.median(bare),
         "trainer_started_after_s": statistics.median(started),
     }
-    if args.json:
-        print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
-    else:
-        for key, value in figures.items():
-            print(f"{key:<32} {value:12.3f}")
+    print_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,16 @@ class Dispatcher:
             )
             log.warning("%s: %s; now %s", claimed.name, reason, status)
 
+    async def _ended_early(self, claimed: Claimed) -> None:
+        """The stream ended without its last message: the trainer went away."""
+        await self._work.requeue(
+            claimed.id,
+            claimed.fence,
+            "the trainer's stream ended early",
+            self._config.max_restarts,
+            failed=True,
+        )
+
     async def _train(self, claimed: Claimed, stub: Any) -> None:
         spec = convert.spec_of(claimed.stored)
         command = attempt_pb2.TrainCommand()
@@ -261,14 +271,7 @@ class Dispatcher:
                         claimed.id, claimed.fence, f.reason, self._config.max_restarts, failed=False
                     )
                 return
-        # The stream ended without `finished`: the trainer went away.
-        await self._work.requeue(
-            claimed.id,
-            claimed.fence,
-            "the trainer's stream ended early",
-            self._config.max_restarts,
-            failed=True,
-        )
+        await self._ended_early(claimed)
 
     async def _test(self, claimed: Claimed, stub: Any) -> None:
         spec = convert.spec_of(claimed.stored)
@@ -293,10 +296,4 @@ class Dispatcher:
                     claimed.id, claimed.fence, "COMPLETE", rewrite=convert.tested(result)
                 )
                 return
-        await self._work.requeue(
-            claimed.id,
-            claimed.fence,
-            "the trainer's stream ended early",
-            self._config.max_restarts,
-            failed=True,
-        )
+        await self._ended_early(claimed)

@@ -51,6 +51,16 @@ async def notify(cur: psycopg.AsyncCursor[Any], attempt_id: int, kind: str, **ex
     await cur.execute("SELECT pg_notify(%s, %s)", (EVENTS, payload))
 
 
+async def _rewrite_document(
+    cur: psycopg.AsyncCursor[Any], attempt_id: int, rewrite: Rewrite, row: dict[str, Any]
+) -> None:
+    """Writes both forms of the document `rewrite` makes of the locked row's."""
+    spec, doc = rewrite(Stored(row["spec"], row["doc"]))
+    await cur.execute(
+        "UPDATE attempts SET spec = %s, doc = %s WHERE id = %s", (spec, Jsonb(doc), attempt_id)
+    )
+
+
 class WorkStore:
     """The queue and everything a running attempt writes."""
 
@@ -128,11 +138,7 @@ class WorkStore:
                     )
                 attempt_id = int(row["id"])
                 if rewrite is not None:
-                    spec, doc = rewrite(Stored(row["spec"], row["doc"]))
-                    await cur.execute(
-                        "UPDATE attempts SET spec = %s, doc = %s WHERE id = %s",
-                        (spec, Jsonb(doc), attempt_id),
-                    )
+                    await _rewrite_document(cur, attempt_id, rewrite, row)
                 await cur.execute(
                     "UPDATE attempts SET status = 'QUEUED', work = 'test', queued_at = now(),"
                     " updated_at = now(), failures = 0, error = '' WHERE id = %s",
@@ -204,11 +210,7 @@ class WorkStore:
                 if row is None:
                     return False
                 if rewrite is not None:
-                    spec, doc = rewrite(Stored(row["spec"], row["doc"]))
-                    await cur.execute(
-                        "UPDATE attempts SET spec = %s, doc = %s WHERE id = %s",
-                        (spec, Jsonb(doc), attempt_id),
-                    )
+                    await _rewrite_document(cur, attempt_id, rewrite, row)
                 await cur.execute(
                     "UPDATE attempts SET status = %s, error = %s, leased_by = '',"
                     " lease_until = NULL,"
