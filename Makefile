@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/metalearn/v1/*.proto)
 GEN_DIR := metalearn/v1
 
-.PHONY: setup protos protos-check lint test bench demo clean
+.PHONY: setup protos protos-check signatures lint test bench demo clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ protos-check: protos
 		(echo "generated code is stale: run 'make protos' and commit $(GEN_DIR)"; exit 1)
 	@test -z "$$(git status --porcelain -- $(GEN_DIR))" || \
 		(echo "untracked generated files: run 'make protos' and commit $(GEN_DIR)"; exit 1)
+
+# The torch signatures the gateway checks commands against (tests fail when they drift).
+signatures: $(STAMP)
+	$(PY) -m trainer.signatures
+	$(BIN)/ruff format metalearn/signatures.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from google.protobuf import struct_pb2
 from gateway.config import Limits
 from metalearn import vocabulary
 from metalearn.errors import Violations
+from metalearn.signatures import SIGNATURES
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 
@@ -116,6 +117,19 @@ def _check_size(v: Violations, field: str, arg: str, value: Any) -> None:
             v.add(field, f"must be at most 1000000, got {int(item)}")
 
 
+def _check_args(v: Violations, field: str, what: str, name: str, args: dict[str, Any]) -> None:
+    """Argument names against the class's signature (from `metalearn.signatures`), so a
+    misspelt or missing argument is refused before the command is queued."""
+    required, optional = SIGNATURES[what].get(name, ((), ()))
+    takes = sorted(required + optional)
+    for arg in args:
+        if ARG_RE.match(arg) and arg not in takes:
+            v.add(f"{field}.{arg}", f"{name} takes no argument {arg!r}; it takes {takes}")
+    missing = [a for a in required if a not in args]
+    if missing:
+        v.add(field, f"{name} needs {missing}")
+
+
 def _check_named(
     v: Violations, field: str, spec: struct_pb2.Struct, allowed: frozenset[str], what: str
 ) -> dict[str, Any]:
@@ -126,6 +140,8 @@ def _check_named(
         v.add(f"{field}.name", f"is required: one of the {what} {sorted(allowed)}")
     elif name not in allowed:
         v.add(f"{field}.name", f"unknown {what[:-1]} {name[:64]!r}; allowed: {sorted(allowed)}")
+    else:
+        _check_args(v, field, what, name, {k: a for k, a in obj.items() if k != "name"})
     for arg, value in obj.items():
         if arg == "name":
             continue
@@ -188,6 +204,8 @@ def _check_transforms(
         if name not in allowed:
             v.add(path, f"unknown transform; allowed: {sorted(allowed)}")
         elif isinstance(args, dict):
+            if name in SIGNATURES["transforms"]:
+                _check_args(v, path, "transforms", name, args)
             for arg, value in args.items():
                 if not ARG_RE.match(arg):
                     v.add(f"{path}.{arg[:64]}", "is not a valid argument name")

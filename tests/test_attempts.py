@@ -279,3 +279,24 @@ def test_epochs_are_appended_once_and_fenced(attempts, gateway, fence, expected)
         assert asyncio.run(run()) == [True, False]  # the replay is a no-op
         got = attempts.GetAttempt(pb.GetAttemptRequest(name="fenced")).attempt
         assert list(got.training_losses) == [0.5] and got.current_epoch == 1
+
+
+def test_train_refuses_what_the_trainer_would_before_queueing(attempts, gateway) -> None:
+    """Argument names are checked against torch's signatures (metalearn/signatures.py)."""
+    before = snapshot(gateway.database_url)
+    command = make_attempt("x").training_commands
+    command.model.layers[1].update({"out_featurez": 3})
+    command.model.layers.add().update({"name": "Conv2d", "in_channels": 1, "out_channels": 2})
+    command.optimizer.update({"learning_rate": 0.1})
+    command.transform.update({"Normalize": {"mean": [0.5], "sd": [0.5]}})
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        attempts.Train,
+        pb.TrainRequest(name="never-queued", command=command),
+    )
+    found = violations(err)
+    assert "takes no argument 'out_featurez'" in found["command.model.layers[1].out_featurez"]
+    assert "needs ['kernel_size']" in found["command.model.layers[2]"]
+    assert "command.optimizer.learning_rate" in found
+    assert "needs ['std']" in found["command.transform.Normalize"]
+    assert snapshot(gateway.database_url) == before

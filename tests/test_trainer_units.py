@@ -215,3 +215,11 @@ def test_fuzzer_findings_in_schedulers() -> None:
     too_short = struct({"name": "OneCycleLR", "max_lr": 0.1, "total_steps": 5})
     assert optim.check_scheduler(v, "s2", too_short, 3, 10) is None
     assert [item.field for item in v.items] == ["s", "s2"] and "30 steps" in v.items[1].description
+
+
+def test_the_gateways_signature_table_matches_torch() -> None:
+    """`metalearn/signatures.py` is what the installed torch says (run `make signatures`)."""
+    from metalearn.signatures import SIGNATURES
+    from trainer.signatures import signatures
+
+    assert signatures() == SIGNATURES

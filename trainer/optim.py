@@ -32,6 +32,10 @@ _PER_BATCH = frozenset({"OneCycleLR"})
 _TENSOR_ARGS = frozenset({"weight", "pos_weight"})
 # Arguments that change what the loop sees, not what the loss computes.
 _FIXED_LOSS_ARGS = frozenset({"size_average", "reduce"})
+# Arguments the trainer sets itself (or that only concern how torch runs the update).
+OPTIMIZER_SKIP = frozenset({"params", "foreach", "fused", "capturable", "differentiable"})
+SCHEDULER_SKIP = frozenset({"optimizer", "verbose"})
+CRITERION_SKIP = _FIXED_LOSS_ARGS
 
 
 class Target(Enum):
@@ -110,7 +114,7 @@ def check_optimizer(v: Violations, path: str, struct: struct_pb2.Struct) -> Name
     """The optimizer of a command, constructed once to let torch check its values."""
     spec = _named(
         v, path, struct, DEFAULT_OPTIMIZER, vocabulary.OPTIMIZERS, torch.optim,
-        frozenset({"params", "foreach", "fused", "capturable", "differentiable"}),
+        OPTIMIZER_SKIP,
     )  # fmt: skip
     if spec is not None:
         try:
@@ -162,7 +166,7 @@ def check_scheduler(
     """The learning-rate scheduler; OneCycleLR gets its step count from the run."""
     spec = _named(
         v, path, struct, DEFAULT_SCHEDULER, vocabulary.SCHEDULERS, torch.optim.lr_scheduler,
-        frozenset({"optimizer", "verbose"}),
+        SCHEDULER_SKIP,
     )  # fmt: skip
     if spec is None:
         return None
