@@ -53,6 +53,7 @@ test: setup protos-check lint
 bench: setup
 	$(PY) bench/store.py
 	$(PY) bench/training.py
+	$(PY) bench/orchestration.py
 
 demo: setup
 	$(PY) scripts/demo.py
