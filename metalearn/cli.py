@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from metalearn import documents, runs, stack
+from metalearn.client import MetalearnError
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2,
@@ -312,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (CliError, runs.RunError) as err:
+    except (CliError, runs.RunError, MetalearnError) as err:
         print(f"metalearn: {err}", file=sys.stderr)
     except grpc.RpcError as err:
         print(f"metalearn: {describe_rpc_error(err)}", file=sys.stderr)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 
 from metalearn import documents
-from metalearn.v1 import attempt_pb2, attempt_service_pb2, attempt_service_pb2_grpc
+from metalearn.client import Client
+from metalearn.v1 import attempt_pb2
 
-pb = attempt_service_pb2
 _TIMEOUT = 30.0
 
 
@@ -23,9 +21,8 @@ class RunError(Exception):
     """A problem to print as one line (the CLI turns it into exit status 1)."""
 
 
-def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, Any]:
-    channel = grpc.insecure_channel(args.gateway)
-    return channel, attempt_service_pb2_grpc.AttemptServiceStub(channel)
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.gateway, timeout=_TIMEOUT)
 
 
 def _status(value: int) -> str:
@@ -57,97 +54,75 @@ def load_command(path: str, name: str | None) -> tuple[str, attempt_pb2.TrainCom
 
 def cmd_train(args: argparse.Namespace) -> int:
     name, command = load_command(args.file, args.name)
-    channel, stub = _stub(args)
-    with channel:
-        reply = stub.Train(pb.TrainRequest(name=name, command=command), timeout=_TIMEOUT)
-        print(f"{name} (id {reply.attempt.id}) {_status(reply.attempt.status)}", flush=True)
-        if args.follow:
-            return follow(stub, name, 0)
-    return 0
+    with _client(args) as client:
+        attempt = client.train(name, command)
+        print(f"{name} (id {attempt.id}) {_status(attempt.status)}", flush=True)
+        return follow(client, name, 0) if args.follow else 0
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    request = pb.TestRequest(name=args.name)
+    command = None
     if args.file:
+        command = attempt_pb2.TestCommand()
         try:
-            json_format.Parse(Path(args.file).read_text(encoding="utf-8"), request.command)
+            json_format.Parse(Path(args.file).read_text(encoding="utf-8"), command)
         except (OSError, json_format.ParseError) as err:
             raise RunError(f"{args.file} is not a test command: {err}") from err
-    channel, stub = _stub(args)
-    with channel:
-        reply = stub.Test(request, timeout=_TIMEOUT)
-        print(f"{args.name} (id {reply.attempt.id}) {_status(reply.attempt.status)}", flush=True)
-        if args.follow:
-            return follow(stub, args.name, reply.attempt.current_epoch)
-    return 0
+    with _client(args) as client:
+        attempt = client.test(args.name, command)
+        print(f"{args.name} (id {attempt.id}) {_status(attempt.status)}", flush=True)
+        return follow(client, args.name, attempt.current_epoch) if args.follow else 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    channel, stub = _stub(args)
-    with channel:
-        return follow(stub, args.name, args.from_epoch)
+    with _client(args) as client:
+        return follow(client, args.name, args.from_epoch)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    channel, stub = _stub(args)
-    with channel:
-        reply = stub.CancelAttempt(pb.CancelAttemptRequest(name=args.name), timeout=_TIMEOUT)
-    print(f"{args.name} {_status(reply.attempt.status)}")
+    with _client(args) as client:
+        attempt = client.cancel(args.name)
+    print(f"{args.name} {_status(attempt.status)}")
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    channel, stub = _stub(args)
-    data, digest = bytearray(), ""
-    with channel:
-        for chunk in stub.DownloadModel(pb.DownloadModelRequest(name=args.name)):
-            data += chunk.data
-            digest = chunk.sha256
-        attempt = stub.GetAttempt(pb.GetAttemptRequest(name=args.name), timeout=_TIMEOUT).attempt
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise RunError("the download arrived damaged (sha256 differs); try again")
-    # The attempt's name is checked by the gateway (letters, digits, '._-'), so it is
-    # safe in a file name.
-    weights = out / f"{attempt.name}.safetensors"
-    weights.write_bytes(bytes(data))
+    with _client(args) as client:
+        weights = client.download(args.name, out)
+        attempt = client.get(args.name)
+    # The attempt's name is checked by the gateway (letters, digits, '._-'): safe in a path.
     spec = out / f"{attempt.name}.json"
     spec.write_text(json.dumps(documents.attempt_to_document(attempt), indent=2) + "\n")
-    print(f"{weights} ({len(data):,} bytes, sha256 {digest[:12]}...), {spec}")
+    print(f"{weights} ({weights.stat().st_size:,} bytes), {spec}")
     return 0
 
 
-def follow(stub: Any, name: str, from_epoch: int) -> int:
+def follow(client: Client, name: str, from_epoch: int) -> int:
     """Prints an attempt's progress until it stops: a bar with the latest loss, status
     changes, test progress. Exit status 0 unless it FAILED or was CANCELLED."""
     n_epoch, last = 0, attempt_pb2.ATTEMPT_STATUS_UNSPECIFIED
     tty = sys.stdout.isatty()
-    for event in stub.WatchAttempt(pb.WatchAttemptRequest(name=name, from_epoch=from_epoch)):
-        kind = event.WhichOneof("event")
-        if kind in ("snapshot", "status"):
-            attempt = getattr(event, kind)
-            n_epoch = attempt.n_epoch or attempt.training_commands.n_epoch or n_epoch
-            if attempt.status != last:
-                last = attempt.status
-                error = f": {attempt.error}" if attempt.error else ""
-                accuracy = f"  accuracy {attempt.accuracy:.3f}" if attempt.accuracy else ""
-                print(
-                    f"{'' if not tty else chr(10)}{name} {_status(last)}{accuracy}{error}",
-                    flush=True,
-                )
-        elif kind == "epoch":
-            e = event.epoch
+    for event in client.watch(name, from_epoch):
+        if isinstance(event, attempt_pb2.Attempt):
+            n_epoch = event.n_epoch or event.training_commands.n_epoch or n_epoch
+            if event.status != last:
+                last = event.status
+                error = f": {event.error}" if event.error else ""
+                accuracy = f"  accuracy {event.accuracy:.3f}" if event.accuracy else ""
+                lead = "\n" if tty else ""
+                print(f"{lead}{name} {_status(last)}{accuracy}{error}", flush=True)
+        elif isinstance(event, attempt_pb2.EpochMetrics):
             width = 20
-            filled = width * e.epoch // max(n_epoch, e.epoch, 1)
+            filled = width * event.epoch // max(n_epoch, event.epoch, 1)
             line = (
-                f"[{'#' * filled}{'.' * (width - filled)}] epoch {e.epoch}/{n_epoch}"
-                f"  loss {e.loss:.4f}  val loss {e.val_loss:.4f}  val accuracy {e.val_accuracy:.3f}"
+                f"[{'#' * filled}{'.' * (width - filled)}] epoch {event.epoch}/{n_epoch}"
+                f"  loss {event.loss:.4f}  val loss {event.val_loss:.4f}"
+                f"  val accuracy {event.val_accuracy:.3f}"
             )
             print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=True)
-        elif kind == "test_progress":
-            p = event.test_progress
-            print(f"  testing {p.done}/{p.total}", flush=True)
+        else:
+            print(f"  testing {event.done}/{event.total}", flush=True)
     if tty:
         print()
     failed = {attempt_pb2.ATTEMPT_STATUS_FAILED, attempt_pb2.ATTEMPT_STATUS_CANCELLED}

@@ -216,6 +216,47 @@ def test_train_watch_test_download(stack: Stack) -> None:
     ]
 
 
+def test_the_python_client_runs_an_attempt(stack: Stack, tmp_path: Path) -> None:
+    from metalearn import Client
+    from metalearn.client import EpochMetrics
+
+    stack.ensure_trainers(1)
+    with Client(stack.gateway.address) as client:
+        client.train("by-client", lenet_command(n_epoch=3))
+        events = list(client.watch("by-client"))
+        assert [e.epoch for e in events if isinstance(e, EpochMetrics)] == [1, 2, 3]
+        assert client.wait("by-client").status == S.ATTEMPT_STATUS_TRAINED
+        client.test("by-client")
+        assert client.wait("by-client").status == S.ATTEMPT_STATUS_COMPLETE
+        weights = client.download("by-client", tmp_path)
+        assert weights.name == "by-client.safetensors"
+        assert weights.stat().st_size == client.get("by-client").model_artifact.size_bytes
+
+
+def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path) -> None:
+    stack.ensure_trainers(1)
+    example = Path(__file__).resolve().parents[1] / "examples" / "digits_lenet.json"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*METALEARN, *args, "--gateway", stack.gateway.address],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    trained = cli("train", "--file", str(example), "--name", "by-cli", "--follow")
+    assert trained.returncode == 0, trained.stderr
+    assert "epoch 10/10" in trained.stdout and "by-cli trained" in trained.stdout
+    tested = cli("test", "by-cli", "--follow")
+    assert tested.returncode == 0 and "by-cli complete  accuracy 0.9" in tested.stdout
+    downloaded = cli("download", "by-cli", "-o", str(tmp_path))
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert (tmp_path / "by-cli.safetensors").stat().st_size > 0
+    assert '"name": "by-cli"' in (tmp_path / "by-cli.json").read_text()
+    refused = cli("cancel", "by-cli")
+    assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_the_prototype_document_trains_and_tests(stack: Stack) -> None:
     stack.ensure_trainers(1)
     seed = documents.attempt_from_json(SEED.read_text())

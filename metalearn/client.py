@@ -1,0 +1,254 @@
+"""`metalearn.Client`: the gateway from Python, with Python exceptions instead of gRPC codes.
+
+from metalearn import Client
+
+with Client("127.0.0.1:50051") as ml:
+    ml.train("lenet", command)                 # queued at once
+    for event in ml.watch("lenet"):            # snapshot, epochs, status changes
+        if isinstance(event, EpochMetrics):
+            print(event.epoch, event.loss)
+    ml.test("lenet")
+    print(ml.wait("lenet").accuracy)
+    ml.download("lenet", "models/")
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+    trainer_service_pb2,
+)
+
+pb = attempt_service_pb2
+Attempt = attempt_pb2.Attempt
+EpochMetrics = attempt_pb2.EpochMetrics
+TestProgress = trainer_service_pb2.TestProgress
+# Statuses after which nothing happens without a new request.
+TERMINAL = frozenset(
+    {
+        attempt_pb2.ATTEMPT_STATUS_TRAINED,
+        attempt_pb2.ATTEMPT_STATUS_COMPLETE,
+        attempt_pb2.ATTEMPT_STATUS_FAILED,
+        attempt_pb2.ATTEMPT_STATUS_CANCELLED,
+        attempt_pb2.ATTEMPT_STATUS_INCOMPLETE,
+    }
+)
+
+
+class MetalearnError(Exception):
+    """A request the gateway refused; `code` is the gRPC status code's name."""
+
+    def __init__(self, code: str, message: str, violations: dict[str, str] | None = None) -> None:
+        self.code = code
+        self.message = message
+        # Field path -> what is wrong with it (INVALID_ARGUMENT only).
+        self.violations = violations or {}
+        detail = "; ".join(f"{f}: {d}" for f, d in self.violations.items()) or message
+        super().__init__(f"{code}: {detail}")
+
+
+class InvalidRequest(MetalearnError):
+    """INVALID_ARGUMENT: `violations` names every bad field."""
+
+
+class NotFoundError(MetalearnError):
+    """NOT_FOUND."""
+
+
+class AlreadyExistsError(MetalearnError):
+    """ALREADY_EXISTS."""
+
+
+class WrongStateError(MetalearnError):
+    """FAILED_PRECONDITION: the attempt's status forbids it now."""
+
+
+class UnavailableError(MetalearnError):
+    """UNAVAILABLE or DEADLINE_EXCEEDED: the gateway (or its database) is not reachable."""
+
+
+_ERRORS: dict[grpc.StatusCode, type[MetalearnError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: WrongStateError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+
+def translate(err: grpc.RpcError) -> MetalearnError:
+    """The Python exception for a gRPC error, with its field violations."""
+    if not isinstance(err, grpc.Call):
+        return UnavailableError("UNAVAILABLE", str(err))
+    code = err.code()
+    violations: dict[str, str] = {}
+    status: Any = rpc_status.from_call(err)
+    for detail in status.details if status else []:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            violations.update({v.field: v.description for v in bad.field_violations})
+    cls = _ERRORS.get(code, MetalearnError)
+    return cls(code.name, err.details() or code.name, violations)
+
+
+def _key(name_or_id: str | int) -> dict[str, Any]:
+    return {"id": name_or_id} if isinstance(name_or_id, int) else {"name": name_or_id}
+
+
+class Client:
+    """A connection to a gateway. Every method raises a `MetalearnError` subclass."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", timeout: float = 30.0) -> None:
+        self._channel = grpc.insecure_channel(
+            address, options=[("grpc.max_send_message_length", 32 * 1024 * 1024)]
+        )
+        self._attempts = attempt_service_pb2_grpc.AttemptServiceStub(self._channel)
+        self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
+        self._timeout = timeout
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as err:
+            raise translate(err) from None
+
+    # The store.
+    def create(self, attempt: Attempt) -> Attempt:
+        """Stores a new attempt (INCOMPLETE)."""
+        reply = self._call(self._attempts.CreateAttempt, pb.CreateAttemptRequest(attempt=attempt))
+        result: Attempt = reply.attempt
+        return result
+
+    def get(self, name_or_id: str | int, *, full: bool = False) -> Attempt:
+        """One attempt; `full` adds every epoch's detail."""
+        view = pb.ATTEMPT_VIEW_FULL if full else pb.ATTEMPT_VIEW_BASIC
+        reply = self._call(
+            self._attempts.GetAttempt, pb.GetAttemptRequest(view=view, **_key(name_or_id))
+        )
+        result: Attempt = reply.attempt
+        return result
+
+    def list(
+        self, *, prefix: str = "", label: str = "", statuses: Iterable[Any] = ()
+    ) -> Iterator[Attempt]:
+        """Every matching attempt, in id order, fetched a page at a time."""
+        request = pb.ListAttemptsRequest(
+            page_size=200, name_prefix=prefix, label_name=label, statuses=list(statuses)
+        )
+        while True:
+            reply = self._call(self._attempts.ListAttempts, request)
+            yield from reply.attempts
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    # Running.
+    def train(self, name: str, command: attempt_pb2.TrainCommand) -> Attempt:
+        """Queues training (an existing `name` starts over); returns at once."""
+        reply = self._call(self._attempts.Train, pb.TrainRequest(name=name, command=command))
+        result: Attempt = reply.attempt
+        return result
+
+    def test(self, name: str, command: attempt_pb2.TestCommand | None = None) -> Attempt:
+        """Queues a test of a trained attempt; returns at once."""
+        request = pb.TestRequest(name=name)
+        if command is not None:
+            request.command.CopyFrom(command)
+        reply = self._call(self._attempts.Test, request)
+        result: Attempt = reply.attempt
+        return result
+
+    def cancel(self, name: str) -> Attempt:
+        reply = self._call(self._attempts.CancelAttempt, pb.CancelAttemptRequest(name=name))
+        result: Attempt = reply.attempt
+        return result
+
+    def watch(
+        self, name: str, from_epoch: int = 0
+    ) -> Iterator[Attempt | EpochMetrics | TestProgress]:
+        """The attempt first, then each epoch, each status change (an Attempt) and test
+        progress, until a terminal state. Resume with `from_epoch` = the last epoch seen."""
+        request = pb.WatchAttemptRequest(name=name, from_epoch=from_epoch)
+        try:
+            for event in self._attempts.WatchAttempt(request):
+                kind = event.WhichOneof("event")
+                yield getattr(event, kind)
+        except grpc.RpcError as err:
+            raise translate(err) from None
+
+    def wait(self, name: str) -> Attempt:
+        """Blocks until the attempt stops (trained, complete, failed or cancelled)."""
+        for _ in self.watch(name):
+            pass
+        return self.get(name)
+
+    def download(self, name: str, directory: str | Path) -> Path:
+        """Saves the trained weights (safetensors, with their model spec) in `directory`."""
+        data, digest = bytearray(), ""
+        try:
+            for chunk in self._attempts.DownloadModel(pb.DownloadModelRequest(name=name)):
+                data += chunk.data
+                digest = chunk.sha256
+        except grpc.RpcError as err:
+            raise translate(err) from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise UnavailableError("DATA_LOSS", "the download arrived damaged; try again")
+        path = Path(directory) / f"{name}.safetensors"  # names are [A-Za-z0-9._-] only
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(data))
+        return path
+
+    # Images.
+    def upload_images(
+        self,
+        images: Iterable[tuple[str, bytes]] | Iterable[dataset_service_pb2.UploadImagesRequest],
+    ) -> dataset_service_pb2.UploadImagesResponse:
+        """Uploads (label, encoded image) pairs in one stream; bad images are reported,
+        never lose the good ones."""
+
+        def requests() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
+            for item in images:
+                if isinstance(item, dataset_service_pb2.UploadImagesRequest):
+                    yield item
+                else:
+                    label, data = item
+                    yield dataset_service_pb2.UploadImagesRequest(label=label, data=data)
+
+        try:
+            reply: dataset_service_pb2.UploadImagesResponse = self._datasets.UploadImages(
+                requests()
+            )
+        except grpc.RpcError as err:
+            raise translate(err) from None
+        return reply
+
+    def labels(self) -> dict[str, int]:
+        """Each label's image count."""
+        reply = self._call(self._datasets.ListLabels, dataset_service_pb2.ListLabelsRequest())
+        return {label.name: label.image_count for label in reply.labels}
