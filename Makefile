@@ -11,10 +11,10 @@ GEN_DIR := metalearn/v1
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-trainer.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from metalearn import documents
+from metalearn import documents, looking
 from metalearn.client import Client
 from metalearn.v1 import attempt_pb2
 
@@ -98,6 +98,22 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        attempt = client.get(args.name, full=True)
+    print(looking.plot_curves([attempt], args.output))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        attempts = [client.get(name, full=True) for name in args.names]
+    print(looking.comparison_table(attempts))
+    if args.plot:
+        print(f"\nloss curves: {looking.plot_curves(attempts, args.plot)}")
+    return 0
+
+
 def follow(client: Client, name: str, from_epoch: int) -> int:
     """Prints an attempt's progress until it stops: a bar with the latest loss, status
     changes, test progress. Exit status 0 unless it FAILED or was CANCELLED."""
@@ -152,3 +168,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     download.add_argument("name")
     download.add_argument("-o", "--output", default=".", help="directory (default: here)")
     download.set_defaults(func=cmd_download)
+    plot = sub.add_parser("plot", parents=[common], help="loss and validation curves as a PNG")
+    plot.add_argument("name")
+    plot.add_argument("-o", "--output", required=True, help="the PNG file to write")
+    plot.set_defaults(func=cmd_plot)
+    compare = sub.add_parser("compare", parents=[common], help="commands and results side by side")
+    compare.add_argument("names", nargs="+", metavar="NAME")
+    compare.add_argument("--plot", help="also write their loss curves to this PNG")
+    compare.set_defaults(func=cmd_compare)

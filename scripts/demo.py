@@ -1,45 +1,36 @@
-"""`make demo`: the store and a trainer end to end, on a fresh data dir and free ports.
+"""`make demo`: watch a real model learn, then compare two attempts, on a fresh stack.
 
-Starts `metalearn gateway` (embedded PostgreSQL), stores the prototype's document,
-imports a small ImageFolder of generated images and scikit-learn's handwritten digits,
-starts `metalearn trainer` (which registers with the gateway), trains the LeNet example
-on the digits through the gateway with a live line per epoch, tests it, lists what is
-stored, and stops everything.
+Starts `metalearn up` (embedded PostgreSQL, a gateway and a trainer) on a fresh data dir
+and a free port, stores the prototype's document, imports scikit-learn's handwritten
+digits, trains the LeNet example twice — Adam, then SGD, the one hyper-parameter that
+differs — with live progress, tests both, prints a comparison table, writes a PNG of both
+loss curves, and stops the stack.
 """
 
 from __future__ import annotations
 
-import random
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
-
-from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "tests" / "fixtures" / "attempt_american_dog_species_3.json"
 LENET = ROOT / "examples" / "digits_lenet.json"
+# Where the plot goes (the tests point it elsewhere).
+OUTPUT = Path(os.environ.get("METALEARN_DEMO_OUTPUT", ROOT / "demo-output"))
 CLI = [sys.executable, "-m", "metalearn.cli"]
 
 
-def make_images(folder: Path) -> None:
-    """Three labels of 20 small drawings each: circles, squares and crosses."""
-    rng = random.Random(0)
-    for label in ("circle", "square", "cross"):
-        (folder / label).mkdir(parents=True)
-        for i in range(20):
-            image = Image.new("RGB", (32, 32), (rng.randrange(256),) * 3)
-            draw = ImageDraw.Draw(image)
-            x, y, r = rng.randrange(8, 24), rng.randrange(8, 24), rng.randrange(4, 8)
-            if label == "circle":
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 0, 0))
-            elif label == "square":
-                draw.rectangle((x - r, y - r, x + r, y + r), fill=(0, 255, 0))
-            else:
-                draw.line((x - r, y, x + r, y), fill=(0, 0, 255), width=2)
-                draw.line((x, y - r, x, y + r), fill=(0, 0, 255), width=2)
-            image.save(folder / label / f"{i}.png")
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run(*args: str, address: str) -> None:
@@ -47,43 +38,40 @@ def run(*args: str, address: str) -> None:
     subprocess.run([*CLI, *args, "--gateway", address], check=True)
 
 
-def start(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """A metalearn daemon on a free port; its address from the line it prints."""
-    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    print(line.strip(), flush=True)
-    return proc, line.rsplit(" ", 1)[-1].strip()
-
-
 def main() -> int:
+    OUTPUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="metalearn-demo-") as tmp:
-        data_dir = Path(tmp) / "data"
-        gateway, address = start("gateway", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir))
-        trainer = None
+        address = f"127.0.0.1:{free_port()}"
+        print(f"$ metalearn up --listen {address} --data-dir {tmp}/data --trainers 1", flush=True)
+        up = subprocess.Popen(
+            [*CLI, "up", "--listen", address, "--data-dir", f"{tmp}/data", "--trainers", "1"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         try:
-            make_images(Path(tmp) / "images")
+            assert up.stdout is not None
+            print(up.stdout.readline().strip(), flush=True)
+            time.sleep(1)  # the trainer's first heartbeat
             run("attempts", "create", "--file", str(SEED), address=address)
-            run("images", "import", str(Path(tmp) / "images"), "--progress", address=address)
-            run("images", "labels", address=address)
+            run("images", "import-digits", address=address)
+            sgd = json.loads(LENET.read_text())
+            sgd["optimizer"] = {"name": "SGD", "lr": 0.05, "momentum": 0.9}
+            sgd_file = Path(tmp) / "digits_lenet_sgd.json"
+            sgd_file.write_text(json.dumps(sgd))
+            run("train", "--file", str(LENET), "--name", "lenet-adam", "--follow", address=address)
+            run(
+                "train", "--file", str(sgd_file), "--name", "lenet-sgd", "--follow", address=address
+            )
+            run("test", "lenet-adam", "--follow", address=address)
+            run("test", "lenet-sgd", "--follow", address=address)
+            plot = OUTPUT / "loss-curves.png"
+            run("compare", "lenet-adam", "lenet-sgd", "--plot", str(plot), address=address)
             run("attempts", "list", address=address)
-            run("attempts", "get", "american_dog_species_3", address=address)
-            run("images", "import-digits", "--progress", address=address)
-            trainer, trainer_address = start(
-                "trainer", "--listen", "127.0.0.1:0", "--gateway", address,
-                "--cache-dir", str(Path(tmp) / "cache"),
-            )  # fmt: skip
-            print(f"trainer {trainer_address} registered with the gateway", flush=True)
-            run("train", "--file", str(LENET), "--name", "lenet", "--follow", address=address)
-            run("test", "lenet", "--follow", address=address)
-            run("attempts", "list", address=address)
+            print(f"\nThe loss curves of both attempts are in {plot}")
         finally:
-            if trainer is not None:
-                trainer.terminate()
-                trainer.wait(timeout=60)
-            gateway.terminate()
-            code = gateway.wait(timeout=30)
-        print(f"\ntrainer and gateway stopped (exit {code}); the embedded PostgreSQL with them")
+            up.send_signal(signal.SIGINT)
+            code = up.wait(timeout=180)
+            assert up.stdout is not None
+            print(up.stdout.read().strip())
         return code
 
 

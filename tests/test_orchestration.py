@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from PIL import Image
 
 from gateway.config import GatewayConfig
 from metalearn import documents
@@ -252,6 +253,20 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
     assert downloaded.returncode == 0, downloaded.stderr
     assert (tmp_path / "by-cli.safetensors").stat().st_size > 0
     assert '"name": "by-cli"' in (tmp_path / "by-cli.json").read_text()
+    plot = cli("plot", "by-cli", "-o", str(tmp_path / "curves.png"))
+    assert plot.returncode == 0, plot.stderr
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.format == "PNG" and image.size == (1000, 400)
+    stack.stub.Train(pb.TrainRequest(name="by-cli-sgd", command=lenet_command(
+        n_epoch=2, optimizer={"name": "SGD", "lr": 0.05})))  # fmt: skip
+    stack.wait_status("by-cli-sgd", TERMINAL)
+    compared = cli("compare", "by-cli", "by-cli-sgd", "--plot", str(tmp_path / "both.png"))
+    assert compared.returncode == 0, compared.stderr
+    rows = {
+        line.split()[0]: line.split()[1:] for line in compared.stdout.splitlines() if line.strip()
+    }
+    assert rows["optimizer.name"] == ["Adam", "SGD"] and rows["epochs"] == ["10", "2"]
+    assert (tmp_path / "both.png").stat().st_size > 10_000
     refused = cli("cancel", "by-cli")
     assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

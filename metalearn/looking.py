@@ -1,0 +1,122 @@
+"""Looking at attempts: loss curves as PNG files and side-by-side comparisons."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from metalearn.v1 import attempt_pb2
+
+
+def plot_curves(attempts: Sequence[attempt_pb2.Attempt], path: str | Path) -> Path:
+    """Training and validation loss of each attempt (FULL view) on one chart, as a PNG."""
+    import matplotlib  # imported late: only plotting needs it
+
+    matplotlib.use("Agg")  # files only: no display on servers and in CI
+    from matplotlib import pyplot as plt
+
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for attempt in attempts:
+        epochs = [e.epoch for e in attempt.epochs] or list(
+            range(1, len(attempt.training_losses) + 1)
+        )
+        train = [e.loss for e in attempt.epochs] or list(attempt.training_losses)
+        (line,) = losses.plot(epochs, train, label=f"{attempt.name} train")
+        if any(e.val_loss for e in attempt.epochs):
+            val = [e.val_loss for e in attempt.epochs]
+            losses.plot(
+                epochs,
+                val,
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{attempt.name} validation",
+            )
+            accuracy.plot(
+                epochs,
+                [e.val_accuracy for e in attempt.epochs],
+                color=line.get_color(),
+                label=attempt.name,
+            )
+    losses.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    accuracy.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy", ylim=(0, 1))
+    losses.legend(fontsize="small")
+    accuracy.legend(fontsize="small")
+    figure.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, format="png")
+    plt.close(figure)
+    return out
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
+        return out
+    if isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(_flat(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def differences(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[str]]:
+    """The training-command settings that differ between attempts, each value as text."""
+    flat = [
+        _flat(json_format.MessageToDict(a.training_commands, preserving_proto_field_name=True))
+        for a in attempts
+    ]
+    keys = sorted(set().union(*flat)) if flat else []
+    return {
+        key: [
+            json.dumps(f.get(key, "-")) if not isinstance(f.get(key), str) else str(f[key])
+            for f in flat
+        ]
+        for key in keys
+        if key != "model_name" and len({json.dumps(f.get(key), sort_keys=True) for f in flat}) > 1
+    }
+
+
+def results(attempt: attempt_pb2.Attempt) -> dict[str, str]:
+    """What an attempt achieved, as text for a table."""
+    status = attempt_pb2.AttemptStatus.Name(attempt.status).removeprefix("ATTEMPT_STATUS_").lower()  # type: ignore[arg-type]
+    losses = attempt.training_losses
+    return {
+        "status": status,
+        "epochs": str(len(losses)),
+        "final loss": f"{losses[-1]:.4f}" if losses else "-",
+        "best val accuracy": f"{max(e.val_accuracy for e in attempt.epochs):.3f}"
+        if attempt.epochs
+        else "-",
+        "test accuracy": f"{attempt.accuracy:.3f}" if attempt.HasField("test_result") else "-",
+        "training time": f"{sum(e.seconds for e in attempt.epochs):.1f} s"
+        if attempt.epochs
+        else "-",
+    }
+
+
+def comparison_table(attempts: Sequence[attempt_pb2.Attempt]) -> str:
+    """Differences of command, then results, one column per attempt."""
+    rows: list[tuple[str, list[str]]] = [("", [a.name for a in attempts])]
+    rows += list(differences(attempts).items())
+    rows.append(("", ["" for _ in attempts]))
+    per = [results(a) for a in attempts]
+    rows += [(key, [r[key] for r in per]) for key in per[0]] if per else []
+    width = max(len(k) for k, _ in rows)
+    cols = [max(len(row[1][i]) for row in rows) for i in range(len(attempts))]
+    lines = []
+    for key, values in rows:
+        cells = "  ".join(v[:40].rjust(min(c, 40)) for v, c in zip(values, cols, strict=True))
+        lines.append(f"{key:<{width}}  {cells}".rstrip())
+    return "\n".join(lines)
