@@ -11,11 +11,13 @@ GEN_DIR := metalearn/v1
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-dev.txt pyproject.toml examples/node/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	@# The Node.js example's packages, where there is a node (its test skips otherwise).
+	if command -v npm >/dev/null; then cd examples/node && npm ci --no-audit --no-fund --silent; fi
 	touch $(STAMP)
 
 # Generated code (messages, services and type stubs) lives in its own package.

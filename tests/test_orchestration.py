@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,6 +271,26 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
     refused = cli("cancel", "by-cli")
     assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_node_example_trains_from_the_protos_alone(stack: Stack) -> None:
+    node_dir = Path(__file__).resolve().parents[1] / "examples" / "node"
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the Node.js example cannot run here")
+    assert (node_dir / "node_modules").is_dir(), "run `make setup` (npm ci in examples/node)"
+    stack.ensure_trainers(1)
+    done = subprocess.run(
+        ["node", str(node_dir / "train.js"), "from-node"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "METALEARN_GATEWAY": stack.gateway.address},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == [
+        str(e) for e in range(1, 11)
+    ]
+    assert "from-node ATTEMPT_STATUS_TRAINED: 10 epochs" in done.stdout
+    assert stack.get("from-node").status == S.ATTEMPT_STATUS_TRAINED
 
 
 def test_the_prototype_document_trains_and_tests(stack: Stack) -> None:

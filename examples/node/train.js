@@ -1,0 +1,104 @@
+// Trains the LeNet example on the digits through a metalearn gateway, from the .proto
+// files alone: create the attempt, queue training, follow WatchAttempt, get the result.
+//
+//   npm install && METALEARN_GATEWAY=127.0.0.1:50051 node train.js [name]
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const definition = protoLoader.loadSync("metalearn/v1/attempt_service.proto", {
+  includeDirs: [path.join(ROOT, "protos")],
+  keepCase: true, // the prototype's field names: training_commands, label_names, ...
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+const metalearn = grpc.loadPackageDefinition(definition).metalearn.v1;
+
+// google.protobuf.Struct, as protobuf.js wants it: every JSON value wrapped by its kind.
+// (protobuf.js bundles the well-known types with camelCase names, whatever keepCase says.)
+function toValue(value) {
+  if (value === null) return { nullValue: "NULL_VALUE" };
+  if (Array.isArray(value)) return { listValue: { values: value.map(toValue) } };
+  switch (typeof value) {
+    case "number": return { numberValue: value };
+    case "string": return { stringValue: value };
+    case "boolean": return { boolValue: value };
+    default: return { structValue: toStruct(value) };
+  }
+}
+function toStruct(object) {
+  return { fields: Object.fromEntries(Object.entries(object).map(([k, v]) => [k, toValue(v)])) };
+}
+
+// A TrainCommand from the example's JSON: its Struct fields wrapped, the rest as it is.
+function trainCommand(json) {
+  const command = { ...json };
+  for (const field of ["optimizer", "criterion", "scheduler", "transform", "target_transform"]) {
+    if (json[field]) command[field] = toStruct(json[field]);
+  }
+  command.model = { layers: json.model.layers.map(toStruct) };
+  return command;
+}
+
+function call(client, method, request) {
+  return new Promise((resolve, reject) =>
+    client[method](request, { deadline: Date.now() + 30_000 }, (err, reply) =>
+      err ? reject(err) : resolve(reply)));
+}
+
+async function main() {
+  const address = process.env.METALEARN_GATEWAY || "127.0.0.1:50051";
+  const name = process.argv[2] || "node-lenet";
+  const client = new metalearn.AttemptService(address, grpc.credentials.createInsecure());
+  const json = JSON.parse(fs.readFileSync(path.join(ROOT, "examples", "digits_lenet.json")));
+  const command = trainCommand(json);
+
+  try {
+    await call(client, "CreateAttempt", { attempt: { name, training_commands: command } });
+    console.log(`created ${name}`);
+  } catch (err) {
+    if (err.code !== grpc.status.ALREADY_EXISTS) throw err;
+    console.log(`${name} exists: training it again`);
+  }
+  const queued = await call(client, "Train", { name, command });
+  console.log(`${name} (id ${queued.attempt.id}) ${queued.attempt.status}`);
+
+  const terminal = ["ATTEMPT_STATUS_TRAINED", "ATTEMPT_STATUS_COMPLETE",
+    "ATTEMPT_STATUS_FAILED", "ATTEMPT_STATUS_CANCELLED"];
+  await new Promise((resolve, reject) => {
+    const stream = client.WatchAttempt({ name });
+    stream.on("data", (event) => {
+      // `event.event` names the oneof member that is set.
+      if (event.event === "epoch") {
+        const e = event.epoch;
+        console.log(`epoch ${e.epoch}  loss ${e.loss.toFixed(4)}  ` +
+          `val accuracy ${e.val_accuracy.toFixed(3)}`);
+      } else if (event.event === "status" && terminal.includes(event.status.status)) {
+        stream.cancel();
+        resolve();
+      }
+    });
+    stream.on("error", (err) => (err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
+    stream.on("end", resolve);
+  });
+
+  const { attempt } = await call(client, "GetAttempt", { name });
+  const losses = attempt.training_losses;
+  console.log(`${name} ${attempt.status}: ${losses.length} epochs, ` +
+    `last loss ${losses[losses.length - 1].toFixed(4)}` +
+    (attempt.error ? `, error: ${attempt.error}` : ""));
+  client.close();
+  if (attempt.status !== "ATTEMPT_STATUS_TRAINED") process.exitCode = 1;
+}
+
+main().catch((err) => {
+  const code = Object.keys(grpc.status).find((k) => grpc.status[k] === err.code) || "ERROR";
+  console.error(`node example: ${code}: ${err.details || err.message}`);
+  process.exitCode = 1;
+});
