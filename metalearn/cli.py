@@ -18,13 +18,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from metalearn import documents, runs, stack
-from metalearn.client import MetalearnError
+from metalearn.client import Client, MetalearnError
 from metalearn.v1 import (
     attempt_pb2,
-    attempt_service_pb2,
-    attempt_service_pb2_grpc,
     dataset_service_pb2,
-    dataset_service_pb2_grpc,
 )
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -49,8 +46,8 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
     return f"{code}: " + ("; ".join(fields) if fields else str(text))
 
 
-def _channel(args: argparse.Namespace) -> grpc.Channel:
-    return grpc.insecure_channel(args.gateway)
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.gateway, timeout=_TIMEOUT)
 
 
 def _print_attempt(attempt: Any, as_json: bool) -> None:
@@ -90,54 +87,36 @@ def cmd_attempts_create(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file} is not an attempt document: {err}") from err
     if args.name:
         attempt.name = args.name
-    with _channel(args) as channel:
-        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
-        reply = stub.CreateAttempt(
-            attempt_service_pb2.CreateAttemptRequest(attempt=attempt), timeout=_TIMEOUT
-        )
-    _print_attempt(reply.attempt, args.json)
+    with _client(args) as client:
+        _print_attempt(client.create(attempt), args.json)
     return 0
 
 
 def cmd_attempts_get(args: argparse.Namespace) -> int:
     if (args.name is None) == (args.id is None):
         raise CliError("give a NAME or --id N")
-    request = attempt_service_pb2.GetAttemptRequest(view=attempt_service_pb2.ATTEMPT_VIEW_BASIC)
-    if args.name is not None:
-        request.name = args.name
-    else:
-        request.id = args.id
-    with _channel(args) as channel:
-        reply = attempt_service_pb2_grpc.AttemptServiceStub(channel).GetAttempt(
-            request, timeout=_TIMEOUT
-        )
-    _print_attempt(reply.attempt, args.json)
+    with _client(args) as client:
+        _print_attempt(client.get(args.name if args.name is not None else args.id), args.json)
     return 0
 
 
 def cmd_attempts_list(args: argparse.Namespace) -> int:
-    request = attempt_service_pb2.ListAttemptsRequest(
-        page_size=200, name_prefix=args.prefix or "", label_name=args.label or ""
-    )
-    attempts: list[Any] = []
-    with _channel(args) as channel:
-        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
-        while True:
-            reply = stub.ListAttempts(request, timeout=_TIMEOUT)
-            attempts.extend(reply.attempts)
-            if not reply.next_page_token:
-                break
-            request.page_token = reply.next_page_token
+    with _client(args) as client:
+        attempts = list(client.list(prefix=args.prefix or "", label=args.label or ""))
     if args.json:
         print(json.dumps([documents.attempt_to_document(a) for a in attempts], indent=2))
         return 0
-    print(f"{'ID':>5}  {'NAME':<32} {'STATUS':<11} {'EPOCHS':>7} {'LAST LOSS':>10} {'ACCURACY':>9}")
+    print(
+        f"{'ID':>5}  {'NAME':<32} {'STATUS':<11} {'EPOCHS':>7} {'LAST LOSS':>10}"
+        f" {'ACCURACY':>9}  UPDATED"
+    )
     for a in attempts:
         last = f"{a.training_losses[-1]:.4f}" if a.training_losses else "-"
         acc = f"{a.accuracy:.3f}" if a.HasField("test_result") or a.accuracy else "-"
+        updated = a.update_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
         print(
             f"{a.id:>5}  {a.name:<32} {_status(a.status):<11}"
-            f" {len(a.training_losses):>7} {last:>10} {acc:>9}"
+            f" {len(a.training_losses):>7} {last:>10} {acc:>9}  {updated}"
         )
     return 0
 
@@ -180,8 +159,8 @@ def cmd_images_import(args: argparse.Namespace) -> int:
             if show:
                 show(i, len(files), label)
 
-    with _channel(args) as channel:
-        reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(requests())
+    with _client(args) as client:
+        reply = client.upload_images(requests())
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     else:
@@ -203,8 +182,8 @@ def cmd_images_import_digits(args: argparse.Namespace) -> int:
             if show:
                 show(i, total, request.label)
 
-    with _channel(args) as channel:
-        reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(requests())
+    with _client(args) as client:
+        reply = client.upload_images(requests())
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
     else:
@@ -224,15 +203,13 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 def cmd_images_labels(args: argparse.Namespace) -> int:
-    with _channel(args) as channel:
-        reply = dataset_service_pb2_grpc.DatasetServiceStub(channel).ListLabels(
-            dataset_service_pb2.ListLabelsRequest(), timeout=_TIMEOUT
-        )
+    with _client(args) as client:
+        labels = client.labels()
     if args.json:
-        print(json.dumps({label.name: label.image_count for label in reply.labels}, indent=2))
+        print(json.dumps(labels, indent=2))
     else:
-        for label in reply.labels:
-            print(f"{label.image_count:>8}  {label.name}")
+        for name, count in labels.items():
+            print(f"{count:>8}  {name}")
     return 0
 
 

@@ -321,13 +321,22 @@ def test_the_prototype_document_trains_and_tests(stack: Stack) -> None:
 def test_watchers_on_one_replica_see_work_run_by_another(stack, digits_gateway) -> None:
     stack.ensure_trainers(1)
     stack.stub.Train(pb.TrainRequest(name="elsewhere", command=slow_command(3, 4)))
-    stack.wait_status("elsewhere", {S.ATTEMPT_STATUS_TRAINING}, 60)
-    with psycopg.connect(stack.gateway.database_url) as conn:
-        row = conn.execute("SELECT leased_by FROM attempts WHERE name = 'elsewhere'").fetchone()
-    assert row is not None
     replicas = {g.background.dispatcher.gateway_id: g for g in (stack.gateway, digits_gateway)}
-    assert row[0] in replicas  # one of the two claimed it
-    other = next(g for gid, g in replicas.items() if gid != row[0])
+    holder: list[str] = []
+
+    def leased() -> bool:
+        # (A claim can bounce off a trainer that just left: wait for one that holds.)
+        with psycopg.connect(stack.gateway.database_url) as conn:
+            row = conn.execute(
+                "SELECT leased_by FROM attempts WHERE name = 'elsewhere' AND status = 'TRAINING'"
+                " AND current_epoch >= 1"
+            ).fetchone()
+        holder[:] = [row[0]] if row and row[0] else []
+        return bool(holder)
+
+    stack.wait_for(leased, 60, "a replica to run it")
+    assert holder[0] in replicas  # one of the two claimed it
+    other = next(g for gid, g in replicas.items() if gid != holder[0])
     with other.channel() as channel:
         stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
         epochs, last = [], None
