@@ -268,6 +268,24 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
     }
     assert rows["optimizer.name"] == ["Adam", "SGD"] and rows["epochs"] == ["10", "2"]
     assert (tmp_path / "both.png").stat().st_size > 10_000
+    watched = cli("watch", "by-cli", "--from-epoch", "8")
+    assert watched.returncode == 0, watched.stderr
+    assert [line.split()[2] for line in watched.stdout.splitlines() if "] epoch" in line] == [
+        "9/10", "10/10"
+    ]  # fmt: skip
+    listed = cli("attempts", "list", "--prefix", "by-cli")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "STATUS",
+        "EPOCHS",
+        "LAST",
+        "LOSS",
+        "ACCURACY",
+        "UPDATED",
+    ]
+    assert rows[0].split()[1:4] == ["by-cli", "complete", "10"]
     refused = cli("cancel", "by-cli")
     assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
