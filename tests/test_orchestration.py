@@ -285,7 +285,8 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
         "ACCURACY",
         "UPDATED",
     ]
-    assert rows[0].split()[1:4] == ["by-cli", "complete", "10"]
+    mine = next(row.split() for row in rows if row.split()[1] == "by-cli")  # (by-client too)
+    assert mine[1:4] == ["by-cli", "complete", "10"]
     refused = cli("cancel", "by-cli")
     assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
