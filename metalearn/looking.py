@@ -79,10 +79,7 @@ def differences(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[str]]
     ]
     keys = sorted(set().union(*flat)) if flat else []
     return {
-        key: [
-            json.dumps(f.get(key, "-")) if not isinstance(f.get(key), str) else str(f[key])
-            for f in flat
-        ]
+        key: [_text(f[key]) if key in f else "-" for f in flat]
         for key in keys
         if key != "model_name" and len({json.dumps(f.get(key), sort_keys=True) for f in flat}) > 1
     }
