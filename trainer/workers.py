@@ -56,7 +56,7 @@ def _worker_main(
     import grpc
 
     from metalearn.v1 import trainer_service_pb2 as pb
-    from trainer import run
+    from trainer import run, testing
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s trainer-run %(levelname)s %(message)s"
@@ -86,7 +86,7 @@ def _worker_main(
                     signals,
                 )
             else:
-                run.test(
+                testing.test(
                     pb.TrainerServiceTestRequest.FromString(request),
                     config,
                     channel,
