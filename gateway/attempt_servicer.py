@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway import convert, pagination
 from gateway.config import Limits
-from gateway.events import EventHub, events_of
+from gateway.events import EventHub
 from gateway.store import AttemptStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
 from gateway.store.work import WorkStore
@@ -72,9 +72,6 @@ _TERMINAL = frozenset(
         attempt_pb2.ATTEMPT_STATUS_CANCELLED,
     }
 )
-# A watch re-reads the attempt after this long without events (a missed notification
-# costs at most this much delay, never a gap).
-_WATCH_CHECK_SECONDS = 5.0
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
@@ -215,9 +212,8 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         check_name(v, "name", request.name)
         check_trainable(v, "command", request.command, self._limits)
         v.raise_if_any()
-        command = request.command
-        rewrite = convert.for_training(command)
-        attempt_id = await self._work.queue_train(request.name, rewrite, rewrite)
+        rewrite = convert.for_training(request.command)
+        attempt_id = await self._work.queue_train(request.name, rewrite)
         record = await self._store.get(attempt_id)
         return pb.TrainResponse(attempt=convert.attempt_from_record(record))
 
@@ -283,40 +279,37 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                 sent = metrics.epoch
             if snapshot.status in _TERMINAL:
                 return
-            async for event in events_of(events, _WATCH_CHECK_SECONDS):
-                if event is not None and event.kind == "epoch":
-                    if event.epoch <= sent:
-                        continue  # already sent (in the backlog)
-                    if event.epoch == sent + 1:
-                        # The common case: the hub read it once for every watcher.
-                        wire = event.payload
-                    else:  # a missed notification: read the gap from the database
-                        wire = await self._store.epochs_after(record.id, sent, event.epoch)
-                    for metrics in _epochs(wire):
-                        yield pb.WatchAttemptResponse(epoch=metrics)
-                        sent = metrics.epoch
-                elif event is None or event.kind == "resync":
-                    # Quiet for a while, or events were lost: catch up from the database.
-                    for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
-                        yield pb.WatchAttemptResponse(epoch=metrics)
-                        sent = metrics.epoch
-                    attempt = attempt_pb2.Attempt.FromString(await self.status_of(record.id))
-                    if attempt.status in _TERMINAL:
-                        yield pb.WatchAttemptResponse(status=attempt)
-                        return
-                elif event.kind == "progress":
+            # Waiting costs the database nothing: a missed notification shows up as a
+            # "resync" (the hub's connection dropped, or this watcher fell behind).
+            while True:
+                event = await events.get()
+                kind = event.kind
+                if kind == "progress":
                     yield pb.WatchAttemptResponse(
                         test_progress=tpb.TestProgress(done=event.done, total=event.total)
                     )
-                elif event.kind == "status":
+                    continue
+                if kind == "epoch" and event.epoch <= sent:
+                    continue  # already sent (in the backlog)
+                attempt: attempt_pb2.Attempt | None = None
+                if kind == "status":
                     if not event.payload:
                         raise NotFound(f"attempt id {record.id} was deleted")
                     attempt = attempt_pb2.Attempt.FromString(event.payload)
-                    if attempt.current_epoch > sent:
-                        # Epochs committed before the status change come first.
-                        for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
-                            yield pb.WatchAttemptResponse(epoch=metrics)
-                            sent = metrics.epoch
+                elif kind == "resync":
+                    attempt = attempt_pb2.Attempt.FromString(await self.status_of(record.id))
+                if kind == "epoch" and event.epoch == sent + 1:
+                    wire = event.payload  # the common case: the hub read it for every watcher
+                elif attempt is None or attempt.current_epoch > sent:
+                    # A missed notification, or epochs committed before a status change:
+                    # what is stored past the last epoch sent, each once, in order.
+                    wire = await self._store.epochs_after(record.id, sent)
+                else:
+                    wire = b""
+                for metrics in _epochs(wire):
+                    yield pb.WatchAttemptResponse(epoch=metrics)
+                    sent = metrics.epoch
+                if attempt is not None and (kind == "status" or attempt.status in _TERMINAL):
                     yield pb.WatchAttemptResponse(status=attempt)
                     if attempt.status in _TERMINAL:
                         return

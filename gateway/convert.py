@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2, json_format
 
-from gateway.store import AttemptRecord, Stored
+from gateway.store import AttemptRecord, Rewrite, Stored
 from gateway.validation import WRITABLE_FIELDS
 from metalearn.v1 import attempt_pb2
 
@@ -51,18 +51,14 @@ def spec_of(stored: Stored) -> attempt_pb2.Attempt:
     return spec
 
 
-def replacing(
-    source: attempt_pb2.Attempt, paths: tuple[str, ...]
-) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+def replacing(source: attempt_pb2.Attempt, paths: tuple[str, ...]) -> Rewrite:
     """A store rewrite that replaces the named top-level fields with those of `source`."""
     mask = field_mask_pb2.FieldMask(paths=paths)
-
-    def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
-        spec = spec_of(stored)
-        mask.MergeMessage(source, spec, replace_message_field=True, replace_repeated_field=True)
-        return stored_forms(spec)
-
-    return rewrite
+    return _rewrite(
+        lambda spec: mask.MergeMessage(
+            source, spec, replace_message_field=True, replace_repeated_field=True
+        )
+    )
 
 
 def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
@@ -90,7 +86,7 @@ _RESULTS = ("accuracy", "test_result", "model_artifact", "dataset")
 
 def _rewrite(
     change: Callable[[attempt_pb2.Attempt], None],
-) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+) -> Rewrite:
     def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
         spec = spec_of(stored)
         change(spec)
@@ -101,7 +97,7 @@ def _rewrite(
 
 def for_training(
     command: attempt_pb2.TrainCommand,
-) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+) -> Rewrite:
     """Train's rewrite: the new command (and its epoch count), the old results gone."""
 
     def change(spec: attempt_pb2.Attempt) -> None:
@@ -115,14 +111,14 @@ def for_training(
 
 def for_testing(
     command: attempt_pb2.TestCommand,
-) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+) -> Rewrite:
     """Test's rewrite when a command is given: it becomes the attempt's testing_commands."""
     return _rewrite(lambda spec: spec.testing_commands.CopyFrom(command))
 
 
 def trained(
     weights: attempt_pb2.ArtifactInfo, dataset: attempt_pb2.DatasetFingerprint | None
-) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+) -> Rewrite:
     """A finished training run's results."""
 
     def change(spec: attempt_pb2.Attempt) -> None:
@@ -133,7 +129,7 @@ def trained(
     return _rewrite(change)
 
 
-def tested(result: attempt_pb2.TestResult) -> Callable[[Stored], tuple[bytes, dict[str, Any]]]:
+def tested(result: attempt_pb2.TestResult) -> Rewrite:
     """A finished test's results: `accuracy` is the prototype's field."""
 
     def change(spec: attempt_pb2.Attempt) -> None:

@@ -20,7 +20,7 @@ import grpc
 
 from gateway import convert
 from gateway.config import GatewayConfig
-from gateway.events import EventHub, events_of
+from gateway.events import Event, EventHub
 from gateway.store import AttemptStore, EpochRecord
 from gateway.store.work import Claimed, WorkStore
 from metalearn import errors
@@ -156,14 +156,22 @@ class Dispatcher:
             self._running.pop(claimed.id, None)
             self._heard.pop(claimed.id, None)
 
-    async def _until_cancelled(self, attempt_id: int, events: asyncio.Queue[Any]) -> None:
+    async def _until_cancelled(self, attempt_id: int, events: asyncio.Queue[Event]) -> None:
         """Returns when the attempt is no longer ours to run (cancelled, or deleted)."""
-        async for event in events_of(events, self._config.lease_seconds / 3):
-            if event is not None and event.kind == "status":
-                attempt = attempt_pb2.Attempt.FromString(event.payload) if event.payload else None
-                if attempt is None or attempt.status == attempt_pb2.ATTEMPT_STATUS_CANCELLED:
-                    log.info("attempt %s cancelled: stopping its trainer", attempt_id)
-                    return
+        while True:
+            event = await events.get()
+            if event.kind not in ("status", "resync"):
+                continue
+            payload = event.payload
+            if event.kind == "resync":  # the lost notification may be the cancellation
+                try:
+                    payload = await self._hub.status_of(attempt_id)
+                except errors.NotFound:
+                    payload = b""
+            attempt = attempt_pb2.Attempt.FromString(payload) if payload else None
+            if attempt is None or attempt.status == attempt_pb2.ATTEMPT_STATUS_CANCELLED:
+                log.info("attempt %s cancelled: stopping its trainer", attempt_id)
+                return
 
     async def _failed_call(
         self, claimed: Claimed, address: str, err: grpc.aio.AioRpcError, heard: bool

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,8 @@ _QUEUE_DEPTH = 10_000
 
 @dataclass(frozen=True)
 class Event:
-    """What a subscriber receives: `kind` is "epoch", "status", "progress" or "resync"."""
+    """What a subscriber receives: `kind` is "epoch", "status", "progress" or "resync"
+    (notifications may have been missed: read what is stored)."""
 
     kind: str
     attempt_id: int
@@ -48,7 +49,7 @@ class EventHub:
         self._conninfo = conninfo
         self._attempts = attempts
         # Builds the encoded Attempt of a status event (so this module needs no protos).
-        self._status_of = status_of
+        self.status_of = status_of
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
         self.queue_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -126,21 +127,10 @@ class EventHub:
                 if wire:
                     self._publish(Event("epoch", attempt_id, epoch=epoch, payload=wire))
             elif kind == "status":
-                self._publish(
-                    Event("status", attempt_id, payload=await self._status_of(attempt_id))
-                )
+                self._publish(Event("status", attempt_id, payload=await self.status_of(attempt_id)))
             elif kind == "progress":
                 self._publish(
                     Event("progress", attempt_id, done=int(data["done"]), total=int(data["total"]))
                 )
         except NotFound:
             self._publish(Event("status", attempt_id))  # deleted: empty payload
-
-
-async def events_of(queue: asyncio.Queue[Event], quiet: float) -> AsyncIterator[Event | None]:
-    """A subscriber's events; None after `quiet` seconds without one (time to check in)."""
-    while True:
-        try:
-            yield await asyncio.wait_for(queue.get(), quiet)
-        except TimeoutError:
-            yield None

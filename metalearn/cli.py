@@ -14,13 +14,11 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from metalearn import documents, runs, stack
-from metalearn.client import Client, MetalearnError
+from metalearn.client import MetalearnError, status_text, translate
+from metalearn.runs import CliError, client_for
 from metalearn.v1 import (
-    attempt_pb2,
     dataset_service_pb2,
 )
 
@@ -29,42 +27,17 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
 _TIMEOUT = 30.0
 
 
-class CliError(Exception):
-    """A problem to print as one line before exiting with status 1."""
-
-
-def describe_rpc_error(err: grpc.RpcError) -> str:
-    """One line: the status code, the message and every field violation."""
-    code = err.code().name if isinstance(err, grpc.Call) else "ERROR"
-    text = err.details() if isinstance(err, grpc.Call) else str(err)
-    status: Any = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
-    fields = []
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields = [f"{v.field}: {v.description}" for v in bad.field_violations]
-    return f"{code}: " + ("; ".join(fields) if fields else str(text))
-
-
-def _client(args: argparse.Namespace) -> Client:
-    return Client(args.gateway, timeout=_TIMEOUT)
-
-
 def _print_attempt(attempt: Any, as_json: bool) -> None:
     doc = documents.attempt_to_document(attempt)
     if as_json:
         print(json.dumps(doc, indent=2))
         return
     losses = attempt.training_losses
-    line = f"{attempt.name} (id {attempt.id})  {_status(attempt.status)}"
+    line = f"{attempt.name} (id {attempt.id})  {status_text(attempt.status)}"
     line += f"  epochs {len(losses)}/{attempt.n_epoch}"
     if losses:
         line += f"  last loss {losses[-1]:.4f}"
     print(line)
-
-
-def _status(value: int) -> str:
-    return attempt_pb2.AttemptStatus.Name(value).removeprefix("ATTEMPT_STATUS_").lower()  # type: ignore[arg-type]
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -87,7 +60,7 @@ def cmd_attempts_create(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file} is not an attempt document: {err}") from err
     if args.name:
         attempt.name = args.name
-    with _client(args) as client:
+    with client_for(args) as client:
         _print_attempt(client.create(attempt), args.json)
     return 0
 
@@ -95,13 +68,13 @@ def cmd_attempts_create(args: argparse.Namespace) -> int:
 def cmd_attempts_get(args: argparse.Namespace) -> int:
     if (args.name is None) == (args.id is None):
         raise CliError("give a NAME or --id N")
-    with _client(args) as client:
+    with client_for(args) as client:
         _print_attempt(client.get(args.name if args.name is not None else args.id), args.json)
     return 0
 
 
 def cmd_attempts_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         attempts = list(client.list(prefix=args.prefix or "", label=args.label or ""))
     if args.json:
         print(json.dumps([documents.attempt_to_document(a) for a in attempts], indent=2))
@@ -115,7 +88,7 @@ def cmd_attempts_list(args: argparse.Namespace) -> int:
         acc = f"{a.accuracy:.3f}" if a.HasField("test_result") or a.accuracy else "-"
         updated = a.update_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
         print(
-            f"{a.id:>5}  {a.name:<32} {_status(a.status):<11}"
+            f"{a.id:>5}  {a.name:<32} {status_text(a.status):<11}"
             f" {len(a.training_losses):>7} {last:>10} {acc:>9}  {updated}"
         )
     return 0
@@ -159,7 +132,7 @@ def cmd_images_import(args: argparse.Namespace) -> int:
             if show:
                 show(i, len(files), label)
 
-    with _client(args) as client:
+    with client_for(args) as client:
         reply = client.upload_images(requests())
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
@@ -174,15 +147,16 @@ def cmd_images_import_digits(args: argparse.Namespace) -> int:
     from metalearn import digits
 
     show = _progress if (sys.stderr.isatty() or args.progress) and not args.json else None
-    total = digits.count()
+    uploads = digits.load()
+    total = len(uploads)
 
     def requests() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
-        for i, request in enumerate(digits.digit_uploads(), 1):
+        for i, request in enumerate(uploads, 1):
             yield request
             if show:
                 show(i, total, request.label)
 
-    with _client(args) as client:
+    with client_for(args) as client:
         reply = client.upload_images(requests())
     if args.json:
         print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
@@ -203,7 +177,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 def cmd_images_labels(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         labels = client.labels()
     if args.json:
         print(json.dumps(labels, indent=2))
@@ -290,10 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (CliError, runs.RunError, MetalearnError) as err:
+    except (CliError, MetalearnError) as err:
         print(f"metalearn: {err}", file=sys.stderr)
     except grpc.RpcError as err:
-        print(f"metalearn: {describe_rpc_error(err)}", file=sys.stderr)
+        print(f"metalearn: {translate(err)}", file=sys.stderr)
     except KeyboardInterrupt:
         print("metalearn: interrupted", file=sys.stderr)
     return 1

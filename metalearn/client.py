@@ -49,6 +49,12 @@ TERMINAL = frozenset(
 )
 
 
+def status_text(value: int) -> str:
+    """ATTEMPT_STATUS_TRAINING -> "training", as people read it."""
+    name: str = attempt_pb2.AttemptStatus.Name(value)  # type: ignore[arg-type]
+    return name.removeprefix("ATTEMPT_STATUS_").lower()
+
+
 class MetalearnError(Exception):
     """A request the gateway refused; `code` is the gRPC status code's name."""
 

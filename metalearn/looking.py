@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from metalearn.client import status_text
 from metalearn.v1 import attempt_pb2
 
 
@@ -87,10 +88,9 @@ def differences(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[str]]
 
 def results(attempt: attempt_pb2.Attempt) -> dict[str, str]:
     """What an attempt achieved, as text for a table."""
-    status = attempt_pb2.AttemptStatus.Name(attempt.status).removeprefix("ATTEMPT_STATUS_").lower()  # type: ignore[arg-type]
     losses = attempt.training_losses
     return {
-        "status": status,
+        "status": status_text(attempt.status),
         "epochs": str(len(losses)),
         "final loss": f"{losses[-1]:.4f}" if losses else "-",
         "best val accuracy": f"{max(e.val_accuracy for e in attempt.epochs):.3f}"

@@ -11,22 +11,19 @@ from typing import Any
 from google.protobuf import json_format
 
 from metalearn import documents, looking
-from metalearn.client import Client
+from metalearn.client import Client, status_text
 from metalearn.v1 import attempt_pb2
 
 _TIMEOUT = 30.0
 
 
-class RunError(Exception):
-    """A problem to print as one line (the CLI turns it into exit status 1)."""
+class CliError(Exception):
+    """A problem to print as one line before exiting with status 1."""
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_for(args: argparse.Namespace) -> Client:
+    """The gateway named by --gateway."""
     return Client(args.gateway, timeout=_TIMEOUT)
-
-
-def _status(value: int) -> str:
-    return attempt_pb2.AttemptStatus.Name(value).removeprefix("ATTEMPT_STATUS_").lower()  # type: ignore[arg-type]
 
 
 def load_command(path: str, name: str | None) -> tuple[str, attempt_pb2.TrainCommand]:
@@ -34,11 +31,11 @@ def load_command(path: str, name: str | None) -> tuple[str, attempt_pb2.TrainCom
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
-        raise RunError(f"cannot read {path}: {err.strerror}") from err
+        raise CliError(f"cannot read {path}: {err.strerror}") from err
     except ValueError as err:
-        raise RunError(f"{path} is not JSON: {err}") from err
+        raise CliError(f"{path} is not JSON: {err}") from err
     if not isinstance(doc, dict):
-        raise RunError(f"{path} must hold a JSON object")
+        raise CliError(f"{path} must hold a JSON object")
     try:
         if "training_commands" in doc:
             attempt = documents.attempt_from_document(doc)
@@ -47,16 +44,16 @@ def load_command(path: str, name: str | None) -> tuple[str, attempt_pb2.TrainCom
         else:
             command = json_format.ParseDict(doc, attempt_pb2.TrainCommand())
     except (documents.DocumentError, json_format.ParseError) as err:
-        raise RunError(f"{path} is not a training command: {err}") from err
+        raise CliError(f"{path} is not a training command: {err}") from err
     name = name or command.model_name or Path(path).stem
     return name, command
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     name, command = load_command(args.file, args.name)
-    with _client(args) as client:
+    with client_for(args) as client:
         attempt = client.train(name, command)
-        print(f"{name} (id {attempt.id}) {_status(attempt.status)}", flush=True)
+        print(f"{name} (id {attempt.id}) {status_text(attempt.status)}", flush=True)
         return follow(client, name, 0) if args.follow else 0
 
 
@@ -67,28 +64,28 @@ def cmd_test(args: argparse.Namespace) -> int:
         try:
             json_format.Parse(Path(args.file).read_text(encoding="utf-8"), command)
         except (OSError, json_format.ParseError) as err:
-            raise RunError(f"{args.file} is not a test command: {err}") from err
-    with _client(args) as client:
+            raise CliError(f"{args.file} is not a test command: {err}") from err
+    with client_for(args) as client:
         attempt = client.test(args.name, command)
-        print(f"{args.name} (id {attempt.id}) {_status(attempt.status)}", flush=True)
+        print(f"{args.name} (id {attempt.id}) {status_text(attempt.status)}", flush=True)
         return follow(client, args.name, attempt.current_epoch) if args.follow else 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         return follow(client, args.name, args.from_epoch)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         attempt = client.cancel(args.name)
-    print(f"{args.name} {_status(attempt.status)}")
+    print(f"{args.name} {status_text(attempt.status)}")
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    with _client(args) as client:
+    with client_for(args) as client:
         weights = client.download(args.name, out)
         attempt = client.get(args.name)
     # The attempt's name is checked by the gateway (letters, digits, '._-'): safe in a path.
@@ -99,14 +96,14 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         attempt = client.get(args.name, full=True)
     print(looking.plot_curves([attempt], args.output))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         attempts = [client.get(name, full=True) for name in args.names]
     print(looking.comparison_table(attempts))
     if args.plot:
@@ -127,7 +124,7 @@ def follow(client: Client, name: str, from_epoch: int) -> int:
                 error = f": {event.error}" if event.error else ""
                 accuracy = f"  accuracy {event.accuracy:.3f}" if event.accuracy else ""
                 lead = "\n" if tty else ""
-                print(f"{lead}{name} {_status(last)}{accuracy}{error}", flush=True)
+                print(f"{lead}{name} {status_text(last)}{accuracy}{error}", flush=True)
         elif isinstance(event, attempt_pb2.EpochMetrics):
             width = 20
             filled = width * event.epoch // max(n_epoch, event.epoch, 1)

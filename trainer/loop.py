@@ -80,9 +80,8 @@ def _targets(labels: torch.Tensor, kind: Target, n_labels: int) -> torch.Tensor:
     return nn.functional.one_hot(labels, n_labels).to(torch.float32)
 
 
-def _sample_loss(loss: torch.Tensor, criterion: nn.Module, batch: int) -> float:
+def _sample_loss(value: float, criterion: nn.Module, batch: int) -> float:
     """The batch's summed loss, whatever the criterion's reduction."""
-    value = float(loss.item())
     return value if getattr(criterion, "reduction", "mean") == "sum" else value * batch
 
 
@@ -116,7 +115,7 @@ def train_one_epoch(
         optimizer.step()
         if after_batch is not None:
             after_batch()
-        total += value if getattr(criterion, "reduction", "mean") == "sum" else value * len(labels)
+        total += _sample_loss(value, criterion, len(labels))
         samples += len(labels)
     return EpochResult(total / max(samples, 1), samples, time.perf_counter() - start)
 
@@ -142,9 +141,8 @@ def evaluate(
             raise Stopped
         x = transform(images).to(device)
         scores = model(x)
-        total += _sample_loss(
-            criterion(scores, _targets(labels, target, n_labels).to(device)), criterion, len(labels)
-        )
+        loss = criterion(scores, _targets(labels, target, n_labels).to(device))
+        total += _sample_loss(float(loss.item()), criterion, len(labels))
         predicted = scores.argmax(dim=1).cpu()
         confusion += torch.bincount(
             labels * n_labels + predicted, minlength=n_labels * n_labels

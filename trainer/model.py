@@ -66,14 +66,12 @@ def architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _signature_args(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
-    params = inspect.signature(cls.__init__).parameters
+def keyword_params(target: Any, skip: frozenset[str] = frozenset()) -> dict[str, inspect.Parameter]:
+    """The keyword arguments a command may give a torch class, by name (less `skip`)."""
     return {
         name: p
-        for name, p in params.items()
-        if name != "self"
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        and name not in _FORBIDDEN_ARGS
+        for name, p in inspect.signature(target).parameters.items()
+        if name != "self" and name not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
 
 
@@ -106,7 +104,7 @@ def _resolve_layer(
     if not isinstance(name, str) or name not in vocabulary.LAYERS or not hasattr(nn, name):
         v.add(f"{path}.name", f"unknown layer {name!r}; allowed: {sorted(vocabulary.LAYERS)}")
         return None
-    allowed = _signature_args(getattr(nn, name))
+    allowed = keyword_params(getattr(nn, name), _FORBIDDEN_ARGS)
     resolved: dict[str, Any] = {"name": name}
     ok = True
     for arg, value in raw.items():

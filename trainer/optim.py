@@ -7,7 +7,6 @@ with the field named, not an epoch later.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -20,6 +19,7 @@ from torch import nn
 from metalearn import vocabulary
 from metalearn.errors import Violations
 from metalearn.structs import plain_struct
+from trainer.model import keyword_params
 
 # The prototype's defaults.
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "SGD", "lr": 0.001, "momentum": 0.9}
@@ -70,11 +70,7 @@ def _named(
     if not isinstance(name, str) or name not in allowed or not hasattr(module, name):
         v.add(f"{path}.name", f"unknown name {name!r}; allowed: {sorted(allowed)}")
         return None
-    params = {
-        k: p
-        for k, p in inspect.signature(getattr(module, name).__init__).parameters.items()
-        if k not in skip and k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
+    params = keyword_params(getattr(module, name), skip)
     kwargs: dict[str, Any] = {}
     ok = True
     for arg, value in raw.items():

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from metalearn import vocabulary
-from trainer.model import _FORBIDDEN_ARGS
+from trainer.model import _FORBIDDEN_ARGS, keyword_params
 from trainer.optim import CRITERION_SKIP, OPTIMIZER_SKIP, SCHEDULER_SKIP
 
 TABLE = Path(__file__).resolve().parents[1] / "metalearn" / "signatures.py"
@@ -26,12 +26,7 @@ TABLE = Path(__file__).resolve().parents[1] / "metalearn" / "signatures.py"
 
 def _args(target: Any, skip: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(required, optional) keyword arguments of a class."""
-    params = inspect.signature(target).parameters
-    kept = [
-        p
-        for name, p in params.items()
-        if name not in skip and name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
+    kept = keyword_params(target, skip).values()
     required = tuple(sorted(p.name for p in kept if p.default is inspect.Parameter.empty))
     optional = tuple(sorted(p.name for p in kept if p.default is not inspect.Parameter.empty))
     return required, optional

@@ -6,6 +6,7 @@ from gateway.store.attempts import (
     EpochRecord,
     ListQuery,
     Order,
+    Rewrite,
     Stored,
 )
 from gateway.store.database import migrate, open_pool
@@ -20,6 +21,7 @@ __all__ = [
     "ListQuery",
     "NewImage",
     "Order",
+    "Rewrite",
     "Stored",
     "migrate",
     "open_pool",

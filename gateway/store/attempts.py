@@ -41,6 +41,10 @@ class Stored:
     doc: dict[str, Any] | None
 
 
+# Makes an attempt's new document, in both stored forms (spec, doc), from its current one.
+Rewrite = Callable[[Stored], tuple[bytes, dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class AttemptRecord:
     """An attempt row with its loss history (and epoch detail when asked for)."""
@@ -174,7 +178,7 @@ class AttemptStore:
     async def update(
         self,
         key: AttemptKey,
-        rewrite: Callable[[Stored], tuple[bytes, dict[str, Any]]],
+        rewrite: Rewrite,
         *,
         guard_live: bool,
     ) -> AttemptRecord:

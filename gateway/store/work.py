@@ -9,7 +9,6 @@ hears of it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +18,19 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from gateway.store.attempts import LIVE_STATUSES, AttemptKey, Stored, _describe, _where_key
+from gateway.store.attempts import (
+    LIVE_STATUSES,
+    AttemptKey,
+    Rewrite,
+    Stored,
+    _describe,
+    _where_key,
+)
 from gateway.store.database import translate_db_errors
 from metalearn import errors
 
 EVENTS = "metalearn_events"
 QUEUE = "metalearn_queue"
-Rewrite = Callable[[Stored], tuple[bytes, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,21 @@ async def _rewrite_document(
     )
 
 
+async def notify_queue(cur: psycopg.AsyncCursor[Any]) -> None:
+    """Wakes every replica's dispatcher (at commit): the queue or the trainers changed."""
+    await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+
+
 class WorkStore:
     """The queue and everything a running attempt writes."""
 
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def queue_train(self, name: str, rewrite: Rewrite, fresh: Rewrite) -> int:
-        """Queues training of `name`: a new attempt from `fresh`, or an existing one
-        rewritten, its epochs, artifacts and results forgotten. Returns its id."""
+    async def queue_train(self, name: str, rewrite: Rewrite) -> int:
+        """Queues training of `name`: a new attempt whose document `rewrite` makes from
+        nothing, or an existing one rewritten, its epochs, artifacts and results forgotten.
+        Returns its id."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row, binary=True)
@@ -80,7 +91,7 @@ class WorkStore:
                 )
                 row = await cur.fetchone()
                 if row is None:
-                    spec, doc = fresh(Stored(None, None))
+                    spec, doc = rewrite(Stored(None, None))
                     await cur.execute(
                         "INSERT INTO attempts (name, spec, doc, status, work, queued_at)"
                         " VALUES (%s, %s, %s, 'QUEUED', 'train', now()) RETURNING id",
@@ -108,7 +119,7 @@ class WorkStore:
                         (spec, Jsonb(doc), attempt_id),
                     )
                 await notify(cur, attempt_id, "status")
-                await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+                await notify_queue(cur)
         return attempt_id
 
     async def queue_test(self, key: AttemptKey, rewrite: Rewrite | None) -> int:
@@ -145,7 +156,7 @@ class WorkStore:
                     (attempt_id,),
                 )
                 await notify(cur, attempt_id, "status")
-                await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+                await notify_queue(cur)
         return attempt_id
 
     async def claim(self, gateway_id: str, trainer: str, lease_seconds: float) -> Claimed | None:
@@ -225,47 +236,60 @@ class WorkStore:
     ) -> str | None:
         """Puts running work back in the queue (counted as a failure if `failed`), or
         FAILS it past `max_restarts`. Returns the new status, None if the lease is gone."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = conn.cursor()
-                await cur.execute(
-                    "UPDATE attempts SET failures = failures + %s,"
-                    " status = CASE WHEN failures + %s > %s THEN 'FAILED' ELSE 'QUEUED' END,"
-                    " error = CASE WHEN failures + %s > %s THEN %s ELSE error END,"
-                    " queued_at = now(), leased_by = '', lease_until = NULL, updated_at = now()"
-                    " WHERE id = %s AND restart_count = %s AND status IN ('TRAINING', 'TESTING')"
-                    " RETURNING status",
-                    (int(failed), int(failed), max_restarts, int(failed), max_restarts,
-                     f"gave up after {max_restarts} restarts: {reason}", attempt_id, fence),
-                )  # fmt: skip
-                row = await cur.fetchone()
-                if row is None:
-                    return None
-                await notify(cur, attempt_id, "status")
-                await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
-        return str(row[0])
+        done = await self._requeue_where(
+            sql.SQL("id = %(id)s AND restart_count = %(fence)s"),
+            {"id": attempt_id, "fence": fence},
+            reason,
+            max_restarts,
+            failed=failed,
+        )
+        return done[0][1] if done else None
 
     async def reclaim_expired(self, max_restarts: int) -> list[int]:
         """Requeues (or fails) work whose gateway stopped renewing its lease."""
+        done = await self._requeue_where(
+            sql.SQL("lease_until < now()"),
+            {},
+            "its gateway or trainer was lost",
+            max_restarts,
+            failed=True,
+        )
+        return [attempt_id for attempt_id, _ in done]
+
+    async def _requeue_where(
+        self,
+        which: sql.Composable,
+        params: dict[str, Any],
+        reason: str,
+        max_restarts: int,
+        *,
+        failed: bool,
+    ) -> list[tuple[int, str]]:
+        """The one statement that takes running work back: QUEUED again, or FAILED once
+        its failures pass `max_restarts`. Returns (id, new status) of each attempt."""
+        query = sql.SQL(
+            "UPDATE attempts SET failures = failures + %(failed)s,"
+            " status = CASE WHEN failures + %(failed)s > %(max)s THEN 'FAILED' ELSE 'QUEUED' END,"
+            " error = CASE WHEN failures + %(failed)s > %(max)s THEN %(error)s ELSE error END,"
+            " queued_at = now(), leased_by = '', lease_until = NULL, updated_at = now()"
+            " WHERE status IN ('TRAINING', 'TESTING') AND {} RETURNING id, status"
+        ).format(which)
+        args = {
+            **params,
+            "failed": int(failed),
+            "max": max_restarts,
+            "error": f"gave up after {max_restarts} restarts: {reason}",
+        }
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor()
-                await cur.execute(
-                    "UPDATE attempts SET failures = failures + 1,"
-                    " status = CASE WHEN failures + 1 > %s THEN 'FAILED' ELSE 'QUEUED' END,"
-                    " error = CASE WHEN failures + 1 > %s THEN 'its gateway or trainer was lost'"
-                    " ELSE error END, queued_at = now(), leased_by = '', lease_until = NULL,"
-                    " updated_at = now() WHERE status IN ('TRAINING', 'TESTING')"
-                    " AND lease_until < now()"
-                    " RETURNING id",
-                    (max_restarts, max_restarts),
-                )
-                ids = [int(r[0]) for r in await cur.fetchall()]
-                for attempt_id in ids:
+                await cur.execute(query, args)
+                done = [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+                for attempt_id, _ in done:
                     await notify(cur, attempt_id, "status")
-                if ids:
-                    await cur.execute("SELECT pg_notify(%s, '')", (QUEUE,))
-        return ids
+                if done:
+                    await notify_queue(cur)
+        return done
 
     async def cancel(self, key: AttemptKey) -> int:
         """Cancels queued or running work; the runner hears it and stops the trainer."""
@@ -354,7 +378,7 @@ class WorkStore:
                     " registered_at = now(), last_seen = now()",
                     (address, capacity, Jsonb(devices), version),
                 )
-                await conn.execute("SELECT pg_notify(%s, '')", (QUEUE,))
+                await notify_queue(conn.cursor())
 
     async def heartbeat(self, address: str, busy: int) -> bool:
         with translate_db_errors():
