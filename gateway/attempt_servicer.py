@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway import convert, pagination
+from gateway.auth import current
 from gateway.config import Limits
 from gateway.events import EventHub
 from gateway.store import AttemptStore, ListQuery, Order
@@ -103,7 +104,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         check_writable(v, "attempt", attempt, WRITABLE_FIELDS, self._limits)
         v.raise_if_any()
         spec, doc = convert.stored_forms(convert.new_spec(attempt))
-        record = await self._store.create(attempt.name, spec, doc)
+        record = await self._store.create(attempt.name, spec, doc, current().name)
         return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
@@ -147,7 +148,12 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         v.raise_if_any()
         # n_epoch, limit and tags may change at any time; commands not while a trainer runs them.
         guard = any(p in ("training_commands", "testing_commands") for p in unique)
-        record = await self._store.update(key, convert.replacing(attempt, unique), guard_live=guard)
+        record = await self._store.update(
+            key,
+            convert.replacing(attempt, unique),
+            guard_live=guard,
+            scope=current().owner_scope,
+        )
         return pb.UpdateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
@@ -172,7 +178,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             v.add("view", f"unknown view {request.view}")
         if not 0.0 <= request.min_accuracy <= 1.0:  # also refuses NaN
             v.add("min_accuracy", "must be between 0 and 1")
-        for field, max_chars in (("label_name", MAX_LABEL_CHARS), ("name_prefix", 128)):
+        for field, max_chars in (
+            ("label_name", MAX_LABEL_CHARS),
+            ("name_prefix", 128),
+            ("owner", 64),
+        ):
             if problem := text_problem(getattr(request, field), max_chars):
                 v.add(field, problem)
         v.raise_if_any()
@@ -181,6 +191,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             label_name=request.label_name,
             name_prefix=request.name_prefix,
             min_accuracy=request.min_accuracy,
+            owner=request.owner or None,
             order=_ORDERS[request.order_by],
         )
         after = pagination.decode(query, request.page_token)
@@ -197,7 +208,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     async def DeleteAttempt(
         self, request: pb.DeleteAttemptRequest, context: Any
     ) -> pb.DeleteAttemptResponse:
-        await self._store.delete(_key(request))
+        await self._store.delete(_key(request), current().owner_scope)
         return pb.DeleteAttemptResponse()
 
     @translate_errors
@@ -213,7 +224,10 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         check_trainable(v, "command", request.command, self._limits)
         v.raise_if_any()
         rewrite = convert.for_training(request.command)
-        attempt_id = await self._work.queue_train(request.name, rewrite)
+        caller = current()
+        attempt_id = await self._work.queue_train(
+            request.name, rewrite, caller.name, caller.owner_scope
+        )
         record = await self._store.get(attempt_id)
         return pb.TrainResponse(attempt=convert.attempt_from_record(record))
 
@@ -226,7 +240,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             check_test_command(v, "command", request.command, self._limits)
         v.raise_if_any()
         rewrite = convert.for_testing(request.command) if given else None
-        attempt_id = await self._work.queue_test(request.name, rewrite)
+        attempt_id = await self._work.queue_test(request.name, rewrite, current().owner_scope)
         return pb.TestResponse(
             attempt=convert.attempt_from_record(await self._store.get(attempt_id))
         )
@@ -235,7 +249,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     async def CancelAttempt(
         self, request: pb.CancelAttemptRequest, context: Any
     ) -> pb.CancelAttemptResponse:
-        attempt_id = await self._work.cancel(_key(request))
+        attempt_id = await self._work.cancel(_key(request), current().owner_scope)
         record = await self._store.get(attempt_id)
         return pb.CancelAttemptResponse(attempt=convert.attempt_from_record(record))
 

@@ -6,23 +6,30 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg.conninfo
+
+from metalearn.limits import CommandLimits
+from metalearn.tls import ClientTls, ServerTls
+
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path(".metalearn")
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Bounds on what a client may send; each breach is a clear INVALID_ARGUMENT."""
+class Limits(CommandLimits):
+    """Bounds on what a client may send; each breach is a clear INVALID_ARGUMENT.
+
+    A command's bounds (epochs, batch size, layers, labels, pixels after its image ops
+    and transforms...) are inherited from `metalearn.limits`, the trainer's too, so the
+    gateway queues nothing a trainer would refuse for its size.
+    """
 
     max_message_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 16 * 1024 * 1024
-    # 40 megapixels: larger than any photo a classifier needs, small enough that a
-    # decompression bomb cannot take the gateway's memory.
+    # Pixels of an uploaded image. 40 megapixels: larger than any photo a classifier
+    # needs, small enough that a decompression bomb cannot take the gateway's memory.
+    # (What a command may make of it is `max_input_pixels`.)
     max_image_pixels: int = 40_000_000
-    max_layers: int = 256
-    max_labels: int = 10_000
-    max_epochs: int = 100_000
-    max_batch_size: int = 65_536
     max_page_size: int = 1000
     default_page_size: int = 50
 
@@ -51,6 +58,21 @@ class GatewayConfig:
     # How often the dispatcher looks at the queue when nothing wakes it.
     dispatch_seconds: float = 1.0
     artifact_chunk_bytes: int = 1024 * 1024
+    # Security (DESIGN §7). False only for loopback: every caller is then an admin.
+    auth: bool = True
+    # TLS of the gateway's own port (None: plaintext).
+    tls: ServerTls | None = None
+    # How the gateway calls trainers: the CA it trusts and, for mutual TLS, the
+    # certificate it shows (None: plaintext).
+    trainer_tls: ClientTls | None = None
+    # Operator-provided secrets (mounted files) for the admin token and for a token
+    # named "trainers" with the trainer role.
+    admin_token_file: Path | None = None
+    trainer_token_file: Path | None = None
+    # A checkpoint or weights file a trainer streams may not exceed this.
+    max_artifact_bytes: int = 2 * 1024**3
+    # A trainer that streamed something impossible gets no work for this long.
+    quarantine_seconds: float = 300.0
 
     @classmethod
     def from_args(
@@ -60,13 +82,31 @@ class GatewayConfig:
         database_url: str | None,
         lease_seconds: float | None = None,
         max_restarts: int | None = None,
+        *,
+        auth: bool = True,
+        tls: ServerTls | None = None,
+        trainer_tls: ClientTls | None = None,
+        admin_token_file: str | None = None,
+        trainer_token_file: str | None = None,
     ) -> GatewayConfig:
         """Builds the config from CLI flags, falling back to METALEARN_* variables."""
         url = database_url or os.environ.get("METALEARN_DATABASE_URL") or None
+        password_file = os.environ.get("METALEARN_DATABASE_PASSWORD_FILE")
+        if url and password_file:
+            # A mounted secret, so the password appears in no URL, flag or environment.
+            password = Path(password_file).read_text(encoding="utf-8").strip()
+            url = psycopg.conninfo.make_conninfo(url, password=password)
+        admin_file = admin_token_file or os.environ.get("METALEARN_ADMIN_TOKEN_FILE")
+        trainer_file = trainer_token_file or os.environ.get("METALEARN_TRAINER_TOKEN_FILE")
         return cls(
             listen=listen or os.environ.get("METALEARN_LISTEN") or DEFAULT_LISTEN,
             data_dir=Path(data_dir or os.environ.get("METALEARN_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=url,
             lease_seconds=lease_seconds or cls.lease_seconds,
             max_restarts=cls.max_restarts if max_restarts is None else max_restarts,
+            auth=auth,
+            tls=tls,
+            trainer_tls=trainer_tls,
+            admin_token_file=Path(admin_file) if admin_file else None,
+            trainer_token_file=Path(trainer_file) if trainer_file else None,
         )

@@ -73,6 +73,7 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     attempt.restart_count = record.restart_count
     attempt.trainer = record.trainer
     attempt.error = record.error
+    attempt.owner = record.owner
     # Encoded repeated fields from PostgreSQL: merging appends them, parsed natively.
     attempt.MergeFromString(record.losses_wire)
     if record.epochs_wire:

@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.auth import Role, current
 from gateway.config import Limits
 from gateway.imaging import RejectedImage, in_test_split, inspect_image
 from gateway.store import ImageStore, NewImage
+from gateway.store.work import WorkStore
 from gateway.validation import MAX_LABEL_CHARS, text_problem
-from metalearn.errors import InvalidArgument, NotFound, Violations
+from metalearn.errors import InvalidArgument, NotFound, PermissionDenied, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 
@@ -20,6 +22,11 @@ DEFAULT_TEST_FRACTION = 0.2
 # Images are stored a batch per commit: few round trips, bounded memory.
 _BATCH_IMAGES = 32
 _BATCH_BYTES = 32 * 1024 * 1024
+# Per-image reasons kept in an UploadImages answer; past these only `rejected` counts, so
+# a stream of a million bad images holds no more memory than one of a hundred (and the
+# answer stays far below the message size limit). `rejected` minus the entries returned
+# tells the client how many reasons were left out.
+MAX_REJECTIONS = 100
 
 
 def _label_problem(label: str) -> str | None:
@@ -28,7 +35,11 @@ def _label_problem(label: str) -> str | None:
     return text_problem(label, MAX_LABEL_CHARS)
 
 
-def _check_label_list(v: Violations, labels: Any) -> None:
+def _check_label_list(v: Violations, labels: Any, limits: Limits) -> None:
+    # One violation for a list too long, not one per label.
+    if len(labels) > limits.max_labels:
+        v.add("label_names", f"at most {limits.max_labels} labels, got {len(labels)}")
+        return
     for i, label in enumerate(labels):
         problem = _label_problem(label)
         if problem:
@@ -38,8 +49,10 @@ def _check_label_list(v: Violations, labels: Any) -> None:
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
     """The image store's RPCs."""
 
-    def __init__(self, store: ImageStore, limits: Limits) -> None:
+    def __init__(self, store: ImageStore, work: WorkStore, limits: Limits) -> None:
         self._store = store
+        # Which labels a trainer may read: those of the work it holds.
+        self._work = work
         self._limits = limits
 
     @translate_errors
@@ -70,9 +83,10 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
                     problem = str(err)
             if problem is not None:
                 response.rejected += 1
-                response.rejections.add(
-                    index=index, filename=request.filename[:256], reason=problem
-                )
+                if len(response.rejections) < MAX_REJECTIONS:
+                    response.rejections.add(
+                        index=index, filename=request.filename[:256], reason=problem
+                    )
             else:
                 batch.append(NewImage(
                     request.label, decoded.sha256, decoded.format, decoded.width,
@@ -101,7 +115,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         v = Violations()
         if not request.label_names and not request.ids:
             v.add("label_names", "give label names or image ids")
-        _check_label_list(v, request.label_names)
+        _check_label_list(v, request.label_names, self._limits)
         if request.split not in pb.Split.values():
             v.add("split", f"unknown split {request.split}")
         if not 0.0 <= request.test_fraction < 1.0:  # also refuses NaN
@@ -117,7 +131,15 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         v.raise_if_any()
 
         fraction = request.test_fraction or DEFAULT_TEST_FRACTION
+        caller = current()
+        if caller.role is Role.TRAINER:
+            held = await self._work.held_labels(caller.name)
+            # Checked before anything is read; says nothing of which labels exist.
+            if not set(request.label_names) <= held:
+                raise PermissionDenied("a trainer reads only the labels of the work it holds")
         metas = await self._store.metadata(request.label_names, request.ids)
+        if caller.role is Role.TRAINER and any(m.label not in held for m in metas):
+            raise PermissionDenied("a trainer reads only the images of the work it holds")
         if request.ids:
             missing = sorted(set(request.ids) - {m.id for m in metas})
             if missing:
@@ -164,6 +186,6 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         if not request.label_names:
             raise InvalidArgument.one("label_names", "name the labels whose images to delete")
         v = Violations()
-        _check_label_list(v, request.label_names)
+        _check_label_list(v, request.label_names, self._limits)
         v.raise_if_any()
         return pb.DeleteImagesResponse(deleted=await self._store.delete(request.label_names))

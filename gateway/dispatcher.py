@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import uuid
 from typing import Any
@@ -22,8 +21,16 @@ from gateway import convert
 from gateway.config import GatewayConfig
 from gateway.events import Event, EventHub
 from gateway.store import AttemptStore, EpochRecord
-from gateway.store.work import Claimed, WorkStore
+from gateway.store.work import Claimed, Trainer, WorkStore
+from gateway.trainer_checks import (
+    ArtifactReceiver,
+    Diverged,
+    EpochChecker,
+    TrainerLied,
+    check_test_result,
+)
 from metalearn import errors
+from metalearn.credentials import authorization
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -38,7 +45,9 @@ _COMMAND_ERRORS = frozenset(
     }
 )
 _CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 512 * 1024 * 1024),
+    # What a trainer sends is bounded: events and 1 MiB artifact chunks. What the
+    # gateway sends carries a whole checkpoint or weights file.
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 512 * 1024 * 1024),
     # A trainer that dies mid-stream (kill -9, lost machine) is noticed within seconds.
     ("grpc.keepalive_time_ms", 5_000),
@@ -119,17 +128,28 @@ class Dispatcher:
                     "%s %s (id %s) on %s", claimed.work, claimed.name, claimed.id, trainer.address
                 )
                 task = asyncio.create_task(
-                    self._run(claimed, trainer.address), name=f"attempt-{claimed.id}"
+                    self._run(claimed, trainer), name=f"attempt-{claimed.id}"
                 )
                 self._running[claimed.id] = task
 
-    async def _run(self, claimed: Claimed, address: str) -> None:
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        tls = self._config.trainer_tls
+        if tls is None:
+            return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(
+            address, tls.credentials(), options=_CHANNEL_OPTIONS + tls.options()
+        )
+
+    async def _run(self, claimed: Claimed, trainer: Trainer) -> None:
+        address = trainer.address
         try:
-            async with grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
+            async with self._channel(address) as channel:
                 stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+                # The trainer obeys only calls that carry what it got at registration.
+                metadata = authorization(trainer.credential)
                 with self._hub.subscribe(claimed.id) as events:
                     runner = self._train if claimed.work == "train" else self._test
-                    call_task = asyncio.create_task(runner(claimed, stub))
+                    call_task = asyncio.create_task(runner(claimed, stub, metadata))
                     cancel_task = asyncio.create_task(self._until_cancelled(claimed.id, events))
                     done, _ = await asyncio.wait(
                         {call_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED
@@ -143,6 +163,17 @@ class Dispatcher:
             raise
         except grpc.aio.AioRpcError as err:
             await self._failed_call(claimed, address, err, heard=bool(self._heard.get(claimed.id)))
+        except Diverged as err:
+            await self._work.finish(claimed.id, claimed.fence, "FAILED", f"diverged: {err}")
+        except TrainerLied as err:
+            # Never the command's fault: the run goes back to the queue as a crash of
+            # this trainer, which gets no work for a while.
+            reason = f"trainer {address} sent an impossible result: {err}"
+            log.warning("%s: %s", claimed.name, reason)
+            await self._work.quarantine(address, str(err), self._config.quarantine_seconds)
+            await self._work.requeue(
+                claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
+            )
         except Exception as err:
             log.exception("running %s", claimed.name)
             await self._work.requeue(
@@ -155,6 +186,8 @@ class Dispatcher:
         finally:
             self._running.pop(claimed.id, None)
             self._heard.pop(claimed.id, None)
+            with contextlib.suppress(Exception):  # best effort: the next upload drops them too
+                await self._work.discard_uploads(claimed.id)
 
     async def _until_cancelled(self, attempt_id: int, events: asyncio.Queue[Event]) -> None:
         """Returns when the attempt is no longer ours to run (cancelled, or deleted)."""
@@ -208,7 +241,7 @@ class Dispatcher:
             failed=True,
         )
 
-    async def _train(self, claimed: Claimed, stub: Any) -> None:
+    async def _train(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)
         command = attempt_pb2.TrainCommand()
         command.CopyFrom(spec.training_commands)
@@ -216,18 +249,25 @@ class Dispatcher:
             command.n_epoch = spec.n_epoch
         request = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
         checkpoint = await self._work.load_artifact(claimed.id, "checkpoint")
+        first_epoch = 1
         if checkpoint is not None:
             request.resume_checkpoint = checkpoint[1]
-        files: dict[str, list[bytes]] = {"checkpoint": [], "weights": []}
+            first_epoch = checkpoint[0] + 1
+        epochs = EpochChecker(command.n_epoch, first_epoch)
+        available = await self._work.image_count(list(command.label_names))
+        limit = self._config.max_artifact_bytes
+        files: dict[str, ArtifactReceiver] = {}
         started: tpb.TrainStarted | None = None
-        weights = attempt_pb2.ArtifactInfo()
-        async for event in stub.Train(request):
+        weights: attempt_pb2.ArtifactInfo | None = None
+        async for event in stub.Train(request, metadata=metadata):
             self._heard[claimed.id] = True
             kind = event.WhichOneof("event")
             if kind == "started":
+                epochs.start(event.started, available)
                 started = event.started
             elif kind == "epoch":
                 e = event.epoch
+                epochs.epoch(e)
                 record = EpochRecord(
                     e.epoch,
                     e.loss,
@@ -240,29 +280,30 @@ class Dispatcher:
                 await self._attempts.append_epoch(claimed.id, claimed.fence, record)
             elif kind in ("checkpoint", "weights"):
                 chunk = getattr(event, kind)
-                files[kind].append(chunk.data)
-                if chunk.sha256:
-                    data = b"".join(files[kind])
-                    files[kind] = []
-                    if hashlib.sha256(data).hexdigest() != chunk.sha256:
-                        raise errors.Unavailable(f"{kind} of epoch {chunk.epoch} arrived damaged")
-                    saved = await self._work.save_artifact(
-                        claimed.id,
-                        claimed.fence,
-                        kind,
-                        chunk.epoch,
-                        data,
-                        self._config.artifact_chunk_bytes,
-                    )
-                    if not saved:
-                        return  # the lease is gone (cancelled, or reclaimed): stop
+                receiver = files.setdefault(kind, ArtifactReceiver(kind, limit))
+                index = receiver.chunks
+                last = receiver.accept(chunk, epochs)
+                # Each chunk goes to PostgreSQL as it comes: a file is never held whole.
+                if not await self._work.upload_chunk(
+                    claimed.id, claimed.fence, kind, chunk.epoch, index, chunk.data
+                ):
+                    return  # the lease is gone (cancelled, or reclaimed): stop
+                if last:
+                    del files[kind]
+                    if not await self._work.commit_upload(claimed.id, claimed.fence, kind):
+                        return
                     if kind == "weights":
                         weights = attempt_pb2.ArtifactInfo(
-                            size_bytes=len(data), sha256=chunk.sha256
+                            size_bytes=receiver.total, sha256=chunk.sha256.lower()
                         )
             elif kind == "finished":
                 f = event.finished
                 if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
+                    if weights is None or not epochs.complete:
+                        raise TrainerLied(
+                            f"finished after epoch {epochs.last} of {epochs.n_epoch}"
+                            + ("" if weights is not None else " without verified weights")
+                        )
                     dataset = started.dataset if started is not None else None
                     await self._work.finish(
                         claimed.id,
@@ -272,16 +313,23 @@ class Dispatcher:
                     )
                 elif f.outcome == tpb.TRAIN_OUTCOME_DIVERGED:
                     await self._work.finish(
-                        claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason}"
+                        claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason[:500]}"
                     )
-                else:  # the trainer is stopping and checkpointed: resume elsewhere
+                elif f.outcome == tpb.TRAIN_OUTCOME_INTERRUPTED:
+                    # The trainer is stopping and checkpointed: resume elsewhere.
                     await self._work.requeue(
-                        claimed.id, claimed.fence, f.reason, self._config.max_restarts, failed=False
+                        claimed.id,
+                        claimed.fence,
+                        f.reason[:500],
+                        self._config.max_restarts,
+                        failed=False,
                     )
+                else:
+                    raise TrainerLied(f"finished with unknown outcome {f.outcome}")
                 return
         await self._ended_early(claimed)
 
-    async def _test(self, claimed: Claimed, stub: Any) -> None:
+    async def _test(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)
         weights = await self._work.load_artifact(claimed.id, "weights")
         if weights is None:
@@ -294,12 +342,19 @@ class Dispatcher:
         request = tpb.TrainerServiceTestRequest(
             attempt_name=claimed.name, command=command, weights=weights[1]
         )
-        async for event in stub.Test(request):
+        # The model's labels, in its order: those of the data it was trained on.
+        labels = list(spec.dataset.label_names or spec.training_commands.label_names)
+        available = len(set(command.ids)) if command.ids else await self._work.image_count(labels)
+        async for event in stub.Test(request, metadata=metadata):
             self._heard[claimed.id] = True
             if event.WhichOneof("event") == "progress":
-                await self._work.progress(claimed.id, event.progress.done, event.progress.total)
+                done, total = event.progress.done, event.progress.total
+                if not 0 <= done <= total <= available:
+                    raise TrainerLied(f"test progress {done}/{total} of {available} images")
+                await self._work.progress(claimed.id, done, total)
             else:
                 result = event.result
+                check_test_result(result, labels, available)
                 await self._work.finish(
                     claimed.id, claimed.fence, "COMPLETE", rewrite=convert.tested(result)
                 )

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from gateway.store import AttemptStore
+from gateway.store.tokens import TOKENS
 from gateway.store.work import EVENTS, QUEUE
 from metalearn.errors import NotFound
 
@@ -52,6 +53,9 @@ class EventHub:
         self.status_of = status_of
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
         self.queue_changed = asyncio.Event()
+        # Called when any token changed, or notifications may have been missed (the
+        # authenticator then forgets the tokens it cached).
+        self.tokens_changed: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -97,6 +101,8 @@ class EventHub:
                 ) as conn:
                     await conn.execute(f"LISTEN {EVENTS}")
                     await conn.execute(f"LISTEN {QUEUE}")
+                    await conn.execute(f"LISTEN {TOKENS}")
+                    self.tokens_changed()
                     for attempt_id in list(self._subscribers):
                         self._publish(Event("resync", attempt_id))
                     self._ready.set()
@@ -111,6 +117,9 @@ class EventHub:
     async def _handle(self, channel: str, payload: str) -> None:
         if channel == QUEUE:
             self.queue_changed.set()
+            return
+        if channel == TOKENS:
+            self.tokens_changed()
             return
         try:
             data = json.loads(payload)

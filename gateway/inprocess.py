@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from concurrent.futures import Future
 from typing import Any
 
 import grpc
 
+from gateway.auth import Role
+from gateway.auth.tokens import digest, mint
 from gateway.config import GatewayConfig
 from gateway.server import create_server
 from gateway.store import open_pool
+from gateway.store.tokens import TokenStore
+from metalearn.credentials import open_channel
+from metalearn.tls import ClientTls
 
 
 class GatewayThread:
@@ -31,6 +37,11 @@ class GatewayThread:
         self.port = 0
         # The event hub and dispatcher, once started (tests look at the dispatcher's id).
         self.background: Any = None
+        # Secrets of an admin and a trainer token made at start (unique names: several
+        # gateways may share one database), and what a channel trusts under TLS.
+        self.admin_token = ""
+        self.trainer_token = ""
+        self.client_tls: ClientTls | None = None
 
     def start(self) -> GatewayThread:
         self._thread.start()
@@ -42,6 +53,13 @@ class GatewayThread:
                 async with open_pool(
                     self.database_url, self.config.pool_min_size, self.config.pool_max_size
                 ) as pool:
+                    tokens = TokenStore(pool)
+                    suffix = uuid.uuid4().hex[:8]
+                    self.admin_token, self.trainer_token = mint(), mint()
+                    await tokens.put(f"admin-{suffix}", digest(self.admin_token), "admin")
+                    await tokens.put(
+                        f"trainer-{suffix}", digest(self.trainer_token), Role.TRAINER.value
+                    )
                     server, port, background = await create_server(self.config, pool)
                     self.background = background
                     await background.start()
@@ -63,10 +81,29 @@ class GatewayThread:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(
-            self.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    def channel(self, token: str | None = "admin") -> grpc.Channel:  # noqa: S107 - a role name
+        """A channel whose calls carry `token`: "admin" (the default) and "trainer" are
+        this gateway's own, None sends none, anything else is sent as it is."""
+        secret = {"admin": self.admin_token, "trainer": self.trainer_token}.get(token or "", token)
+        return open_channel(
+            self.address,
+            secret,
+            self.client_tls,
+            options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
         )
+
+    def make_token(self, name: str, role: str) -> str:
+        """A new token's secret (through TokenService, as an admin would)."""
+        from metalearn.v1 import token_service_pb2, token_service_pb2_grpc
+
+        with self.channel() as channel:
+            reply = token_service_pb2_grpc.TokenServiceStub(channel).CreateToken(
+                token_service_pb2.CreateTokenRequest(
+                    name=name,
+                    role=token_service_pb2.Role.Value(f"ROLE_{role.upper()}"),  # type: ignore[arg-type]
+                )
+            )
+        return str(reply.secret)
 
     def stop(self) -> None:
         assert self._stopped is not None and self._done is not None

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import math
 from typing import Any
 
 from gateway.store import AttemptRecord, ListQuery, Order
@@ -15,7 +16,7 @@ from metalearn.errors import InvalidArgument
 def _fingerprint(query: ListQuery) -> str:
     blob = json.dumps(
         [sorted(query.statuses), query.label_name, query.name_prefix, query.min_accuracy,
-         query.order.value]
+         query.order.value, query.owner]
     )  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -35,26 +36,67 @@ def encode(query: ListQuery, record: AttemptRecord) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
+# Our tokens are under 150 characters; a bound far above that refuses huge ones before
+# any decoding, which also caps how deeply a forged token's JSON can nest.
+MAX_TOKEN_CHARS = 512
+# `attempts.id` is a positive bigint: anything else was not issued by us.
+_MAX_ID = 2**63 - 1
+
+
+def _bad(description: str = "is not a token this service issued") -> InvalidArgument:
+    return InvalidArgument.one("page_token", description)
+
+
+def _position(order: Order, key: Any) -> tuple[Any, ...]:
+    """The keyset values of a decoded token, checked to be exactly what `position` writes;
+    ValueError otherwise. A forged value must never reach the SQL, where PostgreSQL would
+    refuse it as a violation of the whole request (or a bug)."""
+    expected_len = 1 if order is Order.ID else 2
+    if not isinstance(key, list) or len(key) != expected_len:
+        raise ValueError("wrong shape")
+    last = key[-1]
+    if not isinstance(last, int) or isinstance(last, bool) or not 0 < last <= _MAX_ID:
+        raise ValueError("not an attempt id")
+    if order is Order.ACCURACY:
+        first = key[0]
+        # Finite, not within [0, 1]: a token must still page past an accuracy stored
+        # before trainers' reports were checked.
+        if isinstance(first, bool) or not isinstance(first, int | float):
+            raise ValueError("not an accuracy")
+        if not math.isfinite(first):
+            raise ValueError("not a finite accuracy")
+        return (float(first), last)
+    if order is Order.UPDATE_TIME:
+        if not isinstance(key[0], str):
+            raise ValueError("not a time")
+        when = dt.datetime.fromisoformat(key[0])
+        if when.tzinfo is None:
+            raise ValueError("a time without its zone")
+        # In UTC as we write it: PostgreSQL refuses some offsets Python accepts (+20:00).
+        # Near the ends of the calendar, OverflowError.
+        return (when.astimezone(dt.UTC).isoformat(), last)
+    return (last,)
+
+
 def decode(query: ListQuery, token: str) -> tuple[Any, ...] | None:
     """The keyset position in `token`; INVALID_ARGUMENT if it is not one of ours."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _bad(
+            f"is not a token this service issued (those are under {MAX_TOKEN_CHARS} characters)"
+        )
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+        if not isinstance(payload, dict):
+            raise ValueError("not an object")
         fingerprint, key = payload["f"], payload["k"]
-        expected_len = 1 if query.order is Order.ID else 2
-        if not isinstance(key, list) or len(key) != expected_len:
-            raise ValueError(key)
-        if not isinstance(key[-1], int) or isinstance(key[-1], bool):
-            raise ValueError(key)
-        if query.order is Order.ACCURACY and not isinstance(key[0], int | float):
-            raise ValueError(key)
-        if query.order is Order.UPDATE_TIME:
-            dt.datetime.fromisoformat(key[0])  # TypeError or ValueError if forged
-    except (ValueError, KeyError, TypeError, UnicodeError) as err:
-        raise InvalidArgument.one("page_token", "is not a token this service issued") from err
+        if not isinstance(fingerprint, str):
+            raise ValueError("no fingerprint")
+        after = _position(query.order, key)
+    # RecursionError: JSON nested deeper than the parser's stack, should the bound allow it.
+    except (ValueError, KeyError, TypeError, UnicodeError, OverflowError, RecursionError) as err:
+        raise _bad() from err
     if fingerprint != _fingerprint(query):
-        raise InvalidArgument.one(
-            "page_token", "was issued for other filters or another order; start without it"
-        )
-    return tuple(key)
+        raise _bad("was issued for other filters or another order; start without it")
+    return after

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 from google.protobuf import json_format
 
+from gateway.auth import current
 from gateway.config import GatewayConfig
 from gateway.store.work import WorkStore
 from metalearn.errors import NotFound, Violations
@@ -15,11 +17,11 @@ from metalearn.v1 import trainer_registry_service_pb2 as pb
 from metalearn.v1 import trainer_registry_service_pb2_grpc
 
 # HOST:PORT, where HOST is a name, an IPv4 address or a bracketed IPv6 one.
-ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$")
+ADDRESS_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}")
 
 
 def _check_address(v: Violations, address: str) -> None:
-    if not ADDRESS_RE.match(address) or not 0 < int(address.rsplit(":", 1)[-1]) < 65536:
+    if not ADDRESS_RE.fullmatch(address) or not 0 < int(address.rsplit(":", 1)[-1]) < 65536:
         v.add("address", f"{address[:64]!r} is not HOST:PORT")
 
 
@@ -44,8 +46,20 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
             v.add("version", "at most 64 characters")
         v.raise_if_any()
         devices = [json_format.MessageToDict(d) for d in request.devices]
-        await self._work.register(request.address, request.capacity, devices, request.version)
-        return pb.RegisterTrainerResponse(heartbeat_seconds=self._config.heartbeat_seconds)
+        # A fresh credential each time: the trainer then obeys calls bearing it only.
+        credential = secrets.token_urlsafe(32)
+        await self._work.register(
+            request.address,
+            request.capacity,
+            devices,
+            request.version,
+            current().name,
+            credential,
+            self._config.trainer_timeout_seconds,
+        )
+        return pb.RegisterTrainerResponse(
+            heartbeat_seconds=self._config.heartbeat_seconds, gateway_credential=credential
+        )
 
     @translate_errors
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Any) -> pb.HeartbeatResponse:
@@ -54,6 +68,6 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
         if not 0 <= request.busy_slots <= 1024:
             v.add("busy_slots", "must be between 0 and 1024")
         v.raise_if_any()
-        if not await self._work.heartbeat(request.address, request.busy_slots):
+        if not await self._work.heartbeat(request.address, request.busy_slots, current().name):
             raise NotFound(f"no trainer registered at {request.address}: register again")
         return pb.HeartbeatResponse()

@@ -15,6 +15,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from gateway.attempt_servicer import AttemptServicer
+from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
+from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
 from gateway.config import GatewayConfig
 from gateway.dataset_servicer import DatasetServicer
 from gateway.dispatcher import Dispatcher
@@ -22,23 +24,30 @@ from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.store import AttemptStore, ImageStore, open_pool
+from gateway.store.tokens import TokenStore
 from gateway.store.work import WorkStore
+from gateway.token_servicer import TokenServicer
+from metalearn.tls import is_loopback
 from metalearn.v1 import (
     attempt_service_pb2,
     attempt_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
     trainer_registry_service_pb2,
     trainer_registry_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (
-    attempt_service_pb2.DESCRIPTOR.services_by_name["AttemptService"].full_name,
-    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"].full_name,
-    trainer_registry_service_pb2.DESCRIPTOR.services_by_name["TrainerRegistryService"].full_name,
+SERVICES = (
+    attempt_service_pb2.DESCRIPTOR.services_by_name["AttemptService"],
+    dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"],
+    trainer_registry_service_pb2.DESCRIPTOR.services_by_name["TrainerRegistryService"],
+    token_service_pb2.DESCRIPTOR.services_by_name["TokenService"],
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class Background:
@@ -64,27 +73,38 @@ async def create_server(
 ) -> tuple[grpc.aio.Server, int, Background]:
     """A gateway server bound to `config.listen` (port 0 picks a free one), not started,
     and its background work (start it with the server, stop it after)."""
+    if not config.auth and not is_loopback(config.listen):
+        raise ValueError("authentication may be switched off only on a loopback address")
+    check_covers(SERVICES)  # every RPC has an access rule, or the gateway does not start
+    tokens = TokenStore(pool)
+    authenticator = Authenticator(tokens) if config.auth else None
     size = config.limits.max_message_bytes
     server = grpc.aio.server(
+        interceptors=[AuthInterceptor(authenticator)],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ]
+        ],
     )
     attempts, work = AttemptStore(pool), WorkStore(pool)
     servicer = AttemptServicer(attempts, work, None, config.limits)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
     hub = EventHub(pool.conninfo, attempts, servicer.status_of)
+    if authenticator is not None:
+        hub.tokens_changed = authenticator.forget
     servicer.hub = hub
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
         TrainerRegistryServicer(work, config), server
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-        DatasetServicer(ImageStore(pool), config.limits), server
+        DatasetServicer(ImageStore(pool), work, config.limits), server
+    )
+    token_service_pb2_grpc.add_TokenServiceServicer_to_server(
+        TokenServicer(tokens, authenticator), server
     )
     health = health or HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -95,10 +115,35 @@ async def create_server(
          reflection.SERVICE_NAME),
         server,
     )  # fmt: skip
-    port = server.add_insecure_port(config.listen)
+    if config.tls is not None:
+        port = server.add_secure_port(config.listen, config.tls.credentials())
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     return server, port, Background(hub, Dispatcher(config, attempts, work, hub))
+
+
+async def prepare_tokens(config: GatewayConfig, pool: psycopg_pool.AsyncConnectionPool) -> None:
+    """The tokens an operator handed over, and the first admin token when there is none."""
+    tokens = TokenStore(pool)
+    if config.admin_token_file is not None:
+        await seed_token(tokens, ADMIN, Role.ADMIN, config.admin_token_file)
+    else:
+        await ensure_admin_token(tokens, config.data_dir)
+    if config.trainer_token_file is not None:
+        await seed_token(tokens, "trainers", Role.TRAINER, config.trainer_token_file)
+
+
+def _warn_if_exposed(config: GatewayConfig) -> None:
+    if config.tls is None and not is_loopback(config.listen):
+        log.warning(
+            "\n%s\nWARNING: listening on %s WITHOUT TLS: tokens, images and weights cross"
+            " the network in the clear. Give --tls-cert and --tls-key.\n%s",
+            "!" * 78,
+            config.listen,
+            "!" * 78,
+        )
 
 
 async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = print) -> None:
@@ -110,6 +155,9 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
         conninfo = await asyncio.to_thread(embedded.start)
     try:
         async with open_pool(conninfo, config.pool_min_size, config.pool_max_size) as pool:
+            if config.auth:
+                await prepare_tokens(config, pool)
+            _warn_if_exposed(config)
             health = HealthServicer()
             server, port, background = await create_server(config, pool, health)
             await background.start()

@@ -14,19 +14,23 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from gateway.config import Limits
-from metalearn import vocabulary
-from metalearn.errors import Violations
+from metalearn import geometry, vocabulary
+from metalearn.errors import Violations, some_of
 from metalearn.signatures import SIGNATURES
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-TAG_KEY_RE = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
-ARG_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# Whole strings only: "$" also matches before a final newline, so "name\n" would pass
+# `^...$` and then miss (NOT_FOUND) instead of being refused. \A...\Z hold whichever of
+# match, search or fullmatch is used.
+NAME_RE = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")
+TAG_KEY_RE = re.compile(r"\A[A-Za-z0-9._/-]{1,63}\Z")
+ARG_RE = re.compile(r"\A[a-z_][a-z0-9_]{0,63}\Z")
+ARCHITECTURE_RE = re.compile(r"\A[a-z][a-z0-9_]{0,63}\Z")
 MAX_LABEL_CHARS = 256
 MAX_TAGS = 64
 MAX_TAG_VALUE_CHARS = 256
-MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_SIDE = Limits().max_image_side
 
 
 def text_problem(value: str, max_chars: int) -> str | None:
@@ -42,7 +46,7 @@ def check_name(v: Violations, field: str, name: str) -> None:
     """Attempt names: letters, digits, '.', '_' and '-', 1 to 128 characters."""
     if not name:
         v.add(field, "is required")
-    elif not NAME_RE.match(name):
+    elif not NAME_RE.fullmatch(name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         v.add(field, f"{shown!r} must be 1-128 letters, digits, '.', '_' or '-'")
 
@@ -123,8 +127,11 @@ def _check_args(v: Violations, field: str, what: str, name: str, args: dict[str,
     required, optional = SIGNATURES[what].get(name, ((), ()))
     takes = sorted(required + optional)
     for arg in args:
-        if ARG_RE.match(arg) and arg not in takes:
-            v.add(f"{field}.{arg}", f"{name} takes no argument {arg!r}; it takes {takes}")
+        if ARG_RE.fullmatch(arg) and arg not in takes:
+            v.add(
+                f"{field}.{arg}",
+                f"{name} takes no argument {arg!r}; it takes {some_of(takes, arg)}",
+            )
     missing = [a for a in required if a not in args]
     if missing:
         v.add(field, f"{name} needs {missing}")
@@ -137,15 +144,17 @@ def _check_named(
     obj = plain_struct(spec)
     name = obj.get("name")
     if not isinstance(name, str) or not name:
-        v.add(f"{field}.name", f"is required: one of the {what} {sorted(allowed)}")
+        v.add(f"{field}.name", f"is required: one of the {what} {some_of(allowed)}")
     elif name not in allowed:
-        v.add(f"{field}.name", f"unknown {what[:-1]} {name[:64]!r}; allowed: {sorted(allowed)}")
+        v.add(
+            f"{field}.name", f"unknown {what[:-1]} {name[:64]!r}; allowed: {some_of(allowed, name)}"
+        )
     else:
         _check_args(v, field, what, name, {k: a for k, a in obj.items() if k != "name"})
     for arg, value in obj.items():
         if arg == "name":
             continue
-        if not ARG_RE.match(arg):
+        if not ARG_RE.fullmatch(arg):
             v.add(f"{field}.{arg[:64]}", "is not a valid argument name")
             continue
         _check_scalar(v, f"{field}.{arg}", value)
@@ -155,7 +164,7 @@ def _check_named(
 def _check_model(v: Violations, field: str, model: attempt_pb2.Model, limits: Limits) -> None:
     if model.name and model.layers:
         v.add(f"{field}.name", "give either a named architecture or layers, not both")
-    if model.name and not re.match(r"^[a-z][a-z0-9_]{0,63}$", model.name):
+    if model.name and not ARCHITECTURE_RE.fullmatch(model.name):
         v.add(f"{field}.name", f"{model.name[:64]!r} is not an architecture name")
     if len(model.layers) > limits.max_layers:
         v.add(f"{field}.layers", f"at most {limits.max_layers} layers")
@@ -168,9 +177,9 @@ def _check_model(v: Violations, field: str, model: attempt_pb2.Model, limits: Li
                 _check_size(v, f"{path}.{arg}", arg, value)
 
 
-def _check_image_ops(v: Violations, field: str, ops: Any) -> None:
-    if len(ops) > 32:
-        v.add(field, "at most 32 image operations")
+def _check_image_ops(v: Violations, field: str, ops: Any, limits: Limits) -> None:
+    if len(ops) > limits.max_image_ops:
+        v.add(field, f"at most {limits.max_image_ops} image operations")
         return
     for i, op in enumerate(ops):
         path = f"{field}[{i}]"
@@ -182,7 +191,7 @@ def _check_image_ops(v: Violations, field: str, ops: Any) -> None:
             if len(sizes) not in (1, 2):
                 v.add(f"{path}.{kind}.size", "must be [side] or [width, height]")
             for j, side in enumerate(sizes):
-                _bounded(v, f"{path}.{kind}.size[{j}]", side, 1, MAX_IMAGE_SIDE)
+                _bounded(v, f"{path}.{kind}.size[{j}]", side, 1, limits.max_image_side)
             resample = op.resize.resample if kind == "resize" else ""
             if resample and vocabulary.resample_name(resample) is None:
                 choices = sorted(set(vocabulary.RESAMPLE.values()))
@@ -202,17 +211,36 @@ def _check_transforms(
     for name, args in obj.items():
         path = f"{field}.{name[:64]}"
         if name not in allowed:
-            v.add(path, f"unknown transform; allowed: {sorted(allowed)}")
+            v.add(path, f"unknown transform; allowed: {some_of(allowed, name)}")
         elif isinstance(args, dict):
             if name in SIGNATURES["transforms"]:
                 _check_args(v, path, "transforms", name, args)
             for arg, value in args.items():
-                if not ARG_RE.match(arg):
+                if not ARG_RE.fullmatch(arg):
                     v.add(f"{path}.{arg[:64]}", "is not a valid argument name")
                 else:
                     _check_scalar(v, f"{path}.{arg}", value)
         elif not isinstance(args, bool):
             v.add(path, "must be true, false or an object of arguments")
+
+
+def _check_sizes(
+    v: Violations,
+    field: str,
+    cmd: attempt_pb2.TrainCommand | attempt_pb2.TestCommand,
+    limits: Limits,
+) -> None:
+    """Each image's size at every step of the image ops and transforms, from their numbers
+    alone, by the arithmetic the trainer uses (`metalearn.geometry`): a 10^6 x 10^6
+    Resize, a size of 0 or Grayscale with 2 channels is refused before it is queued."""
+    for problem in geometry.check(
+        f"{field}.image_ops",
+        cmd.image_ops,
+        f"{field}.transform",
+        plain_struct(cmd.transform),
+        limits.max_input_pixels,
+    ):
+        v.add(problem.field, problem.description)
 
 
 def check_train_command(
@@ -226,7 +254,8 @@ def check_train_command(
         check_name(v, f"{field}.model_name", cmd.model_name)
     _check_labels(v, f"{field}.label_names", cmd.label_names, limits)
     _check_model(v, f"{field}.model", cmd.model, limits)
-    _check_image_ops(v, f"{field}.image_ops", cmd.image_ops)
+    _check_image_ops(v, f"{field}.image_ops", cmd.image_ops, limits)
+    _check_sizes(v, field, cmd, limits)
     for name, allowed, what in (
         ("criterion", vocabulary.CRITERIA, "losses"),
         ("optimizer", vocabulary.OPTIMIZERS, "optimizers"),
@@ -271,7 +300,8 @@ def check_test_command(
         check_name(v, f"{field}.model_name", cmd.model_name)
     _check_labels(v, f"{field}.label_names", cmd.label_names, limits)
     _check_model(v, f"{field}.model", cmd.model, limits)
-    _check_image_ops(v, f"{field}.image_ops", cmd.image_ops)
+    _check_image_ops(v, f"{field}.image_ops", cmd.image_ops, limits)
+    _check_sizes(v, field, cmd, limits)
     if cmd.HasField("criterion"):
         _check_named(v, f"{field}.criterion", cmd.criterion, vocabulary.CRITERIA, "losses")
     _check_transforms(v, f"{field}.transform", cmd.transform, vocabulary.TRANSFORMS)
@@ -286,7 +316,7 @@ def check_tags(v: Violations, field: str, tags: Any) -> None:
         v.add(field, f"at most {MAX_TAGS} tags")
         return
     for key, value in tags.items():
-        if not TAG_KEY_RE.match(key):
+        if not TAG_KEY_RE.fullmatch(key):
             v.add(f"{field}[{key[:64]!r}]", "keys are 1-63 letters, digits, '.', '_', '/' or '-'")
         elif problem := text_problem(value, MAX_TAG_VALUE_CHARS):
             v.add(f"{field}[{key!r}]", problem)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from metalearn import documents, runs, stack
+from metalearn import documents, runs, security_cli, stack, tls
 from metalearn.client import MetalearnError, status_text, translate
 from metalearn.runs import CliError, client_for
 from metalearn.v1 import (
@@ -44,8 +44,23 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.config import GatewayConfig
     from gateway.server import run_gateway
 
+    try:
+        server_tls, trainer_tls = tls.server_tls(args), tls.client_tls(args)
+    except tls.TlsError as err:
+        raise CliError(str(err)) from err
+    if args.insecure_no_auth and not tls.is_loopback(args.listen or "127.0.0.1:50051"):
+        raise CliError("--insecure-no-auth is allowed only on a loopback address")
     config = GatewayConfig.from_args(
-        args.listen, args.data_dir, args.database_url, args.lease_seconds, args.max_restarts
+        args.listen,
+        args.data_dir,
+        args.database_url,
+        args.lease_seconds,
+        args.max_restarts,
+        auth=not args.insecure_no_auth,
+        tls=server_tls,
+        trainer_tls=trainer_tls,
+        admin_token_file=args.admin_token_file,
+        trainer_token_file=args.trainer_token_file,
     )
     asyncio.run(run_gateway(config, on_ready=lambda line: print(line, flush=True)))
     return 0
@@ -172,7 +187,11 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from trainer.config import TrainerConfig
     from trainer.server import run_trainer
 
-    run_trainer(TrainerConfig.from_args(args), on_ready=lambda line: print(line, flush=True))
+    try:
+        config = TrainerConfig.from_args(args)
+    except tls.TlsError as err:
+        raise CliError(str(err)) from err
+    run_trainer(config, on_ready=lambda line: print(line, flush=True))
     return 0
 
 
@@ -187,17 +206,34 @@ def cmd_images_labels(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line, with every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _connection_flags(parser: argparse.ArgumentParser, *, inherit: bool) -> None:
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if inherit else value
+
+    parser.add_argument(
         "--gateway",
-        default=os.environ.get("METALEARN_GATEWAY", DEFAULT_GATEWAY),
+        default=default(os.environ.get("METALEARN_GATEWAY", DEFAULT_GATEWAY)),
         help="gateway address HOST:PORT (env METALEARN_GATEWAY)",
     )
+    parser.add_argument(
+        "--token",
+        default=default(None),
+        help="bearer token (else env METALEARN_TOKEN, else ./.metalearn/admin.token)",
+    )
+    tls.add_flags(parser, server=False, inherit=inherit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with every subcommand."""
+    # The connection flags go before the command's name or after it: on the top-level
+    # parser with their defaults, and on each command without (an unset flag there
+    # leaves the top-level value alone).
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_flags(common, inherit=True)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     parser = argparse.ArgumentParser(prog="metalearn", description=__doc__)
+    _connection_flags(parser, inherit=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     gw = sub.add_parser("gateway", help="run the gateway")
@@ -206,11 +242,34 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--database-url", help="use this PostgreSQL (env METALEARN_DATABASE_URL)")
     gw.add_argument("--lease-seconds", type=float, help="a running attempt's lease (default 15)")
     gw.add_argument("--max-restarts", type=int, help="retries of a crashing run (default 3)")
+    gw.add_argument(
+        "--admin-token-file",
+        help="use the admin token in this file (a mounted secret) instead of making one",
+    )
+    gw.add_argument(
+        "--trainer-token-file", help="make the token in this file the trainer token 'trainers'"
+    )
+    gw.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="no tokens: every caller is an admin (loopback addresses only)",
+    )
+    tls.add_flags(gw, server=True, inherit=True)
     gw.set_defaults(func=cmd_gateway)
 
     tr = sub.add_parser("trainer", help="run a trainer daemon (needs torch)")
     tr.add_argument("--listen", default="127.0.0.1:50052", help="HOST:PORT to bind")
-    tr.add_argument("--gateway", help="gateway to register with (env METALEARN_GATEWAY)")
+    tr.add_argument(
+        "--gateway",
+        default=argparse.SUPPRESS,
+        help="gateway to register with (env METALEARN_GATEWAY)",
+    )
+    tr.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="its trainer token (env METALEARN_TOKEN)",
+    )
+    tls.add_flags(tr, server=True, inherit=True)
     tr.add_argument("--advertise", help="HOST:PORT the gateway calls (default: the bound one)")
     tr.add_argument("--capacity", type=int, default=1, help="runs at once (default 1)")
     tr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -252,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels = images.add_parser("labels", parents=[common], help="labels and image counts")
     labels.set_defaults(func=cmd_images_labels)
     runs.add_commands(sub, common)
+    security_cli.add_commands(sub, common)
     stack.add_command(sub)
     return parser
 

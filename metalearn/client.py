@@ -24,12 +24,16 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from metalearn.credentials import find_token, open_channel
+from metalearn.tls import ClientTls
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2,
     attempt_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
     trainer_service_pb2,
 )
 
@@ -87,6 +91,14 @@ class UnavailableError(MetalearnError):
     """UNAVAILABLE or DEADLINE_EXCEEDED: the gateway (or its database) is not reachable."""
 
 
+class UnauthenticatedError(MetalearnError):
+    """UNAUTHENTICATED: no token, or one the gateway does not know (revoked, expired)."""
+
+
+class PermissionDeniedError(MetalearnError):
+    """PERMISSION_DENIED: the token's role, or ownership of the attempt, forbids it."""
+
+
 _ERRORS: dict[grpc.StatusCode, type[MetalearnError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -94,20 +106,35 @@ _ERRORS: dict[grpc.StatusCode, type[MetalearnError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: WrongStateError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
 def translate(err: grpc.RpcError) -> MetalearnError:
-    """The Python exception for a gRPC error, with its field violations."""
+    """The Python exception for a gRPC error, with its field violations.
+
+    Never fails itself: details that cannot be read (garbage bytes, a status that
+    disagrees with the call's code, an undecodable BadRequest) leave the code and the
+    message, so the caller still learns what went wrong.
+    """
+    from google.protobuf.message import DecodeError
+
     if not isinstance(err, grpc.Call):
         return UnavailableError("UNAVAILABLE", str(err))
-    code = err.code()
+    code = err.code() or grpc.StatusCode.UNKNOWN
     violations: dict[str, str] = {}
-    status: Any = rpc_status.from_call(err)
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            violations.update({v.field: v.description for v in bad.field_violations})
+    try:
+        status: Any = rpc_status.from_call(err)
+        for detail in status.details if status else []:
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad):
+                for v in bad.field_violations:
+                    # One field may have several problems: keep them all.
+                    seen = violations.get(v.field)
+                    violations[v.field] = f"{seen}; {v.description}" if seen else v.description
+    except (DecodeError, ValueError, TypeError):
+        violations = {}
     cls = _ERRORS.get(code, MetalearnError)
     return cls(code.name, err.details() or code.name, violations)
 
@@ -119,12 +146,25 @@ def _key(name_or_id: str | int) -> dict[str, Any]:
 class Client:
     """A connection to a gateway. Every method raises a `MetalearnError` subclass."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", timeout: float = 30.0) -> None:
-        self._channel = grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", 32 * 1024 * 1024)]
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        timeout: float = 30.0,
+        *,
+        token: str | None = None,
+        tls: ClientTls | None = None,
+    ) -> None:
+        """`token`: else METALEARN_TOKEN, else the local gateway's ./.metalearn/admin.token.
+        `tls`: what to trust (None: plaintext, for a gateway on this machine)."""
+        self._channel = open_channel(
+            address,
+            find_token(token),
+            tls,
+            options=[("grpc.max_send_message_length", 32 * 1024 * 1024)],
         )
         self._attempts = attempt_service_pb2_grpc.AttemptServiceStub(self._channel)
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
+        self._tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._timeout = timeout
 
     def __enter__(self) -> Client:
@@ -225,10 +265,40 @@ class Client:
             raise translate(err) from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise UnavailableError("DATA_LOSS", "the download arrived damaged; try again")
-        path = Path(directory) / f"{name}.safetensors"  # names are [A-Za-z0-9._-] only
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise InvalidRequest("INVALID_ARGUMENT", f"{name!r} cannot name a file")
+        path = Path(directory) / f"{name}.safetensors"  # the caller's name, not the server's
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(bytes(data))
         return path
+
+    # Tokens (admins only).
+    def create_token(
+        self, name: str, role: str, expires_in_days: float = 0.0
+    ) -> token_service_pb2.CreateTokenResponse:
+        """A new principal's token; `role` is reader, writer, admin or trainer. The
+        reply's `secret` is shown only here."""
+        try:
+            role_value = token_service_pb2.Role.Value(f"ROLE_{role.upper()}")
+        except ValueError:
+            raise InvalidRequest(
+                "INVALID_ARGUMENT", "bad role", {"role": "reader, writer, admin or trainer"}
+            ) from None
+        request = token_service_pb2.CreateTokenRequest(
+            name=name,
+            role=role_value,  # type: ignore[arg-type]
+            expires_in_days=expires_in_days,
+        )
+        reply: token_service_pb2.CreateTokenResponse = self._call(self._tokens.CreateToken, request)
+        return reply
+
+    def tokens(self) -> tuple[token_service_pb2.Token, ...]:
+        """Every token: names, roles and times (never a secret)."""
+        reply = self._call(self._tokens.ListTokens, token_service_pb2.ListTokensRequest())
+        return tuple(reply.tokens)
+
+    def revoke_token(self, name: str) -> None:
+        self._call(self._tokens.RevokeToken, token_service_pb2.RevokeTokenRequest(name=name))
 
     # Images.
     def upload_images(

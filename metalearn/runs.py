@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from google.protobuf import json_format
 
 from metalearn import documents, looking
 from metalearn.client import Client, status_text
+from metalearn.tls import TlsError, client_tls
 from metalearn.v1 import attempt_pb2
 
 _TIMEOUT = 30.0
+LOCAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 class CliError(Exception):
@@ -22,8 +25,12 @@ class CliError(Exception):
 
 
 def client_for(args: argparse.Namespace) -> Client:
-    """The gateway named by --gateway."""
-    return Client(args.gateway, timeout=_TIMEOUT)
+    """The gateway named by --gateway, with the token and TLS the flags say."""
+    try:
+        tls = client_tls(args)
+    except TlsError as err:
+        raise CliError(str(err)) from err
+    return Client(args.gateway, timeout=_TIMEOUT, token=getattr(args, "token", None), tls=tls)
 
 
 def load_command(path: str, name: str | None) -> tuple[str, attempt_pb2.TrainCommand]:
@@ -84,12 +91,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    # Local files are named from what the user typed, checked here, never from the
+    # server's answer: a gateway cannot make this command write anywhere else.
+    if not LOCAL_NAME.fullmatch(args.name) or args.name in (".", ".."):
+        raise CliError(f"{args.name!r} is not an attempt name (letters, digits, '._-')")
     out = Path(args.output)
     with client_for(args) as client:
         weights = client.download(args.name, out)
         attempt = client.get(args.name)
-    # The attempt's name is checked by the gateway (letters, digits, '._-'): safe in a path.
-    spec = out / f"{attempt.name}.json"
+    spec = out / f"{args.name}.json"
     spec.write_text(json.dumps(documents.attempt_to_document(attempt), indent=2) + "\n")
     print(f"{weights} ({weights.stat().st_size:,} bytes), {spec}")
     return 0

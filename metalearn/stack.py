@@ -4,6 +4,8 @@ N trainer daemons, each its own process — stopped cleanly by Ctrl-C or SIGTERM
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -18,13 +20,19 @@ CLI = [sys.executable, "-m", "metalearn.cli"]
 class Daemon:
     """A `metalearn` subcommand running as a child, its log in a file."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[str] = self.log_path.open("a")
         self.proc = subprocess.Popen(
-            [*CLI, *args], stdout=subprocess.PIPE, stderr=self._log, text=True
+            [*CLI, *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**os.environ, **(env or {})},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -61,6 +69,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             "gateway", ["gateway", "--listen", args.listen, "--data-dir", str(data_dir)], logs
         )
         daemons.append(gateway)
+        # Its trainers get a trainer token of their own (in their environment, never in
+        # argv where `ps` shows it): made again at each start, the old one revoked.
+        trainer_env = {"METALEARN_TOKEN": _trainer_token(gateway.address, data_dir)}
         for i in range(args.trainers):
             daemons.append(
                 Daemon(
@@ -69,6 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                      "--cache-dir", str(data_dir / "trainer-cache"),
                      "--capacity", str(args.capacity)],
                     logs,
+                    trainer_env,
                 )
             )  # fmt: skip
         print(
@@ -92,6 +104,20 @@ def cmd_up(args: argparse.Namespace) -> int:
             daemon.stop(120 if daemon.name.startswith("trainer") else 60)
         if daemons:
             print("metalearn up: stopped", flush=True)
+
+
+def _trainer_token(address: str, data_dir: Path) -> str:
+    """A fresh trainer token for this machine's trainers, made with the admin token the
+    gateway wrote into `data_dir`."""
+    from metalearn.client import Client, NotFoundError
+    from metalearn.credentials import find_token
+
+    token_file = data_dir / "admin.token"
+    admin = token_file.read_text(encoding="utf-8").strip() if token_file.is_file() else None
+    with Client(address, timeout=30, token=admin or find_token()) as client:
+        with contextlib.suppress(NotFoundError):  # the first start
+            client.revoke_token("local-trainers")
+        return str(client.create_token("local-trainers", "trainer").secret)
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

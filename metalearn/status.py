@@ -30,24 +30,58 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.Unavailable: code_pb2.UNAVAILABLE,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Aborted: code_pb2.ABORTED,
+    errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
+    errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
 }
 
 
-def to_status(error: errors.DomainError) -> grpc.Status:
-    """Builds the rich gRPC status for a domain error."""
-    code = next(c for t, c in _CODES.items() if isinstance(error, t))
-    status = status_pb2.Status(code=code, message=str(error) or type(error).__name__)
-    if isinstance(error, errors.InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
+# Bytes, so that non-ASCII text cannot multiply the size: the status (message included)
+# travels base64-encoded (4/3) and the message again percent-encoded (up to 3x); together
+# they stay near half of grpc's default 8 KiB limit on metadata. A larger status would
+# reach the client as a bare INTERNAL, without its violations.
+MAX_DETAILS_BYTES = 2048
+MAX_MESSAGE_BYTES = 320
+
+
+def _clip_utf8(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max_bytes - 3].decode("utf-8", errors="ignore") + "\u2026"
+
+
+def _bad_request(error: errors.InvalidArgument) -> error_details_pb2.BadRequest:
+    """The violations that fit `MAX_DETAILS_BYTES`, then one counting those left out."""
+    bad = error_details_pb2.BadRequest()
+    # Room kept for the count's own violation (field, "N more violations left out").
+    budget = MAX_DETAILS_BYTES - 64 - len(errors.OMITTED_FIELD)
+    kept = 0
+    for v in error.violations:
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=_clip_utf8(v.field, errors.MAX_FIELD_CHARS),
+            description=_clip_utf8(v.description, errors.MAX_DESCRIPTION_CHARS),
         )
+        if bad.ByteSize() + item.ByteSize() + 4 > budget:  # 4: its tag and length
+            break
+        bad.field_violations.append(item)
+        kept += 1
+    omitted = error.omitted + len(error.violations) - kept
+    if omitted:
+        bad.field_violations.add(
+            field=errors.OMITTED_FIELD, description=f"{omitted} more violations left out"
+        )
+    return bad
+
+
+def to_status(error: errors.DomainError) -> grpc.Status:
+    """Builds the rich gRPC status for a domain error, small enough to reach the client."""
+    code = next(c for t, c in _CODES.items() if isinstance(error, t))
+    message = _clip_utf8(str(error) or type(error).__name__, MAX_MESSAGE_BYTES)
+    status = status_pb2.Status(code=code, message=message)
+    if isinstance(error, errors.InvalidArgument):
         detail = any_pb2.Any()
-        detail.Pack(bad)
+        detail.Pack(_bad_request(error))
         status.details.append(detail)
     result: grpc.Status = rpc_status.to_status(status)
     return result

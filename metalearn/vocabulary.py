@@ -7,6 +7,8 @@ about what is allowed.
 
 from __future__ import annotations
 
+import re
+
 LAYERS: frozenset[str] = frozenset(
     {
         "Conv1d", "Conv2d", "Linear", "ReLU", "LeakyReLU", "GELU", "SiLU", "Sigmoid",
@@ -46,7 +48,20 @@ TRANSFORMS: frozenset[str] = frozenset(
 
 TARGET_TRANSFORMS: frozenset[str] = frozenset({"ToTensor"})
 
-# Pillow resampling filters, by every spelling the prototype and users write.
+# The order transforms run in, whatever order a command lists them (a JSON object's keys
+# come back from the store sorted): torchvision's reference training scripts' order.
+# Fixed geometry and colour, applied once per image and cached:
+FIXED_TRANSFORMS: tuple[str, ...] = ("Resize", "CenterCrop", "Pad", "Grayscale")
+# Random augmentations, applied per sample and epoch on uint8 images (training only):
+RANDOM_TRANSFORMS: tuple[str, ...] = (
+    "RandomResizedCrop", "RandomCrop", "RandomRotation", "RandomAffine",
+    "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter", "GaussianBlur",
+    "RandomGrayscale", "RandomAutocontrast", "RandomEqualize",
+)  # fmt: skip
+# Applied per sample to float tensors, after Normalize (training only):
+AFTER_NORMALIZE_TRANSFORMS: tuple[str, ...] = ("RandomErasing",)
+
+# Pillow resampling filters, by every name the prototype and users write (any case).
 RESAMPLE: dict[str, str] = {
     "nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic",
     "lanczos": "lanczos", "box": "box", "hamming": "hamming",
@@ -78,10 +93,21 @@ N_LABELS_ARGS: frozenset[str] = frozenset({"out_features", "out_channels"})
 SIGNED_ARGS: frozenset[str] = frozenset({"start_dim", "end_dim", "dim"})
 
 
+# How the prototype (Python code pasted into JSON) wrote a filter: "Image.ANTIALIAS",
+# "Image.Resampling.BICUBIC", "PIL.Image.BILINEAR"; or a bare name: "bilinear", "LANCZOS".
+_RESAMPLE_SPELLING = re.compile(
+    r"(?:(?:PIL\.)?Image\.(?:Resampling\.)?|Resampling\.)?(?P<name>[A-Za-z]+)"
+)
+
+
 def resample_name(spelling: str) -> str | None:
-    """Maps "Image.ANTIALIAS", "LANCZOS", "Resampling.BICUBIC", ... to a filter name."""
-    key = spelling.strip().strip("'\"").rsplit(".", 1)[-1].lower()
-    return RESAMPLE.get(key)
+    """Maps "Image.ANTIALIAS", "LANCZOS", "Image.Resampling.BICUBIC", ... to a filter name.
+
+    The whole string must be one of those spellings: "bilinearX", "bil" or "bilinear\\n"
+    are not filters, and guessing at them would train with a filter nobody asked for.
+    """
+    match = _RESAMPLE_SPELLING.fullmatch(spelling)
+    return RESAMPLE.get(match["name"].lower()) if match else None
 
 
 def image_mode(spelling: str) -> str | None:

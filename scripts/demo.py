@@ -42,6 +42,10 @@ def main() -> int:
     OUTPUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="metalearn-demo-") as tmp:
         address = f"127.0.0.1:{free_port()}"
+        # The CLI finds the admin token `up` wrote into its data directory (by default
+        # ./.metalearn; this demo keeps its data in a temporary one and says so).
+        os.environ["METALEARN_DATA_DIR"] = f"{tmp}/data"
+        print(f"$ export METALEARN_DATA_DIR={tmp}/data", flush=True)
         print(f"$ metalearn up --listen {address} --data-dir {tmp}/data --trainers 1", flush=True)
         up = subprocess.Popen(
             [*CLI, "up", "--listen", address, "--data-dir", f"{tmp}/data", "--trainers", "1"],

@@ -17,7 +17,7 @@ from tests.test_attempts import make_attempt
 
 
 def test_store_calls_and_their_errors(gateway) -> None:
-    with Client(gateway.address) as client:
+    with Client(gateway.address, token=gateway.admin_token) as client:
         made = client.create(make_attempt("first"))
         assert client.get("first").id == made.id == client.get(made.id).id
         client.create(make_attempt("second", labels=("owl",)))

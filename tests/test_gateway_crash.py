@@ -7,9 +7,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-import grpc
-
 from metalearn import digits
+from metalearn.credentials import open_channel
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.test_orchestration import METALEARN, TERMINAL, Trainer, slow_command
@@ -36,9 +35,11 @@ def test_kill_9_of_the_gateway_then_a_restart(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     data_dir, log = tmp_path / "data", tmp_path / "gateway.log"
     gateway = start_gateway(address, data_dir, log)
-    trainer = Trainer(address, tmp_path, "trainer")
+    # The gateway's first start wrote its admin token; an admin may run a trainer too.
+    admin = (data_dir / "admin.token").read_text().strip()
+    trainer = Trainer(address, tmp_path, "trainer", admin)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, admin) as channel:
             uploaded = dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
                 digits.digit_uploads()
             )
@@ -54,7 +55,7 @@ def test_kill_9_of_the_gateway_then_a_restart(tmp_path: Path) -> None:
         gateway.kill()  # SIGKILL: no goodbye, the lease is left to lapse
         gateway.wait()
         gateway = start_gateway(address, data_dir, log)
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, admin) as channel:
             stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
             last = None
             for event in stub.WatchAttempt(pb.WatchAttemptRequest(name="survivor", from_epoch=2)):

@@ -25,6 +25,7 @@ from PIL import Image
 
 from gateway.config import GatewayConfig
 from metalearn import documents
+from metalearn.credentials import authorization
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2_grpc,
@@ -45,13 +46,14 @@ TERMINAL = {S.ATTEMPT_STATUS_TRAINED, S.ATTEMPT_STATUS_COMPLETE, S.ATTEMPT_STATU
 class Trainer:
     """A `metalearn trainer` process registered with a gateway."""
 
-    def __init__(self, gateway: str, tmp: Path, name: str) -> None:
+    def __init__(self, gateway: str, tmp: Path, name: str, token: str) -> None:
         self.log = tmp / f"{name}.log"
         self.proc = subprocess.Popen(
             [*METALEARN, "trainer", "--listen", "127.0.0.1:0", "--gateway", gateway,
              "--cache-dir", str(tmp / "cache"), "--checkpoint-every-epochs", "1"],
             stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
             start_new_session=True,  # its own process group: signals can reach its runs too
+            env={**os.environ, "METALEARN_TOKEN": token},
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -83,7 +85,7 @@ class Stack:
         self.gateway = gateway
         self.tmp = tmp
         self.trainers: list[Trainer] = []
-        self.channel = grpc.insecure_channel(gateway.address)
+        self.channel = gateway.channel()
         self.stub = attempt_service_pb2_grpc.AttemptServiceStub(self.channel)
 
     def ensure_trainers(self, count: int) -> list[Trainer]:
@@ -93,7 +95,8 @@ class Stack:
             self.trainers.pop().stop()
         starting = [
             threading.Thread(target=lambda i=i: self.trainers.append(
-                Trainer(self.gateway.address, self.tmp, f"trainer-{time.time_ns()}-{i}")))
+                Trainer(self.gateway.address, self.tmp, f"trainer-{time.time_ns()}-{i}",
+                        self.gateway.trainer_token)))
             for i in range(count - len(self.trainers))
         ]  # fmt: skip
         for thread in starting:
@@ -112,6 +115,15 @@ class Stack:
                 (addresses,),
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def trainer_credential(self, address: str) -> str:
+        """What the gateway presents to the trainer at `address` (from its registration)."""
+        with psycopg.connect(self.gateway.database_url) as conn:
+            row = conn.execute(
+                "SELECT credential FROM trainers WHERE address = %s", (address,)
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def get(self, name: str) -> attempt_pb2.Attempt:
         return self.stub.GetAttempt(
@@ -223,7 +235,7 @@ def test_the_python_client_runs_an_attempt(stack: Stack, tmp_path: Path) -> None
     from metalearn.client import EpochMetrics
 
     stack.ensure_trainers(1)
-    with Client(stack.gateway.address) as client:
+    with Client(stack.gateway.address, token=stack.gateway.admin_token) as client:
         client.train("by-client", lenet_command(n_epoch=3))
         events = list(client.watch("by-client"))
         assert [e.epoch for e in events if isinstance(e, EpochMetrics)] == [1, 2, 3]
@@ -243,6 +255,7 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
         return subprocess.run(
             [*METALEARN, *args, "--gateway", stack.gateway.address],
             capture_output=True, text=True, timeout=300,
+            env={**os.environ, "METALEARN_TOKEN": stack.gateway.admin_token},
         )  # fmt: skip
 
     trained = cli("train", "--file", str(example), "--name", "by-cli", "--follow")
@@ -301,7 +314,8 @@ def test_the_node_example_trains_from_the_protos_alone(stack: Stack) -> None:
     done = subprocess.run(
         ["node", str(node_dir / "train.js"), "from-node"],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "METALEARN_GATEWAY": stack.gateway.address},
+        env={**os.environ, "METALEARN_GATEWAY": stack.gateway.address,
+             "METALEARN_TOKEN": stack.gateway.admin_token},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
@@ -395,8 +409,10 @@ def test_cancel_stops_the_trainer(stack: Stack) -> None:
 
     with grpc.insecure_channel(trainer.address) as channel:
         info = trainer_service_pb2_grpc.TrainerServiceStub(channel).GetTrainerInfo
+        call = authorization(stack.trainer_credential(trainer.address))
         stack.wait_for(
-            lambda: info(trainer_service_pb2.GetTrainerInfoRequest()).busy_slots == 0, 10,
+            lambda: info(trainer_service_pb2.GetTrainerInfoRequest(), metadata=call).busy_slots
+            == 0, 10,
             "the trainer to stop",
         )  # fmt: skip
     epochs = stack.get("cancelled").current_epoch

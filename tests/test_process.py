@@ -38,12 +38,24 @@ class GatewayProcess:
             raise AssertionError(f"gateway did not start: {line}{self.proc.stderr.read()}")  # type: ignore[union-attr]
         self.address = line.rsplit(" ", 1)[-1].strip()
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        data_dir: Path | None = None,
+        gateway_first: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        where = ["--gateway", self.address]
         result = subprocess.run(
-            [*METALEARN, *args, "--gateway", self.address],
+            [*METALEARN, *where, *args] if gateway_first else [*METALEARN, *args, *where],
             capture_output=True,
             text=True,
             timeout=60,
+            # The CLI finds the admin token the gateway wrote, as it does in ./.metalearn.
+            env={
+                **{k: v for k, v in os.environ.items() if k != "METALEARN_TOKEN"},
+                "METALEARN_DATA_DIR": str(data_dir or self.data_dir),
+            },
         )
         if check:
             assert result.returncode == 0, result.stderr

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metalearn import digits
+from metalearn.credentials import open_channel
 from metalearn.v1 import (
     attempt_pb2,
     dataset_service_pb2,
@@ -32,12 +33,16 @@ from trainer.server import create_server
 
 pb = trainer_service_pb2
 CODE = grpc.StatusCode
+CREDENTIAL = "test-gateway-credential"
 
 
 def start_trainer(gateway: GatewayThread, cache: Path, capacity: int) -> tuple[grpc.Server, str]:
+    # Called directly, as its gateway would (with a fixed credential), and reading
+    # images with an admin token (a trainer token reads only the work it holds).
     config = TrainerConfig(
         listen="127.0.0.1:0", gateway=gateway.address, capacity=capacity, cache_dir=cache,
-        checkpoint_every_epochs=5, stop_grace_seconds=5,
+        checkpoint_every_epochs=5, stop_grace_seconds=5, token=gateway.admin_token,
+        gateway_credential=CREDENTIAL,
     )  # fmt: skip
     server, port, _, _ = create_server(config)
     server.start()
@@ -49,7 +54,7 @@ def trainer(
     digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[trainer_service_pb2_grpc.TrainerServiceStub]:
     server, address = start_trainer(digits_gateway, tmp_path_factory.mktemp("cache"), 2)
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, CREDENTIAL) as channel:
         yield trainer_service_pb2_grpc.TrainerServiceStub(channel)
     server.stop(5).wait()
 
@@ -199,7 +204,7 @@ def test_missing_data_and_bad_checkpoints(trainer) -> None:
 def test_a_full_trainer_says_so(digits_gateway, tmp_path) -> None:
     server, address = start_trainer(digits_gateway, tmp_path, 1)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, CREDENTIAL) as channel:
             stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
             busy = stub.Train(pb.TrainerServiceTrainRequest(command=lenet_command(n_epoch=10_000)))
             started = threading.Event()

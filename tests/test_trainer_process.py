@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from metalearn.credentials import open_channel
 from metalearn.v1 import trainer_service_pb2 as pb
 from metalearn.v1 import trainer_service_pb2_grpc
 from tests.harness import GatewayThread
@@ -19,12 +20,18 @@ from tests.trainer_harness import lenet_command
 METALEARN = [sys.executable, "-m", "metalearn.cli"]
 
 
-def start_trainer(gateway: str, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+# The credential these tests present to the trainer, as its gateway would.
+CREDENTIAL = "test-gateway-credential"
+
+
+def start_trainer(gateway: GatewayThread, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     log = (tmp_path / "trainer.log").open("w")
     proc = subprocess.Popen(
-        [*METALEARN, "trainer", "--listen", "127.0.0.1:0", "--gateway", gateway,
+        [*METALEARN, "trainer", "--listen", "127.0.0.1:0", "--gateway", gateway.address,
          "--cache-dir", str(tmp_path / "cache"), "--checkpoint-every-epochs", "1000"],
         stdout=subprocess.PIPE, stderr=log, text=True,
+        env={**os.environ, "METALEARN_TOKEN": gateway.admin_token,
+             "METALEARN_GATEWAY_CREDENTIAL": CREDENTIAL},
     )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -33,9 +40,9 @@ def start_trainer(gateway: str, tmp_path: Path) -> tuple[subprocess.Popen[str], 
 
 
 def test_sigterm_checkpoints_the_run_and_exits(digits_gateway: GatewayThread, tmp_path) -> None:
-    proc, address = start_trainer(digits_gateway.address, tmp_path)
+    proc, address = start_trainer(digits_gateway, tmp_path)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, CREDENTIAL) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             reply = health.Check(
                 health_pb2.HealthCheckRequest(service="metalearn.v1.TrainerService")

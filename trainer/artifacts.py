@@ -88,14 +88,29 @@ def read_weights(
     data: bytes, field: str = "weights"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and spec of a weights file; INVALID_ARGUMENT naming `field` if unreadable."""
+    spec = read_weights_spec(data, field)
+    return read_weights_tensors(data, field), spec
+
+
+def read_weights_spec(data: bytes, field: str = "weights") -> dict[str, Any]:
+    """The spec a weights file carries, read from its header alone: it is checked before
+    a tensor of the file is loaded or a model is built (see `model.check_spec`)."""
     try:
         (header_size,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8 : 8 + header_size])
         spec = json.loads(header["__metadata__"][_SPEC_KEY])
-        if spec.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"unknown format {spec.get('format')!r}")
+        if not isinstance(spec, dict) or spec.get("format") != WEIGHTS_FORMAT:
+            raise ValueError("unknown format")
+        return spec
+    except Exception as err:  # whatever is wrong, it is the client's data
+        raise InvalidArgument.one(field, f"not a metalearn weights file: {err}") from err
+
+
+def read_weights_tensors(data: bytes, field: str = "weights") -> dict[str, torch.Tensor]:
+    """The tensors of a weights file; INVALID_ARGUMENT naming `field` if unreadable."""
+    try:
         tensors: dict[str, torch.Tensor] = safetensors.torch.load(data)
-        return tensors, spec
+        return tensors
     except Exception as err:  # whatever is wrong, it is the client's data
         raise InvalidArgument.one(field, f"not a metalearn weights file: {err}") from err
 

@@ -7,18 +7,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from metalearn.credentials import find_token
+from metalearn.limits import CommandLimits
+from metalearn.tls import ClientTls, ServerTls, client_tls, server_tls
+
 
 @dataclass(frozen=True)
-class Limits:
-    """What one command may ask for; beyond these it is refused before any work."""
+class Limits(CommandLimits):
+    """What one command may ask for; beyond these it is refused before any work.
 
-    max_parameters: int = 200_000_000
-    max_epochs: int = 10_000
-    max_batch_size: int = 4_096
-    # Pixels of one image after `image_ops` (height x width).
-    max_image_pixels: int = 1024 * 1024
-    # Preprocessed data of one run held in memory.
-    max_data_bytes: int = 4 * 1024**3
+    Every bound comes from `metalearn.limits`, which the gateway's limits share, so the
+    gateway never queues a command this trainer would refuse for its size.
+    """
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,13 @@ class TrainerConfig:
     gateway_deadline_seconds: float = 600.0
     max_message_bytes: int = 512 * 1024 * 1024
     limits: Limits = Limits()
+    # The trainer token it registers and reads images with (DESIGN §7).
+    token: str = ""
+    # The credential its gateway presents; empty: the one each registration hands over.
+    gateway_credential: str = ""
+    # TLS of the trainer's own port, and of its channel to the gateway (None: plaintext).
+    tls: ServerTls | None = None
+    gateway_tls: ClientTls | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainerConfig:
@@ -62,4 +69,8 @@ class TrainerConfig:
             checkpoint_every_seconds=args.checkpoint_every_seconds,
             threads_per_run=args.threads,
             limits=Limits(max_parameters=args.max_parameters),
+            token=find_token(args.token) or "",
+            gateway_credential=os.environ.get("METALEARN_GATEWAY_CREDENTIAL", ""),
+            tls=server_tls(args),
+            gateway_tls=client_tls(args),
         )

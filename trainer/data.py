@@ -26,15 +26,10 @@ import torch
 from google.protobuf import json_format
 from PIL import Image
 
-from metalearn.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-)
+from metalearn import geometry
+from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, dataset_service_pb2_grpc
-from trainer.transforms import Pipeline, apply_image_ops, fixed_tensor
+from trainer.transforms import Pipeline, apply_image_ops, fixed_tensor, tensor_mode
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +163,11 @@ class Preprocessor:
         data = self._source.fetch(refs)
         images: list[torch.Tensor] = []
         for i, ref in enumerate(refs):
-            x = self._decode(data[ref.id], ref, image_ops, pipeline)
+            x = self._decode(data[ref.id], ref, image_ops, pipeline, len(refs))
             if images and x.shape != images[0].shape:
                 raise FailedPrecondition(
                     f"image {ref.id} ({ref.label}) is {tuple(x.shape)} after image_ops, others are"
                     f" {tuple(images[0].shape)}: add a resize to command.image_ops"
-                )
-            if i == 0 and x.numel() * len(refs) > self._max_bytes:
-                raise ResourceExhausted(
-                    f"{len(refs)} images of {tuple(x.shape)} need {x.numel() * len(refs):,} bytes,"
-                    f" over this trainer's limit of {self._max_bytes:,}"
                 )
             images.append(x)
             if on_progress is not None:
@@ -193,11 +183,12 @@ class Preprocessor:
         ref: ImageRef,
         image_ops: Sequence[attempt_pb2.ImageOp],
         pipeline: Pipeline,
+        count: int,
     ) -> torch.Tensor:
         try:
             with Image.open(io.BytesIO(data)) as opened:
                 opened.load()
-                image = apply_image_ops(opened, image_ops)
+                image = tensor_mode(apply_image_ops(opened, image_ops))
         except (OSError, ValueError) as err:
             raise FailedPrecondition(
                 f"image {ref.id} ({ref.label}) cannot be processed: {err}"
@@ -208,7 +199,33 @@ class Preprocessor:
                 f"images are {image.width}x{image.height} after the ops, over this trainer's"
                 f" limit of {self._max_pixels:,} pixels: resize them",
             )
+        self._check_sizes(image, pipeline, count)
         return fixed_tensor(image, pipeline)
+
+    def _check_sizes(self, image: Image.Image, pipeline: Pipeline, count: int) -> None:
+        """This image's size at every step of the transforms, worked out before any is
+        made: a step over the pixel limit, or cached data over the memory limit, is the
+        command's mistake, named with the argument that asked for that size."""
+        start = geometry.Size(image.height, image.width, geometry.mode_channels(image.mode))
+        plan = pipeline.plan(start)
+        if plan.problems:
+            raise InvalidArgument(plan.problems)
+        step = plan.over(self._max_pixels)
+        if step is not None:
+            raise InvalidArgument.one(
+                step.field,
+                f"makes the {image.width}x{image.height} images {step.size.describe()},"
+                f" over this trainer's limit of {self._max_pixels:,} pixels",
+            )
+        kept = plan.fixed
+        size = kept.size if kept else start
+        needed = size.channels * size.pixels * count
+        if needed > self._max_bytes:
+            raise InvalidArgument.one(
+                kept.field if kept else "command.image_ops",
+                f"{count} images of {size.channels}x{size.describe()} need {needed:,} bytes,"
+                f" over this trainer's limit of {self._max_bytes:,}: make them smaller",
+            )
 
     def _store(self, path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Writes the cache file atomically; a failure only costs the next run a decode."""

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from trainer.optim import Target
-from trainer.transforms import BatchTransform
+from trainer.transforms import BatchTransform, command_fault
 
 
 class Stopped(Exception):
@@ -26,6 +26,40 @@ class Stopped(Exception):
 
 class Diverged(Exception):
     """The loss became NaN or infinite."""
+
+
+class CommandFailed(Exception):
+    """A part of the command itself, its transforms or its loss, refused the real data:
+    BCELoss given scores outside [0, 1], a crop larger than the image... The same
+    command fails the same way on any trainer, so it is the command's mistake, never a
+    reason to retry. Out of memory and our own bugs are not wrapped (see
+    `transforms.command_fault`)."""
+
+    def __init__(self, stage: str, batch: int, err: BaseException) -> None:
+        # "transform" or "criterion": which part of the command failed.
+        self.stage = stage
+        self.batch = batch
+        self.error = err
+        super().__init__(f"{stage} failed at batch {batch}: {err}")
+
+
+def _transformed(transform: BatchTransform, images: torch.Tensor, batch: int) -> torch.Tensor:
+    try:
+        return transform(images)
+    except Exception as err:
+        if not command_fault(err):
+            raise
+        raise CommandFailed("transform", batch, err) from err
+
+
+def _loss(criterion: nn.Module, scores: torch.Tensor, y: torch.Tensor, batch: int) -> Any:
+    """The criterion's 0-d loss tensor (Any, as torch types a module's output)."""
+    try:
+        return criterion(scores, y)
+    except Exception as err:
+        if not command_fault(err):
+            raise
+        raise CommandFailed("criterion", batch, err) from err
 
 
 class TensorImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -104,10 +138,10 @@ def train_one_epoch(
     for index, (images, labels) in enumerate(batches):
         if should_stop():
             raise Stopped
-        x = transform(images).to(device, non_blocking=True)
+        x = _transformed(transform, images, index + 1).to(device, non_blocking=True)
         y = _targets(labels, target, n_labels).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
+        loss = _loss(criterion, model(x), y, index + 1)
         value = float(loss.item())  # one read serves the NaN check and the mean
         if not math.isfinite(value):
             raise Diverged(f"the loss is {value} at batch {index + 1}")
@@ -136,12 +170,12 @@ def evaluate(
     model.eval()
     total, samples = 0.0, 0
     confusion = torch.zeros((n_labels, n_labels), dtype=torch.int64)
-    for images, labels in batches:
+    for index, (images, labels) in enumerate(batches):
         if should_stop():
             raise Stopped
-        x = transform(images).to(device)
+        x = _transformed(transform, images, index + 1).to(device)
         scores = model(x)
-        loss = criterion(scores, _targets(labels, target, n_labels).to(device))
+        loss = _loss(criterion, scores, _targets(labels, target, n_labels).to(device), index + 1)
         total += _sample_loss(float(loss.item()), criterion, len(labels))
         predicted = scores.argmax(dim=1).cpu()
         confusion += torch.bincount(

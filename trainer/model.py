@@ -19,6 +19,7 @@ from torch import nn
 
 from metalearn import vocabulary
 from metalearn.errors import Violations
+from metalearn.limits import CommandLimits
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 
@@ -102,7 +103,8 @@ def _resolve_layer(
     """One layer's arguments, checked against its signature, sizes resolved; None if bad."""
     name = raw.get("name")
     if not isinstance(name, str) or name not in vocabulary.LAYERS or not hasattr(nn, name):
-        v.add(f"{path}.name", f"unknown layer {name!r}; allowed: {sorted(vocabulary.LAYERS)}")
+        shown = repr(name)[:64]  # a weights file's name may be anything, of any length
+        v.add(f"{path}.name", f"unknown layer {shown}; allowed: {sorted(vocabulary.LAYERS)}")
         return None
     allowed = keyword_params(getattr(nn, name), _FORBIDDEN_ARGS)
     resolved: dict[str, Any] = {"name": name}
@@ -154,33 +156,95 @@ def resolve(
     max_parameters: int,
 ) -> ModelSpec | None:
     """Checks `model` against the real input shape; the spec to build, or None (see `v`)."""
-    x = torch.empty((_TRACE_BATCH, *input_shape), device="meta")
-    parameters = 0
     if model.name and len(model.layers):
         v.add(f"{path}.name", "give layers or a name, not both")
         return None
-    if model.name:
-        if model.name not in architectures():
-            v.add(f"{path}.name", f"unknown architecture; allowed: {architectures()}")
+    if not model.name and not len(model.layers):
+        v.add(f"{path}.layers", "give at least one layer (or a torchvision name)")
+        return None
+    layers = [plain_struct(struct) for struct in model.layers]
+    return _trace(v, path, model.name, layers, input_shape, n_labels, max_parameters)
+
+
+def check_spec(
+    v: Violations, path: str, spec: ModelSpec, limits: CommandLimits
+) -> ModelSpec | None:
+    """A spec read from a weights file, which anyone can write, checked exactly as a
+    command's model is: allowlisted names, each layer's arguments against its signature,
+    the shapes traced and the parameters counted on the meta device, before a byte is
+    allocated. The spec to build, or None (see `v`)."""
+    if spec.architecture and spec.layers:
+        v.add(path, "names an architecture and layers; a model has one or the other")
+        return None
+    if not spec.architecture and not spec.layers:
+        v.add(f"{path}.layers", "names no layers and no architecture")
+        return None
+    if len(spec.layers) > limits.max_layers:
+        v.add(f"{path}.layers", f"at most {limits.max_layers} layers")
+        return None
+    shape = spec.input_shape
+    if len(shape) != 3 or min(shape) <= 0 or shape[1] * shape[2] > limits.max_input_pixels:
+        v.add(
+            f"{path}.input_shape",
+            f"{list(shape)[:4]} is not the (channels, height, width) of an image of at most"
+            f" {limits.max_input_pixels:,} pixels",
+        )
+        return None
+    if not 1 <= spec.n_labels <= limits.max_labels:
+        v.add(f"{path}.n_labels", f"must be between 1 and {limits.max_labels}")
+        return None
+    return _trace(
+        v, path, spec.architecture, spec.layers, shape, spec.n_labels, limits.max_parameters
+    )
+
+
+def takes(
+    v: Violations, path: str, spec: ModelSpec, input_shape: tuple[int, ...], max_parameters: int
+) -> bool:
+    """Whether the model of a resolved spec (its sizes fixed) also takes `input_shape`."""
+    found = _trace(
+        v, path, spec.architecture, spec.layers, input_shape, spec.n_labels, max_parameters
+    )
+    return found is not None
+
+
+def _trace(
+    v: Violations,
+    path: str,
+    architecture: str,
+    raw_layers: list[dict[str, Any]],
+    input_shape: tuple[int, ...],
+    n_labels: int,
+    max_parameters: int,
+) -> ModelSpec | None:
+    """The model traced on the meta device: every check a model passes before it is built."""
+    x = torch.empty((_TRACE_BATCH, *input_shape), device="meta")
+    parameters = 0
+    if architecture:
+        if architecture not in architectures():
+            shown = architecture[:64]
+            v.add(f"{path}.name", f"unknown architecture {shown!r}; allowed: {architectures()}")
             return None
         try:
             with torch.device("meta"):
-                net = torchvision.models.get_model(model.name, weights=None, num_classes=n_labels)
+                net = torchvision.models.get_model(architecture, weights=None, num_classes=n_labels)
             net.eval()  # some architectures have training-only auxiliary outputs
             x = net(x)
         except Exception as err:  # any failure is the command's mistake
-            v.add(f"{path}.name", f"{model.name} cannot take inputs of shape {input_shape}: {err}")
+            v.add(
+                f"{path}.name", f"{architecture} cannot take inputs of shape {input_shape}: {err}"
+            )
             return None
-        spec = ModelSpec(n_labels, input_shape, architecture=model.name)
+        spec = ModelSpec(n_labels, input_shape, architecture=architecture)
         parameters = _parameters(net)
     else:
-        if not len(model.layers):
-            v.add(f"{path}.layers", "give at least one layer (or a torchvision name)")
-            return None
         layers: list[dict[str, Any]] = []
-        for i, struct in enumerate(model.layers):
+        for i, raw in enumerate(raw_layers):
             layer_path = f"{path}.layers[{i}]"
-            resolved = _resolve_layer(v, layer_path, plain_struct(struct), x.shape, n_labels)
+            if not isinstance(raw, dict):
+                v.add(layer_path, "must be an object naming a layer")
+                return None
+            resolved = _resolve_layer(v, layer_path, raw, x.shape, n_labels)
             if resolved is None:
                 return None  # later layers' shapes depend on this one
             try:
@@ -205,7 +269,7 @@ def resolve(
         spec = ModelSpec(n_labels, input_shape, layers=layers)
     if x.dim() != 2 or x.shape[1] != n_labels:
         v.add(
-            f"{path}.layers" if not model.name else f"{path}.name",
+            f"{path}.layers" if not architecture else f"{path}.name",
             f"the output is {_describe(x.shape)}; it must be (batch, {n_labels}), one score per"
             ' label: end with a layer of "n_labels" outputs',
         )

@@ -151,6 +151,42 @@ def make_criterion(spec: Named) -> nn.Module:
     return criterion
 
 
+# A score every loss takes: a probability (BCELoss), a logit and a log-probability alike.
+_PROBE_SCORE = 0.5
+
+
+def check_criterion_for(v: Violations, path: str, spec: Named, n_labels: int) -> bool:
+    """The loss once the number of labels is known: per-label weights of the right length,
+    and the loss computed once on a batch of that shape, so values torch accepts when the
+    loss is made and refuses when it is used (`label_smoothing` 1.5) are the command's
+    named mistake, not an error an epoch later."""
+    ok = True
+    for arg in sorted(_TENSOR_ARGS & spec.kwargs.keys()):
+        weight = spec.kwargs[arg]
+        # Index losses weigh each class; one-hot ones broadcast over (batch, labels).
+        lengths = (n_labels,) if spec.name in _INDEX_LOSSES else (1, n_labels)
+        if weight.dim() != 1 or weight.shape[0] not in lengths:
+            wanted = " or ".join(str(n) for n in lengths)
+            v.add(
+                f"{path}.{arg}",
+                f"has {weight.numel()} values; give {wanted} (the command has {n_labels} labels)",
+            )
+            ok = False
+    if not ok:
+        return False
+    scores = torch.full((2, n_labels), _PROBE_SCORE)
+    if target_kind(spec) is Target.INDEX:
+        targets = torch.zeros(2, dtype=torch.int64)
+    else:
+        targets = torch.zeros(2, n_labels)
+    try:
+        make_criterion(spec)(scores, targets)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:  # torch's value checks
+        v.add(path, f"{spec.name}: {err}")
+        return False
+    return True
+
+
 def target_kind(criterion: Named) -> Target:
     """Class indices for classification losses, one-hot vectors for regression ones."""
     return Target.INDEX if criterion.name in _INDEX_LOSSES else Target.ONE_HOT

@@ -9,8 +9,11 @@ import threading
 import grpc
 
 import metalearn
+from metalearn.credentials import open_channel
 from metalearn.v1 import trainer_registry_service_pb2 as pb
 from metalearn.v1 import trainer_registry_service_pb2_grpc
+from trainer.auth import GatewayCredential
+from trainer.config import TrainerConfig
 from trainer.service import devices
 from trainer.workers import Workers
 
@@ -31,11 +34,19 @@ def advertised(listen: str, port: int, advertise: str) -> str:
 class Announcer:
     """A thread: registers, then sends a heartbeat every few seconds until stopped."""
 
-    def __init__(self, gateway: str, address: str, capacity: int, workers: Workers) -> None:
-        self._gateway = gateway
+    def __init__(
+        self,
+        config: TrainerConfig,
+        address: str,
+        workers: Workers,
+        credential: GatewayCredential,
+    ) -> None:
+        self._config = config
+        self._gateway = config.gateway
         self._address = address
-        self._capacity = capacity
+        self._capacity = config.capacity
         self._workers = workers
+        self._credential = credential
         self._stop = threading.Event()
         self._registered = threading.Event()
         self._thread = threading.Thread(target=self._run, name="announcer", daemon=True)
@@ -52,7 +63,8 @@ class Announcer:
 
     def _run(self) -> None:
         interval = 2.0
-        with grpc.insecure_channel(self._gateway) as channel:
+        config = self._config
+        with open_channel(self._gateway, config.token, config.gateway_tls) as channel:
             stub = trainer_registry_service_pb2_grpc.TrainerRegistryServiceStub(channel)
             registered = False
             while not self._stop.is_set():
@@ -66,6 +78,8 @@ class Announcer:
                             timeout=10,
                         )  # fmt: skip
                         interval = reply.heartbeat_seconds or interval
+                        if reply.gateway_credential:
+                            self._credential.set(reply.gateway_credential)
                         registered = True
                         self._registered.set()
                         log.info("registered with gateway %s as %s", self._gateway, self._address)

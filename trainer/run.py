@@ -20,12 +20,12 @@ import grpc
 import torch
 from google.protobuf import json_format
 
-from metalearn import vocabulary
+from metalearn import geometry, vocabulary
 from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
 from trainer import artifacts, loop, model, optim
-from trainer.config import TrainerConfig
+from trainer.config import Limits, TrainerConfig
 from trainer.data import (
     TEST_FRACTION,
     VALIDATION_FRACTION,
@@ -34,7 +34,14 @@ from trainer.data import (
     Preprocessor,
     in_validation,
 )
-from trainer.transforms import BatchTransform, Pipeline, check_image_ops, check_pipeline
+from trainer.transforms import (
+    BatchTransform,
+    Pipeline,
+    check_image_ops,
+    check_pipeline,
+    check_sizes,
+    command_fault,
+)
 
 log = logging.getLogger(__name__)
 pb = trainer_service_pb2
@@ -67,9 +74,18 @@ def command_fingerprint(command: attempt_pb2.TrainCommand) -> str:
     return hashlib.sha256(same.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _check_labels(v: Violations, path: str, labels: list[str], n_labels: int) -> int:
+def check_labels(
+    v: Violations, path: str, labels: list[str], n_labels: int, max_labels: int
+) -> int:
+    """The labels a model scores (and `n_labels`, 0 for as many as labels); the count."""
     if not labels:
         v.add(f"{path}.label_names", "give at least one label")
+    if len(labels) > max_labels or n_labels > max_labels:
+        v.add(
+            f"{path}.label_names" if len(labels) > max_labels else f"{path}.n_labels",
+            f"at most {max_labels} labels",
+        )
+        return n_labels or len(labels)
     for i, label in enumerate(labels):
         if not label or len(label) > 256:
             v.add(f"{path}.label_names[{i}]", "must be 1 to 256 characters")
@@ -84,6 +100,66 @@ def _check_target_transform(v: Violations, path: str, command: Any) -> None:
     for name in plain_struct(command.target_transform):
         if name not in vocabulary.TARGET_TRANSFORMS:
             v.add(f"{path}.{name}", f"unknown; allowed: {sorted(vocabulary.TARGET_TRANSFORMS)}")
+
+
+def command_error(
+    err: loop.CommandFailed, pipeline: Pipeline, criterion: optim.Named, when: str
+) -> InvalidArgument:
+    """A part of the command that refused the real data, as the command's mistake."""
+    if err.stage == "criterion":
+        hint = (
+            " (BCELoss takes probabilities in [0, 1]: end the model with Sigmoid, or use"
+            " BCEWithLogitsLoss)"
+            if criterion.name == "BCELoss"
+            else ""
+        )
+        return InvalidArgument.one(
+            "command.criterion",
+            f"{criterion.name} failed {when}, batch {err.batch}: {err.error}{hint}",
+        )
+    return InvalidArgument.one(
+        pipeline.path, f"cannot transform the images {when}, batch {err.batch}: {err.error}"
+    )
+
+
+def _check_augmentation(
+    v: Violations,
+    spec: model.ModelSpec,
+    pipeline: Pipeline,
+    input_shape: tuple[int, ...],
+    limits: Limits,
+) -> None:
+    """The random transforms on the cached images' real size (the cache is shared by
+    commands that differ only in them, so this is not left to preprocessing). Random
+    crops give training images of another size than the cached ones, which evaluation
+    uses as they are: the model must take both."""
+    channels, height, width = input_shape
+    augmented = Pipeline([], pipeline.random, None, [], pipeline.path)
+    plan = augmented.plan(geometry.Size(height, width, channels))
+    for problem in plan.problems:
+        v.add(problem.field, problem.description)
+    step = plan.over(limits.max_input_pixels)
+    if step is not None:
+        v.add(
+            step.field,
+            f"makes the {width}x{height} images {step.size.describe()}, over this trainer's"
+            f" limit of {limits.max_input_pixels:,} pixels",
+        )
+    if plan.problems or step is not None:
+        return
+    final = plan.final
+    trained = (final.channels, final.height, final.width)
+    if trained == input_shape:
+        return
+    scratch = Violations()
+    if not model.takes(scratch, "command.model", spec, trained, limits.max_parameters):
+        first = scratch.items[0]
+        v.add(
+            plan.steps[-1].field,
+            f"makes training images {trained}, while evaluation (which applies no random"
+            f" transform) gives the model {input_shape}; the model cannot take both:"
+            f" {first.field}: {first.description}",
+        )
 
 
 def _check_channels(v: Violations, path: str, pipeline: Pipeline, channels: int) -> None:
@@ -135,17 +211,23 @@ def train(
     limits = config.limits
     v = Violations()
     labels = list(cmd.label_names)
-    n_labels = _check_labels(v, "command", labels, cmd.n_labels)
+    n_labels = check_labels(v, "command", labels, cmd.n_labels, limits.max_labels)
     if not 1 <= cmd.batch_size <= limits.max_batch_size:
         v.add("command.batch_size", f"must be between 1 and {limits.max_batch_size}")
     if not 1 <= cmd.n_epoch <= limits.max_epochs:
         v.add("command.n_epoch", f"must be between 1 and {limits.max_epochs}")
+    if len(cmd.model.layers) > limits.max_layers:
+        v.add("command.model.layers", f"at most {limits.max_layers} layers")
     if request.checkpoint_every_epochs < 0 or not request.checkpoint_every_seconds >= 0:
         v.add("checkpoint_every_epochs", "must not be negative")
-    check_image_ops(v, "command.image_ops", cmd.image_ops, limits.max_image_pixels)
+    check_image_ops(v, "command.image_ops", cmd.image_ops, limits)
     pipeline = check_pipeline(v, "command.transform", cmd.transform)
+    if pipeline is not None:
+        check_sizes(v, "command.image_ops", cmd.image_ops, pipeline, limits.max_input_pixels)
     _check_target_transform(v, "command.target_transform", cmd)
     criterion_spec = optim.check_criterion(v, "command.criterion", cmd.criterion)
+    if criterion_spec is not None and 1 <= n_labels <= limits.max_labels:
+        optim.check_criterion_for(v, "command.criterion", criterion_spec, n_labels)
     optimizer_spec = optim.check_optimizer(v, "command.optimizer", cmd.optimizer)
     resume: artifacts.Checkpoint | None = None
     fingerprint = command_fingerprint(cmd)
@@ -153,10 +235,11 @@ def train(
         resume = artifacts.read_checkpoint(request.resume_checkpoint)
         if resume.command_fingerprint != fingerprint:
             v.add("resume_checkpoint", "was made by a different command")
-        elif resume.epoch >= cmd.n_epoch:
+        elif not 0 <= resume.epoch <= cmd.n_epoch:
+            # Its epochs would be streamed as the run's: only 1..n_epoch exist.
             v.add(
                 "resume_checkpoint",
-                f"is of epoch {resume.epoch}; the command has {cmd.n_epoch} epochs",
+                f"is of epoch {resume.epoch}; the command has epochs 0 to {cmd.n_epoch}",
             )
     v.raise_if_any()
     assert pipeline is not None and criterion_spec is not None and optimizer_spec is not None
@@ -171,7 +254,7 @@ def train(
     if empty:
         raise FailedPrecondition(f"no training images for labels {empty}: upload some first")
     preprocessor = Preprocessor(
-        source, config.cache_dir, limits.max_data_bytes, limits.max_image_pixels
+        source, config.cache_dir, limits.max_data_bytes, limits.max_input_pixels
     )
     refs = sorted(refs, key=lambda r: (labels.index(r.label), r.sha256, r.id))
     tensors = preprocessor.tensors(refs, labels, cmd.image_ops, pipeline)
@@ -186,6 +269,8 @@ def train(
         v, "command.model", cmd.model, tensors.input_shape, n_labels, limits.max_parameters
     )
     _check_channels(v, "command.transform", pipeline, tensors.input_shape[0])
+    if spec is not None:
+        _check_augmentation(v, spec, pipeline, tensors.input_shape, limits)
     steps = math.ceil(len(train_data) / cmd.batch_size)
     scheduler_spec = optim.check_scheduler(
         v, "command.scheduler", cmd.scheduler, cmd.n_epoch, steps
@@ -196,6 +281,8 @@ def train(
     try:
         transform(tensors.images[:1])
     except Exception as err:  # e.g. ColorJitter's hue on one channel
+        if not command_fault(err):
+            raise
         raise InvalidArgument.one(
             "command.transform", f"cannot transform these images: {err}"
         ) from err
@@ -278,20 +365,26 @@ def train(
                 _finished(pb.TRAIN_OUTCOME_DIVERGED, f"epoch {epoch}: {err}", epoch - 1, started_at)
             )
             return
-        evaluation = (
-            loop.evaluate(
-                net,
-                val_batches,
-                eval_transform,
-                criterion,
-                device,
-                target,
-                n_labels,
-                signals.cancelled,
+        except loop.CommandFailed as err:
+            raise command_error(err, pipeline, criterion_spec, f"in epoch {epoch}") from err
+        try:
+            evaluation = (
+                loop.evaluate(
+                    net,
+                    val_batches,
+                    eval_transform,
+                    criterion,
+                    device,
+                    target,
+                    n_labels,
+                    signals.cancelled,
+                )
+                if len(val_data)
+                else None
             )
-            if len(val_data)
-            else None
-        )
+        except loop.CommandFailed as err:
+            where = f"validating epoch {epoch}"
+            raise command_error(err, pipeline, criterion_spec, where) from err
         if not per_batch:
             if scheduler_spec.name == "ReduceLROnPlateau":
                 scheduler.step(evaluation.loss if evaluation else result.loss)

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+from trainer.auth import GatewayCredential, GatewayOnly
 from trainer.config import TrainerConfig
 from trainer.registration import Announcer, advertised
 from trainer.service import TrainerServicer
@@ -25,14 +26,21 @@ SERVICE_NAME = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"]
 
 
 def create_server(
-    config: TrainerConfig, workers: Workers | None = None
+    config: TrainerConfig,
+    workers: Workers | None = None,
+    credential: GatewayCredential | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer, Workers]:
-    """A trainer server bound to `config.listen` (port 0 picks a free one), not started."""
+    """A trainer server bound to `config.listen` (port 0 picks a free one), not started.
+
+    It answers only calls bearing `credential` (by default `config.gateway_credential`;
+    the daemon's is set by each registration)."""
     workers = workers or Workers(config)
+    credential = credential or GatewayCredential(config.gateway_credential)
     size = config.max_message_bytes
     # Threads for every slot's stream plus the small calls (info, health) beside them.
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.capacity + 8),
+        interceptors=[GatewayOnly(credential)],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
@@ -53,7 +61,10 @@ def create_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(config.listen)
+    if config.tls is not None:
+        port = server.add_secure_port(config.listen, config.tls.credentials())
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     return server, port, health_servicer, workers
@@ -61,10 +72,11 @@ def create_server(
 
 def run_trainer(config: TrainerConfig, on_ready: Callable[[str], None] = print) -> None:
     """Serves until SIGTERM/SIGINT; then runs checkpoint and end before the server stops."""
-    server, port, health_servicer, workers = create_server(config)
+    credential = GatewayCredential(config.gateway_credential)
+    server, port, health_servicer, workers = create_server(config, credential=credential)
     server.start()
     address = advertised(config.listen, port, config.advertise)
-    announcer = Announcer(config.gateway, address, config.capacity, workers).start()
+    announcer = Announcer(config, address, workers, credential).start()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -10,15 +10,34 @@ import time
 import grpc
 from google.protobuf import json_format
 
-from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
+from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
 from trainer import artifacts, loop, model, optim
 from trainer.config import TrainerConfig
 from trainer.data import ImageSource, Preprocessor
-from trainer.run import Emit, Signals, device_for
-from trainer.transforms import BatchTransform, check_image_ops, check_pipeline
+from trainer.run import Emit, Signals, check_labels, command_error, device_for
+from trainer.transforms import BatchTransform, check_image_ops, check_pipeline, check_sizes
 
 pb = trainer_service_pb2
+_INT64 = 2**63
+_WEIGHTS = "weights"
+# Labels a description lists at most (an error must stay small enough to arrive).
+_SHOWN_LABELS = 20
+
+
+def _folded(violations: list[FieldViolation]) -> InvalidArgument:
+    """Mistakes inside the weights file are the `weights` field's (the request's field),
+    as one violation: each path inside the file goes in front of its description."""
+    prefix = f"{_WEIGHTS}."
+    inside = [
+        f"{f.field.removeprefix(prefix)}: {f.description}"
+        for f in violations
+        if f.field.startswith(prefix)
+    ]
+    rest = [f for f in violations if not f.field.startswith(prefix)]
+    if not inside:
+        return InvalidArgument(rest)
+    return InvalidArgument([*rest, FieldViolation(_WEIGHTS, "; ".join(inside))])
 
 
 def test(
@@ -30,12 +49,33 @@ def test(
     signals: Signals,
 ) -> None:
     """Runs a Test call: the weights' model on the test split (or the given ids)."""
-    weights, spec_json = artifacts.read_weights(request.weights)
+    try:
+        _test(request, config, channel, slot, emit, signals)
+    except InvalidArgument as err:
+        raise _folded(err.violations) from err
+
+
+def _test(
+    request: pb.TrainerServiceTestRequest,
+    config: TrainerConfig,
+    channel: grpc.Channel,
+    slot: int,
+    emit: Emit,
+    signals: Signals,
+) -> None:
+    limits = config.limits
+    # The header alone first: nothing of a file anyone can write is loaded or built until
+    # its spec has passed every check a command's model passes.
+    spec_json = artifacts.read_weights_spec(request.weights)
     cmd = request.command
     v = Violations()
     try:
-        spec = model.ModelSpec.from_json(spec_json["model"])
-        trained_labels = [str(label) for label in spec_json["label_names"]]
+        written = model.ModelSpec.from_json(spec_json["model"])
+        trained_labels = spec_json["label_names"]
+        if not isinstance(trained_labels, list) or not all(
+            isinstance(label, str) for label in trained_labels
+        ):
+            raise ValueError("label_names is not a list of strings")
         image_ops = [
             json_format.ParseDict(op, attempt_pb2.ImageOp()) for op in spec_json["image_ops"]
         ]
@@ -43,28 +83,41 @@ def test(
             spec_json["transform"], attempt_pb2.TrainCommand().transform
         )
         seed = int(spec_json["seed"])
+        if not -_INT64 <= seed < _INT64:
+            raise ValueError(f"seed {seed} is not a 64-bit integer")
     except Exception as err:  # the client's weights file
-        raise InvalidArgument.one("weights", f"its model spec is unreadable: {err}") from err
+        raise InvalidArgument.one(_WEIGHTS, f"its model spec is unreadable: {err}") from err
+    spec = model.check_spec(v, f"{_WEIGHTS}.model", written, limits)
+    check_labels(v, _WEIGHTS, trained_labels, written.n_labels, limits.max_labels)
     if len(cmd.image_ops):
-        check_image_ops(v, "command.image_ops", cmd.image_ops, config.limits.max_image_pixels)
+        ops_path = "command.image_ops"
         image_ops = list(cmd.image_ops)
+    else:
+        ops_path = f"{_WEIGHTS}.image_ops"
+    check_image_ops(v, ops_path, image_ops, limits)
     pipeline = check_pipeline(
         v,
-        "command.transform" if len(cmd.transform.fields) else "weights",
+        "command.transform" if len(cmd.transform.fields) else f"{_WEIGHTS}.transform",
         cmd.transform if len(cmd.transform.fields) else transform_struct,
     )
+    if pipeline is not None:
+        check_sizes(v, ops_path, image_ops, pipeline, limits.max_input_pixels)
     labels = list(cmd.label_names) or trained_labels
     for i, label in enumerate(cmd.label_names):
         if label not in trained_labels:
             v.add(
                 f"command.label_names[{i}]",
-                f"{label!r} is not a label the model was trained on: {trained_labels}",
+                f"{label[:64]!r} is not a label the model was trained on:"
+                f" {trained_labels[:_SHOWN_LABELS]}"
+                + ("..." if len(trained_labels) > _SHOWN_LABELS else ""),
             )
     if cmd.limit < 0:
         v.add("command.limit", "must not be negative")
     criterion_spec = optim.check_criterion(v, "command.criterion", cmd.criterion)
+    if criterion_spec is not None and spec is not None:
+        optim.check_criterion_for(v, "command.criterion", criterion_spec, spec.n_labels)
     v.raise_if_any()
-    assert pipeline is not None and criterion_spec is not None
+    assert spec is not None and pipeline is not None and criterion_spec is not None
 
     source = ImageSource(channel, config.gateway_deadline_seconds)
     split = dataset_service_pb2.SPLIT_ALL if len(cmd.ids) else dataset_service_pb2.SPLIT_TEST
@@ -80,14 +133,15 @@ def test(
         raise FailedPrecondition(f"no test images for labels {labels}")
     refs = sorted(refs, key=lambda r: (trained_labels.index(r.label), r.sha256, r.id))
     preprocessor = Preprocessor(
-        source, config.cache_dir, config.limits.max_data_bytes, config.limits.max_image_pixels
+        source, config.cache_dir, limits.max_data_bytes, limits.max_input_pixels
     )
     tensors = preprocessor.tensors(refs, trained_labels, image_ops, pipeline)
     if tensors.input_shape != spec.input_shape:
         raise InvalidArgument.one(
-            "command.image_ops",
+            ops_path,
             f"images are {tensors.input_shape} after the ops; the model takes {spec.input_shape}",
         )
+    weights = artifacts.read_weights_tensors(request.weights)
     device = device_for(config, slot)
     net = model.build(spec)
     try:
@@ -105,11 +159,14 @@ def test(
             last[0] = now
             emit(pb.TrainerServiceTestResponse(progress=pb.TestProgress(done=done, total=total)))
 
-    evaluation = loop.evaluate(
-        net, loop.loader(loop.TensorImages(tensors.images, tensors.labels), 256, shuffle=False),
-        BatchTransform(pipeline.without_augmentation()), criterion, device,
-        optim.target_kind(criterion_spec), spec.n_labels, signals.cancelled, progress,
-    )  # fmt: skip
+    try:
+        evaluation = loop.evaluate(
+            net, loop.loader(loop.TensorImages(tensors.images, tensors.labels), 256, shuffle=False),
+            BatchTransform(pipeline.without_augmentation()), criterion, device,
+            optim.target_kind(criterion_spec), spec.n_labels, signals.cancelled, progress,
+        )  # fmt: skip
+    except loop.CommandFailed as err:
+        raise command_error(err, pipeline, criterion_spec, "testing") from err
     confusion = evaluation.confusion
     per_label = {}
     for index, label in enumerate(trained_labels):

@@ -23,23 +23,29 @@ from google.protobuf import struct_pb2
 from PIL import Image
 from torchvision.transforms import v2
 
-from metalearn import vocabulary
-from metalearn.errors import Violations
+from metalearn import geometry, vocabulary
+from metalearn.errors import InvalidArgument, Violations
+from metalearn.limits import CommandLimits
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 
 # Applied once, cached.
-FIXED = ("Resize", "CenterCrop", "Pad", "Grayscale")
+FIXED = vocabulary.FIXED_TRANSFORMS
 # Applied per sample, every epoch, on uint8 tensors.
-RANDOM = (
-    "RandomResizedCrop", "RandomCrop", "RandomRotation", "RandomAffine",
-    "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter", "GaussianBlur",
-    "RandomGrayscale", "RandomAutocontrast", "RandomEqualize",
-)  # fmt: skip
+RANDOM = vocabulary.RANDOM_TRANSFORMS
 # Applied per sample to float tensors, after Normalize.
-AFTER_NORMALIZE = ("RandomErasing",)
+AFTER_NORMALIZE = vocabulary.AFTER_NORMALIZE_TRANSFORMS
 # Image modes kept as they are; any other becomes RGB ("1" becomes L).
 _TENSOR_MODES = frozenset({"L", "RGB", "RGBA"})
+# What torch and torchvision raise for values they cannot work with. Anything else (out
+# of memory above all, a subclass of RuntimeError) is no mistake of the command's.
+_VALUE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+
+
+def command_fault(err: BaseException) -> bool:
+    """Whether an error raised by a command's own transform or loss is the command's
+    mistake (a value torch refuses), rather than out of memory or a bug of ours."""
+    return isinstance(err, _VALUE_ERRORS) and not isinstance(err, torch.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Pipeline:
     random: list[tuple[str, dict[str, Any]]]
     normalize: dict[str, Any] | None
     after_normalize: list[tuple[str, dict[str, Any]]]
+    # Where the transforms came from ("command.transform"), to name them in errors.
+    path: str = "command.transform"
 
     def fixed_key(self) -> list[Any]:
         """What the cached tensors depend on (with the image ops)."""
@@ -57,7 +65,15 @@ class Pipeline:
 
     def without_augmentation(self) -> Pipeline:
         """The same pipeline for evaluation: fixed steps and Normalize only."""
-        return Pipeline(self.fixed, [], self.normalize, [])
+        return Pipeline(self.fixed, [], self.normalize, [], self.path)
+
+    def sized(self) -> dict[str, Any]:
+        """The transforms that change an image's size, as `metalearn.geometry` reads them."""
+        return {name: args for name, args in self.fixed + self.random}
+
+    def plan(self, start: geometry.Size) -> geometry.Plan:
+        """Every size an image of `start` takes through these transforms."""
+        return geometry.transform_steps(self.path, self.sized(), start)
 
 
 def _as_arg(value: Any) -> Any:
@@ -127,14 +143,32 @@ def check_pipeline(v: Violations, path: str, struct: struct_pb2.Struct) -> Pipel
         random=[s for s in steps if s[0] in RANDOM],
         normalize=next((a for n, a in steps if n == "Normalize"), None),
         after_normalize=[s for s in steps if s[0] in AFTER_NORMALIZE],
+        path=path,
     )
 
 
-def check_image_ops(
-    v: Violations, path: str, ops: Sequence[attempt_pb2.ImageOp], max_pixels: int
+def check_sizes(
+    v: Violations,
+    ops_path: str,
+    ops: Sequence[attempt_pb2.ImageOp],
+    pipeline: Pipeline,
+    max_pixels: int,
 ) -> None:
-    """Image ops the gateway could not fully check: sizes (before any image is made that
-    large) and filter names."""
+    """The image sizes the ops and transforms ask for, from their numbers alone (as the
+    gateway checks them): a step over the pixel limit, a size of 0, a crop larger than
+    the image it crops... each named before any image is made."""
+    for problem in geometry.check(ops_path, ops, pipeline.path, pipeline.sized(), max_pixels):
+        v.add(problem.field, problem.description)
+
+
+def check_image_ops(
+    v: Violations, path: str, ops: Sequence[attempt_pb2.ImageOp], limits: CommandLimits
+) -> None:
+    """Image ops the gateway could not fully check: sizes and filter names. (The pixels
+    they make are checked with the transforms', by `check_sizes`.)"""
+    if len(ops) > limits.max_image_ops:
+        v.add(path, f"at most {limits.max_image_ops} image operations")
+        return
     for i, op in enumerate(ops):
         which = op.WhichOneof("op")
         field = f"{path}[{i}]"
@@ -144,10 +178,8 @@ def check_image_ops(
             size = list(getattr(op, which).size)
             if len(size) not in (1, 2) or min(size) <= 0:
                 v.add(f"{field}.{which}.size", "give one or two positive sizes")
-            elif _wh(size)[0] * _wh(size)[1] > max_pixels:
-                v.add(
-                    f"{field}.{which}.size", f"over this trainer's limit of {max_pixels:,} pixels"
-                )
+            elif max(size) > limits.max_image_side:
+                v.add(f"{field}.{which}.size", f"sides are at most {limits.max_image_side}")
             if (
                 which == "resize"
                 and op.resize.resample
@@ -187,13 +219,29 @@ def apply_image_ops(image: Image.Image, ops: Sequence[attempt_pb2.ImageOp]) -> I
     return image
 
 
-def fixed_tensor(image: Image.Image, pipeline: Pipeline) -> torch.Tensor:
-    """An image after its ops, as the uint8 (C, H, W) tensor the cache keeps."""
+def tensor_mode(image: Image.Image) -> Image.Image:
+    """The image in a mode a tensor is made of: L, RGB or RGBA."""
     if image.mode not in _TENSOR_MODES:
         image = image.convert("L" if image.mode == "1" else "RGB")
-    x: torch.Tensor = v2.functional.pil_to_tensor(image)
+    return image
+
+
+def fixed_tensor(image: Image.Image, pipeline: Pipeline) -> torch.Tensor:
+    """An image after its ops, as the uint8 (C, H, W) tensor the cache keeps.
+
+    A fixed transform that fails on a real image is the command's mistake, named with
+    the transform (Resize, CenterCrop, Pad, Grayscale run here, on every image)."""
+    x: torch.Tensor = v2.functional.pil_to_tensor(tensor_mode(image))
     for name, args in pipeline.fixed:
-        x = _make(name, args)(x)
+        try:
+            x = _make(name, args)(x)
+        except Exception as err:
+            if not command_fault(err):
+                raise
+            raise InvalidArgument.one(
+                f"{pipeline.path}.{name}",
+                f"{name} cannot transform an image of {tuple(x.shape)}: {err}",
+            ) from err
     return x.contiguous()
 
 

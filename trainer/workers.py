@@ -53,8 +53,7 @@ def _worker_main(
 ) -> None:
     _die_with_parent()
     # Imported here, after the fork, with everything that touches gRPC.
-    import grpc
-
+    from metalearn.credentials import open_channel
     from metalearn.v1 import trainer_service_pb2 as pb
     from trainer import run, testing
 
@@ -75,7 +74,7 @@ def _worker_main(
         events.put(("event", message.SerializeToString()))
 
     try:
-        with grpc.insecure_channel(config.gateway, options=options) as channel:
+        with open_channel(config.gateway, config.token, config.gateway_tls, options) as channel:
             if kind == "train":
                 run.train(
                     pb.TrainerServiceTrainRequest.FromString(request),

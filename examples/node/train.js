@@ -2,6 +2,9 @@
 // files alone: create the attempt, queue training, follow WatchAttempt, get the result.
 //
 //   npm install && METALEARN_GATEWAY=127.0.0.1:50051 node train.js [name]
+//
+// Every call carries `authorization: Bearer <token>`: METALEARN_TOKEN, else the admin
+// token a local gateway wrote to ./.metalearn/admin.token (or $METALEARN_DATA_DIR).
 "use strict";
 
 const fs = require("fs");
@@ -46,15 +49,26 @@ function trainCommand(json) {
   return command;
 }
 
+function token() {
+  if (process.env.METALEARN_TOKEN) return process.env.METALEARN_TOKEN.trim();
+  const dir = process.env.METALEARN_DATA_DIR || ".metalearn";
+  return fs.readFileSync(path.join(dir, "admin.token"), "utf8").trim();
+}
+
+// The bearer token, sent with every call.
+const metadata = new grpc.Metadata();
+
 function call(client, method, request) {
   return new Promise((resolve, reject) =>
-    client[method](request, { deadline: Date.now() + 30_000 }, (err, reply) =>
+    client[method](request, metadata, { deadline: Date.now() + 30_000 }, (err, reply) =>
       err ? reject(err) : resolve(reply)));
 }
 
 async function main() {
   const address = process.env.METALEARN_GATEWAY || "127.0.0.1:50051";
   const name = process.argv[2] || "node-lenet";
+  metadata.set("authorization", `Bearer ${token()}`);
+  // Plaintext for a gateway on this machine; with TLS, grpc.credentials.createSsl(ca).
   const client = new metalearn.AttemptService(address, grpc.credentials.createInsecure());
   const json = JSON.parse(fs.readFileSync(path.join(ROOT, "examples", "digits_lenet.json")));
   const command = trainCommand(json);
@@ -72,7 +86,7 @@ async function main() {
   const terminal = ["ATTEMPT_STATUS_TRAINED", "ATTEMPT_STATUS_COMPLETE",
     "ATTEMPT_STATUS_FAILED", "ATTEMPT_STATUS_CANCELLED"];
   await new Promise((resolve, reject) => {
-    const stream = client.WatchAttempt({ name });
+    const stream = client.WatchAttempt({ name }, metadata);
     stream.on("data", (event) => {
       // `event.event` names the oneof member that is set.
       if (event.event === "epoch") {

@@ -65,6 +65,8 @@ class AttemptRecord:
     accuracy_key: float
     # The FULL view's epochs, already encoded as `Attempt.epochs` entries.
     epochs_wire: bytes | None = None
+    # The principal that created it ('' before tokens existed).
+    owner: str = ""
 
 
 class Order(Enum):
@@ -83,6 +85,7 @@ class ListQuery:
     label_name: str = ""
     name_prefix: str = ""
     min_accuracy: float = 0.0
+    owner: str | None = None
     order: Order = Order.ID
 
 
@@ -101,7 +104,7 @@ _EPOCHS_WIRE = sql.SQL(
 # `doc` is decoded only for rows without `spec`: JSONB parsing is most of a read's cost.
 _COLUMNS = sql.SQL(
     "a.id, a.name, a.status, a.created_at, a.updated_at, a.current_epoch,"
-    " a.restart_count, a.trainer, a.error, a.spec, CASE WHEN a.spec IS NULL THEN a.doc END"
+    " a.restart_count, a.trainer, a.error, a.owner, a.spec, CASE WHEN a.spec IS NULL THEN a.doc END"
     " AS doc, {} AS accuracy_key"
 ).format(_ACCURACY)
 _EPOCH_COLUMNS = "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
@@ -132,7 +135,18 @@ def _record(row: dict[str, Any]) -> AttemptRecord:
         losses_wire=row["losses_wire"] or b"",
         accuracy_key=row["accuracy_key"],
         epochs_wire=row.get("epochs_wire"),
+        owner=row["owner"],
     )
+
+
+def check_owner(key: AttemptKey, owner: str, scope: str | None) -> None:
+    """PermissionDenied unless a principal limited to `scope`'s attempts (None: any)
+    may change an attempt owned by `owner`."""
+    if scope is not None and owner != scope:
+        raise errors.PermissionDenied(
+            f"{_describe(key)} belongs to another principal: only its owner or an admin"
+            " may change it"
+        )
 
 
 class AttemptStore:
@@ -141,17 +155,19 @@ class AttemptStore:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def create(self, name: str, spec: bytes, doc: dict[str, Any]) -> AttemptRecord:
-        """Inserts a new attempt; AlreadyExists when the name is taken."""
+    async def create(
+        self, name: str, spec: bytes, doc: dict[str, Any], owner: str = ""
+    ) -> AttemptRecord:
+        """Inserts a new attempt owned by `owner`; AlreadyExists when the name is taken."""
         query = sql.SQL(
-            "INSERT INTO attempts AS a (name, spec, doc) VALUES (%s, %s, %s)"
+            "INSERT INTO attempts AS a (name, spec, doc, owner) VALUES (%s, %s, %s, %s)"
             " RETURNING {}, NULL::bytea AS losses_wire"
         ).format(_COLUMNS)
         try:
             with translate_db_errors():
                 async with self._pool.connection() as conn:
                     cur = conn.cursor(row_factory=dict_row, binary=True)
-                    await cur.execute(query, (name, spec, Jsonb(doc)))
+                    await cur.execute(query, (name, spec, Jsonb(doc), owner))
                     row = await cur.fetchone()
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(f"attempt name {name!r} is taken") from err
@@ -181,14 +197,18 @@ class AttemptStore:
         rewrite: Rewrite,
         *,
         guard_live: bool,
+        scope: str | None = None,
     ) -> AttemptRecord:
         """Replaces the document fields with `rewrite(current)` -> (spec, doc).
 
         The row is locked while `rewrite` runs, so concurrent updates apply one after the
-        other. FailedPrecondition if `guard_live` and a trainer owns the attempt.
+        other. FailedPrecondition if `guard_live` and a trainer owns the attempt;
+        PermissionDenied unless its owner is `scope` (None: anyone's).
         """
         where, params = _where_key(key)
-        select = sql.SQL("SELECT a.id, a.status, a.spec, {} FROM attempts a WHERE {} FOR UPDATE")
+        select = sql.SQL(
+            "SELECT a.id, a.status, a.owner, a.spec, {} FROM attempts a WHERE {} FOR UPDATE"
+        )
         doc_if_needed = sql.SQL("CASE WHEN a.spec IS NULL THEN a.doc END AS doc")
         write = sql.SQL(
             "UPDATE attempts AS a SET spec = %s, doc = %s, updated_at = now()"
@@ -201,6 +221,7 @@ class AttemptStore:
                 current = await cur.fetchone()
                 if current is None:
                     raise errors.NotFound(f"{_describe(key)} not found")
+                check_owner(key, current["owner"], scope)
                 if guard_live and current["status"] in LIVE_STATUSES:
                     raise errors.FailedPrecondition(
                         f"{_describe(key)} is {current['status']}:"
@@ -212,19 +233,23 @@ class AttemptStore:
         assert row is not None
         return _record(row)
 
-    async def delete(self, key: AttemptKey) -> None:
-        """Removes an attempt and (by cascade) its epochs; refuses one a trainer owns."""
+    async def delete(self, key: AttemptKey, scope: str | None = None) -> None:
+        """Removes an attempt and (by cascade) its epochs; refuses one a trainer owns,
+        and one whose owner is not `scope` (None: anyone's)."""
         where, params = _where_key(key)
-        query = sql.SQL("DELETE FROM attempts AS a WHERE {} AND a.status <> ALL(%s) RETURNING a.id")
+        select = sql.SQL("SELECT a.id, a.status, a.owner FROM attempts a WHERE {} FOR UPDATE")
         with translate_db_errors():
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(query.format(where), (*params, list(LIVE_STATUSES)))
-                deleted = await cur.fetchone()
-        if deleted is None:
-            current = await self.get(key)
-            raise errors.FailedPrecondition(
-                f"{_describe(key)} is {current.status}: cancel it before deleting it"
-            )
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(select.format(where), params)
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"{_describe(key)} not found")
+                check_owner(key, row[2], scope)
+                if row[1] in LIVE_STATUSES:
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} is {row[1]}: cancel it before deleting it"
+                    )
+                await conn.execute("DELETE FROM attempts WHERE id = %s", (row[0],))
 
     async def latest_index(self) -> int:
         """The highest id ever given (deleted attempts included); 0 before the first."""
@@ -251,6 +276,9 @@ class AttemptStore:
         if query.name_prefix:
             conds.append(sql.SQL("starts_with(a.name, %s)"))
             params.append(query.name_prefix)
+        if query.owner is not None:
+            conds.append(sql.SQL("a.owner = %s"))
+            params.append(query.owner)
         if query.min_accuracy > 0:
             conds.append(sql.SQL("{} >= %s").format(_ACCURACY))
             params.append(query.min_accuracy)

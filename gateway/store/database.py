@@ -25,17 +25,37 @@ def translate_db_errors() -> Iterator[None]:
     try:
         yield
     except pg_errors.UniqueViolation as err:
-        raise errors.AlreadyExists(_detail(err) or "already exists") from err
+        raise errors.AlreadyExists(f"already exists ({_names(err)})") from err
     # Validation names the field first; this backstop keeps any value PostgreSQL refuses
     # (class 22, data exceptions) a client error rather than a bug.
     except (pg_errors.CheckViolation, psycopg.DataError) as err:
-        raise errors.InvalidArgument.one("request", _detail(err) or str(err)) from err
+        raise errors.InvalidArgument.one(
+            "request", f"refused by the database ({_names(err)})"
+        ) from err
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
-        raise errors.Unavailable(f"database unavailable: {err}") from err
+        log.warning("database unavailable: %s", err)
+        raise errors.Unavailable(f"database unavailable ({type(err).__name__})") from err
 
 
-def _detail(err: psycopg.Error) -> str:
-    return (err.diag.message_detail or err.diag.message_primary or "") if err.diag else ""
+def _names(err: psycopg.Error) -> str:
+    """The table, column and constraint an error is about, from its diagnostic fields.
+
+    Never the messages: PostgreSQL's detail quotes the row ("Key (name)=(...) already
+    exists", "Failing row contains (...)") and its primary message often the value
+    ('invalid input syntax for type integer: "..."'), which would hand other rows, or
+    parts of documents the client never sees, back in an error.
+    """
+    diag = err.diag
+    parts = [
+        f"{what} {name}"
+        for what, name in (
+            ("table", diag.table_name),
+            ("column", diag.column_name),
+            ("constraint", diag.constraint_name),
+        )
+        if name
+    ]
+    return ", ".join([*parts, type(err).__name__])
 
 
 def _migrations() -> list[tuple[int, str, str]]:

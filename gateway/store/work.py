@@ -25,6 +25,7 @@ from gateway.store.attempts import (
     Stored,
     _describe,
     _where_key,
+    check_owner,
 )
 from gateway.store.database import translate_db_errors
 from metalearn import errors
@@ -49,6 +50,8 @@ class Trainer:
     address: str
     capacity: int
     running: int
+    # What the gateway presents on its calls to this trainer.
+    credential: str = ""
 
 
 async def notify(cur: psycopg.AsyncCursor[Any], attempt_id: int, kind: str, **extra: Any) -> None:
@@ -77,15 +80,17 @@ class WorkStore:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def queue_train(self, name: str, rewrite: Rewrite) -> int:
-        """Queues training of `name`: a new attempt whose document `rewrite` makes from
-        nothing, or an existing one rewritten, its epochs, artifacts and results forgotten.
-        Returns its id."""
+    async def queue_train(
+        self, name: str, rewrite: Rewrite, owner: str = "", scope: str | None = None
+    ) -> int:
+        """Queues training of `name`: a new attempt (owned by `owner`) whose document
+        `rewrite` makes from nothing, or an existing one rewritten, its epochs, artifacts
+        and results forgotten, if its owner is `scope` (None: anyone's). Returns its id."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row, binary=True)
                 await cur.execute(
-                    "SELECT id, status, spec, CASE WHEN spec IS NULL THEN doc END AS doc"
+                    "SELECT id, status, owner, spec, CASE WHEN spec IS NULL THEN doc END AS doc"
                     " FROM attempts WHERE name = %s FOR UPDATE",
                     (name,),
                 )
@@ -93,14 +98,15 @@ class WorkStore:
                 if row is None:
                     spec, doc = rewrite(Stored(None, None))
                     await cur.execute(
-                        "INSERT INTO attempts (name, spec, doc, status, work, queued_at)"
-                        " VALUES (%s, %s, %s, 'QUEUED', 'train', now()) RETURNING id",
-                        (name, spec, Jsonb(doc)),
+                        "INSERT INTO attempts (name, spec, doc, owner, status, work, queued_at)"
+                        " VALUES (%s, %s, %s, %s, 'QUEUED', 'train', now()) RETURNING id",
+                        (name, spec, Jsonb(doc), owner),
                     )
                     created = await cur.fetchone()
                     assert created is not None
                     attempt_id = int(created["id"])
                 else:
+                    check_owner(name, row["owner"], scope)
                     if row["status"] in LIVE_STATUSES:
                         raise errors.FailedPrecondition(
                             f"attempt {name!r} is {row['status']}: cancel it or wait for it"
@@ -122,15 +128,19 @@ class WorkStore:
                 await notify_queue(cur)
         return attempt_id
 
-    async def queue_test(self, key: AttemptKey, rewrite: Rewrite | None) -> int:
-        """Queues a test of a trained attempt (its testing_commands rewritten if given)."""
+    async def queue_test(
+        self, key: AttemptKey, rewrite: Rewrite | None, scope: str | None = None
+    ) -> int:
+        """Queues a test of a trained attempt (its testing_commands rewritten if given),
+        if its owner is `scope` (None: anyone's)."""
         where, params = _where_key(key)
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row, binary=True)
                 await cur.execute(
                     sql.SQL(
-                        "SELECT a.id, a.status, a.spec, CASE WHEN a.spec IS NULL THEN a.doc END"
+                        "SELECT a.id, a.status, a.owner, a.spec,"
+                        " CASE WHEN a.spec IS NULL THEN a.doc END"
                         " AS doc, EXISTS (SELECT 1 FROM artifacts r WHERE r.attempt_id = a.id"
                         " AND r.kind = 'weights') AS trained FROM attempts a WHERE {} FOR UPDATE"
                     ).format(where),
@@ -139,6 +149,7 @@ class WorkStore:
                 row = await cur.fetchone()
                 if row is None:
                     raise errors.NotFound(f"{_describe(key)} not found")
+                check_owner(key, row["owner"], scope)
                 if row["status"] in LIVE_STATUSES:
                     raise errors.FailedPrecondition(
                         f"{_describe(key)} is {row['status']}: wait for it"
@@ -291,33 +302,33 @@ class WorkStore:
                     await notify_queue(cur)
         return done
 
-    async def cancel(self, key: AttemptKey) -> int:
-        """Cancels queued or running work; the runner hears it and stops the trainer."""
+    async def cancel(self, key: AttemptKey, scope: str | None = None) -> int:
+        """Cancels queued or running work (of `scope`'s attempts; None: anyone's); the
+        runner hears it and stops the trainer."""
         where, params = _where_key(key)
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor()
                 await cur.execute(
-                    sql.SQL(
-                        "UPDATE attempts a SET status = 'CANCELLED', work = NULL, leased_by = '',"
-                        " lease_until = NULL, updated_at = now() WHERE {}"
-                        " AND a.status IN ('QUEUED', 'TRAINING', 'TESTING') RETURNING a.id"
-                    ).format(where),
+                    sql.SQL("SELECT a.id, a.status, a.owner FROM attempts a WHERE {} FOR UPDATE")
+                    .format(where),
                     params,
-                )
+                )  # fmt: skip
                 row = await cur.fetchone()
-                if row is not None:
-                    await notify(cur, int(row[0]), "status")
-                    return int(row[0])
+                if row is None:
+                    raise errors.NotFound(f"{_describe(key)} not found")
+                check_owner(key, row[2], scope)
+                if row[1] not in LIVE_STATUSES:
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} is {row[1]}: there is nothing to cancel"
+                    )
                 await cur.execute(
-                    sql.SQL("SELECT a.status FROM attempts a WHERE {}").format(where), params
+                    "UPDATE attempts SET status = 'CANCELLED', work = NULL, leased_by = '',"
+                    " lease_until = NULL, updated_at = now() WHERE id = %s",
+                    (row[0],),
                 )
-                current = await cur.fetchone()
-        if current is None:
-            raise errors.NotFound(f"{_describe(key)} not found")
-        raise errors.FailedPrecondition(
-            f"{_describe(key)} is {current[0]}: there is nothing to cancel"
-        )
+                await notify(cur, int(row[0]), "status")
+                return int(row[0])
 
     async def progress(self, attempt_id: int, done: int, total: int) -> None:
         """A running test's progress, for watchers only (not stored)."""
@@ -325,10 +336,32 @@ class WorkStore:
             async with self._pool.connection() as conn:
                 await notify(conn.cursor(), attempt_id, "progress", done=done, total=total)
 
-    async def save_artifact(
-        self, attempt_id: int, fence: int, kind: str, epoch: int, data: bytes, chunk_bytes: int
+    async def upload_chunk(
+        self, attempt_id: int, fence: int, kind: str, epoch: int, index: int, data: bytes
     ) -> bool:
-        """Replaces the attempt's `kind` file, if the lease `fence` still holds."""
+        """Stores one chunk of a `kind` file arriving from a trainer, as an upload that
+        counts for nothing until `commit_upload`. The first chunk drops any earlier,
+        unfinished upload. False when the lease `fence` no longer holds."""
+        upload = f"{kind}.upload"
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                if index == 0:
+                    await cur.execute(
+                        "DELETE FROM artifacts WHERE attempt_id = %s AND kind = %s",
+                        (attempt_id, upload),
+                    )
+                await cur.execute(
+                    "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data)"
+                    " SELECT id, %s, %s, %s, %s FROM attempts WHERE id = %s"
+                    " AND restart_count = %s AND status IN ('TRAINING', 'TESTING')",
+                    (upload, epoch, index, data, attempt_id, fence),
+                )
+                return cur.rowcount == 1
+
+    async def commit_upload(self, attempt_id: int, fence: int, kind: str) -> bool:
+        """Makes the finished, verified upload the attempt's `kind` file, replacing the
+        old one in the same transaction. False when the lease `fence` no longer holds."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor()
@@ -342,15 +375,20 @@ class WorkStore:
                 await cur.execute(
                     "DELETE FROM artifacts WHERE attempt_id = %s AND kind = %s", (attempt_id, kind)
                 )
-                chunks = [
-                    data[i : i + chunk_bytes] for i in range(0, max(len(data), 1), chunk_bytes)
-                ]
-                await cur.executemany(
-                    "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    [(attempt_id, kind, epoch, i, chunk) for i, chunk in enumerate(chunks)],
+                await cur.execute(
+                    "UPDATE artifacts SET kind = %s WHERE attempt_id = %s AND kind = %s",
+                    (kind, attempt_id, f"{kind}.upload"),
                 )
         return True
+
+    async def discard_uploads(self, attempt_id: int) -> None:
+        """Drops unfinished uploads (a run that ended before its file did)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "DELETE FROM artifacts WHERE attempt_id = %s AND kind LIKE '%%.upload'",
+                    (attempt_id,),
+                )
 
     async def load_artifact(self, attempt_id: int, kind: str) -> tuple[int, bytes] | None:
         """The attempt's newest `kind` file and its epoch, or None."""
@@ -367,28 +405,53 @@ class WorkStore:
             return None
         return int(rows[0][0]), b"".join(bytes(r[1]) for r in rows)
 
-    async def register(self, address: str, capacity: int, devices: list[Any], version: str) -> None:
+    async def register(
+        self,
+        address: str,
+        capacity: int,
+        devices: list[Any],
+        version: str,
+        principal: str,
+        credential: str,
+        stale_seconds: float,
+    ) -> None:
+        """Announces a trainer of `principal` at `address`. PermissionDenied when the
+        address belongs to another principal's trainer that is still alive."""
         with translate_db_errors():
-            async with self._pool.connection() as conn:
-                await conn.execute(
-                    "INSERT INTO trainers (address, capacity, devices, version)"
-                    " VALUES (%s, %s, %s, %s)"
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO trainers (address, capacity, devices, version, principal,"
+                    " credential) VALUES (%s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (address) DO UPDATE SET capacity = excluded.capacity,"
                     " devices = excluded.devices, version = excluded.version,"
-                    " registered_at = now(), last_seen = now()",
-                    (address, capacity, Jsonb(devices), version),
-                )
+                    " principal = excluded.principal, credential = excluded.credential,"
+                    " registered_at = now(), last_seen = now()"
+                    " WHERE trainers.principal IN (excluded.principal, '')"
+                    " OR trainers.last_seen < now() - make_interval(secs => %s) RETURNING 1",
+                    (address, capacity, Jsonb(devices), version, principal, credential,
+                     stale_seconds),
+                )  # fmt: skip
+                if await cur.fetchone() is None:
+                    raise errors.PermissionDenied(
+                        f"{address} is the address of another principal's live trainer"
+                    )
                 await notify_queue(conn.cursor())
 
-    async def heartbeat(self, address: str, busy: int) -> bool:
+    async def heartbeat(self, address: str, busy: int, principal: str) -> bool:
+        """Records that `principal`'s trainer at `address` is alive; False if unknown."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     "UPDATE trainers SET last_seen = now(), busy_slots = %s WHERE address = %s"
-                    " RETURNING 1",
-                    (busy, address),
+                    " AND principal = %s RETURNING 1",
+                    (busy, address, principal),
                 )
-                return await cur.fetchone() is not None
+                if await cur.fetchone() is not None:
+                    return True
+                cur = await conn.execute("SELECT 1 FROM trainers WHERE address = %s", (address,))
+                if await cur.fetchone() is not None:
+                    raise errors.PermissionDenied(f"{address} is another principal's trainer")
+                return False
 
     async def mark_unreachable(self, address: str) -> None:
         """A trainer that did not answer gets no work until its next heartbeat."""
@@ -398,14 +461,53 @@ class WorkStore:
                     "UPDATE trainers SET last_seen = '-infinity' WHERE address = %s", (address,)
                 )
 
+    async def quarantine(self, address: str, reason: str, seconds: float) -> None:
+        """A trainer that streamed something impossible gets no work for `seconds`
+        (heartbeats and re-registration do not lift it)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE trainers SET quarantined_until = now() + make_interval(secs => %s),"
+                    " quarantine_reason = %s WHERE address = %s",
+                    (seconds, reason[:500], address),
+                )
+
     async def live_trainers(self, max_age_seconds: float) -> list[Trainer]:
-        """Trainers heard from lately, with the attempts running on them now."""
+        """Trainers heard from lately and not quarantined, with the attempts running on
+        them now."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT t.address, t.capacity, (SELECT count(*) FROM attempts a WHERE a.trainer"
-                    " = t.address AND a.status IN ('TRAINING', 'TESTING')) FROM trainers t"
-                    " WHERE t.last_seen > now() - make_interval(secs => %s) ORDER BY t.address",
+                    " = t.address AND a.status IN ('TRAINING', 'TESTING')), t.credential"
+                    " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
+                    " AND (t.quarantined_until IS NULL OR t.quarantined_until < now())"
+                    " ORDER BY t.address",
                     (max_age_seconds,),
                 )
-                return [Trainer(r[0], int(r[1]), int(r[2])) for r in await cur.fetchall()]
+                return [Trainer(r[0], int(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()]
+
+    async def image_count(self, labels: list[str]) -> int:
+        """How many images these labels have: the most a run on them can see."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM images WHERE label = ANY(%s)", (labels,)
+                )
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def held_labels(self, principal: str) -> set[str]:
+        """The labels of the work that `principal`'s trainers hold right now."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT DISTINCT l.label FROM attempts a JOIN trainers t ON t.address ="
+                    " a.trainer, LATERAL (SELECT jsonb_array_elements_text(COALESCE("
+                    " a.doc -> 'training_commands' -> 'label_names', '[]')) UNION"
+                    " SELECT jsonb_array_elements_text(COALESCE("
+                    " a.doc -> 'testing_commands' -> 'label_names', '[]'))) AS l(label)"
+                    " WHERE t.principal = %s AND a.status IN ('TRAINING', 'TESTING')",
+                    (principal,),
+                )
+                return {str(r[0]) for r in await cur.fetchall()}

@@ -73,7 +73,7 @@ class UpdateAttemptResponse(_message.Message):
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
 
 class ListAttemptsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "statuses", "label_name", "name_prefix", "min_accuracy", "order_by", "view")
+    __slots__ = ("page_size", "page_token", "statuses", "label_name", "name_prefix", "min_accuracy", "order_by", "view", "owner")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class ListAttemptsRequest(_message.Message):
     MIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     statuses: _containers.RepeatedScalarFieldContainer[_attempt_pb2.AttemptStatus]
@@ -90,7 +91,8 @@ class ListAttemptsRequest(_message.Message):
     min_accuracy: float
     order_by: AttemptOrder
     view: AttemptView
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ...) -> None: ...
+    owner: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListAttemptsResponse(_message.Message):
     __slots__ = ("attempts", "next_page_token")

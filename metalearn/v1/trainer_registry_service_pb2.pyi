@@ -20,10 +20,12 @@ class RegisterTrainerRequest(_message.Message):
     def __init__(self, address: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[_trainer_service_pb2.Device, _Mapping]]] = ..., capacity: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RegisterTrainerResponse(_message.Message):
-    __slots__ = ("heartbeat_seconds",)
+    __slots__ = ("heartbeat_seconds", "gateway_credential")
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     heartbeat_seconds: float
-    def __init__(self, heartbeat_seconds: _Optional[float] = ...) -> None: ...
+    gateway_credential: str
+    def __init__(self, heartbeat_seconds: _Optional[float] = ..., gateway_credential: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("address", "busy_slots")

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 class TrainerRegistryServiceStub:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots.
+    gateway dispatches queued work to the live ones with free slots. Both RPCs
+    need a `trainer` (or `admin`) token; the trainer is bound to that token's
+    principal, and no other principal may take over or heartbeat its address.
     """
 
     def __init__(self, channel):
@@ -50,12 +52,16 @@ class TrainerRegistryServiceStub:
 
 class TrainerRegistryServiceServicer:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots.
+    gateway dispatches queued work to the live ones with free slots. Both RPCs
+    need a `trainer` (or `admin`) token; the trainer is bound to that token's
+    principal, and no other principal may take over or heartbeat its address.
     """
 
     def RegisterTrainer(self, request, context):
         """Announces a trainer (again, after a restart) at `address`.
-        Errors: INVALID_ARGUMENT (bad address or capacity).
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer token, or the
+        address belongs to another principal), INVALID_ARGUMENT (bad address or
+        capacity).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -63,7 +69,8 @@ class TrainerRegistryServiceServicer:
 
     def Heartbeat(self, request, context):
         """Says the trainer is alive; one missed for `lease_seconds` and its work is
-        reclaimed. Errors: INVALID_ARGUMENT, NOT_FOUND (register again).
+        reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
+        NOT_FOUND (register again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,7 +99,9 @@ def add_TrainerRegistryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TrainerRegistryService:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots.
+    gateway dispatches queued work to the live ones with free slots. Both RPCs
+    need a `trainer` (or `admin`) token; the trainer is bound to that token's
+    principal, and no other principal may take over or heartbeat its address.
     """
 
     @staticmethod

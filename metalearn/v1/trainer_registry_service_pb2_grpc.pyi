@@ -28,7 +28,9 @@ GRPC_VERSION: str
 
 class TrainerRegistryServiceStub:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots.
+    gateway dispatches queued work to the live ones with free slots. Both RPCs
+    need a `trainer` (or `admin`) token; the trainer is bound to that token's
+    principal, and no other principal may take over or heartbeat its address.
     """
 
     @_typing.overload
@@ -37,32 +39,42 @@ class TrainerRegistryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TrainerRegistryServiceAsyncStub: ...
     RegisterTrainer: _grpc.UnaryUnaryMultiCallable[_trainer_registry_service_pb2.RegisterTrainerRequest, _trainer_registry_service_pb2.RegisterTrainerResponse]
     """Announces a trainer (again, after a restart) at `address`.
-    Errors: INVALID_ARGUMENT (bad address or capacity).
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer token, or the
+    address belongs to another principal), INVALID_ARGUMENT (bad address or
+    capacity).
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_trainer_registry_service_pb2.HeartbeatRequest, _trainer_registry_service_pb2.HeartbeatResponse]
     """Says the trainer is alive; one missed for `lease_seconds` and its work is
-    reclaimed. Errors: INVALID_ARGUMENT, NOT_FOUND (register again).
+    reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
+    NOT_FOUND (register again).
     """
 
 @_typing.type_check_only
 class TrainerRegistryServiceAsyncStub(TrainerRegistryServiceStub):
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots.
+    gateway dispatches queued work to the live ones with free slots. Both RPCs
+    need a `trainer` (or `admin`) token; the trainer is bound to that token's
+    principal, and no other principal may take over or heartbeat its address.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RegisterTrainer: _aio.UnaryUnaryMultiCallable[_trainer_registry_service_pb2.RegisterTrainerRequest, _trainer_registry_service_pb2.RegisterTrainerResponse]  # type: ignore[assignment]
     """Announces a trainer (again, after a restart) at `address`.
-    Errors: INVALID_ARGUMENT (bad address or capacity).
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer token, or the
+    address belongs to another principal), INVALID_ARGUMENT (bad address or
+    capacity).
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_trainer_registry_service_pb2.HeartbeatRequest, _trainer_registry_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Says the trainer is alive; one missed for `lease_seconds` and its work is
-    reclaimed. Errors: INVALID_ARGUMENT, NOT_FOUND (register again).
+    reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
+    NOT_FOUND (register again).
     """
 
 class TrainerRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots.
+    gateway dispatches queued work to the live ones with free slots. Both RPCs
+    need a `trainer` (or `admin`) token; the trainer is bound to that token's
+    principal, and no other principal may take over or heartbeat its address.
     """
 
     @_abc_1.abstractmethod
@@ -72,7 +84,9 @@ class TrainerRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_registry_service_pb2.RegisterTrainerResponse, _abc.Awaitable[_trainer_registry_service_pb2.RegisterTrainerResponse]]:
         """Announces a trainer (again, after a restart) at `address`.
-        Errors: INVALID_ARGUMENT (bad address or capacity).
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer token, or the
+        address belongs to another principal), INVALID_ARGUMENT (bad address or
+        capacity).
         """
 
     @_abc_1.abstractmethod
@@ -82,7 +96,8 @@ class TrainerRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_registry_service_pb2.HeartbeatResponse, _abc.Awaitable[_trainer_registry_service_pb2.HeartbeatResponse]]:
         """Says the trainer is alive; one missed for `lease_seconds` and its work is
-        reclaimed. Errors: INVALID_ARGUMENT, NOT_FOUND (register again).
+        reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
+        NOT_FOUND (register again).
         """
 
 def add_TrainerRegistryServiceServicer_to_server(servicer: TrainerRegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

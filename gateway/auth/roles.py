@@ -1,0 +1,123 @@
+"""Principals, roles, and which roles may call which RPC: the gateway's whole policy.
+
+The policy is a table keyed by full method names, checked to cover every RPC the
+server serves before it starts (`check_covers`), so a new RPC cannot be left open by
+forgetting it here: it would stop the gateway from starting instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import ServiceDescriptor
+
+from metalearn import errors
+
+
+class Role(enum.Enum):
+    """What a principal may do; the values are the store's spellings."""
+
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+    TRAINER = "trainer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's name and its role."""
+
+    name: str
+    role: Role
+
+    @property
+    def owner_scope(self) -> str | None:
+        """The owner an attempt must have for this principal to change it (None: any)."""
+        return None if self.role is Role.ADMIN else self.name
+
+
+# Who may call a method of each kind. Admins may call everything.
+READ = frozenset({Role.READER, Role.WRITER, Role.ADMIN})
+WRITE = frozenset({Role.WRITER, Role.ADMIN})
+ADMIN = frozenset({Role.ADMIN})
+TRAINER = frozenset({Role.TRAINER, Role.ADMIN})
+READ_OR_TRAINER = READ | TRAINER
+
+# Methods open to anyone: health checks (load balancers carry no token) and
+# reflection (it reveals only the API, which is public in protos/ anyway).
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+_AS = "/metalearn.v1.AttemptService/"
+_DS = "/metalearn.v1.DatasetService/"
+_TR = "/metalearn.v1.TrainerRegistryService/"
+_TS = "/metalearn.v1.TokenService/"
+
+# Ownership of an attempt is checked by the store, inside the statement that changes
+# it: a writer passes this table for any attempt, then the row decides.
+POLICY: dict[str, frozenset[Role]] = {
+    _AS + "CreateAttempt": WRITE,
+    _AS + "GetAttempt": READ,
+    _AS + "UpdateAttempt": WRITE,
+    _AS + "ListAttempts": READ,
+    _AS + "DeleteAttempt": WRITE,
+    _AS + "GetLatestIndex": READ,
+    _AS + "Train": WRITE,
+    _AS + "Test": WRITE,
+    _AS + "WatchAttempt": READ,
+    _AS + "CancelAttempt": WRITE,
+    _AS + "DownloadModel": READ,
+    _DS + "UploadImages": WRITE,
+    _DS + "ListLabels": READ,
+    # A trainer reads only the labels of the work it holds (the servicer checks).
+    _DS + "ReadImages": READ_OR_TRAINER,
+    # Images belong to nobody in particular: only an admin deletes a label.
+    _DS + "DeleteImages": ADMIN,
+    _TR + "RegisterTrainer": TRAINER,
+    _TR + "Heartbeat": TRAINER,
+    _TS + "CreateToken": ADMIN,
+    _TS + "ListTokens": ADMIN,
+    _TS + "RevokeToken": ADMIN,
+}
+
+
+def is_open(method: str) -> bool:
+    """Whether `method` (/package.Service/Method) needs no token."""
+    return method.split("/")[1] in OPEN_SERVICES if method.count("/") == 2 else False
+
+
+def check_covers(services: Iterable[ServiceDescriptor]) -> None:
+    """Fails start-up if a served RPC has no rule (fail closed, never open)."""
+    missing = [
+        f"/{service.full_name}/{method.name}"
+        for service in services
+        for method in service.methods
+        if f"/{service.full_name}/{method.name}" not in POLICY
+    ]
+    if missing:
+        raise RuntimeError(f"no access rule for {missing}: add them to gateway.auth.roles")
+
+
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+
+def set_current(principal: Principal) -> None:
+    """Records the caller for the rest of this call (each call runs in its own task)."""
+    _current.set(principal)
+
+
+def current() -> Principal:
+    """The caller of the RPC being served."""
+    try:
+        return _current.get()
+    except LookupError:
+        # Only reachable if a servicer runs outside the interceptor: refuse, never allow.
+        raise errors.Unauthenticated("no credential") from None

@@ -1,0 +1,96 @@
+"""Bearer tokens: made, hashed, and resolved to principals with a small cache.
+
+A token is 256 random bits; the store keeps its sha256. Resolving one costs a dict
+lookup once it is cached, which keeps authentication off the database on the hot path
+(GetAttempt goes from one query to one query, not two). The cache is emptied whenever
+any token changes (a notification every replica hears at commit), when the listener
+reconnects (notifications may have been missed), and entries age out after
+`ttl_seconds` as a last resort; expiry is checked on every call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from gateway.auth.roles import Principal, Role
+from gateway.store.tokens import TokenStore
+from metalearn import errors
+
+PREFIX = "mlt_"
+# A bearer value longer than this is not one of ours: refused before hashing.
+MAX_TOKEN_CHARS = 256
+_CACHE_ENTRIES = 10_000
+
+
+def mint() -> str:
+    """A new secret: 256 random bits, URL-safe, recognisable by its prefix."""
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def bearer(value: str | bytes | None) -> str:
+    """The token of an `authorization: Bearer <token>` header; Unauthenticated if none."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not value:
+        raise errors.Unauthenticated("send `authorization: Bearer <token>` metadata")
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
+        raise errors.Unauthenticated("the authorization metadata is not `Bearer <token>`")
+    return token
+
+
+@dataclass(frozen=True)
+class _Entry:
+    principal: Principal
+    expires: float | None  # epoch seconds
+    cached_at: float
+
+
+class Authenticator:
+    """Resolves secrets to principals, through a cache the store's changes empty."""
+
+    def __init__(self, tokens: TokenStore, ttl_seconds: float = 30.0) -> None:
+        self._tokens = tokens
+        self._ttl = ttl_seconds
+        self._cache: dict[bytes, _Entry] = {}
+
+    def forget(self) -> None:
+        """Empties the cache: a token changed (or we may have missed that one did)."""
+        self._cache.clear()
+
+    async def principal(self, secret: str) -> Principal:
+        """The principal of a live token; Unauthenticated for any other secret."""
+        key = digest(secret)
+        now = time.time()
+        entry = self._cache.get(key)
+        if entry is not None and now - entry.cached_at < self._ttl:
+            if entry.expires is None or now < entry.expires:
+                return entry.principal
+            self._cache.pop(key, None)
+            raise errors.Unauthenticated("the token has expired")
+        record = await self._tokens.find(key)
+        if record is None:
+            # Unknown secrets are not cached: a flood of them must not fill memory.
+            raise errors.Unauthenticated("unknown, expired or revoked token")
+        principal = Principal(record.name, Role(record.role))
+        if len(self._cache) >= _CACHE_ENTRIES:
+            self._cache.clear()
+        expires = record.expires_at.timestamp() if record.expires_at else None
+        self._cache[key] = _Entry(principal, expires, now)
+        return principal
+
+
+def expiry(days: float) -> dt.datetime | None:
+    """When a token made now for `days` days expires (None: never)."""
+    if not days:
+        return None
+    return dt.datetime.now(dt.UTC) + dt.timedelta(days=days)

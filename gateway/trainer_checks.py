@@ -1,0 +1,164 @@
+"""What the gateway checks in everything a trainer streams back, before it is stored.
+
+A trainer is compute we lend work to, not a party we trust: a broken or hostile one
+could claim epoch 999 of a 3-epoch run, an accuracy of 42, or a file that never ends.
+These checks are pure (no I/O), so each rule is tested without servers; the
+dispatcher applies them and turns a `TrainerLied` into a failed run of that trainer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+from metalearn.v1 import attempt_pb2, trainer_service_pb2
+
+tpb = trainer_service_pb2
+
+
+class TrainerLied(Exception):
+    """The trainer sent something no honest trainer sends; the message says what."""
+
+
+class Diverged(Exception):
+    """The trainer reported a non-finite loss: the command diverged (not a lie)."""
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+@dataclass
+class EpochChecker:
+    """Epochs must arrive exactly first_epoch..n_epoch, in order, each once, with
+    numbers that can be true."""
+
+    n_epoch: int
+    # The epoch after the checkpoint the gateway sent (1 without one).
+    first_epoch: int
+    started: bool = False
+    last: int = 0
+
+    def start(self, started: tpb.TrainStarted, images_available: int) -> None:
+        if self.started:
+            raise TrainerLied("sent `started` twice")
+        if started.first_epoch != self.first_epoch:
+            raise TrainerLied(
+                f"started at epoch {started.first_epoch}, but the run starts at {self.first_epoch}"
+            )
+        if started.train_images < 0 or started.validation_images < 0:
+            raise TrainerLied("reported a negative image count")
+        if started.train_images + started.validation_images > images_available:
+            raise TrainerLied(
+                f"claims {started.train_images + started.validation_images} images;"
+                f" the task has {images_available}"
+            )
+        if started.parameters < 0:
+            raise TrainerLied("reported a negative parameter count")
+        self.started = True
+        self.last = self.first_epoch - 1
+
+    def epoch(self, e: attempt_pb2.EpochMetrics) -> None:
+        if not self.started:
+            raise TrainerLied("sent an epoch before `started`")
+        expected = self.last + 1
+        if e.epoch != expected or e.epoch > self.n_epoch:
+            raise TrainerLied(
+                f"sent epoch {e.epoch}; expected {expected} of {self.n_epoch}"
+                if e.epoch <= self.n_epoch
+                else f"sent epoch {e.epoch} of a {self.n_epoch}-epoch run"
+            )
+        if not _finite(e.loss) or not _finite(e.val_loss):
+            # What an honest trainer reports as DIVERGED: the command's fault, not a lie.
+            raise Diverged(f"epoch {e.epoch}: the loss is {e.loss}, validation {e.val_loss}")
+        for name in ("learning_rate", "seconds", "samples_per_second"):
+            value = getattr(e, name)
+            if not _finite(value) or value < 0:
+                raise TrainerLied(f"epoch {e.epoch}: {name} {value} is impossible")
+        if not 0.0 <= e.val_accuracy <= 1.0:  # also refuses NaN
+            raise TrainerLied(f"epoch {e.epoch}: validation accuracy {e.val_accuracy}")
+        self.last = e.epoch
+
+    @property
+    def complete(self) -> bool:
+        return self.started and self.last == self.n_epoch
+
+
+@dataclass
+class ArtifactReceiver:
+    """One file arriving in chunks: contiguous, bounded in size, of one epoch, and
+    matching its sha256 at the end. It holds only the hash state, never the file."""
+
+    kind: str
+    max_bytes: int
+    epoch: int = -1
+    total: int = -1
+    received: int = 0
+    chunks: int = 0
+    _hash: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+    def accept(self, chunk: tpb.ArtifactChunk, epochs: EpochChecker) -> bool:
+        """Checks one chunk; True when it was the file's last (and the file is whole)."""
+        if self.chunks == 0:
+            if not 0 <= chunk.total_size <= self.max_bytes:
+                raise TrainerLied(
+                    f"{self.kind} of {chunk.total_size} bytes (the limit is {self.max_bytes})"
+                )
+            low = epochs.first_epoch - 1
+            if self.kind == "weights":
+                if chunk.epoch != epochs.n_epoch or not epochs.complete:
+                    raise TrainerLied(
+                        f"weights of epoch {chunk.epoch} after epoch {epochs.last}"
+                        f" of {epochs.n_epoch}"
+                    )
+            elif not epochs.started or not low <= chunk.epoch <= epochs.last:
+                raise TrainerLied(
+                    f"checkpoint of epoch {chunk.epoch}; epochs so far {low}..{epochs.last}"
+                )
+            self.epoch, self.total = chunk.epoch, chunk.total_size
+        elif chunk.epoch != self.epoch or chunk.total_size != self.total:
+            raise TrainerLied(f"{self.kind} chunks disagree on the file's epoch or size")
+        size = len(chunk.data)
+        if chunk.offset != self.received or self.received + size > self.total:
+            raise TrainerLied(
+                f"{self.kind} chunk at offset {chunk.offset} (+{size}) after"
+                f" {self.received} of {self.total} bytes"
+            )
+        if size == 0 and not (self.total == 0 and chunk.sha256):
+            raise TrainerLied(f"empty {self.kind} chunk")
+        self._hash.update(chunk.data)
+        self.received += size
+        self.chunks += 1
+        if not chunk.sha256:
+            return False
+        if self.received != self.total:
+            raise TrainerLied(f"{self.kind} ended at {self.received} of {self.total} bytes")
+        if self._hash.hexdigest() != chunk.sha256.lower():
+            raise TrainerLied(f"{self.kind} of epoch {self.epoch} does not match its sha256")
+        return True
+
+
+def check_test_result(
+    result: attempt_pb2.TestResult, labels: list[str], images_available: int
+) -> None:
+    """A test result must be one that images of these labels can give."""
+    n = len(labels)
+    if not 0 <= result.images <= images_available:
+        raise TrainerLied(f"tested {result.images} images; there are {images_available}")
+    if not 0.0 <= result.accuracy <= 1.0:
+        raise TrainerLied(f"accuracy {result.accuracy}")
+    if math.isnan(result.loss):
+        raise TrainerLied("the test loss is NaN")
+    for label, value in result.per_label_accuracy.items():
+        if label not in labels or not 0.0 <= value <= 1.0:
+            raise TrainerLied(f"per-label accuracy {value} of {label[:64]!r}")
+    matrix = list(result.confusion_matrix)
+    if matrix:
+        if len(matrix) != n * n or any(count < 0 for count in matrix):
+            raise TrainerLied(f"a confusion matrix of {len(matrix)} cells for {n} labels")
+        if sum(matrix) != result.images:
+            raise TrainerLied("the confusion matrix does not add up to the images tested")
+        correct = sum(matrix[i * n + i] for i in range(n))
+        if result.images and abs(correct / result.images - result.accuracy) > 1e-6:
+            raise TrainerLied("the accuracy is not the confusion matrix's")

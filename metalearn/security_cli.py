@@ -1,0 +1,92 @@
+"""CLI commands of the security model: `metalearn tokens …` and `metalearn certs`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from metalearn.runs import client_for
+from metalearn.v1 import token_service_pb2
+
+
+def _role(value: int) -> str:
+    return token_service_pb2.Role.Name(value).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        reply = client.create_token(args.name, args.role, args.expires or 0.0)
+    if args.json:
+        doc = json_format.MessageToDict(reply.token, preserving_proto_field_name=True)
+        print(json.dumps({**doc, "secret": reply.secret}, indent=2))
+    else:
+        # The secret alone on stdout, so that `$(metalearn tokens create …)` captures it.
+        print(reply.secret)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        tokens = client.tokens()
+    if args.json:
+        docs = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in tokens]
+        print(json.dumps(docs, indent=2))
+        return 0
+    print(f"{'NAME':<32} {'ROLE':<8} {'CREATED':<20} {'EXPIRES':<20} CREATED BY")
+    for t in tokens:
+        created = t.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        expires = (
+            t.expire_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+            if t.HasField("expire_time")
+            else "never"
+        )
+        print(f"{t.name:<32} {_role(t.role):<8} {created:<20} {expires:<20} {t.created_by or '-'}")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        client.revoke_token(args.name)
+    print(f"revoked {args.name}")
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from metalearn.tls import make_pki
+
+    pki = make_pki(Path(args.dir), args.host or ["localhost", "127.0.0.1", "::1"], args.name)
+    print(f"CA {pki.ca}\ncertificate {pki.cert}\nkey {pki.key}")
+    return 0
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`tokens create|list|revoke` and `certs`, on the `metalearn` parser."""
+    tokens = sub.add_parser("tokens", help="who may call the gateway (admins)").add_subparsers(
+        dest="action", required=True
+    )
+    create = tokens.add_parser("create", parents=[common], help="make a token; prints its secret")
+    create.add_argument("--name", required=True, help="the principal's name")
+    create.add_argument("--role", required=True, choices=("reader", "writer", "admin", "trainer"))
+    create.add_argument("--expires", type=float, metavar="DAYS", help="expire after DAYS days")
+    create.set_defaults(func=cmd_tokens_create)
+    lst = tokens.add_parser("list", parents=[common], help="every token (never a secret)")
+    lst.set_defaults(func=cmd_tokens_list)
+    revoke = tokens.add_parser("revoke", parents=[common], help="revoke a token by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_tokens_revoke)
+
+    certs = sub.add_parser(
+        "certs", help="make a CA and a certificate for TLS and mutual TLS (PEM files)"
+    )
+    certs.add_argument("--dir", required=True, help="where to write them")
+    certs.add_argument(
+        "--host",
+        action="append",
+        help="a name or IP address the certificate is for (repeatable; default localhost)",
+    )
+    certs.add_argument("--name", default="metalearn", help="file and common name")
+    certs.set_defaults(func=cmd_certs)
