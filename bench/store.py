@@ -30,6 +30,7 @@ from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from gateway.store import AttemptStore, EpochRecord, open_pool
 from metalearn import documents
+from metalearn.credentials import open_channel
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2_grpc,
@@ -45,16 +46,22 @@ SEED = (
 
 
 class GatewayProcess:
-    """`metalearn gateway` as its own process, against the given database."""
+    """`metalearn gateway` as its own process, against the given database; `token` is the
+    admin token it wrote into `data_dir` (or one already there)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, data_dir: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metalearn.cli", "gateway", "--listen", "127.0.0.1:0",
-             "--database-url", url],
+             "--database-url", url, "--data-dir", str(data_dir), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
         self.address = self.proc.stdout.readline().rsplit(" ", 1)[-1].strip()
+        token_file = data_dir / "admin.token"
+        self.token = token_file.read_text().strip() if token_file.is_file() else None
+
+    def channel(self) -> grpc.Channel:
+        return open_channel(self.address, self.token)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -130,7 +137,9 @@ def get_latency(stub: Any, name: str, view: Any, calls: int) -> dict[str, float]
     return {"p50": times[len(times) // 2], "p99": times[int(len(times) * 0.99)]}
 
 
-def calls_per_second(stub: Any, seconds: float, concurrency: int) -> dict[str, float]:
+def calls_per_second(
+    stub: Any, seconds: float, concurrency: int, only: str = "", metadata: Any = None
+) -> dict[str, float]:
     """CreateAttempt and GetAttempt rates from one client, sequential or with N in flight."""
     seed = documents.attempt_from_json(SEED.read_text())
     counter = iter(range(10**9))
@@ -147,11 +156,13 @@ def calls_per_second(stub: Any, seconds: float, concurrency: int) -> dict[str, f
         ("create", stub.CreateAttempt, create_request),
         ("get", stub.GetAttempt, lambda: get_request),
     ):
+        if only and label != only:
+            continue
         done = 0
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
             # `concurrency` calls in flight on one channel, as an async client would have.
-            futures = [method.future(make()) for _ in range(concurrency)]
+            futures = [method.future(make(), metadata=metadata) for _ in range(concurrency)]
             for future in futures:
                 future.result()
             done += concurrency
@@ -185,8 +196,8 @@ def main() -> None:
             prefill(url, "ten-thousand", 10_000)
             # The client and the gateway in separate processes, as in production.
             gateway.stop()
-            gateway = GatewayProcess(url)
-            with grpc.insecure_channel(gateway.address) as channel:
+            gateway = GatewayProcess(url, Path(tmp) / "gateway")
+            with gateway.channel() as channel:
                 stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
                 for view, label in (
                     (pb.ATTEMPT_VIEW_BASIC, "basic"),

@@ -15,5 +15,7 @@ RUN pip install --no-cache-dir --no-deps . \
 USER 10001
 
 EXPOSE 50051
-# Inside a container the gateway must listen beyond loopback.
+# Inside a container the gateway must listen beyond loopback. TLS, tokens and the database
+# password come at run time as files named by METALEARN_* variables (docker-compose.yml,
+# docker/README.md); the image holds no secret.
 ENTRYPOINT ["metalearn", "gateway", "--listen", "0.0.0.0:50051"]

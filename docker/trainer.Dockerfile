@@ -17,4 +17,6 @@ WORKDIR /home/metalearn
 
 EXPOSE 50052
 # Inside a container the trainer must listen beyond loopback; the cache stays in $HOME.
+# Its token and TLS files come at run time, named by METALEARN_* variables
+# (docker-compose.yml, docker/README.md); the image holds no secret.
 ENTRYPOINT ["metalearn", "trainer", "--listen", "0.0.0.0:50052", "--cache-dir", "/home/metalearn/cache"]

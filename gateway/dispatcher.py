@@ -179,7 +179,8 @@ class Dispatcher:
             await self._work.requeue(
                 claimed.id,
                 claimed.fence,
-                f"gateway error: {err}",
+                # Its type only: an exception's text may carry a database row.
+                f"gateway error: {type(err).__name__}",
                 self._config.max_restarts,
                 failed=True,
             )

@@ -357,8 +357,8 @@ def check(
         problems.append(
             FieldViolation(
                 step.field,
-                f"makes images of {step.size.describe()} pixels, over the limit of"
-                f" {max_pixels:,} pixels at every step of the image ops and transforms",
+                f"makes images of {step.size.describe()} pixels; each step of the image ops"
+                f" and transforms may make at most {max_pixels:,}",
             )
         )
     return problems

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 from PIL import Image
+from psycopg import sql
 
 from gateway.inprocess import GatewayThread
 
-__all__ = ["GatewayThread", "png", "snapshot", "truncate"]
+__all__ = ["GatewayThread", "fresh_database", "png", "snapshot", "truncate"]
 
 
 def png(
@@ -35,6 +38,15 @@ def snapshot(database_url: str) -> tuple[list[Any], ...]:
             "SELECT attempt_id, kind, epoch, chunk, md5(data) FROM artifacts ORDER BY 1, 2, 4"
         ).fetchall()
         return attempts, epochs, images, trainers, artifacts
+
+
+def fresh_database(server_url: str, prefix: str) -> str:
+    """A new, empty database on the same server: a gateway there dispatches to its own
+    trainers only (the session gateway never sees them)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return psycopg.conninfo.make_conninfo(server_url, dbname=name)
 
 
 def truncate(database_url: str) -> None:

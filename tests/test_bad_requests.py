@@ -26,7 +26,7 @@ SETTINGS = settings(
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 odd_names = st.one_of(
-    st.text(max_size=300).filter(lambda s: not NAME_RE.match(s)),
+    st.text(max_size=300).filter(lambda s: not NAME_RE.fullmatch(s)),
     st.just("x" * 129),
     st.just("a/b"),
     st.just("../etc/passwd"),

@@ -495,3 +495,50 @@ def test_metadata_is_what_the_client_sends(gateway) -> None:
         metadata=authorization("x" * 10_000),
     )
     channel.close()
+
+
+def test_a_gateway_beyond_loopback_without_tls_warns_loudly(tmp_path) -> None:
+    import subprocess
+
+    from tests.test_orchestration import METALEARN
+
+    log = tmp_path / "gateway.log"
+    proc = subprocess.Popen(
+        [*METALEARN, "gateway", "--listen", "0.0.0.0:0", "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and "listening on" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert "WITHOUT TLS" in log.read_text()
+    refused = subprocess.run(
+        [*METALEARN, "gateway", "--listen", "0.0.0.0:0", "--insecure-no-auth"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "loopback" in refused.stderr
+
+
+def test_metalearn_certs_makes_a_ca_and_a_certificate(tmp_path) -> None:
+    import subprocess
+
+    from tests.test_orchestration import METALEARN
+
+    done = subprocess.run(
+        [*METALEARN, "certs", "--dir", str(tmp_path), "--host", "gw.example", "--host", "10.0.0.7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((tmp_path / "metalearn.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "gw.example" in names.get_values_for_type(x509.DNSName)
+    assert stat.S_IMODE(os.stat(tmp_path / "metalearn.key").st_mode) == 0o600

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import torch
 from google.protobuf import json_format, struct_pb2
@@ -23,7 +24,10 @@ from gateway.config import Limits as GatewayLimits
 from metalearn import geometry, vocabulary
 from metalearn.errors import InvalidArgument, Violations
 from metalearn.limits import COMMAND_LIMITS, CommandLimits
-from metalearn.v1 import attempt_pb2, trainer_service_pb2
+from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+from tests import test_trainer
+from tests.rpc import expect_error, violations
+from tests.trainer_harness import lenet_command
 from trainer import artifacts, loop, model, optim, run, testing
 from trainer.config import Limits as TrainerLimits
 from trainer.config import TrainerConfig
@@ -414,6 +418,38 @@ def test_command_mistakes_on_real_data_are_invalid_argument(
 ) -> None:
     problems = refused(train, config, command(**changes))
     assert field in problems and words in problems[field], problems
+
+
+# A trainer server over the digits gateway, started as tests/test_trainer.py starts one.
+trainer = test_trainer.trainer
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"criterion": {"name": "BCELoss"}}, "command.criterion"),
+        ({"criterion": {"name": "CrossEntropyLoss", "weight": [1.0, 2.0]}},
+         "command.criterion.weight"),
+        ({"criterion": {"name": "CrossEntropyLoss", "label_smoothing": 1.5}},
+         "command.criterion"),
+        ({"transform": {"Resize": {"size": [0]}}}, "command.transform.Resize.size"),
+        ({"transform": {"Grayscale": {"num_output_channels": 2}}},
+         "command.transform.Grayscale.num_output_channels"),
+        ({"transform": {"Resize": {"size": [10**6, 10**6]}}}, "command.transform.Resize.size"),
+    ],
+)  # fmt: skip
+def test_the_issues_mistakes_reach_the_gateway_as_invalid_argument(
+    trainer: trainer_service_pb2_grpc.TrainerServiceStub, change: dict[str, Any], field: str
+) -> None:
+    """What the gateway's dispatcher sees: INVALID_ARGUMENT, which it fails at once
+    (no restart), where these used to be INTERNAL and retried three times."""
+    cmd = lenet_command(n_epoch=1, **change)
+    err = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        test_trainer.drain(trainer.Train),
+        pb.TrainerServiceTrainRequest(attempt_name="bad", command=cmd),
+    )
+    assert field in violations(err), violations(err)
 
 
 def test_the_gateway_refuses_the_transform_mistakes_before_queueing() -> None:

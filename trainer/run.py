@@ -20,12 +20,12 @@ import grpc
 import torch
 from google.protobuf import json_format
 
-from metalearn import geometry, vocabulary
+from metalearn import vocabulary
 from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
-from trainer import artifacts, loop, model, optim
-from trainer.config import Limits, TrainerConfig
+from trainer import artifacts, checks, loop, model, optim
+from trainer.config import TrainerConfig
 from trainer.data import (
     TEST_FRACTION,
     VALIDATION_FRACTION,
@@ -74,92 +74,10 @@ def command_fingerprint(command: attempt_pb2.TrainCommand) -> str:
     return hashlib.sha256(same.SerializeToString(deterministic=True)).hexdigest()
 
 
-def check_labels(
-    v: Violations, path: str, labels: list[str], n_labels: int, max_labels: int
-) -> int:
-    """The labels a model scores (and `n_labels`, 0 for as many as labels); the count."""
-    if not labels:
-        v.add(f"{path}.label_names", "give at least one label")
-    if len(labels) > max_labels or n_labels > max_labels:
-        v.add(
-            f"{path}.label_names" if len(labels) > max_labels else f"{path}.n_labels",
-            f"at most {max_labels} labels",
-        )
-        return n_labels or len(labels)
-    for i, label in enumerate(labels):
-        if not label or len(label) > 256:
-            v.add(f"{path}.label_names[{i}]", "must be 1 to 256 characters")
-        elif labels.index(label) != i:
-            v.add(f"{path}.label_names[{i}]", f"{label!r} is listed twice")
-    if n_labels and n_labels < len(labels):
-        v.add(f"{path}.n_labels", f"is {n_labels}, fewer than the {len(labels)} labels")
-    return n_labels or len(labels)
-
-
 def _check_target_transform(v: Violations, path: str, command: Any) -> None:
     for name in plain_struct(command.target_transform):
         if name not in vocabulary.TARGET_TRANSFORMS:
             v.add(f"{path}.{name}", f"unknown; allowed: {sorted(vocabulary.TARGET_TRANSFORMS)}")
-
-
-def command_error(
-    err: loop.CommandFailed, pipeline: Pipeline, criterion: optim.Named, when: str
-) -> InvalidArgument:
-    """A part of the command that refused the real data, as the command's mistake."""
-    if err.stage == "criterion":
-        hint = (
-            " (BCELoss takes probabilities in [0, 1]: end the model with Sigmoid, or use"
-            " BCEWithLogitsLoss)"
-            if criterion.name == "BCELoss"
-            else ""
-        )
-        return InvalidArgument.one(
-            "command.criterion",
-            f"{criterion.name} failed {when}, batch {err.batch}: {err.error}{hint}",
-        )
-    return InvalidArgument.one(
-        pipeline.path, f"cannot transform the images {when}, batch {err.batch}: {err.error}"
-    )
-
-
-def _check_augmentation(
-    v: Violations,
-    spec: model.ModelSpec,
-    pipeline: Pipeline,
-    input_shape: tuple[int, ...],
-    limits: Limits,
-) -> None:
-    """The random transforms on the cached images' real size (the cache is shared by
-    commands that differ only in them, so this is not left to preprocessing). Random
-    crops give training images of another size than the cached ones, which evaluation
-    uses as they are: the model must take both."""
-    channels, height, width = input_shape
-    augmented = Pipeline([], pipeline.random, None, [], pipeline.path)
-    plan = augmented.plan(geometry.Size(height, width, channels))
-    for problem in plan.problems:
-        v.add(problem.field, problem.description)
-    step = plan.over(limits.max_input_pixels)
-    if step is not None:
-        v.add(
-            step.field,
-            f"makes the {width}x{height} images {step.size.describe()}, over this trainer's"
-            f" limit of {limits.max_input_pixels:,} pixels",
-        )
-    if plan.problems or step is not None:
-        return
-    final = plan.final
-    trained = (final.channels, final.height, final.width)
-    if trained == input_shape:
-        return
-    scratch = Violations()
-    if not model.takes(scratch, "command.model", spec, trained, limits.max_parameters):
-        first = scratch.items[0]
-        v.add(
-            plan.steps[-1].field,
-            f"makes training images {trained}, while evaluation (which applies no random"
-            f" transform) gives the model {input_shape}; the model cannot take both:"
-            f" {first.field}: {first.description}",
-        )
 
 
 def _check_channels(v: Violations, path: str, pipeline: Pipeline, channels: int) -> None:
@@ -211,7 +129,7 @@ def train(
     limits = config.limits
     v = Violations()
     labels = list(cmd.label_names)
-    n_labels = check_labels(v, "command", labels, cmd.n_labels, limits.max_labels)
+    n_labels = checks.labels(v, "command", labels, cmd.n_labels, limits.max_labels)
     if not 1 <= cmd.batch_size <= limits.max_batch_size:
         v.add("command.batch_size", f"must be between 1 and {limits.max_batch_size}")
     if not 1 <= cmd.n_epoch <= limits.max_epochs:
@@ -270,7 +188,7 @@ def train(
     )
     _check_channels(v, "command.transform", pipeline, tensors.input_shape[0])
     if spec is not None:
-        _check_augmentation(v, spec, pipeline, tensors.input_shape, limits)
+        checks.augmentation(v, spec, pipeline, tensors.input_shape, limits)
     steps = math.ceil(len(train_data) / cmd.batch_size)
     scheduler_spec = optim.check_scheduler(
         v, "command.scheduler", cmd.scheduler, cmd.n_epoch, steps
@@ -366,7 +284,7 @@ def train(
             )
             return
         except loop.CommandFailed as err:
-            raise command_error(err, pipeline, criterion_spec, f"in epoch {epoch}") from err
+            raise checks.command_error(err, pipeline, criterion_spec, f"in epoch {epoch}") from err
         try:
             evaluation = (
                 loop.evaluate(
@@ -384,7 +302,7 @@ def train(
             )
         except loop.CommandFailed as err:
             where = f"validating epoch {epoch}"
-            raise command_error(err, pipeline, criterion_spec, where) from err
+            raise checks.command_error(err, pipeline, criterion_spec, where) from err
         if not per_batch:
             if scheduler_spec.name == "ReduceLROnPlateau":
                 scheduler.step(evaluation.loss if evaluation else result.loss)

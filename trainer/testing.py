@@ -12,10 +12,10 @@ from google.protobuf import json_format
 
 from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
-from trainer import artifacts, loop, model, optim
+from trainer import artifacts, checks, loop, model, optim
 from trainer.config import TrainerConfig
 from trainer.data import ImageSource, Preprocessor
-from trainer.run import Emit, Signals, check_labels, command_error, device_for
+from trainer.run import Emit, Signals, device_for
 from trainer.transforms import BatchTransform, check_image_ops, check_pipeline, check_sizes
 
 pb = trainer_service_pb2
@@ -88,7 +88,7 @@ def _test(
     except Exception as err:  # the client's weights file
         raise InvalidArgument.one(_WEIGHTS, f"its model spec is unreadable: {err}") from err
     spec = model.check_spec(v, f"{_WEIGHTS}.model", written, limits)
-    check_labels(v, _WEIGHTS, trained_labels, written.n_labels, limits.max_labels)
+    checks.labels(v, _WEIGHTS, trained_labels, written.n_labels, limits.max_labels)
     if len(cmd.image_ops):
         ops_path = "command.image_ops"
         image_ops = list(cmd.image_ops)
@@ -166,7 +166,7 @@ def _test(
             optim.target_kind(criterion_spec), spec.n_labels, signals.cancelled, progress,
         )  # fmt: skip
     except loop.CommandFailed as err:
-        raise command_error(err, pipeline, criterion_spec, "testing") from err
+        raise checks.command_error(err, pipeline, criterion_spec, "testing") from err
     confusion = evaluation.confusion
     per_label = {}
     for index, label in enumerate(trained_labels):
