@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/store.py
 	$(PY) bench/training.py
 	$(PY) bench/orchestration.py
+	$(PY) bench/auth.py
 
 demo: setup
 	$(PY) scripts/demo.py

@@ -3,6 +3,10 @@ token on every call, against the same gateway with `--insecure-no-auth`.
 
 Both gateways run as their own processes over one embedded PostgreSQL, and are measured
 in alternating rounds (A, B, A, B, ...) so that drift on a busy machine falls on both.
+`--insecure-no-auth` still passes every call through the interceptor (it records the
+caller and decodes requests); to measure the interceptor as a whole, give `--baseline`
+a checkout from before it existed (`git worktree add /tmp/before 50bf7ac`), whose gateway
+then runs as a third one in the same rounds.
 Goal (issue 9): the interceptor costs at most 5 % of GetAttempt throughput.
 """
 
@@ -31,6 +35,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--baseline", type=Path, help="a checkout without authentication")
     args = parser.parse_args()
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -43,6 +48,10 @@ def main() -> None:
             "auth": GatewayProcess(url, Path(tmp) / "auth"),
             "no_auth": GatewayProcess(url, Path(tmp) / "open", "--insecure-no-auth"),
         }
+        if args.baseline is not None:
+            gateways["baseline"] = GatewayProcess(
+                url, Path(tmp) / "baseline", checkout=args.baseline
+            )
         rates: dict[str, list[float]] = {name: [] for name in gateways}
         try:
             # Both clients send the same header (the open gateway ignores it), on plain
@@ -66,9 +75,12 @@ def main() -> None:
             pg.stop()
     for name, values in rates.items():
         figures[f"get_per_s_{name}_{args.concurrency}_in_flight"] = statistics.median(values)
-    figures["auth_cost_percent"] = 100 * (
-        1 - statistics.median(rates["auth"]) / statistics.median(rates["no_auth"])
-    )
+    auth = statistics.median(rates["auth"])
+    figures["auth_cost_percent"] = 100 * (1 - auth / statistics.median(rates["no_auth"]))
+    if "baseline" in rates:
+        figures["interceptor_cost_percent"] = 100 * (
+            1 - auth / statistics.median(rates["baseline"])
+        )
     print_figures(figures, args.json)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from gateway.config import GatewayConfig
 from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn import digits
+from metalearn.credentials import authorization
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
 
@@ -48,12 +50,15 @@ def command(**changes: Any) -> attempt_pb2.TrainCommand:
     return json_format.ParseDict(doc, attempt_pb2.TrainCommand())
 
 
-def start_trainer(gateway: str, cache: Path, threads: int = 0) -> tuple[subprocess.Popen[str], str]:
+def start_trainer(
+    gateway: GatewayThread, cache: Path, threads: int = 0
+) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "metalearn.cli", "trainer", "--listen", "127.0.0.1:0",
-         "--gateway", gateway, "--cache-dir", str(cache), "--checkpoint-every-epochs", "1000",
-         "--threads", str(threads)],
+         "--gateway", gateway.address, "--cache-dir", str(cache),
+         "--checkpoint-every-epochs", "1000", "--threads", str(threads)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "METALEARN_TOKEN": gateway.trainer_token},
     )  # fmt: skip
     assert proc.stdout is not None
     return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
@@ -98,19 +103,25 @@ def end_to_end(stub: Any, epochs: int, rounds: int) -> dict[str, float]:
     return {"system": statistics.median(system), "bare": statistics.median(bare)}
 
 
-async def watch_delays(address: str, url: str, subscribers: int, epochs: int) -> list[float]:
+async def watch_delays(
+    address: str, token: str, url: str, subscribers: int, epochs: int
+) -> list[float]:
     """(b): each subscriber's delay for each epoch, from its commit (recorded_at)."""
     name = f"watched-{subscribers}"
     arrivals: list[tuple[int, float]] = []
+    header = authorization(token)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
-        await stub.Train(pb.TrainRequest(name=name, command=command(n_epoch=epochs, batch_size=8)))
+        await stub.Train(
+            pb.TrainRequest(name=name, command=command(n_epoch=epochs, batch_size=8)),
+            metadata=header,
+        )
         ready = asyncio.Event()
         started = 0
 
         async def watch() -> None:
             nonlocal started
-            call = stub.WatchAttempt(pb.WatchAttemptRequest(name=name))
+            call = stub.WatchAttempt(pb.WatchAttemptRequest(name=name), metadata=header)
             async for event in call:
                 kind = event.WhichOneof("event")
                 if kind == "snapshot":
@@ -174,27 +185,27 @@ def main() -> None:
                     digits.digit_uploads()
                 )
                 stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
-                trainers.append(start_trainer(gateway.address, Path(tmp) / "cache"))
+                trainers.append(start_trainer(gateway, Path(tmp) / "cache"))
                 wait_registered(url, 1)
                 e2e = end_to_end(stub, args.epochs, args.rounds)
                 figures["e2e_system_images_per_s"] = e2e["system"]
                 figures["e2e_bare_images_per_s"] = e2e["bare"]
                 figures["e2e_ratio"] = e2e["system"] / e2e["bare"]
                 for subscribers in (1, 500):
-                    delays = asyncio.run(watch_delays(gateway.address, url, subscribers, 6))
+                    delays = asyncio.run(
+                        watch_delays(gateway.address, gateway.admin_token, url, subscribers, 6)
+                    )
                     figures[f"watch_{subscribers}_p50_ms"] = percentile(delays, 0.5) * 1e3
                     figures[f"watch_{subscribers}_p99_ms"] = percentile(delays, 0.99) * 1e3
                 figures["attempts_per_min_1_trainer"] = throughput(stub, args.jobs)
-                trainers.append(start_trainer(gateway.address, Path(tmp) / "cache"))
+                trainers.append(start_trainer(gateway, Path(tmp) / "cache"))
                 wait_registered(url, 2)
                 figures["attempts_per_min_2_trainers"] = throughput(stub, args.jobs)
                 # Two trainers on two cores, each run limited to one torch thread.
                 for proc, _ in trainers:
                     proc.terminate()
                     proc.wait(60)
-                trainers = [
-                    start_trainer(gateway.address, Path(tmp) / "cache", 1) for _ in range(2)
-                ]
+                trainers = [start_trainer(gateway, Path(tmp) / "cache", 1) for _ in range(2)]
                 time.sleep(3)  # the old ones' heartbeats lapse
                 wait_registered(url, 2)
                 figures["attempts_per_min_2_trainers_1_thread"] = throughput(stub, args.jobs)

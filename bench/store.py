@@ -49,11 +49,13 @@ class GatewayProcess:
     """`metalearn gateway` as its own process, against the given database; `token` is the
     admin token it wrote into `data_dir` (or one already there)."""
 
-    def __init__(self, url: str, data_dir: Path, *extra: str) -> None:
+    def __init__(self, url: str, data_dir: Path, *extra: str, checkout: Path | None = None) -> None:
+        # `checkout`: run the gateway of another checkout of this repository (its code
+        # comes first on the path), e.g. a baseline from before a change.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metalearn.cli", "gateway", "--listen", "127.0.0.1:0",
              "--database-url", url, "--data-dir", str(data_dir), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=checkout,
         )  # fmt: skip
         assert self.proc.stdout is not None
         self.address = self.proc.stdout.readline().rsplit(" ", 1)[-1].strip()

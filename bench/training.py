@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import grpc
 import torch
 from google.protobuf import json_format
 
@@ -30,6 +29,7 @@ from bench.report import print_figures
 from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn import digits
+from metalearn.credentials import open_channel
 from metalearn.errors import Violations
 from metalearn.v1 import attempt_pb2, dataset_service_pb2_grpc, trainer_service_pb2_grpc
 from metalearn.v1 import trainer_service_pb2 as pb
@@ -97,7 +97,15 @@ def main() -> None:
         warnings.simplefilter("ignore")
         pg = EmbeddedPostgres(Path(tmp))
         gateway = GatewayThread(pg.start()).start()
-        config = TrainerConfig(listen="127.0.0.1:0", gateway=gateway.address, cache_dir=Path(tmp))
+        # Called directly, as its gateway would (a fixed credential); reading images with
+        # the admin token (a trainer token reads only the work it holds).
+        config = TrainerConfig(
+            listen="127.0.0.1:0",
+            gateway=gateway.address,
+            cache_dir=Path(tmp),
+            token=gateway.admin_token,
+            gateway_credential="bench-credential",
+        )
         server, port, _, _ = create_server(config)
         server.start()
         try:
@@ -105,7 +113,7 @@ def main() -> None:
                 dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
                     digits.digit_uploads()
                 )
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with open_channel(f"127.0.0.1:{port}", "bench-credential") as channel:
                 stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
                 trainer_run(stub, command)  # fills the cache: later runs decode nothing
                 for _ in range(args.rounds):

@@ -111,6 +111,10 @@ def resample_name(spelling: str) -> str | None:
 
 
 def image_mode(spelling: str) -> str | None:
-    """Maps "RGB" or the prototype's quoted "'RGB'" to a Pillow mode."""
-    mode = spelling.strip().strip("'\"")
-    return mode if mode in IMAGE_MODES else None
+    """Maps "RGB" or the prototype's quoted "'RGB'" to a Pillow mode (whole strings only:
+    "RGB\n" or " RGB" is no mode)."""
+    for quote in ("'", '"'):
+        if len(spelling) > 2 and spelling[0] == spelling[-1] == quote:
+            spelling = spelling[1:-1]
+            break
+    return spelling if spelling in IMAGE_MODES else None

@@ -550,3 +550,35 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def test_command_mistakes_found_by_the_trainer_fail_at_once(stack: Stack) -> None:
+    """Mistakes only torch can find fail the attempt on the first run, as the command's
+    fault, with the field named (no restarts)."""
+    stack.ensure_trainers(1)
+    mistakes = {
+        "bce-without-sigmoid": (
+            lenet_command(criterion={"name": "BCELoss"}, n_epoch=1),
+            "command.criterion",
+        ),
+        "weight-of-wrong-length": (
+            lenet_command(criterion={"name": "CrossEntropyLoss", "weight": [1.0, 2.0]}, n_epoch=1),
+            "command.criterion",
+        ),
+        "smoothing-1.5": (
+            lenet_command(
+                criterion={"name": "CrossEntropyLoss", "label_smoothing": 1.5}, n_epoch=1
+            ),
+            "command.criterion",
+        ),
+    }
+    for name, (command, field) in mistakes.items():
+        try:
+            stack.stub.Train(pb.TrainRequest(name=name, command=command))
+        except grpc.RpcError as err:  # the gateway found it first: as good
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            continue
+        failed = stack.wait_status(name, TERMINAL, 120)
+        assert failed.status == S.ATTEMPT_STATUS_FAILED, (name, failed.error)
+        assert failed.error.startswith("INVALID_ARGUMENT") and field in failed.error, failed.error
+        assert failed.restart_count == 1, (name, failed.error)
