@@ -10,7 +10,7 @@ from gateway.auth import Role, current
 from gateway.config import Limits
 from gateway.imaging import RejectedImage, in_test_split, inspect_image
 from gateway.store import ImageStore, NewImage
-from gateway.store.work import WorkStore
+from gateway.store.trainers import TrainerStore
 from gateway.validation import MAX_LABEL_CHARS, text_problem
 from metalearn.errors import InvalidArgument, NotFound, PermissionDenied, Violations
 from metalearn.status import translate_errors
@@ -49,10 +49,10 @@ def _check_label_list(v: Violations, labels: Any, limits: Limits) -> None:
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
     """The image store's RPCs."""
 
-    def __init__(self, store: ImageStore, work: WorkStore, limits: Limits) -> None:
+    def __init__(self, store: ImageStore, trainers: TrainerStore, limits: Limits) -> None:
         self._store = store
         # Which labels a trainer may read: those of the work it holds.
-        self._work = work
+        self._trainers = trainers
         self._limits = limits
 
     @translate_errors
@@ -133,7 +133,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         fraction = request.test_fraction or DEFAULT_TEST_FRACTION
         caller = current()
         if caller.role is Role.TRAINER:
-            held = await self._work.held_labels(caller.name)
+            held = await self._trainers.held_labels(caller.name)
             # Checked before anything is read; says nothing of which labels exist.
             if not set(request.label_names) <= held:
                 raise PermissionDenied("a trainer reads only the labels of the work it holds")

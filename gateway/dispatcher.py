@@ -21,7 +21,9 @@ from gateway import convert
 from gateway.config import GatewayConfig
 from gateway.events import Event, EventHub
 from gateway.store import AttemptStore, EpochRecord
-from gateway.store.work import Claimed, Trainer, WorkStore
+from gateway.store.images import ImageStore
+from gateway.store.trainers import Trainer, TrainerStore
+from gateway.store.work import Claimed, WorkStore
 from gateway.trainer_checks import (
     ArtifactReceiver,
     Diverged,
@@ -65,11 +67,20 @@ class Dispatcher:
     """One replica's share of the work."""
 
     def __init__(
-        self, config: GatewayConfig, attempts: AttemptStore, work: WorkStore, hub: EventHub
+        self,
+        config: GatewayConfig,
+        attempts: AttemptStore,
+        work: WorkStore,
+        trainers: TrainerStore,
+        images: ImageStore,
+        hub: EventHub,
     ) -> None:
         self._config = config
         self._attempts = attempts
         self._work = work
+        self._trainers = trainers
+        # Counts of a task's images: what a trainer's claims are checked against.
+        self._images = images
         self._hub = hub
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -117,7 +128,7 @@ class Dispatcher:
                 )
 
     async def _dispatch(self) -> None:
-        for trainer in await self._work.live_trainers(self._config.trainer_timeout_seconds):
+        for trainer in await self._trainers.live_trainers(self._config.trainer_timeout_seconds):
             for _ in range(trainer.capacity - trainer.running):
                 claimed = await self._work.claim(
                     self.gateway_id, trainer.address, self._config.lease_seconds
@@ -170,7 +181,7 @@ class Dispatcher:
             # this trainer, which gets no work for a while.
             reason = f"trainer {address} sent an impossible result: {err}"
             log.warning("%s: %s", claimed.name, reason)
-            await self._work.quarantine(address, str(err), self._config.quarantine_seconds)
+            await self._trainers.quarantine(address, str(err), self._config.quarantine_seconds)
             await self._work.requeue(
                 claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
             )
@@ -214,7 +225,7 @@ class Dispatcher:
         if code == grpc.StatusCode.UNAVAILABLE and not heard:
             # The trainer never answered (gone, or not up yet): no fault of the command.
             # It gets no more work until its next heartbeat.
-            await self._work.mark_unreachable(address)
+            await self._trainers.mark_unreachable(address)
             await self._work.requeue(
                 claimed.id, claimed.fence, details, self._config.max_restarts, failed=False
             )
@@ -255,7 +266,7 @@ class Dispatcher:
             request.resume_checkpoint = checkpoint[1]
             first_epoch = checkpoint[0] + 1
         epochs = EpochChecker(command.n_epoch, first_epoch)
-        available = await self._work.image_count(list(command.label_names))
+        available = await self._images.count(list(command.label_names))
         limit = self._config.max_artifact_bytes
         files: dict[str, ArtifactReceiver] = {}
         started: tpb.TrainStarted | None = None
@@ -345,7 +356,7 @@ class Dispatcher:
         )
         # The model's labels, in its order: those of the data it was trained on.
         labels = list(spec.dataset.label_names or spec.training_commands.label_names)
-        available = len(set(command.ids)) if command.ids else await self._work.image_count(labels)
+        available = len(set(command.ids)) if command.ids else await self._images.count(labels)
         async for event in stub.Test(request, metadata=metadata):
             self._heard[claimed.id] = True
             if event.WhichOneof("event") == "progress":

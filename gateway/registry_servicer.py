@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from gateway.auth import current
 from gateway.config import GatewayConfig
-from gateway.store.work import WorkStore
+from gateway.store.trainers import TrainerStore
 from metalearn.errors import NotFound, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import trainer_registry_service_pb2 as pb
@@ -28,8 +28,8 @@ def _check_address(v: Violations, address: str) -> None:
 class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryServiceServicer):
     """Keeps the `trainers` table current; the dispatcher reads it."""
 
-    def __init__(self, work: WorkStore, config: GatewayConfig) -> None:
-        self._work = work
+    def __init__(self, trainers: TrainerStore, config: GatewayConfig) -> None:
+        self._trainers = trainers
         self._config = config
 
     @translate_errors
@@ -48,7 +48,7 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
         devices = [json_format.MessageToDict(d) for d in request.devices]
         # A fresh credential each time: the trainer then obeys calls bearing it only.
         credential = secrets.token_urlsafe(32)
-        await self._work.register(
+        await self._trainers.register(
             request.address,
             request.capacity,
             devices,
@@ -68,6 +68,6 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
         if not 0 <= request.busy_slots <= 1024:
             v.add("busy_slots", "must be between 0 and 1024")
         v.raise_if_any()
-        if not await self._work.heartbeat(request.address, request.busy_slots, current().name):
+        if not await self._trainers.heartbeat(request.address, request.busy_slots, current().name):
             raise NotFound(f"no trainer registered at {request.address}: register again")
         return pb.HeartbeatResponse()

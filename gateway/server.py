@@ -25,6 +25,7 @@ from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.store import AttemptStore, ImageStore, open_pool
 from gateway.store.tokens import TokenStore
+from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.token_servicer import TokenServicer
 from metalearn.tls import is_loopback
@@ -88,7 +89,12 @@ async def create_server(
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ],
     )
-    attempts, work = AttemptStore(pool), WorkStore(pool)
+    attempts, work, trainers, images = (
+        AttemptStore(pool),
+        WorkStore(pool),
+        TrainerStore(pool),
+        ImageStore(pool),
+    )
     servicer = AttemptServicer(attempts, work, None, config.limits)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
@@ -98,10 +104,10 @@ async def create_server(
     servicer.hub = hub
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
-        TrainerRegistryServicer(work, config), server
+        TrainerRegistryServicer(trainers, config), server
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
-        DatasetServicer(ImageStore(pool), work, config.limits), server
+        DatasetServicer(images, trainers, config.limits), server
     )
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(
         TokenServicer(tokens, authenticator), server
@@ -121,7 +127,8 @@ async def create_server(
         port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
-    return server, port, Background(hub, Dispatcher(config, attempts, work, hub))
+    dispatcher = Dispatcher(config, attempts, work, trainers, images, hub)
+    return server, port, Background(hub, dispatcher)
 
 
 async def prepare_tokens(config: GatewayConfig, pool: psycopg_pool.AsyncConnectionPool) -> None:

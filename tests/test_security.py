@@ -266,8 +266,12 @@ def test_a_trainer_reads_only_the_images_of_work_it_holds(gateway, principals) -
                 ]
             )
         )
-        attempt_service_pb2_grpc.AttemptServiceStub(channel).Train(
-            pb.TrainRequest(name="held-work", command=lenet_command(label_names=["held"]))
+        # Stored, not queued: the session's dispatcher must not claim it for the fake
+        # address below; the test makes it this trainer's work by hand.
+        attempt = make_attempt("held-work")
+        attempt.training_commands.CopyFrom(lenet_command(label_names=["held"]))
+        attempt_service_pb2_grpc.AttemptServiceStub(channel).CreateAttempt(
+            pb.CreateAttemptRequest(attempt=attempt)
         )
     with gateway.channel(principals["trainer"]) as channel:
         registry = trainer_registry_service_pb2_grpc.TrainerRegistryServiceStub(channel)

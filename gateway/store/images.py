@@ -128,3 +128,13 @@ class ImageStore:
                     "DELETE FROM images WHERE label = ANY(%s)", (list(labels),)
                 )
                 return cur.rowcount
+
+    async def count(self, labels: list[str]) -> int:
+        """How many images these labels have: the most a run on them can see."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM images WHERE label = ANY(%s)", (labels,)
+                )
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0

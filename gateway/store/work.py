@@ -1,4 +1,4 @@
-"""Every SQL statement of the orchestration: the queue, leases, trainers, artifacts, events.
+"""Every SQL statement of the orchestration: the queue, leases, artifacts, events.
 
 Status changes happen only along DESIGN §3's transitions, each enforced in SQL by
 expecting the current status. Notifications are sent inside the writing transaction,
@@ -43,15 +43,6 @@ class Claimed:
     work: str
     fence: int
     stored: Stored
-
-
-@dataclass(frozen=True)
-class Trainer:
-    address: str
-    capacity: int
-    running: int
-    # What the gateway presents on its calls to this trainer.
-    credential: str = ""
 
 
 async def notify(cur: psycopg.AsyncCursor[Any], attempt_id: int, kind: str, **extra: Any) -> None:
@@ -404,110 +395,3 @@ class WorkStore:
         if not rows:
             return None
         return int(rows[0][0]), b"".join(bytes(r[1]) for r in rows)
-
-    async def register(
-        self,
-        address: str,
-        capacity: int,
-        devices: list[Any],
-        version: str,
-        principal: str,
-        credential: str,
-        stale_seconds: float,
-    ) -> None:
-        """Announces a trainer of `principal` at `address`. PermissionDenied when the
-        address belongs to another principal's trainer that is still alive."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    "INSERT INTO trainers (address, capacity, devices, version, principal,"
-                    " credential) VALUES (%s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (address) DO UPDATE SET capacity = excluded.capacity,"
-                    " devices = excluded.devices, version = excluded.version,"
-                    " principal = excluded.principal, credential = excluded.credential,"
-                    " registered_at = now(), last_seen = now()"
-                    " WHERE trainers.principal IN (excluded.principal, '')"
-                    " OR trainers.last_seen < now() - make_interval(secs => %s) RETURNING 1",
-                    (address, capacity, Jsonb(devices), version, principal, credential,
-                     stale_seconds),
-                )  # fmt: skip
-                if await cur.fetchone() is None:
-                    raise errors.PermissionDenied(
-                        f"{address} is the address of another principal's live trainer"
-                    )
-                await notify_queue(conn.cursor())
-
-    async def heartbeat(self, address: str, busy: int, principal: str) -> bool:
-        """Records that `principal`'s trainer at `address` is alive; False if unknown."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "UPDATE trainers SET last_seen = now(), busy_slots = %s WHERE address = %s"
-                    " AND principal = %s RETURNING 1",
-                    (busy, address, principal),
-                )
-                if await cur.fetchone() is not None:
-                    return True
-                cur = await conn.execute("SELECT 1 FROM trainers WHERE address = %s", (address,))
-                if await cur.fetchone() is not None:
-                    raise errors.PermissionDenied(f"{address} is another principal's trainer")
-                return False
-
-    async def mark_unreachable(self, address: str) -> None:
-        """A trainer that did not answer gets no work until its next heartbeat."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn:
-                await conn.execute(
-                    "UPDATE trainers SET last_seen = '-infinity' WHERE address = %s", (address,)
-                )
-
-    async def quarantine(self, address: str, reason: str, seconds: float) -> None:
-        """A trainer that streamed something impossible gets no work for `seconds`
-        (heartbeats and re-registration do not lift it)."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn:
-                await conn.execute(
-                    "UPDATE trainers SET quarantined_until = now() + make_interval(secs => %s),"
-                    " quarantine_reason = %s WHERE address = %s",
-                    (seconds, reason[:500], address),
-                )
-
-    async def live_trainers(self, max_age_seconds: float) -> list[Trainer]:
-        """Trainers heard from lately and not quarantined, with the attempts running on
-        them now."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT t.address, t.capacity, (SELECT count(*) FROM attempts a WHERE a.trainer"
-                    " = t.address AND a.status IN ('TRAINING', 'TESTING')), t.credential"
-                    " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
-                    " AND (t.quarantined_until IS NULL OR t.quarantined_until < now())"
-                    " ORDER BY t.address",
-                    (max_age_seconds,),
-                )
-                return [Trainer(r[0], int(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()]
-
-    async def image_count(self, labels: list[str]) -> int:
-        """How many images these labels have: the most a run on them can see."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT count(*) FROM images WHERE label = ANY(%s)", (labels,)
-                )
-                row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def held_labels(self, principal: str) -> set[str]:
-        """The labels of the work that `principal`'s trainers hold right now."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT DISTINCT l.label FROM attempts a JOIN trainers t ON t.address ="
-                    " a.trainer, LATERAL (SELECT jsonb_array_elements_text(COALESCE("
-                    " a.doc -> 'training_commands' -> 'label_names', '[]')) UNION"
-                    " SELECT jsonb_array_elements_text(COALESCE("
-                    " a.doc -> 'testing_commands' -> 'label_names', '[]'))) AS l(label)"
-                    " WHERE t.principal = %s AND a.status IN ('TRAINING', 'TESTING')",
-                    (principal,),
-                )
-                return {str(r[0]) for r in await cur.fetchall()}
