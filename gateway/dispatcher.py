@@ -221,7 +221,8 @@ class Dispatcher:
     async def _failed_call(
         self, claimed: Claimed, address: str, err: grpc.aio.AioRpcError, heard: bool
     ) -> None:
-        code, details = err.code(), err.details() or ""
+        # Bounded: the message is the trainer's, stored and shown to users.
+        code, details = err.code(), (err.details() or "")[:2000]
         if code == grpc.StatusCode.UNAVAILABLE and not heard:
             # The trainer never answered (gone, or not up yet): no fault of the command.
             # It gets no more work until its next heartbeat.
@@ -265,10 +266,14 @@ class Dispatcher:
         if checkpoint is not None:
             request.resume_checkpoint = checkpoint[1]
             first_epoch = checkpoint[0] + 1
-        epochs = EpochChecker(command.n_epoch, first_epoch)
+        epochs = EpochChecker(command.n_epoch, first_epoch, tuple(command.label_names))
         available = await self._images.count(list(command.label_names))
         limit = self._config.max_artifact_bytes
         files: dict[str, ArtifactReceiver] = {}
+        # Files of each kind so far: at most one checkpoint an epoch (and one on SIGTERM),
+        # so a trainer cannot make the gateway write the same file forever.
+        written = {"checkpoint": 0, "weights": 0}
+        last_epoch = {"checkpoint": first_epoch - 1, "weights": 0}
         started: tpb.TrainStarted | None = None
         weights: attempt_pb2.ArtifactInfo | None = None
         async for event in stub.Train(request, metadata=metadata):
@@ -292,7 +297,12 @@ class Dispatcher:
                 await self._attempts.append_epoch(claimed.id, claimed.fence, record)
             elif kind in ("checkpoint", "weights"):
                 chunk = getattr(event, kind)
-                receiver = files.setdefault(kind, ArtifactReceiver(kind, limit))
+                if kind not in files:
+                    written[kind] += 1
+                    if written[kind] > (command.n_epoch + 2 if kind == "checkpoint" else 1):
+                        raise TrainerLied(f"sent {written[kind]} {kind} files")
+                    files[kind] = ArtifactReceiver(kind, limit, last_epoch[kind])
+                receiver = files[kind]
                 index = receiver.chunks
                 last = receiver.accept(chunk, epochs)
                 # Each chunk goes to PostgreSQL as it comes: a file is never held whole.
@@ -302,6 +312,7 @@ class Dispatcher:
                     return  # the lease is gone (cancelled, or reclaimed): stop
                 if last:
                     del files[kind]
+                    last_epoch[kind] = receiver.epoch
                     if not await self._work.commit_upload(claimed.id, claimed.fence, kind):
                         return
                     if kind == "weights":
@@ -357,13 +368,18 @@ class Dispatcher:
         # The model's labels, in its order: those of the data it was trained on.
         labels = list(spec.dataset.label_names or spec.training_commands.label_names)
         available = len(set(command.ids)) if command.ids else await self._images.count(labels)
+        loop = asyncio.get_running_loop()
+        told = -1.0
         async for event in stub.Test(request, metadata=metadata):
             self._heard[claimed.id] = True
             if event.WhichOneof("event") == "progress":
                 done, total = event.progress.done, event.progress.total
                 if not 0 <= done <= total <= available:
                     raise TrainerLied(f"test progress {done}/{total} of {available} images")
-                await self._work.progress(claimed.id, done, total)
+                # Each becomes a notification: a flood of them is passed on 5 a second.
+                if loop.time() - told >= 0.2 or done == total:
+                    told = loop.time()
+                    await self._work.progress(claimed.id, done, total)
             else:
                 result = event.result
                 check_test_result(result, labels, available)

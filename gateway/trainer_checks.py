@@ -37,6 +37,8 @@ class EpochChecker:
     n_epoch: int
     # The epoch after the checkpoint the gateway sent (1 without one).
     first_epoch: int
+    # The command's labels: the dataset a trainer reports must be theirs.
+    labels: tuple[str, ...] = ()
     started: bool = False
     last: int = 0
 
@@ -56,8 +58,25 @@ class EpochChecker:
             )
         if started.parameters < 0:
             raise TrainerLied("reported a negative parameter count")
+        if started.HasField("dataset"):
+            self._check_dataset(started.dataset, images_available)
         self.started = True
         self.last = self.first_epoch - 1
+
+    def _check_dataset(self, dataset: attempt_pb2.DatasetFingerprint, available: int) -> None:
+        """The fingerprint is stored with the attempt: it must describe the command's data."""
+        names = list(dataset.label_names)
+        if sorted(names) != sorted(self.labels):
+            raise TrainerLied("reported a dataset of other labels than the command's")
+        counts = list(dataset.images_per_label)
+        if len(counts) != len(names) or any(c < 0 for c in counts) or sum(counts) > available:
+            raise TrainerLied(f"reported image counts {counts[:8]} for {available} images")
+        size = list(dataset.image_size)
+        if len(size) > 3 or any(not 0 <= side <= 1 << 16 for side in size):
+            raise TrainerLied(f"reported an image size of {size[:8]}")
+        digest = dataset.sha256
+        if digest and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
+            raise TrainerLied("reported a dataset fingerprint that is not a sha256")
 
     def epoch(self, e: attempt_pb2.EpochMetrics) -> None:
         if not self.started:
@@ -92,6 +111,8 @@ class ArtifactReceiver:
 
     kind: str
     max_bytes: int
+    # A file may not be of an earlier epoch than the last of its kind in this run.
+    not_before: int = 0
     epoch: int = -1
     total: int = -1
     received: int = 0
@@ -112,9 +133,10 @@ class ArtifactReceiver:
                         f"weights of epoch {chunk.epoch} after epoch {epochs.last}"
                         f" of {epochs.n_epoch}"
                     )
-            elif not epochs.started or not low <= chunk.epoch <= epochs.last:
+            elif not epochs.started or not max(low, self.not_before) <= chunk.epoch <= epochs.last:
                 raise TrainerLied(
                     f"checkpoint of epoch {chunk.epoch}; epochs so far {low}..{epochs.last}"
+                    f" (the last checkpoint's {self.not_before})"
                 )
             self.epoch, self.total = chunk.epoch, chunk.total_size
         elif chunk.epoch != self.epoch or chunk.total_size != self.total:

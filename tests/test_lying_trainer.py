@@ -102,9 +102,17 @@ def register(gateway: GatewayThread, address: str) -> str:
     return str(reply.gateway_credential)
 
 
-def started(first: int = 1, images: int = 8) -> tpb.TrainerServiceTrainResponse:
+def started(
+    first: int = 1, images: int = 8, labels: tuple[str, ...] = ("0", "1")
+) -> tpb.TrainerServiceTrainResponse:
+    dataset = S.DatasetFingerprint(
+        label_names=labels, images_per_label=[5] * len(labels), image_size=[8, 8],
+        sha256=hashlib.sha256(b"data").hexdigest(),
+    )  # fmt: skip
     return tpb.TrainerServiceTrainResponse(
-        started=tpb.TrainStarted(first_epoch=first, train_images=images, device="cpu")
+        started=tpb.TrainStarted(
+            first_epoch=first, train_images=images, device="cpu", dataset=dataset
+        )
     )
 
 
@@ -240,11 +248,40 @@ LIES: dict[str, tuple[Script, str, list[int]]] = {
         "without verified weights",
         [1, 2, 3],
     ),
+    "a dataset of other labels": (
+        lambda r: [started(labels=("0", "1", "secret"))],
+        "other labels than the command's",
+        [],
+    ),
+    "a checkpoint older than the last": (
+        lambda r: [
+            started(),
+            epoch(1),
+            epoch(2),
+            *chunks("checkpoint", b"c" * 10, 2),
+            *chunks("checkpoint", b"c" * 10, 1),
+        ],
+        "checkpoint of epoch 1",
+        [1, 2],
+    ),
+    "the same checkpoint forever": (
+        lambda r: (
+            [started(), epoch(1)] + [c for _ in range(6) for c in chunks("checkpoint", b"c", 1)]
+        ),
+        "sent 6 checkpoint files",
+        [1],
+    ),
     "completed early": (
         lambda r: [started(), epoch(1), finished()],
         "finished after epoch 1 of 3",
         [1],
     ),
+}
+
+
+KEPT_FILES = {
+    "a checkpoint older than the last": [("checkpoint", 10)],
+    "the same checkpoint forever": [("checkpoint", 1)],
 }
 
 
@@ -259,7 +296,8 @@ def test_a_lying_trainer_fails_its_run_and_nothing_impossible_is_stored(liars, l
     assert "sent an impossible result" in attempt.error and reason in attempt.error, attempt.error
     epochs, files, quarantine = stored(gateway, name)
     assert epochs == kept
-    assert files == []  # no checkpoint, no weights, no half upload
+    # No checkpoint, no weights, no half upload: only a file verified before the lie.
+    assert files == KEPT_FILES.get(lie, [])
     assert quarantine  # the trainer gets no more work for a while
     assert not attempt.HasField("model_artifact")
 
@@ -304,3 +342,50 @@ def test_an_honest_run_is_stored_and_a_lying_test_is_not(liars) -> None:
     assert tested.accuracy == 0 and not tested.HasField("test_result")
     # Its weights are kept: the attempt can be tested again on an honest trainer.
     assert ("weights", 2500) in stored(gateway, "honest")[1]
+
+
+def test_with_restarts_left_the_run_is_requeued_with_its_reason_and_the_liar_benched(
+    postgres_url: str,
+) -> None:
+    """The default: a lie counts as one crash of the run; the attempt waits, QUEUED, for
+    an honest trainer, saying why; the lying trainer gets no more work."""
+    url = fresh_database(postgres_url, "requeue")
+    gateway = GatewayThread(url, GatewayConfig(listen="127.0.0.1:0", database_url=url)).start()
+    fake = FakeTrainer()
+    fake.train_script = lambda r: [started(labels=("0",)), epoch(999)]
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(fake, server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        with gateway.channel() as channel:
+            dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+                iter(
+                    dataset_service_pb2.UploadImagesRequest(label="0", data=png((i, 1, 1)))
+                    for i in range(10)
+                )
+            )
+            register(gateway, address)
+            stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+            stub.Train(
+                pb.TrainRequest(name="victim", command=lenet_command(n_epoch=3, label_names=["0"]))
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                attempt = stub.GetAttempt(pb.GetAttemptRequest(name="victim")).attempt
+                if attempt.error:
+                    break
+                time.sleep(0.1)
+            assert attempt.status == S.ATTEMPT_STATUS_QUEUED
+            assert (
+                attempt.error.startswith("restart 1 of 3: trainer ")
+                and "epoch 999" in attempt.error
+            )
+            time.sleep(3)  # the dispatcher looks at the queue every second
+            again = stub.GetAttempt(pb.GetAttemptRequest(name="victim")).attempt
+            assert again.status == S.ATTEMPT_STATUS_QUEUED and again.restart_count == 1
+            assert len(fake.credentials) == 1  # called once, then benched
+            assert stored(gateway, "victim")[0] == []
+    finally:
+        server.stop(1)
+        gateway.stop()

@@ -268,11 +268,16 @@ class WorkStore:
         failed: bool,
     ) -> list[tuple[int, str]]:
         """The one statement that takes running work back: QUEUED again, or FAILED once
-        its failures pass `max_restarts`. Returns (id, new status) of each attempt."""
+        its failures pass `max_restarts`. Returns (id, new status) of each attempt.
+
+        A counted failure leaves its reason in `error` while the attempt waits for its
+        next run (the next finish clears it), so a crash is never silent."""
         query = sql.SQL(
             "UPDATE attempts SET failures = failures + %(failed)s,"
             " status = CASE WHEN failures + %(failed)s > %(max)s THEN 'FAILED' ELSE 'QUEUED' END,"
-            " error = CASE WHEN failures + %(failed)s > %(max)s THEN %(error)s ELSE error END,"
+            " error = CASE WHEN failures + %(failed)s > %(max)s THEN %(error)s"
+            " WHEN %(failed)s = 1 THEN 'restart ' || failures + 1 || ' of ' || %(max)s || ': '"
+            " || %(reason)s ELSE error END,"
             " queued_at = now(), leased_by = '', lease_until = NULL, updated_at = now()"
             " WHERE status IN ('TRAINING', 'TESTING') AND {} RETURNING id, status"
         ).format(which)
@@ -281,6 +286,7 @@ class WorkStore:
             "failed": int(failed),
             "max": max_restarts,
             "error": f"gave up after {max_restarts} restarts: {reason}",
+            "reason": reason,
         }
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
