@@ -223,9 +223,12 @@ class Dispatcher:
     ) -> None:
         # Bounded: the message is the trainer's, stored and shown to users.
         code, details = err.code(), (err.details() or "")[:2000]
-        if code == grpc.StatusCode.UNAVAILABLE and not heard:
-            # The trainer never answered (gone, or not up yet): no fault of the command.
-            # It gets no more work until its next heartbeat.
+        if (code == grpc.StatusCode.UNAVAILABLE and not heard) or (
+            code == grpc.StatusCode.UNAUTHENTICATED
+        ):
+            # The trainer never answered (gone, or not up yet), or it does not know the
+            # credential read a moment ago (it restarted and registered anew): no fault
+            # of the command. It gets no more work until its next heartbeat.
             await self._trainers.mark_unreachable(address)
             await self._work.requeue(
                 claimed.id, claimed.fence, details, self._config.max_restarts, failed=False

@@ -255,7 +255,10 @@ class Client:
         return self.get(name)
 
     def download(self, name: str, directory: str | Path) -> Path:
-        """Saves the trained weights (safetensors, with their model spec) in `directory`."""
+        """Saves the trained weights (safetensors, with their model spec) in `directory`,
+        as `<name>.safetensors`: the file is named from `name`, never from the server."""
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise InvalidRequest("INVALID_ARGUMENT", f"{name!r} cannot name a file")
         data, digest = bytearray(), ""
         try:
             for chunk in self._attempts.DownloadModel(pb.DownloadModelRequest(name=name)):
@@ -265,8 +268,6 @@ class Client:
             raise translate(err) from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise UnavailableError("DATA_LOSS", "the download arrived damaged; try again")
-        if "/" in name or "\\" in name or name in ("", ".", ".."):
-            raise InvalidRequest("INVALID_ARGUMENT", f"{name!r} cannot name a file")
         path = Path(directory) / f"{name}.safetensors"  # the caller's name, not the server's
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(bytes(data))

@@ -21,7 +21,7 @@ from google.protobuf import struct_pb2
 
 from gateway.server import SERVICES
 from metalearn import Client
-from metalearn.client import PermissionDeniedError, UnauthenticatedError
+from metalearn.client import InvalidRequest, PermissionDeniedError, UnauthenticatedError
 from metalearn.credentials import authorization
 from metalearn.v1 import attempt_service_pb2 as pb
 from metalearn.v1 import (
@@ -546,3 +546,21 @@ def test_metalearn_certs_makes_a_ca_and_a_certificate(tmp_path) -> None:
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "gw.example" in names.get_values_for_type(x509.DNSName)
     assert stat.S_IMODE(os.stat(tmp_path / "metalearn.key").st_mode) == 0o600
+
+
+def test_download_names_files_from_what_the_user_typed(tmp_path) -> None:
+    import subprocess
+
+    from tests.test_orchestration import METALEARN
+
+    for name in ("../evil", "..", "a/b"):
+        done = subprocess.run(
+            [*METALEARN, "download", name, "-o", str(tmp_path), "--gateway", "127.0.0.1:1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1 and "is not an attempt name" in done.stderr, done.stderr
+    with Client("127.0.0.1:1", token="x", timeout=1) as client, pytest.raises(InvalidRequest):
+        client.download("../evil", tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -28,6 +28,11 @@ if _version_not_supported:
 class AttemptServiceStub:
     """Stores training attempts and answers questions about them.
 
+    Every RPC needs `authorization: Bearer <token>` metadata: without a valid
+    token it is UNAUTHENTICATED. Readers call the reading RPCs; writers also
+    create, train and test, and change, cancel or delete only attempts they own;
+    admins do anything. Otherwise PERMISSION_DENIED.
+
     Every invalid request is INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the offending field (e.g.
     "attempt.training_commands.model.layers[3].kernel_size").
@@ -98,6 +103,11 @@ class AttemptServiceStub:
 
 class AttemptServiceServicer:
     """Stores training attempts and answers questions about them.
+
+    Every RPC needs `authorization: Bearer <token>` metadata: without a valid
+    token it is UNAUTHENTICATED. Readers call the reading RPCs; writers also
+    create, train and test, and change, cancel or delete only attempts they own;
+    admins do anything. Otherwise PERMISSION_DENIED.
 
     Every invalid request is INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the offending field (e.g.
@@ -273,6 +283,11 @@ def add_AttemptServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AttemptService:
     """Stores training attempts and answers questions about them.
+
+    Every RPC needs `authorization: Bearer <token>` metadata: without a valid
+    token it is UNAUTHENTICATED. Readers call the reading RPCs; writers also
+    create, train and test, and change, cancel or delete only attempts they own;
+    admins do anything. Otherwise PERMISSION_DENIED.
 
     Every invalid request is INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the offending field (e.g.

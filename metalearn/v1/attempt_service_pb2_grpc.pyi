@@ -29,6 +29,11 @@ GRPC_VERSION: str
 class AttemptServiceStub:
     """Stores training attempts and answers questions about them.
 
+    Every RPC needs `authorization: Bearer <token>` metadata: without a valid
+    token it is UNAUTHENTICATED. Readers call the reading RPCs; writers also
+    create, train and test, and change, cancel or delete only attempts they own;
+    admins do anything. Otherwise PERMISSION_DENIED.
+
     Every invalid request is INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the offending field (e.g.
     "attempt.training_commands.model.layers[3].kernel_size").
@@ -100,6 +105,11 @@ class AttemptServiceStub:
 class AttemptServiceAsyncStub(AttemptServiceStub):
     """Stores training attempts and answers questions about them.
 
+    Every RPC needs `authorization: Bearer <token>` metadata: without a valid
+    token it is UNAUTHENTICATED. Readers call the reading RPCs; writers also
+    create, train and test, and change, cancel or delete only attempts they own;
+    admins do anything. Otherwise PERMISSION_DENIED.
+
     Every invalid request is INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the offending field (e.g.
     "attempt.training_commands.model.layers[3].kernel_size").
@@ -166,6 +176,11 @@ class AttemptServiceAsyncStub(AttemptServiceStub):
 
 class AttemptServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores training attempts and answers questions about them.
+
+    Every RPC needs `authorization: Bearer <token>` metadata: without a valid
+    token it is UNAUTHENTICATED. Readers call the reading RPCs; writers also
+    create, train and test, and change, cancel or delete only attempts they own;
+    admins do anything. Otherwise PERMISSION_DENIED.
 
     Every invalid request is INVALID_ARGUMENT with google.rpc.BadRequest field
     violations naming the offending field (e.g.

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class DatasetServiceStub:
     """Stores labelled images and serves them to trainers.
+
+    Every RPC needs `authorization: Bearer <token>` metadata (UNAUTHENTICATED
+    without a valid one). Readers list and read; writers also upload; only
+    admins delete; a trainer token reads only the labels of the work its
+    trainer holds. Otherwise PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -59,6 +64,11 @@ class DatasetServiceStub:
 
 class DatasetServiceServicer:
     """Stores labelled images and serves them to trainers.
+
+    Every RPC needs `authorization: Bearer <token>` metadata (UNAUTHENTICATED
+    without a valid one). Readers list and read; writers also upload; only
+    admins delete; a trainer token reads only the labels of the work its
+    trainer holds. Otherwise PERMISSION_DENIED.
     """
 
     def UploadImages(self, request_iterator, context):
@@ -132,6 +142,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DatasetService:
     """Stores labelled images and serves them to trainers.
+
+    Every RPC needs `authorization: Bearer <token>` metadata (UNAUTHENTICATED
+    without a valid one). Readers list and read; writers also upload; only
+    admins delete; a trainer token reads only the labels of the work its
+    trainer holds. Otherwise PERMISSION_DENIED.
     """
 
     @staticmethod

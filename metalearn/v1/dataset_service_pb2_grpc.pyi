@@ -27,7 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DatasetServiceStub:
-    """Stores labelled images and serves them to trainers."""
+    """Stores labelled images and serves them to trainers.
+
+    Every RPC needs `authorization: Bearer <token>` metadata (UNAUTHENTICATED
+    without a valid one). Readers list and read; writers also upload; only
+    admins delete; a trainer token reads only the labels of the work its
+    trainer holds. Otherwise PERMISSION_DENIED.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -57,7 +63,13 @@ class DatasetServiceStub:
 
 @_typing.type_check_only
 class DatasetServiceAsyncStub(DatasetServiceStub):
-    """Stores labelled images and serves them to trainers."""
+    """Stores labelled images and serves them to trainers.
+
+    Every RPC needs `authorization: Bearer <token>` metadata (UNAUTHENTICATED
+    without a valid one). Readers list and read; writers also upload; only
+    admins delete; a trainer token reads only the labels of the work its
+    trainer holds. Otherwise PERMISSION_DENIED.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     UploadImages: _aio.StreamUnaryMultiCallable[_dataset_service_pb2.UploadImagesRequest, _dataset_service_pb2.UploadImagesResponse]  # type: ignore[assignment]
@@ -83,7 +95,13 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     """
 
 class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Stores labelled images and serves them to trainers."""
+    """Stores labelled images and serves them to trainers.
+
+    Every RPC needs `authorization: Bearer <token>` metadata (UNAUTHENTICATED
+    without a valid one). Readers list and read; writers also upload; only
+    admins delete; a trainer token reads only the labels of the work its
+    trainer holds. Otherwise PERMISSION_DENIED.
+    """
 
     @_abc_1.abstractmethod
     def UploadImages(

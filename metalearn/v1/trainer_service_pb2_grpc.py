@@ -29,6 +29,10 @@ class TrainerServiceStub:
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
     and tests them, and streams what happens. It needs nothing but a gateway's
     address, from which it reads images; it keeps no state between calls.
+
+    It obeys its gateway only: every call must carry `authorization: Bearer
+    <credential>` with the credential its registration returned (or one fixed
+    by its operator); any other call is UNAUTHENTICATED.
     """
 
     def __init__(self, channel):
@@ -58,6 +62,10 @@ class TrainerServiceServicer:
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
     and tests them, and streams what happens. It needs nothing but a gateway's
     address, from which it reads images; it keeps no state between calls.
+
+    It obeys its gateway only: every call must carry `authorization: Bearer
+    <credential>` with the credential its registration returned (or one fixed
+    by its operator); any other call is UNAUTHENTICATED.
     """
 
     def Train(self, request, context):
@@ -125,6 +133,10 @@ class TrainerService:
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
     and tests them, and streams what happens. It needs nothing but a gateway's
     address, from which it reads images; it keeps no state between calls.
+
+    It obeys its gateway only: every call must carry `authorization: Bearer
+    <credential>` with the credential its registration returned (or one fixed
+    by its operator); any other call is UNAUTHENTICATED.
     """
 
     @staticmethod

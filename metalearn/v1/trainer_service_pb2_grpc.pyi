@@ -30,6 +30,10 @@ class TrainerServiceStub:
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
     and tests them, and streams what happens. It needs nothing but a gateway's
     address, from which it reads images; it keeps no state between calls.
+
+    It obeys its gateway only: every call must carry `authorization: Bearer
+    <credential>` with the credential its registration returned (or one fixed
+    by its operator); any other call is UNAUTHENTICATED.
     """
 
     @_typing.overload
@@ -64,6 +68,10 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
     and tests them, and streams what happens. It needs nothing but a gateway's
     address, from which it reads images; it keeps no state between calls.
+
+    It obeys its gateway only: every call must carry `authorization: Bearer
+    <credential>` with the credential its registration returned (or one fixed
+    by its operator); any other call is UNAUTHENTICATED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -94,6 +102,10 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
     and tests them, and streams what happens. It needs nothing but a gateway's
     address, from which it reads images; it keeps no state between calls.
+
+    It obeys its gateway only: every call must carry `authorization: Bearer
+    <credential>` with the credential its registration returned (or one fixed
+    by its operator); any other call is UNAUTHENTICATED.
     """
 
     @_abc_1.abstractmethod
