@@ -86,7 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(
             f"metalearn up: gateway on {gateway.address}, {args.trainers} trainer(s)"
             f" ({', '.join(d.address for d in daemons[1:]) or 'none'}); logs in {logs};"
-            " Ctrl-C stops",
+            f" admin token in {data_dir / 'admin.token'}; Ctrl-C stops",
             flush=True,
         )
         while not stop.wait(0.5):
