@@ -76,7 +76,9 @@ def prefill(url: str, name: str, epochs: int) -> int:
     spec, doc = convert.stored_forms(convert.new_spec(seed))
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "INSERT INTO attempts (name, spec, doc) VALUES (%s, %s, %s) RETURNING id",
+            # TRAINING under claim 0: the state in which a trainer's epochs are stored.
+            "INSERT INTO attempts (name, spec, doc, status) VALUES (%s, %s, %s, 'TRAINING')"
+            " RETURNING id",
             (name, spec, Jsonb(doc)),
         ).fetchone()
         assert row is not None

@@ -22,7 +22,7 @@ from gateway.validation import (
     check_writable,
     text_problem,
 )
-from metalearn.errors import InvalidArgument, NotFound, Violations
+from metalearn.errors import InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import (
     attempt_pb2,
@@ -298,6 +298,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             while True:
                 event = await events.get()
                 kind = event.kind
+                if kind == "closing":
+                    raise Unavailable(
+                        "this gateway is stopping: watch again with from_epoch"
+                        f" {sent} to resume"
+                    )
                 if kind == "progress":
                     yield pb.WatchAttemptResponse(
                         test_progress=tpb.TestProgress(done=event.done, total=event.total)

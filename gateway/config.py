@@ -48,6 +48,11 @@ class GatewayConfig:
     limits: Limits = field(default_factory=Limits)
     # Orchestration. A crashing command is retried this often, then FAILED.
     max_restarts: int = 3
+    # Runs lost with their gateway (a lapsed lease) are not the command's fault; this
+    # generous bound only makes sure an attempt that kills every gateway ends.
+    max_lost_runs: int = 20
+    # A trainer that refused work (every slot busy) is skipped this long.
+    refusal_backoff_seconds: float = 1.0
     # A running attempt's lease: renewed by its gateway every third of it; once it
     # lapses (the gateway died) any replica requeues the attempt.
     lease_seconds: float = 15.0

@@ -84,6 +84,8 @@ class Dispatcher:
         self._hub = hub
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self._running: dict[int, asyncio.Task[None]] = {}
+        # What each running task holds: handed back when this gateway stops.
+        self._claims: dict[int, Claimed] = {}
         # Whether a run's trainer has answered at all (an event, or the first message).
         self._heard: dict[int, bool] = {}
         self._task: asyncio.Task[None] | None = None
@@ -92,15 +94,29 @@ class Dispatcher:
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
 
     async def stop(self) -> None:
-        """Stops claiming; running streams are cancelled and their leases left to lapse,
-        so another replica (or this one restarted) resumes them from their checkpoints."""
+        """Stops claiming and hands its work back: running streams are cancelled and
+        their attempts requeued at once, not counted as failures, so another replica
+        (or this one restarted) resumes them from their checkpoints without waiting for
+        a lease to lapse. If the database cannot be reached the leases lapse instead."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        held = list(self._claims.values())
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+        for claimed in held:
+            try:
+                await self._work.requeue(
+                    claimed.id,
+                    claimed.fence,
+                    "its gateway stopped: it resumes from its last checkpoint",
+                    self._config.max_restarts,
+                    failed=False,
+                )
+            except errors.DomainError as err:  # e.g. Unavailable: the lease will lapse
+                log.warning("could not hand back %s (%s): its lease will lapse", claimed.name, err)
 
     async def _loop(self) -> None:
         renew_every = self._config.lease_seconds / 3
@@ -112,7 +128,7 @@ class Dispatcher:
                     await self._work.renew(
                         self.gateway_id, list(self._running), self._config.lease_seconds
                     )
-                    await self._work.reclaim_expired(self._config.max_restarts)
+                    await self._work.reclaim_expired(self._config.max_lost_runs)
                     last_renewal = loop.time()
                 await self._dispatch()
             except asyncio.CancelledError:
@@ -142,6 +158,7 @@ class Dispatcher:
                     self._run(claimed, trainer), name=f"attempt-{claimed.id}"
                 )
                 self._running[claimed.id] = task
+                self._claims[claimed.id] = claimed
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         tls = self._config.trainer_tls
@@ -152,6 +169,22 @@ class Dispatcher:
         )
 
     async def _run(self, claimed: Claimed, trainer: Trainer) -> None:
+        try:
+            await self._run_and_settle(claimed, trainer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # recording the end failed (the database went away)
+            # Never an unretrieved task exception: the lease, no longer renewed, lapses
+            # and any replica requeues the attempt.
+            log.warning("%s: could not record how its run ended (%s)", claimed.name, err)
+        finally:
+            self._running.pop(claimed.id, None)
+            self._claims.pop(claimed.id, None)
+            self._heard.pop(claimed.id, None)
+            # A slot is free: look at the queue now rather than at the next poll.
+            self._hub.queue_changed.set()
+
+    async def _run_and_settle(self, claimed: Claimed, trainer: Trainer) -> None:
         address = trainer.address
         try:
             async with self._channel(address) as channel:
@@ -196,8 +229,6 @@ class Dispatcher:
                 failed=True,
             )
         finally:
-            self._running.pop(claimed.id, None)
-            self._heard.pop(claimed.id, None)
             with contextlib.suppress(Exception):  # best effort: the next upload drops them too
                 await self._work.discard_uploads(claimed.id)
 
@@ -236,7 +267,9 @@ class Dispatcher:
         elif code in _COMMAND_ERRORS:
             await self._work.finish(claimed.id, claimed.fence, "FAILED", f"{code.name}: {details}")
         elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            # Another replica filled the trainer first: not the command's fault.
+            # The trainer is full (another replica filled it first, or a run it is still
+            # releasing): not the command's fault, and that trainer is left alone a while.
+            await self._trainers.back_off(address, self._config.refusal_backoff_seconds)
             await self._work.requeue(
                 claimed.id, claimed.fence, details, self._config.max_restarts, failed=False
             )
@@ -297,7 +330,10 @@ class Dispatcher:
                     e.val_loss,
                     e.val_accuracy,
                 )
-                await self._attempts.append_epoch(claimed.id, claimed.fence, record)
+                try:
+                    await self._attempts.append_epoch(claimed.id, claimed.fence, record)
+                except errors.FailedPrecondition:
+                    return  # cancelled, or the lease went elsewhere: stop the trainer
             elif kind in ("checkpoint", "weights"):
                 chunk = getattr(event, kind)
                 if kind not in files:

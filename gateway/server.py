@@ -9,7 +9,6 @@ import signal
 from collections.abc import Callable
 
 import grpc
-import psycopg_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -23,12 +22,12 @@ from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
-from gateway.store import AttemptStore, ImageStore, open_pool
+from gateway.store import AttemptStore, Database, ImageStore, open_pool
 from gateway.store.tokens import TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.token_servicer import TokenServicer
-from metalearn.tls import is_loopback
+from metalearn.tls import NO_PORT_SHARING, is_loopback, listen_on
 from metalearn.v1 import (
     attempt_service_pb2,
     attempt_service_pb2_grpc,
@@ -63,17 +62,23 @@ class Background:
         await self.dispatcher.start()
 
     async def stop(self) -> None:
+        # Watchers first: they reconnect (with from_epoch) to a replica that stays,
+        # instead of holding this one's drain for its whole grace period.
+        self.hub.end_watches()
         await self.dispatcher.stop()
         await self.hub.stop()
 
 
 async def create_server(
     config: GatewayConfig,
-    pool: psycopg_pool.AsyncConnectionPool,
+    pool: Database,
     health: HealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, int, Background]:
     """A gateway server bound to `config.listen` (port 0 picks a free one), not started,
-    and its background work (start it with the server, stop it after)."""
+    and its background work (start it with the server, stop it after).
+
+    Health follows the database: NOT_SERVING while it is down, since every call would
+    fail (a load balancer then sends them to a replica that can answer)."""
     if not config.auth and not is_loopback(config.listen):
         raise ValueError("authentication may be switched off only on a loopback address")
     check_covers(SERVICES)  # every RPC has an access rule, or the gateway does not start
@@ -87,6 +92,7 @@ async def create_server(
             ("grpc.max_send_message_length", size),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            NO_PORT_SHARING,
         ],
     )
     attempts, work, trainers, images = (
@@ -114,24 +120,35 @@ async def create_server(
     )
     health = health or HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    for name in (*SERVICE_NAMES, ""):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await _follow_database(pool, health)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME),
         server,
     )  # fmt: skip
-    if config.tls is not None:
-        port = server.add_secure_port(config.listen, config.tls.credentials())
-    else:
-        port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+    port = listen_on(server, config.listen, config.tls)
     dispatcher = Dispatcher(config, attempts, work, trainers, images, hub)
     return server, port, Background(hub, dispatcher)
 
 
-async def prepare_tokens(config: GatewayConfig, pool: psycopg_pool.AsyncConnectionPool) -> None:
+async def _follow_database(database: Database, health: HealthServicer) -> None:
+    """Sets every service's health from the database's state, now and on each change."""
+
+    async def follow(up: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        # Ignored once shutting down: the servicer then keeps NOT_SERVING.
+        for name in (*SERVICE_NAMES, ""):
+            await health.set(name, status)
+
+    await follow(database.up)
+    database.add_listener(follow)
+
+
+async def prepare_tokens(config: GatewayConfig, pool: Database) -> None:
     """The tokens an operator handed over, and the first admin token when there is none."""
     tokens = TokenStore(pool)
     if config.admin_token_file is not None:
@@ -156,10 +173,12 @@ def _warn_if_exposed(config: GatewayConfig) -> None:
 async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = print) -> None:
     """Runs the gateway (with an embedded PostgreSQL unless a URL is given) until signalled."""
     embedded = None
+    supervisor: asyncio.Task[None] | None = None
     conninfo = config.database_url
     if conninfo is None:
         embedded = EmbeddedPostgres(config.data_dir)
         conninfo = await asyncio.to_thread(embedded.start)
+        supervisor = asyncio.create_task(embedded.supervise(), name="embedded-postgres")
     try:
         async with open_pool(conninfo, config.pool_min_size, config.pool_max_size) as pool:
             if config.auth:
@@ -182,6 +201,10 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
             await background.stop()
             await server.stop(config.grace_seconds)
     finally:
+        if supervisor is not None:
+            supervisor.cancel()  # before the stop, or it would start the server again
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
         if embedded is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(embedded.stop)

@@ -328,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metalearn: {err}", file=sys.stderr)
     except grpc.RpcError as err:
         print(f"metalearn: {translate(err)}", file=sys.stderr)
+    except OSError as err:  # a port in use, a file that cannot be read: one line too
+        print(f"metalearn: {err}", file=sys.stderr)
     except KeyboardInterrupt:
         print("metalearn: interrupted", file=sys.stderr)
     return 1

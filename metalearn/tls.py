@@ -135,6 +135,26 @@ def client_tls(args: argparse.Namespace) -> ClientTls | None:
     return ClientTls(ca, _flag(args, "tls_cert"), _flag(args, "tls_key"), name)
 
 
+# gRPC binds with SO_REUSEPORT by default: a second server on a port in use would start
+# silently and share the port's calls with the first. Every server of ours turns it off.
+NO_PORT_SHARING = ("grpc.so_reuseport", 0)
+
+
+def listen_on(server: grpc.Server | grpc.aio.Server, listen: str, tls: ServerTls | None) -> int:
+    """Binds `server` to HOST:PORT (TLS when `tls` is given); the port it got. A port in
+    use is an OSError, never a shared port."""
+    try:
+        if tls is not None:
+            port = server.add_secure_port(listen, tls.credentials())
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError as err:  # grpc's way of saying the bind failed
+        raise OSError(f"cannot listen on {listen}: is the port in use?") from err
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}: is the port in use?")
+    return port
+
+
 def is_loopback(listen: str) -> bool:
     """Whether HOST:PORT binds only this machine (127.0.0.0/8, ::1, localhost)."""
     host = listen.rsplit(":", 1)[0].strip("[]")

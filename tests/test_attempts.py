@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import field_mask_pb2, json_format
 
@@ -166,6 +167,7 @@ def test_delete_removes_attempt_and_epochs(attempts, gateway) -> None:
     import asyncio
 
     made = create(attempts, "doomed")
+    training(gateway.database_url, made.id)
 
     async def add_epochs() -> None:
         from gateway.store import open_pool
@@ -176,6 +178,7 @@ def test_delete_removes_attempt_and_epochs(attempts, gateway) -> None:
                 await store.append_epoch(made.id, 0, EpochRecord(epoch, 1.0 / epoch))
 
     asyncio.run(add_epochs())
+    training(gateway.database_url, made.id, "TRAINED")
     got = attempts.GetAttempt(
         pb.GetAttemptRequest(name="doomed", view=pb.ATTEMPT_VIEW_FULL)
     ).attempt
@@ -257,14 +260,25 @@ def test_page_token_must_match_the_request(attempts) -> None:
     expect_error(CODE.INVALID_ARGUMENT, attempts.ListAttempts, pb.ListAttemptsRequest(page_size=-1))
 
 
-@pytest.mark.parametrize("fence,expected", [(0, True), (1, None)])
-def test_epochs_are_appended_once_and_fenced(attempts, gateway, fence, expected) -> None:
+def training(database_url: str, attempt_id: int, status: str = "TRAINING") -> None:
+    """Makes an attempt TRAINING under fencing token 0, as a claim would (or `status`)."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE attempts SET status = %s WHERE id = %s", (status, attempt_id))
+
+
+@pytest.mark.parametrize(
+    "fence,status,expected", [(0, "TRAINING", True), (1, "TRAINING", None), (0, "CANCELLED", None)]
+)
+def test_epochs_are_appended_once_and_fenced(attempts, gateway, fence, status, expected) -> None:
+    """An epoch is stored once, and only under the current claim of a training attempt:
+    not after another claim, and not after a cancellation."""
     import asyncio
 
     from gateway.store import open_pool
     from metalearn import errors
 
     made = create(attempts, "fenced")
+    training(gateway.database_url, made.id, status)
 
     async def run() -> list[bool]:
         async with open_pool(gateway.database_url, 1, 2) as pool:

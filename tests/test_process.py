@@ -150,3 +150,18 @@ def test_unreachable_gateway_is_a_clear_error() -> None:
         env={**os.environ, "METALEARN_GATEWAY": ""},
     )
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
+
+
+def test_a_port_in_use_is_an_error_not_a_shared_port(gateway_process, tmp_path) -> None:
+    """gRPC would bind with SO_REUSEPORT and two gateways would share the calls."""
+    for command in (
+        ["gateway", "--listen", gateway_process.address, "--data-dir", str(tmp_path / "g")],
+        ["up", "--listen", gateway_process.address, "--data-dir", str(tmp_path / "u"),
+         "--trainers", "0"],
+    ):  # fmt: skip
+        done = subprocess.run([*METALEARN, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0, done.stdout
+        log = done.stderr + "".join(p.read_text() for p in tmp_path.rglob("*.log"))
+        assert "in use" in log, log[-2000:]
+    # The first is still the only one answering.
+    assert gateway_process.cli("attempts", "list").returncode == 0

@@ -42,7 +42,7 @@ def start_trainer(gateway: GatewayThread, cache: Path, capacity: int) -> tuple[g
     config = TrainerConfig(
         listen="127.0.0.1:0", gateway=gateway.address, capacity=capacity, cache_dir=cache,
         checkpoint_every_epochs=5, stop_grace_seconds=5, token=gateway.admin_token,
-        gateway_credential=CREDENTIAL,
+        gateway_credential=CREDENTIAL, slot_wait_seconds=1,
     )  # fmt: skip
     server, port, _, _ = create_server(config)
     server.start()

@@ -43,6 +43,10 @@ class TrainerConfig:
     threads_per_run: int = 0
     # Seconds a cancelled run gets to stop by itself before it is killed.
     stop_grace_seconds: float = 10.0
+    # A call that finds every slot busy waits this long for one before it is refused:
+    # a run that just ended (or was cancelled) frees its slot only once its process
+    # exits, and the gateway may already have handed out the next one.
+    slot_wait_seconds: float = 15.0
     # Seconds for each call to the gateway (ReadImages of a whole dataset included).
     gateway_deadline_seconds: float = 600.0
     max_message_bytes: int = 512 * 1024 * 1024

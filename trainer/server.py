@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from metalearn.tls import NO_PORT_SHARING, listen_on
 from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 from trainer.auth import GatewayCredential, GatewayOnly
 from trainer.config import TrainerConfig
@@ -49,6 +50,7 @@ def create_server(
             # minutes without a message, and those pings must not be taken for abuse.
             ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
             ("grpc.http2.max_ping_strikes", 0),
+            NO_PORT_SHARING,
         ],
     )
     trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(
@@ -61,12 +63,7 @@ def create_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if config.tls is not None:
-        port = server.add_secure_port(config.listen, config.tls.credentials())
-    else:
-        port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+    port = listen_on(server, config.listen, config.tls)
     return server, port, health_servicer, workers
 
 

@@ -139,6 +139,8 @@ class Workers:
         multiprocessing.forkserver.ensure_running()
         self._config = config
         self._lock = threading.Lock()
+        # Signalled whenever a slot frees up.
+        self._freed = threading.Condition(self._lock)
         self._free = list(range(config.capacity))
         self._runs: set[Run] = set()
 
@@ -161,17 +163,19 @@ class Workers:
         is_active: Callable[[], bool],
     ) -> Iterator[bytes]:
         """Runs one call in a new process; yields its serialized events."""
-        with self._lock:
-            if not self._free:
+        with self._freed:
+            if not self._freed.wait_for(lambda: self._free, self._config.slot_wait_seconds):
                 raise errors.ResourceExhausted(
                     f"all {self._config.capacity} slots of this trainer are busy; try another"
                 )
             slot = self._free.pop(0)
         try:
-            yield from self._relay(kind, request, slot, on_cancel, is_active)
+            if is_active():  # the caller may have given up while it waited
+                yield from self._relay(kind, request, slot, on_cancel, is_active)
         finally:
-            with self._lock:
+            with self._freed:
                 self._free.append(slot)
+                self._freed.notify()
 
     def _relay(
         self,

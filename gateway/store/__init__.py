@@ -9,12 +9,14 @@ from gateway.store.attempts import (
     Rewrite,
     Stored,
 )
-from gateway.store.database import migrate, open_pool
+from gateway.store.database import Database, DatabaseDown, migrate, open_pool
 from gateway.store.images import ImageMeta, ImageStore, NewImage
 
 __all__ = [
     "AttemptRecord",
     "AttemptStore",
+    "Database",
+    "DatabaseDown",
     "EpochRecord",
     "ImageMeta",
     "ImageStore",

@@ -178,7 +178,9 @@ class AttemptStore:
         """One attempt by name or id; NotFound when there is none."""
         where, params = _where_key(key)
         extra = sql.SQL(", {}").format(_EPOCHS_WIRE) if with_epochs else sql.SQL("")
-        query = sql.SQL("SELECT {}, {}{} FROM attempts a WHERE {} FOR UPDATE").format(
+        # One statement, one snapshot: the row and its epochs as of the same instant.
+        # (FOR UPDATE would re-read a row changed meanwhile, newer than its epochs.)
+        query = sql.SQL("SELECT {}, {}{} FROM attempts a WHERE {}").format(
             _COLUMNS, _LOSSES, extra, where
         )
         with translate_db_errors():
@@ -325,14 +327,17 @@ class AttemptStore:
         return bytes(row[0]) if row and row[0] is not None else b""
 
     async def append_epoch(self, attempt_id: int, fence: int, epoch: EpochRecord) -> bool:
-        """Records one epoch exactly once, if `fence` is still the attempt's restart count.
+        """Records one epoch exactly once, if `fence` is still the attempt's claim count
+        and it is still training.
 
         Returns False for a replay of a stored epoch; FailedPrecondition for a stale
         lease or a missing attempt. One statement, one commit: O(1) whatever the history.
         """
         query = (
             "WITH lease AS (UPDATE attempts SET current_epoch = GREATEST(current_epoch, %(epoch)s),"  # noqa: S608 - constant columns
-            " updated_at = now() WHERE id = %(id)s AND restart_count = %(fence)s RETURNING id),"
+            " updated_at = now() WHERE id = %(id)s AND claims = %(fence)s"
+            # Fenced by status too: once CancelAttempt answered, no epoch is stored.
+            " AND status = 'TRAINING' RETURNING id),"
             f" ins AS (INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS})"
             " SELECT id, %(epoch)s, %(loss)s, %(learning_rate)s, %(seconds)s,"
             " %(samples_per_second)s, %(val_loss)s, %(val_accuracy)s FROM lease"

@@ -85,6 +85,16 @@ class TrainerStore:
                     "UPDATE trainers SET last_seen = '-infinity' WHERE address = %s", (address,)
                 )
 
+    async def back_off(self, address: str, seconds: float) -> None:
+        """A trainer that refused work (every slot busy) gets none for `seconds`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE trainers SET backoff_until = now() + make_interval(secs => %s)"
+                    " WHERE address = %s",
+                    (seconds, address),
+                )
+
     async def quarantine(self, address: str, reason: str, seconds: float) -> None:
         """A trainer that streamed something impossible gets no work for `seconds`
         (heartbeats and re-registration do not lift it)."""
@@ -106,6 +116,7 @@ class TrainerStore:
                     " = t.address AND a.status IN ('TRAINING', 'TESTING')), t.credential"
                     " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
                     " AND (t.quarantined_until IS NULL OR t.quarantined_until < now())"
+                    " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
                     " ORDER BY t.address",
                     (max_age_seconds,),
                 )

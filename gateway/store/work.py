@@ -112,6 +112,7 @@ class WorkStore:
                         "UPDATE attempts SET spec = %s, doc = %s, status = 'QUEUED',"
                         " work = 'train',"
                         " queued_at = now(), updated_at = now(), current_epoch = 0, failures = 0,"
+                        " lost_leases = 0, restart_count = 0,"
                         " error = '', trainer = '' WHERE id = %s",
                         (spec, Jsonb(doc), attempt_id),
                     )
@@ -154,7 +155,8 @@ class WorkStore:
                     await _rewrite_document(cur, attempt_id, rewrite, row)
                 await cur.execute(
                     "UPDATE attempts SET status = 'QUEUED', work = 'test', queued_at = now(),"
-                    " updated_at = now(), failures = 0, error = '' WHERE id = %s",
+                    " updated_at = now(), failures = 0, lost_leases = 0, error = ''"
+                    " WHERE id = %s",
                     (attempt_id,),
                 )
                 await notify(cur, attempt_id, "status")
@@ -170,10 +172,10 @@ class WorkStore:
                     "UPDATE attempts a SET status = CASE a.work WHEN 'test' THEN 'TESTING'"
                     " ELSE 'TRAINING' END, leased_by = %s, trainer = %s,"
                     " lease_until = now() + make_interval(secs => %s),"
-                    " restart_count = a.restart_count + 1, updated_at = now()"
+                    " claims = a.claims + 1, updated_at = now()"
                     " WHERE a.id = (SELECT id FROM attempts WHERE status = 'QUEUED'"
                     " ORDER BY queued_at, id FOR UPDATE SKIP LOCKED LIMIT 1)"
-                    " RETURNING a.id, a.name, a.work, a.restart_count, a.spec,"
+                    " RETURNING a.id, a.name, a.work, a.claims, a.spec,"
                     " CASE WHEN a.spec IS NULL THEN a.doc END AS doc",
                     (gateway_id, trainer, lease_seconds),
                 )
@@ -185,7 +187,7 @@ class WorkStore:
             row["id"],
             row["name"],
             row["work"],
-            row["restart_count"],
+            row["claims"],
             Stored(row["spec"], row["doc"]),
         )
 
@@ -215,7 +217,7 @@ class WorkStore:
                 cur = conn.cursor(row_factory=dict_row, binary=True)
                 await cur.execute(
                     "SELECT spec, CASE WHEN spec IS NULL THEN doc END AS doc FROM attempts"
-                    " WHERE id = %s AND restart_count = %s AND status IN ('TRAINING', 'TESTING')"
+                    " WHERE id = %s AND claims = %s AND status IN ('TRAINING', 'TESTING')"
                     " FOR UPDATE",
                     (attempt_id, fence),
                 )
@@ -231,6 +233,8 @@ class WorkStore:
                     (status, error, attempt_id),
                 )
                 await notify(cur, attempt_id, "status")
+                # Its trainer's slot is free: every replica's dispatcher looks again.
+                await notify_queue(cur)
         return True
 
     async def requeue(
@@ -239,22 +243,23 @@ class WorkStore:
         """Puts running work back in the queue (counted as a failure if `failed`), or
         FAILS it past `max_restarts`. Returns the new status, None if the lease is gone."""
         done = await self._requeue_where(
-            sql.SQL("id = %(id)s AND restart_count = %(fence)s"),
+            sql.SQL("id = %(id)s AND claims = %(fence)s"),
             {"id": attempt_id, "fence": fence},
             reason,
-            max_restarts,
-            failed=failed,
+            failed=int(failed),
+            max_restarts=max_restarts,
         )
         return done[0][1] if done else None
 
-    async def reclaim_expired(self, max_restarts: int) -> list[int]:
-        """Requeues (or fails) work whose gateway stopped renewing its lease."""
+    async def reclaim_expired(self, max_lost: int) -> list[int]:
+        """Requeues work whose gateway stopped renewing its lease (it died): not the
+        run's fault, so counted apart, and FAILED only past `max_lost` such losses."""
         done = await self._requeue_where(
             sql.SQL("lease_until < now()"),
             {},
-            "its gateway or trainer was lost",
-            max_restarts,
-            failed=True,
+            "its gateway was lost",
+            lost=1,
+            max_lost=max_lost,
         )
         return [attempt_id for attempt_id, _ in done]
 
@@ -263,29 +268,47 @@ class WorkStore:
         which: sql.Composable,
         params: dict[str, Any],
         reason: str,
-        max_restarts: int,
         *,
-        failed: bool,
+        failed: int = 0,
+        lost: int = 0,
+        max_restarts: int = 0,
+        max_lost: int = 0,
     ) -> list[tuple[int, str]]:
         """The one statement that takes running work back: QUEUED again, or FAILED once
-        its failures pass `max_restarts`. Returns (id, new status) of each attempt.
+        its failures pass `max_restarts` (or its lost leases `max_lost`). Returns (id, new
+        status) of each attempt.
 
-        A counted failure leaves its reason in `error` while the attempt waits for its
-        next run (the next finish clears it), so a crash is never silent."""
+        A failure or a loss is a restart (`restart_count`) and leaves its reason in
+        `error` while the attempt waits for its next run (the next finish clears it), so
+        a crash is never silent. A refusal or a hand-over is neither."""
         query = sql.SQL(
             "UPDATE attempts SET failures = failures + %(failed)s,"
-            " status = CASE WHEN failures + %(failed)s > %(max)s THEN 'FAILED' ELSE 'QUEUED' END,"
+            " lost_leases = lost_leases + %(lost)s,"
+            " status = CASE WHEN {give_up} THEN 'FAILED' ELSE 'QUEUED' END,"
+            " restart_count = restart_count"
+            " + CASE WHEN {give_up} THEN 0 ELSE %(failed)s + %(lost)s END,"
             " error = CASE WHEN failures + %(failed)s > %(max)s THEN %(error)s"
+            " WHEN lost_leases + %(lost)s > %(max_lost)s THEN %(lost_error)s"
             " WHEN %(failed)s = 1 THEN 'restart ' || failures + 1 || ' of ' || %(max)s || ': '"
-            " || %(reason)s ELSE error END,"
+            " || %(reason)s"
+            " WHEN %(lost)s = 1 THEN 'restarted: ' || %(reason)s ELSE error END,"
             " queued_at = now(), leased_by = '', lease_until = NULL, updated_at = now()"
-            " WHERE status IN ('TRAINING', 'TESTING') AND {} RETURNING id, status"
-        ).format(which)
+            " WHERE status IN ('TRAINING', 'TESTING') AND {which} RETURNING id, status"
+        ).format(
+            give_up=sql.SQL(
+                "(failures + %(failed)s > %(max)s OR lost_leases + %(lost)s > %(max_lost)s)"
+            ),
+            which=which,
+        )
         args = {
             **params,
-            "failed": int(failed),
-            "max": max_restarts,
+            "failed": failed,
+            "lost": lost,
+            # A limit that does not apply to this kind of requeue can never be passed.
+            "max": max_restarts if failed else 2**31 - 1,
+            "max_lost": max_lost if lost else 2**31 - 1,
             "error": f"gave up after {max_restarts} restarts: {reason}",
+            "lost_error": f"gave up after {max_lost} lost runs: {reason}",
             "reason": reason,
         }
         with translate_db_errors():
@@ -351,7 +374,7 @@ class WorkStore:
                 await cur.execute(
                     "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data)"
                     " SELECT id, %s, %s, %s, %s FROM attempts WHERE id = %s"
-                    " AND restart_count = %s AND status IN ('TRAINING', 'TESTING')",
+                    " AND claims = %s AND status IN ('TRAINING', 'TESTING')",
                     (upload, epoch, index, data, attempt_id, fence),
                 )
                 return cur.rowcount == 1
@@ -363,7 +386,7 @@ class WorkStore:
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor()
                 await cur.execute(
-                    "SELECT 1 FROM attempts WHERE id = %s AND restart_count = %s"
+                    "SELECT 1 FROM attempts WHERE id = %s AND claims = %s"
                     " AND status IN ('TRAINING', 'TESTING') FOR UPDATE",
                     (attempt_id, fence),
                 )

@@ -1,0 +1,12 @@
+-- Reliability: a fencing token of its own, and lost leases counted apart from failures.
+
+-- The fencing token: incremented at every claim. `restart_count` had been both; it now
+-- means only what the API says (restarts after a failure or a lost run).
+ALTER TABLE attempts ADD COLUMN claims integer NOT NULL DEFAULT 0;
+UPDATE attempts SET claims = restart_count;
+-- Runs lost with their gateway (its lease lapsed): not the command's fault, so not
+-- counted against max_restarts, but bounded too, so a poison attempt still ends.
+ALTER TABLE attempts ADD COLUMN lost_leases integer NOT NULL DEFAULT 0;
+
+-- A trainer that refused work (every slot busy) is not claimed for again before this.
+ALTER TABLE trainers ADD COLUMN backoff_until timestamptz;
