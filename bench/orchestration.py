@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -26,6 +27,7 @@ from typing import Any
 
 import grpc
 import psycopg
+import psycopg.conninfo
 from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,7 +38,7 @@ from gateway.config import GatewayConfig
 from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn import digits
-from metalearn.credentials import authorization
+from metalearn.credentials import authorization, open_channel
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
 
@@ -146,17 +148,98 @@ async def watch_delays(
     return [arrived - committed[e] for e, arrived in arrivals if e >= first_live]
 
 
-def throughput(stub: Any, jobs: int) -> float:
-    """(c): attempts per minute on tiny jobs (two labels, one epoch)."""
+def throughput(stub: Any, jobs: int, names: list[str] | None = None) -> float:
+    """(c): attempts per minute on tiny jobs (two labels, one epoch); their names are
+    added to `names`."""
     tiny = command(n_epoch=1, label_names=["digit 0", "digit 1"], batch_size=64)
     start = time.perf_counter()
-    names = [f"tiny-{time.time_ns()}-{i}" for i in range(jobs)]
+    names = names if names is not None else []
+    names += [f"tiny-{time.time_ns()}-{i}" for i in range(jobs)]
     for name in names:
         stub.Train(pb.TrainRequest(name=name, command=tiny))
     for name in names:
         while stub.GetAttempt(pb.GetAttemptRequest(name=name)).attempt.status not in DONE:
             time.sleep(0.05)
     return jobs / (time.perf_counter() - start) * 60
+
+
+def handovers(url: str, names: list[str]) -> list[float]:
+    """Seconds each trainer's slot stood idle between two of these runs: from one run's
+    end (its last update) to the claim of the next on the same trainer."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT trainer, claimed_at, updated_at FROM attempts WHERE name = ANY(%s)"
+            " ORDER BY trainer, claimed_at",
+            (names,),
+        ).fetchall()
+    gaps = []
+    for (trainer, _, ended), (next_trainer, claimed, _) in itertools.pairwise(rows):
+        if trainer == next_trainer:
+            gaps.append(max(0.0, (claimed - ended).total_seconds()))
+    return gaps
+
+
+def side_by_side(server_url: str, tmp: Path, checkouts: dict[str, Path], jobs: int) -> Any:
+    """Tiny attempts per minute with 2 trainers of one torch thread each, for each
+    checkout (its own database, gateway process and trainer processes, as shipped:
+    default polling), in turn; and the hand-over latencies of those that record claims."""
+    figures: dict[str, float] = {}
+    for label, checkout in checkouts.items():
+        name = f"side_{label}"
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+        data = tmp / name
+        cli = [sys.executable, "-m", "metalearn.cli"]
+        gateway = subprocess.Popen(
+            [*cli, "gateway", "--listen", "127.0.0.1:0", "--database-url", url,
+             "--data-dir", str(data)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=checkout,
+        )  # fmt: skip
+        assert gateway.stdout is not None
+        address = gateway.stdout.readline().rsplit(" ", 1)[-1].strip()
+        token = (data / "admin.token").read_text().strip()
+        trainer_command = [
+            *cli, "trainer", "--listen", "127.0.0.1:0", "--gateway", address,
+            "--cache-dir", str(tmp / "cache"), "--threads", "1",
+        ]  # fmt: skip
+        trainers = [
+            subprocess.Popen(
+                trainer_command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                cwd=checkout,
+                env={**os.environ, "METALEARN_TOKEN": token},
+            )
+            for _ in range(2)
+        ]
+        try:
+            for proc in trainers:
+                assert proc.stdout is not None and "listening" in proc.stdout.readline()
+            wait_registered(url, 2)
+            with open_channel(address, token) as channel:
+                dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+                    digits.digit_uploads()
+                )
+                stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+                throughput(stub, 2)  # warm-up: the trainers' caches
+                names: list[str] = []
+                figures[f"tiny_per_min_2x1_{label}"] = throughput(stub, jobs, names)
+            with psycopg.connect(url) as conn:
+                has_claims = conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_name = 'attempts'"
+                    " AND column_name = 'claimed_at'"
+                ).fetchone()
+            if has_claims:
+                gaps = handovers(url, names)
+                figures[f"handover_p50_ms_{label}"] = percentile(gaps, 0.5) * 1e3
+                figures[f"handover_p90_ms_{label}"] = percentile(gaps, 0.9) * 1e3
+        finally:
+            for proc in [*trainers, gateway]:
+                proc.terminate()
+                proc.wait(60)
+    return figures
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -170,6 +253,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure tiny attempts per minute with this checkout, side by side",
+    )
     args = parser.parse_args()
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -208,7 +296,22 @@ def main() -> None:
                 trainers = [start_trainer(gateway, Path(tmp) / "cache", 1) for _ in range(2)]
                 time.sleep(3)  # the old ones' heartbeats lapse
                 wait_registered(url, 2)
-                figures["attempts_per_min_2_trainers_1_thread"] = throughput(stub, args.jobs)
+                names: list[str] = []
+                figures["attempts_per_min_2_trainers_1_thread"] = throughput(stub, args.jobs, names)
+                gaps = handovers(url, names)
+                figures["handover_p50_ms"] = percentile(gaps, 0.5) * 1e3
+                figures["handover_p90_ms"] = percentile(gaps, 0.9) * 1e3
+            for proc, _ in trainers:
+                proc.terminate()
+                proc.wait(60)
+            trainers = []
+            if args.baseline is not None:
+                here = Path(__file__).resolve().parents[1]
+                figures.update(
+                    side_by_side(
+                        url, Path(tmp), {"baseline": args.baseline, "now": here}, args.jobs
+                    )
+                )
         finally:
             for proc, _ in trainers:
                 proc.terminate()

@@ -70,7 +70,7 @@ class EmbeddedPostgres:
 
         The library's own start: it reads the stale `postmaster.pid`, finds its process
         dead and runs `pg_ctl start` on the same data directory (PostgreSQL replays its
-        WAL: nothing committed is lost).
+        WAL: nothing committed is lost). Raises when that start fails.
         """
         with self._lock:
             if self._stopped or self._server is None or self.running():
@@ -78,6 +78,10 @@ class EmbeddedPostgres:
             _await_reaped(self.pid())
             with type(self._server)._lock, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                # As the library's own start does: the data directory's parents may
+                # have lost the modes that let the server's user (when we are root)
+                # reach it since it first started.
+                self._server.ensure_pgdata_inited()
                 self._server.ensure_postgres_running()
             return True
 

@@ -584,3 +584,41 @@ def test_command_mistakes_found_by_the_trainer_fail_at_once(stack: Stack) -> Non
         assert failed.status == S.ATTEMPT_STATUS_FAILED, (name, failed.error)
         assert failed.error.startswith("INVALID_ARGUMENT") and field in failed.error, failed.error
         assert failed.restart_count == 0, (name, failed.error)
+
+
+@pytest.mark.slow
+def test_a_queue_of_100_is_claimed_once_each_and_a_cancel_stops_every_write(
+    stack: Stack,
+) -> None:
+    """Two trainers (and two gateway replicas) drain 100 tiny attempts: each is claimed
+    exactly once, none is restarted; every tenth is cancelled on the way, and nothing of
+    it is stored after CancelAttempt answered."""
+    stack.ensure_trainers(2)
+    tiny = lenet_command(n_epoch=2, label_names=["digit 0", "digit 1"], batch_size=64)
+    names = [f"queue-{i:03}" for i in range(100)]
+    for name in names:
+        stack.stub.Train(pb.TrainRequest(name=name, command=tiny))
+    epochs_at_cancel: dict[str, int] = {}
+    for name in names[5::10]:
+        try:
+            stack.stub.CancelAttempt(pb.CancelAttemptRequest(name=name))
+        except grpc.RpcError as err:  # it finished first
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+            continue
+        epochs_at_cancel[name] = len(stack.get(name).epochs)
+        time.sleep(0.3)
+    for name in names:
+        stack.wait_status(name, TERMINAL, 300)
+    time.sleep(1)  # any late write would have landed by now
+    with psycopg.connect(stack.gateway.database_url) as conn:
+        rows = conn.execute(
+            "SELECT name, status, claims, restart_count FROM attempts"
+            " WHERE name LIKE 'queue-%%' ORDER BY name"
+        ).fetchall()
+    assert len(rows) == 100
+    for name, status, claims, restarts in rows:
+        if name in epochs_at_cancel:
+            assert status == "CANCELLED" and claims <= 1, (name, claims)
+            assert len(stack.get(name).epochs) == epochs_at_cancel[name], name
+        else:
+            assert (status, claims, restarts) == ("TRAINED", 1, 0), (name, status, claims)

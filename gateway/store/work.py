@@ -172,7 +172,7 @@ class WorkStore:
                     "UPDATE attempts a SET status = CASE a.work WHEN 'test' THEN 'TESTING'"
                     " ELSE 'TRAINING' END, leased_by = %s, trainer = %s,"
                     " lease_until = now() + make_interval(secs => %s),"
-                    " claims = a.claims + 1, updated_at = now()"
+                    " claims = a.claims + 1, claimed_at = clock_timestamp(), updated_at = now()"
                     " WHERE a.id = (SELECT id FROM attempts WHERE status = 'QUEUED'"
                     " ORDER BY queued_at, id FOR UPDATE SKIP LOCKED LIMIT 1)"
                     " RETURNING a.id, a.name, a.work, a.claims, a.spec,"

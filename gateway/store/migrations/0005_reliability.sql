@@ -7,6 +7,9 @@ UPDATE attempts SET claims = restart_count;
 -- Runs lost with their gateway (its lease lapsed): not the command's fault, so not
 -- counted against max_restarts, but bounded too, so a poison attempt still ends.
 ALTER TABLE attempts ADD COLUMN lost_leases integer NOT NULL DEFAULT 0;
+-- When its current (or last) run was claimed: with `updated_at` at its end, the time a
+-- trainer's slot stood idle between two runs (the hand-over) can be read off the store.
+ALTER TABLE attempts ADD COLUMN claimed_at timestamptz;
 
 -- A trainer that refused work (every slot busy) is not claimed for again before this.
 ALTER TABLE trainers ADD COLUMN backoff_until timestamptz;
