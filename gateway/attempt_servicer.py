@@ -12,11 +12,13 @@ from gateway.config import Limits
 from gateway.events import EventHub
 from gateway.store import AttemptStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
+from gateway.store.requests import RequestKey
 from gateway.store.work import WorkStore
 from gateway.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
     check_name,
+    check_request_id,
     check_test_command,
     check_trainable,
     check_writable,
@@ -56,6 +58,10 @@ def _key(request: Any, field_prefix: str = "") -> AttemptKey:
             raise InvalidArgument.one(f"{field_prefix}id", f"must be positive, got {request.id}")
         return int(request.id)
     raise InvalidArgument.one(f"{field_prefix}key", "give a name or an id")
+
+
+def _request(principal: str, request_id: str, method: str) -> RequestKey | None:
+    return RequestKey(principal, request_id, method) if request_id else None
 
 
 def _check_view(view: int, field: str = "view") -> None:
@@ -102,9 +108,13 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         v = Violations()
         check_name(v, "attempt.name", attempt.name)
         check_writable(v, "attempt", attempt, WRITABLE_FIELDS, self._limits)
+        check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         spec, doc = convert.stored_forms(convert.new_spec(attempt))
-        record = await self._store.create(attempt.name, spec, doc, current().name)
+        caller = current().name
+        record = await self._store.create(
+            attempt.name, spec, doc, caller, _request(caller, request.request_id, "create")
+        )
         return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
@@ -222,11 +232,16 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         v = Violations()
         check_name(v, "name", request.name)
         check_trainable(v, "command", request.command, self._limits)
+        check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         rewrite = convert.for_training(request.command)
         caller = current()
         attempt_id = await self._work.queue_train(
-            request.name, rewrite, caller.name, caller.owner_scope
+            request.name,
+            rewrite,
+            caller.name,
+            caller.owner_scope,
+            _request(caller.name, request.request_id, "train"),
         )
         record = await self._store.get(attempt_id)
         return pb.TrainResponse(attempt=convert.attempt_from_record(record))
@@ -238,9 +253,16 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         given = request.HasField("command")
         if given:
             check_test_command(v, "command", request.command, self._limits)
+        check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
         rewrite = convert.for_testing(request.command) if given else None
-        attempt_id = await self._work.queue_test(request.name, rewrite, current().owner_scope)
+        caller = current()
+        attempt_id = await self._work.queue_test(
+            request.name,
+            rewrite,
+            caller.owner_scope,
+            _request(caller.name, request.request_id, "test"),
+        )
         return pb.TestResponse(
             attempt=convert.attempt_from_record(await self._store.get(attempt_id))
         )
@@ -300,8 +322,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                 kind = event.kind
                 if kind == "closing":
                     raise Unavailable(
-                        "this gateway is stopping: watch again with from_epoch"
-                        f" {sent} to resume"
+                        f"this gateway is stopping: watch again with from_epoch {sent} to resume"
                     )
                 if kind == "progress":
                     yield pb.WatchAttemptResponse(

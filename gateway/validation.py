@@ -42,6 +42,15 @@ def text_problem(value: str, max_chars: int) -> str | None:
     return None
 
 
+REQUEST_ID_RE = re.compile(r"\A[A-Za-z0-9._:-]{1,64}\Z")
+
+
+def check_request_id(v: Violations, field: str, request_id: str) -> None:
+    """An idempotency key (AIP-155): optional; a UUID fits."""
+    if request_id and not REQUEST_ID_RE.fullmatch(request_id):
+        v.add(field, "at most 64 letters, digits, '.', '_', ':' or '-' (a UUID fits)")
+
+
 def check_name(v: Violations, field: str, name: str) -> None:
     """Attempt names: letters, digits, '.', '_' and '-', 1 to 128 characters."""
     if not name:

@@ -15,6 +15,8 @@ with Client("127.0.0.1:50051") as ml:
 from __future__ import annotations
 
 import hashlib
+import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -139,6 +141,10 @@ def translate(err: grpc.RpcError) -> MetalearnError:
     return cls(code.name, err.details() or code.name, violations)
 
 
+# Pauses between tries of a call that changes something (the gateway unreachable).
+_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0)
+
+
 def _key(name_or_id: str | int) -> dict[str, Any]:
     return {"id": name_or_id} if isinstance(name_or_id, int) else {"name": name_or_id}
 
@@ -184,10 +190,27 @@ class Client:
         except grpc.RpcError as err:
             raise translate(err) from None
 
+    def _call_safely(self, method: Any, request: Any) -> Any:
+        """A call that changes something, retried when the gateway could not be reached
+        or did not answer in time: its `request_id` (AIP-155) makes the gateway carry it
+        out once however often it arrives."""
+        if not request.request_id:
+            request.request_id = str(uuid.uuid4())
+        for pause in (*_RETRY_PAUSES, None):
+            try:
+                return self._call(method, request)
+            except UnavailableError:
+                if pause is None:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
     # The store.
     def create(self, attempt: Attempt) -> Attempt:
         """Stores a new attempt (INCOMPLETE)."""
-        reply = self._call(self._attempts.CreateAttempt, pb.CreateAttemptRequest(attempt=attempt))
+        reply = self._call_safely(
+            self._attempts.CreateAttempt, pb.CreateAttemptRequest(attempt=attempt)
+        )
         result: Attempt = reply.attempt
         return result
 
@@ -217,7 +240,7 @@ class Client:
     # Running.
     def train(self, name: str, command: attempt_pb2.TrainCommand) -> Attempt:
         """Queues training (an existing `name` starts over); returns at once."""
-        reply = self._call(self._attempts.Train, pb.TrainRequest(name=name, command=command))
+        reply = self._call_safely(self._attempts.Train, pb.TrainRequest(name=name, command=command))
         result: Attempt = reply.attempt
         return result
 
@@ -226,7 +249,7 @@ class Client:
         request = pb.TestRequest(name=name)
         if command is not None:
             request.command.CopyFrom(command)
-        reply = self._call(self._attempts.Test, request)
+        reply = self._call_safely(self._attempts.Test, request)
         result: Attempt = reply.attempt
         return result
 

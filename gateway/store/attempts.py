@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
+from gateway.store.requests import RequestKey, remember, replayed
 from metalearn import errors
 
 # States in which a trainer owns the attempt: its commands and its row stay put.
@@ -156,21 +157,33 @@ class AttemptStore:
         self._pool = pool
 
     async def create(
-        self, name: str, spec: bytes, doc: dict[str, Any], owner: str = ""
+        self,
+        name: str,
+        spec: bytes,
+        doc: dict[str, Any],
+        owner: str = "",
+        request: RequestKey | None = None,
     ) -> AttemptRecord:
-        """Inserts a new attempt owned by `owner`; AlreadyExists when the name is taken."""
+        """Inserts a new attempt owned by `owner`; AlreadyExists when the name is taken.
+        A retry of `request` returns the attempt the first call made."""
         query = sql.SQL(
             "INSERT INTO attempts AS a (name, spec, doc, owner) VALUES (%s, %s, %s, %s)"
             " RETURNING {}, NULL::bytea AS losses_wire"
         ).format(_COLUMNS)
         try:
             with translate_db_errors():
-                async with self._pool.connection() as conn:
-                    cur = conn.cursor(row_factory=dict_row, binary=True)
-                    await cur.execute(query, (name, spec, Jsonb(doc), owner))
-                    row = await cur.fetchone()
+                async with self._pool.connection() as conn, conn.transaction():
+                    done = await replayed(conn, request)
+                    if done is None:
+                        cur = conn.cursor(row_factory=dict_row, binary=True)
+                        await cur.execute(query, (name, spec, Jsonb(doc), owner))
+                        row = await cur.fetchone()
+                        assert row is not None
+                        await remember(conn, request, row["id"])
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(f"attempt name {name!r} is taken") from err
+        if done is not None:
+            return await self.get(done)
         assert row is not None
         return _record(row)
 

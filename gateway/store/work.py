@@ -28,6 +28,7 @@ from gateway.store.attempts import (
     check_owner,
 )
 from gateway.store.database import translate_db_errors
+from gateway.store.requests import RequestKey, forget_old, remember, replayed
 from metalearn import errors
 
 EVENTS = "metalearn_events"
@@ -72,13 +73,21 @@ class WorkStore:
         self._pool = pool
 
     async def queue_train(
-        self, name: str, rewrite: Rewrite, owner: str = "", scope: str | None = None
+        self,
+        name: str,
+        rewrite: Rewrite,
+        owner: str = "",
+        scope: str | None = None,
+        request: RequestKey | None = None,
     ) -> int:
         """Queues training of `name`: a new attempt (owned by `owner`) whose document
         `rewrite` makes from nothing, or an existing one rewritten, its epochs, artifacts
-        and results forgotten, if its owner is `scope` (None: anyone's). Returns its id."""
+        and results forgotten, if its owner is `scope` (None: anyone's). Returns its id;
+        a retry of `request` returns it without queueing again."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
+                if (done := await replayed(conn, request)) is not None:
+                    return done
                 cur = conn.cursor(row_factory=dict_row, binary=True)
                 await cur.execute(
                     "SELECT id, status, owner, spec, CASE WHEN spec IS NULL THEN doc END AS doc"
@@ -116,18 +125,25 @@ class WorkStore:
                         " error = '', trainer = '' WHERE id = %s",
                         (spec, Jsonb(doc), attempt_id),
                     )
+                await remember(conn, request, attempt_id)
                 await notify(cur, attempt_id, "status")
                 await notify_queue(cur)
         return attempt_id
 
     async def queue_test(
-        self, key: AttemptKey, rewrite: Rewrite | None, scope: str | None = None
+        self,
+        key: AttemptKey,
+        rewrite: Rewrite | None,
+        scope: str | None = None,
+        request: RequestKey | None = None,
     ) -> int:
         """Queues a test of a trained attempt (its testing_commands rewritten if given),
         if its owner is `scope` (None: anyone's)."""
         where, params = _where_key(key)
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
+                if (done := await replayed(conn, request)) is not None:
+                    return done
                 cur = conn.cursor(row_factory=dict_row, binary=True)
                 await cur.execute(
                     sql.SQL(
@@ -153,6 +169,7 @@ class WorkStore:
                 attempt_id = int(row["id"])
                 if rewrite is not None:
                     await _rewrite_document(cur, attempt_id, rewrite, row)
+                await remember(conn, request, attempt_id)
                 await cur.execute(
                     "UPDATE attempts SET status = 'QUEUED', work = 'test', queued_at = now(),"
                     " updated_at = now(), failures = 0, lost_leases = 0, error = ''"
@@ -349,6 +366,10 @@ class WorkStore:
                 )
                 await notify(cur, int(row[0]), "status")
                 return int(row[0])
+
+    async def forget_old_requests(self) -> None:
+        """Request ids a day old: no retry comes that late."""
+        await forget_old(self._pool)
 
     async def progress(self, attempt_id: int, done: int, total: int) -> None:
         """A running test's progress, for watchers only (not stored)."""

@@ -31,10 +31,12 @@ ATTEMPT_ORDER_ACCURACY: AttemptOrder
 ATTEMPT_ORDER_UPDATE_TIME: AttemptOrder
 
 class CreateAttemptRequest(_message.Message):
-    __slots__ = ("attempt",)
+    __slots__ = ("attempt", "request_id")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     attempt: _attempt_pb2.Attempt
-    def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateAttemptResponse(_message.Message):
     __slots__ = ("attempt",)
@@ -125,12 +127,14 @@ class GetLatestIndexResponse(_message.Message):
     def __init__(self, latest_index: _Optional[int] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("name", "command")
+    __slots__ = ("name", "command", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     command: _attempt_pb2.TrainCommand
-    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class TrainResponse(_message.Message):
     __slots__ = ("attempt",)
@@ -139,12 +143,14 @@ class TrainResponse(_message.Message):
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
 
 class TestRequest(_message.Message):
-    __slots__ = ("name", "command")
+    __slots__ = ("name", "command", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     command: _attempt_pb2.TestCommand
-    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TestCommand, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TestCommand, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class TestResponse(_message.Message):
     __slots__ = ("attempt",)

@@ -13,3 +13,15 @@ ALTER TABLE attempts ADD COLUMN claimed_at timestamptz;
 
 -- A trainer that refused work (every slot busy) is not claimed for again before this.
 ALTER TABLE trainers ADD COLUMN backoff_until timestamptz;
+
+-- Calls already carried out, by the caller's request_id (AIP-155): a retry returns the
+-- attempt the first call made instead of doing it again. Kept a day.
+CREATE TABLE requests (
+    principal  text        NOT NULL,
+    request_id text        NOT NULL,
+    method     text        NOT NULL,
+    attempt_id bigint      NOT NULL REFERENCES attempts (id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (principal, request_id)
+);
+CREATE INDEX requests_created ON requests (created_at);
