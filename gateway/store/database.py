@@ -142,7 +142,8 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
     Stores keep using `connection()` and `conninfo` as they would on a pool (this class
     is one for their type's sake; its own pool machinery is never opened: every
     connection comes from the live inner pool, replaced as a whole after an outage).
-    Only `connection()` is served; `getconn`/`putconn` are not.
+    Only `connection()` is served; `getconn`/`putconn` are not. (Being a subclass, its
+    private names must not clash with the pool's: the pool has a `_check`, for one.)
 
     A monitor task probes the server every `probe_seconds` on a connection of its own,
     and at once when a call meets a connection error. A failed probe marks the database
