@@ -129,8 +129,8 @@ class Dispatcher:
                         self.gateway_id, list(self._running), self._config.lease_seconds
                     )
                     await self._work.reclaim_expired(self._config.max_lost_runs)
-                    await self._work.forget_old_requests()
                     last_renewal = loop.time()
+                    await self._work.forget_old_requests()
                 await self._dispatch()
             except asyncio.CancelledError:
                 raise

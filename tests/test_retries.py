@@ -102,3 +102,25 @@ def test_a_client_retry_after_unavailable_is_carried_out_once(gateway) -> None:
         client._attempts.CreateAttempt = lossy
         made = client.create(make_attempt("lost-reply"))
     assert made.name == "lost-reply" and len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_request_ids_are_forgotten_after_a_day(attempts, gateway) -> None:
+    import asyncio
+
+    from gateway.store import open_pool
+    from gateway.store.requests import forget_old
+
+    attempts.CreateAttempt(pb.CreateAttemptRequest(attempt=make_attempt("old"), request_id="o"))
+    attempts.CreateAttempt(pb.CreateAttemptRequest(attempt=make_attempt("new"), request_id="n"))
+    with psycopg.connect(gateway.database_url) as conn:
+        conn.execute("UPDATE requests SET created_at = now() - interval '25 hours'"
+                     " WHERE request_id = 'o'")  # fmt: skip
+
+    async def forget() -> None:
+        async with open_pool(gateway.database_url, 1, 1) as pool:
+            await forget_old(pool)
+
+    asyncio.run(forget())
+    with psycopg.connect(gateway.database_url) as conn:
+        left = [r[0] for r in conn.execute("SELECT request_id FROM requests")]
+    assert left == ["n"]

@@ -68,6 +68,6 @@ async def forget_old(pool: psycopg_pool.AsyncConnectionPool, hours: float = 24.0
     with translate_db_errors():
         async with pool.connection() as conn:
             await conn.execute(
-                "DELETE FROM requests WHERE created_at < now() - make_interval(hours => %s)",
-                (hours,),
+                "DELETE FROM requests WHERE created_at < now() - make_interval(secs => %s)",
+                (hours * 3600,),
             )
