@@ -53,6 +53,9 @@ class GatewayConfig:
     max_lost_runs: int = 20
     # A trainer that refused work (every slot busy) is skipped this long.
     refusal_backoff_seconds: float = 1.0
+    # A stopping gateway asks its trainers to checkpoint the runs it holds and waits
+    # this long for them (an epoch's end) before it cancels what is left.
+    handback_seconds: float = 5.0
     # A running attempt's lease: renewed by its gateway every third of it; once it
     # lapses (the gateway died) any replica requeues the attempt.
     lease_seconds: float = 15.0

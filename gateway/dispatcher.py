@@ -84,8 +84,8 @@ class Dispatcher:
         self._hub = hub
         self.gateway_id = f"gateway-{uuid.uuid4().hex[:12]}"
         self._running: dict[int, asyncio.Task[None]] = {}
-        # What each running task holds: handed back when this gateway stops.
-        self._claims: dict[int, Claimed] = {}
+        # What each running task holds, and where: handed back when this gateway stops.
+        self._claims: dict[int, tuple[Claimed, Trainer]] = {}
         # Whether a run's trainer has answered at all (an event, or the first message).
         self._heard: dict[int, bool] = {}
         self._task: asyncio.Task[None] | None = None
@@ -103,10 +103,16 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         held = list(self._claims.values())
+        # First ask each trainer to checkpoint at its epoch's end: a run that does ends
+        # INTERRUPTED and is requeued by its own task, losing nothing.
+        await asyncio.gather(*(self._interrupt(c, t) for c, t in held))
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=self._config.handback_seconds)
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
-        for claimed in held:
+        for claimed, _ in held:
             try:
                 await self._work.requeue(
                     claimed.id,
@@ -159,7 +165,22 @@ class Dispatcher:
                     self._run(claimed, trainer), name=f"attempt-{claimed.id}"
                 )
                 self._running[claimed.id] = task
-                self._claims[claimed.id] = claimed
+                self._claims[claimed.id] = (claimed, trainer)
+
+    async def _interrupt(self, claimed: Claimed, trainer: Trainer) -> None:
+        """Asks `trainer` to checkpoint and end the run of `claimed` (best effort)."""
+        if claimed.work != "train":
+            return  # a test has nothing to keep: it is simply run again
+        try:
+            async with self._channel(trainer.address) as channel:
+                stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+                await stub.Interrupt(
+                    tpb.InterruptRequest(attempt_name=claimed.name),
+                    metadata=authorization(trainer.credential),
+                    timeout=2.0,
+                )
+        except grpc.aio.AioRpcError as err:  # gone, or older: the run is cancelled instead
+            log.info("could not interrupt %s on %s: %s", claimed.name, trainer.address, err.code())
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         tls = self._config.trainer_tls

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 
 from metalearn import digits
 from metalearn.credentials import open_channel
@@ -166,3 +168,53 @@ def test_rolling_restarts_of_the_gateway_cost_the_attempt_nothing(tmp_path: Path
         trainer.stop()
         gateway.send_signal(signal.SIGTERM)
         gateway.wait(60)
+
+
+def test_a_stopping_gateway_has_its_trainers_checkpoint_what_it_hands_back(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """No periodic checkpoints at all: the one the stopping gateway asks for (Interrupt)
+    is what the handed-back attempt resumes from."""
+    from gateway.config import GatewayConfig
+    from tests.harness import GatewayThread, fresh_database
+
+    url = fresh_database(postgres_url, "handback")
+    gateway = GatewayThread(url, GatewayConfig(listen="127.0.0.1:0", database_url=url)).start()
+    proc = subprocess.Popen(
+        [*METALEARN, "trainer", "--listen", "127.0.0.1:0", "--gateway", gateway.address,
+         "--cache-dir", str(tmp_path / "cache"), "--checkpoint-every-epochs", "1000",
+         "--checkpoint-every-seconds", "100000"],
+        stdout=subprocess.PIPE, stderr=(tmp_path / "trainer.log").open("w"), text=True,
+        env={**os.environ, "METALEARN_TOKEN": gateway.trainer_token},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and "listening" in proc.stdout.readline()
+        with gateway.channel() as channel:
+            dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+                digits.digit_uploads()
+            )
+            stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+            stub.Train(pb.TrainRequest(name="handed-back", command=slow_command(30)))
+            deadline = time.monotonic() + 60
+            while (
+                stub.GetAttempt(pb.GetAttemptRequest(name="handed-back")).attempt.current_epoch < 2
+            ):
+                assert time.monotonic() < deadline, "no epochs"
+                time.sleep(0.1)
+        began = time.monotonic()
+        gateway.stop()
+        stopped_in = time.monotonic() - began
+        with psycopg.connect(url) as conn:
+            status, restarts, error, current = conn.execute(
+                "SELECT status, restart_count, error, current_epoch FROM attempts"
+            ).fetchone()  # type: ignore[misc]
+            saved = conn.execute(
+                "SELECT max(epoch) FROM artifacts WHERE kind = 'checkpoint'"
+            ).fetchone()
+        assert (status, restarts, error) == ("QUEUED", 0, "")
+        # The checkpoint holds every epoch the run finished: nothing is trained twice.
+        assert saved is not None and saved[0] == current >= 2, (saved, current)
+        assert stopped_in < 10, stopped_in
+    finally:
+        proc.terminate()
+        proc.wait(60)

@@ -42,7 +42,11 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
         self, kind: str, request: Any, context: grpc.ServicerContext, response: Any
     ) -> Iterator[Any]:
         for payload in self._workers.start(
-            kind, request.SerializeToString(), context.add_callback, context.is_active
+            kind,
+            request.SerializeToString(),
+            context.add_callback,
+            context.is_active,
+            request.attempt_name,
         ):
             yield response.FromString(payload)
 
@@ -57,6 +61,12 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
         self, request: pb.TrainerServiceTestRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TrainerServiceTestResponse]:
         yield from self._relay("test", request, context, pb.TrainerServiceTestResponse)
+
+    @translate_errors
+    def Interrupt(
+        self, request: pb.InterruptRequest, context: grpc.ServicerContext
+    ) -> pb.InterruptResponse:
+        return pb.InterruptResponse(interrupted=self._workers.interrupt(request.attempt_name))
 
     @translate_errors
     def GetTrainerInfo(

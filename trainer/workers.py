@@ -40,6 +40,8 @@ class Run:
     events: Any
     cancel: Any
     interrupt: Any
+    # The attempt it runs (the request's `attempt_name`), to interrupt it alone.
+    attempt: str = ""
 
 
 def _worker_main(
@@ -155,14 +157,24 @@ class Workers:
             for r in self._runs:
                 r.interrupt.set()
 
+    def interrupt(self, attempt: str) -> int:
+        """The runs of one attempt finish their epoch, checkpoint and end (its gateway
+        is stopping); how many there were."""
+        with self._lock:
+            runs = [r for r in self._runs if attempt and r.attempt == attempt]
+            for r in runs:
+                r.interrupt.set()
+        return len(runs)
+
     def start(
         self,
         kind: str,
         request: bytes,
         on_cancel: Callable[[Callable[[], None]], Any],
         is_active: Callable[[], bool],
+        attempt: str = "",
     ) -> Iterator[bytes]:
-        """Runs one call in a new process; yields its serialized events."""
+        """Runs one call (for `attempt`) in a new process; yields its serialized events."""
         with self._freed:
             if not self._freed.wait_for(lambda: self._free, self._config.slot_wait_seconds):
                 raise errors.ResourceExhausted(
@@ -171,7 +183,7 @@ class Workers:
             slot = self._free.pop(0)
         try:
             if is_active():  # the caller may have given up while it waited
-                yield from self._relay(kind, request, slot, on_cancel, is_active)
+                yield from self._relay(kind, request, slot, on_cancel, is_active, attempt)
         finally:
             with self._freed:
                 self._free.append(slot)
@@ -184,6 +196,7 @@ class Workers:
         slot: int,
         on_cancel: Callable[[Callable[[], None]], Any],
         is_active: Callable[[], bool],
+        attempt: str,
     ) -> Iterator[bytes]:
         events = _CONTEXT.Queue(_QUEUE_DEPTH)
         cancel, interrupt = _CONTEXT.Event(), _CONTEXT.Event()
@@ -193,7 +206,7 @@ class Workers:
             name=f"metalearn-{kind}-{slot}",
             daemon=True,
         )
-        r = Run(process, events, cancel, interrupt)
+        r = Run(process, events, cancel, interrupt, attempt)
         on_cancel(cancel.set)
         process.start()
         with self._lock:

@@ -119,6 +119,18 @@ class TrainerServiceTestResponse(_message.Message):
     result: _attempt_pb2.TestResult
     def __init__(self, progress: _Optional[_Union[TestProgress, _Mapping]] = ..., result: _Optional[_Union[_attempt_pb2.TestResult, _Mapping]] = ...) -> None: ...
 
+class InterruptRequest(_message.Message):
+    __slots__ = ("attempt_name",)
+    ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    attempt_name: str
+    def __init__(self, attempt_name: _Optional[str] = ...) -> None: ...
+
+class InterruptResponse(_message.Message):
+    __slots__ = ("interrupted",)
+    INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
+    interrupted: int
+    def __init__(self, interrupted: _Optional[int] = ...) -> None: ...
+
 class GetTrainerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -56,6 +56,11 @@ class TrainerServiceStub:
                 request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.GetTrainerInfoRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.GetTrainerInfoResponse.FromString,
                 _registered_method=True)
+        self.Interrupt = channel.unary_unary(
+                '/metalearn.v1.TrainerService/Interrupt',
+                request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -103,6 +108,16 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Interrupt(self, request, context):
+        """Asks the training runs of an attempt to stop as SIGTERM would: each finishes
+        its epoch, checkpoints and ends its Train stream with `finished:
+        INTERRUPTED`. A gateway that stops calls it, so the work it hands back
+        loses nothing. Errors: none (no such run: `interrupted` is 0).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +135,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.GetTrainerInfo,
                     request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.GetTrainerInfoRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.GetTrainerInfoResponse.SerializeToString,
+            ),
+            'Interrupt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interrupt,
+                    request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -210,6 +230,33 @@ class TrainerService:
             '/metalearn.v1.TrainerService/GetTrainerInfo',
             metalearn_dot_v1_dot_trainer__service__pb2.GetTrainerInfoRequest.SerializeToString,
             metalearn_dot_v1_dot_trainer__service__pb2.GetTrainerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interrupt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.TrainerService/Interrupt',
+            metalearn_dot_v1_dot_trainer__service__pb2.InterruptRequest.SerializeToString,
+            metalearn_dot_v1_dot_trainer__service__pb2.InterruptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,12 @@ class TrainerServiceStub:
     """
     GetTrainerInfo: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.GetTrainerInfoRequest, _trainer_service_pb2.GetTrainerInfoResponse]
     """What this trainer has: devices, slots, version. Errors: none."""
+    Interrupt: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.InterruptRequest, _trainer_service_pb2.InterruptResponse]
+    """Asks the training runs of an attempt to stop as SIGTERM would: each finishes
+    its epoch, checkpoints and ends its Train stream with `finished:
+    INTERRUPTED`. A gateway that stops calls it, so the work it hands back
+    loses nothing. Errors: none (no such run: `interrupted` is 0).
+    """
 
 @_typing.type_check_only
 class TrainerServiceAsyncStub(TrainerServiceStub):
@@ -97,6 +103,12 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     """
     GetTrainerInfo: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.GetTrainerInfoRequest, _trainer_service_pb2.GetTrainerInfoResponse]  # type: ignore[assignment]
     """What this trainer has: devices, slots, version. Errors: none."""
+    Interrupt: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.InterruptRequest, _trainer_service_pb2.InterruptResponse]  # type: ignore[assignment]
+    """Asks the training runs of an attempt to stop as SIGTERM would: each finishes
+    its epoch, checkpoints and ends its Train stream with `finished:
+    INTERRUPTED`. A gateway that stops calls it, so the work it hands back
+    loses nothing. Errors: none (no such run: `interrupted` is 0).
+    """
 
 class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The compute half: a trainer daemon builds PyTorch models from commands, trains
@@ -147,5 +159,17 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_service_pb2.GetTrainerInfoResponse, _abc.Awaitable[_trainer_service_pb2.GetTrainerInfoResponse]]:
         """What this trainer has: devices, slots, version. Errors: none."""
+
+    @_abc_1.abstractmethod
+    def Interrupt(
+        self,
+        request: _trainer_service_pb2.InterruptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_service_pb2.InterruptResponse, _abc.Awaitable[_trainer_service_pb2.InterruptResponse]]:
+        """Asks the training runs of an attempt to stop as SIGTERM would: each finishes
+        its epoch, checkpoints and ends its Train stream with `finished:
+        INTERRUPTED`. A gateway that stops calls it, so the work it hands back
+        loses nothing. Errors: none (no such run: `interrupted` is 0).
+        """
 
 def add_TrainerServiceServicer_to_server(servicer: TrainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
