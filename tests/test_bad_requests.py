@@ -11,9 +11,10 @@ from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metalearn.v1 import attempt_pb2, trainer_registry_service_pb2_grpc
+from metalearn.v1 import attempt_pb2, token_service_pb2_grpc, trainer_registry_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import dataset_service_pb2 as dpb
+from metalearn.v1 import token_service_pb2 as kpb
 from metalearn.v1 import trainer_registry_service_pb2 as rpb
 from metalearn.v1 import trainer_service_pb2 as tpb
 from tests.harness import png, snapshot
@@ -286,6 +287,42 @@ def test_register_and_heartbeat(gateway, channel, stored, address, capacity, bus
     assert snapshot(gateway.database_url) == stored
 
 
+@SETTINGS
+@given(
+    name=st.one_of(st.text(max_size=80), st.just("ok\n"), st.just("a" * 65)),
+    role=st.integers(-3, 9),
+    days=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 3651.0])),
+)
+def test_token_requests(gateway, channel, name, role, days) -> None:
+    stub = token_service_pb2_grpc.TokenServiceStub(channel)
+    before = _tokens(gateway.database_url)
+    code = call_code(
+        stub.CreateToken, kpb.CreateTokenRequest(name=name, role=role, expires_in_days=days)
+    )
+    valid = (
+        re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) is not None
+        and 1 <= role <= 4
+        and 0 <= days <= 3650
+    )
+    if valid:
+        assert code in (None, grpc.StatusCode.ALREADY_EXISTS)
+        if code is None:
+            stub.RevokeToken(kpb.RevokeTokenRequest(name=name))
+    else:
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code = call_code(stub.RevokeToken, kpb.RevokeTokenRequest(name=name + "-nobody"))
+    assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert call_code(stub.ListTokens, kpb.ListTokensRequest()) is None
+    assert _tokens(gateway.database_url) == before
+
+
+def _tokens(url: str) -> list[Any]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT name, token_hash FROM tokens ORDER BY name").fetchall()
+
+
 def test_every_rpc_is_fuzzed() -> None:
     """A new RPC must get a fuzz test here before it ships."""
     covered = {
@@ -306,11 +343,15 @@ def test_every_rpc_is_fuzzed() -> None:
         "DownloadModel",
         "RegisterTrainer",
         "Heartbeat",
+        "CreateToken",
+        "ListTokens",
+        "RevokeToken",
         # In tests/test_trainer.py, beside the trainer they need (Train and Test too):
         "GetTrainerInfo",
+        "Interrupt",
     }
     rpcs: set[str] = set()
-    for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR, rpb.DESCRIPTOR):
+    for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR, rpb.DESCRIPTOR, kpb.DESCRIPTOR):
         for service in desc.services_by_name.values():
             rpcs |= {m.name for m in service.methods}
     assert rpcs - covered == set()

@@ -100,6 +100,7 @@ class Watcher(threading.Thread):
         self.opened = threading.Event()
         self.epochs: list[int] = []
         self.error: grpc.RpcError | None = None
+        self.ended_at = 0.0
         self.start()
 
     def run(self) -> None:
@@ -109,6 +110,7 @@ class Watcher(threading.Thread):
                 if event.WhichOneof("event") == "epoch":
                     self.epochs.append(event.epoch.epoch)
         except grpc.RpcError as err:
+            self.ended_at = time.monotonic()
             self.error = err
 
 
@@ -121,6 +123,7 @@ def test_rolling_restarts_of_the_gateway_cost_the_attempt_nothing(tmp_path: Path
     admin = (data_dir / "admin.token").read_text().strip()
     trainer = Trainer(address, tmp_path, "trainer", admin)
     stops: list[float] = []
+    told: list[float] = []
     try:
         with open_channel(address, admin) as channel:
             dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
@@ -144,6 +147,7 @@ def test_rolling_restarts_of_the_gateway_cost_the_attempt_nothing(tmp_path: Path
                 stops.append(time.monotonic() - began)
                 for w in watchers:
                     w.join(10)
+                told.append(max(w.ended_at for w in watchers) - began)
                 ended = [w.error for w in watchers if w.error is not None]
                 # Each watcher was told to come back, not left hanging.
                 assert len(ended) == 5
@@ -161,9 +165,12 @@ def test_rolling_restarts_of_the_gateway_cost_the_attempt_nothing(tmp_path: Path
         assert [e.epoch for e in done.epochs] == [1, 2, 3, 4, 5, 6]
         # Three gateway restarts are no failure of the attempt.
         assert done.restart_count == 0 and not done.error
-        # A graceful stop with five watchers open: the goal is 2 s (slack for CI).
-        assert max(stops) < 4.0, stops
-        print(f"gateway stops with watchers open: {[round(s, 2) for s in stops]} s")
+        # The watchers are told at once (goal 2 s; slack for a loaded CI machine); the
+        # process waits for its trainer's checkpoint, at most its hand-back time (5 s).
+        assert max(told) < 2.5, told
+        assert max(stops) < 12.0, stops
+        print(f"watchers told after {[round(t, 2) for t in told]} s;"
+              f" gateway stopped after {[round(s, 2) for s in stops]} s")  # fmt: skip
     finally:
         trainer.stop()
         gateway.send_signal(signal.SIGTERM)

@@ -347,3 +347,27 @@ def test_bad_test_requests_are_never_internal(trainer, weights, damage, labels, 
         assert err.code() not in (CODE.UNKNOWN, CODE.INTERNAL), err.details()
     info = trainer.GetTrainerInfo(pb.GetTrainerInfoRequest())
     assert info.capacity == 2 and info.version
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=st.one_of(st.text(max_size=300), st.just(""), st.just("t")))
+def test_interrupt_of_any_name_is_harmless(trainer, name) -> None:
+    """Nothing runs now: whatever the name, nothing is interrupted and nothing fails."""
+    assert trainer.Interrupt(pb.InterruptRequest(attempt_name=name)).interrupted == 0
+
+
+def test_a_trainer_answers_only_its_gateways_credential(digits_gateway, tmp_path) -> None:
+    server, address = start_trainer(digits_gateway, tmp_path, 1)
+    try:
+        for token in (None, "not-the-credential", digits_gateway.admin_token):
+            with open_channel(address, token) as channel:
+                stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+                for call, request in (
+                    (stub.GetTrainerInfo, pb.GetTrainerInfoRequest()),
+                    (stub.Interrupt, pb.InterruptRequest(attempt_name="t")),
+                    (drain(stub.Train), pb.TrainerServiceTrainRequest(command=lenet_command())),
+                    (drain(stub.Test), pb.TrainerServiceTestRequest()),
+                ):
+                    expect_error(CODE.UNAUTHENTICATED, call, request)
+    finally:
+        server.stop(5).wait()

@@ -60,6 +60,15 @@ def translate_db_errors() -> Iterator[None]:
         raise errors.InvalidArgument.one(
             "request", f"refused by the database ({_names(err)})"
         ) from err
+    except (pg_errors.DiskFull, pg_errors.OutOfMemory) as err:
+        # The server is there but cannot take this write: the transaction rolled back,
+        # so nothing of the call was kept, and nothing acknowledged before is touched.
+        log.warning("database out of resources: %s", type(err).__name__)
+        what = "disk space" if isinstance(err, pg_errors.DiskFull) else "memory"
+        raise errors.ResourceExhausted(
+            f"the database is out of {what}: nothing of this call was kept;"
+            " try again once an operator made room"
+        ) from err
     except DatabaseDown as err:
         # Known down: the monitor logged the outage once, not once per call.
         raise errors.Unavailable("database unavailable") from err
