@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway import convert, pagination
+from gateway import convert, filtering, pagination
 from gateway.auth import current
 from gateway.config import Limits
 from gateway.events import EventHub
@@ -196,12 +196,16 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             if problem := text_problem(getattr(request, field), max_chars):
                 v.add(field, problem)
         v.raise_if_any()
+        parsed = filtering.parse(request.filter)
         query = ListQuery(
             statuses=tuple(sorted(set(statuses))),
             label_name=request.label_name,
             name_prefix=request.name_prefix,
             min_accuracy=request.min_accuracy,
             owner=request.owner or None,
+            condition=parsed.condition if parsed else None,
+            condition_params=parsed.params if parsed else (),
+            filter_text=request.filter,
             order=_ORDERS[request.order_by],
         )
         after = pagination.decode(query, request.page_token)

@@ -16,7 +16,7 @@ from metalearn.errors import InvalidArgument
 def _fingerprint(query: ListQuery) -> str:
     blob = json.dumps(
         [sorted(query.statuses), query.label_name, query.name_prefix, query.min_accuracy,
-         query.order.value, query.owner]
+         query.order.value, query.owner, query.filter_text]
     )  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

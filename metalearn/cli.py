@@ -90,7 +90,9 @@ def cmd_attempts_get(args: argparse.Namespace) -> int:
 
 def cmd_attempts_list(args: argparse.Namespace) -> int:
     with client_for(args) as client:
-        attempts = list(client.list(prefix=args.prefix or "", label=args.label or ""))
+        attempts = list(
+            client.list(prefix=args.prefix or "", label=args.label or "", filter=args.filter or "")
+        )
     if args.json:
         print(json.dumps([documents.attempt_to_document(a) for a in attempts], indent=2))
         return 0
@@ -294,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     lst = attempts.add_parser("list", parents=[common], help="list attempts")
     lst.add_argument("--prefix", help="names starting with this")
     lst.add_argument("--label", help="attempts training on this label")
+    lst.add_argument(
+        "--filter",
+        help='an AIP-160 expression, e.g. \'training_commands.optimizer.name = "Adam"'
+        " AND accuracy > 0.9' (see ListAttemptsRequest.filter)",
+    )
     lst.set_defaults(func=cmd_attempts_list)
 
     images = sub.add_parser("images", help="labelled images").add_subparsers(

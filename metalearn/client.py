@@ -224,11 +224,21 @@ class Client:
         return result
 
     def list(
-        self, *, prefix: str = "", label: str = "", statuses: Iterable[Any] = ()
+        self,
+        *,
+        prefix: str = "",
+        label: str = "",
+        statuses: Iterable[Any] = (),
+        filter: str = "",
     ) -> Iterator[Attempt]:
-        """Every matching attempt, in id order, fetched a page at a time."""
+        """Every matching attempt, in id order, fetched a page at a time. `filter` is an
+        AIP-160 expression, e.g. 'training_commands.optimizer.name = "Adam"'."""
         request = pb.ListAttemptsRequest(
-            page_size=200, name_prefix=prefix, label_name=label, statuses=list(statuses)
+            page_size=200,
+            name_prefix=prefix,
+            label_name=label,
+            statuses=list(statuses),
+            filter=filter,
         )
         while True:
             reply = self._call(self._attempts.ListAttempts, request)

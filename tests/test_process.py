@@ -165,3 +165,15 @@ def test_a_port_in_use_is_an_error_not_a_shared_port(gateway_process, tmp_path) 
         assert "in use" in log, log[-2000:]
     # The first is still the only one answering.
     assert gateway_process.cli("attempts", "list").returncode == 0
+
+
+def test_the_cli_lists_by_filter(gateway_process) -> None:
+    gw = gateway_process
+    gw.cli("attempts", "create", "--file", "tests/fixtures/attempt_american_dog_species_3.json")
+    hit = gw.cli("attempts", "list", "--filter", 'training_commands.optimizer.name = "SGD"')
+    assert "american_dog_species_3" in hit.stdout
+    miss = gw.cli("attempts", "list", "--json", "--filter", "training_commands.batch_size > 4")
+    assert json.loads(miss.stdout) == []
+    bad = gw.cli("attempts", "list", "--filter", "batch_size >", check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "filter: at column 13: expected a value" in bad.stderr

@@ -75,7 +75,7 @@ class UpdateAttemptResponse(_message.Message):
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
 
 class ListAttemptsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "statuses", "label_name", "name_prefix", "min_accuracy", "order_by", "view", "owner")
+    __slots__ = ("page_size", "page_token", "statuses", "label_name", "name_prefix", "min_accuracy", "order_by", "view", "owner", "filter")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class ListAttemptsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     statuses: _containers.RepeatedScalarFieldContainer[_attempt_pb2.AttemptStatus]
@@ -94,7 +95,8 @@ class ListAttemptsRequest(_message.Message):
     order_by: AttemptOrder
     view: AttemptView
     owner: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ..., owner: _Optional[str] = ...) -> None: ...
+    filter: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ..., owner: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class ListAttemptsResponse(_message.Message):
     __slots__ = ("attempts", "next_page_token")

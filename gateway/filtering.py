@@ -1,0 +1,302 @@
+"""`ListAttempts.filter`: an AIP-160 expression, parsed and turned into parameterized SQL.
+
+    training_commands.optimizer.name = "Adam" AND training_commands.batch_size >= 32
+    training_commands.model.layers.name : "Conv2d"          (any layer)
+    (accuracy > 0.9 OR status = COMPLETE) AND NOT tags.team = "vision"
+    owner IN ("alice", "bob")   name = "lenet-*"   tags.reviewed:*   accuracy IS NULL
+
+A document path becomes a SQL/JSON path over the stored `doc`, evaluated by PostgreSQL
+(lax mode, so a path through a list matches if any element does, which is what "any
+layer" means) with the `@@` and `@?` operators that the GIN index `attempts_doc_paths`
+(jsonb_path_ops) serves. The path is one bound parameter whose keys and literals are
+written with JSON's own escaping; nothing the client typed is ever spliced into SQL.
+Columns (name, status, owner, id, times, counters) compare as columns.
+
+Written by hand: no maintained Python library parses AIP-160 into SQL for JSONB (the
+grammar is small: a recursive-descent parser of ~150 lines is the whole of it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from metalearn.errors import InvalidArgument
+
+MAX_FILTER_CHARS = 2000
+MAX_DEPTH = 32
+MAX_TERMS = 100
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+      | (?P<op><=|>=|!=|=|<|>|:|\(|\)|,|\*|-)
+      | (?P<word>[A-Za-z_][A-Za-z0-9_.\-]*)
+    )""",
+    re.VERBOSE,
+)
+_KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL"}
+_STATUSES = (
+    "INCOMPLETE", "QUEUED", "TRAINING", "TRAINED", "TESTING", "COMPLETE", "FAILED", "CANCELLED",
+)  # fmt: skip
+# Fields kept in columns, and what they are.
+_COLUMNS: dict[str, tuple[str, str]] = {
+    "name": ("a.name", "text"),
+    "owner": ("a.owner", "text"),
+    "status": ("a.status", "status"),
+    "id": ("a.id", "number"),
+    "current_epoch": ("a.current_epoch", "number"),
+    "restart_count": ("a.restart_count", "number"),
+    "create_time": ("a.created_at", "time"),
+    "update_time": ("a.updated_at", "time"),
+}
+_COMPARE = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # string, number, op, word, keyword, end
+    text: str
+    at: int  # 1-based column in the filter
+
+
+def _tokens(text: str) -> list[_Token]:
+    found, at = [], 0
+    while at < len(text):
+        if text[at:].strip() == "":
+            break
+        match = _TOKEN.match(text, at)
+        if match is None or match.end() == at:
+            column = at + len(text[at:]) - len(text[at:].lstrip()) + 1
+            raise _error(column, f"unexpected {text[column - 1]!r}")
+        kind = match.lastgroup or ""
+        value = match.group(kind)
+        start = match.start(kind) + 1
+        if kind == "word" and value.upper() in _KEYWORDS:
+            found.append(_Token("keyword", value.upper(), start))
+        else:
+            found.append(_Token(kind, value, start))
+        at = match.end()
+    found.append(_Token("end", "", len(text) + 1))
+    return found
+
+
+def _error(column: int, what: str) -> InvalidArgument:
+    return InvalidArgument.one("filter", f"at column {column}: {what}")
+
+
+class _Parser:
+    """Recursive descent over the tokens; builds SQL as it goes."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokens(text)
+        self.i = 0
+        self.terms = 0
+        self.params: list[Any] = []
+
+    def peek(self) -> _Token:
+        return self.tokens[self.i]
+
+    def take(self) -> _Token:
+        token = self.tokens[self.i]
+        self.i += 1
+        return token
+
+    def expect(self, kind: str, text: str, what: str) -> _Token:
+        token = self.take()
+        if token.kind != kind or token.text != text:
+            raise _error(token.at, f"expected {what}, found {_shown(token)}")
+        return token
+
+    def parse(self) -> sql.Composable:
+        expr = self.expression(0)
+        end = self.peek()
+        if end.kind != "end":
+            raise _error(end.at, f"expected AND, OR or the end, found {_shown(end)}")
+        return expr
+
+    def expression(self, depth: int) -> sql.Composable:
+        if depth > MAX_DEPTH:
+            raise _error(self.peek().at, f"nested deeper than {MAX_DEPTH}")
+        terms = [self.conjunction(depth)]
+        while self.peek().kind == "keyword" and self.peek().text == "OR":
+            self.take()
+            terms.append(self.conjunction(depth))
+        return terms[0] if len(terms) == 1 else sql.SQL("({})").format(sql.SQL(" OR ").join(terms))
+
+    def conjunction(self, depth: int) -> sql.Composable:
+        terms = [self.unary(depth)]
+        while True:
+            token = self.peek()
+            if token.kind == "keyword" and token.text == "AND":
+                self.take()
+            elif not (
+                token.kind in ("word", "string")
+                or (token.kind == "op" and token.text in ("(", "-"))
+                or (token.kind == "keyword" and token.text == "NOT")
+            ):
+                break  # AIP-160: terms side by side are ANDed
+            terms.append(self.unary(depth))
+        return terms[0] if len(terms) == 1 else sql.SQL("({})").format(sql.SQL(" AND ").join(terms))
+
+    def unary(self, depth: int) -> sql.Composable:
+        token = self.peek()
+        if (token.kind == "keyword" and token.text == "NOT") or (
+            token.kind == "op" and token.text == "-"
+        ):
+            self.take()
+            return sql.SQL("NOT COALESCE({}, false)").format(self.unary(depth + 1))
+        if token.kind == "op" and token.text == "(":
+            self.take()
+            inner = self.expression(depth + 1)
+            self.expect("op", ")", "')'")
+            return inner
+        return self.comparison()
+
+    def comparison(self) -> sql.Composable:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise _error(self.peek().at, f"more than {MAX_TERMS} comparisons")
+        field = self.take()
+        if field.kind != "word":
+            raise _error(field.at, f"expected a field such as accuracy, found {_shown(field)}")
+        path = field.text.split(".")
+        if any(not part for part in path):
+            raise _error(field.at, f"{field.text!r} is not a field path")
+        op = self.take()
+        if op.kind == "keyword" and op.text == "IS":
+            negated = self.peek().kind == "keyword" and self.peek().text == "NOT"
+            if negated:
+                self.take()
+            self.expect("keyword", "NULL", "NULL after IS")
+            present = self.present(path)
+            return present if negated else sql.SQL("NOT {}").format(present)
+        if op.kind == "keyword" and op.text == "IN":
+            self.expect("op", "(", "'(' after IN")
+            values = [self.value()]
+            while self.peek().kind == "op" and self.peek().text == ",":
+                self.take()
+                values.append(self.value())
+            self.expect("op", ")", "')' closing the IN list")
+            return sql.SQL("({})").format(
+                sql.SQL(" OR ").join(self.compare(path, "=", v, field.at) for v in values)
+            )
+        if op.kind != "op" or op.text not in (*_COMPARE, ":"):
+            raise _error(op.at, f"expected =, !=, <, <=, >, >=, :, IN or IS, found {_shown(op)}")
+        if op.text == ":" and self.peek().kind == "op" and self.peek().text == "*":
+            self.take()
+            return self.present(path)
+        value = self.value()
+        return self.compare(path, "=" if op.text == ":" else op.text, value, field.at)
+
+    def value(self) -> Any:
+        token = self.take()
+        if token.kind == "string":
+            try:
+                return json.loads(token.text) if token.text[0] == '"' else _single(token.text)
+            except ValueError:
+                raise _error(token.at, "a string literal that does not decode") from None
+        if token.kind == "number":
+            number = float(token.text)
+            return int(number) if number.is_integer() and "." not in token.text else number
+        if token.kind == "word":
+            lowered = token.text.lower()
+            return {"true": True, "false": False}.get(lowered, token.text)
+        raise _error(token.at, f"expected a value, found {_shown(token)}")
+
+    def present(self, path: list[str]) -> sql.Composable:
+        if path[0] in _COLUMNS:
+            return sql.SQL("true")
+        self.params.append(_jsonpath(path))
+        return sql.SQL("(a.doc @? %s::jsonpath)")
+
+    def compare(self, path: list[str], op: str, value: Any, at: int) -> sql.Composable:
+        if path[0] in _COLUMNS:
+            return self.compare_column(path, op, value, at)
+        if isinstance(value, str) and "*" in value and op in ("=", "!="):
+            pattern = "^" + ".*".join(re.escape(p) for p in value.split("*")) + "$"
+            predicate = f"{_jsonpath(path)} ? (@ like_regex {json.dumps(pattern)})"
+            self.params.append(predicate)
+            match = sql.SQL("(a.doc @? %s::jsonpath)")
+            return match if op == "=" else sql.SQL("NOT {}").format(match)
+        literal = json.dumps(value)
+        if op == "!=":
+            # Present and not equal (a missing field is neither = nor != a value).
+            self.params += [_jsonpath(path), f"{_jsonpath(path)} == {literal}"]
+            return sql.SQL("(a.doc @? %s::jsonpath AND NOT a.doc @@ %s::jsonpath)")
+        self.params.append(f"{_jsonpath(path)} {_COMPARE[op]} {literal}")
+        # The bare operator, so the GIN index serves it (NULL, "unknown", excludes the row
+        # like false does; NOT wraps it in COALESCE).
+        return sql.SQL("(a.doc @@ %s::jsonpath)")
+
+    def compare_column(self, path: list[str], op: str, value: Any, at: int) -> sql.Composable:
+        if len(path) > 1:
+            raise _error(at, f"{path[0]} has no fields")
+        column, kind = _COLUMNS[path[0]]
+        sql_op = sql.SQL({"=": "=", "!=": "<>"}.get(op, op))
+        if kind == "status":
+            status = str(value).upper().removeprefix("ATTEMPT_STATUS_")
+            if status not in _STATUSES or op not in ("=", "!="):
+                raise _error(at, f"status is compared with = or != to one of {list(_STATUSES)}")
+            value = status
+        elif kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _error(at, f"{path[0]} is a number")
+        elif kind == "time":
+            if not isinstance(value, str):
+                raise _error(
+                    at, f'{path[0]} is compared with a time such as "2026-11-27T10:00:00Z"'
+                )
+            self.params.append(value)
+            return sql.SQL("({} {} %s::timestamptz)").format(sql.SQL(column), sql_op)
+        elif not isinstance(value, str):
+            value = str(value).lower() if isinstance(value, bool) else str(value)
+        if kind == "text" and "*" in value and op in ("=", "!="):
+            self.params.append(value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                               .replace("*", "%"))  # fmt: skip
+            like = sql.SQL("({} LIKE %s)" if op == "=" else "({} NOT LIKE %s)")
+            return like.format(sql.SQL(column))
+        self.params.append(value)
+        return sql.SQL("({} {} %s)").format(sql.SQL(column), sql_op)
+
+
+def _single(text: str) -> str:
+    """A single-quoted literal, read with the double-quoted one's escapes."""
+    body = text[1:-1].replace('\\"', '"').replace('"', '\\"').replace("\\'", "'")
+    return str(json.loads(f'"{body}"'))
+
+
+def _shown(token: _Token) -> str:
+    return "the end" if token.kind == "end" else repr(token.text[:40])
+
+
+def _jsonpath(path: list[str]) -> str:
+    """A lax SQL/JSON path with every key quoted (JSON escaping is jsonpath's)."""
+    return "$" + "".join("." + json.dumps(key) for key in path)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A parsed filter: its SQL condition (on `attempts a`) and the parameters."""
+
+    text: str
+    condition: sql.Composable
+    params: tuple[Any, ...]
+
+
+def parse(text: str) -> Filter | None:
+    """The filter, or None for an empty one; INVALID_ARGUMENT on `filter` otherwise."""
+    if not text.strip():
+        return None
+    if len(text) > MAX_FILTER_CHARS:
+        raise InvalidArgument.one("filter", f"at most {MAX_FILTER_CHARS} characters")
+    if "\x00" in text:
+        raise InvalidArgument.one("filter", "must not contain NUL characters")
+    parser = _Parser(text)
+    condition = parser.parse()
+    return Filter(text, condition, tuple(parser.params))
