@@ -15,7 +15,6 @@ from metalearn.v1 import attempt_service_pb2 as pb
 from tests.harness import fresh_database
 from tests.rpc import expect_error, violations
 
-
 LAYERS = {
     "Conv2d": {"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 3},
     "ReLU": {"name": "ReLU"},
