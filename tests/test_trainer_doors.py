@@ -559,3 +559,15 @@ def test_resample_names_match_whole_strings(spelling: str, name: str | None) -> 
     expected = [] if name or not spelling else ["command.image_ops[0].resize.resample"]
     assert [i.field for i in gateway.items] == expected
     assert [i.field for i in trainer.items] == expected
+
+
+def test_a_null_weight_is_the_losses_default() -> None:
+    """Found by the fuzzer as INTERNAL: `"weight": null` is torch's default, no weights."""
+    from trainer import optim
+
+    v = Violations()
+    spec = optim.check_criterion(
+        v, "command.criterion", struct({"name": "CrossEntropyLoss", "weight": None})
+    )
+    assert spec is not None and not v.items
+    assert optim.check_criterion_for(v, "command.criterion", spec, 3) and not v.items

@@ -163,6 +163,8 @@ def check_criterion_for(v: Violations, path: str, spec: Named, n_labels: int) ->
     ok = True
     for arg in sorted(_TENSOR_ARGS & spec.kwargs.keys()):
         weight = spec.kwargs[arg]
+        if not isinstance(weight, torch.Tensor):
+            continue  # None: the loss's default, no weights (a fuzzer's finding)
         # Index losses weigh each class; one-hot ones broadcast over (batch, labels).
         lengths = (n_labels,) if spec.name in _INDEX_LOSSES else (1, n_labels)
         if weight.dim() != 1 or weight.shape[0] not in lengths:
