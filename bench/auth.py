@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.database import scratch_postgres
 from bench.report import print_figures
 from bench.store import GatewayProcess, calls_per_second, prefill
-from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn.credentials import authorization, open_channel
 from metalearn.v1 import attempt_service_pb2_grpc
@@ -38,20 +36,16 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout without authentication")
     args = parser.parse_args()
     figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pg = EmbeddedPostgres(Path(tmp))
-        url = pg.start()
+    with scratch_postgres() as scratch:
+        url, tmp = scratch.url, scratch.dir
         GatewayThread(url).start().stop()  # migrates
         prefill(url, "rate-1-0", 10)  # what calls_per_second's GetAttempt reads
         gateways = {
-            "auth": GatewayProcess(url, Path(tmp) / "auth"),
-            "no_auth": GatewayProcess(url, Path(tmp) / "open", "--insecure-no-auth"),
+            "auth": GatewayProcess(url, tmp / "auth"),
+            "no_auth": GatewayProcess(url, tmp / "open", "--insecure-no-auth"),
         }
         if args.baseline is not None:
-            gateways["baseline"] = GatewayProcess(
-                url, Path(tmp) / "baseline", checkout=args.baseline
-            )
+            gateways["baseline"] = GatewayProcess(url, tmp / "baseline", checkout=args.baseline)
         rates: dict[str, list[float]] = {name: [] for name in gateways}
         try:
             # Both clients send the same header (the open gateway ignores it), on plain
@@ -72,7 +66,6 @@ def main() -> None:
         finally:
             for gateway in gateways.values():
                 gateway.stop()
-            pg.stop()
     for name, values in rates.items():
         figures[f"get_per_s_{name}_{args.concurrency}_in_flight"] = statistics.median(values)
     auth = statistics.median(rates["auth"])

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import psycopg
@@ -21,10 +19,10 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.database import scratch_postgres
 from bench.report import print_figures
 from bench.store import GatewayProcess
 from gateway import convert
-from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
@@ -77,13 +75,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pg = EmbeddedPostgres(Path(tmp))
-        url = pg.start()
+    with scratch_postgres() as scratch:
+        url, tmp = scratch.url, scratch.dir
         GatewayThread(url).start().stop()  # migrates
         fill(url, args.attempts)
-        gateway = GatewayProcess(url, Path(tmp) / "gateway")
+        gateway = GatewayProcess(url, tmp / "gateway")
         try:
             with gateway.channel() as channel:
                 stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
@@ -101,7 +97,6 @@ def main() -> None:
                     figures[f"{label}_p99_ms"] = times[int(len(times) * 0.99) - 1] * 1e3
         finally:
             gateway.stop()
-            pg.stop()
     print_figures(figures, args.json)
 
 

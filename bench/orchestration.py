@@ -19,9 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +30,10 @@ from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.database import scratch_postgres
 from bench.report import print_figures
 from bench.training import bare_images_per_second
 from gateway.config import GatewayConfig
-from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn import digits
 from metalearn.credentials import authorization, open_channel
@@ -260,10 +258,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pg = EmbeddedPostgres(Path(tmp))
-        url = pg.start()
+    with scratch_postgres() as scratch:
+        url, tmp = scratch.url, scratch.dir
         config = GatewayConfig(listen="127.0.0.1:0", database_url=url, dispatch_seconds=0.2)
         gateway = GatewayThread(url, config).start()
         trainers = []
@@ -273,7 +269,7 @@ def main() -> None:
                     digits.digit_uploads()
                 )
                 stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
-                trainers.append(start_trainer(gateway, Path(tmp) / "cache"))
+                trainers.append(start_trainer(gateway, tmp / "cache"))
                 wait_registered(url, 1)
                 e2e = end_to_end(stub, args.epochs, args.rounds)
                 figures["e2e_system_images_per_s"] = e2e["system"]
@@ -286,14 +282,14 @@ def main() -> None:
                     figures[f"watch_{subscribers}_p50_ms"] = percentile(delays, 0.5) * 1e3
                     figures[f"watch_{subscribers}_p99_ms"] = percentile(delays, 0.99) * 1e3
                 figures["attempts_per_min_1_trainer"] = throughput(stub, args.jobs)
-                trainers.append(start_trainer(gateway, Path(tmp) / "cache"))
+                trainers.append(start_trainer(gateway, tmp / "cache"))
                 wait_registered(url, 2)
                 figures["attempts_per_min_2_trainers"] = throughput(stub, args.jobs)
                 # Two trainers on two cores, each run limited to one torch thread.
                 for proc, _ in trainers:
                     proc.terminate()
                     proc.wait(60)
-                trainers = [start_trainer(gateway, Path(tmp) / "cache", 1) for _ in range(2)]
+                trainers = [start_trainer(gateway, tmp / "cache", 1) for _ in range(2)]
                 time.sleep(3)  # the old ones' heartbeats lapse
                 wait_registered(url, 2)
                 names: list[str] = []
@@ -308,16 +304,13 @@ def main() -> None:
             if args.baseline is not None:
                 here = Path(__file__).resolve().parents[1]
                 figures.update(
-                    side_by_side(
-                        url, Path(tmp), {"baseline": args.baseline, "now": here}, args.jobs
-                    )
+                    side_by_side(url, tmp, {"baseline": args.baseline, "now": here}, args.jobs)
                 )
         finally:
             for proc, _ in trainers:
                 proc.terminate()
                 proc.wait(60)
             gateway.stop()
-            pg.stop()
     print_figures(figures, args.json)
 
 

@@ -18,9 +18,7 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.database import scratch_postgres
 from bench.report import print_figures
 from bench.store import GatewayProcess, prefill
 from gateway.embedded import EmbeddedPostgres
@@ -121,11 +120,9 @@ def main() -> None:
     parser.add_argument("--outages", type=float, nargs="+", default=[10.0, 150.0])
     args = parser.parse_args()
     figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pg = EmbeddedPostgres(Path(tmp))
-        url = pg.start()
-        gateway = GatewayProcess(url, Path(tmp) / "gateway")
+    with scratch_postgres() as scratch:
+        pg, url, tmp = scratch.postgres, scratch.url, scratch.dir
+        gateway = GatewayProcess(url, tmp / "gateway")
         try:
             prefill(url, "outage-0", 3)
             with gateway.channel() as channel:
@@ -133,9 +130,8 @@ def main() -> None:
                     figures.update(one_outage(pg, url, channel, seconds))
         finally:
             gateway.stop()
-            if not pg.running():
+            if not pg.running():  # an outage cut short: up again, so that it stops cleanly
                 pg.restart()
-            pg.stop()
     print_figures(figures, args.json)
 
 

@@ -12,9 +12,7 @@ import asyncio
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,9 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.database import scratch_postgres
 from bench.report import print_figures
 from gateway import convert
-from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from gateway.store import AttemptStore, EpochRecord, open_pool
 from metalearn import documents
@@ -181,10 +179,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     figures: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pg = EmbeddedPostgres(Path(tmp))
-        url = pg.start()
+    with scratch_postgres() as scratch:
+        url, tmp = scratch.url, scratch.dir
         gateway: GatewayThread | GatewayProcess = GatewayThread(url).start()  # migrates
         try:
             short_id, long_id = prefill(url, "short", 10), prefill(url, "long", 50_000)
@@ -200,7 +196,7 @@ def main() -> None:
             prefill(url, "ten-thousand", 10_000)
             # The client and the gateway in separate processes, as in production.
             gateway.stop()
-            gateway = GatewayProcess(url, Path(tmp) / "gateway")
+            gateway = GatewayProcess(url, tmp / "gateway")
             with gateway.channel() as channel:
                 stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
                 for view, label in (
@@ -216,7 +212,6 @@ def main() -> None:
                     figures[f"get_per_s_{concurrency}_in_flight"] = rates["get"]
         finally:
             gateway.stop()
-            pg.stop()
     print_figures(figures, args.json)
 
 

@@ -14,9 +14,7 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ from google.protobuf import json_format
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.database import scratch_postgres
 from bench.report import print_figures
-from gateway.embedded import EmbeddedPostgres
 from gateway.inprocess import GatewayThread
 from metalearn import digits
 from metalearn.credentials import open_channel
@@ -93,16 +91,15 @@ def main() -> None:
     command = json_format.ParseDict(json.loads(EXAMPLE.read_text()), attempt_pb2.TrainCommand())
     command.n_epoch = args.epochs
     bare, loop, call, started = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pg = EmbeddedPostgres(Path(tmp))
-        gateway = GatewayThread(pg.start()).start()
+    with scratch_postgres() as scratch:
+        tmp = scratch.dir
+        gateway = GatewayThread(scratch.url).start()
         # Called directly, as its gateway would (a fixed credential); reading images with
         # the admin token (a trainer token reads only the work it holds).
         config = TrainerConfig(
             listen="127.0.0.1:0",
             gateway=gateway.address,
-            cache_dir=Path(tmp),
+            cache_dir=tmp,
             token=gateway.admin_token,
             gateway_credential="bench-credential",
         )
@@ -127,7 +124,6 @@ def main() -> None:
         finally:
             server.stop(5).wait()
             gateway.stop()
-            pg.stop()
     figures = {
         "bare_images_per_s": statistics.median(bare),
         "trainer_epoch_images_per_s": statistics.median(loop),

@@ -65,7 +65,6 @@ class GatewayConfig:
     trainer_timeout_seconds: float = 10.0
     # How often the dispatcher looks at the queue when nothing wakes it.
     dispatch_seconds: float = 1.0
-    artifact_chunk_bytes: int = 1024 * 1024
     # Security (DESIGN §7). False only for loopback: every caller is then an admin.
     auth: bool = True
     # TLS of the gateway's own port (None: plaintext).

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.auth import Authenticator, Role, current
 from gateway.auth.tokens import digest, expiry, mint
 from gateway.store.tokens import TokenRecord, TokenStore
-from metalearn.errors import InvalidArgument, Violations
+from metalearn.errors import Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import token_service_pb2, token_service_pb2_grpc
 
@@ -86,6 +86,3 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         if self._auth is not None:
             self._auth.forget()
         return pb.RevokeTokenResponse()
-
-
-__all__ = ["InvalidArgument", "TokenServicer", "check_token_name", "token_message"]

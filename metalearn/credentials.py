@@ -45,6 +45,34 @@ def authorization(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
+# What every server of ours (gateway and trainer) answers without a credential: health
+# checks (load balancers carry none) and reflection (it shows only the public API).
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+def is_open(method: str) -> bool:
+    """Whether `method` (/package.Service/Method) is served without a credential."""
+    return method.split("/")[1] in OPEN_SERVICES if method.count("/") == 2 else False
+
+
+def presented(metadata: Any) -> str | None:
+    """The token of a call's `authorization: Bearer <token>` metadata (the scheme in any
+    case, as RFC 6750 allows), or None when there is none or it is another scheme."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
 class _Details(grpc.ClientCallDetails):  # type: ignore[misc]
     def __init__(self, base: grpc.ClientCallDetails, metadata: Any) -> None:
         self.method = base.method

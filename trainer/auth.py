@@ -14,13 +14,7 @@ from typing import Any
 
 import grpc
 
-_OPEN_SERVICES = frozenset(
-    {
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
+from metalearn.credentials import is_open, presented
 
 
 class GatewayCredential:
@@ -43,16 +37,6 @@ class GatewayCredential:
             expected = [c for c in (self._fixed, self._learned) if c]
         # Before the first registration (and with no fixed one) nothing is accepted.
         return any(hmac.compare_digest(given, c) for c in expected)
-
-
-def _presented(details: grpc.HandlerCallDetails) -> tuple[str, str]:
-    """The scheme and value of the call's authorization metadata."""
-    for key, value in details.invocation_metadata or ():  # type: ignore[attr-defined]
-        if key == "authorization":
-            text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-            scheme, _, token = text.strip().partition(" ")
-            return scheme.lower(), token.strip()
-    return "", ""
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
@@ -84,10 +68,10 @@ class GatewayOnly(grpc.ServerInterceptor):  # type: ignore[misc]
     ) -> Any:
         method: str = details.method
         handler = continuation(details)
-        if handler is None or method.split("/")[1] in _OPEN_SERVICES:
+        if handler is None or is_open(method):
             return handler
-        scheme, token = _presented(details)
-        if scheme != "bearer" or not token:
+        token = presented(details.invocation_metadata)
+        if token is None:
             return _refusal(
                 handler, grpc.StatusCode.UNAUTHENTICATED, "only the gateway may call a trainer"
             )

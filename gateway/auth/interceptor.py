@@ -15,9 +15,10 @@ from typing import Any
 
 import grpc
 
-from gateway.auth.roles import POLICY, Principal, Role, is_open, set_current
+from gateway.auth.roles import POLICY, Principal, Role, set_current
 from gateway.auth.tokens import Authenticator, bearer
 from metalearn import errors
+from metalearn.credentials import is_open
 from metalearn.status import to_status
 
 # With authentication switched off (loopback only), every caller is this.
@@ -51,13 +52,6 @@ def _undecodable(request: _Undecodable) -> errors.InvalidArgument:
     return errors.InvalidArgument.one("request", f"not a valid message: {request.reason}")
 
 
-def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | bytes | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value  # type: ignore[no-any-return]
-    return None
-
-
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates with `authenticator` (None: authentication off, loopback only)."""
 
@@ -89,7 +83,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if self._auth is None:
                 principal = ANONYMOUS
             else:
-                principal = await self._auth.principal(bearer(_authorization(context)))
+                principal = await self._auth.principal(bearer(context.invocation_metadata()))
             if principal.role not in roles:
                 # Decided before anything is looked up: says nothing of what exists.
                 raise errors.PermissionDenied(

@@ -46,16 +46,6 @@ ADMIN = frozenset({Role.ADMIN})
 TRAINER = frozenset({Role.TRAINER, Role.ADMIN})
 READ_OR_TRAINER = READ | TRAINER
 
-# Methods open to anyone: health checks (load balancers carry no token) and
-# reflection (it reveals only the API, which is public in protos/ anyway).
-OPEN_SERVICES = frozenset(
-    {
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
-
 _AS = "/metalearn.v1.AttemptService/"
 _DS = "/metalearn.v1.DatasetService/"
 _TR = "/metalearn.v1.TrainerRegistryService/"
@@ -87,11 +77,6 @@ POLICY: dict[str, frozenset[Role]] = {
     _TS + "ListTokens": ADMIN,
     _TS + "RevokeToken": ADMIN,
 }
-
-
-def is_open(method: str) -> bool:
-    """Whether `method` (/package.Service/Method) needs no token."""
-    return method.split("/")[1] in OPEN_SERVICES if method.count("/") == 2 else False
 
 
 def check_covers(services: Iterable[ServiceDescriptor]) -> None:

@@ -15,10 +15,12 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.auth.roles import Principal, Role
 from gateway.store.tokens import TokenStore
 from metalearn import errors
+from metalearn.credentials import presented
 
 PREFIX = "mlt_"
 # A bearer value longer than this is not one of ours: refused before hashing.
@@ -35,15 +37,13 @@ def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def bearer(value: str | bytes | None) -> str:
-    """The token of an `authorization: Bearer <token>` header; Unauthenticated if none."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if not value:
+def bearer(metadata: Any) -> str:
+    """The token of a call's `authorization: Bearer <token>` metadata; Unauthenticated
+    if there is none, or it is not one."""
+    if not any(key == "authorization" for key, _ in metadata or ()):
         raise errors.Unauthenticated("send `authorization: Bearer <token>` metadata")
-    scheme, _, token = value.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
+    token = presented(metadata)
+    if token is None or len(token) > MAX_TOKEN_CHARS:
         raise errors.Unauthenticated("the authorization metadata is not `Bearer <token>`")
     return token
 
