@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway import convert, filtering, pagination
+from gateway import convert, filtering, importing, pagination
 from gateway.auth import current
 from gateway.config import Limits
 from gateway.events import EventHub
@@ -118,6 +118,25 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
 
     @translate_errors
+    async def ImportAttempts(
+        self, request: pb.ImportAttemptsRequest, context: Any
+    ) -> pb.ImportAttemptsResponse:
+        v = Violations()
+        check_request_id(v, "request_id", request.request_id)
+        v.raise_if_any()
+        imports = importing.check_imports(list(request.attempts), self._limits)
+        caller = current().name
+        records, skipped = await self._store.import_many(
+            imports,
+            caller,
+            skip_existing=request.skip_existing,
+            request=_request(caller, request.request_id, "import"),
+        )
+        return pb.ImportAttemptsResponse(
+            attempts=[convert.attempt_from_record(r) for r in records], skipped=skipped
+        )
+
+    @translate_errors
     async def GetAttempt(
         self, request: pb.GetAttemptRequest, context: Any
     ) -> pb.GetAttemptResponse:
@@ -195,8 +214,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         ):
             if problem := text_problem(getattr(request, field), max_chars):
                 v.add(field, problem)
+        if request.order_by_field and request.order_by != pb.ATTEMPT_ORDER_UNSPECIFIED:
+            v.add("order_by_field", "set either order_by or order_by_field, not both")
         v.raise_if_any()
         parsed = filtering.parse(request.filter)
+        field_order = filtering.parse_order(request.order_by_field)
         query = ListQuery(
             statuses=tuple(sorted(set(statuses))),
             label_name=request.label_name,
@@ -206,7 +228,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             condition=parsed.condition if parsed else None,
             condition_params=parsed.params if parsed else (),
             filter_text=request.filter,
-            order=_ORDERS[request.order_by],
+            order=Order.FIELD if field_order else _ORDERS[request.order_by],
+            sort_key=field_order.key if field_order else None,
+            sort_params=field_order.params if field_order else (),
+            sort_descending=field_order.descending if field_order else False,
+            sort_text=request.order_by_field,
         )
         after = pagination.decode(query, request.page_token)
         size = request.page_size or limits.default_page_size

@@ -300,3 +300,56 @@ def parse(text: str) -> Filter | None:
     parser = _Parser(text)
     condition = parser.parse()
     return Filter(text, condition, tuple(parser.params))
+
+
+# `ListAttempts.order_by_field`: numeric columns, as numbers PostgreSQL orders directly.
+_NUMERIC_COLUMNS = {
+    "id": "a.id::float8",
+    "current_epoch": "a.current_epoch::float8",
+    "restart_count": "a.restart_count::float8",
+    "create_time": "extract(epoch FROM a.created_at)::float8",
+    "update_time": "extract(epoch FROM a.updated_at)::float8",
+}
+_ORDER_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*")
+MAX_ORDER_CHARS = 300
+
+
+@dataclass(frozen=True)
+class FieldOrder:
+    """A parsed `order_by_field`: a float8 expression on `attempts a` (NULL where the
+    field holds no number), its parameters, and the direction."""
+
+    text: str
+    key: sql.Composable
+    params: tuple[Any, ...]
+    descending: bool
+
+
+def parse_order(text: str) -> FieldOrder | None:
+    """`order_by_field` ("path [asc|desc]"), or None for an empty one; INVALID_ARGUMENT
+    on `order_by_field` otherwise."""
+    if not text.strip():
+        return None
+
+    def bad(what: str) -> InvalidArgument:
+        return InvalidArgument.one("order_by_field", what)
+
+    if len(text) > MAX_ORDER_CHARS:
+        raise bad(f"at most {MAX_ORDER_CHARS} characters")
+    if "," in text:
+        raise bad("one field (optionally followed by desc): ordering by several is not supported")
+    words = text.split()
+    if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+        raise bad(f'expected a field optionally followed by "asc" or "desc", got {text[:60]!r}')
+    field = words[0]
+    descending = len(words) == 2 and words[1].lower() == "desc"
+    if not _ORDER_FIELD.fullmatch(field):
+        raise bad(f"{field[:60]!r} is not a field path such as training_commands.optimizer.lr")
+    if field in _NUMERIC_COLUMNS:
+        return FieldOrder(text, sql.SQL(_NUMERIC_COLUMNS[field]), (), descending)
+    if field in _COLUMNS:
+        raise bad(f"{field} is not a number: order by a numeric field")
+    # The first number at the path (lax: through lists too); NULL where there is none.
+    path = f'{_jsonpath(field.split("."))} ? (@.type() == "number")'
+    key = sql.SQL("(jsonb_path_query_first(a.doc, %s::jsonpath))::float8")
+    return FieldOrder(text, key, (path,), descending)

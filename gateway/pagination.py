@@ -16,7 +16,7 @@ from metalearn.errors import InvalidArgument
 def _fingerprint(query: ListQuery) -> str:
     blob = json.dumps(
         [sorted(query.statuses), query.label_name, query.name_prefix, query.min_accuracy,
-         query.order.value, query.owner, query.filter_text]
+         query.order.value, query.owner, query.filter_text, query.sort_text]
     )  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -27,6 +27,8 @@ def position(record: AttemptRecord, order: Order) -> list[Any]:
         return [record.id]
     if order is Order.ACCURACY:
         return [record.accuracy_key, record.id]
+    if order is Order.FIELD:
+        return [record.sort_key, record.id]
     return [record.updated_at.isoformat(), record.id]
 
 
@@ -66,6 +68,16 @@ def _position(order: Order, key: Any) -> tuple[Any, ...]:
         if not math.isfinite(first):
             raise ValueError("not a finite accuracy")
         return (float(first), last)
+    if order is Order.FIELD:
+        # A number, or null: the rows holding none come last.
+        value = key[0]
+        if value is None:
+            return (None, last)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("not a number")
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return (float(value), last)
     if order is Order.UPDATE_TIME:
         if not isinstance(key[0], str):
             raise ValueError("not a time")

@@ -124,6 +124,33 @@ def test_create_attempt(gateway, attempts, stored, attempt) -> None:
 
 @SETTINGS
 @given(
+    good=st.integers(min_value=0, max_value=3),
+    bad=bad_attempts(),
+    status=st.integers(min_value=-2, max_value=12),
+    losses=st.lists(st.floats(), max_size=5),
+    accuracy=st.floats(),
+    epochs=st.lists(st.integers(min_value=-3, max_value=4), max_size=4),
+    skip=st.booleans(),
+)
+def test_import_attempts(gateway, attempts, stored, good, bad, status, losses, accuracy, epochs,
+                         skip) -> None:  # fmt: skip
+    """Good documents around one bad one: refused whole, nothing stored."""
+    batch = [make_attempt(f"fine-{i}") for i in range(good)]
+    if bad.name == "fuzz-target":  # a bad command under a good name
+        bad.name = "fuzz-import"
+    bad.status = status  # type: ignore[assignment]
+    bad.training_losses.extend(losses)
+    bad.accuracy = accuracy
+    for epoch in epochs:
+        bad.epochs.add(epoch=epoch, loss=1.0)
+    batch.insert(good // 2, bad)
+    request = apb.ImportAttemptsRequest(attempts=batch, skip_existing=skip)
+    assert call_code(attempts.ImportAttempts, request) == grpc.StatusCode.INVALID_ARGUMENT
+    assert snapshot(gateway.database_url) == stored
+
+
+@SETTINGS
+@given(
     attempt=bad_attempts(),
     paths=st.lists(
         st.sampled_from(["training_commands", "n_epoch", "status", "id", "accuracy", "x.y", ""]),
@@ -169,10 +196,13 @@ def test_get_and_delete_attempt(gateway, attempts, stored, key, view) -> None:
     order=st.integers(min_value=-3, max_value=6),
     statuses=st.lists(st.integers(min_value=-3, max_value=12), max_size=3),
     prefix=st.text(max_size=300),
+    field=st.one_of(st.text(max_size=40), st.sampled_from(["accuracy desc", "id", "name"])),
+    text=st.one_of(st.text(max_size=60), st.just('training_commands.batch_size > "x"')),
 )
 def test_list_attempts(
-    gateway, attempts, stored, page_size, token, min_accuracy, order, statuses, prefix
-) -> None:
+    gateway, attempts, stored, page_size, token, min_accuracy, order, statuses, prefix, field,
+    text,
+) -> None:  # fmt: skip
     request = apb.ListAttemptsRequest(
         page_size=page_size,
         page_token=token,
@@ -180,6 +210,8 @@ def test_list_attempts(
         order_by=order,
         statuses=statuses,
         name_prefix=prefix,
+        order_by_field=field,
+        filter=text,
     )  # type: ignore[arg-type]
     assert call_code(attempts.ListAttempts, request) not in NEVER
     assert call_code(attempts.GetLatestIndex, apb.GetLatestIndexRequest()) is None
@@ -327,6 +359,7 @@ def test_every_rpc_is_fuzzed() -> None:
     """A new RPC must get a fuzz test here before it ships."""
     covered = {
         "CreateAttempt",
+        "ImportAttempts",
         "UpdateAttempt",
         "GetAttempt",
         "DeleteAttempt",

@@ -190,3 +190,86 @@ def test_an_index_serves_a_command_field_at_100000_attempts(postgres_url) -> Non
     assert "attempts_doc_paths" in plan, plan
     assert found is not None and found[0] == 10
     assert json.dumps(parsed.params[0]) and "LBFGS" in parsed.params[0]
+
+
+def ordered(attempts, field: str, filter: str = "", page_size: int = 0) -> list[str]:
+    """Every page of a listing ordered by `field`."""
+    request = pb.ListAttemptsRequest(order_by_field=field, filter=filter, page_size=page_size)
+    found: list[str] = []
+    while True:
+        reply = attempts.ListAttempts(request)
+        found += [a.name for a in reply.attempts]
+        if not reply.next_page_token:
+            return found
+        request.page_token = reply.next_page_token
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("training_commands.batch_size", ["lenet-old", "sgd-mlp", "sgd-conv", "adam-conv"]),
+        ("training_commands.batch_size desc", ["adam-conv", "sgd-conv", "sgd-mlp", "lenet-old"]),
+        ("training_commands.batch_size ASC", ["lenet-old", "sgd-mlp", "sgd-conv", "adam-conv"]),
+        # Attempts without a number there come last, in id order, either way.
+        ("accuracy desc", ["adam-conv", "sgd-conv", "sgd-mlp", "lenet-old"]),
+        ("accuracy", ["sgd-conv", "adam-conv", "sgd-mlp", "lenet-old"]),
+        # The first number along a list (lax paths), strings are no numbers.
+        ("training_commands.model.layers.out_channels desc", ["adam-conv", "sgd-conv",
+                                                              "sgd-mlp", "lenet-old"]),
+        ("training_commands.optimizer.name", ["adam-conv", "sgd-conv", "sgd-mlp", "lenet-old"]),
+        ("id desc", ["lenet-old", "sgd-mlp", "sgd-conv", "adam-conv"]),
+        ("create_time desc", ["lenet-old", "sgd-mlp", "sgd-conv", "adam-conv"]),
+    ],
+)  # fmt: skip
+def test_order_by_any_numeric_field(attempts, zoo, field, expected) -> None:
+    assert ordered(attempts, field) == expected
+    # Page by page, including across the numbered/unnumbered boundary: the same order.
+    assert ordered(attempts, field, page_size=1) == expected
+
+
+def test_order_by_field_with_a_filter(attempts, zoo) -> None:
+    text = 'training_commands.optimizer.name = "SGD"'
+    assert ordered(attempts, "training_commands.batch_size", text) == ["sgd-mlp", "sgd-conv"]
+    assert ordered(attempts, "training_commands.batch_size desc", text, 1) == [
+        "sgd-conv",
+        "sgd-mlp",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "what"),
+    [
+        ({"order_by_field": "name"}, "not a number"),
+        ({"order_by_field": "accuracy, id"}, "ordering by several"),
+        ({"order_by_field": "accuracy sideways"}, '"asc" or "desc"'),
+        ({"order_by_field": "accuracy desc id"}, '"asc" or "desc"'),
+        ({"order_by_field": "tags..x"}, "not a field path"),
+        ({"order_by_field": "$.accuracy"}, "not a field path"),
+        ({"order_by_field": "a" * 301}, "at most 300"),
+        ({"order_by_field": "accuracy", "order_by": pb.ATTEMPT_ORDER_ACCURACY}, "not both"),
+    ],
+)
+def test_bad_orders_name_the_field(attempts, zoo, request_fields, what) -> None:
+    err = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        attempts.ListAttempts,
+        pb.ListAttemptsRequest(**request_fields),
+    )
+    assert what in violations(err)["order_by_field"]
+
+
+def test_a_field_order_page_token_is_checked(attempts, zoo) -> None:
+    import base64
+
+    request = pb.ListAttemptsRequest(order_by_field="accuracy desc", page_size=1)
+    first = attempts.ListAttempts(request)
+    payload = json.loads(base64.urlsafe_b64decode(first.next_page_token))
+    for forged in (["x", 1], [float("inf"), 1], [True, 1], [0.5], [0.5, 0]):
+        payload["k"] = forged
+        request.page_token = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+        err = expect_error(grpc.StatusCode.INVALID_ARGUMENT, attempts.ListAttempts, request)
+        assert "page_token" in violations(err)
+    request.page_token = first.next_page_token
+    request.order_by_field = "accuracy"  # another order: another listing
+    err = expect_error(grpc.StatusCode.INVALID_ARGUMENT, attempts.ListAttempts, request)
+    assert "page_token" in violations(err)

@@ -55,6 +55,7 @@ _TS = "/metalearn.v1.TokenService/"
 # it: a writer passes this table for any attempt, then the row decides.
 POLICY: dict[str, frozenset[Role]] = {
     _AS + "CreateAttempt": WRITE,
+    _AS + "ImportAttempts": WRITE,
     _AS + "GetAttempt": READ,
     _AS + "UpdateAttempt": WRITE,
     _AS + "ListAttempts": READ,

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
-from gateway.store.requests import RequestKey, remember, replayed
+from gateway.store.requests import RequestKey, remember, replayed, replayed_all
 from metalearn import errors
 
 # States in which a trainer owns the attempt: its commands and its row stay put.
@@ -68,6 +68,23 @@ class AttemptRecord:
     epochs_wire: bytes | None = None
     # The principal that created it ('' before tokens existed).
     owner: str = ""
+    # The value of ListQuery.sort_key (a listing in Order.FIELD only; None: no number).
+    sort_key: float | None = None
+
+
+@dataclass(frozen=True)
+class Imported:
+    """An attempt recorded elsewhere, to store as history (ImportAttempts)."""
+
+    name: str
+    status: str
+    spec: bytes
+    doc: dict[str, Any]
+    epochs: tuple[EpochRecord, ...]
+    error: str = ""
+    # When it was made and last changed there (None: now).
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
 
 
 class Order(Enum):
@@ -76,6 +93,8 @@ class Order(Enum):
     ID = "id"
     ACCURACY = "accuracy"
     UPDATE_TIME = "update_time"
+    # ListQuery.sort_key, then id.
+    FIELD = "field"
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,12 @@ class ListQuery:
     condition_params: tuple[Any, ...] = ()
     filter_text: str = ""
     order: Order = Order.ID
+    # Order.FIELD's key (`ListAttempts.order_by_field`, parsed): a float8 expression on
+    # `attempts a`, NULL where the field holds no number (those come last).
+    sort_key: sql.Composable | None = None
+    sort_params: tuple[Any, ...] = ()
+    sort_descending: bool = False
+    sort_text: str = ""
 
 
 AttemptKey = str | int
@@ -115,6 +140,27 @@ _COLUMNS = sql.SQL(
     " AS doc, {} AS accuracy_key"
 ).format(_ACCURACY)
 _EPOCH_COLUMNS = "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a listing reads: `attempts a`, joined (in Order.FIELD) with its sort key."""
+
+    table: sql.Composable
+    column: sql.Composable
+    params: tuple[Any, ...]
+
+    @staticmethod
+    def of(query: ListQuery) -> _Source:
+        if query.order is not Order.FIELD or query.sort_key is None:
+            return _Source(sql.SQL("attempts a"), sql.SQL(""), ())
+        return _Source(
+            sql.SQL("attempts a CROSS JOIN LATERAL (SELECT {} AS sort_key) s").format(
+                query.sort_key
+            ),
+            sql.SQL(", sort_key"),
+            query.sort_params,
+        )
 
 
 def _where_key(key: AttemptKey) -> tuple[sql.Composable, tuple[Any, ...]]:
@@ -143,6 +189,7 @@ def _record(row: dict[str, Any]) -> AttemptRecord:
         accuracy_key=row["accuracy_key"],
         epochs_wire=row.get("epochs_wire"),
         owner=row["owner"],
+        sort_key=row.get("sort_key"),
     )
 
 
@@ -192,6 +239,79 @@ class AttemptStore:
             return await self.get(done)
         assert row is not None
         return _record(row)
+
+    async def import_many(
+        self,
+        attempts: Sequence[Imported],
+        owner: str,
+        *,
+        skip_existing: bool,
+        request: RequestKey | None = None,
+    ) -> tuple[list[AttemptRecord], list[str]]:
+        """Stores recorded attempts with their epochs, all in one transaction; returns
+        them and the names skipped as taken (with `skip_existing`; else AlreadyExists).
+        A retry of `request` returns what the first call stored."""
+        insert = sql.SQL(
+            "INSERT INTO attempts AS a (name, status, spec, doc, owner, error, current_epoch,"
+            " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()),"
+            " COALESCE(%s, COALESCE(%s, now()))) {} RETURNING a.id"
+        ).format(sql.SQL("ON CONFLICT (name) DO NOTHING" if skip_existing else ""))
+        epochs = (
+            f"INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS}) SELECT %s, * FROM"  # noqa: S608 - constant columns
+            " unnest(%s::int[], %s::float8[], %s::float8[], %s::float8[], %s::float8[],"
+            " %s::float8[], %s::float8[])"
+        )
+        ids: list[int] = []
+        skipped: list[str] = []
+        name = ""
+        try:
+            with translate_db_errors():
+                async with self._pool.connection() as conn, conn.transaction():
+                    done = await replayed_all(conn, request)
+                    if done is None:
+                        cur = conn.cursor(binary=True)
+                        for item in attempts:
+                            name = item.name
+                            await cur.execute(
+                                insert,
+                                (
+                                    item.name, item.status, item.spec, Jsonb(item.doc), owner,
+                                    item.error, max((e.epoch for e in item.epochs), default=0),
+                                    item.created_at, item.updated_at, item.created_at,
+                                ),
+                            )  # fmt: skip
+                            row = await cur.fetchone()
+                            if row is None:
+                                skipped.append(item.name)
+                                continue
+                            ids.append(int(row[0]))
+                            if item.epochs:
+                                columns = [
+                                    [getattr(e, c.strip()) for e in item.epochs]
+                                    for c in _EPOCH_COLUMNS.split(",")
+                                ]
+                                await cur.execute(epochs, (row[0], *columns))
+                        await remember(conn, request, *ids)
+        except errors.AlreadyExists as err:
+            raise errors.AlreadyExists(
+                f"attempt name {name!r} is taken (skip_existing leaves such names out)"
+            ) from err
+        records = await self._many(done if done is not None else ids)
+        if done is not None:
+            stored = {r.name for r in records}
+            skipped = [a.name for a in attempts if a.name not in stored]
+        return records, skipped
+
+    async def _many(self, ids: Sequence[int]) -> list[AttemptRecord]:
+        """Attempts by id, in id order."""
+        query = sql.SQL("SELECT {}, {} FROM attempts a WHERE a.id = ANY(%s) ORDER BY a.id").format(
+            _COLUMNS, _LOSSES
+        )
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(query, (list(ids),))
+                return [_record(row) for row in await cur.fetchall()]
 
     async def get(self, key: AttemptKey, *, with_epochs: bool = False) -> AttemptRecord:
         """One attempt by name or id; NotFound when there is none."""
@@ -315,27 +435,45 @@ class AttemptStore:
                     sql.SQL("({acc} < %s OR ({acc} = %s AND a.id > %s))").format(acc=_ACCURACY)
                 )
                 params += [after[0], after[0], after[1]]
+        elif query.order is Order.FIELD:
+            # `sort_key` is the lateral column below, computed once per row.
+            direction = sql.SQL("<" if query.sort_descending else ">")
+            order = sql.SQL("sort_key {} NULLS LAST, a.id").format(
+                sql.SQL("DESC" if query.sort_descending else "ASC")
+            )
+            if after is not None and after[0] is None:
+                conds.append(sql.SQL("(sort_key IS NULL AND a.id > %s)"))
+                params.append(after[1])
+            elif after is not None:
+                conds.append(
+                    sql.SQL(
+                        "(sort_key {} %s OR (sort_key = %s AND a.id > %s) OR sort_key IS NULL)"
+                    ).format(direction)
+                )
+                params += [after[0], after[0], after[1]]
         else:
             order = sql.SQL("a.updated_at DESC, a.id DESC")
             if after is not None:
                 conds.append(sql.SQL("(a.updated_at, a.id) < (%s::timestamptz, %s)"))
                 params += [after[0], after[1]]
         where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+        source = _Source.of(query)
         if query.condition is not None:
-            return [*await self._list_filtered(query, where, params, order, limit)]
-        statement = sql.SQL("SELECT {}, {} FROM attempts a WHERE {} ORDER BY {} LIMIT %s").format(
-            _COLUMNS, _LOSSES, where, order
+            return [*await self._list_filtered(query, source, where, params, order, limit)]
+        statement = sql.SQL("SELECT {}, {}{} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
+            _COLUMNS, _LOSSES, source.column, source.table, where, order
         )
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(statement, [*params, limit])
+                await cur.execute(statement, [*source.params, *params, limit], prepare=False)
                 rows = await cur.fetchall()
         return [_record(row) for row in rows]
 
     async def _list_filtered(
         self,
         query: ListQuery,
+        source: _Source,
         where: sql.Composable,
         params: Sequence[Any],
         order: sql.Composable,
@@ -353,22 +491,31 @@ class AttemptStore:
         """
         assert query.condition is not None
         first = sql.SQL(
-            "SELECT {cols}, {losses} FROM (SELECT * FROM attempts a WHERE {where}"
+            "SELECT {cols}, {losses}{extra} FROM (SELECT a.*{extra} FROM {table} WHERE {where}"
             " ORDER BY {order} LIMIT %s) a WHERE {cond} ORDER BY {order} LIMIT %s"
-        ).format(cols=_COLUMNS, losses=_LOSSES, where=where, order=order, cond=query.condition)
-        second = sql.SQL(
-            "SELECT {}, {} FROM attempts a WHERE {} AND {} ORDER BY {} LIMIT %s"
-        ).format(_COLUMNS, _LOSSES, where, query.condition, order)
+        ).format(
+            cols=_COLUMNS,
+            losses=_LOSSES,
+            extra=source.column,
+            table=source.table,
+            where=where,
+            order=order,
+            cond=query.condition,
+        )
+        second = sql.SQL("SELECT {}, {}{} FROM {} WHERE {} AND {} ORDER BY {} LIMIT %s").format(
+            _COLUMNS, _LOSSES, source.column, source.table, where, query.condition, order
+        )
         filter_params = list(query.condition_params)
+        scanned = [*source.params, *params]
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 # Planned for its own values each time (a generic plan sees no values).
-                await cur.execute(first, [*params, _SCAN, *filter_params, limit], prepare=False)
+                await cur.execute(first, [*scanned, _SCAN, *filter_params, limit], prepare=False)
                 rows = await cur.fetchall()
                 if len(rows) < limit:
                     await cur.execute("SET LOCAL enable_indexscan = off")
-                    await cur.execute(second, [*params, *filter_params, limit], prepare=False)
+                    await cur.execute(second, [*scanned, *filter_params, limit], prepare=False)
                     rows = await cur.fetchall()
         return [_record(row) for row in rows]
 

@@ -29,6 +29,15 @@ class RequestKey:
 async def replayed(conn: psycopg.AsyncConnection[Any], key: RequestKey | None) -> int | None:
     """The attempt a call with this key already made (locking the key for this
     transaction), or None. InvalidArgument if the id was used for another method."""
+    done = await replayed_all(conn, key)
+    return done[0] if done else None
+
+
+async def replayed_all(
+    conn: psycopg.AsyncConnection[Any], key: RequestKey | None
+) -> list[int] | None:
+    """Every attempt a call with this key already made, in order (locking the key for
+    this transaction), or None. InvalidArgument if the id was used for another method."""
     if key is None:
         return None
     cur = conn.cursor()
@@ -37,29 +46,29 @@ async def replayed(conn: psycopg.AsyncConnection[Any], key: RequestKey | None) -
         (f"{key.principal}/{key.request_id}",),
     )
     await cur.execute(
-        "SELECT method, attempt_id FROM requests WHERE principal = %s AND request_id = %s",
+        "SELECT method, attempt_id FROM requests WHERE principal = %s AND request_id = %s"
+        " ORDER BY attempt_id",
         (key.principal, key.request_id),
     )
-    row = await cur.fetchone()
-    if row is None:
+    rows = await cur.fetchall()
+    if not rows:
         return None
-    method, attempt_id = row[0], row[1]
-    if method != key.method:
+    if any(method != key.method for method, _ in rows):
         raise errors.InvalidArgument.one(
-            "request_id", f"was used for {method}: give each call its own id"
+            "request_id", f"was used for {rows[0][0]}: give each call its own id"
         )
-    return int(attempt_id)
+    return [int(attempt_id) for _, attempt_id in rows]
 
 
 async def remember(
-    conn: psycopg.AsyncConnection[Any], key: RequestKey | None, attempt_id: int
+    conn: psycopg.AsyncConnection[Any], key: RequestKey | None, *attempt_ids: int
 ) -> None:
-    """Records that the call with `key` made (or changed) `attempt_id`."""
-    if key is not None:
+    """Records that the call with `key` made (or changed) `attempt_ids`."""
+    if key is not None and attempt_ids:
         await conn.execute(
             "INSERT INTO requests (principal, request_id, method, attempt_id)"
-            " VALUES (%s, %s, %s, %s)",
-            (key.principal, key.request_id, key.method, attempt_id),
+            " SELECT %s, %s, %s, unnest(%s::bigint[])",
+            (key.principal, key.request_id, key.method, list(attempt_ids)),
         )
 
 

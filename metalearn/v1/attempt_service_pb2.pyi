@@ -44,6 +44,24 @@ class CreateAttemptResponse(_message.Message):
     attempt: _attempt_pb2.Attempt
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
 
+class ImportAttemptsRequest(_message.Message):
+    __slots__ = ("attempts", "skip_existing", "request_id")
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[_attempt_pb2.Attempt]
+    skip_existing: bool
+    request_id: str
+    def __init__(self, attempts: _Optional[_Iterable[_Union[_attempt_pb2.Attempt, _Mapping]]] = ..., skip_existing: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ImportAttemptsResponse(_message.Message):
+    __slots__ = ("attempts", "skipped")
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[_attempt_pb2.Attempt]
+    skipped: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[_attempt_pb2.Attempt, _Mapping]]] = ..., skipped: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class GetAttemptRequest(_message.Message):
     __slots__ = ("name", "id", "view")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -75,7 +93,7 @@ class UpdateAttemptResponse(_message.Message):
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
 
 class ListAttemptsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "statuses", "label_name", "name_prefix", "min_accuracy", "order_by", "view", "owner", "filter")
+    __slots__ = ("page_size", "page_token", "statuses", "label_name", "name_prefix", "min_accuracy", "order_by", "view", "owner", "filter", "order_by_field")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +104,7 @@ class ListAttemptsRequest(_message.Message):
     VIEW_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     statuses: _containers.RepeatedScalarFieldContainer[_attempt_pb2.AttemptStatus]
@@ -96,7 +115,8 @@ class ListAttemptsRequest(_message.Message):
     view: AttemptView
     owner: str
     filter: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ..., owner: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+    order_by_field: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ..., owner: _Optional[str] = ..., filter: _Optional[str] = ..., order_by_field: _Optional[str] = ...) -> None: ...
 
 class ListAttemptsResponse(_message.Message):
     __slots__ = ("attempts", "next_page_token")

@@ -49,6 +49,11 @@ class AttemptServiceStub:
                 request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptResponse.FromString,
                 _registered_method=True)
+        self.ImportAttempts = channel.unary_unary(
+                '/metalearn.v1.AttemptService/ImportAttempts',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsResponse.FromString,
+                _registered_method=True)
         self.GetAttempt = channel.unary_unary(
                 '/metalearn.v1.AttemptService/GetAttempt',
                 request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.GetAttemptRequest.SerializeToString,
@@ -118,6 +123,23 @@ class AttemptServiceServicer:
         """Stores a new attempt in state INCOMPLETE. Output-only fields in the
         request are ignored.
         Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportAttempts(self, request, context):
+        """Stores attempts made elsewhere (the prototype's documents, or another
+        metalearn's `attempts get --json`) as recorded history: their commands,
+        training_losses (or epochs), accuracy, test result, status, tags and
+        create_time are kept as written, and `imported` is set. Ids, owners and
+        artifacts are ours: each gets a new id, the caller as owner, and no
+        weights (so it can be trained again, not tested). All or nothing: one bad
+        document stores none. A status without a meaning here (unspecified) is
+        read from what the document holds; a live one (QUEUED, TRAINING, TESTING)
+        is refused, since nothing here runs it.
+        Errors: INVALID_ARGUMENT (violations name `attempts[i].field`),
+        ALREADY_EXISTS (a name is taken and skip_existing is false).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,6 +245,11 @@ def add_AttemptServiceServicer_to_server(servicer, server):
                     request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptResponse.SerializeToString,
             ),
+            'ImportAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportAttempts,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsResponse.SerializeToString,
+            ),
             'GetAttempt': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAttempt,
                     request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.GetAttemptRequest.FromString,
@@ -311,6 +338,33 @@ class AttemptService:
             '/metalearn.v1.AttemptService/CreateAttempt',
             metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptRequest.SerializeToString,
             metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/ImportAttempts',
+            metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

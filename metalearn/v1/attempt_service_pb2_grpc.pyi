@@ -48,6 +48,19 @@ class AttemptServiceStub:
     request are ignored.
     Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
     """
+    ImportAttempts: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.ImportAttemptsRequest, _attempt_service_pb2.ImportAttemptsResponse]
+    """Stores attempts made elsewhere (the prototype's documents, or another
+    metalearn's `attempts get --json`) as recorded history: their commands,
+    training_losses (or epochs), accuracy, test result, status, tags and
+    create_time are kept as written, and `imported` is set. Ids, owners and
+    artifacts are ours: each gets a new id, the caller as owner, and no
+    weights (so it can be trained again, not tested). All or nothing: one bad
+    document stores none. A status without a meaning here (unspecified) is
+    read from what the document holds; a live one (QUEUED, TRAINING, TESTING)
+    is refused, since nothing here runs it.
+    Errors: INVALID_ARGUMENT (violations name `attempts[i].field`),
+    ALREADY_EXISTS (a name is taken and skip_existing is false).
+    """
     GetAttempt: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.GetAttemptRequest, _attempt_service_pb2.GetAttemptResponse]
     """Returns one attempt by name or id.
     Errors: INVALID_ARGUMENT (neither given, or malformed), NOT_FOUND.
@@ -120,6 +133,19 @@ class AttemptServiceAsyncStub(AttemptServiceStub):
     """Stores a new attempt in state INCOMPLETE. Output-only fields in the
     request are ignored.
     Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
+    """
+    ImportAttempts: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.ImportAttemptsRequest, _attempt_service_pb2.ImportAttemptsResponse]  # type: ignore[assignment]
+    """Stores attempts made elsewhere (the prototype's documents, or another
+    metalearn's `attempts get --json`) as recorded history: their commands,
+    training_losses (or epochs), accuracy, test result, status, tags and
+    create_time are kept as written, and `imported` is set. Ids, owners and
+    artifacts are ours: each gets a new id, the caller as owner, and no
+    weights (so it can be trained again, not tested). All or nothing: one bad
+    document stores none. A status without a meaning here (unspecified) is
+    read from what the document holds; a live one (QUEUED, TRAINING, TESTING)
+    is refused, since nothing here runs it.
+    Errors: INVALID_ARGUMENT (violations name `attempts[i].field`),
+    ALREADY_EXISTS (a name is taken and skip_existing is false).
     """
     GetAttempt: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.GetAttemptRequest, _attempt_service_pb2.GetAttemptResponse]  # type: ignore[assignment]
     """Returns one attempt by name or id.
@@ -196,6 +222,25 @@ class AttemptServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stores a new attempt in state INCOMPLETE. Output-only fields in the
         request are ignored.
         Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
+        """
+
+    @_abc_1.abstractmethod
+    def ImportAttempts(
+        self,
+        request: _attempt_service_pb2.ImportAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attempt_service_pb2.ImportAttemptsResponse, _abc.Awaitable[_attempt_service_pb2.ImportAttemptsResponse]]:
+        """Stores attempts made elsewhere (the prototype's documents, or another
+        metalearn's `attempts get --json`) as recorded history: their commands,
+        training_losses (or epochs), accuracy, test result, status, tags and
+        create_time are kept as written, and `imported` is set. Ids, owners and
+        artifacts are ours: each gets a new id, the caller as owner, and no
+        weights (so it can be trained again, not tested). All or nothing: one bad
+        document stores none. A status without a meaning here (unspecified) is
+        read from what the document holds; a live one (QUEUED, TRAINING, TESTING)
+        is refused, since nothing here runs it.
+        Errors: INVALID_ARGUMENT (violations name `attempts[i].field`),
+        ALREADY_EXISTS (a name is taken and skip_existing is false).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,178 @@
+"""ImportAttempts: checks a document recorded elsewhere and makes it stored history.
+
+The prototype's documents (and `attempts get --json` of another metalearn) carry
+results this gateway never saw being made: losses, accuracy, a test result, a status.
+CreateAttempt ignores those (they are output only); an import keeps them, marked
+`imported`, so history from before metalearn counts as history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from google.protobuf import timestamp_pb2
+
+from gateway import convert
+from gateway.config import Limits
+from gateway.store import EpochRecord, Imported
+from gateway.validation import WRITABLE_FIELDS, check_name, check_writable, text_problem
+from metalearn.errors import Violations
+from metalearn.v1 import attempt_pb2
+
+MAX_IMPORTS = 1000
+MAX_ERROR_CHARS = 4096
+# States nothing here runs: an import of a live attempt would wait for a trainer forever.
+_LIVE = {
+    attempt_pb2.ATTEMPT_STATUS_QUEUED,
+    attempt_pb2.ATTEMPT_STATUS_TRAINING,
+    attempt_pb2.ATTEMPT_STATUS_TESTING,
+}
+# Where a clock may run ahead of ours, and still be believed.
+_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def _status(attempt: attempt_pb2.Attempt) -> int:
+    """The status as written, or (unspecified) what the document shows it reached."""
+    if attempt.status != attempt_pb2.ATTEMPT_STATUS_UNSPECIFIED:
+        return attempt.status
+    if attempt.HasField("test_result") or attempt.accuracy:
+        return attempt_pb2.ATTEMPT_STATUS_COMPLETE
+    if attempt.training_losses or attempt.epochs:
+        return attempt_pb2.ATTEMPT_STATUS_TRAINED
+    return attempt_pb2.ATTEMPT_STATUS_INCOMPLETE
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal, NaN (a diverged epoch's loss) included."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _epochs(
+    v: Violations, field: str, attempt: attempt_pb2.Attempt, limits: Limits
+) -> tuple[EpochRecord, ...]:
+    """Per-epoch detail when the document has it, else one loss per epoch, in order."""
+    if attempt.epochs:
+        if len(attempt.epochs) > limits.max_epochs:
+            v.add(f"{field}.epochs", f"at most {limits.max_epochs} epochs")
+            return ()
+        previous = 0
+        for i, e in enumerate(attempt.epochs):
+            if e.epoch <= previous:
+                v.add(f"{field}.epochs[{i}].epoch", "epochs are numbered 1, 2, ... in order")
+                return ()
+            previous = e.epoch
+        losses = attempt.training_losses
+        if losses and (
+            len(losses) != len(attempt.epochs)
+            or not all(_same(x, e.loss) for x, e in zip(losses, attempt.epochs, strict=True))
+        ):
+            v.add(f"{field}.training_losses", "must be the losses of `epochs`, or empty")
+        return tuple(
+            EpochRecord(
+                e.epoch, e.loss, e.learning_rate, e.seconds, e.samples_per_second,
+                e.val_loss, e.val_accuracy,
+            )
+            for e in attempt.epochs
+        )  # fmt: skip
+    if len(attempt.training_losses) > limits.max_epochs:
+        v.add(f"{field}.training_losses", f"at most {limits.max_epochs} epochs")
+        return ()
+    return tuple(EpochRecord(i, loss) for i, loss in enumerate(attempt.training_losses, 1))
+
+
+def _check_result(v: Violations, field: str, attempt: attempt_pb2.Attempt, limits: Limits) -> None:
+    if not 0.0 <= attempt.accuracy <= 1.0:  # also refuses NaN
+        v.add(f"{field}.accuracy", "must be between 0 and 1")
+    if not attempt.HasField("test_result"):
+        return
+    result = attempt.test_result
+    if not 0.0 <= result.accuracy <= 1.0:
+        v.add(f"{field}.test_result.accuracy", "must be between 0 and 1")
+    if result.images < 0:
+        v.add(f"{field}.test_result.images", "must not be negative")
+    if len(result.per_label_accuracy) > limits.max_labels:
+        v.add(f"{field}.test_result.per_label_accuracy", f"at most {limits.max_labels} labels")
+    for label, value in result.per_label_accuracy.items():
+        if not 0.0 <= value <= 1.0:
+            v.add(f"{field}.test_result.per_label_accuracy[{label[:64]!r}]", "between 0 and 1")
+            break
+    n = math.isqrt(len(result.confusion_matrix))
+    if n * n != len(result.confusion_matrix) or n > limits.max_labels:
+        v.add(f"{field}.test_result.confusion_matrix", "must be n x n counts, row by row")
+    elif any(count < 0 for count in result.confusion_matrix):
+        v.add(f"{field}.test_result.confusion_matrix", "counts must not be negative")
+
+
+def _time(v: Violations, field: str, attempt: attempt_pb2.Attempt, name: str) -> dt.datetime | None:
+    if not attempt.HasField(name):  # type: ignore[arg-type]
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(attempt, name)
+    try:
+        when = stamp.ToDatetime(dt.UTC)
+    except (ValueError, OverflowError):
+        v.add(f"{field}.{name}", "is not a valid time")
+        return None
+    if when > dt.datetime.now(dt.UTC) + _CLOCK_SKEW:
+        v.add(f"{field}.{name}", "is in the future")
+        return None
+    return when
+
+
+def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[Imported]:
+    """The documents as the store keeps them; INVALID_ARGUMENT naming `attempts[i].…`
+    for every mistake (none is stored unless all are good)."""
+    v = Violations()
+    if not attempts:
+        v.add("attempts", "give at least one attempt")
+    if len(attempts) > MAX_IMPORTS:
+        v.add("attempts", f"at most {MAX_IMPORTS} per call")
+        v.raise_if_any()
+    seen: set[str] = set()
+    found: list[Imported] = []
+    for i, attempt in enumerate(attempts):
+        field = f"attempts[{i}]"
+        check_name(v, f"{field}.name", attempt.name)
+        if attempt.name in seen:
+            v.add(f"{field}.name", f"{attempt.name!r} is given twice")
+        seen.add(attempt.name)
+        check_writable(v, field, attempt, WRITABLE_FIELDS, limits)
+        status = _status(attempt)
+        if status in _LIVE:
+            v.add(
+                f"{field}.status",
+                f"{convert.status_name(status)} is a live state: import history at rest"
+                " (INCOMPLETE, TRAINED, COMPLETE, FAILED or CANCELLED)",
+            )
+        elif status not in attempt_pb2.AttemptStatus.values():
+            v.add(f"{field}.status", f"unknown status {status}")
+        epochs = _epochs(v, field, attempt, limits)
+        _check_result(v, field, attempt, limits)
+        if problem := text_problem(attempt.error, MAX_ERROR_CHARS):
+            v.add(f"{field}.error", problem)
+        created = _time(v, field, attempt, "create_time")
+        updated = _time(v, field, attempt, "update_time")
+        if created and updated and updated < created:
+            v.add(f"{field}.update_time", "is before create_time")
+        if v.items:
+            continue
+        spec = convert.new_spec(attempt)
+        spec.accuracy = attempt.accuracy
+        if attempt.HasField("test_result"):
+            spec.test_result.CopyFrom(attempt.test_result)
+        spec.imported = True
+        stored_spec, doc = convert.stored_forms(spec)
+        found.append(
+            Imported(
+                name=attempt.name,
+                status=convert.status_name(status),
+                spec=stored_spec,
+                doc=doc,
+                epochs=epochs,
+                error=attempt.error,
+                created_at=created,
+                updated_at=updated,
+            )
+        )
+    v.raise_if_any()
+    return found
