@@ -49,7 +49,7 @@ def test_the_prototype_document_imports_with_its_history(attempts, gateway) -> N
     err = expect_error(
         grpc.StatusCode.FAILED_PRECONDITION, attempts.Test, pb.TestRequest(name=original["name"])
     )
-    assert "not been trained" in err.details()
+    assert "imported without its weights" in err.details()
 
 
 def test_many_at_once_keep_their_own_history(attempts) -> None:

@@ -150,7 +150,8 @@ class WorkStore:
                         "SELECT a.id, a.status, a.owner, a.spec,"
                         " CASE WHEN a.spec IS NULL THEN a.doc END"
                         " AS doc, EXISTS (SELECT 1 FROM artifacts r WHERE r.attempt_id = a.id"
-                        " AND r.kind = 'weights') AS trained FROM attempts a WHERE {} FOR UPDATE"
+                        " AND r.kind = 'weights') AS trained, a.doc @> '{{\"imported\": true}}'"
+                        " AS imported FROM attempts a WHERE {} FOR UPDATE"
                     ).format(where),
                     params,
                 )
@@ -161,6 +162,10 @@ class WorkStore:
                 if row["status"] in LIVE_STATUSES:
                     raise errors.FailedPrecondition(
                         f"{_describe(key)} is {row['status']}: wait for it"
+                    )
+                if not row["trained"] and row["imported"]:
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} was imported without its weights: Train it first"
                     )
                 if not row["trained"]:
                     raise errors.FailedPrecondition(
