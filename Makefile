@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/metalearn/v1/*.proto)
 GEN_DIR := metalearn/v1
 
-.PHONY: setup protos protos-check signatures lint test bench demo clean
+.PHONY: setup protos protos-check signatures lint test bench demo clean go-example
 
 setup: $(STAMP)
 
@@ -51,6 +51,18 @@ lint: $(STAMP)
 
 test: setup protos-check lint
 	$(BIN)/pytest -q
+
+# The Go example (examples/go), offline: Debian's Go and its packaged Go sources (never
+# the Go module proxy), code from its buf.gen.yaml, then a build. Not part of setup: the
+# Go tests skip where there is no Go.
+GO_DEBS := golang-go golang-google-grpc-dev golang-google-protobuf-dev \
+	golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev protoc-gen-go protoc-gen-go-grpc
+go-example: $(STAMP)
+	@if ! dpkg -s $(GO_DEBS) >/dev/null 2>&1; then \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends $(GO_DEBS); \
+	fi
+	BUF=$(abspath $(BIN))/buf examples/go/build.sh examples/go/metalearn-go
 
 bench: setup
 	$(PY) bench/store.py

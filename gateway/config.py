@@ -97,6 +97,7 @@ class GatewayConfig:
         trainer_token_file: str | None = None,
     ) -> GatewayConfig:
         """Builds the config from CLI flags, falling back to METALEARN_* variables."""
+        # "postgresql://" names no parameter: libpq takes them all from PGHOST, PGUSER...
         url = database_url or os.environ.get("METALEARN_DATABASE_URL") or None
         password_file = os.environ.get("METALEARN_DATABASE_PASSWORD_FILE")
         if url and password_file:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from gateway.attempt_servicer import AttemptServicer
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
@@ -27,6 +25,7 @@ from gateway.store.tokens import TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.token_servicer import TokenServicer
+from metalearn.standard_services import AsyncHealthServicer, enable_server_reflection
 from metalearn.tls import NO_PORT_SHARING, is_loopback, listen_on
 from metalearn.v1 import (
     attempt_service_pb2,
@@ -72,7 +71,7 @@ class Background:
 async def create_server(
     config: GatewayConfig,
     pool: Database,
-    health: HealthServicer | None = None,
+    health: AsyncHealthServicer | None = None,
 ) -> tuple[grpc.aio.Server, int, Background]:
     """A gateway server bound to `config.listen` (port 0 picks a free one), not started,
     and its background work (start it with the server, stop it after).
@@ -118,20 +117,20 @@ async def create_server(
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(
         TokenServicer(tokens, authenticator), server
     )
-    health = health or HealthServicer()
+    health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await _follow_database(pool, health)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
-        server,
-    )  # fmt: skip
+    # v1 and v1alpha, so grpcurl and `buf curl` need no proto files (reflection reveals
+    # only the public API).
+    enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
+    )
     port = listen_on(server, config.listen, config.tls)
     dispatcher = Dispatcher(config, attempts, work, trainers, images, hub)
     return server, port, Background(hub, dispatcher)
 
 
-async def _follow_database(database: Database, health: HealthServicer) -> None:
+async def _follow_database(database: Database, health: AsyncHealthServicer) -> None:
     """Sets every service's health from the database's state, now and on each change."""
 
     async def follow(up: bool) -> None:
@@ -184,7 +183,7 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
             if config.auth:
                 await prepare_tokens(config, pool)
             _warn_if_exposed(config)
-            health = HealthServicer()
+            health = AsyncHealthServicer()
             server, port, background = await create_server(config, pool, health)
             await background.start()
             await server.start()

@@ -8,8 +8,8 @@ fast one. Faults are real: kill -9, SIGTERM, SIGSTOP.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +35,7 @@ from metalearn.v1 import (
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.conftest import SEED
 from tests.harness import GatewayThread, png
+from tests.other_languages import ROOT, go_example, node_example, run_example
 from tests.trainer_harness import lenet_command
 
 METALEARN = [sys.executable, "-m", "metalearn.cli"]
@@ -306,25 +307,25 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
-def test_the_node_example_trains_from_the_protos_alone(stack: Stack) -> None:
-    node_dir = Path(__file__).resolve().parents[1] / "examples" / "node"
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed: the Node.js example cannot run here")
-    assert (node_dir / "node_modules").is_dir(), "run `make setup` (npm ci in examples/node)"
+@pytest.mark.parametrize("language", ["node", "go"])
+def test_an_example_trains_from_the_protos_alone(
+    stack: Stack, tmp_path: Path, language: str
+) -> None:
+    """examples/node and examples/go: skipped without node, or Go (`make go-example`)."""
+    command = json.loads((ROOT / "examples" / "digits_lenet.json").read_text())
+    (tmp_path / "command.json").write_text(json.dumps({**command, "n_epoch": 3}))
+    name, file = f"from-{language}", str(tmp_path / "command.json")
+    if language == "node":
+        argv = [*node_example(), name, file]
+    else:
+        argv = [str(go_example(tmp_path)), "-command", file, name]
     stack.ensure_trainers(1)
-    done = subprocess.run(
-        ["node", str(node_dir / "train.js"), "from-node"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "METALEARN_GATEWAY": stack.gateway.address,
-             "METALEARN_TOKEN": stack.gateway.admin_token},
-    )  # fmt: skip
+    done = run_example(argv, stack.gateway, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == [
-        str(e) for e in range(1, 11)
-    ]
-    assert "from-node ATTEMPT_STATUS_TRAINED: 10 epochs" in done.stdout
-    assert stack.get("from-node").status == S.ATTEMPT_STATUS_TRAINED
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1", "2", "3"]
+    assert f"{name} ATTEMPT_STATUS_TRAINED: 3 epochs, last loss" in done.stdout
+    assert stack.get(name).status == S.ATTEMPT_STATUS_TRAINED
 
 
 def test_the_prototype_document_trains_and_tests(stack: Stack) -> None:

@@ -11,8 +11,8 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from metalearn.standard_services import HealthServicer, enable_server_reflection
 from metalearn.tls import NO_PORT_SHARING, listen_on
 from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
 from trainer.auth import GatewayCredential, GatewayOnly
@@ -56,12 +56,13 @@ def create_server(
     trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(
         TrainerServicer(config, workers), server
     )
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (SERVICE_NAME, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    # v1 and v1alpha reflection, and Health/List: what grpcurl and `buf curl` expect.
+    enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME), server
     )
     port = listen_on(server, config.listen, config.tls)
     return server, port, health_servicer, workers

@@ -1,16 +1,20 @@
 // Trains the LeNet example on the digits through a metalearn gateway, from the .proto
 // files alone: create the attempt, queue training, follow WatchAttempt, get the result.
 //
-//   npm install && METALEARN_GATEWAY=127.0.0.1:50051 node train.js [name]
+//   npm ci && METALEARN_GATEWAY=127.0.0.1:50051 node train.js [name] [command.json]
 //
 // Every call carries `authorization: Bearer <token>`: METALEARN_TOKEN, else the admin
 // token a local gateway wrote to ./.metalearn/admin.token (or $METALEARN_DATA_DIR).
+// A refused request prints its code and every field violation: the gateway sends a
+// google.rpc.Status with a google.rpc.BadRequest in the `grpc-status-details-bin`
+// trailer, decoded here with the copies of googleapis' protos in protos/google/rpc.
 "use strict";
 
 const fs = require("fs");
 const path = require("path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
+const protobuf = require("protobufjs");
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const definition = protoLoader.loadSync("metalearn/v1/attempt_service.proto", {
@@ -22,6 +26,11 @@ const definition = protoLoader.loadSync("metalearn/v1/attempt_service.proto", {
   oneofs: true,
 });
 const metalearn = grpc.loadPackageDefinition(definition).metalearn.v1;
+const rpc = new protobuf.Root().loadSync(
+  ["status.proto", "error_details.proto"].map((f) => path.join(ROOT, "protos", "google", "rpc", f)),
+  { keepCase: true });
+const Status = rpc.lookupType("google.rpc.Status");
+const BadRequest = rpc.lookupType("google.rpc.BadRequest");
 
 // google.protobuf.Struct, as protobuf.js wants it: every JSON value wrapped by its kind.
 // (protobuf.js bundles the well-known types with camelCase names, whatever keepCase says.)
@@ -67,10 +76,11 @@ function call(client, method, request) {
 async function main() {
   const address = process.env.METALEARN_GATEWAY || "127.0.0.1:50051";
   const name = process.argv[2] || "node-lenet";
+  const commandFile = process.argv[3] || path.join(ROOT, "examples", "digits_lenet.json");
   metadata.set("authorization", `Bearer ${token()}`);
   // Plaintext for a gateway on this machine; with TLS, grpc.credentials.createSsl(ca).
   const client = new metalearn.AttemptService(address, grpc.credentials.createInsecure());
-  const json = JSON.parse(fs.readFileSync(path.join(ROOT, "examples", "digits_lenet.json")));
+  const json = JSON.parse(fs.readFileSync(commandFile));
   const command = trainCommand(json);
 
   try {
@@ -111,8 +121,19 @@ async function main() {
   if (attempt.status !== "ATTEMPT_STATUS_TRAINED") process.exitCode = 1;
 }
 
+// The field violations of a failed call: "field: problem" for each.
+function violations(err) {
+  const [bytes] = err.metadata ? err.metadata.get("grpc-status-details-bin") : [];
+  if (!bytes) return [];
+  return Status.decode(bytes).details
+    .filter((any) => any.type_url === "type.googleapis.com/google.rpc.BadRequest")
+    .flatMap((any) => BadRequest.decode(any.value).field_violations)
+    .map((v) => `${v.field}: ${v.description}`);
+}
+
 main().catch((err) => {
   const code = Object.keys(grpc.status).find((k) => grpc.status[k] === err.code) || "ERROR";
   console.error(`node example: ${code}: ${err.details || err.message}`);
+  for (const line of violations(err)) console.error(`  ${line}`);
   process.exitCode = 1;
 });

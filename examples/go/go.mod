@@ -1,0 +1,3 @@
+module metalearn.dev/examples/go
+
+go 1.19
