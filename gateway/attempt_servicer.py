@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from gateway import convert, filtering, importing, pagination
 from gateway.auth import current
 from gateway.config import Limits
 from gateway.events import EventHub
-from gateway.store import AttemptStore, ListQuery, Order
+from gateway.store import AttemptStore, ImageStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
 from gateway.store.requests import RequestKey
 from gateway.store.work import WorkStore
@@ -86,10 +87,17 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     """The attempt store's RPCs, and the orchestration's."""
 
     def __init__(
-        self, store: AttemptStore, work: WorkStore, hub: EventHub | None, limits: Limits
+        self,
+        store: AttemptStore,
+        work: WorkStore,
+        hub: EventHub | None,
+        limits: Limits,
+        images: ImageStore,
     ) -> None:
         self._store = store
         self._work = work
+        # Train refuses labels without images up front, not a trainer after the queue.
+        self._images = images
         # Set after construction: the hub builds its status events with `status_of`.
         self.hub = hub
         self._limits = limits
@@ -264,6 +272,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         check_trainable(v, "command", request.command, self._limits)
         check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
+        await self._check_labels("command.label_names", request.command.label_names)
         rewrite = convert.for_training(request.command)
         caller = current()
         attempt_id = await self._work.queue_train(
@@ -275,6 +284,27 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         )
         record = await self._store.get(attempt_id)
         return pb.TrainResponse(attempt=convert.attempt_from_record(record))
+
+    async def _check_labels(self, field: str, labels: Sequence[str]) -> None:
+        """Labels without a single image are INVALID_ARGUMENT now, each named with the
+        nearest known ones, rather than a run that fails on a trainer after the queue."""
+        if not labels:
+            return
+        have = await self._images.having_images(labels)
+        missing = [(i, label) for i, label in enumerate(labels) if label not in have]
+        if not missing:
+            return
+        known = [name for name, _ in await self._images.labels()]
+        v = Violations()
+        for i, label in missing:
+            close = difflib.get_close_matches(label, known, n=3)
+            hint = (
+                f"; did you mean {' or '.join(repr(c[:80]) for c in close)}?"
+                if close
+                else "; upload images for it first (`metalearn images import`)"
+            )
+            v.add(f"{field}[{i}]", f"no images have the label {label[:80]!r}{hint}")
+        v.raise_if_any()
 
     @translate_errors
     async def Test(self, request: pb.TestRequest, context: Any) -> pb.TestResponse:

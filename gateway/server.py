@@ -100,7 +100,7 @@ async def create_server(
         TrainerStore(pool),
         ImageStore(pool),
     )
-    servicer = AttemptServicer(attempts, work, None, config.limits)  # type: ignore[arg-type]
+    servicer = AttemptServicer(attempts, work, None, config.limits, images)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
     hub = EventHub(pool.conninfo, attempts, servicer.status_of)

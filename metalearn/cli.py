@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib.metadata
 import logging
 import os
 import sys
@@ -13,31 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
-from metalearn import documents, runs, security_cli, stack, tls
+from metalearn import changes_cli, documents, history_cli, runs, security_cli, stack, tls
 from metalearn.client import MetalearnError, status_text, translate
-from metalearn.runs import CliError, client_for
-from metalearn.v1 import (
-    dataset_service_pb2,
-)
+from metalearn.runs import CliError, client_for, print_attempt, print_json
+from metalearn.v1 import dataset_service_pb2
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
 _TIMEOUT = 30.0
-
-
-def _print_attempt(attempt: Any, as_json: bool) -> None:
-    doc = documents.attempt_to_document(attempt)
-    if as_json:
-        print(json.dumps(doc, indent=2))
-        return
-    losses = attempt.training_losses
-    line = f"{attempt.name} (id {attempt.id})  {status_text(attempt.status)}"
-    line += f"  epochs {len(losses)}/{attempt.n_epoch}"
-    if losses:
-        line += f"  last loss {losses[-1]:.4f}"
-    print(line)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -72,11 +56,11 @@ def cmd_attempts_create(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CliError(f"cannot read {args.file}: {err.strerror}") from err
     except documents.DocumentError as err:
-        raise CliError(f"{args.file} is not an attempt document: {err}") from err
+        raise CliError(f"{args.file}: {err}") from err
     if args.name:
         attempt.name = args.name
     with client_for(args) as client:
-        _print_attempt(client.create(attempt), args.json)
+        print_attempt(client.create(attempt), args.json)
     return 0
 
 
@@ -84,17 +68,23 @@ def cmd_attempts_get(args: argparse.Namespace) -> int:
     if (args.name is None) == (args.id is None):
         raise CliError("give a NAME or --id N")
     with client_for(args) as client:
-        _print_attempt(client.get(args.name if args.name is not None else args.id), args.json)
+        attempt = client.get(args.name if args.name is not None else args.id, full=args.full)
+    print_attempt(attempt, args.json, args.full)
     return 0
 
 
 def cmd_attempts_list(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         attempts = list(
-            client.list(prefix=args.prefix or "", label=args.label or "", filter=args.filter or "")
+            client.list(
+                prefix=args.prefix or "",
+                label=args.label or "",
+                filter=args.filter or "",
+                order_by_field=args.order_by or "",
+            )
         )
     if args.json:
-        print(json.dumps([documents.attempt_to_document(a) for a in attempts], indent=2))
+        print_json([documents.attempt_to_document(a) for a in attempts])
         return 0
     print(
         f"{'ID':>5}  {'NAME':<32} {'STATUS':<11} {'EPOCHS':>7} {'LAST LOSS':>10}"
@@ -152,7 +142,7 @@ def cmd_images_import(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         reply = client.upload_images(requests())
     if args.json:
-        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+        print_json(documents.plain(reply))
     else:
         print(f"added {reply.added}, duplicates {reply.duplicates}, rejected {reply.rejected}")
         for r in reply.rejections:
@@ -176,7 +166,7 @@ def cmd_images_import_digits(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         reply = client.upload_images(requests())
     if args.json:
-        print(json_format.MessageToJson(reply, preserving_proto_field_name=True))
+        print_json(documents.plain(reply))
     else:
         print(
             f"digits: added {reply.added}, duplicates {reply.duplicates}, rejected {reply.rejected}"
@@ -201,11 +191,51 @@ def cmd_images_labels(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         labels = client.labels()
     if args.json:
-        print(json.dumps(labels, indent=2))
+        print_json(labels)
     else:
         for name, count in labels.items():
             print(f"{count:>8}  {name}")
     return 0
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: …)" to an argument's help unless it has no default worth showing
+    (None, False, suppressed) or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose --help page opens with a description (their help line unless
+    they bring their own) and shows defaults."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        line = kwargs.get("help")
+        if line and not kwargs.get("description"):
+            kwargs["description"] = f"{line[0].upper()}{line[1:]}."
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """The `metalearn` parser and every subcommand's (add_subparsers uses its class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("metalearn")
+    except importlib.metadata.PackageNotFoundError:  # run from a tree never installed
+        return "unknown"
 
 
 def _connection_flags(parser: argparse.ArgumentParser, *, inherit: bool) -> None:
@@ -215,7 +245,7 @@ def _connection_flags(parser: argparse.ArgumentParser, *, inherit: bool) -> None
     parser.add_argument(
         "--gateway",
         default=default(os.environ.get("METALEARN_GATEWAY", DEFAULT_GATEWAY)),
-        help="gateway address HOST:PORT (env METALEARN_GATEWAY)",
+        help=f"gateway address HOST:PORT (env METALEARN_GATEWAY; default {DEFAULT_GATEWAY})",
     )
     parser.add_argument(
         "--token",
@@ -230,13 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     # The connection flags go before the command's name or after it: on the top-level
     # parser with their defaults, and on each command without (an unset flag there
     # leaves the top-level value alone).
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _connection_flags(common, inherit=True)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    parser = argparse.ArgumentParser(prog="metalearn", description=__doc__)
+    parser = _Parser(
+        prog="metalearn",
+        description="Stores every machine-learning training attempt and runs them: the"
+        " gateway, trainers, and the commands that talk to them. `metalearn COMMAND --help`"
+        " says more; the connection flags go before or after the command's name.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _connection_flags(parser, inherit=False)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gw = sub.add_parser("gateway", help="run the gateway")
     gw.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:50051)")
@@ -273,25 +309,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tls.add_flags(tr, server=True, inherit=True)
     tr.add_argument("--advertise", help="HOST:PORT the gateway calls (default: the bound one)")
-    tr.add_argument("--capacity", type=int, default=1, help="runs at once (default 1)")
-    tr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    tr.add_argument("--cache-dir", default=".metalearn/trainer-cache", help="preprocessed data")
-    tr.add_argument("--checkpoint-every-epochs", type=int, default=5)
-    tr.add_argument("--checkpoint-every-seconds", type=float, default=300.0)
-    tr.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
+    tr.add_argument("--capacity", type=int, default=1, help="runs at once")
+    tr.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where runs compute (auto: cuda when there is one)",
+    )
+    tr.add_argument(
+        "--cache-dir", default=".metalearn/trainer-cache", help="preprocessed data, kept"
+    )
+    tr.add_argument(
+        "--checkpoint-every-epochs", type=int, default=5, help="checkpoint a run this often"
+    )
+    tr.add_argument(
+        "--checkpoint-every-seconds",
+        type=float,
+        default=300.0,
+        help="and at least this often (seconds)",
+    )
+    tr.add_argument(
+        "--threads", type=int, default=0, help="torch threads per run (0: torch's default)"
+    )
     tr.add_argument("--max-parameters", type=int, default=200_000_000, help="model size budget")
     tr.set_defaults(func=cmd_trainer)
 
     attempts = sub.add_parser("attempts", help="training attempts").add_subparsers(
         dest="action", required=True
     )
-    create = attempts.add_parser("create", parents=[common], help="store an attempt document")
+    create = attempts.add_parser(
+        "create",
+        parents=[common],
+        help="store an attempt document",
+        description="Stores an attempt document (the prototype's, or `attempts get --json`"
+        " output) as a new attempt, not yet trained: only its commands, n_epoch, limit and"
+        " tags are kept (`attempts import` keeps its history).",
+    )
     create.add_argument("--file", required=True, help="attempt document (JSON)")
     create.add_argument("--name", help="store it under this name instead")
     create.set_defaults(func=cmd_attempts_create)
-    get = attempts.add_parser("get", parents=[common], help="show one attempt")
-    get.add_argument("name", nargs="?")
-    get.add_argument("--id", type=int)
+    get = attempts.add_parser(
+        "get",
+        parents=[common],
+        help="show one attempt",
+        description="Shows one attempt: status, epochs, last loss and test accuracy; --full"
+        " adds a row per epoch; --json prints its document (the prototype's format, its"
+        " additions listed under metalearn_fields).",
+    )
+    get.add_argument("name", nargs="?", help="the attempt's name (or give --id)")
+    get.add_argument("--id", type=int, help="the attempt's id instead of its name")
+    get.add_argument("--full", action="store_true", help="every epoch's detail")
     get.set_defaults(func=cmd_attempts_get)
     lst = attempts.add_parser("list", parents=[common], help="list attempts")
     lst.add_argument("--prefix", help="names starting with this")
@@ -301,13 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
         help='an AIP-160 expression, e.g. \'training_commands.optimizer.name = "Adam"'
         " AND accuracy > 0.9' (see ListAttemptsRequest.filter)",
     )
+    lst.add_argument(
+        "--order-by",
+        metavar="FIELD",
+        help='a numeric field, "desc" for largest first, e.g. "accuracy desc",'
+        ' "training_commands.optimizer.lr" (default: id order)',
+    )
     lst.set_defaults(func=cmd_attempts_list)
+    history_cli.add_command(attempts, common)
+    changes_cli.add_attempt_commands(attempts, common)
 
     images = sub.add_parser("images", help="labelled images").add_subparsers(
         dest="action", required=True
     )
     imp = images.add_parser("import", parents=[common], help="upload DIR/<label>/<file> images")
-    imp.add_argument("dir")
+    imp.add_argument("dir", help="a directory of <label>/<image file>")
     imp.add_argument("--progress", action="store_true", help="show progress even when piped")
     imp.set_defaults(func=cmd_images_import)
     digits = images.add_parser(
@@ -317,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     digits.set_defaults(func=cmd_images_import_digits)
     labels = images.add_parser("labels", parents=[common], help="labels and image counts")
     labels.set_defaults(func=cmd_images_labels)
+    changes_cli.add_image_commands(images, common)
     runs.add_commands(sub, common)
     security_cli.add_commands(sub, common)
     stack.add_command(sub)
@@ -330,7 +406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Python's "Note on SIGPIPE":
+        # point stdout at devnull so that the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except (CliError, MetalearnError) as err:
         print(f"metalearn: {err}", file=sys.stderr)
     except grpc.RpcError as err:
@@ -339,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metalearn: {err}", file=sys.stderr)
     except KeyboardInterrupt:
         print("metalearn: interrupted", file=sys.stderr)
+        return 130  # as a shell reports a process that SIGINT stopped
     return 1
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -212,6 +212,15 @@ class Client:
         result: Attempt = reply.attempt
         return result
 
+    def import_attempts(
+        self, attempts: Sequence[Attempt], *, skip_existing: bool = False
+    ) -> pb.ImportAttemptsResponse:
+        """Stores documents from elsewhere (the prototype's, another metalearn's) as
+        recorded history, all or nothing; `skip_existing` leaves out names taken."""
+        request = pb.ImportAttemptsRequest(attempts=list(attempts), skip_existing=skip_existing)
+        reply: pb.ImportAttemptsResponse = self._call_safely(self._attempts.ImportAttempts, request)
+        return reply
+
     def get(self, name_or_id: str | int, *, full: bool = False) -> Attempt:
         """One attempt; `full` adds every epoch's detail."""
         view = pb.ATTEMPT_VIEW_FULL if full else pb.ATTEMPT_VIEW_BASIC
@@ -221,6 +230,19 @@ class Client:
         result: Attempt = reply.attempt
         return result
 
+    def update(self, attempt: Attempt, fields: Iterable[str]) -> Attempt:
+        """Writes the named fields of `attempt` (training_commands, testing_commands,
+        n_epoch, limit, tags: a whole map) to the stored one of its name (or id)."""
+        request = pb.UpdateAttemptRequest(attempt=attempt)
+        request.update_mask.paths.extend(fields)
+        reply = self._call(self._attempts.UpdateAttempt, request)
+        result: Attempt = reply.attempt
+        return result
+
+    def delete(self, name_or_id: str | int) -> None:
+        """Removes an attempt with its epochs and weights (not while queued or running)."""
+        self._call(self._attempts.DeleteAttempt, pb.DeleteAttemptRequest(**_key(name_or_id)))
+
     def list(
         self,
         *,
@@ -228,15 +250,18 @@ class Client:
         label: str = "",
         statuses: Iterable[Any] = (),
         filter: str = "",
+        order_by_field: str = "",
     ) -> Iterator[Attempt]:
-        """Every matching attempt, in id order, fetched a page at a time. `filter` is an
-        AIP-160 expression, e.g. 'training_commands.optimizer.name = "Adam"'."""
+        """Every matching attempt, fetched a page at a time. `filter` is an AIP-160
+        expression, e.g. 'training_commands.optimizer.name = "Adam"'; `order_by_field` a
+        numeric field, e.g. "accuracy desc" (default: id order)."""
         request = pb.ListAttemptsRequest(
             page_size=200,
             name_prefix=prefix,
             label_name=label,
             statuses=list(statuses),
             filter=filter,
+            order_by_field=order_by_field,
         )
         while True:
             reply = self._call(self._attempts.ListAttempts, request)
@@ -360,3 +385,9 @@ class Client:
         """Each label's image count."""
         reply = self._call(self._datasets.ListLabels, dataset_service_pb2.ListLabelsRequest())
         return {label.name: label.image_count for label in reply.labels}
+
+    def delete_images(self, labels: Iterable[str]) -> int:
+        """Deletes every image of these labels (admins only); returns how many."""
+        request = dataset_service_pb2.DeleteImagesRequest(label_names=list(labels))
+        reply = self._call(self._datasets.DeleteImages, request)
+        return int(reply.deleted)

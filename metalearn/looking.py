@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
+from metalearn import documents
 from metalearn.client import status_text
 from metalearn.v1 import attempt_pb2
 
@@ -72,34 +71,56 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def differences(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[str]]:
-    """The training-command settings that differ between attempts, each value as text."""
-    flat = [
-        _flat(json_format.MessageToDict(a.training_commands, preserving_proto_field_name=True))
-        for a in attempts
-    ]
+def differing(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[Any]]:
+    """The training-command settings that differ between attempts, each value as the
+    command holds it (None where an attempt has none)."""
+    flat = [_flat(documents.plain(a.training_commands)) for a in attempts]
     keys = sorted(set().union(*flat)) if flat else []
     return {
-        key: [_text(f[key]) if key in f else "-" for f in flat]
+        key: [f.get(key) for f in flat]
         for key in keys
         if key != "model_name" and len({json.dumps(f.get(key), sort_keys=True) for f in flat}) > 1
     }
 
 
-def results(attempt: attempt_pb2.Attempt) -> dict[str, str]:
-    """What an attempt achieved, as text for a table."""
+def differences(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[str]]:
+    """The training-command settings that differ between attempts, each value as text."""
+    return {
+        key: ["-" if v is None else _text(v) for v in values]
+        for key, values in differing(attempts).items()
+    }
+
+
+def result_values(attempt: attempt_pb2.Attempt) -> dict[str, Any]:
+    """What an attempt achieved, as numbers (None: not known)."""
     losses = attempt.training_losses
     return {
+        "name": attempt.name,
+        "status": documents.STATUS_SPELLING[attempt.status],
+        "epochs": len(losses),
+        "final_loss": losses[-1] if losses else None,
+        "best_val_accuracy": max(e.val_accuracy for e in attempt.epochs)
+        if attempt.epochs
+        else None,
+        "test_accuracy": attempt.accuracy if attempt.HasField("test_result") else None,
+        "training_seconds": sum(e.seconds for e in attempt.epochs) if attempt.epochs else None,
+    }
+
+
+def results(attempt: attempt_pb2.Attempt) -> dict[str, str]:
+    """What an attempt achieved, as text for a table."""
+    r = result_values(attempt)
+
+    def shown(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    return {
         "status": status_text(attempt.status),
-        "epochs": str(len(losses)),
-        "final loss": f"{losses[-1]:.4f}" if losses else "-",
-        "best val accuracy": f"{max(e.val_accuracy for e in attempt.epochs):.3f}"
-        if attempt.epochs
-        else "-",
-        "test accuracy": f"{attempt.accuracy:.3f}" if attempt.HasField("test_result") else "-",
-        "training time": f"{sum(e.seconds for e in attempt.epochs):.1f} s"
-        if attempt.epochs
-        else "-",
+        "epochs": str(r["epochs"]),
+        "final loss": shown(r["final_loss"], ".4f"),
+        "best val accuracy": shown(r["best_val_accuracy"], ".3f"),
+        "test accuracy": shown(r["test_accuracy"], ".3f"),
+        "training time": "-" if r["training_seconds"] is None else f"{r['training_seconds']:.1f} s",
     }
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
-from metalearn.runs import client_for
+from metalearn import documents
+from metalearn.runs import answer, client_for, print_json
 from metalearn.v1 import token_service_pb2
 
 
@@ -21,8 +19,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         reply = client.create_token(args.name, args.role, args.expires or 0.0)
     if args.json:
-        doc = json_format.MessageToDict(reply.token, preserving_proto_field_name=True)
-        print(json.dumps({**doc, "secret": reply.secret}, indent=2))
+        print_json({**documents.plain(reply.token), "secret": reply.secret})
     else:
         # The secret alone on stdout, so that `$(metalearn tokens create …)` captures it.
         print(reply.secret)
@@ -33,8 +30,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         tokens = client.tokens()
     if args.json:
-        docs = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in tokens]
-        print(json.dumps(docs, indent=2))
+        print_json([documents.plain(t) for t in tokens])
         return 0
     print(f"{'NAME':<32} {'ROLE':<8} {'CREATED':<20} {'EXPIRES':<20} CREATED BY")
     for t in tokens:
@@ -51,16 +47,15 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         client.revoke_token(args.name)
-    print(f"revoked {args.name}")
-    return 0
+    return answer(args, {"revoked": args.name}, f"revoked {args.name}")
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
     from metalearn.tls import make_pki
 
     pki = make_pki(Path(args.dir), args.host or ["localhost", "127.0.0.1", "::1"], args.name)
-    print(f"CA {pki.ca}\ncertificate {pki.cert}\nkey {pki.key}")
-    return 0
+    value = {"ca": str(pki.ca), "cert": str(pki.cert), "key": str(pki.key)}
+    return answer(args, value, f"CA {pki.ca}\ncertificate {pki.cert}\nkey {pki.key}")
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -70,13 +65,18 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     create = tokens.add_parser("create", parents=[common], help="make a token; prints its secret")
     create.add_argument("--name", required=True, help="the principal's name")
-    create.add_argument("--role", required=True, choices=("reader", "writer", "admin", "trainer"))
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=("reader", "writer", "admin", "trainer"),
+        help="what it may do (README: Security model)",
+    )
     create.add_argument("--expires", type=float, metavar="DAYS", help="expire after DAYS days")
     create.set_defaults(func=cmd_tokens_create)
     lst = tokens.add_parser("list", parents=[common], help="every token (never a secret)")
     lst.set_defaults(func=cmd_tokens_list)
     revoke = tokens.add_parser("revoke", parents=[common], help="revoke a token by name")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the token's (principal's) name")
     revoke.set_defaults(func=cmd_tokens_revoke)
 
     certs = sub.add_parser(
@@ -89,4 +89,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a name or IP address the certificate is for (repeatable; default localhost)",
     )
     certs.add_argument("--name", default="metalearn", help="file and common name")
+    certs.add_argument("--json", action="store_true", help="print JSON for scripts")
     certs.set_defaults(func=cmd_certs)

@@ -121,9 +121,15 @@ def _trainer_token(address: str, data_dir: Path) -> str:
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    up = sub.add_parser("up", help="run gateway, database and trainers on this machine")
+    up = sub.add_parser(
+        "up",
+        help="run gateway, database and trainers on this machine",
+        description="Runs the embedded PostgreSQL, a gateway and trainer daemons, each its"
+        " own process with its log under DATA_DIR/logs, in the foreground: use a second"
+        " terminal for the other commands. Ctrl-C or SIGTERM stops them all.",
+    )
     up.add_argument("--listen", default="127.0.0.1:50051", help="the gateway's HOST:PORT")
     up.add_argument("--data-dir", default=".metalearn", help="database, caches and logs")
-    up.add_argument("--trainers", type=int, default=1, help="trainer processes (default 1)")
-    up.add_argument("--capacity", type=int, default=1, help="runs per trainer (default 1)")
+    up.add_argument("--trainers", type=int, default=1, help="trainer processes")
+    up.add_argument("--capacity", type=int, default=1, help="runs per trainer")
     up.set_defaults(func=cmd_up)

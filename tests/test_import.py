@@ -8,13 +8,12 @@ import uuid
 
 import grpc
 import pytest
-from google.protobuf import json_format
 
 from metalearn import documents
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.conftest import SEED
-from tests.harness import snapshot
+from tests.harness import snapshot, upload_labels
 from tests.rpc import expect_error, violations
 from tests.test_attempts import make_attempt
 
@@ -152,25 +151,16 @@ def test_bad_documents_are_named_and_nothing_is_stored(attempts, gateway) -> Non
 
 
 def test_retraining_an_import_makes_it_ours(attempts, gateway) -> None:
-    attempts.ImportAttempts(pb.ImportAttemptsRequest(attempts=[make_attempt("again")]))
-    command = json_format.MessageToDict(make_attempt("x").training_commands)
-    import psycopg
-
-    with psycopg.connect(gateway.database_url) as conn:
-        conn.execute("UPDATE attempts SET status = 'TRAINED' WHERE name = 'again'")
-    # Train is refused or queued depending on labels; the document's flag is what matters.
-    try:
-        attempts.Train(
-            pb.TrainRequest(
-                name="again",
-                command=json_format.ParseDict(command, attempt_pb2.TrainCommand()),
-            )
-        )
-    except grpc.RpcError as err:  # unknown labels are refused up front
-        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-        pytest.skip("labels without images are refused before training")
-    got = attempts.GetAttempt(pb.GetAttemptRequest(name="again")).attempt
-    assert not got.imported
+    imported = make_attempt("again")
+    imported.status = attempt_pb2.ATTEMPT_STATUS_TRAINED
+    imported.training_losses.extend([1.0, 0.5])
+    attempts.ImportAttempts(pb.ImportAttemptsRequest(attempts=[imported]))
+    upload_labels(gateway, imported.training_commands.label_names)
+    queued = attempts.Train(
+        pb.TrainRequest(name="again", command=imported.training_commands)
+    ).attempt
+    assert not queued.imported and not queued.training_losses
+    assert queued.status == attempt_pb2.ATTEMPT_STATUS_QUEUED
 
 
 def test_the_cli_imports_files_and_names_the_bad_document(gateway, tmp_path, capsys) -> None:

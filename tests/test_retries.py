@@ -8,6 +8,7 @@ import psycopg
 from metalearn import Client
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
+from tests.harness import upload_labels
 from tests.rpc import expect_error, violations
 from tests.test_attempts import CODE, make_attempt
 from tests.trainer_harness import lenet_command
@@ -25,6 +26,7 @@ def test_a_retried_create_returns_its_own_write(attempts, gateway) -> None:
         pb.CreateAttemptRequest(attempt=make_attempt("once")),
     )
     # The same id for another call is a mistake, named.
+    upload_labels(gateway, lenet_command().label_names)  # (Train's labels are fine)
     err = expect_error(
         CODE.INVALID_ARGUMENT,
         attempts.Train,
@@ -34,6 +36,7 @@ def test_a_retried_create_returns_its_own_write(attempts, gateway) -> None:
 
 
 def test_a_retried_train_queues_once(attempts, gateway) -> None:
+    upload_labels(gateway, lenet_command().label_names)
     request = pb.TrainRequest(name="trained-once", command=lenet_command(), request_id="t-1")
     queued = attempts.Train(request).attempt
     attempts.CancelAttempt(pb.CancelAttemptRequest(name="trained-once"))
@@ -65,6 +68,7 @@ def test_request_ids_are_per_caller_and_checked(attempts, gateway) -> None:
 
 
 def test_the_client_sends_a_request_id_and_retries_safely(gateway) -> None:
+    upload_labels(gateway, lenet_command().label_names)
     with Client(gateway.address, token=gateway.admin_token) as client:
         client.create(make_attempt("by-client"))
         client.train("by-client-train", lenet_command())

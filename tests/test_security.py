@@ -33,7 +33,7 @@ from metalearn.v1 import (
     trainer_registry_service_pb2,
     trainer_registry_service_pb2_grpc,
 )
-from tests.harness import GatewayThread, png
+from tests.harness import GatewayThread, png, upload_labels
 from tests.rpc import expect_error, violations
 from tests.test_attempts import make_attempt
 from tests.trainer_harness import lenet_command
@@ -167,6 +167,7 @@ def test_a_writer_changes_only_its_own_attempts(gateway, principals) -> None:
         made = mine.CreateAttempt(pb.CreateAttemptRequest(attempt=make_attempt("mine"))).attempt
         owner = made.owner
         assert owner.startswith("writer-")
+        upload_labels(gateway, lenet_command().label_names)
         mine.Train(pb.TrainRequest(name="queued-mine", command=lenet_command()))
         before = _table_counts(gateway.database_url)
         snapshot = mine.GetAttempt(pb.GetAttemptRequest(name="mine")).attempt

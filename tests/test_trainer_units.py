@@ -66,9 +66,10 @@ def test_auto_sizes_come_from_the_traced_shape() -> None:
          "command.model.layers[0]", "needs ['kernel_size']"),
         ({"name": "Conv3d", "in_channels": 3}, "command.model.layers[0].name", "unknown layer"),
         ({"name": "Conv2d", "in_channels": 5, "out_channels": 6, "kernel_size": 3},
-         "command.model.layers[0]", "cannot take an input (batch, 3, 32, 32)"),
+         "command.model.layers[0]", "layer 0 (Conv2d) expects 5 input channels, got 3 (from"
+         " the input images of shape (batch, 3, 32, 32))"),
         ({"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 99},
-         "command.model.layers[0]", "cannot take an input"),
+         "command.model.layers[0]", "has a 99x99 kernel, larger than its 32x32 input"),
         ({"name": "Linear", "in_features": "n_labels", "out_features": 3},
          "command.model.layers[0].in_features", "not allowed"),
         ({"name": "Dropout", "p": 1.5}, "command.model.layers[0]", "Dropout"),
@@ -78,6 +79,30 @@ def test_auto_sizes_come_from_the_traced_shape() -> None:
 def test_layer_mistakes_name_the_layer_and_argument(bad, field, words) -> None:
     spec, problems = resolve(layers(bad, {"name": "Flatten"}))
     assert spec is None and field in problems and words in problems[field], problems
+
+
+def test_shape_mistakes_say_the_layer_and_both_shapes_in_plain_words() -> None:
+    # torch says "mat1 and mat2 shapes cannot be multiplied (2x400 and 256x120)".
+    _, problems = resolve(
+        layers(
+            {"name": "Conv2d", "in_channels": 3, "out_channels": 16, "kernel_size": 5},
+            {"name": "MaxPool2d", "kernel_size": 14},
+            {"name": "Flatten"},
+            {"name": "Linear", "in_features": 256, "out_features": 120},
+        )
+    )
+    assert problems == {
+        "command.model.layers[3]": "layer 3 (Linear) expects 256 input features, got 64"
+        " (from layer 2's output of shape (batch, 64))"
+    }
+    _, problems = resolve(
+        layers({"name": "Flatten"}, {"name": "BatchNorm2d", "num_features": "auto"})
+    )
+    # Others: the layer, what it was given and from where, then torch's reason.
+    assert problems["command.model.layers[1]"] == (
+        "layer 1 (BatchNorm2d) cannot take layer 0's output of shape (batch, 3072):"
+        " expected 4D input (got 2D input)"
+    )
 
 
 def test_the_output_must_score_each_label() -> None:

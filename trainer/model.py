@@ -147,6 +147,47 @@ def _describe(shape: torch.Size) -> str:
     return "(batch, " + ", ".join(str(d) for d in shape[1:]) + ")"
 
 
+def _shape_mistake(
+    index: int, module: nn.Module, shape: torch.Size, source: str, err: Exception
+) -> str:
+    """Why layer `index` cannot take its input, in plain words: what it expects, what it
+    got and from where (torch's own message, e.g. "mat1 and mat2 shapes cannot be
+    multiplied (4x400 and 256x120)", names neither the layer nor the argument)."""
+    layer = f"layer {index} ({type(module).__name__})"
+    given = f"{source} of shape {_describe(shape)}"
+    if isinstance(module, nn.Linear) and shape[-1] != module.in_features:
+        return (
+            f"{layer} expects {module.in_features} input features, got {shape[-1]} (from {given})"
+        )
+    if isinstance(module, nn.modules.conv._ConvNd):
+        dims = len(module.kernel_size)
+        if len(shape) != dims + 2:
+            axes = ", ".join(("depth", "height", "width")[-dims:])
+            return f"{layer} expects inputs of shape (batch, channels, {axes}), got {given}"
+        if shape[1] != module.in_channels:
+            return (
+                f"{layer} expects {module.in_channels} input channels, got {shape[1]}"
+                f" (from {given})"
+            )
+        if isinstance(module.padding, tuple):
+            pairs = zip(module.dilation, module.kernel_size, strict=True)
+            span = [d * (k - 1) + 1 for d, k in pairs]
+            room = [n + 2 * p for n, p in zip(shape[2:], module.padding, strict=True)]
+            if any(k > r for k, r in zip(span, room, strict=True)):
+                kernel, side = "x".join(map(str, span)), "x".join(map(str, room))
+                return f"{layer} has a {kernel} kernel, larger than its {side} input (from {given})"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+        len(shape) < 2 or shape[1] != module.num_features
+    ):
+        return f"{layer} expects {module.num_features} features (channels), got {given}"
+    if isinstance(module, nn.LayerNorm):
+        want = tuple(module.normalized_shape)
+        if tuple(shape[-len(want) :]) != want:
+            return f"{layer} normalizes over the last dimensions {list(want)}, got {given}"
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{layer} cannot take {given}: {reason}"
+
+
 def resolve(
     v: Violations,
     path: str,
@@ -256,10 +297,8 @@ def _trace(
             try:
                 x = module(x)
             except Exception as err:  # a shape mismatch
-                v.add(
-                    layer_path,
-                    f"{resolved['name']} cannot take an input {_describe(x.shape)}: {err}",
-                )
+                source = f"layer {i - 1}'s output" if i else "the input images"
+                v.add(layer_path, _shape_mistake(i, module, x.shape, source, err))
                 return None
             if not isinstance(x, torch.Tensor):
                 v.add(layer_path, f"{resolved['name']} does not give one tensor")

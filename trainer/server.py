@@ -61,9 +61,7 @@ def create_server(
     for name in (SERVICE_NAME, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     # v1 and v1alpha reflection, and Health/List: what grpcurl and `buf curl` expect.
-    enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME), server
-    )
+    enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     port = listen_on(server, config.listen, config.tls)
     return server, port, health_servicer, workers
 

@@ -87,6 +87,17 @@ class ImageStore:
                 )
                 return [(row[0], int(row[1])) for row in await cur.fetchall()]
 
+    async def having_images(self, labels: Sequence[str]) -> set[str]:
+        """Those of `labels` that have at least one image (an index lookup per label)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT l FROM unnest(%s::text[]) AS l"
+                    " WHERE EXISTS (SELECT 1 FROM images WHERE label = l)",
+                    (list(labels),),
+                )
+                return {row[0] for row in await cur.fetchall()}
+
     async def metadata(self, labels: Sequence[str], ids: Sequence[int]) -> list[ImageMeta]:
         """Metadata of the images with these labels, or these ids, by id."""
         param: list[Any]
