@@ -142,27 +142,6 @@ _COLUMNS = sql.SQL(
 _EPOCH_COLUMNS = "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
 
 
-@dataclass(frozen=True)
-class _Source:
-    """What a listing reads: `attempts a`, joined (in Order.FIELD) with its sort key."""
-
-    table: sql.Composable
-    column: sql.Composable
-    params: tuple[Any, ...]
-
-    @staticmethod
-    def of(query: ListQuery) -> _Source:
-        if query.order is not Order.FIELD or query.sort_key is None:
-            return _Source(sql.SQL("attempts a"), sql.SQL(""), ())
-        return _Source(
-            sql.SQL("attempts a CROSS JOIN LATERAL (SELECT {} AS sort_key) s").format(
-                query.sort_key
-            ),
-            sql.SQL(", sort_key"),
-            query.sort_params,
-        )
-
-
 def _where_key(key: AttemptKey) -> tuple[sql.Composable, tuple[Any, ...]]:
     if isinstance(key, int):
         return sql.SQL("a.id = %s"), (key,)
@@ -457,23 +436,59 @@ class AttemptStore:
                 conds.append(sql.SQL("(a.updated_at, a.id) < (%s::timestamptz, %s)"))
                 params += [after[0], after[1]]
         where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
-        source = _Source.of(query)
+        if query.order is Order.FIELD:
+            return [*await self._list_by_field(query, where, params, order, limit)]
         if query.condition is not None:
-            return [*await self._list_filtered(query, source, where, params, order, limit)]
-        statement = sql.SQL("SELECT {}, {}{} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
-            _COLUMNS, _LOSSES, source.column, source.table, where, order
+            return [*await self._list_filtered(query, where, params, order, limit)]
+        statement = sql.SQL("SELECT {}, {} FROM attempts a WHERE {} ORDER BY {} LIMIT %s").format(
+            _COLUMNS, _LOSSES, where, order
         )
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(statement, [*source.params, *params, limit], prepare=False)
+                await cur.execute(statement, [*params, limit])
                 rows = await cur.fetchall()
         return [_record(row) for row in rows]
+
+    async def _list_by_field(
+        self,
+        query: ListQuery,
+        where: sql.Composable,
+        params: Sequence[Any],
+        order: sql.Composable,
+        limit: int,
+    ) -> Sequence[AttemptRecord]:
+        """A page in the order of a document path. No index holds an arbitrary path, so
+        every matching row's key is computed and the top of them kept: the sort carries
+        ids alone, and only the page's rows are read whole afterwards (carrying whole
+        rows through the sort tripled its time)."""
+        assert query.sort_key is not None
+        condition = query.condition if query.condition is not None else sql.SQL("true")
+        # `sort_key` is the lateral column, computed once per row; the keyset condition in
+        # `where` and `order` name it.
+        statement = sql.SQL(
+            "SELECT {cols}, {losses}, p.sort_key FROM (SELECT a.id, sort_key FROM attempts a"
+            " CROSS JOIN LATERAL (SELECT {key} AS sort_key) s WHERE {where} AND {cond}"
+            " ORDER BY {order} LIMIT %s) p JOIN attempts a ON a.id = p.id ORDER BY {order}"
+        ).format(
+            cols=_COLUMNS,
+            losses=_LOSSES,
+            key=query.sort_key,
+            where=where,
+            cond=condition,
+            order=order,
+        )
+        values = [*query.sort_params, *params, *query.condition_params, limit]
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                # Planned for its own values each time (a generic plan sees no values).
+                await cur.execute(statement, values, prepare=False)
+                return [_record(row) for row in await cur.fetchall()]
 
     async def _list_filtered(
         self,
         query: ListQuery,
-        source: _Source,
         where: sql.Composable,
         params: Sequence[Any],
         order: sql.Composable,
@@ -491,31 +506,22 @@ class AttemptStore:
         """
         assert query.condition is not None
         first = sql.SQL(
-            "SELECT {cols}, {losses}{extra} FROM (SELECT a.*{extra} FROM {table} WHERE {where}"
+            "SELECT {cols}, {losses} FROM (SELECT * FROM attempts a WHERE {where}"
             " ORDER BY {order} LIMIT %s) a WHERE {cond} ORDER BY {order} LIMIT %s"
-        ).format(
-            cols=_COLUMNS,
-            losses=_LOSSES,
-            extra=source.column,
-            table=source.table,
-            where=where,
-            order=order,
-            cond=query.condition,
-        )
-        second = sql.SQL("SELECT {}, {}{} FROM {} WHERE {} AND {} ORDER BY {} LIMIT %s").format(
-            _COLUMNS, _LOSSES, source.column, source.table, where, query.condition, order
-        )
+        ).format(cols=_COLUMNS, losses=_LOSSES, where=where, order=order, cond=query.condition)
+        second = sql.SQL(
+            "SELECT {}, {} FROM attempts a WHERE {} AND {} ORDER BY {} LIMIT %s"
+        ).format(_COLUMNS, _LOSSES, where, query.condition, order)
         filter_params = list(query.condition_params)
-        scanned = [*source.params, *params]
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 # Planned for its own values each time (a generic plan sees no values).
-                await cur.execute(first, [*scanned, _SCAN, *filter_params, limit], prepare=False)
+                await cur.execute(first, [*params, _SCAN, *filter_params, limit], prepare=False)
                 rows = await cur.fetchall()
                 if len(rows) < limit:
                     await cur.execute("SET LOCAL enable_indexscan = off")
-                    await cur.execute(second, [*scanned, *filter_params, limit], prepare=False)
+                    await cur.execute(second, [*params, *filter_params, limit], prepare=False)
                     rows = await cur.fetchall()
         return [_record(row) for row in rows]
 
