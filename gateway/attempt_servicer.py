@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway import convert, filtering, importing, pagination
@@ -18,6 +17,7 @@ from gateway.store.work import WorkStore
 from gateway.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
+    check_labels_have_images,
     check_name,
     check_request_id,
     check_test_command,
@@ -272,7 +272,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         check_trainable(v, "command", request.command, self._limits)
         check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
-        await self._check_labels("command.label_names", request.command.label_names)
+        await check_labels_have_images(
+            self._images, "command.label_names", request.command.label_names
+        )
         rewrite = convert.for_training(request.command)
         caller = current()
         attempt_id = await self._work.queue_train(
@@ -284,27 +286,6 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         )
         record = await self._store.get(attempt_id)
         return pb.TrainResponse(attempt=convert.attempt_from_record(record))
-
-    async def _check_labels(self, field: str, labels: Sequence[str]) -> None:
-        """Labels without a single image are INVALID_ARGUMENT now, each named with the
-        nearest known ones, rather than a run that fails on a trainer after the queue."""
-        if not labels:
-            return
-        have = await self._images.having_images(labels)
-        missing = [(i, label) for i, label in enumerate(labels) if label not in have]
-        if not missing:
-            return
-        known = [name for name, _ in await self._images.labels()]
-        v = Violations()
-        for i, label in missing:
-            close = difflib.get_close_matches(label, known, n=3)
-            hint = (
-                f"; did you mean {' or '.join(repr(c[:80]) for c in close)}?"
-                if close
-                else "; upload images for it first (`metalearn images import`)"
-            )
-            v.add(f"{field}[{i}]", f"no images have the label {label[:80]!r}{hint}")
-        v.raise_if_any()
 
     @translate_errors
     async def Test(self, request: pb.TestRequest, context: Any) -> pb.TestResponse:

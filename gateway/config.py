@@ -65,6 +65,9 @@ class GatewayConfig:
     trainer_timeout_seconds: float = 10.0
     # How often the dispatcher looks at the queue when nothing wakes it.
     dispatch_seconds: float = 1.0
+    # Studies are advanced on every queue notification, and at least this often (a
+    # missed notification, a time limit).
+    study_tick_seconds: float = 2.0
     # Security (DESIGN §7). False only for loopback: every caller is then an admin.
     auth: bool = True
     # TLS of the gateway's own port (None: plaintext).

@@ -54,6 +54,9 @@ class EventHub:
         self.status_of = status_of
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
         self.queue_changed = asyncio.Event()
+        # The same news for the study driver (each waiter clears its own event): a run
+        # ended, an attempt was queued or cancelled, a slot may be free.
+        self.studies_changed = asyncio.Event()
         # Called when any token changed, or notifications may have been missed (the
         # authenticator then forgets the tokens it cached).
         self.tokens_changed: Callable[[], None] = lambda: None
@@ -123,6 +126,7 @@ class EventHub:
     async def _handle(self, channel: str, payload: str) -> None:
         if channel == QUEUE:
             self.queue_changed.set()
+            self.studies_changed.set()
             return
         if channel == TOKENS:
             self.tokens_changed()

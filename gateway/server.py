@@ -21,9 +21,12 @@ from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.store import AttemptStore, Database, ImageStore, open_pool
+from gateway.store.studies import StudyStore
 from gateway.store.tokens import TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
+from gateway.studies.driver import StudyDriver
+from gateway.studies.servicer import StudyServicer
 from gateway.token_servicer import TokenServicer
 from metalearn.standard_services import AsyncHealthServicer, enable_server_reflection
 from metalearn.tls import NO_PORT_SHARING, is_loopback, listen_on
@@ -32,6 +35,8 @@ from metalearn.v1 import (
     attempt_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    study_service_pb2,
+    study_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
     trainer_registry_service_pb2,
@@ -45,25 +50,33 @@ SERVICES = (
     dataset_service_pb2.DESCRIPTOR.services_by_name["DatasetService"],
     trainer_registry_service_pb2.DESCRIPTOR.services_by_name["TrainerRegistryService"],
     token_service_pb2.DESCRIPTOR.services_by_name["TokenService"],
+    study_service_pb2.DESCRIPTOR.services_by_name["StudyService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class Background:
-    """What runs beside the server: the event hub and the dispatcher."""
+    """What runs beside the server: the event hub, the dispatcher, the study driver."""
 
-    def __init__(self, hub: EventHub, dispatcher: Dispatcher) -> None:
+    def __init__(self, hub: EventHub, dispatcher: Dispatcher, studies: StudyDriver) -> None:
         self.hub = hub
         self.dispatcher = dispatcher
+        self.studies = studies
+        self._studies_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.hub.start()
         await self.dispatcher.start()
+        self._studies_task = asyncio.create_task(self.studies.run(), name="studies")
 
     async def stop(self) -> None:
         # Watchers first: they reconnect (with from_epoch) to a replica that stays,
         # instead of holding this one's drain for its whole grace period.
         self.hub.end_watches()
+        if self._studies_task is not None:
+            self._studies_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._studies_task
         await self.dispatcher.stop()
         await self.hub.stop()
 
@@ -117,6 +130,11 @@ async def create_server(
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(
         TokenServicer(tokens, authenticator), server
     )
+    studies = StudyStore(pool)
+    driver = StudyDriver(config, studies, work, trainers, hub)
+    study_service_pb2_grpc.add_StudyServiceServicer_to_server(
+        StudyServicer(studies, work, images, driver, config.limits), server
+    )
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await _follow_database(pool, health)
@@ -127,7 +145,7 @@ async def create_server(
     )
     port = listen_on(server, config.listen, config.tls)
     dispatcher = Dispatcher(config, attempts, work, trainers, images, hub)
-    return server, port, Background(hub, dispatcher)
+    return server, port, Background(hub, dispatcher, driver)
 
 
 async def _follow_database(database: Database, health: AsyncHealthServicer) -> None:

@@ -7,13 +7,16 @@ layer's arguments against the real signature later; both reject with the same pa
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 from gateway.config import Limits
+from gateway.store.images import ImageStore
 from metalearn import geometry, vocabulary
 from metalearn.errors import Violations, some_of
 from metalearn.signatures import SIGNATURES
@@ -349,3 +352,25 @@ def check_writable(
         _bounded(v, f"{field}.limit", attempt.limit, 0, 10_000_000)
     if "tags" in paths:
         check_tags(v, f"{field}.tags", attempt.tags)
+
+
+async def check_labels_have_images(images: ImageStore, field: str, labels: Sequence[str]) -> None:
+    """Labels without a single image are INVALID_ARGUMENT now, each named with the
+    nearest known ones, rather than a run that fails on a trainer after the queue."""
+    if not labels:
+        return
+    have = await images.having_images(labels)
+    missing = [(i, label) for i, label in enumerate(labels) if label not in have]
+    if not missing:
+        return
+    known = [name for name, _ in await images.labels()]
+    v = Violations()
+    for i, label in missing:
+        close = difflib.get_close_matches(label, known, n=3)
+        hint = (
+            f"; did you mean {' or '.join(repr(c[:80]) for c in close)}?"
+            if close
+            else "; upload images for it first (`metalearn images import`)"
+        )
+        v.add(f"{field}[{i}]", f"no images have the label {label[:80]!r}{hint}")
+    v.raise_if_any()

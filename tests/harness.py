@@ -60,7 +60,7 @@ def truncate(database_url: str) -> None:
         try:
             with psycopg.connect(database_url) as conn:
                 conn.execute(
-                    "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts"
+                    "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts, studies"
                     " RESTART IDENTITY CASCADE"
                 )
             return

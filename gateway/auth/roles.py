@@ -50,6 +50,7 @@ _AS = "/metalearn.v1.AttemptService/"
 _DS = "/metalearn.v1.DatasetService/"
 _TR = "/metalearn.v1.TrainerRegistryService/"
 _TS = "/metalearn.v1.TokenService/"
+_SS = "/metalearn.v1.StudyService/"
 
 # Ownership of an attempt is checked by the store, inside the statement that changes
 # it: a writer passes this table for any attempt, then the row decides.
@@ -77,6 +78,12 @@ POLICY: dict[str, frozenset[Role]] = {
     _TS + "CreateToken": ADMIN,
     _TS + "ListTokens": ADMIN,
     _TS + "RevokeToken": ADMIN,
+    # A study's owner stops and deletes it (the store checks, as for attempts).
+    _SS + "CreateStudy": WRITE,
+    _SS + "GetStudy": READ,
+    _SS + "ListStudies": READ,
+    _SS + "StopStudy": WRITE,
+    _SS + "DeleteStudy": WRITE,
 }
 
 

@@ -79,11 +79,14 @@ class WorkStore:
         owner: str = "",
         scope: str | None = None,
         request: RequestKey | None = None,
+        *,
+        create_only: bool = False,
     ) -> int:
         """Queues training of `name`: a new attempt (owned by `owner`) whose document
         `rewrite` makes from nothing, or an existing one rewritten, its epochs, artifacts
-        and results forgotten, if its owner is `scope` (None: anyone's). Returns its id;
-        a retry of `request` returns it without queueing again."""
+        and results forgotten, if its owner is `scope` (None: anyone's) and not
+        `create_only` (then AlreadyExists). Returns its id; a retry of `request` returns
+        it without queueing again."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 if (done := await replayed(conn, request)) is not None:
@@ -106,6 +109,8 @@ class WorkStore:
                     assert created is not None
                     attempt_id = int(created["id"])
                 else:
+                    if create_only:
+                        raise errors.AlreadyExists(f"attempt {name!r} exists")
                     check_owner(name, row["owner"], scope)
                     if row["status"] in LIVE_STATUSES:
                         raise errors.FailedPrecondition(

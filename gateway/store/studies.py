@@ -1,0 +1,296 @@
+"""Every SQL statement about studies and their trials; returns plain dataclasses.
+
+A trial's outcome is not stored twice: its state and value are read from its attempt
+(status and epochs) each time, so a study can never disagree with the attempts it made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.store.database import translate_db_errors
+from metalearn import errors
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial with what its attempt says of it now."""
+
+    number: int
+    attempt_id: int | None
+    attempt_name: str | None
+    # Queued once (its attempt may have been deleted since).
+    queued: bool
+    # The attempt's status ('' when it was never queued or was deleted).
+    status: str
+    params: dict[str, Any]
+    internal: dict[str, Any]
+    sampler_state: dict[str, Any]
+    error: str
+    epochs: int
+    best_val_accuracy: float | None
+    last_val_accuracy: float | None
+    best_val_loss: float | None
+    last_val_loss: float | None
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    name: str
+    owner: str
+    spec: bytes
+    state: str
+    trials_made: int
+    stop_reason: str
+    sampler_state: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+_STUDY = sql.SQL(
+    "s.id, s.name, s.owner, s.spec, s.state, s.trials_made, s.stop_reason, s.sampler_state,"
+    " s.created_at, s.updated_at"
+)
+# The objective's candidates come from the epochs (NaN, a diverged epoch, included: the
+# caller refuses non-finite values).
+_TRIALS = (
+    "SELECT t.number, t.attempt_id, a.name AS attempt_name, t.queued,"
+    " COALESCE(a.status, '') AS status, t.params, t.internal, t.sampler_state,"
+    " COALESCE(NULLIF(t.error, ''), a.error, '') AS error,"
+    " COALESCE(e.epochs, 0) AS epochs, e.best_val_accuracy, e.last_val_accuracy,"
+    " e.best_val_loss, e.last_val_loss"
+    " FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
+    " LEFT JOIN LATERAL (SELECT count(*) AS epochs, max(val_accuracy) AS best_val_accuracy,"
+    " (array_agg(val_accuracy ORDER BY epoch DESC))[1] AS last_val_accuracy,"
+    " min(val_loss) AS best_val_loss,"
+    " (array_agg(val_loss ORDER BY epoch DESC))[1] AS last_val_loss"
+    " FROM attempt_epochs WHERE attempt_id = t.attempt_id) e ON true"
+    " WHERE t.study_id = %s ORDER BY t.number"
+)
+
+
+def _study(row: dict[str, Any]) -> StudyRecord:
+    return StudyRecord(**{k: row[k] for k in StudyRecord.__dataclass_fields__})
+
+
+def _trial(row: dict[str, Any]) -> TrialRecord:
+    return TrialRecord(**{k: row[k] for k in TrialRecord.__dataclass_fields__})
+
+
+class Locked:
+    """A study held under its row lock for one transaction: what it can change."""
+
+    def __init__(self, cur: psycopg.AsyncCursor[Any], study: StudyRecord) -> None:
+        self._cur = cur
+        self.study = study
+
+    async def trials(self) -> list[TrialRecord]:
+        await self._cur.execute(_TRIALS, (self.study.id,))
+        return [_trial(r) for r in await self._cur.fetchall()]
+
+    async def add_trial(
+        self,
+        number: int,
+        params: dict[str, Any],
+        internal: dict[str, Any],
+        sampler_state: dict[str, Any],
+        error: str = "",
+    ) -> None:
+        await self._cur.execute(
+            "INSERT INTO study_trials (study_id, number, params, internal, sampler_state, error)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (self.study.id, number, Jsonb(params), Jsonb(internal), Jsonb(sampler_state), error),
+        )
+
+    async def update(
+        self,
+        *,
+        trials_made: int,
+        sampler_state: dict[str, Any],
+        state: str,
+        stop_reason: str,
+    ) -> None:
+        await self._cur.execute(
+            "UPDATE studies SET trials_made = %s, sampler_state = %s, state = %s,"
+            " stop_reason = %s, updated_at = now() WHERE id = %s",
+            (trials_made, Jsonb(sampler_state), state, stop_reason, self.study.id),
+        )
+
+
+class StudyStore:
+    """Studies in PostgreSQL; trials are rows beside the attempts they made."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def create(
+        self, name: str, owner: str, spec: bytes, trial_names: Sequence[str]
+    ) -> StudyRecord:
+        """A new RUNNING study; AlreadyExists if the name, or a trial's attempt name, is
+        taken."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT name FROM attempts WHERE name = ANY(%s) ORDER BY id LIMIT 1",
+                    (list(trial_names),),
+                )
+                taken = await cur.fetchone()
+                if taken is not None:
+                    raise errors.AlreadyExists(
+                        f"attempt {taken['name']!r} exists: this study's trials would need its name"
+                    )
+                try:
+                    await cur.execute(
+                        sql.SQL(
+                            "INSERT INTO studies AS s (name, owner, spec) VALUES (%s, %s, %s)"
+                            " RETURNING {}"
+                        ).format(_STUDY),
+                        (name, owner, spec),
+                    )
+                except psycopg.errors.UniqueViolation as err:
+                    raise errors.AlreadyExists(f"study {name!r} exists") from err
+                row = await cur.fetchone()
+        assert row is not None
+        return _study(row)
+
+    async def get(self, name: str) -> tuple[StudyRecord, list[TrialRecord]]:
+        """A study and its trials; NotFound."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL("SELECT {} FROM studies s WHERE s.name = %s").format(_STUDY), (name,)
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"study {name!r} not found")
+                study = _study(row)
+                await cur.execute(_TRIALS, (study.id,))
+                return study, [_trial(r) for r in await cur.fetchall()]
+
+    async def page(self, before_id: int | None, limit: int) -> list[StudyRecord]:
+        """Studies newest first, after the keyset position `before_id`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT {} FROM studies s WHERE s.id < %s ORDER BY s.id DESC LIMIT %s"
+                    ).format(_STUDY),
+                    (before_id if before_id is not None else 2**63 - 1, limit),
+                )
+                return [_study(r) for r in await cur.fetchall()]
+
+    async def active(self) -> list[int]:
+        """Studies not yet done."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute("SELECT id FROM studies WHERE state <> 'DONE' ORDER BY id")
+                return [int(r[0]) for r in await cur.fetchall()]
+
+    @asynccontextmanager
+    async def locked(self, study_id: int) -> AsyncIterator[Locked | None]:
+        """The study under its row lock for one transaction, or None when it is done or
+        another replica holds it (that one is advancing it: nothing to do here)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE'"
+                        " FOR UPDATE SKIP LOCKED"
+                    ).format(_STUDY),
+                    (study_id,),
+                )
+                row = await cur.fetchone()
+                yield Locked(cur, _study(row)) if row is not None else None
+
+    async def unqueued(self, study_id: int) -> list[tuple[int, dict[str, Any]]]:
+        """Trials asked but not yet queued (nor refused): (number, params)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT number, params FROM study_trials WHERE study_id = %s"
+                    " AND NOT queued AND error = '' ORDER BY number",
+                    (study_id,),
+                )
+                return [(int(r[0]), r[1]) for r in await cur.fetchall()]
+
+    async def trial_queued(self, study_id: int, number: int, attempt_id: int) -> None:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE study_trials SET attempt_id = %s, queued = true"
+                    " WHERE study_id = %s AND number = %s",
+                    (attempt_id, study_id, number),
+                )
+
+    async def trial_refused(self, study_id: int, number: int, error: str) -> None:
+        """A trial that could not be queued: it counts as failed."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE study_trials SET error = %s WHERE study_id = %s AND number = %s"
+                    " AND NOT queued",
+                    (error[:2000] or "refused", study_id, number),
+                )
+
+    async def stop(self, name: str, scope: str | None, reason: str) -> StudyRecord:
+        """A RUNNING study asks no more (STOPPING); PermissionDenied unless its owner is
+        `scope` (None: anyone's); a stopped or done one is left as it is."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL("SELECT {} FROM studies s WHERE s.name = %s FOR UPDATE").format(_STUDY),
+                    (name,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"study {name!r} not found")
+                _check(name, row["owner"], scope)
+                await cur.execute(
+                    sql.SQL(
+                        "UPDATE studies s SET state = 'STOPPING', stop_reason = %s,"
+                        " updated_at = now() WHERE s.id = %s AND s.state = 'RUNNING' RETURNING {}"
+                    ).format(_STUDY),
+                    (reason, row["id"]),
+                )
+                changed = await cur.fetchone()
+        return _study(changed or row)
+
+    async def delete(self, name: str, scope: str | None) -> None:
+        """Removes a done study (its attempts stay)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT id, owner, state FROM studies WHERE name = %s FOR UPDATE", (name,)
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"study {name!r} not found")
+                _check(name, row[1], scope)
+                if row[2] != "DONE":
+                    raise errors.FailedPrecondition(
+                        f"study {name!r} is {row[2]}: stop it and let its trials end first"
+                    )
+                await conn.execute("DELETE FROM studies WHERE id = %s", (row[0],))
+
+
+def _check(name: str, owner: str, scope: str | None) -> None:
+    if scope is not None and owner != scope:
+        raise errors.PermissionDenied(
+            f"study {name!r} belongs to another principal: only its owner or an admin may change it"
+        )

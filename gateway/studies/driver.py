@@ -1,0 +1,232 @@
+"""Advances studies: asks for trials as slots free, queues them, ends studies.
+
+Woken by every queue notification (a run ended, an attempt was queued or cancelled)
+and at least every `study_tick_seconds`. A study is advanced under its row lock
+(`FOR UPDATE SKIP LOCKED`): of several replicas one advances it and the others skip
+it. Asking and queueing are two steps: a trial is asked and committed with its values,
+then queued with a request id of its own (AIP-155), so a replica that dies between the
+two leaves a trial that the next pass queues exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from optuna.trial import TrialState
+
+from gateway import convert
+from gateway.config import GatewayConfig
+from gateway.events import EventHub
+from gateway.store import Rewrite, Stored
+from gateway.store.database import DatabaseDown
+from gateway.store.requests import RequestKey
+from gateway.store.studies import Locked, StudyStore, TrialRecord
+from gateway.store.trainers import TrainerStore
+from gateway.store.work import WorkStore
+from gateway.studies import model, sampling, space
+from gateway.validation import check_trainable
+from metalearn import errors
+from metalearn.v1 import attempt_pb2
+from metalearn.v1 import study_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+def trial_name(study: str, number: int) -> str:
+    return f"{study}-{number}"
+
+
+def trial_command(
+    study: pb.Study, params: Sequence[space.Parameter], values: dict[str, Any]
+) -> attempt_pb2.TrainCommand:
+    """The base command with `values` set; json_format.ParseError if it is no command."""
+    document = space.apply(space.command_json(study.base_command), values, params)
+    return json_format.ParseDict(document, attempt_pb2.TrainCommand())
+
+
+def parameters(study: pb.Study) -> list[space.Parameter]:
+    """The search space of a stored study (checked when it was created)."""
+    v = errors.Violations()
+    found = space.parse(v, "search_space", space.command_json(study.base_command),
+                        study.search_space)  # fmt: skip
+    assert not v.items, v.items
+    return found
+
+
+def _rewrite(command: attempt_pb2.TrainCommand, study: str, number: int) -> Rewrite:
+    def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
+        spec = attempt_pb2.Attempt(n_epoch=command.n_epoch)
+        spec.training_commands.CopyFrom(command)
+        spec.tags.update({"study": study, "trial": str(number)})
+        return convert.stored_forms(spec)
+
+    return rewrite
+
+
+class StudyDriver:
+    """One per gateway; any number of replicas may run one."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        studies: StudyStore,
+        work: WorkStore,
+        trainers: TrainerStore,
+        hub: EventHub,
+    ) -> None:
+        self._config = config
+        self._studies = studies
+        self._work = work
+        self._trainers = trainers
+        self._hub = hub
+
+    def wake(self) -> None:
+        self._hub.studies_changed.set()
+
+    async def run(self) -> None:
+        while True:
+            self._hub.studies_changed.clear()
+            try:
+                for study_id in await self._studies.active():
+                    await self.advance(study_id)
+            except (DatabaseDown, errors.Unavailable) as err:
+                log.warning("studies wait for the database: %s", err)
+            except Exception:
+                log.exception("advancing studies")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._hub.studies_changed.wait(), self._config.study_tick_seconds
+                )
+
+    async def _slots(self, study: pb.Study) -> int:
+        if study.max_parallel:
+            return study.max_parallel
+        live = await self._trainers.live_trainers(self._config.trainer_timeout_seconds)
+        return max(1, sum(t.capacity for t in live))
+
+    async def advance(self, study_id: int) -> None:
+        """Asks what the study's budget and slots allow, queues what was asked, and ends
+        the study when nothing runs and nothing more will be asked."""
+        async with self._studies.locked(study_id) as locked:
+            if locked is None:
+                return
+            record = locked.study
+            study = model.spec_of(record)
+            params = parameters(study)
+            best_to_test = await self._advance_locked(locked, study, params)
+        owner = record.owner
+        for number, values in await self._studies.unqueued(study_id):
+            await self._queue(record.id, record.name, owner, study, params, number, values)
+        if best_to_test is not None:
+            try:
+                await self._work.queue_test(
+                    best_to_test, None, None, RequestKey(owner, f"study-{study_id}-test", "test")
+                )
+            except errors.DomainError as err:
+                log.warning("study %s: testing its best trial: %s", record.name, err)
+
+    async def _advance_locked(
+        self, locked: Locked, study: pb.Study, params: Sequence[space.Parameter]
+    ) -> str | None:
+        """Asks for trials and updates the study row, under its lock; returns the best
+        trial's attempt when the study just ended and tests its best."""
+        record = locked.study
+        trials = await locked.trials()
+        state, reason = record.state, record.stop_reason
+        if state == "RUNNING" and study.timeout_seconds:
+            age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
+            if age > study.timeout_seconds:
+                state, reason = "STOPPING", f"time limit of {study.timeout_seconds:g} s reached"
+        made = record.trials_made
+        sampler_state = dict(record.sampler_state)
+        running = sum(model.outcome(study, t).state == TrialState.RUNNING for t in trials)
+        if state == "RUNNING":
+            wanted = min(await self._slots(study) - running, study.n_trials - made)
+            past = [self._past(study, t) for t in trials]
+            for _ in range(max(wanted, 0)):
+                asked = sampling.ask(
+                    record.name,
+                    params,
+                    model.maximize(study),
+                    study.sampler.name or "tpe",
+                    json_format.MessageToDict(study.sampler.args),
+                    study.seed,
+                    past,
+                    sampler_state,
+                )
+                values = {p.path: p.value(asked.internal[p.path]) for p in params}
+                error = self._check(study, params, values)
+                await locked.add_trial(made, values, asked.internal, asked.trial_state, error)
+                past.append(
+                    sampling.PastTrial(
+                        made,
+                        asked.internal,
+                        TrialState.FAIL if error else TrialState.RUNNING,
+                        None,
+                        asked.trial_state,
+                    )
+                )
+                sampler_state = asked.study_state
+                running += 0 if error else 1
+                made += 1
+        best_to_test = None
+        if running == 0 and (state == "STOPPING" or made >= study.n_trials):
+            state = "DONE"
+            top = model.best(study, trials)
+            if study.test_best and top is not None and top.attempt_name:
+                best_to_test = top.attempt_name
+        await locked.update(
+            trials_made=made, sampler_state=sampler_state, state=state, stop_reason=reason
+        )
+        return best_to_test
+
+    @staticmethod
+    def _past(study: pb.Study, trial: TrialRecord) -> sampling.PastTrial:
+        o = model.outcome(study, trial)
+        return sampling.PastTrial(trial.number, trial.internal, o.state, o.value,
+                                  trial.sampler_state)  # fmt: skip
+
+    def _check(
+        self, study: pb.Study, params: Sequence[space.Parameter], values: dict[str, Any]
+    ) -> str:
+        """Why a sampled command cannot be trained ('' if it can), as Train would say."""
+        try:
+            command = trial_command(study, params, values)
+        except json_format.ParseError as err:
+            return f"INVALID_ARGUMENT: {err}"
+        v = errors.Violations()
+        check_trainable(v, "command", command, self._config.limits)
+        return "; ".join(f"{i.field}: {i.description}" for i in v.items)
+
+    async def _queue(
+        self,
+        study_id: int,
+        study_name: str,
+        owner: str,
+        study: pb.Study,
+        params: Sequence[space.Parameter],
+        number: int,
+        values: dict[str, Any],
+    ) -> None:
+        """Queues an asked trial once (a retry of its request id is a replay)."""
+        name = trial_name(study_name, number)
+        try:
+            command = trial_command(study, params, values)
+            attempt_id = await self._work.queue_train(
+                name,
+                _rewrite(command, study_name, number),
+                owner,
+                None,
+                RequestKey(owner, f"study-{study_id}-trial-{number}", "train"),
+                create_only=True,
+            )
+        except (errors.AlreadyExists, errors.FailedPrecondition, errors.InvalidArgument) as err:
+            await self._studies.trial_refused(study_id, number, f"{type(err).__name__}: {err}")
+            return
+        await self._studies.trial_queued(study_id, number, attempt_id)

@@ -1,0 +1,130 @@
+"""What a study and its trials are, read from their rows: states, objective values, the
+best trial, and the Study proto."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from optuna.trial import TrialState
+
+from gateway.store.studies import StudyRecord, TrialRecord
+from gateway.studies import space
+from metalearn.v1 import study_service_pb2 as pb
+
+_RUNNING = frozenset({"QUEUED", "TRAINING"})
+_TRAINED = frozenset({"TRAINED", "TESTING", "COMPLETE"})
+_MAXIMIZE = frozenset({pb.OBJECTIVE_UNSPECIFIED, pb.OBJECTIVE_BEST_VAL_ACCURACY,
+                       pb.OBJECTIVE_LAST_VAL_ACCURACY})  # fmt: skip
+
+
+def spec_of(record: StudyRecord) -> pb.Study:
+    """The study as its creator asked for it."""
+    return pb.Study.FromString(record.spec)
+
+
+def maximize(study: pb.Study) -> bool:
+    return study.objective in _MAXIMIZE
+
+
+def value(study: pb.Study, trial: TrialRecord) -> float | None:
+    """The objective's value of a trial's epochs (None: no epochs, or not finite)."""
+    found = {
+        pb.OBJECTIVE_UNSPECIFIED: trial.best_val_accuracy,
+        pb.OBJECTIVE_BEST_VAL_ACCURACY: trial.best_val_accuracy,
+        pb.OBJECTIVE_LAST_VAL_ACCURACY: trial.last_val_accuracy,
+        pb.OBJECTIVE_BEST_VAL_LOSS: trial.best_val_loss,
+        pb.OBJECTIVE_LAST_VAL_LOSS: trial.last_val_loss,
+    }.get(study.objective)
+    return found if found is not None and math.isfinite(found) else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a trial stands, for the sampler and for people."""
+
+    state: TrialState
+    value: float | None
+    error: str
+
+
+def outcome(study: pb.Study, trial: TrialRecord) -> Outcome:
+    if not trial.queued:
+        if trial.error:
+            return Outcome(TrialState.FAIL, None, trial.error)
+        return Outcome(TrialState.RUNNING, None, "")  # asked, being queued
+    if trial.attempt_id is None:
+        return Outcome(TrialState.FAIL, None, "its attempt was deleted")
+    if trial.status in _RUNNING:
+        return Outcome(TrialState.RUNNING, None, "")
+    if trial.status in _TRAINED:
+        found = value(study, trial)
+        if found is None:
+            return Outcome(TrialState.FAIL, None, "no finite validation metric")
+        return Outcome(TrialState.COMPLETE, found, "")
+    return Outcome(TrialState.FAIL, None, trial.error or trial.status.lower())
+
+
+_STATES = {
+    TrialState.RUNNING: pb.TRIAL_STATE_RUNNING,
+    TrialState.COMPLETE: pb.TRIAL_STATE_COMPLETE,
+    TrialState.FAIL: pb.TRIAL_STATE_FAILED,
+}
+
+
+_STUDY_STATES = {
+    "RUNNING": pb.STUDY_STATE_RUNNING,
+    "STOPPING": pb.STUDY_STATE_STOPPING,
+    "DONE": pb.STUDY_STATE_DONE,
+}
+
+
+def best(study: pb.Study, trials: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The complete trial with the best value (the earliest among equals)."""
+    scored = [
+        (v, -t.number, t)
+        for t in trials
+        if (o := outcome(study, t)).state == TrialState.COMPLETE and (v := o.value) is not None
+    ]
+    if not scored:
+        return None
+    pick = max(scored, key=lambda s: (s[0] if maximize(study) else -s[0], s[1]))
+    return pick[2]
+
+
+def trial_proto(study: pb.Study, trial: TrialRecord) -> pb.Trial:
+    o = outcome(study, trial)
+    message = pb.Trial(
+        number=trial.number,
+        attempt_name=trial.attempt_name or "",
+        attempt_id=trial.attempt_id or 0,
+        state=_STATES[o.state],
+        value=o.value if o.value is not None else math.nan,
+        epochs=trial.epochs,
+        error=o.error[:2000],
+    )
+    json_format.ParseDict(space.plain(trial.params), message.params)
+    return message
+
+
+def study_proto(record: StudyRecord, trials: Sequence[TrialRecord] | None = None) -> pb.Study:
+    """The API's view of a study (with its trials when given)."""
+    study = spec_of(record)
+    message = pb.Study()
+    message.CopyFrom(study)
+    message.id = record.id
+    message.name = record.name
+    message.owner = record.owner
+    message.state = _STUDY_STATES[record.state]
+    message.trials_made = record.trials_made
+    message.stop_reason = record.stop_reason
+    message.create_time.FromDatetime(record.created_at)
+    message.update_time.FromDatetime(record.updated_at)
+    if trials is not None:
+        message.trials.extend(trial_proto(study, t) for t in trials)
+        top = best(study, trials)
+        if top is not None:
+            message.best_trial.CopyFrom(trial_proto(study, top))
+    return message

@@ -1,0 +1,213 @@
+"""Optuna as a library: a study rebuilt in memory from our rows for each ask.
+
+PostgreSQL holds every trial; Optuna holds nothing between asks. Each ask builds an
+in-memory Optuna study from the trials as they stand (numbers in order, params, state,
+value), restores the state a sampler keeps in Optuna's system attributes (CMA-ES's
+generation, QMC's counter, the grid's cells), asks, and hands back what to store.
+
+A fresh sampler restarts its random stream, so a rebuilt study with a fixed seed would
+draw trial 0's values again and again; each ask's seed is therefore derived from the
+study's seed and the trial number, which also makes an ask repeatable (a replica that
+died before committing is replaced by one that asks the same). See
+docs/research/optuna5-studies.md for the experiments behind each choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import (
+    BaseSampler,
+    CmaEsSampler,
+    GridSampler,
+    QMCSampler,
+    RandomSampler,
+    TPESampler,
+)
+from optuna.storages import InMemoryStorage
+from optuna.trial import TrialState, create_trial
+
+from gateway.studies.space import Parameter
+from metalearn.errors import Violations
+
+# Once, at import: warnings.catch_warnings is not thread-safe, and these would be logged
+# for every rebuilt study.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+MAX_SEED = 2**32 - 1  # numpy's bound
+# The keyword arguments a user may give each sampler, and their types. The seed, the
+# search space and the fallback sampler are ours.
+SAMPLER_ARGS: dict[str, dict[str, type]] = {
+    "tpe": {
+        "n_startup_trials": int,
+        "n_ei_candidates": int,
+        "multivariate": bool,
+        "group": bool,
+        "constant_liar": bool,
+    },
+    "random": {},
+    "cmaes": {
+        "sigma0": float,
+        "n_startup_trials": int,
+        "popsize": int,
+        "use_separable_cma": bool,
+        "with_margin": bool,
+        "lr_adapt": bool,
+    },
+    "qmc": {"qmc_type": str, "scramble": bool},
+    "grid": {},
+}
+MAX_GRID = 100_000
+
+
+def derive_seed(seed: int, number: int) -> int:
+    """Trial `number`'s seed (not hash(): Python salts str hashes per process)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "big")
+
+
+def _grid(params: Sequence[Parameter]) -> dict[str, list[Any]] | None:
+    """Every value of every parameter, or None if one is continuous."""
+    grid: dict[str, list[Any]] = {}
+    for p in params:
+        d = p.distribution
+        if isinstance(d, CategoricalDistribution):
+            grid[p.path] = list(d.choices)
+        elif isinstance(d, IntDistribution) and not d.log:
+            grid[p.path] = list(range(d.low, d.high + 1, d.step))
+        elif isinstance(d, FloatDistribution) and d.step:
+            n = round((d.high - d.low) / d.step)
+            grid[p.path] = [d.low + i * d.step for i in range(n + 1)]
+        else:
+            return None
+    return grid
+
+
+def check_sampler(
+    v: Violations, field: str, name: str, args: dict[str, Any], params: Sequence[Parameter]
+) -> None:
+    """Refuses an unknown sampler, argument or value, naming it."""
+    allowed = SAMPLER_ARGS.get(name)
+    if allowed is None:
+        v.add(f"{field}.name", f"unknown sampler {name!r}; use one of {sorted(SAMPLER_ARGS)}")
+        return
+    for key, value in args.items():
+        kind = allowed.get(key)
+        if kind is None:
+            v.add(f"{field}.args.{key[:40]}", f"{name} takes {sorted(allowed) or 'no arguments'}")
+        elif kind is int and not (
+            isinstance(value, float) and value.is_integer() and 0 < value < 2**31
+        ):
+            v.add(f"{field}.args.{key}", "a positive whole number")
+        elif kind is float and not (
+            isinstance(value, float) and math.isfinite(value) and value > 0
+        ):
+            v.add(f"{field}.args.{key}", "a positive number")
+        elif kind is bool and not isinstance(value, bool):
+            v.add(f"{field}.args.{key}", "true or false")
+        elif kind is str and not isinstance(value, str):
+            v.add(f"{field}.args.{key}", "a string")
+    if name == "qmc" and args.get("qmc_type", "sobol") not in ("sobol", "halton"):
+        v.add(f"{field}.args.qmc_type", '"sobol" or "halton"')
+    if name == "grid":
+        grid = _grid(params)
+        if grid is None:
+            v.add(field, "grid needs choices, int ranges or float ranges with a step")
+        elif math.prod(len(values) for values in grid.values()) > MAX_GRID:
+            v.add(field, f"the grid has more than {MAX_GRID} points")
+
+
+def _args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    kinds = SAMPLER_ARGS[name]
+    return {k: kinds[k](value) for k, value in args.items()}
+
+
+def sampler(
+    name: str, args: dict[str, Any], seed: int, number: int, params: Sequence[Parameter]
+) -> BaseSampler:
+    """The sampler that asks for trial `number`."""
+    derived = derive_seed(seed, number)
+    kwargs = _args(name, args)
+    if name == "random":
+        return RandomSampler(seed=derived)
+    if name == "cmaes":
+        # Categoricals fall back to independent sampling: fine, and not worth a warning.
+        return CmaEsSampler(**kwargs, seed=derived, warn_independent_sampling=False)
+    if name == "qmc":
+        # The QMC seed fixes its scrambling: constant; the point index is restored state.
+        return QMCSampler(**kwargs, seed=seed, independent_sampler=RandomSampler(seed=derived))
+    if name == "grid":
+        grid = _grid(params)
+        assert grid is not None  # checked at CreateStudy
+        return GridSampler(grid, seed=seed)  # the seed fixes the order of the cells
+    return TPESampler(**kwargs, seed=derived)
+
+
+@dataclass(frozen=True)
+class PastTrial:
+    """A trial as the sampler sees it."""
+
+    number: int
+    # Optuna's values by path (a choice as its canonical text).
+    internal: dict[str, Any]
+    state: TrialState
+    value: float | None
+    sampler_state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A new trial: Optuna's values by path, and the state to keep."""
+
+    internal: dict[str, Any]
+    trial_state: dict[str, Any]
+    study_state: dict[str, Any]
+
+
+def ask(
+    study_name: str,
+    params: Sequence[Parameter],
+    maximize: bool,
+    sampler_name: str,
+    sampler_args: dict[str, Any],
+    seed: int,
+    trials: Sequence[PastTrial],
+    study_state: dict[str, Any],
+) -> Asked:
+    """Rebuilds the study from `trials` (numbered 0..n-1) and asks for trial n."""
+    number = len(trials)
+    storage = InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler(sampler_name, sampler_args, seed, number, params),
+        direction="maximize" if maximize else "minimize",
+    )
+    distributions = {p.path: p.distribution for p in params}
+    study_id = storage.get_study_id_from_name(study_name)
+    for key, value in study_state.items():
+        storage.set_study_system_attr(study_id, key, value)
+    for past in trials:
+        study.add_trial(
+            create_trial(
+                state=past.state,
+                params=past.internal,
+                distributions=distributions,
+                value=past.value,
+                system_attrs=past.sampler_state,
+            )
+        )
+    trial = study.ask(distributions)
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    return Asked(
+        internal=dict(trial.params),
+        trial_state=dict(frozen.system_attrs),
+        study_state=dict(storage.get_study_system_attrs(study_id)),
+    )

@@ -1,0 +1,188 @@
+"""StudyService: checks a study whole before it starts, then leaves it to the driver."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import math
+import re
+from typing import Any
+
+from google.protobuf import json_format
+
+from gateway.auth import current
+from gateway.config import Limits
+from gateway.store.images import ImageStore
+from gateway.store.studies import StudyStore
+from gateway.store.work import WorkStore
+from gateway.studies import model, sampling, space
+from gateway.studies.driver import StudyDriver, trial_command, trial_name
+from gateway.validation import check_labels_have_images, check_trainable
+from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
+from metalearn.status import translate_errors
+from metalearn.v1 import study_service_pb2 as pb
+from metalearn.v1 import study_service_pb2_grpc
+
+NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+MAX_TRIALS = 1000
+MAX_PARALLEL = 256
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
+_WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "max_parallel",
+             "timeout_seconds", "sampler", "seed", "test_best")  # fmt: skip
+
+
+def _name(field: str, name: str) -> str:
+    if not NAME.fullmatch(name):
+        raise InvalidArgument.one(field, "letters, digits, '.', '_' and '-', at most 100")
+    return name
+
+
+def _corners(v: Violations, study: pb.Study, params: list[space.Parameter], limits: Limits) -> None:
+    """The command at each bound and choice, checked as Train checks it, so that a space
+    whose corner makes no command is refused now rather than failing trials later."""
+    for i, values in space.corners(params):
+        parameter = params[i]
+        field = f"study.search_space[{i}]"
+        shown = json.dumps(values[parameter.path])[:80]
+        try:
+            command = trial_command(study, params, values)
+        except json_format.ParseError as err:
+            v.add(field, f"with {parameter.path} = {shown} the command does not parse: {err}")
+            continue
+        found = Violations()
+        check_trainable(found, "command", command, limits)
+        for item in found.items[:3]:
+            v.add(field, f"with {parameter.path} = {shown}, {item.field}: {item.description}")
+
+
+class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
+    def __init__(
+        self,
+        studies: StudyStore,
+        work: WorkStore,
+        images: ImageStore,
+        driver: StudyDriver,
+        limits: Limits,
+    ) -> None:
+        self._studies = studies
+        self._work = work
+        self._images = images
+        self._driver = driver
+        self._limits = limits
+
+    def _check(self, study: pb.Study) -> list[space.Parameter]:
+        v = Violations()
+        if not NAME.fullmatch(study.name):
+            v.add("study.name", "letters, digits, '.', '_' and '-', at most 100")
+        if not study.HasField("base_command"):
+            v.add("study.base_command", "give the command every trial starts from")
+        check_trainable(v, "study.base_command", study.base_command, self._limits)
+        base = space.command_json(study.base_command)
+        params = space.parse(v, "study.search_space", base, study.search_space)
+        if study.objective not in pb.Objective.values():
+            v.add("study.objective", f"unknown objective {study.objective}")
+        if not 1 <= study.n_trials <= MAX_TRIALS:
+            v.add("study.n_trials", f"between 1 and {MAX_TRIALS}")
+        if not 0 <= study.max_parallel <= MAX_PARALLEL:
+            v.add("study.max_parallel", f"between 0 (the live trainers' slots) and {MAX_PARALLEL}")
+        if not (math.isfinite(study.timeout_seconds) and
+                0 <= study.timeout_seconds <= MAX_TIMEOUT_SECONDS):  # fmt: skip
+            v.add("study.timeout_seconds", f"between 0 (none) and {MAX_TIMEOUT_SECONDS:g}")
+        if not 0 <= study.seed <= sampling.MAX_SEED:
+            v.add("study.seed", f"between 0 and {sampling.MAX_SEED}")
+        sampler_args: dict[str, Any] = json_format.MessageToDict(study.sampler.args)
+        sampling.check_sampler(
+            v, "study.sampler", study.sampler.name or "tpe", sampler_args, params
+        )
+        v.raise_if_any()
+        _corners(v, study, params, self._limits)
+        v.raise_if_any()
+        return params
+
+    @translate_errors
+    async def CreateStudy(
+        self, request: pb.CreateStudyRequest, context: Any
+    ) -> pb.CreateStudyResponse:
+        # The client's fields only; the rest is the server's.
+        study = pb.Study()
+        study.CopyFrom(request.study)
+        for name in pb.Study.DESCRIPTOR.fields_by_name:
+            if name not in _WRITABLE:
+                study.ClearField(name)  # type: ignore[arg-type]
+        if not study.sampler.name:
+            study.sampler.name = "tpe"
+        self._check(study)
+        await check_labels_have_images(
+            self._images, "study.base_command.label_names", study.base_command.label_names
+        )
+        names = [trial_name(study.name, k) for k in range(study.n_trials)]
+        record = await self._studies.create(
+            study.name, current().name, study.SerializeToString(), names
+        )
+        self._driver.wake()
+        return pb.CreateStudyResponse(study=model.study_proto(record, []))
+
+    @translate_errors
+    async def GetStudy(self, request: pb.GetStudyRequest, context: Any) -> pb.GetStudyResponse:
+        record, trials = await self._studies.get(_name("name", request.name))
+        return pb.GetStudyResponse(study=model.study_proto(record, trials))
+
+    @translate_errors
+    async def ListStudies(
+        self, request: pb.ListStudiesRequest, context: Any
+    ) -> pb.ListStudiesResponse:
+        if not 0 <= request.page_size <= self._limits.max_page_size:
+            raise InvalidArgument.one(
+                "page_size", f"must be between 0 and {self._limits.max_page_size}"
+            )
+        before = _decode(request.page_token)
+        size = request.page_size or self._limits.default_page_size
+        records = await self._studies.page(before, size + 1)
+        response = pb.ListStudiesResponse(studies=[model.study_proto(r) for r in records[:size]])
+        if len(records) > size:
+            response.next_page_token = _encode(records[size - 1].id)
+        return response
+
+    @translate_errors
+    async def StopStudy(self, request: pb.StopStudyRequest, context: Any) -> pb.StopStudyResponse:
+        name = _name("name", request.name)
+        caller = current()
+        stopped = await self._studies.stop(name, caller.owner_scope, f"stopped by {caller.name}")
+        if request.cancel_running:
+            _, trials = await self._studies.get(name)
+            for trial in trials:
+                if trial.attempt_id is not None and trial.status in ("QUEUED", "TRAINING"):
+                    with contextlib.suppress(FailedPrecondition):  # it ended meanwhile
+                        await self._work.cancel(trial.attempt_id, None)
+        await self._driver.advance(stopped.id)  # done at once if nothing runs
+        record, trials = await self._studies.get(name)
+        return pb.StopStudyResponse(study=model.study_proto(record, trials))
+
+    @translate_errors
+    async def DeleteStudy(
+        self, request: pb.DeleteStudyRequest, context: Any
+    ) -> pb.DeleteStudyResponse:
+        await self._studies.delete(_name("name", request.name), current().owner_scope)
+        return pb.DeleteStudyResponse()
+
+
+def _encode(study_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"b": study_id}).encode()).decode()
+
+
+def _decode(token: str) -> int | None:
+    if not token:
+        return None
+    bad = InvalidArgument.one("page_token", "is not a token this service issued")
+    if len(token) > 128:
+        raise bad
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error, RecursionError) as err:
+        raise bad from err
+    before = payload.get("b") if isinstance(payload, dict) else None
+    if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
+        raise bad
+    return before

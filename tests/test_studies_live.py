@@ -1,0 +1,80 @@
+"""Studies with real trainers: every trial trains as an attempt with its params and
+epochs, max_parallel holds at every moment, the best trial is tested at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from google.protobuf import json_format
+
+from gateway.config import GatewayConfig
+from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
+from metalearn.v1 import study_service_pb2 as pb
+from tests.harness import GatewayThread
+from tests.test_orchestration import Stack
+from tests.trainer_harness import lenet_command
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live(
+    digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    config = GatewayConfig(
+        listen="127.0.0.1:0", database_url=digits_gateway.database_url, dispatch_seconds=0.2,
+        study_tick_seconds=0.5,
+    )  # fmt: skip
+    fast = GatewayThread(digits_gateway.database_url, config).start()
+    stack = Stack(fast, tmp_path_factory.mktemp("studies-live"))
+    stack.ensure_trainers(2)
+    try:
+        yield stack
+    finally:
+        stack.close()
+        fast.stop()
+
+
+def tiny_study(name: str, n_trials: int, sampler: str = "tpe") -> pb.Study:
+    base = lenet_command(n_epoch=2, batch_size=64, label_names=["digit 0", "digit 1", "digit 2"])
+    study = pb.Study(name=name, base_command=base, n_trials=n_trials, max_parallel=2, seed=3,
+                     test_best=True)  # fmt: skip
+    study.sampler.name = sampler
+    for param in (
+        {"path": "optimizer.lr", "float": {"low": 1e-4, "high": 3e-2, "log": True}},
+        {"path": "model.layers[7].out_features", "int": {"low": 16, "high": 128, "step": 16}},
+    ):
+        study.search_space.append(json_format.ParseDict(param, pb.SearchParameter()))
+    return study
+
+
+def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None:
+    studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
+    studies.CreateStudy(pb.CreateStudyRequest(study=tiny_study("tpe", 8)))
+    deadline = time.monotonic() + 300
+    most_at_once = 0
+    while True:
+        study = studies.GetStudy(pb.GetStudyRequest(name="tpe")).study
+        most_at_once = max(
+            most_at_once, sum(t.state == pb.TRIAL_STATE_RUNNING for t in study.trials)
+        )
+        if study.state == pb.STUDY_STATE_DONE:
+            break
+        assert time.monotonic() < deadline, study
+        time.sleep(0.2)
+    assert most_at_once <= 2
+    assert study.trials_made == 8 and len(study.trials) == 8
+    assert [t.attempt_name for t in study.trials] == [f"tpe-{k}" for k in range(8)]
+    for trial in study.trials:
+        assert trial.state == pb.TRIAL_STATE_COMPLETE, trial
+        assert trial.epochs == 2 and 0 <= trial.value <= 1
+        attempt = live.get(trial.attempt_name)
+        assert len(attempt.epochs) == 2 and attempt.tags["study"] == "tpe"
+        assert max(e.val_accuracy for e in attempt.epochs) == pytest.approx(trial.value)
+    best = study.best_trial
+    assert best.value == max(t.value for t in study.trials)
+    # Chosen on validation data, tested at the end: an honest number.
+    tested = live.wait_status(best.attempt_name, {attempt_pb2.ATTEMPT_STATUS_COMPLETE}, 120)
+    assert tested.HasField("test_result") and 0 <= tested.accuracy <= 1
