@@ -78,6 +78,7 @@ _TERMINAL = frozenset(
         attempt_pb2.ATTEMPT_STATUS_COMPLETE,
         attempt_pb2.ATTEMPT_STATUS_FAILED,
         attempt_pb2.ATTEMPT_STATUS_CANCELLED,
+        attempt_pb2.ATTEMPT_STATUS_PRUNED,
     }
 )
 _DOWNLOAD_CHUNK = 1024 * 1024

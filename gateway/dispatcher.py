@@ -24,6 +24,7 @@ from gateway.store import AttemptStore, EpochRecord
 from gateway.store.images import ImageStore
 from gateway.store.trainers import Trainer, TrainerStore
 from gateway.store.work import Claimed, WorkStore
+from gateway.studies.pruning import Pruning
 from gateway.trainer_checks import (
     ArtifactReceiver,
     Diverged,
@@ -74,8 +75,11 @@ class Dispatcher:
         trainers: TrainerStore,
         images: ImageStore,
         hub: EventHub,
+        pruning: Pruning,
     ) -> None:
         self._config = config
+        # Asked after each stored epoch whether a study's trial stops there.
+        self._pruning = pruning
         self._attempts = attempts
         self._work = work
         self._trainers = trainers
@@ -353,9 +357,14 @@ class Dispatcher:
                     e.val_accuracy,
                 )
                 try:
-                    await self._attempts.append_epoch(claimed.id, claimed.fence, record)
+                    stored = await self._attempts.append_epoch(claimed.id, claimed.fence, record)
                 except errors.FailedPrecondition:
                     return  # cancelled, or the lease went elsewhere: stop the trainer
+                reason = await self._prune(claimed, e.epoch) if stored else None
+                if reason is not None:
+                    # Ending the stream stops the trainer within one batch; its epochs stay.
+                    await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
+                    return
             elif kind in ("checkpoint", "weights"):
                 chunk = getattr(event, kind)
                 if kind not in files:
@@ -412,6 +421,15 @@ class Dispatcher:
                     raise TrainerLied(f"finished with unknown outcome {f.outcome}")
                 return
         await self._ended_early(claimed)
+
+    async def _prune(self, claimed: Claimed, epoch: int) -> str | None:
+        """The pruner's decision; a decision that could not be made lets the run go on
+        (pruning saves time, it never fails a run)."""
+        try:
+            return await self._pruning.decide(claimed.id, epoch)
+        except Exception:
+            log.exception("%s: pruning decision after epoch %s", claimed.name, epoch)
+            return None
 
     async def _test(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)

@@ -43,6 +43,7 @@ _TOKEN = re.compile(
 _KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL"}
 _STATUSES = (
     "INCOMPLETE", "QUEUED", "TRAINING", "TRAINED", "TESTING", "COMPLETE", "FAILED", "CANCELLED",
+    "PRUNED",
 )  # fmt: skip
 # Fields kept in columns, and what they are.
 _COLUMNS: dict[str, tuple[str, str]] = {

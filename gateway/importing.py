@@ -142,7 +142,7 @@ def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[I
             v.add(
                 f"{field}.status",
                 f"{convert.status_name(status)} is a live state: import history at rest"
-                " (INCOMPLETE, TRAINED, COMPLETE, FAILED or CANCELLED)",
+                " (INCOMPLETE, TRAINED, COMPLETE, FAILED, CANCELLED or PRUNED)",
             )
         elif status not in attempt_pb2.AttemptStatus.values():
             v.add(f"{field}.status", f"unknown status {status}")

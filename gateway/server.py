@@ -26,6 +26,7 @@ from gateway.store.tokens import TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.studies.driver import StudyDriver
+from gateway.studies.pruning import Pruning
 from gateway.studies.servicer import StudyServicer
 from gateway.token_servicer import TokenServicer
 from metalearn.standard_services import AsyncHealthServicer, enable_server_reflection
@@ -113,6 +114,7 @@ async def create_server(
         TrainerStore(pool),
         ImageStore(pool),
     )
+    studies = StudyStore(pool)
     servicer = AttemptServicer(attempts, work, None, config.limits, images)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
@@ -130,7 +132,6 @@ async def create_server(
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(
         TokenServicer(tokens, authenticator), server
     )
-    studies = StudyStore(pool)
     driver = StudyDriver(config, studies, work, trainers, hub)
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
         StudyServicer(studies, work, images, driver, config.limits), server
@@ -144,7 +145,7 @@ async def create_server(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     port = listen_on(server, config.listen, config.tls)
-    dispatcher = Dispatcher(config, attempts, work, trainers, images, hub)
+    dispatcher = Dispatcher(config, attempts, work, trainers, images, hub, Pruning(studies))
     return server, port, Background(hub, dispatcher, driver)
 
 

@@ -168,6 +168,17 @@ def test_bad_study_fields_are_named(studies) -> None:
     study.sampler.args.update({"gamma": 0.5, "n_startup_trials": -1})
     found = bad(studies, study)
     assert "study.sampler.args.gamma" in found and "study.sampler.args.n_startup_trials" in found
+    study = make_study("pruners")
+    study.pruner.name = "median"
+    study.pruner.args.update({"n_warmup_steps": -1, "eta": 2})
+    found = bad(studies, study)
+    assert "study.pruner.args.n_warmup_steps" in found and "study.pruner.args.eta" in found
+    study.pruner.name = "successive_halving"
+    study.pruner.args.Clear()
+    study.pruner.args.update({"reduction_factor": 1})
+    assert "reduction_factor" in bad(studies, study)["study.pruner.args"]
+    study.pruner.name = "bandit"
+    assert "unknown pruner" in bad(studies, study)["study.pruner.name"]
     study = make_study("grid")  # a continuous range has no grid
     study.sampler.name = "grid"
     assert "grid needs" in bad(studies, study)["study.sampler"]

@@ -78,3 +78,42 @@ def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None
     # Chosen on validation data, tested at the end: an honest number.
     tested = live.wait_status(best.attempt_name, {attempt_pb2.ATTEMPT_STATUS_COMPLETE}, 120)
     assert tested.HasField("test_result") and 0 <= tested.accuracy <= 1
+
+
+def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(live: Stack) -> None:
+    """A learning rate of 1e-7 stays at chance; with seed 11 the random sampler gives
+    good, bad, bad, bad, good, bad (checked offline), one trial at a time."""
+    studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
+    study = tiny_study("pruned", 6, sampler="random")
+    study.base_command.n_epoch = 4
+    study.seed, study.max_parallel, study.test_best = 11, 1, False
+    del study.search_space[:]
+    study.search_space.append(
+        json_format.ParseDict(
+            {"path": "optimizer.lr", "categorical": {"values": [0.003, 1e-7]}},
+            pb.SearchParameter(),
+        )
+    )
+    study.pruner.name = "median"
+    study.pruner.args.update({"n_startup_trials": 1, "n_warmup_steps": 0})
+    studies.CreateStudy(pb.CreateStudyRequest(study=study))
+    deadline = time.monotonic() + 300
+    while (done := studies.GetStudy(pb.GetStudyRequest(name="pruned")).study).state != (
+        pb.STUDY_STATE_DONE
+    ):
+        assert time.monotonic() < deadline, done
+        time.sleep(0.2)
+    states = [t.state for t in done.trials]
+    C, P = pb.TRIAL_STATE_COMPLETE, pb.TRIAL_STATE_PRUNED
+    assert states == [C, P, P, P, C, P], done.trials
+    for trial in done.trials:
+        attempt = live.get(trial.attempt_name)
+        if trial.state == P:
+            assert attempt.status == attempt_pb2.ATTEMPT_STATUS_PRUNED
+            assert attempt.error.startswith("pruned at epoch 1 by the median pruner"), attempt.error
+            assert trial.error == attempt.error
+            # Stopped within a batch of the decision: its first epoch kept, few after.
+            assert 1 <= len(attempt.epochs) <= 2 and trial.value == attempt.epochs[0].val_accuracy
+        else:
+            assert len(attempt.epochs) == 4
+    assert done.best_trial.number in (0, 4)

@@ -42,6 +42,10 @@ class TrialRecord:
     last_val_accuracy: float | None
     best_val_loss: float | None
     last_val_loss: float | None
+    # Every epoch's validation metrics, in epoch order (the pruner's curves).
+    steps: list[int]
+    val_accuracies: list[float]
+    val_losses: list[float]
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,17 @@ _TRIALS = (
     " COALESCE(a.status, '') AS status, t.params, t.internal, t.sampler_state,"
     " COALESCE(NULLIF(t.error, ''), a.error, '') AS error,"
     " COALESCE(e.epochs, 0) AS epochs, e.best_val_accuracy, e.last_val_accuracy,"
-    " e.best_val_loss, e.last_val_loss"
+    " e.best_val_loss, e.last_val_loss, COALESCE(e.steps, '{}') AS steps,"
+    " COALESCE(e.val_accuracies, '{}') AS val_accuracies,"
+    " COALESCE(e.val_losses, '{}') AS val_losses"
     " FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
     " LEFT JOIN LATERAL (SELECT count(*) AS epochs, max(val_accuracy) AS best_val_accuracy,"
     " (array_agg(val_accuracy ORDER BY epoch DESC))[1] AS last_val_accuracy,"
     " min(val_loss) AS best_val_loss,"
-    " (array_agg(val_loss ORDER BY epoch DESC))[1] AS last_val_loss"
+    " (array_agg(val_loss ORDER BY epoch DESC))[1] AS last_val_loss,"
+    " array_agg(epoch ORDER BY epoch) AS steps,"
+    " array_agg(val_accuracy ORDER BY epoch) AS val_accuracies,"
+    " array_agg(val_loss ORDER BY epoch) AS val_losses"
     " FROM attempt_epochs WHERE attempt_id = t.attempt_id) e ON true"
     " WHERE t.study_id = %s ORDER BY t.number"
 )
@@ -245,6 +254,39 @@ class StudyStore:
                     "UPDATE study_trials SET error = %s WHERE study_id = %s AND number = %s"
                     " AND NOT queued",
                     (error[:2000] or "refused", study_id, number),
+                )
+
+    async def of_attempt(self, attempt_id: int) -> tuple[StudyRecord, int] | None:
+        """The study whose trial `attempt_id` is, and the trial's number (None: none)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT {}, t.number FROM study_trials t JOIN studies s"
+                        " ON s.id = t.study_id WHERE t.attempt_id = %s"
+                    ).format(_STUDY),
+                    (attempt_id,),
+                )
+                row = await cur.fetchone()
+        return (_study(row), int(row["number"])) if row is not None else None
+
+    async def trials(self, study_id: int) -> list[TrialRecord]:
+        """A study's trials as they stand (no lock)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(_TRIALS, (study_id,))
+                return [_trial(r) for r in await cur.fetchall()]
+
+    async def merge_trial_state(self, study_id: int, number: int, state: dict[str, Any]) -> None:
+        """Adds keys to a trial's sampler state (a pruner's rungs)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE study_trials SET sampler_state = sampler_state || %s"
+                    " WHERE study_id = %s AND number = %s",
+                    (Jsonb(state), study_id, number),
                 )
 
     async def stop(self, name: str, scope: str | None, reason: str) -> StudyRecord:

@@ -190,7 +190,7 @@ class StudyDriver:
     def _past(study: pb.Study, trial: TrialRecord) -> sampling.PastTrial:
         o = model.outcome(study, trial)
         return sampling.PastTrial(trial.number, trial.internal, o.state, o.value,
-                                  trial.sampler_state)  # fmt: skip
+                                  trial.sampler_state, model.curve(study, trial))  # fmt: skip
 
     def _check(
         self, study: pb.Study, params: Sequence[space.Parameter], values: dict[str, Any]

@@ -41,6 +41,13 @@ def value(study: pb.Study, trial: TrialRecord) -> float | None:
     return found if found is not None and math.isfinite(found) else None
 
 
+def curve(study: pb.Study, trial: TrialRecord) -> dict[int, float]:
+    """The objective's metric at each epoch (the pruner's intermediate values); NaN left
+    out (Optuna's pruners skip it anyway)."""
+    metric = trial.val_losses if not maximize(study) else trial.val_accuracies
+    return {step: v for step, v in zip(trial.steps, metric, strict=True) if math.isfinite(v)}
+
+
 @dataclass(frozen=True)
 class Outcome:
     """Where a trial stands, for the sampler and for people."""
@@ -59,6 +66,11 @@ def outcome(study: pb.Study, trial: TrialRecord) -> Outcome:
         return Outcome(TrialState.FAIL, None, "its attempt was deleted")
     if trial.status in _RUNNING:
         return Outcome(TrialState.RUNNING, None, "")
+    if trial.status == "PRUNED":
+        # Optuna's own rule: a pruned trial's value is its last intermediate value.
+        points = curve(study, trial)
+        last = points[max(points)] if points else None
+        return Outcome(TrialState.PRUNED, last, trial.error)
     if trial.status in _TRAINED:
         found = value(study, trial)
         if found is None:
@@ -71,6 +83,7 @@ _STATES = {
     TrialState.RUNNING: pb.TRIAL_STATE_RUNNING,
     TrialState.COMPLETE: pb.TRIAL_STATE_COMPLETE,
     TrialState.FAIL: pb.TRIAL_STATE_FAILED,
+    TrialState.PRUNED: pb.TRIAL_STATE_PRUNED,
 }
 
 

@@ -160,6 +160,8 @@ class PastTrial:
     state: TrialState
     value: float | None
     sampler_state: dict[str, Any] = field(default_factory=dict)
+    # The objective's metric by epoch (TPE ranks pruned trials by them).
+    intermediate: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ def ask(
                 distributions=distributions,
                 value=past.value,
                 system_attrs=past.sampler_state,
+                intermediate_values=past.intermediate,
             )
         )
     trial = study.ask(distributions)

@@ -17,7 +17,7 @@ from gateway.config import Limits
 from gateway.store.images import ImageStore
 from gateway.store.studies import StudyStore
 from gateway.store.work import WorkStore
-from gateway.studies import model, sampling, space
+from gateway.studies import model, pruning, sampling, space
 from gateway.studies.driver import StudyDriver, trial_command, trial_name
 from gateway.validation import check_labels_have_images, check_trainable
 from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
@@ -30,7 +30,7 @@ MAX_TRIALS = 1000
 MAX_PARALLEL = 256
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
 _WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "max_parallel",
-             "timeout_seconds", "sampler", "seed", "test_best")  # fmt: skip
+             "timeout_seconds", "sampler", "pruner", "seed", "test_best")  # fmt: skip
 
 
 def _name(field: str, name: str) -> str:
@@ -96,6 +96,13 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         sampling.check_sampler(
             v, "study.sampler", study.sampler.name or "tpe", sampler_args, params
         )
+        pruning.check(
+            v,
+            "study.pruner",
+            study.pruner.name or "none",
+            json_format.MessageToDict(study.pruner.args),
+            study.base_command.n_epoch,
+        )
         v.raise_if_any()
         _corners(v, study, params, self._limits)
         v.raise_if_any()
@@ -113,6 +120,8 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
                 study.ClearField(name)  # type: ignore[arg-type]
         if not study.sampler.name:
             study.sampler.name = "tpe"
+        if not study.pruner.name:
+            study.pruner.name = "none"
         self._check(study)
         await check_labels_have_images(
             self._images, "study.base_command.label_names", study.base_command.label_names

@@ -22,6 +22,7 @@ class AttemptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_STATUS_COMPLETE: _ClassVar[AttemptStatus]
     ATTEMPT_STATUS_FAILED: _ClassVar[AttemptStatus]
     ATTEMPT_STATUS_CANCELLED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_PRUNED: _ClassVar[AttemptStatus]
 ATTEMPT_STATUS_UNSPECIFIED: AttemptStatus
 ATTEMPT_STATUS_INCOMPLETE: AttemptStatus
 ATTEMPT_STATUS_QUEUED: AttemptStatus
@@ -31,6 +32,7 @@ ATTEMPT_STATUS_TESTING: AttemptStatus
 ATTEMPT_STATUS_COMPLETE: AttemptStatus
 ATTEMPT_STATUS_FAILED: AttemptStatus
 ATTEMPT_STATUS_CANCELLED: AttemptStatus
+ATTEMPT_STATUS_PRUNED: AttemptStatus
 
 class Model(_message.Message):
     __slots__ = ("layers", "name")

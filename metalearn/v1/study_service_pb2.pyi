@@ -33,6 +33,7 @@ class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIAL_STATE_RUNNING: _ClassVar[TrialState]
     TRIAL_STATE_COMPLETE: _ClassVar[TrialState]
     TRIAL_STATE_FAILED: _ClassVar[TrialState]
+    TRIAL_STATE_PRUNED: _ClassVar[TrialState]
 OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_BEST_VAL_ACCURACY: Objective
 OBJECTIVE_LAST_VAL_ACCURACY: Objective
@@ -46,6 +47,7 @@ TRIAL_STATE_UNSPECIFIED: TrialState
 TRIAL_STATE_RUNNING: TrialState
 TRIAL_STATE_COMPLETE: TrialState
 TRIAL_STATE_FAILED: TrialState
+TRIAL_STATE_PRUNED: TrialState
 
 class FloatRange(_message.Message):
     __slots__ = ("low", "high", "log", "step")
@@ -118,7 +120,7 @@ class Trial(_message.Message):
     def __init__(self, number: _Optional[int] = ..., attempt_name: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value: _Optional[float] = ..., epochs: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason")
+    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class Study(_message.Message):
     MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    PRUNER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TEST_BEST_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +150,7 @@ class Study(_message.Message):
     max_parallel: int
     timeout_seconds: float
     sampler: Algorithm
+    pruner: Algorithm
     seed: int
     test_best: bool
     state: StudyState
@@ -157,7 +161,7 @@ class Study(_message.Message):
     best_trial: Trial
     trials: _containers.RepeatedCompositeFieldContainer[Trial]
     stop_reason: str
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
 
 class CreateStudyRequest(_message.Message):
     __slots__ = ("study",)

@@ -1,0 +1,167 @@
+"""Pruning on the live epoch stream: Optuna's pruners over curves rebuilt from our rows.
+
+After an epoch of a trial is stored, the dispatcher running it asks `Pruning.decide`.
+The study is rebuilt in memory without params (pruners read only states, values and
+intermediate values), the pruner is asked about the running trial, and the state some
+pruners write onto a trial (successive halving's and Hyperband's `completed_rung_*`)
+is stored back, after every decision, pruned or not: the next decision needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from google.protobuf import json_format
+from optuna.pruners import (
+    BasePruner,
+    HyperbandPruner,
+    MedianPruner,
+    NopPruner,
+    PercentilePruner,
+    SuccessiveHalvingPruner,
+    WilcoxonPruner,
+)
+from optuna.storages import InMemoryStorage
+from optuna.trial import TrialState, create_trial
+
+from gateway.store.studies import StudyStore, TrialRecord
+from gateway.studies import model
+from metalearn.errors import Violations
+from metalearn.v1 import study_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_COMMON: dict[str, type] = {"n_startup_trials": int, "n_warmup_steps": int, "interval_steps": int,
+           "n_min_trials": int}  # fmt: skip
+# The keyword arguments a user may give each pruner, and their types.
+PRUNER_ARGS: dict[str, dict[str, type]] = {
+    "none": {},
+    "median": _COMMON,
+    "percentile": {"percentile": float, **_COMMON},
+    "successive_halving": {"min_resource": int, "reduction_factor": int,
+                           "min_early_stopping_rate": int, "bootstrap_count": int},
+    "hyperband": {"min_resource": int, "max_resource": int, "reduction_factor": int,
+                  "bootstrap_count": int},
+    "wilcoxon": {"p_threshold": float, "n_startup_steps": int},
+}  # fmt: skip
+
+
+def make(name: str, args: dict[str, Any], n_epoch: int) -> BasePruner:
+    """The pruner, by name. Resources are epochs; left out, successive halving starts at
+    epoch 1 and Hyperband ends at the command's last epoch (Optuna's "auto" waits for a
+    finished trial before it prunes anything)."""
+    kwargs = {k: PRUNER_ARGS[name][k](v) for k, v in args.items()}
+    if name == "median":
+        return MedianPruner(**kwargs)
+    if name == "percentile":
+        return PercentilePruner(**{"percentile": 50.0, **kwargs})
+    if name == "successive_halving":
+        return SuccessiveHalvingPruner(**{"min_resource": 1, **kwargs})
+    if name == "hyperband":
+        return HyperbandPruner(**{"min_resource": 1, "max_resource": max(n_epoch, 1), **kwargs})
+    if name == "wilcoxon":
+        return WilcoxonPruner(**kwargs)
+    return NopPruner()
+
+
+def check(v: Violations, field: str, name: str, args: dict[str, Any], n_epoch: int) -> None:
+    """Refuses an unknown pruner or argument, naming it; Optuna's own checks of the
+    values (a reduction factor of 1, a percentile of 120) are said as they are."""
+    allowed = PRUNER_ARGS.get(name)
+    if allowed is None:
+        v.add(f"{field}.name", f"unknown pruner {name!r}; use one of {sorted(PRUNER_ARGS)}")
+        return
+    ok = True
+    for key, value in args.items():
+        kind = allowed.get(key)
+        if kind is None:
+            v.add(f"{field}.args.{key[:40]}", f"{name} takes {sorted(allowed) or 'no arguments'}")
+            ok = False
+        elif kind is int and not (isinstance(value, float) and value.is_integer()
+                                  and 0 <= value < 2**31):  # fmt: skip
+            v.add(f"{field}.args.{key}", "a whole number, at least 0")
+            ok = False
+        elif kind is float and not (isinstance(value, float) and math.isfinite(value)):
+            v.add(f"{field}.args.{key}", "a number")
+            ok = False
+    if ok:
+        try:
+            make(name, args, n_epoch)
+        except (ValueError, TypeError) as err:
+            v.add(f"{field}.args", str(err)[:300])
+
+
+class Pruning:
+    """Decides, for the dispatcher, whether a study's trial stops after an epoch."""
+
+    def __init__(self, studies: StudyStore) -> None:
+        self._studies = studies
+
+    async def decide(self, attempt_id: int, epoch: int) -> str | None:
+        """Why the attempt should stop now (None: it goes on, or is no study's trial)."""
+        found = await self._studies.of_attempt(attempt_id)
+        if found is None:
+            return None
+        record, number = found
+        study = model.spec_of(record)
+        name = study.pruner.name or "none"
+        if name == "none":
+            return None
+        trials = await self._studies.trials(record.id)
+        current = next((t for t in trials if t.number == number), None)
+        if current is None:
+            return None
+        pruner = make(name, json_format.MessageToDict(study.pruner.args), _epochs(study))
+        prune, state = decide(record.name, study, pruner, trials, number)
+        if state:
+            await self._studies.merge_trial_state(record.id, number, state)
+        if not prune:
+            return None
+        points = model.curve(study, current)
+        metric = "validation accuracy" if model.maximize(study) else "validation loss"
+        shown = f" ({metric} {points[max(points)]:.4f})" if points else ""
+        return f"pruned at epoch {epoch} by the {name} pruner{shown}"
+
+
+def _epochs(study: pb.Study) -> int:
+    return study.base_command.n_epoch
+
+
+def decide(
+    study_name: str,
+    study: pb.Study,
+    pruner: BasePruner,
+    trials: Sequence[TrialRecord],
+    number: int,
+) -> tuple[bool, dict[str, Any]]:
+    """Whether trial `number` (running) is pruned, and the state the pruner added to it."""
+    storage = InMemoryStorage()
+    rebuilt = optuna.create_study(
+        storage=storage,
+        study_name=study_name,  # Hyperband picks a trial's bracket from it
+        pruner=pruner,
+        direction="maximize" if model.maximize(study) else "minimize",
+    )
+    for trial in trials:
+        o = model.outcome(study, trial)
+        state = TrialState.RUNNING if trial.number == number else o.state
+        rebuilt.add_trial(
+            create_trial(
+                state=state,
+                value=o.value if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+                intermediate_values=model.curve(study, trial),
+                system_attrs=trial.sampler_state,
+            )
+        )
+    frozen = rebuilt.get_trials(deepcopy=False)[number]
+    before = dict(frozen.system_attrs)
+    prune = bool(pruner.prune(rebuilt, frozen))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study_name), number
+    )
+    after = storage.get_trial_system_attrs(trial_id)
+    return prune, {k: v for k, v in after.items() if before.get(k) != v}
