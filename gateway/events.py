@@ -44,6 +44,15 @@ class Event:
     total: int = 0
 
 
+@dataclass(eq=False)  # hashed by identity: each watcher's own
+class Wake:
+    """Set on any attempt event or queue change (a study watcher looks again); `closing`
+    when this gateway stops."""
+
+    event: asyncio.Event
+    closing: bool = False
+
+
 class EventHub:
     """Listens for the database's notifications and hands them to subscribers."""
 
@@ -53,6 +62,7 @@ class EventHub:
         # Builds the encoded Attempt of a status event (so this module needs no protos).
         self.status_of = status_of
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
+        self._wakes: set[Wake] = set()
         self.queue_changed = asyncio.Event()
         # The same news for the study driver (each waiter clears its own event): a run
         # ended, an attempt was queued or cancelled, a slot may be free.
@@ -87,10 +97,27 @@ class EventHub:
                 if not subscribers:
                     del self._subscribers[attempt_id]
 
+    @contextlib.contextmanager
+    def subscribe_all(self) -> Iterator[Wake]:
+        """A wake-up on any change, until the block ends (watchers of many attempts)."""
+        wake = Wake(asyncio.Event())
+        self._wakes.add(wake)
+        try:
+            yield wake
+        finally:
+            self._wakes.discard(wake)
+
+    def _wake_all(self) -> None:
+        for wake in list(self._wakes):
+            wake.event.set()
+
     def end_watches(self) -> None:
         """Tells every subscriber this gateway is stopping ("closing")."""
         for attempt_id in list(self._subscribers):
             self._publish(Event("closing", attempt_id))
+        for wake in list(self._wakes):
+            wake.closing = True
+        self._wake_all()
 
     def _publish(self, event: Event) -> None:
         for queue in list(self._subscribers.get(event.attempt_id, ())):
@@ -114,6 +141,7 @@ class EventHub:
                     self.tokens_changed()
                     for attempt_id in list(self._subscribers):
                         self._publish(Event("resync", attempt_id))
+                    self._wake_all()
                     self._ready.set()
                     async for note in conn.notifies():
                         await self._handle(note.channel, note.payload)
@@ -127,7 +155,10 @@ class EventHub:
         if channel == QUEUE:
             self.queue_changed.set()
             self.studies_changed.set()
+            self._wake_all()
             return
+        if channel == EVENTS:
+            self._wake_all()
         if channel == TOKENS:
             self.tokens_changed()
             return

@@ -134,7 +134,7 @@ async def create_server(
     )
     driver = StudyDriver(config, studies, work, trainers, hub)
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
-        StudyServicer(studies, work, images, driver, config.limits), server
+        StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
     )
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -391,6 +391,7 @@ def test_study_requests(gateway, channel, stored, path, kind, low, high, ilow, i
     assert snapshot(gateway.database_url) == stored
     for call, request in (
         (stub.GetStudy, spb.GetStudyRequest(name=path)),
+        (stub.WatchStudy, spb.WatchStudyRequest(name=path)),
         (stub.StopStudy, spb.StopStudyRequest(name=path)),
         (stub.DeleteStudy, spb.DeleteStudyRequest(name=path)),
         (stub.ListStudies, spb.ListStudiesRequest(page_size=n_trials, page_token=path)),
@@ -460,6 +461,7 @@ def test_every_rpc_is_fuzzed() -> None:
         "RevokeToken",
         "CreateStudy",
         "GetStudy",
+        "WatchStudy",
         "ListStudies",
         "StopStudy",
         "DeleteStudy",

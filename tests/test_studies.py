@@ -231,6 +231,9 @@ def test_stop_cancels_and_ends_then_delete(studies, channel) -> None:
     assert stopped.stop_reason.startswith("stopped by admin")
     assert all(t.state == pb.TRIAL_STATE_FAILED for t in stopped.trials)
     assert stopped.trials_made == 2  # asked no more
+    # A done study watched: its snapshot, then it is finished.
+    events = list(studies.WatchStudy(pb.WatchStudyRequest(name="stopme"), timeout=10))
+    assert [e.WhichOneof("event") for e in events] == ["snapshot", "study_finished"]
     studies.DeleteStudy(pb.DeleteStudyRequest(name="stopme"))
     expect_error(grpc.StatusCode.NOT_FOUND, studies.GetStudy, pb.GetStudyRequest(name="stopme"))
     # Its trials stay as attempts.

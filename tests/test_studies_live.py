@@ -97,12 +97,27 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(live: Stack) -> 
     study.pruner.name = "median"
     study.pruner.args.update({"n_startup_trials": 1, "n_warmup_steps": 0})
     studies.CreateStudy(pb.CreateStudyRequest(study=study))
-    deadline = time.monotonic() + 300
-    while (done := studies.GetStudy(pb.GetStudyRequest(name="pruned")).study).state != (
-        pb.STUDY_STATE_DONE
-    ):
-        assert time.monotonic() < deadline, done
-        time.sleep(0.2)
+    # Followed live to the end: every trial started, each epoch once and in order, each
+    # pruned or finished once, the bests, then the finished study.
+    events = [
+        (e.WhichOneof("event"), e)
+        for e in studies.WatchStudy(pb.WatchStudyRequest(name="pruned"), timeout=300)
+    ]
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "snapshot" and kinds[-1] == "study_finished", kinds
+    done = events[-1][1].study_finished
+    started = [e.trial_started.number for k, e in events if k == "trial_started"]
+    started += [t.number for t in events[0][1].snapshot.trials]
+    assert sorted(started) == list(range(6))
+    for trial in done.trials:
+        seen = [e.trial_epoch.epoch.epoch for k, e in events
+                if k == "trial_epoch" and e.trial_epoch.trial == trial.number]  # fmt: skip
+        assert seen == list(range(1, trial.epochs + 1)), (trial.number, seen)
+        ended = [k for k, e in events if k in ("trial_pruned", "trial_finished") and
+                 getattr(e, k).number == trial.number]  # fmt: skip
+        assert ended == ["trial_pruned" if trial.state == pb.TRIAL_STATE_PRUNED
+                         else "trial_finished"], ended  # fmt: skip
+    assert "new_best" in kinds
     states = [t.state for t in done.trials]
     C, P = pb.TRIAL_STATE_COMPLETE, pb.TRIAL_STATE_PRUNED
     assert states == [C, P, P, P, C, P], done.trials

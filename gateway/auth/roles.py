@@ -82,6 +82,7 @@ POLICY: dict[str, frozenset[Role]] = {
     _SS + "CreateStudy": WRITE,
     _SS + "GetStudy": READ,
     _SS + "ListStudies": READ,
+    _SS + "WatchStudy": READ,
     _SS + "StopStudy": WRITE,
     _SS + "DeleteStudy": WRITE,
 }

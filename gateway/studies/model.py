@@ -64,14 +64,14 @@ def outcome(study: pb.Study, trial: TrialRecord) -> Outcome:
         return Outcome(TrialState.RUNNING, None, "")  # asked, being queued
     if trial.attempt_id is None:
         return Outcome(TrialState.FAIL, None, "its attempt was deleted")
-    if trial.status in _RUNNING:
+    if trial.status in _RUNNING and trial.work != "test":
         return Outcome(TrialState.RUNNING, None, "")
     if trial.status == "PRUNED":
         # Optuna's own rule: a pruned trial's value is its last intermediate value.
         points = curve(study, trial)
         last = points[max(points)] if points else None
         return Outcome(TrialState.PRUNED, last, trial.error)
-    if trial.status in _TRAINED:
+    if trial.status in _TRAINED or trial.work == "test":  # trained; its test queued
         found = value(study, trial)
         if found is None:
             return Outcome(TrialState.FAIL, None, "no finite validation metric")

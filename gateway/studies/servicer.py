@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import json
 import math
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
 
 from gateway.auth import current
 from gateway.config import Limits
+from gateway.events import EventHub
+from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.studies import StudyStore
 from gateway.store.work import WorkStore
 from gateway.studies import model, pruning, sampling, space
 from gateway.studies.driver import StudyDriver, trial_command, trial_name
 from gateway.validation import check_labels_have_images, check_trainable
-from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
+from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors
+from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
-from metalearn.v1 import study_service_pb2_grpc
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MAX_TRIALS = 1000
 MAX_PARALLEL = 256
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
+# A watcher also looks when no notification came (a time limit, a missed one).
+_WATCH_POLL_SECONDS = 5.0
 _WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "max_parallel",
              "timeout_seconds", "sampler", "pruner", "seed", "test_best")  # fmt: skip
 
@@ -61,12 +67,16 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
     def __init__(
         self,
         studies: StudyStore,
+        attempts: AttemptStore,
         work: WorkStore,
         images: ImageStore,
         driver: StudyDriver,
+        hub: EventHub,
         limits: Limits,
     ) -> None:
         self._studies = studies
+        self._attempts = attempts
+        self._hub = hub
         self._work = work
         self._images = images
         self._driver = driver
@@ -153,6 +163,58 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         if len(records) > size:
             response.next_page_token = _encode(records[size - 1].id)
         return response
+
+    @translate_errors
+    async def WatchStudy(
+        self, request: pb.WatchStudyRequest, context: Any
+    ) -> AsyncIterator[pb.WatchStudyResponse]:
+        name = _name("name", request.name)
+        # Woken before the first read, so nothing committed after it is missed; each wake
+        # compares the study with what was sent (events coalesce, nothing is lost).
+        with self._hub.subscribe_all() as wake:
+            record, trials = await self._studies.get(name)
+            current = model.study_proto(record, trials)
+            yield pb.WatchStudyResponse(snapshot=current)
+            sent = {t.number: (t.state, t.epochs) for t in current.trials}
+            best = current.best_trial.number if current.HasField("best_trial") else None
+            while record.state != "DONE":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.event.wait(), _WATCH_POLL_SECONDS)
+                wake.event.clear()
+                if wake.closing:
+                    raise Unavailable("this gateway is stopping: watch again to resume")
+                try:
+                    record, trials = await self._studies.get(name)
+                except NotFound:
+                    raise NotFound(f"study {name!r} was deleted") from None
+                current = model.study_proto(record, trials)
+                for trial in current.trials:
+                    async for event in self._changes(trial, sent.get(trial.number)):
+                        yield event
+                    sent[trial.number] = (trial.state, trial.epochs)
+                if current.HasField("best_trial") and current.best_trial.number != best:
+                    best = current.best_trial.number
+                    yield pb.WatchStudyResponse(new_best=current.best_trial)
+            yield pb.WatchStudyResponse(study_finished=current)
+
+    async def _changes(
+        self, trial: pb.Trial, before: tuple[int, int] | None
+    ) -> AsyncIterator[pb.WatchStudyResponse]:
+        """What happened to a trial since `before` (its state and epochs when last sent)."""
+        if before is None:
+            yield pb.WatchStudyResponse(trial_started=trial)
+        state, epochs = before if before is not None else (pb.TRIAL_STATE_RUNNING, 0)
+        if trial.attempt_id and trial.epochs > epochs:
+            wire = await self._attempts.epochs_after(trial.attempt_id, epochs, trial.epochs)
+            for metrics in attempt_pb2.Attempt.FromString(wire).epochs:
+                yield pb.WatchStudyResponse(
+                    trial_epoch=pb.TrialEpoch(trial=trial.number, epoch=metrics)
+                )
+        if trial.state != state:
+            if trial.state == pb.TRIAL_STATE_PRUNED:
+                yield pb.WatchStudyResponse(trial_pruned=trial)
+            elif trial.state != pb.TRIAL_STATE_RUNNING:
+                yield pb.WatchStudyResponse(trial_finished=trial)
 
     @translate_errors
     async def StopStudy(self, request: pb.StopStudyRequest, context: Any) -> pb.StopStudyResponse:

@@ -203,6 +203,38 @@ class ListStudiesResponse(_message.Message):
     next_page_token: str
     def __init__(self, studies: _Optional[_Iterable[_Union[Study, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class WatchStudyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class TrialEpoch(_message.Message):
+    __slots__ = ("trial", "epoch")
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    trial: int
+    epoch: _attempt_pb2.EpochMetrics
+    def __init__(self, trial: _Optional[int] = ..., epoch: _Optional[_Union[_attempt_pb2.EpochMetrics, _Mapping]] = ...) -> None: ...
+
+class WatchStudyResponse(_message.Message):
+    __slots__ = ("snapshot", "trial_started", "trial_epoch", "trial_pruned", "trial_finished", "new_best", "study_finished")
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    NEW_BEST_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    snapshot: Study
+    trial_started: Trial
+    trial_epoch: TrialEpoch
+    trial_pruned: Trial
+    trial_finished: Trial
+    new_best: Trial
+    study_finished: Study
+    def __init__(self, snapshot: _Optional[_Union[Study, _Mapping]] = ..., trial_started: _Optional[_Union[Trial, _Mapping]] = ..., trial_epoch: _Optional[_Union[TrialEpoch, _Mapping]] = ..., trial_pruned: _Optional[_Union[Trial, _Mapping]] = ..., trial_finished: _Optional[_Union[Trial, _Mapping]] = ..., new_best: _Optional[_Union[Trial, _Mapping]] = ..., study_finished: _Optional[_Union[Study, _Mapping]] = ...) -> None: ...
+
 class StopStudyRequest(_message.Message):
     __slots__ = ("name", "cancel_running")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -62,6 +62,11 @@ class StudyServiceStub:
                 request_serializer=metalearn_dot_v1_dot_study__service__pb2.ListStudiesRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_study__service__pb2.ListStudiesResponse.FromString,
                 _registered_method=True)
+        self.WatchStudy = channel.unary_stream(
+                '/metalearn.v1.StudyService/WatchStudy',
+                request_serializer=metalearn_dot_v1_dot_study__service__pb2.WatchStudyRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_study__service__pb2.WatchStudyResponse.FromString,
+                _registered_method=True)
         self.StopStudy = channel.unary_unary(
                 '/metalearn.v1.StudyService/StopStudy',
                 request_serializer=metalearn_dot_v1_dot_study__service__pb2.StopStudyRequest.SerializeToString,
@@ -116,6 +121,20 @@ class StudyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchStudy(self, request, context):
+        """Streams a study's progress: first a snapshot (the study with every
+        trial), then each trial started, each epoch of a trial, each trial
+        pruned or finished (complete or failed), each new best, and at last the
+        finished study, after which the stream ends. Watching again resumes: the
+        new snapshot holds everything so far (each trial's epochs count says
+        where its epochs stand).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (also when it is deleted while
+        watched), UNAVAILABLE (this gateway is stopping: watch again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StopStudy(self, request, context):
         """Stops asking for trials; running trials finish, or are cancelled with
         `cancel_running`.
@@ -151,6 +170,11 @@ def add_StudyServiceServicer_to_server(servicer, server):
                     servicer.ListStudies,
                     request_deserializer=metalearn_dot_v1_dot_study__service__pb2.ListStudiesRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_study__service__pb2.ListStudiesResponse.SerializeToString,
+            ),
+            'WatchStudy': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStudy,
+                    request_deserializer=metalearn_dot_v1_dot_study__service__pb2.WatchStudyRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_study__service__pb2.WatchStudyResponse.SerializeToString,
             ),
             'StopStudy': grpc.unary_unary_rpc_method_handler(
                     servicer.StopStudy,
@@ -257,6 +281,33 @@ class StudyService:
             '/metalearn.v1.StudyService/ListStudies',
             metalearn_dot_v1_dot_study__service__pb2.ListStudiesRequest.SerializeToString,
             metalearn_dot_v1_dot_study__service__pb2.ListStudiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStudy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/metalearn.v1.StudyService/WatchStudy',
+            metalearn_dot_v1_dot_study__service__pb2.WatchStudyRequest.SerializeToString,
+            metalearn_dot_v1_dot_study__service__pb2.WatchStudyResponse.FromString,
             options,
             channel_credentials,
             insecure,

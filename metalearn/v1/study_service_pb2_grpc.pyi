@@ -60,6 +60,16 @@ class StudyServiceStub:
     """Lists studies, newest first, a page at a time (without their trials).
     Errors: INVALID_ARGUMENT (page size or token).
     """
+    WatchStudy: _grpc.UnaryStreamMultiCallable[_study_service_pb2.WatchStudyRequest, _study_service_pb2.WatchStudyResponse]
+    """Streams a study's progress: first a snapshot (the study with every
+    trial), then each trial started, each epoch of a trial, each trial
+    pruned or finished (complete or failed), each new best, and at last the
+    finished study, after which the stream ends. Watching again resumes: the
+    new snapshot holds everything so far (each trial's epochs count says
+    where its epochs stand).
+    Errors: INVALID_ARGUMENT, NOT_FOUND (also when it is deleted while
+    watched), UNAVAILABLE (this gateway is stopping: watch again).
+    """
     StopStudy: _grpc.UnaryUnaryMultiCallable[_study_service_pb2.StopStudyRequest, _study_service_pb2.StopStudyResponse]
     """Stops asking for trials; running trials finish, or are cancelled with
     `cancel_running`.
@@ -102,6 +112,16 @@ class StudyServiceAsyncStub(StudyServiceStub):
     ListStudies: _aio.UnaryUnaryMultiCallable[_study_service_pb2.ListStudiesRequest, _study_service_pb2.ListStudiesResponse]  # type: ignore[assignment]
     """Lists studies, newest first, a page at a time (without their trials).
     Errors: INVALID_ARGUMENT (page size or token).
+    """
+    WatchStudy: _aio.UnaryStreamMultiCallable[_study_service_pb2.WatchStudyRequest, _study_service_pb2.WatchStudyResponse]  # type: ignore[assignment]
+    """Streams a study's progress: first a snapshot (the study with every
+    trial), then each trial started, each epoch of a trial, each trial
+    pruned or finished (complete or failed), each new best, and at last the
+    finished study, after which the stream ends. Watching again resumes: the
+    new snapshot holds everything so far (each trial's epochs count says
+    where its epochs stand).
+    Errors: INVALID_ARGUMENT, NOT_FOUND (also when it is deleted while
+    watched), UNAVAILABLE (this gateway is stopping: watch again).
     """
     StopStudy: _aio.UnaryUnaryMultiCallable[_study_service_pb2.StopStudyRequest, _study_service_pb2.StopStudyResponse]  # type: ignore[assignment]
     """Stops asking for trials; running trials finish, or are cancelled with
@@ -160,6 +180,22 @@ class StudyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_study_service_pb2.ListStudiesResponse, _abc.Awaitable[_study_service_pb2.ListStudiesResponse]]:
         """Lists studies, newest first, a page at a time (without their trials).
         Errors: INVALID_ARGUMENT (page size or token).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchStudy(
+        self,
+        request: _study_service_pb2.WatchStudyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_study_service_pb2.WatchStudyResponse], _abc.AsyncIterator[_study_service_pb2.WatchStudyResponse]]:
+        """Streams a study's progress: first a snapshot (the study with every
+        trial), then each trial started, each epoch of a trial, each trial
+        pruned or finished (complete or failed), each new best, and at last the
+        finished study, after which the stream ends. Watching again resumes: the
+        new snapshot holds everything so far (each trial's epochs count says
+        where its epochs stand).
+        Errors: INVALID_ARGUMENT, NOT_FOUND (also when it is deleted while
+        watched), UNAVAILABLE (this gateway is stopping: watch again).
         """
 
     @_abc_1.abstractmethod
