@@ -72,7 +72,8 @@ _STUDY = sql.SQL(
 # caller refuses non-finite values).
 _TRIALS = (
     "SELECT t.number, t.attempt_id, a.name AS attempt_name, t.queued,"
-    " COALESCE(a.status, '') AS status, COALESCE(a.work, '') AS work, t.params, t.internal, t.sampler_state,"
+    " COALESCE(a.status, '') AS status, COALESCE(a.work, '') AS work,"
+    " t.params, t.internal, t.sampler_state,"
     " COALESCE(NULLIF(t.error, ''), a.error, '') AS error,"
     " COALESCE(e.epochs, 0) AS epochs, e.best_val_accuracy, e.last_val_accuracy,"
     " e.best_val_loss, e.last_val_loss, COALESCE(e.steps, '{}') AS steps,"
