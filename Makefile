@@ -69,6 +69,8 @@ bench: setup
 	$(PY) bench/training.py
 	$(PY) bench/orchestration.py
 	$(PY) bench/auth.py
+	$(PY) bench/filter.py
+	$(PY) bench/studies.py
 
 demo: setup
 	$(PY) scripts/demo.py

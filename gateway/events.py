@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from gateway.store import AttemptStore
+from gateway.store.studies import STUDIES
 from gateway.store.tokens import TOKENS
 from gateway.store.work import EVENTS, QUEUE
 from metalearn.errors import NotFound
@@ -138,6 +139,7 @@ class EventHub:
                     await conn.execute(f"LISTEN {EVENTS}")
                     await conn.execute(f"LISTEN {QUEUE}")
                     await conn.execute(f"LISTEN {TOKENS}")
+                    await conn.execute(f"LISTEN {STUDIES}")
                     self.tokens_changed()
                     for attempt_id in list(self._subscribers):
                         self._publish(Event("resync", attempt_id))
@@ -155,6 +157,9 @@ class EventHub:
         if channel == QUEUE:
             self.queue_changed.set()
             self.studies_changed.set()
+            self._wake_all()
+            return
+        if channel == STUDIES:
             self._wake_all()
             return
         if channel == EVENTS:

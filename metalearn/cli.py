@@ -14,7 +14,16 @@ from typing import Any
 
 import grpc
 
-from metalearn import changes_cli, documents, history_cli, runs, security_cli, stack, tls
+from metalearn import (
+    changes_cli,
+    documents,
+    history_cli,
+    runs,
+    security_cli,
+    stack,
+    study_cli,
+    tls,
+)
 from metalearn.client import MetalearnError, status_text, translate
 from metalearn.runs import CliError, client_for, print_attempt, print_json
 from metalearn.v1 import dataset_service_pb2
@@ -394,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels.set_defaults(func=cmd_images_labels)
     changes_cli.add_image_commands(images, common)
     runs.add_commands(sub, common)
+    study_cli.add_commands(sub, common)
     security_cli.add_commands(sub, common)
     stack.add_command(sub)
     return parser

@@ -26,6 +26,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from metalearn import documents
 from metalearn.credentials import find_token, open_channel
 from metalearn.tls import ClientTls
 from metalearn.v1 import (
@@ -34,6 +35,8 @@ from metalearn.v1 import (
     attempt_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    study_service_pb2,
+    study_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
     trainer_service_pb2,
@@ -43,6 +46,7 @@ pb = attempt_service_pb2
 Attempt = attempt_pb2.Attempt
 EpochMetrics = attempt_pb2.EpochMetrics
 TestProgress = trainer_service_pb2.TestProgress
+Study = study_service_pb2.Study
 # Statuses after which nothing happens without a new request.
 TERMINAL = frozenset(
     {
@@ -50,6 +54,7 @@ TERMINAL = frozenset(
         attempt_pb2.ATTEMPT_STATUS_COMPLETE,
         attempt_pb2.ATTEMPT_STATUS_FAILED,
         attempt_pb2.ATTEMPT_STATUS_CANCELLED,
+        attempt_pb2.ATTEMPT_STATUS_PRUNED,
         attempt_pb2.ATTEMPT_STATUS_INCOMPLETE,
     }
 )
@@ -171,6 +176,7 @@ class Client:
         self._attempts = attempt_service_pb2_grpc.AttemptServiceStub(self._channel)
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
         self._tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
+        self._studies = study_service_pb2_grpc.StudyServiceStub(self._channel)
         self._timeout = timeout
 
     def __enter__(self) -> Client:
@@ -328,6 +334,59 @@ class Client:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(bytes(data))
         return path
+
+    # Studies: searches over training commands, each trial an attempt `STUDY-k`.
+    def create_study(self, study: Study | dict[str, Any]) -> Study:
+        """Checks a study whole and starts it; `study` is a Study or its JSON as a dict
+        (prototype-style names: `base_command`, `search_space`, `n_trials`, ...)."""
+        if isinstance(study, dict):
+            try:
+                study = documents.parse(study, Study(), "study")
+            except documents.DocumentError as err:
+                raise InvalidRequest("INVALID_ARGUMENT", str(err)) from None
+        # No request_id on CreateStudy: a retry could meet its own study (ALREADY_EXISTS).
+        reply = self._call(
+            self._studies.CreateStudy, study_service_pb2.CreateStudyRequest(study=study)
+        )
+        result: Study = reply.study
+        return result
+
+    def study(self, name: str) -> Study:
+        """One study with every trial (params, state, epochs, value) and the best."""
+        reply = self._call(self._studies.GetStudy, study_service_pb2.GetStudyRequest(name=name))
+        result: Study = reply.study
+        return result
+
+    def watch_study(self, name: str) -> Iterator[study_service_pb2.WatchStudyResponse]:
+        """The study with its trials first, then each trial started, each epoch of a
+        trial, each trial pruned or finished, each new best, and the finished study."""
+        request = study_service_pb2.WatchStudyRequest(name=name)
+        try:
+            yield from self._studies.WatchStudy(request)
+        except grpc.RpcError as err:
+            raise translate(err) from None
+
+    def studies(self) -> Iterator[Study]:
+        """Every study, newest first, fetched a page at a time (without their trials)."""
+        request = study_service_pb2.ListStudiesRequest(page_size=200)
+        while True:
+            reply = self._call(self._studies.ListStudies, request)
+            yield from reply.studies
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def stop_study(self, name: str, cancel_running: bool = False) -> Study:
+        """Asks for no more trials; running ones finish, or are cancelled with
+        `cancel_running`. Returns the study as it then stands (DONE once none runs)."""
+        request = study_service_pb2.StopStudyRequest(name=name, cancel_running=cancel_running)
+        reply = self._call(self._studies.StopStudy, request)
+        result: Study = reply.study
+        return result
+
+    def delete_study(self, name: str) -> None:
+        """Removes a study that no longer runs; its trials stay as attempts."""
+        self._call(self._studies.DeleteStudy, study_service_pb2.DeleteStudyRequest(name=name))
 
     # Tokens (admins only).
     def create_token(

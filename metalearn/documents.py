@@ -123,14 +123,14 @@ def attempt_from_json(text: str) -> attempt_pb2.Attempt:
     return attempt_from_document(doc)
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """3.0 -> 3 throughout: JSON Struct numbers are doubles, the prototype wrote integers."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
+        return {k: integral(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_integral(v) for v in value]
+        return [integral(v) for v in value]
     return value
 
 
@@ -192,6 +192,6 @@ def attempt_to_document(attempt: attempt_pb2.Attempt) -> dict[str, Any]:
     doc = plain(attempt)
     for command in ("training_commands", "testing_commands"):
         if command in doc:
-            doc[command] = _integral(doc[command])
+            doc[command] = integral(doc[command])
     doc[OURS_KEY] = metalearn_fields()
     return doc

@@ -21,6 +21,11 @@ from psycopg.types.json import Jsonb
 from gateway.store.database import translate_db_errors
 from metalearn import errors
 
+# Told at commit whenever a study changes by itself (its state, a refused trial):
+# watchers look again. (Its trials' own changes come on the attempts' channels.)
+STUDIES = "metalearn_studies"
+_NOTIFY = f"SELECT pg_notify('{STUDIES}', %s::text)"
+
 
 @dataclass(frozen=True)
 class TrialRecord:
@@ -138,6 +143,8 @@ class Locked:
             " stop_reason = %s, updated_at = now() WHERE id = %s",
             (trials_made, Jsonb(sampler_state), state, stop_reason, self.study.id),
         )
+        if state != self.study.state:
+            await self._cur.execute(_NOTIFY, (self.study.id,))
 
 
 class StudyStore:
@@ -258,6 +265,7 @@ class StudyStore:
                     " AND NOT queued",
                     (error[:2000] or "refused", study_id, number),
                 )
+                await conn.execute(_NOTIFY, (study_id,))
 
     async def of_attempt(self, attempt_id: int) -> tuple[StudyRecord, int] | None:
         """The study whose trial `attempt_id` is, and the trial's number (None: none)."""
