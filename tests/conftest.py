@@ -68,9 +68,11 @@ def datasets(channel: grpc.Channel) -> dataset_service_pb2_grpc.DatasetServiceSt
 
 @pytest.fixture(scope="module")
 def digits_gateway(gateway_server: GatewayThread) -> GatewayThread:
-    """The session's gateway holding the 1,797 digits (other modules may have emptied it)."""
+    """The session's gateway holding the 1,797 digits and nothing else (other modules may
+    have emptied it, or added an image to a digit's label)."""
     from metalearn import digits
 
+    truncate(gateway_server.database_url)
     with gateway_server.channel() as channel:
         stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
         reply = stub.UploadImages(digits.digit_uploads())

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 
 from metalearn import digits
 from metalearn.credentials import open_channel
@@ -225,3 +226,51 @@ def test_a_stopping_gateway_has_its_trainers_checkpoint_what_it_hands_back(
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+@pytest.mark.slow
+def test_a_study_survives_kill_9_of_its_gateway_with_no_lost_or_doubled_trial(
+    tmp_path: Path,
+) -> None:
+    from metalearn.v1 import study_service_pb2 as spb
+    from metalearn.v1 import study_service_pb2_grpc
+    from tests.test_studies_live import tiny_study
+
+    address = f"127.0.0.1:{free_port()}"
+    data_dir, log = tmp_path / "data", tmp_path / "gateway.log"
+    gateway = start_gateway(address, data_dir, log)
+    admin = (data_dir / "admin.token").read_text().strip()
+    trainer = Trainer(address, tmp_path, "trainer", admin)
+    try:
+        with open_channel(address, admin) as channel:
+            dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+                digits.digit_uploads()
+            )
+            studies = study_service_pb2_grpc.StudyServiceStub(channel)
+            studies.CreateStudy(spb.CreateStudyRequest(study=tiny_study("crash", 8)))
+            for event in studies.WatchStudy(spb.WatchStudyRequest(name="crash"), timeout=120):
+                if event.WhichOneof("event") == "trial_finished":
+                    break  # mid-study: one trial done, others asked and running
+        gateway.kill()
+        gateway.wait()
+        gateway = start_gateway(address, data_dir, log)
+        with open_channel(address, admin) as channel:
+            studies = study_service_pb2_grpc.StudyServiceStub(channel)
+            events = list(studies.WatchStudy(spb.WatchStudyRequest(name="crash"), timeout=300))
+            done = events[-1].study_finished
+            listed = (
+                attempt_service_pb2_grpc.AttemptServiceStub(channel)
+                .ListAttempts(pb.ListAttemptsRequest(filter='tags.study = "crash"'))
+                .attempts
+            )
+        assert done.state == spb.STUDY_STATE_DONE
+        assert done.trials_made == 8
+        assert [t.attempt_name for t in done.trials] == [f"crash-{k}" for k in range(8)]
+        assert all(t.state == spb.TRIAL_STATE_COMPLETE for t in done.trials), done.trials
+        # One attempt per trial, none doubled, none lost.
+        assert sorted(int(a.tags["trial"]) for a in listed) == list(range(8))
+    finally:
+        trainer.stop()
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(60)

@@ -52,7 +52,7 @@ def tiny_study(name: str, n_trials: int, sampler: str = "tpe") -> pb.Study:
 
 def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None:
     studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
-    studies.CreateStudy(pb.CreateStudyRequest(study=tiny_study("tpe", 8)))
+    studies.CreateStudy(pb.CreateStudyRequest(study=tiny_study("tpe", 12)))
     deadline = time.monotonic() + 300
     most_at_once = 0
     while True:
@@ -65,8 +65,8 @@ def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None
         assert time.monotonic() < deadline, study
         time.sleep(0.2)
     assert most_at_once <= 2
-    assert study.trials_made == 8 and len(study.trials) == 8
-    assert [t.attempt_name for t in study.trials] == [f"tpe-{k}" for k in range(8)]
+    assert study.trials_made == 12 and len(study.trials) == 12
+    assert [t.attempt_name for t in study.trials] == [f"tpe-{k}" for k in range(12)]
     for trial in study.trials:
         assert trial.state == pb.TRIAL_STATE_COMPLETE, trial
         assert trial.epochs == 2 and 0 <= trial.value <= 1

@@ -220,17 +220,18 @@ class StudyStore:
                 return [int(r[0]) for r in await cur.fetchall()]
 
     @asynccontextmanager
-    async def locked(self, study_id: int) -> AsyncIterator[Locked | None]:
+    async def locked(self, study_id: int, *, wait: bool = False) -> AsyncIterator[Locked | None]:
         """The study under its row lock for one transaction, or None when it is done or
-        another replica holds it (that one is advancing it: nothing to do here)."""
+        another replica holds it (that one is advancing it: nothing to do here), unless
+        `wait`: then its turn comes after that one's."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL(
                         "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE'"
-                        " FOR UPDATE SKIP LOCKED"
-                    ).format(_STUDY),
+                        " FOR UPDATE{}"
+                    ).format(_STUDY, sql.SQL("" if wait else " SKIP LOCKED")),
                     (study_id,),
                 )
                 row = await cur.fetchone()

@@ -110,10 +110,11 @@ class StudyDriver:
         live = await self._trainers.live_trainers(self._config.trainer_timeout_seconds)
         return max(1, sum(t.capacity for t in live))
 
-    async def advance(self, study_id: int) -> None:
+    async def advance(self, study_id: int, *, wait: bool = False) -> None:
         """Asks what the study's budget and slots allow, queues what was asked, and ends
-        the study when nothing runs and nothing more will be asked."""
-        async with self._studies.locked(study_id) as locked:
+        the study when nothing runs and nothing more will be asked. Skips a study another
+        replica is advancing, unless `wait` (a caller that needs this pass's outcome)."""
+        async with self._studies.locked(study_id, wait=wait) as locked:
             if locked is None:
                 return
             record = locked.study

@@ -227,7 +227,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
                 if trial.attempt_id is not None and trial.status in ("QUEUED", "TRAINING"):
                     with contextlib.suppress(FailedPrecondition):  # it ended meanwhile
                         await self._work.cancel(trial.attempt_id, None)
-        await self._driver.advance(stopped.id)  # done at once if nothing runs
+        await self._driver.advance(stopped.id, wait=True)  # done at once if nothing runs
         record, trials = await self._studies.get(name)
         return pb.StopStudyResponse(study=model.study_proto(record, trials))
 
