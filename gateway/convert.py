@@ -82,7 +82,7 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
 
 
 # Results of a training run, forgotten when it trains again.
-_RESULTS = ("accuracy", "test_result", "model_artifact", "dataset", "imported")
+_RESULTS = ("accuracy", "test_result", "model_artifact", "dataset", "imported", "trial")
 
 
 def _rewrite(

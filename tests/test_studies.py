@@ -67,6 +67,8 @@ def test_a_study_asks_up_to_max_parallel_and_queues_attempts(studies, channel) -
     assert created.state == pb.STUDY_STATE_RUNNING and created.owner.startswith("admin")
     assert created.sampler.name == "tpe"
     study = wait_trials(studies, "lr", 2)
+    listed = attempts_of(channel, 'trial.study = "lr"')
+    assert listed == ["lr-0", "lr-1"]
     # No trainer runs them: two asked and queued, no more.
     time.sleep(0.5)
     study = studies.GetStudy(pb.GetStudyRequest(name="lr")).study
@@ -79,11 +81,18 @@ def test_a_study_asks_up_to_max_parallel_and_queues_attempts(studies, channel) -
         assert params["batch_size"] in (16, 32, 48, 64)
         attempt = attempts.GetAttempt(apb.GetAttemptRequest(name=trial.attempt_name)).attempt
         assert attempt.tags["study"] == "lr" and attempt.tags["trial"] == str(trial.number)
+        assert attempt.trial.study == "lr" and attempt.trial.number == trial.number
+        assert attempt.trial.params == trial.params
         command = attempt.training_commands
         assert command.batch_size == params["batch_size"]
         assert command.optimizer["lr"] == pytest.approx(params["optimizer.lr"])
         assert command.model.layers[7]["out_features"] == params["model.layers[7].out_features"]
         assert command.n_epoch == 2 and attempt.status == 2  # QUEUED
+
+
+def attempts_of(channel, text: str) -> list[str]:
+    stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+    return [a.name for a in stub.ListAttempts(apb.ListAttemptsRequest(filter=text)).attempts]
 
 
 def test_the_same_seed_asks_the_same_first_trials(studies) -> None:

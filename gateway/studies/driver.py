@@ -59,11 +59,15 @@ def parameters(study: pb.Study) -> list[space.Parameter]:
     return found
 
 
-def _rewrite(command: attempt_pb2.TrainCommand, study: str, number: int) -> Rewrite:
+def _rewrite(
+    command: attempt_pb2.TrainCommand, study: str, number: int, values: dict[str, Any]
+) -> Rewrite:
     def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
         spec = attempt_pb2.Attempt(n_epoch=command.n_epoch)
         spec.training_commands.CopyFrom(command)
         spec.tags.update({"study": study, "trial": str(number)})
+        spec.trial.study, spec.trial.number = study, number
+        json_format.ParseDict(values, spec.trial.params)
         return convert.stored_forms(spec)
 
     return rewrite
@@ -221,7 +225,7 @@ class StudyDriver:
             command = trial_command(study, params, values)
             attempt_id = await self._work.queue_train(
                 name,
-                _rewrite(command, study_name, number),
+                _rewrite(command, study_name, number, values),
                 owner,
                 None,
                 RequestKey(owner, f"study-{study_id}-trial-{number}", "train"),

@@ -193,8 +193,18 @@ class DatasetFingerprint(_message.Message):
     sha256: str
     def __init__(self, label_names: _Optional[_Iterable[str]] = ..., images_per_label: _Optional[_Iterable[int]] = ..., image_size: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ...) -> None: ...
 
+class StudyTrial(_message.Message):
+    __slots__ = ("study", "number", "params")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    number: int
+    params: _struct_pb2.Struct
+    def __init__(self, study: _Optional[str] = ..., number: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
 class Attempt(_message.Message):
-    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported")
+    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +234,7 @@ class Attempt(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     training_commands: TrainCommand
@@ -246,4 +257,5 @@ class Attempt(_message.Message):
     tags: _containers.ScalarMap[str, str]
     owner: str
     imported: bool
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ...) -> None: ...
+    trial: StudyTrial
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ...) -> None: ...
