@@ -188,6 +188,8 @@ def test_bad_study_fields_are_named(studies) -> None:
     assert "reduction_factor" in bad(studies, study)["study.pruner.args"]
     study.pruner.name = "bandit"
     assert "unknown pruner" in bad(studies, study)["study.pruner.name"]
+    study.sampler.name = "gp"
+    assert "needs torch" in bad(studies, study)["study.sampler.name"]
     study = make_study("grid")  # a continuous range has no grid
     study.sampler.name = "grid"
     assert "grid needs" in bad(studies, study)["study.sampler"]
