@@ -188,8 +188,6 @@ def test_bad_study_fields_are_named(studies) -> None:
     assert "reduction_factor" in bad(studies, study)["study.pruner.args"]
     study.pruner.name = "bandit"
     assert "unknown pruner" in bad(studies, study)["study.pruner.name"]
-    study.sampler.name = "gp"
-    assert "needs torch" in bad(studies, study)["study.sampler.name"]
     study = make_study("grid")  # a continuous range has no grid
     study.sampler.name = "grid"
     assert "grid needs" in bad(studies, study)["study.sampler"]
@@ -265,3 +263,32 @@ def test_list_pages_newest_first(studies) -> None:
         err = expect_error(grpc.StatusCode.INVALID_ARGUMENT, studies.ListStudies,
                            pb.ListStudiesRequest(page_token=token))  # fmt: skip
         assert "page_token" in violations(err)
+
+
+def test_a_gp_ask_runs_beside_the_gateway_never_in_it() -> None:
+    """Optuna's GPSampler needs torch: its asks run in a spawned process, so the gateway's
+    own process never imports torch; the same trials and seed ask the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import asyncio, sys
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+from gateway.studies import sampling, space
+lr = space.Parameter("optimizer.lr", ("optimizer", "lr"), FloatDistribution(1e-4, 0.1, log=True))
+past = [sampling.PastTrial(k, {"optimizer.lr": v}, TrialState.COMPLETE, value)
+        for k, (v, value) in enumerate([(1e-3, 0.9), (1e-2, 0.95), (3e-4, 0.7)])]
+def ask():
+    return asyncio.run(sampling.ask_async("s", [lr], True, "gp", {"n_startup_trials": 2.0}, 1,
+                                          past, {})).internal["optimizer.lr"]
+first, second = ask(), ask()
+assert 1e-4 <= first <= 0.1 and first == second, (first, second)
+assert "torch" not in sys.modules
+print("asked", first)
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "asked" in done.stdout, done.stderr[-2000:]

@@ -155,7 +155,7 @@ class StudyDriver:
             wanted = min(await self._slots(study) - running, study.n_trials - made)
             past = [self._past(study, t) for t in trials]
             for _ in range(max(wanted, 0)):
-                asked = sampling.ask(
+                asked = await sampling.ask_async(
                     record.name,
                     params,
                     model.maximize(study),

@@ -14,10 +14,15 @@ docs/research/optuna5-studies.md for the experiments behind each choice.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import importlib.util
 import math
+import multiprocessing
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +31,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.samplers import (
     BaseSampler,
     CmaEsSampler,
+    GPSampler,
     GridSampler,
     QMCSampler,
     RandomSampler,
@@ -64,6 +70,7 @@ SAMPLER_ARGS: dict[str, dict[str, type]] = {
     },
     "qmc": {"qmc_type": str, "scramble": bool},
     "grid": {},
+    "gp": {"n_startup_trials": int, "deterministic_objective": bool},
 }
 MAX_GRID = 100_000
 
@@ -95,11 +102,9 @@ def check_sampler(
 ) -> None:
     """Refuses an unknown sampler, argument or value, naming it."""
     allowed = SAMPLER_ARGS.get(name)
-    if name == "gp":
-        # Optuna's GPSampler imports torch at its first real ask, and the gateway runs
-        # without torch by design (docs/research/optuna5-studies.md, section 3).
-        v.add(f"{field}.name", "gp needs torch, which the gateway does not load; use tpe,"
-              " cmaes or qmc for a model-based search")  # fmt: skip
+    if name == "gp" and importlib.util.find_spec("torch") is None:
+        v.add(f"{field}.name", "gp needs torch, which this gateway cannot import (install"
+              " requirements-trainer.txt beside it), or use tpe, cmaes or qmc")  # fmt: skip
         return
     if allowed is None:
         v.add(f"{field}.name", f"unknown sampler {name!r}; use one of {sorted(SAMPLER_ARGS)}")
@@ -153,6 +158,8 @@ def sampler(
         grid = _grid(params)
         assert grid is not None  # checked at CreateStudy
         return GridSampler(grid, seed=seed)  # the seed fixes the order of the cells
+    if name == "gp":
+        return GPSampler(**kwargs, seed=derived, warn_independent_sampling=False)
     return TPESampler(**kwargs, seed=derived)
 
 
@@ -177,6 +184,32 @@ class Asked:
     internal: dict[str, Any]
     trial_state: dict[str, Any]
     study_state: dict[str, Any]
+
+
+_gp_pool: ProcessPoolExecutor | None = None
+
+
+async def ask_async(
+    study_name: str,
+    params: Sequence[Parameter],
+    maximize: bool,
+    sampler_name: str,
+    sampler_args: dict[str, Any],
+    seed: int,
+    trials: Sequence[PastTrial],
+    study_state: dict[str, Any],
+) -> Asked:
+    """`ask`, with a GP ask in a process of its own: Optuna's GPSampler imports torch
+    (2 s, hundreds of MB) at its first real ask, which the gateway process never loads."""
+    call = functools.partial(ask, study_name, params, maximize, sampler_name, sampler_args,
+                             seed, list(trials), study_state)  # fmt: skip
+    if sampler_name != "gp":
+        return call()
+    global _gp_pool
+    if _gp_pool is None:
+        # Spawned, not forked: a fork of a gateway would copy its threads' locks.
+        _gp_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    return await asyncio.get_running_loop().run_in_executor(_gp_pool, call)
 
 
 def ask(
