@@ -188,6 +188,13 @@ def test_bad_study_fields_are_named(studies) -> None:
     assert "reduction_factor" in bad(studies, study)["study.pruner.args"]
     study.pruner.name = "bandit"
     assert "unknown pruner" in bad(studies, study)["study.pruner.name"]
+    study = make_study("nonfinite")  # JSON has no infinity: named, never INTERNAL
+    study.sampler.args.update({"n_startup_trials": float("inf"), "": float("nan")})
+    study.pruner.args.update({"n_warmup_steps": float("-inf")})
+    study.search_space.add(path="n_epoch").categorical.values.add(number_value=float("inf"))
+    found = bad(studies, study)
+    assert "study.sampler.args.n_startup_trials" in found
+    assert "no NaN or infinity" in found["study.search_space[3].categorical.values"]
     study = make_study("grid")  # a continuous range has no grid
     study.sampler.name = "grid"
     assert "grid needs" in bad(studies, study)["study.sampler"]

@@ -32,6 +32,7 @@ from gateway.store.work import WorkStore
 from gateway.studies import model, sampling, space
 from gateway.validation import check_trainable
 from metalearn import errors
+from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
 
@@ -125,13 +126,25 @@ class StudyDriver:
             study = model.spec_of(record)
             params = parameters(study)
             best_to_test = await self._advance_locked(locked, study, params)
-        owner = record.owner
-        for number, values in await self._studies.unqueued(study_id):
-            await self._queue(record.id, record.name, owner, study, params, number, values)
+        # Queued under the lock again (waiting for it): a study stopped meanwhile queues
+        # nothing more, and StopStudy, which takes the same lock, sees every trial queued.
+        async with self._studies.locked(study_id, wait=True) as again:
+            stopped = again is None or again.study.state != "RUNNING"
+            for number, values in await self._studies.unqueued(study_id):
+                if stopped:
+                    await self._studies.trial_refused(
+                        study_id, number, "the study stopped before this trial was queued"
+                    )
+                else:
+                    await self._queue(record.id, record.name, record.owner, study, params,
+                                      number, values)  # fmt: skip
         if best_to_test is not None:
             try:
                 await self._work.queue_test(
-                    best_to_test, None, None, RequestKey(owner, f"study-{study_id}-test", "test")
+                    best_to_test,
+                    None,
+                    None,
+                    RequestKey(record.owner, f"study-{study_id}-test", "test"),
                 )
             except errors.DomainError as err:
                 log.warning("study %s: testing its best trial: %s", record.name, err)
@@ -160,7 +173,7 @@ class StudyDriver:
                     params,
                     model.maximize(study),
                     study.sampler.name or "tpe",
-                    json_format.MessageToDict(study.sampler.args),
+                    plain_struct(study.sampler.args),
                     study.seed,
                     past,
                     sampler_state,

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from google.protobuf import json_format
 from optuna.pruners import (
     BasePruner,
     HyperbandPruner,
@@ -31,6 +30,7 @@ from optuna.trial import TrialState, create_trial
 from gateway.store.studies import StudyStore, TrialRecord
 from gateway.studies import model
 from metalearn.errors import Violations
+from metalearn.structs import plain_struct
 from metalearn.v1 import study_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class Pruning:
         current = next((t for t in trials if t.number == number), None)
         if current is None:
             return None
-        pruner = make(name, json_format.MessageToDict(study.pruner.args), _epochs(study))
+        pruner = make(name, plain_struct(study.pruner.args), _epochs(study))
         prune, state = decide(record.name, study, pruner, trials, number)
         if state:
             await self._studies.merge_trial_state(record.id, number, state)

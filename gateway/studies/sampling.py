@@ -80,6 +80,23 @@ def derive_seed(seed: int, number: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "big")
 
 
+def _grid_size(params: Sequence[Parameter]) -> int | None:
+    """How many points the grid has (None: a parameter is continuous), counted without
+    listing them: a range of 2^53 integers is a valid range and no grid."""
+    size = 1
+    for p in params:
+        d = p.distribution
+        if isinstance(d, CategoricalDistribution):
+            size *= len(d.choices)
+        elif isinstance(d, IntDistribution) and not d.log:
+            size *= (d.high - d.low) // d.step + 1
+        elif isinstance(d, FloatDistribution) and d.step:
+            size *= round((d.high - d.low) / d.step) + 1
+        else:
+            return None
+    return size
+
+
 def _grid(params: Sequence[Parameter]) -> dict[str, list[Any]] | None:
     """Every value of every parameter, or None if one is continuous."""
     grid: dict[str, list[Any]] = {}
@@ -128,11 +145,11 @@ def check_sampler(
     if name == "qmc" and args.get("qmc_type", "sobol") not in ("sobol", "halton"):
         v.add(f"{field}.args.qmc_type", '"sobol" or "halton"')
     if name == "grid":
-        grid = _grid(params)
-        if grid is None:
+        size = _grid_size(params)
+        if size is None:
             v.add(field, "grid needs choices, int ranges or float ranges with a step")
-        elif math.prod(len(values) for values in grid.values()) > MAX_GRID:
-            v.add(field, f"the grid has more than {MAX_GRID} points")
+        elif size > MAX_GRID:
+            v.add(field, f"the grid has more than {MAX_GRID:,} points")
 
 
 def _args(name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from gateway.studies.driver import StudyDriver, trial_command, trial_name
 from gateway.validation import check_labels_have_images, check_trainable
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors
+from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
 
@@ -88,9 +89,18 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             v.add("study.name", "letters, digits, '.', '_' and '-', at most 100")
         if not study.HasField("base_command"):
             v.add("study.base_command", "give the command every trial starts from")
-        check_trainable(v, "study.base_command", study.base_command, self._limits)
-        base = space.command_json(study.base_command)
-        params = space.parse(v, "study.search_space", base, study.search_space)
+        base_problems = Violations()
+        check_trainable(base_problems, "study.base_command", study.base_command, self._limits)
+        for item in base_problems.items:
+            v.add(item.field, item.description)
+        # Paths are checked against a base command that is sound, or not at all.
+        params = (
+            []
+            if base_problems.items
+            else space.parse(
+                v, "study.search_space", space.command_json(study.base_command), study.search_space
+            )
+        )
         if study.objective not in pb.Objective.values():
             v.add("study.objective", f"unknown objective {study.objective}")
         if not 1 <= study.n_trials <= MAX_TRIALS:
@@ -102,7 +112,9 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             v.add("study.timeout_seconds", f"between 0 (none) and {MAX_TIMEOUT_SECONDS:g}")
         if not 0 <= study.seed <= sampling.MAX_SEED:
             v.add("study.seed", f"between 0 and {sampling.MAX_SEED}")
-        sampler_args: dict[str, Any] = json_format.MessageToDict(study.sampler.args)
+        # plain_struct, not MessageToDict: that raises on NaN and infinity, which are the
+        # client's mistakes to be named.
+        sampler_args = plain_struct(study.sampler.args)
         sampling.check_sampler(
             v, "study.sampler", study.sampler.name or "tpe", sampler_args, params
         )
@@ -110,7 +122,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             v,
             "study.pruner",
             study.pruner.name or "none",
-            json_format.MessageToDict(study.pruner.args),
+            plain_struct(study.pruner.args),
             study.base_command.n_epoch,
         )
         v.raise_if_any()

@@ -29,10 +29,12 @@ from optuna.distributions import (
 )
 
 from metalearn.errors import Violations
+from metalearn.structs import plain_value
 from metalearn.v1 import attempt_pb2, study_service_pb2
 
 MAX_PARAMETERS = 32
 MAX_CHOICES = 100
+MAX_STEPS = 1_000_000
 _PATH = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d{1,4}\])*(?:\.[A-Za-z_][A-Za-z0-9_]*(?:\[\d{1,4}\])*)*"
 )
@@ -40,6 +42,17 @@ _STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 _INT_BOUND = 2**53  # beyond it a JSON number is no longer an exact integer
 
 Step = str | int
+
+
+def _json_number(value: Any) -> bool:
+    """No NaN or infinity anywhere in it (JSON has neither)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_json_number(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_json_number(v) for v in value)
+    return True
 
 
 def canonical(value: Any) -> str:
@@ -142,6 +155,8 @@ def _distribution(
             v.add(f"{field}.float.step", "a log scale has no step")
         elif r.step < 0:
             v.add(f"{field}.float.step", "must not be negative")
+        elif r.step and (r.high - r.low) / r.step > MAX_STEPS:
+            v.add(f"{field}.float.step", f"at most {MAX_STEPS:,} steps from low to high")
         elif r.step and not math.isclose(
             round((r.high - r.low) / r.step) * r.step, r.high - r.low, rel_tol=1e-9, abs_tol=1e-12
         ):
@@ -168,7 +183,10 @@ def _distribution(
             return IntDistribution(i.low, i.high, log=i.log, step=step)
         return None
     if kind == "categorical":
-        values = [plain(json_format.MessageToDict(value)) for value in parameter.categorical.values]
+        values = [plain(plain_value(value)) for value in parameter.categorical.values]
+        if not all(_json_number(value) for value in values):
+            v.add(f"{field}.categorical.values", "choices are JSON values: no NaN or infinity")
+            return None
         if not values:
             v.add(f"{field}.categorical.values", "give at least one choice")
             return None
@@ -214,7 +232,12 @@ def parse(
         if problem:
             v.add(f"{where}.path", f"{path}: {problem}")
             continue
-        distribution = _distribution(v, where, parameter)
+        try:
+            distribution = _distribution(v, where, parameter)
+        except (ValueError, ArithmeticError) as err:
+            # Optuna's own checks, for what ours let through: said as they are.
+            v.add(where, f"Optuna refuses this range: {str(err)[:200]}")
+            continue
         if distribution is not None:
             found.append(Parameter(path, steps, distribution))
     overlapping = [
