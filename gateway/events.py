@@ -47,11 +47,14 @@ class Event:
 
 @dataclass(eq=False)  # hashed by identity: each watcher's own
 class Wake:
-    """Set on any attempt event or queue change (a study watcher looks again); `closing`
-    when this gateway stops."""
+    """Set when what a study watcher follows may have changed (it looks again); `closing`
+    when this gateway stops. Until the watcher narrows it to its study and that study's
+    attempts, every change sets it; queue changes always do (a trial may be new)."""
 
     event: asyncio.Event
     closing: bool = False
+    study_id: int | None = None
+    attempt_ids: frozenset[int] | None = None
 
 
 class EventHub:
@@ -100,7 +103,8 @@ class EventHub:
 
     @contextlib.contextmanager
     def subscribe_all(self) -> Iterator[Wake]:
-        """A wake-up on any change, until the block ends (watchers of many attempts)."""
+        """A wake-up on any change until the block ends, or on those of a study and its
+        attempts once the watcher names them (watchers of many attempts)."""
         wake = Wake(asyncio.Event())
         self._wakes.add(wake)
         try:
@@ -160,10 +164,10 @@ class EventHub:
             self._wake_all()
             return
         if channel == STUDIES:
-            self._wake_all()
+            for wake in list(self._wakes):
+                if wake.study_id is None or str(wake.study_id) == payload:
+                    wake.event.set()
             return
-        if channel == EVENTS:
-            self._wake_all()
         if channel == TOKENS:
             self.tokens_changed()
             return
@@ -172,6 +176,10 @@ class EventHub:
             attempt_id = int(data["id"])
         except (ValueError, KeyError, TypeError):
             return
+        # Every epoch of every attempt comes here: only the watchers of its study look.
+        for wake in list(self._wakes):
+            if wake.attempt_ids is None or attempt_id in wake.attempt_ids:
+                wake.event.set()
         if attempt_id not in self._subscribers:
             return  # nobody here watches it: read nothing
         kind = data.get("kind")

@@ -341,6 +341,7 @@ class StudyStore:
                         f"study {name!r} is {row[2]}: stop it and let its trials end first"
                     )
                 await conn.execute("DELETE FROM studies WHERE id = %s", (row[0],))
+                await conn.execute(_NOTIFY, (row[0],))  # its watchers end at once
 
 
 def _check(name: str, owner: str, scope: str | None) -> None:

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from optuna.trial import TrialState
 
 from gateway.store.studies import StudyRecord, TrialRecord
-from gateway.studies import space
+from metalearn.documents import integral
 from metalearn.v1 import study_service_pb2 as pb
 
 _RUNNING = frozenset({"QUEUED", "TRAINING"})
@@ -118,7 +118,7 @@ def trial_proto(study: pb.Study, trial: TrialRecord) -> pb.Trial:
         epochs=trial.epochs,
         error=o.error[:2000],
     )
-    json_format.ParseDict(space.plain(trial.params), message.params)
+    json_format.ParseDict(integral(trial.params), message.params)
     return message
 
 

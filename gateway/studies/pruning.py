@@ -10,7 +10,6 @@ is stored back, after every decision, pruned or not: the next decision needs it.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,33 +27,45 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState, create_trial
 
 from gateway.store.studies import StudyStore, TrialRecord
-from gateway.studies import model
+from gateway.studies import arguments, model
 from metalearn.errors import Violations
 from metalearn.structs import plain_struct
 from metalearn.v1 import study_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_COMMON: dict[str, type] = {"n_startup_trials": int, "n_warmup_steps": int, "interval_steps": int,
-           "n_min_trials": int}  # fmt: skip
-# The keyword arguments a user may give each pruner, and their types.
-PRUNER_ARGS: dict[str, dict[str, type]] = {
+_COMMON = {
+    "n_startup_trials": arguments.COUNT,
+    "n_warmup_steps": arguments.COUNT,
+    "interval_steps": arguments.POSITIVE,
+    "n_min_trials": arguments.POSITIVE,
+}
+# The keyword arguments a user may give each pruner, and their kinds.
+PRUNER_ARGS: dict[str, dict[str, str]] = {
     "none": {},
     "median": _COMMON,
-    "percentile": {"percentile": float, **_COMMON},
-    "successive_halving": {"min_resource": int, "reduction_factor": int,
-                           "min_early_stopping_rate": int, "bootstrap_count": int},
-    "hyperband": {"min_resource": int, "max_resource": int, "reduction_factor": int,
-                  "bootstrap_count": int},
-    "wilcoxon": {"p_threshold": float, "n_startup_steps": int},
-}  # fmt: skip
+    "percentile": {"percentile": arguments.NUMBER, **_COMMON},
+    "successive_halving": {
+        "min_resource": arguments.POSITIVE,
+        "reduction_factor": arguments.POSITIVE,
+        "min_early_stopping_rate": arguments.COUNT,
+        "bootstrap_count": arguments.COUNT,
+    },
+    "hyperband": {
+        "min_resource": arguments.POSITIVE,
+        "max_resource": arguments.POSITIVE,
+        "reduction_factor": arguments.POSITIVE,
+        "bootstrap_count": arguments.COUNT,
+    },
+    "wilcoxon": {"p_threshold": arguments.NUMBER, "n_startup_steps": arguments.COUNT},
+}
 
 
 def make(name: str, args: dict[str, Any], n_epoch: int) -> BasePruner:
     """The pruner, by name. Resources are epochs; left out, successive halving starts at
     epoch 1 and Hyperband ends at the command's last epoch (Optuna's "auto" waits for a
     finished trial before it prunes anything)."""
-    kwargs = {k: PRUNER_ARGS[name][k](v) for k, v in args.items()}
+    kwargs = arguments.convert(args, PRUNER_ARGS[name])
     if name == "median":
         return MedianPruner(**kwargs)
     if name == "percentile":
@@ -75,19 +86,7 @@ def check(v: Violations, field: str, name: str, args: dict[str, Any], n_epoch: i
     if allowed is None:
         v.add(f"{field}.name", f"unknown pruner {name!r}; use one of {sorted(PRUNER_ARGS)}")
         return
-    ok = True
-    for key, value in args.items():
-        kind = allowed.get(key)
-        if kind is None:
-            v.add(f"{field}.args.{key[:40]}", f"{name} takes {sorted(allowed) or 'no arguments'}")
-            ok = False
-        elif kind is int and not (isinstance(value, float) and value.is_integer()
-                                  and 0 <= value < 2**31):  # fmt: skip
-            v.add(f"{field}.args.{key}", "a whole number, at least 0")
-            ok = False
-        elif kind is float and not (isinstance(value, float) and math.isfinite(value)):
-            v.add(f"{field}.args.{key}", "a number")
-            ok = False
+    ok = arguments.check(v, field, name, args, allowed)
     if ok:
         try:
             make(name, args, n_epoch)

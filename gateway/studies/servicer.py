@@ -189,7 +189,9 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             yield pb.WatchStudyResponse(snapshot=current)
             sent = {t.number: (t.state, t.epochs) for t in current.trials}
             best = current.best_trial.number if current.HasField("best_trial") else None
+            wake.study_id = record.id
             while record.state != "DONE":
+                wake.attempt_ids = frozenset(t.attempt_id for t in current.trials)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.event.wait(), _WATCH_POLL_SECONDS)
                 wake.event.clear()

@@ -28,6 +28,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from metalearn.documents import integral
 from metalearn.errors import Violations
 from metalearn.structs import plain_value
 from metalearn.v1 import attempt_pb2, study_service_pb2
@@ -58,17 +59,6 @@ def _json_number(value: Any) -> bool:
 def canonical(value: Any) -> str:
     """A choice as Optuna holds it: its canonical JSON text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def plain(value: Any) -> Any:
-    """JSON numbers that are whole as ints (protobuf's Value holds every number as a double)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < _INT_BOUND:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -126,7 +116,7 @@ def apply(
 
 def command_json(command: attempt_pb2.TrainCommand) -> dict[str, Any]:
     """A command as JSON with the prototype's field names."""
-    document: dict[str, Any] = plain(
+    document: dict[str, Any] = integral(
         json_format.MessageToDict(command, preserving_proto_field_name=True)
     )
     return document
@@ -183,7 +173,7 @@ def _distribution(
             return IntDistribution(i.low, i.high, log=i.log, step=step)
         return None
     if kind == "categorical":
-        values = [plain(plain_value(value)) for value in parameter.categorical.values]
+        values = [integral(plain_value(value)) for value in parameter.categorical.values]
         if not all(_json_number(value) for value in values):
             v.add(f"{field}.categorical.values", "choices are JSON values: no NaN or infinity")
             return None
