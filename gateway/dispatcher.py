@@ -64,6 +64,16 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def trainer_channel(config: GatewayConfig, address: str) -> grpc.aio.Channel:
+    """A channel to a trainer, with the TLS the gateway is configured to use for them."""
+    tls = config.trainer_tls
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(
+        address, tls.credentials(), options=_CHANNEL_OPTIONS + tls.options()
+    )
+
+
 class Dispatcher:
     """One replica's share of the work."""
 
@@ -187,12 +197,7 @@ class Dispatcher:
             log.info("could not interrupt %s on %s: %s", claimed.name, trainer.address, err.code())
 
     def _channel(self, address: str) -> grpc.aio.Channel:
-        tls = self._config.trainer_tls
-        if tls is None:
-            return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-        return grpc.aio.secure_channel(
-            address, tls.credentials(), options=_CHANNEL_OPTIONS + tls.options()
-        )
+        return trainer_channel(self._config, address)
 
     async def _run(self, claimed: Claimed, trainer: Trainer) -> None:
         try:

@@ -20,6 +20,7 @@ import psycopg
 
 from gateway.store import AttemptStore
 from gateway.store.studies import STUDIES
+from gateway.store.tasks import TASKS
 from gateway.store.tokens import TOKENS
 from gateway.store.work import EVENTS, QUEUE
 from metalearn.errors import NotFound
@@ -71,6 +72,9 @@ class EventHub:
         # The same news for the study driver (each waiter clears its own event): a run
         # ended, an attempt was queued or cancelled, a slot may be free.
         self.studies_changed = asyncio.Event()
+        # For the task profiler: a task was added or profiled, or an attempt queued (a
+        # new task may need a profile). Warm-started studies waiting for a profile too.
+        self.tasks_changed = asyncio.Event()
         # Called when any token changed, or notifications may have been missed (the
         # authenticator then forgets the tokens it cached).
         self.tokens_changed: Callable[[], None] = lambda: None
@@ -144,6 +148,7 @@ class EventHub:
                     await conn.execute(f"LISTEN {QUEUE}")
                     await conn.execute(f"LISTEN {TOKENS}")
                     await conn.execute(f"LISTEN {STUDIES}")
+                    await conn.execute(f"LISTEN {TASKS}")
                     self.tokens_changed()
                     for attempt_id in list(self._subscribers):
                         self._publish(Event("resync", attempt_id))
@@ -161,6 +166,7 @@ class EventHub:
         if channel == QUEUE:
             self.queue_changed.set()
             self.studies_changed.set()
+            self.tasks_changed.set()
             self._wake_all()
             return
         if channel == STUDIES:
@@ -170,6 +176,10 @@ class EventHub:
             return
         if channel == TOKENS:
             self.tokens_changed()
+            return
+        if channel == TASKS:
+            self.tasks_changed.set()
+            self.studies_changed.set()  # a warm start may have waited for this profile
             return
         try:
             data = json.loads(payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -112,3 +113,26 @@ def decode(query: ListQuery, token: str) -> tuple[Any, ...] | None:
     if fingerprint != _fingerprint(query):
         raise _bad("was issued for other filters or another order; start without it")
     return after
+
+
+def before_token(row_id: int) -> str:
+    """A page token of a list ordered by id, newest first: the last id sent."""
+    return base64.urlsafe_b64encode(json.dumps({"b": row_id}).encode()).decode()
+
+
+def before_id(token: str) -> int | None:
+    """The id a `before_token` holds (None for the first page); INVALID_ARGUMENT
+    naming `page_token` for anything this service did not issue."""
+    if not token:
+        return None
+    bad = InvalidArgument.one("page_token", "is not a token this service issued")
+    if len(token) > 128:
+        raise bad
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error, RecursionError) as err:
+        raise bad from err
+    before = payload.get("b") if isinstance(payload, dict) else None
+    if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
+        raise bad
+    return before

@@ -22,12 +22,17 @@ from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.store import AttemptStore, Database, ImageStore, open_pool
 from gateway.store.studies import StudyStore
+from gateway.store.tasks import TaskStore
 from gateway.store.tokens import TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.studies.driver import StudyDriver
 from gateway.studies.pruning import Pruning
 from gateway.studies.servicer import StudyServicer
+from gateway.tasks.learner import Learner
+from gateway.tasks.profiler import TaskProfiler
+from gateway.tasks.servicer import TaskServicer
+from gateway.tasks.warm import WarmStarter
 from gateway.token_servicer import TokenServicer
 from metalearn.standard_services import AsyncHealthServicer, enable_server_reflection
 from metalearn.tls import NO_PORT_SHARING, is_loopback, listen_on
@@ -38,6 +43,8 @@ from metalearn.v1 import (
     dataset_service_pb2_grpc,
     study_service_pb2,
     study_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
     trainer_registry_service_pb2,
@@ -52,32 +59,40 @@ SERVICES = (
     trainer_registry_service_pb2.DESCRIPTOR.services_by_name["TrainerRegistryService"],
     token_service_pb2.DESCRIPTOR.services_by_name["TokenService"],
     study_service_pb2.DESCRIPTOR.services_by_name["StudyService"],
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class Background:
-    """What runs beside the server: the event hub, the dispatcher, the study driver."""
+    """What runs beside the server: the event hub, the dispatcher, the study driver,
+    the task profiler."""
 
-    def __init__(self, hub: EventHub, dispatcher: Dispatcher, studies: StudyDriver) -> None:
+    def __init__(
+        self, hub: EventHub, dispatcher: Dispatcher, studies: StudyDriver, profiler: TaskProfiler
+    ) -> None:
         self.hub = hub
         self.dispatcher = dispatcher
         self.studies = studies
+        self.profiler = profiler
         self._studies_task: asyncio.Task[None] | None = None
+        self._profiler_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.hub.start()
         await self.dispatcher.start()
         self._studies_task = asyncio.create_task(self.studies.run(), name="studies")
+        self._profiler_task = asyncio.create_task(self.profiler.run(), name="task-profiler")
 
     async def stop(self) -> None:
         # Watchers first: they reconnect (with from_epoch) to a replica that stays,
         # instead of holding this one's drain for its whole grace period.
         self.hub.end_watches()
-        if self._studies_task is not None:
-            self._studies_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._studies_task
+        for task in (self._studies_task, self._profiler_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.dispatcher.stop()
         await self.hub.stop()
 
@@ -132,7 +147,13 @@ async def create_server(
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(
         TokenServicer(tokens, authenticator), server
     )
-    driver = StudyDriver(config, studies, work, trainers, hub)
+    tasks = TaskStore(pool)
+    learner = Learner(tasks)
+    profiler = TaskProfiler(config, tasks, trainers, hub)
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(
+        TaskServicer(tasks, images, attempts, learner, profiler, config.limits), server
+    )
+    driver = StudyDriver(config, studies, work, trainers, hub, WarmStarter(tasks, learner))
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
         StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
     )
@@ -146,7 +167,7 @@ async def create_server(
     )
     port = listen_on(server, config.listen, config.tls)
     dispatcher = Dispatcher(config, attempts, work, trainers, images, hub, Pruning(studies))
-    return server, port, Background(hub, dispatcher, driver)
+    return server, port, Background(hub, dispatcher, driver, profiler)
 
 
 async def _follow_database(database: Database, health: AsyncHealthServicer) -> None:

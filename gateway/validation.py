@@ -374,3 +374,11 @@ async def check_labels_have_images(images: ImageStore, field: str, labels: Seque
         )
         v.add(f"{field}[{i}]", f"no images have the label {label[:80]!r}{hint}")
     v.raise_if_any()
+
+
+def check_task_key(v: Violations, field: str, key: Any, limits: Limits) -> None:
+    """A TaskKey: at least one label, each as a command's, and image ops as a command's."""
+    if not key.label_names:
+        v.add(f"{field}.label_names", "give at least one label")
+    _check_labels(v, f"{field}.label_names", key.label_names, limits)
+    _check_image_ops(v, f"{field}.image_ops", key.image_ops, limits)

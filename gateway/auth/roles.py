@@ -51,6 +51,7 @@ _DS = "/metalearn.v1.DatasetService/"
 _TR = "/metalearn.v1.TrainerRegistryService/"
 _TS = "/metalearn.v1.TokenService/"
 _SS = "/metalearn.v1.StudyService/"
+_KS = "/metalearn.v1.TaskService/"
 
 # Ownership of an attempt is checked by the store, inside the statement that changes
 # it: a writer passes this table for any attempt, then the row decides.
@@ -85,6 +86,13 @@ POLICY: dict[str, frozenset[Role]] = {
     _SS + "WatchStudy": READ,
     _SS + "StopStudy": WRITE,
     _SS + "DeleteStudy": WRITE,
+    # Profiling costs a trainer seconds: writers ask for it (a reader's FindSimilarTasks
+    # and SuggestCommand by labels may profile too: reading needs the same profile).
+    _KS + "ProfileTask": WRITE,
+    _KS + "ListTasks": READ,
+    _KS + "FindSimilarTasks": READ,
+    _KS + "SuggestCommand": READ,
+    _KS + "FitTaskDistance": ADMIN,
 }
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import psycopg_pool
 
 from gateway.store.database import translate_db_errors
@@ -43,6 +44,15 @@ class ImageRecord:
     data: bytes
 
 
+async def _tasks_changed(conn: psycopg.AsyncConnection[Any], labels: list[str]) -> None:
+    """The tasks over these labels have other images now: their next look takes a new
+    fingerprint (and so a new profile)."""
+    if labels:
+        await conn.execute(
+            "UPDATE tasks SET stale = true WHERE label_names ?| %s AND NOT stale", (labels,)
+        )
+
+
 class ImageStore:
     """Images in PostgreSQL, unique by (label, sha256)."""
 
@@ -70,6 +80,7 @@ class ImageStore:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(query, columns)
                 inserted = {(row[0], bytes(row[1])) for row in await cur.fetchall()}
+                await _tasks_changed(conn, sorted({label for label, _ in inserted}))
         # The same image twice in one batch is inserted once; the second is a duplicate.
         results: list[bool] = []
         for image in images:
@@ -138,7 +149,9 @@ class ImageStore:
                 cur = await conn.execute(
                     "DELETE FROM images WHERE label = ANY(%s)", (list(labels),)
                 )
-                return cur.rowcount
+                deleted = cur.rowcount
+                await _tasks_changed(conn, list(labels) if deleted else [])
+                return deleted
 
     async def count(self, labels: list[str]) -> int:
         """How many images these labels have: the most a run on them can see."""

@@ -44,6 +44,8 @@ class TrialRecord:
     internal: dict[str, Any]
     sampler_state: dict[str, Any]
     error: str
+    # A warm start's zero-shot trial: the past attempt it repeats.
+    seeded_by: int | None
     epochs: int
     best_val_accuracy: float | None
     last_val_accuracy: float | None
@@ -67,11 +69,13 @@ class StudyRecord:
     sampler_state: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    # A warm start's plan (None until made, or for a cold study).
+    warm_plan: dict[str, Any] | None
 
 
 _STUDY = sql.SQL(
     "s.id, s.name, s.owner, s.spec, s.state, s.trials_made, s.stop_reason, s.sampler_state,"
-    " s.created_at, s.updated_at"
+    " s.created_at, s.updated_at, s.warm_plan"
 )
 # The objective's candidates come from the epochs (NaN, a diverged epoch, included: the
 # caller refuses non-finite values).
@@ -79,7 +83,7 @@ _TRIALS = (
     "SELECT t.number, t.attempt_id, a.name AS attempt_name, t.queued,"
     " COALESCE(a.status, '') AS status, COALESCE(a.work, '') AS work,"
     " t.params, t.internal, t.sampler_state,"
-    " COALESCE(NULLIF(t.error, ''), a.error, '') AS error,"
+    " COALESCE(NULLIF(t.error, ''), a.error, '') AS error, t.seeded_by,"
     " COALESCE(e.epochs, 0) AS epochs, e.best_val_accuracy, e.last_val_accuracy,"
     " e.best_val_loss, e.last_val_loss, COALESCE(e.steps, '{}') AS steps,"
     " COALESCE(e.val_accuracies, '{}') AS val_accuracies,"
@@ -123,11 +127,21 @@ class Locked:
         internal: dict[str, Any],
         sampler_state: dict[str, Any],
         error: str = "",
+        seeded_by: int | None = None,
     ) -> None:
         await self._cur.execute(
-            "INSERT INTO study_trials (study_id, number, params, internal, sampler_state, error)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (self.study.id, number, Jsonb(params), Jsonb(internal), Jsonb(sampler_state), error),
+            "INSERT INTO study_trials (study_id, number, params, internal, sampler_state, error,"
+            " seeded_by) VALUES (%s, %s, %s, %s, %s, %s,"
+            " (SELECT id FROM attempts WHERE id = %s))",  # NULL if deleted meanwhile
+            (
+                self.study.id,
+                number,
+                Jsonb(params),
+                Jsonb(internal),
+                Jsonb(sampler_state),
+                error,
+                seeded_by,
+            ),
         )
 
     async def update(
@@ -137,11 +151,20 @@ class Locked:
         sampler_state: dict[str, Any],
         state: str,
         stop_reason: str,
+        warm_plan: dict[str, Any] | None = None,
     ) -> None:
         await self._cur.execute(
             "UPDATE studies SET trials_made = %s, sampler_state = %s, state = %s,"
-            " stop_reason = %s, updated_at = now() WHERE id = %s",
-            (trials_made, Jsonb(sampler_state), state, stop_reason, self.study.id),
+            " stop_reason = %s, warm_plan = COALESCE(%s, warm_plan), updated_at = now()"
+            " WHERE id = %s",
+            (
+                trials_made,
+                Jsonb(sampler_state),
+                state,
+                stop_reason,
+                None if warm_plan is None else Jsonb(warm_plan),
+                self.study.id,
+            ),
         )
         if state != self.study.state:
             await self._cur.execute(_NOTIFY, (self.study.id,))
@@ -237,16 +260,16 @@ class StudyStore:
                 row = await cur.fetchone()
                 yield Locked(cur, _study(row)) if row is not None else None
 
-    async def unqueued(self, study_id: int) -> list[tuple[int, dict[str, Any]]]:
-        """Trials asked but not yet queued (nor refused): (number, params)."""
+    async def unqueued(self, study_id: int) -> list[tuple[int, dict[str, Any], int | None]]:
+        """Trials asked but not yet queued (nor refused): (number, params, seeded_by)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT number, params FROM study_trials WHERE study_id = %s"
+                    "SELECT number, params, seeded_by FROM study_trials WHERE study_id = %s"
                     " AND NOT queued AND error = '' ORDER BY number",
                     (study_id,),
                 )
-                return [(int(r[0]), r[1]) for r in await cur.fetchall()]
+                return [(int(r[0]), r[1], r[2]) for r in await cur.fetchall()]
 
     async def trial_queued(self, study_id: int, number: int, attempt_id: int) -> None:
         with translate_db_errors():

@@ -123,7 +123,8 @@ class TrainerStore:
                 return [Trainer(r[0], int(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()]
 
     async def held_labels(self, principal: str) -> set[str]:
-        """The labels of the work that `principal`'s trainers hold right now."""
+        """The labels of the work that `principal`'s trainers hold right now (attempts
+        they run, tasks they are profiling)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
@@ -132,7 +133,11 @@ class TrainerStore:
                     " a.doc -> 'training_commands' -> 'label_names', '[]')) UNION"
                     " SELECT jsonb_array_elements_text(COALESCE("
                     " a.doc -> 'testing_commands' -> 'label_names', '[]'))) AS l(label)"
-                    " WHERE t.principal = %s AND a.status IN ('TRAINING', 'TESTING')",
-                    (principal,),
+                    " WHERE t.principal = %s AND a.status IN ('TRAINING', 'TESTING')"
+                    # A task it was asked to profile, while that request stands.
+                    " UNION SELECT jsonb_array_elements_text(k.label_names) FROM tasks k"
+                    " JOIN trainers t ON t.address = k.trainer WHERE t.principal = %s"
+                    " AND k.state = 'PENDING' AND k.claimed_until > now()",
+                    (principal, principal),
                 )
                 return {str(r[0]) for r in await cur.fetchall()}

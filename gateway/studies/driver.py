@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from optuna.trial import TrialState
@@ -30,7 +30,11 @@ from gateway.store.studies import Locked, StudyStore, TrialRecord
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.studies import model, sampling, space
+from gateway.tasks import warmstart
 from gateway.validation import check_trainable
+
+if TYPE_CHECKING:
+    from gateway.tasks.warm import WarmStarter
 from metalearn import errors
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
@@ -61,13 +65,19 @@ def parameters(study: pb.Study) -> list[space.Parameter]:
 
 
 def _rewrite(
-    command: attempt_pb2.TrainCommand, study: str, number: int, values: dict[str, Any]
+    command: attempt_pb2.TrainCommand,
+    study: str,
+    number: int,
+    values: dict[str, Any],
+    seeded_by: int | None,
 ) -> Rewrite:
     def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
         spec = attempt_pb2.Attempt(n_epoch=command.n_epoch)
         spec.training_commands.CopyFrom(command)
         spec.tags.update({"study": study, "trial": str(number)})
         spec.trial.study, spec.trial.number = study, number
+        if seeded_by is not None:
+            spec.trial.seeded_by_attempt_id = seeded_by
         json_format.ParseDict(values, spec.trial.params)
         return convert.stored_forms(spec)
 
@@ -84,15 +94,27 @@ class StudyDriver:
         work: WorkStore,
         trainers: TrainerStore,
         hub: EventHub,
+        warm: WarmStarter | None = None,
     ) -> None:
         self._config = config
         self._studies = studies
         self._work = work
         self._trainers = trainers
         self._hub = hub
+        self._warm = warm
 
     def wake(self) -> None:
         self._hub.studies_changed.set()
+
+    async def register_task(self, study: pb.Study) -> None:
+        """A new study's task is profiled now, not when its first trial ends: a warm
+        start waits for that profile."""
+        if self._warm is None:
+            return
+        try:
+            await self._warm.register(study)
+        except errors.DomainError as err:  # the study is sound; its profile can wait
+            log.warning("study %s: its task cannot be profiled yet: %s", study.name, err)
 
     async def run(self) -> None:
         while True:
@@ -130,14 +152,14 @@ class StudyDriver:
         # nothing more, and StopStudy, which takes the same lock, sees every trial queued.
         async with self._studies.locked(study_id, wait=True) as again:
             stopped = again is None or again.study.state != "RUNNING"
-            for number, values in await self._studies.unqueued(study_id):
+            for number, values, seeded_by in await self._studies.unqueued(study_id):
                 if stopped:
                     await self._studies.trial_refused(
                         study_id, number, "the study stopped before this trial was queued"
                     )
                 else:
                     await self._queue(record.id, record.name, record.owner, study, params,
-                                      number, values)  # fmt: skip
+                                      number, values, seeded_by)  # fmt: skip
         if best_to_test is not None:
             try:
                 await self._work.queue_test(
@@ -164,23 +186,38 @@ class StudyDriver:
         made = record.trials_made
         sampler_state = dict(record.sampler_state)
         running = sum(model.outcome(study, t).state == TrialState.RUNNING for t in trials)
-        if state == "RUNNING":
+        plan = record.warm_plan
+        if state == "RUNNING" and plan is None and study.HasField("warm_start") and self._warm:
+            plan = await self._warm.plan(study, params)
+        # A warm start waits for its task's profile before the first trial.
+        waiting = plan is None and study.HasField("warm_start") and self._warm is not None
+        if state == "RUNNING" and not waiting:
             wanted = min(await self._slots(study) - running, study.n_trials - made)
             past = [self._past(study, t) for t in trials]
+            zero_shot = (plan or {}).get("zero_shot", [])
             for _ in range(max(wanted, 0)):
-                asked = await sampling.ask_async(
-                    record.name,
-                    params,
-                    model.maximize(study),
-                    study.sampler.name or "tpe",
-                    plain_struct(study.sampler.args),
-                    study.seed,
-                    past,
-                    sampler_state,
-                )
+                seeded_by = None
+                if made < len(zero_shot):
+                    first = zero_shot[made]
+                    asked = sampling.Asked(dict(first["internal"]), {}, sampler_state)
+                    seeded_by = int(first["attempt_id"])
+                else:
+                    asked = await sampling.ask_async(
+                        record.name,
+                        params,
+                        model.maximize(study),
+                        study.sampler.name or "tpe",
+                        plain_struct(study.sampler.args),
+                        study.seed,
+                        past,
+                        sampler_state,
+                        self._priors(study, plan, past),
+                    )
                 values = {p.path: p.value(asked.internal[p.path]) for p in params}
                 error = self._check(study, params, values)
-                await locked.add_trial(made, values, asked.internal, asked.trial_state, error)
+                await locked.add_trial(
+                    made, values, asked.internal, asked.trial_state, error, seeded_by
+                )
                 past.append(
                     sampling.PastTrial(
                         made,
@@ -200,9 +237,25 @@ class StudyDriver:
             if study.test_best and top is not None and top.attempt_name:
                 best_to_test = top.attempt_name
         await locked.update(
-            trials_made=made, sampler_state=sampler_state, state=state, stop_reason=reason
+            trials_made=made,
+            sampler_state=sampler_state,
+            state=state,
+            stop_reason=reason,
+            warm_plan=plan if record.warm_plan is None else None,
         )
         return best_to_test
+
+    @staticmethod
+    def _priors(
+        study: pb.Study, plan: dict[str, Any] | None, past: Sequence[sampling.PastTrial]
+    ) -> list[tuple[dict[str, Any], float]]:
+        """The warm start's past trials on this study's scale, as its own values stand."""
+        if not plan or not plan.get("priors"):
+            return []
+        maximize = model.maximize(study)
+        own = [t.value for t in past if t.state == TrialState.COMPLETE and t.value is not None]
+        return [(dict(p["internal"]), warmstart.on_own_scale(p["goodness"], own, maximize))
+                for p in plan["priors"]]  # fmt: skip
 
     @staticmethod
     def _past(study: pb.Study, trial: TrialRecord) -> sampling.PastTrial:
@@ -231,6 +284,7 @@ class StudyDriver:
         params: Sequence[space.Parameter],
         number: int,
         values: dict[str, Any],
+        seeded_by: int | None = None,
     ) -> None:
         """Queues an asked trial once (a retry of its request id is a replay)."""
         name = trial_name(study_name, number)
@@ -238,7 +292,7 @@ class StudyDriver:
             command = trial_command(study, params, values)
             attempt_id = await self._work.queue_train(
                 name,
-                _rewrite(command, study_name, number, values),
+                _rewrite(command, study_name, number, values, seeded_by),
                 owner,
                 None,
                 RequestKey(owner, f"study-{study_id}-trial-{number}", "train"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import json_format
 from optuna.trial import TrialState
@@ -117,9 +118,31 @@ def trial_proto(study: pb.Study, trial: TrialRecord) -> pb.Trial:
         value=o.value if o.value is not None else math.nan,
         epochs=trial.epochs,
         error=o.error[:2000],
+        seeded_by_attempt_id=trial.seeded_by or 0,
     )
     json_format.ParseDict(integral(trial.params), message.params)
     return message
+
+
+def warm_report(study: pb.Study, plan: dict[str, Any] | None) -> pb.WarmStartReport:
+    """What a warm start found, from the plan kept with the study."""
+    if plan is None:
+        return pb.WarmStartReport(state="waiting for the task's profile")
+    report = pb.WarmStartReport(
+        state=str(plan.get("state", "")),
+        priors=len(plan.get("priors", [])),
+        zero_shot_trials=len(plan.get("zero_shot", [])),
+    )
+    for source in plan.get("sources", []):
+        distance = source.get("distance")
+        report.sources.add(
+            task_fingerprint=source.get("fingerprint", ""),
+            label_names=source.get("labels", []),
+            distance=math.nan if distance is None else float(distance),
+            weight=float(source.get("weight", 0.0)),
+            trials=int(source.get("trials", 0)),
+        )
+    return report
 
 
 def study_proto(record: StudyRecord, trials: Sequence[TrialRecord] | None = None) -> pb.Study:
@@ -135,6 +158,8 @@ def study_proto(record: StudyRecord, trials: Sequence[TrialRecord] | None = None
     message.stop_reason = record.stop_reason
     message.create_time.FromDatetime(record.created_at)
     message.update_time.FromDatetime(record.updated_at)
+    if study.HasField("warm_start"):
+        message.warm_start_report.CopyFrom(warm_report(study, record.warm_plan))
     if trials is not None:
         message.trials.extend(trial_proto(study, t) for t in trials)
         top = best(study, trials)

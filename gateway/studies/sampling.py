@@ -199,11 +199,12 @@ async def ask_async(
     seed: int,
     trials: Sequence[PastTrial],
     study_state: dict[str, Any],
+    priors: Sequence[tuple[dict[str, Any], float]] = (),
 ) -> Asked:
     """`ask`, with a GP ask in a process of its own: Optuna's GPSampler imports torch
     (2 s, hundreds of MB) at its first real ask, which the gateway process never loads."""
     call = functools.partial(ask, study_name, params, maximize, sampler_name, sampler_args,
-                             seed, list(trials), study_state)  # fmt: skip
+                             seed, list(trials), study_state, list(priors))  # fmt: skip
     if sampler_name != "gp":
         return call()
     global _gp_pool
@@ -222,8 +223,13 @@ def ask(
     seed: int,
     trials: Sequence[PastTrial],
     study_state: dict[str, Any],
+    priors: Sequence[tuple[dict[str, Any], float]] = (),
 ) -> Asked:
-    """Rebuilds the study from `trials` (numbered 0..n-1) and asks for trial n."""
+    """Rebuilds the study from `trials` (numbered 0..n-1) and asks for trial n.
+
+    `priors` (Optuna's values by path, and an objective value) are past tasks' trials,
+    added first as finished trials: a warm start's prior knowledge (only samplers that
+    model the history, TPE and GP, are given any)."""
     number = len(trials)
     storage = InMemoryStorage()
     study = optuna.create_study(
@@ -236,6 +242,15 @@ def ask(
     study_id = storage.get_study_id_from_name(study_name)
     for key, value in study_state.items():
         storage.set_study_system_attr(study_id, key, value)
+    for internal, value in priors:
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                params=internal,
+                distributions=distributions,
+                value=value,
+            )
+        )
     for past in trials:
         study.add_trial(
             create_trial(

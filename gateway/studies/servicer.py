@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import math
@@ -17,6 +15,7 @@ from google.protobuf import json_format
 from gateway.auth import current
 from gateway.config import Limits
 from gateway.events import EventHub
+from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.studies import StudyStore
@@ -37,7 +36,10 @@ MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
 # A watcher also looks when no notification came (a time limit, a missed one).
 _WATCH_POLL_SECONDS = 5.0
 _WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "max_parallel",
-             "timeout_seconds", "sampler", "pruner", "seed", "test_best")  # fmt: skip
+             "timeout_seconds", "sampler", "pruner", "seed", "test_best",
+             "warm_start")  # fmt: skip
+# A warm start draws from at most this many tasks or studies.
+MAX_WARM_SOURCES = 20
 
 
 def _name(field: str, name: str) -> str:
@@ -125,6 +127,8 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             plain_struct(study.pruner.args),
             study.base_command.n_epoch,
         )
+        if study.HasField("warm_start"):
+            _check_warm(v, study)
         v.raise_if_any()
         _corners(v, study, params, self._limits)
         v.raise_if_any()
@@ -148,12 +152,24 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         await check_labels_have_images(
             self._images, "study.base_command.label_names", study.base_command.label_names
         )
+        if study.warm_start.studies:
+            await self._warm_sources_exist(study)
         names = [trial_name(study.name, k) for k in range(study.n_trials)]
         record = await self._studies.create(
             study.name, current().name, study.SerializeToString(), names
         )
+        await self._driver.register_task(study)
         self._driver.wake()
         return pb.CreateStudyResponse(study=model.study_proto(record, []))
+
+    async def _warm_sources_exist(self, study: pb.Study) -> None:
+        for i, name in enumerate(study.warm_start.studies):
+            try:
+                await self._studies.get(name)
+            except NotFound:
+                raise InvalidArgument.one(
+                    f"study.warm_start.studies[{i}]", f"no study {name!r}"
+                ) from None
 
     @translate_errors
     async def GetStudy(self, request: pb.GetStudyRequest, context: Any) -> pb.GetStudyResponse:
@@ -168,12 +184,12 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             raise InvalidArgument.one(
                 "page_size", f"must be between 0 and {self._limits.max_page_size}"
             )
-        before = _decode(request.page_token)
+        before = before_id(request.page_token)
         size = request.page_size or self._limits.default_page_size
         records = await self._studies.page(before, size + 1)
         response = pb.ListStudiesResponse(studies=[model.study_proto(r) for r in records[:size]])
         if len(records) > size:
-            response.next_page_token = _encode(records[size - 1].id)
+            response.next_page_token = before_token(records[size - 1].id)
         return response
 
     @translate_errors
@@ -253,21 +269,18 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         return pb.DeleteStudyResponse()
 
 
-def _encode(study_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"b": study_id}).encode()).decode()
-
-
-def _decode(token: str) -> int | None:
-    if not token:
-        return None
-    bad = InvalidArgument.one("page_token", "is not a token this service issued")
-    if len(token) > 128:
-        raise bad
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error, RecursionError) as err:
-        raise bad from err
-    before = payload.get("b") if isinstance(payload, dict) else None
-    if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
-        raise bad
-    return before
+def _check_warm(v: Violations, study: pb.Study) -> None:
+    warm, field = study.warm_start, "study.warm_start"
+    if bool(warm.similar_tasks) == bool(warm.studies):
+        v.add(field, "give similar_tasks (k) or studies (names), one of them")
+    if not 0 <= warm.similar_tasks <= MAX_WARM_SOURCES:
+        v.add(f"{field}.similar_tasks", f"between 1 and {MAX_WARM_SOURCES}")
+    if len(warm.studies) > MAX_WARM_SOURCES:
+        v.add(f"{field}.studies", f"at most {MAX_WARM_SOURCES} studies")
+    for i, name in enumerate(warm.studies[:MAX_WARM_SOURCES]):
+        if not NAME.fullmatch(name):
+            v.add(f"{field}.studies[{i}]", "a study's name")
+        elif name == study.name:
+            v.add(f"{field}.studies[{i}]", "a study cannot warm-start from itself")
+    if not -1 <= warm.zero_shot_trials <= study.n_trials:
+        v.add(f"{field}.zero_shot_trials", "between -1 (none) and n_trials (0: the default)")

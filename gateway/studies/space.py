@@ -266,3 +266,29 @@ def corners(params: Sequence[Parameter]) -> list[tuple[int, dict[str, Any]]]:
         for value in candidates:
             found.append((i, {**base, p.path: value}))
     return found
+
+
+def internal_value(parameter: Parameter, value: Any) -> Any | None:
+    """A JSON value found in some command, as Optuna holds it for this parameter, or None
+    when the parameter's range does not contain it (a warm start's past trial)."""
+    d = parameter.distribution
+    value = integral(value)
+    if isinstance(d, CategoricalDistribution):
+        text = canonical(value)
+        return text if text in d.choices else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(d, IntDistribution):
+        if not isinstance(value, int) or not d.low <= value <= d.high:
+            return None
+        return value if (value - d.low) % d.step == 0 else None
+    if isinstance(d, FloatDistribution):
+        number = float(value)
+        if not math.isfinite(number) or not d.low <= number <= d.high:
+            return None
+        if d.step is not None:
+            steps = (number - d.low) / d.step
+            if not math.isclose(steps, round(steps), abs_tol=1e-9):
+                return None
+        return number
+    return None

@@ -194,14 +194,16 @@ class DatasetFingerprint(_message.Message):
     def __init__(self, label_names: _Optional[_Iterable[str]] = ..., images_per_label: _Optional[_Iterable[int]] = ..., image_size: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class StudyTrial(_message.Message):
-    __slots__ = ("study", "number", "params")
+    __slots__ = ("study", "number", "params", "seeded_by_attempt_id")
     STUDY_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SEEDED_BY_ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     study: str
     number: int
     params: _struct_pb2.Struct
-    def __init__(self, study: _Optional[str] = ..., number: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    seeded_by_attempt_id: int
+    def __init__(self, study: _Optional[str] = ..., number: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seeded_by_attempt_id: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial")

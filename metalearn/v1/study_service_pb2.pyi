@@ -100,7 +100,7 @@ class Algorithm(_message.Message):
     def __init__(self, name: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("number", "attempt_name", "attempt_id", "state", "params", "value", "epochs", "error")
+    __slots__ = ("number", "attempt_name", "attempt_id", "state", "params", "value", "epochs", "error", "seeded_by_attempt_id")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class Trial(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SEEDED_BY_ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     number: int
     attempt_name: str
     attempt_id: int
@@ -117,10 +118,47 @@ class Trial(_message.Message):
     value: float
     epochs: int
     error: str
-    def __init__(self, number: _Optional[int] = ..., attempt_name: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value: _Optional[float] = ..., epochs: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    seeded_by_attempt_id: int
+    def __init__(self, number: _Optional[int] = ..., attempt_name: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value: _Optional[float] = ..., epochs: _Optional[int] = ..., error: _Optional[str] = ..., seeded_by_attempt_id: _Optional[int] = ...) -> None: ...
+
+class WarmStart(_message.Message):
+    __slots__ = ("similar_tasks", "studies", "zero_shot_trials")
+    SIMILAR_TASKS_FIELD_NUMBER: _ClassVar[int]
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SHOT_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    similar_tasks: int
+    studies: _containers.RepeatedScalarFieldContainer[str]
+    zero_shot_trials: int
+    def __init__(self, similar_tasks: _Optional[int] = ..., studies: _Optional[_Iterable[str]] = ..., zero_shot_trials: _Optional[int] = ...) -> None: ...
+
+class WarmStartReport(_message.Message):
+    __slots__ = ("state", "sources", "priors", "zero_shot_trials")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PRIORS_FIELD_NUMBER: _ClassVar[int]
+    ZERO_SHOT_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    sources: _containers.RepeatedCompositeFieldContainer[WarmStartSource]
+    priors: int
+    zero_shot_trials: int
+    def __init__(self, state: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[WarmStartSource, _Mapping]]] = ..., priors: _Optional[int] = ..., zero_shot_trials: _Optional[int] = ...) -> None: ...
+
+class WarmStartSource(_message.Message):
+    __slots__ = ("task_fingerprint", "label_names", "distance", "weight", "trials")
+    TASK_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    task_fingerprint: str
+    label_names: _containers.RepeatedScalarFieldContainer[str]
+    distance: float
+    weight: float
+    trials: int
+    def __init__(self, task_fingerprint: _Optional[str] = ..., label_names: _Optional[_Iterable[str]] = ..., distance: _Optional[float] = ..., weight: _Optional[float] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason")
+    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason", "warm_start", "warm_start_report")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +179,8 @@ class Study(_message.Message):
     BEST_TRIAL_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_REPORT_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     base_command: _attempt_pb2.TrainCommand
@@ -161,7 +201,9 @@ class Study(_message.Message):
     best_trial: Trial
     trials: _containers.RepeatedCompositeFieldContainer[Trial]
     stop_reason: str
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
+    warm_start: WarmStart
+    warm_start_report: WarmStartReport
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., warm_start_report: _Optional[_Union[WarmStartReport, _Mapping]] = ...) -> None: ...
 
 class CreateStudyRequest(_message.Message):
     __slots__ = ("study",)

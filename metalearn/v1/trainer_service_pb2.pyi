@@ -1,4 +1,5 @@
 from metalearn.v1 import attempt_pb2 as _attempt_pb2
+from metalearn.v1 import task_pb2 as _task_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -18,6 +19,18 @@ TRAIN_OUTCOME_UNSPECIFIED: TrainOutcome
 TRAIN_OUTCOME_COMPLETED: TrainOutcome
 TRAIN_OUTCOME_DIVERGED: TrainOutcome
 TRAIN_OUTCOME_INTERRUPTED: TrainOutcome
+
+class TrainerServiceProfileTaskRequest(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _task_pb2.TaskKey
+    def __init__(self, task: _Optional[_Union[_task_pb2.TaskKey, _Mapping]] = ...) -> None: ...
+
+class TrainerServiceProfileTaskResponse(_message.Message):
+    __slots__ = ("profile",)
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    profile: _task_pb2.TaskProfile
+    def __init__(self, profile: _Optional[_Union[_task_pb2.TaskProfile, _Mapping]] = ...) -> None: ...
 
 class TrainerServiceTrainRequest(_message.Message):
     __slots__ = ("attempt_name", "command", "resume_checkpoint", "checkpoint_every_epochs", "checkpoint_every_seconds")

@@ -61,6 +61,11 @@ class TrainerServiceStub:
                 request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptResponse.FromString,
                 _registered_method=True)
+        self.ProfileTask = channel.unary_unary(
+                '/metalearn.v1.TrainerService/ProfileTask',
+                request_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceProfileTaskRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceProfileTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -118,6 +123,19 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProfileTask(self, request, context):
+        """Computes a task's profile from the train split of its labels (meta-features:
+        sizes, balance, pixel statistics, landmarkers, a fixed probe network's
+        feature statistics). A few seconds; one at a time per trainer.
+        Errors: INVALID_ARGUMENT (`task.label_names`, `task.image_ops`),
+        FAILED_PRECONDITION (a label without images; images of different sizes),
+        RESOURCE_EXHAUSTED (a profile is under way), UNAVAILABLE (the gateway
+        cannot be reached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +158,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.Interrupt,
                     request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.InterruptResponse.SerializeToString,
+            ),
+            'ProfileTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProfileTask,
+                    request_deserializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceProfileTaskRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceProfileTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -257,6 +280,33 @@ class TrainerService:
             '/metalearn.v1.TrainerService/Interrupt',
             metalearn_dot_v1_dot_trainer__service__pb2.InterruptRequest.SerializeToString,
             metalearn_dot_v1_dot_trainer__service__pb2.InterruptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProfileTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.TrainerService/ProfileTask',
+            metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceProfileTaskRequest.SerializeToString,
+            metalearn_dot_v1_dot_trainer__service__pb2.TrainerServiceProfileTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,15 @@ class TrainerServiceStub:
     INTERRUPTED`. A gateway that stops calls it, so the work it hands back
     loses nothing. Errors: none (no such run: `interrupted` is 0).
     """
+    ProfileTask: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.TrainerServiceProfileTaskRequest, _trainer_service_pb2.TrainerServiceProfileTaskResponse]
+    """Computes a task's profile from the train split of its labels (meta-features:
+    sizes, balance, pixel statistics, landmarkers, a fixed probe network's
+    feature statistics). A few seconds; one at a time per trainer.
+    Errors: INVALID_ARGUMENT (`task.label_names`, `task.image_ops`),
+    FAILED_PRECONDITION (a label without images; images of different sizes),
+    RESOURCE_EXHAUSTED (a profile is under way), UNAVAILABLE (the gateway
+    cannot be reached).
+    """
 
 @_typing.type_check_only
 class TrainerServiceAsyncStub(TrainerServiceStub):
@@ -108,6 +117,15 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     its epoch, checkpoints and ends its Train stream with `finished:
     INTERRUPTED`. A gateway that stops calls it, so the work it hands back
     loses nothing. Errors: none (no such run: `interrupted` is 0).
+    """
+    ProfileTask: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.TrainerServiceProfileTaskRequest, _trainer_service_pb2.TrainerServiceProfileTaskResponse]  # type: ignore[assignment]
+    """Computes a task's profile from the train split of its labels (meta-features:
+    sizes, balance, pixel statistics, landmarkers, a fixed probe network's
+    feature statistics). A few seconds; one at a time per trainer.
+    Errors: INVALID_ARGUMENT (`task.label_names`, `task.image_ops`),
+    FAILED_PRECONDITION (a label without images; images of different sizes),
+    RESOURCE_EXHAUSTED (a profile is under way), UNAVAILABLE (the gateway
+    cannot be reached).
     """
 
 class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -170,6 +188,21 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         its epoch, checkpoints and ends its Train stream with `finished:
         INTERRUPTED`. A gateway that stops calls it, so the work it hands back
         loses nothing. Errors: none (no such run: `interrupted` is 0).
+        """
+
+    @_abc_1.abstractmethod
+    def ProfileTask(
+        self,
+        request: _trainer_service_pb2.TrainerServiceProfileTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_service_pb2.TrainerServiceProfileTaskResponse, _abc.Awaitable[_trainer_service_pb2.TrainerServiceProfileTaskResponse]]:
+        """Computes a task's profile from the train split of its labels (meta-features:
+        sizes, balance, pixel statistics, landmarkers, a fixed probe network's
+        feature statistics). A few seconds; one at a time per trainer.
+        Errors: INVALID_ARGUMENT (`task.label_names`, `task.image_ops`),
+        FAILED_PRECONDITION (a label without images; images of different sizes),
+        RESOURCE_EXHAUSTED (a profile is under way), UNAVAILABLE (the gateway
+        cannot be reached).
         """
 
 def add_TrainerServiceServicer_to_server(servicer: TrainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,229 @@
+"""The family of image-classification tasks the meta-learning suite learns and is judged on.
+
+Everything is made here, offline and deterministically: scikit-learn's bundled digits
+(8x8, 0..16) transformed (rotated, mirrored, inverted, noised, blurred, up- and
+down-sampled, cut to 10 images a class), and two families drawn with Pillow (geometric
+shapes, and letters in Pillow's built-in font) so that the suite is not all digits.
+Each variant's images are uploaded under their own labels (`"<variant>/<class>"`), so a
+task is just a list of labels, as it is for any user.
+
+`FAMILY` is the table's tasks; `HELD_OUT` are two tasks of the same kinds kept out of the
+table, for the real warm-started study end to end.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from metalearn.v1 import dataset_service_pb2
+
+# Pixel arrays of one class: (N, H, W) floats in 0..1.
+Images = np.ndarray
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: a name and the labels it trains on."""
+
+    name: str
+    labels: tuple[str, ...]
+
+
+@cache
+def _digits() -> dict[int, Images]:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    data = load_digits()
+    images = data.images / 16.0
+    return {d: images[data.target == d] for d in range(10)}
+
+
+def _resize(images: Images, size: int, resample: Image.Resampling) -> Images:
+    out = [
+        np.asarray(
+            Image.fromarray((im * 255).astype(np.uint8), mode="L").resize((size, size), resample)
+        )
+        / 255.0
+        for im in images
+    ]
+    return np.stack(out)
+
+
+def _blur(images: Images) -> Images:
+    up = _resize(images, 16, Image.Resampling.BILINEAR)
+    blurred = [
+        np.asarray(
+            Image.fromarray((im * 255).astype(np.uint8), mode="L").filter(
+                ImageFilter.GaussianBlur(1.5)
+            )
+        )
+        / 255.0
+        for im in up
+    ]
+    return _resize(np.stack(blurred), 8, Image.Resampling.BOX)
+
+
+def _noised(images: Images, sigma: float, seed: int) -> Images:
+    rng = np.random.default_rng(seed)
+    return np.clip(images + rng.normal(0.0, sigma, images.shape), 0.0, 1.0)
+
+
+# Digit variants: class index -> that class's images.
+_DIGIT_VARIANTS: dict[str, Callable[[int], Images]] = {
+    "digits": lambda d: _digits()[d],
+    "rot90": lambda d: np.rot90(_digits()[d], 1, axes=(1, 2)),
+    "mirror": lambda d: _digits()[d][:, :, ::-1],
+    "inverted": lambda d: 1.0 - _digits()[d],
+    "noisy": lambda d: _noised(_digits()[d], 0.35, 100 + d),
+    "blurred": lambda d: _blur(_digits()[d]),
+    "up16": lambda d: _resize(_digits()[d], 16, Image.Resampling.BILINEAR),
+    "down4": lambda d: _resize(_digits()[d], 4, Image.Resampling.BOX),
+    "few": lambda d: _digits()[d][:10],
+    "fewnoisy": lambda d: _noised(_digits()[d][10:20], 0.25, 200 + d),
+}
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring")
+LETTERS = tuple("ABCDEFGHJK")
+
+
+def _draw_shape(kind: str, rng: np.random.Generator) -> Images:
+    image = Image.new("L", (48, 48), 0)
+    draw = ImageDraw.Draw(image)
+    r = rng.uniform(8, 18)
+    cx, cy = rng.uniform(r + 2, 46 - r, size=2)
+    width = int(rng.integers(3, 6))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if kind == "circle":
+        draw.ellipse(box, fill=255)
+    elif kind == "ring":
+        draw.ellipse(box, outline=255, width=width)
+    elif kind == "square":
+        draw.rectangle(box, fill=255)
+    elif kind == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=255)
+    else:
+        draw.line((cx - r, cy, cx + r, cy), fill=255, width=width)
+        draw.line((cx, cy - r, cx, cy + r), fill=255, width=width)
+    image = image.rotate(float(rng.uniform(-30, 30)), resample=Image.Resampling.BILINEAR)
+    return np.asarray(image.resize((16, 16), Image.Resampling.BOX)) / 255.0
+
+
+def _draw_letter(letter: str, rng: np.random.Generator) -> Images:
+    font = ImageFont.load_default(size=int(rng.integers(34, 44)))
+    image = Image.new("L", (48, 48), 0)
+    draw = ImageDraw.Draw(image)
+    dx, dy = rng.uniform(-5, 5, size=2)
+    draw.text((24 + dx, 24 + dy), letter, fill=255, font=font, anchor="mm")
+    image = image.rotate(float(rng.uniform(-20, 20)), resample=Image.Resampling.BILINEAR)
+    return np.asarray(image.resize((16, 16), Image.Resampling.BOX)) / 255.0
+
+
+def _drawn(kind: str, index: int, count: int, seed: int, noise: float) -> Images:
+    rng = np.random.default_rng(seed + index)
+    if kind == "shapes":
+        images = np.stack([_draw_shape(SHAPES[index], rng) for _ in range(count)])
+    else:
+        images = np.stack([_draw_letter(LETTERS[index], rng) for _ in range(count)])
+    return _noised(images, noise, seed + 50 + index) if noise else images
+
+
+_DRAWN_VARIANTS: dict[str, Callable[[int], Images]] = {
+    "shapes": lambda i: _drawn("shapes", i, 150, 300, 0.0),
+    "noisyshapes": lambda i: _drawn("shapes", i, 150, 400, 0.3),
+    "fewshapes": lambda i: _drawn("shapes", i, 10, 500, 0.0),
+    "letters": lambda i: _drawn("letters", i, 120, 600, 0.0),
+    "noisyletters": lambda i: _drawn("letters", i, 120, 700, 0.3),
+    "fewletters": lambda i: _drawn("letters", i, 10, 800, 0.0),
+}
+
+
+def _class_names(variant: str) -> tuple[str, ...]:
+    if variant.endswith("shapes"):
+        return SHAPES
+    if variant.endswith("letters"):
+        return LETTERS
+    return tuple(str(d) for d in range(10))
+
+
+def label(variant: str, klass: str) -> str:
+    return f"{variant}/{klass}"
+
+
+def _task(variant: str, classes: str | None = None) -> Task:
+    names = _class_names(variant)
+    chosen = names if classes is None else tuple(c for c in names if c in classes.split(","))
+    suffix = "" if classes is None else "-" + "".join(chosen)
+    return Task(f"{variant}{suffix}", tuple(label(variant, c) for c in chosen))
+
+
+FAMILY: tuple[Task, ...] = (
+    _task("digits"),
+    _task("digits", "0,1,2,3,4"),
+    _task("digits", "5,6,7,8,9"),
+    _task("digits", "3,8"),
+    _task("digits", "1,7"),
+    _task("rot90"),
+    _task("rot90", "2,5,7"),
+    _task("mirror"),
+    _task("inverted"),
+    _task("inverted", "0,1,2,3,4"),
+    _task("noisy"),
+    _task("noisy", "3,8"),
+    _task("blurred"),
+    _task("up16"),
+    _task("down4"),
+    _task("few"),
+    _task("few", "0,1,2,3,4"),
+    _task("fewnoisy"),
+    _task("shapes"),
+    _task("noisyshapes"),
+    _task("fewshapes"),
+    _task("letters"),
+    _task("noisyletters"),
+    _task("fewletters", "A,B,C,D,E"),
+)
+
+# Kept out of the table: the end-to-end warm-started studies run on these.
+HELD_OUT: tuple[Task, ...] = (
+    _task("digits", "3,5,8"),
+    _task("noisyletters", "A,B,C,D,E"),
+)
+
+
+def variant_of(task: Task) -> str:
+    return task.labels[0].split("/", 1)[0]
+
+
+def class_images(variant: str, klass: str) -> Images:
+    names = _class_names(variant)
+    index = names.index(klass)
+    make = _DIGIT_VARIANTS.get(variant) or _DRAWN_VARIANTS[variant]
+    return make(index)
+
+
+def png(pixels: Images) -> bytes:
+    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def uploads(tasks: tuple[Task, ...]) -> Iterator[dataset_service_pb2.UploadImagesRequest]:
+    """Every image of these tasks' labels, once each, as an UploadImages stream takes them."""
+    seen: set[str] = set()
+    for task in tasks:
+        for name in task.labels:
+            if name in seen:
+                continue
+            seen.add(name)
+            variant, klass = name.split("/", 1)
+            for index, pixels in enumerate(class_images(variant, klass)):
+                yield dataset_service_pb2.UploadImagesRequest(
+                    label=name, data=png(pixels), filename=f"{name}/{index:04d}.png"
+                )

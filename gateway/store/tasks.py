@@ -1,0 +1,337 @@
+"""Every SQL statement about tasks, their profiles, the evaluations that the task distance
+and warm starts learn from, and the fitted distance; returns plain dataclasses.
+
+A task's key is computed by the database's `task_key()` (migration 0010), the same
+function that fills `attempts.task_key`, so an attempt and its task always agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.store.database import translate_db_errors
+from metalearn import errors
+
+# Told at commit when a task is added or profiled: profilers and waiters look again.
+TASKS = "metalearn_tasks"
+# Statuses whose epochs are a whole run (a pruned run's best is not its task's evidence).
+_FINISHED = ("TRAINED", "COMPLETE")
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: int
+    fingerprint: str
+    key: str
+    label_names: list[str]
+    image_ops: list[Any]
+    state: str
+    profile: bytes | None
+    features: dict[str, float] | None
+    error: str
+    created_at: dt.datetime
+    profiled_at: dt.datetime | None
+    tries: int
+    # Finished attempts on this task's key and their best validation accuracy.
+    attempts: int = 0
+    best_val_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A finished attempt on some task: its command and how well it did."""
+
+    key: str
+    attempt_id: int
+    name: str
+    command: dict[str, Any]
+    best_val_accuracy: float
+
+
+_TASK = sql.SQL(
+    "t.id, t.fingerprint, t.key, t.label_names, t.image_ops, t.state, t.profile, t.features,"
+    " t.error, t.created_at, t.profiled_at, t.tries"
+)
+_WITH_COUNTS = sql.SQL(
+    "SELECT {}, COALESCE(s.attempts, 0) AS attempts, s.best_val_accuracy FROM tasks t"
+    " LEFT JOIN LATERAL (SELECT count(*) AS attempts, max(e.best) AS best_val_accuracy"
+    " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best FROM attempt_epochs"
+    " WHERE attempt_id = a.id) e ON true"
+    " WHERE a.task_key = t.key AND a.status IN ('TRAINED', 'COMPLETE')) s ON true"
+).format(_TASK)
+
+
+def _record(row: dict[str, Any]) -> TaskRecord:
+    return TaskRecord(**{k: row[k] for k in TaskRecord.__dataclass_fields__ if k in row})
+
+
+class TaskStore:
+    """The `tasks` and `task_distance` tables, and reads of the attempts per task."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def ensure(self, labels: Sequence[str], ops: list[Any]) -> TaskRecord:
+        """The task these labels and ops make with the images they have now: its row, made
+        PENDING when new. FailedPrecondition names the labels without images."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT task_key(%s, %s) AS key", (Jsonb(list(labels)), Jsonb(ops))
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                key = str(row["key"])
+                await cur.execute(
+                    "SELECT label, encode(sha256(string_agg(sha256, ''::bytea"
+                    " ORDER BY sha256)), 'hex') AS digest FROM images WHERE label = ANY(%s)"
+                    " GROUP BY label ORDER BY label",
+                    (sorted(set(labels)),),
+                )
+                digests = {r["label"]: r["digest"] for r in await cur.fetchall()}
+                missing = sorted(set(labels) - set(digests))
+                if missing:
+                    raise errors.FailedPrecondition(
+                        f"labels without images: {', '.join(missing[:10])}"
+                    )
+                material = key + "\n" + "\n".join(f"{k}={v}" for k, v in sorted(digests.items()))
+                fingerprint = hashlib.sha256(material.encode()).hexdigest()
+                await cur.execute(
+                    "INSERT INTO tasks (fingerprint, key, label_names, image_ops)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING RETURNING id",
+                    (fingerprint, key, Jsonb(sorted(set(labels))), Jsonb(ops)),
+                )
+                if await cur.fetchone() is not None:
+                    await cur.execute("SELECT pg_notify(%s, %s)", (TASKS, fingerprint))
+                # Whatever the images, this key has been looked at now.
+                await cur.execute("UPDATE tasks SET stale = false WHERE key = %s AND stale", (key,))
+                await cur.execute(
+                    _WITH_COUNTS + sql.SQL(" WHERE t.fingerprint = %s"), (fingerprint,)
+                )
+                found = await cur.fetchone()
+                assert found is not None
+                return _record(found)
+
+    async def get(self, fingerprint: str) -> TaskRecord:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    _WITH_COUNTS + sql.SQL(" WHERE t.fingerprint = %s"), (fingerprint,)
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"no task {fingerprint!r}")
+        return _record(row)
+
+    async def page(self, before_id: int | None, limit: int) -> list[TaskRecord]:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    _WITH_COUNTS
+                    + sql.SQL(
+                        " WHERE (%s::bigint IS NULL OR t.id < %s) ORDER BY t.id DESC LIMIT %s"
+                    ),
+                    (before_id, before_id, limit),
+                )
+                return [_record(r) for r in await cur.fetchall()]
+
+    async def ready(self) -> list[TaskRecord]:
+        """The newest profiled version of every task key."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT DISTINCT ON (t.key) {} FROM tasks t"
+                        " WHERE t.state = 'READY' ORDER BY t.key, t.id DESC"
+                    ).format(_TASK)
+                )
+                return [_record(r) for r in await cur.fetchall()]
+
+    async def unseen(self, limit: int) -> list[tuple[list[str], list[Any]]]:
+        """Labels and ops of task keys that attempts use and no task row has yet, and of
+        tasks whose labels' images changed: what the profiler should look at."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT labels, ops FROM ("
+                    " SELECT DISTINCT ON (a.task_key)"
+                    " a.doc -> 'training_commands' -> 'label_names' AS labels,"
+                    " COALESCE(a.doc -> 'training_commands' -> 'image_ops', '[]') AS ops"
+                    " FROM attempts a WHERE a.task_key IS NOT NULL"
+                    " AND jsonb_typeof(a.doc -> 'training_commands' -> 'label_names') = 'array'"
+                    " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = a.task_key)"
+                    " ORDER BY a.task_key, a.id) n"
+                    " UNION ALL SELECT * FROM (SELECT DISTINCT ON (key) label_names, image_ops"
+                    " FROM tasks WHERE stale ORDER BY key, id DESC) s LIMIT %s",
+                    (limit,),
+                )
+                return [(list(r["labels"]), list(r["ops"])) for r in await cur.fetchall()]
+
+    async def unprofilable(self, labels: Sequence[str], ops: list[Any], error: str) -> None:
+        """Records a key that cannot be profiled (labels without images) so the sweep
+        stops looking at it; images uploaded later mark it stale."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT task_key(%s, %s)", (Jsonb(list(labels)), Jsonb(ops))
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                key = str(row[0])
+                fingerprint = "missing:" + hashlib.sha256(key.encode()).hexdigest()
+                await conn.execute(
+                    "INSERT INTO tasks (fingerprint, key, label_names, image_ops, state, error)"
+                    " VALUES (%s, %s, %s, %s, 'FAILED', %s) ON CONFLICT (fingerprint)"
+                    " DO UPDATE SET stale = false, error = EXCLUDED.error",
+                    (fingerprint, key, Jsonb(sorted(set(labels))), Jsonb(ops), error),
+                )
+
+    async def claim(self, lease_seconds: float) -> TaskRecord | None:
+        """The oldest PENDING task nobody holds, held for `lease_seconds`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "UPDATE tasks t SET claimed_until = now() + make_interval(secs => %s),"
+                        " tries = tries + 1 WHERE id = (SELECT id FROM tasks WHERE"
+                        " state = 'PENDING' AND (claimed_until IS NULL OR claimed_until < now())"
+                        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {}"
+                    ).format(_TASK),
+                    (lease_seconds,),
+                )
+                row = await cur.fetchone()
+                return None if row is None else _record(row)
+
+    async def assign(self, task_id: int, trainer: str) -> None:
+        """The trainer asked to profile a claimed task: it may read the task's images."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE tasks SET trainer = %s WHERE id = %s", (trainer, task_id)
+                )
+
+    async def profiled(self, task_id: int, profile: bytes, features: dict[str, float]) -> None:
+        await self._settle(
+            task_id,
+            "state = 'READY', profile = %s, features = %s, profiled_at = now(), error = ''",
+            (profile, Jsonb(features)),
+        )
+
+    async def failed(self, task_id: int, error: str) -> None:
+        await self._settle(task_id, "state = 'FAILED', error = %s", (error[:2000],))
+
+    async def retry_later(self, task_id: int, seconds: float, error: str) -> None:
+        """Hands a claimed task back, to be tried again after `seconds`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE tasks SET claimed_until = now() + make_interval(secs => %s),"
+                    " error = %s WHERE id = %s AND state = 'PENDING'",
+                    (seconds, error[:2000], task_id),
+                )
+
+    async def _settle(self, task_id: int, assignments: str, args: tuple[Any, ...]) -> None:
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    sql.SQL(
+                        "UPDATE tasks SET {}, claimed_until = NULL, trainer = ''"
+                        " WHERE id = %s RETURNING fingerprint"
+                    ).format(sql.SQL(assignments)),  # one of this module's constant texts
+                    (*args, task_id),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    await conn.execute("SELECT pg_notify(%s, %s)", (TASKS, row[0]))
+
+    async def evaluations(self, keys: Sequence[str] | None = None) -> list[Evaluation]:
+        """Every finished attempt with a validation accuracy (of these task keys, or all)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT a.task_key AS key, a.id AS attempt_id, a.name,"
+                    " a.doc -> 'training_commands' AS command, e.best AS best_val_accuracy"
+                    " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best"
+                    " FROM attempt_epochs WHERE attempt_id = a.id"
+                    " AND val_accuracy = val_accuracy) e ON e.best IS NOT NULL"
+                    " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
+                    " AND (%s::text[] IS NULL OR a.task_key = ANY(%s)) ORDER BY a.id",
+                    (
+                        list(_FINISHED),
+                        None if keys is None else list(keys),
+                        None if keys is None else list(keys),
+                    ),
+                )
+                return [
+                    Evaluation(
+                        r["key"],
+                        r["attempt_id"],
+                        r["name"],
+                        r["command"] or {},
+                        float(r["best_val_accuracy"]),
+                    )
+                    for r in await cur.fetchall()
+                ]
+
+    async def study_keys(self, names: Sequence[str]) -> dict[str, list[int]]:
+        """The attempts of these studies' trials, by the study's name; NotFound for a
+        study that does not exist."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT s.name, array_remove(array_agg(t.attempt_id), NULL) AS ids"
+                    " FROM studies s LEFT JOIN study_trials t ON t.study_id = s.id"
+                    " WHERE s.name = ANY(%s) GROUP BY s.name",
+                    (list(names),),
+                )
+                found = {r["name"]: list(r["ids"]) for r in await cur.fetchall()}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise errors.NotFound(f"no study {missing[0]!r}")
+        return found
+
+    async def studies_done(self) -> int:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute("SELECT count(*) FROM studies WHERE state = 'DONE'")
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
+
+    async def distance(self) -> tuple[dict[str, Any], int, dt.datetime] | None:
+        """The fitted distance (its model as JSON), the studies done when it was fitted,
+        and when."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT model, studies_done, fitted_at FROM task_distance WHERE id = 1"
+                )
+                row = await cur.fetchone()
+        return None if row is None else (dict(row[0]), int(row[1]), row[2])
+
+    async def save_distance(self, kind: str, model: dict[str, Any], studies_done: int) -> None:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO task_distance (id, kind, model, studies_done) VALUES"
+                    " (1, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind,"
+                    " model = EXCLUDED.model, studies_done = EXCLUDED.studies_done,"
+                    " fitted_at = now()",
+                    (kind, Jsonb(model), studies_done),
+                )

@@ -1,0 +1,346 @@
+"""What the gateway learns from its history: the task distance (fitted, kept, refitted),
+a task's neighbours, the command to suggest, and a study's warm-start plan.
+
+The maths lives in `similarity` and `warmstart` (pure, shared with the benchmark); this
+module reads the store, groups its finished attempts by task and by command, and keeps
+the fitted distance in `task_distance` so that every replica answers with the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.store.tasks import Evaluation, TaskRecord, TaskStore
+from gateway.studies import space
+from gateway.tasks import similarity, warmstart
+
+log = logging.getLogger(__name__)
+
+# Refit the distance when this many studies have finished since the last fit, or the
+# profiled tasks have grown by a quarter.
+REFIT_AFTER_STUDIES = 3
+REFIT_GROWTH = 1.25
+# Keys of a command that belong to the task or the run, not to "what was tried".
+_NOT_THE_COMMAND = ("label_names", "n_labels", "image_ops", "seed", "model_name")
+
+
+def signature(command: Mapping[str, Any]) -> str:
+    """A command as "what was tried": its JSON without the task's labels and image ops,
+    the seed and names, so runs of one command on one task are grouped together."""
+    kept = {k: v for k, v in command.items() if k not in _NOT_THE_COMMAND}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One command on one task: its mean value over its runs and its best run."""
+
+    signature: str
+    value: float
+    best_attempt: Evaluation
+
+
+def by_command(evaluations: Sequence[Evaluation]) -> dict[str, Tried]:
+    runs: dict[str, list[Evaluation]] = {}
+    for e in evaluations:
+        runs.setdefault(signature(e.command), []).append(e)
+    return {
+        sig: Tried(
+            sig,
+            sum(e.best_val_accuracy for e in es) / len(es),
+            max(es, key=lambda e: (e.best_val_accuracy, -e.attempt_id)),
+        )
+        for sig, es in runs.items()
+    }
+
+
+def _distance_json(d: similarity.Distance, ready: int) -> dict[str, Any]:
+    def clean(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    return {
+        "kind": d.kind,
+        "features": list(d.features),
+        "means": list(d.means),
+        "scales": list(d.scales),
+        "weights": list(d.weights),
+        "tasks": d.tasks,
+        "pairs": d.pairs,
+        "spearman": clean(d.spearman),
+        "standardized_spearman": clean(d.standardized_spearman),
+        "ready_tasks": ready,
+    }
+
+
+def _distance_of(model: Mapping[str, Any]) -> similarity.Distance:
+    def num(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    return similarity.Distance(
+        str(model["kind"]),
+        tuple(model["features"]),
+        tuple(model["means"]),
+        tuple(model["scales"]),
+        tuple(model["weights"]),
+        int(model["tasks"]),
+        int(model["pairs"]),
+        num(model.get("spearman")),
+        num(model.get("standardized_spearman")),
+    )
+
+
+@dataclass(frozen=True)
+class Known:
+    """The store as learning sees it: profiled tasks by key, and per key what was tried."""
+
+    tasks: dict[str, TaskRecord]
+    tried: dict[str, dict[str, Tried]]
+
+    def values(self, keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        chosen = self.tried if keys is None else {k: self.tried[k] for k in keys if k in self.tried}
+        return {k: {s: t.value for s, t in ts.items()} for k, ts in chosen.items()}
+
+    def profiles(self) -> dict[str, dict[str, float]]:
+        return {k: dict(t.features or {}) for k, t in self.tasks.items()}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    command: dict[str, Any] | None  # None: no history (the caller's default)
+    sources: list[tuple[TaskRecord, float, float, Evaluation, float]]  # task, d, w, run, q
+    neighbours: list[tuple[TaskRecord, float]]
+
+
+class Learner:
+    """One per gateway."""
+
+    def __init__(self, tasks: TaskStore) -> None:
+        self._tasks = tasks
+        self._fit_lock = asyncio.Lock()
+
+    async def known(self) -> Known:
+        ready = {t.key: t for t in await self._tasks.ready()}
+        tried: dict[str, list[Evaluation]] = {}
+        for e in await self._tasks.evaluations():
+            tried.setdefault(e.key, []).append(e)
+        return Known(ready, {k: by_command(es) for k, es in tried.items()})
+
+    async def fit(self, known: Known | None = None) -> similarity.Distance:
+        """Refits the distance on the store now and keeps it."""
+        async with self._fit_lock:
+            known = known or await self.known()
+            done = await self._tasks.studies_done()
+            with_history = {k: p for k, p in known.profiles().items() if k in known.tried}
+            # Fitting is numpy work on at most a few thousand pairs: off the event loop.
+            distance = await asyncio.to_thread(
+                similarity.fit, with_history, known.values(list(with_history))
+            )
+            if not distance.features:  # nothing with history yet: scale over every task
+                distance = similarity.standardized(known.profiles())
+            await self._tasks.save_distance(
+                distance.kind, _distance_json(distance, len(known.tasks)), done
+            )
+            log.info(
+                "task distance refitted: %s over %d tasks, %d pairs",
+                distance.kind,
+                distance.tasks,
+                distance.pairs,
+            )
+            return distance
+
+    async def distance(self, known: Known) -> similarity.Distance:
+        """The kept distance, refitted first when enough has happened since."""
+        kept = await self._tasks.distance()
+        if kept is not None:
+            model, studies_at_fit, _ = kept
+            done = await self._tasks.studies_done()
+            grown = len(known.tasks) >= max(
+                REFIT_GROWTH * int(model.get("ready_tasks", 0)),
+                int(model.get("ready_tasks", 0)) + 1,
+            )
+            if done - studies_at_fit < REFIT_AFTER_STUDIES and not grown:
+                return _distance_of(model)
+        return await self.fit(known)
+
+    async def fitted_at(self) -> Any:
+        kept = await self._tasks.distance()
+        return None if kept is None else kept[2]
+
+    @staticmethod
+    def neighbours(
+        known: Known, distance: similarity.Distance, target: TaskRecord, limit: int
+    ) -> list[tuple[TaskRecord, float]]:
+        """Past tasks with finished attempts, nearest first (the target itself left out)."""
+        candidates = {
+            k: dict(t.features or {})
+            for k, t in known.tasks.items()
+            if k != target.key and k in known.tried
+        }
+        near = similarity.nearest(distance, dict(target.features or {}), candidates, limit)
+        return [(known.tasks[str(k)], d) for k, d in near]
+
+    def suggest(
+        self, known: Known, distance: similarity.Distance, target: TaskRecord, k: int
+    ) -> Suggestion:
+        near = self.neighbours(known, distance, target, k)
+        if not near:
+            return Suggestion(None, [], [])
+        weights = warmstart.neighbour_weights([(t.key, d) for t, d in near])
+        values = known.values([t.key for t, _ in near])
+        ranked = warmstart.portfolio(values, weights)
+        top = ranked[0]
+        sources = []
+        for key, q in top.evidence:
+            record = known.tasks[str(key)]
+            tried = known.tried[str(key)][str(top.command)]
+            d = next(d for t, d in near if t.key == key)
+            sources.append((record, d, weights[key], tried.best_attempt, q))
+        sources.sort(key=lambda s: -s[2])
+        best = max(sources, key=lambda s: s[2])[3]
+        return Suggestion(dict(best.command), sources, near)
+
+
+def params_of(
+    command: Mapping[str, Any], params: Sequence[space.Parameter]
+) -> dict[str, Any] | None:
+    """A past command's values at a study's paths, as Optuna holds them, or None when
+    one is missing or outside its range (then it says nothing about this search)."""
+    internal: dict[str, Any] = {}
+    for p in params:
+        node: Any = command
+        for step in p.steps:
+            if isinstance(step, int):
+                if not isinstance(node, list) or step >= len(node):
+                    return None
+            elif not isinstance(node, dict) or step not in node:
+                return None
+            node = node[step]
+        value = space.internal_value(p, node)
+        if value is None:
+            return None
+        internal[p.path] = value
+    return internal
+
+
+# At most this many zero-shot trials by default, and never more than half the budget.
+DEFAULT_ZERO_SHOT = 8
+MAX_WARM_TASKS = 20
+
+
+def _usable(
+    evaluations: Sequence[Evaluation], params: Sequence[space.Parameter]
+) -> dict[str, list[tuple[dict[str, Any], Evaluation]]]:
+    """Per task key, the runs whose command has a value in range at every path."""
+    found: dict[str, list[tuple[dict[str, Any], Evaluation]]] = {}
+    for e in evaluations:
+        internal = params_of(e.command, params)
+        if internal is not None:
+            found.setdefault(e.key, []).append((internal, e))
+    return found
+
+
+def _grouped(
+    runs: Sequence[tuple[dict[str, Any], Evaluation]],
+) -> dict[str, tuple[dict[str, Any], float, Evaluation]]:
+    """Runs with the same values grouped: (values, mean accuracy, best run)."""
+    groups: dict[str, list[tuple[dict[str, Any], Evaluation]]] = {}
+    for internal, e in runs:
+        groups.setdefault(json.dumps(internal, sort_keys=True), []).append((internal, e))
+    return {
+        k: (
+            rs[0][0],
+            sum(e.best_val_accuracy for _, e in rs) / len(rs),
+            max((e for _, e in rs), key=lambda e: (e.best_val_accuracy, -e.attempt_id)),
+        )
+        for k, rs in groups.items()
+    }
+
+
+def warm_plan(
+    known: Known,
+    distance: similarity.Distance,
+    target: TaskRecord | None,
+    evaluations: Sequence[Evaluation],
+    params: Sequence[space.Parameter],
+    *,
+    similar_tasks: int,
+    zero_shot: int,
+    n_trials: int,
+    with_priors: bool,
+) -> dict[str, Any]:
+    """A study's warm start, as JSON kept with the study: its sources, the zero-shot
+    trials (values as Optuna holds them, and the run each repeats) and the priors.
+
+    `evaluations` are the candidate runs (every finished run, or the named studies'
+    trials); with `similar_tasks` the k nearest of their tasks are drawn from, else all
+    of them. Tasks are weighted by similarity when the target and they are profiled,
+    equally otherwise."""
+    usable = {
+        k: _grouped(runs)
+        for k, runs in _usable(evaluations, params).items()
+        if target is None or k != target.key
+    }
+    if not usable:
+        return {
+            "state": "cold: no past run of another task fits this search space",
+            "sources": [],
+            "zero_shot": [],
+            "priors": [],
+        }
+    profiled = {k: dict(known.tasks[k].features or {}) for k in usable if k in known.tasks}
+    if target is not None and target.features and profiled:
+        near = similarity.nearest(
+            distance, dict(target.features), profiled, similar_tasks or MAX_WARM_TASKS
+        )
+        ranked = [(str(k), d) for k, d in near]
+    else:
+        ranked = [(k, math.nan) for k in sorted(usable)][: similar_tasks or MAX_WARM_TASKS]
+    finite = [(k, d) for k, d in ranked if math.isfinite(d)]
+    weights = (
+        warmstart.neighbour_weights(finite)
+        if len(finite) == len(ranked)
+        else {k: 1.0 / len(ranked) for k, _ in ranked}
+    )
+    values = {k: {g: v for g, (_, v, _) in usable[k].items()} for k, _ in ranked}
+    count = zero_shot if zero_shot > 0 else min(len(ranked), DEFAULT_ZERO_SHOT)
+    count = 0 if zero_shot < 0 else min(count, max(n_trials // 2, 1))
+    first = []
+    for scored in warmstart.zero_shot(values, weights, count):
+        # The run it repeats: from the heaviest task that ran it.
+        task = max((t for t, _ in scored.evidence), key=lambda t: weights[t])
+        internal, _, run = usable[str(task)][str(scored.command)]
+        first.append(
+            {
+                "internal": internal,
+                "attempt_id": run.attempt_id,
+                "attempt_name": run.name,
+                "score": round(scored.score, 6),
+            }
+        )
+    priors = []
+    if with_priors:
+        for prior in warmstart.priors(values, weights):
+            internal, _, _ = usable[str(prior.task)][str(prior.command)]
+            priors.append({"internal": internal, "goodness": round(prior.goodness, 6)})
+    sources = []
+    for k, d in ranked:
+        record = known.tasks.get(k)
+        sources.append(
+            {
+                "key": k,
+                "fingerprint": record.fingerprint if record else "",
+                "labels": record.label_names
+                if record
+                else list(next(iter(usable[k].values()))[2].command.get("label_names", [])),
+                "distance": None if not math.isfinite(d) else round(d, 6),
+                "weight": round(weights[k], 6),
+                "trials": len(usable[k]),
+            }
+        )
+    return {"state": "ready", "sources": sources, "zero_shot": first, "priors": priors}

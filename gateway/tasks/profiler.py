@@ -1,0 +1,138 @@
+"""Has trainers profile tasks: a new kind of work beside train and test.
+
+Woken when a task is added and when anything is queued (a new task may come with it),
+and at least every `study_tick_seconds`. Each pass first looks for task keys that
+attempts use and no task row has yet (trained, studied or imported) and for tasks whose
+labels' images changed, and registers them (PENDING); then it claims PENDING tasks one
+at a time (`FOR UPDATE SKIP LOCKED`, held for a lease, so replicas share the work and a
+replica that dies only delays one) and calls a live trainer's `ProfileTask`.
+
+A profile is a few seconds of a trainer's CPU, so it is not queued behind training: it
+goes to a live trainer at once, and one that is busy profiling says RESOURCE_EXHAUSTED
+(then another is tried, or the task waits a moment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import grpc
+from google.protobuf import json_format
+
+from gateway.config import GatewayConfig
+from gateway.dispatcher import trainer_channel
+from gateway.events import EventHub
+from gateway.store.database import DatabaseDown
+from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.store.trainers import TrainerStore
+from metalearn import errors
+from metalearn.credentials import authorization
+from metalearn.v1 import task_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# A claimed task is held this long; a profile takes seconds.
+LEASE_SECONDS = 120.0
+# A trainer gets this long for one profile.
+CALL_SECONDS = 90.0
+# Tries (trainer gone, busy, unreachable) before a task is FAILED.
+MAX_TRIES = 8
+SWEEP_LIMIT = 50
+# Codes that are the task's fault: FAILED at once, no other trainer would do better.
+_TASK_FAULTS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+}
+
+
+def key_of(record: TaskRecord) -> task_pb2.TaskKey:
+    key = task_pb2.TaskKey(label_names=record.label_names)
+    for op in record.image_ops:
+        json_format.ParseDict(op, key.image_ops.add())
+    return key
+
+
+class TaskProfiler:
+    """One per gateway; any number of replicas may run one."""
+
+    def __init__(
+        self, config: GatewayConfig, tasks: TaskStore, trainers: TrainerStore, hub: EventHub
+    ) -> None:
+        self._config = config
+        self._tasks = tasks
+        self._trainers = trainers
+        self._hub = hub
+
+    def wake(self) -> None:
+        self._hub.tasks_changed.set()
+
+    async def run(self) -> None:
+        while True:
+            self._hub.tasks_changed.clear()
+            try:
+                await self.sweep()
+                while await self.profile_one():
+                    pass
+            except (DatabaseDown, errors.Unavailable) as err:
+                log.warning("task profiles wait for the database: %s", err)
+            except Exception:
+                log.exception("profiling tasks")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._hub.tasks_changed.wait(), self._config.study_tick_seconds
+                )
+
+    async def sweep(self) -> None:
+        """Registers the tasks that attempts use and have no row yet, and new versions of
+        tasks whose images changed."""
+        for labels, ops in await self._tasks.unseen(SWEEP_LIMIT):
+            try:
+                await self._tasks.ensure(labels, ops)
+            except errors.FailedPrecondition as err:
+                await self._tasks.unprofilable(labels, ops, str(err))
+
+    async def profile_one(self) -> bool:
+        """Profiles one PENDING task; False when none could be tried now."""
+        live = await self._trainers.live_trainers(self._config.trainer_timeout_seconds)
+        if not live:
+            return False
+        task = await self._tasks.claim(LEASE_SECONDS)
+        if task is None:
+            return False
+        request = trainer_service_pb2.TrainerServiceProfileTaskRequest(task=key_of(task))
+        # Idle trainers first, in random order among equals, so replicas spread out.
+        random.shuffle(live)
+        live.sort(key=lambda t: t.running / max(t.capacity, 1))
+        last = ""
+        for trainer in live:
+            await self._tasks.assign(task.id, trainer.address)
+            async with trainer_channel(self._config, trainer.address) as channel:
+                stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+                try:
+                    response = await stub.ProfileTask(
+                        request, timeout=CALL_SECONDS, metadata=authorization(trainer.credential)
+                    )
+                except grpc.aio.AioRpcError as err:
+                    if err.code() in _TASK_FAULTS:
+                        await self._tasks.failed(task.id, f"{err.code().name}: {err.details()}")
+                        return True
+                    last = f"{trainer.address}: {err.code().name}: {err.details()}"
+                    continue
+            profile = response.profile
+            await self._tasks.profiled(task.id, profile.SerializeToString(), dict(profile.features))
+            log.info(
+                "task %s profiled by %s in %.1f s",
+                task.fingerprint[:12],
+                trainer.address,
+                profile.seconds,
+            )
+            return True
+        if task.tries >= MAX_TRIES:
+            await self._tasks.failed(task.id, f"no trainer could profile it: {last}")
+        else:
+            await self._tasks.retry_later(task.id, min(2.0 * task.tries, 30.0), last)
+        return False

@@ -1,0 +1,258 @@
+"""TaskService: task profiles, similar tasks, suggested commands, the task distance."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from google.protobuf import json_format
+
+from gateway import convert
+from gateway.config import Limits
+from gateway.pagination import before_id, before_token
+from gateway.store.attempts import AttemptStore
+from gateway.store.images import ImageStore
+from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.tasks import defaults, similarity
+from gateway.tasks.learner import Known, Learner
+from gateway.tasks.profiler import TaskProfiler
+from gateway.validation import check_labels_have_images, check_task_key
+from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from metalearn.status import translate_errors
+from metalearn.v1 import attempt_pb2, task_pb2, task_service_pb2_grpc
+from metalearn.v1 import task_service_pb2 as pb
+
+# The longest a call waits for a trainer to profile its task.
+MAX_WAIT_SECONDS = 60.0
+_POLL_SECONDS = 0.2
+_FINGERPRINT_CHARS = 64
+_STATES = {
+    "PENDING": task_pb2.TASK_STATE_PENDING,
+    "READY": task_pb2.TASK_STATE_READY,
+    "FAILED": task_pb2.TASK_STATE_FAILED,
+}
+
+
+def task_proto(record: TaskRecord) -> task_pb2.Task:
+    task = task_pb2.Task(
+        fingerprint=record.fingerprint,
+        label_names=record.label_names,
+        state=_STATES[record.state],
+        error=record.error,
+        attempts=record.attempts,
+        best_val_accuracy=record.best_val_accuracy or 0.0,
+    )
+    for op in record.image_ops:
+        json_format.ParseDict(op, task.image_ops.add())
+    if record.profile:
+        task.profile.ParseFromString(record.profile)
+    task.create_time.FromDatetime(record.created_at)
+    if record.profiled_at is not None:
+        task.profile_time.FromDatetime(record.profiled_at)
+    return task
+
+
+def distance_proto(distance: similarity.Distance, fitted_at: Any) -> pb.TaskDistance:
+    found = pb.TaskDistance(
+        kind=distance.kind,
+        weights=dict(zip(distance.features, distance.weights, strict=True)),
+        tasks=distance.tasks,
+        pairs=distance.pairs,
+        spearman=distance.spearman if math.isfinite(distance.spearman) else 0.0,
+        standardized_spearman=(
+            distance.standardized_spearman if math.isfinite(distance.standardized_spearman) else 0.0
+        ),
+    )
+    if fitted_at is not None:
+        found.fit_time.FromDatetime(fitted_at)
+    return found
+
+
+def _ops_json(key: task_pb2.TaskKey) -> list[Any]:
+    return [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in key.image_ops]
+
+
+def _bounded(field: str, value: int, default: int, high: int) -> int:
+    if not 0 <= value <= high:
+        raise InvalidArgument.one(field, f"must be between 0 and {high}")
+    return value or default
+
+
+class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
+    def __init__(
+        self,
+        tasks: TaskStore,
+        images: ImageStore,
+        attempts: AttemptStore,
+        learner: Learner,
+        profiler: TaskProfiler,
+        limits: Limits,
+    ) -> None:
+        self._tasks = tasks
+        self._images = images
+        self._attempts = attempts
+        self._learner = learner
+        self._profiler = profiler
+        self._limits = limits
+
+    async def _registered(self, field: str, key: task_pb2.TaskKey) -> TaskRecord:
+        v = Violations()
+        check_task_key(v, field, key, self._limits)
+        v.raise_if_any()
+        await check_labels_have_images(self._images, f"{field}.label_names", key.label_names)
+        record = await self._tasks.ensure(list(key.label_names), _ops_json(key))
+        if record.state == "PENDING":
+            self._profiler.wake()
+        return record
+
+    async def _profiled(self, record: TaskRecord, context: Any) -> TaskRecord:
+        """The task once a trainer has profiled it (or failed to), waiting at most until
+        the call's deadline or MAX_WAIT_SECONDS; as it is then."""
+        remaining = context.time_remaining() if context is not None else None
+        wait = MAX_WAIT_SECONDS if remaining is None else min(MAX_WAIT_SECONDS, remaining - 0.5)
+        deadline = time.monotonic() + wait
+        while record.state == "PENDING" and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_SECONDS)
+            record = await self._tasks.get(record.fingerprint)
+        return record
+
+    async def _target(self, request: Any, context: Any) -> TaskRecord:
+        target = (
+            request.WhichOneof("target") if "target" in request.DESCRIPTOR.oneofs_by_name else None
+        )
+        if target == "fingerprint":
+            fingerprint = request.fingerprint
+            if len(fingerprint) > _FINGERPRINT_CHARS + 8 or not fingerprint:
+                raise InvalidArgument.one("fingerprint", "a task's fingerprint (64 hex digits)")
+            record = await self._tasks.get(fingerprint)
+        elif request.HasField("task"):  # every request names its task this way
+            record = await self._registered("task", request.task)
+        else:
+            raise InvalidArgument.one("task", "give the task's labels, or a fingerprint")
+        return await self._profiled(record, context)
+
+    @translate_errors
+    async def ProfileTask(
+        self, request: pb.ProfileTaskRequest, context: Any
+    ) -> pb.ProfileTaskResponse:
+        record = await self._registered("task", request.task)
+        if request.wait:
+            record = await self._profiled(record, context)
+        return pb.ProfileTaskResponse(task=task_proto(record))
+
+    @translate_errors
+    async def ListTasks(self, request: pb.ListTasksRequest, context: Any) -> pb.ListTasksResponse:
+        size = _bounded(
+            "page_size",
+            request.page_size,
+            self._limits.default_page_size,
+            self._limits.max_page_size,
+        )
+        records = await self._tasks.page(before_id(request.page_token), size + 1)
+        response = pb.ListTasksResponse(tasks=[task_proto(r) for r in records[:size]])
+        if len(records) > size:
+            response.next_page_token = before_token(records[size - 1].id)
+        return response
+
+    async def _best_attempts(self, known: Known, key: str, count: int) -> list[attempt_pb2.Attempt]:
+        tried = sorted(
+            known.tried.get(key, {}).values(),
+            key=lambda t: (-t.best_attempt.best_val_accuracy, t.best_attempt.attempt_id),
+        )
+        found = []
+        for t in tried[:count]:
+            try:
+                record = await self._attempts.get(t.best_attempt.attempt_id)
+            except NotFound:  # deleted meanwhile
+                continue
+            found.append(convert.attempt_from_record(record))
+        return found
+
+    @translate_errors
+    async def FindSimilarTasks(
+        self, request: pb.FindSimilarTasksRequest, context: Any
+    ) -> pb.FindSimilarTasksResponse:
+        limit = _bounded("limit", request.limit, 5, 100)
+        per_task = _bounded("attempts_per_task", request.attempts_per_task, 3, 20)
+        target = await self._target(request, context)
+        if target.state == "FAILED":
+            raise FailedPrecondition(f"the task could not be profiled: {target.error}")
+        if target.state == "PENDING":
+            raise Unavailable("the task is not profiled yet (is a trainer up?): call again")
+        known = await self._learner.known()
+        distance = await self._learner.distance(known)
+        response = pb.FindSimilarTasksResponse(
+            target=task_proto(target),
+            distance=distance_proto(distance, await self._learner.fitted_at()),
+        )
+        for record, d in Learner.neighbours(known, distance, target, limit):
+            similar = response.tasks.add(
+                task=task_proto(await self._tasks.get(record.fingerprint)), distance=d
+            )
+            similar.best_attempts.extend(await self._best_attempts(known, record.key, per_task))
+        return response
+
+    @translate_errors
+    async def SuggestCommand(
+        self, request: pb.SuggestCommandRequest, context: Any
+    ) -> pb.SuggestCommandResponse:
+        k = _bounded("neighbours", request.neighbours, 5, 50)
+        if not request.HasField("task"):
+            raise InvalidArgument.one("task", "give the labels to suggest a command for")
+        target = await self._target(request, context)
+        known = await self._learner.known()
+        distance = await self._learner.distance(known)
+        response = pb.SuggestCommandResponse(
+            task=task_proto(target),
+            distance=distance_proto(distance, await self._learner.fitted_at()),
+        )
+        suggestion = None
+        if target.state == "READY":
+            suggestion = self._learner.suggest(known, distance, target, k)
+        if suggestion is None or suggestion.command is None:
+            command = defaults.command(list(request.task.label_names), _ops_json(request.task))
+            why = (
+                "no past task has finished attempts"
+                if not any(key != target.key for key in known.tried)
+                else f"the task could not be profiled ({target.state.lower()}: {target.error})"
+                if target.state != "READY"
+                else "no similar task has finished attempts"
+            )
+            response.fallback = True
+            response.reason = f"metalearn's default command: {why}"
+        else:
+            command = dict(suggestion.command)
+            command["label_names"] = list(request.task.label_names)
+            command["image_ops"] = _ops_json(request.task)
+            command.pop("n_labels", None)
+            top = suggestion.sources[0]
+            response.reason = (
+                f"ranks best across the {len(suggestion.neighbours)} most similar past tasks "
+                f"(by quantile within each, weighted by similarity); nearest source: "
+                f"{', '.join(top[0].label_names[:4])}{'…' if len(top[0].label_names) > 4 else ''}"
+                f" at distance {top[1]:.3g}, where {top[3].name} reached "
+                f"{top[3].best_val_accuracy:.3f} validation accuracy"
+            )
+            for record, d, w, run, q in suggestion.sources:
+                response.sources.add(
+                    task=task_proto(record),
+                    distance=d,
+                    weight=w,
+                    attempt_id=run.attempt_id,
+                    attempt_name=run.name,
+                    val_accuracy=run.best_val_accuracy,
+                    quantile=q,
+                )
+        json_format.ParseDict(command, response.command)
+        return response
+
+    @translate_errors
+    async def FitTaskDistance(
+        self, request: pb.FitTaskDistanceRequest, context: Any
+    ) -> pb.FitTaskDistanceResponse:
+        distance = await self._learner.fit()
+        return pb.FitTaskDistanceResponse(
+            distance=distance_proto(distance, await self._learner.fitted_at())
+        )

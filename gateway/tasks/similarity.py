@@ -1,0 +1,245 @@
+"""The distance between tasks, and how its weights are learned from the store.
+
+Pure functions over plain numbers: the gateway runs them on profiles and evaluations
+read from PostgreSQL, the meta-learning benchmark on its table, the same code.
+
+A task is a vector of meta-features (its profile). Each feature is z-scored over the
+tasks known, and the distance is a weighted Euclidean one over the z-scores:
+d(i, j) = sqrt(sum_k w_k (z_ik - z_jk)^2). The *standardized* distance weighs every
+feature 1. The *learned* one fits w >= 0 so that d^2 tracks the transfer regret of task
+pairs: how much worse, on task i, the best command of task j is than i's own best
+(normalized to 0..1 within i). That is metric learning by non-negative least squares
+(scipy's `nnls`), ridge-regularized towards uniform weights so that a small store cannot
+pull it far from the standardized baseline. Written here because no well-kept library
+fits a feature-weighted metric to a pairwise target: metric-learn's methods learn from
+class labels or similar/dissimilar pairs, not from a graded pairwise loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+from scipy.stats import spearmanr
+
+# Fewer measured pairs than this and the distance stays standardized.
+MIN_PAIRS = 12
+MIN_TASKS = 4
+# Ridge towards uniform weights, per feature, in units of the pairs' count.
+RIDGE = 0.05
+
+# Tasks and commands are named by text (a task key, a command's signature).
+TaskId = str
+
+
+@dataclass(frozen=True)
+class Distance:
+    """A fitted distance: the features it reads, their centring and scale, weights."""
+
+    kind: str  # "learned" or "standardized"
+    features: tuple[str, ...]
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    weights: tuple[float, ...]
+    tasks: int = 0
+    pairs: int = 0
+    spearman: float = math.nan
+    standardized_spearman: float = math.nan
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def z(self, profile: Mapping[str, float]) -> np.ndarray:
+        x = np.array(
+            [float(profile.get(f, m)) for f, m in zip(self.features, self.means, strict=True)]
+        )
+        z: np.ndarray = (x - np.array(self.means)) / np.array(self.scales)
+        return z
+
+    def between(self, a: Mapping[str, float], b: Mapping[str, float]) -> float:
+        diff = self.z(a) - self.z(b)
+        return float(math.sqrt(float(np.dot(np.array(self.weights), diff * diff))))
+
+    def standardized(self) -> Distance:
+        return Distance(
+            "standardized",
+            self.features,
+            self.means,
+            self.scales,
+            tuple(1.0 for _ in self.features),
+            self.tasks,
+        )
+
+
+def common_features(profiles: Sequence[Mapping[str, float]]) -> tuple[str, ...]:
+    """The features every profile has, finite, in a fixed order."""
+    if not profiles:
+        return ()
+    names = set(profiles[0])
+    for profile in profiles[1:]:
+        names &= set(profile)
+    return tuple(sorted(n for n in names if all(math.isfinite(float(p[n])) for p in profiles)))
+
+
+def standardized(profiles: Mapping[TaskId, Mapping[str, float]]) -> Distance:
+    """Every feature z-scored over these tasks and weighted 1."""
+    rows = list(profiles.values())
+    names = common_features(rows)
+    x = np.array([[float(p[n]) for n in names] for p in rows]) if rows and names else None
+    if x is None:
+        return Distance("standardized", (), (), (), ())
+    means = x.mean(axis=0)
+    scales = x.std(axis=0)
+    # A feature constant over the store carries no information: scale 1 keeps it at 0.
+    scales = np.where(scales > 1e-9, scales, 1.0)
+    return Distance(
+        "standardized",
+        names,
+        tuple(float(m) for m in means),
+        tuple(float(s) for s in scales),
+        tuple(1.0 for _ in names),
+        tasks=len(rows),
+    )
+
+
+def normalized_regret(values: Mapping[str, float], command: str) -> float | None:
+    """How far `command`'s value on a task is from that task's best, 0 (its best) to 1
+    (its worst); None when the task never ran it. Values: higher is better."""
+    if command not in values:
+        return None
+    best, worst = max(values.values()), min(values.values())
+    if best - worst <= 1e-12:
+        return 0.0
+    return (best - values[command]) / (best - worst)
+
+
+def best_command(values: Mapping[str, float]) -> str:
+    """The command with the highest value (ties: the first in sorted order of its key)."""
+    top = max(values.values())
+    return sorted((c for c, v in values.items() if v == top), key=repr)[0]
+
+
+def transfer_regrets(
+    evaluations: Mapping[TaskId, Mapping[str, float]],
+) -> dict[tuple[TaskId, TaskId], float]:
+    """r(i <- j): the normalized regret on task i of task j's best command, for every
+    ordered pair where i ran that command."""
+    found: dict[tuple[TaskId, TaskId], float] = {}
+    best = {t: best_command(v) for t, v in evaluations.items() if v}
+    for i, values in evaluations.items():
+        for j, command in best.items():
+            if i == j:
+                continue
+            r = normalized_regret(values, command)
+            if r is not None:
+                found[(i, j)] = r
+    return found
+
+
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def rank_agreement(
+    distance: Distance,
+    profiles: Mapping[TaskId, Mapping[str, float]],
+    regrets: Mapping[tuple[TaskId, TaskId], float],
+) -> float:
+    """Mean over target tasks of the Spearman correlation between the distance to each
+    other task and that task's transfer regret: how well the distance ranks neighbours."""
+    by_target: dict[TaskId, tuple[list[float], list[float]]] = {}
+    for (i, j), r in regrets.items():
+        if i in profiles and j in profiles:
+            ds, rs = by_target.setdefault(i, ([], []))
+            ds.append(distance.between(profiles[i], profiles[j]))
+            rs.append(r)
+    values = [_spearman(ds, rs) for ds, rs in by_target.values()]
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def fit(
+    profiles: Mapping[TaskId, Mapping[str, float]],
+    evaluations: Mapping[TaskId, Mapping[str, float]],
+    ridge: float = RIDGE,
+) -> Distance:
+    """The learned distance, or the standardized one when there is too little to learn
+    from (fewer than MIN_TASKS profiled tasks with evaluations or MIN_PAIRS pairs)."""
+    base = standardized(profiles)
+    regrets = {
+        pair: r
+        for pair, r in transfer_regrets(evaluations).items()
+        if pair[0] in profiles and pair[1] in profiles
+    }
+    tasks = {t for pair in regrets for t in pair}
+    baseline = rank_agreement(base, profiles, regrets)
+    if len(tasks) < MIN_TASKS or len(regrets) < MIN_PAIRS or not base.features:
+        return Distance(
+            "standardized",
+            base.features,
+            base.means,
+            base.scales,
+            base.weights,
+            tasks=len(tasks),
+            pairs=len(regrets),
+            spearman=baseline,
+            standardized_spearman=baseline,
+        )
+    # Each pair's squared z-differences; the target is the pair's regret as a rank in
+    # 0..1 (what matters is the order of neighbours, not the regret's scale).
+    pairs = list(regrets)
+    z = {t: base.z(profiles[t]) for t in tasks}
+    a = np.array([(z[i] - z[j]) ** 2 for i, j in pairs])
+    order = np.argsort(np.argsort([regrets[p] for p in pairs], kind="stable"), kind="stable")
+    target = order / max(len(pairs) - 1, 1)
+    # An intercept (pairs at distance 0 still lose something) and the ridge rows that
+    # pull every weight towards the one uniform weight `c` that fits best alone.
+    sums = a.sum(axis=1)
+    c = float(np.dot(sums, target) / max(float(np.dot(sums, sums)), 1e-12))
+    k = a.shape[1]
+    lam = math.sqrt(ridge * len(pairs))
+    design = np.vstack(
+        [np.hstack([a, np.ones((len(pairs), 1))]), np.hstack([lam * np.eye(k), np.zeros((k, 1))])]
+    )
+    rhs = np.concatenate([target, np.full(k, lam * c)])
+    solution, _ = nnls(design, rhs)
+    weights = solution[:k]
+    if not np.any(weights > 0):
+        weights = np.ones(k)
+    # Only the ratios matter for ranking; scale so that the mean weight is 1.
+    weights = weights / weights.mean()
+    learned = Distance(
+        "learned",
+        base.features,
+        base.means,
+        base.scales,
+        tuple(float(w) for w in weights),
+        tasks=len(tasks),
+        pairs=len(pairs),
+    )
+    return Distance(
+        "learned",
+        learned.features,
+        learned.means,
+        learned.scales,
+        learned.weights,
+        tasks=len(tasks),
+        pairs=len(pairs),
+        spearman=rank_agreement(learned, profiles, regrets),
+        standardized_spearman=baseline,
+    )
+
+
+def nearest(
+    distance: Distance,
+    target: Mapping[str, float],
+    candidates: Mapping[TaskId, Mapping[str, float]],
+    limit: int,
+) -> list[tuple[TaskId, float]]:
+    """The `limit` candidates closest to `target`, nearest first (ties by id)."""
+    scored = [(t, distance.between(target, p)) for t, p in candidates.items()]
+    scored.sort(key=lambda item: (item[1], repr(item[0])))
+    return scored[:limit]

@@ -1,0 +1,78 @@
+"""A warm-started study's plan, made once when its task is profiled (the study driver
+asks for it before the study's first trial and keeps it with the study)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+
+from gateway.store.tasks import TaskStore
+from gateway.studies import space
+from gateway.tasks.learner import Learner, warm_plan
+from metalearn import errors
+from metalearn.v1 import study_service_pb2 as pb
+
+# Samplers that model the history and so take past trials as priors.
+PRIOR_SAMPLERS = frozenset({"tpe", "gp"})
+
+
+def _cold(why: str) -> dict[str, Any]:
+    return {"state": f"cold: {why}", "sources": [], "zero_shot": [], "priors": []}
+
+
+class WarmStarter:
+    def __init__(self, tasks: TaskStore, learner: Learner) -> None:
+        self._tasks = tasks
+        self._learner = learner
+
+    async def register(self, study: pb.Study) -> None:
+        """Makes sure the study's task is known, so a trainer profiles it now."""
+        ops = [
+            json_format.MessageToDict(op, preserving_proto_field_name=True)
+            for op in study.base_command.image_ops
+        ]
+        await self._tasks.ensure(list(study.base_command.label_names), ops)
+
+    async def plan(
+        self, study: pb.Study, params: Sequence[space.Parameter]
+    ) -> dict[str, Any] | None:
+        """The plan, or None while the study's task waits for its profile."""
+        ops = [
+            json_format.MessageToDict(op, preserving_proto_field_name=True)
+            for op in study.base_command.image_ops
+        ]
+        try:
+            target = await self._tasks.ensure(list(study.base_command.label_names), ops)
+        except errors.FailedPrecondition as err:
+            return _cold(str(err))
+        if target.state == "PENDING":
+            return None
+        warm = study.warm_start
+        evaluations = await self._tasks.evaluations()
+        if warm.studies:
+            try:
+                chosen = await self._tasks.study_keys(list(warm.studies))
+            except errors.NotFound as err:
+                return _cold(str(err))
+            ids = {i for found in chosen.values() for i in found}
+            evaluations = [e for e in evaluations if e.attempt_id in ids]
+        known = await self._learner.known()
+        distance = await self._learner.distance(known)
+        plan = warm_plan(
+            known,
+            distance,
+            target if target.state == "READY" else None,
+            evaluations,
+            params,
+            similar_tasks=warm.similar_tasks,
+            zero_shot=warm.zero_shot_trials,
+            n_trials=study.n_trials,
+            with_priors=(study.sampler.name or "tpe") in PRIOR_SAMPLERS,
+        )
+        if target.state == "FAILED" and plan["state"] == "ready":
+            plan["state"] = (
+                f"ready, sources weighted equally: the task has no profile ({target.error})"
+            )
+        return plan
