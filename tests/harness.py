@@ -60,9 +60,8 @@ def truncate(database_url: str) -> None:
         try:
             with psycopg.connect(database_url) as conn:
                 conn.execute(
-                    "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts, studies, tasks,"
-                    " task_distance"
-                    " RESTART IDENTITY CASCADE"
+                    "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts, studies,"
+                    " tasks, task_distance RESTART IDENTITY CASCADE"
                 )
             return
         except psycopg.errors.DeadlockDetected:

@@ -401,6 +401,41 @@ def test_study_requests(gateway, channel, stored, path, kind, low, high, ilow, i
 
 @SETTINGS
 @given(
+    labels=st.lists(
+        st.one_of(st.text(max_size=40), st.just("digit 0"), st.just("a\x00b"), st.just("x" * 300)),
+        max_size=4,
+    ),
+    op=st.one_of(st.none(), st.lists(st.integers(-3, 10_000), max_size=3), st.text(max_size=12)),
+    fingerprint=st.one_of(st.text(max_size=80), st.just("0" * 64)),
+    limit=st.integers(-3, 200),
+    page_size=st.integers(-3, 1000),
+    token=st.text(max_size=40),
+)
+def test_task_requests(channel, gateway, labels, op, fingerprint, limit, page_size, token) -> None:
+    """Any task request gets a client's status (or an answer); never UNKNOWN or INTERNAL."""
+    from metalearn.v1 import task_pb2, task_service_pb2_grpc
+    from metalearn.v1 import task_service_pb2 as xpb
+
+    stub = task_service_pb2_grpc.TaskServiceStub(channel)
+    key = task_pb2.TaskKey(label_names=labels)
+    if isinstance(op, list):
+        key.image_ops.add().resize.size.extend(op)
+    elif isinstance(op, str):
+        key.image_ops.add().convert.mode = op
+    for call, request in (
+        (stub.ProfileTask, xpb.ProfileTaskRequest(task=key)),
+        (stub.FindSimilarTasks, xpb.FindSimilarTasksRequest(task=key, limit=limit)),
+        (stub.FindSimilarTasks, xpb.FindSimilarTasksRequest(fingerprint=fingerprint,
+                                                             attempts_per_task=limit)),
+        (stub.SuggestCommand, xpb.SuggestCommandRequest(task=key, neighbours=limit)),
+        (stub.ListTasks, xpb.ListTasksRequest(page_size=page_size, page_token=token)),
+    ):  # fmt: skip
+        code = call_code(lambda r, call=call: call(r, timeout=10), request)
+        assert code not in NEVER, (call, request)
+
+
+@SETTINGS
+@given(
     name=st.one_of(st.text(max_size=80), st.just("ok\n"), st.just("a" * 65)),
     role=st.integers(-3, 9),
     days=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 3651.0])),
@@ -465,15 +500,21 @@ def test_every_rpc_is_fuzzed() -> None:
         "ListStudies",
         "StopStudy",
         "DeleteStudy",
+        "ProfileTask",
+        "ListTasks",
+        "FindSimilarTasks",
+        "SuggestCommand",
+        "FitTaskDistance",
         # In tests/test_trainer.py, beside the trainer they need (Train and Test too):
         "GetTrainerInfo",
         "Interrupt",
     }
     rpcs: set[str] = set()
     from metalearn.v1 import study_service_pb2 as spb
+    from metalearn.v1 import task_service_pb2 as xpb
 
     for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR, rpb.DESCRIPTOR, kpb.DESCRIPTOR,
-                 spb.DESCRIPTOR):  # fmt: skip
+                 spb.DESCRIPTOR, xpb.DESCRIPTOR):  # fmt: skip
         for service in desc.services_by_name.values():
             rpcs |= {m.name for m in service.methods}
     assert rpcs - covered == set()

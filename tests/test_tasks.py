@@ -47,8 +47,9 @@ def test_new_images_make_a_new_task_version(gateway: GatewayThread) -> None:
     upload_labels(gateway, ["v-a"])
     stub = _stub(gateway)
     before = stub.ProfileTask(pb.ProfileTaskRequest(task=_key("v-a"))).task
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
 
@@ -105,8 +106,8 @@ def test_bounds_and_fingerprints_of_the_other_calls(gateway: GatewayThread) -> N
     stub = _stub(gateway)
     for call, request_, field in (
         (stub.FindSimilarTasks, pb.FindSimilarTasksRequest(fingerprint="ab", limit=101), "limit"),
-        (stub.FindSimilarTasks, pb.FindSimilarTasksRequest(fingerprint="ab",
-                                                           attempts_per_task=-1), "attempts_per_task"),
+        (stub.FindSimilarTasks,
+         pb.FindSimilarTasksRequest(fingerprint="ab", attempts_per_task=-1), "attempts_per_task"),
         (stub.FindSimilarTasks, pb.FindSimilarTasksRequest(), "task"),
         (stub.SuggestCommand, pb.SuggestCommandRequest(neighbours=51), "neighbours"),
         (stub.SuggestCommand, pb.SuggestCommandRequest(), "task"),
@@ -125,9 +126,7 @@ def test_bounds_and_fingerprints_of_the_other_calls(gateway: GatewayThread) -> N
 def test_similar_tasks_of_an_unprofiled_task_say_to_call_again(gateway: GatewayThread) -> None:
     upload_labels(gateway, ["u-a"])
     with pytest.raises(grpc.RpcError) as err:
-        _stub(gateway).FindSimilarTasks(
-            pb.FindSimilarTasksRequest(task=_key("u-a")), timeout=2
-        )
+        _stub(gateway).FindSimilarTasks(pb.FindSimilarTasksRequest(task=_key("u-a")), timeout=2)
     assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 

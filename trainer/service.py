@@ -1,8 +1,11 @@
-"""TrainerService: relays each call's events from its worker process, one message each."""
+"""TrainerService: relays each run's events from its worker process, one message each;
+profiles tasks itself."""
 
 from __future__ import annotations
 
 import platform
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +13,8 @@ import grpc
 import torch
 
 import metalearn
+from metalearn.credentials import open_channel
+from metalearn.errors import ResourceExhausted
 from metalearn.status import translate_errors
 from metalearn.v1 import trainer_service_pb2 as pb
 from metalearn.v1 import trainer_service_pb2_grpc
@@ -31,12 +36,19 @@ def devices() -> list[pb.Device]:
 
 
 class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
-    """Train and Test each run in a worker process; this only relays and translates."""
+    """Train and Test each run in a worker process; this only relays and translates.
+
+    ProfileTask runs here, in the call's thread: seconds on one core, with no random
+    state or device of its own that would call for a process. Its images stay in this
+    process only while the call lasts (at most the trainer's data limit)."""
 
     def __init__(self, config: TrainerConfig, workers: Workers) -> None:
         self._config = config
         self._workers = workers
         self._devices = devices()
+        # Held while a profile runs: one at a time, the next refused rather than queued
+        # (the gateway has other trainers to ask, and a profile's data may be large).
+        self._profiling = threading.Lock()
 
     def _relay(
         self, kind: str, request: Any, context: grpc.ServicerContext, response: Any
@@ -79,3 +91,25 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
             version=metalearn.__version__,
             torch_version=torch.__version__,
         )
+
+    @translate_errors
+    def ProfileTask(
+        self, request: pb.TrainerServiceProfileTaskRequest, context: grpc.ServicerContext
+    ) -> pb.TrainerServiceProfileTaskResponse:
+        # Imported at the first profile, not at start: scikit-learn adds a second to
+        # every daemon's start, and most never profile anything.
+        from trainer import profiling
+
+        started_at = time.perf_counter()
+        labels = profiling.check_task(request.task, self._config)
+        if not self._profiling.acquire(blocking=False):
+            raise ResourceExhausted("this trainer is profiling another task; try again later")
+        try:
+            config = self._config
+            options = [("grpc.max_receive_message_length", config.max_message_bytes)]
+            with open_channel(config.gateway, config.token, config.gateway_tls, options) as channel:
+                tensors = profiling.load(labels, request.task.image_ops, config, channel)
+            profile = profiling.profile(tensors, len(labels), started_at=started_at)
+        finally:
+            self._profiling.release()
+        return pb.TrainerServiceProfileTaskResponse(profile=profile)

@@ -34,8 +34,9 @@ REACHED = 0.05
 class TableTask:
     name: str
     labels: tuple[str, ...]
-    # Grid point index -> the objective (best validation accuracy over the epochs).
-    values: dict[int, float]
+    # Grid point index (as text, as the learning code names commands) -> the objective
+    # (best validation accuracy over the epochs).
+    values: dict[str, float]
 
 
 def objective(row: Mapping[str, Any]) -> float:
@@ -48,7 +49,9 @@ def objective(row: Mapping[str, Any]) -> float:
 def load(table: Mapping[str, Any]) -> list[TableTask]:
     return [
         TableTask(
-            t["name"], tuple(t["labels"]), {i: objective(row) for i, row in enumerate(t["points"])}
+            t["name"],
+            tuple(t["labels"]),
+            {str(i): objective(row) for i, row in enumerate(t["points"])},
         )
         for t in table["tasks"]
     ]
@@ -91,7 +94,7 @@ def internal_of(point: Mapping[str, Any], params: Sequence[space.Parameter]) -> 
     return out
 
 
-def regret(values: Mapping[int, float], found: float) -> float:
+def regret(values: Mapping[str, float], found: float) -> float:
     best, worst = max(values.values()), min(values.values())
     return 0.0 if best - worst <= 1e-12 else (best - found) / (best - worst)
 
@@ -100,7 +103,7 @@ def regret(values: Mapping[int, float], found: float) -> float:
 class Search:
     """One simulated search on a left-out task."""
 
-    values: dict[int, float]
+    values: dict[str, float]
     budget: int
     lookup: dict[str, int]  # canonical internal -> point index
 
@@ -109,8 +112,8 @@ class Search:
         sampler: str,
         seed: int,
         params: Sequence[space.Parameter],
-        first: Sequence[int] = (),
-        priors: Sequence[tuple[int, float]] = (),
+        first: Sequence[str] = (),
+        priors: Sequence[tuple[str, float]] = (),
     ) -> int:
         """Trials until one is within REACHED; budget + 1 when none is."""
         trials: list[sampling.PastTrial] = []
@@ -121,16 +124,16 @@ class Search:
                 index = first[n]
             else:
                 scaled = [
-                    (internal_of(points[i], params), warmstart.on_own_scale(g, own, True))
+                    (internal_of(points[int(i)], params), warmstart.on_own_scale(g, own, True))
                     for i, g in priors
                 ]
                 asked = sampling.ask("sim", params, True, sampler, {}, seed, trials, {}, scaled)
-                index = self.lookup[_key(asked.internal)]
+                index = str(self.lookup[_key(asked.internal)])
             value = self.values[index]
             own.append(value)
             trials.append(
                 sampling.PastTrial(
-                    n, internal_of(points[index], params), TrialState.COMPLETE, value
+                    n, internal_of(points[int(index)], params), TrialState.COMPLETE, value
                 )
             )
             if regret(self.values, value) <= REACHED:
@@ -171,7 +174,7 @@ def leave_one_out(
         near = similarity.nearest(distance, profiles[task.name], others, neighbours)
         weights = warmstart.neighbour_weights(near)
         ranked = warmstart.portfolio(other_evals, weights)
-        suggest_regrets.append(regret(task.values, task.values[int(ranked[0].command)]))  # type: ignore[call-overload]
+        suggest_regrets.append(regret(task.values, task.values[ranked[0].command]))
         # (c): the distance's ranking of every other task against their transfer regret.
         regrets = similarity.transfer_regrets({**other_evals, task.name: task.values})
         mine = {pair: r for pair, r in regrets.items() if pair[0] == task.name}
@@ -179,11 +182,8 @@ def leave_one_out(
         learned_rho.append(similarity.rank_agreement(distance, both, mine))
         fixed = similarity.standardized(others)
         fixed_rho.append(similarity.rank_agreement(fixed, both, mine))
-        first = [int(s.command) for s in ranked[:zero_shot]]  # type: ignore[call-overload]
-        prior = [
-            (int(p.command), p.goodness)  # type: ignore[call-overload]
-            for p in warmstart.priors(other_evals, weights)
-        ]
+        first = [s.command for s in ranked[:zero_shot]]
+        prior = [(p.command, p.goodness) for p in warmstart.priors(other_evals, weights)]
         search = Search(task.values, budget, lookup)
         for seed in range(1, seeds + 1):
             cold.append(search.trials_to_reach("tpe", seed, params))

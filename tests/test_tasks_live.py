@@ -1,0 +1,176 @@
+"""Tasks with real trainers: a task is profiled once, automatically when it is trained,
+deterministically; the nearest task to a near-copy of a past one is that one; a warm
+study's first trial repeats the neighbour's best command and says so; a suggestion
+comes from the history, with its reasons."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from gateway.config import GatewayConfig
+from metalearn.v1 import (
+    attempt_pb2,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
+    study_service_pb2_grpc,
+    task_pb2,
+    task_service_pb2_grpc,
+)
+from metalearn.v1 import attempt_service_pb2 as apb
+from metalearn.v1 import study_service_pb2 as spb
+from metalearn.v1 import task_service_pb2 as pb
+from tests.harness import GatewayThread
+from tests.test_orchestration import Stack
+from tests.test_studies_live import tiny_study
+from tests.trainer_harness import lenet_command
+
+pytestmark = pytest.mark.slow
+
+DIGITS = ["digit 0", "digit 1", "digit 2"]
+COPY = ["copy 0", "copy 1", "copy 2"]
+NOISE = ["noise a", "noise b", "noise c"]
+DONE = {attempt_pb2.ATTEMPT_STATUS_TRAINED}
+LRS = (0.0001, 0.003, 0.02)
+
+
+def _upload(gateway: GatewayThread) -> None:
+    """A near-copy of digits 0-2 (every image brightened a little) and a task of noise."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rng = np.random.default_rng(0)
+    uploads = []
+    for digit, name in enumerate(COPY):
+        for pixels in data.images[data.target == digit][:120]:
+            image = np.clip(pixels * (255 / 16) + 6, 0, 255).astype("uint8")
+            uploads.append((name, Image.fromarray(image, mode="L")))
+    for name in NOISE:
+        for _ in range(60):
+            uploads.append((name, Image.fromarray(rng.integers(0, 255, (8, 8), dtype="uint8"))))
+    requests = []
+    for name, image in uploads:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        requests.append(dataset_service_pb2.UploadImagesRequest(label=name, data=buf.getvalue()))
+    with gateway.channel() as channel:
+        dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(iter(requests))
+
+
+@pytest.fixture(scope="module")
+def live(
+    digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    config = GatewayConfig(listen="127.0.0.1:0", database_url=digits_gateway.database_url,
+                           dispatch_seconds=0.2, study_tick_seconds=0.5)  # fmt: skip
+    fast = GatewayThread(digits_gateway.database_url, config).start()
+    _upload(fast)
+    stack = Stack(fast, tmp_path_factory.mktemp("tasks-live"))
+    stack.ensure_trainers(2)
+    # History: the digits 0-2 tried at three learning rates, the noise task at one.
+    for lr in LRS:
+        command = lenet_command(n_epoch=2, batch_size=32, label_names=DIGITS,
+                                optimizer={"name": "Adam", "lr": lr})  # fmt: skip
+        command.model.layers[7]["out_features"] = 64  # on the warm study's grid
+        stack.stub.Train(apb.TrainRequest(name=f"hist-{lr}", command=command))
+    noise = lenet_command(n_epoch=1, batch_size=32, label_names=NOISE)
+    stack.stub.Train(apb.TrainRequest(name="hist-noise", command=noise))
+    try:
+        for name in [f"hist-{lr}" for lr in LRS] + ["hist-noise"]:
+            stack.wait_status(name, DONE, 240)
+        yield stack
+    finally:
+        stack.close()
+        fast.stop()
+
+
+def _tasks(stack: Stack) -> task_service_pb2_grpc.TaskServiceStub:
+    return task_service_pb2_grpc.TaskServiceStub(stack.channel)
+
+
+def _best_lr(stack: Stack) -> tuple[float, int]:
+    runs = [stack.get(f"hist-{lr}") for lr in LRS]
+    best = max(runs, key=lambda a: (max(e.val_accuracy for e in a.epochs), -a.id))
+    return float(best.training_commands.optimizer["lr"]), best.id
+
+
+def test_a_trained_task_is_profiled_once_and_deterministically(live: Stack) -> None:
+    stub = _tasks(live)
+    key = task_pb2.TaskKey(label_names=DIGITS)
+    first = stub.ProfileTask(pb.ProfileTaskRequest(task=key, wait=True), timeout=60).task
+    assert first.state == task_pb2.TASK_STATE_READY, first.error
+    # Trained before it was asked for: the profiler found it by itself.
+    assert first.attempts == len(LRS)
+    profile = first.profile
+    assert profile.images > 0 and profile.classes == 3 and list(profile.input_shape) == [1, 8, 8]
+    assert {"log_images", "landmark_1nn", "pixel_mean"} <= set(profile.features)
+    again = stub.ProfileTask(pb.ProfileTaskRequest(task=key, wait=True), timeout=60).task
+    assert again.fingerprint == first.fingerprint
+    assert again.profile_time == first.profile_time  # kept, not recomputed
+    # The same images under other labels: another task, the same profile.
+    copy_of_nothing = stub.ProfileTask(
+        pb.ProfileTaskRequest(task=task_pb2.TaskKey(label_names=NOISE), wait=True), timeout=60
+    ).task
+    assert copy_of_nothing.profile.features != profile.features
+
+
+def test_a_near_copy_finds_its_original_first(live: Stack) -> None:
+    response = _tasks(live).FindSimilarTasks(
+        pb.FindSimilarTasksRequest(task=task_pb2.TaskKey(label_names=COPY), limit=5),
+        timeout=90,
+    )
+    assert response.target.state == task_pb2.TASK_STATE_READY
+    ranked = [sorted(t.task.label_names) for t in response.tasks]
+    assert ranked[0] == DIGITS, ranked
+    assert NOISE in ranked
+    nearest = response.tasks[0]
+    assert nearest.distance < response.tasks[1].distance
+    _, best_id = _best_lr(live)
+    assert nearest.best_attempts[0].id == best_id  # its best attempts, best first
+    assert response.distance.kind in ("learned", "standardized")
+
+
+def test_a_suggestion_comes_from_the_nearest_history(live: Stack) -> None:
+    response = _tasks(live).SuggestCommand(
+        pb.SuggestCommandRequest(task=task_pb2.TaskKey(label_names=COPY)), timeout=90
+    )
+    assert not response.fallback, response.reason
+    lr, best_id = _best_lr(live)
+    assert list(response.command.label_names) == COPY
+    assert response.command.optimizer["lr"] == pytest.approx(lr)
+    assert response.sources[0].attempt_id == best_id
+    assert sorted(response.sources[0].task.label_names) == DIGITS
+    assert "similar" in response.reason
+
+
+def test_a_warm_study_starts_with_the_neighbours_best(live: Stack) -> None:
+    studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
+    study = tiny_study("warm-copy", 3)
+    study.base_command.label_names[:] = COPY
+    study.base_command.optimizer["name"] = "Adam"
+    study.warm_start.similar_tasks = 1
+    study.warm_start.zero_shot_trials = 1
+    studies.CreateStudy(spb.CreateStudyRequest(study=study))
+    lr, best_id = _best_lr(live)
+    live.wait_for(
+        lambda: (
+            studies.GetStudy(spb.GetStudyRequest(name="warm-copy")).study.state
+            == spb.STUDY_STATE_DONE
+        ),
+        300,
+        "the warm study to end",
+    )
+    got = studies.GetStudy(spb.GetStudyRequest(name="warm-copy")).study
+    report = got.warm_start_report
+    assert report.state == "ready", report
+    assert sorted(report.sources[0].label_names) == DIGITS
+    assert report.zero_shot_trials == 1 and report.priors == len(LRS)
+    first = got.trials[0]
+    assert first.params["optimizer.lr"] == pytest.approx(lr)
+    assert first.seeded_by_attempt_id == best_id
+    assert live.get(first.attempt_name).trial.seeded_by_attempt_id == best_id
+    assert all(t.seeded_by_attempt_id == 0 for t in got.trials[1:])

@@ -1,0 +1,383 @@
+"""A task's profile: meta-features of its train split, for telling tasks apart (DESIGN §9).
+
+The gateway stores one profile per task and learns a distance over them, so a profile must
+be a pure function of the task's images: the same images, labels and image ops give the
+same numbers on any trainer. Hence everything random is seeded, the images are read in a
+fixed order (the preprocessor sorts them by label and hash), the labels are sorted (a task
+is a set of labels), and the arithmetic runs on one thread, where float sums cannot be
+reordered by a thread pool. The test split is never read: profiles steer the search for
+commands, and the test split must stay unseen by anything that chooses a command.
+
+Features (the names are a contract with the gateway):
+
+- sizes: `log_images`, `log_classes`, `imbalance`, `log_pixels`, `channels`;
+- pixels (all of them, scaled to [0, 1]): `pixel_mean`, `pixel_std`, `pixel_skew`,
+  `sparsity`;
+- landmarkers, cheap classifiers on flattened pixels of a stratified sample, as their
+  cross-validated gain over chance (0 = chance, 1 = perfect): `landmark_centroid`,
+  `landmark_1nn`, `landmark_linear`;
+- a probe, a fixed untrained conv net under a fixed seed, and how its features separate
+  the classes: `probe_1nn`, `probe_centroid`, `probe_fisher`, `probe_class_distance`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from torch import nn
+
+from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
+from metalearn.v1 import attempt_pb2, dataset_service_pb2, task_pb2
+from trainer import checks
+from trainer.config import TrainerConfig
+from trainer.data import ImageSource, Preprocessor, Tensors
+from trainer.transforms import Pipeline, check_image_ops, check_sizes
+
+# The seed of the gateway's train/test split whose train split is profiled, and of every
+# random choice here (sample, folds, probe weights).
+SEED = 0
+# Images the landmarkers and the probe see at most: enough for stable accuracies, few
+# enough that 1-NN and the probe take well under a second.
+SAMPLE_SIZE = 600
+FOLDS = 3
+# Larger images are area-downsampled to fit this side (aspect kept) for the landmarkers
+# and the probe, so their cost does not grow with the image size.
+VIEW_SIDE = 32
+# A pixel below this (of 1) counts as empty for `sparsity`.
+SPARSE_BELOW = 0.1
+# The linear landmarker's iterations at most.
+LINEAR_MAX_ITER = 300
+# Decimals kept: the last bits of a float sum are noise, not a property of the task.
+DECIMALS = 6
+# Pixels counted per bincount, so a dataset of gigabytes needs no copy of its size.
+_CHUNK = 1 << 24
+# Floats one batch of the downsampling or the probe holds at most.
+_BATCH_FLOATS = 1 << 24
+# The preprocessor and the image source name a training command's fields; a profile's
+# request has the same ones under `task`.
+_FIELDS = ("command.", "task.")
+
+
+def check_task(task: task_pb2.TaskKey, config: TrainerConfig) -> list[str]:
+    """The task's labels, sorted, or INVALID_ARGUMENT naming each bad field of `task`."""
+    limits = config.limits
+    v = Violations()
+    labels = list(task.label_names)
+    checks.labels(v, "task", labels, 0, limits.max_labels)
+    check_image_ops(v, "task.image_ops", task.image_ops, limits)
+    check_sizes(v, "task.image_ops", task.image_ops, _no_transform(), limits.max_input_pixels)
+    v.raise_if_any()
+    return sorted(labels)
+
+
+def _no_transform() -> Pipeline:
+    """A profile looks at the images as the image ops leave them: no transform at all."""
+    return Pipeline([], [], None, [], path="task.transform")
+
+
+def _as_task_fields(err: InvalidArgument) -> InvalidArgument:
+    """The preprocessor's and image source's violations, named by this request's fields."""
+    old, new = _FIELDS
+    return InvalidArgument(
+        (
+            FieldViolation(new + f.field.removeprefix(old), f.description)
+            if f.field.startswith(old)
+            else f
+            for f in err.violations
+        ),
+        err.omitted,
+    )
+
+
+def load(
+    labels: list[str],
+    image_ops: Sequence[attempt_pb2.ImageOp],
+    config: TrainerConfig,
+    channel: grpc.Channel,
+) -> Tensors:
+    """The train split (seed 0) of `labels` after `image_ops`, through the trainer's cache
+    (a training run of the same images and ops, with no fixed transform, shares it)."""
+    limits = config.limits
+    source = ImageSource(channel, config.gateway_deadline_seconds)
+    try:
+        refs = source.list(labels, dataset_service_pb2.SPLIT_TRAIN, SEED)
+        counts = {label: 0 for label in labels}
+        for ref in refs:
+            counts[ref.label] += 1
+        empty = [label for label, count in counts.items() if count == 0]
+        if empty:
+            raise FailedPrecondition(f"no training images for labels {empty}: upload some first")
+        preprocessor = Preprocessor(
+            source, config.cache_dir, limits.max_data_bytes, limits.max_input_pixels
+        )
+        return preprocessor.tensors(refs, labels, image_ops, _no_transform())
+    except InvalidArgument as err:
+        raise _as_task_fields(err) from err
+
+
+def profile(
+    tensors: Tensors,
+    n_classes: int,
+    *,
+    started_at: float | None = None,
+    sample_size: int = SAMPLE_SIZE,
+) -> task_pb2.TaskProfile:
+    """The profile of preprocessed images (uint8, N x C x H x W) labelled 0..n_classes-1.
+
+    `seconds` counts from `started_at` (perf_counter), so that loading is included."""
+    started_at = time.perf_counter() if started_at is None else started_at
+    images, labels = tensors.images, tensors.labels
+    if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
+        raise ValueError(f"need N x C x H x W images with N labels, got {tuple(images.shape)}")
+    if n_classes < 1 or int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+        raise ValueError(f"labels must be 0 to {n_classes - 1}")
+    channels, height, width = (int(d) for d in images.shape[1:])
+    y = labels.numpy().astype(np.int64)
+    counts = np.bincount(y, minlength=n_classes)
+    features: dict[str, float] = {
+        "log_images": math.log10(len(y)),
+        "log_classes": math.log2(n_classes),
+        "imbalance": 1.0 - counts.min() / counts.max(),
+        "log_pixels": math.log2(height * width),
+        "channels": float(channels),
+    }
+    with _single_threaded():
+        features.update(pixel_statistics(images))
+        chosen = stratified_sample(y, sample_size, SEED)
+        view = _view(images[torch.from_numpy(chosen)])
+        sample_y = y[chosen]
+        features.update(landmarkers(view.flatten(1).double().numpy(), sample_y))
+        features.update(probe_statistics(probe(view), sample_y))
+    return task_pb2.TaskProfile(
+        features={name: _finite(value) for name, value in features.items()},
+        images=len(y),
+        classes=n_classes,
+        input_shape=[channels, height, width],
+        seconds=time.perf_counter() - started_at,
+    )
+
+
+def _finite(value: float) -> float:
+    """Rounded; a value that is not a finite number (none should be) is 0, never NaN, which
+    no distance between profiles could use."""
+    value = float(value)
+    return round(value, DECIMALS) if math.isfinite(value) else 0.0
+
+
+@contextlib.contextmanager
+def _single_threaded() -> Iterator[None]:
+    """One torch thread and one BLAS thread: the same sums in the same order on every
+    machine (so the same profile), and no core taken from the training runs beside it.
+    The sample is small enough that this costs well under a second."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pixel_statistics(images: torch.Tensor) -> dict[str, float]:
+    """Mean, standard deviation, skewness and sparsity of every pixel value (of 1).
+
+    Pixels are uint8, so their histogram holds all their moments: exact (the same as
+    scipy.stats.skew of all pixels), in one pass and without a float copy of the data."""
+    flat = images.reshape(-1)
+    histogram = torch.zeros(256, dtype=torch.int64)
+    for start in range(0, flat.numel(), _CHUNK):
+        histogram += torch.bincount(flat[start : start + _CHUNK], minlength=256)
+    p = histogram.double().numpy() / flat.numel()
+    value = np.arange(256, dtype=np.float64) / 255.0
+    mean = float(p @ value)
+    centred = value - mean
+    m2 = float(p @ centred**2)
+    m3 = float(p @ centred**3)
+    # A constant image set has no spread and no skew (scipy's would be NaN).
+    skew = m3 / m2**1.5 if m2 > 1e-12 else 0.0
+    return {
+        "pixel_mean": mean,
+        "pixel_std": math.sqrt(m2),
+        "pixel_skew": skew,
+        "sparsity": float(p[value < SPARSE_BELOW].sum()),
+    }
+
+
+def stratified_sample(y: NDArray[np.int64], size: int, seed: int) -> NDArray[np.int64]:
+    """Indices (sorted) of at most `size` images, each class in proportion to its count,
+    but with 2 images of every class that has them while they fit (a class needs two to
+    be in both a training and a test fold), drawn with a seeded generator."""
+    n = len(y)
+    if n <= size:
+        return np.arange(n, dtype=np.int64)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.minimum(counts, min(2, size // len(classes)))
+    spare = counts - quota
+    left = size - int(quota.sum())
+    # Largest remainders: proportional shares that add up to exactly `left`.
+    share = spare * left / spare.sum()
+    extra = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - extra), kind="stable")
+    extra[order[: left - int(extra.sum())]] += 1
+    quota += extra
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _view(images: torch.Tensor) -> torch.Tensor:
+    """The images as floats in [0, 1], area-downsampled to fit VIEW_SIDE, in batches."""
+    height, width = images.shape[-2:]
+    scale = min(1.0, VIEW_SIDE / max(height, width))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    batch = max(1, _BATCH_FLOATS // max(1, images[0].numel()))
+    parts = []
+    for start in range(0, len(images), batch):
+        x = images[start : start + batch].to(torch.float32) / 255.0
+        if size != (height, width):
+            x = F.adaptive_avg_pool2d(x, size)
+        parts.append(x)
+    return torch.cat(parts)
+
+
+def chance_gain(accuracy: float, k: int) -> float:
+    """How far above chance (1/k) an accuracy is: 0 at chance, 1 when perfect."""
+    if k < 2:
+        return 0.0
+    return float(np.clip((accuracy - 1 / k) / (1 - 1 / k), -1.0, 1.0))
+
+
+def cross_validated_gain(make: Callable[[], Any], x: NDArray[Any], y: NDArray[np.int64]) -> float:
+    """A classifier's stratified, seeded k-fold accuracy (k = FOLDS, fewer when a class
+    has fewer images) as its gain over chance. A class of one image is tested but never
+    learnt (it counts as a miss); a task where nothing can be learnt scores 0."""
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.max() < 2:
+        return 0.0
+    smallest = int(counts.min())
+    folds = min(FOLDS, smallest if smallest >= 2 else int(counts.max()))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=SEED)
+    correct = 0
+    # NearestCentroid computes spreads it does not use for prediction, dividing by zero
+    # when a class is one image or identical ones: harmless, and not worth a warning.
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # "The least populated class has only 1 member": handled above, on purpose.
+        warnings.simplefilter("ignore", UserWarning)
+        # A linear model short of convergence is still the landmark it is meant to be.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in splitter.split(x, y):
+            if len(np.unique(y[train])) < 2 or not np.ptp(x[train], axis=0).any():
+                # Nothing to tell apart (one class, or identical inputs, which some
+                # classifiers refuse): the most frequent class is all one can answer.
+                predicted = np.full(len(test), np.bincount(y[train]).argmax())
+            else:
+                predicted = make().fit(x[train], y[train]).predict(x[test])
+            correct += int((predicted == y[test]).sum())
+    return chance_gain(correct / len(y), len(classes))
+
+
+def _centroid() -> NearestCentroid:
+    # Uniform priors: the plain nearest class mean (other priors switch scikit-learn to a
+    # discriminant score on standardized features, another landmark).
+    return NearestCentroid(priors="uniform")
+
+
+def _linear() -> LogisticRegression:
+    # Logistic regression rather than LDA: shrinkage LDA (the sound kind when pixels
+    # outnumber images) inverts a pixels x pixels covariance, 80x slower at 3x32x32.
+    return LogisticRegression(max_iter=LINEAR_MAX_ITER)
+
+
+def landmarkers(x: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, float]:
+    """Gains over chance of three cheap classifiers on flattened pixels."""
+    return {
+        "landmark_centroid": cross_validated_gain(_centroid, x, y),
+        "landmark_1nn": cross_validated_gain(lambda: KNeighborsClassifier(1), x, y),
+        "landmark_linear": cross_validated_gain(_linear, x, y),
+    }
+
+
+def probe_net(channels: int) -> nn.Sequential:
+    """The fixed probe: two random 3x3 conv layers and a 4x4 average pool, 512 features.
+
+    Weights come from their own generator, seeded, never from torch's global one, so the
+    probe is the same whatever ran before it; He initialisation keeps the ReLU features'
+    scale from fading through the layers."""
+    generator = torch.Generator().manual_seed(SEED)
+    # Made on the meta device: nothing is drawn from the global generator for weights
+    # that are replaced at once.
+    first = nn.Conv2d(channels, 16, 3, padding=1, device="meta").to_empty(device="cpu")
+    second = nn.Conv2d(16, 32, 3, padding=1, device="meta").to_empty(device="cpu")
+    for conv in (first, second):
+        nn.init.kaiming_uniform_(conv.weight, nonlinearity="relu", generator=generator)
+        assert conv.bias is not None
+        nn.init.zeros_(conv.bias)
+    net = nn.Sequential(first, nn.ReLU(), second, nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())
+    return net.eval().requires_grad_(False)
+
+
+def probe(view: torch.Tensor) -> NDArray[np.float64]:
+    """The probe's features of images in [0, 1], normalized as the usual Normalize(0.5,
+    0.5) would, in batches."""
+    net = probe_net(int(view.shape[1]))
+    per_image = 32 * int(view.shape[-2]) * int(view.shape[-1])
+    batch = max(1, _BATCH_FLOATS // per_image)
+    with torch.inference_mode():
+        parts = [net((view[i : i + batch] - 0.5) / 0.5) for i in range(0, len(view), batch)]
+    return torch.cat(parts).double().numpy()
+
+
+def separation(x: NDArray[np.float64], y: NDArray[np.int64]) -> tuple[float, float]:
+    """How far apart the classes are in a feature space: (log1p of the between-class over
+    the within-class variance, the mean distance between class means over the mean
+    within-class spread). Both are 0 for a single class."""
+    classes = np.unique(y)
+    if len(classes) < 2:
+        return 0.0, 0.0
+    means = np.stack([x[y == c].mean(axis=0) for c in classes])
+    sizes = np.array([(y == c).sum() for c in classes], dtype=np.float64)
+    residual = x - means[np.searchsorted(classes, y)]
+    within = float((residual**2).sum() / len(y))
+    between = float((sizes * ((means - x.mean(axis=0)) ** 2).sum(axis=1)).sum() / len(y))
+    # Spread of each class: root mean squared distance of its images to its mean (classes
+    # of one image have none to measure).
+    spreads = [
+        math.sqrt(float((residual[y == c] ** 2).sum(axis=1).mean()))
+        for c, size in zip(classes, sizes, strict=True)
+        if size >= 2
+    ]
+    spread = float(np.mean(spreads)) if spreads else 0.0
+    gaps = np.sqrt(((means[:, None, :] - means[None, :, :]) ** 2).sum(axis=2))
+    distance = float(gaps[np.triu_indices(len(classes), 1)].mean())
+    # A floor relative to the total scale: identical images within classes give a large
+    # but finite separation rather than a division by zero.
+    floor = 1e-9 * (between + within) + 1e-300
+    return math.log1p(between / max(within, floor)), distance / max(spread, math.sqrt(floor))
+
+
+def probe_statistics(features: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, float]:
+    """How well the probe's features tell the classes apart."""
+    fisher, distance = separation(features, y)
+    return {
+        "probe_1nn": cross_validated_gain(lambda: KNeighborsClassifier(1), features, y),
+        "probe_centroid": cross_validated_gain(_centroid, features, y),
+        "probe_fisher": fisher,
+        "probe_class_distance": distance,
+    }
