@@ -71,6 +71,7 @@ bench: setup
 	$(PY) bench/auth.py
 	$(PY) bench/filter.py
 	$(PY) bench/studies.py
+	$(PY) -m bench.metalearning
 
 demo: setup
 	$(PY) scripts/demo.py

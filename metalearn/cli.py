@@ -22,6 +22,7 @@ from metalearn import (
     security_cli,
     stack,
     study_cli,
+    task_cli,
     tls,
 )
 from metalearn.client import MetalearnError, status_text, translate
@@ -404,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     changes_cli.add_image_commands(images, common)
     runs.add_commands(sub, common)
     study_cli.add_commands(sub, common)
+    task_cli.add_commands(sub, common)
     security_cli.add_commands(sub, common)
     stack.add_command(sub)
     return parser

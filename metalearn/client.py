@@ -10,6 +10,9 @@ with Client("127.0.0.1:50051") as ml:
     ml.test("lenet")
     print(ml.wait("lenet").accuracy)
     ml.download("lenet", "models/")
+    suggestion = ml.suggest_command(["cat", "dog"])  # from the most similar past tasks
+    ml.train("cats", suggestion.command)
+    ml.create_study(study_dict, warm_start={"similar_tasks": 5})
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from metalearn.v1 import (
     dataset_service_pb2_grpc,
     study_service_pb2,
     study_service_pb2_grpc,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
     trainer_service_pb2,
@@ -47,6 +53,9 @@ Attempt = attempt_pb2.Attempt
 EpochMetrics = attempt_pb2.EpochMetrics
 TestProgress = trainer_service_pb2.TestProgress
 Study = study_service_pb2.Study
+WarmStart = study_service_pb2.WarmStart
+Task = task_pb2.Task
+ImageOp = attempt_pb2.ImageOp
 # Statuses after which nothing happens without a new request.
 TERMINAL = frozenset(
     {
@@ -148,10 +157,40 @@ def translate(err: grpc.RpcError) -> MetalearnError:
 
 # Pauses between tries of a call that changes something (the gateway unreachable).
 _RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0)
+# The deadline of a call that may wait for a task's profile: the gateway waits at most
+# 60 s, then answers DEADLINE_EXCEEDED itself ("call again").
+_PROFILE_WAIT = 65.0
 
 
 def _key(name_or_id: str | int) -> dict[str, Any]:
     return {"id": name_or_id} if isinstance(name_or_id, int) else {"name": name_or_id}
+
+
+def task_key(
+    labels: Iterable[str], image_ops: Iterable[ImageOp | dict[str, Any]] | None = None
+) -> task_pb2.TaskKey:
+    """The task that `labels` (with `image_ops`, as a TrainCommand's: messages or their
+    JSON as dicts, e.g. {"resize": {"size": [32, 32]}}) make."""
+    if isinstance(labels, str):  # one label is a list of one, not of its letters
+        labels = [labels]
+    key = task_pb2.TaskKey(label_names=list(labels))
+    for i, op in enumerate(image_ops or ()):
+        if isinstance(op, dict):
+            try:
+                op = documents.parse(op, ImageOp(), f"image_ops[{i}]")
+            except documents.DocumentError as err:
+                raise InvalidRequest("INVALID_ARGUMENT", str(err)) from None
+        key.image_ops.append(op)
+    return key
+
+
+def _warm_start(value: WarmStart | dict[str, Any]) -> WarmStart:
+    if isinstance(value, WarmStart):
+        return value
+    try:
+        return documents.parse(value, WarmStart(), "study.warm_start")
+    except documents.DocumentError as err:
+        raise InvalidRequest("INVALID_ARGUMENT", str(err)) from None
 
 
 class Client:
@@ -177,6 +216,7 @@ class Client:
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
         self._tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._studies = study_service_pb2_grpc.StudyServiceStub(self._channel)
+        self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._timeout = timeout
 
     def __enter__(self) -> Client:
@@ -190,9 +230,9 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         try:
-            return method(request, timeout=self._timeout)
+            return method(request, timeout=timeout or self._timeout)
         except grpc.RpcError as err:
             raise translate(err) from None
 
@@ -336,14 +376,28 @@ class Client:
         return path
 
     # Studies: searches over training commands, each trial an attempt `STUDY-k`.
-    def create_study(self, study: Study | dict[str, Any]) -> Study:
+    def create_study(
+        self, study: Study | dict[str, Any], *, warm_start: WarmStart | dict[str, Any] | None = None
+    ) -> Study:
         """Checks a study whole and starts it; `study` is a Study or its JSON as a dict
-        (prototype-style names: `base_command`, `search_space`, `n_trials`, ...)."""
+        (prototype-style names: `base_command`, `search_space`, `n_trials`, `warm_start`,
+        ...). `warm_start` (a WarmStart or its JSON, e.g. {"similar_tasks": 5} or
+        {"studies": ["digits"]}) replaces the study's own: it starts from the best
+        commands of past tasks, then searches with their trials as prior knowledge."""
         if isinstance(study, dict):
+            doc = dict(study)
+            if isinstance(doc.get("warm_start"), WarmStart):
+                given = doc.pop("warm_start")
+                warm_start = given if warm_start is None else warm_start
             try:
-                study = documents.parse(study, Study(), "study")
+                study = documents.parse(doc, Study(), "study")
             except documents.DocumentError as err:
                 raise InvalidRequest("INVALID_ARGUMENT", str(err)) from None
+        if warm_start is not None:
+            copy = Study()
+            copy.CopyFrom(study)  # the caller's message stays as it was
+            copy.warm_start.CopyFrom(_warm_start(warm_start))
+            study = copy
         # No request_id on CreateStudy: a retry could meet its own study (ALREADY_EXISTS).
         reply = self._call(
             self._studies.CreateStudy, study_service_pb2.CreateStudyRequest(study=study)
@@ -387,6 +441,85 @@ class Client:
     def delete_study(self, name: str) -> None:
         """Removes a study that no longer runs; its trials stay as attempts."""
         self._call(self._studies.DeleteStudy, study_service_pb2.DeleteStudyRequest(name=name))
+
+    # Tasks: what metalearn learns from its history (labels + image ops + their images).
+    def profile_task(
+        self,
+        labels: Iterable[str],
+        image_ops: Iterable[ImageOp | dict[str, Any]] | None = None,
+        wait: bool = True,
+    ) -> Task:
+        """The task these labels make, with its profile (meta-features) if stored; else it
+        is queued for a trainer and, with `wait`, awaited (at most 60 s: then
+        UnavailableError, code DEADLINE_EXCEEDED; call again)."""
+        request = task_service_pb2.ProfileTaskRequest(task=task_key(labels, image_ops), wait=wait)
+        timeout = max(self._timeout, _PROFILE_WAIT) if wait else None
+        reply = self._call(self._tasks.ProfileTask, request, timeout)
+        result: Task = reply.task
+        return result
+
+    def tasks(self, page_size: int = 200) -> Iterator[Task]:
+        """Every task, newest first, fetched `page_size` at a time."""
+        request = task_service_pb2.ListTasksRequest(page_size=page_size)
+        while True:
+            reply = self._call(self._tasks.ListTasks, request)
+            yield from reply.tasks
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def similar_tasks(
+        self,
+        labels: Iterable[str] | None = None,
+        fingerprint: str | None = None,
+        limit: int = 5,
+        attempts_per_task: int = 3,
+        *,
+        image_ops: Iterable[ImageOp | dict[str, Any]] | None = None,
+    ) -> task_service_pb2.FindSimilarTasksResponse:
+        """Past tasks (those with trained attempts) ranked by distance to the task of
+        `labels` (profiled first if need be) or to the stored task `fingerprint`, each
+        with its best attempts; and the distance used (learned or standardized)."""
+        if (labels is None) == (fingerprint is None):
+            raise InvalidRequest(
+                "INVALID_ARGUMENT", "give labels or a fingerprint", {"target": "one of the two"}
+            )
+        request = task_service_pb2.FindSimilarTasksRequest(
+            limit=limit, attempts_per_task=attempts_per_task
+        )
+        if fingerprint is not None:
+            request.fingerprint = fingerprint
+        else:
+            request.task.CopyFrom(task_key(labels or (), image_ops))
+        reply: task_service_pb2.FindSimilarTasksResponse = self._call(
+            self._tasks.FindSimilarTasks, request, max(self._timeout, _PROFILE_WAIT)
+        )
+        return reply
+
+    def suggest_command(
+        self,
+        labels: Iterable[str],
+        neighbours: int = 5,
+        *,
+        image_ops: Iterable[ImageOp | dict[str, Any]] | None = None,
+    ) -> task_service_pb2.SuggestCommandResponse:
+        """The command metalearn would start this task with (with its labels and image
+        ops), the reason and the past attempts it came from; `fallback` when there is no
+        history to draw from. Train it with `train(name, reply.command)`."""
+        request = task_service_pb2.SuggestCommandRequest(
+            task=task_key(labels, image_ops), neighbours=neighbours
+        )
+        reply: task_service_pb2.SuggestCommandResponse = self._call(
+            self._tasks.SuggestCommand, request, max(self._timeout, _PROFILE_WAIT)
+        )
+        return reply
+
+    def fit_task_distance(self) -> task_service_pb2.TaskDistance:
+        """Refits the learned task distance on the store now (admins only); too little
+        history keeps the standardized one."""
+        reply = self._call(self._tasks.FitTaskDistance, task_service_pb2.FitTaskDistanceRequest())
+        result: task_service_pb2.TaskDistance = reply.distance
+        return result
 
     # Tokens (admins only).
     def create_token(

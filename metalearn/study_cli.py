@@ -18,6 +18,8 @@ from metalearn.study_views import (
     PARAMS_WIDTH,
     best_line,
     follow_study,
+    is_warm,
+    origin,
     short_labels,
     short_params,
     study_document,
@@ -25,6 +27,8 @@ from metalearn.study_views import (
     summary,
     trial_state,
     value_text,
+    warm_start_line,
+    warm_start_lines,
 )
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
@@ -52,6 +56,43 @@ def load_study(path: str, name: str | None = None) -> pb.Study:
     return study
 
 
+def warm_start_flag(value: str) -> pb.WarmStart:
+    """`--warm-start`: "similar" (the 5 most similar tasks), "similar:K", or
+    "study:NAME[,NAME...]" (those studies' trials)."""
+    kind, _, rest = value.partition(":")
+    kind = kind.strip().lower()
+    if kind == "similar":
+        try:
+            k = int(rest) if rest.strip() else 5
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: K in similar:K is a whole number, 1 to 20"
+            )
+        return pb.WarmStart(similar_tasks=k)
+    if kind in ("study", "studies"):
+        names = [n.strip() for n in rest.split(",") if n.strip()]
+        if names:
+            return pb.WarmStart(studies=names)
+    raise argparse.ArgumentTypeError(f"{value!r}: give similar, similar:K or study:NAME[,NAME...]")
+
+
+def apply_warm_start(
+    study: pb.Study, warm_start: pb.WarmStart | None, zero_shot: int | None
+) -> None:
+    """`--warm-start` replaces the file's warm start; `--zero-shot` sets its zero-shot
+    trials (a study file's `warm_start` is kept otherwise)."""
+    if warm_start is not None:
+        study.warm_start.CopyFrom(warm_start)
+    if zero_shot is not None:
+        if not study.HasField("warm_start"):
+            raise CliError(
+                "--zero-shot needs a warm start (--warm-start, or warm_start in the file)"
+            )
+        study.warm_start.zero_shot_trials = zero_shot
+
+
 def best_command(client: Client, study: pb.Study) -> dict[str, Any] | None:
     """The best trial's training command as `train --file` takes it (None: no best, or
     its attempt was deleted)."""
@@ -67,6 +108,7 @@ def best_command(client: Client, study: pb.Study) -> dict[str, Any] | None:
 
 def cmd_create(args: argparse.Namespace) -> int:
     study = load_study(args.file, args.name)
+    apply_warm_start(study, args.warm_start, args.zero_shot)
     with client_for(args) as client:
         created = client.create_study(study)
         if args.follow:
@@ -76,6 +118,8 @@ def cmd_create(args: argparse.Namespace) -> int:
         f"{created.name} (id {created.id}) {study_state(created.state)}: {created.n_trials}"
         f" trials, at most {parallel} at once. Follow it: metalearn study watch {created.name}"
     )
+    if warm := warm_start_line(created):
+        text += f"\n{warm}"
     return answer(args, study_document(created), text)
 
 
@@ -92,14 +136,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json({**study_document(study), "best_command": command})
         return 0
     print(summary(study))
+    for line in warm_start_lines(study):
+        print(line)
     labels = short_labels([p.path for p in study.search_space])
     width = max([len("ATTEMPT"), *(len(t.attempt_name) for t in study.trials)])
-    print(f"{'TRIAL':>5}  {'ATTEMPT':<{width}}  {'STATE':<9} {'PARAMS':<{PARAMS_WIDTH}}"
-          f" {'EPOCHS':>6} {'VALUE':>7}")  # fmt: skip
+    warm = is_warm(study)  # a FROM column: "warm" for the zero-shot trials
+    print(f"{'TRIAL':>5}  {'ATTEMPT':<{width}}  {'STATE':<9} {'FROM  ' if warm else ''}"
+          f"{'PARAMS':<{PARAMS_WIDTH}} {'EPOCHS':>6} {'VALUE':>7}")  # fmt: skip
     for t in study.trials:
         print(
             f"{t.number:>5}  {t.attempt_name or '-':<{width}}  {trial_state(t.state):<9}"
-            f" {short_params(t, labels):<{PARAMS_WIDTH}} {t.epochs:>6} {value_text(t.value):>7}"
+            f" {f'{origin(t):<4}  ' if warm else ''}{short_params(t, labels):<{PARAMS_WIDTH}}"
+            f" {t.epochs:>6} {value_text(t.value):>7}"
         )
     for t in study.trials:
         if t.error:
@@ -184,12 +232,30 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="start a study from a study file",
         description="Starts a study: the file holds the Study message's JSON (name,"
         " base_command, search_space, objective, n_trials, max_parallel, timeout_seconds,"
-        " sampler, seed, test_best); base_command may be the path of a command file,"
-        " relative to the study file (e.g. examples/digits_study.json). The gateway checks"
-        " it whole first: every path, range and the command at each bound and choice.",
+        " sampler, seed, test_best, warm_start); base_command may be the path of a command"
+        " file, relative to the study file (e.g. examples/digits_study.json). The gateway"
+        " checks it whole first: every path, range and the command at each bound and"
+        " choice. A warm start begins with the best commands of the most similar past tasks"
+        " (or of named studies) as zero-shot trials, then searches with their trials as"
+        " prior knowledge.",
     )
     create.add_argument("--file", required=True, help="the study file (JSON)")
     create.add_argument("--name", help="the study's name instead of the file's")
+    create.add_argument(
+        "--warm-start",
+        type=warm_start_flag,
+        metavar="similar[:K]|study:NAME[,NAME...]",
+        help="start from the K (default 5, at most 20) most similar past tasks' trials, or"
+        " from these studies' trials; replaces the file's warm_start (default: the file's,"
+        " else cold)",
+    )
+    create.add_argument(
+        "--zero-shot",
+        type=int,
+        metavar="N",
+        help="a warm start's zero-shot trials first: their best distinct commands, each"
+        " repeated as a trial (0: min(K, 8), -1: none; at most half of n_trials)",
+    )
     create.add_argument("--follow", action="store_true", help="follow its trials until it is done")
     create.set_defaults(func=cmd_create)
     show = study.add_parser(

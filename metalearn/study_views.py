@@ -8,6 +8,7 @@ import math
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from metalearn import documents
@@ -57,7 +58,86 @@ def study_document(study: pb.Study, trials: bool = True) -> dict[str, Any]:
     else:
         doc.pop("trials", None)
     doc["best_trial"] = trial_document(study.best_trial) if study.HasField("best_trial") else None
+    for field in ("warm_start", "warm_start_report"):  # cold, or not reported yet: null
+        doc.setdefault(field, None)
     return doc
+
+
+def fingerprint_prefix(fingerprint: str) -> str:
+    """A task's fingerprint as tables show it (and `--fingerprint` takes it)."""
+    return fingerprint[:12] or "-"
+
+
+def label_list(labels: Sequence[str], width: int = 30) -> str:
+    """A task's labels in at most `width` characters: "cat, dog, +8 more"."""
+    for k in range(len(labels), 0, -1):
+        more = f", +{len(labels) - k} more" if k < len(labels) else ""
+        text = ", ".join(labels[:k]) + more
+        if len(text) <= width:
+            return text
+    more = f", +{len(labels) - 1} more" if len(labels) > 1 else ""
+    return (labels[0][: max(width - len(more) - 1, 8)] + "…" + more) if labels else "-"
+
+
+def is_warm(study: pb.Study) -> bool:
+    """Whether a study starts warm (its tables then say which trials are zero-shot)."""
+    return study.HasField("warm_start") or any(t.seeded_by_attempt_id for t in study.trials)
+
+
+def origin(trial: pb.Trial) -> str:
+    """ "warm" for a warm start's zero-shot trial (it repeats a past attempt's command),
+    "-" for one the sampler asked."""
+    return "warm" if trial.seeded_by_attempt_id else "-"
+
+
+def warm_start_text(warm: pb.WarmStart) -> str:
+    """Where a study starts from, as asked: "the 5 most similar tasks"."""
+    parts = []
+    if warm.similar_tasks:
+        k = warm.similar_tasks
+        parts.append("the most similar task" if k == 1 else f"the {k} most similar tasks")
+    if warm.studies:
+        kind = "study" if len(warm.studies) == 1 else "studies"
+        parts.append(f"the trials of {kind} {', '.join(warm.studies)}")
+    text = " and ".join(parts) or "past tasks"
+    if warm.zero_shot_trials < 0:
+        text += ", no zero-shot trials"
+    elif warm.zero_shot_trials:
+        text += f", at most {warm.zero_shot_trials} zero-shot trials"
+    return text
+
+
+def warm_start_line(study: pb.Study) -> str:
+    """The warm start and what it found, on one line ("" for a cold study)."""
+    if not study.HasField("warm_start"):
+        return ""
+    line = f"warm start from {warm_start_text(study.warm_start)}: "
+    if not study.HasField("warm_start_report"):
+        return line + "not started yet"
+    report = study.warm_start_report
+    n = len(report.sources)
+    return line + (
+        f"{report.state or 'pending'}; {n} past {'task' if n == 1 else 'tasks'},"
+        f" {report.priors} prior trials, {report.zero_shot_trials} zero-shot trials"
+    )
+
+
+def warm_start_lines(study: pb.Study) -> list[str]:
+    """The warm start line, then a row per past task drawn from (nearest first)."""
+    line = warm_start_line(study)
+    if not line:
+        return []
+    sources = study.warm_start_report.sources
+    if not sources:
+        return [line]
+    lines = [line, f"  {'TASK':<12}  {'LABELS':<30}  {'DISTANCE':>8}  {'WEIGHT':>6}  {'TRIALS':>6}"]
+    for source in sources:
+        lines.append(
+            f"  {fingerprint_prefix(source.task_fingerprint):<12}"
+            f"  {label_list(source.label_names):<30}  {source.distance:>8.4f}"
+            f"  {source.weight:>6.3f}  {source.trials:>6}"
+        )
+    return lines
 
 
 def short_labels(paths: list[str]) -> dict[str, str]:
@@ -72,13 +152,14 @@ def short_labels(paths: list[str]) -> dict[str, str]:
     return {path: label if counts[label] == 1 else path for path, label in found.items()}
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A JSON value in a few characters: 0.003, SGD(momentum=0.9), [8,8]."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.3g}"
     if isinstance(value, dict) and isinstance(value.get("name"), str):
-        rest = ",".join(f"{k}={_short(v)}" for k, v in value.items() if k != "name")
+        rest = ",".join(f"{k}={short_value(v)}" for k, v in value.items() if k != "name")
         return f"{value['name']}({rest})" if rest else value["name"]
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -87,7 +168,7 @@ def short_params(trial: pb.Trial, labels: dict[str, str], width: int = PARAMS_WI
     """A trial's params on one line in the search space's order, cut to `width`."""
     values = plain_struct(trial.params)
     order = [path for path in labels if path in values] + sorted(set(values) - set(labels))
-    text = " ".join(f"{labels.get(path, path)}={_short(values[path])}" for path in order)
+    text = " ".join(f"{labels.get(path, path)}={short_value(values[path])}" for path in order)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -186,16 +267,22 @@ class LiveTable:
         self.labels: dict[str, str] = {}
         self.drawn = 0  # lines of the last table drawn in place
         self.footer = ""
+        self.warm = False  # a FROM column: "warm" for a warm start's zero-shot trials
+        self.warm_line = ""  # the warm start and what it found, as last shown
         self.seen = ""  # the study's state as last shown, for an interruption
 
     def show(self, study: pb.Study) -> None:
         first = self.state is None
         if first:
             self.labels = short_labels([p.path for p in study.search_space])
+            self.warm = is_warm(study)
             if self.as_json:
                 self._json({"event": "snapshot", **study_document(study)})
             elif not self.tty:
+                for line in warm_start_lines(study):
+                    print(line, flush=True)
                 print(self._header(), flush=True)
+            self.warm_line = warm_start_line(study)
         best = study.best_trial if study.HasField("best_trial") else None
         for trial in study.trials:
             key = (trial.state, trial.epochs, value_text(trial.value), trial.error)
@@ -209,25 +296,31 @@ class LiveTable:
             elif not self.as_json and not self.tty:
                 print(self.rows[trial.number][1], flush=True)
         state = (study.state, study.stop_reason)
-        if state != self.state:
+        warm_line = warm_start_line(study)
+        if state != self.state or warm_line != self.warm_line:
             if self.as_json and not first:
                 self._json({"event": "study", **study_document(study, trials=False)})
-            elif not self.as_json and not self.tty:
+            elif not self.as_json and not self.tty and warm_line != self.warm_line:
+                print(warm_line, flush=True)
+            if not self.as_json and not self.tty and state != self.state:
                 print(self._state_line(study), flush=True)
         self.state = state
+        self.warm_line = warm_line
         self.footer = f"{self._state_line(study)}; {best_line(study)}"
         self.seen = f"{study_state(study.state)}, {study.trials_made}/{study.n_trials} trials made"
         if self.tty:
             self._redraw()
 
     def _header(self) -> str:
-        return (f"{'TRIAL':>5}  {'PARAMS':<{PARAMS_WIDTH}} {'EPOCHS':>6} {'VALUE':>7}"
+        warm = f"{'FROM':<4}  " if self.warm else ""
+        return (f"{'TRIAL':>5}  {warm}{'PARAMS':<{PARAMS_WIDTH}} {'EPOCHS':>6} {'VALUE':>7}"
                 f"  {'STATE':<9} {'BEST':>7}")  # fmt: skip
 
     def _row(self, trial: pb.Trial, best: pb.Trial | None) -> str:
         best_value = value_text(best.value) if best else "-"
+        warm = f"{origin(trial):<4}  " if self.warm else ""
         return (
-            f"{trial.number:>5}  {short_params(trial, self.labels):<{PARAMS_WIDTH}}"
+            f"{trial.number:>5}  {warm}{short_params(trial, self.labels):<{PARAMS_WIDTH}}"
             f" {trial.epochs:>6} {value_text(trial.value):>7}  {trial_state(trial.state):<9}"
             f" {best_value:>7}"
         )
@@ -241,9 +334,10 @@ class LiveTable:
 
     def _redraw(self) -> None:
         """The whole table again over the last one (its newest rows where it would not fit)."""
-        room = max(shutil.get_terminal_size((100, 24)).lines - 3, 1)
+        top = [self.warm_line] if self.warm_line else []
+        room = max(shutil.get_terminal_size((100, 24)).lines - 3 - len(top), 1)
         rows = [line for _, (_, line) in sorted(self.rows.items())][-room:]
-        lines = [self._header(), *rows, self.footer]
+        lines = [*top, self._header(), *rows, self.footer]
         up = f"\x1b[{self.drawn}F\x1b[J" if self.drawn else ""
         sys.stdout.write(up + "\n".join(lines) + "\n")
         sys.stdout.flush()

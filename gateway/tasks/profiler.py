@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
+import time
 
 import grpc
 from google.protobuf import json_format
@@ -41,6 +43,8 @@ CALL_SECONDS = 90.0
 # Tries (trainer gone, busy, unreachable) before a task is FAILED.
 MAX_TRIES = 8
 SWEEP_LIMIT = 50
+# The sweep reads every attempt's task key: at most once a second, however busy the queue.
+SWEEP_EVERY_SECONDS = 1.0
 # Codes that are the task's fault: FAILED at once, no other trainer would do better.
 _TASK_FAULTS = {
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -66,6 +70,7 @@ class TaskProfiler:
         self._tasks = tasks
         self._trainers = trainers
         self._hub = hub
+        self._swept_at = -math.inf
 
     def wake(self) -> None:
         self._hub.tasks_changed.set()
@@ -74,7 +79,9 @@ class TaskProfiler:
         while True:
             self._hub.tasks_changed.clear()
             try:
-                await self.sweep()
+                if time.monotonic() - self._swept_at >= SWEEP_EVERY_SECONDS:
+                    self._swept_at = time.monotonic()
+                    await self.sweep()
                 while await self.profile_one():
                     pass
             except (DatabaseDown, errors.Unavailable) as err:

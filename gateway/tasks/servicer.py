@@ -164,7 +164,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         found = []
         for t in tried[:count]:
             try:
-                record = await self._attempts.get(t.best_attempt.attempt_id)
+                record = await self._attempts.get(t.best_attempt.attempt_id, with_epochs=True)
             except NotFound:  # deleted meanwhile
                 continue
             found.append(convert.attempt_from_record(record))

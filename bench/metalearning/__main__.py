@@ -1,0 +1,204 @@
+"""The meta-learning benchmark (issue 13): how much metalearn's history is worth.
+
+  python -m bench.metalearning           # a table of figures
+  python -m bench.metalearning --json    # one JSON object
+  python -m bench.metalearning --no-live # only the leave-one-task-out replay (seconds)
+
+1. A real stack (scratch PostgreSQL, a gateway, one trainer process) profiles every task
+   of the family with ProfileTask: (d) seconds per profile.
+2. Leave-one-task-out over the learning-curve table (`table.json.gz`, made through
+   metalearn by `build_table`), several seeds, with the gateway's own code:
+   (a) median trials until normalized regret <= 0.05: warm start (the k most similar
+       tasks' portfolio first, then TPE with their trials as priors) vs cold TPE vs
+       random search, and their ratio `warm_cold_trials_ratio` (goal <= 0.2);
+   (b) the suggested command's regret: `suggest_good_fraction` of tasks within 0.05
+       (goal >= 0.7);
+   (c) Spearman correlation between the learned distance and transfer regret, per
+       left-out task, averaged: `distance_regret_spearman` (goal >= 0.5), beside the
+       standardized distance's.
+3. End to end, on two tasks kept out of the table: the table imported as history
+   (ImportAttempts), then a warm-started study and a cold one of the same budget on
+   each, trained for real: each study's first trial and best value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from bench.database import scratch_postgres
+from bench.metalearning import evaluate, grid, tasks
+from bench.metalearning.build_table import TABLE
+from bench.orchestration import start_trainer, wait_registered
+from bench.report import print_figures
+from gateway.config import GatewayConfig
+from gateway.inprocess import GatewayThread
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2_grpc,
+    dataset_service_pb2_grpc,
+    study_service_pb2_grpc,
+    task_pb2,
+    task_service_pb2_grpc,
+)
+from metalearn.v1 import attempt_service_pb2 as apb
+from metalearn.v1 import study_service_pb2 as spb
+from metalearn.v1 import task_service_pb2 as kpb
+
+PROFILES = Path(__file__).with_name("profiles.json")
+
+
+def profile_all(
+    channel: Any, chosen: list[tasks.Task]
+) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Each task's profile through ProfileTask, and the seconds each call took."""
+    stub = task_service_pb2_grpc.TaskServiceStub(channel)
+    profiles, seconds = {}, []
+    for task in chosen:
+        start = time.perf_counter()
+        found = stub.ProfileTask(
+            kpb.ProfileTaskRequest(task=task_pb2.TaskKey(label_names=task.labels), wait=True),
+            timeout=120,
+        ).task
+        seconds.append(time.perf_counter() - start)
+        if found.state != task_pb2.TASK_STATE_READY:
+            raise RuntimeError(f"{task.name}: not profiled: {found.error}")
+        profiles[task.name] = dict(found.profile.features)
+    return profiles, seconds
+
+
+def history(table: dict[str, Any]) -> list[attempt_pb2.Attempt]:
+    """The table as attempt documents, as another metalearn would export them."""
+    found = []
+    for task in table["tasks"]:
+        for i, (point, row) in enumerate(zip(table["points"], task["points"], strict=True)):
+            attempt = attempt_pb2.Attempt(name=f"table-{task['name']}-{i:03d}")
+            json_format.ParseDict(grid.command(task["labels"], point), attempt.training_commands)
+            attempt.n_epoch = grid.EPOCHS
+            for epoch, (acc, val_loss, loss) in enumerate(
+                zip(row["val_accuracy"], row["val_loss"], row["loss"], strict=True), 1
+            ):
+                attempt.epochs.add(epoch=epoch, val_accuracy=acc, val_loss=val_loss, loss=loss)
+            attempt.status = attempt_pb2.ATTEMPT_STATUS_TRAINED
+            found.append(attempt)
+    return found
+
+
+def study_on(task: tasks.Task, name: str, n_trials: int, warm: bool) -> spb.Study:
+    doc: dict[str, Any] = {
+        "name": name,
+        "base_command": grid.base_command(task.labels),
+        "search_space": grid.SPACE,
+        "n_trials": n_trials,
+        "max_parallel": 1,
+        "seed": 1,
+        "sampler": {"name": "tpe"},
+    }
+    if warm:
+        doc["warm_start"] = {"similar_tasks": 5}
+    return json_format.ParseDict(doc, spb.Study())
+
+
+def run_study(studies: Any, spec: spb.Study) -> spb.Study:
+    studies.CreateStudy(spb.CreateStudyRequest(study=spec))
+    for event in studies.WatchStudy(spb.WatchStudyRequest(name=spec.name), timeout=3600):
+        if event.WhichOneof("event") == "study_finished":
+            found: spb.Study = studies.GetStudy(spb.GetStudyRequest(name=spec.name)).study
+            return found
+    raise RuntimeError(f"{spec.name} did not finish")
+
+
+def live(table: dict[str, Any], n_trials: int, run_studies: bool) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with scratch_postgres() as scratch:
+        config = GatewayConfig(listen="127.0.0.1:0", database_url=scratch.url,
+                               dispatch_seconds=0.2, study_tick_seconds=0.5)  # fmt: skip
+        gateway = GatewayThread(scratch.url, config).start()
+        trainers = []
+        try:
+            with gateway.channel() as channel:
+                datasets = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+                datasets.UploadImages(tasks.uploads(tasks.FAMILY + tasks.HELD_OUT))
+                trainers = [start_trainer(gateway, scratch.dir / "cache", 1)]
+                wait_registered(scratch.url, 1)
+                profiles, seconds = profile_all(channel, list(tasks.FAMILY + tasks.HELD_OUT))
+                figures["profiles"] = profiles
+                figures["profile_seconds_median"] = statistics.median(seconds)
+                figures["profile_seconds_max"] = max(seconds)
+                if not run_studies:
+                    return figures
+                stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+                documents = history(table)
+                for start in range(0, len(documents), 500):
+                    stub.ImportAttempts(
+                        apb.ImportAttemptsRequest(attempts=documents[start : start + 500])
+                    )
+                trainers.append(start_trainer(gateway, scratch.dir / "cache", 1))
+                wait_registered(scratch.url, 2)
+                studies = study_service_pb2_grpc.StudyServiceStub(channel)
+                for task in tasks.HELD_OUT:
+                    for arm in ("cold", "warm"):
+                        done = run_study(studies, study_on(task, f"{arm}-{task.name}", n_trials,
+                                                           arm == "warm"))  # fmt: skip
+                        values = [t.value for t in done.trials]
+                        figures[f"live_{task.name}_{arm}_first_trial"] = values[0]
+                        figures[f"live_{task.name}_{arm}_best"] = max(values)
+                        figures[f"live_{task.name}_{arm}_best_of_3"] = max(values[:3])
+                        if arm == "warm":
+                            report = done.warm_start_report
+                            figures[f"live_{task.name}_warm_sources"] = [
+                                "/".join(s.label_names[:1]) for s in report.sources
+                            ]
+        finally:
+            for proc, _ in trainers:
+                proc.terminate()
+                proc.wait(60)
+            gateway.stop()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-live", action="store_true",
+                        help="replay only, with the profiles kept in profiles.json")  # fmt: skip
+    parser.add_argument("--no-studies", action="store_true",
+                        help="profile for real, but skip the end-to-end studies")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--neighbours", type=int, default=5)
+    parser.add_argument("--zero-shot", type=int, default=3)
+    parser.add_argument("--live-trials", type=int, default=6)
+    args = parser.parse_args()
+    with gzip.open(TABLE, "rt") as f:
+        table = json.load(f)
+    figures: dict[str, Any] = {}
+    if args.no_live:
+        profiles = json.loads(PROFILES.read_text())
+    else:
+        found = live(table, args.live_trials, not args.no_studies)
+        profiles = found.pop("profiles")
+        PROFILES.write_text(json.dumps(profiles, indent=1, sort_keys=True) + "\n")
+        figures.update(found)
+    start = time.perf_counter()
+    figures.update(
+        evaluate.leave_one_out(
+            evaluate.load(table),
+            profiles,
+            seeds=args.seeds,
+            neighbours=args.neighbours,
+            zero_shot=args.zero_shot,
+        )
+    )
+    figures["replay_seconds"] = time.perf_counter() - start
+    print_figures(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
