@@ -5,7 +5,8 @@ and a free port, stores the prototype's document, imports scikit-learn's handwri
 digits, trains the LeNet example twice — Adam, then SGD, the one hyper-parameter that
 differs — with live progress, tests both, prints a comparison table, writes a PNG of both
 loss curves, runs a short study (12 trials, TPE with successive halving) and prints its
-best, and stops the stack.
+best, then asks metalearn for a command for a task it has never seen (the digits 3, 5
+and 8), trains it, compares it with a cold study's first trial, and stops the stack.
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ def main() -> int:
             # stopped early by successive halving, the best one tested at the end.
             run("study", "create", "--file", str(STUDY), "--follow", address=address)
             run("study", "show", "digits-lenet", address=address)
+            # What the history is for: a command for a task never trained on (the digits
+            # 3, 5 and 8), from the most similar past task, trained at once; beside it,
+            # what a cold search's first trial gets on the same task.
+            new_task = ["digit 3", "digit 5", "digit 8"]
+            run("tasks", "similar", "--labels", *new_task, address=address)
+            run("suggest", "--labels", *new_task, "--train", "suggested-358", "--follow",
+                address=address)  # fmt: skip
+            cold = json.loads(STUDY.read_text())
+            cold.update(name="cold-358", n_trials=1, test_best=False)
+            cold["base_command"]["label_names"] = new_task
+            del cold["pruner"]
+            cold_file = Path(tmp) / "cold_358.json"
+            cold_file.write_text(json.dumps(cold))
+            run("study", "create", "--file", str(cold_file), "--follow", address=address)
+            run("compare", "suggested-358", "cold-358-0", address=address)
         finally:
             up.send_signal(signal.SIGINT)
             code = up.wait(timeout=180)
