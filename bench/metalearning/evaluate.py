@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from optuna.trial import TrialState
+from scipy.stats import spearmanr
 
 from bench.metalearning import grid
 from gateway.studies import sampling, space
@@ -28,6 +29,9 @@ from metalearn.errors import Violations
 from metalearn.v1 import study_service_pb2
 
 REACHED = 0.05
+# A task is hard when at most this many of the grid's 64 commands are within REACHED of
+# its best (a random command then has under a 1-in-10 chance).
+HARD = 6
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,10 @@ class Search:
         return self.budget + 1
 
 
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
 def _key(internal: Mapping[str, Any]) -> str:
     return "|".join(f"{k}={internal[k]}" for k in sorted(internal))
 
@@ -164,9 +172,14 @@ def leave_one_out(
     cold: list[int] = []
     random_search: list[int] = []
     warm: list[int] = []
+    # The same, on the hard tasks only: at most HARD of the grid's commands within reach.
+    hard: dict[str, list[int]] = {"cold": [], "warm": [], "random": []}
     suggest_regrets: list[float] = []
     learned_rho: list[float] = []
     fixed_rho: list[float] = []
+    # (learned distance, standardized distance, transfer regret) of every left-out task
+    # and every other task.
+    pairs: list[tuple[float, float, float]] = []
     for task in tasks:
         others = {t.name: profiles[t.name] for t in tasks if t.name != task.name}
         other_evals = {n: evaluations[n] for n in others}
@@ -182,13 +195,25 @@ def leave_one_out(
         learned_rho.append(similarity.rank_agreement(distance, both, mine))
         fixed = similarity.standardized(others)
         fixed_rho.append(similarity.rank_agreement(fixed, both, mine))
+        for (_, source), r in mine.items():
+            pairs.append((distance.between(profiles[task.name], profiles[source]),
+                          fixed.between(profiles[task.name], profiles[source]), r))  # fmt: skip
         first = [s.command for s in ranked[:zero_shot]]
         prior = [(p.command, p.goodness) for p in warmstart.priors(other_evals, weights)]
         search = Search(task.values, budget, lookup)
+        within = sum(regret(task.values, v) <= REACHED for v in task.values.values())
         for seed in range(1, seeds + 1):
-            cold.append(search.trials_to_reach("tpe", seed, params))
-            random_search.append(search.trials_to_reach("random", seed, params))
-            warm.append(search.trials_to_reach("tpe", seed, params, first, prior))
+            found = {
+                "cold": search.trials_to_reach("tpe", seed, params),
+                "random": search.trials_to_reach("random", seed, params),
+                "warm": search.trials_to_reach("tpe", seed, params, first, prior),
+            }
+            cold.append(found["cold"])
+            random_search.append(found["random"])
+            warm.append(found["warm"])
+            if within <= HARD:
+                for arm, n in found.items():
+                    hard[arm].append(n)
     good = [r <= REACHED for r in suggest_regrets]
     finite_learned = [r for r in learned_rho if math.isfinite(r)]
     finite_fixed = [r for r in fixed_rho if math.isfinite(r)]
@@ -199,11 +224,31 @@ def leave_one_out(
         "cold_tpe_trials_median": statistics.median(cold),
         "random_trials_median": statistics.median(random_search),
         "warm_cold_trials_ratio": statistics.median(warm) / statistics.median(cold),
+        "hard_tasks": len(hard["cold"]) // seeds,
+        "hard_warm_trials_median": statistics.median(hard["warm"]) if hard["warm"] else math.nan,
+        "hard_cold_tpe_trials_median": statistics.median(hard["cold"])
+        if hard["cold"]
+        else math.nan,
+        "hard_random_trials_median": statistics.median(hard["random"])
+        if hard["random"]
+        else math.nan,
         "warm_trials_mean": float(np.mean(warm)),
         "cold_tpe_trials_mean": float(np.mean(cold)),
         "random_trials_mean": float(np.mean(random_search)),
         "suggest_good_fraction": sum(good) / len(good),
         "suggest_regret_median": statistics.median(suggest_regrets),
-        "distance_regret_spearman": float(np.mean(finite_learned)) if finite_learned else math.nan,
-        "standardized_regret_spearman": float(np.mean(finite_fixed)) if finite_fixed else math.nan,
+        # (c) over every (left-out task, other task) pair; then the mean of each left-out
+        # task's own correlation (how well it ranks one task's neighbours).
+        "distance_regret_spearman": float(
+            spearmanr([p[0] for p in pairs], [p[2] for p in pairs]).statistic
+        ),
+        "standardized_regret_spearman": float(
+            spearmanr([p[1] for p in pairs], [p[2] for p in pairs]).statistic
+        ),
+        "distance_regret_spearman_per_task": float(np.mean(finite_learned))
+        if finite_learned
+        else math.nan,
+        "standardized_regret_spearman_per_task": float(np.mean(finite_fixed))
+        if finite_fixed
+        else math.nan,
     }

@@ -30,6 +30,8 @@ MIN_PAIRS = 12
 MIN_TASKS = 4
 # Ridge towards uniform weights, per feature, in units of the pairs' count.
 RIDGE = 0.05
+# A task's best commands whose regret on another task measures how well it transfers.
+TOP_COMMANDS = 3
 
 # Tasks and commands are named by text (a task key, a command's signature).
 TaskId = str
@@ -114,26 +116,27 @@ def normalized_regret(values: Mapping[str, float], command: str) -> float | None
     return (best - values[command]) / (best - worst)
 
 
-def best_command(values: Mapping[str, float]) -> str:
-    """The command with the highest value (ties: the first in sorted order of its key)."""
-    top = max(values.values())
-    return sorted((c for c, v in values.items() if v == top), key=repr)[0]
+def best_commands(values: Mapping[str, float], count: int) -> list[str]:
+    """The `count` commands with the highest values (ties by the command's key)."""
+    return sorted(values, key=lambda c: (-values[c], c))[:count]
 
 
 def transfer_regrets(
-    evaluations: Mapping[TaskId, Mapping[str, float]],
+    evaluations: Mapping[TaskId, Mapping[str, float]], top: int = TOP_COMMANDS
 ) -> dict[tuple[TaskId, TaskId], float]:
-    """r(i <- j): the normalized regret on task i of task j's best command, for every
-    ordered pair where i ran that command."""
+    """r(i <- j): the mean normalized regret on task i of task j's `top` best commands
+    (those i ran), for every ordered pair where i ran at least one of them. The mean of a
+    few rather than the single best: the best of many runs is partly luck (validation
+    noise), and a task's few best commands say more about what transfers."""
     found: dict[tuple[TaskId, TaskId], float] = {}
-    best = {t: best_command(v) for t, v in evaluations.items() if v}
+    best = {t: best_commands(v, top) for t, v in evaluations.items() if v}
     for i, values in evaluations.items():
-        for j, command in best.items():
+        for j, commands in best.items():
             if i == j:
                 continue
-            r = normalized_regret(values, command)
-            if r is not None:
-                found[(i, j)] = r
+            regrets = [r for c in commands if (r := normalized_regret(values, c)) is not None]
+            if regrets:
+                found[(i, j)] = sum(regrets) / len(regrets)
     return found
 
 
