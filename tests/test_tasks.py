@@ -240,8 +240,10 @@ def test_the_learned_distance_finds_the_feature_that_matters() -> None:
     for i in range(16):
         kind = i % 2
         profiles[f"t{i}"] = {"kind": float(kind) + rng.gauss(0, 0.05), "noise": rng.gauss(0, 3)}
-        good = "a" if kind == 0 else "b"
-        evaluations[f"t{i}"] = {"a": 0.5, "b": 0.5, good: 0.9 + rng.random() * 0.01, "c": 0.1}
+        # Each kind has its own three good commands; the rest are middling or bad.
+        values = {f"{c}{k}": 0.5 + rng.random() * 0.01 for c in "ab" for k in range(3)}
+        values.update({f"{'ab'[kind]}{k}": 0.9 + rng.random() * 0.01 for k in range(3)})
+        evaluations[f"t{i}"] = {**values, "c": 0.1}
     learned = similarity.fit(profiles, evaluations)
     assert learned.kind == "learned"
     weights = dict(zip(learned.features, learned.weights, strict=True))
