@@ -40,6 +40,7 @@ from bench.orchestration import start_trainer, wait_registered
 from bench.report import print_figures
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
+from gateway.tasks.learner import DEFAULT_ZERO_SHOT
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2_grpc,
@@ -173,7 +174,8 @@ def main() -> None:
                         help="profile for real, but skip the end-to-end studies")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--neighbours", type=int, default=5)
-    parser.add_argument("--zero-shot", type=int, default=3)
+    parser.add_argument("--zero-shot", type=int, default=None,
+                        help="zero-shot trials (default: the gateway's, min(k, 8))")  # fmt: skip
     parser.add_argument("--live-trials", type=int, default=6)
     args = parser.parse_args()
     with gzip.open(TABLE, "rt") as f:
@@ -193,10 +195,13 @@ def main() -> None:
             profiles,
             seeds=args.seeds,
             neighbours=args.neighbours,
-            zero_shot=args.zero_shot,
+            zero_shot=min(args.neighbours, DEFAULT_ZERO_SHOT)
+            if args.zero_shot is None
+            else args.zero_shot,
         )
     )
     figures["replay_seconds"] = time.perf_counter() - start
+    figures.update(evaluate.ablation(evaluate.load(table), profiles, args.neighbours))
     print_figures(figures, args.json)
 
 

@@ -252,3 +252,51 @@ def leave_one_out(
         if finite_fixed
         else math.nan,
     }
+
+
+# Which meta-features earn their place: (b) and (c) with the profile cut to each group.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "simple": ("log_images", "log_classes", "imbalance", "log_pixels", "channels",
+               "pixel_mean", "pixel_std", "pixel_skew", "sparsity"),
+    "landmarkers": ("landmark_centroid", "landmark_1nn", "landmark_linear"),
+    "probe": ("probe_1nn", "probe_centroid", "probe_fisher", "probe_class_distance"),
+}  # fmt: skip
+
+
+def ablation(
+    tasks: Sequence[TableTask],
+    profiles: Mapping[str, Mapping[str, float]],
+    neighbours: int = 5,
+) -> dict[str, float]:
+    """Leave-one-task-out suggestions and distance agreement with the simple features
+    alone, with the landmarkers added, and with everything (the probe too)."""
+    evaluations = {t.name: dict(t.values) for t in tasks}
+    cuts = {
+        "simple": FEATURE_GROUPS["simple"],
+        "simple_landmarkers": FEATURE_GROUPS["simple"] + FEATURE_GROUPS["landmarkers"],
+        "all": tuple(n for group in FEATURE_GROUPS.values() for n in group),
+    }
+    found: dict[str, float] = {}
+    for cut, names in cuts.items():
+        cut_profiles = {t: {n: p[n] for n in names if n in p} for t, p in profiles.items()}
+        good, distances, regrets = [], [], []
+        for task in tasks:
+            others = {t.name: cut_profiles[t.name] for t in tasks if t.name != task.name}
+            other_evals = {n: evaluations[n] for n in others}
+            distance = similarity.fit(others, other_evals)
+            near = similarity.nearest(distance, cut_profiles[task.name], others, neighbours)
+            ranked = warmstart.portfolio(other_evals, warmstart.neighbour_weights(near))
+            good.append(regret(task.values, task.values[ranked[0].command]) <= REACHED)
+            for (_, source), r in similarity.transfer_regrets(
+                {**other_evals, task.name: task.values}
+            ).items():
+                if _ == task.name:
+                    distances.append(
+                        distance.between(cut_profiles[task.name], cut_profiles[source])
+                    )
+                    regrets.append(r)
+        found[f"ablation_{cut}_suggest_good_fraction"] = sum(good) / len(good)
+        found[f"ablation_{cut}_distance_regret_spearman"] = float(
+            spearmanr(distances, regrets).statistic
+        )
+    return found
