@@ -161,7 +161,8 @@ class TaskStore:
                 return [_record(r) for r in await cur.fetchall()]
 
     async def unseen(self, limit: int) -> list[tuple[list[str], list[Any]]]:
-        """Labels and ops of task keys that attempts use and no task row has yet, and of
+        """Labels and ops of task keys that trained, studied or imported attempts use and no
+        task row has yet, and of
         tasks whose labels' images changed: what the profiler should look at."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
@@ -171,7 +172,8 @@ class TaskStore:
                     " SELECT DISTINCT ON (a.task_key)"
                     " a.doc -> 'training_commands' -> 'label_names' AS labels,"
                     " COALESCE(a.doc -> 'training_commands' -> 'image_ops', '[]') AS ops"
-                    " FROM attempts a WHERE a.task_key IS NOT NULL"
+                    # Trained, studied or imported: an attempt only created is no task yet.
+                    " FROM attempts a WHERE a.task_key IS NOT NULL AND a.status <> 'INCOMPLETE'"
                     " AND jsonb_typeof(a.doc -> 'training_commands' -> 'label_names') = 'array'"
                     " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = a.task_key)"
                     " ORDER BY a.task_key, a.id) n"
@@ -236,12 +238,13 @@ class TaskStore:
         await self._settle(task_id, "state = 'FAILED', error = %s", (error[:2000],))
 
     async def retry_later(self, task_id: int, seconds: float, error: str) -> None:
-        """Hands a claimed task back, to be tried again after `seconds`."""
+        """Hands a claimed task back, to be tried again after `seconds`; no trainer may
+        read its images meanwhile."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 await conn.execute(
                     "UPDATE tasks SET claimed_until = now() + make_interval(secs => %s),"
-                    " error = %s WHERE id = %s AND state = 'PENDING'",
+                    " error = %s, trainer = '' WHERE id = %s AND state = 'PENDING'",
                     (seconds, error[:2000], task_id),
                 )
 
