@@ -162,8 +162,8 @@ class TaskStore:
 
     async def unseen(self, limit: int) -> list[tuple[list[str], list[Any]]]:
         """Labels and ops of task keys that trained, studied or imported attempts use and no
-        task row has yet, and of
-        tasks whose labels' images changed: what the profiler should look at."""
+        task row has yet, and of tasks whose labels' images changed: what the profiler
+        should look at."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
