@@ -63,6 +63,37 @@ def test_new_images_make_a_new_task_version(gateway: GatewayThread) -> None:
     assert len(stub.ListTasks(pb.ListTasksRequest()).tasks) == 2
 
 
+def test_the_profiler_registers_a_new_version_when_images_change(gateway: GatewayThread) -> None:
+    """Nobody asks again: the upload marks the task stale and the gateway's own sweep
+    registers the new version (which a trainer would then profile)."""
+    import time
+
+    upload_labels(gateway, ["w-a"])
+    stub = _stub(gateway)
+    first = stub.ProfileTask(pb.ProfileTaskRequest(task=_key("w-a"))).task
+    _upload_another(gateway, "w-a")
+    deadline = time.monotonic() + 20
+    while len(listed := stub.ListTasks(pb.ListTasksRequest()).tasks) < 2:
+        assert time.monotonic() < deadline, "no new version"
+        time.sleep(0.2)
+    assert listed[0].fingerprint != first.fingerprint
+    assert list(listed[0].label_names) == ["w-a"]
+
+
+def _upload_another(gateway: GatewayThread, label: str) -> None:
+    import io
+
+    from PIL import Image
+
+    from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 201).save(buf, format="PNG")
+    dataset_service_pb2_grpc.DatasetServiceStub(gateway.channel()).UploadImages(
+        iter([dataset_service_pb2.UploadImagesRequest(label=label, data=buf.getvalue())])
+    )
+
+
 def test_image_ops_are_part_of_the_task(gateway: GatewayThread) -> None:
     upload_labels(gateway, ["o-a"])
     stub = _stub(gateway)
