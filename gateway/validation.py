@@ -382,3 +382,9 @@ def check_task_key(v: Violations, field: str, key: Any, limits: Limits) -> None:
         v.add(f"{field}.label_names", "give at least one label")
     _check_labels(v, f"{field}.label_names", key.label_names, limits)
     _check_image_ops(v, f"{field}.image_ops", key.image_ops, limits)
+    if not v.items:  # sizes after the ops, as a command's (no transform here)
+        for problem in geometry.check(
+            f"{field}.image_ops", key.image_ops, f"{field}.transform", {},
+            limits.max_input_pixels,
+        ):  # fmt: skip
+            v.add(problem.field, problem.description)

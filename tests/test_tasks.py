@@ -311,3 +311,41 @@ def test_a_commands_signature_leaves_out_the_task_and_the_seed() -> None:
     b = {"label_names": ["y", "z"], "seed": 2, "optimizer": {"lr": 0.1}}
     assert signature(a) == signature(b)
     assert signature(a) != signature({**b, "optimizer": {"lr": 0.2}})
+
+
+def test_a_trainers_profile_is_checked_before_it_is_stored() -> None:
+    from gateway.tasks.profiler import FEATURES, profile_problem
+
+    good = task_pb2.TaskProfile(features={name: 0.5 for name in FEATURES}, images=10,
+                                classes=2, input_shape=[1, 8, 8], seconds=0.4)  # fmt: skip
+    assert profile_problem(good) == ""
+    for change in (
+        {"features": {**good.features, "log_images": math.nan}},
+        {"features": {**good.features, "secret": 1.0}},
+        {"features": {"log_images": 1.0}},
+        {"features": {**good.features, "pixel_mean": 1e300}},
+        {"seconds": math.inf},
+        {"images": -1},
+    ):
+        bad = task_pb2.TaskProfile()
+        bad.CopyFrom(good)
+        for field, value in change.items():
+            if field == "features":
+                bad.features.clear()
+                bad.features.update(value)  # type: ignore[arg-type]
+            else:
+                setattr(bad, field, value)
+        assert profile_problem(bad), change
+
+
+def test_sizes_after_the_image_ops_are_checked_as_a_commands(gateway: GatewayThread) -> None:
+    upload_labels(gateway, ["big-a"])
+    key = _key("big-a")
+    key.image_ops.add().resize.size.extend([4000, 4000])
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(gateway).ProfileTask(pb.ProfileTaskRequest(task=key))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert any(f.startswith("task.image_ops") for f in field_violations(err.value))
+    with pytest.raises(grpc.RpcError) as err:
+        _stub(gateway).FindSimilarTasks(pb.FindSimilarTasksRequest(fingerprint="a\x00" * 32))
+    assert "fingerprint" in field_violations(err.value)

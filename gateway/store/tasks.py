@@ -65,7 +65,7 @@ _WITH_COUNTS = sql.SQL(
     "SELECT {}, COALESCE(s.attempts, 0) AS attempts, s.best_val_accuracy FROM tasks t"
     " LEFT JOIN LATERAL (SELECT count(*) AS attempts, max(e.best) AS best_val_accuracy"
     " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best FROM attempt_epochs"
-    " WHERE attempt_id = a.id) e ON true"
+    " WHERE attempt_id = a.id AND val_accuracy BETWEEN 0 AND 1) e ON true"
     " WHERE a.task_key = t.key AND a.status IN ('TRAINED', 'COMPLETE')) s ON true"
 ).format(_TASK)
 
@@ -92,6 +92,9 @@ class TaskStore:
                 row = await cur.fetchone()
                 assert row is not None
                 key = str(row["key"])
+                # Before the images are read: an upload committing after this statement
+                # marks the task stale again, and the next look makes its new version.
+                await cur.execute("UPDATE tasks SET stale = false WHERE key = %s AND stale", (key,))
                 await cur.execute(
                     "SELECT label, encode(sha256(string_agg(sha256, ''::bytea"
                     " ORDER BY sha256)), 'hex') AS digest FROM images WHERE label = ANY(%s)"
@@ -113,8 +116,6 @@ class TaskStore:
                 )
                 if await cur.fetchone() is not None:
                     await cur.execute("SELECT pg_notify(%s, %s)", (TASKS, fingerprint))
-                # Whatever the images, this key has been looked at now.
-                await cur.execute("UPDATE tasks SET stale = false WHERE key = %s AND stale", (key,))
                 await cur.execute(
                     _WITH_COUNTS + sql.SQL(" WHERE t.fingerprint = %s"), (fingerprint,)
                 )
@@ -210,7 +211,7 @@ class TaskStore:
                 await cur.execute(
                     sql.SQL(
                         "UPDATE tasks t SET claimed_until = now() + make_interval(secs => %s),"
-                        " tries = tries + 1 WHERE id = (SELECT id FROM tasks WHERE"
+                        " tries = tries + 1, trainer = '' WHERE id = (SELECT id FROM tasks WHERE"
                         " state = 'PENDING' AND (claimed_until IS NULL OR claimed_until < now())"
                         " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {}"
                     ).format(_TASK),
@@ -219,12 +220,15 @@ class TaskStore:
                 row = await cur.fetchone()
                 return None if row is None else _record(row)
 
-    async def assign(self, task_id: int, trainer: str) -> None:
-        """The trainer asked to profile a claimed task: it may read the task's images."""
+    async def assign(self, task_id: int, trainer: str, seconds: float) -> None:
+        """The trainer asked to profile a claimed task, for at most `seconds`: it may read
+        the task's images meanwhile, and the claim lasts as long."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 await conn.execute(
-                    "UPDATE tasks SET trainer = %s WHERE id = %s", (trainer, task_id)
+                    "UPDATE tasks SET trainer = %s,"
+                    " claimed_until = now() + make_interval(secs => %s) WHERE id = %s",
+                    (trainer, seconds, task_id),
                 )
 
     async def profiled(self, task_id: int, profile: bytes, features: dict[str, float]) -> None:
@@ -254,7 +258,7 @@ class TaskStore:
                 cur = await conn.execute(
                     sql.SQL(
                         "UPDATE tasks SET {}, claimed_until = NULL, trainer = ''"
-                        " WHERE id = %s RETURNING fingerprint"
+                        " WHERE id = %s AND state = 'PENDING' RETURNING fingerprint"
                     ).format(sql.SQL(assignments)),  # one of this module's constant texts
                     (*args, task_id),
                 )
@@ -272,7 +276,8 @@ class TaskStore:
                     " a.doc -> 'training_commands' AS command, e.best AS best_val_accuracy"
                     " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best"
                     " FROM attempt_epochs WHERE attempt_id = a.id"
-                    " AND val_accuracy = val_accuracy) e ON e.best IS NOT NULL"
+                    # An accuracy, not NaN (PostgreSQL's NaN equals itself) or nonsense.
+                    " AND val_accuracy BETWEEN 0 AND 1) e ON e.best IS NOT NULL"
                     " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
                     " AND (%s::text[] IS NULL OR a.task_key = ANY(%s)) ORDER BY a.id",
                     (

@@ -281,10 +281,11 @@ def warm_plan(
     trials); with `similar_tasks` the k nearest of their tasks are drawn from, else all
     of them. Tasks are weighted by similarity when the target and they are profiled,
     equally otherwise."""
+    # Similar tasks are other tasks; named studies may have run on this very task.
     usable = {
         k: _grouped(runs)
         for k, runs in _usable(evaluations, params).items()
-        if target is None or k != target.key
+        if not similar_tasks or target is None or k != target.key
     }
     if not usable:
         return {

@@ -53,6 +53,33 @@ _TASK_FAULTS = {
 }
 
 
+# What a profile may hold (the names task.proto documents; a newer trainer may send
+# fewer or more of them, never others).
+FEATURES = frozenset({
+    "log_images", "log_classes", "imbalance", "log_pixels", "channels", "pixel_mean",
+    "pixel_std", "pixel_skew", "sparsity", "landmark_centroid", "landmark_1nn",
+    "landmark_linear", "probe_1nn", "probe_centroid", "probe_fisher", "probe_class_distance",
+})  # fmt: skip
+_MAX_FEATURE = 1e6
+
+
+def profile_problem(profile: task_pb2.TaskProfile) -> str:
+    """Why a trainer's profile cannot be stored ('' when it can)."""
+    unknown = sorted(set(profile.features) - FEATURES)
+    if unknown:
+        return f"unknown features {unknown[:5]}"
+    if len(profile.features) < len(FEATURES) // 2:
+        return f"{len(profile.features)} features, too few to compare tasks by"
+    for name, value in profile.features.items():
+        if not math.isfinite(value) or abs(value) > _MAX_FEATURE:
+            return f"feature {name} = {value!r}"
+    if profile.images < 0 or profile.classes < 0 or len(profile.input_shape) > 4:
+        return "a profile with impossible sizes"
+    if not math.isfinite(profile.seconds) or profile.seconds < 0:
+        return f"seconds = {profile.seconds!r}"
+    return ""
+
+
 def key_of(record: TaskRecord) -> task_pb2.TaskKey:
     key = task_pb2.TaskKey(label_names=record.label_names)
     for op in record.image_ops:
@@ -110,13 +137,16 @@ class TaskProfiler:
         task = await self._tasks.claim(LEASE_SECONDS)
         if task is None:
             return False
+        if task.tries > MAX_TRIES:  # claimed and lost that often (a replica died each time?)
+            await self._tasks.failed(task.id, f"given up after {MAX_TRIES} tries: {task.error}")
+            return True
         request = trainer_service_pb2.TrainerServiceProfileTaskRequest(task=key_of(task))
         # Idle trainers first, in random order among equals, so replicas spread out.
         random.shuffle(live)
         live.sort(key=lambda t: t.running / max(t.capacity, 1))
         last = ""
         for trainer in live:
-            await self._tasks.assign(task.id, trainer.address)
+            await self._tasks.assign(task.id, trainer.address, CALL_SECONDS + 30)
             async with trainer_channel(self._config, trainer.address) as channel:
                 stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ from metalearn.v1 import task_service_pb2 as pb
 # The longest a call waits for a trainer to profile its task.
 MAX_WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.2
-_FINGERPRINT_CHARS = 64
+_FINGERPRINT = re.compile(r"(missing:)?[0-9a-f]{64}")
 _STATES = {
     "PENDING": task_pb2.TASK_STATE_PENDING,
     "READY": task_pb2.TASK_STATE_READY,
@@ -124,7 +125,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         )
         if target == "fingerprint":
             fingerprint = request.fingerprint
-            if len(fingerprint) > _FINGERPRINT_CHARS + 8 or not fingerprint:
+            if not _FINGERPRINT.fullmatch(fingerprint):
                 raise InvalidArgument.one("fingerprint", "a task's fingerprint (64 hex digits)")
             record = await self._tasks.get(fingerprint)
         elif request.HasField("task"):  # every request names its task this way
@@ -226,7 +227,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             command = dict(suggestion.command)
             command["label_names"] = list(request.task.label_names)
             command["image_ops"] = _ops_json(request.task)
+            # The source's own: its class count, and the name its weights were saved as.
             command.pop("n_labels", None)
+            command.pop("model_name", None)
             top = suggestion.sources[0]
             response.reason = (
                 f"ranks best across the {len(suggestion.neighbours)} most similar past tasks "
@@ -245,7 +248,8 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     val_accuracy=run.best_val_accuracy,
                     quantile=q,
                 )
-        json_format.ParseDict(command, response.command)
+        # A document stored by an older gateway may hold fields this one no longer has.
+        json_format.ParseDict(command, response.command, ignore_unknown_fields=True)
         return response
 
     @translate_errors

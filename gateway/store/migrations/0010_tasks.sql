@@ -4,10 +4,11 @@
 -- A task's key: its labels (distinct, sorted) and image operations, as one text. An
 -- attempt and a task are matched by it; it is the same whatever order the labels come
 -- in. Written in SQL so that the attempts' generated column and the gateway's lookups
--- cannot disagree.
+-- cannot disagree; sorted bytewise (COLLATE "C"), so no locale or glibc upgrade can
+-- change a stored key.
 CREATE FUNCTION task_key(labels jsonb, ops jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT COALESCE((SELECT jsonb_agg(x ORDER BY x) FROM (
+    SELECT COALESCE((SELECT jsonb_agg(x ORDER BY x COLLATE "C") FROM (
                         SELECT DISTINCT x FROM jsonb_array_elements_text(
                             CASE WHEN jsonb_typeof(labels) = 'array' THEN labels
                                  ELSE '[]'::jsonb END) AS t(x)) AS d), '[]'::jsonb)::text
