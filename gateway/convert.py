@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf import field_mask_pb2, json_format
@@ -30,6 +30,12 @@ def stored_forms(spec: attempt_pb2.Attempt) -> tuple[bytes, dict[str, Any]]:
     """
     doc = json_format.MessageToDict(spec, preserving_proto_field_name=True)
     return spec.SerializeToString(), doc
+
+
+def image_ops_json(ops: Iterable[attempt_pb2.ImageOp]) -> list[dict[str, Any]]:
+    """Image ops as a stored document holds them (`stored_forms`): what task keys are
+    computed from, so a task named by a request matches its attempts' documents."""
+    return [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in ops]
 
 
 def new_spec(attempt: attempt_pb2.Attempt) -> attempt_pb2.Attempt:

@@ -266,8 +266,8 @@ class TaskStore:
                 if row is not None:
                     await conn.execute("SELECT pg_notify(%s, %s)", (TASKS, row[0]))
 
-    async def evaluations(self, keys: Sequence[str] | None = None) -> list[Evaluation]:
-        """Every finished attempt with a validation accuracy (of these task keys, or all)."""
+    async def evaluations(self) -> list[Evaluation]:
+        """Every finished attempt with a validation accuracy, with its task key."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
@@ -278,13 +278,8 @@ class TaskStore:
                     " FROM attempt_epochs WHERE attempt_id = a.id"
                     # An accuracy, not NaN (PostgreSQL's NaN equals itself) or nonsense.
                     " AND val_accuracy BETWEEN 0 AND 1) e ON e.best IS NOT NULL"
-                    " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
-                    " AND (%s::text[] IS NULL OR a.task_key = ANY(%s)) ORDER BY a.id",
-                    (
-                        list(_FINISHED),
-                        None if keys is None else list(keys),
-                        None if keys is None else list(keys),
-                    ),
+                    " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL ORDER BY a.id",
+                    (list(_FINISHED),),
                 )
                 return [
                     Evaluation(
@@ -333,13 +328,20 @@ class TaskStore:
                 row = await cur.fetchone()
         return None if row is None else (dict(row[0]), int(row[1]), row[2])
 
-    async def save_distance(self, kind: str, model: dict[str, Any], studies_done: int) -> None:
+    async def save_distance(
+        self, kind: str, model: dict[str, Any], studies_done: int
+    ) -> dt.datetime:
+        """Keeps a fitted distance; returns when it was fitted."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
-                await conn.execute(
+                cur = await conn.execute(
                     "INSERT INTO task_distance (id, kind, model, studies_done) VALUES"
                     " (1, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind,"
                     " model = EXCLUDED.model, studies_done = EXCLUDED.studies_done,"
-                    " fitted_at = now()",
+                    " fitted_at = now() RETURNING fitted_at",
                     (kind, Jsonb(model), studies_done),
                 )
+                row = await cur.fetchone()
+        assert row is not None
+        fitted_at: dt.datetime = row[0]
+        return fitted_at

@@ -9,6 +9,7 @@ the fitted distance in `task_distance` so that every replica answers with the sa
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import math
@@ -101,6 +102,8 @@ class Known:
 
     tasks: dict[str, TaskRecord]
     tried: dict[str, dict[str, Tried]]
+    # Every finished run, as read (a warm start picks its own among them).
+    runs: list[Evaluation]
 
     def values(self, keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         chosen = self.tried if keys is None else {k: self.tried[k] for k in keys if k in self.tried}
@@ -108,6 +111,14 @@ class Known:
 
     def profiles(self) -> dict[str, dict[str, float]]:
         return {k: dict(t.features or {}) for k, t in self.tasks.items()}
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The distance in use and when it was fitted."""
+
+    distance: similarity.Distance
+    at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -126,12 +137,13 @@ class Learner:
 
     async def known(self) -> Known:
         ready = {t.key: t for t in await self._tasks.ready()}
+        runs = await self._tasks.evaluations()
         tried: dict[str, list[Evaluation]] = {}
-        for e in await self._tasks.evaluations():
+        for e in runs:
             tried.setdefault(e.key, []).append(e)
-        return Known(ready, {k: by_command(es) for k, es in tried.items()})
+        return Known(ready, {k: by_command(es) for k, es in tried.items()}, runs)
 
-    async def fit(self, known: Known | None = None) -> similarity.Distance:
+    async def fit(self, known: Known | None = None) -> Fitted:
         """Refits the distance on the store now and keeps it."""
         async with self._fit_lock:
             known = known or await self.known()
@@ -143,7 +155,7 @@ class Learner:
             )
             if not distance.features:  # nothing with history yet: scale over every task
                 distance = similarity.standardized(known.profiles())
-            await self._tasks.save_distance(
+            at = await self._tasks.save_distance(
                 distance.kind, _distance_json(distance, len(known.tasks)), done
             )
             log.info(
@@ -152,25 +164,21 @@ class Learner:
                 distance.tasks,
                 distance.pairs,
             )
-            return distance
+            return Fitted(distance, at)
 
-    async def distance(self, known: Known) -> similarity.Distance:
+    async def distance(self, known: Known) -> Fitted:
         """The kept distance, refitted first when enough has happened since."""
         kept = await self._tasks.distance()
         if kept is not None:
-            model, studies_at_fit, _ = kept
+            model, studies_at_fit, at = kept
             done = await self._tasks.studies_done()
             grown = len(known.tasks) >= max(
                 REFIT_GROWTH * int(model.get("ready_tasks", 0)),
                 int(model.get("ready_tasks", 0)) + 1,
             )
             if done - studies_at_fit < REFIT_AFTER_STUDIES and not grown:
-                return _distance_of(model)
+                return Fitted(_distance_of(model), at)
         return await self.fit(known)
-
-    async def fitted_at(self) -> Any:
-        kept = await self._tasks.distance()
-        return None if kept is None else kept[2]
 
     @staticmethod
     def neighbours(

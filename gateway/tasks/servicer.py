@@ -12,12 +12,13 @@ from google.protobuf import json_format
 
 from gateway import convert
 from gateway.config import Limits
+from gateway.convert import image_ops_json
 from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.tasks import TaskRecord, TaskStore
-from gateway.tasks import defaults, similarity
-from gateway.tasks.learner import Known, Learner
+from gateway.tasks import defaults
+from gateway.tasks.learner import Fitted, Known, Learner
 from gateway.tasks.profiler import TaskProfiler
 from gateway.validation import check_labels_have_images, check_task_key
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
@@ -55,7 +56,8 @@ def task_proto(record: TaskRecord) -> task_pb2.Task:
     return task
 
 
-def distance_proto(distance: similarity.Distance, fitted_at: Any) -> pb.TaskDistance:
+def distance_proto(fitted: Fitted) -> pb.TaskDistance:
+    distance = fitted.distance
     found = pb.TaskDistance(
         kind=distance.kind,
         weights=dict(zip(distance.features, distance.weights, strict=True)),
@@ -66,13 +68,8 @@ def distance_proto(distance: similarity.Distance, fitted_at: Any) -> pb.TaskDist
             distance.standardized_spearman if math.isfinite(distance.standardized_spearman) else 0.0
         ),
     )
-    if fitted_at is not None:
-        found.fit_time.FromDatetime(fitted_at)
+    found.fit_time.FromDatetime(fitted.at)
     return found
-
-
-def _ops_json(key: task_pb2.TaskKey) -> list[Any]:
-    return [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in key.image_ops]
 
 
 def _bounded(field: str, value: int, default: int, high: int) -> int:
@@ -103,7 +100,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         check_task_key(v, field, key, self._limits)
         v.raise_if_any()
         await check_labels_have_images(self._images, f"{field}.label_names", key.label_names)
-        record = await self._tasks.ensure(list(key.label_names), _ops_json(key))
+        record = await self._tasks.ensure(list(key.label_names), image_ops_json(key.image_ops))
         if record.state == "PENDING":
             self._profiler.wake()
         return record
@@ -119,17 +116,16 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             record = await self._tasks.get(record.fingerprint)
         return record
 
-    async def _target(self, request: Any, context: Any) -> TaskRecord:
-        target = (
-            request.WhichOneof("target") if "target" in request.DESCRIPTOR.oneofs_by_name else None
-        )
-        if target == "fingerprint":
-            fingerprint = request.fingerprint
+    async def _target(
+        self, key: task_pb2.TaskKey | None, fingerprint: str | None, context: Any
+    ) -> TaskRecord:
+        """The task a request names, by its key or by a stored fingerprint, profiled."""
+        if fingerprint is not None:
             if not _FINGERPRINT.fullmatch(fingerprint):
                 raise InvalidArgument.one("fingerprint", "a task's fingerprint (64 hex digits)")
             record = await self._tasks.get(fingerprint)
-        elif request.HasField("task"):  # every request names its task this way
-            record = await self._registered("task", request.task)
+        elif key is not None:
+            record = await self._registered("task", key)
         else:
             raise InvalidArgument.one("task", "give the task's labels, or a fingerprint")
         return await self._profiled(record, context)
@@ -177,18 +173,19 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     ) -> pb.FindSimilarTasksResponse:
         limit = _bounded("limit", request.limit, 5, 100)
         per_task = _bounded("attempts_per_task", request.attempts_per_task, 3, 20)
-        target = await self._target(request, context)
+        by = request.fingerprint if request.WhichOneof("target") == "fingerprint" else None
+        key = request.task if request.HasField("task") else None
+        target = await self._target(key, by, context)
         if target.state == "FAILED":
             raise FailedPrecondition(f"the task could not be profiled: {target.error}")
         if target.state == "PENDING":
             raise Unavailable("the task is not profiled yet (is a trainer up?): call again")
         known = await self._learner.known()
-        distance = await self._learner.distance(known)
+        fitted = await self._learner.distance(known)
         response = pb.FindSimilarTasksResponse(
-            target=task_proto(target),
-            distance=distance_proto(distance, await self._learner.fitted_at()),
+            target=task_proto(target), distance=distance_proto(fitted)
         )
-        for record, d in Learner.neighbours(known, distance, target, limit):
+        for record, d in Learner.neighbours(known, fitted.distance, target, limit):
             similar = response.tasks.add(
                 task=task_proto(await self._tasks.get(record.fingerprint)), distance=d
             )
@@ -202,18 +199,19 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         k = _bounded("neighbours", request.neighbours, 5, 50)
         if not request.HasField("task"):
             raise InvalidArgument.one("task", "give the labels to suggest a command for")
-        target = await self._target(request, context)
+        target = await self._target(request.task, None, context)
         known = await self._learner.known()
-        distance = await self._learner.distance(known)
+        fitted = await self._learner.distance(known)
         response = pb.SuggestCommandResponse(
-            task=task_proto(target),
-            distance=distance_proto(distance, await self._learner.fitted_at()),
+            task=task_proto(target), distance=distance_proto(fitted)
         )
         suggestion = None
         if target.state == "READY":
-            suggestion = self._learner.suggest(known, distance, target, k)
+            suggestion = self._learner.suggest(known, fitted.distance, target, k)
         if suggestion is None or suggestion.command is None:
-            command = defaults.command(list(request.task.label_names), _ops_json(request.task))
+            command = defaults.command(
+                list(request.task.label_names), image_ops_json(request.task.image_ops)
+            )
             why = (
                 "no past task has finished attempts"
                 if not any(key != target.key for key in known.tried)
@@ -226,7 +224,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         else:
             command = dict(suggestion.command)
             command["label_names"] = list(request.task.label_names)
-            command["image_ops"] = _ops_json(request.task)
+            command["image_ops"] = image_ops_json(request.task.image_ops)
             # The source's own: its class count, and the name its weights were saved as.
             command.pop("n_labels", None)
             command.pop("model_name", None)
@@ -256,7 +254,4 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     async def FitTaskDistance(
         self, request: pb.FitTaskDistanceRequest, context: Any
     ) -> pb.FitTaskDistanceResponse:
-        distance = await self._learner.fit()
-        return pb.FitTaskDistanceResponse(
-            distance=distance_proto(distance, await self._learner.fitted_at())
-        )
+        return pb.FitTaskDistanceResponse(distance=distance_proto(await self._learner.fit()))

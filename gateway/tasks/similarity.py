@@ -17,6 +17,7 @@ class labels or similar/dissimilar pairs, not from a graded pairwise loss.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,14 +224,8 @@ def fit(
         tasks=len(tasks),
         pairs=len(pairs),
     )
-    return Distance(
-        "learned",
-        learned.features,
-        learned.means,
-        learned.scales,
-        learned.weights,
-        tasks=len(tasks),
-        pairs=len(pairs),
+    return dataclasses.replace(
+        learned,
         spearman=rank_agreement(learned, profiles, regrets),
         standardized_spearman=baseline,
     )

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import json_format
-
+from gateway.convert import image_ops_json
 from gateway.store.tasks import TaskStore
 from gateway.studies import space
 from gateway.tasks.learner import Learner, warm_plan
@@ -29,28 +28,25 @@ class WarmStarter:
 
     async def register(self, study: pb.Study) -> None:
         """Makes sure the study's task is known, so a trainer profiles it now."""
-        ops = [
-            json_format.MessageToDict(op, preserving_proto_field_name=True)
-            for op in study.base_command.image_ops
-        ]
-        await self._tasks.ensure(list(study.base_command.label_names), ops)
+        await self._tasks.ensure(
+            list(study.base_command.label_names), image_ops_json(study.base_command.image_ops)
+        )
 
     async def plan(
         self, study: pb.Study, params: Sequence[space.Parameter]
     ) -> dict[str, Any] | None:
         """The plan, or None while the study's task waits for its profile."""
-        ops = [
-            json_format.MessageToDict(op, preserving_proto_field_name=True)
-            for op in study.base_command.image_ops
-        ]
         try:
-            target = await self._tasks.ensure(list(study.base_command.label_names), ops)
+            target = await self._tasks.ensure(
+                list(study.base_command.label_names), image_ops_json(study.base_command.image_ops)
+            )
         except errors.FailedPrecondition as err:
             return _cold(str(err))
         if target.state == "PENDING":
             return None
         warm = study.warm_start
-        evaluations = await self._tasks.evaluations()
+        known = await self._learner.known()
+        evaluations = known.runs
         if warm.studies:
             try:
                 chosen = await self._tasks.study_keys(list(warm.studies))
@@ -58,11 +54,10 @@ class WarmStarter:
                 return _cold(str(err))
             ids = {i for found in chosen.values() for i in found}
             evaluations = [e for e in evaluations if e.attempt_id in ids]
-        known = await self._learner.known()
-        distance = await self._learner.distance(known)
+        fitted = await self._learner.distance(known)
         plan = warm_plan(
             known,
-            distance,
+            fitted.distance,
             target if target.state == "READY" else None,
             evaluations,
             params,
