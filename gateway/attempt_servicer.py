@@ -371,6 +371,15 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                         test_progress=tpb.TestProgress(done=event.done, total=event.total)
                     )
                     continue
+                if kind == "prognosis":
+                    prognosis = attempt_pb2.Prognosis.FromString(event.payload)
+                    if prognosis.epoch > sent:
+                        # Its epoch first (the prognosis is made after the epoch is stored).
+                        for metrics in _epochs(await self._store.epochs_after(record.id, sent)):
+                            yield pb.WatchAttemptResponse(epoch=metrics)
+                            sent = metrics.epoch
+                    yield pb.WatchAttemptResponse(prognosis=prognosis)
+                    continue
                 if kind == "epoch" and event.epoch <= sent:
                     continue  # already sent (in the backlog)
                 attempt: attempt_pb2.Attempt | None = None

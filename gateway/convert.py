@@ -84,6 +84,8 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     attempt.MergeFromString(record.losses_wire)
     if record.epochs_wire:
         attempt.MergeFromString(record.epochs_wire)
+    if record.prognosis_wire:
+        attempt.prognosis.MergeFromString(record.prognosis_wire)
     return attempt
 
 

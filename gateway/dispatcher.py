@@ -19,6 +19,7 @@ import grpc
 
 from gateway import convert
 from gateway.config import GatewayConfig
+from gateway.curves.live import Curves
 from gateway.events import Event, EventHub
 from gateway.store import AttemptStore, EpochRecord
 from gateway.store.images import ImageStore
@@ -86,10 +87,13 @@ class Dispatcher:
         images: ImageStore,
         hub: EventHub,
         pruning: Pruning,
+        curves: Curves,
     ) -> None:
         self._config = config
         # Asked after each stored epoch whether a study's trial stops there.
         self._pruning = pruning
+        # Makes each attempt's prognosis after each stored epoch.
+        self._curves = curves
         self._attempts = attempts
         self._work = work
         self._trainers = trainers
@@ -365,7 +369,9 @@ class Dispatcher:
                     stored = await self._attempts.append_epoch(claimed.id, claimed.fence, record)
                 except errors.FailedPrecondition:
                     return  # cancelled, or the lease went elsewhere: stop the trainer
-                reason = await self._prune(claimed, e.epoch) if stored else None
+                reason = await self._prognosis(claimed, command, e.epoch) if stored else None
+                if reason is None and stored:
+                    reason = await self._prune(claimed, e.epoch)
                 if reason is not None:
                     # Ending the stream stops the trainer within one batch; its epochs stay.
                     await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
@@ -426,6 +432,20 @@ class Dispatcher:
                     raise TrainerLied(f"finished with unknown outcome {f.outcome}")
                 return
         await self._ended_early(claimed)
+
+    async def _prognosis(
+        self, claimed: Claimed, command: attempt_pb2.TrainCommand, epoch: int
+    ) -> str | None:
+        """Makes the attempt's prognosis; why it stops, when it asked to stop once hopeless.
+        Like pruning, a prognosis that could not be made never fails a run."""
+        try:
+            found = await self._curves.update(claimed.id, claimed.fence)
+        except Exception:
+            log.exception("%s: prognosis after epoch %s", claimed.name, epoch)
+            return None
+        if found is None or not found.hopeless or not command.stop_when_hopeless:
+            return None
+        return f"stopped at epoch {epoch} as hopeless: {found.reason}"
 
     async def _prune(self, claimed: Claimed, epoch: int) -> str | None:
         """The pruner's decision; a decision that could not be made lets the run go on

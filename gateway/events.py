@@ -33,14 +33,15 @@ _QUEUE_DEPTH = 10_000
 
 @dataclass(frozen=True)
 class Event:
-    """What a subscriber receives: `kind` is "epoch", "status", "progress", "resync"
-    (notifications may have been missed: read what is stored) or "closing" (this gateway
-    is stopping)."""
+    """What a subscriber receives: `kind` is "epoch", "status", "progress", "prognosis",
+    "resync" (notifications may have been missed: read what is stored) or "closing" (this
+    gateway is stopping)."""
 
     kind: str
     attempt_id: int
     epoch: int = 0
-    # "epoch": the encoded `Attempt.epochs` entry; "status": the encoded Attempt.
+    # "epoch": the encoded `Attempt.epochs` entry; "status": the encoded Attempt;
+    # "prognosis": the encoded Prognosis.
     payload: bytes = b""
     done: int = 0
     total: int = 0
@@ -201,6 +202,10 @@ class EventHub:
                     self._publish(Event("epoch", attempt_id, epoch=epoch, payload=wire))
             elif kind == "status":
                 self._publish(Event("status", attempt_id, payload=await self.status_of(attempt_id)))
+            elif kind == "prognosis":
+                prognosis = await self._attempts.prognosis_wire(attempt_id)
+                if prognosis is not None:
+                    self._publish(Event("prognosis", attempt_id, payload=prognosis))
             elif kind == "progress":
                 self._publish(
                     Event("progress", attempt_id, done=int(data["done"]), total=int(data["total"]))

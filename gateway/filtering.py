@@ -4,13 +4,15 @@
     training_commands.model.layers.name : "Conv2d"          (any layer)
     (accuracy > 0.9 OR status = COMPLETE) AND NOT tags.team = "vision"
     owner IN ("alice", "bob")   name = "lenet-*"   tags.reviewed:*   accuracy IS NULL
+    prognosis.flags = "AT_CHANCE"   prognosis.hopeless = true   prognosis:*
 
 A document path becomes a SQL/JSON path over the stored `doc`, evaluated by PostgreSQL
 (lax mode, so a path through a list matches if any element does, which is what "any
 layer" means) with the `@@` and `@?` operators that the GIN index `attempts_doc_paths`
 (jsonb_path_ops) serves. The path is one bound parameter whose keys and literals are
 written with JSON's own escaping; nothing the client typed is ever spliced into SQL.
-Columns (name, status, owner, id, times, counters) compare as columns.
+Columns (name, status, owner, id, times, counters) compare as columns; `prognosis.…`
+paths read the prognosis's own JSON column the same way.
 
 Written by hand: no maintained Python library parses AIP-160 into SQL for JSONB (the
 grammar is small: a recursive-descent parser of ~150 lines is the whole of it).
@@ -213,27 +215,29 @@ class _Parser:
     def present(self, path: list[str]) -> sql.Composable:
         if path[0] in _COLUMNS:
             return sql.SQL("true")
+        column, path = _document(path)
         self.params.append(_jsonpath(path))
-        return sql.SQL("(a.doc @? %s::jsonpath)")
+        return sql.SQL("({} @? %s::jsonpath)").format(column)
 
     def compare(self, path: list[str], op: str, value: Any, at: int) -> sql.Composable:
         if path[0] in _COLUMNS:
             return self.compare_column(path, op, value, at)
+        column, path = _document(path)
         if isinstance(value, str) and "*" in value and op in ("=", "!="):
             pattern = "^" + ".*".join(re.escape(p) for p in value.split("*")) + "$"
             predicate = f"{_jsonpath(path)} ? (@ like_regex {json.dumps(pattern)})"
             self.params.append(predicate)
-            match = sql.SQL("(a.doc @? %s::jsonpath)")
+            match = sql.SQL("({} @? %s::jsonpath)").format(column)
             return match if op == "=" else sql.SQL("NOT {}").format(match)
         literal = json.dumps(value)
         if op == "!=":
             # Present and not equal (a missing field is neither = nor != a value).
             self.params += [_jsonpath(path), f"{_jsonpath(path)} == {literal}"]
-            return sql.SQL("(a.doc @? %s::jsonpath AND NOT a.doc @@ %s::jsonpath)")
+            return sql.SQL("({0} @? %s::jsonpath AND NOT {0} @@ %s::jsonpath)").format(column)
         self.params.append(f"{_jsonpath(path)} {_COMPARE[op]} {literal}")
         # The bare operator, so the GIN index serves it (NULL, "unknown", excludes the row
         # like false does; NOT wraps it in COALESCE).
-        return sql.SQL("(a.doc @@ %s::jsonpath)")
+        return sql.SQL("({} @@ %s::jsonpath)").format(column)
 
     def compare_column(self, path: list[str], op: str, value: Any, at: int) -> sql.Composable:
         if len(path) > 1:
@@ -274,6 +278,16 @@ def _single(text: str) -> str:
 
 def _shown(token: _Token) -> str:
     return "the end" if token.kind == "end" else repr(token.text[:40])
+
+
+def _document(path: list[str]) -> tuple[sql.Composable, list[str]]:
+    """The JSON column a path reads, and the path within it: `prognosis.…` reads the
+    prognosis's filter form (migration 0011), anything else the document."""
+    if path[0] == "prognosis" and len(path) > 1:
+        return sql.SQL("a.prognosis"), path[1:]
+    if path[0] == "prognosis":
+        return sql.SQL("a.prognosis"), []
+    return sql.SQL("a.doc"), path
 
 
 def _jsonpath(path: list[str]) -> str:

@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 
 from gateway import convert
 from gateway.config import Limits
+from gateway.curves.live import filter_form, of_history
 from gateway.store import EpochRecord, Imported
 from gateway.validation import WRITABLE_FIELDS, check_name, check_writable, text_problem
 from metalearn.errors import Violations
@@ -162,6 +163,14 @@ def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[I
             spec.test_result.CopyFrom(attempt.test_result)
         spec.imported = True
         stored_spec, doc = convert.stored_forms(spec)
+        prognosis = (
+            of_history(
+                [(e.epoch, e.loss, e.val_loss, e.val_accuracy) for e in epochs],
+                doc.get("training_commands") or {},
+            )
+            if epochs
+            else None
+        )
         found.append(
             Imported(
                 name=attempt.name,
@@ -172,6 +181,8 @@ def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[I
                 error=attempt.error,
                 created_at=created,
                 updated_at=updated,
+                prognosis_wire=prognosis.SerializeToString() if prognosis else None,
+                prognosis=filter_form(prognosis) if prognosis else None,
             )
         )
     v.raise_if_any()

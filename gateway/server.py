@@ -15,12 +15,15 @@ from gateway.attempt_servicer import AttemptServicer
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
 from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
 from gateway.config import GatewayConfig
+from gateway.curves.live import Curves
+from gateway.curves.servicer import CurveServicer
 from gateway.dataset_servicer import DatasetServicer
 from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.store import AttemptStore, Database, ImageStore, open_pool
+from gateway.store.curves import CurveStore
 from gateway.store.studies import StudyStore
 from gateway.store.tasks import TaskStore
 from gateway.store.tokens import TokenStore
@@ -39,6 +42,8 @@ from metalearn.tls import NO_PORT_SHARING, is_loopback, listen_on
 from metalearn.v1 import (
     attempt_service_pb2,
     attempt_service_pb2_grpc,
+    curve_service_pb2,
+    curve_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     study_service_pb2,
@@ -60,35 +65,44 @@ SERVICES = (
     token_service_pb2.DESCRIPTOR.services_by_name["TokenService"],
     study_service_pb2.DESCRIPTOR.services_by_name["StudyService"],
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    curve_service_pb2.DESCRIPTOR.services_by_name["CurveService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class Background:
     """What runs beside the server: the event hub, the dispatcher, the study driver,
-    the task profiler."""
+    the task profiler, the curve model's refits."""
 
     def __init__(
-        self, hub: EventHub, dispatcher: Dispatcher, studies: StudyDriver, profiler: TaskProfiler
+        self,
+        hub: EventHub,
+        dispatcher: Dispatcher,
+        studies: StudyDriver,
+        profiler: TaskProfiler,
+        curves: Curves,
     ) -> None:
         self.hub = hub
         self.dispatcher = dispatcher
         self.studies = studies
         self.profiler = profiler
+        self.curves = curves
         self._studies_task: asyncio.Task[None] | None = None
         self._profiler_task: asyncio.Task[None] | None = None
+        self._curves_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.hub.start()
         await self.dispatcher.start()
         self._studies_task = asyncio.create_task(self.studies.run(), name="studies")
         self._profiler_task = asyncio.create_task(self.profiler.run(), name="task-profiler")
+        self._curves_task = asyncio.create_task(self.curves.run(), name="curve-refits")
 
     async def stop(self) -> None:
         # Watchers first: they reconnect (with from_epoch) to a replica that stays,
         # instead of holding this one's drain for its whole grace period.
         self.hub.end_watches()
-        for task in (self._studies_task, self._profiler_task):
+        for task in (self._studies_task, self._profiler_task, self._curves_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -157,6 +171,8 @@ async def create_server(
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
         StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
     )
+    curves = Curves(CurveStore(pool))
+    curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await _follow_database(pool, health)
@@ -166,8 +182,10 @@ async def create_server(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     port = listen_on(server, config.listen, config.tls)
-    dispatcher = Dispatcher(config, attempts, work, trainers, images, hub, Pruning(studies))
-    return server, port, Background(hub, dispatcher, driver, profiler)
+    dispatcher = Dispatcher(
+        config, attempts, work, trainers, images, hub, Pruning(studies, curves), curves
+    )
+    return server, port, Background(hub, dispatcher, driver, profiler, curves)
 
 
 async def _follow_database(database: Database, health: AsyncHealthServicer) -> None:

@@ -262,6 +262,10 @@ def check_train_command(
     _bounded(v, f"{field}.batch_size", cmd.batch_size, 0, limits.max_batch_size)
     _bounded(v, f"{field}.n_epoch", cmd.n_epoch, 0, limits.max_epochs)
     _bounded(v, f"{field}.n_labels", cmd.n_labels, 0, limits.max_labels)
+    if not (math.isfinite(cmd.hopeless_below) and 0.0 <= cmd.hopeless_below <= 1.0):
+        v.add(f"{field}.hopeless_below", "must be an accuracy between 0 and 1")
+    elif cmd.hopeless_below and not cmd.stop_when_hopeless:
+        v.add(f"{field}.hopeless_below", "takes effect only with stop_when_hopeless: set it")
     if cmd.model_name:
         check_name(v, f"{field}.model_name", cmd.model_name)
     _check_labels(v, f"{field}.label_names", cmd.label_names, limits)

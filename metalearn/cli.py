@@ -16,6 +16,7 @@ import grpc
 
 from metalearn import (
     changes_cli,
+    curve_cli,
     documents,
     history_cli,
     runs,
@@ -26,7 +27,7 @@ from metalearn import (
     tls,
 )
 from metalearn.client import MetalearnError, status_text, translate
-from metalearn.runs import CliError, client_for, print_attempt, print_json
+from metalearn.runs import CliError, client_for, print_attempt, print_json, prognosis_short
 from metalearn.v1 import dataset_service_pb2
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -98,15 +99,16 @@ def cmd_attempts_list(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'ID':>5}  {'NAME':<32} {'STATUS':<11} {'EPOCHS':>7} {'LAST LOSS':>10}"
-        f" {'ACCURACY':>9}  UPDATED"
+        f" {'ACCURACY':>9}  {'UPDATED':<19}  PROGNOSIS"
     )
     for a in attempts:
         last = f"{a.training_losses[-1]:.4f}" if a.training_losses else "-"
         acc = f"{a.accuracy:.3f}" if a.HasField("test_result") or a.accuracy else "-"
         updated = a.update_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        prognosis = prognosis_short(a.prognosis if a.HasField("prognosis") else None)
         print(
             f"{a.id:>5}  {a.name:<32} {status_text(a.status):<11}"
-            f" {len(a.training_losses):>7} {last:>10} {acc:>9}  {updated}"
+            f" {len(a.training_losses):>7} {last:>10} {acc:>9}  {updated}  {prognosis}"
         )
     return 0
 
@@ -406,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_commands(sub, common)
     study_cli.add_commands(sub, common)
     task_cli.add_commands(sub, common)
+    curve_cli.add_commands(sub, common)
     security_cli.add_commands(sub, common)
     stack.add_command(sub)
     return parser

@@ -36,6 +36,8 @@ from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2,
     attempt_service_pb2_grpc,
+    curve_service_pb2,
+    curve_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
     study_service_pb2,
@@ -217,6 +219,7 @@ class Client:
         self._tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
         self._studies = study_service_pb2_grpc.StudyServiceStub(self._channel)
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._curves = curve_service_pb2_grpc.CurveServiceStub(self._channel)
         self._timeout = timeout
 
     def __enter__(self) -> Client:
@@ -339,9 +342,10 @@ class Client:
 
     def watch(
         self, name: str, from_epoch: int = 0
-    ) -> Iterator[Attempt | EpochMetrics | TestProgress]:
-        """The attempt first, then each epoch, each status change (an Attempt) and test
-        progress, until a terminal state. Resume with `from_epoch` = the last epoch seen."""
+    ) -> Iterator[Attempt | EpochMetrics | TestProgress | attempt_pb2.Prognosis]:
+        """The attempt first, then each epoch, each new prognosis, each status change (an
+        Attempt) and test progress, until a terminal state. Resume with `from_epoch` = the
+        last epoch seen."""
         request = pb.WatchAttemptRequest(name=name, from_epoch=from_epoch)
         try:
             for event in self._attempts.WatchAttempt(request):
@@ -519,6 +523,23 @@ class Client:
         history keeps the standardized one."""
         reply = self._call(self._tasks.FitTaskDistance, task_service_pb2.FitTaskDistanceRequest())
         result: task_service_pb2.TaskDistance = reply.distance
+        return result
+
+    # The curve model.
+    def fit_curve_model(self, timeout: float = 600.0) -> curve_service_pb2.CurveModel:
+        """Fits a new version of the curve model now (admins only; up to a minute or so on
+        a large store); FailedPreconditionError saying how much data there is when there
+        is too little."""
+        reply = self._call(
+            self._curves.FitCurveModel, curve_service_pb2.FitCurveModelRequest(), timeout
+        )
+        result: curve_service_pb2.CurveModel = reply.model
+        return result
+
+    def curve_model(self) -> curve_service_pb2.CurveModel:
+        """The newest curve model and its quality; NotFoundError (with why) when none."""
+        reply = self._call(self._curves.GetCurveModel, curve_service_pb2.GetCurveModelRequest())
+        result: curve_service_pb2.CurveModel = reply.model
         return result
 
     # Tokens (admins only).

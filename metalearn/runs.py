@@ -88,6 +88,38 @@ def answer(args: argparse.Namespace, value: Any, text: str) -> int:
     return 0
 
 
+def _flag_name(kind: int) -> str:
+    return attempt_pb2.CurveFlagKind.Name(kind).removeprefix("CURVE_FLAG_KIND_")  # type: ignore[arg-type]
+
+
+def prognosis_short(p: attempt_pb2.Prognosis | None) -> str:
+    """A prognosis in a table cell: flags, hopeless, and the predicted final accuracy."""
+    if p is None:
+        return "-"
+    parts = [_flag_name(f.kind).lower().replace("_", "-") for f in p.flags]
+    if p.hopeless:
+        parts.append("hopeless")
+    if p.predicted:
+        parts.append(f"->{p.final_val_accuracy:.3f}")
+    return " ".join(parts) or "ok"
+
+
+def prognosis_text(p: attempt_pb2.Prognosis) -> str:
+    """A prognosis in words: the predicted final validation accuracy with its interval
+    (or why there is none), each rule that fired, and whether it is hopeless."""
+    if p.predicted:
+        said = (
+            f"final val accuracy {p.final_val_accuracy:.3f} (80% {p.final_val_accuracy_low:.3f}"
+            f"-{p.final_val_accuracy_high:.3f}, curve model v{p.model_version})"
+        )
+    else:
+        said = f"no prediction ({p.note})" if p.note else "no prediction"
+    flags = [f"{_flag_name(f.kind).lower().replace('_', ' ')} since epoch {f.since_epoch}"
+             for f in p.flags]  # fmt: skip
+    hopeless = [f"HOPELESS: {p.hopeless_reason}"] if p.hopeless else []
+    return f"prognosis after epoch {p.epoch}: " + "; ".join([said, *flags, *hopeless])
+
+
 def print_attempt(attempt: attempt_pb2.Attempt, as_json: bool, full: bool = False) -> None:
     """An attempt as a line (status, epochs, last loss, accuracy), with --full a row per
     epoch; or its document."""
@@ -104,6 +136,8 @@ def print_attempt(attempt: attempt_pb2.Attempt, as_json: bool, full: bool = Fals
     print(line)
     if attempt.error:
         print(f"  error: {attempt.error}")
+    if attempt.HasField("prognosis"):
+        print(f"  {prognosis_text(attempt.prognosis)}")
     if full:
         _print_epochs(attempt)
 
@@ -128,6 +162,10 @@ def _print_epochs(attempt: attempt_pb2.Attempt) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     name, command = load_command(args.file, args.name)
+    if args.stop_when_hopeless:
+        command.stop_when_hopeless = True
+    if args.hopeless_below is not None:
+        command.hopeless_below = args.hopeless_below
     with client_for(args) as client:
         if not args.overwrite:
             _refuse_overwrite(client, name)
@@ -276,8 +314,11 @@ class _Progress:
         # A finished attempt's state is printed after its epochs, not before.
         self.final: attempt_pb2.Attempt | None = None
         self.bar = False
+        self.line = ""  # the latest epoch's bar
 
-    def event(self, event: attempt_pb2.Attempt | EpochMetrics | TestProgress) -> None:
+    def event(
+        self, event: attempt_pb2.Attempt | EpochMetrics | TestProgress | attempt_pb2.Prognosis
+    ) -> None:
         if isinstance(event, attempt_pb2.Attempt):
             kind = "snapshot" if self.snapshot else "status"
             self.snapshot = False
@@ -297,13 +338,20 @@ class _Progress:
                 return
             width, total = 20, max(self.n_epoch, event.epoch, 1)
             filled = width * event.epoch // total
-            line = (
+            self.line = (
                 f"[{'#' * filled}{'.' * (width - filled)}] epoch {event.epoch}/{self.n_epoch}"
                 f"  loss {event.loss:.4f}  val loss {event.val_loss:.4f}"
                 f"  val accuracy {event.val_accuracy:.3f}"
             )
-            print(f"\r{line}" if self.tty else line, end="" if self.tty else "\n", flush=True)
-            self.bar = self.tty
+            self._bar(self.line)
+        elif isinstance(event, attempt_pb2.Prognosis):
+            if self.as_json:
+                self._json({"event": "prognosis", "name": self.name, **documents.plain(event)})
+            elif self.tty:
+                # The bar gains where the run is heading, redrawn in place.
+                self._bar(f"{self.line}  {prognosis_short(event)}")
+            else:
+                print(f"  {prognosis_text(event)}", flush=True)
         elif self.as_json:
             self._json({"event": "test_progress", "name": self.name, **documents.plain(event)})
         else:
@@ -311,6 +359,13 @@ class _Progress:
 
     def _json(self, value: dict[str, Any]) -> None:
         print(json.dumps(value), flush=True)
+
+    def _bar(self, line: str) -> None:
+        if self.tty:
+            print(f"\r\x1b[K{line}", end="", flush=True)  # ESC[K: clear a longer old line
+        else:
+            print(line, flush=True)
+        self.bar = self.tty
 
     def _line(self, text: str) -> None:
         """A line of its own, after a bar redrawn in place."""
@@ -359,6 +414,19 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--file", required=True, help="a TrainCommand, or a prototype document")
     train.add_argument("--name", help="the attempt's name (default: the document's)")
     train.add_argument("--follow", action="store_true", help="watch it until it stops")
+    train.add_argument(
+        "--stop-when-hopeless",
+        action="store_true",
+        help="stop it (PRUNED) as soon as its prognosis is hopeless: at chance, diverging,"
+        " or predicted to end low",
+    )
+    train.add_argument(
+        "--hopeless-below",
+        type=float,
+        metavar="ACCURACY",
+        help="with --stop-when-hopeless: also stop when the curve model is confident the"
+        " final validation accuracy stays below this",
+    )
     train.add_argument(
         "--overwrite", action="store_true", help="train a name that has epochs or results again"
     )

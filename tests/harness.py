@@ -61,7 +61,7 @@ def truncate(database_url: str) -> None:
             with psycopg.connect(database_url) as conn:
                 conn.execute(
                     "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts, studies,"
-                    " tasks, task_distance RESTART IDENTITY CASCADE"
+                    " tasks, task_distance, curve_models RESTART IDENTITY CASCADE"
                 )
             return
         except psycopg.errors.DeadlockDetected:

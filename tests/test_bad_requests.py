@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from typing import Any
 
@@ -12,7 +13,12 @@ from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metalearn.v1 import attempt_pb2, token_service_pb2_grpc, trainer_registry_service_pb2_grpc
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2_grpc,
+    token_service_pb2_grpc,
+    trainer_registry_service_pb2_grpc,
+)
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import dataset_service_pb2 as dpb
 from metalearn.v1 import token_service_pb2 as kpb
@@ -436,6 +442,40 @@ def test_task_requests(channel, gateway, labels, op, fingerprint, limit, page_si
 
 @SETTINGS
 @given(
+    path=st.one_of(st.text(max_size=30), st.sampled_from(["flags", "hopeless", "epoch", ""])),
+    op=st.sampled_from(["=", "!=", "<", ">=", ":", " IN ", " IS "]),
+    value=st.one_of(st.text(max_size=20), st.floats(), st.booleans(), st.just("NULL")),
+    below=st.floats(allow_nan=True, allow_infinity=True),
+    stop=st.booleans(),
+)
+def test_curve_requests(channel, gateway, stored, path, op, value, below, stop) -> None:
+    """Prognosis filters, hopeless thresholds and the curve model's RPCs: a client's
+    status (or an answer), never UNKNOWN or INTERNAL, and nothing stored changes."""
+    from metalearn.v1 import curve_service_pb2 as cpb
+    from metalearn.v1 import curve_service_pb2_grpc
+
+    stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+    literal = json.dumps(value) if not isinstance(value, float) else repr(value)
+    request = apb.ListAttemptsRequest(filter=f"prognosis.{path}{op}{literal}")
+    assert call_code(stub.ListAttempts, request) not in NEVER
+    command = apb.TrainRequest(name="keep-me").command
+    command.label_names.append("keep")
+    command.n_epoch = 1
+    command.hopeless_below = below
+    command.stop_when_hopeless = stop
+    if not (0 <= below <= 1) or (below and not stop):
+        code = call_code(stub.Train, apb.TrainRequest(name="hopeless", command=command))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    curves = curve_service_pb2_grpc.CurveServiceStub(channel)
+    assert call_code(curves.GetCurveModel, cpb.GetCurveModelRequest()) == grpc.StatusCode.NOT_FOUND
+    assert call_code(curves.FitCurveModel, cpb.FitCurveModelRequest()) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert snapshot(gateway.database_url) == stored
+
+
+@SETTINGS
+@given(
     name=st.one_of(st.text(max_size=80), st.just("ok\n"), st.just("a" * 65)),
     role=st.integers(-3, 9),
     days=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 3651.0])),
@@ -505,16 +545,19 @@ def test_every_rpc_is_fuzzed() -> None:
         "FindSimilarTasks",
         "SuggestCommand",
         "FitTaskDistance",
+        "FitCurveModel",
+        "GetCurveModel",
         # In tests/test_trainer.py, beside the trainer they need (Train and Test too):
         "GetTrainerInfo",
         "Interrupt",
     }
     rpcs: set[str] = set()
+    from metalearn.v1 import curve_service_pb2 as cpb
     from metalearn.v1 import study_service_pb2 as spb
     from metalearn.v1 import task_service_pb2 as xpb
 
     for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR, rpb.DESCRIPTOR, kpb.DESCRIPTOR,
-                 spb.DESCRIPTOR, xpb.DESCRIPTOR):  # fmt: skip
+                 spb.DESCRIPTOR, xpb.DESCRIPTOR, cpb.DESCRIPTOR):  # fmt: skip
         for service in desc.services_by_name.values():
             rpcs |= {m.name for m in service.methods}
     assert rpcs - covered == set()

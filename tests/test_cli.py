@@ -357,3 +357,28 @@ def test_ctrl_c_on_watch_exits_130_and_says_how_to_go_on(gateway, tmp_path) -> N
         "metalearn: stopped watching; waiting goes on (queued). Watch it again: metalearn"
         " watch waiting --from-epoch 0; stop it: metalearn cancel waiting\n"
     )
+
+
+def test_follow_shows_each_prognosis_and_list_has_a_column(capsys) -> None:
+    training = S.Attempt(name="a", status=S.ATTEMPT_STATUS_TRAINING, n_epoch=4)
+    p = S.Prognosis(epoch=1, predicted=True, final_val_accuracy=0.91, model_version=2,
+                    final_val_accuracy_low=0.85, final_val_accuracy_high=0.95)  # fmt: skip
+    chance = S.Prognosis(epoch=2, hopeless=True, hopeless_reason="at chance since epoch 1",
+                         note="no curve model fitted yet")  # fmt: skip
+    chance.flags.add(kind=S.CURVE_FLAG_KIND_AT_CHANCE, since_epoch=1)
+    done = S.Attempt(name="a", status=S.ATTEMPT_STATUS_PRUNED, n_epoch=4, error="hopeless")
+    client = FakeClient(training, epoch(1), p, epoch(2), chance, done)
+    runs.follow(client, "a", 0, seen=S.ATTEMPT_STATUS_TRAINING)  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "  prognosis after epoch 1: final val accuracy 0.910 (80% 0.850-0.950, curve model v2)"
+    )
+    assert lines[3] == (
+        "  prognosis after epoch 2: no prediction (no curve model fitted yet); at chance since"
+        " epoch 1; HOPELESS: at chance since epoch 1"
+    )
+    assert runs.prognosis_short(chance) == "at-chance hopeless"
+    assert runs.prognosis_short(p) == "->0.910" and runs.prognosis_short(None) == "-"
+    runs.follow(FakeClient(training, epoch(1), p, done), "a", 0, as_json=True)  # type: ignore[arg-type]
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[2]["event"] == "prognosis" and events[2]["final_val_accuracy"] == 0.91

@@ -299,6 +299,7 @@ def test_the_cli_trains_follows_tests_and_downloads(stack: Stack, tmp_path: Path
         "LOSS",
         "ACCURACY",
         "UPDATED",
+        "PROGNOSIS",
     ]
     mine = next(row.split() for row in rows if row.split()[1] == "by-cli")  # (by-client too)
     assert mine[1:4] == ["by-cli", "complete", "10"]

@@ -52,6 +52,7 @@ _TR = "/metalearn.v1.TrainerRegistryService/"
 _TS = "/metalearn.v1.TokenService/"
 _SS = "/metalearn.v1.StudyService/"
 _KS = "/metalearn.v1.TaskService/"
+_CS = "/metalearn.v1.CurveService/"
 
 # Ownership of an attempt is checked by the store, inside the statement that changes
 # it: a writer passes this table for any attempt, then the row decides.
@@ -93,6 +94,9 @@ POLICY: dict[str, frozenset[Role]] = {
     _KS + "FindSimilarTasks": READ,
     _KS + "SuggestCommand": READ,
     _KS + "FitTaskDistance": ADMIN,
+    # A fit costs the gateway up to a minute of CPU: admins only.
+    _CS + "FitCurveModel": ADMIN,
+    _CS + "GetCurveModel": READ,
 }
 
 

@@ -70,6 +70,8 @@ class AttemptRecord:
     owner: str = ""
     # The value of ListQuery.sort_key (a listing in Order.FIELD only; None: no number).
     sort_key: float | None = None
+    # The newest `Attempt.prognosis`, encoded (None: none made yet).
+    prognosis_wire: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class Imported:
     # When it was made and last changed there (None: now).
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    # Its prognosis from the rules (None: no epochs), encoded and in filter form.
+    prognosis_wire: bytes | None = None
+    prognosis: dict[str, Any] | None = None
 
 
 class Order(Enum):
@@ -136,7 +141,8 @@ _EPOCHS_WIRE = sql.SQL(
 # `doc` is decoded only for rows without `spec`: JSONB parsing is most of a read's cost.
 _COLUMNS = sql.SQL(
     "a.id, a.name, a.status, a.created_at, a.updated_at, a.current_epoch,"
-    " a.restart_count, a.trainer, a.error, a.owner, a.spec, CASE WHEN a.spec IS NULL THEN a.doc END"
+    " a.restart_count, a.trainer, a.error, a.owner, a.prognosis_wire, a.spec,"
+    " CASE WHEN a.spec IS NULL THEN a.doc END"
     " AS doc, {} AS accuracy_key"
 ).format(_ACCURACY)
 _EPOCH_COLUMNS = "epoch, loss, learning_rate, seconds, samples_per_second, val_loss, val_accuracy"
@@ -169,6 +175,7 @@ def _record(row: dict[str, Any]) -> AttemptRecord:
         epochs_wire=row.get("epochs_wire"),
         owner=row["owner"],
         sort_key=row.get("sort_key"),
+        prognosis_wire=row.get("prognosis_wire"),
     )
 
 
@@ -232,8 +239,9 @@ class AttemptStore:
         A retry of `request` returns what the first call stored."""
         insert = sql.SQL(
             "INSERT INTO attempts AS a (name, status, spec, doc, owner, error, current_epoch,"
-            " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()),"
-            " COALESCE(%s, COALESCE(%s, now()))) {} RETURNING a.id"
+            " created_at, updated_at, prognosis_wire, prognosis) VALUES (%s, %s, %s, %s, %s,"
+            " %s, %s, COALESCE(%s, now()), COALESCE(%s, COALESCE(%s, now())), %s, %s) {}"
+            " RETURNING a.id"
         ).format(sql.SQL("ON CONFLICT (name) DO NOTHING" if skip_existing else ""))
         epochs = (
             f"INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS}) SELECT %s, * FROM"  # noqa: S608 - constant columns
@@ -257,6 +265,8 @@ class AttemptStore:
                                     item.name, item.status, item.spec, Jsonb(item.doc), owner,
                                     item.error, max((e.epoch for e in item.epochs), default=0),
                                     item.created_at, item.updated_at, item.created_at,
+                                    item.prognosis_wire,
+                                    Jsonb(item.prognosis) if item.prognosis is not None else None,
                                 ),
                             )  # fmt: skip
                             row = await cur.fetchone()
@@ -537,6 +547,16 @@ class AttemptStore:
                 )
                 row = await cur.fetchone()
         return bytes(row[0]) if row and row[0] is not None else b""
+
+    async def prognosis_wire(self, attempt_id: int) -> bytes | None:
+        """The attempt's newest prognosis, encoded (what the hub sends its watchers)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT prognosis_wire FROM attempts WHERE id = %s", (attempt_id,)
+                )
+                row = await cur.fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
 
     async def append_epoch(self, attempt_id: int, fence: int, epoch: EpochRecord) -> bool:
         """Records one epoch exactly once, if `fence` is still the attempt's claim count

@@ -127,7 +127,8 @@ class WorkStore:
                         " work = 'train',"
                         " queued_at = now(), updated_at = now(), current_epoch = 0, failures = 0,"
                         " lost_leases = 0, restart_count = 0,"
-                        " error = '', trainer = '' WHERE id = %s",
+                        " error = '', trainer = '', prognosis = NULL, prognosis_wire = NULL"
+                        " WHERE id = %s",
                         (spec, Jsonb(doc), attempt_id),
                     )
                 await remember(conn, request, attempt_id)

@@ -26,6 +26,8 @@ from optuna.pruners import (
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState, create_trial
 
+from gateway.curves.live import Curves
+from gateway.curves.pruner import LearnedPruner
 from gateway.store.studies import StudyStore, TrialRecord
 from gateway.studies import arguments, model
 from metalearn.errors import Violations
@@ -58,6 +60,12 @@ PRUNER_ARGS: dict[str, dict[str, str]] = {
         "bootstrap_count": arguments.COUNT,
     },
     "wilcoxon": {"p_threshold": arguments.NUMBER, "n_startup_steps": arguments.COUNT},
+    # metalearn's own (gateway/curves/pruner.py), not Optuna's: it reads the curve model.
+    "learned": {
+        "min_epoch": arguments.POSITIVE,
+        "n_startup_trials": arguments.COUNT,
+        "margin": arguments.NUMBER,
+    },
 }
 
 
@@ -79,7 +87,20 @@ def make(name: str, args: dict[str, Any], n_epoch: int) -> BasePruner:
     return NopPruner()
 
 
-def check(v: Violations, field: str, name: str, args: dict[str, Any], n_epoch: int) -> None:
+def learned(args: dict[str, Any]) -> LearnedPruner:
+    """The learned pruner with a study's arguments (checked by `check`)."""
+    kwargs = arguments.convert(args, PRUNER_ARGS["learned"])
+    return LearnedPruner(**kwargs)
+
+
+def check(
+    v: Violations,
+    field: str,
+    name: str,
+    args: dict[str, Any],
+    n_epoch: int,
+    maximize: bool = True,
+) -> None:
     """Refuses an unknown pruner or argument, naming it; Optuna's own checks of the
     values (a reduction factor of 1, a percentile of 120) are said as they are."""
     allowed = PRUNER_ARGS.get(name)
@@ -87,6 +108,14 @@ def check(v: Violations, field: str, name: str, args: dict[str, Any], n_epoch: i
         v.add(f"{field}.name", f"unknown pruner {name!r}; use one of {sorted(PRUNER_ARGS)}")
         return
     ok = arguments.check(v, field, name, args, allowed)
+    if name == "learned":
+        if not maximize:
+            v.add(f"{field}.name", "the learned pruner predicts validation accuracy: use an"
+                  " accuracy objective")  # fmt: skip
+        margin = args.get("margin", 0.0)
+        if ok and not (isinstance(margin, int | float) and -1.0 <= margin <= 1.0):
+            v.add(f"{field}.args.margin", "between -1 and 1 (an accuracy)")
+        return
     if ok:
         try:
             make(name, args, n_epoch)
@@ -97,8 +126,10 @@ def check(v: Violations, field: str, name: str, args: dict[str, Any], n_epoch: i
 class Pruning:
     """Decides, for the dispatcher, whether a study's trial stops after an epoch."""
 
-    def __init__(self, studies: StudyStore) -> None:
+    def __init__(self, studies: StudyStore, curves: Curves | None = None) -> None:
         self._studies = studies
+        # The learned pruner's model (None: a replay without one lets every trial run).
+        self._curves = curves
 
     async def decide(self, attempt_id: int, epoch: int) -> str | None:
         """Why the attempt should stop now (None: it goes on, or is no study's trial)."""
@@ -114,6 +145,8 @@ class Pruning:
         current = next((t for t in trials if t.number == number), None)
         if current is None:
             return None
+        if name == "learned":
+            return await self._learned(study, trials, attempt_id, epoch)
         pruner = make(name, plain_struct(study.pruner.args), _epochs(study))
         prune, state = decide(record.name, study, pruner, trials, number)
         if state:
@@ -124,6 +157,20 @@ class Pruning:
         metric = "validation accuracy" if model.maximize(study) else "validation loss"
         shown = f" ({metric} {points[max(points)]:.4f})" if points else ""
         return f"pruned at epoch {epoch} by the {name} pruner{shown}"
+
+    async def _learned(
+        self, study: pb.Study, trials: Sequence[TrialRecord], attempt_id: int, epoch: int
+    ) -> str | None:
+        if self._curves is None:
+            return None
+        outcomes = [model.outcome(study, t) for t in trials]
+        values = [o.value for o in outcomes
+                  if o.state == TrialState.COMPLETE and o.value is not None]  # fmt: skip
+        best = max(values) if values else None
+        why = await self._curves.prune(
+            attempt_id, learned(plain_struct(study.pruner.args)), best, len(values)
+        )
+        return f"pruned at epoch {epoch} by the learned pruner: {why}" if why else None
 
 
 def _epochs(study: pb.Study) -> int:

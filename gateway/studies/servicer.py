@@ -126,6 +126,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             study.pruner.name or "none",
             plain_struct(study.pruner.args),
             study.base_command.n_epoch,
+            model.maximize(study),
         )
         if study.HasField("warm_start"):
             _check_warm(v, study)

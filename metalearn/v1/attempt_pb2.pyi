@@ -23,6 +23,14 @@ class AttemptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_STATUS_FAILED: _ClassVar[AttemptStatus]
     ATTEMPT_STATUS_CANCELLED: _ClassVar[AttemptStatus]
     ATTEMPT_STATUS_PRUNED: _ClassVar[AttemptStatus]
+
+class CurveFlagKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CURVE_FLAG_KIND_UNSPECIFIED: _ClassVar[CurveFlagKind]
+    CURVE_FLAG_KIND_NON_FINITE: _ClassVar[CurveFlagKind]
+    CURVE_FLAG_KIND_AT_CHANCE: _ClassVar[CurveFlagKind]
+    CURVE_FLAG_KIND_DIVERGING: _ClassVar[CurveFlagKind]
+    CURVE_FLAG_KIND_OVERFITTING: _ClassVar[CurveFlagKind]
 ATTEMPT_STATUS_UNSPECIFIED: AttemptStatus
 ATTEMPT_STATUS_INCOMPLETE: AttemptStatus
 ATTEMPT_STATUS_QUEUED: AttemptStatus
@@ -33,6 +41,11 @@ ATTEMPT_STATUS_COMPLETE: AttemptStatus
 ATTEMPT_STATUS_FAILED: AttemptStatus
 ATTEMPT_STATUS_CANCELLED: AttemptStatus
 ATTEMPT_STATUS_PRUNED: AttemptStatus
+CURVE_FLAG_KIND_UNSPECIFIED: CurveFlagKind
+CURVE_FLAG_KIND_NON_FINITE: CurveFlagKind
+CURVE_FLAG_KIND_AT_CHANCE: CurveFlagKind
+CURVE_FLAG_KIND_DIVERGING: CurveFlagKind
+CURVE_FLAG_KIND_OVERFITTING: CurveFlagKind
 
 class Model(_message.Message):
     __slots__ = ("layers", "name")
@@ -81,7 +94,7 @@ class ImageOp(_message.Message):
     def __init__(self, resize: _Optional[_Union[Resize, _Mapping]] = ..., convert: _Optional[_Union[Convert, _Mapping]] = ..., center_crop: _Optional[_Union[CenterCrop, _Mapping]] = ..., grayscale: _Optional[_Union[Grayscale, _Mapping]] = ...) -> None: ...
 
 class TrainCommand(_message.Message):
-    __slots__ = ("batch_size", "criterion", "image_ops", "label_names", "model", "model_name", "n_epoch", "n_labels", "optimizer", "target_transform", "transform", "scheduler", "seed")
+    __slots__ = ("batch_size", "criterion", "image_ops", "label_names", "model", "model_name", "n_epoch", "n_labels", "optimizer", "target_transform", "transform", "scheduler", "seed", "stop_when_hopeless", "hopeless_below")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     CRITERION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_OPS_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +108,8 @@ class TrainCommand(_message.Message):
     TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    STOP_WHEN_HOPELESS_FIELD_NUMBER: _ClassVar[int]
+    HOPELESS_BELOW_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     criterion: _struct_pb2.Struct
     image_ops: _containers.RepeatedCompositeFieldContainer[ImageOp]
@@ -108,7 +123,9 @@ class TrainCommand(_message.Message):
     transform: _struct_pb2.Struct
     scheduler: _struct_pb2.Struct
     seed: int
-    def __init__(self, batch_size: _Optional[int] = ..., criterion: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image_ops: _Optional[_Iterable[_Union[ImageOp, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., model_name: _Optional[str] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., target_transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., scheduler: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    stop_when_hopeless: bool
+    hopeless_below: float
+    def __init__(self, batch_size: _Optional[int] = ..., criterion: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image_ops: _Optional[_Iterable[_Union[ImageOp, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., model_name: _Optional[str] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., target_transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., scheduler: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., stop_when_hopeless: _Optional[bool] = ..., hopeless_below: _Optional[float] = ...) -> None: ...
 
 class TestCommand(_message.Message):
     __slots__ = ("criterion", "ids", "image_ops", "label_names", "limit", "model", "model_name", "n_labels", "target_transform", "transform")
@@ -205,8 +222,42 @@ class StudyTrial(_message.Message):
     seeded_by_attempt_id: int
     def __init__(self, study: _Optional[str] = ..., number: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seeded_by_attempt_id: _Optional[int] = ...) -> None: ...
 
+class CurveFlag(_message.Message):
+    __slots__ = ("kind", "since_epoch", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SINCE_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: CurveFlagKind
+    since_epoch: int
+    detail: str
+    def __init__(self, kind: _Optional[_Union[CurveFlagKind, str]] = ..., since_epoch: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Prognosis(_message.Message):
+    __slots__ = ("epoch", "flags", "predicted", "final_val_accuracy", "final_val_accuracy_low", "final_val_accuracy_high", "model_version", "note", "hopeless", "hopeless_reason")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    FINAL_VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    FINAL_VAL_ACCURACY_LOW_FIELD_NUMBER: _ClassVar[int]
+    FINAL_VAL_ACCURACY_HIGH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    HOPELESS_FIELD_NUMBER: _ClassVar[int]
+    HOPELESS_REASON_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    flags: _containers.RepeatedCompositeFieldContainer[CurveFlag]
+    predicted: bool
+    final_val_accuracy: float
+    final_val_accuracy_low: float
+    final_val_accuracy_high: float
+    model_version: int
+    note: str
+    hopeless: bool
+    hopeless_reason: str
+    def __init__(self, epoch: _Optional[int] = ..., flags: _Optional[_Iterable[_Union[CurveFlag, _Mapping]]] = ..., predicted: _Optional[bool] = ..., final_val_accuracy: _Optional[float] = ..., final_val_accuracy_low: _Optional[float] = ..., final_val_accuracy_high: _Optional[float] = ..., model_version: _Optional[int] = ..., note: _Optional[str] = ..., hopeless: _Optional[bool] = ..., hopeless_reason: _Optional[str] = ...) -> None: ...
+
 class Attempt(_message.Message):
-    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial")
+    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +288,7 @@ class Attempt(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     TRIAL_FIELD_NUMBER: _ClassVar[int]
+    PROGNOSIS_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     training_commands: TrainCommand
@@ -260,4 +312,5 @@ class Attempt(_message.Message):
     owner: str
     imported: bool
     trial: StudyTrial
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ...) -> None: ...
+    prognosis: Prognosis
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ...) -> None: ...

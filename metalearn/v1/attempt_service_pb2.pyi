@@ -191,16 +191,18 @@ class WatchAttemptRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., from_epoch: _Optional[int] = ...) -> None: ...
 
 class WatchAttemptResponse(_message.Message):
-    __slots__ = ("snapshot", "epoch", "status", "test_progress")
+    __slots__ = ("snapshot", "epoch", "status", "test_progress", "prognosis")
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TEST_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PROGNOSIS_FIELD_NUMBER: _ClassVar[int]
     snapshot: _attempt_pb2.Attempt
     epoch: _attempt_pb2.EpochMetrics
     status: _attempt_pb2.Attempt
     test_progress: _trainer_service_pb2.TestProgress
-    def __init__(self, snapshot: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., epoch: _Optional[_Union[_attempt_pb2.EpochMetrics, _Mapping]] = ..., status: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., test_progress: _Optional[_Union[_trainer_service_pb2.TestProgress, _Mapping]] = ...) -> None: ...
+    prognosis: _attempt_pb2.Prognosis
+    def __init__(self, snapshot: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., epoch: _Optional[_Union[_attempt_pb2.EpochMetrics, _Mapping]] = ..., status: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ..., test_progress: _Optional[_Union[_trainer_service_pb2.TestProgress, _Mapping]] = ..., prognosis: _Optional[_Union[_attempt_pb2.Prognosis, _Mapping]] = ...) -> None: ...
 
 class CancelAttemptRequest(_message.Message):
     __slots__ = ("name", "id")

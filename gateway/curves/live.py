@@ -1,0 +1,346 @@
+"""The gateway's side of curves: a prognosis after every stored epoch, the learned
+pruner's decisions, and the curve model's fits (on request, and in the background when
+enough new runs have finished).
+
+One per gateway. Replicas share the model through the store: each loads the newest
+version when it appears (checked every few seconds, not per epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from gateway.curves import model as curve_model
+from gateway.curves import rules
+from gateway.curves.features import Run
+from gateway.curves.prognosis import Assessment, assess
+from gateway.curves.pruner import LearnedPruner
+from gateway.store.curves import CurveRow, CurveStore, ModelRow
+from metalearn import errors
+from metalearn.v1 import attempt_pb2, curve_service_pb2
+
+log = logging.getLogger(__name__)
+
+# How often a replica looks for a newer model version, and for enough new runs to refit.
+_RECHECK_SECONDS = 5.0
+REFIT_CHECK_SECONDS = 30.0
+# Refit once this many runs finished since the last fit (or a quarter more, if larger).
+REFIT_NEW_RUNS = 20
+# Attempts from before prognoses given one per batch.
+_BACKFILL = 200
+
+_KINDS = {
+    "NON_FINITE": attempt_pb2.CURVE_FLAG_KIND_NON_FINITE,
+    "AT_CHANCE": attempt_pb2.CURVE_FLAG_KIND_AT_CHANCE,
+    "DIVERGING": attempt_pb2.CURVE_FLAG_KIND_DIVERGING,
+    "OVERFITTING": attempt_pb2.CURVE_FLAG_KIND_OVERFITTING,
+}
+
+
+def _number(x: Any, default: float = math.nan) -> float:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else default
+
+
+def run_of(
+    command: Mapping[str, Any],
+    n_epoch: int,
+    points: list[rules.Point],
+    profile: Mapping[str, float],
+    learning_rate: float = math.nan,
+) -> Run:
+    """A run as the model reads it, from a command as documents hold it (JSON)."""
+    optimizer = command.get("optimizer") or {}
+    labels = command.get("label_names") or []
+    n_labels = int(_number(command.get("n_labels"), 0)) or len(labels)
+    lr = _number(optimizer.get("lr"), learning_rate)
+    return Run(
+        points=points,
+        n_epoch=n_epoch or int(_number(command.get("n_epoch"), 0)) or len(points),
+        n_labels=n_labels,
+        learning_rate=lr,
+        optimizer=str(optimizer.get("name") or ""),
+        batch_size=int(_number(command.get("batch_size"), 0)),
+        momentum=_number(optimizer.get("momentum"), 0.0),
+        profile={k: float(v) for k, v in profile.items() if isinstance(v, int | float)},
+    )
+
+
+def points_of(row: CurveRow) -> list[rules.Point]:
+    """Epochs as the rules read them; a run without a validation split stores 0 and 0
+    for its validation metrics, which mean "not measured" here."""
+    found = []
+    for epoch, loss, val_loss, val_accuracy in zip(
+        row.epochs, row.losses, row.val_losses, row.val_accuracies, strict=True
+    ):
+        measured = not (val_loss == 0 and val_accuracy == 0)
+        found.append(
+            rules.Point(
+                epoch,
+                loss,
+                val_loss if measured else math.nan,
+                val_accuracy if measured else math.nan,
+            )
+        )
+    return found
+
+
+def run_of_row(row: CurveRow) -> Run:
+    rates = [x for x in row.learning_rates if x > 0]
+    return run_of(row.command, row.n_epoch, points_of(row), row.features,
+                  rates[0] if rates else math.nan)  # fmt: skip
+
+
+def as_proto(found: Assessment, version: int, note: str) -> attempt_pb2.Prognosis:
+    p = attempt_pb2.Prognosis(
+        epoch=found.epoch,
+        hopeless=found.hopeless,
+        hopeless_reason=found.reason,
+        model_version=version if found.prediction is not None else 0,
+    )
+    for flag in found.flags:
+        p.flags.add(kind=_KINDS[flag.kind], since_epoch=flag.since_epoch, detail=flag.detail)
+    if found.prediction is not None:
+        p.predicted = True
+        p.final_val_accuracy = found.prediction.median
+        p.final_val_accuracy_low = found.prediction.low
+        p.final_val_accuracy_high = found.prediction.high
+    else:
+        p.note = note
+    return p
+
+
+def filter_form(p: attempt_pb2.Prognosis) -> dict[str, Any]:
+    """What ListAttempts filters read (migration 0011 names the keys)."""
+    doc: dict[str, Any] = {
+        "epoch": p.epoch,
+        "flags": [
+            attempt_pb2.CurveFlagKind.Name(f.kind).removeprefix("CURVE_FLAG_KIND_") for f in p.flags
+        ],
+        "hopeless": p.hopeless,
+    }
+    if p.predicted:
+        doc["final_val_accuracy"] = p.final_val_accuracy
+        doc["final_val_accuracy_low"] = p.final_val_accuracy_low
+        doc["final_val_accuracy_high"] = p.final_val_accuracy_high
+    return doc
+
+
+def of_history(
+    epochs: list[tuple[int, float, float, float]], command: Mapping[str, Any]
+) -> attempt_pb2.Prognosis:
+    """The rules' prognosis of an imported run, from its (epoch, loss, val_loss,
+    val_accuracy) rows: its end is recorded, so the model has nothing to predict. A
+    prototype document has only training losses (0 validation metrics: not measured)."""
+    row = CurveRow(0, "", dict(command), len(epochs), [e[0] for e in epochs],
+                   [e[1] for e in epochs], [], [e[2] for e in epochs], [e[3] for e in epochs],
+                   {})  # fmt: skip
+    points = points_of(row)
+    found = assess(run_of(command, len(points), points, {}), len(points), None)
+    if all(math.isnan(p.val_accuracy) for p in points):
+        return as_proto(found, 0, "the document records no validation accuracy to predict from")
+    return as_proto(found, 0, "imported history: its end is recorded, nothing to predict")
+
+
+def model_proto(row: ModelRow) -> curve_service_pb2.CurveModel:
+    q = row.quality
+    found = curve_service_pb2.CurveModel(
+        version=row.version,
+        attempts=row.attempts,
+        tasks=row.tasks,
+        seconds=row.seconds,
+        quality=curve_service_pb2.CurveModelQuality(
+            mae_at_3=q.get("mae_at_k", math.nan),
+            baseline_mae_at_3=q.get("baseline_mae_at_k", math.nan),
+            mae=q.get("mae", math.nan),
+            baseline_mae=q.get("baseline_mae", math.nan),
+            interval_coverage=q.get("coverage", math.nan),
+            folds=int(q.get("folds", 0)),
+        ),
+    )
+    found.fit_time.FromDatetime(row.fitted_at)
+    return found
+
+
+@dataclass(frozen=True)
+class Loaded:
+    row: ModelRow
+    model: curve_model.CurveModel
+
+
+class Curves:
+    def __init__(self, store: CurveStore) -> None:
+        self._store = store
+        self._loaded: Loaded | None = None
+        self._checked = -math.inf
+        self._note = ""
+        self._fit_lock = asyncio.Lock()
+        # The finished-run count at the last fit attempt that found too little data.
+        self._too_little_at: int | None = None
+
+    async def current(self) -> Loaded | None:
+        """The newest fitted model (looked for at most every few seconds)."""
+        now = time.monotonic()
+        if now - self._checked < _RECHECK_SECONDS:
+            return self._loaded
+        self._checked = now
+        version = await self._store.newest_version()
+        if version is None:
+            self._loaded = None
+            finished = await self._store.count_finished()
+            self._note = (
+                f"no curve model fitted yet ({finished} finished runs in the store; it needs "
+                f"{curve_model.MIN_RUNS} with a validation accuracy on {curve_model.MIN_TASKS}"
+                " tasks)"
+            )
+            return None
+        if self._loaded is None or self._loaded.row.version != version:
+            row = await self._store.newest_model()
+            if row is None or row.model is None:
+                return self._loaded
+            found = await asyncio.to_thread(curve_model.CurveModel.loads, row.model)
+            if found is None:
+                self._note = "the stored curve model is from another version: refit it"
+                self._loaded = None
+                return None
+            self._loaded = Loaded(row, found)
+        return self._loaded
+
+    async def update(self, attempt_id: int, fence: int | None) -> Assessment | None:
+        """Makes and keeps the attempt's prognosis from what is stored; the assessment
+        (None: the attempt is gone, has no epochs, or the lease moved on)."""
+        row = await self._store.curve(attempt_id)
+        if row is None or not row.epochs:
+            return None
+        run = run_of_row(row)
+        loaded = await self.current()
+        below = _number(row.command.get("hopeless_below"), 0.0)
+        ended = len(run.points) >= run.n_epoch
+        predictor = loaded.model if loaded is not None and not ended else None
+        found = assess(run, len(run.points), predictor, row.task_best, below=below)
+        note = self._note
+        if ended:
+            note = "its last epoch is in: nothing left to predict"
+        elif loaded is not None and found.prediction is None:
+            note = "this run measures no validation accuracy to predict from"
+        proto = as_proto(found, loaded.row.version if loaded else 0, note)
+        saved = await self._store.save_prognosis(
+            attempt_id, fence, proto.SerializeToString(), filter_form(proto)
+        )
+        return found if saved else None
+
+    async def prune(
+        self, attempt_id: int, pruner: LearnedPruner, best: float | None, finished: int
+    ) -> str | None:
+        """The learned pruner's decision for a study's running trial."""
+        loaded = await self.current()
+        if loaded is None:
+            return None  # no model yet: trials run on (the prognosis says why)
+        row = await self._store.curve(attempt_id)
+        if row is None or not row.epochs:
+            return None
+        run = run_of_row(row)
+        return pruner.decide(loaded.model, run, len(run.points), best, finished)
+
+    async def fit(self) -> ModelRow:
+        """Fits and stores a new version; FailedPrecondition with too little data. A
+        version another replica fitted on the same runs while this call waited for it is
+        the answer (no second fit of the same data)."""
+        asked = dt.datetime.now(dt.UTC)
+        async with self._fit_lock, self._store.fitting(wait=True):
+            newest = await self._store.newest_model(with_model=False)
+            if newest is not None and newest.fitted_at >= asked:
+                finished = await self._store.count_finished()
+                if int(newest.quality.get("finished_runs", -1)) == finished:
+                    return newest
+            return await self._fit_now()
+
+    async def backfill(self, limit: int = 200) -> int:
+        """Prognoses for attempts at rest that have epochs and none (stored before
+        prognoses existed); how many were made."""
+        made = 0
+        for attempt_id in await self._store.without_prognosis(limit):
+            made += await self.update(attempt_id, None) is not None
+        return made
+
+    async def _fit_now(self) -> ModelRow:
+        finished = await self._store.count_finished()
+        rows = await self._store.finished()
+        runs = [run_of_row(r) for r in rows]
+        tasks = [r.task_key for r in rows]
+        start = time.perf_counter()
+        try:
+            fitted, quality = await asyncio.to_thread(_fit, runs, tasks)
+        except curve_model.TooLittleData as err:
+            self._too_little_at = finished
+            raise errors.FailedPrecondition(str(err)) from None
+        seconds = time.perf_counter() - start
+        saved = await self._store.save_model(
+            fitted.dumps(),
+            fitted.runs,
+            fitted.tasks,
+            {**quality.as_dict(), "finished_runs": float(finished)},
+            seconds,
+        )
+        self._checked = -math.inf  # load it at the next look
+        log.info("curve model %s fitted on %s runs in %.1f s", saved.version, fitted.runs,
+                 seconds)  # fmt: skip
+        return saved
+
+    async def newest(self) -> ModelRow:
+        row = await self._store.newest_model(with_model=False)
+        if row is None:
+            await self.current()
+            self._checked = -math.inf
+            raise errors.NotFound(self._note or "no curve model fitted yet")
+        return row
+
+    async def refit_if_due(self) -> ModelRow | None:
+        """Refits when enough runs finished since the last fit (or for the first time)."""
+        # Decided and done under the locks FitCurveModel takes: this replica's, and the
+        # store's (another replica fitting now is left to it).
+        async with self._fit_lock, self._store.fitting(wait=False) as held:
+            if not held or not await self._due():
+                return None
+            try:
+                return await self._fit_now()
+            except errors.FailedPrecondition:
+                return None
+
+    async def _due(self) -> bool:
+        finished = await self._store.count_finished()
+        newest = await self._store.newest_model(with_model=False)
+        if newest is None:
+            return finished >= curve_model.MIN_RUNS and finished != self._too_little_at
+        before = int(newest.quality.get("finished_runs", newest.attempts))
+        return finished - before >= max(REFIT_NEW_RUNS, before // 4)
+
+    async def run(self) -> None:
+        """The background refit loop (one per gateway)."""
+        while True:
+            try:
+                await self.refit_if_due()
+                # A full batch made: there may be more (a store from before prognoses).
+                while await self.backfill(_BACKFILL) == _BACKFILL:
+                    await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("curve model refit")
+            await asyncio.sleep(REFIT_CHECK_SECONDS)
+
+
+def _fit(runs: list[Run], tasks: list[str]) -> tuple[curve_model.CurveModel, curve_model.Quality]:
+    # One thread: a fit must not take every core from the gateway's calls, and OpenMP
+    # threads beside a busy event loop (and trainers) are slower than one.
+    with threadpool_limits(limits=1):
+        fitted = curve_model.fit(runs, tasks)
+        return fitted, curve_model.assess(runs, tasks)

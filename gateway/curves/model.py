@@ -1,0 +1,227 @@
+"""The learned curve model: from a run's first k epochs, its command and its task's
+profile, the final validation accuracy it will reach, as quantiles.
+
+Gradient boosting (scikit-learn's HistGradientBoostingRegressor with the quantile loss,
+one model per quantile) over `features.row`, predicting how far the last seen
+validation accuracy still moves. Chosen by the suite's figures (bench/metalearning,
+BENCHMARKS.md): on 1,536 stored curves it beats "last value seen" by a wide margin from
+epoch 3, needs no GPU and fits in seconds. Every run gives one training row per prefix
+length k, so one model serves every epoch of every run.
+
+Its quality is measured when it is fitted, on tasks it did not see (grouped k-fold by
+task), and kept with it: a prediction is only as good as that figure says.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle  # noqa: S403 - only models this gateway fitted and stored itself
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import GroupKFold
+
+from gateway.curves.features import NAMES, Run, row
+
+LOW, MEDIAN, HIGH = 0.1, 0.5, 0.9
+QUANTILES = (LOW, MEDIAN, HIGH)
+# Below these the model would be guessing: it says so instead of predicting.
+MIN_RUNS = 30
+MIN_TASKS = 2
+# Prefix lengths a long run contributes (all of them up to here, then a sparse few).
+_DENSE_K = 12
+_SPARSE_K = 8
+_FOLDS = 5
+# The epoch the stored quality (and BENCHMARKS.md) quotes first.
+QUOTED_K = 3
+
+
+class TooLittleData(Exception):
+    """Not enough finished runs to fit, with what there is and what is needed."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    median: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Error on tasks the model did not see, at epoch QUOTED_K and over every prefix."""
+
+    runs: int
+    tasks: int
+    folds: int
+    mae_at_k: float
+    baseline_mae_at_k: float  # "the last value seen" as the prediction
+    mae: float
+    baseline_mae: float
+    coverage: float  # share of finals inside [LOW, HIGH]
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def prefixes(n_epoch: int) -> list[int]:
+    """The prefix lengths k < n_epoch a run of n_epoch epochs is learnt from."""
+    ks = list(range(1, min(n_epoch, _DENSE_K + 1)))
+    if n_epoch > _DENSE_K + 1:
+        ks += sorted({int(x) for x in np.geomspace(_DENSE_K + 1, n_epoch - 1, _SPARSE_K)} - set(ks))
+    return ks
+
+
+def _rows(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, target (final minus last seen), weight, and run index of every row."""
+    xs, ys, ws, which = [], [], [], []
+    for i, run in enumerate(runs):
+        final = run.final()
+        if final is None:
+            continue
+        ks = [k for k in prefixes(run.n_epoch) if math.isfinite(run.points[k - 1].val_accuracy)]
+        for k in ks:
+            xs.append(row(run, k))
+            ys.append(final - run.points[k - 1].val_accuracy)
+            ws.append(1.0 / len(ks))  # every run weighs the same, however long
+            which.append(i)
+    return (
+        _measured(np.asarray(xs, dtype=float).reshape(-1, len(NAMES))),
+        np.asarray(ys, dtype=float),
+        np.asarray(ws, dtype=float),
+        np.asarray(which, dtype=int),
+    )
+
+
+def _measured(matrix: np.ndarray) -> np.ndarray:
+    """A column nobody measured (no task profiled yet, no momentum anywhere) trips the
+    binning of scikit-learn's histogram boosting: make it a constant it never splits on.
+    Per fitted subset (a fold may hold only unprofiled tasks)."""
+    blank = np.all(np.isnan(matrix), axis=0)
+    if not blank.any():
+        return matrix
+    filled = matrix.copy()
+    filled[:, blank] = 0.0
+    return filled
+
+
+def _regressor(quantile: float, seed: int) -> HistGradientBoostingRegressor:
+    return HistGradientBoostingRegressor(
+        loss="quantile",
+        quantile=quantile,
+        max_iter=150,
+        learning_rate=0.08,
+        max_leaf_nodes=15,
+        min_samples_leaf=20,
+        early_stopping=False,  # no random validation split: the same data, the same model
+        random_state=seed,
+    )
+
+
+def usable(runs: Sequence[Run], tasks: Sequence[str]) -> tuple[int, int]:
+    """How many finished runs with a final validation accuracy there are, on how many
+    tasks."""
+    kept = [t for r, t in zip(runs, tasks, strict=True) if r.final() is not None]
+    return len(kept), len(set(kept))
+
+
+def check_enough(runs: Sequence[Run], tasks: Sequence[str]) -> None:
+    n, t = usable(runs, tasks)
+    if n < MIN_RUNS or t < MIN_TASKS:
+        raise TooLittleData(
+            f"a curve model needs {MIN_RUNS} finished runs with a validation accuracy on "
+            f"{MIN_TASKS} tasks; the store has {n} on {t}"
+        )
+
+
+class CurveModel:
+    """Fitted quantile models, and what they were fitted on."""
+
+    def __init__(
+        self, models: dict[float, HistGradientBoostingRegressor], runs: int, tasks: int
+    ) -> None:
+        self._models = models
+        self.names = NAMES
+        self.runs = runs
+        self.tasks = tasks
+        self.sklearn = sklearn.__version__
+
+    def predict_rows(self, xs: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Quantiles (one column each, in QUANTILES' order, sorted so they never cross)
+        of the final validation accuracy for rows whose last seen accuracy is `last`."""
+        found = np.column_stack([self._models[q].predict(xs) for q in QUANTILES])
+        found = np.sort(found + last[:, None], axis=1)
+        return np.clip(found, 0.0, 1.0)
+
+    def predict(self, run: Run, k: int) -> Prediction | None:
+        """The final validation accuracy after k epochs (None: the run measured none)."""
+        last = run.points[k - 1].val_accuracy
+        if not math.isfinite(last):
+            return None
+        q = self.predict_rows(np.asarray([row(run, k)], dtype=float), np.asarray([last]))[0]
+        return Prediction(median=float(q[1]), low=float(q[0]), high=float(q[2]))
+
+    def dumps(self) -> bytes:
+        out = io.BytesIO()
+        pickle.dump(self, out, protocol=5)
+        return out.getvalue()
+
+    @staticmethod
+    def loads(data: bytes) -> CurveModel | None:
+        """A stored model, or None when it was made by another feature set or another
+        scikit-learn (refit then: an old pickle may not load, or mean something else)."""
+        model = pickle.loads(data)  # noqa: S301 - written by this gateway (see import)
+        if not isinstance(model, CurveModel) or model.names != NAMES:
+            return None
+        return model if model.sklearn == sklearn.__version__ else None
+
+
+def fit(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> CurveModel:
+    """The model over every finished run (`tasks[i]` names run i's task)."""
+    check_enough(runs, tasks)
+    xs, ys, ws, _ = _rows(runs)
+    models = {q: _regressor(q, seed).fit(xs, ys, sample_weight=ws) for q in QUANTILES}
+    n, t = usable(runs, tasks)
+    return CurveModel(models, n, t)
+
+
+def assess(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> Quality:
+    """Errors on held-out tasks: each fold's model predicts tasks it never saw."""
+    check_enough(runs, tasks)
+    xs, ys, ws, which = _rows(runs)
+    groups = np.asarray([tasks[i] for i in which])
+    n_groups = len(set(groups))
+    folds = min(_FOLDS, n_groups)
+    last = np.asarray([runs[i].points[int(x[0]) - 1].val_accuracy for i, x in zip(which, xs)])
+    predicted = np.zeros((len(ys), len(QUANTILES)))
+    for train, test in GroupKFold(n_splits=folds).split(xs, ys, groups):
+        part = _measured(xs[train])
+        models = {q: _regressor(q, seed).fit(part, ys[train], sample_weight=ws[train])
+                  for q in QUANTILES}  # fmt: skip
+        model = CurveModel(models, 0, 0)
+        predicted[test] = model.predict_rows(xs[test], last[test])
+    final = ys + last
+    at_k = xs[:, 0] == QUOTED_K
+    err = np.abs(predicted[:, 1] - final)
+    base = np.abs(last - final)
+    inside = (predicted[:, 0] <= final + 1e-9) & (final <= predicted[:, 2] + 1e-9)
+
+    def mean(values: np.ndarray, mask: np.ndarray | None = None) -> float:
+        w = ws if mask is None else ws * mask
+        return float(np.sum(values * w) / np.sum(w)) if np.sum(w) > 0 else math.nan
+
+    n, t = usable(runs, tasks)
+    return Quality(
+        runs=n,
+        tasks=t,
+        folds=folds,
+        mae_at_k=mean(err, at_k),
+        baseline_mae_at_k=mean(base, at_k),
+        mae=mean(err),
+        baseline_mae=mean(base),
+        coverage=mean(inside.astype(float)),
+    )

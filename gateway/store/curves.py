@@ -1,0 +1,242 @@
+"""Every SQL statement about curves: what a prognosis reads of an attempt, where it is
+kept, the finished runs the curve model learns from, and the model's versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg_pool
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.store.database import translate_db_errors
+from gateway.store.work import notify
+
+# Statuses whose epochs are a whole run: what the model learns from, and a task's best.
+_FINISHED = ["TRAINED", "COMPLETE"]
+# The newest this many finished runs are learnt from (bounds a fit's memory and time).
+MAX_RUNS = 20_000
+# A task's best is read from its newest this many finished runs.
+_BEST_OF = 2_000
+# The advisory lock one replica holds while it fits (others wait, or skip a due refit).
+_FIT_LOCK = 0x6375727665  # "curve"
+
+_EPOCH_ARRAYS = (
+    "(SELECT array_agg(e.epoch ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id) AS epochs,"
+    " (SELECT array_agg(e.loss ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id) AS losses,"
+    " (SELECT array_agg(e.learning_rate ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id) AS learning_rates,"
+    " (SELECT array_agg(e.val_loss ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id) AS val_losses,"
+    " (SELECT array_agg(e.val_accuracy ORDER BY e.epoch) FROM attempt_epochs e"
+    " WHERE e.attempt_id = a.id) AS val_accuracies"
+)
+_FEATURES = (
+    "(SELECT t.features FROM tasks t WHERE t.key = a.task_key AND t.state = 'READY'"
+    " ORDER BY t.id DESC LIMIT 1) AS features"
+)
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    """An attempt's epochs with what shaped them."""
+
+    attempt_id: int
+    task_key: str
+    command: dict[str, Any]
+    n_epoch: int
+    epochs: list[int]
+    losses: list[float]
+    learning_rates: list[float]
+    val_losses: list[float]
+    val_accuracies: list[float]
+    features: dict[str, float]
+    status: str = ""
+    # The best final validation accuracy of the task's other finished runs (None: none).
+    task_best: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    version: int
+    fitted_at: dt.datetime
+    attempts: int
+    tasks: int
+    quality: dict[str, float]
+    seconds: float
+    model: bytes | None  # None when not asked for
+
+
+def _curve(r: dict[str, Any]) -> CurveRow:
+    doc = r.get("doc") or {}
+    return CurveRow(
+        attempt_id=int(r["id"]),
+        task_key=r["task_key"] or "",
+        command=doc.get("training_commands") or {},
+        n_epoch=int(doc.get("n_epoch") or (doc.get("training_commands") or {}).get("n_epoch") or 0),
+        epochs=list(r["epochs"] or []),
+        losses=list(r["losses"] or []),
+        learning_rates=list(r["learning_rates"] or []),
+        val_losses=list(r["val_losses"] or []),
+        val_accuracies=list(r["val_accuracies"] or []),
+        features=r["features"] or {},
+        status=r["status"],
+        task_best=r.get("task_best"),
+    )
+
+
+def _model(r: dict[str, Any]) -> ModelRow:
+    return ModelRow(
+        int(r["version"]),
+        r["fitted_at"],
+        int(r["attempts"]),
+        int(r["tasks"]),
+        dict(r["quality"]),
+        float(r["seconds"]),
+        r.get("model"),
+    )
+
+
+class CurveStore:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def curve(self, attempt_id: int) -> CurveRow | None:
+        """An attempt's curve so far, its task's profile features and its task's best."""
+        query = (
+            f"SELECT a.id, a.task_key, a.status, a.doc, {_EPOCH_ARRAYS}, {_FEATURES},"  # noqa: S608 - constant text
+            " (SELECT max(s.final) FROM (SELECT (SELECT e.val_accuracy FROM attempt_epochs e"
+            " WHERE e.attempt_id = b.id ORDER BY e.epoch DESC LIMIT 1) AS final"
+            " FROM attempts b WHERE b.task_key = a.task_key AND b.status = ANY(%(finished)s)"
+            " AND b.id <> a.id ORDER BY b.id DESC LIMIT %(best_of)s) s"
+            # An accuracy, not NaN (PostgreSQL's NaN equals itself) or nonsense.
+            " WHERE s.final BETWEEN 0 AND 1) AS task_best"
+            " FROM attempts a WHERE a.id = %(id)s"
+        )
+        params = {"id": attempt_id, "finished": _FINISHED, "best_of": _BEST_OF}
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, params)  # type: ignore[arg-type]
+                row = await cur.fetchone()
+        return _curve(row) if row is not None else None
+
+    async def finished(self, limit: int = MAX_RUNS) -> list[CurveRow]:
+        """The newest finished runs with epochs: what the curve model learns from."""
+        query = (
+            f"SELECT a.id, a.task_key, a.status, a.doc, {_EPOCH_ARRAYS}, {_FEATURES}"  # noqa: S608 - constant text
+            " FROM attempts a WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
+            " AND a.current_epoch > 0 ORDER BY a.id DESC LIMIT %s"
+        )
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(query, (_FINISHED, limit))  # type: ignore[arg-type]
+                return [_curve(r) for r in await cur.fetchall()]
+
+    async def without_prognosis(self, limit: int) -> list[int]:
+        """Attempts at rest with epochs and no prognosis (from before migration 0011)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id FROM attempts WHERE prognosis_wire IS NULL AND current_epoch > 0"
+                    " AND status <> ALL(%s) ORDER BY id LIMIT %s",
+                    (["QUEUED", "TRAINING", "TESTING"], limit),
+                )
+                return [int(r[0]) for r in await cur.fetchall()]
+
+    async def count_finished(self) -> int:
+        """Finished runs with epochs (what decides when to refit)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM attempts WHERE status = ANY(%s)"
+                    " AND task_key IS NOT NULL AND current_epoch > 0",
+                    (_FINISHED,),
+                )
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def save_prognosis(
+        self, attempt_id: int, fence: int | None, wire: bytes, doc: dict[str, Any]
+    ) -> bool:
+        """Keeps an attempt's newest prognosis and tells its watchers (at commit). With a
+        fence, only while that lease holds it (a stale trainer's run writes nothing)."""
+        fenced = " AND claims = %s AND status = 'TRAINING'" if fence is not None else ""
+        params: tuple[Any, ...] = (wire, Jsonb(doc), attempt_id)
+        if fence is not None:
+            params += (fence,)
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    "UPDATE attempts SET prognosis_wire = %s, prognosis = %s"  # noqa: S608 - constant text
+                    f" WHERE id = %s{fenced}",
+                    params,
+                )
+                if cur.rowcount == 0:
+                    return False
+                await notify(cur, attempt_id, "prognosis")
+        return True
+
+    @contextlib.asynccontextmanager
+    async def fitting(self, wait: bool) -> AsyncIterator[bool]:
+        """Holds the cluster-wide fit lock while the block runs (one replica fits at a
+        time); without `wait`, yields False at once when another replica holds it."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                if wait:
+                    await conn.execute("SELECT pg_advisory_lock(%s)", (_FIT_LOCK,))
+                    held = True
+                else:
+                    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_FIT_LOCK,))
+                    row = await cur.fetchone()
+                    held = bool(row and row[0])
+                try:
+                    yield held
+                finally:
+                    if held:
+                        await conn.execute("SELECT pg_advisory_unlock(%s)", (_FIT_LOCK,))
+
+    async def newest_model(self, with_model: bool = True) -> ModelRow | None:
+        columns = "version, fitted_at, attempts, tasks, quality, seconds" + (
+            ", model" if with_model else ""
+        )
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    f"SELECT {columns} FROM curve_models ORDER BY version DESC LIMIT 1"  # noqa: S608 - constant columns
+                )
+                row = await cur.fetchone()
+        return _model(row) if row is not None else None
+
+    async def newest_version(self) -> int | None:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute("SELECT max(version) FROM curve_models")
+                row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    async def save_model(
+        self, model: bytes, attempts: int, tasks: int, quality: dict[str, float], seconds: float
+    ) -> ModelRow:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "INSERT INTO curve_models (attempts, tasks, quality, seconds, model)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " RETURNING version, fitted_at, attempts, tasks, quality, seconds",
+                    (attempts, tasks, Jsonb(quality), seconds, model),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+        return _model(row)
