@@ -109,6 +109,9 @@ def best_command(client: Client, study: pb.Study) -> dict[str, Any] | None:
 def cmd_create(args: argparse.Namespace) -> int:
     study = load_study(args.file, args.name)
     apply_warm_start(study, args.warm_start, args.zero_shot)
+    if args.pruner is not None:
+        study.pruner.Clear()
+        study.pruner.name = args.pruner
     with client_for(args) as client:
         created = client.create_study(study)
         if args.follow:
@@ -255,6 +258,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="a warm start's zero-shot trials first: their best distinct commands, each"
         " repeated as a trial (0: min(K, 8), -1: none; at most half of n_trials)",
+    )
+    create.add_argument(
+        "--pruner",
+        metavar="NAME",
+        help='the pruner instead of the file\'s (its arguments dropped): "none", "median",'
+        ' "percentile", "successive_halving", "hyperband", "wilcoxon" or "learned" (the'
+        " curve model's)",
     )
     create.add_argument("--follow", action="store_true", help="follow its trials until it is done")
     create.set_defaults(func=cmd_create)

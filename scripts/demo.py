@@ -2,8 +2,10 @@
 
 Starts `metalearn up` (embedded PostgreSQL, a gateway and a trainer) on a fresh data dir
 and a free port, stores the prototype's document, imports scikit-learn's handwritten
-digits, trains the LeNet example twice — Adam, then SGD, the one hyper-parameter that
-differs — with live progress, tests both, prints a comparison table, writes a PNG of both
+digits, imports the benchmark suite's 1,536 recorded runs and fits the curve model on
+them, trains the LeNet example twice — Adam, then SGD, the one hyper-parameter that
+differs — with live progress and each epoch's prognosis (the predicted final accuracy),
+stops a third run whose learning rate is far too small as hopeless, tests both, prints a comparison table, writes a PNG of both
 loss curves, runs a short study (12 trials, TPE with successive halving) and prints its
 best, then asks metalearn for a command for a task it has never seen (the digits 3, 5
 and 8), trains it, compares it with a cold study's first trial, and stops the stack.
@@ -41,6 +43,15 @@ def run(*args: str, address: str) -> None:
     subprocess.run([*CLI, *args, "--gateway", address], check=True)
 
 
+def run_tail(*args: str, address: str) -> None:
+    """A command whose output is long (a line per attempt): its last line only."""
+    print(f"\n$ metalearn {' '.join(args)} | tail -1", flush=True)
+    done = subprocess.run(
+        [*CLI, *args, "--gateway", address], check=True, capture_output=True, text=True
+    )
+    print(done.stdout.strip().splitlines()[-1], flush=True)
+
+
 def main() -> int:
     OUTPUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="metalearn-demo-") as tmp:
@@ -60,6 +71,17 @@ def main() -> int:
             time.sleep(1)  # the trainer's first heartbeat
             run("attempts", "create", "--file", str(SEED), address=address)
             run("images", "import-digits", address=address)
+            # History to learn curves from: the suite's 1,536 recorded runs (24 tasks x 64
+            # commands x 10 epochs, bench/metalearning), as another metalearn exports them.
+            # The curve model fitted on them predicts every new run's final accuracy.
+            history = Path(tmp) / "history.ndjson"
+            print(f"\n$ python -m bench.metalearning.export {history}", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "bench.metalearning.export", str(history)],
+                check=True, cwd=ROOT,
+            )  # fmt: skip
+            run_tail("attempts", "import", str(history), address=address)
+            run("curves", "fit", address=address)
             sgd = json.loads(LENET.read_text())
             sgd["optimizer"] = {"name": "SGD", "lr": 0.05, "momentum": 0.9}
             sgd_file = Path(tmp) / "digits_lenet_sgd.json"
@@ -68,11 +90,22 @@ def main() -> int:
             run(
                 "train", "--file", str(sgd_file), "--name", "lenet-sgd", "--follow", address=address
             )
+            # A learning rate far too small: at chance from the first epoch. Opted in to
+            # stop when hopeless, it ends PRUNED after a few epochs instead of ten.
+            tiny = json.loads(LENET.read_text())
+            tiny["optimizer"] = {"name": "SGD", "lr": 1e-5}
+            tiny_file = Path(tmp) / "digits_lenet_tiny_lr.json"
+            tiny_file.write_text(json.dumps(tiny))
+            run("train", "--file", str(tiny_file), "--name", "lenet-hopeless",
+                "--stop-when-hopeless", "--follow", address=address)  # fmt: skip
             run("test", "lenet-adam", "--follow", address=address)
             run("test", "lenet-sgd", "--follow", address=address)
             plot = OUTPUT / "loss-curves.png"
             run("compare", "lenet-adam", "lenet-sgd", "--plot", str(plot), address=address)
-            run("attempts", "list", address=address)
+            run("attempts", "list", "--filter", "NOT imported = true", address=address)
+            # Every run gone bad, found by its prognosis (the prototype's document too).
+            run("attempts", "list", "--filter", "prognosis.hopeless = true AND NOT imported"
+                " = true", address=address)  # fmt: skip
             print(f"\nThe loss curves of both attempts are in {plot}")
             # A search instead of guessing: 12 trials sampled by TPE, the hopeless ones
             # stopped early by successive halving, the best one tested at the end.
