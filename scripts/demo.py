@@ -5,10 +5,11 @@ and a free port, stores the prototype's document, imports scikit-learn's handwri
 digits, imports the benchmark suite's 1,536 recorded runs and fits the curve model on
 them, trains the LeNet example twice — Adam, then SGD, the one hyper-parameter that
 differs — with live progress and each epoch's prognosis (the predicted final accuracy),
-stops a third run whose learning rate is far too small as hopeless, tests both, prints a comparison table, writes a PNG of both
-loss curves, runs a short study (12 trials, TPE with successive halving) and prints its
-best, then asks metalearn for a command for a task it has never seen (the digits 3, 5
-and 8), trains it, compares it with a cold study's first trial, and stops the stack.
+stops a third run whose learning rate is far too small as hopeless, tests both, prints a
+comparison table, writes a PNG of both loss curves, runs a short study (12 trials, TPE
+with successive halving) and prints its best, then asks metalearn for a command for a
+task it has never seen (the digits 3, 5 and 8), trains it, compares it with a cold
+study's first trial, and stops the stack.
 """
 
 from __future__ import annotations
