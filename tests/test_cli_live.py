@@ -84,8 +84,10 @@ def test_train_follow_prints_each_status_once_and_watch_replays_in_order(
     code, out, _ = run(live, capsys, "attempts", "get", "f1", "--full")
     lines = out.splitlines()
     assert "accuracy" in lines[0] and lines[2].split()[0] == "EPOCH" and len(lines) == 5
-    # Its prognosis, made after its last epoch (a fresh store has no curve model: it says so).
-    assert lines[1].startswith("  prognosis after epoch 2: no prediction (no curve model"), lines
+    # Its prognosis, made after its last epoch (the end is known: nothing to predict).
+    assert lines[1] == (
+        "  prognosis after epoch 2: no prediction (its last epoch is in: nothing left to predict)"
+    ), lines
 
     # Retraining forgets epochs and results: the CLI asks for --overwrite first.
     code, _, err = run(live, capsys, "train", "--file", command_file(tmp_path), "--name", "f1")
