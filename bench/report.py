@@ -13,6 +13,11 @@ def print_figures(figures: Mapping[str, Any], as_json: bool) -> None:
         print(json.dumps({k: _rounded(v) for k, v in figures.items()}))
     else:
         for key, value in figures.items():
+            if isinstance(value, list) and any(isinstance(v, str) and len(v) > 40 for v in value):
+                print(key)  # long lines (a sweep's settings): one a line
+                for v in value:
+                    print(f"  {v}")
+                continue
             shown = f"{value:12.3f}" if isinstance(value, float | int) else f"{value}"
             print(f"{key:<36} {shown}")
 

@@ -1,13 +1,18 @@
 """The meta-learning benchmark's replay on a made-up table where the answer is known:
 two kinds of task, each with its own good commands, told apart by one meta-feature.
 Warm starts must find a good command sooner than cold TPE, suggestions must be good,
-and the learned distance must rank same-kind tasks first."""
+and the learned distance must rank same-kind tasks first. And issue 14's pruning replay
+on four made-up curves, where every pruner's epochs and regret can be counted by hand."""
 
 from __future__ import annotations
 
 import random
 
-from bench.metalearning import evaluate, grid
+import pytest
+
+from bench.metalearning import curves, evaluate, grid
+from gateway.curves import features, model, rules
+from gateway.curves.pruner import LearnedPruner
 
 
 def _table() -> tuple[list[evaluate.TableTask], dict[str, dict[str, float]]]:
@@ -35,3 +40,65 @@ def test_the_replay_finds_what_the_history_knows() -> None:
     assert figures["distance_regret_spearman"] > 0.5
     assert set(figures) >= {"warm_cold_trials_ratio", "random_trials_median",
                             "standardized_regret_spearman"}  # fmt: skip
+
+
+class _Oracle(model.CurveModel):
+    """A curve model that knows every run's final accuracy (its ceiling is exactly it)."""
+
+    def __init__(self) -> None:
+        super().__init__({}, 0, 0)
+
+    def predict(self, run: features.Run, k: int) -> model.Prediction | None:
+        final = run.points[-1].val_accuracy
+        return model.Prediction(final, final, final, final, final)
+
+
+def _search() -> list[curves.TableRun]:
+    """Four runs of 10 epochs, rising linearly from their first epoch to their final."""
+    found = []
+    for i, (first, final) in enumerate(((0.5, 0.9), (0.4, 0.5), (0.1, 0.3), (0.2, 0.95))):
+        points = [
+            rules.Point(e, 1.0 / e, 1.0 / e, first + (final - first) * (e - 1) / 9)
+            for e in range(1, 11)
+        ]
+        found.append(curves.TableRun("t", i, features.Run(points, 10, 10), final))
+    return found
+
+
+def test_the_pruning_replay_counts_epochs_and_regret() -> None:
+    trials = _search()
+    drawn: curves.Drawn = [("t", 1, trials)]
+
+    def run(name: str, replay: curves.Replay) -> curves.Search:
+        (found,) = curves.replay(drawn, name, {"t": replay})
+        return found
+
+    none = run("none", curves.no_pruning)
+    assert (none.epochs, none.full, none.regret) == (40, 40, 0.0)
+    # Top quarter after one epoch: only the first run (0.5 at epoch 1) goes on, and the
+    # best (the last, a slow starter) is lost.
+    top = run("top_k", curves.top_k_replay(0.25))
+    assert top.epochs == 10 + 3 and top.regret == pytest.approx(0.05)
+    # A model that knows the finals: after the first run (0.9) finishes, the two that end
+    # lower stop at min_epoch, the one that beats it runs to the end.
+    learned = run("learned", curves.learned_replay(_Oracle(), LearnedPruner(min_epoch=2)))
+    assert learned.epochs == 10 + 2 + 2 + 10 and learned.regret == 0.0
+    # Optuna's median pruner in a real study: after one finished trial, every later
+    # trial's first epoch is below the finished one's, so each stops there.
+    median = run("median", curves.optuna_replay("median", {"n_startup_trials": 1}))
+    assert median.epochs == 10 + 1 + 1 + 1 and median.regret == pytest.approx(0.05)
+    figures = curves.summary([none, top, learned])
+    assert figures["epochs_ratio"] == pytest.approx((40 + 13 + 24) / 120)
+    assert figures["regret_ok"] == pytest.approx(2 / 3)
+    # The whole figure over searches drawn from the same runs, with a sweep.
+    found = curves.pruning(
+        trials,
+        {"t": _Oracle()},
+        seeds=2,
+        trials=4,
+        optuna_pruners={"median": {"n_startup_trials": 1}},
+        sweep={"top_k": [{"share": 1.0}]},
+    )
+    assert found["epochs_ratio_none"] == 1.0 and found["regret_ok_learned"] == 1.0
+    assert found["epochs_at_goal_top_k"] == 1.0  # only keeping every trial keeps the best
+    assert found["learned_epochs_ratio"] < 1.0 and found["pruning_searches"] == 2

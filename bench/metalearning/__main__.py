@@ -2,7 +2,8 @@
 
   python -m bench.metalearning           # a table of figures
   python -m bench.metalearning --json    # one JSON object
-  python -m bench.metalearning --no-live # only the leave-one-task-out replay (seconds)
+  python -m bench.metalearning --no-live # only the leave-one-task-out replays (minutes)
+  python -m bench.metalearning --no-live --no-curves  # without issue 14's (seconds)
 
 1. A real stack (scratch PostgreSQL, a gateway, one trainer process) profiles every task
    of the family with ProfileTask: (d) seconds per profile.
@@ -16,6 +17,19 @@
    (c) Spearman correlation between the learned distance and transfer regret, per
        left-out task, averaged: `distance_regret_spearman` (goal >= 0.5), beside the
        standardized distance's.
+   And issue 14's learning from curves (bench/metalearning/curves.py), one curve model
+   per left-out task fitted on the other tasks' stored runs:
+   (a) pruning: searches of 32 of the task's 64 commands (5 seeds) replaying its stored
+       curves epoch by epoch, under no pruning, Optuna's median, percentile, successive
+       halving, Hyperband and Wilcoxon pruners, a top-k-after-one-epoch baseline and the
+       learned pruner: `epochs_ratio_<pruner>` against no pruning, `regret_ok_<pruner>`
+       (share of searches whose regret is <= 0.01), `learned_epochs_ratio` (goal <= 0.5
+       with `learned_regret_ok_fraction` >= 0.95), and each pruner's fewest epochs at
+       that regret over a few settings (`epochs_at_goal_<pruner>`);
+   (b) bad runs called hopeless by epoch 3: `bad_run_precision` (goal >= 0.95) and
+       `bad_run_recall` (goal >= 0.90);
+   (c) the final validation accuracy predicted from 3 epochs: `curve_mae_3` against
+       `last_value_mae_3`.
 3. End to end, on two tasks kept out of the table: the table imported as history
    (ImportAttempts), then a warm-started study and a cold one of the same budget on
    each, trained for real: each study's first trial and best value.
@@ -34,7 +48,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from bench.database import scratch_postgres
-from bench.metalearning import evaluate, grid, tasks
+from bench.metalearning import curves, evaluate, grid, tasks
 from bench.metalearning.build_table import TABLE
 from bench.orchestration import start_trainer, wait_registered
 from bench.report import print_figures
@@ -177,6 +191,12 @@ def main() -> None:
     parser.add_argument("--zero-shot", type=int, default=None,
                         help="zero-shot trials (default: the gateway's, min(k, 8))")  # fmt: skip
     parser.add_argument("--live-trials", type=int, default=6)
+    parser.add_argument("--no-curves", action="store_true",
+                        help="skip issue 14's curve figures (minutes of model fits)")  # fmt: skip
+    parser.add_argument("--curve-seeds", type=int, default=curves.SEARCH_SEEDS,
+                        help="pruning searches per task")  # fmt: skip
+    parser.add_argument("--curve-trials", type=int, default=curves.SEARCH_TRIALS,
+                        help="trials per pruning search (of the grid's 64)")  # fmt: skip
     args = parser.parse_args()
     with gzip.open(TABLE, "rt") as f:
         table = json.load(f)
@@ -202,6 +222,8 @@ def main() -> None:
     )
     figures["replay_seconds"] = time.perf_counter() - start
     figures.update(evaluate.ablation(evaluate.load(table), profiles, args.neighbours))
+    if not args.no_curves:
+        figures.update(curves.figures(table, profiles, args.curve_seeds, args.curve_trials))
     print_figures(figures, args.json)
 
 

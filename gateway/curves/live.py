@@ -37,6 +37,7 @@ REFIT_CHECK_SECONDS = 30.0
 REFIT_NEW_RUNS = 20
 # Attempts from before prognoses given one per batch.
 _BACKFILL = 200
+_BACKFILL_BATCHES = 50
 
 _KINDS = {
     "NON_FINITE": attempt_pb2.CURVE_FLAG_KIND_NON_FINITE,
@@ -329,8 +330,9 @@ class Curves:
             try:
                 await self.refit_if_due()
                 # A full batch made: there may be more (a store from before prognoses).
-                while await self.backfill(_BACKFILL) == _BACKFILL:
-                    await asyncio.sleep(0)
+                for _ in range(_BACKFILL_BATCHES):
+                    if await self.backfill(_BACKFILL) < _BACKFILL:
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:

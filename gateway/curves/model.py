@@ -8,6 +8,15 @@ BENCHMARKS.md): on 1,536 stored curves it beats "last value seen" by a wide marg
 epoch 3, needs no GPU and fits in seconds. Every run gives one training row per prefix
 length k, so one model serves every epoch of every run.
 
+Five quantiles, each for one reader: LOW, MEDIAN and HIGH are the prediction and its
+80 % interval that people see; LIKELY (the upper quartile) is what the prognosis holds
+against its bars (a run is hopeless when even that ends below them); CEILING (the 99th
+percentile) is what the learned pruner holds against a study's best, since pruning the
+run that would have won costs the whole study. The tails' trees are kept small and their
+leaves large (MIN_LEAF rows): on tasks it never saw, tails fitted closer to the data were
+sure of themselves too often (too narrow), which is what both readers pay for; the
+median keeps finer trees, which predict it better (BENCHMARKS.md, issue 14).
+
 Its quality is measured when it is fitted, on tasks it did not see (grouped k-fold by
 task), and kept with it: a prediction is only as good as that figure says.
 """
@@ -16,7 +25,7 @@ from __future__ import annotations
 
 import io
 import math
-import pickle  # noqa: S403 - only models this gateway fitted and stored itself
+import pickle  # only models this gateway fitted and stored itself (see loads)
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -29,6 +38,9 @@ from gateway.curves.features import NAMES, Run, row
 
 LOW, MEDIAN, HIGH = 0.1, 0.5, 0.9
 QUANTILES = (LOW, MEDIAN, HIGH)
+LIKELY, CEILING = 0.75, 0.99
+# Every quantile fitted, in order (QUANTILES are its first, second and fourth).
+FITTED = (LOW, MEDIAN, LIKELY, HIGH, CEILING)
 # Below these the model would be guessing: it says so instead of predicting.
 MIN_RUNS = 30
 MIN_TASKS = 2
@@ -36,6 +48,12 @@ MIN_TASKS = 2
 _DENSE_K = 12
 _SPARSE_K = 8
 _FOLDS = 5
+# The boosting's settings (see the module's docstring; BENCHMARKS.md has the figures):
+# (learning rate, leaves per tree, rows per leaf), for the median and for the tails.
+_ITERATIONS = 150
+_MEDIAN_TREES = (0.08, 15, 20)
+_TAIL_TREES = (0.05, 8, 60)
+MIN_LEAF = _TAIL_TREES[2]
 # The epoch the stored quality (and BENCHMARKS.md) quotes first.
 QUOTED_K = 3
 
@@ -49,6 +67,8 @@ class Prediction:
     median: float
     low: float
     high: float
+    likely: float = math.nan  # the upper quartile: what the prognosis holds to its bars
+    ceiling: float = math.nan  # the 99th percentile: what the learned pruner reads
 
 
 @dataclass(frozen=True)
@@ -110,13 +130,14 @@ def _measured(matrix: np.ndarray) -> np.ndarray:
 
 
 def _regressor(quantile: float, seed: int) -> HistGradientBoostingRegressor:
+    rate, leaves, leaf = _MEDIAN_TREES if quantile == MEDIAN else _TAIL_TREES
     return HistGradientBoostingRegressor(
         loss="quantile",
         quantile=quantile,
-        max_iter=150,
-        learning_rate=0.08,
-        max_leaf_nodes=15,
-        min_samples_leaf=20,
+        max_iter=_ITERATIONS,
+        learning_rate=rate,
+        max_leaf_nodes=leaves,
+        min_samples_leaf=leaf,
         early_stopping=False,  # no random validation split: the same data, the same model
         random_state=seed,
     )
@@ -150,20 +171,42 @@ class CurveModel:
         self.tasks = tasks
         self.sklearn = sklearn.__version__
 
+    def quantile_rows(self, xs: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """Every fitted quantile (one column each, in the order of `self.quantiles`,
+        sorted so they never cross) of the final validation accuracy for rows whose last
+        seen accuracy is `last`."""
+        found = np.column_stack([self._models[q].predict(xs) for q in self.quantiles])
+        clipped: np.ndarray = np.clip(np.sort(found + last[:, None], axis=1), 0.0, 1.0)
+        return clipped
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return tuple(sorted(self._models))
+
     def predict_rows(self, xs: np.ndarray, last: np.ndarray) -> np.ndarray:
         """Quantiles (one column each, in QUANTILES' order, sorted so they never cross)
         of the final validation accuracy for rows whose last seen accuracy is `last`."""
-        found = np.column_stack([self._models[q].predict(xs) for q in QUANTILES])
-        found = np.sort(found + last[:, None], axis=1)
-        return np.clip(found, 0.0, 1.0)
+        found = self.quantile_rows(xs, last)
+        return found[:, [self.quantiles.index(q) for q in QUANTILES]]
+
+    def prediction(self, quantiles: Sequence[float]) -> Prediction:
+        """One row of `quantile_rows` as a Prediction."""
+        at = dict(zip(self.quantiles, quantiles, strict=True))
+        return Prediction(
+            median=float(at[MEDIAN]),
+            low=float(at[LOW]),
+            high=float(at[HIGH]),
+            likely=float(at.get(LIKELY, math.nan)),
+            ceiling=float(at.get(CEILING, math.nan)),
+        )
 
     def predict(self, run: Run, k: int) -> Prediction | None:
         """The final validation accuracy after k epochs (None: the run measured none)."""
         last = run.points[k - 1].val_accuracy
         if not math.isfinite(last):
             return None
-        q = self.predict_rows(np.asarray([row(run, k)], dtype=float), np.asarray([last]))[0]
-        return Prediction(median=float(q[1]), low=float(q[0]), high=float(q[2]))
+        xs = np.asarray([row(run, k)], dtype=float)
+        return self.prediction(self.quantile_rows(xs, np.asarray([last]))[0])
 
     def dumps(self) -> bytes:
         out = io.BytesIO()
@@ -177,6 +220,8 @@ class CurveModel:
         model = pickle.loads(data)  # noqa: S301 - written by this gateway (see import)
         if not isinstance(model, CurveModel) or model.names != NAMES:
             return None
+        if getattr(model, "_models", {}).keys() != set(FITTED):
+            return None  # fitted before the prognosis and the pruner read LIKELY, CEILING
         return model if model.sklearn == sklearn.__version__ else None
 
 
@@ -184,19 +229,22 @@ def fit(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> CurveModel:
     """The model over every finished run (`tasks[i]` names run i's task)."""
     check_enough(runs, tasks)
     xs, ys, ws, _ = _rows(runs)
-    models = {q: _regressor(q, seed).fit(xs, ys, sample_weight=ws) for q in QUANTILES}
+    models = {q: _regressor(q, seed).fit(xs, ys, sample_weight=ws) for q in FITTED}
     n, t = usable(runs, tasks)
     return CurveModel(models, n, t)
 
 
 def assess(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> Quality:
-    """Errors on held-out tasks: each fold's model predicts tasks it never saw."""
+    """Errors on held-out tasks: each fold's model predicts tasks it never saw (fitted
+    for the quantiles the figures read, QUANTILES, only)."""
     check_enough(runs, tasks)
     xs, ys, ws, which = _rows(runs)
     groups = np.asarray([tasks[i] for i in which])
     n_groups = len(set(groups))
     folds = min(_FOLDS, n_groups)
-    last = np.asarray([runs[i].points[int(x[0]) - 1].val_accuracy for i, x in zip(which, xs)])
+    last = np.asarray(
+        [runs[i].points[int(x[0]) - 1].val_accuracy for i, x in zip(which, xs, strict=True)]
+    )
     predicted = np.zeros((len(ys), len(QUANTILES)))
     for train, test in GroupKFold(n_splits=folds).split(xs, ys, groups):
         part = _measured(xs[train])
