@@ -50,20 +50,20 @@ from google.protobuf import json_format
 from bench.database import scratch_postgres
 from bench.metalearning import curves, evaluate, grid, tasks
 from bench.metalearning.build_table import TABLE
+from bench.metalearning.export import history
 from bench.orchestration import start_trainer, wait_registered
 from bench.report import print_figures
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from gateway.tasks.learner import DEFAULT_ZERO_SHOT
+from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import (
-    attempt_pb2,
     attempt_service_pb2_grpc,
     dataset_service_pb2_grpc,
     study_service_pb2_grpc,
     task_pb2,
     task_service_pb2_grpc,
 )
-from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import study_service_pb2 as spb
 from metalearn.v1 import task_service_pb2 as kpb
 
@@ -87,23 +87,6 @@ def profile_all(
             raise RuntimeError(f"{task.name}: not profiled: {found.error}")
         profiles[task.name] = dict(found.profile.features)
     return profiles, seconds
-
-
-def history(table: dict[str, Any]) -> list[attempt_pb2.Attempt]:
-    """The table as attempt documents, as another metalearn would export them."""
-    found = []
-    for task in table["tasks"]:
-        for i, (point, row) in enumerate(zip(table["points"], task["points"], strict=True)):
-            attempt = attempt_pb2.Attempt(name=f"table-{task['name']}-{i:03d}")
-            json_format.ParseDict(grid.command(task["labels"], point), attempt.training_commands)
-            attempt.n_epoch = grid.EPOCHS
-            for epoch, (acc, val_loss, loss) in enumerate(
-                zip(row["val_accuracy"], row["val_loss"], row["loss"], strict=True), 1
-            ):
-                attempt.epochs.add(epoch=epoch, val_accuracy=acc, val_loss=val_loss, loss=loss)
-            attempt.status = attempt_pb2.ATTEMPT_STATUS_TRAINED
-            found.append(attempt)
-    return found
 
 
 def study_on(task: tasks.Task, name: str, n_trials: int, warm: bool) -> spb.Study:
