@@ -88,6 +88,20 @@ def _convert(name: str, value: Any, default: Any) -> Any:
     return value
 
 
+_POSITIVE_ARGS = frozenset({"kernel_size", "stride", "dilation", "groups"})
+
+
+def _positive(value: Any) -> bool:
+    """A size of at least 1, or a list of them (None: left to torch's default)."""
+    if isinstance(value, list):
+        return all(_positive(x) for x in value)
+    return value is None or (isinstance(value, int | float) and value >= 1)
+
+
+def _has_null(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and any(_has_null(x) for x in value))
+
+
 def _auto_size(arg: str, shape: torch.Size) -> Any:
     """The size an "auto" argument takes from the traced input shape."""
     if arg in ("in_channels", "num_features", "num_channels"):
@@ -121,6 +135,15 @@ def _resolve_layer(
             resolved[arg] = n_labels
         elif isinstance(value, str) and value in ("auto", "n_labels"):
             v.add(f"{path}.{arg}", f"{value!r} is not allowed for {arg}")
+            ok = False
+        elif arg in _POSITIVE_ARGS and not _positive(value):
+            # torch builds a 0-sized kernel, and oneDNN fails on the first batch.
+            v.add(f"{path}.{arg}", f"{arg} must be at least 1")
+            ok = False
+        elif _has_null(value) and allowed[arg].default is not None:
+            # torch takes some nulls at construction and fails only on the first batch
+            # (a Conv2d's padding of None): refused here, where the field can be named.
+            v.add(f"{path}.{arg}", f"null is not a value {name} takes for {arg}")
             ok = False
         else:
             resolved[arg] = _convert(arg, value, allowed[arg].default)
@@ -169,7 +192,9 @@ def _shape_mistake(
                 f"{layer} expects {module.in_channels} input channels, got {shape[1]}"
                 f" (from {given})"
             )
-        if isinstance(module.padding, tuple):
+        # Only sizes that are whole numbers can be compared (a JSON null given as padding
+        # reaches torch as None: its own error says so, this one must not fail on it).
+        if isinstance(module.padding, tuple) and all(isinstance(p, int) for p in module.padding):
             pairs = zip(module.dilation, module.kernel_size, strict=True)
             span = [d * (k - 1) + 1 for d, k in pairs]
             room = [n + 2 * p for n, p in zip(shape[2:], module.padding, strict=True)]
