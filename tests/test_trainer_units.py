@@ -74,6 +74,13 @@ def test_auto_sizes_come_from_the_traced_shape() -> None:
          "command.model.layers[0].in_features", "not allowed"),
         ({"name": "Dropout", "p": 1.5}, "command.model.layers[0]", "Dropout"),
         ({"name": "ReLU", "device": "cuda"}, "command.model.layers[0].device", "takes no argument"),
+        # Found by the fuzzer: both passed the meta-device trace and failed on a real batch.
+        ({"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 0},
+         "command.model.layers[0].kernel_size", "must be at least 1"),
+        ({"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 3,
+          "stride": [1, 0]}, "command.model.layers[0].stride", "must be at least 1"),
+        ({"name": "Conv2d", "in_channels": 3, "out_channels": 6, "kernel_size": 3,
+          "padding": None}, "command.model.layers[0].padding", "null is not a value"),
     ],
 )  # fmt: skip
 def test_layer_mistakes_name_the_layer_and_argument(bad, field, words) -> None:
