@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,13 +75,12 @@ def run_of(
     )
 
 
-def points_of(row: CurveRow) -> list[rules.Point]:
-    """Epochs as the rules read them; a run without a validation split stores 0 and 0
-    for its validation metrics, which mean "not measured" here."""
+def points_of(epochs: Iterable[tuple[int, float, float, float]]) -> list[rules.Point]:
+    """(epoch, loss, val_loss, val_accuracy) rows as the rules read them; a run without a
+    validation split stores 0 and 0 for its validation metrics, which mean "not measured"
+    here."""
     found = []
-    for epoch, loss, val_loss, val_accuracy in zip(
-        row.epochs, row.losses, row.val_losses, row.val_accuracies, strict=True
-    ):
+    for epoch, loss, val_loss, val_accuracy in epochs:
         measured = not (val_loss == 0 and val_accuracy == 0)
         found.append(
             rules.Point(
@@ -96,7 +95,8 @@ def points_of(row: CurveRow) -> list[rules.Point]:
 
 def run_of_row(row: CurveRow) -> Run:
     rates = [x for x in row.learning_rates if x > 0]
-    return run_of(row.command, row.n_epoch, points_of(row), row.features,
+    epochs = zip(row.epochs, row.losses, row.val_losses, row.val_accuracies, strict=True)
+    return run_of(row.command, row.n_epoch, points_of(epochs), row.features,
                   rates[0] if rates else math.nan)  # fmt: skip
 
 
@@ -141,10 +141,7 @@ def of_history(
     """The rules' prognosis of an imported run, from its (epoch, loss, val_loss,
     val_accuracy) rows: its end is recorded, so the model has nothing to predict. A
     prototype document has only training losses (0 validation metrics: not measured)."""
-    row = CurveRow(0, "", dict(command), len(epochs), [e[0] for e in epochs],
-                   [e[1] for e in epochs], [], [e[2] for e in epochs], [e[3] for e in epochs],
-                   {})  # fmt: skip
-    points = points_of(row)
+    points = points_of(epochs)
     found = assess(run_of(command, len(points), points, {}), len(points), None)
     if all(math.isnan(p.val_accuracy) for p in points):
         return as_proto(found, 0, "the document records no validation accuracy to predict from")
