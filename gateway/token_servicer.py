@@ -1,4 +1,4 @@
-"""TokenService: admins make, list and revoke principals' tokens."""
+"""TokenService: admins make, list and revoke principals' tokens; anyone asks who they are."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from gateway.auth import Authenticator, Role, current
 from gateway.auth.tokens import digest, expiry, mint
 from gateway.store.tokens import TokenRecord, TokenStore
+from metalearn.credentials import presented
 from metalearn.errors import Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import token_service_pb2, token_service_pb2_grpc
@@ -86,3 +87,15 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         if self._auth is not None:
             self._auth.forget()
         return pb.RevokeTokenResponse()
+
+    @translate_errors
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: Any) -> pb.WhoAmIResponse:
+        # The interceptor has checked the token already; its record gives the times.
+        secret = presented(context.invocation_metadata())
+        record = await self._tokens.find(digest(secret)) if secret else None
+        if record is None:  # revoked or expired between the interceptor and here
+            caller = current()
+            return pb.WhoAmIResponse(
+                token=pb.Token(name=caller.name, role=_ROLE_VALUES[caller.role.value])
+            )
+        return pb.WhoAmIResponse(token=token_message(record))

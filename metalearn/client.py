@@ -567,6 +567,12 @@ class Client:
         reply = self._call(self._tokens.ListTokens, token_service_pb2.ListTokensRequest())
         return tuple(reply.tokens)
 
+    def whoami(self) -> token_service_pb2.Token:
+        """The token this client calls with: its name and role (any token may ask)."""
+        reply = self._call(self._tokens.WhoAmI, token_service_pb2.WhoAmIRequest())
+        token: token_service_pb2.Token = reply.token
+        return token
+
     def revoke_token(self, name: str) -> None:
         self._call(self._tokens.RevokeToken, token_service_pb2.RevokeTokenRequest(name=name))
 

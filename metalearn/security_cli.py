@@ -44,6 +44,12 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens_whoami(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        token = client.whoami()
+    return answer(args, documents.plain(token), f"{token.name} ({_role(token.role)})")
+
+
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         client.revoke_token(args.name)
@@ -60,9 +66,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """`tokens create|list|revoke` and `certs`, on the `metalearn` parser."""
-    tokens = sub.add_parser("tokens", help="who may call the gateway (admins)").add_subparsers(
-        dest="action", required=True
-    )
+    tokens = sub.add_parser(
+        "tokens", help="who may call the gateway (admins; whoami: anyone)"
+    ).add_subparsers(dest="action", required=True)
     create = tokens.add_parser("create", parents=[common], help="make a token; prints its secret")
     create.add_argument("--name", required=True, help="the principal's name")
     create.add_argument(
@@ -75,6 +81,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     create.set_defaults(func=cmd_tokens_create)
     lst = tokens.add_parser("list", parents=[common], help="every token (never a secret)")
     lst.set_defaults(func=cmd_tokens_list)
+    whoami = tokens.add_parser("whoami", parents=[common], help="the name and role of my token")
+    whoami.set_defaults(func=cmd_tokens_whoami)
     revoke = tokens.add_parser("revoke", parents=[common], help="revoke a token by name")
     revoke.add_argument("name", help="the token's (principal's) name")
     revoke.set_defaults(func=cmd_tokens_revoke)

@@ -500,6 +500,7 @@ def test_token_requests(gateway, channel, name, role, days) -> None:
     code = call_code(stub.RevokeToken, kpb.RevokeTokenRequest(name=name + "-nobody"))
     assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
     assert call_code(stub.ListTokens, kpb.ListTokensRequest()) is None
+    assert call_code(stub.WhoAmI, kpb.WhoAmIRequest()) is None
     assert _tokens(gateway.database_url) == before
 
 
@@ -533,6 +534,7 @@ def test_every_rpc_is_fuzzed() -> None:
         "Heartbeat",
         "CreateToken",
         "ListTokens",
+        "WhoAmI",
         "RevokeToken",
         "CreateStudy",
         "GetStudy",

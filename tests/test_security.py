@@ -326,6 +326,20 @@ def test_tokens_are_stored_hashed_and_revocation_is_immediate(gateway, principal
         assert admin.get("before-revocation").owner == name
 
 
+def test_every_token_learns_who_it_is_and_nothing_more(gateway, principals) -> None:
+    for role, secret in principals.items():
+        with Client(gateway.address, token=secret) as client:
+            token = client.whoami()
+        assert token_service_pb2.Role.Name(token.role) == f"ROLE_{role.rstrip('2').upper()}"
+        assert token.name and token.create_time.seconds > 0
+        assert secret not in str(token)
+    with (
+        Client(gateway.address, token="mlt_not-a-token") as stranger,
+        pytest.raises(UnauthenticatedError),
+    ):
+        stranger.whoami()
+
+
 def test_expired_tokens_are_refused(gateway) -> None:
     with Client(gateway.address, token=gateway.admin_token) as admin:
         reply = admin.create_token(f"brief-{time.time_ns()}", "reader", expires_in_days=2 / 86400)

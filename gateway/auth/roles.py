@@ -80,6 +80,7 @@ POLICY: dict[str, frozenset[Role]] = {
     _TS + "CreateToken": ADMIN,
     _TS + "ListTokens": ADMIN,
     _TS + "RevokeToken": ADMIN,
+    _TS + "WhoAmI": READ_OR_TRAINER,
     # A study's owner stops and deletes it (the store checks, as for attempts).
     _SS + "CreateStudy": WRITE,
     _SS + "GetStudy": READ,

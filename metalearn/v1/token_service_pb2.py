@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n metalearn/v1/token_service.proto\x12\x0cmetalearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.metalearn.v1.Role\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x05 \x01(\t\"]\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.metalearn.v1.Role\x12\x17\n\x0f\x65xpires_in_days\x18\x03 \x01(\x01\"I\n\x13\x43reateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\"9\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.metalearn.v1.Token\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse*`\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x0f\n\x0bROLE_WRITER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x12\x10\n\x0cROLE_TRAINER\x10\x04\x32\x87\x02\n\x0cTokenService\x12R\n\x0b\x43reateToken\x12 .metalearn.v1.CreateTokenRequest\x1a!.metalearn.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.metalearn.v1.ListTokensRequest\x1a .metalearn.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .metalearn.v1.RevokeTokenRequest\x1a!.metalearn.v1.RevokeTokenResponseB\x8a\x01\n\x10\x64\x65v.metalearn.v1B\x11TokenServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n metalearn/v1/token_service.proto\x12\x0cmetalearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.metalearn.v1.Role\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x05 \x01(\t\"]\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.metalearn.v1.Role\x12\x17\n\x0f\x65xpires_in_days\x18\x03 \x01(\x01\"I\n\x13\x43reateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\"9\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.metalearn.v1.Token\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"\x0f\n\rWhoAmIRequest\"4\n\x0eWhoAmIResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Token*`\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x0f\n\x0bROLE_WRITER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x12\x10\n\x0cROLE_TRAINER\x10\x04\x32\xcc\x02\n\x0cTokenService\x12R\n\x0b\x43reateToken\x12 .metalearn.v1.CreateTokenRequest\x1a!.metalearn.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.metalearn.v1.ListTokensRequest\x1a .metalearn.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .metalearn.v1.RevokeTokenRequest\x1a!.metalearn.v1.RevokeTokenResponse\x12\x43\n\x06WhoAmI\x12\x1b.metalearn.v1.WhoAmIRequest\x1a\x1c.metalearn.v1.WhoAmIResponseB\x8a\x01\n\x10\x64\x65v.metalearn.v1B\x11TokenServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.token_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\021TokenServiceProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
-  _globals['_ROLE']._serialized_start=568
-  _globals['_ROLE']._serialized_end=664
+  _globals['_ROLE']._serialized_start=639
+  _globals['_ROLE']._serialized_end=735
   _globals['_TOKEN']._serialized_start=84
   _globals['_TOKEN']._serialized_end=257
   _globals['_CREATETOKENREQUEST']._serialized_start=259
@@ -49,6 +49,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKETOKENREQUEST']._serialized_end=543
   _globals['_REVOKETOKENRESPONSE']._serialized_start=545
   _globals['_REVOKETOKENRESPONSE']._serialized_end=566
-  _globals['_TOKENSERVICE']._serialized_start=667
-  _globals['_TOKENSERVICE']._serialized_end=930
+  _globals['_WHOAMIREQUEST']._serialized_start=568
+  _globals['_WHOAMIREQUEST']._serialized_end=583
+  _globals['_WHOAMIRESPONSE']._serialized_start=585
+  _globals['_WHOAMIRESPONSE']._serialized_end=637
+  _globals['_TOKENSERVICE']._serialized_start=738
+  _globals['_TOKENSERVICE']._serialized_end=1070
 # @@protoc_insertion_point(module_scope)

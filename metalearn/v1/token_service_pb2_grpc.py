@@ -29,8 +29,8 @@ class TokenServiceStub:
     """Who may call the gateway. Every RPC of every gateway service (health
     checks and reflection excepted) needs `authorization: Bearer <token>`
     metadata; a token names a principal and gives it one role. Only admins
-    call this service. The gateway keeps nothing but each token's sha256, so a
-    secret is shown once, when it is made.
+    call this service, but for WhoAmI, which any token may. The gateway keeps
+    nothing but each token's sha256, so a secret is shown once, when it is made.
     """
 
     def __init__(self, channel):
@@ -54,14 +54,19 @@ class TokenServiceStub:
                 request_serializer=metalearn_dot_v1_dot_token__service__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_token__service__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/metalearn.v1.TokenService/WhoAmI',
+                request_serializer=metalearn_dot_v1_dot_token__service__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_token__service__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
     """Who may call the gateway. Every RPC of every gateway service (health
     checks and reflection excepted) needs `authorization: Bearer <token>`
     metadata; a token names a principal and gives it one role. Only admins
-    call this service. The gateway keeps nothing but each token's sha256, so a
-    secret is shown once, when it is made.
+    call this service, but for WhoAmI, which any token may. The gateway keeps
+    nothing but each token's sha256, so a secret is shown once, when it is made.
     """
 
     def CreateToken(self, request, context):
@@ -91,6 +96,16 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """The caller's own token (never its secret): who the gateway takes it for
+        and with which role. Any valid token may ask; the web dashboard uses it to
+        check a pasted token and to know which attempts its user owns.
+        Errors: UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +124,11 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     request_deserializer=metalearn_dot_v1_dot_token__service__pb2.RevokeTokenRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_token__service__pb2.RevokeTokenResponse.SerializeToString,
             ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=metalearn_dot_v1_dot_token__service__pb2.WhoAmIRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_token__service__pb2.WhoAmIResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'metalearn.v1.TokenService', rpc_method_handlers)
@@ -121,8 +141,8 @@ class TokenService:
     """Who may call the gateway. Every RPC of every gateway service (health
     checks and reflection excepted) needs `authorization: Bearer <token>`
     metadata; a token names a principal and gives it one role. Only admins
-    call this service. The gateway keeps nothing but each token's sha256, so a
-    secret is shown once, when it is made.
+    call this service, but for WhoAmI, which any token may. The gateway keeps
+    nothing but each token's sha256, so a secret is shown once, when it is made.
     """
 
     @staticmethod
@@ -196,6 +216,33 @@ class TokenService:
             '/metalearn.v1.TokenService/RevokeToken',
             metalearn_dot_v1_dot_token__service__pb2.RevokeTokenRequest.SerializeToString,
             metalearn_dot_v1_dot_token__service__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.TokenService/WhoAmI',
+            metalearn_dot_v1_dot_token__service__pb2.WhoAmIRequest.SerializeToString,
+            metalearn_dot_v1_dot_token__service__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,8 +30,8 @@ class TokenServiceStub:
     """Who may call the gateway. Every RPC of every gateway service (health
     checks and reflection excepted) needs `authorization: Bearer <token>`
     metadata; a token names a principal and gives it one role. Only admins
-    call this service. The gateway keeps nothing but each token's sha256, so a
-    secret is shown once, when it is made.
+    call this service, but for WhoAmI, which any token may. The gateway keeps
+    nothing but each token's sha256, so a secret is shown once, when it is made.
     """
 
     @_typing.overload
@@ -53,14 +53,20 @@ class TokenServiceStub:
     is UNAUTHENTICATED. Attempts its principal owns keep their owner.
     Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND.
     """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_token_service_pb2.WhoAmIRequest, _token_service_pb2.WhoAmIResponse]
+    """The caller's own token (never its secret): who the gateway takes it for
+    and with which role. Any valid token may ask; the web dashboard uses it to
+    check a pasted token and to know which attempts its user owns.
+    Errors: UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
     """Who may call the gateway. Every RPC of every gateway service (health
     checks and reflection excepted) needs `authorization: Bearer <token>`
     metadata; a token names a principal and gives it one role. Only admins
-    call this service. The gateway keeps nothing but each token's sha256, so a
-    secret is shown once, when it is made.
+    call this service, but for WhoAmI, which any token may. The gateway keeps
+    nothing but each token's sha256, so a secret is shown once, when it is made.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -79,13 +85,19 @@ class TokenServiceAsyncStub(TokenServiceStub):
     is UNAUTHENTICATED. Attempts its principal owns keep their owner.
     Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND.
     """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_token_service_pb2.WhoAmIRequest, _token_service_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """The caller's own token (never its secret): who the gateway takes it for
+    and with which role. Any valid token may ask; the web dashboard uses it to
+    check a pasted token and to know which attempts its user owns.
+    Errors: UNAUTHENTICATED.
+    """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
     """Who may call the gateway. Every RPC of every gateway service (health
     checks and reflection excepted) needs `authorization: Bearer <token>`
     metadata; a token names a principal and gives it one role. Only admins
-    call this service. The gateway keeps nothing but each token's sha256, so a
-    secret is shown once, when it is made.
+    call this service, but for WhoAmI, which any token may. The gateway keeps
+    nothing but each token's sha256, so a secret is shown once, when it is made.
     """
 
     @_abc_1.abstractmethod
@@ -119,6 +131,18 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         """Revokes a token: the next call that carries it, on any gateway replica,
         is UNAUTHENTICATED. Attempts its principal owns keep their owner.
         Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _token_service_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_token_service_pb2.WhoAmIResponse, _abc.Awaitable[_token_service_pb2.WhoAmIResponse]]:
+        """The caller's own token (never its secret): who the gateway takes it for
+        and with which role. Any valid token may ask; the web dashboard uses it to
+        check a pasted token and to know which attempts its user owns.
+        Errors: UNAUTHENTICATED.
         """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
