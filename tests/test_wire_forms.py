@@ -52,6 +52,12 @@ def test_full_view_epochs_match_their_columns(attempts, gateway) -> None:
     # The BASIC view leaves the detail out.
     basic = attempts.GetAttempt(pb.GetAttemptRequest(name="wire")).attempt
     assert len(basic.epochs) == 0 and len(basic.training_losses) == len(epochs)
+    # The best validation accuracy comes with every view (PostgreSQL's max: NaN is largest).
+    validated = [r[7] for r in rows]
+    best = math.nan if any(math.isnan(v) for v in validated) else max(validated)
+    listed = attempts.ListAttempts(pb.ListAttemptsRequest(name_prefix="wire")).attempts[0]
+    for seen in (got, basic, listed):
+        assert bits(seen.best_val_accuracy) == bits(best if not best <= 0 else 0.0)
 
 
 def test_rows_without_spec_are_read_from_doc_and_upgraded(attempts, gateway) -> None:

@@ -130,8 +130,11 @@ _ACCURACY = sql.SQL("COALESCE((a.doc ->> 'accuracy')::float8, -1)")
 # Rows a filtered listing walks in order before it asks the document index instead.
 _SCAN = 2000
 # `Attempt.training_losses` (field 4) encoded by PostgreSQL, one double per epoch.
+# Then `Attempt.best_val_accuracy` (field 25: tag 0xc9 0x01), where any epoch validated.
 _LOSSES = sql.SQL(
     "(SELECT string_agg(pb_double(x'21'::int, e.loss), ''::bytea ORDER BY e.epoch)"
+    " || CASE WHEN max(e.val_accuracy) > 0"
+    " THEN '\\xc901'::bytea || reverse(float8send(max(e.val_accuracy))) ELSE ''::bytea END"
     " FROM attempt_epochs e WHERE e.attempt_id = a.id) AS losses_wire"
 )
 _EPOCHS_WIRE = sql.SQL(
