@@ -11,10 +11,10 @@ GEN_DIR := metalearn/v1
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-dev.txt pyproject.toml examples/node/package-lock.json
+$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-ui.txt requirements-dev.txt pyproject.toml examples/node/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-ui.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	@# The Node.js example's packages, where there is a node (its test skips otherwise).
 	if command -v npm >/dev/null; then cd examples/node && npm ci --no-audit --no-fund --silent; fi
@@ -73,8 +73,9 @@ bench: setup
 	$(PY) bench/studies.py
 	$(PY) -m bench.metalearning
 
+# `make demo UI=1` leaves the stack up with the dashboard on http://127.0.0.1:8080.
 demo: setup
-	$(PY) scripts/demo.py
+	UI=$(UI) $(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .metalearn .pytest_cache .mypy_cache .ruff_cache

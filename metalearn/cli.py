@@ -25,6 +25,7 @@ from metalearn import (
     study_cli,
     task_cli,
     tls,
+    ui_cli,
 )
 from metalearn.client import MetalearnError, status_text, translate
 from metalearn.runs import CliError, client_for, print_attempt, print_json, prognosis_short
@@ -411,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve_cli.add_commands(sub, common)
     security_cli.add_commands(sub, common)
     stack.add_command(sub)
+    ui_cli.add_command(sub, common)
     return parser
 
 

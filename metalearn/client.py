@@ -138,7 +138,7 @@ def translate(err: grpc.RpcError) -> MetalearnError:
     """
     from google.protobuf.message import DecodeError
 
-    if not isinstance(err, grpc.Call):
+    if not isinstance(err, grpc.Call | grpc.aio.AioRpcError):  # sync or asyncio calls
         return UnavailableError("UNAVAILABLE", str(err))
     code = err.code() or grpc.StatusCode.UNKNOWN
     violations: dict[str, str] = {}

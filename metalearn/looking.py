@@ -53,16 +53,16 @@ def plot_curves(attempts: Sequence[attempt_pb2.Attempt], path: str | Path) -> Pa
     return out
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else key))
         return out
     if isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
         out = {}
         for i, item in enumerate(value):
-            out.update(_flat(item, f"{prefix}[{i}]"))
+            out.update(flatten(item, f"{prefix}[{i}]"))
         return out
     return {prefix: value}
 
@@ -74,7 +74,7 @@ def _text(value: Any) -> str:
 def differing(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[Any]]:
     """The training-command settings that differ between attempts, each value as the
     command holds it (None where an attempt has none)."""
-    flat = [_flat(documents.plain(a.training_commands)) for a in attempts]
+    flat = [flatten(documents.plain(a.training_commands)) for a in attempts]
     keys = sorted(set().union(*flat)) if flat else []
     return {
         key: [f.get(key) for f in flat]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 from typing import IO
+
+from metalearn.ui_cli import LAUNCH_KEY_ENV
 
 CLI = [sys.executable, "-m", "metalearn.cli"]
 
@@ -83,10 +86,25 @@ def cmd_up(args: argparse.Namespace) -> int:
                     trainer_env,
                 )
             )  # fmt: skip
+        trainers = ", ".join(d.address for d in daemons[1:]) or "none"
+        dashboard = ""
+        if args.ui != "off":
+            # The dashboard signs a browser in with the admin token from a link whose key
+            # only this terminal sees (in its environment, never in argv).
+            key = secrets.token_urlsafe(24)
+            ui = Daemon(
+                "ui",
+                ["ui", "--listen", args.ui, "--gateway", gateway.address,
+                 "--launch-token-file", str(data_dir / "admin.token")],
+                logs,
+                {LAUNCH_KEY_ENV: key},
+            )  # fmt: skip
+            daemons.append(ui)
+            dashboard = f"; dashboard on {ui.address}/login/launch?key={key}"
         print(
             f"metalearn up: gateway on {gateway.address}, {args.trainers} trainer(s)"
-            f" ({', '.join(d.address for d in daemons[1:]) or 'none'}); logs in {logs};"
-            f" admin token in {data_dir / 'admin.token'}; Ctrl-C stops",
+            f" ({trainers}); logs in {logs}; admin token in {data_dir / 'admin.token'}"
+            f"{dashboard}; Ctrl-C stops",
             flush=True,
         )
         while not stop.wait(0.5):
@@ -132,4 +150,10 @@ def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     up.add_argument("--data-dir", default=".metalearn", help="database, caches and logs")
     up.add_argument("--trainers", type=int, default=1, help="trainer processes")
     up.add_argument("--capacity", type=int, default=1, help="runs per trainer")
+    up.add_argument(
+        "--ui",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="the web dashboard's address ('off': none)",
+    )
     up.set_defaults(func=cmd_up)

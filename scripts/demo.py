@@ -14,8 +14,10 @@ study's first trial, and stops the stack.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +32,8 @@ LENET = ROOT / "examples" / "digits_lenet.json"
 STUDY = ROOT / "examples" / "digits_study.json"
 # Where the plot goes (the tests point it elsewhere).
 OUTPUT = Path(os.environ.get("METALEARN_DEMO_OUTPUT", ROOT / "demo-output"))
+# `make demo UI=1`: the dashboard on its usual port, and the stack left up until Ctrl-C.
+KEEP_UP = os.environ.get("UI", "") not in ("", "0")
 CLI = [sys.executable, "-m", "metalearn.cli"]
 
 
@@ -61,14 +65,20 @@ def main() -> int:
         # ./.metalearn; this demo keeps its data in a temporary one and says so).
         os.environ["METALEARN_DATA_DIR"] = f"{tmp}/data"
         print(f"$ export METALEARN_DATA_DIR={tmp}/data", flush=True)
-        print(f"$ metalearn up --listen {address} --data-dir {tmp}/data --trainers 1", flush=True)
+        ui = "127.0.0.1:8080" if KEEP_UP else "127.0.0.1:0"
+        print(f"$ metalearn up --listen {address} --data-dir {tmp}/data --trainers 1"
+              f" --ui {ui}", flush=True)  # fmt: skip
         up = subprocess.Popen(
-            [*CLI, "up", "--listen", address, "--data-dir", f"{tmp}/data", "--trainers", "1"],
+            [*CLI, "up", "--listen", address, "--data-dir", f"{tmp}/data", "--trainers", "1",
+             "--ui", ui],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
             assert up.stdout is not None
-            print(up.stdout.readline().strip(), flush=True)
+            banner = up.stdout.readline().strip()
+            print(banner, flush=True)
+            found = re.search(r"dashboard on (\S+?);", banner)
+            dashboard = found.group(1) if found else ""
             time.sleep(1)  # the trainer's first heartbeat
             run("attempts", "create", "--file", str(SEED), address=address)
             run("images", "import-digits", address=address)
@@ -127,6 +137,19 @@ def main() -> int:
             cold_file.write_text(json.dumps(cold))
             run("study", "create", "--file", str(cold_file), "--follow", address=address)
             run("compare", "suggested-358", "cold-358-0", address=address)
+            if KEEP_UP and dashboard:
+                print(f"\nThe dashboard: open {dashboard}\n(the stack stays up; Ctrl-C stops it)",
+                      flush=True)  # fmt: skip
+                with contextlib.suppress(KeyboardInterrupt):
+                    while up.poll() is None:
+                        time.sleep(1)
+            else:
+                print(
+                    "\nEverything above is in the web dashboard too: `make demo UI=1` leaves"
+                    " the stack up with it on http://127.0.0.1:8080 (or run `metalearn up` and"
+                    " open the link it prints).",
+                    flush=True,
+                )
         finally:
             up.send_signal(signal.SIGINT)
             code = up.wait(timeout=180)

@@ -157,7 +157,7 @@ def test_a_port_in_use_is_an_error_not_a_shared_port(gateway_process, tmp_path) 
     for command in (
         ["gateway", "--listen", gateway_process.address, "--data-dir", str(tmp_path / "g")],
         ["up", "--listen", gateway_process.address, "--data-dir", str(tmp_path / "u"),
-         "--trainers", "0"],
+         "--trainers", "0", "--ui", "off"],
     ):  # fmt: skip
         done = subprocess.run([*METALEARN, *command], capture_output=True, text=True, timeout=120)
         assert done.returncode != 0, done.stdout

@@ -1,0 +1,28 @@
+"""The dashboard's settings, fixed when it starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metalearn.tls import ClientTls
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    # The gateway it is a client of, and what to trust there (None: plaintext, local).
+    gateway: str = "127.0.0.1:50051"
+    tls: ClientTls | None = None
+    # Where browsers reach it: loopback unless told otherwise.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Mark cookies Secure: set when it is served to browsers through HTTPS (a proxy).
+    secure_cookies: bool = False
+    # `metalearn up`: a secret key that signs a browser in with `launch_token` (the
+    # local admin token) from a link printed in the terminal, as Jupyter does. Empty:
+    # users paste a token.
+    launch_key: str = ""
+    launch_token: str = ""
+    # Seconds a unary call to the gateway may take.
+    rpc_timeout: float = 30.0
+    # Attempts per page of the attempts table.
+    page_size: int = 50

@@ -1,0 +1,163 @@
+"""How the dashboard stays safe in a browser.
+
+- Sign-in: the user pastes a token once; it is kept in an httpOnly, SameSite=Strict
+  cookie (scripts cannot read it, other sites' requests do not carry it), and every
+  gateway call is made with it, so the gateway's roles decide what the user may do.
+- CSRF: every state-changing request (POST) must carry the page's CSRF value (a form
+  field or the X-CSRF-Token header) equal to its httpOnly cookie, and must come from
+  this origin when the browser says where it came from (Origin, Sec-Fetch-Site): the
+  double-submit cookie with an origin check, as Django does.
+- Headers: a strict Content-Security-Policy (scripts only from here, never inline, no
+  eval), no framing, no sniffing, no referrer, and no caching of pages with data.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+TOKEN_COOKIE = "metalearn_token"  # noqa: S105 - a cookie's name, not a secret
+CSRF_COOKIE = "metalearn_csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf"
+
+# plotly.js creates <style> elements for its own rules: an empty one it then fills
+# through the CSSOM (the sha256 of ""), and one fixed rule. Allowing exactly those two
+# hashes keeps style-src free of 'unsafe-inline'. The browser tests fail on any CSP
+# violation, so a plotly upgrade that changes them is caught.
+_PLOTLY_STYLES = (
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
+    "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",
+)
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        f"style-src 'self' {' '.join(_PLOTLY_STYLES)}",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Adds the headers above to every response; pages and data are never cached
+    (static files set their own Cache-Control)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers += [h for h in _HEADERS if h[0] not in names]
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def token_of(request: Request) -> str | None:
+    """The signed-in user's token, from the cookie."""
+    token = request.cookies.get(TOKEN_COOKIE, "").strip()
+    return token or None
+
+
+def csrf_value(request: Request) -> str:
+    """This browser's CSRF value: its cookie's, or a new one `remember_csrf` will set."""
+    value = request.cookies.get(CSRF_COOKIE, "")
+    if len(value) < 32:
+        value = request.state.new_csrf = getattr(request.state, "new_csrf", None) or (
+            secrets.token_urlsafe(32)
+        )
+    return value
+
+
+def remember_csrf(request: Request, response: Response, secure: bool) -> None:
+    """Sets the CSRF cookie when this request made a new value."""
+    new = getattr(request.state, "new_csrf", None)
+    if new:
+        response.set_cookie(
+            CSRF_COOKIE, new, httponly=True, samesite="strict", secure=secure, path="/"
+        )
+
+
+def set_token(response: Response, token: str, secure: bool) -> None:
+    response.set_cookie(
+        TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/"
+    )
+
+
+def forget_token(response: Response) -> None:
+    response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+
+
+def same_origin(request: Request) -> bool:
+    """Whether the browser says this request comes from one of our own pages. Browsers
+    send Sec-Fetch-Site and Origin with every POST; a client that sends neither (curl,
+    a test) passes this check and still needs the CSRF value."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    parts = urlsplit(origin)
+    return parts.netloc == request.headers.get("host", "") and parts.scheme in ("http", "https")
+
+
+async def csrf_ok(request: Request) -> bool:
+    """Whether a state-changing request carries this browser's CSRF value and comes from
+    this origin."""
+    if not same_origin(request):
+        return False
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if len(expected) < 32:
+        return False
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        form = await request.form()
+        field = form.get(CSRF_FIELD)
+        sent = field if isinstance(field, str) else None
+    return sent is not None and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path on this site only (never `//host` or a URL:
+    an open redirect would send a user who trusts this page anywhere)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/attempts"
+    return value
+
+
+Handler = Callable[[Request], Awaitable[Response]]
