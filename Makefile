@@ -16,6 +16,13 @@ $(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requ
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-ui.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	@# Debian's Chromium and its driver for the dashboard's browser tests, where apt is
+	@# (they skip, saying why, where it is not).
+	if command -v apt-get >/dev/null && ! dpkg -s chromium chromium-driver >/dev/null 2>&1; then \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		($$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver) \
+			|| echo "no Chromium: the dashboard's browser tests will skip"; \
+	fi
 	@# The Node.js example's packages, where there is a node (its test skips otherwise).
 	if command -v npm >/dev/null; then cd examples/node && npm ci --no-audit --no-fund --silent; fi
 	touch $(STAMP)

@@ -8,7 +8,8 @@
   this origin when the browser says where it came from (Origin, Sec-Fetch-Site): the
   double-submit cookie with an origin check, as Django does.
 - Headers: a strict Content-Security-Policy (scripts only from here, never inline, no
-  eval), no framing, no sniffing, no referrer, and no caching of pages with data.
+  eval), no framing, no sniffing, referrers only within this site (a sign-in link's key
+  never leaves it), and no caching of pages with data.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 
 # plotly.js creates <style> elements for its own rules: an empty one it then fills
-# through the CSSOM (the sha256 of ""), and one fixed rule. Allowing exactly those two
-# hashes keeps style-src free of 'unsafe-inline'. The browser tests fail on any CSP
-# violation, so a plotly upgrade that changes them is caught.
+# through the CSSOM (the sha256 of ""), and one fixed rule; its parallel coordinates
+# also set empty style attributes ('unsafe-hashes' lets hashes cover attributes, and
+# the only attribute hash is that of ""). Allowing exactly these keeps style-src free of
+# 'unsafe-inline'. The browser tests fail on any CSP violation, so a plotly upgrade
+# that needs more is caught.
 _PLOTLY_STYLES = (
+    "'unsafe-hashes'",
     "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
     "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",
 )
@@ -52,7 +56,7 @@ _HEADERS = [
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Origin "null"
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]

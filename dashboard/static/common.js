@@ -28,7 +28,7 @@ window.metalearn = (function () {
 
   function layout(title, extra) {
     return Object.assign({
-      title: { text: title, font: { size: 14 } },
+      title: { text: title, font: { size: 14 }, x: 0.01, xanchor: "left" },
       margin: { l: 56, r: 16, t: 40, b: 44 },
       paper_bgcolor: "#fff", plot_bgcolor: "#fff",
       legend: { orientation: "h", y: -0.2, font: { size: 11 } },
