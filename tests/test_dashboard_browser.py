@@ -147,9 +147,10 @@ def test_the_attempts_table_lists_the_store_and_filters_it(stage) -> None:
             client.create(make_attempt(f"resnet-{i}", labels=("0", "1"), team="vision"))
         client.create(make_attempt("xss-label", labels=(XSS, "1")))
     stage.open("/attempts")
-    names = lambda: [
-        e.text for e in stage.driver.find_elements(By.CSS_SELECTOR, "#attempts td.name a")
-    ]  # noqa: E731
+
+    def names():
+        return [e.text for e in stage.driver.find_elements(By.CSS_SELECTOR, "#attempts td.name a")]
+
     assert {f"resnet-{i}" for i in range(4)} | {"xss-label"} <= set(names())
     box = stage.driver.find_element(By.ID, "filter")
     box.clear()
@@ -175,7 +176,8 @@ def test_a_label_holding_a_script_is_inert(stage) -> None:
     stage.script("window.alerted = false; window.alert = () => { window.alerted = true; };")
     stage.open(f"/attempts/{made.id}")
     assert XSS in stage.driver.page_source.replace("&lt;", "<").replace("&gt;", ">")
-    assert stage.script("return document.querySelectorAll('script:not([src]):not([type])').length") == 0  # fmt: skip
+    inline = "return document.querySelectorAll('script:not([src]):not([type])').length"
+    assert stage.script(inline) == 0
     assert stage.script("return window.alerted === true") is False
     assert console_errors(stage.driver) == []
 
