@@ -46,7 +46,15 @@ from tests.dashboard_harness import (
     wait_for,
 )
 from tests.harness import fresh_database
-from tests.test_lying_trainer import FakeTrainer, chunks, epoch, finished, register, started
+from tests.test_lying_trainer import (
+    FakeTrainer,
+    chunks,
+    epoch,
+    finished,
+    five_images_each,
+    register,
+    started,
+)
 from tests.trainer_harness import lenet_command
 
 
@@ -199,7 +207,7 @@ def main() -> None:
             ui = create_server(UiConfig(gateway=gateway.address, port=0)).start()
             driver = chromium()
             try:
-                _upload(gateway)
+                five_images_each(gateway)
                 browser_sign_in(driver, ui, gateway.admin_token)
                 figures |= live_epochs(gateway, driver, ui.url, args.epochs)
                 figures |= compare_render(gateway, driver, ui.url, args.loads)
@@ -209,20 +217,6 @@ def main() -> None:
                 gateway.stop()
     figures["attempts"] = args.attempts
     print_figures(figures, args.json)
-
-
-def _upload(gateway: GatewayThread) -> None:
-    from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
-    from tests.harness import png
-
-    with gateway.channel() as channel:
-        dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
-            iter(
-                dataset_service_pb2.UploadImagesRequest(label=label, data=png((i, j, 9)))
-                for i, label in enumerate(["0", "1"])
-                for j in range(5)
-            )
-        )
 
 
 if __name__ == "__main__":

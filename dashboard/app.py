@@ -343,16 +343,17 @@ async def attempts_page(ui: Dashboard, request: Request, token: str, me: Any) ->
     )
 
 
-def _attempt_id(request: Request) -> int | None:
+def _attempt_id(request: Request) -> int:
     text = request.path_params["attempt_id"]
-    return int(text) if text.isdigit() and len(text) < 19 else None
+    if not text.isdigit() or len(text) >= 19:
+        what = "an attempt's id is a whole number"
+        raise MetalearnError("INVALID_ARGUMENT", what, {"id": what})
+    return int(text)
 
 
 @signed_in
 async def attempt_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     attempt_id = _attempt_id(request)
-    if attempt_id is None:
-        return _bad_request(ui, request, me, "id", "an attempt's id is a whole number")
     attempt = await ui.gateway.attempt(token, attempt_id)
     page = views.attempt_page(attempt)
     return ui.render(
@@ -374,8 +375,6 @@ async def attempt_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
 @signed_in
 async def attempt_command(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     attempt_id = _attempt_id(request)
-    if attempt_id is None:
-        return _bad_request(ui, request, me, "id", "an attempt's id is a whole number")
     attempt = await ui.gateway.attempt(token, attempt_id, full=False)
     return Response(
         views.command_json(attempt.training_commands) + "\n",
@@ -392,8 +391,6 @@ def _attachment(filename: str) -> str:
 @signed_in
 async def attempt_model(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     attempt_id = _attempt_id(request)
-    if attempt_id is None:
-        return _bad_request(ui, request, me, "id", "an attempt's id is a whole number")
     attempt = await ui.gateway.attempt(token, attempt_id, full=False)
     chunks = ui.gateway.download(token, attempt_id)
     first = await anext(chunks)  # a refusal becomes a page, before any byte is sent
@@ -418,8 +415,6 @@ async def attempt_events(ui: Dashboard, request: Request, token: str, me: Any) -
     """The attempt's epochs, status changes and prognoses as they happen. An event's id
     is its epoch, so a reconnecting browser (Last-Event-ID) resumes where it was."""
     attempt_id = _attempt_id(request)
-    if attempt_id is None:
-        return _bad_request(ui, request, me, "id", "an attempt's id is a whole number")
     resume = request.headers.get("last-event-id") or request.query_params.get("from_epoch", "0")
     from_epoch = int(resume) if resume.isdigit() and len(resume) < 10 else 0
     stream = ui.gateway.watch_attempt(token, attempt_id, from_epoch)
@@ -495,8 +490,6 @@ def _event_stream(source: AsyncIterator[Any], encode: Callable[[Any], str | None
 @signed_in
 async def attempt_action(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     attempt_id = _attempt_id(request)
-    if attempt_id is None:
-        return _bad_request(ui, request, me, "id", "an attempt's id is a whole number")
     attempt = await ui.gateway.attempt(token, attempt_id, full=False)
     if request.path_params["action"] == "cancel":
         changed = await ui.gateway.cancel(token, attempt.name)

@@ -32,6 +32,8 @@ kpb = task_service_pb2
 
 # How many attempts a page fetches from the gateway at once (compare, a study's trials).
 _PARALLEL = 16
+# The most studies or tasks a list page shows.
+_MOST = 2000
 
 
 class Gateway:
@@ -133,15 +135,19 @@ class Gateway:
         return self.stream(self.attempts.DownloadModel, request, token)
 
     # Studies.
-    async def list_studies(self, token: str) -> list[spb.Study]:
-        studies: list[spb.Study] = []
-        request = spb.ListStudiesRequest(page_size=200)
+    async def _pages(self, method: Any, request: Any, field: str, token: str) -> list[Any]:
+        """Every item of a paged list, up to `_MOST` (a page shows no more)."""
+        items: list[Any] = []
         while True:
-            reply = await self.call(self.studies.ListStudies, request, token)
-            studies += reply.studies
-            if not reply.next_page_token or len(studies) >= 2000:
-                return studies
+            reply = await self.call(method, request, token)
+            items += getattr(reply, field)
+            if not reply.next_page_token or len(items) >= _MOST:
+                return items
             request.page_token = reply.next_page_token
+
+    async def list_studies(self, token: str) -> list[spb.Study]:
+        request = spb.ListStudiesRequest(page_size=200)
+        return await self._pages(self.studies.ListStudies, request, "studies", token)
 
     async def study(self, token: str, name: str) -> spb.Study:
         reply = await self.call(self.studies.GetStudy, spb.GetStudyRequest(name=name), token)
@@ -153,14 +159,8 @@ class Gateway:
 
     # Tasks.
     async def list_tasks(self, token: str) -> list[task_pb2.Task]:
-        tasks: list[task_pb2.Task] = []
         request = kpb.ListTasksRequest(page_size=200)
-        while True:
-            reply = await self.call(self.tasks.ListTasks, request, token)
-            tasks += reply.tasks
-            if not reply.next_page_token or len(tasks) >= 2000:
-                return tasks
-            request.page_token = reply.next_page_token
+        return await self._pages(self.tasks.ListTasks, request, "tasks", token)
 
     async def similar_tasks(self, token: str, fingerprint: str) -> kpb.FindSimilarTasksResponse:
         request = kpb.FindSimilarTasksRequest(fingerprint=fingerprint, limit=5, attempts_per_task=3)

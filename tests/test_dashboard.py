@@ -161,6 +161,22 @@ def test_compare_shows_exactly_the_fields_that_differ(gateway, ui) -> None:
     assert client.get("/compare", params={"id": "999999"}).status_code == 404
 
 
+def test_bad_addresses_name_what_is_wrong(gateway, ui) -> None:
+    client = signed_in(ui, gateway.admin_token)
+    for path, status, field in (
+        ("/attempts/abc", 400, "<code>id</code>"),
+        ("/attempts/99999999999999999999", 400, "<code>id</code>"),
+        ("/attempts/424242", 404, "424242"),
+        ("/tasks/not-hex", 400, "<code>fingerprint</code>"),
+        ("/studies/nobody", 404, "nobody"),
+    ):
+        reply = client.get(path)
+        assert reply.status_code == status and field in reply.text, path
+    assert client.get("/attempts/abc/events").json()["violations"] == {
+        "id": "an attempt's id is a whole number"
+    }
+
+
 def test_only_the_owner_or_an_admin_gets_the_buttons_and_may_act(gateway, ui) -> None:
     writer = gateway.make_token("ui-writer", "writer")
     reader = gateway.make_token("ui-reader", "reader")

@@ -20,8 +20,6 @@ from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from metalearn import Client
 from metalearn.v1 import (
-    dataset_service_pb2,
-    dataset_service_pb2_grpc,
     trainer_registry_service_pb2,
     trainer_registry_service_pb2_grpc,
     trainer_service_pb2_grpc,
@@ -35,9 +33,17 @@ from tests.dashboard_harness import (
     start_ui,
     wait_for,
 )
-from tests.harness import fresh_database, png
+from tests.harness import fresh_database
 from tests.test_attempts import make_attempt
-from tests.test_lying_trainer import FakeTrainer, chunks, epoch, finished, register, started
+from tests.test_lying_trainer import (
+    FakeTrainer,
+    chunks,
+    epoch,
+    finished,
+    five_images_each,
+    register,
+    started,
+)
 from tests.trainer_harness import lenet_command
 
 pytestmark = [
@@ -60,14 +66,7 @@ class Stage:
         trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(self.trainer, self._server)
         self.trainer_address = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
         self._server.start()
-        with self.gateway.channel() as channel:
-            dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
-                iter(
-                    dataset_service_pb2.UploadImagesRequest(label=label, data=png((i, j, 9)))
-                    for i, label in enumerate(["0", "1"])
-                    for j in range(5)
-                )
-            )
+        five_images_each(self.gateway)
         register(self.gateway, self.trainer_address)
         self._stop = threading.Event()
         self._beats = threading.Thread(target=self._heartbeat, daemon=True)

@@ -75,19 +75,24 @@ def liars(postgres_url: str) -> Iterator[tuple[GatewayThread, FakeTrainer, str]]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     address = f"127.0.0.1:{port}"
-    with gateway.channel() as channel:
-        dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
-            iter(
-                dataset_service_pb2.UploadImagesRequest(label=label, data=png((i, j, 9)))
-                for i, label in enumerate(["0", "1"])
-                for j in range(5)
-            )
-        )
+    five_images_each(gateway)
     try:
         yield gateway, fake, address
     finally:
         server.stop(1)
         gateway.stop()
+
+
+def five_images_each(gateway: GatewayThread, labels: tuple[str, ...] = ("0", "1")) -> None:
+    """The images `started()` reports: five of each label."""
+    with gateway.channel() as channel:
+        dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+            iter(
+                dataset_service_pb2.UploadImagesRequest(label=label, data=png((i, j, 9)))
+                for i, label in enumerate(labels)
+                for j in range(5)
+            )
+        )
 
 
 def register(gateway: GatewayThread, address: str) -> str:
