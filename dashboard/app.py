@@ -665,10 +665,12 @@ def create_app(config: UiConfig) -> Starlette:
         await ui.close()
 
     middleware = [Middleware(security.SecurityHeaders)]
-    if is_loopback(f"{config.host}:{config.port}"):
+    hosts = list(config.allowed_hosts)
+    if not hosts and is_loopback(f"{config.host}:{config.port}"):
         # Bound to loopback: only this machine's names, so a DNS-rebinding page cannot
         # reach the dashboard under a name of its own.
         hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
+    if hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
     routes = [
         Route("/", home),

@@ -15,6 +15,9 @@ class UiConfig:
     # Where browsers reach it: loopback unless told otherwise.
     host: str = "127.0.0.1"
     port: int = 8080
+    # The host names browsers may use for it (the Host header), against DNS rebinding.
+    # Empty: this machine's names when bound to loopback, any name otherwise.
+    allowed_hosts: tuple[str, ...] = ()
     # Mark cookies Secure: set when it is served to browsers through HTTPS (a proxy).
     secure_cookies: bool = False
     # `metalearn up`: a secret key that signs a browser in with `launch_token` (the

@@ -39,6 +39,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         secure_cookies=args.secure_cookies,
+        allowed_hosts=tuple(h for h in (args.allowed_hosts or "").split(",") if h),
         launch_key=os.environ.get(LAUNCH_KEY_ENV, "") if launch_token else "",
         launch_token=launch_token,
     )
@@ -64,6 +65,12 @@ def add_command(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         " and tasks. Browsers sign in with a token; each acts with its own token's rights.",
     )
     ui.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT for browsers")
+    ui.add_argument(
+        "--allowed-hosts",
+        metavar="NAME,...",
+        help="the host names browsers may reach it by (default: this machine's names when"
+        " it listens on loopback, any otherwise)",
+    )
     ui.add_argument(
         "--secure-cookies",
         action="store_true",

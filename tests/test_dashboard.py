@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dashboard.server import UiServer
 from metalearn import Client, documents
@@ -216,3 +218,42 @@ def test_the_launch_link_signs_in_with_the_local_token_only_with_its_key(gateway
         assert httpx.get(f"{without.url}/login/launch?key=").status_code == 403
     finally:
         without.stop()
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.text(max_size=120),
+    sort=st.one_of(st.sampled_from(["updated", "epochs", "lr"]), st.text(max_size=20)),
+    status=st.lists(st.text(max_size=12), max_size=3),
+    page_token=st.one_of(st.just(""), st.text(max_size=40)),
+    path=st.text(alphabet="abc019-_/.%xyz", max_size=30),
+)
+def test_whatever_a_browser_sends_is_answered_never_with_a_server_error(
+    gateway_server, fuzz_ui, text, sort, status, page_token, path
+) -> None:
+    """A user's query strings and paths, anything at all: a page, a 4xx naming what is
+    wrong, never a 5xx (the gateway's INVALID_ARGUMENT reaches the page as 400)."""
+    client = fuzz_ui
+    replies = [
+        client.get(
+            "/attempts",
+            params={"filter": text, "sort": sort, "status": status, "page_token": page_token},
+        ),
+        client.get("/compare", params={"id": text}),
+        client.get(f"/attempts/{path}"),
+        client.get(f"/studies/{path}"),
+        client.get(f"/tasks/{path}"),
+    ]
+    for reply in replies:
+        assert reply.status_code < 500, (reply.request.url, reply.text[:300])
+
+
+@pytest.fixture(scope="module")
+def fuzz_ui(gateway_server) -> Iterator[httpx.Client]:
+    server = start_ui(gateway_server)
+    try:
+        yield signed_in(server, gateway_server.admin_token)
+    finally:
+        server.stop()

@@ -73,7 +73,6 @@ class Stage:
         self._beats.start()
         self.ui: UiServer = start_ui(self.gateway)
         self.driver = chromium()
-        browser_sign_in(self.driver, self.ui, self.gateway.admin_token)
 
     def _heartbeat(self) -> None:
         # A trainer that stays silent gets no new work (studies dispatch for a while).
@@ -107,6 +106,7 @@ class Stage:
 def stage(postgres_url: str) -> Iterator[Stage]:
     s = Stage(postgres_url)
     try:
+        browser_sign_in(s.driver, s.ui, s.gateway.admin_token)
         yield s
     finally:
         s.close()
@@ -290,6 +290,14 @@ def _lenet_doc() -> dict[str, Any]:
 
 
 def test_the_tasks_pages_render(stage) -> None:
+    from selenium.webdriver.common.by import By
+
     stage.open("/tasks")
+    links = stage.driver.find_elements(By.CSS_SELECTOR, "#tasks a")
+    assert links, "training made a task"  # the labels 0 and 1 of the runs above
     screenshot(stage.driver, "tasks")
+    links[0].click()
+    wait_for(lambda: stage.driver.find_elements(By.ID, "suggest"), "the task's page")
+    assert "0, 1" in stage.driver.find_element(By.CSS_SELECTOR, ".facts").text
+    screenshot(stage.driver, "task")
     assert console_errors(stage.driver) == []

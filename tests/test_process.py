@@ -177,3 +177,34 @@ def test_the_cli_lists_by_filter(gateway_process) -> None:
     bad = gw.cli("attempts", "list", "--filter", "batch_size >", check=False)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
     assert "filter: at column 13: expected a value" in bad.stderr
+
+
+@pytest.mark.slow
+def test_up_starts_the_dashboard_and_its_link_signs_in(tmp_path) -> None:
+    import re
+
+    import httpx
+
+    up = subprocess.Popen(
+        [*METALEARN, "up", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+         "--trainers", "0", "--ui", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert up.stdout is not None
+        banner = up.stdout.readline()
+        link = re.search(r"dashboard on (http://127\.0\.0\.1:\d+)/login/launch\?key=(\S+);", banner)
+        assert link is not None, banner
+        base, key = link.groups()
+        with httpx.Client(base_url=base) as browser:
+            assert browser.get("/attempts").status_code == 303  # not signed in
+            assert browser.get("/login/launch", params={"key": key[:-1]}).status_code == 403
+            assert browser.get("/login/launch", params={"key": key}).status_code == 303
+            page = browser.get("/attempts")
+            assert page.status_code == 200 and "(admin)" in page.text
+        # The key is nowhere in the dashboard's command line.
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert key not in ps
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=120)
