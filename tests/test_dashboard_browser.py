@@ -221,10 +221,10 @@ def test_compare_shows_exactly_the_differing_fields(stage) -> None:
 
     ids = []
     with stage.client() as client:
-        for i in range(6):
+        for i in range(50):  # as many as users compare
             a = make_attempt(f"cmp-{i}", labels=("0", "1"))
             a.training_commands.optimizer["lr"] = 0.001 * (i + 1)
-            if i == 5:
+            if i == 49:
                 a.training_commands.batch_size = 64
             ids.append(client.create(a).id)
     stage.open("/compare?id=" + ",".join(map(str, ids)))
