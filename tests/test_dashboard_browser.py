@@ -53,6 +53,20 @@ pytestmark = [
 XSS = "<script>alert(1)</script>"
 
 
+class ProfilingTrainer(FakeTrainer):
+    """The scripted trainer, also profiling tasks (with made-up, well-formed features)."""
+
+    def ProfileTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from gateway.tasks.profiler import FEATURES
+        from metalearn.v1 import task_pb2, trainer_service_pb2
+
+        features = {name: 0.1 * (i + 1) for i, name in enumerate(sorted(FEATURES))}
+        profile = task_pb2.TaskProfile(
+            features=features, images=10, classes=2, input_shape=[1, 8, 8], seconds=0.1
+        )
+        return trainer_service_pb2.TrainerServiceProfileTaskResponse(profile=profile)
+
+
 class Stage:
     """A gateway on a database of its own, a scripted trainer it dispatches to, the
     dashboard in front, and a signed-in Chromium."""
@@ -61,7 +75,7 @@ class Stage:
         url = fresh_database(postgres_url, "dashboard")
         self.gateway = GatewayThread(url, GatewayConfig(listen="127.0.0.1:0", database_url=url))
         self.gateway.start()
-        self.trainer = FakeTrainer()
+        self.trainer = ProfilingTrainer()
         self._server = grpc.server(futures.ThreadPoolExecutor(8))
         trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(self.trainer, self._server)
         self.trainer_address = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
@@ -292,12 +306,19 @@ def _lenet_doc() -> dict[str, Any]:
 def test_the_tasks_pages_render(stage) -> None:
     from selenium.webdriver.common.by import By
 
+    with stage.client() as client:
+        task = client.profile_task(["0", "1"], wait=True)
     stage.open("/tasks")
-    links = stage.driver.find_elements(By.CSS_SELECTOR, "#tasks a")
-    assert links, "training made a task"  # the labels 0 and 1 of the runs above
-    screenshot(stage.driver, "tasks")
-    links[0].click()
+    stage.driver.find_element(
+        By.CSS_SELECTOR, f'#tasks a[href="/tasks/{task.fingerprint}"]'
+    ).click()
     wait_for(lambda: stage.driver.find_elements(By.ID, "suggest"), "the task's page")
     assert "0, 1" in stage.driver.find_element(By.CSS_SELECTOR, ".facts").text
+    assert "probe_fisher" in stage.driver.find_element(By.ID, "profile").text
+    stage.driver.find_element(By.ID, "suggest").click()
+    wait_for(lambda: stage.driver.find_element(By.ID, "suggested-command").text, "a suggestion")
+    assert '"label_names"' in stage.driver.find_element(By.ID, "suggested-command").text
     screenshot(stage.driver, "task")
+    stage.open("/tasks")
+    screenshot(stage.driver, "tasks")
     assert console_errors(stage.driver) == []
