@@ -85,6 +85,10 @@ class Stage:
         self._stop = threading.Event()
         self._beats = threading.Thread(target=self._heartbeat, daemon=True)
         self._beats.start()
+        # Real curves to look at: two tasks' runs of the benchmark suite's recorded history
+        # (128 trained attempts of 10 epochs, with their prognoses).
+        with self.client() as client:
+            self.history = client.import_attempts(recorded_runs(128)).attempts
         self.ui: UiServer = start_ui(self.gateway)
         self.driver = chromium()
 
@@ -114,6 +118,16 @@ class Stage:
         self.ui.stop()
         self._server.stop(1)
         self.gateway.stop()
+
+
+def recorded_runs(count: int) -> list[Any]:
+    import gzip
+
+    from bench.metalearning.build_table import TABLE
+    from bench.metalearning.export import history
+
+    with gzip.open(TABLE, "rt") as f:
+        return history(json.load(f))[:count]
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +173,8 @@ def test_the_attempts_table_lists_the_store_and_filters_it(stage) -> None:
         for i in range(4):
             client.create(make_attempt(f"resnet-{i}", labels=("0", "1"), team="vision"))
         client.create(make_attempt("xss-label", labels=(XSS, "1")))
+    stage.open("/attempts?sort=lr&filter=imported%20%3D%20true")
+    screenshot(stage.driver, "attempts")
     stage.open("/attempts")
 
     def names():
@@ -170,7 +186,6 @@ def test_the_attempts_table_lists_the_store_and_filters_it(stage) -> None:
     box.send_keys('name = "resnet-*" AND tags.team = "vision"', Keys.ENTER)
     wait_for(lambda: "filter=" in stage.driver.current_url, "the filtered page")
     assert sorted(names()) == [f"resnet-{i}" for i in range(4)]
-    screenshot(stage.driver, "attempts")
     # Selecting rows leads to their comparison.
     for box in stage.driver.find_elements(By.CSS_SELECTOR, "input.pick")[:2]:
         box.click()
@@ -252,6 +267,10 @@ def test_compare_shows_exactly_the_differing_fields(stage) -> None:
     assert len(visible()) > 2 and "optimizer.name" in visible()
     stage.driver.find_element(By.ID, "show-all").click()
     assert visible() == ["batch_size", "optimizer.lr"]
+    wait_for(lambda: stage.script("return window.metalearnRendered !== undefined"), "the charts")
+    assert console_errors(stage.driver) == []
+    # For the README: eight recorded runs of one task, their curves and what differs.
+    stage.open("/compare?id=" + ",".join(str(a.id) for a in stage.history[8:64:7]))
     wait_for(lambda: stage.script("return window.metalearnRendered !== undefined"), "the charts")
     screenshot(stage.driver, "compare")
     assert console_errors(stage.driver) == []
