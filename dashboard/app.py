@@ -282,7 +282,7 @@ def _list_request(
         filter=state["filter"][:MAX_FILTER],
         view=apb.ATTEMPT_VIEW_BASIC,
         statuses=[views.STATUSES.index(s) + 1 for s in state["status"]],  # type: ignore[misc]
-        **views.SORTS[state["sort"]],
+        **views.SORTS[state["sort"]][1],
     )
     return req, state
 
@@ -336,7 +336,10 @@ async def attempts_page(ui: Dashboard, request: Request, token: str, me: Any) ->
         state=state,
         error=error,
         chips=[(s, s in state["status"], toggled(s)) for s in views.STATUSES],
-        sorts=[(name, _query(state, sort=name, page_token="")) for name in views.SORTS],
+        sorts=[
+            (name, label, _query(state, sort=name, page_token=""))
+            for name, (label, _) in views.SORTS.items()
+        ],
         next_page=_query(state, page_token=next_token) if next_token else "",
         first_page=_query(state, page_token="") if state["page_token"] else "",
         mine_link=_query(state, mine=not state["mine"], page_token=""),

@@ -26,14 +26,16 @@ STATUSES = [
 ]  # fmt: skip
 RUNNING = {"queued", "training", "testing"}
 TERMINAL = {"trained", "complete", "failed", "cancelled", "pruned"}
-# What the attempts table can be sorted by: the request fields that do it.
-SORTS: dict[str, dict[str, Any]] = {
-    "updated": {"order_by": 3},  # ATTEMPT_ORDER_UPDATE_TIME
-    "id": {"order_by": 1},
-    "accuracy": {"order_by": 2},
-    "epochs": {"order_by_field": "current_epoch desc"},
-    "lr": {"order_by_field": "training_commands.optimizer.lr desc"},
-    "batch": {"order_by_field": "training_commands.batch_size desc"},
+# What the attempts table can be sorted by: the name in the URL, the label shown, and
+# the ListAttempts fields that do it.
+SORTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "updated": ("updated", {"order_by": 3}),  # ATTEMPT_ORDER_UPDATE_TIME
+    "id": ("oldest", {"order_by": 1}),
+    "val_acc": ("best val acc", {"order_by_field": "best_val_accuracy desc"}),
+    "accuracy": ("test acc", {"order_by": 2}),  # ATTEMPT_ORDER_ACCURACY
+    "epochs": ("epochs", {"order_by_field": "current_epoch desc"}),
+    "lr": ("learning rate", {"order_by_field": "training_commands.optimizer.lr desc"}),
+    "batch": ("batch size", {"order_by_field": "training_commands.batch_size desc"}),
 }
 
 

@@ -47,7 +47,12 @@ _STATUSES = (
     "INCOMPLETE", "QUEUED", "TRAINING", "TRAINED", "TESTING", "COMPLETE", "FAILED", "CANCELLED",
     "PRUNED",
 )  # fmt: skip
-# Fields kept in columns, and what they are.
+# `Attempt.best_val_accuracy`, from the epoch rows (their primary key serves it); NULL
+# where no epoch was validated, as the API's 0 says.
+_BEST_VAL = (
+    "(SELECT NULLIF(max(e.val_accuracy), 0) FROM attempt_epochs e WHERE e.attempt_id = a.id)"
+)
+# Fields kept in columns (or computed from them), and what they are.
 _COLUMNS: dict[str, tuple[str, str]] = {
     "name": ("a.name", "text"),
     "owner": ("a.owner", "text"),
@@ -55,6 +60,7 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("a.id", "number"),
     "current_epoch": ("a.current_epoch", "number"),
     "restart_count": ("a.restart_count", "number"),
+    "best_val_accuracy": (_BEST_VAL, "number"),
     "create_time": ("a.created_at", "time"),
     "update_time": ("a.updated_at", "time"),
 }
@@ -213,6 +219,8 @@ class _Parser:
         raise _error(token.at, f"expected a value, found {_shown(token)}")
 
     def present(self, path: list[str]) -> sql.Composable:
+        if path[0] == "best_val_accuracy":  # the one column that may hold nothing
+            return sql.SQL("({} IS NOT NULL)").format(sql.SQL(_BEST_VAL))
         if path[0] in _COLUMNS:
             return sql.SQL("true")
         column, path = _document(path)
@@ -322,6 +330,7 @@ _NUMERIC_COLUMNS = {
     "id": "a.id::float8",
     "current_epoch": "a.current_epoch::float8",
     "restart_count": "a.restart_count::float8",
+    "best_val_accuracy": _BEST_VAL,
     "create_time": "extract(epoch FROM a.created_at)::float8",
     "update_time": "extract(epoch FROM a.updated_at)::float8",
 }

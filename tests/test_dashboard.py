@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -133,6 +134,16 @@ def test_the_attempts_table_lists_filters_and_pages(gateway, ui) -> None:
         "alpha-0", "alpha-1", "alpha-2",
     ]  # fmt: skip
     assert names(client.get("/attempts", params={"status": "complete"}).text) == []
+    # Sorted by the best validated epoch (computed by the gateway from the epoch rows).
+    with psycopg.connect(gateway.database_url) as conn:
+        for name, accuracy in (("alpha-1", 0.9), ("beta-0", 0.5)):
+            conn.execute(
+                "INSERT INTO attempt_epochs (attempt_id, epoch, loss, val_accuracy)"
+                " SELECT id, 1, 1.0, %s FROM attempts WHERE name = %s",
+                (accuracy, name),
+            )
+    by_val = names(client.get("/attempts", params={"sort": "val_acc"}).text)
+    assert by_val[:2] == ["alpha-1", "beta-0"]
     bad = client.get("/attempts", params={"filter": "name ="})
     assert bad.status_code == 400 and "filter: at column" in bad.text
     # Pages of the configured size, and a link to the next.

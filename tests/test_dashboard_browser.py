@@ -173,7 +173,7 @@ def test_the_attempts_table_lists_the_store_and_filters_it(stage) -> None:
         for i in range(4):
             client.create(make_attempt(f"resnet-{i}", labels=("0", "1"), team="vision"))
         client.create(make_attempt("xss-label", labels=(XSS, "1")))
-    stage.open("/attempts?sort=lr&filter=imported%20%3D%20true")
+    stage.open("/attempts?sort=val_acc&filter=imported%20%3D%20true")
     screenshot(stage.driver, "attempts")
     stage.open("/attempts")
 

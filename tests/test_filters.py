@@ -273,3 +273,21 @@ def test_a_field_order_page_token_is_checked(attempts, zoo) -> None:
     request.order_by_field = "accuracy"  # another order: another listing
     err = expect_error(grpc.StatusCode.INVALID_ARGUMENT, attempts.ListAttempts, request)
     assert "page_token" in violations(err)
+
+
+def test_best_validation_accuracy_filters_and_orders(attempts, zoo, gateway) -> None:
+    """Computed from the epochs: a run's best validated epoch, none where none was."""
+    with psycopg.connect(gateway.database_url) as conn:
+        for name, accuracies in (("sgd-conv", [0.3, 0.8, 0.6]), ("sgd-mlp", [0.4, 0.5]),
+                                 ("lenet-old", [0.0, 0.0])):  # fmt: skip
+            conn.execute(
+                "INSERT INTO attempt_epochs (attempt_id, epoch, loss, val_accuracy)"
+                " SELECT a.id, e.n, 1.0, e.acc FROM attempts a,"
+                " unnest(%s::float8[]) WITH ORDINALITY AS e(acc, n) WHERE a.name = %s",
+                (accuracies, name),
+            )
+    assert names(attempts, "best_val_accuracy > 0.7") == ["sgd-conv"]
+    assert names(attempts, "best_val_accuracy IS NULL") == ["adam-conv", "lenet-old"]
+    expected = ["sgd-conv", "sgd-mlp", "adam-conv", "lenet-old"]
+    assert ordered(attempts, "best_val_accuracy desc") == expected
+    assert ordered(attempts, "best_val_accuracy desc", page_size=1) == expected
