@@ -29,15 +29,17 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 
 # plotly.js creates <style> elements for its own rules: an empty one it then fills
-# through the CSSOM (the sha256 of ""), and one fixed rule; its parallel coordinates
-# also set empty style attributes ('unsafe-hashes' lets hashes cover attributes, and
-# the only attribute hash is that of ""). Allowing exactly these keeps style-src free of
-# 'unsafe-inline'. The browser tests fail on any CSP violation, so a plotly upgrade
-# that needs more is caught.
+# through the CSSOM (the sha256 of ""), and fixed ones; its parallel coordinates also
+# set empty style attributes ('unsafe-hashes' lets hashes cover attributes). Allowing
+# exactly these keeps style-src free of 'unsafe-inline'. The browser tests draw every
+# kind of chart the pages use and fail on any CSP violation, so a plotly upgrade (or a
+# new chart) that needs more is caught.
 _PLOTLY_STYLES = (
     "'unsafe-hashes'",
     "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
     "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",
+    # A heat map's (the confusion matrix): the same on every page that draws one.
+    "'sha256-AR/cKIZjWPcPmBUPDA6oti9XBiTbJvz0Cro2J1VzzS8='",
 )
 CONTENT_SECURITY_POLICY = "; ".join(
     [

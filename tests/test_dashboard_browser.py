@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from metalearn import Client
 from metalearn.v1 import (
+    attempt_pb2,
     trainer_registry_service_pb2,
     trainer_registry_service_pb2_grpc,
     trainer_service_pb2_grpc,
@@ -242,6 +243,38 @@ def test_a_running_attempts_chart_gains_points_as_epochs_arrive(stage) -> None:
     # Trained: the status changes on the page, which reloads with the weights' link.
     wait_for(lambda: stage.driver.find_elements(By.ID, "download-model"), "the trained page")
     assert points() == 4
+    assert console_errors(stage.driver) == []
+
+
+def test_a_tested_attempt_shows_its_confusion_matrix(stage) -> None:
+    from selenium.webdriver.common.by import By
+
+    tested = recorded_runs(1)[0]
+    tested.name = "tested-run"
+    tested.status = attempt_pb2.ATTEMPT_STATUS_COMPLETE
+    tested.accuracy = 0.75
+    tested.testing_commands.label_names.extend(["cat", "dog"])
+    tested.test_result.CopyFrom(
+        attempt_pb2.TestResult(
+            loss=0.5, accuracy=0.75, images=8, confusion_matrix=[3, 1, 1, 3],
+            per_label_accuracy={"cat": 0.75, "dog": 0.75},
+        )
+    )  # fmt: skip
+    with stage.client() as client:
+        [made] = client.import_attempts([tested]).attempts
+    stage.open(f"/attempts/{made.id}")
+    wait_for(
+        lambda: stage.script(
+            "const c = document.getElementById('confusion-chart'); return c.data && c.data.length"
+        ),
+        "the heat map",
+    )
+    assert stage.script("return document.getElementById('confusion-chart').data[0].z") == [
+        [3, 1], [1, 3],
+    ]  # fmt: skip
+    assert "cat" in stage.driver.find_element(By.ID, "per-label").text
+    stage.script("document.getElementById('per-label').scrollIntoView()")
+    screenshot(stage.driver, "attempt-tested")
     assert console_errors(stage.driver) == []
 
 

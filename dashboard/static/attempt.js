@@ -24,8 +24,10 @@
   if (data.test && data.test.matrix.length) {
     const t = data.test;
     Plotly.newPlot("confusion-chart", [{
-      type: "heatmap", z: t.matrix, x: t.labels, y: t.labels, colorscale: "Blues",
+      type: "heatmap", z: t.matrix, x: t.labels, y: t.labels, colorscale: "Blues", reversescale: true,
       hovertemplate: "true %{y}, predicted %{x}: %{z}<extra></extra>",
+      // The counts in the cells, while there is room for them.
+      texttemplate: t.labels.length <= 20 ? "%{z}" : "",
     }], m.layout("confusion matrix (rows: true label)", {
       xaxis: { title: { text: "predicted" }, type: "category" },
       yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" },
