@@ -38,8 +38,6 @@ _PLOTLY_STYLES = (
     "'unsafe-hashes'",
     "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",
     "'sha256-ji27qzEtxXZW+7dun6UwjHXJ18e6WAin1VvNtkzIE/o='",
-    # A heat map's (the confusion matrix): the same on every page that draws one.
-    "'sha256-AR/cKIZjWPcPmBUPDA6oti9XBiTbJvz0Cro2J1VzzS8='",
 )
 CONTENT_SECURITY_POLICY = "; ".join(
     [

@@ -25,6 +25,7 @@
     const t = data.test;
     Plotly.newPlot("confusion-chart", [{
       type: "heatmap", z: t.matrix, x: t.labels, y: t.labels, colorscale: "Blues", reversescale: true,
+      xgap: 2, ygap: 2,  // cells drawn one by one: sharp at any size
       hovertemplate: "true %{y}, predicted %{x}: %{z}<extra></extra>",
       // The counts in the cells, while there is room for them.
       texttemplate: t.labels.length <= 20 ? "%{z}" : "",
