@@ -492,9 +492,12 @@ def _event_stream(source: AsyncIterator[Any], encode: Callable[[Any], str | None
 
 @signed_in
 async def attempt_action(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
+    action = request.path_params["action"]
+    if action not in ("cancel", "test"):
+        return JSONResponse({"code": "NOT_FOUND", "message": f"no action {action[:40]!r}"}, 404)
     attempt_id = _attempt_id(request)
     attempt = await ui.gateway.attempt(token, attempt_id, full=False)
-    if request.path_params["action"] == "cancel":
+    if action == "cancel":
         changed = await ui.gateway.cancel(token, attempt.name)
     else:
         changed = await ui.gateway.test(token, attempt.name, str(uuid.uuid4()))

@@ -88,6 +88,9 @@ def test_state_changing_requests_need_the_csrf_value_and_this_origin(gateway, ui
     # attempt cannot be cancelled).
     allowed = client.post(url, headers={"x-csrf-token": csrf, "origin": ui.url})
     assert allowed.status_code == 409 and allowed.json()["code"] == "FAILED_PRECONDITION"
+    # Only the two actions exist (nothing else reaches Test).
+    unknown = client.post(f"/attempts/{attempt_id}/delete", headers={"x-csrf-token": csrf})
+    assert unknown.status_code == 404
     assert client.post("/logout", data={"csrf": csrf}).status_code == 303
 
 
