@@ -23,6 +23,8 @@ def test_the_demo_runs_end_to_end_twice(tmp_path: Path) -> None:
         accuracies = [float(a) for a in re.findall(r"complete  accuracy (\d\.\d+)", done.stdout)]
         assert len(accuracies) == 2 and max(accuracies) >= 0.93, done.stdout[-2000:]
         assert "optimizer.name" in done.stdout and "metalearn up: stopped" in done.stdout
+        # The dashboard ran beside the stack, and the demo says how to open it.
+        assert "dashboard on http://127.0.0.1:" in done.stdout and "make demo UI=1" in done.stdout
         momentum = next(line for line in done.stdout.splitlines() if "optimizer.momentum" in line)
         assert momentum.split()[1:] == ["-", "0.9"]  # Adam has none
         with Image.open(tmp_path / "loss-curves.png") as image:
