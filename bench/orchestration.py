@@ -104,10 +104,10 @@ def end_to_end(stub: Any, epochs: int, rounds: int) -> dict[str, float]:
 
 
 async def watch_delays(
-    address: str, token: str, url: str, subscribers: int, epochs: int
+    address: str, token: str, url: str, subscribers: int, epochs: int, label: str = ""
 ) -> list[float]:
     """(b): each subscriber's delay for each epoch, from its commit (recorded_at)."""
-    name = f"watched-{subscribers}"
+    name = f"watched-{subscribers}{label}".replace("_", "-")
     arrivals: list[tuple[int, float]] = []
     header = authorization(token)
     async with grpc.aio.insecure_channel(address) as channel:
@@ -144,6 +144,24 @@ async def watch_delays(
     # Epochs already stored when a watcher connected came in its snapshot: not live.
     first_live = 2
     return [arrived - committed[e] for e, arrived in arrivals if e >= first_live]
+
+
+def watchers(gateway: GatewayThread, url: str) -> dict[str, float]:
+    """(b) for 1 and 500 subscribers, with each epoch encoded once for all of them (as
+    the gateway does) and, side by side in the same run, by each watcher (the baseline)."""
+    hub = gateway.background.hub
+    encode = hub.encode_epoch
+    figures: dict[str, float] = {}
+    for subscribers in (1, 500):
+        for label, encoder in (("", encode), ("_each_encodes", None)):
+            hub.encode_epoch = encoder
+            delays = asyncio.run(
+                watch_delays(gateway.address, gateway.admin_token, url, subscribers, 6, label)
+            )
+            figures[f"watch_{subscribers}{label}_p50_ms"] = percentile(delays, 0.5) * 1e3
+            figures[f"watch_{subscribers}{label}_p99_ms"] = percentile(delays, 0.99) * 1e3
+    hub.encode_epoch = encode
+    return figures
 
 
 def throughput(stub: Any, jobs: int, names: list[str] | None = None) -> float:
@@ -252,6 +270,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument(
+        "--watchers-only", action="store_true", help="only (b), the watchers' delays"
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="also measure tiny attempts per minute with this checkout, side by side",
@@ -271,16 +292,15 @@ def main() -> None:
                 stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
                 trainers.append(start_trainer(gateway, tmp / "cache"))
                 wait_registered(url, 1)
+                if args.watchers_only:
+                    figures |= watchers(gateway, url)
+                    print_figures(figures, args.json)
+                    return
                 e2e = end_to_end(stub, args.epochs, args.rounds)
                 figures["e2e_system_images_per_s"] = e2e["system"]
                 figures["e2e_bare_images_per_s"] = e2e["bare"]
                 figures["e2e_ratio"] = e2e["system"] / e2e["bare"]
-                for subscribers in (1, 500):
-                    delays = asyncio.run(
-                        watch_delays(gateway.address, gateway.admin_token, url, subscribers, 6)
-                    )
-                    figures[f"watch_{subscribers}_p50_ms"] = percentile(delays, 0.5) * 1e3
-                    figures[f"watch_{subscribers}_p99_ms"] = percentile(delays, 0.99) * 1e3
+                figures |= watchers(gateway, url)
                 figures["attempts_per_min_1_trainer"] = throughput(stub, args.jobs)
                 trainers.append(start_trainer(gateway, tmp / "cache"))
                 wait_registered(url, 2)

@@ -337,9 +337,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             )
 
     @translate_errors
-    async def WatchAttempt(
+    async def WatchAttempt(  # type: ignore[override] # also yields encoded responses
         self, request: pb.WatchAttemptRequest, context: Any
-    ) -> AsyncIterator[pb.WatchAttemptResponse]:
+    ) -> AsyncIterator[pb.WatchAttemptResponse | bytes]:
         key = _key(request)
         if request.from_epoch < 0:
             raise InvalidArgument.one("from_epoch", "must not be negative")
@@ -389,8 +389,14 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                     attempt = attempt_pb2.Attempt.FromString(event.payload)
                 elif kind == "resync":
                     attempt = attempt_pb2.Attempt.FromString(await self.status_of(record.id))
+                if kind == "epoch" and event.epoch == sent + 1 and event.response:
+                    # The common case: read and encoded once for every watcher (the
+                    # interceptor lets encoded responses through as they are).
+                    yield event.response
+                    sent = event.epoch
+                    continue
                 if kind == "epoch" and event.epoch == sent + 1:
-                    wire = event.payload  # the common case: the hub read it for every watcher
+                    wire = event.payload  # the hub read it for every watcher
                 elif attempt is None or attempt.current_epoch > sent:
                     # A missed notification, or epochs committed before a status change:
                     # what is stored past the last epoch sent, each once, in order.
@@ -404,6 +410,13 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                     yield pb.WatchAttemptResponse(status=attempt)
                     if attempt.status in _TERMINAL:
                         return
+
+
+def watch_response(wire: bytes) -> bytes:
+    """One epoch's encoded `Attempt.epochs` entry as an encoded `WatchAttemptResponse`:
+    what the event hub makes once for all of a replica's watchers."""
+    [metrics] = _epochs(wire)
+    return pb.WatchAttemptResponse(epoch=metrics).SerializeToString()
 
 
 def _epochs(wire: bytes) -> list[attempt_pb2.EpochMetrics]:

@@ -45,6 +45,9 @@ class Event:
     payload: bytes = b""
     done: int = 0
     total: int = 0
+    # "epoch": the same epoch as an encoded `WatchAttemptResponse`, made once for every
+    # watcher of this replica (b"": each watcher encodes its own).
+    response: bytes = b""
 
 
 @dataclass(eq=False)  # hashed by identity: each watcher's own
@@ -67,6 +70,10 @@ class EventHub:
         self._attempts = attempts
         # Builds the encoded Attempt of a status event (so this module needs no protos).
         self.status_of = status_of
+        # Encodes an epoch's `WatchAttemptResponse` once for all of this replica's
+        # watchers (set by the server; None: each watcher encodes its own, the baseline
+        # bench/orchestration.py measures beside it).
+        self.encode_epoch: Callable[[bytes], bytes] | None = None
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
         self._wakes: set[Wake] = set()
         self.queue_changed = asyncio.Event()
@@ -199,7 +206,11 @@ class EventHub:
                 epoch = int(data["epoch"])
                 wire = await self._attempts.epochs_after(attempt_id, epoch - 1, epoch)
                 if wire:
-                    self._publish(Event("epoch", attempt_id, epoch=epoch, payload=wire))
+                    encode = self.encode_epoch
+                    response = encode(wire) if encode is not None else b""
+                    self._publish(
+                        Event("epoch", attempt_id, epoch=epoch, payload=wire, response=response)
+                    )
             elif kind == "status":
                 self._publish(Event("status", attempt_id, payload=await self.status_of(attempt_id)))
             elif kind == "prognosis":

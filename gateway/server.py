@@ -11,7 +11,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.attempt_servicer import AttemptServicer
+from gateway.attempt_servicer import AttemptServicer, watch_response
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
 from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
 from gateway.config import GatewayConfig
@@ -151,6 +151,7 @@ async def create_server(
     if authenticator is not None:
         hub.tokens_changed = authenticator.forget
     servicer.hub = hub
+    hub.encode_epoch = watch_response
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
         TrainerRegistryServicer(trainers, config), server

@@ -394,3 +394,54 @@ def test_with_restarts_left_the_run_is_requeued_with_its_reason_and_the_liar_ben
     finally:
         server.stop(1)
         gateway.stop()
+
+
+def test_watchers_get_the_same_epochs_encoded_once_or_each_on_their_own(liars) -> None:
+    """The hub encodes each epoch's WatchAttemptResponse once for all of a replica's
+    watchers; what they receive is what they would have encoded themselves."""
+    import queue
+    import threading
+
+    gateway, fake, address = liars
+    hub = gateway.background.hub
+    encode = hub.encode_epoch
+    assert encode is not None
+    seen: dict[str, list[bytes]] = {}
+    try:
+        for label, encoder in (("once", encode), ("each", None)):
+            hub.encode_epoch = encoder
+            cue: queue.Queue[int] = queue.Queue()
+
+            def script(request: Any, cue: queue.Queue[int] = cue) -> Iterator[Any]:
+                yield started()
+                for n in (1, 2, 3):
+                    cue.get(timeout=30)
+                    yield epoch(n, loss=1.0 / n, val_loss=0.5, val_accuracy=0.25 * n)
+                yield from chunks("weights", b"w" * 2500, 3)
+                yield finished()
+
+            fake.train_script = script
+            register(gateway, address)
+            got: list[bytes] = []
+            with gateway.channel() as channel:
+                stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+                name = f"watched-{label}"
+                stub.Train(pb.TrainRequest(name=name, command=lenet_command(
+                    n_epoch=3, label_names=["0", "1"])))  # fmt: skip
+
+                def watch(stub: Any = stub, name: str = name, got: list[bytes] = got) -> None:
+                    for event in stub.WatchAttempt(pb.WatchAttemptRequest(name=name)):
+                        if event.WhichOneof("event") == "epoch":
+                            got.append(event.epoch.SerializeToString())
+
+                watcher = threading.Thread(target=watch)
+                watcher.start()
+                time.sleep(1.0)  # subscribed before the first epoch
+                for n in (1, 2, 3):
+                    cue.put(n)
+                    time.sleep(0.2)
+                watcher.join(30)
+            seen[label] = got
+    finally:
+        hub.encode_epoch = encode
+    assert len(seen["once"]) == 3 and seen["once"] == seen["each"]

@@ -48,6 +48,19 @@ def _tolerant(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | 
     return run
 
 
+def _passing_encoded(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The response serializer, letting through responses a servicer already encoded
+    (WatchAttempt's epochs, encoded once for all of a replica's watchers)."""
+    if serialize is None:
+        return None
+    inner = serialize
+
+    def run(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else inner(response)
+
+    return run
+
+
 def _undecodable(request: _Undecodable) -> errors.InvalidArgument:
     return errors.InvalidArgument.one("request", f"not a valid message: {request.reason}")
 
@@ -96,7 +109,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, handler: Any, roles: frozenset[Role]) -> Any:
         enter = self._enter
         parse = _tolerant(handler.request_deserializer)
-        serialize = handler.response_serializer
+        serialize = _passing_encoded(handler.response_serializer)
 
         async def refuse(context: Any, request: _Undecodable) -> None:
             await context.abort_with_status(to_status(_undecodable(request)))
