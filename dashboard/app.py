@@ -38,6 +38,7 @@ from dashboard import security, views
 from dashboard.config import UiConfig
 from dashboard.gateway import Gateway
 from metalearn.client import MetalearnError, UnauthenticatedError, status_text
+from metalearn.security_cli import role_text
 from metalearn.tls import is_loopback
 from metalearn.v1 import attempt_service_pb2, study_service_pb2, token_service_pb2
 
@@ -70,11 +71,6 @@ def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.{digits}f}"
-
-
-def _role(value: int) -> str:
-    name: str = token_service_pb2.Role.Name(value)  # type: ignore[arg-type]
-    return name.removeprefix("ROLE_").lower()
 
 
 class Dashboard:
@@ -182,7 +178,7 @@ def signed_in(handler: Page) -> Callable[[Request], Awaitable[Response]]:
 
 
 def _me(me: Any) -> dict[str, Any]:
-    return {"name": me.name, "role": _role(me.role)}
+    return {"name": me.name, "role": role_text(me.role)}
 
 
 def _may_change(me: Any, owner: str) -> bool:
@@ -238,7 +234,7 @@ async def launch(request: Request) -> Response:
     ui: Dashboard = request.app.state.ui
     key = request.query_params.get("key", "")
     expected = ui.config.launch_key
-    if not expected or not ui.config.launch_token or not _same(key, expected):
+    if not expected or not ui.config.launch_token or not security.same_secret(key, expected):
         return ui.render(
             request, "login.html", 403, next="/attempts",
             message="That sign-in link is not valid here: paste a token.",
@@ -246,12 +242,6 @@ async def launch(request: Request) -> Response:
     response = RedirectResponse("/attempts", status_code=303)
     security.set_token(response, ui.config.launch_token, ui.config.secure_cookies)
     return response
-
-
-def _same(a: str, b: str) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 async def logout(request: Request) -> Response:

@@ -78,14 +78,8 @@ def attempt_row(a: pb.Attempt) -> dict[str, Any]:
 def curves(a: pb.Attempt) -> dict[str, Any]:
     """An attempt's per-epoch series (FULL view; the losses alone otherwise)."""
     if a.epochs:
-        return {
-            "name": a.name,
-            "epoch": [e.epoch for e in a.epochs],
-            "loss": [number(e.loss) for e in a.epochs],
-            "val_loss": [number(e.val_loss) if e.val_loss else None for e in a.epochs],
-            "val_accuracy": [number(e.val_accuracy) if e.val_loss else None for e in a.epochs],
-            "learning_rate": [number(e.learning_rate) for e in a.epochs],
-        }
+        points = [epoch_event(e) for e in a.epochs]
+        return {"name": a.name} | {key: [p[key] for p in points] for key in _SERIES}
     n = len(a.training_losses)
     return {
         "name": a.name,
@@ -97,7 +91,11 @@ def curves(a: pb.Attempt) -> dict[str, Any]:
     }
 
 
+_SERIES = ("epoch", "loss", "val_loss", "val_accuracy", "learning_rate")
+
+
 def epoch_event(e: pb.EpochMetrics) -> dict[str, Any]:
+    """One epoch as a chart point (no validation: None, not 0)."""
     return {
         "epoch": e.epoch,
         "loss": number(e.loss),
@@ -193,49 +191,39 @@ def _stats(values: Iterable[float | None]) -> dict[str, float | None]:
 def comparison(attempts: Sequence[pb.Attempt]) -> dict[str, Any]:
     """Side by side: every command field with whether it differs, and the metrics'
     final, best, smallest and largest values."""
-    flat = [looking.flatten(documents.plain(a.training_commands)) for a in attempts]
+    flat = looking.command_fields(attempts)
     keys = sorted(set().union(*flat)) if flat else []
-    differing = set(looking.differing(attempts))
+    differing = set(looking.differing_in(flat))
     fields = [
         {
             "key": key,
             "differs": key in differing,
-            "values": ["" if f.get(key) is None else _text(f.get(key)) for f in flat],
+            "values": ["" if f.get(key) is None else looking.as_text(f.get(key)) for f in flat],
         }
         for key in keys
     ]
-    metrics = []
-    for a in attempts:
-        c = curves(a)
-        loss, val_loss = _stats(c["loss"]), _stats(c["val_loss"])
-        val_acc = _stats(c["val_accuracy"])
-        metrics.append(
-            {
-                "id": a.id,
-                "name": a.name,
-                "status": status_text(a.status),
-                "epochs": len(c["epoch"]),
-                "loss": loss,
-                "best_loss": loss["min"],
-                "val_loss": val_loss,
-                "best_val_loss": val_loss["min"],
-                "val_accuracy": val_acc,
-                "best_val_accuracy": val_acc["max"],
-                "test_accuracy": number(a.accuracy) if a.HasField("test_result") else None,
-                "seconds": sum(e.seconds for e in a.epochs) or None,
-            }
-        )
+    series = [curves(a) for a in attempts]
+    metrics = [
+        {
+            "id": a.id,
+            "name": a.name,
+            "status": status_text(a.status),
+            "epochs": len(c["epoch"]),
+            "loss": _stats(c["loss"]),
+            "val_loss": _stats(c["val_loss"]),
+            "val_accuracy": _stats(c["val_accuracy"]),
+            "test_accuracy": number(a.accuracy) if a.HasField("test_result") else None,
+            "seconds": sum(e.seconds for e in a.epochs) or None,
+        }
+        for a, c in zip(attempts, series, strict=True)
+    ]
     return {
         "attempts": [{"id": a.id, "name": a.name} for a in attempts],
         "fields": fields,
         "differing": sorted(differing),
         "metrics": metrics,
-        "curves": [curves(a) for a in attempts],
+        "curves": series,
     }
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 # Studies.

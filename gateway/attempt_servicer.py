@@ -389,13 +389,13 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                     attempt = attempt_pb2.Attempt.FromString(event.payload)
                 elif kind == "resync":
                     attempt = attempt_pb2.Attempt.FromString(await self.status_of(record.id))
-                if kind == "epoch" and event.epoch == sent + 1 and event.response:
-                    # The common case: read and encoded once for every watcher (the
-                    # interceptor lets encoded responses through as they are).
-                    yield event.response
-                    sent = event.epoch
-                    continue
                 if kind == "epoch" and event.epoch == sent + 1:
+                    if event.response:
+                        # The common case: read and encoded once for every watcher (the
+                        # interceptor lets encoded responses through as they are).
+                        yield event.response
+                        sent = event.epoch
+                        continue
                     wire = event.payload  # the hub read it for every watcher
                 elif attempt is None or attempt.current_epoch > sent:
                     # A missed notification, or epochs committed before a status change:

@@ -67,14 +67,23 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def command_fields(attempts: Sequence[attempt_pb2.Attempt]) -> list[dict[str, Any]]:
+    """Each attempt's training command as flat `path: value` settings."""
+    return [flatten(documents.plain(a.training_commands)) for a in attempts]
 
 
 def differing(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[Any]]:
     """The training-command settings that differ between attempts, each value as the
     command holds it (None where an attempt has none)."""
-    flat = [flatten(documents.plain(a.training_commands)) for a in attempts]
+    return differing_in(command_fields(attempts))
+
+
+def differing_in(flat: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """`differing` over commands already flattened by `command_fields`."""
     keys = sorted(set().union(*flat)) if flat else []
     return {
         key: [f.get(key) for f in flat]
@@ -86,7 +95,7 @@ def differing(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[Any]]:
 def differences(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[str]]:
     """The training-command settings that differ between attempts, each value as text."""
     return {
-        key: ["-" if v is None else _text(v) for v in values]
+        key: ["-" if v is None else as_text(v) for v in values]
         for key, values in differing(attempts).items()
     }
 

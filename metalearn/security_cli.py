@@ -11,7 +11,7 @@ from metalearn.runs import answer, client_for, print_json
 from metalearn.v1 import token_service_pb2
 
 
-def _role(value: int) -> str:
+def role_text(value: int) -> str:
     return token_service_pb2.Role.Name(value).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
 
 
@@ -40,14 +40,16 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
             if t.HasField("expire_time")
             else "never"
         )
-        print(f"{t.name:<32} {_role(t.role):<8} {created:<20} {expires:<20} {t.created_by or '-'}")
+        print(
+            f"{t.name:<32} {role_text(t.role):<8} {created:<20} {expires:<20} {t.created_by or '-'}"
+        )
     return 0
 
 
 def cmd_tokens_whoami(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         token = client.whoami()
-    return answer(args, documents.plain(token), f"{token.name} ({_role(token.role)})")
+    return answer(args, documents.plain(token), f"{token.name} ({role_text(token.role)})")
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
