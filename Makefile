@@ -4,18 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
+# The manifests' checkers (requirements-lint.txt) live apart: checkov's pins clash with
+# pytest's.
+LINT_VENV := .venv-lint
+LINT_BIN := $(LINT_VENV)/bin
 PROTOS := $(wildcard protos/metalearn/v1/*.proto)
 GEN_DIR := metalearn/v1
 
-.PHONY: setup protos protos-check signatures lint test bench demo clean go-example
+.PHONY: setup protos protos-check signatures lint lint-kubernetes test bench demo clean go-example
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-ui.txt requirements-dev.txt pyproject.toml examples/node/package-lock.json
+$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-ui.txt requirements-dev.txt requirements-lint.txt pyproject.toml examples/node/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-ui.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_BIN)/pip install --quiet --upgrade pip
+	$(LINT_BIN)/pip install --quiet -r requirements-lint.txt
 	@# Debian's Chromium and its driver for the dashboard's browser tests, where apt is
 	@# (they skip, saying why, where it is not).
 	if command -v apt-get >/dev/null && ! dpkg -s chromium chromium-driver >/dev/null 2>&1; then \
@@ -47,7 +54,7 @@ signatures: $(STAMP)
 	$(PY) -m trainer.signatures
 	$(BIN)/ruff format metalearn/signatures.py
 
-lint: $(STAMP)
+lint: $(STAMP) lint-kubernetes
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -55,6 +62,25 @@ lint: $(STAMP)
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/hadolint docker/*.Dockerfile
+
+# deploy/kubernetes, offline: each overlay built by `kubectl kustomize` (kubectl from its
+# wheel) into build/kubernetes, validated against the Kubernetes API's schemas of the
+# oldest and newest versions it is meant for (strict: an unknown field is an error, and
+# so is a kind without a schema, which kubernetes-validate only warns of), then scanned
+# by checkov with the skips in deploy/kubernetes/checkov.yaml.
+K8S_DIR := deploy/kubernetes
+K8S_OUT := build/kubernetes
+K8S_OVERLAYS := $(notdir $(wildcard $(K8S_DIR)/overlays/*))
+K8S_VERSIONS := 1.25.0 1.37.0
+lint-kubernetes: $(STAMP)
+	rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)
+	for overlay in $(K8S_OVERLAYS); do \
+		$(LINT_BIN)/kubectl kustomize $(K8S_DIR)/overlays/$$overlay > $(K8S_OUT)/$$overlay.yaml || exit 1; \
+	done
+	@out=$$($(LINT_BIN)/kubernetes-validate --strict --quiet $(K8S_VERSIONS:%=-k %) $(K8S_OUT)/*.yaml 2>&1); \
+		status=$$?; test -z "$$out" || echo "$$out"; \
+		test $$status = 0 && test -z "$$out" && echo "kubernetes-validate: $(K8S_OVERLAYS) valid for $(K8S_VERSIONS)"
+	$(LINT_BIN)/checkov --config-file $(K8S_DIR)/checkov.yaml --directory $(K8S_OUT)
 
 test: setup protos-check lint
 	$(BIN)/pytest -q
@@ -86,4 +112,4 @@ demo: setup
 	UI=$(UI) $(PY) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) .metalearn .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LINT_VENV) .metalearn .pytest_cache .mypy_cache .ruff_cache
