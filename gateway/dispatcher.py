@@ -169,13 +169,19 @@ class Dispatcher:
                 )
 
     async def _dispatch(self) -> None:
+        # The most free slots a claim found nothing queued to fit: a trainer with no more
+        # than that would find nothing either (usually: the queue is empty).
+        nothing_fits = 0
         for trainer in await self._trainers.live_trainers(self._config.trainer_timeout_seconds):
-            for _ in range(trainer.capacity - trainer.running):
+            free = trainer.capacity - trainer.running
+            while free > nothing_fits:
                 claimed = await self._work.claim(
-                    self.gateway_id, trainer.address, self._config.lease_seconds
+                    self.gateway_id, trainer.address, self._config.lease_seconds, free
                 )
                 if claimed is None:
-                    return
+                    nothing_fits = free  # a trainer with more free slots may still take more
+                    break
+                free -= claimed.slots
                 log.info(
                     "%s %s (id %s) on %s", claimed.work, claimed.name, claimed.id, trainer.address
                 )

@@ -262,6 +262,9 @@ def check_train_command(
     _bounded(v, f"{field}.batch_size", cmd.batch_size, 0, limits.max_batch_size)
     _bounded(v, f"{field}.n_epoch", cmd.n_epoch, 0, limits.max_epochs)
     _bounded(v, f"{field}.n_labels", cmd.n_labels, 0, limits.max_labels)
+    _bounded(v, f"{field}.devices", cmd.devices, 0, limits.max_devices)
+    if cmd.devices > 1 and 0 < cmd.batch_size < cmd.devices:
+        v.add(f"{field}.batch_size", f"give each of the {cmd.devices} devices an image")
     if not (math.isfinite(cmd.hopeless_below) and 0.0 <= cmd.hopeless_below <= 1.0):
         v.add(f"{field}.hopeless_below", "must be an accuracy between 0 and 1")
     elif cmd.hopeless_below and not cmd.stop_when_hopeless:

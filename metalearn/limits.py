@@ -29,6 +29,8 @@ class CommandLimits:
     max_input_pixels: int = 1024 * 1024
     # Preprocessed images of one run held in memory (uint8, after the fixed transforms).
     max_data_bytes: int = 4 * 1024**3
+    # Devices (processes) one run trains on at once: one machine's GPUs, at most.
+    max_devices: int = 16
 
 
 COMMAND_LIMITS = CommandLimits()

@@ -113,7 +113,7 @@ def command(**changes: Any) -> attempt_pb2.TrainCommand:
 def train(config: TrainerConfig, cmd: attempt_pb2.TrainCommand, **fields: Any) -> list[Any]:
     events: list[Any] = []
     request = pb.TrainerServiceTrainRequest(attempt_name="t", command=cmd, **fields)
-    run.train(request, config, None, 0, events.append, SIGNALS)  # type: ignore[arg-type]
+    run.train(request, config, None, [0], events.append, SIGNALS)  # type: ignore[arg-type]
     return events
 
 

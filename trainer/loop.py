@@ -10,13 +10,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from trainer.optim import Target
+
+if TYPE_CHECKING:
+    from trainer.distributed import Team
 from trainer.transforms import BatchTransform, command_fault
 
 
@@ -130,27 +133,48 @@ def train_one_epoch(
     n_labels: int,
     should_stop: Callable[[], bool],
     after_batch: Callable[[], None] | None = None,
+    team: Team | None = None,
 ) -> EpochResult:
-    """A full pass over the training split; the loss is the mean over its samples."""
+    """A full pass over the training split; the loss is the mean over its samples.
+
+    With a `team`, this rank trains on its part of every batch (`Team.share`) and the
+    result is the whole team's."""
     model.train()
     start = time.perf_counter()
     total, samples = 0.0, 0
     for index, (images, labels) in enumerate(batches):
         if should_stop():
             raise Stopped
-        x = _transformed(transform, images, index + 1).to(device, non_blocking=True)
-        y = _targets(labels, target, n_labels).to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = _loss(criterion, model(x), y, index + 1)
-        value = float(loss.item())  # one read serves the NaN check and the mean
+        weight, count = 1.0, len(labels)
+        if team is not None:
+            batch = len(labels)
+            images, labels, count = team.share(images, labels)
+            weight = team.weight(count, batch, criterion)
+        failure: CommandFailed | None = None
+        try:
+            x = _transformed(transform, images, index + 1).to(device, non_blocking=True)
+            y = _targets(labels, target, n_labels).to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = _loss(criterion, model(x), y, index + 1)
+            value = float(loss.item())  # one read serves the NaN check and the mean
+        except CommandFailed as err:
+            if team is None:
+                raise
+            failure, value = err, 0.0
+        if team is not None:  # every rank stops at this batch, or none does
+            team.agree(index + 1, value, failure)
         if not math.isfinite(value):
             raise Diverged(f"the loss is {value} at batch {index + 1}")
-        loss.backward()
+        (loss if team is None else loss * weight).backward()
         optimizer.step()
         if after_batch is not None:
             after_batch()
-        total += _sample_loss(value, criterion, len(labels))
-        samples += len(labels)
+        if count:
+            total += _sample_loss(value, criterion, count)
+        samples += count
+    if team is not None:
+        summed = team.sum(torch.tensor([total, samples]))
+        total, samples = float(summed[0]), int(summed[1])
     return EpochResult(total / max(samples, 1), samples, time.perf_counter() - start)
 
 
@@ -165,25 +189,48 @@ def evaluate(
     n_labels: int,
     should_stop: Callable[[], bool],
     on_batch: Callable[[int], None] | None = None,
+    team: Team | None = None,
 ) -> Evaluation:
-    """Loss, accuracy and confusion matrix over a split, without changing the model."""
+    """Loss, accuracy and confusion matrix over a split, without changing the model.
+
+    With a `team`, this rank evaluates its part of every batch and the result is the
+    whole team's."""
     model.eval()
     total, samples = 0.0, 0
     confusion = torch.zeros((n_labels, n_labels), dtype=torch.int64)
     for index, (images, labels) in enumerate(batches):
         if should_stop():
             raise Stopped
-        x = _transformed(transform, images, index + 1).to(device)
-        scores = model(x)
-        loss = _loss(criterion, scores, _targets(labels, target, n_labels).to(device), index + 1)
-        total += _sample_loss(float(loss.item()), criterion, len(labels))
+        count = len(labels)
+        if team is not None:
+            images, labels, count = team.share(images, labels)
+        failure: CommandFailed | None = None
+        if count:
+            try:
+                x = _transformed(transform, images, index + 1).to(device)
+                scores = model(x)
+                y = _targets(labels, target, n_labels).to(device)
+                value = float(_loss(criterion, scores, y, index + 1).item())
+            except CommandFailed as err:
+                if team is None:
+                    raise
+                failure = err
+        if team is not None:
+            team.agree(index + 1, 0.0, failure)  # every rank stops here, or none does
+        if not count:
+            continue
+        total += _sample_loss(value, criterion, count)
         predicted = scores.argmax(dim=1).cpu()
         confusion += torch.bincount(
             labels * n_labels + predicted, minlength=n_labels * n_labels
         ).view(n_labels, n_labels)
-        samples += len(labels)
+        samples += count
         if on_batch is not None:
             on_batch(samples)
+    if team is not None:
+        summed = team.sum(torch.cat([torch.tensor([total, samples]), confusion.flatten()]))
+        total, samples = float(summed[0]), int(summed[1])
+        confusion = summed[2:].to(torch.int64).view(n_labels, n_labels)
     correct = int(confusion.diagonal().sum())
     loss = total / samples if samples else math.nan
     return Evaluation(loss, correct / samples if samples else 0.0, samples, confusion)

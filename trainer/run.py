@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from metalearn import vocabulary
 from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
-from trainer import artifacts, checks, loop, model, optim
+from trainer import artifacts, checks, distributed, loop, model, optim
 from trainer.config import TrainerConfig
 from trainer.data import (
     TEST_FRACTION,
@@ -55,6 +55,15 @@ class Signals:
     cancelled: Callable[[], bool]
     interrupted: Callable[[], bool]
 
+    @staticmethod
+    def never() -> Signals:
+        """For a rank other than 0: rank 0 alone hears the trainer (see `distributed`)."""
+        return Signals(cancelled=_no, interrupted=_no)
+
+
+def _no() -> bool:
+    return False
+
 
 def device_for(config: TrainerConfig, slot: int) -> torch.device:
     """CUDA when present (slot i on device i mod count), else CPU."""
@@ -63,6 +72,21 @@ def device_for(config: TrainerConfig, slot: int) -> torch.device:
     if not torch.cuda.is_available():
         raise FailedPrecondition("this trainer was told to use CUDA but has no CUDA device")
     return torch.device(f"cuda:{slot % torch.cuda.device_count()}")
+
+
+def devices_for(config: TrainerConfig, slots: Sequence[int], count: int) -> list[torch.device]:
+    """The devices of a run on `count` devices, one per slot it was given: distinct
+    GPUs (NCCL takes one device per rank), or the CPU for each."""
+    if len(slots) != count:
+        raise InvalidArgument.one(
+            "command.devices", f"asks for {count} devices; this run was given {len(slots)} slots"
+        )
+    devices = [device_for(config, slot) for slot in slots]
+    if devices[0].type == "cuda" and len(set(devices)) < count:
+        raise FailedPrecondition(
+            f"this trainer has {torch.cuda.device_count()} CUDA devices free for {count} ranks"
+        )
+    return devices
 
 
 def command_fingerprint(command: attempt_pb2.TrainCommand) -> str:
@@ -115,15 +139,41 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A checked command resolved against its prepared data: all a rank needs to train
+    (rank 0 pickles it for the others, see `trainer.distributed`)."""
+
+    cmd: attempt_pb2.TrainCommand
+    resume: artifacts.Checkpoint | None
+    fingerprint: str
+    spec: model.ModelSpec
+    pipeline: Pipeline
+    criterion: optim.Named
+    optimizer: optim.Named
+    scheduler: optim.Named
+    n_labels: int
+    train_data: loop.TensorImages
+    val_data: loop.TensorImages
+    # The images are already converted and normalized: no transform runs per batch.
+    prepared: bool
+    # What `started` says, less what the model and devices add.
+    started: pb.TrainStarted
+    every_epochs: int
+    every_seconds: float
+    chunk_bytes: int
+
+
 def train(
     request: pb.TrainerServiceTrainRequest,
     config: TrainerConfig,
     channel: grpc.Channel,
-    slot: int,
+    slots: Sequence[int],
     emit: Emit,
     signals: Signals,
 ) -> None:
-    """Runs a Train call; raises a DomainError for a bad command or missing data."""
+    """Runs a Train call on the devices of `slots` (one per device the command asks
+    for); raises a DomainError for a bad command or missing data."""
     started_at = time.perf_counter()
     cmd = request.command
     limits = config.limits
@@ -132,6 +182,10 @@ def train(
     n_labels = checks.labels(v, "command", labels, cmd.n_labels, limits.max_labels)
     if not 1 <= cmd.batch_size <= limits.max_batch_size:
         v.add("command.batch_size", f"must be between 1 and {limits.max_batch_size}")
+    if not 0 <= cmd.devices <= limits.max_devices:
+        v.add("command.devices", f"must be between 0 and {limits.max_devices}")
+    elif cmd.devices > 1 and cmd.batch_size < cmd.devices:
+        v.add("command.batch_size", f"give each of the {cmd.devices} devices an image")
     if not 1 <= cmd.n_epoch <= limits.max_epochs:
         v.add("command.n_epoch", f"must be between 1 and {limits.max_epochs}")
     if len(cmd.model.layers) > limits.max_layers:
@@ -161,6 +215,7 @@ def train(
             )
     v.raise_if_any()
     assert pipeline is not None and criterion_spec is not None and optimizer_spec is not None
+    devices = devices_for(config, slots, max(1, cmd.devices))
 
     # Data: the gateway's train split, less the validation part.
     source = ImageSource(channel, config.gateway_deadline_seconds)
@@ -195,88 +250,138 @@ def train(
     )
     v.raise_if_any()
     assert spec is not None and scheduler_spec is not None
-    transform = BatchTransform(pipeline)
     try:
-        transform(tensors.images[:1])
+        BatchTransform(pipeline)(tensors.images[:1])
     except Exception as err:  # e.g. ColorJitter's hue on one channel
         if not command_fault(err):
             raise
         raise InvalidArgument.one(
             "command.transform", f"cannot transform these images: {err}"
         ) from err
-    eval_transform = BatchTransform(pipeline.without_augmentation())
-    if (
+    prepared = (
         not pipeline.random
         and not pipeline.after_normalize
         and (tensors.images.numel() * 4 <= limits.max_data_bytes)
-    ):
+    )
+    if prepared:
         # Nothing random: convert and normalize every image once, not every batch.
+        transform = BatchTransform(pipeline)
         train_data.images = transform(train_data.images)
         val_data.images = transform(val_data.images)
-        transform = eval_transform = BatchTransform.identity()
 
-    device = device_for(config, slot)
+    recipe = Recipe(
+        cmd=cmd, resume=resume, fingerprint=fingerprint, spec=spec, pipeline=pipeline,
+        criterion=criterion_spec, optimizer=optimizer_spec, scheduler=scheduler_spec,
+        n_labels=n_labels, train_data=train_data, val_data=val_data, prepared=prepared,
+        started=pb.TrainStarted(
+            train_images=len(train_data), validation_images=len(val_data),
+            input_shape=list(tensors.input_shape), cache_hit=tensors.cache_hit,
+            dataset=attempt_pb2.DatasetFingerprint(
+                label_names=labels,
+                images_per_label=[counts[label] for label in labels],
+                image_size=list(tensors.input_shape[1:]),
+                sha256=tensors.fingerprint,
+            ),
+        ),
+        every_epochs=request.checkpoint_every_epochs or config.checkpoint_every_epochs,
+        every_seconds=request.checkpoint_every_seconds or config.checkpoint_every_seconds,
+        chunk_bytes=config.chunk_bytes,
+    )  # fmt: skip
+    if len(devices) == 1:
+        fit(recipe, devices[0], emit, signals, started_at=started_at)
+        return
+    threads = max(1, torch.get_num_threads() // len(devices))
+    if devices[0].type == "cpu":
+        torch.set_num_threads(threads)  # the ranks share this machine's cores
+    with distributed.lead(recipe, devices, threads) as team:
+        fit(recipe, devices[0], emit, signals, team, started_at)
+
+
+def fit(
+    recipe: Recipe,
+    device: torch.device,
+    emit: Emit,
+    signals: Signals,
+    team: distributed.Team | None = None,
+    started_at: float | None = None,
+) -> None:
+    """Trains one rank of a run (the only one without `team`); rank 0 emits its events."""
+    started_at = time.perf_counter() if started_at is None else started_at
+    cmd = recipe.cmd
+    leads = team is None or team.leads
+    if recipe.prepared:
+        transform = eval_transform = BatchTransform.identity()
+    else:
+        transform = BatchTransform(recipe.pipeline)
+        eval_transform = BatchTransform(recipe.pipeline.without_augmentation())
     _seed_everything(cmd.seed)
-    net = model.build(spec).to(device)
-    optimizer = optim.make_optimizer(optimizer_spec, net.parameters())
-    scheduler = optim.make_scheduler(scheduler_spec, optimizer)
-    criterion = optim.make_criterion(criterion_spec).to(device)
-    target = optim.target_kind(criterion_spec)
+    net = model.build(recipe.spec).to(device)
+    optimizer = optim.make_optimizer(recipe.optimizer, net.parameters())
+    scheduler = optim.make_scheduler(recipe.scheduler, optimizer)
+    criterion = optim.make_criterion(recipe.criterion).to(device)
+    target = optim.target_kind(recipe.criterion)
     generator = torch.Generator().manual_seed(cmd.seed)
+    rank_rng = f"torch_rank_{team.rank}" if team is not None and not team.leads else ""
+    if rank_rng:
+        # Each rank its own stream for random transforms and dropout; the model's
+        # initial weights are rank 0's (DDP hands them out).
+        torch.manual_seed(cmd.seed + team.rank)  # type: ignore[union-attr]
     first_epoch = 1
+    resume = recipe.resume
     if resume is not None:
         try:
             net.load_state_dict(resume.model)
             optimizer.load_state_dict(resume.optimizer)
             scheduler.load_state_dict(resume.scheduler)
             _set_rng_state(resume.rng, generator, device)
+            if rank_rng in resume.rng:
+                torch.set_rng_state(resume.rng[rank_rng])
         except Exception as err:  # a checkpoint of another shape of model
             raise InvalidArgument.one(
                 "resume_checkpoint", f"does not fit this model: {err}"
             ) from err
         first_epoch = resume.epoch + 1
+    trained = net if team is None else team.wrap(net)
 
-    dataset = attempt_pb2.DatasetFingerprint(
-        label_names=labels,
-        images_per_label=[counts[label] for label in labels],
-        image_size=list(tensors.input_shape[1:]),
-        sha256=tensors.fingerprint,
-    )
-    emit(
-        pb.TrainerServiceTrainResponse(
-            started=pb.TrainStarted(
-                device=str(device), parameters=model.parameter_count(net),
-                train_images=len(train_data), validation_images=len(val_data),
-                first_epoch=first_epoch, input_shape=list(tensors.input_shape),
-                cache_hit=tensors.cache_hit, dataset=dataset,
-            )
-        )
-    )  # fmt: skip
+    started = pb.TrainStarted()
+    started.CopyFrom(recipe.started)
+    started.device = str(device)
+    if team is not None:
+        started.device = f"{team.world} x {device.type} ({distributed.backend(device)})"
+    started.parameters = model.parameter_count(net)
+    started.first_epoch = first_epoch
+    emit(pb.TrainerServiceTrainResponse(started=started))
 
+    train_data, val_data = recipe.train_data, recipe.val_data
     train_batches = loop.loader(train_data, cmd.batch_size, shuffle=True, generator=generator)
     val_batches = loop.loader(val_data, cmd.batch_size, shuffle=False)
-    every_epochs = request.checkpoint_every_epochs or config.checkpoint_every_epochs
-    every_seconds = request.checkpoint_every_seconds or config.checkpoint_every_seconds
     last_checkpoint = time.monotonic()
-    per_batch = optim.steps_per_batch(scheduler_spec)
+    per_batch = optim.steps_per_batch(recipe.scheduler)
 
     def checkpoint(epoch: int) -> None:
+        rng = _rng_state(generator, device)
+        if team is not None:  # every rank's stream, so that each resumes its own
+            for rank, state in enumerate(team.gather(torch.get_rng_state())):
+                if rank:
+                    rng[f"torch_rank_{rank}"] = state
+        if not leads:
+            return
         data = artifacts.checkpoint_bytes(
             artifacts.Checkpoint(
-                epoch=epoch, command_fingerprint=fingerprint, model=net.state_dict(),
+                epoch=epoch, command_fingerprint=recipe.fingerprint, model=net.state_dict(),
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                rng=_rng_state(generator, device), best_metrics={},
+                rng=rng, best_metrics={},
             )
         )  # fmt: skip
-        for chunk in artifacts.chunks(data, epoch, config.chunk_bytes):
+        for chunk in artifacts.chunks(data, epoch, recipe.chunk_bytes):
             emit(pb.TrainerServiceTrainResponse(checkpoint=chunk))
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cmd.n_epoch + 1):
         try:
             result = loop.train_one_epoch(
-                net, train_batches, transform, criterion, optimizer, device, target, n_labels,
-                signals.cancelled, scheduler.step if per_batch else None,
+                trained, train_batches, transform, criterion, optimizer, device, target,
+                recipe.n_labels, signals.cancelled, scheduler.step if per_batch else None, team,
             )  # fmt: skip
         except loop.Diverged as err:
             emit(
@@ -284,27 +389,23 @@ def train(
             )
             return
         except loop.CommandFailed as err:
-            raise checks.command_error(err, pipeline, criterion_spec, f"in epoch {epoch}") from err
+            raise checks.command_error(
+                err, recipe.pipeline, recipe.criterion, f"in epoch {epoch}"
+            ) from err
         try:
             evaluation = (
                 loop.evaluate(
-                    net,
-                    val_batches,
-                    eval_transform,
-                    criterion,
-                    device,
-                    target,
-                    n_labels,
-                    signals.cancelled,
+                    net, val_batches, eval_transform, criterion, device, target,
+                    recipe.n_labels, signals.cancelled, team=team,
                 )
                 if len(val_data)
                 else None
-            )
+            )  # fmt: skip
         except loop.CommandFailed as err:
             where = f"validating epoch {epoch}"
-            raise checks.command_error(err, pipeline, criterion_spec, where) from err
+            raise checks.command_error(err, recipe.pipeline, recipe.criterion, where) from err
         if not per_batch:
-            if scheduler_spec.name == "ReduceLROnPlateau":
+            if recipe.scheduler.name == "ReduceLROnPlateau":
                 scheduler.step(evaluation.loss if evaluation else result.loss)
             else:
                 scheduler.step()
@@ -323,7 +424,14 @@ def train(
         )
         if epoch == cmd.n_epoch:
             break
-        if signals.interrupted():
+        interrupted = signals.interrupted()
+        due = (
+            epoch % recipe.every_epochs == 0
+            or time.monotonic() - last_checkpoint >= recipe.every_seconds
+        )
+        if team is not None:
+            interrupted, due = team.from_leader(interrupted, due)
+        if interrupted:
             checkpoint(epoch)
             emit(
                 _finished(
@@ -331,13 +439,15 @@ def train(
                 )
             )
             return
-        if epoch % every_epochs == 0 or time.monotonic() - last_checkpoint >= every_seconds:
+        if due:
             checkpoint(epoch)
             last_checkpoint = time.monotonic()
 
+    if not leads:
+        return
     spec_json = {
-        "model": spec.to_json(),
-        "label_names": labels,
+        "model": recipe.spec.to_json(),
+        "label_names": list(cmd.label_names),
         "image_ops": [json_format.MessageToDict(op) for op in cmd.image_ops],
         "transform": plain_struct(cmd.transform),
         "seed": cmd.seed,
@@ -346,7 +456,7 @@ def train(
         "epochs": epoch,
     }
     weights = artifacts.weights_bytes(net.state_dict(), spec_json)
-    for chunk in artifacts.chunks(weights, epoch, config.chunk_bytes):
+    for chunk in artifacts.chunks(weights, epoch, recipe.chunk_bytes):
         emit(pb.TrainerServiceTrainResponse(weights=chunk))
     emit(_finished(pb.TRAIN_OUTCOME_COMPLETED, "", epoch, started_at))
 
@@ -364,4 +474,4 @@ def _finished(
     )
 
 
-__all__ = ["ImageRef", "Signals", "command_fingerprint", "device_for", "train"]
+__all__ = ["ImageRef", "Recipe", "Signals", "command_fingerprint", "device_for", "fit", "train"]

@@ -51,7 +51,12 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
         self._profiling = threading.Lock()
 
     def _relay(
-        self, kind: str, request: Any, context: grpc.ServicerContext, response: Any
+        self,
+        kind: str,
+        request: Any,
+        context: grpc.ServicerContext,
+        response: Any,
+        devices: int = 1,
     ) -> Iterator[Any]:
         for payload in self._workers.start(
             kind,
@@ -59,6 +64,7 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
             context.add_callback,
             context.is_active,
             request.attempt_name,
+            devices,
         ):
             yield response.FromString(payload)
 
@@ -66,7 +72,8 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
     def Train(
         self, request: pb.TrainerServiceTrainRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TrainerServiceTrainResponse]:
-        yield from self._relay("train", request, context, pb.TrainerServiceTrainResponse)
+        devices = max(1, min(request.command.devices, self._config.limits.max_devices))
+        yield from self._relay("train", request, context, pb.TrainerServiceTrainResponse, devices)
 
     @translate_errors
     def Test(

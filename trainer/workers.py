@@ -48,7 +48,7 @@ def _worker_main(
     kind: str,
     request: bytes,
     config: TrainerConfig,
-    slot: int,
+    slots: list[int],
     events: Any,
     cancel: Any,
     interrupt: Any,
@@ -82,7 +82,7 @@ def _worker_main(
                     pb.TrainerServiceTrainRequest.FromString(request),
                     config,
                     channel,
-                    slot,
+                    slots,
                     emit,
                     signals,
                 )
@@ -91,7 +91,7 @@ def _worker_main(
                     pb.TrainerServiceTestRequest.FromString(request),
                     config,
                     channel,
-                    slot,
+                    slots[0],
                     emit,
                     signals,
                 )
@@ -173,27 +173,37 @@ class Workers:
         on_cancel: Callable[[Callable[[], None]], Any],
         is_active: Callable[[], bool],
         attempt: str = "",
+        devices: int = 1,
     ) -> Iterator[bytes]:
-        """Runs one call (for `attempt`) in a new process; yields its serialized events."""
+        """Runs one call (for `attempt`) in a new process, on a slot for each of its
+        `devices`; yields its serialized events."""
+        capacity = self._config.capacity
+        if devices > capacity:
+            raise errors.InvalidArgument.one(
+                "command.devices", f"this trainer runs at most {capacity} at once, not {devices}"
+            )
         with self._freed:
-            if not self._freed.wait_for(lambda: self._free, self._config.slot_wait_seconds):
+            if not self._freed.wait_for(
+                lambda: len(self._free) >= devices, self._config.slot_wait_seconds
+            ):
                 raise errors.ResourceExhausted(
-                    f"all {self._config.capacity} slots of this trainer are busy; try another"
+                    f"{devices} of the {capacity} slots of this trainer are not free; try another"
                 )
-            slot = self._free.pop(0)
+            self._free.sort()  # the lowest slots: on GPUs, distinct devices
+            slots, self._free = self._free[:devices], self._free[devices:]
         try:
             if is_active():  # the caller may have given up while it waited
-                yield from self._relay(kind, request, slot, on_cancel, is_active, attempt)
+                yield from self._relay(kind, request, slots, on_cancel, is_active, attempt)
         finally:
             with self._freed:
-                self._free.append(slot)
-                self._freed.notify()
+                self._free.extend(slots)
+                self._freed.notify_all()
 
     def _relay(
         self,
         kind: str,
         request: bytes,
-        slot: int,
+        slots: list[int],
         on_cancel: Callable[[Callable[[], None]], Any],
         is_active: Callable[[], bool],
         attempt: str,
@@ -202,8 +212,8 @@ class Workers:
         cancel, interrupt = _CONTEXT.Event(), _CONTEXT.Event()
         process = _CONTEXT.Process(
             target=_worker_main,
-            args=(kind, request, self._config, slot, events, cancel, interrupt),
-            name=f"metalearn-{kind}-{slot}",
+            args=(kind, request, self._config, slots, events, cancel, interrupt),
+            name=f"metalearn-{kind}-{slots[0]}",
             daemon=True,
         )
         r = Run(process, events, cancel, interrupt, attempt)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg_pool
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
-from gateway.store.work import notify_queue
+from gateway.store.work import SLOTS, notify_queue
 from metalearn import errors
 
 
@@ -18,6 +19,7 @@ from metalearn import errors
 class Trainer:
     address: str
     capacity: int
+    # Slots taken: one per device of each attempt it runs.
     running: int
     # What the gateway presents on its calls to this trainer.
     credential: str = ""
@@ -107,17 +109,20 @@ class TrainerStore:
                 )
 
     async def live_trainers(self, max_age_seconds: float) -> list[Trainer]:
-        """Trainers heard from lately and not quarantined, with the attempts running on
-        them now."""
+        """Trainers heard from lately and not quarantined, with the slots their running
+        attempts take now."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT t.address, t.capacity, (SELECT count(*) FROM attempts a WHERE a.trainer"
-                    " = t.address AND a.status IN ('TRAINING', 'TESTING')), t.credential"
-                    " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
-                    " AND (t.quarantined_until IS NULL OR t.quarantined_until < now())"
-                    " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
-                    " ORDER BY t.address",
+                    sql.SQL(
+                        "SELECT t.address, t.capacity, (SELECT COALESCE(sum({slots}), 0) FROM"
+                        " attempts a WHERE a.trainer = t.address"
+                        " AND a.status IN ('TRAINING', 'TESTING')), t.credential"
+                        " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
+                        " AND (t.quarantined_until IS NULL OR t.quarantined_until < now())"
+                        " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
+                        " ORDER BY t.address"
+                    ).format(slots=SLOTS),
                     (max_age_seconds,),
                 )
                 return [Trainer(r[0], int(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()]

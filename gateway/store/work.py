@@ -33,6 +33,12 @@ from metalearn import errors
 
 EVENTS = "metalearn_events"
 QUEUE = "metalearn_queue"
+# The trainer slots an attempt row `a` takes while it runs: one per device it trains on
+# (TrainCommand.devices; 0 or absent is one), one for a test.
+SLOTS = sql.SQL(
+    "CASE WHEN a.work = 'train' THEN GREATEST(1, COALESCE("
+    "(a.doc -> 'training_commands' ->> 'devices')::int, 1)) ELSE 1 END"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Claimed:
     work: str
     fence: int
     stored: Stored
+    # The trainer's slots it takes: its devices (a test takes one).
+    slots: int = 1
 
 
 async def notify(cur: psycopg.AsyncCursor[Any], attempt_id: int, kind: str, **extra: Any) -> None:
@@ -191,21 +199,27 @@ class WorkStore:
                 await notify_queue(cur)
         return attempt_id
 
-    async def claim(self, gateway_id: str, trainer: str, lease_seconds: float) -> Claimed | None:
-        """Takes the oldest queued attempt for `trainer`; other replicas skip it."""
+    async def claim(
+        self, gateway_id: str, trainer: str, lease_seconds: float, free_slots: int = 1
+    ) -> Claimed | None:
+        """Takes the oldest queued attempt that fits `trainer`'s `free_slots` (an attempt
+        on N devices needs N); other replicas skip it. An older attempt that needs more
+        slots than are free waits for a trainer that has them, while smaller ones pass."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row, binary=True)
                 await cur.execute(
-                    "UPDATE attempts a SET status = CASE a.work WHEN 'test' THEN 'TESTING'"
-                    " ELSE 'TRAINING' END, leased_by = %s, trainer = %s,"
-                    " lease_until = now() + make_interval(secs => %s),"
-                    " claims = a.claims + 1, claimed_at = clock_timestamp(), updated_at = now()"
-                    " WHERE a.id = (SELECT id FROM attempts WHERE status = 'QUEUED'"
-                    " ORDER BY queued_at, id FOR UPDATE SKIP LOCKED LIMIT 1)"
-                    " RETURNING a.id, a.name, a.work, a.claims, a.spec,"
-                    " CASE WHEN a.spec IS NULL THEN a.doc END AS doc",
-                    (gateway_id, trainer, lease_seconds),
+                    sql.SQL(
+                        "UPDATE attempts a SET status = CASE a.work WHEN 'test' THEN 'TESTING'"
+                        " ELSE 'TRAINING' END, leased_by = %s, trainer = %s,"
+                        " lease_until = now() + make_interval(secs => %s), claims = a.claims"
+                        " + 1, claimed_at = clock_timestamp(), updated_at = now()"
+                        " WHERE a.id = (SELECT id FROM attempts a WHERE status = 'QUEUED'"
+                        " AND {slots} <= %s ORDER BY queued_at, id FOR UPDATE SKIP LOCKED"
+                        " LIMIT 1) RETURNING a.id, a.name, a.work, a.claims, {slots} AS slots,"
+                        " a.spec, CASE WHEN a.spec IS NULL THEN a.doc END AS doc"
+                    ).format(slots=SLOTS),
+                    (gateway_id, trainer, lease_seconds, free_slots),
                 )
                 row = await cur.fetchone()
                 if row is None:
@@ -217,6 +231,7 @@ class WorkStore:
             row["work"],
             row["claims"],
             Stored(row["spec"], row["doc"]),
+            row["slots"],
         )
 
     async def renew(self, gateway_id: str, ids: list[int], lease_seconds: float) -> None:

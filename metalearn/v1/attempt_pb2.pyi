@@ -94,7 +94,7 @@ class ImageOp(_message.Message):
     def __init__(self, resize: _Optional[_Union[Resize, _Mapping]] = ..., convert: _Optional[_Union[Convert, _Mapping]] = ..., center_crop: _Optional[_Union[CenterCrop, _Mapping]] = ..., grayscale: _Optional[_Union[Grayscale, _Mapping]] = ...) -> None: ...
 
 class TrainCommand(_message.Message):
-    __slots__ = ("batch_size", "criterion", "image_ops", "label_names", "model", "model_name", "n_epoch", "n_labels", "optimizer", "target_transform", "transform", "scheduler", "seed", "stop_when_hopeless", "hopeless_below")
+    __slots__ = ("batch_size", "criterion", "image_ops", "label_names", "model", "model_name", "n_epoch", "n_labels", "optimizer", "target_transform", "transform", "scheduler", "seed", "stop_when_hopeless", "hopeless_below", "devices")
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     CRITERION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_OPS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class TrainCommand(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     STOP_WHEN_HOPELESS_FIELD_NUMBER: _ClassVar[int]
     HOPELESS_BELOW_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     batch_size: int
     criterion: _struct_pb2.Struct
     image_ops: _containers.RepeatedCompositeFieldContainer[ImageOp]
@@ -125,7 +126,8 @@ class TrainCommand(_message.Message):
     seed: int
     stop_when_hopeless: bool
     hopeless_below: float
-    def __init__(self, batch_size: _Optional[int] = ..., criterion: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image_ops: _Optional[_Iterable[_Union[ImageOp, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., model_name: _Optional[str] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., target_transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., scheduler: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., stop_when_hopeless: _Optional[bool] = ..., hopeless_below: _Optional[float] = ...) -> None: ...
+    devices: int
+    def __init__(self, batch_size: _Optional[int] = ..., criterion: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image_ops: _Optional[_Iterable[_Union[ImageOp, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., model_name: _Optional[str] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., target_transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., transform: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., scheduler: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seed: _Optional[int] = ..., stop_when_hopeless: _Optional[bool] = ..., hopeless_below: _Optional[float] = ..., devices: _Optional[int] = ...) -> None: ...
 
 class TestCommand(_message.Message):
     __slots__ = ("criterion", "ids", "image_ops", "label_names", "limit", "model", "model_name", "n_labels", "target_transform", "transform")
