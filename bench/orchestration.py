@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
 from bench.report import print_figures
+from bench.trainers import start_trainer
 from bench.training import bare_images_per_second
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
@@ -48,20 +49,6 @@ def command(**changes: Any) -> attempt_pb2.TrainCommand:
     doc = json.loads(EXAMPLE.read_text())
     doc.update(changes)
     return json_format.ParseDict(doc, attempt_pb2.TrainCommand())
-
-
-def start_trainer(
-    gateway: GatewayThread, cache: Path, threads: int = 0
-) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "metalearn.cli", "trainer", "--listen", "127.0.0.1:0",
-         "--gateway", gateway.address, "--cache-dir", str(cache),
-         "--checkpoint-every-epochs", "1000", "--threads", str(threads)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "METALEARN_TOKEN": gateway.trainer_token},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().rsplit(" ", 1)[-1].strip()
 
 
 def wait_registered(url: str, count: int) -> None:

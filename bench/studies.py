@@ -27,8 +27,9 @@ from google.protobuf import json_format
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
-from bench.orchestration import DONE, command, percentile, start_trainer, wait_registered
+from bench.orchestration import DONE, command, percentile, wait_registered
 from bench.report import print_figures
+from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from gateway.store import open_pool

@@ -255,3 +255,42 @@ def test_the_gateways_signature_table_matches_torch() -> None:
     from trainer.signatures import signatures
 
     assert signatures() == SIGNATURES
+
+
+def _photo(side: int) -> bytes:
+    """A smooth JPEG (a gradient with a disc), like a photo rather than noise."""
+    from PIL import Image, ImageDraw
+
+    ramp = torch.linspace(0, 255, side).to(torch.uint8)
+    pixels = torch.stack(
+        [ramp.expand(side, side), ramp.expand(side, side).T, ramp[:1].expand(side, side)], -1
+    )
+    image = Image.fromarray(pixels.numpy())
+    ImageDraw.Draw(image).ellipse((side // 4, side // 4, side // 2, side // 2), fill=(200, 30, 90))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_a_jpeg_its_first_op_shrinks_decodes_at_a_draft_scale() -> None:
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from trainer.transforms import apply_image_ops, draft
+
+    data = _photo(500)
+    shrink = [attempt_pb2.ImageOp(resize=attempt_pb2.Resize(size=[64, 64]))]
+    with Image.open(io.BytesIO(data)) as drafted, Image.open(io.BytesIO(data)) as whole:
+        draft(drafted, shrink)
+        assert drafted.size == (125, 125)  # 1/4: the smallest scale still >= 64
+        small = pil_to_tensor(apply_image_ops(drafted, shrink)).float()
+        full = pil_to_tensor(apply_image_ops(whole, shrink)).float()
+    # The same picture at 64x64: a few levels apart at most, on average.
+    assert (small - full).abs().mean() < 3.0
+    crop_first = [
+        attempt_pb2.ImageOp(center_crop=attempt_pb2.CenterCrop(size=[100, 100])),
+        *shrink,
+    ]
+    with Image.open(io.BytesIO(data)) as cropped:
+        draft(cropped, crop_first)  # a crop's pixels are the full image's: no draft
+        assert cropped.size == (500, 500)

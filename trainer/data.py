@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from PIL import Image
 from metalearn import geometry
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, dataset_service_pb2_grpc
-from trainer.transforms import Pipeline, apply_image_ops, fixed_tensor, tensor_mode
+from trainer.transforms import Pipeline, apply_image_ops, draft, fixed_tensor, tensor_mode
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ log = logging.getLogger(__name__)
 TEST_FRACTION = 0.2
 # Fraction of the train split held out for validation.
 VALIDATION_FRACTION = 0.1
-# Bump when the cached tensors' meaning changes.
-_CACHE_FORMAT = 1
+# Bump when the cached tensors' meaning changes (2: JPEGs decoded at a draft scale).
+_CACHE_FORMAT = 2
+# Threads decoding a run's images.
+_DECODERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -162,16 +165,21 @@ class Preprocessor:
                 log.warning("cache file %s is unreadable; rebuilding it", path)
         data = self._source.fetch(refs)
         images: list[torch.Tensor] = []
-        for i, ref in enumerate(refs):
-            x = self._decode(data[ref.id], ref, image_ops, pipeline, len(refs))
-            if images and x.shape != images[0].shape:
-                raise FailedPrecondition(
-                    f"image {ref.id} ({ref.label}) is {tuple(x.shape)} after image_ops, others are"
-                    f" {tuple(images[0].shape)}: add a resize to command.image_ops"
-                )
-            images.append(x)
-            if on_progress is not None:
-                on_progress(i + 1, len(refs))
+        # Pillow lets go of the GIL while it decodes and resizes: threads use every core.
+        with ThreadPoolExecutor(_DECODERS) as pool:
+            decoded = pool.map(
+                lambda ref: self._decode(data[ref.id], ref, image_ops, pipeline, len(refs)), refs
+            )
+            for i, (ref, x) in enumerate(zip(refs, decoded, strict=True)):
+                if images and x.shape != images[0].shape:
+                    raise FailedPrecondition(
+                        f"image {ref.id} ({ref.label}) is {tuple(x.shape)} after image_ops,"
+                        f" others are {tuple(images[0].shape)}: add a resize to"
+                        " command.image_ops"
+                    )
+                images.append(x)
+                if on_progress is not None:
+                    on_progress(i + 1, len(refs))
         labels = torch.tensor([label_names.index(r.label) for r in refs], dtype=torch.int64)
         stacked = torch.stack(images) if images else torch.empty((0, 0, 0, 0), dtype=torch.uint8)
         self._store(path, stacked, labels)
@@ -187,6 +195,7 @@ class Preprocessor:
     ) -> torch.Tensor:
         try:
             with Image.open(io.BytesIO(data)) as opened:
+                draft(opened, image_ops)
                 opened.load()
                 image = tensor_mode(apply_image_ops(opened, image_ops))
         except (OSError, ValueError) as err:

@@ -198,6 +198,15 @@ def _wh(size: Sequence[int]) -> tuple[int, int]:
     return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
 
 
+def draft(image: Image.Image, ops: Sequence[attempt_pb2.ImageOp]) -> None:
+    """Before decoding: lets a JPEG decode straight at 1/2, 1/4 or 1/8 of its size when
+    the first op shrinks it at least that much anyway (libjpeg's DCT scaling, what
+    Pillow's own `thumbnail` does). A 500x500 photo resized to 64x64 then decodes at
+    125x125, several times faster; other formats ignore it."""
+    if ops and ops[0].WhichOneof("op") == "resize":
+        image.draft(image.mode, _wh(ops[0].resize.size))
+
+
 def apply_image_ops(image: Image.Image, ops: Sequence[attempt_pb2.ImageOp]) -> Image.Image:
     """The command's Pillow operations, in its order."""
     for op in ops:

@@ -51,8 +51,9 @@ from bench.database import scratch_postgres
 from bench.metalearning import curves, evaluate, grid, tasks
 from bench.metalearning.build_table import TABLE
 from bench.metalearning.export import history
-from bench.orchestration import start_trainer, wait_registered
+from bench.orchestration import wait_registered
 from bench.report import print_figures
+from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from gateway.tasks.learner import DEFAULT_ZERO_SHOT

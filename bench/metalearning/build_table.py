@@ -23,7 +23,8 @@ from google.protobuf import json_format
 
 from bench.database import scratch_postgres
 from bench.metalearning import grid, tasks
-from bench.orchestration import start_trainer, wait_registered
+from bench.orchestration import wait_registered
+from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
