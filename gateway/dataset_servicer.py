@@ -108,10 +108,11 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
             labels=[pb.LabelInfo(name=name, image_count=count) for name, count in labels]
         )
 
-    @translate_errors
-    async def ReadImages(
-        self, request: pb.ReadImagesRequest, context: Any
-    ) -> AsyncIterator[pb.ReadImagesResponse]:
+    async def _select(
+        self, request: pb.ReadImagesRequest | pb.ListImagesRequest
+    ) -> list[tuple[Any, pb.Split]]:
+        """The images a ReadImages or ListImages request selects, with their splits:
+        checked, and limited to its labels' work for a trainer's token."""
         v = Violations()
         if not request.label_names and not request.ids:
             v.add("label_names", "give label names or image ids")
@@ -144,7 +145,7 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
             missing = sorted(set(request.ids) - {m.id for m in metas})
             if missing:
                 raise NotFound(f"no images with ids {missing[:20]}")
-        chosen = []
+        chosen: list[tuple[Any, pb.Split]] = []
         for meta in metas:
             split = (
                 pb.SPLIT_TEST
@@ -157,6 +158,13 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
             chosen.append((meta, split))
             if request.limit and len(chosen) >= request.limit:
                 break
+        return chosen
+
+    @translate_errors
+    async def ReadImages(
+        self, request: pb.ReadImagesRequest, context: Any
+    ) -> AsyncIterator[pb.ReadImagesResponse]:
+        chosen = await self._select(request)
         by_id = {meta.id: (meta, split) for meta, split in chosen}
 
         def message(meta: Any, split: Any, data: bytes) -> pb.ReadImagesResponse:
@@ -178,6 +186,20 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         async for image_id, data in self._store.read([m.id for m, _ in chosen]):
             meta, split = by_id[image_id]
             yield message(meta, split, data)
+
+    @translate_errors
+    async def ListImages(
+        self, request: pb.ListImagesRequest, context: Any
+    ) -> pb.ListImagesResponse:
+        chosen = await self._select(request)
+        labels: dict[str, int] = {}
+        return pb.ListImagesResponse(
+            ids=[meta.id for meta, _ in chosen],
+            labels=[labels.setdefault(meta.label, len(labels)) for meta, _ in chosen],
+            label_names=list(labels),
+            sha256=b"".join(meta.sha256 for meta, _ in chosen),
+            splits=[split for _, split in chosen],
+        )
 
     @translate_errors
     async def DeleteImages(

@@ -246,14 +246,12 @@ def test_upload_images_of_garbage(gateway, datasets, stored, items) -> None:
 def test_read_and_delete_images(
     gateway, datasets, stored, labels, ids, split, fraction, limit
 ) -> None:
-    request = dpb.ReadImagesRequest(
-        label_names=labels,
-        ids=ids,
-        split=split,  # type: ignore[arg-type]
-        test_fraction=fraction,
-        limit=limit,
-    )
-    assert call_code(datasets.ReadImages, request) not in NEVER
+    fields: dict[str, Any] = {
+        "label_names": labels, "ids": ids, "split": split, "test_fraction": fraction,
+        "limit": limit,
+    }  # fmt: skip
+    assert call_code(datasets.ReadImages, dpb.ReadImagesRequest(**fields)) not in NEVER
+    assert call_code(datasets.ListImages, dpb.ListImagesRequest(**fields)) not in NEVER
     assert (
         call_code(datasets.DeleteImages, dpb.DeleteImagesRequest(label_names=labels)) not in NEVER
     )
@@ -523,6 +521,7 @@ def test_every_rpc_is_fuzzed() -> None:
         "GetLatestIndex",
         "UploadImages",
         "ReadImages",
+        "ListImages",
         "DeleteImages",
         "ListLabels",
         "Train",

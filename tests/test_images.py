@@ -97,6 +97,28 @@ def test_read_images_splits_deterministically(datasets) -> None:
     assert [m.id for m in picked] == [everything[3].id, everything[9].id]
 
 
+def test_list_images_is_read_images_metadata_in_columns(datasets) -> None:
+    images = [png((i, 3 * i, 11)) for i in range(40)]
+    upload(datasets, [(("a", "b", "c")[i % 3], img) for i, img in enumerate(images)])
+    for kw in ({}, {"split": pb.SPLIT_TRAIN, "seed": 3}, {"split": pb.SPLIT_TEST}, {"limit": 7}):
+        streamed = list(
+            datasets.ReadImages(
+                pb.ReadImagesRequest(label_names=["c", "a"], skip_data=True, **kw)  # type: ignore[arg-type]
+            )
+        )
+        listed = datasets.ListImages(pb.ListImagesRequest(label_names=["c", "a"], **kw))  # type: ignore[arg-type]
+        assert list(listed.ids) == [m.id for m in streamed]
+        assert [listed.label_names[i] for i in listed.labels] == [m.label for m in streamed]
+        assert [listed.sha256[32 * i : 32 * i + 32].hex() for i in range(len(listed.ids))] == [
+            m.sha256 for m in streamed
+        ]
+        assert list(listed.splits) == [m.split for m in streamed]
+    assert len(set(listed.label_names)) == len(listed.label_names)  # each label once
+    err = expect_error(CODE.INVALID_ARGUMENT, datasets.ListImages, pb.ListImagesRequest(limit=-1))
+    assert {"label_names", "limit"} <= set(violations(err))
+    expect_error(CODE.NOT_FOUND, datasets.ListImages, pb.ListImagesRequest(ids=[99999]))
+
+
 def test_read_and_delete_refuse_bad_requests(datasets, gateway) -> None:
     upload(datasets, [("keep", png())])
     before = snapshot(gateway.database_url)

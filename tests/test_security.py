@@ -282,7 +282,20 @@ def test_a_trainer_reads_only_the_images_of_work_it_holds(gateway, principals) -
         datasets = dataset_service_pb2_grpc.DatasetServiceStub(channel)
 
         def read(**fields: Any) -> list[Any]:
-            return list(datasets.ReadImages(dataset_service_pb2.ReadImagesRequest(**fields)))
+            """ReadImages' answer; ListImages must give the same or refuse the same."""
+            try:
+                listed = datasets.ListImages(dataset_service_pb2.ListImagesRequest(**fields))
+            except grpc.RpcError as err:
+                listed_code = err.code()
+            else:
+                listed_code = None
+            try:
+                found = list(datasets.ReadImages(dataset_service_pb2.ReadImagesRequest(**fields)))
+            except grpc.RpcError as err:
+                assert listed_code == err.code()
+                raise
+            assert listed_code is None and list(listed.ids) == [m.id for m in found]
+            return found
 
         # Nothing is held yet: nothing may be read.
         expect_error(CODE.PERMISSION_DENIED, read, label_names=["held"])

@@ -294,3 +294,24 @@ def test_a_jpeg_its_first_op_shrinks_decodes_at_a_draft_scale() -> None:
     with Image.open(io.BytesIO(data)) as cropped:
         draft(cropped, crop_first)  # a crop's pixels are the full image's: no draft
         assert cropped.size == (500, 500)
+
+
+@pytest.mark.parametrize(("count", "batch"), [(103, 10), (64, 32), (5, 7)])
+def test_batches_come_in_a_dataloaders_order(count: int, batch: int) -> None:
+    """A seed keeps giving the batches it gave when runs went through a DataLoader."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from trainer import loop
+
+    images, labels = torch.arange(count).view(count, 1), torch.arange(count)
+    theirs, ours = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    reference = DataLoader(
+        TensorDataset(images, labels), batch_size=batch, shuffle=True, generator=theirs
+    )
+    batches = loop.loader(loop.TensorImages(images, labels), batch, shuffle=True, generator=ours)
+    for _ in range(3):  # epochs: the generator moves on alike
+        assert [y.tolist() for _, y in batches] == [y.tolist() for _, y in reference]
+    assert ours.get_state().equal(theirs.get_state())
+    in_order = loop.loader(loop.TensorImages(images, labels), batch, shuffle=False)
+    assert torch.cat([y for _, y in in_order]).tolist() == list(range(count))
+    assert len(in_order) == len(reference)

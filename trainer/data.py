@@ -103,12 +103,25 @@ class ImageSource:
         ids: Sequence[int] = (),
         limit: int = 0,
     ) -> list[ImageRef]:
-        request = dataset_service_pb2.ReadImagesRequest(
+        request = dataset_service_pb2.ListImagesRequest(
             label_names=labels, split=split, seed=seed, test_fraction=TEST_FRACTION,
-            ids=ids, limit=limit, skip_data=True,
+            ids=ids, limit=limit,
         )  # fmt: skip
+        try:
+            found = self._stub.ListImages(request, timeout=self._deadline)
+        except grpc.RpcError as err:
+            raise _gateway_error(err, "command.label_names") from err
+        digests = found.sha256
+        names = list(found.label_names)
+        if (
+            len(digests) != 32 * len(found.ids)
+            or len(found.labels) != len(found.ids)
+            or any(not 0 <= label < len(names) for label in found.labels)
+        ):
+            raise Unavailable("gateway: ListImages answered columns that do not fit")
         return [
-            ImageRef(r.id, r.label, r.sha256) for r in self._read(request, "command.label_names")
+            ImageRef(image_id, names[label], digests[32 * i : 32 * i + 32].hex())
+            for i, (image_id, label) in enumerate(zip(found.ids, found.labels, strict=True))
         ]
 
     def fetch(self, refs: Sequence[ImageRef]) -> dict[int, bytes]:

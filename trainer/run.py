@@ -354,7 +354,9 @@ def fit(
 
     train_data, val_data = recipe.train_data, recipe.val_data
     train_batches = loop.loader(train_data, cmd.batch_size, shuffle=True, generator=generator)
-    val_batches = loop.loader(val_data, cmd.batch_size, shuffle=False)
+    val_batches = loop.loader(
+        val_data, loop.eval_batch_size(val_data, cmd.batch_size), shuffle=False
+    )
     last_checkpoint = time.monotonic()
     per_batch = optim.steps_per_batch(recipe.scheduler)
 

@@ -73,6 +73,7 @@ POLICY: dict[str, frozenset[Role]] = {
     _DS + "ListLabels": READ,
     # A trainer reads only the labels of the work it holds (the servicer checks).
     _DS + "ReadImages": READ_OR_TRAINER,
+    _DS + "ListImages": READ_OR_TRAINER,
     # Images belong to nobody in particular: only an admin deletes a label.
     _DS + "DeleteImages": ADMIN,
     _TR + "RegisterTrainer": TRAINER,

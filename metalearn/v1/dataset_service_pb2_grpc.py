@@ -55,6 +55,11 @@ class DatasetServiceStub:
                 request_serializer=metalearn_dot_v1_dot_dataset__service__pb2.ReadImagesRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_dataset__service__pb2.ReadImagesResponse.FromString,
                 _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/metalearn.v1.DatasetService/ListImages',
+                request_serializer=metalearn_dot_v1_dot_dataset__service__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_dataset__service__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
         self.DeleteImages = channel.unary_unary(
                 '/metalearn.v1.DatasetService/DeleteImages',
                 request_serializer=metalearn_dot_v1_dot_dataset__service__pb2.DeleteImagesRequest.SerializeToString,
@@ -101,6 +106,16 @@ class DatasetServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImages(self, request, context):
+        """What ReadImages with `skip_data` streams, in one message of columns: each
+        selected image's id, label and sha256, without its bytes. A trainer lists
+        a run's data with it (1,797 images: one message, not 1,797).
+        Errors: as ReadImages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteImages(self, request, context):
         """Deletes every image of the given labels.
         Errors: INVALID_ARGUMENT (no labels).
@@ -126,6 +141,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.ReadImages,
                     request_deserializer=metalearn_dot_v1_dot_dataset__service__pb2.ReadImagesRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_dataset__service__pb2.ReadImagesResponse.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=metalearn_dot_v1_dot_dataset__service__pb2.ListImagesRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_dataset__service__pb2.ListImagesResponse.SerializeToString,
             ),
             'DeleteImages': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteImages,
@@ -220,6 +240,33 @@ class DatasetService:
             '/metalearn.v1.DatasetService/ReadImages',
             metalearn_dot_v1_dot_dataset__service__pb2.ReadImagesRequest.SerializeToString,
             metalearn_dot_v1_dot_dataset__service__pb2.ReadImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.DatasetService/ListImages',
+            metalearn_dot_v1_dot_dataset__service__pb2.ListImagesRequest.SerializeToString,
+            metalearn_dot_v1_dot_dataset__service__pb2.ListImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,12 @@ class DatasetServiceStub:
     the seed and the test fraction.
     Errors: INVALID_ARGUMENT (no labels and no ids, bad fraction or limit).
     """
+    ListImages: _grpc.UnaryUnaryMultiCallable[_dataset_service_pb2.ListImagesRequest, _dataset_service_pb2.ListImagesResponse]
+    """What ReadImages with `skip_data` streams, in one message of columns: each
+    selected image's id, label and sha256, without its bytes. A trainer lists
+    a run's data with it (1,797 images: one message, not 1,797).
+    Errors: as ReadImages.
+    """
     DeleteImages: _grpc.UnaryUnaryMultiCallable[_dataset_service_pb2.DeleteImagesRequest, _dataset_service_pb2.DeleteImagesResponse]
     """Deletes every image of the given labels.
     Errors: INVALID_ARGUMENT (no labels).
@@ -88,6 +94,12 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     train and test is deterministic: it depends only on each image's hash,
     the seed and the test fraction.
     Errors: INVALID_ARGUMENT (no labels and no ids, bad fraction or limit).
+    """
+    ListImages: _aio.UnaryUnaryMultiCallable[_dataset_service_pb2.ListImagesRequest, _dataset_service_pb2.ListImagesResponse]  # type: ignore[assignment]
+    """What ReadImages with `skip_data` streams, in one message of columns: each
+    selected image's id, label and sha256, without its bytes. A trainer lists
+    a run's data with it (1,797 images: one message, not 1,797).
+    Errors: as ReadImages.
     """
     DeleteImages: _aio.UnaryUnaryMultiCallable[_dataset_service_pb2.DeleteImagesRequest, _dataset_service_pb2.DeleteImagesResponse]  # type: ignore[assignment]
     """Deletes every image of the given labels.
@@ -136,6 +148,18 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         train and test is deterministic: it depends only on each image's hash,
         the seed and the test fraction.
         Errors: INVALID_ARGUMENT (no labels and no ids, bad fraction or limit).
+        """
+
+    @_abc_1.abstractmethod
+    def ListImages(
+        self,
+        request: _dataset_service_pb2.ListImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dataset_service_pb2.ListImagesResponse, _abc.Awaitable[_dataset_service_pb2.ListImagesResponse]]:
+        """What ReadImages with `skip_data` streams, in one message of columns: each
+        selected image's id, label and sha256, without its bytes. A trainer lists
+        a run's data with it (1,797 images: one message, not 1,797).
+        Errors: as ReadImages.
         """
 
     @_abc_1.abstractmethod
