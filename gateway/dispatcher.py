@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -38,6 +39,8 @@ from metalearn.credentials import authorization
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 
 log = logging.getLogger(__name__)
+# A run's prognosis is made at most this often (and after its last epoch).
+PROGNOSIS_SECONDS = 1.0
 tpb = trainer_service_pb2
 
 # The trainer's answer says the command itself is wrong: retrying cannot help.
@@ -353,6 +356,9 @@ class Dispatcher:
         last_epoch = {"checkpoint": first_epoch - 1, "weights": 0}
         started: tpb.TrainStarted | None = None
         weights: attempt_pb2.ArtifactInfo | None = None
+        loop = asyncio.get_running_loop()
+        prognosed_at = -math.inf
+        pruned = await self._pruning.applies(claimed.id)  # a study trial's, fixed for the run
         async for event in stub.Train(request, metadata=metadata):
             self._heard[claimed.id] = True
             kind = event.WhichOneof("event")
@@ -375,8 +381,18 @@ class Dispatcher:
                     stored = await self._attempts.append_epoch(claimed.id, claimed.fence, record)
                 except errors.FailedPrecondition:
                     return  # cancelled, or the lease went elsewhere: stop the trainer
-                reason = await self._prognosis(claimed, command, e.epoch) if stored else None
-                if reason is None and stored:
+                reason = None
+                # Runs of short epochs get a prognosis a second (and one at their end):
+                # one an epoch would cost a 0.1 s epoch 3 % of the machine. A run that
+                # stops once hopeless is judged after every epoch.
+                if stored and (
+                    command.stop_when_hopeless
+                    or e.epoch >= command.n_epoch
+                    or loop.time() - prognosed_at >= PROGNOSIS_SECONDS
+                ):
+                    prognosed_at = loop.time()
+                    reason = await self._prognosis(claimed, command, e.epoch)
+                if reason is None and stored and pruned:
                     reason = await self._prune(claimed, e.epoch)
                 if reason is not None:
                     # Ending the stream stops the trainer within one batch; its epochs stay.
