@@ -235,7 +235,7 @@ class Dispatcher:
                 stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
                 # The trainer obeys only calls that carry what it got at registration.
                 metadata = authorization(trainer.credential)
-                with self._hub.subscribe(claimed.id) as events:
+                with self._hub.subscribe(claimed.id, statuses_only=True) as events:
                     runner = self._train if claimed.work == "train" else self._test
                     call_task = asyncio.create_task(runner(claimed, stub, metadata))
                     cancel_task = asyncio.create_task(self._until_cancelled(claimed.id, events))

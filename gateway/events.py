@@ -75,6 +75,9 @@ class EventHub:
         # bench/orchestration.py measures beside it).
         self.encode_epoch: Callable[[bytes], bytes] | None = None
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
+        # Subscribers of statuses alone, and how many of each attempt's want everything.
+        self._statuses_only: set[asyncio.Queue[Event]] = set()
+        self._watchers: dict[int, int] = {}
         self._wakes: set[Wake] = set()
         self.queue_changed = asyncio.Event()
         # The same news for the study driver (each waiter clears its own event): a run
@@ -100,10 +103,19 @@ class EventHub:
                 await self._task
 
     @contextlib.contextmanager
-    def subscribe(self, attempt_id: int) -> Iterator[asyncio.Queue[Event]]:
-        """Events of one attempt, from now on, until the block ends."""
+    def subscribe(
+        self, attempt_id: int, statuses_only: bool = False
+    ) -> Iterator[asyncio.Queue[Event]]:
+        """Events of one attempt, from now on, until the block ends. `statuses_only`: its
+        status changes (and resyncs, and closing) alone, as the dispatcher needs to hear
+        of a cancellation: an attempt nobody else here watches then costs no read of its
+        epochs."""
         queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_DEPTH)
         self._subscribers.setdefault(attempt_id, set()).add(queue)
+        if statuses_only:
+            self._statuses_only.add(queue)
+        else:
+            self._watchers[attempt_id] = self._watchers.get(attempt_id, 0) + 1
         try:
             yield queue
         finally:
@@ -112,6 +124,12 @@ class EventHub:
                 subscribers.discard(queue)
                 if not subscribers:
                     del self._subscribers[attempt_id]
+            if statuses_only:
+                self._statuses_only.discard(queue)
+            elif self._watchers.get(attempt_id, 0) <= 1:
+                self._watchers.pop(attempt_id, None)
+            else:
+                self._watchers[attempt_id] -= 1
 
     @contextlib.contextmanager
     def subscribe_all(self) -> Iterator[Wake]:
@@ -137,7 +155,10 @@ class EventHub:
         self._wake_all()
 
     def _publish(self, event: Event) -> None:
+        everything = event.kind in ("epoch", "prognosis", "progress")
         for queue in list(self._subscribers.get(event.attempt_id, ())):
+            if everything and queue in self._statuses_only:
+                continue
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
@@ -201,6 +222,8 @@ class EventHub:
         if attempt_id not in self._subscribers:
             return  # nobody here watches it: read nothing
         kind = data.get("kind")
+        if kind != "status" and attempt_id not in self._watchers:
+            return  # only its statuses are wanted here
         try:
             if kind == "epoch":
                 epoch = int(data["epoch"])

@@ -445,3 +445,25 @@ def test_watchers_get_the_same_epochs_encoded_once_or_each_on_their_own(liars) -
     finally:
         hub.encode_epoch = encode
     assert len(seen["once"]) == 3 and seen["once"] == seen["each"]
+
+
+def test_a_run_nobody_watches_costs_its_replica_no_read_of_its_epochs(liars) -> None:
+    """The dispatcher hears of its run's statuses alone (a cancellation): the hub reads
+    an epoch back from the database only for a watcher that wants it."""
+    gateway, fake, address = liars
+    store = gateway.background.hub._attempts
+    reads: list[int] = []
+    real = store.epochs_after
+
+    async def counted(attempt_id: int, *args: Any) -> Any:
+        reads.append(attempt_id)
+        return await real(attempt_id, *args)
+
+    fake.train_script = lambda request: honest()
+    store.epochs_after = counted
+    try:
+        attempt = run(gateway, fake, address, "unwatched")
+    finally:
+        del store.epochs_after
+    assert attempt.status == S.ATTEMPT_STATUS_TRAINED, attempt.error
+    assert attempt.current_epoch == 3 and reads == []
