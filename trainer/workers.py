@@ -8,6 +8,7 @@ has imported torch once, so a run starts in milliseconds, not the seconds an imp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -50,11 +51,19 @@ _CONTEXT.set_forkserver_preload(_preload())
 _QUEUE_DEPTH = 16
 
 
+# A spare run process waits this long for its run, then ends (a new one is made).
+SPARE_SECONDS = 300.0
+# Seconds a spare gives its channel to the gateway to connect while it waits.
+_CONNECT_SECONDS = 5.0
+
+
 @dataclass(eq=False)
 class Run:
-    """One run's process and the events that steer it."""
+    """One run's process and the queues and events that steer it."""
 
     process: multiprocessing.process.BaseProcess
+    # Its one job: (kind, request, slots), or None to end unused.
+    job: Any
     events: Any
     cancel: Any
     interrupt: Any
@@ -62,17 +71,13 @@ class Run:
     attempt: str = ""
 
 
-def _worker_main(
-    kind: str,
-    request: bytes,
-    config: TrainerConfig,
-    slots: list[int],
-    events: Any,
-    cancel: Any,
-    interrupt: Any,
-) -> None:
+def _worker_main(config: TrainerConfig, job: Any, events: Any, cancel: Any, interrupt: Any) -> None:
+    """A run's process: made ahead of its run (see `Workers`), it connects to the
+    gateway, waits for its one job, runs it and ends."""
     _die_with_parent()
     # Imported here, after the fork, with everything that touches gRPC.
+    import grpc
+
     from metalearn.credentials import open_channel
     from metalearn.v1 import trainer_service_pb2 as pb
     from trainer import run, testing
@@ -95,6 +100,16 @@ def _worker_main(
 
     try:
         with open_channel(config.gateway, config.token, config.gateway_tls, options) as channel:
+            # Connected while it waits, not once its run has begun.
+            with contextlib.suppress(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(channel).result(timeout=_CONNECT_SECONDS)
+            try:
+                given = job.get(timeout=SPARE_SECONDS)
+            except queue.Empty:
+                given = None
+            if given is None:
+                return  # never used: the trainer is stopping, or made no run for long
+            kind, request, slots = given
             if kind == "train":
                 run.train(
                     pb.TrainerServiceTrainRequest.FromString(request),
@@ -141,6 +156,18 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _retire(run: Run) -> None:
+    """Ends a run process that was never given its job."""
+    with contextlib.suppress(Exception):
+        run.job.put_nowait(None)
+    run.process.join(2)
+    if run.process.is_alive():
+        run.process.kill()
+        run.process.join()
+    run.events.close()
+    run.job.close()
+
+
 def _domain_error(name: str, message: str, violations: list[tuple[str, str]]) -> errors.DomainError:
     if name == "InvalidArgument":
         return errors.InvalidArgument(errors.FieldViolation(f, d) for f, d in violations)
@@ -151,7 +178,11 @@ def _domain_error(name: str, message: str, violations: list[tuple[str, str]]) ->
 
 
 class Workers:
-    """A fixed number of slots, each running at most one process."""
+    """A fixed number of slots, each running at most one process.
+
+    One spare process is kept ready, connected to the gateway: a call takes it and a
+    new spare is made in the background, so a run starts without waiting for a fork
+    and a connection (30 ms a run, which a short attempt feels)."""
 
     def __init__(self, config: TrainerConfig) -> None:
         # Start the forkserver now: torch's import happens before the first call rather
@@ -163,6 +194,58 @@ class Workers:
         self._freed = threading.Condition(self._lock)
         self._free = list(range(config.capacity))
         self._runs: set[Run] = set()
+        self._spare: Run | None = None
+        self._making = self._closed = False
+        self._prepare_spare()
+
+    def _new_run(self) -> Run:
+        job, events = _CONTEXT.Queue(1), _CONTEXT.Queue(_QUEUE_DEPTH)
+        cancel, interrupt = _CONTEXT.Event(), _CONTEXT.Event()
+        process = _CONTEXT.Process(
+            target=_worker_main,
+            args=(self._config, job, events, cancel, interrupt),
+            name="metalearn-run",
+            daemon=True,
+        )
+        process.start()
+        return Run(process, job, events, cancel, interrupt)
+
+    def _prepare_spare(self) -> None:
+        """Makes the next spare, in the background (one at a time)."""
+        with self._lock:
+            if self._making or self._closed:
+                return
+            self._making = True
+
+        def make() -> None:
+            run: Run | None = self._new_run()
+            with self._lock:
+                self._making = False
+                if self._spare is None and not self._closed:
+                    self._spare, run = run, None
+            if run is not None:  # not wanted after all
+                _retire(run)
+
+        threading.Thread(target=make, name="spare-run", daemon=True).start()
+
+    def _take(self) -> Run:
+        """The spare, when it still waits; a new process otherwise."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        self._prepare_spare()
+        if spare is not None and spare.process.is_alive():
+            return spare
+        if spare is not None:
+            _retire(spare)
+        return self._new_run()
+
+    def close(self) -> None:
+        """Ends the spare (a stopping trainer makes no more runs)."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _retire(spare)
 
     @property
     def busy(self) -> int:
@@ -226,17 +309,11 @@ class Workers:
         is_active: Callable[[], bool],
         attempt: str,
     ) -> Iterator[bytes]:
-        events = _CONTEXT.Queue(_QUEUE_DEPTH)
-        cancel, interrupt = _CONTEXT.Event(), _CONTEXT.Event()
-        process = _CONTEXT.Process(
-            target=_worker_main,
-            args=(kind, request, self._config, slots, events, cancel, interrupt),
-            name=f"metalearn-{kind}-{slots[0]}",
-            daemon=True,
-        )
-        r = Run(process, events, cancel, interrupt, attempt)
-        on_cancel(cancel.set)
-        process.start()
+        r = self._take()
+        r.attempt = attempt
+        process, events = r.process, r.events
+        on_cancel(r.cancel.set)
+        r.job.put((kind, request, slots))
         with self._lock:
             self._runs.add(r)
         try:
@@ -245,7 +322,7 @@ class Workers:
                     what, payload = events.get(timeout=0.25)
                 except queue.Empty:
                     if not is_active():
-                        cancel.set()
+                        r.cancel.set()
                         return
                     if not process.is_alive():
                         # Killed, out of memory, or crashed: the caller may retry elsewhere.
@@ -263,7 +340,7 @@ class Workers:
                     log.error("bug in a %s run:\n%s", kind, payload)
                     raise RuntimeError(f"{kind} run failed")
         finally:
-            cancel.set()
+            r.cancel.set()
             process.join(self._config.stop_grace_seconds)
             if process.is_alive():
                 log.warning("killing %s run %s: it did not stop in time", kind, process.pid)
