@@ -268,7 +268,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="of (a), interleaved")
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument(
         "--watchers-only", action="store_true", help="only (b), the watchers' delays"

@@ -25,6 +25,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,18 @@ def trainer_timed(stub: Any, command: attempt_pb2.TrainCommand) -> dict[str, Any
     return figures
 
 
+def timed(loader: DataLoader[Any], waits: list[float]) -> Iterator[Any]:
+    """The loader's batches; the seconds spent waiting for them added to `waits[0]`."""
+    batches = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        waits[0] += time.perf_counter() - asked
+        if batch is None:
+            return
+        yield batch
+
+
 def imagefolder_timed(
     root: Path, command: attempt_pb2.TrainCommand, train_n: int, val_n: int, workers: int
 ) -> dict[str, Any]:
@@ -219,34 +232,20 @@ def imagefolder_timed(
     epochs, waiting = [], []
     accuracy = 0.0
     for _ in range(command.n_epoch):
-        epoch_start, waited = time.perf_counter(), 0.0
+        epoch_start, waits = time.perf_counter(), [0.0]
         net.train()
-        batches = iter(train)
-        while True:
-            asked = time.perf_counter()
-            batch = next(batches, None)
-            waited += time.perf_counter() - asked
-            if batch is None:
-                break
-            x, y = batch
+        for x, y in timed(train, waits):
             optimizer.zero_grad()
             criterion(net(x), y).backward()
             optimizer.step()
         net.eval()
         correct = 0
         with torch.no_grad():
-            batches = iter(val)
-            while True:
-                asked = time.perf_counter()
-                batch = next(batches, None)
-                waited += time.perf_counter() - asked
-                if batch is None:
-                    break
-                x, y = batch
+            for x, y in timed(val, waits):
                 correct += int((net(x).argmax(1) == y).sum())
         accuracy = correct / max(val_n, 1)
         epochs.append(time.perf_counter() - epoch_start)
-        waiting.append(waited)
+        waiting.append(waits[0])
     return {
         "total": time.perf_counter() - start,
         "epochs": epochs,
