@@ -184,6 +184,16 @@ def test_too_little_data_is_refused_by_the_model_itself() -> None:
         model.fit(runs[:3] * 20, ["a"] * 60)
 
 
+def test_a_store_where_one_task_alone_has_runs_to_learn_from_is_too_little() -> None:
+    # 40 runs on 2 tasks, but task b's are one epoch long: nothing to predict from, so
+    # no task is left to judge the model on (this once crashed the cross-validation).
+    runs, tasks = _made_up(20)
+    short = [features.Run(r.points[:1], 1, r.n_labels, r.learning_rate, "SGD", 32)
+             for r in runs[20:40]]  # fmt: skip
+    with pytest.raises(model.TooLittleData, match="of 1 task"):
+        model.assess(runs[:20] + short, tasks[:40])
+
+
 def test_the_model_predicts_from_the_first_epochs_better_than_the_last_value() -> None:
     runs, tasks = _made_up()
     fitted = model.fit(runs, tasks)

@@ -241,6 +241,11 @@ def assess(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> Quality:
     xs, ys, ws, which = _rows(runs)
     groups = np.asarray([tasks[i] for i in which])
     n_groups = len(set(groups))
+    if n_groups < MIN_TASKS:  # tasks whose runs are all too short give no rows
+        raise TooLittleData(
+            f"a curve model is judged on tasks it never saw: the runs long enough to learn"
+            f" from are of {n_groups} task(s), it needs {MIN_TASKS}"
+        )
     folds = min(_FOLDS, n_groups)
     last = np.asarray(
         [runs[i].points[int(x[0]) - 1].val_accuracy for i, x in zip(which, xs, strict=True)]
