@@ -9,6 +9,7 @@ has imported torch once, so a run starts in milliseconds, not the seconds an imp
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -74,6 +75,10 @@ class Run:
 def _worker_main(config: TrainerConfig, job: Any, events: Any, cancel: Any, interrupt: Any) -> None:
     """A run's process: made ahead of its run (see `Workers`), it connects to the
     gateway, waits for its one job, runs it and ends."""
+    # What the forkserver imported (torch: hundreds of thousands of objects) stays out of
+    # the collector's sight: a full collection would walk it all, touching and so
+    # copying every page shared with the forkserver, in the middle of training.
+    gc.freeze()
     _die_with_parent()
     # Imported here, after the fork, with everything that touches gRPC.
     import grpc
