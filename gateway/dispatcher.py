@@ -358,6 +358,8 @@ class Dispatcher:
         weights: attempt_pb2.ArtifactInfo | None = None
         loop = asyncio.get_running_loop()
         prognosed_at = -math.inf
+        # The last stored epoch no prognosis was made after (None: none such).
+        behind: int | None = None
         pruned = await self._pruning.applies(claimed.id)  # a study trial's, fixed for the run
         async for event in stub.Train(request, metadata=metadata):
             self._heard[claimed.id] = True
@@ -390,10 +392,14 @@ class Dispatcher:
                     or e.epoch >= command.n_epoch
                     or loop.time() - prognosed_at >= PROGNOSIS_SECONDS
                 ):
-                    prognosed_at = loop.time()
+                    prognosed_at, behind = loop.time(), None
                     reason = await self._prognosis(claimed, command, e.epoch)
+                elif stored:
+                    behind = e.epoch
                 if reason is None and stored and pruned:
                     reason = await self._prune(claimed, e.epoch)
+                if reason is not None and behind is not None:
+                    await self._prognosis(claimed, command, behind)  # it ends here
                 if reason is not None:
                     # Ending the stream stops the trainer within one batch; its epochs stay.
                     await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
@@ -424,6 +430,8 @@ class Dispatcher:
                         )
             elif kind == "finished":
                 f = event.finished
+                if behind is not None:  # the run ends before its last epoch: judge it now
+                    await self._prognosis(claimed, command, behind)
                 if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
                     if weights is None or not epochs.complete:
                         raise TrainerLied(

@@ -158,3 +158,27 @@ def test_bad_device_counts_name_the_field(trainer, changes, field) -> None:
         pb.TrainerServiceTrainRequest(command=lenet_command(**changes)),
     )
     assert field in violations(err), violations(err)
+
+
+def test_a_model_that_fails_on_one_ranks_part_stops_every_rank_with_the_reason(trainer) -> None:
+    # BatchNorm1d in training takes no batch of one: a last batch of 3 splits 2 and 1.
+    labels = list(lenet_command().label_names)
+    for count in range(len(labels), 1, -1):  # labels whose image count allows such a batch
+        probe = train(trainer, lenet_command(n_epoch=1, label_names=labels[:count]))
+        assert probe.started is not None
+        images = probe.started.train_images
+        batch = next((b for b in range(64, 8, -1) if images % b == 3), 0)
+        if batch:
+            break
+    doc = lenet_doc()
+    doc["model"]["layers"].insert(-1, {"name": "BatchNorm1d", "num_features": "auto"})
+    doc.update(n_epoch=1, batch_size=batch, devices=2, label_names=labels[:count])
+    command = json_format.ParseDict(doc, attempt_pb2.TrainCommand())
+    err = expect_error(
+        CODE.INVALID_ARGUMENT,
+        drain(trainer.Train),
+        pb.TrainerServiceTrainRequest(attempt_name="bn", command=command),
+    )
+    assert "command.devices" in violations(err), violations(err)
+    assert "one device's part" in err.details()
+    assert not rank_processes()

@@ -315,3 +315,40 @@ def test_batches_come_in_a_dataloaders_order(count: int, batch: int) -> None:
     in_order = loop.loader(loop.TensorImages(images, labels), batch, shuffle=False)
     assert torch.cat([y for _, y in in_order]).tolist() == list(range(count))
     assert len(in_order) == len(reference)
+    # Unshuffled, torch's own generator moves on as a DataLoader's pass moved it.
+    torch.manual_seed(3)
+    list(DataLoader(TensorDataset(images, labels), batch_size=batch))
+    moved = torch.get_rng_state()
+    torch.manual_seed(3)
+    list(in_order)
+    assert torch.get_rng_state().equal(moved)
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        torch.nn.CrossEntropyLoss(),
+        torch.nn.CrossEntropyLoss(weight=torch.tensor([0.2, 1.0, 3.0])),
+        torch.nn.CrossEntropyLoss(ignore_index=1),
+        torch.nn.NLLLoss(weight=torch.tensor([1.0, 0.5, 2.0])),
+        torch.nn.CrossEntropyLoss(reduction="sum"),
+    ],
+)
+def test_the_ranks_weighted_losses_average_to_the_whole_batchs(criterion) -> None:
+    """DDP averages the ranks' gradients: the weights make that the one-device gradient,
+    class weights and ignored labels included (uneven parts too)."""
+    from trainer.distributed import Team
+
+    scores = torch.randn(7, 3)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0, 2])
+    whole = criterion(scores, labels)
+    for world in (2, 3):
+        total = torch.tensor(0.0)
+        for rank in range(world):
+            team = Team(rank, world, torch.device("cpu"))
+            part, part_labels, count = team.share(scores, labels)
+            weight = team.weight(count, part_labels, labels, criterion)
+            loss = criterion(part, part_labels)
+            if not torch.isnan(loss):  # a part of ignored labels only: weight 0
+                total += weight * loss
+        assert float(total / world) == pytest.approx(float(whole), rel=1e-5)

@@ -48,6 +48,12 @@ def command_error(
             "command.criterion",
             f"{criterion.name} failed {when}, batch {err.batch}: {err.error}{hint}",
         )
+    if err.stage == "model":  # met by one rank of several (see trainer.distributed)
+        return InvalidArgument.one(
+            "command.devices",
+            f"the model failed on one device's part of batch {err.batch} {when}: {err.error}"
+            " (use fewer devices or a larger batch_size)",
+        )
     return InvalidArgument.one(
         pipeline.path, f"cannot transform the images {when}, batch {err.batch}: {err.error}"
     )

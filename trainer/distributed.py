@@ -87,12 +87,18 @@ class Team:
             return images, labels, 0
         return part, part_labels, len(part_labels)
 
-    def weight(self, count: int, batch: int, criterion: nn.Module) -> float:
+    def weight(
+        self, count: int, part: torch.Tensor, labels: torch.Tensor, criterion: nn.Module
+    ) -> float:
         """What this rank's loss is multiplied by so that DDP's mean over the ranks of
-        the gradients is the gradient of the global batch's loss."""
+        the gradients is the gradient of the global batch's loss: the rank's share of
+        the batch's mean's denominator (every rank has the whole batch's labels)."""
+        if not count:
+            return 0.0
         if getattr(criterion, "reduction", "mean") == "sum":
-            return float(self.world) if count else 0.0
-        return self.world * count / batch
+            return float(self.world)
+        whole = _denominator(criterion, labels)
+        return self.world * _denominator(criterion, part) / whole if whole else 0.0
 
     def agree(self, batch: int, value: float, failure: CommandFailed | None) -> None:
         """Every rank raises what any rank met at this batch, or none does."""
@@ -128,6 +134,17 @@ class Team:
         return found
 
 
+def _denominator(criterion: nn.Module, labels: torch.Tensor) -> float:
+    """What a "mean" loss divides by for these labels: the number of samples, or for
+    CrossEntropyLoss and NLLLoss the sum of their class weights over the samples not
+    ignored (`weight`, `ignore_index`)."""
+    if isinstance(criterion, nn.CrossEntropyLoss | nn.NLLLoss):
+        kept = labels[labels != criterion.ignore_index]
+        weights = criterion.weight
+        return float(weights[kept].sum()) if weights is not None else float(len(kept))
+    return float(len(labels))
+
+
 def backend(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
@@ -144,14 +161,19 @@ def _join(run_dir: Path, rank: int, world: int, device: torch.device) -> Team:
     return Team(rank, world, device)
 
 
-def _watch(children: Sequence[subprocess.Popen[bytes]], done: threading.Event) -> None:
-    """Rank 0 ends the run if another rank dies: it would otherwise wait in a
-    collective until TIMEOUT."""
+def _watch(
+    children: Sequence[subprocess.Popen[bytes]], done: threading.Event, run_dir: Path
+) -> None:
+    """Rank 0 ends the run if another rank dies (before the rendezvous too): it would
+    otherwise wait in a collective until TIMEOUT."""
     while not done.wait(0.5):
         for rank, child in enumerate(children, start=1):
             code = child.poll()
             if code is not None and code != 0 and not done.is_set():
                 log.error("rank %d of the run died (exit code %s): ending the run", rank, code)
+                for other in children:
+                    other.kill()
+                shutil.rmtree(run_dir, ignore_errors=True)
                 os._exit(1)
 
 
@@ -174,8 +196,11 @@ def lead(recipe: Recipe, devices: Sequence[torch.device], threads: int) -> Itera
                     stdin=subprocess.PIPE,
                 )
             )  # fmt: skip
+        threading.Thread(target=_watch, args=(children, done, run_dir), daemon=True).start()
         team = _join(run_dir, 0, world, devices[0])
-        threading.Thread(target=_watch, args=(children, done), daemon=True).start()
+        # Every rank has mapped the recipe before it joined: the file (the whole dataset)
+        # goes now, not only if rank 0 lives to clean up.
+        (run_dir / _RECIPE).unlink()
         yield team
         finished = True
     finally:
@@ -189,9 +214,9 @@ def lead(recipe: Recipe, devices: Sequence[torch.device], threads: int) -> Itera
             if child.poll() is None:
                 child.kill()
                 child.wait()
+        shutil.rmtree(run_dir, ignore_errors=True)
         if dist.is_initialized():
             dist.destroy_process_group()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _exit_with_leader() -> None:

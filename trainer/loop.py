@@ -54,6 +54,11 @@ def _transformed(transform: BatchTransform, images: torch.Tensor, batch: int) ->
         raise CommandFailed("transform", batch, err) from err
 
 
+def _failure(err: Exception, batch: int) -> CommandFailed:
+    """What a rank of several met at a batch, as every rank will raise it."""
+    return err if isinstance(err, CommandFailed) else CommandFailed("model", batch, err)
+
+
 def _loss(criterion: nn.Module, scores: torch.Tensor, y: torch.Tensor, batch: int) -> Any:
     """The criterion's 0-d loss tensor (Any, as torch types a module's output)."""
     try:
@@ -103,6 +108,9 @@ class Batches:
         n, size = len(self.data), self.batch_size
         images, labels = self.data.images, self.data.labels
         if self.generator is None:
+            # A DataLoader without a generator drew its iterator's base seed from torch's
+            # own; so do we, so that random transforms see the numbers they saw.
+            torch.empty((), dtype=torch.int64).random_()
             for start in range(0, n, size):
                 yield images[start : start + size], labels[start : start + size]
             return
@@ -191,9 +199,9 @@ def train_one_epoch(
             raise Stopped
         weight, count = 1.0, len(labels)
         if team is not None:
-            batch = len(labels)
+            whole = labels
             images, labels, count = team.share(images, labels)
-            weight = team.weight(count, batch, criterion)
+            weight = team.weight(count, labels, whole, criterion)
         failure: CommandFailed | None = None
         try:
             x = _transformed(transform, images, index + 1).to(device, non_blocking=True)
@@ -201,10 +209,15 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss = _loss(criterion, model(x), y, index + 1)
             value = float(loss.item())  # one read serves the NaN check and the mean
-        except CommandFailed as err:
+        except Exception as err:
             if team is None:
                 raise
-            failure, value = err, 0.0
+            # Whatever one rank meets, every rank stops with (a model that cannot take
+            # its part of a batch: BatchNorm given one image): never a rank's crash.
+            failure = (
+                err if isinstance(err, CommandFailed) else CommandFailed("model", index + 1, err)
+            )
+            value = 0.0
         if team is not None:  # every rank stops at this batch, or none does
             team.agree(index + 1, value, failure)
         if not math.isfinite(value):
@@ -255,10 +268,14 @@ def evaluate(
                 scores = model(x)
                 y = _targets(labels, target, n_labels).to(device)
                 value = float(_loss(criterion, scores, y, index + 1).item())
-            except CommandFailed as err:
+            except Exception as err:
                 if team is None:
                     raise
-                failure = err
+                failure = (
+                    err
+                    if isinstance(err, CommandFailed)
+                    else CommandFailed("model", index + 1, err)
+                )
         if team is not None:
             team.agree(index + 1, 0.0, failure)  # every rank stops here, or none does
         if not count:

@@ -21,7 +21,7 @@ import torch
 from google.protobuf import json_format
 
 from metalearn import vocabulary
-from metalearn.errors import FailedPrecondition, InvalidArgument, Violations
+from metalearn.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Violations
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
 from trainer import artifacts, checks, distributed, loop, model, optim
@@ -83,8 +83,9 @@ def devices_for(config: TrainerConfig, slots: Sequence[int], count: int) -> list
         )
     devices = [device_for(config, slot) for slot in slots]
     if devices[0].type == "cuda" and len(set(devices)) < count:
-        raise FailedPrecondition(
-            f"this trainer has {torch.cuda.device_count()} CUDA devices free for {count} ranks"
+        # Its free slots share GPUs now: another trainer, or this one later, can run it.
+        raise ResourceExhausted(
+            f"this trainer's free slots are on fewer than {count} distinct CUDA devices"
         )
     return devices
 
@@ -336,6 +337,9 @@ def fit(
             _set_rng_state(resume.rng, generator, device)
             if rank_rng in resume.rng:
                 torch.set_rng_state(resume.rng[rank_rng])
+                cuda_rng = rank_rng.replace("torch_", "cuda_")
+                if device.type == "cuda" and cuda_rng in resume.rng:
+                    torch.cuda.set_rng_state(resume.rng[cuda_rng], device)
         except Exception as err:  # a checkpoint of another shape of model
             raise InvalidArgument.one(
                 "resume_checkpoint", f"does not fit this model: {err}"
@@ -362,10 +366,14 @@ def fit(
 
     def checkpoint(epoch: int) -> None:
         rng = _rng_state(generator, device)
-        if team is not None:  # every rank's stream, so that each resumes its own
-            for rank, state in enumerate(team.gather(torch.get_rng_state())):
+        if team is not None:  # every rank's streams, so that each resumes its own
+            cuda = device.type == "cuda"
+            mine = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)
+            for rank, (state, cuda_state) in enumerate(team.gather(mine)):
                 if rank:
                     rng[f"torch_rank_{rank}"] = state
+                    if cuda_state is not None:
+                        rng[f"cuda_rank_{rank}"] = cuda_state
         if not leads:
             return
         data = artifacts.checkpoint_bytes(

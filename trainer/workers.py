@@ -18,9 +18,10 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from metalearn import errors
@@ -52,7 +53,8 @@ _CONTEXT.set_forkserver_preload(_preload())
 _QUEUE_DEPTH = 16
 
 
-# A spare run process waits this long for its run, then ends (a new one is made).
+# A spare run process older than this is ended and replaced when a call comes (its
+# connection may have gone stale).
 SPARE_SECONDS = 300.0
 # Seconds a spare gives its channel to the gateway to connect while it waits.
 _CONNECT_SECONDS = 5.0
@@ -70,6 +72,8 @@ class Run:
     interrupt: Any
     # The attempt it runs (the request's `attempt_name`), to interrupt it alone.
     attempt: str = ""
+    # When it was made (time.monotonic()).
+    made: float = field(default_factory=time.monotonic)
 
 
 def _worker_main(config: TrainerConfig, job: Any, events: Any, cancel: Any, interrupt: Any) -> None:
@@ -103,17 +107,30 @@ def _worker_main(config: TrainerConfig, job: Any, events: Any, cancel: Any, inte
     def emit(message: Any) -> None:
         events.put(("event", message.SerializeToString()))
 
+    def connect() -> tuple[Any, Any]:
+        channel = open_channel(config.gateway, config.token, config.gateway_tls, options)
+        ready = grpc.channel_ready_future(channel)
+        with contextlib.suppress(grpc.FutureTimeoutError):
+            ready.result(timeout=_CONNECT_SECONDS)
+        return channel, ready
+
     try:
-        with open_channel(config.gateway, config.token, config.gateway_tls, options) as channel:
-            # Connected while it waits, not once its run has begun.
-            with contextlib.suppress(grpc.FutureTimeoutError):
-                grpc.channel_ready_future(channel).result(timeout=_CONNECT_SECONDS)
+        # Connected while it waits, not once its run has begun.
+        channel, ready = connect()
+        try:
             try:
-                given = job.get(timeout=SPARE_SECONDS)
+                # Twice the age at which the trainer stops handing it out: no race.
+                given = job.get(timeout=2 * SPARE_SECONDS)
             except queue.Empty:
                 given = None
             if given is None:
-                return  # never used: the trainer is stopping, or made no run for long
+                return  # never used: the trainer is stopping, or the spare grew old
+            if not ready.done():
+                # Not connected yet (the gateway was away): a new channel tries at once
+                # rather than after the old one's reconnection backoff.
+                ready.cancel()
+                channel.close()
+                channel, ready = connect()
             kind, request, slots = given
             if kind == "train":
                 run.train(
@@ -133,6 +150,9 @@ def _worker_main(config: TrainerConfig, job: Any, events: Any, cancel: Any, inte
                     emit,
                     signals,
                 )
+        finally:
+            ready.cancel()
+            channel.close()
         events.put(("done", None))
     except errors.DomainError as err:
         violations = [(v.field, v.description) for v in getattr(err, "violations", [])]
@@ -223,11 +243,14 @@ class Workers:
             self._making = True
 
         def make() -> None:
-            run: Run | None = self._new_run()
-            with self._lock:
-                self._making = False
-                if self._spare is None and not self._closed:
-                    self._spare, run = run, None
+            run: Run | None = None
+            try:
+                run = self._new_run()
+            finally:
+                with self._lock:
+                    self._making = False
+                    if run is not None and self._spare is None and not self._closed:
+                        self._spare, run = run, None
             if run is not None:  # not wanted after all
                 _retire(run)
 
@@ -238,7 +261,8 @@ class Workers:
         with self._lock:
             spare, self._spare = self._spare, None
         self._prepare_spare()
-        if spare is not None and spare.process.is_alive():
+        fresh = spare is not None and time.monotonic() - spare.made < SPARE_SECONDS
+        if spare is not None and fresh and spare.process.is_alive():
             return spare
         if spare is not None:
             _retire(spare)
