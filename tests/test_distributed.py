@@ -39,6 +39,20 @@ def rank_processes() -> list[int]:
     return found
 
 
+def labels_and_batch(trainer, remainder: int, sizes: range) -> tuple[list[str], int]:
+    """The digits' first labels and a batch size whose last batch holds `remainder`
+    images (the fewest labels dropped that allow one)."""
+    labels = list(lenet_command().label_names)
+    for count in range(len(labels), 1, -1):
+        probe = train(trainer, lenet_command(n_epoch=1, label_names=labels[:count]))
+        assert probe.started is not None
+        images = probe.started.train_images
+        batch = next((b for b in sizes if images % b == remainder), 0)
+        if batch:
+            return labels[:count], batch
+    raise AssertionError(f"no label set gives a last batch of {remainder}")
+
+
 def test_two_gloo_ranks_follow_the_one_device_curve(trainer) -> None:
     # A last batch of an odd number of images splits unevenly (5 and 4, say): the loss
     # weights make that step, too, the one-device step.
@@ -68,15 +82,8 @@ def test_two_gloo_ranks_follow_the_one_device_curve(trainer) -> None:
 def test_a_last_batch_smaller_than_the_team_trains_on_one_rank(trainer) -> None:
     # Batches that leave one image alone at the end of every epoch: rank 0 trains on it
     # while rank 1 runs the batch at weight 0, and the step is still the one-device step.
-    labels = list(lenet_command().label_names)
-    for count in range(len(labels), 1, -1):  # labels whose image count allows such a batch
-        probe = train(trainer, lenet_command(n_epoch=1, label_names=labels[:count]))
-        assert probe.started is not None
-        images = probe.started.train_images
-        batch = next((b for b in range(64, 2, -1) if images % b == 1), 0)
-        if batch:
-            break
-    command = lenet_command(n_epoch=3, batch_size=batch, label_names=labels[:count])
+    labels, batch = labels_and_batch(trainer, 1, range(64, 2, -1))
+    command = lenet_command(n_epoch=3, batch_size=batch, label_names=labels)
     one = train(trainer, command)
     command.devices = 2
     two = train(trainer, command)
@@ -162,17 +169,10 @@ def test_bad_device_counts_name_the_field(trainer, changes, field) -> None:
 
 def test_a_model_that_fails_on_one_ranks_part_stops_every_rank_with_the_reason(trainer) -> None:
     # BatchNorm1d in training takes no batch of one: a last batch of 3 splits 2 and 1.
-    labels = list(lenet_command().label_names)
-    for count in range(len(labels), 1, -1):  # labels whose image count allows such a batch
-        probe = train(trainer, lenet_command(n_epoch=1, label_names=labels[:count]))
-        assert probe.started is not None
-        images = probe.started.train_images
-        batch = next((b for b in range(64, 8, -1) if images % b == 3), 0)
-        if batch:
-            break
+    labels, batch = labels_and_batch(trainer, 3, range(64, 8, -1))
     doc = lenet_doc()
     doc["model"]["layers"].insert(-1, {"name": "BatchNorm1d", "num_features": "auto"})
-    doc.update(n_epoch=1, batch_size=batch, devices=2, label_names=labels[:count])
+    doc.update(n_epoch=1, batch_size=batch, devices=2, label_names=labels)
     command = json_format.ParseDict(doc, attempt_pb2.TrainCommand())
     err = expect_error(
         CODE.INVALID_ARGUMENT,
