@@ -261,11 +261,12 @@ class Workers:
         with self._lock:
             spare, self._spare = self._spare, None
         self._prepare_spare()
-        fresh = spare is not None and time.monotonic() - spare.made < SPARE_SECONDS
-        if spare is not None and fresh and spare.process.is_alive():
+        if spare is None:
+            return self._new_run()
+        if time.monotonic() - spare.made < SPARE_SECONDS and spare.process.is_alive():
             return spare
-        if spare is not None:
-            _retire(spare)
+        # Not on the call's path: ending a process may wait for it.
+        threading.Thread(target=_retire, args=(spare,), name="retire-run", daemon=True).start()
         return self._new_run()
 
     def close(self) -> None:
