@@ -41,8 +41,6 @@ from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_g
 log = logging.getLogger(__name__)
 # A run's prognosis is made at most this often (and after its last epoch).
 PROGNOSIS_SECONDS = 1.0
-# How long after its claim a run may still turn out to be a study's trial.
-_TRIAL_LINK_SECONDS = 10.0
 tpb = trainer_service_pb2
 
 # The trainer's answer says the command itself is wrong: retrying cannot help.
@@ -362,11 +360,9 @@ class Dispatcher:
         prognosed_at = -math.inf
         # The last stored epoch no prognosis was made after (None: none such).
         behind: int | None = None
-        # Whether a pruner judges the run: a study trial's, fixed for the run. The driver
-        # links a trial to its attempt just after queueing it, so a "no" is asked again
-        # for the run's first seconds (a claim can come between the two).
-        pruned = await self._pruning.applies(claimed.id)
-        sure_by = loop.time() + _TRIAL_LINK_SECONDS
+        # Whether a pruner judges the run: only a study's trial (its document says so) can
+        # be, and that is fixed for the run once its study has linked it (None: not yet).
+        pruned = await self._pruning.applies(claimed.id) if spec.trial.study else False
         async for event in stub.Train(request, metadata=metadata):
             self._heard[claimed.id] = True
             kind = event.WhichOneof("event")
@@ -402,7 +398,7 @@ class Dispatcher:
                     reason = await self._prognosis(claimed, command, e.epoch)
                 elif stored:
                     behind = e.epoch
-                if stored and not pruned and loop.time() < sure_by:
+                if stored and pruned is None:
                     pruned = await self._pruning.applies(claimed.id)
                 if reason is None and stored and pruned:
                     reason = await self._prune(claimed, e.epoch)

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from gateway.store import AttemptStore
+from gateway.store.curves import CURVES
 from gateway.store.studies import STUDIES
 from gateway.store.tasks import TASKS
 from gateway.store.tokens import TOKENS
@@ -89,6 +90,9 @@ class EventHub:
         # Called when any token changed, or notifications may have been missed (the
         # authenticator then forgets the tokens it cached).
         self.tokens_changed: Callable[[], None] = lambda: None
+        # Called when a curve model was fitted (on any replica), or notifications may have
+        # been missed: this replica's curves look for the newest model at their next use.
+        self.curves_changed: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -178,7 +182,9 @@ class EventHub:
                     await conn.execute(f"LISTEN {TOKENS}")
                     await conn.execute(f"LISTEN {STUDIES}")
                     await conn.execute(f"LISTEN {TASKS}")
+                    await conn.execute(f"LISTEN {CURVES}")
                     self.tokens_changed()
+                    self.curves_changed()
                     for attempt_id in list(self._subscribers):
                         self._publish(Event("resync", attempt_id))
                     self._wake_all()
@@ -205,6 +211,9 @@ class EventHub:
             return
         if channel == TOKENS:
             self.tokens_changed()
+            return
+        if channel == CURVES:
+            self.curves_changed()
             return
         if channel == TASKS:
             self.tasks_changed.set()

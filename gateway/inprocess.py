@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -22,6 +23,8 @@ from gateway.store import open_pool
 from gateway.store.tokens import TokenStore
 from metalearn.credentials import open_channel
 from metalearn.tls import ClientTls
+
+T = TypeVar("T")
 
 
 class GatewayThread:
@@ -91,6 +94,10 @@ class GatewayThread:
             self.client_tls,
             options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
         )
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Runs `coroutine` on the gateway's own loop (where its background parts live)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def make_token(self, name: str, role: str) -> str:
         """A new token's secret (through TokenService, as an admin would)."""

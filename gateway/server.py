@@ -173,6 +173,7 @@ async def create_server(
         StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
     )
     curves = Curves(CurveStore(pool))
+    hub.curves_changed = curves.forget
     curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

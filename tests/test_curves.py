@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import grpc
 import numpy as np
@@ -26,7 +27,7 @@ from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import curve_service_pb2 as cpb
 from metalearn.v1 import study_service_pb2 as spb
 from tests.conftest import SEED
-from tests.harness import GatewayThread
+from tests.harness import GatewayThread, fresh_database
 from tests.rpc import violations
 
 EPOCHS = 6
@@ -174,6 +175,34 @@ def test_fitting_makes_a_version_with_its_quality_on_unseen_tasks(gateway: Gatew
         with pytest.raises(grpc.RpcError) as err:
             curves.GetCurveModel(cpb.GetCurveModelRequest())
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_model_fitted_on_one_replica_is_used_by_every_replica_at_once(
+    postgres_url: str,
+) -> None:
+    """Replicas cache the newest model a few seconds; a fit anywhere is told to all (a
+    trial claimed by another replica just after a fit is judged by that fit)."""
+    url = fresh_database(postgres_url, "curves_replicas")
+    first, second = GatewayThread(url).start(), GatewayThread(url).start()
+    try:
+        cache = second.background.curves
+
+        def newest_loaded() -> int:
+            found = second.run(cache.current())
+            return found.row.version if found is not None else 0
+
+        assert newest_loaded() == 0  # looked: nothing fitted yet, and that is remembered
+        with first.channel() as ch:
+            attempts, curves = _stubs(ch)
+            attempts.ImportAttempts(apb.ImportAttemptsRequest(attempts=history()))
+            fitted = curves.FitCurveModel(cpb.FitCurveModelRequest()).model
+        deadline = time.monotonic() + 2  # well within the cache's own 5 s
+        while newest_loaded() != fitted.version and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert newest_loaded() == fitted.version
+    finally:
+        first.stop()
+        second.stop()
 
 
 def test_too_little_data_is_refused_by_the_model_itself() -> None:

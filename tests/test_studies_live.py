@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import json_format
 
 from gateway.config import GatewayConfig
+from gateway.store.studies import StudyStore
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
 from tests.harness import GatewayThread
@@ -50,6 +51,24 @@ def tiny_study(name: str, n_trials: int, sampler: str = "tpe") -> pb.Study:
     return study
 
 
+def median_pruned(name: str, n_trials: int, sampler: str, seed: int, n_epoch: int) -> pb.Study:
+    """One trial at a time over a good learning rate (0.003) and one that stays at chance
+    (1e-7), judged by the median pruner from the first epoch of the second trial on."""
+    study = tiny_study(name, n_trials, sampler=sampler)
+    study.base_command.n_epoch = n_epoch
+    study.seed, study.max_parallel, study.test_best = seed, 1, False
+    del study.search_space[:]
+    study.search_space.append(
+        json_format.ParseDict(
+            {"path": "optimizer.lr", "categorical": {"values": [0.003, 1e-7]}},
+            pb.SearchParameter(),
+        )
+    )
+    study.pruner.name = "median"
+    study.pruner.args.update({"n_startup_trials": 1, "n_warmup_steps": 0})
+    return study
+
+
 def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None:
     studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
     studies.CreateStudy(pb.CreateStudyRequest(study=tiny_study("tpe", 12)))
@@ -84,18 +103,7 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(live: Stack) -> 
     """A learning rate of 1e-7 stays at chance; with seed 11 the random sampler gives
     good, bad, bad, bad, good, bad (checked offline), one trial at a time."""
     studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
-    study = tiny_study("pruned", 6, sampler="random")
-    study.base_command.n_epoch = 4
-    study.seed, study.max_parallel, study.test_best = 11, 1, False
-    del study.search_space[:]
-    study.search_space.append(
-        json_format.ParseDict(
-            {"path": "optimizer.lr", "categorical": {"values": [0.003, 1e-7]}},
-            pb.SearchParameter(),
-        )
-    )
-    study.pruner.name = "median"
-    study.pruner.args.update({"n_startup_trials": 1, "n_warmup_steps": 0})
+    study = median_pruned("pruned", 6, "random", seed=11, n_epoch=4)
     studies.CreateStudy(pb.CreateStudyRequest(study=study))
     # Followed live to the end: every trial started, each epoch once and in order, each
     # pruned or finished once, the bests, then the finished study.
@@ -132,3 +140,49 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(live: Stack) -> 
         else:
             assert len(attempt.epochs) == 4
     assert done.best_trial.number in (0, 4)
+
+
+def test_a_trial_claimed_before_its_study_links_it_is_still_pruned(
+    live: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver links a trial to its attempt just after queueing it; a replica may
+    claim the attempt in between. Here every link waits until its attempt is training:
+    the pruner must still judge the trial once the link lands."""
+    import asyncio
+
+    import psycopg
+
+    link = StudyStore.trial_queued  # every replica's driver (both here run one)
+
+    def training(attempt_id: int) -> bool:
+        with psycopg.connect(live.gateway.database_url) as conn:
+            row = conn.execute("SELECT status FROM attempts WHERE id = %s", (attempt_id,))
+            found = row.fetchone()
+        return found is not None and found[0] == "TRAINING"
+
+    async def late(store: StudyStore, study_id: int, number: int, attempt_id: int) -> None:
+        for _ in range(600):
+            if await asyncio.to_thread(training, attempt_id):
+                break
+            await asyncio.sleep(0.01)
+        await link(store, study_id, number, attempt_id)
+
+    monkeypatch.setattr(StudyStore, "trial_queued", late)
+    studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
+    # Seed 1: the good rate first (the grid's seeded order), then one that stays at chance.
+    study = median_pruned("linked-late", 2, "grid", seed=1, n_epoch=6)
+    studies.CreateStudy(pb.CreateStudyRequest(study=study))
+    live.wait_for(
+        lambda: (
+            studies.GetStudy(pb.GetStudyRequest(name="linked-late")).study.state
+            == pb.STUDY_STATE_DONE
+        ),
+        240,
+        "the study to finish",
+    )
+    trials = studies.GetStudy(pb.GetStudyRequest(name="linked-late")).study.trials
+    by_lr = {t.params["optimizer.lr"]: t for t in trials}
+    assert by_lr[0.003].state == pb.TRIAL_STATE_COMPLETE, by_lr[0.003]
+    slow = by_lr[1e-7]
+    assert slow.state == pb.TRIAL_STATE_PRUNED, slow
+    assert "by the median pruner" in live.get(slow.attempt_name).error

@@ -30,7 +30,8 @@ from metalearn.v1 import attempt_pb2, curve_service_pb2
 
 log = logging.getLogger(__name__)
 
-# How often a replica looks for a newer model version, and for enough new runs to refit.
+# How often a replica looks for a newer model version (besides being told of each fit:
+# see `forget`), and for enough new runs to refit.
 _RECHECK_SECONDS = 5.0
 REFIT_CHECK_SECONDS = 30.0
 # Refit once this many runs finished since the last fit (or a quarter more, if larger).
@@ -183,6 +184,11 @@ class Curves:
         self._fit_lock = asyncio.Lock()
         # The finished-run count at the last fit attempt that found too little data.
         self._too_little_at: int | None = None
+
+    def forget(self) -> None:
+        """A model was fitted (here or on another replica): the next use looks for it, so
+        a trial pruned just after a fit is judged by that fit on every replica."""
+        self._checked = -math.inf
 
     async def current(self) -> Loaded | None:
         """The newest fitted model (looked for at most every few seconds)."""

@@ -23,6 +23,8 @@ _FINISHED = ["TRAINED", "COMPLETE"]
 MAX_RUNS = 20_000
 # A task's best is read from its newest this many finished runs.
 _BEST_OF = 2_000
+# Told, with the version, when a model is fitted: every replica loads it at once.
+CURVES = "metalearn_curves"
 # The advisory lock one replica holds while it fits (others wait, or skip a due refit).
 _FIT_LOCK = 0x6375727665  # "curve"
 
@@ -239,4 +241,5 @@ class CurveStore:
                 )
                 row = await cur.fetchone()
                 assert row is not None
+                await cur.execute("SELECT pg_notify(%s, %s)", (CURVES, str(row["version"])))
         return _model(row)

@@ -131,15 +131,19 @@ class Pruning:
         # The learned pruner's model (None: a replay without one lets every trial run).
         self._curves = curves
 
-    async def applies(self, attempt_id: int) -> bool:
+    async def applies(self, attempt_id: int) -> bool | None:
         """Whether the attempt is the trial of a study with a pruner (asked once a run:
-        for every other attempt, `decide` need not be asked after each epoch)."""
+        for every other attempt, `decide` need not be asked after each epoch). None: no
+        study has linked it yet (the driver links a trial just after queueing it, so a
+        claim can come between the two): ask again."""
         try:
             found = await self._studies.of_attempt(attempt_id)
         except Exception:  # a lookup that fails asks again after every epoch
             log.exception("attempt %s: is it a study's trial?", attempt_id)
             return True
-        return found is not None and (model.spec_of(found[0]).pruner.name or "none") != "none"
+        if found is None:
+            return None
+        return (model.spec_of(found[0]).pruner.name or "none") != "none"
 
     async def decide(self, attempt_id: int, epoch: int) -> str | None:
         """Why the attempt should stop now (None: it goes on, or is no study's trial)."""
