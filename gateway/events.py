@@ -80,6 +80,11 @@ class EventHub:
         self._statuses_only: set[asyncio.Queue[Event]] = set()
         self._watchers: dict[int, int] = {}
         self._wakes: set[Wake] = set()
+        # Epochs of the runs this replica's dispatcher drives: those it handed to its
+        # watchers itself (their notifications then read nothing), and those whose
+        # notification came first (the dispatcher then hands nothing). Per run.
+        self._told: dict[int, set[int]] = {}
+        self._heard: dict[int, set[int]] = {}
         self.queue_changed = asyncio.Event()
         # The same news for the study driver (each waiter clears its own event): a run
         # ended, an attempt was queued or cancelled, a slot may be free.
@@ -134,6 +139,35 @@ class EventHub:
                 self._watchers.pop(attempt_id, None)
             else:
                 self._watchers[attempt_id] -= 1
+
+    @contextlib.contextmanager
+    def running_here(self, attempt_id: int) -> Iterator[None]:
+        """While this replica's dispatcher runs the attempt: it hands each epoch it stores
+        to `stored_epoch`, and the epoch's notification reads nothing back."""
+        told: set[int] = set()
+        self._told[attempt_id], self._heard[attempt_id] = told, set()
+        try:
+            yield
+        finally:
+            if self._told.get(attempt_id) is told:  # not a later run's of the same attempt
+                del self._told[attempt_id], self._heard[attempt_id]
+
+    def stored_epoch(self, attempt_id: int, epoch: int, wire: bytes) -> None:
+        """An epoch this replica has just stored (committed), as `epochs_after` would read
+        it: its watchers here get it now, without waiting for the notification and without
+        a read of what was just written. (Each epoch is stored once, so it comes here once
+        and its notification once, in either order; a watcher skips an epoch it has.)"""
+        told, heard = self._told.get(attempt_id), self._heard.get(attempt_id)
+        if told is None or heard is None:
+            return  # not running here: its notification brings it
+        if epoch in heard:
+            heard.discard(epoch)  # the notification came first and has been handed out
+            return
+        told.add(epoch)
+        if attempt_id in self._watchers:
+            encode = self.encode_epoch
+            response = encode(wire) if encode is not None else b""
+            self._publish(Event("epoch", attempt_id, epoch=epoch, payload=wire, response=response))
 
     @contextlib.contextmanager
     def subscribe_all(self) -> Iterator[Wake]:
@@ -228,9 +262,15 @@ class EventHub:
         for wake in list(self._wakes):
             if wake.attempt_ids is None or attempt_id in wake.attempt_ids:
                 wake.event.set()
+        kind = data.get("kind")
+        if kind == "epoch" and attempt_id in self._told:
+            epoch = int(data.get("epoch", 0))
+            if epoch in self._told[attempt_id]:
+                self._told[attempt_id].discard(epoch)
+                return  # handed out already by this replica's dispatcher
+            self._heard[attempt_id].add(epoch)
         if attempt_id not in self._subscribers:
             return  # nobody here watches it: read nothing
-        kind = data.get("kind")
         if kind != "status" and attempt_id not in self._watchers:
             return  # only its statuses are wanted here
         try:

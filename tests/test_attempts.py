@@ -280,7 +280,7 @@ def test_epochs_are_appended_once_and_fenced(attempts, gateway, fence, status, e
     made = create(attempts, "fenced")
     training(gateway.database_url, made.id, status)
 
-    async def run() -> list[bool]:
+    async def run() -> list[bytes | None]:
         async with open_pool(gateway.database_url, 1, 2) as pool:
             store = AttemptStore(pool)
             return [await store.append_epoch(made.id, fence, EpochRecord(1, 0.5)) for _ in range(2)]
@@ -290,7 +290,12 @@ def test_epochs_are_appended_once_and_fenced(attempts, gateway, fence, status, e
             asyncio.run(run())
         assert snapshot(gateway.database_url)[1] == []
     else:
-        assert asyncio.run(run()) == [True, False]  # the replay is a no-op
+        stored, replayed = asyncio.run(run())
+        assert replayed is None  # the replay is a no-op
+        # What was stored, as the hub hands it to this replica's watchers.
+        assert stored is not None
+        epochs = attempt_pb2.Attempt.FromString(stored).epochs
+        assert [(e.epoch, e.loss) for e in epochs] == [(1, 0.5)]
         got = attempts.GetAttempt(pb.GetAttemptRequest(name="fenced")).attempt
         assert list(got.training_losses) == [0.5] and got.current_epoch == 1
 

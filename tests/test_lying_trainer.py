@@ -467,3 +467,83 @@ def test_a_run_nobody_watches_costs_its_replica_no_read_of_its_epochs(liars) -> 
         del store.epochs_after
     assert attempt.status == S.ATTEMPT_STATUS_TRAINED, attempt.error
     assert attempt.current_epoch == 3 and reads == []
+
+
+def test_an_epoch_stored_here_reaches_watchers_here_once_whichever_is_heard_first(
+    liars,
+) -> None:
+    """The dispatcher hands the hub each epoch it stored; the epoch's notification then
+    reads nothing back. Heard the other way round (the notification first), the hub reads
+    it as for any replica and the dispatcher's hand-over adds nothing."""
+    import asyncio
+
+    from gateway.store.work import EVENTS
+
+    gateway, fake, address = liars
+    fake.train_script = lambda request: honest()
+    attempt = run(gateway, fake, address, "told-here")
+    hub = gateway.background.hub
+    store = hub._attempts
+    wires = [gateway.run(store.epochs_after(attempt.id, n - 1, n)) for n in (1, 2)]
+    reads: list[tuple[Any, ...]] = []
+    real = store.epochs_after
+
+    async def counted(*args: Any) -> Any:
+        reads.append(args)
+        return await real(*args)
+
+    def notify(epoch: int) -> None:
+        payload = f'{{"id": {attempt.id}, "kind": "epoch", "epoch": {epoch}}}'
+        with psycopg.connect(gateway.database_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (EVENTS, payload))
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        got: list[tuple[int, bytes]] = []
+        with hub.subscribe(attempt.id) as events, hub.running_here(attempt.id):
+            hub.stored_epoch(attempt.id, 1, wires[0])  # stored here: handed out at once
+            first = events.get_nowait()
+            got.append((first.epoch, first.payload))
+            await asyncio.to_thread(notify, 1)  # its notification: nothing more
+            await asyncio.to_thread(notify, 2)  # heard first: read back and handed out
+            event = await asyncio.wait_for(events.get(), 10)
+            got.append((event.epoch, event.payload))
+            hub.stored_epoch(attempt.id, 2, wires[1])  # then stored here: nothing more
+            await asyncio.sleep(0.3)
+            while not events.empty():
+                extra = events.get_nowait()
+                got.append((extra.epoch, extra.payload))
+        return got
+
+    store.epochs_after = counted
+    try:
+        got = gateway.run(scenario())
+    finally:
+        del store.epochs_after
+    assert [epoch for epoch, _ in got] == [1, 2]
+    assert [wire for _, wire in got] == wires
+    assert reads == [(attempt.id, 1, 2)]  # epoch 2 alone was read back
+
+
+def test_files_of_one_chunk_are_stored_whole_and_replace_the_last(liars) -> None:
+    """A file of one chunk is stored and committed in one transaction: the newer
+    checkpoint replaces the older, and no unfinished upload is left behind."""
+    gateway, fake, address = liars
+    fake.train_script = lambda r: [
+        started(),
+        epoch(1),
+        *chunks("checkpoint", b"a" * 700, 1),
+        epoch(2),
+        *chunks("checkpoint", b"b" * 800, 2),
+        epoch(3),
+        *chunks("weights", b"w" * 900, 3),
+        finished(),
+    ]
+    attempt = run(gateway, fake, address, "one-chunk")
+    assert attempt.status == S.ATTEMPT_STATUS_TRAINED, attempt.error
+    assert stored(gateway, "one-chunk")[:2] == ([1, 2, 3], [("checkpoint", 800), ("weights", 900)])
+    with psycopg.connect(gateway.database_url) as conn:
+        row = conn.execute(
+            "SELECT r.epoch, r.data FROM artifacts r JOIN attempts a ON a.id = r.attempt_id"
+            " WHERE a.name = 'one-chunk' AND kind = 'checkpoint'"
+        ).fetchone()
+    assert row is not None and (row[0], bytes(row[1])) == (2, b"b" * 800)

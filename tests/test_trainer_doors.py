@@ -10,6 +10,7 @@ import hashlib
 import io
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -67,6 +68,10 @@ class MemorySource:
             for i, (label, data) in self.images.items()
             if label in wanted
         ]
+
+    def listing(self, labels: Any, split: Any, seed: int) -> Any:
+        refs = self.list(labels, split, seed)
+        return SimpleNamespace(result=lambda: refs, cancel=lambda: None)
 
     def fetch(self, refs: Any) -> dict[int, bytes]:
         self.fetched += len(refs)

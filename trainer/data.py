@@ -103,12 +103,47 @@ class ImageSource:
         ids: Sequence[int] = (),
         limit: int = 0,
     ) -> list[ImageRef]:
+        return self.listing(labels, split, seed, ids, limit).result()
+
+    def listing(
+        self,
+        labels: Sequence[str],
+        split: dataset_service_pb2.Split,
+        seed: int,
+        ids: Sequence[int] = (),
+        limit: int = 0,
+    ) -> Listing:
+        """The same list, asked now and read with `result()` (the gateway makes it while
+        this process does something else)."""
         request = dataset_service_pb2.ListImagesRequest(
             label_names=labels, split=split, seed=seed, test_fraction=TEST_FRACTION,
             ids=ids, limit=limit,
         )  # fmt: skip
+        return Listing(self._stub.ListImages.future(request, timeout=self._deadline))
+
+    def fetch(self, refs: Sequence[ImageRef]) -> dict[int, bytes]:
+        """The encoded bytes of the given images, in batches the gateway streams."""
+        data: dict[int, bytes] = {}
+        for start in range(0, len(refs), 512):
+            ids = [r.id for r in refs[start : start + 512]]
+            request = dataset_service_pb2.ReadImagesRequest(ids=ids)
+            for r in self._read(request, "command.label_names"):
+                data[r.id] = r.data
+        return data
+
+
+class Listing:
+    """A ListImages call under way."""
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def cancel(self) -> None:
+        self._future.cancel()
+
+    def result(self) -> list[ImageRef]:
         try:
-            found = self._stub.ListImages(request, timeout=self._deadline)
+            found = self._future.result()
         except grpc.RpcError as err:
             raise _gateway_error(err, "command.label_names") from err
         digests = found.sha256
@@ -123,16 +158,6 @@ class ImageSource:
             ImageRef(image_id, names[label], digests[32 * i : 32 * i + 32].hex())
             for i, (image_id, label) in enumerate(zip(found.ids, found.labels, strict=True))
         ]
-
-    def fetch(self, refs: Sequence[ImageRef]) -> dict[int, bytes]:
-        """The encoded bytes of the given images, in batches the gateway streams."""
-        data: dict[int, bytes] = {}
-        for start in range(0, len(refs), 512):
-            ids = [r.id for r in refs[start : start + 512]]
-            request = dataset_service_pb2.ReadImagesRequest(ids=ids)
-            for r in self._read(request, "command.label_names"):
-                data[r.id] = r.data
-        return data
 
 
 def fingerprint(refs: Sequence[ImageRef], label_names: Sequence[str], key: list[Any]) -> str:

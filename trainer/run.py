@@ -165,21 +165,30 @@ class Recipe:
     chunk_bytes: int
 
 
-def train(
+@dataclass(frozen=True)
+class Checked:
+    """What the checks of a Train request made of it."""
+
+    n_labels: int
+    pipeline: Pipeline
+    criterion: optim.Named
+    optimizer: optim.Named
+    resume: artifacts.Checkpoint | None
+    fingerprint: str
+    devices: list[torch.device]
+
+
+def _checks(
     request: pb.TrainerServiceTrainRequest,
     config: TrainerConfig,
-    channel: grpc.Channel,
     slots: Sequence[int],
-    emit: Emit,
-    signals: Signals,
-) -> None:
-    """Runs a Train call on the devices of `slots` (one per device the command asks
-    for); raises a DomainError for a bad command or missing data."""
-    started_at = time.perf_counter()
+    labels: list[str],
+) -> Checked:
+    """Every check of a Train request that needs no images; INVALID_ARGUMENT naming each
+    offending field, RESOURCE_EXHAUSTED for busy devices."""
     cmd = request.command
     limits = config.limits
     v = Violations()
-    labels = list(cmd.label_names)
     n_labels = checks.labels(v, "command", labels, cmd.n_labels, limits.max_labels)
     if not 1 <= cmd.batch_size <= limits.max_batch_size:
         v.add("command.batch_size", f"must be between 1 and {limits.max_batch_size}")
@@ -216,11 +225,45 @@ def train(
             )
     v.raise_if_any()
     assert pipeline is not None and criterion_spec is not None and optimizer_spec is not None
-    devices = devices_for(config, slots, max(1, cmd.devices))
+    return Checked(
+        n_labels, pipeline, criterion_spec, optimizer_spec, resume, fingerprint,
+        devices_for(config, slots, max(1, cmd.devices)),
+    )  # fmt: skip
 
-    # Data: the gateway's train split, less the validation part.
+
+def train(
+    request: pb.TrainerServiceTrainRequest,
+    config: TrainerConfig,
+    channel: grpc.Channel,
+    slots: Sequence[int],
+    emit: Emit,
+    signals: Signals,
+) -> None:
+    """Runs a Train call on the devices of `slots` (one per device the command asks
+    for); raises a DomainError for a bad command or missing data."""
+    started_at = time.perf_counter()
+    cmd = request.command
+    limits = config.limits
+    labels = list(cmd.label_names)
+    # Data: the gateway's train split, less the validation part. Asked before the checks
+    # and read after them: the gateway lists while this process checks (a listing of a
+    # command that fails them is dropped).
     source = ImageSource(channel, config.gateway_deadline_seconds)
-    refs = source.list(labels, dataset_service_pb2.SPLIT_TRAIN, cmd.seed)
+    listing = (
+        source.listing(labels, dataset_service_pb2.SPLIT_TRAIN, cmd.seed)
+        if len(labels) <= limits.max_labels
+        else None
+    )
+    try:
+        checked = _checks(request, config, slots, labels)
+    except BaseException:
+        if listing is not None:
+            listing.cancel()
+        raise
+    assert listing is not None  # (too many labels fail the checks)
+    refs = listing.result()
+    n_labels, pipeline = checked.n_labels, checked.pipeline
+    resume, fingerprint, devices = checked.resume, checked.fingerprint, checked.devices
     counts = {label: 0 for label in labels}
     for ref in refs:
         counts[ref.label] += 1
@@ -272,7 +315,7 @@ def train(
 
     recipe = Recipe(
         cmd=cmd, resume=resume, fingerprint=fingerprint, spec=spec, pipeline=pipeline,
-        criterion=criterion_spec, optimizer=optimizer_spec, scheduler=scheduler_spec,
+        criterion=checked.criterion, optimizer=checked.optimizer, scheduler=scheduler_spec,
         n_labels=n_labels, train_data=train_data, val_data=val_data, prepared=prepared,
         started=pb.TrainStarted(
             train_images=len(train_data), validation_images=len(val_data),

@@ -561,12 +561,13 @@ class AttemptStore:
                 row = await cur.fetchone()
         return bytes(row[0]) if row and row[0] is not None else None
 
-    async def append_epoch(self, attempt_id: int, fence: int, epoch: EpochRecord) -> bool:
+    async def append_epoch(self, attempt_id: int, fence: int, epoch: EpochRecord) -> bytes | None:
         """Records one epoch exactly once, if `fence` is still the attempt's claim count
         and it is still training.
 
-        Returns False for a replay of a stored epoch; FailedPrecondition for a stale
-        lease or a missing attempt. One statement, one commit: O(1) whatever the history.
+        Returns the stored epoch's wire form (an encoded `Attempt.epochs` entry), None for
+        a replay of a stored epoch; FailedPrecondition for a stale lease or a missing
+        attempt. One statement, one commit: O(1) whatever the history.
         """
         query = (
             "WITH lease AS (UPDATE attempts SET current_epoch = GREATEST(current_epoch, %(epoch)s),"  # noqa: S608 - constant columns
@@ -576,11 +577,11 @@ class AttemptStore:
             f" ins AS (INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS})"
             " SELECT id, %(epoch)s, %(loss)s, %(learning_rate)s, %(seconds)s,"
             " %(samples_per_second)s, %(val_loss)s, %(val_accuracy)s FROM lease"
-            " ON CONFLICT DO NOTHING RETURNING 1),"
+            " ON CONFLICT DO NOTHING RETURNING wire),"
             # Sent at commit, so a watcher never hears of an epoch before it is stored.
             " note AS (SELECT pg_notify('metalearn_events', json_build_object('id', %(id)s,"
             " 'kind', 'epoch', 'epoch', %(epoch)s)::text) FROM ins)"
-            " SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM ins),"
+            " SELECT (SELECT count(*) FROM lease), (SELECT wire FROM ins),"
             " (SELECT count(*) FROM note)"
         )
         params = {"id": attempt_id, "fence": fence, **epoch.__dict__}
@@ -593,4 +594,4 @@ class AttemptStore:
             raise errors.FailedPrecondition(
                 f"attempt id {attempt_id} has no lease with fencing token {fence}"
             )
-        return bool(row[1])
+        return bytes(row[1]) if row[1] is not None else None

@@ -426,9 +426,14 @@ class WorkStore:
                 )
                 return cur.rowcount == 1
 
-    async def commit_upload(self, attempt_id: int, fence: int, kind: str) -> bool:
+    async def commit_upload(
+        self, attempt_id: int, fence: int, kind: str, whole: tuple[int, bytes] | None = None
+    ) -> bool:
         """Makes the finished, verified upload the attempt's `kind` file, replacing the
-        old one in the same transaction. False when the lease `fence` no longer holds."""
+        old one in the same transaction. False when the lease `fence` no longer holds.
+        `whole`: a file of one chunk (its epoch and bytes), stored and committed at once
+        (one transaction, not two)."""
+        upload = f"{kind}.upload"
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor()
@@ -439,12 +444,23 @@ class WorkStore:
                 )
                 if await cur.fetchone() is None:
                     return False
+                if whole is not None:
+                    await cur.execute(
+                        "DELETE FROM artifacts WHERE attempt_id = %s AND kind IN (%s, %s)",
+                        (attempt_id, kind, upload),
+                    )
+                    await cur.execute(
+                        "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data)"
+                        " VALUES (%s, %s, %s, 0, %s)",
+                        (attempt_id, kind, whole[0], whole[1]),
+                    )
+                    return True
                 await cur.execute(
                     "DELETE FROM artifacts WHERE attempt_id = %s AND kind = %s", (attempt_id, kind)
                 )
                 await cur.execute(
                     "UPDATE artifacts SET kind = %s WHERE attempt_id = %s AND kind = %s",
-                    (kind, attempt_id, f"{kind}.upload"),
+                    (kind, attempt_id, upload),
                 )
         return True
 
