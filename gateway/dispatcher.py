@@ -344,13 +344,16 @@ class Dispatcher:
         if not command.n_epoch:
             command.n_epoch = spec.n_epoch
         request = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
-        checkpoint = await self._work.load_artifact(claimed.id, "checkpoint")
+        # Both read at once: each is a round trip before the trainer is called.
+        checkpoint, available = await asyncio.gather(
+            self._work.load_artifact(claimed.id, "checkpoint"),
+            self._images.count(list(command.label_names)),
+        )
         first_epoch = 1
         if checkpoint is not None:
             request.resume_checkpoint = checkpoint[1]
             first_epoch = checkpoint[0] + 1
         epochs = EpochChecker(command.n_epoch, first_epoch, tuple(command.label_names))
-        available = await self._images.count(list(command.label_names))
         limit = self._config.max_artifact_bytes
         files: dict[str, ArtifactReceiver] = {}
         # Files of each kind so far: at most one checkpoint an epoch (and one on SIGTERM),

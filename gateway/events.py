@@ -4,6 +4,7 @@ Writers send `pg_notify` inside their transaction (see `gateway.store.work`), so
 replica hears of an epoch or a status change once it is committed, whichever replica
 ran the trainer. An epoch is read from the database once per replica and handed to
 every subscriber: a thousand watchers of one attempt cost the database what one does.
+The replica whose dispatcher stored it reads nothing: it hands over what it stored.
 """
 
 from __future__ import annotations
