@@ -369,131 +369,114 @@ class Dispatcher:
         # Whether a pruner judges the run: only a study's trial (its document says so) can
         # be, and that is fixed for the run once its study has linked it (None: not yet).
         pruned = await self._pruning.applies(claimed.id) if spec.trial.study else False
-        # The last epoch's prognosis, made while the weights are stored (it cannot stop
-        # the run); the run ends once it is made.
-        final: asyncio.Task[str | None] | None = None
-        try:
-            async for event in stub.Train(request, metadata=metadata):
-                self._heard[claimed.id] = True
-                kind = event.WhichOneof("event")
-                if kind == "started":
-                    epochs.start(event.started, available)
-                    started = event.started
-                elif kind == "epoch":
-                    e = event.epoch
-                    epochs.epoch(e)
-                    record = EpochRecord(
-                        e.epoch,
-                        e.loss,
-                        e.learning_rate,
-                        e.seconds,
-                        e.samples_per_second,
-                        e.val_loss,
-                        e.val_accuracy,
-                    )
-                    try:
-                        wire = await self._attempts.append_epoch(claimed.id, claimed.fence, record)
-                    except errors.FailedPrecondition:
-                        return  # cancelled, or the lease went elsewhere: stop the trainer
-                    stored = wire is not None
-                    if wire is not None:
-                        self._hub.stored_epoch(claimed.id, e.epoch, wire)
-                    reason = None
-                    # Runs of short epochs get a prognosis a second (and one at their end):
-                    # one an epoch would cost a 0.1 s epoch 3 % of the machine. A run that
-                    # stops once hopeless is judged after every epoch.
-                    if stored and (
-                        command.stop_when_hopeless
-                        or e.epoch >= command.n_epoch
-                        or loop.time() - prognosed_at >= PROGNOSIS_SECONDS
-                    ):
-                        prognosed_at, behind = loop.time(), None
-                        if e.epoch >= command.n_epoch and not command.stop_when_hopeless:
-                            final = asyncio.create_task(self._prognosis(claimed, command, e.epoch))
-                        else:
-                            reason = await self._prognosis(claimed, command, e.epoch)
-                    elif stored:
-                        behind = e.epoch
-                    if stored and pruned is None:
-                        pruned = await self._pruning.applies(claimed.id)
-                    if reason is None and stored and pruned:
-                        reason = await self._prune(claimed, e.epoch)
-                    if reason is not None and behind is not None:
-                        await self._prognosis(claimed, command, behind)  # it ends here
-                    if reason is not None and final is not None:
-                        await final
-                    if reason is not None:
-                        # Ending the stream stops the trainer within one batch; its epochs stay.
-                        await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
-                        return
-                elif kind in ("checkpoint", "weights"):
-                    chunk = getattr(event, kind)
-                    if kind not in files:
-                        written[kind] += 1
-                        if written[kind] > (command.n_epoch + 2 if kind == "checkpoint" else 1):
-                            raise TrainerLied(f"sent {written[kind]} {kind} files")
-                        files[kind] = ArtifactReceiver(kind, limit, last_epoch[kind])
-                    receiver = files[kind]
-                    index = receiver.chunks
-                    last = receiver.accept(chunk, epochs)
-                    # Each chunk goes to PostgreSQL as it comes: a file is never held whole
-                    # (a file of one chunk is stored and committed in one transaction).
-                    whole = (chunk.epoch, chunk.data) if index == 0 and last else None
-                    if whole is None and not await self._work.upload_chunk(
-                        claimed.id, claimed.fence, kind, chunk.epoch, index, chunk.data
-                    ):
-                        return  # the lease is gone (cancelled, or reclaimed): stop
-                    if last:
-                        del files[kind]
-                        last_epoch[kind] = receiver.epoch
-                        committed = await self._work.commit_upload(
-                            claimed.id, claimed.fence, kind, whole
-                        )
-                        if not committed:
-                            return
-                        if kind == "weights":
-                            weights = attempt_pb2.ArtifactInfo(
-                                size_bytes=receiver.total, sha256=chunk.sha256.lower()
-                            )
-                elif kind == "finished":
-                    f = event.finished
-                    if final is not None:
-                        await final
-                    if behind is not None:  # the run ends before its last epoch: judge it now
-                        await self._prognosis(claimed, command, behind)
-                    if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
-                        if weights is None or not epochs.complete:
-                            raise TrainerLied(
-                                f"finished after epoch {epochs.last} of {epochs.n_epoch}"
-                                + ("" if weights is not None else " without verified weights")
-                            )
-                        dataset = started.dataset if started is not None else None
-                        await self._work.finish(
-                            claimed.id,
-                            claimed.fence,
-                            "TRAINED",
-                            rewrite=convert.trained(weights, dataset),
-                        )
-                    elif f.outcome == tpb.TRAIN_OUTCOME_DIVERGED:
-                        await self._work.finish(
-                            claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason[:500]}"
-                        )
-                    elif f.outcome == tpb.TRAIN_OUTCOME_INTERRUPTED:
-                        # The trainer is stopping and checkpointed: resume elsewhere.
-                        await self._work.requeue(
-                            claimed.id,
-                            claimed.fence,
-                            f.reason[:500],
-                            self._config.max_restarts,
-                            failed=False,
-                        )
-                    else:
-                        raise TrainerLied(f"finished with unknown outcome {f.outcome}")
+        async for event in stub.Train(request, metadata=metadata):
+            self._heard[claimed.id] = True
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                epochs.start(event.started, available)
+                started = event.started
+            elif kind == "epoch":
+                e = event.epoch
+                epochs.epoch(e)
+                record = EpochRecord(
+                    e.epoch,
+                    e.loss,
+                    e.learning_rate,
+                    e.seconds,
+                    e.samples_per_second,
+                    e.val_loss,
+                    e.val_accuracy,
+                )
+                try:
+                    wire = await self._attempts.append_epoch(claimed.id, claimed.fence, record)
+                except errors.FailedPrecondition:
+                    return  # cancelled, or the lease went elsewhere: stop the trainer
+                stored = wire is not None
+                if wire is not None:
+                    self._hub.stored_epoch(claimed.id, e.epoch, wire)
+                reason = None
+                # Runs of short epochs get a prognosis a second (and one at their end):
+                # one an epoch would cost a 0.1 s epoch 3 % of the machine. A run that
+                # stops once hopeless is judged after every epoch.
+                if stored and (
+                    command.stop_when_hopeless
+                    or e.epoch >= command.n_epoch
+                    or loop.time() - prognosed_at >= PROGNOSIS_SECONDS
+                ):
+                    prognosed_at, behind = loop.time(), None
+                    reason = await self._prognosis(claimed, command, e.epoch)
+                elif stored:
+                    behind = e.epoch
+                if stored and pruned is None:
+                    pruned = await self._pruning.applies(claimed.id)
+                if reason is None and stored and pruned:
+                    reason = await self._prune(claimed, e.epoch)
+                if reason is not None and behind is not None:
+                    await self._prognosis(claimed, command, behind)  # it ends here
+                if reason is not None:
+                    # Ending the stream stops the trainer within one batch; its epochs stay.
+                    await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
                     return
-            await self._ended_early(claimed)
-        finally:
-            if final is not None and not final.done():
-                final.cancel()  # the stream broke: the run does not end here
+            elif kind in ("checkpoint", "weights"):
+                chunk = getattr(event, kind)
+                if kind not in files:
+                    written[kind] += 1
+                    if written[kind] > (command.n_epoch + 2 if kind == "checkpoint" else 1):
+                        raise TrainerLied(f"sent {written[kind]} {kind} files")
+                    files[kind] = ArtifactReceiver(kind, limit, last_epoch[kind])
+                receiver = files[kind]
+                index = receiver.chunks
+                last = receiver.accept(chunk, epochs)
+                # Each chunk goes to PostgreSQL as it comes: a file is never held whole
+                # (a file of one chunk is stored and committed in one transaction).
+                whole = (chunk.epoch, chunk.data) if index == 0 and last else None
+                if whole is None and not await self._work.upload_chunk(
+                    claimed.id, claimed.fence, kind, chunk.epoch, index, chunk.data
+                ):
+                    return  # the lease is gone (cancelled, or reclaimed): stop
+                if last:
+                    del files[kind]
+                    last_epoch[kind] = receiver.epoch
+                    if not await self._work.commit_upload(claimed.id, claimed.fence, kind, whole):
+                        return
+                    if kind == "weights":
+                        weights = attempt_pb2.ArtifactInfo(
+                            size_bytes=receiver.total, sha256=chunk.sha256.lower()
+                        )
+            elif kind == "finished":
+                f = event.finished
+                if behind is not None:  # the run ends before its last epoch: judge it now
+                    await self._prognosis(claimed, command, behind)
+                if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
+                    if weights is None or not epochs.complete:
+                        raise TrainerLied(
+                            f"finished after epoch {epochs.last} of {epochs.n_epoch}"
+                            + ("" if weights is not None else " without verified weights")
+                        )
+                    dataset = started.dataset if started is not None else None
+                    await self._work.finish(
+                        claimed.id,
+                        claimed.fence,
+                        "TRAINED",
+                        rewrite=convert.trained(weights, dataset),
+                    )
+                elif f.outcome == tpb.TRAIN_OUTCOME_DIVERGED:
+                    await self._work.finish(
+                        claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason[:500]}"
+                    )
+                elif f.outcome == tpb.TRAIN_OUTCOME_INTERRUPTED:
+                    # The trainer is stopping and checkpointed: resume elsewhere.
+                    await self._work.requeue(
+                        claimed.id,
+                        claimed.fence,
+                        f.reason[:500],
+                        self._config.max_restarts,
+                        failed=False,
+                    )
+                else:
+                    raise TrainerLied(f"finished with unknown outcome {f.outcome}")
+                return
+        await self._ended_early(claimed)
 
     async def _prognosis(
         self, claimed: Claimed, command: attempt_pb2.TrainCommand, epoch: int

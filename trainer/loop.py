@@ -214,10 +214,7 @@ def train_one_epoch(
                 raise
             # Whatever one rank meets, every rank stops with (a model that cannot take
             # its part of a batch: BatchNorm given one image): never a rank's crash.
-            failure = (
-                err if isinstance(err, CommandFailed) else CommandFailed("model", index + 1, err)
-            )
-            value = 0.0
+            failure, value = _failure(err, index + 1), 0.0
         if team is not None:  # every rank stops at this batch, or none does
             team.agree(index + 1, value, failure)
         if not math.isfinite(value):
@@ -271,11 +268,7 @@ def evaluate(
             except Exception as err:
                 if team is None:
                     raise
-                failure = (
-                    err
-                    if isinstance(err, CommandFailed)
-                    else CommandFailed("model", index + 1, err)
-                )
+                failure = _failure(err, index + 1)
         if team is not None:
             team.agree(index + 1, 0.0, failure)  # every rank stops here, or none does
         if not count:

@@ -249,18 +249,12 @@ def train(
     # and read after them: the gateway lists while this process checks (a listing of a
     # command that fails them is dropped).
     source = ImageSource(channel, config.gateway_deadline_seconds)
-    listing = (
-        source.listing(labels, dataset_service_pb2.SPLIT_TRAIN, cmd.seed)
-        if len(labels) <= limits.max_labels
-        else None
-    )
+    listing = source.listing(labels, dataset_service_pb2.SPLIT_TRAIN, cmd.seed)
     try:
         checked = _checks(request, config, slots, labels)
     except BaseException:
-        if listing is not None:
-            listing.cancel()
+        listing.cancel()
         raise
-    assert listing is not None  # (too many labels fail the checks)
     refs = listing.result()
     n_labels, pipeline = checked.n_labels, checked.pipeline
     resume, fingerprint, devices = checked.resume, checked.fingerprint, checked.devices
