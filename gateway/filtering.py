@@ -20,6 +20,7 @@ grammar is small: a recursive-descent parser of ~150 lines is the whole of it).
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 from psycopg import sql
 
 from metalearn.errors import InvalidArgument
+from metalearn.v1 import attempt_pb2
 
 MAX_FILTER_CHARS = 2000
 MAX_DEPTH = 32
@@ -177,6 +179,9 @@ class _Parser:
         path = field.text.split(".")
         if any(not part for part in path):
             raise _error(field.at, f"{field.text!r} is not a field path")
+        unknown = unknown_field(path)
+        if unknown:
+            raise _error(field.at, unknown)
         op = self.take()
         if op.kind == "keyword" and op.text == "IS":
             negated = self.peek().kind == "keyword" and self.peek().text == "NOT"
@@ -201,6 +206,9 @@ class _Parser:
             self.take()
             return self.present(path)
         value = self.value()
+        after = self.peek()
+        if after.kind == "op" and after.text == "*" and isinstance(value, str):
+            raise _error(after.at, f'a wildcard goes inside quotes: {field.text} = "{value}*"')
         return self.compare(path, "=" if op.text == ":" else op.text, value, field.at)
 
     def value(self) -> Any:
@@ -276,6 +284,41 @@ class _Parser:
             return like.format(sql.SQL(column))
         self.params.append(value)
         return sql.SQL("({} {} %s)").format(sql.SQL(column), sql_op)
+
+
+# Messages below which any key may be stored: a layer's or optimizer's arguments, tags.
+_FREE_FORM = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+
+
+def unknown_field(path: list[str]) -> str | None:
+    """Why a document path names no field of an Attempt (with the nearest name, as a
+    misspelt command field is told), or None when it does. Without this a misspelt
+    `acuracy > 0.9` matched nothing, silently. Columns and `prognosis.…` paths are
+    checked where they are read; keys under a free-form field (tags, a layer's or an
+    optimizer's arguments) are the user's own."""
+    if path[0] in _COLUMNS or path[0] == "prognosis":
+        return None
+    message: Any = attempt_pb2.Attempt.DESCRIPTOR
+    for depth, key in enumerate(path):
+        found = message.fields_by_name.get(key) or next(
+            (f for f in message.fields if f.json_name == key), None
+        )
+        where = ".".join(path[:depth]) or "an attempt"
+        if found is None:
+            names = sorted(message.fields_by_name) + ([] if depth else sorted(_COLUMNS))
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f'; did you mean "{".".join([*path[:depth], near[0]])}"?' if near else ""
+            return f"{where} has no field {key!r}{hint}"
+        kind = found.message_type
+        if kind is not None and (kind.full_name in _FREE_FORM or kind.GetOptions().map_entry):
+            return None
+        if kind is None or kind.full_name.startswith("google.protobuf."):
+            # A number, a string or a time in the document: the path ends here.
+            if depth + 1 < len(path):
+                return f"{'.'.join(path[: depth + 1])} has no fields"
+            return None
+        message = kind
+    return None
 
 
 def _single(text: str) -> str:
@@ -369,6 +412,9 @@ def parse_order(text: str) -> FieldOrder | None:
     descending = len(words) == 2 and words[1].lower() == "desc"
     if not _ORDER_FIELD.fullmatch(field):
         raise bad(f"{field[:60]!r} is not a field path such as training_commands.optimizer.lr")
+    unknown = unknown_field(field.split("."))
+    if unknown:
+        raise bad(unknown)
     if field in _NUMERIC_COLUMNS:
         return FieldOrder(text, sql.SQL(_NUMERIC_COLUMNS[field]), (), descending)
     if field in _COLUMNS:

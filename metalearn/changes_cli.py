@@ -4,6 +4,7 @@ is stored."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from metalearn import documents, runs
@@ -42,9 +43,11 @@ def cmd_attempts_update(args: argparse.Namespace) -> int:
         if tags or args.remove_tag:
             # Tags are written as a whole map: the stored ones, changed as asked.
             current = dict(client.get(args.name).tags)
-            missing = [k for k in args.remove_tag or [] if k not in current]
-            if missing:
-                raise CliError(f"{args.name} has no tag {missing[0]!r}")
+            # Removing a tag that is not there is done already, as with `kubectl label
+            # KEY-` or `git config --unset`: said, not an error that drops the rest.
+            for key in args.remove_tag or []:
+                if key not in current:
+                    print(f"metalearn: {args.name} had no tag {key!r}", file=sys.stderr)
             current.update(tags)
             for key in args.remove_tag or []:
                 current.pop(key, None)

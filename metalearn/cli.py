@@ -268,6 +268,16 @@ def _connection_flags(parser: argparse.ArgumentParser, *, inherit: bool) -> None
     tls.add_flags(parser, server=False, inherit=inherit)
 
 
+def _json_flag(parser: argparse.ArgumentParser, *, inherit: bool) -> None:
+    # Global like the connection flags: `metalearn --json attempts list` works too.
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if inherit else False,
+        help="print JSON for scripts",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with every subcommand."""
     # The connection flags go before the command's name or after it: on the top-level
@@ -275,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     # leaves the top-level value alone).
     common = _Parser(add_help=False)
     _connection_flags(common, inherit=True)
-    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _json_flag(common, inherit=True)
 
     parser = _Parser(
         prog="metalearn",
@@ -285,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _connection_flags(parser, inherit=False)
+    _json_flag(parser, inherit=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     gw = sub.add_parser("gateway", help="run the gateway")

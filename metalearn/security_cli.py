@@ -99,5 +99,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a name or IP address the certificate is for (repeatable; default localhost)",
     )
     certs.add_argument("--name", default="metalearn", help="file and common name")
-    certs.add_argument("--json", action="store_true", help="print JSON for scripts")
+    certs.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+    )
     certs.set_defaults(func=cmd_certs)

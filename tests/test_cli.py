@@ -144,6 +144,9 @@ def test_json_on_every_client_command(gateway, capsys, tmp_path) -> None:
         (1, "Incomplete"),
         (2, "Incomplete"),
     ]
+    # A global flag, before the command's name, as the connection flags are.
+    code, before, _ = run(gateway, capsys, "--json", "attempts", "list")
+    assert code == 0 and json.loads(before) == json.loads(out)
 
     folder = tmp_path / "images" / "digit 0"
     folder.mkdir(parents=True)
@@ -196,11 +199,24 @@ def test_attempts_update_changes_what_the_flags_name(gateway, capsys, tmp_path) 
     assert got.n_epoch == 7  # untouched: not named
     for args, words in (
         ([], "nothing to change"),
-        (["--remove-tag", "zzz"], "has no tag 'zzz'"),
         (["--tag", "novalue"], "give KEY=VALUE"),
     ):
         code, _, err = run(gateway, capsys, "attempts", "update", name, *args)
         assert code == 1 and words in err and err.count("\n") == 1, err
+
+
+def test_removing_a_tag_that_is_not_there_applies_the_rest(gateway, capsys) -> None:
+    # The README's line, on an attempt that never had the tag it removes.
+    run(gateway, capsys, "attempts", "create", "--file", str(SEED))
+    name = "american_dog_species_3"
+    code, out, err = run(
+        gateway, capsys, "attempts", "update", name,
+        "--tag", "team=vision", "--remove-tag", "draft", "--n-epoch", "20", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert err == f"metalearn: {name} had no tag 'draft'\n"
+    doc = json.loads(out)
+    assert doc["tags"]["team"] == "vision" and "draft" not in doc["tags"] and doc["n_epoch"] == 20
 
 
 def test_deleting_attempts_and_images(gateway, capsys) -> None:

@@ -90,7 +90,8 @@ def names(attempts, text: str) -> list[str]:
             ["adam-conv", "sgd-conv"],
         ),
         ('create_time > "2000-01-01T00:00:00Z" AND id >= 3', ["sgd-mlp", "lenet-old"]),
-        ("training_commands.no.such.path = 1", []),
+        ("training_commands.optimizer.no.such.argument = 1", []),  # a Struct's own keys
+        ('tags.nobody = "x"', []),
         ('name = "a\\"b"', []),
     ],
 )
@@ -128,7 +129,13 @@ def test_filters_page_and_owner(attempts, zoo, gateway) -> None:
         ('name.first = "x"', 1, "name has no fields"),
         ("tags..x = 1", 1, "is not a field path"),
         ('name = "unterminated', 8, "unexpected"),
-        ("a IN (1, 2", 11, "')' closing the IN list"),
+        ("id IN (1, 2", 12, "')' closing the IN list"),
+        # A misspelt field names the nearest one, as a misspelt command field does.
+        ("acuracy > 0.9", 1, "has no field 'acuracy'; did you mean \"accuracy\"?"),
+        ("training_commands.batchsize > 1", 1, 'did you mean "training_commands.batch_size"?'),
+        ("training_commands.no.such.path = 1", 1, "training_commands has no field 'no'"),
+        ("accuracy.x = 1", 1, "accuracy has no fields"),
+        ("name:lenet*", 11, 'a wildcard goes inside quotes: name = "lenet*"'),
     ],
 )
 def test_bad_filters_say_where_and_what(attempts, zoo, text, column, what) -> None:
@@ -245,6 +252,7 @@ def test_order_by_field_with_a_filter(attempts, zoo) -> None:
         ({"order_by_field": "accuracy desc id"}, '"asc" or "desc"'),
         ({"order_by_field": "tags..x"}, "not a field path"),
         ({"order_by_field": "$.accuracy"}, "not a field path"),
+        ({"order_by_field": "acuracy desc"}, 'did you mean "accuracy"?'),
         ({"order_by_field": "a" * 301}, "at most 300"),
         ({"order_by_field": "accuracy", "order_by": pb.ATTEMPT_ORDER_ACCURACY}, "not both"),
     ],

@@ -425,6 +425,9 @@ def fit(
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, cmd.n_epoch + 1):
+        # The rate this epoch trains at (its first batch's), read before the scheduler
+        # steps for the next epoch: epoch 6 of StepLR(5, 0.5) from 0.003 shows 0.0015.
+        learning_rate = optimizer.param_groups[0]["lr"]
         try:
             result = loop.train_one_epoch(
                 trained, train_batches, transform, criterion, optimizer, device, target,
@@ -461,7 +464,7 @@ def fit(
                 epoch=attempt_pb2.EpochMetrics(
                     epoch=epoch,
                     loss=result.loss,
-                    learning_rate=optimizer.param_groups[0]["lr"],
+                    learning_rate=learning_rate,
                     seconds=result.seconds,
                     samples_per_second=result.samples / max(result.seconds, 1e-9),
                     val_loss=evaluation.loss if evaluation else 0.0,
