@@ -18,6 +18,7 @@ from metalearn import (
     changes_cli,
     curve_cli,
     documents,
+    examples_cli,
     history_cli,
     runs,
     security_cli,
@@ -421,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_cli.add_commands(sub, common)
     task_cli.add_commands(sub, common)
     curve_cli.add_commands(sub, common)
+    examples_cli.add_commands(sub, common)
     security_cli.add_commands(sub, common)
     stack.add_command(sub)
     ui_cli.add_command(sub, common)

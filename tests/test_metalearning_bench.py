@@ -10,9 +10,10 @@ import random
 
 import pytest
 
-from bench.metalearning import curves, evaluate, grid
+from bench.metalearning import curves, evaluate
 from gateway.curves import features, model, rules
 from gateway.curves.pruner import LearnedPruner
+from metalearn.examples import grid
 
 
 def _table() -> tuple[list[evaluate.TableTask], dict[str, dict[str, float]]]:

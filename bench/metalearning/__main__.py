@@ -48,15 +48,15 @@ from typing import Any
 from google.protobuf import json_format
 
 from bench.database import scratch_postgres
-from bench.metalearning import curves, evaluate, grid, tasks
-from bench.metalearning.build_table import TABLE
-from bench.metalearning.export import history
+from bench.metalearning import curves, evaluate
 from bench.orchestration import wait_registered
 from bench.report import print_figures
 from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from gateway.tasks.learner import DEFAULT_ZERO_SHOT
+from metalearn.examples import grid, tasks
+from metalearn.examples.history import TABLE, history
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import (
     attempt_service_pb2_grpc,

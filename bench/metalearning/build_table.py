@@ -22,15 +22,15 @@ from typing import Any
 from google.protobuf import json_format
 
 from bench.database import scratch_postgres
-from bench.metalearning import grid, tasks
 from bench.orchestration import wait_registered
 from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
+from metalearn.examples import grid, tasks
+from metalearn.examples.history import TABLE
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
 
-TABLE = Path(__file__).with_name("table.json.gz")
 _DONE = {attempt_pb2.ATTEMPT_STATUS_TRAINED, attempt_pb2.ATTEMPT_STATUS_FAILED}
 
 

@@ -29,9 +29,9 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from bench.metalearning import grid
 from gateway.curves import features, model, prognosis, pruner, rules
 from gateway.studies import pruning as optuna_pruning
+from metalearn.examples import grid
 
 DETECT_EPOCH = 3
 

@@ -22,10 +22,10 @@ import numpy as np
 from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
-from bench.metalearning import grid
 from gateway.studies import sampling, space
 from gateway.tasks import similarity, warmstart
 from metalearn.errors import Violations
+from metalearn.examples import grid
 from metalearn.v1 import study_service_pb2
 
 REACHED = 0.05

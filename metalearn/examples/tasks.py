@@ -8,7 +8,10 @@ Each variant's images are uploaded under their own labels (`"<variant>/<class>"`
 task is just a list of labels, as it is for any user.
 
 `FAMILY` is the table's tasks; `HELD_OUT` are two tasks of the same kinds kept out of the
-table, for the real warm-started study end to end.
+table, for the real warm-started study end to end. `NEW_LETTERS` is a task that shares no
+label and no image with any of them (five other letters, drawn and noised as
+`noisyletters` with a seed of their own): the one `make demo` and the README ask
+metalearn about (`metalearn examples import-letters` uploads it).
 """
 
 from __future__ import annotations
@@ -124,12 +127,14 @@ def _draw_letter(letter: str, rng: np.random.Generator) -> Images:
     return np.asarray(image.resize((16, 16), Image.Resampling.BOX)) / 255.0
 
 
-def _drawn(kind: str, index: int, count: int, seed: int, noise: float) -> Images:
+def _drawn(
+    kind: str, index: int, count: int, seed: int, noise: float, letters: str = "".join(LETTERS)
+) -> Images:
     rng = np.random.default_rng(seed + index)
     if kind == "shapes":
         images = np.stack([_draw_shape(SHAPES[index], rng) for _ in range(count)])
     else:
-        images = np.stack([_draw_letter(LETTERS[index], rng) for _ in range(count)])
+        images = np.stack([_draw_letter(letters[index], rng) for _ in range(count)])
     return _noised(images, noise, seed + 50 + index) if noise else images
 
 
@@ -194,6 +199,21 @@ HELD_OUT: tuple[Task, ...] = (
     _task("digits", "3,5,8"),
     _task("noisyletters", "A,B,C,D,E"),
 )
+
+
+# Letters none of the tasks above draws, as noisy as `noisyletters` (and as many a class).
+_NEW_LETTERS = "LMNPR"
+NEW_LETTERS = Task("new-letters", tuple(f"letter {c}" for c in _NEW_LETTERS))
+
+
+def new_letter_uploads() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
+    """Every image of NEW_LETTERS, as an UploadImages stream takes them."""
+    for index, name in enumerate(NEW_LETTERS.labels):
+        images = _drawn("letters", index, 120, 900, 0.3, letters=_NEW_LETTERS)
+        for i, pixels in enumerate(images):
+            yield dataset_service_pb2.UploadImagesRequest(
+                label=name, data=png(pixels), filename=f"{name}/{i:04d}.png"
+            )
 
 
 def variant_of(task: Task) -> str:
