@@ -1,17 +1,14 @@
 """The dashboard's routes: pages rendered on the server, their data as JSON for the
-charts, server-sent events for the live parts, and the few actions (sign in and out,
-cancel, test) behind the CSRF check. Built by `create_app`; errors from the gateway
-become pages here and nowhere else."""
+charts, server-sent events for the live parts (dashboard/streams.py), the attempts as
+CSV (dashboard/listing.py), and the few actions (sign in and out here; cancel, test,
+tags and note, train a suggestion in dashboard/actions.py) behind the CSRF check. Built
+by `create_app`; errors from the gateway become pages here and nowhere else."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import json
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,9 +31,11 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dashboard import security, views
+from dashboard import actions, listing, security, views
 from dashboard.config import UiConfig
 from dashboard.gateway import Gateway
+from dashboard.importance import Importances
+from dashboard.streams import event_stream, sse
 from metalearn.client import MetalearnError, UnauthenticatedError, status_text
 from metalearn.security_cli import role_text
 from metalearn.tls import is_loopback
@@ -46,13 +45,12 @@ apb = attempt_service_pb2
 HERE = Path(__file__).parent
 # At most this many attempts side by side (each is one FULL read from the gateway).
 MAX_COMPARE = 200
-# Filter expressions longer than this are refused here (the gateway bounds them too).
-MAX_FILTER = 4000
+# Studies whose best trial the studies page looks up (ListStudies leaves it out), newest
+# first; older ones show none.
+MAX_STUDIES_WITH_BEST = 200
 # How long a token's name and role are remembered (a revoked token fails its next call
 # anyway: this only saves a WhoAmI per page).
 _WHO_TTL = 30.0
-# A comment on an idle event stream this often, so proxies keep it open.
-_KEEPALIVE = 15.0
 _HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
     "UNAUTHENTICATED": 401,
@@ -86,6 +84,7 @@ class Dashboard:
         self.env.filters["num"] = _num
         self.env.globals["statuses"] = views.STATUSES
         self._gateway: Gateway | None = None
+        self.importances = Importances()
         self._who: dict[bytes, tuple[float, token_service_pb2.Token]] = {}
 
     @property
@@ -150,7 +149,12 @@ Page = Callable[[Dashboard, Request, str, Any], Awaitable[Response]]
 
 
 def _wants_json(request: Request) -> bool:
-    return request.url.path.endswith((".json", "/events", "/data")) or request.method == "POST"
+    if request.method == "POST":  # the buttons' scripts; a plain form gets a page
+        form = request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")
+        )
+        return not form
+    return request.url.path.endswith((".json", "/events", "/data"))
 
 
 def signed_in(handler: Page) -> Callable[[Request], Awaitable[Response]]:
@@ -253,48 +257,9 @@ async def logout(request: Request) -> Response:
 
 
 # Attempts.
-def _list_request(
-    request: Request, ui: Dashboard
-) -> tuple[apb.ListAttemptsRequest, dict[str, Any]]:
-    q = request.query_params
-    state: dict[str, Any] = {
-        "filter": q.get("filter", "").strip(),
-        "sort": q.get("sort", "updated"),
-        "status": [s for s in q.getlist("status") if s in views.STATUSES],
-        "page_token": q.get("page_token", ""),
-        "mine": q.get("mine") == "1",
-    }
-    if state["sort"] not in views.SORTS:
-        state["sort"] = "updated"
-    req = apb.ListAttemptsRequest(
-        page_size=ui.config.page_size,
-        page_token=state["page_token"],
-        filter=state["filter"][:MAX_FILTER],
-        view=apb.ATTEMPT_VIEW_BASIC,
-        statuses=[views.STATUSES.index(s) + 1 for s in state["status"]],  # type: ignore[misc]
-        **views.SORTS[state["sort"]][1],
-    )
-    return req, state
-
-
-def _query(state: dict[str, Any], **change: Any) -> str:
-    s = {**state, **change}
-    pairs: list[tuple[str, str]] = []
-    if s["filter"]:
-        pairs.append(("filter", s["filter"]))
-    if s["sort"] != "updated":
-        pairs.append(("sort", s["sort"]))
-    pairs += [("status", x) for x in s["status"]]
-    if s.get("mine"):
-        pairs.append(("mine", "1"))
-    if s.get("page_token"):
-        pairs.append(("page_token", s["page_token"]))
-    return "?" + urlencode(pairs) if pairs else ""
-
-
 @signed_in
 async def attempts_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    req, state = _list_request(request, ui)
+    req, state = listing.list_request(request, ui.config.page_size)
     if state["mine"]:
         req.owner = me.name
     error = None
@@ -311,7 +276,7 @@ async def attempts_page(ui: Dashboard, request: Request, token: str, me: Any) ->
 
     def toggled(status: str) -> str:
         chosen = state["status"]
-        return _query(
+        return listing.query(
             state,
             status=[s for s in chosen if s != status] if status in chosen else [*chosen, status],
             page_token="",
@@ -327,21 +292,28 @@ async def attempts_page(ui: Dashboard, request: Request, token: str, me: Any) ->
         error=error,
         chips=[(s, s in state["status"], toggled(s)) for s in views.STATUSES],
         sorts=[
-            (name, label, _query(state, sort=name, page_token=""))
+            (name, label, listing.query(state, sort=name, page_token=""))
             for name, (label, _) in views.SORTS.items()
         ],
-        next_page=_query(state, page_token=next_token) if next_token else "",
-        first_page=_query(state, page_token="") if state["page_token"] else "",
-        mine_link=_query(state, mine=not state["mine"], page_token=""),
+        next_page=listing.query(state, page_token=next_token) if next_token else "",
+        first_page=listing.query(state, page_token="") if state["page_token"] else "",
+        mine_link=listing.query(state, mine=not state["mine"], page_token=""),
+        csv_link="/attempts.csv" + listing.query(state, page_token=""),
+        max_csv=listing.MAX_CSV_ROWS,
     )
 
 
-def _attempt_id(request: Request) -> int:
-    text = request.path_params["attempt_id"]
-    if not text.isdigit() or len(text) >= 19:
-        what = "an attempt's id is a whole number"
-        raise MetalearnError("INVALID_ARGUMENT", what, {"id": what})
-    return int(text)
+_attempt_id = actions.attempt_id_of
+
+
+async def _untestable(ui: Dashboard, token: str, attempt: Any) -> list[str]:
+    """The labels a test of `attempt` would need that have no images here (an imported
+    prototype's, say): then the Test button is off, saying so."""
+    labels = list(attempt.testing_commands.label_names) or list(
+        attempt.training_commands.label_names
+    )
+    counts = await ui.gateway.label_counts(token)
+    return [label for label in labels if not counts.get(label)]
 
 
 @signed_in
@@ -349,16 +321,25 @@ async def attempt_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
     attempt_id = _attempt_id(request)
     attempt = await ui.gateway.attempt(token, attempt_id)
     page = views.attempt_page(attempt)
+    may_change = _may_change(me, attempt.owner)
+    no_images = await _untestable(ui, token, attempt) if may_change and page["can_test"] else []
     return ui.render(
         request,
         "attempt.html",
         me=_me(me),
         a=page,
-        may_change=_may_change(me, attempt.owner),
+        may_change=may_change,
+        no_images=no_images,
+        max_note=actions.MAX_NOTE_CHARS,
+        tags_text="\n".join(f"{k}={v}" for k, v in page["tags"].items()),
         data={
             "id": attempt.id,
             "status": page["status"],
             "running": page["running"],
+            "n_epoch": page["n_epoch"],
+            "n_labels": page["n_labels"],
+            "best_val_accuracy": page["best_val_accuracy"],
+            "has_validation": page["has_validation"],
             "curves": views.curves(attempt),
             "test": page["test"],
         },
@@ -406,92 +387,43 @@ async def attempt_model(ui: Dashboard, request: Request, token: str, me: Any) ->
 @signed_in
 async def attempt_events(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     """The attempt's epochs, status changes and prognoses as they happen. An event's id
-    is its epoch, so a reconnecting browser (Last-Event-ID) resumes where it was."""
+    is its epoch, so a reconnecting browser (Last-Event-ID) resumes where it was, and so
+    does this side when the gateway's stream breaks (a restart)."""
     attempt_id = _attempt_id(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("from_epoch", "0")
-    from_epoch = int(resume) if resume.isdigit() and len(resume) < 10 else 0
-    stream = ui.gateway.watch_attempt(token, attempt_id, from_epoch)
+    seen: dict[str, Any] = {
+        "epoch": int(resume) if resume.isdigit() and len(resume) < 10 else 0,
+        "status": "",
+        "loss": None,
+        "n_labels": 0,
+    }
+
+    def watch() -> AsyncIterator[apb.WatchAttemptResponse]:
+        return ui.gateway.watch_attempt(token, attempt_id, seen["epoch"])
 
     def encode(event: apb.WatchAttemptResponse) -> str | None:
         kind = event.WhichOneof("event")
         if kind == "epoch":
-            return _sse("epoch", views.epoch_event(event.epoch), event_id=str(event.epoch.epoch))
+            seen["epoch"] = max(seen["epoch"], event.epoch.epoch)
+            seen["loss"] = views.number(event.epoch.loss)
+            return sse("epoch", views.epoch_event(event.epoch), event_id=str(event.epoch.epoch))
         if kind in ("status", "snapshot"):
             a = getattr(event, kind)
-            return _sse("status", {"status": status_text(a.status), "error": a.error})
+            seen["status"] = status_text(a.status)
+            seen["n_labels"] = len(a.training_commands.label_names)
+            return sse("status", {"status": seen["status"], "error": a.error})
         if kind == "prognosis":
-            return _sse("prognosis", views.prognosis(event.prognosis))
+            told = views.prognosis(event.prognosis)
+            text = views.prognosis_text(
+                told, seen["status"], seen["epoch"], seen["loss"], seen["n_labels"]
+            )
+            return sse("prognosis", told | {"text": text})
         if kind == "test_progress":
             p = event.test_progress
-            return _sse("test", {"done": p.done, "total": p.total})
+            return sse("test", {"done": p.done, "total": p.total})
         return None
 
-    return _event_stream(stream, encode)
-
-
-def _sse(event: str, data: Any, event_id: str | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
-
-
-def _event_stream(source: AsyncIterator[Any], encode: Callable[[Any], str | None]) -> Response:
-    """Server-sent events from a gateway stream, with keep-alive comments while it is
-    quiet; `end` when the gateway ends it, `failure` when it refuses."""
-
-    async def events() -> AsyncIterator[str]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        done = object()
-
-        async def pump() -> None:
-            try:
-                async for item in source:
-                    await queue.put(item)
-                await queue.put(done)
-            except MetalearnError as err:
-                await queue.put(err)
-
-        task = asyncio.create_task(pump())
-        try:
-            yield "retry: 1000\n\n"
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), _KEEPALIVE)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if item is done:
-                    yield _sse("end", {})
-                    return
-                if isinstance(item, MetalearnError):
-                    yield _sse("failure", {"code": item.code, "message": item.message})
-                    return
-                text = encode(item)
-                if text:
-                    yield text
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MetalearnError):
-                await task
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
-    )
-
-
-@signed_in
-async def attempt_action(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    action = request.path_params["action"]
-    if action not in ("cancel", "test"):
-        return JSONResponse({"code": "NOT_FOUND", "message": f"no action {action[:40]!r}"}, 404)
-    attempt_id = _attempt_id(request)
-    attempt = await ui.gateway.attempt(token, attempt_id, full=False)
-    if action == "cancel":
-        changed = await ui.gateway.cancel(token, attempt.name)
-    else:
-        changed = await ui.gateway.test(token, attempt.name, str(uuid.uuid4()))
-    return JSONResponse({"status": status_text(changed.status)})
+    return event_stream(watch, encode)
 
 
 # Comparing.
@@ -511,8 +443,11 @@ async def compare_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
 # Studies.
 @signed_in
 async def studies_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    studies = await ui.gateway.list_studies(token)
-    rows = [views.study_summary(s) for s in sorted(studies, key=lambda s: -s.id)]
+    studies = sorted(await ui.gateway.list_studies(token), key=lambda s: -s.id)
+    # ListStudies has no best trial: GetStudy has it, for the newest studies.
+    names = [s.name for s in studies[:MAX_STUDIES_WITH_BEST]]
+    full = {s.name: s for s in await ui.gateway.studies_with_trials(token, names)}
+    rows = [views.study_summary(full.get(s.name, s)) for s in studies]
     return ui.render(request, "studies.html", me=_me(me), rows=rows)
 
 
@@ -520,7 +455,7 @@ async def _study_data(ui: Dashboard, token: str, name: str) -> dict[str, Any]:
     study = await ui.gateway.study(token, name)
     ids = [t.attempt_id for t in study.trials if t.attempt_id]
     attempts = {a.id: a for a in await ui.gateway.attempts_by_id(token, ids)}
-    return views.study_data(study, attempts)
+    return views.study_data(study, attempts, await ui.importances.of(study))
 
 
 @signed_in
@@ -536,33 +471,40 @@ async def study_json(ui: Dashboard, request: Request, token: str, me: Any) -> Re
 
 @signed_in
 async def study_events(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    stream = ui.gateway.watch_study(token, request.path_params["name"])
+    name = request.path_params["name"]
+    opened = [0]
+
+    def watch() -> AsyncIterator[study_service_pb2.WatchStudyResponse]:
+        opened[0] += 1
+        return ui.gateway.watch_study(token, name)
 
     def encode(event: study_service_pb2.WatchStudyResponse) -> str | None:
         kind = event.WhichOneof("event")
+        if kind == "snapshot" and opened[0] > 1:  # watching again: what was missed
+            return sse("trial", {"kind": "resumed"})
         if kind == "trial_epoch":
             e = event.trial_epoch
-            return _sse("epoch", {"trial": e.trial, **views.epoch_event(e.epoch)})
+            return sse("epoch", {"trial": e.trial, **views.epoch_event(e.epoch)})
         if kind in ("trial_started", "trial_pruned", "trial_finished", "new_best"):
-            return _sse("trial", views.trial_event(kind, getattr(event, kind)))
+            return sse("trial", views.trial_event(kind, getattr(event, kind)))
         if kind == "study_finished":
-            return _sse("trial", {"kind": kind})
+            return sse("trial", {"kind": kind})
         return None
 
-    return _event_stream(stream, encode)
+    return event_stream(watch, encode)
 
 
 # Tasks.
 @signed_in
 async def tasks_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    tasks = await ui.gateway.list_tasks(token)
-    rows = [views.task_row(t) for t in tasks]
+    rows = views.distinct_tasks(await ui.gateway.list_tasks(token))
     return ui.render(request, "tasks.html", me=_me(me), rows=rows)
 
 
 def _fingerprint(request: Request) -> str | None:
     text = request.path_params["fingerprint"]
-    ok = 8 <= len(text) <= 128 and all(c in "0123456789abcdef" for c in text)
+    digits = text.removeprefix("missing:")  # the gateway's row of labels without images
+    ok = 8 <= len(digits) <= 128 and all(c in "0123456789abcdef" for c in digits)
     return text if ok else None
 
 
@@ -603,6 +545,7 @@ async def task_page(ui: Dashboard, request: Request, token: str, me: Any) -> Res
         profile=views.task_profile(task),
         similar=rows,
         similar_error=similar_error,
+        may_train=me.role in (token_service_pb2.ROLE_ADMIN, token_service_pb2.ROLE_WRITER),
     )
 
 
@@ -676,11 +619,17 @@ def create_app(config: UiConfig) -> Starlette:
         Route("/login/launch", launch, methods=["GET"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/attempts", attempts_page),
+        Route("/attempts.csv", signed_in(listing.attempts_csv)),
         Route("/attempts/{attempt_id}", attempt_page),
         Route("/attempts/{attempt_id}/command.json", attempt_command),
         Route("/attempts/{attempt_id}/model", attempt_model),
         Route("/attempts/{attempt_id}/events", attempt_events),
-        Route("/attempts/{attempt_id}/{action:str}", attempt_action, methods=["POST"]),
+        Route("/attempts/{attempt_id}/notes", signed_in(actions.attempt_notes), methods=["POST"]),
+        Route(
+            "/attempts/{attempt_id}/{action:str}",
+            signed_in(actions.attempt_action),
+            methods=["POST"],
+        ),
         Route("/compare", compare_page),
         Route("/studies", studies_page),
         Route("/studies/{name}", study_page),
@@ -689,6 +638,7 @@ def create_app(config: UiConfig) -> Starlette:
         Route("/tasks", tasks_page),
         Route("/tasks/{fingerprint}", task_page),
         Route("/tasks/{fingerprint}/suggestion.json", task_suggestion),
+        Route("/tasks/{fingerprint}/train", signed_in(actions.task_train), methods=["POST"]),
         Mount("/static", app=_Static(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from dashboard.config import UiConfig
 from metalearn.client import MetalearnError, translate
@@ -17,6 +18,8 @@ from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2,
     attempt_service_pb2_grpc,
+    dataset_service_pb2,
+    dataset_service_pb2_grpc,
     study_service_pb2,
     study_service_pb2_grpc,
     task_pb2,
@@ -54,6 +57,7 @@ class Gateway:
         self.studies = study_service_pb2_grpc.StudyServiceStub(self._channel)
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self.tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
+        self.datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -100,6 +104,12 @@ class Gateway:
         result: attempt_pb2.Attempt = reply.attempt
         return result
 
+    async def attempt_named(self, token: str, name: str) -> attempt_pb2.Attempt:
+        request = apb.GetAttemptRequest(name=name, view=apb.ATTEMPT_VIEW_BASIC)
+        reply = await self.call(self.attempts.GetAttempt, request, token)
+        result: attempt_pb2.Attempt = reply.attempt
+        return result
+
     async def attempts_by_id(self, token: str, ids: list[int]) -> list[attempt_pb2.Attempt]:
         """Several attempts (FULL), in the order asked, a bounded number at a time."""
         gate = asyncio.Semaphore(_PARALLEL)
@@ -130,6 +140,32 @@ class Gateway:
         result: attempt_pb2.Attempt = reply.attempt
         return result
 
+    async def set_tags(
+        self, token: str, attempt_id: int, tags: dict[str, str]
+    ) -> attempt_pb2.Attempt:
+        """Replaces an attempt's tags (UpdateAttempt with the mask `tags`)."""
+        request = apb.UpdateAttemptRequest(
+            attempt=attempt_pb2.Attempt(id=attempt_id, tags=tags),
+            update_mask=field_mask_pb2.FieldMask(paths=["tags"]),
+        )
+        reply = await self.call(self.attempts.UpdateAttempt, request, token)
+        result: attempt_pb2.Attempt = reply.attempt
+        return result
+
+    async def train(
+        self, token: str, name: str, command: attempt_pb2.TrainCommand, request_id: str
+    ) -> attempt_pb2.Attempt:
+        request = apb.TrainRequest(name=name, command=command, request_id=request_id)
+        reply = await self.call(self.attempts.Train, request, token)
+        result: attempt_pb2.Attempt = reply.attempt
+        return result
+
+    async def label_counts(self, token: str) -> dict[str, int]:
+        """Every label with its number of images."""
+        request = dataset_service_pb2.ListLabelsRequest()
+        reply = await self.call(self.datasets.ListLabels, request, token)
+        return {label.name: label.image_count for label in reply.labels}
+
     def download(self, token: str, attempt_id: int) -> AsyncIterator[apb.DownloadModelResponse]:
         request = apb.DownloadModelRequest(id=attempt_id)
         return self.stream(self.attempts.DownloadModel, request, token)
@@ -148,6 +184,17 @@ class Gateway:
     async def list_studies(self, token: str) -> list[spb.Study]:
         request = spb.ListStudiesRequest(page_size=200)
         return await self._pages(self.studies.ListStudies, request, "studies", token)
+
+    async def studies_with_trials(self, token: str, names: list[str]) -> list[spb.Study]:
+        """Studies as GetStudy has them (with their trials and best trial, which
+        ListStudies leaves out), a bounded number at a time."""
+        gate = asyncio.Semaphore(_PARALLEL)
+
+        async def one(name: str) -> spb.Study:
+            async with gate:
+                return await self.study(token, name)
+
+        return list(await asyncio.gather(*(one(n) for n in names)))
 
     async def study(self, token: str, name: str) -> spb.Study:
         reply = await self.call(self.studies.GetStudy, spb.GetStudyRequest(name=name), token)

@@ -25,6 +25,10 @@ STATUSES = [
     "cancelled", "pruned",
 ]  # fmt: skip
 RUNNING = {"queued", "training", "testing"}
+# The tag that holds an attempt's free-text note, as MLflow keeps its note in the tag
+# `mlflow.note.content`: a dotted name under the product's own prefix, which no user's
+# `team=vision` collides with.
+NOTE_TAG = "metalearn.note"
 TERMINAL = {"trained", "complete", "failed", "cancelled", "pruned"}
 # What the attempts table can be sorted by: the name in the URL, the label shown, and
 # the ListAttempts fields that do it.
@@ -44,6 +48,22 @@ def number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def human(value: Any) -> str:
+    """A parameter's value as a person writes it: 4 significant digits (0.04612, not
+    0.046116328...), whole numbers whole, text without JSON's quotes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(", ", ": "))
+
+
 def when(stamp: Any) -> str:
     """A protobuf Timestamp as UTC text ('' when unset)."""
     if not stamp.seconds and not stamp.nanos:
@@ -54,6 +74,7 @@ def when(stamp: Any) -> str:
 def attempt_row(a: pb.Attempt) -> dict[str, Any]:
     """One line of the attempts table (a BASIC view is enough)."""
     losses = [x for x in a.training_losses if math.isfinite(x)]
+    validated = [e.val_accuracy for e in a.epochs if e.val_loss and math.isfinite(e.val_accuracy)]
     return {
         "id": a.id,
         "name": a.name,
@@ -63,8 +84,10 @@ def attempt_row(a: pb.Attempt) -> dict[str, Any]:
         "n_epoch": a.training_commands.n_epoch,
         "last_loss": number(a.training_losses[-1]) if a.training_losses else None,
         "best_loss": min(losses) if losses else None,
-        "best_val_accuracy": number(a.best_val_accuracy) or None,
-        "test_accuracy": number(a.accuracy) if a.HasField("test_result") else None,
+        # The gateway's figure, else the epochs' (a FULL view of a run still training).
+        "best_val_accuracy": number(a.best_val_accuracy) or (max(validated) if validated else None),
+        # A prototype's document has its accuracy without a test result: it is its test's.
+        "test_accuracy": number(a.accuracy) if a.HasField("test_result") or a.accuracy else None,
         "flags": prognosis_short(a.prognosis) if a.HasField("prognosis") else "",
         "hopeless": a.prognosis.hopeless,
         "predicted": number(a.prognosis.final_val_accuracy) if a.prognosis.predicted else None,
@@ -134,6 +157,43 @@ def prognosis(p: pb.Prognosis) -> dict[str, Any]:
     }
 
 
+_STOPPED = ("pruned", "failed", "cancelled")
+
+
+def chance_note(loss: float | None, n_labels: int) -> str:
+    """Says so when a loss is what a classifier that learnt nothing scores, ln(n_labels)."""
+    if loss is None or n_labels < 2 or not math.isfinite(loss):
+        return ""
+    chance = math.log(n_labels)
+    if abs(loss - chance) > max(0.05 * chance, 0.05):
+        return ""
+    return f"its loss {loss:.3f} is what learning nothing scores (ln {n_labels} = {chance:.3f})"
+
+
+def prognosis_text(
+    p: dict[str, Any] | None, status: str, epochs: int, last_loss: float | None, n_labels: int
+) -> str:
+    """The prognosis in words, never a bare "ok": the rules that fired, the predicted
+    final accuracy or why there is none, and for a stopped run how it stopped."""
+    parts: list[str] = []
+    if status in _STOPPED:
+        parts.append(f"{status} after epoch {epochs}")
+        if note := chance_note(last_loss, n_labels):
+            parts.append(note)
+    if p is None:
+        return "; ".join(parts)
+    parts += [f"{f['kind'].lower().replace('_', ' ')} since epoch {f['since']}" for f in p["flags"]]
+    if p["hopeless"]:
+        parts.append(f"hopeless: {p['hopeless_reason']}")
+    if not parts:
+        parts.append("no rule fired")
+    if p["predicted"] and None not in (p["final"], p["low"], p["high"]):
+        parts.append(f"final val accuracy {p['final']:.3f} ({p['low']:.3f}\u2013{p['high']:.3f})")
+    else:
+        parts.append(f"no prediction: {p['note'] or 'no curve model is fitted yet'}")
+    return "; ".join(parts)
+
+
 def test_results(a: pb.Attempt) -> dict[str, Any] | None:
     """Accuracy per label and the confusion matrix (rows: true label), when tested."""
     if not a.HasField("test_result"):
@@ -158,6 +218,9 @@ def test_results(a: pb.Attempt) -> dict[str, Any] | None:
 
 def attempt_page(a: pb.Attempt) -> dict[str, Any]:
     row = attempt_row(a)
+    told = prognosis(a.prognosis) if a.HasField("prognosis") else None
+    n_labels = len(a.training_commands.label_names)
+    tags = dict(sorted(a.tags.items()))
     return {
         **row,
         "created": when(a.create_time),
@@ -167,12 +230,18 @@ def attempt_page(a: pb.Attempt) -> dict[str, Any]:
         "current_epoch": a.current_epoch,
         "running": row["status"] in RUNNING,
         "command": command_json(a.training_commands),
-        "prognosis": prognosis(a.prognosis) if a.HasField("prognosis") else None,
+        "prognosis": told,
+        "prognosis_text": prognosis_text(
+            told, row["status"], row["epochs"], row["last_loss"], n_labels
+        ),
+        "n_labels": n_labels,
         "test": test_results(a),
         "artifact": {"size": a.model_artifact.size_bytes, "sha256": a.model_artifact.sha256}
         if a.model_artifact.sha256
         else None,
-        "tags": dict(sorted(a.tags.items())),
+        "tags": {k: v for k, v in tags.items() if k != NOTE_TAG},
+        "note": tags.get(NOTE_TAG, ""),
+        "has_validation": any(e.val_loss for e in a.epochs),
         "trial": {"study": a.trial.study, "number": a.trial.number} if a.trial.study else None,
         "can_test": row["status"] in ("trained", "complete"),
         "can_cancel": row["status"] in RUNNING,
@@ -246,6 +315,7 @@ def trial_row(t: spb.Trial, best: int | None) -> dict[str, Any]:
         "value": number(t.value) if t.state == spb.TRIAL_STATE_COMPLETE else None,
         "epochs": t.epochs,
         "params": {k: documents.integral(v) for k, v in params.items()},
+        "params_text": {k: human(documents.integral(v)) for k, v in params.items()},
         "error": t.error,
         "best": t.number == best,
         "warm": bool(t.seeded_by_attempt_id),
@@ -270,33 +340,61 @@ def study_summary(s: spb.Study) -> dict[str, Any]:
     }
 
 
-def study_data(s: spb.Study, attempts: dict[int, pb.Attempt]) -> dict[str, Any]:
+def search_space(s: spb.Study) -> list[dict[str, Any]]:
+    """Each parameter's axis: its kind, range and whether it is on a log scale."""
+    found = []
+    for p in s.search_space:
+        kind = p.WhichOneof("kind")
+        axis: dict[str, Any] = {"path": p.path, "kind": kind, "log": False}
+        if kind in ("float", "int"):
+            r = getattr(p, kind)
+            axis.update(low=r.low, high=r.high, log=bool(r.log))
+        elif kind == "categorical":
+            values = json_format.MessageToDict(p.categorical).get("values", [])
+            axis["choices"] = [human(documents.integral(v)) for v in values]
+        found.append(axis)
+    return found
+
+
+def study_data(
+    s: spb.Study, attempts: dict[int, pb.Attempt], importance: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything a study's page draws: the trials, the objective's history, the
-    parameters' parallel coordinates and each trial's intermediate values."""
+    parameters' parallel coordinates, their importances and each trial's intermediate
+    values."""
     best = s.best_trial.number if s.HasField("best_trial") else None
     trials = [trial_row(t, best) for t in sorted(s.trials, key=lambda t: t.number)]
     name, maximize, value_of = objective_of(s)
     intermediate = []
+    reached: dict[int, float | None] = {}
     for t in sorted(s.trials, key=lambda t: t.number):
         a = attempts.get(t.attempt_id)
         if a is None or not a.epochs:
             continue
+        values = [number(value_of(e)) if e.val_loss else None for e in a.epochs]
         intermediate.append(
             {
                 "trial": t.number,
                 "state": trial_state(t.state),
                 "epoch": [e.epoch for e in a.epochs],
-                "value": [number(value_of(e)) for e in a.epochs],
+                "value": values,
             }
         )
-    paths = [p.path for p in s.search_space]
+        seen = [v for v in values if v is not None]
+        reached[t.number] = seen[-1] if seen else None
+    for row in trials:
+        # Where a pruned trial had got to: its last intermediate value (what the pruner
+        # judged), so the parallel coordinates can show it, dimmed.
+        row["reached"] = row["value"] if row["value"] is not None else reached.get(row["number"])
     return {
         "study": study_summary(s),
         "objective": name,
         "maximize": maximize,
         "trials": trials,
-        "params": paths,
+        "params": [p.path for p in s.search_space],
+        "space": search_space(s),
         "intermediate": intermediate,
+        "importance": importance or {"params": [], "values": [], "note": ""},
         "best_command": command_json(_best_command(s, attempts)) if best is not None else "",
     }
 
@@ -312,12 +410,17 @@ def trial_event(kind: str, t: spb.Trial) -> dict[str, Any]:
 
 # Tasks.
 def task_row(t: task_pb2.Task) -> dict[str, Any]:
+    state = task_pb2.TaskState.Name(t.state).removeprefix("TASK_STATE_").lower()  # type: ignore[arg-type]
+    missing = t.fingerprint.startswith("missing:")
     return {
         "fingerprint": t.fingerprint,
-        "short": t.fingerprint[:12],
+        "short": "no images" if missing else t.fingerprint[:12],
         "labels": list(t.label_names),
-        "state": task_pb2.TaskState.Name(t.state).removeprefix("TASK_STATE_").lower(),  # type: ignore[arg-type]
-        "images": t.profile.images,
+        "state": state,
+        # The gateway's row for labels that have no images here (an imported history's):
+        # nothing to profile, nor to train or test.
+        "missing": missing,
+        "images": t.profile.images if state == "ready" else None,
         "classes": t.profile.classes,
         "input_shape": list(t.profile.input_shape),
         "attempts": t.attempts,
@@ -325,6 +428,25 @@ def task_row(t: task_pb2.Task) -> dict[str, Any]:
         "error": t.error,
         "profiled": when(t.profile_time),
     }
+
+
+def distinct_tasks(tasks: Sequence[task_pb2.Task]) -> list[dict[str, Any]]:
+    """One row per task (its labels and image ops). The gateway lists every version of a
+    task, one per state of its labels' images (a re-import, images added later), newest
+    first: the row is the newest version that is not failed (else the newest), with how
+    many versions there are."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for t in tasks:
+        ops = tuple(op.SerializeToString(deterministic=True) for op in t.image_ops)
+        key = (tuple(sorted(t.label_names)), ops)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = task_row(t) | {"versions": 1}
+            continue
+        row["versions"] += 1
+        if row["state"] == "failed" and t.state != task_pb2.TASK_STATE_FAILED:
+            rows[key] = task_row(t) | {"versions": row["versions"]}
+    return list(rows.values())
 
 
 def task_profile(t: task_pb2.Task) -> list[tuple[str, float | None]]:

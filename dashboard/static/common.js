@@ -26,16 +26,59 @@ window.metalearn = (function () {
     return node ? JSON.parse(node.textContent) : null;
   }
 
-  function layout(title, extra) {
+  // A number as people read it: 4 significant digits at most (0.04612, not 0.046116328).
+  function fmt(x) {
+    if (x === null || x === undefined || !Number.isFinite(x)) return "–";
+    return String(Number(x.toPrecision(4)));
+  }
+
+  // An axis of whole numbers (epochs, trials): ticks on integers only, about 10 of them
+  // up to `largest`, never 1.5 or 2.5.
+  function wholeAxis(title, largest) {
+    const steps = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000];
+    const top = Math.max(largest || 1, 1);
+    const step = steps.find((s) => top / s <= 10) || Math.ceil(top / 10);
+    return { title: { text: title }, gridcolor: "#eef0f3", zeroline: false, tickmode: "linear", tick0: 0, dtick: step, tickformat: "d" };
+  }
+
+  // A log axis with readable ticks: powers of ten when the values span three or more
+  // of them, else 1-2-5 steps, else every digit; each labelled in full (0.02, 0.1),
+  // never plotly's cramped "2 5 0.1 2" minor digits.
+  function logAxis(values) {
+    const v = values.filter((x) => x !== null && x > 0 && Number.isFinite(x));
+    const axis = { type: "log", gridcolor: "#eef0f3", zeroline: false };
+    if (!v.length) return axis;
+    const lo = Math.min(...v) / 1.15;
+    const hi = Math.max(...v) * 1.15;
+    for (const digits of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+      const ticks = [];
+      for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e += 1) {
+        digits.forEach((d) => { const t = d * 10 ** e; if (t >= lo && t <= hi) ticks.push(Number(t.toPrecision(6))); });
+      }
+      if (ticks.length >= 3 || digits.length === 9) {
+        return Object.assign(axis, { tickmode: "array", tickvals: ticks, ticktext: ticks.map(fmt) });
+      }
+    }
+    return axis;
+  }
+
+  // Every chart's layout: titles are the HTML captions above the charts (so the tool
+  // bar never covers one), the legend at the right (never on an axis title).
+  function layout(extra) {
     return Object.assign({
-      title: { text: title, font: { size: 14 }, x: 0.01, xanchor: "left" },
-      margin: { l: 56, r: 16, t: 40, b: 44 },
+      margin: { l: 56, r: 16, t: 30, b: 44 },
       paper_bgcolor: "#fff", plot_bgcolor: "#fff",
-      legend: { orientation: "h", y: -0.2, font: { size: 11 } },
-      xaxis: { title: { text: "epoch" }, gridcolor: "#eef0f3", zeroline: false },
+      showlegend: true,
+      legend: { x: 1.02, xanchor: "left", y: 1, yanchor: "top", font: { size: 11 } },
+      xaxis: wholeAxis("epoch", 10),
       yaxis: { gridcolor: "#eef0f3", zeroline: false },
       hovermode: "closest",
     }, extra || {});
+  }
+
+  // A note in the middle of an empty chart, saying why it is empty.
+  function emptyNote(text) {
+    return [{ text, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 13, color: "#667085" } }];
   }
   const config = { displaylogo: false, responsive: true };
 
@@ -48,5 +91,5 @@ window.metalearn = (function () {
       () => flash("The browser did not allow copying: select the text instead."));
   });
 
-  return { csrf, flash, post, pageData, layout, config };
+  return { csrf, flash, post, pageData, layout, config, fmt, wholeAxis, logAxis, emptyNote };
 })();

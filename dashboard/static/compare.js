@@ -18,8 +18,14 @@
   });
   const many = data.curves.length > 12;
   const legend = many ? { showlegend: false } : {};
-  Plotly.newPlot("loss-chart", loss, m.layout("loss (validation dotted)", Object.assign({ yaxis: { type: "log", gridcolor: "#eef0f3" } }, legend)), m.config);
-  Plotly.newPlot("accuracy-chart", acc, m.layout("validation accuracy", Object.assign({ yaxis: { range: [0, 1], gridcolor: "#eef0f3" } }, legend)), m.config)
+  const largest = Math.max(1, ...data.curves.map((c) => c.epoch.length ? Math.max(...c.epoch) : 0));
+  const lossValues = data.curves.flatMap((c) => c.loss.concat(c.val_loss));
+  Plotly.newPlot("loss-chart", loss, m.layout(Object.assign({ xaxis: m.wholeAxis("epoch", largest), yaxis: m.logAxis(lossValues) }, legend)), m.config);
+  Plotly.newPlot("accuracy-chart", acc, m.layout(Object.assign({
+    xaxis: m.wholeAxis("epoch", largest),
+    yaxis: { range: [0, 1], gridcolor: "#eef0f3" },
+    annotations: acc.length ? [] : m.emptyNote("none of them recorded validation values"),
+  }, legend)), m.config)
     .then(() => { window.metalearnRendered = performance.now(); });
 
   document.getElementById("show-all").addEventListener("change", (event) => {

@@ -1,8 +1,11 @@
-// A task: ask the gateway for a suggested command (SuggestCommand) on demand.
+// A task: ask the gateway for a suggested command (SuggestCommand) on demand, and let a
+// writer queue it (the "Train this" form posts it with the page's CSRF value).
 "use strict";
 (function () {
   const m = window.metalearn;
   const button = document.getElementById("suggest");
+  if (!button) return;  // a task that cannot be profiled: nothing to suggest
+  const sentence = (text) => (/[.!?]$/.test(text.trim()) ? text.trim() : `${text.trim()}.`);
   button.addEventListener("click", async () => {
     button.disabled = true;
     button.textContent = "Asking…";
@@ -10,10 +13,20 @@
       const reply = await fetch(`/tasks/${button.dataset.fingerprint}/suggestion.json`, { credentials: "same-origin" });
       const body = await reply.json();
       if (!reply.ok) throw new Error(body.message || reply.statusText);
-      const sources = body.sources.map((s) => `${s.attempt} (val acc ${s.val_accuracy === null ? "–" : s.val_accuracy.toFixed(3)}, distance ${s.distance === null ? "–" : s.distance.toFixed(3)})`);
+      // The reason is a sentence of its own; its sources are a list under it.
       document.getElementById("suggestion-reason").textContent =
-        body.reason + (sources.length ? ` From: ${sources.join(", ")}.` : "");
+        sentence(body.reason) + (body.sources.length ? " It comes from:" : "");
+      document.getElementById("suggestion-sources").replaceChildren(...body.sources.map((s) => {
+        const item = document.createElement("li");
+        const link = document.createElement("a");
+        link.href = `/attempts/${s.attempt_id}`;
+        link.textContent = s.attempt;
+        item.append(link, ` (val acc ${m.fmt(s.val_accuracy)}, distance ${m.fmt(s.distance)})`);
+        return item;
+      }));
       document.getElementById("suggested-command").textContent = body.command;
+      const command = document.getElementById("train-command");
+      if (command) command.value = body.command;
       document.getElementById("suggestion").hidden = false;
     } catch (err) {
       m.flash(err.message);
