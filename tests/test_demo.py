@@ -21,7 +21,23 @@ def test_the_demo_runs_end_to_end_twice(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         accuracies = [float(a) for a in re.findall(r"complete  accuracy (\d\.\d+)", done.stdout)]
-        assert len(accuracies) == 2 and max(accuracies) >= 0.93, done.stdout[-2000:]
+        # The two LeNets, then the suggested run and the cold trial on the new task.
+        assert len(accuracies) == 4 and max(accuracies[:2]) >= 0.93, done.stdout[-2000:]
+        # The new task has real neighbours in the history, learned from its pairs...
+        fitted = re.search(r"fitted on (\d+) tasks and (\d+) pairs", done.stdout)
+        assert fitted and int(fitted.group(1)) >= 24 and int(fitted.group(2)) > 0
+        assert re.search(r"^   1  [0-9a-f]{12}  \S+/", done.stdout, re.M), done.stdout[-4000:]
+        # ...the suggestion comes from them, and it is set against a cold first trial of
+        # as many epochs, in one line whichever won.
+        assert "metalearn's default command" not in done.stdout
+        verdict = re.search(
+            r"^Warm vs cold on the letters L, M, N, P, R \(new to the history\), 10 epochs"
+            r" each: .* test accuracy, a cold study's first trial .*: the (warm start is"
+            r" (ahead|behind) by \d\.\d{3}|two are level) on the test split",
+            done.stdout,
+            re.M,
+        )
+        assert verdict, done.stdout[-3000:]
         assert "optimizer.name" in done.stdout and "metalearn up: stopped" in done.stdout
         # The dashboard ran beside the stack, and the demo says how to open it.
         assert "dashboard on http://127.0.0.1:" in done.stdout and "make demo UI=1" in done.stdout
