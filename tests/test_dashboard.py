@@ -4,6 +4,7 @@ page shows, against a real gateway (the browser tests are test_dashboard_browser
 from __future__ import annotations
 
 import json
+import queue
 import re
 from collections.abc import Iterator
 
@@ -271,3 +272,307 @@ def fuzz_ui(gateway_server) -> Iterator[httpx.Client]:
         yield signed_in(server, gateway_server.admin_token)
     finally:
         server.stop()
+
+
+# What issue 24 found, looking as an MLflow or optuna-dashboard user would.
+def test_numbers_and_prognoses_read_as_a_person_writes_them() -> None:
+    from dashboard import views
+
+    assert views.human(0.046116328437) == "0.04612"
+    assert (views.human(32.0), views.human(5), views.human("AdamW")) == ("32", "5", "AdamW")
+    assert views.human(True) == "true" and views.human([1, 2]) == "[1, 2]"
+    quiet = {"flags": [], "hopeless": False, "predicted": False, "note": "", "final": None,
+             "low": None, "high": None, "hopeless_reason": ""}  # fmt: skip
+    # No curve model: said so, never a bare "ok".
+    text = views.prognosis_text(quiet, "training", 3, 0.5, 2)
+    assert text == "no rule fired; no prediction: no curve model is fitted yet"
+    told = quiet | {"note": "no curve model fitted yet (0 finished runs)"}
+    assert views.prognosis_text(told, "training", 3, 0.5, 2).endswith("(0 finished runs)")
+    # Pruned at chance (10 labels, loss ln 10 = 2.303): how it stopped, and why.
+    pruned = views.prognosis_text(quiet, "pruned", 2, 2.301, 10)
+    assert pruned.startswith("pruned after epoch 2; its loss 2.301 is what learning nothing")
+    assert "ok" not in pruned.split("; ") and "no rule fired" not in pruned
+    assert views.prognosis_text(None, "pruned", 1, 0.4, 10) == "pruned after epoch 1"
+    predicted = quiet | {"predicted": True, "final": 0.9, "low": 0.85, "high": 0.95}
+    assert views.prognosis_text(predicted, "training", 4, 0.3, 2).endswith(
+        "final val accuracy 0.900 (0.850\u20130.950)"
+    )
+
+
+def test_the_tasks_page_shows_one_row_per_task_and_a_failed_one_sensibly(gateway, ui) -> None:
+    labels = [f"digits/{i}" for i in range(10)]
+    rows = [  # three versions of the ten digits (re-imported), and labels with no images
+        (f"{i:064x}", "READY" if i else "FAILED", labels) for i in (1, 2, 3)
+    ] + [("missing:" + "e" * 64, "FAILED", ["dog"]), ("f" * 64, "READY", ["cat", "dog"])]
+    with psycopg.connect(gateway.database_url) as conn:
+        for fingerprint, state, names in rows:
+            conn.execute(
+                "INSERT INTO tasks (fingerprint, key, label_names, image_ops, state, error)"
+                " VALUES (%s, %s, %s, '[]', %s, %s)",
+                (fingerprint, ",".join(names), json.dumps(names), state,
+                 "labels without images: dog" if fingerprint.startswith("missing") else ""),
+            )  # fmt: skip
+    client = signed_in(ui, gateway.admin_token)
+    page = client.get("/tasks").text
+    shown = re.findall(r'<tr data-fingerprint="([^"]+)">', page)
+    # The newest usable version of the digits (id 3), once; the others once each.
+    assert sorted(shown) == sorted([f"{3:064x}", "missing:" + "e" * 64, "f" * 64])
+    assert "3 versions" in page and "no images" in page
+    assert "labels without images: dog" in page
+    # A failed task's page opens, says why, and offers no suggestion to train.
+    failed = client.get("/tasks/missing:" + "e" * 64)
+    assert failed.status_code == 200 and 'id="no-suggestion"' in failed.text
+    assert 'id="suggest"' not in failed.text
+
+
+def _prototype(gateway) -> int:
+    from tests.conftest import SEED
+
+    with Client(gateway.address, token=gateway.admin_token) as client:
+        [made] = client.import_attempts([documents.attempt_from_json(SEED.read_text())]).attempts
+    return int(made.id)
+
+
+def test_the_imported_prototype_shows_its_accuracy_and_why_it_cannot_be_tested(gateway, ui) -> None:
+    attempt_id = _prototype(gateway)
+    page = signed_in(ui, gateway.admin_token).get(f"/attempts/{attempt_id}").text
+    assert re.search(r'id="test-accuracy">0\.1650', page)
+    # Its labels have no images here: Test is there but off, saying why.
+    assert re.search(r'id="test" data-action="test"\s+disabled', page)
+    assert 'id="no-test"' in page and "American Hairless Terrier" in page
+    data = json.loads(re.search(r'id="page-data">(.*?)</script>', page, re.S).group(1))
+    assert data["has_validation"] is False  # the chart says so (test_dashboard_browser)
+    assert "metalearn train --file command.json --name NAME" in page
+
+
+def test_train_names_its_flags_as_the_attempt_page_says() -> None:
+    import contextlib
+    import io
+
+    from metalearn.cli import main
+
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+        main(["train", "--help"])
+    assert "--file FILE" in help_text.getvalue() and "--name NAME" in help_text.getvalue()
+
+
+def _post_form(client: httpx.Client, url: str, **fields: str) -> httpx.Response:
+    return client.post(url, data={"csrf": client.cookies["metalearn_csrf"], **fields})
+
+
+def test_the_owner_edits_tags_and_a_note_kept_as_a_tag(gateway, ui) -> None:
+    from dashboard import actions, views
+    from gateway.validation import MAX_TAG_VALUE_CHARS
+
+    assert actions.MAX_NOTE_CHARS == MAX_TAG_VALUE_CHARS
+    writer = gateway.make_token("notes-writer", "writer")
+    reader = gateway.make_token("notes-reader", "reader")
+    [attempt_id] = store(gateway, make_attempt("noted", draft="yes"), token=writer)
+    owner = signed_in(ui, writer)
+    assert 'id="notes-form"' in owner.get(f"/attempts/{attempt_id}").text
+    url = f"/attempts/{attempt_id}/notes"
+    note = f"lr too high?\nsee {XSS}"
+    reply = _post_form(owner, url, tags="team = vision\n\nstage=a=b\n", note=note)
+    assert reply.status_code == 303 and reply.headers["location"] == f"/attempts/{attempt_id}"
+    with Client(gateway.address, token=writer) as client:
+        tags = dict(client.get("noted").tags)
+    assert tags == {"team": "vision", "stage": "a=b", views.NOTE_TAG: note}
+    page = owner.get(f"/attempts/{attempt_id}").text
+    assert "lr too high?" in page and XSS not in page and "team=vision" in page
+    # Mistakes are pages naming the field; nothing is written.
+    too_long = _post_form(owner, url, tags="", note="x" * (MAX_TAG_VALUE_CHARS + 1))
+    assert too_long.status_code == 400 and "<code>note</code>" in too_long.text
+    no_equals = _post_form(owner, url, tags="team vision", note="")
+    assert no_equals.status_code == 400 and "line 1: write key=value" in no_equals.text
+    bad_key = _post_form(owner, url, tags="bad key=1", note="")
+    assert bad_key.status_code == 400 and "keys are 1-63 letters" in bad_key.text
+    assert owner.post(url, data={"tags": "x=1"}).status_code == 403  # no CSRF value
+    with Client(gateway.address, token=writer) as client:
+        assert dict(client.get("noted").tags) == tags
+    # A reader sees the note but no form, and the gateway refuses a forged one.
+    as_reader = signed_in(ui, reader)
+    assert 'id="notes-form"' not in as_reader.get(f"/attempts/{attempt_id}").text
+    refused = _post_form(as_reader, url, tags="x=1", note="")
+    assert refused.status_code == 403 and "PERMISSION_DENIED" in refused.text
+
+
+def test_the_attempts_table_downloads_as_csv_honouring_its_filter(gateway, ui, monkeypatch) -> None:
+    import csv
+    import io
+
+    from dashboard import listing
+
+    awkward = make_attempt("csv-0", labels=("=cmd|calc", 'say "hi", then'), note="a,b\nc")
+    store(gateway, awkward, *(make_attempt(f"csv-{i}") for i in range(1, 5)), make_attempt("x"))
+    client = signed_in(ui, gateway.admin_token)
+    page = client.get("/attempts", params={"filter": 'name = "csv-*"', "sort": "id"}).text
+    link = re.search(r'<a href="([^"]+)" id="csv-link"', page).group(1).replace("&amp;", "&")
+    assert link.startswith("/attempts.csv?") and "filter=" in link and "sort=id" in link
+    reply = client.get(link)
+    assert reply.headers["content-type"].startswith("text/csv")
+    assert "attachment" in reply.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(reply.text)))
+    assert [r["name"] for r in rows] == [f"csv-{i}" for i in range(5)]
+    # Quoting survives commas, quotes and newlines; a formula is never a formula.
+    assert rows[0]["labels"] == '\'=cmd|calc; say "hi", then'
+    assert rows[0]["tags"] == "note=a,b\nc"
+    # Bounded, read a page at a time.
+    monkeypatch.setattr(listing, "MAX_CSV_ROWS", 3)
+    monkeypatch.setattr(listing, "CSV_PAGE", 2)
+    bounded = list(csv.DictReader(io.StringIO(client.get(link).text)))
+    assert [r["name"] for r in bounded] == ["csv-0", "csv-1", "csv-2"]
+    bad = client.get("/attempts.csv", params={"filter": "name ="})
+    assert bad.status_code == 400
+
+
+def _labels_with_images(gateway, labels: tuple[str, ...]) -> None:
+    from tests.test_lying_trainer import five_images_each
+
+    five_images_each(gateway, labels)
+
+
+def test_a_writer_trains_a_suggested_command_from_the_task_page(gateway, ui) -> None:
+    from google.protobuf import json_format
+
+    _labels_with_images(gateway, ("0", "1"))
+    command = make_attempt("x", labels=("0", "1")).training_commands
+    text = json.dumps(json_format.MessageToDict(command, preserving_proto_field_name=True))
+    fingerprint = "a" * 64
+    writer = gateway.make_token("train-writer", "writer")
+    reader = gateway.make_token("train-reader", "reader")
+    as_writer = signed_in(ui, writer)
+    url = f"/tasks/{fingerprint}/train"
+    reply = _post_form(as_writer, url, name="from-suggestion", command=text)
+    assert reply.status_code == 303, reply.text
+    with Client(gateway.address, token=writer) as client:
+        queued = client.get("from-suggestion")
+    assert reply.headers["location"] == f"/attempts/{queued.id}"
+    assert queued.owner == "train-writer" and queued.training_commands == command
+    # The same name again is refused, not trained over.
+    again = _post_form(as_writer, url, name="from-suggestion", command=text)
+    assert again.status_code == 409 and "choose another name" in again.text
+    assert _post_form(as_writer, url, name="y", command="[1]").status_code == 400
+    assert _post_form(as_writer, url, name="y", command='{"batchsize": 3}').status_code == 400
+    refused = _post_form(signed_in(ui, reader), url, name="by-reader", command=text)
+    assert refused.status_code == 403
+    assert as_writer.post(url, data={"name": "z", "command": text}).status_code == 403  # CSRF
+
+
+def test_the_train_this_button_is_for_writers_only(gateway, ui) -> None:
+    with psycopg.connect(gateway.database_url) as conn:
+        conn.execute(
+            "INSERT INTO tasks (fingerprint, key, label_names, image_ops, state)"
+            " VALUES (%s, 'k', '[\"0\", \"1\"]', '[]', 'READY')",
+            ("b" * 64,),
+        )
+    reader = gateway.make_token("task-reader", "reader")
+    assert 'id="train-form"' in signed_in(ui, gateway.admin_token).get(f"/tasks/{'b' * 64}").text
+    assert 'id="train-form"' not in signed_in(ui, reader).get(f"/tasks/{'b' * 64}").text
+
+
+def test_a_broken_watch_is_opened_again_from_the_last_epoch_seen() -> None:
+    import asyncio
+
+    from dashboard.streams import Reconnecting, resilient
+    from metalearn.client import MetalearnError
+
+    opened: list[int] = []
+    seen = {"epoch": 0}
+
+    async def watch():  # two epochs, a gateway restart, then the rest
+        start = seen["epoch"]
+        opened.append(start)
+        for epoch in range(start + 1, 5):
+            if len(opened) == 1 and epoch == 3:
+                raise MetalearnError("UNAVAILABLE", "this gateway is stopping")
+            yield epoch
+
+    async def collect() -> list[object]:
+        found: list[object] = []
+        async for item in resilient(lambda: watch(), backoff=(0.0,)):
+            if isinstance(item, int):
+                seen["epoch"] = item
+            found.append(item)
+        return found
+
+    items = asyncio.run(collect())
+    assert [i for i in items if isinstance(i, int)] == [1, 2, 3, 4]
+    assert opened == [0, 2]  # resumed after epoch 2, nothing twice
+    [retry] = [i for i in items if isinstance(i, Reconnecting)]
+    assert retry.tries == 1 and "stopping" in retry.message
+
+    async def refused():
+        raise MetalearnError("PERMISSION_DENIED", "no")
+        yield
+
+    async def drain() -> None:
+        async for _ in resilient(refused, backoff=(0.0,)):
+            pass
+
+    with pytest.raises(MetalearnError):
+        asyncio.run(drain())
+
+
+def _events(client: httpx.Client, url: str, into: queue.Queue[tuple[str, dict]]) -> None:
+    """Reads server-sent events into a queue as (event, data) until the stream ends."""
+    kind = ""
+    with client.stream("GET", url, timeout=httpx.Timeout(120, read=120)) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                into.put((kind, json.loads(line.removeprefix("data: "))))
+    into.put(("closed", {}))
+
+
+def _next(events: queue.Queue[tuple[str, dict]], kind: str) -> dict:
+    while True:
+        got, data = events.get(timeout=60)
+        if got == kind:
+            return data
+        assert got != "closed", f"the stream closed before a {kind} event"
+
+
+def test_the_live_page_follows_its_attempt_across_a_gateway_restart(postgres_url) -> None:
+    import threading
+
+    from gateway.config import GatewayConfig
+    from gateway.inprocess import GatewayThread
+    from tests.harness import fresh_database
+    from tests.test_lying_trainer import five_images_each
+
+    url = fresh_database(postgres_url, "dashboard_restart")
+    first = GatewayThread(url, GatewayConfig(listen="127.0.0.1:0", database_url=url)).start()
+    port, token = first.port, first.admin_token
+    five_images_each(first)
+    ui = start_ui(first)
+    second = None
+    try:
+        with Client(first.address, token=token) as client:  # no trainer: it stays QUEUED
+            queued = client.train(
+                "survivor", make_attempt("x", labels=("0", "1")).training_commands
+            )
+        events: queue.Queue[tuple[str, dict]] = queue.Queue()
+        reader = threading.Thread(
+            target=_events,
+            args=(signed_in(ui, token), f"/attempts/{queued.id}/events", events),
+            daemon=True,
+        )
+        reader.start()
+        assert _next(events, "status")["status"] == "queued"
+        first.stop()
+        assert "message" in _next(events, "reconnecting")
+        config = GatewayConfig(listen=f"127.0.0.1:{port}", database_url=url)
+        second = GatewayThread(url, config).start()
+        # The dashboard watches again (the same token: tokens live in the database)...
+        assert _next(events, "status")["status"] == "queued"
+        with Client(second.address, token=token) as client:
+            client.cancel("survivor")
+        # ...and the page sees what happened after the restart, to the end.
+        assert _next(events, "status")["status"] == "cancelled"
+        _next(events, "end")
+    finally:
+        ui.stop()
+        if second is not None:
+            second.stop()
