@@ -35,6 +35,7 @@ SEED = ROOT / "tests" / "fixtures" / "attempt_american_dog_species_3.json"
 LENET = ROOT / "examples" / "digits_lenet.json"
 STUDY = ROOT / "examples" / "digits_study.json"
 LETTERS = ROOT / "examples" / "letters_study.json"
+TINY_LR = ROOT / "examples" / "digits_lenet_tiny_lr.json"
 # Where the plot goes (the tests point it elsewhere).
 OUTPUT = Path(os.environ.get("METALEARN_DEMO_OUTPUT", ROOT / "demo-output"))
 # `make demo UI=1`: the dashboard on its usual port, and the stack left up until Ctrl-C.
@@ -121,11 +122,7 @@ def main() -> int:
             )
             # A learning rate far too small: at chance from the first epoch. Opted in to
             # stop when hopeless, it ends PRUNED after a few epochs instead of ten.
-            tiny = json.loads(LENET.read_text())
-            tiny["optimizer"] = {"name": "SGD", "lr": 1e-5}
-            tiny_file = Path(tmp) / "digits_lenet_tiny_lr.json"
-            tiny_file.write_text(json.dumps(tiny))
-            run("train", "--file", str(tiny_file), "--name", "lenet-hopeless",
+            run("train", "--file", str(TINY_LR), "--name", "lenet-hopeless",
                 "--stop-when-hopeless", "--follow", address=address)  # fmt: skip
             run("test", "lenet-adam", "--follow", address=address)
             run("test", "lenet-sgd", "--follow", address=address)
