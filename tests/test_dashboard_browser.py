@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -110,8 +111,8 @@ class Stage:
     def open(self, path: str) -> None:
         self.driver.get(f"{self.ui.url}{path}")
 
-    def script(self, selector: str) -> Any:
-        return self.driver.execute_script(selector)
+    def script(self, selector: str, *args: Any) -> Any:
+        return self.driver.execute_script(selector, *args)
 
     def close(self) -> None:
         self._stop.set()
@@ -122,13 +123,49 @@ class Stage:
 
 
 def recorded_runs(count: int) -> list[Any]:
-    import gzip
+    from metalearn.examples.history import history, table
 
-    from bench.metalearning.build_table import TABLE
-    from bench.metalearning.export import history
+    return history(table())[:count]
 
-    with gzip.open(TABLE, "rt") as f:
-        return history(json.load(f))[:count]
+
+def tick_texts(stage: Stage, chart: str, axis: str) -> list[str]:
+    """The tick labels a chart drew on an axis ("x" or "y"), as the user reads them."""
+    return stage.script(
+        f"return Array.from(document.querySelectorAll('#{chart} .{axis}tick text'))"
+        ".map((t) => t.textContent)"
+    )
+
+
+def boxes_overlap(stage: Stage, first: str, second: str) -> bool:
+    """Whether any element matching `first` overlaps any matching `second` on screen."""
+    return bool(
+        stage.script(
+            "const rects = (s) => Array.from(document.querySelectorAll(s))"
+            ".map((e) => e.getBoundingClientRect()).filter((r) => r.width && r.height);"
+            "const a = rects(arguments[0]), b = rects(arguments[1]);"
+            "return a.some((r) => b.some((q) => r.left < q.right && q.left < r.right"
+            " && r.top < q.bottom && q.top < r.bottom));",
+            first,
+            second,
+        )
+    )
+
+
+def readable_log_ticks(stage: Stage, chart: str) -> None:
+    """Each label of the chart's log axis says its own value in full (never plotly's
+    lone minor digits "2 5 0.1 2"), and they do not crowd each other."""
+    axis = stage.script(
+        f"const a = document.getElementById('{chart}')._fullLayout.yaxis;"
+        "return {type: a.type, tickmode: a.tickmode, tickvals: a.tickvals, ticktext: a.ticktext}"
+    )
+    assert axis["type"] == "log"
+    if axis["tickmode"] == "array":  # a range of a factor 3 or more: ticks of our own
+        for value, text in zip(axis["tickvals"], axis["ticktext"], strict=True):
+            assert abs(float(text) - value) <= 1e-9 + 1e-3 * value, (value, text)
+    texts = tick_texts(stage, chart, "y")
+    assert texts and len(texts) == len(set(texts)) <= 10, texts
+    values = [float(t.replace("\u2212", "-")) for t in texts]
+    assert values == sorted(values), texts  # every label its own value, in order
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +275,19 @@ def test_a_running_attempts_chart_gains_points_as_epochs_arrive(stage) -> None:
         cue.put(n)
         wait_for(lambda n=n: points() == n, f"epoch {n} on the chart")
         assert stage.driver.find_element(By.ID, "epochs").text == str(n)
+    # The facts follow the epochs: the best validation accuracy so far (0.5 + 0.1 n).
+    wait_for(lambda: stage.driver.find_element(By.ID, "best-val").text == "0.8000", "best val")
+    # Whole epochs on the axes, never 1.5 or 2.5.
+    for chart in ("loss-chart", "accuracy-chart"):
+        wait_for(lambda c=chart: tick_texts(stage, c, "x"), "the ticks")
+        assert all(t.isdigit() for t in tick_texts(stage, chart, "x")), tick_texts(
+            stage, chart, "x"
+        )
+    readable_log_ticks(stage, "loss-chart")
+    # No curve model here: the prognosis says so, never a bare "ok".
+    wait_for(lambda: stage.driver.find_elements(By.ID, "prognosis-text"), "a prognosis")
+    told = stage.driver.find_element(By.ID, "prognosis").text
+    assert "no prediction" in told and not told.rstrip().endswith("ok"), told
     screenshot(stage.driver, "attempt-live")
     cue.put(4)
     # Trained: the status changes on the page, which reloads with the weights' link.
@@ -273,6 +323,9 @@ def test_a_tested_attempt_shows_its_confusion_matrix(stage) -> None:
         [3, 1], [1, 3],
     ]  # fmt: skip
     assert "cat" in stage.driver.find_element(By.ID, "per-label").text
+    # The axis titles sit beside the tick labels, not on them.
+    assert not boxes_overlap(stage, "#confusion-chart .ytitle", "#confusion-chart .ytick text")
+    assert not boxes_overlap(stage, "#confusion-chart .xtitle", "#confusion-chart .xtick text")
     stage.script("document.getElementById('per-label').scrollIntoView()")
     screenshot(stage.driver, "attempt-tested")
     assert console_errors(stage.driver) == []
@@ -305,6 +358,8 @@ def test_compare_shows_exactly_the_differing_fields(stage) -> None:
     # For the README: eight recorded runs of one task, their curves and what differs.
     stage.open("/compare?id=" + ",".join(str(a.id) for a in stage.history[8:64:7]))
     wait_for(lambda: stage.script("return window.metalearnRendered !== undefined"), "the charts")
+    readable_log_ticks(stage, "loss-chart")
+    assert all(t.isdigit() for t in tick_texts(stage, "loss-chart", "x"))
     screenshot(stage.driver, "compare")
     assert console_errors(stage.driver) == []
 
@@ -341,9 +396,136 @@ def test_a_study_page_updates_while_the_study_runs(stage) -> None:
         "the finished study",
         timeout=60,
     )
-    screenshot(stage.driver, "study")
+    assert console_errors(stage.driver) == []
+
+
+def pruning(calls: Any, release: threading.Event) -> Any:
+    """Trials by turns good and bad: a bad one's first epoch is at 0.3 (below every
+    complete trial, so the median pruner stops it), then it waits to be cancelled."""
+
+    def script(request: Any) -> Iterator[Any]:
+        k = next(calls)
+        yield started()
+        if k in (1, 4):
+            yield epoch(1, loss=2.3, val_loss=2.3, val_accuracy=0.3)
+            release.wait(60)
+            return
+        for n in range(1, 4):
+            yield epoch(n, loss=1.0 / n, val_loss=1.1 / n, val_accuracy=0.6 + 0.04 * k + 0.05 * n)
+        yield from chunks("weights", b"w" * 2500, 3)
+        yield finished()
+
+    return script
+
+
+def test_a_study_shows_pruned_trials_dimmed_and_its_parameters_importance(stage) -> None:
+    import itertools
+
+    from selenium.webdriver.common.by import By
+
+    release = threading.Event()
+    stage.trainer.train_script = pruning(itertools.count(), release)
+    study = {
+        "name": "pruned-study",
+        "base_command": _lenet_doc(),
+        "search_space": [
+            {"path": "optimizer.lr", "float": {"low": 0.0001, "high": 0.1, "log": True}},
+            {"path": "optimizer.name", "categorical": {"values": ["AdamW", "SGD"]}},
+            {"path": "batch_size", "int": {"low": 8, "high": 64}},
+        ],
+        "objective": "OBJECTIVE_BEST_VAL_ACCURACY",
+        "n_trials": 5,
+        "max_parallel": 1,
+        "seed": 3,
+        "pruner": {"name": "median", "args": {"n_startup_trials": 1, "n_warmup_steps": 0}},
+    }
+    try:
+        with stage.client() as client:
+            client.create_study(study)
+            wait_for(lambda: client.study("pruned-study").state == 3, "the study's end", 120)
+    finally:
+        release.set()
+    stage.open("/studies/pruned-study")
+    wait_for(
+        lambda: stage.script("return document.querySelectorAll('#trials tbody tr').length") == 5,
+        "the trials",
+    )
+    states = [e.text for e in stage.driver.find_elements(By.CSS_SELECTOR, "#trials td .chip")]
+    assert states.count("pruned") == 2 and states.count("complete") == 3, states
+    # Parameters rounded for people, categories without JSON's quotes.
+    table = stage.driver.find_element(By.ID, "trials").text
+    assert '"' not in table, table
+    digits = [len(n.replace(".", "").lstrip("0")) for n in re.findall(r"\d+\.\d+", table)]
+    assert max(digits) <= 4, table
+    parallel = "document.getElementById('parallel-chart')"
+    wait_for(lambda: stage.script(f"return {parallel}.data && {parallel}.data.length"), "lines")
+    lines = stage.script(
+        f"return {parallel}.data.filter((t) => t.mode === 'lines+markers')"
+        ".map((t) => [t.opacity, t.line.width, t.line.dash || ''])"
+    )
+    # Every trial that reported a value: the pruned ones too, dimmed and dotted.
+    assert len(lines) == 5
+    assert sorted(o for o, _, _ in lines) == [0.55, 0.55, 1, 1, 1]
+    assert all(w >= 2.5 for o, w, _ in lines if o == 1) and all(
+        d == "dot" for o, _, d in lines if o < 1
+    )
+    labels = stage.script(f"return {parallel}.layout.annotations.map((a) => a.text)")
+    assert "AdamW" in labels or "SGD" in labels
+    assert not any('"' in t for t in labels), labels
+    numbers = [t for t in labels if re.fullmatch(r"[\d.e+-]+", t)]
+    assert numbers and all(len(t.replace(".", "").lstrip("0")) <= 4 for t in numbers), labels
+    # Optuna's importances (fANOVA over the 3 complete trials), one bar per parameter.
+    bars = stage.script("return document.getElementById('importance-chart').data[0].y")
+    assert sorted(bars) == ["batch_size", "optimizer.lr", "optimizer.name"]
+    # Whole epochs and trials; captions clear of the tool bar; no axis title on a legend.
+    for chart in ("history-chart", "intermediate-chart"):
+        assert all(t.isdigit() for t in tick_texts(stage, chart, "x")), chart
+        assert not boxes_overlap(stage, f"#{chart} .xtitle", f"#{chart} .legend")
+        caption = f"#{chart}"
+        assert not boxes_overlap(
+            stage, f"figure:has({caption}) figcaption", f"{caption} .modebar-group"
+        )
+    stage.driver.set_window_size(1400, 1900)  # the whole page: every chart and the table
+    try:
+        screenshot(stage.driver, "study")
+    finally:
+        stage.driver.set_window_size(1400, 1000)
     stage.open("/studies")
+    best = {
+        row.find_element(By.CSS_SELECTOR, "td.name").text: row.find_elements(
+            By.CSS_SELECTOR, "td.n"
+        )[1].text
+        for row in stage.driver.find_elements(By.CSS_SELECTOR, "#studies tbody tr")
+    }
+    assert best["ui-study"] == "0.8000" and best["pruned-study"] != "\u2013", best
     screenshot(stage.driver, "studies")
+    assert console_errors(stage.driver) == []
+
+
+def test_the_imported_prototype_says_what_it_lacks(stage) -> None:
+    from selenium.webdriver.common.by import By
+
+    from metalearn import documents
+    from tests.conftest import SEED
+
+    with stage.client() as client:
+        if _exists(client, "american_dog_species_3"):
+            made = client.get("american_dog_species_3")
+        else:
+            [made] = client.import_attempts(
+                [documents.attempt_from_json(SEED.read_text())]
+            ).attempts
+    stage.open(f"/attempts/{made.id}")
+    chart = "document.getElementById('accuracy-chart')"
+    wait_for(lambda: stage.script(f"return {chart}.layout !== undefined"), "the charts")
+    notes = stage.script(f"return {chart}.layout.annotations.map((a) => a.text)")
+    assert notes == ["this attempt recorded no validation values"]
+    assert stage.driver.find_element(By.ID, "test-accuracy").text.startswith("0.1650")
+    test = stage.driver.find_element(By.ID, "test")
+    assert not test.is_enabled() and "no images" in test.get_attribute("title").lower()
+    assert "no images here" in stage.driver.find_element(By.ID, "no-test").text
+    readable_log_ticks(stage, "loss-chart")
+    screenshot(stage.driver, "attempt-imported")
     assert console_errors(stage.driver) == []
 
 
@@ -370,7 +552,26 @@ def test_the_tasks_pages_render(stage) -> None:
     stage.driver.find_element(By.ID, "suggest").click()
     wait_for(lambda: stage.driver.find_element(By.ID, "suggested-command").text, "a suggestion")
     assert '"label_names"' in stage.driver.find_element(By.ID, "suggested-command").text
+    # The reason is a sentence of its own, its sources a list beneath it.
+    reason = stage.driver.find_element(By.ID, "suggestion-reason").text
+    assert not re.search(r"[a-z] From:", reason), reason
+    stage.driver.find_element(By.ID, "train-name").clear()
+    stage.driver.find_element(By.ID, "train-name").send_keys("suggested-run")
     screenshot(stage.driver, "task")
+    stage.trainer.train_script = lambda request: iter([started()])
+    stage.driver.find_element(By.ID, "train-this").click()
+    wait_for(lambda: re.search(r"/attempts/\d+$", stage.driver.current_url), "the new attempt")
+    assert stage.driver.find_element(By.ID, "attempt-name").text == "suggested-run"
     stage.open("/tasks")
+    # One row per task, however many versions the gateway keeps.
+    rows = [
+        e.get_attribute("data-fingerprint")
+        for e in stage.driver.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+    ]
+    labels = [
+        e.text
+        for e in stage.driver.find_elements(By.CSS_SELECTOR, "#tasks tbody tr td:nth-child(2)")
+    ]
+    assert len(rows) == len(set(rows)) and len(labels) == len(set(labels)), labels
     screenshot(stage.driver, "tasks")
     assert console_errors(stage.driver) == []

@@ -43,13 +43,15 @@ window.metalearn = (function () {
 
   // A log axis with readable ticks: powers of ten when the values span three or more
   // of them, else 1-2-5 steps, else every digit; each labelled in full (0.02, 0.1),
-  // never plotly's cramped "2 5 0.1 2" minor digits.
+  // never plotly's cramped "2 5 0.1 2" minor digits. A narrow range keeps plotly's.
   function logAxis(values) {
     const v = values.filter((x) => x !== null && x > 0 && Number.isFinite(x));
     const axis = { type: "log", gridcolor: "#eef0f3", zeroline: false };
     if (!v.length) return axis;
     const lo = Math.min(...v) / 1.15;
     const hi = Math.max(...v) * 1.15;
+    // Within a factor of 3 plotly labels a log axis like a linear one (2.16 2.18 2.2).
+    if (hi / lo < 3) return axis;
     for (const digits of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
       const ticks = [];
       for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e += 1) {

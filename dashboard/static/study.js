@@ -66,10 +66,18 @@
     if (!Number.isFinite(lo) || !Number.isFinite(hi)) { lo = 0; hi = 1; }
     const span = f(hi) - f(lo);
     const at = (v) => (span > 0 ? (f(v) - f(lo)) / span : 0.5);
-    const ticks = [0, 0.25, 0.5, 0.75, 1].map((q) => {
-      const v = log ? 10 ** (f(lo) + q * span) : lo + q * span;
-      return [q, m.fmt(v)];
-    });
+    // Round values for ticks: powers of ten on a log axis, 1-2-5 steps on a linear one.
+    let marks = [];
+    if (log) {
+      for (let e = Math.ceil(f(lo) - 1e-9); e <= Math.floor(f(hi) + 1e-9); e += 1) marks.push(10 ** e);
+    } else if (span > 0) {
+      const raw = span / 4;
+      const unit = 10 ** Math.floor(Math.log10(raw));
+      const step = [1, 2, 5, 10].map((k) => k * unit).find((k) => k >= raw);
+      for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) marks.push(v);
+    }
+    if (marks.length < 2) marks = [lo, hi];
+    const ticks = marks.map((v) => [at(v), m.fmt(v)]);
     return { label, at, ticks: span > 0 ? ticks : [[0.5, m.fmt(lo)]] };
   }
 
@@ -111,7 +119,7 @@
     const shapes = [];
     axes.forEach((a, i) => {
       shapes.push({ type: "line", x0: i, x1: i, y0: 0, y1: 1, line: { color: "#667085", width: 1 } });
-      annotations.push({ x: i, y: 1.04, text: `<b>${a.label}</b>`, showarrow: false, yanchor: "bottom", font: { size: 12 } });
+      annotations.push({ x: i, y: 1.04, text: a.label, showarrow: false, yanchor: "bottom", font: { size: 12, color: "#1d2330" } });
       a.ticks.forEach(([at, text]) => annotations.push({ x: i, y: at, text, showarrow: false, xanchor: "right", xshift: -4, font: { size: 11, color: "#344054" }, bgcolor: "rgba(255,255,255,0.75)" }));
     });
     if (!shown.length) annotations.push(...m.emptyNote("no trial has reported a value yet"));
