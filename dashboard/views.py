@@ -425,9 +425,17 @@ def task_row(t: task_pb2.Task) -> dict[str, Any]:
         "input_shape": list(t.profile.input_shape),
         "attempts": t.attempts,
         "best_val_accuracy": number(t.best_val_accuracy) or None,
-        "error": t.error,
+        "error": _task_error(t, missing),
         "profiled": when(t.profile_time),
     }
+
+
+def _task_error(t: task_pb2.Task, missing: bool) -> str:
+    """Why a task failed, without repeating its labels when none of them has images."""
+    named = t.error.removeprefix("labels without images: ")
+    if missing and set(named.split(", ")) >= set(t.label_names):
+        return "none of these labels has images here (imported history?)"
+    return t.error
 
 
 def distinct_tasks(tasks: Sequence[task_pb2.Task]) -> list[dict[str, Any]]:

@@ -318,7 +318,7 @@ def test_the_tasks_page_shows_one_row_per_task_and_a_failed_one_sensibly(gateway
     # The newest usable version of the digits (id 3), once; the others once each.
     assert sorted(shown) == sorted([f"{3:064x}", "missing:" + "e" * 64, "f" * 64])
     assert "3 versions" in page and "no images" in page
-    assert "labels without images: dog" in page
+    assert "none of these labels has images here" in page
     # A failed task's page opens, says why, and offers no suggestion to train.
     failed = client.get("/tasks/missing:" + "e" * 64)
     assert failed.status_code == 200 and 'id="no-suggestion"' in failed.text

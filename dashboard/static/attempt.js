@@ -13,7 +13,7 @@
 
   const lossTraces = [
     { name: "training", x: c.epoch.slice(), y: c.loss.slice(), mode: "lines+markers" },
-    { name: "validation", x: c.epoch.slice(), y: c.val_loss.slice(), mode: "lines+markers", line: { dash: "dot" } },
+    { name: "validation", x: c.epoch.slice(), y: c.val_loss.slice(), mode: "lines+markers", line: { dash: "dot" }, showlegend: data.has_validation || data.running },
   ];
   const accTraces = [
     { name: "validation", x: c.epoch.slice(), y: c.val_accuracy.slice(), mode: "lines+markers", showlegend: false },
