@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from typing import Any, TypeVar
 
@@ -82,6 +83,11 @@ def attempt_from_document(doc: dict[str, Any]) -> attempt_pb2.Attempt:
             hint = f'did you mean "{close[0]}"?' if close else f"one of {', '.join(spellings)}"
             raise DocumentError(f'status: unknown status "{status}"; {hint}')
         doc["status"] = _STATUS_VALUES[status.lower()]
+    result = doc.get("test_result")
+    if isinstance(result, dict) and isinstance(result.get("confusion_matrix"), list):
+        rows = result["confusion_matrix"]
+        if all(isinstance(row, list) for row in rows):  # as `plain` writes it
+            doc["test_result"] = {**result, "confusion_matrix": [n for r in rows for n in r]}
     return parse(doc, attempt_pb2.Attempt(), "")
 
 
@@ -90,9 +96,39 @@ def parse(doc: Any, message: M, where: str) -> M:
     as written, where it is (`where` names the root: "training_commands", or "" for a
     document) and, for a misspelt name, the nearest valid one."""
     try:
-        return json_format.ParseDict(doc, message)
+        return json_format.ParseDict(_enum_names(message.DESCRIPTOR, doc), message)
     except json_format.ParseError as err:
         raise DocumentError(_one_line(str(err), message.DESCRIPTOR, where)) from None
+
+
+def _enum_names(descriptor: Any, doc: Any) -> Any:
+    """`doc` with enums written as `plain` writes them ("Ready", "best_val_accuracy")
+    given their full names, which is what proto JSON reads: what a command prints, it
+    reads back."""
+    if not isinstance(doc, dict) or descriptor.full_name in _OPAQUE:
+        return doc
+    out = dict(doc)
+    for key, value in doc.items():
+        field = descriptor.fields_by_name.get(key)
+        if field is None:
+            continue
+        if field.enum_type is not None:
+            values = value if isinstance(value, list) else [value]
+            named = [_enum_name(field.enum_type, v) for v in values]
+            out[key] = named if isinstance(value, list) else named[0]
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            if isinstance(value, list):
+                out[key] = [_enum_names(field.message_type, v) for v in value]
+            else:
+                out[key] = _enum_names(field.message_type, value)
+    return out
+
+
+def _enum_name(enum: Any, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    number = enum_value(enum, value)
+    return enum.values_by_number[number].name if number is not None else value
 
 
 _UNKNOWN = re.compile(r'Message type "([\w.]+)" has no field named "(.*?)" at "(.*?)"')
@@ -135,39 +171,91 @@ def integral(value: Any) -> Any:
 
 
 def plain(message: Message) -> dict[str, Any]:
-    """A message as JSON for scripts: proto field names, every field present, 64-bit
-    integers as numbers and statuses spelt as in `STATUS_SPELLING`."""
+    """A message as JSON for scripts: proto field names in the proto's order, every field
+    present (an unset message is null), 64-bit integers as numbers, every enum spelt as a
+    status is (`enum_spelling`), maps sorted by key, a confusion matrix as rows."""
     doc = json_format.MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return _numbers(message.DESCRIPTOR, doc)
+    return _tidy(message.DESCRIPTOR, doc)
 
 
-def _numbers(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    """Proto JSON's 64-bit integer strings as numbers, and status names spelt ours."""
+def enum_spelling(enum: Any, name: str) -> str:
+    """The one JSON spelling of every enum value, the prototype's of a status: the type's
+    prefix dropped, capitalized ("TASK_STATE_READY" -> "Ready", "ATTEMPT_STATUS_COMPLETE"
+    -> "Complete"). `enum_value` reads it back, in any case."""
+    return name.removeprefix(_enum_prefix(enum)).capitalize()
+
+
+def enum_value(enum: Any, text: str) -> int | None:
+    """The number of an enum value written as `enum_spelling` writes it, or by its full
+    name, in any case; None when it is neither."""
+    wanted = text.strip().upper().replace(" ", "_")
+    for value in enum.values:
+        if wanted in (value.name, value.name.removeprefix(_enum_prefix(enum))):
+            return int(value.number)
+    return None
+
+
+def _enum_prefix(enum: Any) -> str:
+    """ "TaskState" -> "TASK_STATE_" (buf's rule for value names)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+
+
+def _tidy(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for field in descriptor.fields:
         if field.name not in doc:
+            out[field.name] = None  # a message (or a oneof's member) not set
             continue
         value = doc[field.name]
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             entry = field.message_type.fields_by_name["value"]
-            doc[field.name] = {k: _value(entry, v) for k, v in value.items()}
+            out[field.name] = {k: _value(entry, value[k]) for k in sorted(value)}
         elif isinstance(value, list):
-            doc[field.name] = [_value(field, v) for v in value]
+            out[field.name] = [_value(field, v) for v in value]
         else:
-            doc[field.name] = _value(field, value)
-    return doc
+            out[field.name] = _value(field, value)
+    if descriptor is attempt_pb2.TestResult.DESCRIPTOR:
+        out["confusion_matrix"] = confusion_rows(out["confusion_matrix"])
+    return out
+
+
+def confusion_rows(flat: list[int]) -> list[list[int]]:
+    """A row-major square matrix's rows ([true label][predicted label])."""
+    side = math.isqrt(len(flat))
+    if side * side != len(flat):
+        return [flat] if flat else []
+    return [flat[row * side : (row + 1) * side] for row in range(side)]
 
 
 def _value(field: FieldDescriptor, value: Any) -> Any:
     if field.type in _INT64 and isinstance(value, str):
         return int(value)
-    if field.enum_type is attempt_pb2.AttemptStatus.DESCRIPTOR and isinstance(value, str):
-        return STATUS_SPELLING[attempt_pb2.AttemptStatus.Value(value)]
+    if field.enum_type is not None and isinstance(value, str):
+        return enum_spelling(field.enum_type, value)
     message = field.message_type
     if message is not None and message.full_name not in _OPAQUE and isinstance(value, dict):
-        return _numbers(message, value)
+        return _tidy(message, value)
     return value
+
+
+def command_as_written(command: attempt_pb2.TrainCommand) -> dict[str, Any]:
+    """A training command as a person writes it for `train --file`: only the fields that
+    are set (no `"model_name": ""` or `"devices": 0`), in the proto's order, whole
+    numbers as integers, and each layer's, optimizer's and scheduler's `name` first."""
+    doc = integral(json_format.MessageToDict(command, preserving_proto_field_name=True))
+    return {f.name: _names_first(doc[f.name]) for f in command.DESCRIPTOR.fields if f.name in doc}
+
+
+def _names_first(value: Any) -> Any:
+    """Dicts with "name" first and the other keys sorted (a Struct keeps no order)."""
+    if isinstance(value, list):
+        return [_names_first(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    keys = sorted(value, key=lambda k: (k != "name", k))
+    return {k: _names_first(value[k]) for k in keys}
 
 
 def metalearn_fields() -> list[str]:

@@ -68,12 +68,17 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A setting for people: 120, not 120.0; 0.003162, not 0.0031622776601683794 (JSON
+    output keeps every digit)."""
+    if isinstance(value, float) and not value.is_integer():
+        return format(value, ".4g")
+    return value if isinstance(value, str) else json.dumps(documents.integral(value))
 
 
 def command_fields(attempts: Sequence[attempt_pb2.Attempt]) -> list[dict[str, Any]]:
-    """Each attempt's training command as flat `path: value` settings."""
-    return [flatten(documents.plain(a.training_commands)) for a in attempts]
+    """Each attempt's training command as flat `path: value` settings (whole numbers
+    as integers, as the command was written)."""
+    return [flatten(documents.integral(documents.plain(a.training_commands))) for a in attempts]
 
 
 def differing(attempts: Sequence[attempt_pb2.Attempt]) -> dict[str, list[Any]]:

@@ -102,8 +102,7 @@ def best_command(client: Client, study: pb.Study) -> dict[str, Any] | None:
         attempt = client.get(study.best_trial.attempt_name)
     except NotFoundError:
         return None
-    command: dict[str, Any] = documents.attempt_to_document(attempt)["training_commands"]
-    return command
+    return documents.command_as_written(attempt.training_commands)
 
 
 def cmd_create(args: argparse.Namespace) -> int:

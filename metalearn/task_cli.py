@@ -187,8 +187,7 @@ def similar_document(reply: pb.FindSimilarTasksResponse) -> dict[str, Any]:
 
 def command_document(command: attempt_pb2.TrainCommand) -> dict[str, Any]:
     """A training command as `metalearn train --file` takes it."""
-    doc: dict[str, Any] = documents.integral(documents.plain(command))
-    return doc
+    return documents.command_as_written(command)
 
 
 def suggestion_document(reply: pb.SuggestCommandResponse) -> dict[str, Any]:

@@ -76,16 +76,18 @@ def test_the_document_has_plain_numbers_one_status_spelling_and_names_our_fields
     attempt.training_commands.seed = 5
     doc = documents.attempt_to_document(attempt)
     assert doc["id"] == 2**40 and doc["status"] == "Complete"
-    assert doc["test_result"]["images"] == 200 and doc["test_result"]["confusion_matrix"] == [
-        3,
-        0,
-        1,
-        4,
-    ]
+    # The confusion matrix as rows ([true][predicted]), read back flat.
+    assert doc["test_result"]["images"] == 200
+    assert doc["test_result"]["confusion_matrix"] == [[3, 0], [1, 4]]
     assert doc["model_artifact"]["size_bytes"] == 127_096
     assert doc["dataset"]["images_per_label"] == [180, 182]
     assert doc["testing_commands"]["ids"] == [7, 9] and doc["training_commands"]["seed"] == 5
     assert doc["restart_count"] == 0 and doc["current_epoch"] == 0  # zero counts present
+    # Every field, in the proto's order: a message not set is null.
+    assert list(doc)[: len(S.Attempt.DESCRIPTOR.fields)] == [
+        f.name for f in S.Attempt.DESCRIPTOR.fields
+    ]
+    assert doc["prognosis"] is None and doc["model_artifact"] is not None
     ours = doc["metalearn_fields"]
     assert {"create_time", "epochs", "tags", "training_commands.seed"} <= set(ours)
     prototype = json.loads(SEED.read_text())
@@ -101,6 +103,18 @@ def test_the_document_has_plain_numbers_one_status_spelling_and_names_our_fields
     with pytest.raises(documents.DocumentError, match='unknown status "Complet"; did you mean'):
         documents.attempt_from_document({"status": "Complet"})
     assert set(documents.STATUS_SPELLING.values()) >= {"Incomplete", "Training", "Cancelled"}
+
+
+def test_every_enum_is_spelt_as_a_status_and_read_back() -> None:
+    from metalearn.v1 import study_service_pb2, task_pb2
+
+    assert documents.plain(task_pb2.Task(state=task_pb2.TASK_STATE_READY))["state"] == "Ready"
+    study = study_service_pb2.Study(objective=study_service_pb2.OBJECTIVE_BEST_VAL_ACCURACY)
+    written = documents.plain(study)
+    assert written["objective"] == "Best_val_accuracy"
+    for spelling in ("Best_val_accuracy", "best val accuracy", "OBJECTIVE_BEST_VAL_ACCURACY"):
+        read = documents.parse({"objective": spelling}, study_service_pb2.Study(), "")
+        assert read.objective == study.objective
 
 
 @pytest.mark.parametrize(

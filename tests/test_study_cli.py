@@ -78,7 +78,7 @@ def test_create_show_list_stop_delete(labelled, capsys, tmp_path) -> None:
 
     code, out, _ = run(gateway, capsys, "study", "show", "s", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["id"] == 1 and doc["state"] == "STUDY_STATE_RUNNING"
+    assert code == 0 and doc["id"] == 1 and doc["state"] == "Running"
     assert doc["best_trial"] is None and doc["best_command"] is None
     assert doc["base_command"]["n_epoch"] == 2 and doc["trials_made"] == 2
     trial = doc["trials"][0]
@@ -108,8 +108,8 @@ def test_create_show_list_stop_delete(labelled, capsys, tmp_path) -> None:
     assert code == 0 and out.startswith("t ")
     code, out, _ = run(gateway, capsys, "study", "stop", "s", "--cancel-running", "--json")
     stopped = json.loads(out)
-    assert stopped["state"] == "STUDY_STATE_DONE" and stopped["stop_reason"].startswith("stopped")
-    assert [t["state"] for t in stopped["trials"]] == ["TRIAL_STATE_FAILED"] * 2
+    assert stopped["state"] == "Done" and stopped["stop_reason"].startswith("stopped")
+    assert [t["state"] for t in stopped["trials"]] == ["Failed"] * 2
     # A finished study: its table once, then no best (exit status 1).
     code, out, _ = run(gateway, capsys, "study", "watch", "s")
     lines = out.splitlines()
@@ -272,7 +272,7 @@ def test_following_as_json_is_one_object_per_change(capsys) -> None:
     assert events[2]["value"] == 0.8 and events[2]["best_trial"] == 0
     assert events[2]["params"] == {"optimizer.lr": 0.01, "batch_size": 16,
                                    "optimizer.name": {"name": "SGD"}}  # fmt: skip
-    assert events[3]["state"] == "STUDY_STATE_DONE" and events[3]["best_trial"]["number"] == 0
+    assert events[3]["state"] == "Done" and events[3]["best_trial"]["number"] == 0
 
 
 def test_ctrl_c_while_following_says_the_study_goes_on(capsys) -> None:
@@ -317,7 +317,12 @@ def test_a_study_followed_to_its_end_then_its_best_command_and_plot(live, capsys
     assert lines[-2].startswith("study cli done")
 
     code, out, _ = run(gateway, capsys, "study", "show", "cli", "--best-command")
-    command = json_format.ParseDict(json.loads(out), attempt_pb2.TrainCommand())
+    written = json.loads(out)
+    command = json_format.ParseDict(written, attempt_pb2.TrainCommand())
+    # As a person writes it: no defaults, whole numbers whole, each layer's name first.
+    assert "model_name" not in written and "devices" not in written
+    assert isinstance(written["batch_size"], int)
+    assert all(next(iter(layer)) == "name" for layer in written["model"]["layers"])
     assert code == 0 and command.n_epoch == 2 and command.batch_size == 64
     best = Client(gateway.address, token=gateway.admin_token).study("cli").best_trial
     assert command.optimizer["lr"] == pytest.approx(best.params["optimizer.lr"])

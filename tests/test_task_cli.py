@@ -358,7 +358,7 @@ def test_tasks_list_table_and_json(monkeypatch: pytest.MonkeyPatch, capsys: Capt
     docs = json.loads(out)
     assert [d["fingerprint"] for d in docs] == [FP_A, FP_C, FP_B]
     ready = docs[0]
-    assert ready["state"] == "TASK_STATE_READY" and ready["best_val_accuracy"] == 0.975
+    assert ready["state"] == "Ready" and ready["best_val_accuracy"] == 0.975
     assert ready["profile"]["images"] == 540 and isinstance(ready["profile"]["images"], int)
     assert ready["profile"]["input_shape"] == [1, 8, 8]
     assert ready["profile"]["features"]["imbalance"] == 0.0  # zero values present
@@ -837,7 +837,7 @@ def test_live_profile_list_and_fit_without_trainers(
     queued = json.loads(out)
     assert code == 0, err
     assert len(queued["fingerprint"]) == 64 and sorted(queued["label_names"]) == ["cat", "owl"]
-    assert queued["state"] in ("TASK_STATE_PENDING", "TASK_STATE_READY")
+    assert queued["state"] in ("Pending", "Ready")
     code, out, _ = run(gateway, capsys, "tasks", "list")
     lines = out.splitlines()
     labels = ", ".join(queued["label_names"])
@@ -892,7 +892,7 @@ def test_live_profile_similar_and_suggest_with_trainers(history: Any, capsys: Ca
     code, out, err = run(gateway, capsys, "tasks", "profile", "--labels", *new, "--json")
     assert code == 0, err
     profiled = json.loads(out)
-    assert profiled["state"] == "TASK_STATE_READY", profiled
+    assert profiled["state"] == "Ready", profiled
     assert profiled["profile"]["classes"] == 3 and profiled["profile"]["input_shape"] == [1, 8, 8]
     assert "landmark_1nn" in profiled["profile"]["features"]
 
