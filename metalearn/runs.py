@@ -315,6 +315,8 @@ class _Progress:
         self.final: attempt_pb2.Attempt | None = None
         self.bar = False
         self.line = ""  # the latest epoch's bar
+        self.heading = ""  # the latest prognosis, short, on a terminal's bar
+        self.said = ""  # the latest prognosis printed, without its epoch
 
     def event(
         self, event: attempt_pb2.Attempt | EpochMetrics | TestProgress | attempt_pb2.Prognosis
@@ -343,15 +345,23 @@ class _Progress:
                 f"  loss {event.loss:.4f}  val loss {event.val_loss:.4f}"
                 f"  val accuracy {event.val_accuracy:.3f}"
             )
-            self._bar(self.line)
+            self._bar(f"{self.line}  {self.heading}" if self.heading else self.line)
         elif isinstance(event, attempt_pb2.Prognosis):
             if self.as_json:
                 self._json({"event": "prognosis", "name": self.name, **documents.plain(event)})
             elif self.tty:
-                # The bar gains where the run is heading, redrawn in place.
-                self._bar(f"{self.line}  {prognosis_short(event)}")
+                # The bar gains where the run is heading, redrawn in place, and keeps it
+                # on the next epochs' bars until a newer prognosis.
+                self.heading = prognosis_short(event)
+                self._bar(f"{self.line}  {self.heading}")
             else:
-                print(f"  {prognosis_text(event)}", flush=True)
+                # A line when where the run is heading changed: the same "no model yet"
+                # after every epoch says nothing new. (The gateway makes a prognosis at
+                # most once a second on short epochs, and after the last one.)
+                said = prognosis_text(event).partition(": ")[2]
+                if said != self.said:
+                    self.said = said
+                    print(f"  {prognosis_text(event)}", flush=True)
         elif self.as_json:
             self._json({"event": "test_progress", "name": self.name, **documents.plain(event)})
         else:

@@ -409,6 +409,23 @@ def test_follow_shows_each_prognosis_and_list_has_a_column(capsys) -> None:
     )
     assert runs.prognosis_short(chance) == "at-chance hopeless"
     assert runs.prognosis_short(p) == "->0.910" and runs.prognosis_short(None) == "-"
+
+
+def test_follow_prints_a_prognosis_when_it_says_something_new(capsys) -> None:
+    training = S.Attempt(name="a", status=S.ATTEMPT_STATUS_TRAINING, n_epoch=4)
+    waiting = [S.Prognosis(epoch=n, note="no curve model fitted yet") for n in (1, 2, 3)]
+    p = S.Prognosis(epoch=4, predicted=True, final_val_accuracy=0.91, model_version=1,
+                    final_val_accuracy_low=0.85, final_val_accuracy_high=0.95)  # fmt: skip
+    done = S.Attempt(name="a", status=S.ATTEMPT_STATUS_COMPLETE, n_epoch=4)
+    events = [training]
+    for n, said in enumerate([*waiting, p], start=1):
+        events += [epoch(n), said]
+    runs.follow(FakeClient(*events, done), "a", 0)  # type: ignore[arg-type]
+    said = [line for line in capsys.readouterr().out.splitlines() if "prognosis" in line]
+    assert said == [
+        "  prognosis after epoch 1: no prediction (no curve model fitted yet)",
+        "  prognosis after epoch 4: final val accuracy 0.910 (80% 0.850-0.950, curve model v1)",
+    ]
     runs.follow(FakeClient(training, epoch(1), p, done), "a", 0, as_json=True)  # type: ignore[arg-type]
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[2]["event"] == "prognosis" and events[2]["final_val_accuracy"] == 0.91

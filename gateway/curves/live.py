@@ -201,7 +201,8 @@ class Curves:
             self._loaded = None
             finished = await self._store.count_finished()
             self._note = (
-                f"no curve model fitted yet ({finished} finished runs in the store; it needs "
+                f"no curve model fitted yet ({finished} finished"
+                f" {'run' if finished == 1 else 'runs'} in the store; it needs "
                 f"{curve_model.MIN_RUNS} with a validation accuracy on {curve_model.MIN_TASKS}"
                 " tasks)"
             )
