@@ -88,7 +88,7 @@ def attempt_row(a: pb.Attempt) -> dict[str, Any]:
         "best_val_accuracy": number(a.best_val_accuracy) or (max(validated) if validated else None),
         # A prototype's document has its accuracy without a test result: it is its test's.
         "test_accuracy": number(a.accuracy) if a.HasField("test_result") or a.accuracy else None,
-        "flags": prognosis_short(a.prognosis) if a.HasField("prognosis") else "",
+        "flags": _flags(a),
         "hopeless": a.prognosis.hopeless,
         "predicted": number(a.prognosis.final_val_accuracy) if a.prognosis.predicted else None,
         "labels": list(a.training_commands.label_names),
@@ -96,6 +96,20 @@ def attempt_row(a: pb.Attempt) -> dict[str, Any]:
         "imported": a.imported,
         "study": a.trial.study,
     }
+
+
+def _flags(a: pb.Attempt) -> str:
+    """The prognosis in a table cell: its flags, hopeless, the predicted final accuracy;
+    never a bare "ok" (no rule fired is not a prediction), and a run stopped at chance
+    says so."""
+    short = prognosis_short(a.prognosis) if a.HasField("prognosis") else ""
+    if short == "ok":
+        short = "no rule fired"
+    status = status_text(a.status)
+    last = number(a.training_losses[-1]) if a.training_losses else None
+    if status in _STOPPED and chance_note(last, len(a.training_commands.label_names)):
+        short = " ".join(x for x in (short if short != "no rule fired" else "", "at chance") if x)
+    return short
 
 
 def curves(a: pb.Attempt) -> dict[str, Any]:

@@ -576,3 +576,21 @@ def test_the_live_page_follows_its_attempt_across_a_gateway_restart(postgres_url
         ui.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_tables_prognosis_is_never_a_bare_ok() -> None:
+    from dashboard import views
+
+    running = make_attempt("r", labels=tuple(str(i) for i in range(10)))
+    running.status = attempt_pb2.ATTEMPT_STATUS_TRAINING
+    running.training_losses.extend([1.0, 0.5])
+    running.prognosis.epoch = 2
+    assert views.attempt_row(running)["flags"] == "no rule fired"
+    pruned = attempt_pb2.Attempt()
+    pruned.CopyFrom(running)
+    pruned.status = attempt_pb2.ATTEMPT_STATUS_PRUNED
+    del pruned.training_losses[:]
+    pruned.training_losses.extend([2.31, 2.302])  # ln 10: learning nothing
+    assert views.attempt_row(pruned)["flags"] == "at chance"
+    page = views.attempt_page(pruned)
+    assert page["prognosis_text"].startswith("pruned after epoch 2; its loss 2.302 is what")

@@ -399,12 +399,13 @@ def test_a_study_page_updates_while_the_study_runs(stage) -> None:
     assert console_errors(stage.driver) == []
 
 
-def pruning(calls: Any, release: threading.Event) -> Any:
-    """Trials by turns good and bad: a bad one's first epoch is at 0.3 (below every
-    complete trial, so the median pruner stops it), then it waits to be cancelled."""
+def pruning(release: threading.Event) -> Any:
+    """Trials by turns good and bad, by their number (`pruned-study-k`, so a retried one
+    runs as before): a bad one's first epoch is at 0.3, below every complete trial, so
+    the median pruner stops it; then it waits to be cancelled."""
 
     def script(request: Any) -> Iterator[Any]:
-        k = next(calls)
+        k = int(request.attempt_name.rsplit("-", 1)[1])
         yield started()
         if k in (1, 4):
             yield epoch(1, loss=2.3, val_loss=2.3, val_accuracy=0.3)
@@ -419,12 +420,10 @@ def pruning(calls: Any, release: threading.Event) -> Any:
 
 
 def test_a_study_shows_pruned_trials_dimmed_and_its_parameters_importance(stage) -> None:
-    import itertools
-
     from selenium.webdriver.common.by import By
 
     release = threading.Event()
-    stage.trainer.train_script = pruning(itertools.count(), release)
+    stage.trainer.train_script = pruning(release)
     study = {
         "name": "pruned-study",
         "base_command": _lenet_doc(),
