@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,9 +16,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from metalearn.runs import CliError
 from metalearn.ui_cli import LAUNCH_KEY_ENV
 
 CLI = [sys.executable, "-m", "metalearn.cli"]
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATA_DIR = ".metalearn"
 
 
 class Daemon:
@@ -30,6 +34,7 @@ class Daemon:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[str] = self.log_path.open("a")
+        start = self._log.tell()
         self.proc = subprocess.Popen(
             [*CLI, *args],
             stdout=subprocess.PIPE,
@@ -41,7 +46,9 @@ class Daemon:
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()
-            raise RuntimeError(f"{name} did not start; see {self.log_path}")
+            self.proc.wait()
+            self._log.close()
+            raise CliError(f"{name} did not start: {_reason(self.log_path, start)}")
         self.address = line.rsplit(" ", 1)[-1].strip()
 
     def stop(self, timeout: float) -> int | None:
@@ -54,6 +61,17 @@ class Daemon:
             return self.proc.wait()
         finally:
             self._log.close()
+
+
+def _reason(log: Path, start: int) -> str:
+    """Why a daemon that did not start stopped: the one line it said last in its log
+    since `start` (a `metalearn` command's error, e.g. "cannot listen on 127.0.0.1:50051:
+    is the port in use?"), and where the whole log is."""
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        lines.seek(start)
+        said = [line.strip() for line in lines if line.startswith("metalearn: ")]
+    reason = said[-1].removeprefix("metalearn: ") if said else "it exited"
+    return f"{reason} (log: {log})"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -107,6 +125,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"{dashboard}; Ctrl-C stops",
             flush=True,
         )
+        if args.listen != DEFAULT_LISTEN or data_dir.resolve() != Path(DEFAULT_DATA_DIR).resolve():
+            # The CLI looks at 127.0.0.1:50051 and ./.metalearn unless told otherwise.
+            print(
+                "metalearn up: for the CLI in another terminal:"
+                f" export METALEARN_GATEWAY={gateway.address}"
+                f" METALEARN_DATA_DIR={shlex.quote(str(data_dir.resolve()))}",
+                flush=True,
+            )
         while not stop.wait(0.5):
             for daemon in daemons:
                 if daemon.proc.poll() is not None:
@@ -146,8 +172,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         " own process with its log under DATA_DIR/logs, in the foreground: use a second"
         " terminal for the other commands. Ctrl-C or SIGTERM stops them all.",
     )
-    up.add_argument("--listen", default="127.0.0.1:50051", help="the gateway's HOST:PORT")
-    up.add_argument("--data-dir", default=".metalearn", help="database, caches and logs")
+    up.add_argument("--listen", default=DEFAULT_LISTEN, help="the gateway's HOST:PORT")
+    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="database, caches and logs")
     up.add_argument("--trainers", type=int, default=1, help="trainer processes")
     up.add_argument("--capacity", type=int, default=1, help="runs per trainer")
     up.add_argument(

@@ -163,6 +163,9 @@ def test_a_port_in_use_is_an_error_not_a_shared_port(gateway_process, tmp_path) 
         assert done.returncode != 0, done.stdout
         log = done.stderr + "".join(p.read_text() for p in tmp_path.rglob("*.log"))
         assert "in use" in log, log[-2000:]
+        if command[0] == "up":  # the reason in one line, no traceback
+            assert done.stderr.startswith("metalearn: gateway did not start: cannot listen on")
+            assert "is the port in use?" in done.stderr and "Traceback" not in done.stderr
     # The first is still the only one answering.
     assert gateway_process.cli("attempts", "list").returncode == 0
 
@@ -195,6 +198,16 @@ def test_up_starts_the_dashboard_and_its_link_signs_in(tmp_path) -> None:
         banner = up.stdout.readline()
         link = re.search(r"dashboard on (http://127\.0\.0\.1:\d+)/login/launch\?key=(\S+);", banner)
         assert link is not None, banner
+        # Not the default address and data directory: the exports that the CLI needs.
+        exports = up.stdout.readline()
+        found = re.search(r"export METALEARN_GATEWAY=(\S+) METALEARN_DATA_DIR=(\S+)$", exports)
+        assert found is not None, exports
+        env = {**os.environ, "METALEARN_GATEWAY": found[1], "METALEARN_DATA_DIR": found[2]}
+        env.pop("METALEARN_TOKEN", None)
+        whoami = subprocess.run(
+            [*METALEARN, "tokens", "whoami"], capture_output=True, text=True, env=env, cwd="/"
+        )
+        assert whoami.returncode == 0 and "admin" in whoami.stdout, whoami.stderr
         base, key = link.groups()
         with httpx.Client(base_url=base) as browser:
             assert browser.get("/attempts").status_code == 303  # not signed in
