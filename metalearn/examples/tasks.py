@@ -201,21 +201,6 @@ HELD_OUT: tuple[Task, ...] = (
 )
 
 
-# Letters none of the tasks above draws, as noisy as `noisyletters` (and as many a class).
-_NEW_LETTERS = "LMNPR"
-NEW_LETTERS = Task("new-letters", tuple(f"letter {c}" for c in _NEW_LETTERS))
-
-
-def new_letter_uploads() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
-    """Every image of NEW_LETTERS, as an UploadImages stream takes them."""
-    for index, name in enumerate(NEW_LETTERS.labels):
-        images = _drawn("letters", index, 120, 900, 0.3, letters=_NEW_LETTERS)
-        for i, pixels in enumerate(images):
-            yield dataset_service_pb2.UploadImagesRequest(
-                label=name, data=png(pixels), filename=f"{name}/{i:04d}.png"
-            )
-
-
 def variant_of(task: Task) -> str:
     return task.labels[0].split("/", 1)[0]
 
@@ -247,3 +232,18 @@ def uploads(tasks: tuple[Task, ...]) -> Iterator[dataset_service_pb2.UploadImage
                 yield dataset_service_pb2.UploadImagesRequest(
                     label=name, data=png(pixels), filename=f"{name}/{index:04d}.png"
                 )
+
+
+# Letters none of the tasks above draws, as noisy as `noisyletters` (and as many a class).
+_NEW_LETTERS = "LMNPR"
+NEW_LETTERS = Task("new-letters", tuple(f"letter {c}" for c in _NEW_LETTERS))
+
+
+def new_letter_uploads() -> Iterator[dataset_service_pb2.UploadImagesRequest]:
+    """Every image of NEW_LETTERS, as an UploadImages stream takes them."""
+    for index, name in enumerate(NEW_LETTERS.labels):
+        images = _drawn("letters", index, 120, 900, 0.3, letters=_NEW_LETTERS)
+        for i, pixels in enumerate(images):
+            yield dataset_service_pb2.UploadImagesRequest(
+                label=name, data=png(pixels), filename=f"{name}/{i:04d}.png"
+            )
