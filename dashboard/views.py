@@ -100,15 +100,14 @@ def attempt_row(a: pb.Attempt) -> dict[str, Any]:
 
 def _flags(a: pb.Attempt) -> str:
     """The prognosis in a table cell: its flags, hopeless, the predicted final accuracy;
-    never a bare "ok" (no rule fired is not a prediction), and a run stopped at chance
-    says so."""
+    nothing (not "ok": no rule fired is no prediction) when there is none of those, and
+    "at chance" for a run stopped there."""
     short = prognosis_short(a.prognosis) if a.HasField("prognosis") else ""
-    if short == "ok":
-        short = "no rule fired"
-    status = status_text(a.status)
+    short = "" if short == "ok" else short
     last = number(a.training_losses[-1]) if a.training_losses else None
-    if status in _STOPPED and chance_note(last, len(a.training_commands.label_names)):
-        short = " ".join(x for x in (short if short != "no rule fired" else "", "at chance") if x)
+    stopped = status_text(a.status) in _STOPPED and "at-chance" not in short
+    if stopped and chance_note(last, len(a.training_commands.label_names)):
+        short = f"{short} at chance".strip()
     return short
 
 

@@ -585,7 +585,7 @@ def test_the_tables_prognosis_is_never_a_bare_ok() -> None:
     running.status = attempt_pb2.ATTEMPT_STATUS_TRAINING
     running.training_losses.extend([1.0, 0.5])
     running.prognosis.epoch = 2
-    assert views.attempt_row(running)["flags"] == "no rule fired"
+    assert views.attempt_row(running)["flags"] == ""  # shown as a dash, not "ok"
     pruned = attempt_pb2.Attempt()
     pruned.CopyFrom(running)
     pruned.status = attempt_pb2.ATTEMPT_STATUS_PRUNED

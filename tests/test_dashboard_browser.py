@@ -449,10 +449,19 @@ def test_a_study_shows_pruned_trials_dimmed_and_its_parameters_importance(stage)
         lambda: stage.script("return document.querySelectorAll('#trials tbody tr').length") == 5,
         "the trials",
     )
-    states = [e.text for e in stage.driver.find_elements(By.CSS_SELECTOR, "#trials td .chip")]
+    # Read once the script has drawn the charts and rebuilt the table (atomic reads:
+    # the table's rows are replaced when it does).
+    wait_for(
+        lambda: stage.script("const c = document.getElementById('importance-chart');"
+                             " return Boolean(c.data && c.data.length)"),
+        "the charts",
+    )  # fmt: skip
+    states = stage.script(
+        "return Array.from(document.querySelectorAll('#trials td .chip')).map((e) => e.textContent)"
+    )
     assert states.count("pruned") == 2 and states.count("complete") == 3, states
     # Parameters rounded for people, categories without JSON's quotes.
-    table = stage.driver.find_element(By.ID, "trials").text
+    table = stage.script("return document.getElementById('trials').innerText")
     assert '"' not in table, table
     digits = [len(n.replace(".", "").lstrip("0")) for n in re.findall(r"\d+\.\d+", table)]
     assert max(digits) <= 4, table
