@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -178,6 +179,29 @@ def assert_violations_printed(done: subprocess.CompletedProcess[str], example: s
 def test_the_node_example_prints_field_violations(gateway: GatewayThread, tmp_path) -> None:
     done = run_example([*node_example(), "node-bad", str(bad_command(tmp_path))], gateway)
     assert_violations_printed(done, "node")
+
+
+def test_the_node_example_finds_its_token_from_its_own_directory(
+    gateway: GatewayThread, tmp_path
+) -> None:
+    # Run from examples/node, as its README says: a data directory given by the
+    # environment, or a one-line reason where there is no token (not a raw ENOENT).
+    node = node_example()
+    env = {k: v for k, v in os.environ.items() if k != "METALEARN_TOKEN"}
+    env["METALEARN_GATEWAY"] = gateway.address
+    data = tmp_path / "data"
+    data.mkdir()
+    cwd = ROOT / "examples" / "node"
+    done = subprocess.run([*node, "node-x", str(bad_command(tmp_path))], cwd=cwd,
+                          capture_output=True, text=True, timeout=60,
+                          env={**env, "METALEARN_DATA_DIR": str(data)})  # fmt: skip
+    assert done.returncode == 1 and "ENOENT" not in done.stderr, done.stderr
+    assert done.stderr.startswith("node example: ERROR: no token: set METALEARN_TOKEN")
+    (data / "admin.token").write_text(gateway.admin_token + "\n")
+    done = subprocess.run([*node, "node-x", str(bad_command(tmp_path))], cwd=cwd,
+                          capture_output=True, text=True, timeout=60,
+                          env={**env, "METALEARN_DATA_DIR": str(data)})  # fmt: skip
+    assert_violations_printed(done, "node")  # authenticated: the gateway judged the command
 
 
 @pytest.fixture(scope="module")

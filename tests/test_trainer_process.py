@@ -74,6 +74,8 @@ def test_sigterm_checkpoints_the_run_and_exits(digits_gateway: GatewayThread, tm
             assert checkpoint_epochs and set(checkpoint_epochs) == {finished.epochs}
             assert kinds[-2:] == ["checkpoint", "finished"] and finished.epochs >= 2
         assert proc.wait(timeout=60) == 0
+        # A run process executes the CLI module again: quietly, not with runpy's warning.
+        assert "Warning" not in (tmp_path / "trainer.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

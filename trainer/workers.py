@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,13 +43,21 @@ def _preload() -> list[str]:
     forkserver makes neither, so none is forked."""
     main = getattr(sys.modules.get("__main__"), "__spec__", None)
     modules = ["torch", "torchvision", "trainer.model", "trainer.loop", "trainer.run",
-               "trainer.testing", "metalearn.credentials", "metalearn.cli"]  # fmt: skip
+               "trainer.testing", "metalearn.credentials", "metalearn.cli",
+               "trainer.workers"]  # fmt: skip
     if main is not None and main.name not in modules:
         modules.append(main.name)
     return modules
 
 
 _CONTEXT.set_forkserver_preload(_preload())
+# Each run process executes the main module again, which the forkserver imported already
+# (`_preload`, on purpose): runpy warns of that ("'metalearn.cli' found in sys.modules ...
+# prior to execution") in every run process, into the trainer's log. Set here, in the
+# daemon and in the forkserver (it imports this module), so every forked run has it.
+warnings.filterwarnings(
+    "ignore", message=r"'metalearn\.cli' found in sys\.modules", category=RuntimeWarning
+)
 # Bounded, so a run producing faster than the caller reads waits instead of filling memory.
 _QUEUE_DEPTH = 16
 

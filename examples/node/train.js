@@ -58,10 +58,21 @@ function trainCommand(json) {
   return command;
 }
 
+// METALEARN_TOKEN, else admin.token in $METALEARN_DATA_DIR, else in the .metalearn of
+// this directory or of the repository's root (where the README runs `metalearn up`), so
+// `node train.js` works from examples/node too.
 function token() {
   if (process.env.METALEARN_TOKEN) return process.env.METALEARN_TOKEN.trim();
-  const dir = process.env.METALEARN_DATA_DIR || ".metalearn";
-  return fs.readFileSync(path.join(dir, "admin.token"), "utf8").trim();
+  const dirs = process.env.METALEARN_DATA_DIR
+    ? [process.env.METALEARN_DATA_DIR]
+    : [".metalearn", path.join(ROOT, ".metalearn")];
+  const files = dirs.map((dir) => path.resolve(dir, "admin.token"));
+  const found = files.find((file) => fs.existsSync(file));
+  if (!found) {
+    throw new Error(`no token: set METALEARN_TOKEN, or METALEARN_DATA_DIR to the gateway's` +
+      ` data directory (looked for ${files.join(" and ")})`);
+  }
+  return fs.readFileSync(found, "utf8").trim();
 }
 
 // The bearer token, sent with every call.
