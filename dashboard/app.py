@@ -31,7 +31,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dashboard import actions, listing, security, views
+from dashboard import actions, listing, security, study_pages, views
 from dashboard.config import UiConfig
 from dashboard.gateway import Gateway
 from dashboard.importance import Importances
@@ -447,7 +447,7 @@ async def studies_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
     # ListStudies has no best trial: GetStudy has it, for the newest studies.
     names = [s.name for s in studies[:MAX_STUDIES_WITH_BEST]]
     full = {s.name: s for s in await ui.gateway.studies_with_trials(token, names)}
-    rows = [views.study_summary(full.get(s.name, s)) for s in studies]
+    rows = [study_pages.study_summary(full.get(s.name, s)) for s in studies]
     return ui.render(request, "studies.html", me=_me(me), rows=rows)
 
 
@@ -455,7 +455,7 @@ async def _study_data(ui: Dashboard, token: str, name: str) -> dict[str, Any]:
     study = await ui.gateway.study(token, name)
     ids = [t.attempt_id for t in study.trials if t.attempt_id]
     attempts = {a.id: a for a in await ui.gateway.attempts_by_id(token, ids)}
-    return views.study_data(study, attempts, await ui.importances.of(study))
+    return study_pages.study_data(study, attempts, await ui.importances.of(study))
 
 
 @signed_in
@@ -486,7 +486,7 @@ async def study_events(ui: Dashboard, request: Request, token: str, me: Any) -> 
             e = event.trial_epoch
             return sse("epoch", {"trial": e.trial, **views.epoch_event(e.epoch)})
         if kind in ("trial_started", "trial_pruned", "trial_finished", "new_best"):
-            return sse("trial", views.trial_event(kind, getattr(event, kind)))
+            return sse("trial", study_pages.trial_event(kind, getattr(event, kind)))
         if kind == "study_finished":
             return sse("trial", {"kind": kind})
         return None

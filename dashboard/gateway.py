@@ -187,14 +187,21 @@ class Gateway:
 
     async def studies_with_trials(self, token: str, names: list[str]) -> list[spb.Study]:
         """Studies as GetStudy has them (with their trials and best trial, which
-        ListStudies leaves out), a bounded number at a time."""
+        ListStudies leaves out), a bounded number at a time; one deleted meanwhile is
+        left out."""
         gate = asyncio.Semaphore(_PARALLEL)
 
-        async def one(name: str) -> spb.Study:
+        async def one(name: str) -> spb.Study | None:
             async with gate:
-                return await self.study(token, name)
+                try:
+                    return await self.study(token, name)
+                except MetalearnError as err:
+                    if err.code != "NOT_FOUND":
+                        raise
+                    return None
 
-        return list(await asyncio.gather(*(one(n) for n in names)))
+        found = await asyncio.gather(*(one(n) for n in names))
+        return [s for s in found if s is not None]
 
     async def study(self, token: str, name: str) -> spb.Study:
         reply = await self.call(self.studies.GetStudy, spb.GetStudyRequest(name=name), token)

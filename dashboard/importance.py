@@ -76,7 +76,10 @@ class Importances:
             hit = self._known.get(study.id)
         if hit is not None and hit[0] == done:
             return hit[1]
-        found = await asyncio.to_thread(compute, study)
+        try:
+            found = await asyncio.to_thread(compute, study)
+        except Exception as err:  # a panel of the page, never the end of the page
+            found = _none(f"could not be computed: {type(err).__name__}: {err}"[:300])
         with self._lock:
             self._known[study.id] = (done, found)
             self._known.move_to_end(study.id)

@@ -594,3 +594,25 @@ def test_the_tables_prognosis_is_never_a_bare_ok() -> None:
     assert views.attempt_row(pruned)["flags"] == "at chance"
     page = views.attempt_page(pruned)
     assert page["prognosis_text"].startswith("pruned after epoch 2; its loss 2.302 is what")
+
+
+def test_parameter_importances_are_optunas_over_the_complete_trials() -> None:
+    from dashboard.importance import MIN_TRIALS, compute
+    from metalearn.v1 import study_service_pb2 as spb
+
+    study = spb.Study(name="imp", id=1)
+    lr = study.search_space.add(path="optimizer.lr")
+    lr.float.low, lr.float.high, lr.float.log = 1e-4, 0.1, True
+    name = study.search_space.add(path="optimizer.name")
+    name.categorical.values.add(string_value="Adam")
+    name.categorical.values.add(string_value="SGD")
+    for i in range(12):  # the value follows the learning rate only
+        state = spb.TRIAL_STATE_PRUNED if i % 4 == 3 else spb.TRIAL_STATE_COMPLETE
+        trial = study.trials.add(number=i, state=state, value=0.5 + 0.04 * i)
+        trial.params.update({"optimizer.lr": 1e-4 * 2**i, "optimizer.name": ["Adam", "SGD"][i % 2]})
+    found = compute(study)
+    assert found["params"] == ["optimizer.lr", "optimizer.name"] and not found["note"]
+    assert abs(sum(found["values"]) - 1) < 1e-3 and found["values"][0] > 0.8
+    assert compute(study) == found  # seeded: the same answer every time
+    del study.trials[MIN_TRIALS - 1 :]
+    assert compute(study)["note"].startswith(f"shown once {MIN_TRIALS} trials are complete")
