@@ -8,6 +8,11 @@ STAMP := $(VENV)/.installed
 # pytest's.
 LINT_VENV := .venv-lint
 LINT_BIN := $(LINT_VENV)/bin
+# Where torch and torchvision come from (at requirements-trainer.txt's versions). Empty:
+# PyPI, whose Linux wheels bring CUDA (a .venv of ~6 GB). On a machine without a GPU,
+# `make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu` takes PyTorch's
+# CPU-only wheels (~1 GB), as docker/trainer.Dockerfile does.
+TORCH_INDEX_URL ?=
 PROTOS := $(wildcard protos/metalearn/v1/*.proto)
 GEN_DIR := metalearn/v1
 
@@ -18,6 +23,10 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-ui.txt requirements-dev.txt requirements-lint.txt pyproject.toml examples/node/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	if [ -n "$(TORCH_INDEX_URL)" ]; then \
+		grep -E '^(torch|torchvision)==' requirements-trainer.txt > $(VENV)/torch.txt && \
+		$(BIN)/pip install --quiet --no-deps --index-url "$(TORCH_INDEX_URL)" -r $(VENV)/torch.txt; \
+	fi
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-ui.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(PYTHON) -m venv $(LINT_VENV)
