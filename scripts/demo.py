@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -50,7 +51,7 @@ def free_port() -> int:
 
 
 def run(*args: str, address: str) -> None:
-    print(f"\n$ metalearn {' '.join(args)}", flush=True)
+    print(f"\n$ metalearn {shlex.join(args)}", flush=True)
     subprocess.run([*CLI, *args, "--gateway", address], check=True)
 
 
