@@ -462,9 +462,10 @@ class Client:
         result: Task = reply.task
         return result
 
-    def tasks(self, page_size: int = 200) -> Iterator[Task]:
-        """Every task, newest first, fetched `page_size` at a time."""
-        request = task_service_pb2.ListTasksRequest(page_size=page_size)
+    def tasks(self, page_size: int = 200, all_versions: bool = False) -> Iterator[Task]:
+        """Every task (one row per labels and ops, or every version), newest first,
+        fetched `page_size` at a time."""
+        request = task_service_pb2.ListTasksRequest(page_size=page_size, all_versions=all_versions)
         while True:
             reply = self._call(self._tasks.ListTasks, request)
             yield from reply.tasks

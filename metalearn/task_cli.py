@@ -404,7 +404,7 @@ def resolve_fingerprint(client: Client, prefix: str) -> str:
 # Commands.
 def cmd_list(args: argparse.Namespace) -> int:
     with task_service(args) as client:
-        tasks = list(client.tasks())
+        tasks = list(client.tasks(all_versions=args.all_versions))
     if args.json:
         print_json([task_document(t) for t in tasks])
         return 0
@@ -585,8 +585,10 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         help="every task, newest first",
         description="Lists every task: fingerprint (its first 12 characters), labels, state,"
         " images, classes, input shape after the image ops, trained attempts and the best"
-        " validation accuracy among them.",
+        " validation accuracy among them. One row per task (labels and image ops): its"
+        " newest version; a task gets a new version when its images change.",
     )
+    lst.add_argument("--all-versions", action="store_true", help="every version of every task")
     lst.set_defaults(func=cmd_list)
     profile = tasks.add_parser(
         "profile",

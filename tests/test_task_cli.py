@@ -159,7 +159,7 @@ class FakeClient:
             raise reply
         return reply
 
-    def tasks(self) -> Iterator[task_pb2.Task]:
+    def tasks(self, all_versions: bool = False) -> Iterator[task_pb2.Task]:
         yield from self._answer("tasks")
 
     def profile_task(self, *args: Any, **kwargs: Any) -> Any:

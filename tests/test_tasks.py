@@ -60,7 +60,43 @@ def test_new_images_make_a_new_task_version(gateway: GatewayThread) -> None:
     )
     after = stub.ProfileTask(pb.ProfileTaskRequest(task=_key("v-a"))).task
     assert after.fingerprint != before.fingerprint
-    assert len(stub.ListTasks(pb.ListTasksRequest()).tasks) == 2
+    # One row per task, its newest version; every version when asked.
+    assert [t.fingerprint for t in stub.ListTasks(pb.ListTasksRequest()).tasks] == [
+        after.fingerprint
+    ]
+    every = stub.ListTasks(pb.ListTasksRequest(all_versions=True)).tasks
+    assert [t.fingerprint for t in every] == [after.fingerprint, before.fingerprint]
+
+
+def test_a_task_whose_images_came_back_is_listed_once_not_as_failed(
+    gateway: GatewayThread,
+) -> None:
+    # The README's flow: a task's label deleted (the sweep then records "labels without
+    # images" for it), the same images imported again (the same version as before).
+    import psycopg_pool
+
+    from gateway.store.tasks import TaskStore
+
+    upload_labels(gateway, ["m-a", "m-b"])
+    stub = _stub(gateway)
+    task = stub.ProfileTask(pb.ProfileTaskRequest(task=_key("m-a", "m-b"))).task
+
+    async def labels_were_missing() -> None:
+        async with psycopg_pool.AsyncConnectionPool(gateway.database_url, min_size=1) as pool:
+            await TaskStore(pool).unprofilable(["m-a", "m-b"], [], "labels without images: m-b")
+
+    gateway.run(labels_were_missing())
+    again = stub.ProfileTask(pb.ProfileTaskRequest(task=_key("m-a", "m-b"))).task
+    assert again.fingerprint == task.fingerprint  # the same images: the same version
+    listed = stub.ListTasks(pb.ListTasksRequest()).tasks
+    assert [(t.fingerprint, t.state) for t in listed] == [
+        (task.fingerprint, task_pb2.TASK_STATE_PENDING)
+    ]
+    every = stub.ListTasks(pb.ListTasksRequest(all_versions=True)).tasks
+    assert sorted(t.state for t in every) == [
+        task_pb2.TASK_STATE_PENDING,
+        task_pb2.TASK_STATE_FAILED,
+    ]
 
 
 def test_the_profiler_registers_a_new_version_when_images_change(gateway: GatewayThread) -> None:
@@ -73,7 +109,7 @@ def test_the_profiler_registers_a_new_version_when_images_change(gateway: Gatewa
     first = stub.ProfileTask(pb.ProfileTaskRequest(task=_key("w-a"))).task
     _upload_another(gateway, "w-a")
     deadline = time.monotonic() + 20
-    while len(listed := stub.ListTasks(pb.ListTasksRequest()).tasks) < 2:
+    while len(listed := stub.ListTasks(pb.ListTasksRequest(all_versions=True)).tasks) < 2:
         assert time.monotonic() < deadline, "no new version"
         time.sleep(0.2)
     assert listed[0].fingerprint != first.fingerprint

@@ -135,15 +135,25 @@ class TaskStore:
             raise errors.NotFound(f"no task {fingerprint!r}")
         return _record(row)
 
-    async def page(self, before_id: int | None, limit: int) -> list[TaskRecord]:
+    async def page(
+        self, before_id: int | None, limit: int, all_versions: bool = False
+    ) -> list[TaskRecord]:
+        """Tasks newest first, below `before_id`: every version, or one per key (its
+        newest version made from images, else its "labels without images" row)."""
+        newest = sql.SQL(
+            ""
+            if all_versions
+            else " AND t.id IN (SELECT DISTINCT ON (key) id FROM tasks"
+            " ORDER BY key, fingerprint LIKE 'missing:%%', id DESC)"
+        )
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     _WITH_COUNTS
-                    + sql.SQL(
-                        " WHERE (%s::bigint IS NULL OR t.id < %s) ORDER BY t.id DESC LIMIT %s"
-                    ),
+                    + sql.SQL(" WHERE (%s::bigint IS NULL OR t.id < %s)")
+                    + newest
+                    + sql.SQL(" ORDER BY t.id DESC LIMIT %s"),
                     (before_id, before_id, limit),
                 )
                 return [_record(r) for r in await cur.fetchall()]

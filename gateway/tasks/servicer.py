@@ -147,7 +147,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             self._limits.default_page_size,
             self._limits.max_page_size,
         )
-        records = await self._tasks.page(before_id(request.page_token), size + 1)
+        records = await self._tasks.page(
+            before_id(request.page_token), size + 1, request.all_versions
+        )
         response = pb.ListTasksResponse(tasks=[task_proto(r) for r in records[:size]])
         if len(records) > size:
             response.next_page_token = before_token(records[size - 1].id)

@@ -27,7 +27,7 @@ from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
 from metalearn.v1 import task_pb2 as metalearn_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmetalearn/v1/task_service.proto\x12\x0cmetalearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametalearn/v1/attempt.proto\x1a\x17metalearn/v1/task.proto\"G\n\x12ProfileTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKey\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"7\n\x13ProfileTaskResponse\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\"9\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListTasksResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.metalearn.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x02\n\x0cTaskDistance\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x38\n\x07weights\x18\x02 \x03(\x0b\x32\'.metalearn.v1.TaskDistance.WeightsEntry\x12\r\n\x05tasks\x18\x03 \x01(\x05\x12\r\n\x05pairs\x18\x04 \x01(\x05\x12,\n\x08\x66it_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08spearman\x18\x06 \x01(\x01\x12\x1d\n\x15standardized_spearman\x18\x07 \x01(\x01\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8b\x01\n\x17\x46indSimilarTasksRequest\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKeyH\x00\x12\x15\n\x0b\x66ingerprint\x18\x02 \x01(\tH\x00\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x19\n\x11\x61ttempts_per_task\x18\x04 \x01(\x05\x42\x08\n\x06target\"o\n\x0bSimilarTask\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12,\n\rbest_attempts\x18\x03 \x03(\x0b\x32\x15.metalearn.v1.Attempt\"\x96\x01\n\x18\x46indSimilarTasksResponse\x12\"\n\x06target\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\x12(\n\x05tasks\x18\x02 \x03(\x0b\x32\x19.metalearn.v1.SimilarTask\x12,\n\x08\x64istance\x18\x03 \x01(\x0b\x32\x1a.metalearn.v1.TaskDistance\"P\n\x15SuggestCommandRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKey\x12\x12\n\nneighbours\x18\x02 \x01(\x05\"\xa8\x01\n\x10SuggestionSource\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x12\n\nattempt_id\x18\x04 \x01(\x03\x12\x14\n\x0c\x61ttempt_name\x18\x05 \x01(\t\x12\x14\n\x0cval_accuracy\x18\x06 \x01(\x01\x12\x10\n\x08quantile\x18\x07 \x01(\x01\"\xe8\x01\n\x16SuggestCommandResponse\x12+\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x07sources\x18\x03 \x03(\x0b\x32\x1e.metalearn.v1.SuggestionSource\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12 \n\x04task\x18\x05 \x01(\x0b\x32\x12.metalearn.v1.Task\x12,\n\x08\x64istance\x18\x06 \x01(\x0b\x32\x1a.metalearn.v1.TaskDistance\"\x18\n\x16\x46itTaskDistanceRequest\"G\n\x17\x46itTaskDistanceResponse\x12,\n\x08\x64istance\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TaskDistance2\xcf\x03\n\x0bTaskService\x12R\n\x0bProfileTask\x12 .metalearn.v1.ProfileTaskRequest\x1a!.metalearn.v1.ProfileTaskResponse\x12L\n\tListTasks\x12\x1e.metalearn.v1.ListTasksRequest\x1a\x1f.metalearn.v1.ListTasksResponse\x12\x61\n\x10\x46indSimilarTasks\x12%.metalearn.v1.FindSimilarTasksRequest\x1a&.metalearn.v1.FindSimilarTasksResponse\x12[\n\x0eSuggestCommand\x12#.metalearn.v1.SuggestCommandRequest\x1a$.metalearn.v1.SuggestCommandResponse\x12^\n\x0f\x46itTaskDistance\x12$.metalearn.v1.FitTaskDistanceRequest\x1a%.metalearn.v1.FitTaskDistanceResponseB\x89\x01\n\x10\x64\x65v.metalearn.v1B\x10TaskServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmetalearn/v1/task_service.proto\x12\x0cmetalearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametalearn/v1/attempt.proto\x1a\x17metalearn/v1/task.proto\"G\n\x12ProfileTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKey\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"7\n\x13ProfileTaskResponse\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\"O\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x61ll_versions\x18\x03 \x01(\x08\"O\n\x11ListTasksResponse\x12!\n\x05tasks\x18\x01 \x03(\x0b\x32\x12.metalearn.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x02\n\x0cTaskDistance\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x38\n\x07weights\x18\x02 \x03(\x0b\x32\'.metalearn.v1.TaskDistance.WeightsEntry\x12\r\n\x05tasks\x18\x03 \x01(\x05\x12\r\n\x05pairs\x18\x04 \x01(\x05\x12,\n\x08\x66it_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08spearman\x18\x06 \x01(\x01\x12\x1d\n\x15standardized_spearman\x18\x07 \x01(\x01\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8b\x01\n\x17\x46indSimilarTasksRequest\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKeyH\x00\x12\x15\n\x0b\x66ingerprint\x18\x02 \x01(\tH\x00\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x19\n\x11\x61ttempts_per_task\x18\x04 \x01(\x05\x42\x08\n\x06target\"o\n\x0bSimilarTask\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12,\n\rbest_attempts\x18\x03 \x03(\x0b\x32\x15.metalearn.v1.Attempt\"\x96\x01\n\x18\x46indSimilarTasksResponse\x12\"\n\x06target\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\x12(\n\x05tasks\x18\x02 \x03(\x0b\x32\x19.metalearn.v1.SimilarTask\x12,\n\x08\x64istance\x18\x03 \x01(\x0b\x32\x1a.metalearn.v1.TaskDistance\"P\n\x15SuggestCommandRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKey\x12\x12\n\nneighbours\x18\x02 \x01(\x05\"\xa8\x01\n\x10SuggestionSource\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\x12\x10\n\x08\x64istance\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x12\n\nattempt_id\x18\x04 \x01(\x03\x12\x14\n\x0c\x61ttempt_name\x18\x05 \x01(\t\x12\x14\n\x0cval_accuracy\x18\x06 \x01(\x01\x12\x10\n\x08quantile\x18\x07 \x01(\x01\"\xe8\x01\n\x16SuggestCommandResponse\x12+\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x07sources\x18\x03 \x03(\x0b\x32\x1e.metalearn.v1.SuggestionSource\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12 \n\x04task\x18\x05 \x01(\x0b\x32\x12.metalearn.v1.Task\x12,\n\x08\x64istance\x18\x06 \x01(\x0b\x32\x1a.metalearn.v1.TaskDistance\"\x18\n\x16\x46itTaskDistanceRequest\"G\n\x17\x46itTaskDistanceResponse\x12,\n\x08\x64istance\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TaskDistance2\xcf\x03\n\x0bTaskService\x12R\n\x0bProfileTask\x12 .metalearn.v1.ProfileTaskRequest\x1a!.metalearn.v1.ProfileTaskResponse\x12L\n\tListTasks\x12\x1e.metalearn.v1.ListTasksRequest\x1a\x1f.metalearn.v1.ListTasksResponse\x12\x61\n\x10\x46indSimilarTasks\x12%.metalearn.v1.FindSimilarTasksRequest\x1a&.metalearn.v1.FindSimilarTasksResponse\x12[\n\x0eSuggestCommand\x12#.metalearn.v1.SuggestCommandRequest\x1a$.metalearn.v1.SuggestCommandResponse\x12^\n\x0f\x46itTaskDistance\x12$.metalearn.v1.FitTaskDistanceRequest\x1a%.metalearn.v1.FitTaskDistanceResponseB\x89\x01\n\x10\x64\x65v.metalearn.v1B\x10TaskServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,29 +42,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROFILETASKRESPONSE']._serialized_start=208
   _globals['_PROFILETASKRESPONSE']._serialized_end=263
   _globals['_LISTTASKSREQUEST']._serialized_start=265
-  _globals['_LISTTASKSREQUEST']._serialized_end=322
-  _globals['_LISTTASKSRESPONSE']._serialized_start=324
-  _globals['_LISTTASKSRESPONSE']._serialized_end=403
-  _globals['_TASKDISTANCE']._serialized_start=406
-  _globals['_TASKDISTANCE']._serialized_end=665
-  _globals['_TASKDISTANCE_WEIGHTSENTRY']._serialized_start=619
-  _globals['_TASKDISTANCE_WEIGHTSENTRY']._serialized_end=665
-  _globals['_FINDSIMILARTASKSREQUEST']._serialized_start=668
-  _globals['_FINDSIMILARTASKSREQUEST']._serialized_end=807
-  _globals['_SIMILARTASK']._serialized_start=809
-  _globals['_SIMILARTASK']._serialized_end=920
-  _globals['_FINDSIMILARTASKSRESPONSE']._serialized_start=923
-  _globals['_FINDSIMILARTASKSRESPONSE']._serialized_end=1073
-  _globals['_SUGGESTCOMMANDREQUEST']._serialized_start=1075
-  _globals['_SUGGESTCOMMANDREQUEST']._serialized_end=1155
-  _globals['_SUGGESTIONSOURCE']._serialized_start=1158
-  _globals['_SUGGESTIONSOURCE']._serialized_end=1326
-  _globals['_SUGGESTCOMMANDRESPONSE']._serialized_start=1329
-  _globals['_SUGGESTCOMMANDRESPONSE']._serialized_end=1561
-  _globals['_FITTASKDISTANCEREQUEST']._serialized_start=1563
-  _globals['_FITTASKDISTANCEREQUEST']._serialized_end=1587
-  _globals['_FITTASKDISTANCERESPONSE']._serialized_start=1589
-  _globals['_FITTASKDISTANCERESPONSE']._serialized_end=1660
-  _globals['_TASKSERVICE']._serialized_start=1663
-  _globals['_TASKSERVICE']._serialized_end=2126
+  _globals['_LISTTASKSREQUEST']._serialized_end=344
+  _globals['_LISTTASKSRESPONSE']._serialized_start=346
+  _globals['_LISTTASKSRESPONSE']._serialized_end=425
+  _globals['_TASKDISTANCE']._serialized_start=428
+  _globals['_TASKDISTANCE']._serialized_end=687
+  _globals['_TASKDISTANCE_WEIGHTSENTRY']._serialized_start=641
+  _globals['_TASKDISTANCE_WEIGHTSENTRY']._serialized_end=687
+  _globals['_FINDSIMILARTASKSREQUEST']._serialized_start=690
+  _globals['_FINDSIMILARTASKSREQUEST']._serialized_end=829
+  _globals['_SIMILARTASK']._serialized_start=831
+  _globals['_SIMILARTASK']._serialized_end=942
+  _globals['_FINDSIMILARTASKSRESPONSE']._serialized_start=945
+  _globals['_FINDSIMILARTASKSRESPONSE']._serialized_end=1095
+  _globals['_SUGGESTCOMMANDREQUEST']._serialized_start=1097
+  _globals['_SUGGESTCOMMANDREQUEST']._serialized_end=1177
+  _globals['_SUGGESTIONSOURCE']._serialized_start=1180
+  _globals['_SUGGESTIONSOURCE']._serialized_end=1348
+  _globals['_SUGGESTCOMMANDRESPONSE']._serialized_start=1351
+  _globals['_SUGGESTCOMMANDRESPONSE']._serialized_end=1583
+  _globals['_FITTASKDISTANCEREQUEST']._serialized_start=1585
+  _globals['_FITTASKDISTANCEREQUEST']._serialized_end=1609
+  _globals['_FITTASKDISTANCERESPONSE']._serialized_start=1611
+  _globals['_FITTASKDISTANCERESPONSE']._serialized_end=1682
+  _globals['_TASKSERVICE']._serialized_start=1685
+  _globals['_TASKSERVICE']._serialized_end=2148
 # @@protoc_insertion_point(module_scope)
