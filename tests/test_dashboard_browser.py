@@ -569,7 +569,9 @@ def test_the_tasks_pages_render(stage) -> None:
     stage.trainer.train_script = lambda request: iter([started()])
     stage.driver.find_element(By.ID, "train-this").click()
     wait_for(lambda: re.search(r"/attempts/\d+$", stage.driver.current_url), "the new attempt")
-    assert stage.driver.find_element(By.ID, "attempt-name").text == "suggested-run"
+    # (Read atomically: the page reloads itself when the run's status changes.)
+    name = "const e = document.getElementById('attempt-name'); return e && e.textContent"
+    wait_for(lambda: stage.script(name) == "suggested-run", "the new attempt's page")
     stage.open("/tasks")
     # One row per task, however many versions the gateway keeps.
     rows = [

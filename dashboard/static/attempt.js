@@ -38,6 +38,8 @@
       hovertemplate: "true %{y}, predicted %{x}: %{z}<extra></extra>",
       // The counts in the cells, while there is room for them.
       texttemplate: t.labels.length <= 20 ? "%{z}" : "",
+      // Counts: whole-number ticks on the colour bar too.
+      colorbar: { tickformat: "d", tick0: 0, dtick: m.wholeAxis("", Math.max(...t.matrix.flat())).dtick },
     }], m.layout({
       showlegend: false,
       margin: { l: 24, r: 16, t: 24, b: 24 },
