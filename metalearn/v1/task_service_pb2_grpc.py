@@ -89,7 +89,7 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Every task, newest first.
+        """Tasks, newest first: one row per task, or every version (`all_versions`).
         Errors: INVALID_ARGUMENT (`page_size`, `page_token`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -48,7 +48,7 @@ class TaskServiceStub:
     by index, `task.image_ops`).
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
-    """Every task, newest first.
+    """Tasks, newest first: one row per task, or every version (`all_versions`).
     Errors: INVALID_ARGUMENT (`page_size`, `page_token`).
     """
     FindSimilarTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.FindSimilarTasksRequest, _task_service_pb2.FindSimilarTasksResponse]
@@ -94,7 +94,7 @@ class TaskServiceAsyncStub(TaskServiceStub):
     by index, `task.image_ops`).
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
-    """Every task, newest first.
+    """Tasks, newest first: one row per task, or every version (`all_versions`).
     Errors: INVALID_ARGUMENT (`page_size`, `page_token`).
     """
     FindSimilarTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.FindSimilarTasksRequest, _task_service_pb2.FindSimilarTasksResponse]  # type: ignore[assignment]
@@ -149,7 +149,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTasksResponse, _abc.Awaitable[_task_service_pb2.ListTasksResponse]]:
-        """Every task, newest first.
+        """Tasks, newest first: one row per task, or every version (`all_versions`).
         Errors: INVALID_ARGUMENT (`page_size`, `page_token`).
         """
 
