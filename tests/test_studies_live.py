@@ -94,6 +94,9 @@ def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None
         assert max(e.val_accuracy for e in attempt.epochs) == pytest.approx(trial.value)
     best = study.best_trial
     assert best.value == max(t.value for t in study.trials)
+    # A list of studies says who won too (without the trials themselves).
+    (listed,) = [s for s in studies.ListStudies(pb.ListStudiesRequest()).studies if s.name == "tpe"]
+    assert listed.best_trial == best and not listed.trials
     # Chosen on validation data, tested at the end: an honest number.
     tested = live.wait_status(best.attempt_name, {attempt_pb2.ATTEMPT_STATUS_COMPLETE}, 120)
     assert tested.HasField("test_result") and 0 <= tested.accuracy <= 1

@@ -188,7 +188,15 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         before = before_id(request.page_token)
         size = request.page_size or self._limits.default_page_size
         records = await self._studies.page(before, size + 1)
-        response = pb.ListStudiesResponse(studies=[model.study_proto(r) for r in records[:size]])
+        response = pb.ListStudiesResponse()
+        for record in records[:size]:
+            # Without its trials, but with its best one, as GetStudy has it: a list of
+            # studies is read for who is winning (the dashboard's Best column).
+            study = response.studies.add()
+            study.CopyFrom(model.study_proto(record))
+            top = model.best(study, await self._studies.trials(record.id))
+            if top is not None:
+                study.best_trial.CopyFrom(model.trial_proto(study, top))
         if len(records) > size:
             response.next_page_token = before_token(records[size - 1].id)
         return response

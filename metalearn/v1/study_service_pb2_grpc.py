@@ -114,7 +114,8 @@ class StudyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListStudies(self, request, context):
-        """Lists studies, newest first, a page at a time (without their trials).
+        """Lists studies, newest first, a page at a time (without their trials; with
+        each one's best trial).
         Errors: INVALID_ARGUMENT (page size or token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

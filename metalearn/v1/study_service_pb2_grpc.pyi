@@ -57,7 +57,8 @@ class StudyServiceStub:
     Errors: INVALID_ARGUMENT, NOT_FOUND.
     """
     ListStudies: _grpc.UnaryUnaryMultiCallable[_study_service_pb2.ListStudiesRequest, _study_service_pb2.ListStudiesResponse]
-    """Lists studies, newest first, a page at a time (without their trials).
+    """Lists studies, newest first, a page at a time (without their trials; with
+    each one's best trial).
     Errors: INVALID_ARGUMENT (page size or token).
     """
     WatchStudy: _grpc.UnaryStreamMultiCallable[_study_service_pb2.WatchStudyRequest, _study_service_pb2.WatchStudyResponse]
@@ -110,7 +111,8 @@ class StudyServiceAsyncStub(StudyServiceStub):
     Errors: INVALID_ARGUMENT, NOT_FOUND.
     """
     ListStudies: _aio.UnaryUnaryMultiCallable[_study_service_pb2.ListStudiesRequest, _study_service_pb2.ListStudiesResponse]  # type: ignore[assignment]
-    """Lists studies, newest first, a page at a time (without their trials).
+    """Lists studies, newest first, a page at a time (without their trials; with
+    each one's best trial).
     Errors: INVALID_ARGUMENT (page size or token).
     """
     WatchStudy: _aio.UnaryStreamMultiCallable[_study_service_pb2.WatchStudyRequest, _study_service_pb2.WatchStudyResponse]  # type: ignore[assignment]
@@ -178,7 +180,8 @@ class StudyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _study_service_pb2.ListStudiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_study_service_pb2.ListStudiesResponse, _abc.Awaitable[_study_service_pb2.ListStudiesResponse]]:
-        """Lists studies, newest first, a page at a time (without their trials).
+        """Lists studies, newest first, a page at a time (without their trials; with
+        each one's best trial).
         Errors: INVALID_ARGUMENT (page size or token).
         """
 
