@@ -386,7 +386,7 @@ def test_ctrl_c_on_watch_exits_130_and_says_how_to_go_on(gateway, tmp_path) -> N
     assert proc.returncode == 130, err
     # It says the state it printed last: queued, unless the session's gateway changed the
     # attempt meanwhile (then that change was printed on stdout first).
-    state = (["waiting queued"] + out.splitlines())[-1].removeprefix("waiting ").split()[0]
+    state = ["waiting queued", *out.splitlines()][-1].removeprefix("waiting ").split()[0]
     assert err == (
         f"metalearn: stopped watching; waiting goes on ({state}). Watch it again: metalearn"
         " watch waiting --from-epoch 0; stop it: metalearn cancel waiting\n"
