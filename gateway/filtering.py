@@ -306,8 +306,10 @@ def unknown_field(path: list[str]) -> str | None:
         where = ".".join(path[:depth]) or "an attempt"
         if found is None:
             names = sorted(message.fields_by_name) + ([] if depth else sorted(_COLUMNS))
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f'; did you mean "{".".join([*path[:depth], near[0]])}"?' if near else ""
+            near = [".".join([*path[:depth], n]) for n in difflib.get_close_matches(key, names, 1)]
+            # A field of that name further down (batch_size: training_commands.batch_size).
+            deeper = [p for p in _paths(message, ".".join(path[:depth])) if p.endswith("." + key)]
+            hint = f'; did you mean "{(deeper or near)[0]}"?' if deeper or near else ""
             return f"{where} has no field {key!r}{hint}"
         kind = found.message_type
         if kind is not None and (kind.full_name in _FREE_FORM or kind.GetOptions().map_entry):
@@ -319,6 +321,21 @@ def unknown_field(path: list[str]) -> str | None:
             return None
         message = kind
     return None
+
+
+def _paths(message: Any, prefix: str, depth: int = 0) -> list[str]:
+    """Every field path below `message` (the proto's own messages, breadth first)."""
+    found, below = [], []
+    for field in message.fields:
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        found.append(path)
+        kind = field.message_type
+        own = kind is not None and not kind.full_name.startswith("google.protobuf.")
+        if own and depth < 3 and not kind.GetOptions().map_entry:
+            below.append((kind, path))
+    for kind, path in below:
+        found += _paths(kind, path, depth + 1)
+    return found
 
 
 def _single(text: str) -> str:

@@ -206,7 +206,10 @@ def _tidy(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in descriptor.fields:
         if field.name not in doc:
-            out[field.name] = None  # a message (or a oneof's member) not set
+            oneof = field.containing_oneof
+            if oneof is not None and not oneof.name.startswith("_"):
+                continue  # a oneof holds one of its members: `{"resize": {...}}`, as written
+            out[field.name] = None  # a message not set
             continue
         value = doc[field.name]
         if field.message_type is not None and field.message_type.GetOptions().map_entry:

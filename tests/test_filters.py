@@ -133,6 +133,7 @@ def test_filters_page_and_owner(attempts, zoo, gateway) -> None:
         # A misspelt field names the nearest one, as a misspelt command field does.
         ("acuracy > 0.9", 1, "has no field 'acuracy'; did you mean \"accuracy\"?"),
         ("training_commands.batchsize > 1", 1, 'did you mean "training_commands.batch_size"?'),
+        ("batch_size > 1", 1, 'did you mean "training_commands.batch_size"?'),
         ("training_commands.no.such.path = 1", 1, "training_commands has no field 'no'"),
         ("accuracy.x = 1", 1, "accuracy has no fields"),
         ("name:lenet*", 11, 'a wildcard goes inside quotes: name = "lenet*"'),

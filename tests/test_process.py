@@ -177,9 +177,14 @@ def test_the_cli_lists_by_filter(gateway_process) -> None:
     assert "american_dog_species_3" in hit.stdout
     miss = gw.cli("attempts", "list", "--json", "--filter", "training_commands.batch_size > 4")
     assert json.loads(miss.stdout) == []
-    bad = gw.cli("attempts", "list", "--filter", "batch_size >", check=False)
+    bad = gw.cli("attempts", "list", "--filter", "training_commands.batch_size >", check=False)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
-    assert "filter: at column 13: expected a value" in bad.stderr
+    assert "filter: at column 31: expected a value" in bad.stderr
+    # A field named without its place: the path that has it.
+    short = gw.cli("attempts", "list", "--filter", "batch_size > 4", check=False)
+    assert short.returncode == 1 and short.stderr.endswith(
+        "an attempt has no field 'batch_size'; did you mean \"training_commands.batch_size\"?\n"
+    )
 
 
 @pytest.mark.slow
