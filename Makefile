@@ -16,7 +16,7 @@ TORCH_INDEX_URL ?=
 PROTOS := $(wildcard protos/metalearn/v1/*.proto)
 GEN_DIR := metalearn/v1
 
-.PHONY: setup protos protos-check signatures lint lint-kubernetes test bench demo clean go-example
+.PHONY: setup protos protos-check signatures lint lint-kubernetes test test-fast bench demo clean go-example
 
 setup: $(STAMP)
 
@@ -93,6 +93,11 @@ lint-kubernetes: $(STAMP)
 
 test: setup protos-check lint
 	$(BIN)/pytest -q
+
+# While you work: every test but those marked slow (real trainer processes and runs,
+# restarts, outages, the browser, the demo), without the linters. `make test` runs all.
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
 
 # The Go example (examples/go), offline: Debian's Go and its packaged Go sources (never
 # the Go module proxy), code from its buf.gen.yaml, then a build. Not part of setup: the

@@ -35,6 +35,9 @@ from tests.harness import GatewayThread
 from tests.test_attempts import make_attempt
 from tests.test_process import METALEARN
 
+# PostgreSQL stopped and started under a running gateway: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CODE = grpc.StatusCode
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

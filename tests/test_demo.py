@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+# the whole demo, twice (minutes): not in `make test-fast`.
+pytestmark = pytest.mark.slow
 
 DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
 

@@ -19,6 +19,9 @@ from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as spb
 from tests.harness import GatewayThread
 
+# thousands of images generated and the history imported: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 Capture = pytest.CaptureFixture[str]
 

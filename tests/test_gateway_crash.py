@@ -21,6 +21,9 @@ from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.test_orchestration import METALEARN, TERMINAL, Trainer, slow_command
 
+# gateway processes killed and restarted mid-run: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def free_port() -> int:
     with socket.socket() as s:

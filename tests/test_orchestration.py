@@ -38,6 +38,9 @@ from tests.harness import GatewayThread, png
 from tests.other_languages import ROOT, go_example, node_example, run_example
 from tests.trainer_harness import lenet_command
 
+# real trainer processes training real runs: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 METALEARN = [sys.executable, "-m", "metalearn.cli"]
 S = attempt_pb2
 TERMINAL = {S.ATTEMPT_STATUS_TRAINED, S.ATTEMPT_STATUS_COMPLETE, S.ATTEMPT_STATUS_FAILED,

@@ -31,6 +31,9 @@ from tests.trainer_harness import collect, lenet_command, lenet_doc
 from trainer.config import TrainerConfig
 from trainer.server import create_server
 
+# a real trainer training the digits: not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 pb = trainer_service_pb2
 CODE = grpc.StatusCode
 CREDENTIAL = "test-gateway-credential"
