@@ -146,6 +146,12 @@ def test_a_fresh_store_has_no_curve_model_and_says_why(gateway: GatewayThread) -
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "needs 30 finished runs" in err.value.details()
         assert "the store has 5 on 2" in err.value.details()
+        # Then each prognosis's note says what that fit found, not only a count.
+        with pytest.raises(grpc.RpcError) as err:
+            curves.GetCurveModel(cpb.GetCurveModelRequest())
+        assert err.value.details().startswith(
+            "no curve model fitted yet: a curve model needs 30 finished runs"
+        ), err.value.details()
 
 
 def test_fitting_makes_a_version_with_its_quality_on_unseen_tasks(gateway: GatewayThread) -> None:

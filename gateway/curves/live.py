@@ -184,6 +184,7 @@ class Curves:
         self._fit_lock = asyncio.Lock()
         # The finished-run count at the last fit attempt that found too little data.
         self._too_little_at: int | None = None
+        self._too_little_why = ""  # what that fit said
 
     def forget(self) -> None:
         """A model was fitted (here or on another replica): the next use looks for it, so
@@ -200,12 +201,17 @@ class Curves:
         if version is None:
             self._loaded = None
             finished = await self._store.count_finished()
-            self._note = (
-                f"no curve model fitted yet ({finished} finished"
-                f" {'run' if finished == 1 else 'runs'} in the store; it needs "
-                f"{curve_model.MIN_RUNS} with a validation accuracy on {curve_model.MIN_TASKS}"
-                " tasks)"
-            )
+            if finished == self._too_little_at:
+                # A fit was tried on these runs: say what it found (runs without a
+                # validation accuracy, or all on one task, count above but not there).
+                self._note = f"no curve model fitted yet: {self._too_little_why}"
+            else:
+                self._note = (
+                    f"no curve model fitted yet ({finished} finished"
+                    f" {'run' if finished == 1 else 'runs'} in the store; it needs "
+                    f"{curve_model.MIN_RUNS} with a validation accuracy on"
+                    f" {curve_model.MIN_TASKS} tasks)"
+                )
             return None
         if self._loaded is None or self._loaded.row.version != version:
             row = await self._store.newest_model()
@@ -285,7 +291,7 @@ class Curves:
         try:
             fitted, quality = await asyncio.to_thread(_fit, runs, tasks)
         except curve_model.TooLittleData as err:
-            self._too_little_at = finished
+            self._too_little_at, self._too_little_why = finished, str(err)
             raise errors.FailedPrecondition(str(err)) from None
         seconds = time.perf_counter() - start
         saved = await self._store.save_model(
