@@ -101,7 +101,7 @@ def _flags(a: pb.Attempt) -> str:
     nothing (not "ok": no rule fired is no prediction) when there is none of those, and
     "at chance" for a run stopped there."""
     short = prognosis_short(a.prognosis) if a.HasField("prognosis") else ""
-    short = "" if short == "ok" else short
+    short = "" if short == "-" else short
     last = number(a.training_losses[-1]) if a.training_losses else None
     stopped = status_text(a.status) in _STOPPED and "at-chance" not in short
     if stopped and chance_note(last, len(a.training_commands.label_names)):

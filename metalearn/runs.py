@@ -101,7 +101,8 @@ def prognosis_short(p: attempt_pb2.Prognosis | None) -> str:
         parts.append("hopeless")
     if p.predicted:
         parts.append(f"->{p.final_val_accuracy:.3f}")
-    return " ".join(parts) or "ok"
+    # Nothing fired and nothing predicted is not "ok" (the dashboard's table agrees).
+    return " ".join(parts) or "-"
 
 
 def prognosis_text(p: attempt_pb2.Prognosis) -> str:
@@ -113,7 +114,8 @@ def prognosis_text(p: attempt_pb2.Prognosis) -> str:
             f"-{p.final_val_accuracy_high:.3f}, curve model v{p.model_version})"
         )
     else:
-        said = f"no prediction ({p.note})" if p.note else "no prediction"
+        # The note says why there is none ("no curve model fitted yet (...)").
+        said = p.note or "no prediction"
     flags = [f"{_flag_name(f.kind).lower().replace('_', ' ')} since epoch {f.since_epoch}"
              for f in p.flags]  # fmt: skip
     hopeless = [f"HOPELESS: {p.hopeless_reason}"] if p.hopeless else []

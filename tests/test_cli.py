@@ -408,11 +408,12 @@ def test_follow_shows_each_prognosis_and_list_has_a_column(capsys) -> None:
         "  prognosis after epoch 1: final val accuracy 0.910 (80% 0.850-0.950, curve model v2)"
     )
     assert lines[3] == (
-        "  prognosis after epoch 2: no prediction (no curve model fitted yet); at chance since"
+        "  prognosis after epoch 2: no curve model fitted yet; at chance since"
         " epoch 1; HOPELESS: at chance since epoch 1"
     )
     assert runs.prognosis_short(chance) == "at-chance hopeless"
     assert runs.prognosis_short(p) == "->0.910" and runs.prognosis_short(None) == "-"
+    assert runs.prognosis_short(S.Prognosis(epoch=3, note="no curve model fitted yet")) == "-"
 
 
 def test_follow_prints_a_prognosis_when_it_says_something_new(capsys) -> None:
@@ -427,7 +428,7 @@ def test_follow_prints_a_prognosis_when_it_says_something_new(capsys) -> None:
     runs.follow(FakeClient(*events, done), "a", 0)  # type: ignore[arg-type]
     said = [line for line in capsys.readouterr().out.splitlines() if "prognosis" in line]
     assert said == [
-        "  prognosis after epoch 1: no prediction (no curve model fitted yet)",
+        "  prognosis after epoch 1: no curve model fitted yet",
         "  prognosis after epoch 4: final val accuracy 0.910 (80% 0.850-0.950, curve model v1)",
     ]
     runs.follow(FakeClient(training, epoch(1), p, done), "a", 0, as_json=True)  # type: ignore[arg-type]

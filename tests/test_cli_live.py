@@ -86,7 +86,7 @@ def test_train_follow_prints_each_status_once_and_watch_replays_in_order(
     assert "accuracy" in lines[0] and lines[2].split()[0] == "EPOCH" and len(lines) == 5
     # Its prognosis, made after its last epoch (the end is known: nothing to predict).
     assert lines[1] == (
-        "  prognosis after epoch 2: no prediction (its last epoch is in: nothing left to predict)"
+        "  prognosis after epoch 2: its last epoch is in: nothing left to predict"
     ), lines
 
     # Retraining forgets epochs and results: the CLI asks for --overwrite first.
