@@ -202,10 +202,14 @@ def _enum_prefix(enum: Any) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
 
 
-def _tidy(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
+def _tidy(descriptor: Any, doc: dict[str, Any], fill: bool = True) -> dict[str, Any]:
+    """`plain`'s conventions on proto JSON; `fill`: every field present (else only those
+    in `doc`)."""
     out: dict[str, Any] = {}
     for field in descriptor.fields:
         if field.name not in doc:
+            if not fill:
+                continue
             oneof = field.containing_oneof
             if oneof is not None and not oneof.name.startswith("_"):
                 continue  # a oneof holds one of its members: `{"resize": {...}}`, as written
@@ -214,12 +218,12 @@ def _tidy(descriptor: Any, doc: dict[str, Any]) -> dict[str, Any]:
         value = doc[field.name]
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             entry = field.message_type.fields_by_name["value"]
-            out[field.name] = {k: _value(entry, value[k]) for k in sorted(value)}
+            out[field.name] = {k: _value(entry, value[k], fill) for k in sorted(value)}
         elif isinstance(value, list):
-            out[field.name] = [_value(field, v) for v in value]
+            out[field.name] = [_value(field, v, fill) for v in value]
         else:
-            out[field.name] = _value(field, value)
-    if descriptor is attempt_pb2.TestResult.DESCRIPTOR:
+            out[field.name] = _value(field, value, fill)
+    if descriptor is attempt_pb2.TestResult.DESCRIPTOR and "confusion_matrix" in out:
         out["confusion_matrix"] = confusion_rows(out["confusion_matrix"])
     return out
 
@@ -232,14 +236,14 @@ def confusion_rows(flat: list[int]) -> list[list[int]]:
     return [flat[row * side : (row + 1) * side] for row in range(side)]
 
 
-def _value(field: FieldDescriptor, value: Any) -> Any:
+def _value(field: FieldDescriptor, value: Any, fill: bool = True) -> Any:
     if field.type in _INT64 and isinstance(value, str):
         return int(value)
     if field.enum_type is not None and isinstance(value, str):
         return enum_spelling(field.enum_type, value)
     message = field.message_type
     if message is not None and message.full_name not in _OPAQUE and isinstance(value, dict):
-        return _tidy(message, value)
+        return _tidy(message, value, fill)
     return value
 
 
@@ -247,7 +251,8 @@ def command_as_written(command: attempt_pb2.TrainCommand) -> dict[str, Any]:
     """A training command as a person writes it for `train --file`: only the fields that
     are set (no `"model_name": ""` or `"devices": 0`), in the proto's order, whole
     numbers as integers, and each layer's, optimizer's and scheduler's `name` first."""
-    doc = integral(json_format.MessageToDict(command, preserving_proto_field_name=True))
+    written = json_format.MessageToDict(command, preserving_proto_field_name=True)
+    doc = integral(_tidy(command.DESCRIPTOR, written, fill=False))  # "seed": 1, not "1"
     return {f.name: _names_first(doc[f.name]) for f in command.DESCRIPTOR.fields if f.name in doc}
 
 

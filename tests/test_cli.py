@@ -105,6 +105,18 @@ def test_the_document_has_plain_numbers_one_status_spelling_and_names_our_fields
     assert set(documents.STATUS_SPELLING.values()) >= {"Incomplete", "Training", "Cancelled"}
 
 
+def test_a_command_is_printed_as_a_person_writes_it() -> None:
+    command = lenet_command(seed=7, devices=0)
+    written = documents.command_as_written(command)
+    assert written["seed"] == 7 and written["batch_size"] == 32  # numbers, not "7"
+    assert "devices" not in written and "model_name" not in written  # defaults left out
+    assert written["model"]["layers"][0] == {
+        "name": "Conv2d", "in_channels": "auto", "kernel_size": 3, "out_channels": 16,
+        "padding": 1,
+    }  # fmt: skip
+    assert documents.parse(written, S.TrainCommand(), "") == command
+
+
 def test_every_enum_is_spelt_as_a_status_and_read_back() -> None:
     from metalearn.v1 import study_service_pb2, task_pb2
 
