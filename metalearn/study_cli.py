@@ -169,13 +169,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json([study_document(s, trials=False) for s in studies])
         return 0
     width = max([len("NAME"), *(len(s.name) for s in studies)])
-    print(f"{'ID':>5}  {'NAME':<{width}}  {'STATE':<9} {'TRIALS':>9}  {'CREATED':<19}  OWNER")
+    print(
+        f"{'ID':>5}  {'NAME':<{width}}  {'STATE':<9} {'TRIALS':>9} {'BEST':>7}  {'CREATED':<19}"
+        "  OWNER"
+    )
     for s in studies:
         trials = f"{s.trials_made}/{s.n_trials}"
+        best = value_text(s.best_trial.value) if s.HasField("best_trial") else "-"
         created = s.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
         print(
-            f"{s.id:>5}  {s.name:<{width}}  {study_state(s.state):<9} {trials:>9}  {created}"
-            f"  {s.owner}"
+            f"{s.id:>5}  {s.name:<{width}}  {study_state(s.state):<9} {trials:>9} {best:>7}"
+            f"  {created}  {s.owner}"
         )
     return 0
 

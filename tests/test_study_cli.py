@@ -95,9 +95,10 @@ def test_create_show_list_stop_delete(labelled, capsys, tmp_path) -> None:
 
     code, out, _ = run(gateway, capsys, "study", "list")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "STATE", "TRIALS", "CREATED", "OWNER"]
-    assert [line.split()[:3] for line in lines[1:]] == [["2", "t", "running"],
-                                                        ["1", "s", "running"]]  # fmt: skip
+    assert lines[0].split() == ["ID", "NAME", "STATE", "TRIALS", "BEST", "CREATED", "OWNER"]
+    # No trial has finished: no best yet.
+    assert [line.split()[:3] + line.split()[4:5] for line in lines[1:]] == [
+        ["2", "t", "running", "-"], ["1", "s", "running", "-"]]  # fmt: skip
     code, out, _ = run(gateway, capsys, "study", "list", "--json")
     listed = json.loads(out)
     assert [s["name"] for s in listed] == ["t", "s"] and "trials" not in listed[0]
