@@ -11,7 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -77,10 +77,14 @@ def _reason(log: Path, start: int) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     logs = data_dir / "logs"
-    stop = threading.Event()
+    # A plain flag, not a threading.Event: the handler runs in the main thread between
+    # two bytecodes, and Event.set() there deadlocks when the signal lands while the main
+    # thread holds the Event's own lock inside Event.wait() (seen: `up` hung for good
+    # after a Ctrl-C, its daemons never stopped).
+    stop: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.append(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
@@ -133,14 +137,15 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f" METALEARN_DATA_DIR={shlex.quote(str(data_dir.resolve()))}",
                 flush=True,
             )
-        while not stop.wait(0.5):
+        while not stop:
+            time.sleep(0.5)  # a signal ends the sleep early (PEP 475 resumes it; it is short)
             for daemon in daemons:
-                if daemon.proc.poll() is not None:
+                if daemon.proc.poll() is not None and not stop:
                     print(
                         f"metalearn up: {daemon.name} exited ({daemon.proc.returncode});"
                         f" see {daemon.log_path}"
                     )
-                    stop.set()
+                    stop.append(0)
         return 0
     finally:
         # Trainers first (each checkpoints its run), then the gateway (and its database).
