@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from types import FrameType
@@ -73,16 +73,19 @@ def run_trainer(config: TrainerConfig, on_ready: Callable[[str], None] = print) 
     server.start()
     address = advertised(config.listen, port, config.advertise)
     announcer = Announcer(config, address, workers, credential).start()
-    stop = threading.Event()
+    # A plain flag, not a threading.Event: Event.set() in a signal handler deadlocks when
+    # the signal lands while the main thread holds the Event's own lock in wait().
+    stop: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.append(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     host = config.listen.rsplit(":", 1)[0]
     on_ready(f"metalearn trainer listening on {host}:{port}")
-    stop.wait()
+    while not stop:
+        time.sleep(0.2)
     log.info("stopping: runs checkpoint after their current epoch")
     health_servicer.enter_graceful_shutdown()
     workers.interrupt_all()
