@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -54,19 +55,24 @@ def truncate(database_url: str) -> None:
     """Empties every table (identities restart) between tests.
 
     The gateway's dispatcher queries these tables every second; a TRUNCATE that meets
-    one of its statements in a deadlock is simply tried again.
+    one of its statements in a deadlock is simply tried again. It also gives up waiting
+    for its lock after a while and tries again: the gateway may hold a transaction open
+    (a study's row lock) while it awaits a query on another connection, which queues
+    behind this TRUNCATE's lock, a cycle PostgreSQL cannot see (a test hung on it).
     """
-    for attempt in range(10):
+    for attempt in range(60):
         try:
             with psycopg.connect(database_url) as conn:
+                conn.execute("SET lock_timeout = '2s'")
                 conn.execute(
                     "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts, studies,"
                     " tasks, task_distance, curve_models RESTART IDENTITY CASCADE"
                 )
             return
-        except psycopg.errors.DeadlockDetected:
-            if attempt == 9:
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+            if attempt == 59:
                 raise
+            time.sleep(0.1)
 
 
 def unregister(database_url: str, address: str) -> None:

@@ -108,11 +108,33 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+# A migration waits at most this long for a table's lock, then gives up and tries again.
+# Running replicas may hold a transaction open (a study's row lock) while they await a
+# query on another connection; that query queues behind the migration's ALTER, and the
+# three wait on each other in a cycle PostgreSQL cannot see. Giving up breaks it (the
+# practice of strong_migrations and GitLab's migration helpers).
+_MIGRATION_LOCK_TIMEOUT = "5s"
+_MIGRATION_TRIES = 30
+
+
 async def migrate(conninfo: str) -> list[str]:
     """Applies the migrations this database lacks; returns their names."""
+    for attempt in range(1, _MIGRATION_TRIES + 1):
+        try:
+            return await _migrate_once(conninfo)
+        except pg_errors.LockNotAvailable:
+            if attempt == _MIGRATION_TRIES:
+                raise
+            log.warning("migrations: a table is busy (try %d): trying again", attempt)
+            await asyncio.sleep(min(attempt, 5))
+    raise AssertionError("unreachable")
+
+
+async def _migrate_once(conninfo: str) -> list[str]:
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=False) as conn:
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(f"SET LOCAL lock_timeout = '{_MIGRATION_LOCK_TIMEOUT}'")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"

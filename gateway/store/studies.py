@@ -235,6 +235,16 @@ class StudyStore:
                 )
                 return [_study(r) for r in await cur.fetchall()]
 
+    async def running(self, study_id: int) -> StudyRecord | None:
+        """A study not yet done, read without its lock (None: done or gone)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                query = "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE'"
+                await cur.execute(sql.SQL(query).format(_STUDY), (study_id,))
+                row = await cur.fetchone()
+                return _study(row) if row is not None else None
+
     async def active(self) -> list[int]:
         """Studies not yet done."""
         with translate_db_errors():

@@ -141,13 +141,18 @@ class StudyDriver:
         """Asks what the study's budget and slots allow, queues what was asked, and ends
         the study when nothing runs and nothing more will be asked. Skips a study another
         replica is advancing, unless `wait` (a caller that needs this pass's outcome)."""
+        # What needs other connections (the trainers' slots, a warm start's plan) is read
+        # before the study's lock is taken: a transaction held open while it awaits
+        # another connection deadlocks, unseen by PostgreSQL, against any lock request
+        # queued between the two (a migration's ALTER during a rolling restart).
+        ahead = await self._ahead(study_id)
         async with self._studies.locked(study_id, wait=wait) as locked:
             if locked is None:
                 return
             record = locked.study
             study = model.spec_of(record)
             params = parameters(study)
-            best_to_test = await self._advance_locked(locked, study, params)
+            best_to_test = await self._advance_locked(locked, study, params, ahead)
         # Queued under the lock again (waiting for it): a study stopped meanwhile queues
         # nothing more, and StopStudy, which takes the same lock, sees every trial queued.
         async with self._studies.locked(study_id, wait=True) as again:
@@ -171,8 +176,25 @@ class StudyDriver:
             except errors.DomainError as err:
                 log.warning("study %s: testing its best trial: %s", record.name, err)
 
+    async def _ahead(self, study_id: int) -> tuple[int, dict[str, Any] | None]:
+        """The slots a study may fill now and its warm start's plan (None: not made, or
+        not wanted), from reads that take no lock."""
+        record = await self._studies.running(study_id)
+        if record is None:
+            return 1, None
+        study = model.spec_of(record)
+        plan = record.warm_plan
+        wanted = record.state == "RUNNING" and plan is None and study.HasField("warm_start")
+        if wanted and self._warm is not None:
+            plan = await self._warm.plan(study, parameters(study))
+        return await self._slots(study), plan
+
     async def _advance_locked(
-        self, locked: Locked, study: pb.Study, params: Sequence[space.Parameter]
+        self,
+        locked: Locked,
+        study: pb.Study,
+        params: Sequence[space.Parameter],
+        ahead: tuple[int, dict[str, Any] | None],
     ) -> str | None:
         """Asks for trials and updates the study row, under its lock; returns the best
         trial's attempt when the study just ended and tests its best."""
@@ -186,13 +208,14 @@ class StudyDriver:
         made = record.trials_made
         sampler_state = dict(record.sampler_state)
         running = sum(model.outcome(study, t).state == TrialState.RUNNING for t in trials)
+        slots, planned = ahead
         plan = record.warm_plan
         if state == "RUNNING" and plan is None and study.HasField("warm_start") and self._warm:
-            plan = await self._warm.plan(study, params)
+            plan = planned
         # A warm start waits for its task's profile before the first trial.
         waiting = plan is None and study.HasField("warm_start") and self._warm is not None
         if state == "RUNNING" and not waiting:
-            wanted = min(await self._slots(study) - running, study.n_trials - made)
+            wanted = min(slots - running, study.n_trials - made)
             past = [self._past(study, t) for t in trials]
             zero_shot = (plan or {}).get("zero_shot", [])
             for _ in range(max(wanted, 0)):
