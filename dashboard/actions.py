@@ -28,9 +28,15 @@ MAX_NOTE_CHARS = 256
 MAX_FORM_BYTES = 256 * 1024
 
 
+def digits(text: str) -> bool:
+    """Whether `text` is a whole number int() reads: ASCII digits only ("²".isdigit() is
+    true, and int("²") fails)."""
+    return text.isascii() and text.isdigit()
+
+
 def attempt_id_of(request: Request) -> int:
     text = request.path_params["attempt_id"]
-    if not text.isdigit() or len(text) >= 19:
+    if not digits(text) or len(text) >= 19:
         what = "an attempt's id is a whole number"
         raise MetalearnError("INVALID_ARGUMENT", what, {"id": what})
     return int(text)
@@ -42,7 +48,7 @@ def _invalid(field: str, what: str) -> MetalearnError:
 
 async def _form(request: Request) -> dict[str, str]:
     size = request.headers.get("content-length", "")
-    if not size.isdigit() or int(size) > MAX_FORM_BYTES:
+    if not digits(size) or int(size) > MAX_FORM_BYTES:
         raise _invalid("form", f"a form of at most {MAX_FORM_BYTES} bytes, with its length")
     form = await request.form()
     return {k: v for k, v in form.items() if isinstance(v, str)}

@@ -45,9 +45,6 @@ apb = attempt_service_pb2
 HERE = Path(__file__).parent
 # At most this many attempts side by side (each is one FULL read from the gateway).
 MAX_COMPARE = 200
-# Studies whose best trial the studies page looks up (ListStudies leaves it out), newest
-# first; older ones show none.
-MAX_STUDIES_WITH_BEST = 200
 # How long a token's name and role are remembered (a revoked token fails its next call
 # anyway: this only saves a WhoAmI per page).
 _WHO_TTL = 30.0
@@ -303,9 +300,6 @@ async def attempts_page(ui: Dashboard, request: Request, token: str, me: Any) ->
     )
 
 
-_attempt_id = actions.attempt_id_of
-
-
 async def _untestable(ui: Dashboard, token: str, attempt: Any) -> list[str]:
     """The labels a test of `attempt` would need that have no images here (an imported
     prototype's, say): then the Test button is off, saying so."""
@@ -318,7 +312,7 @@ async def _untestable(ui: Dashboard, token: str, attempt: Any) -> list[str]:
 
 @signed_in
 async def attempt_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    attempt_id = _attempt_id(request)
+    attempt_id = actions.attempt_id_of(request)
     attempt = await ui.gateway.attempt(token, attempt_id)
     page = views.attempt_page(attempt)
     may_change = _may_change(me, attempt.owner)
@@ -348,7 +342,7 @@ async def attempt_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
 
 @signed_in
 async def attempt_command(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    attempt_id = _attempt_id(request)
+    attempt_id = actions.attempt_id_of(request)
     attempt = await ui.gateway.attempt(token, attempt_id, full=False)
     return Response(
         views.command_json(attempt.training_commands) + "\n",
@@ -364,7 +358,7 @@ def _attachment(filename: str) -> str:
 
 @signed_in
 async def attempt_model(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
-    attempt_id = _attempt_id(request)
+    attempt_id = actions.attempt_id_of(request)
     attempt = await ui.gateway.attempt(token, attempt_id, full=False)
     chunks = ui.gateway.download(token, attempt_id)
     first = await anext(chunks)  # a refusal becomes a page, before any byte is sent
@@ -389,10 +383,10 @@ async def attempt_events(ui: Dashboard, request: Request, token: str, me: Any) -
     """The attempt's epochs, status changes and prognoses as they happen. An event's id
     is its epoch, so a reconnecting browser (Last-Event-ID) resumes where it was, and so
     does this side when the gateway's stream breaks (a restart)."""
-    attempt_id = _attempt_id(request)
+    attempt_id = actions.attempt_id_of(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("from_epoch", "0")
     seen: dict[str, Any] = {
-        "epoch": int(resume) if resume.isdigit() and len(resume) < 10 else 0,
+        "epoch": int(resume) if actions.digits(resume) and len(resume) < 10 else 0,
         "status": "",
         "loss": None,
         "n_labels": 0,
@@ -430,7 +424,7 @@ async def attempt_events(ui: Dashboard, request: Request, token: str, me: Any) -
 @signed_in
 async def compare_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     raw = [x for value in request.query_params.getlist("id") for x in value.split(",") if x]
-    if not all(x.isdigit() and len(x) < 19 for x in raw):
+    if not all(actions.digits(x) and len(x) < 19 for x in raw):
         return _bad_request(ui, request, me, "id", "attempt ids are whole numbers")
     ids = list(dict.fromkeys(int(x) for x in raw))
     if not 1 <= len(ids) <= MAX_COMPARE:
@@ -444,10 +438,7 @@ async def compare_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
 @signed_in
 async def studies_page(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
     studies = sorted(await ui.gateway.list_studies(token), key=lambda s: -s.id)
-    # ListStudies has no best trial: GetStudy has it, for the newest studies.
-    names = [s.name for s in studies[:MAX_STUDIES_WITH_BEST]]
-    full = {s.name: s for s in await ui.gateway.studies_with_trials(token, names)}
-    rows = [study_pages.study_summary(full.get(s.name, s)) for s in studies]
+    rows = [study_pages.study_summary(s) for s in studies]  # each with its best trial
     return ui.render(request, "studies.html", me=_me(me), rows=rows)
 
 

@@ -185,24 +185,6 @@ class Gateway:
         request = spb.ListStudiesRequest(page_size=200)
         return await self._pages(self.studies.ListStudies, request, "studies", token)
 
-    async def studies_with_trials(self, token: str, names: list[str]) -> list[spb.Study]:
-        """Studies as GetStudy has them (with their trials and best trial, which
-        ListStudies leaves out), a bounded number at a time; one deleted meanwhile is
-        left out."""
-        gate = asyncio.Semaphore(_PARALLEL)
-
-        async def one(name: str) -> spb.Study | None:
-            async with gate:
-                try:
-                    return await self.study(token, name)
-                except MetalearnError as err:
-                    if err.code != "NOT_FOUND":
-                        raise
-                    return None
-
-        found = await asyncio.gather(*(one(n) for n in names))
-        return [s for s in found if s is not None]
-
     async def study(self, token: str, name: str) -> spb.Study:
         reply = await self.call(self.studies.GetStudy, spb.GetStudyRequest(name=name), token)
         result: spb.Study = reply.study

@@ -337,10 +337,10 @@ def _task_error(t: task_pb2.Task, missing: bool) -> str:
 
 
 def distinct_tasks(tasks: Sequence[task_pb2.Task]) -> list[dict[str, Any]]:
-    """One row per task (its labels and image ops). The gateway lists every version of a
-    task, one per state of its labels' images (a re-import, images added later), newest
-    first: the row is the newest version that is not failed (else the newest), with how
-    many versions there are."""
+    """One row per task (its labels and image ops). ListTasks gives one already; a
+    gateway from before it did listed every version of a task (one per state of its
+    labels' images), newest first: then the row is the newest version that is not failed
+    (else the newest), with how many versions there are."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for t in tasks:
         ops = tuple(op.SerializeToString(deterministic=True) for op in t.image_ops)

@@ -17,7 +17,7 @@ LAUNCH_KEY_ENV = "METALEARN_UI_LAUNCH_KEY"
 
 def _split(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise OSError(f"--listen wants HOST:PORT, not {listen!r}")
     return host.strip("[]"), int(port)
 
