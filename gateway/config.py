@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,10 @@ class GatewayConfig:
     max_artifact_bytes: int = 2 * 1024**3
     # A trainer that streamed something impossible gets no work for this long.
     quarantine_seconds: float = 300.0
+    # Principals whose imported runs (claims, not runs trained here) suggestions, warm
+    # starts and the task distance learn from, beside admins' and each caller's own:
+    # any writer may import anything, so no one else's claims count unless named here.
+    trusted_owners: tuple[str, ...] = ()
 
     @classmethod
     def from_args(
@@ -98,6 +103,7 @@ class GatewayConfig:
         trainer_tls: ClientTls | None = None,
         admin_token_file: str | None = None,
         trainer_token_file: str | None = None,
+        trusted_owners: Sequence[str] | None = None,
     ) -> GatewayConfig:
         """Builds the config from CLI flags, falling back to METALEARN_* variables."""
         # "postgresql://" names no parameter: libpq takes them all from PGHOST, PGUSER...
@@ -109,6 +115,8 @@ class GatewayConfig:
             url = psycopg.conninfo.make_conninfo(url, password=password)
         admin_file = admin_token_file or os.environ.get("METALEARN_ADMIN_TOKEN_FILE")
         trainer_file = trainer_token_file or os.environ.get("METALEARN_TRAINER_TOKEN_FILE")
+        if trusted_owners is None:  # METALEARN_TRUSTED_OWNERS: names, comma-separated
+            trusted_owners = os.environ.get("METALEARN_TRUSTED_OWNERS", "").split(",")
         return cls(
             listen=listen or os.environ.get("METALEARN_LISTEN") or DEFAULT_LISTEN,
             data_dir=Path(data_dir or os.environ.get("METALEARN_DATA_DIR") or DEFAULT_DATA_DIR),
@@ -120,4 +128,5 @@ class GatewayConfig:
             trainer_tls=trainer_tls,
             admin_token_file=Path(admin_file) if admin_file else None,
             trainer_token_file=Path(trainer_file) if trainer_file else None,
+            trusted_owners=tuple(sorted({o.strip() for o in trusted_owners if o.strip()})),
         )

@@ -80,6 +80,10 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     attempt.trainer = record.trainer
     attempt.error = record.error
     attempt.owner = record.owner
+    # Derived, never stored: as the `provenance` column is from the document's flag.
+    attempt.provenance = (
+        attempt_pb2.PROVENANCE_IMPORTED if attempt.imported else attempt_pb2.PROVENANCE_TRAINED
+    )
     # Encoded repeated fields from PostgreSQL: merging appends them, parsed natively.
     attempt.MergeFromString(record.losses_wire)
     if record.epochs_wire:

@@ -163,7 +163,7 @@ async def create_server(
         TokenServicer(tokens, authenticator), server
     )
     tasks = TaskStore(pool)
-    learner = Learner(tasks)
+    learner = Learner(tasks, config.trusted_owners)
     profiler = TaskProfiler(config, tasks, trainers, hub)
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(tasks, images, attempts, learner, profiler, config.limits), server

@@ -58,6 +58,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         trainer_tls=trainer_tls,
         admin_token_file=args.admin_token_file,
         trainer_token_file=args.trainer_token_file,
+        trusted_owners=args.trusted_owner,
     )
     asyncio.run(run_gateway(config, on_ready=lambda line: print(line, flush=True)))
     return 0
@@ -311,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw.add_argument(
         "--trainer-token-file", help="make the token in this file the trainer token 'trainers'"
+    )
+    gw.add_argument(
+        "--trusted-owner",
+        action="append",
+        metavar="NAME",
+        help="learn from this principal's imported runs too (repeat it; env"
+        " METALEARN_TRUSTED_OWNERS, comma-separated)",
     )
     gw.add_argument(
         "--insecure-no-auth",

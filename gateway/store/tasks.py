@@ -48,13 +48,16 @@ class TaskRecord:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A finished attempt on some task: its command and how well it did."""
+    """A finished attempt on some task: its command and how well it did, where its
+    numbers come from (the `provenance` column: TRAINED or IMPORTED) and whose it is."""
 
     key: str
     attempt_id: int
     name: str
     command: dict[str, Any]
     best_val_accuracy: float
+    provenance: str = "TRAINED"
+    owner: str = ""
 
 
 _TASK = sql.SQL(
@@ -276,20 +279,25 @@ class TaskStore:
                 if row is not None:
                     await conn.execute("SELECT pg_notify(%s, %s)", (TASKS, row[0]))
 
-    async def evaluations(self) -> list[Evaluation]:
-        """Every finished attempt with a validation accuracy, with its task key."""
+    async def evaluations(self, trusted: Sequence[str]) -> list[Evaluation]:
+        """Every finished attempt with a validation accuracy that may be learned from,
+        with its task key: every run trained here, and the claims (imported runs) of
+        admins and of the `trusted` owners (migration 0012's `trusted_run`). Anyone may
+        import anything: another writer's claims would steer everyone's suggestions."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT a.task_key AS key, a.id AS attempt_id, a.name,"
-                    " a.doc -> 'training_commands' AS command, e.best AS best_val_accuracy"
+                    "SELECT a.task_key AS key, a.id AS attempt_id, a.name, a.provenance,"
+                    " a.owner, a.doc -> 'training_commands' AS command,"
+                    " e.best AS best_val_accuracy"
                     " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best"
                     " FROM attempt_epochs WHERE attempt_id = a.id"
                     # An accuracy, not NaN (PostgreSQL's NaN equals itself) or nonsense.
                     " AND val_accuracy BETWEEN 0 AND 1) e ON e.best IS NOT NULL"
-                    " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL ORDER BY a.id",
-                    (list(_FINISHED),),
+                    " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
+                    " AND trusted_run(a.provenance, a.owner, %s) ORDER BY a.id",
+                    (list(_FINISHED), list(trusted)),
                 )
                 return [
                     Evaluation(
@@ -298,6 +306,8 @@ class TaskStore:
                         r["name"],
                         r["command"] or {},
                         float(r["best_val_accuracy"]),
+                        r["provenance"],
+                        r["owner"],
                     )
                     for r in await cur.fetchall()
                 ]

@@ -186,7 +186,7 @@ class StudyDriver:
         plan = record.warm_plan
         wanted = record.state == "RUNNING" and plan is None and study.HasField("warm_start")
         if wanted and self._warm is not None:
-            plan = await self._warm.plan(study, parameters(study))
+            plan = await self._warm.plan(study, parameters(study), record.owner)
         return await self._slots(study), plan
 
     async def _advance_locked(

@@ -4,6 +4,11 @@ a task's neighbours, the command to suggest, and a study's warm-start plan.
 The maths lives in `similarity` and `warmstart` (pure, shared with the benchmark); this
 module reads the store, groups its finished attempts by task and by command, and keeps
 the fitted distance in `task_distance` so that every replica answers with the same one.
+
+It learns from evidence, not from claims: every run trained here, but an imported run
+only when its owner is trusted (an admin, an owner the gateway was told to trust, or
+the caller asking), since any writer may import anything. The distance is shared by
+every caller, so it trusts no caller in particular.
 """
 
 from __future__ import annotations
@@ -102,8 +107,10 @@ class Known:
 
     tasks: dict[str, TaskRecord]
     tried: dict[str, dict[str, Tried]]
-    # Every finished run, as read (a warm start picks its own among them).
+    # Every finished run it may learn from (a warm start picks its own among them).
     runs: list[Evaluation]
+    # The owners whose imported runs count (beside admins' and every trained run).
+    trusted: tuple[str, ...] = ()
 
     def values(self, keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         chosen = self.tried if keys is None else {k: self.tried[k] for k in keys if k in self.tried}
@@ -131,22 +138,32 @@ class Suggestion:
 class Learner:
     """One per gateway."""
 
-    def __init__(self, tasks: TaskStore) -> None:
+    def __init__(self, tasks: TaskStore, trusted_owners: Sequence[str] = ()) -> None:
         self._tasks = tasks
+        self._trusted = tuple(sorted(set(trusted_owners)))
         self._fit_lock = asyncio.Lock()
 
-    async def known(self) -> Known:
+    def trusted(self, caller: str | None = None) -> tuple[str, ...]:
+        """The owners whose imported runs count for `caller` (None: for what every
+        caller shares): the configured ones, and the caller's own."""
+        return tuple(sorted({*self._trusted, caller})) if caller else self._trusted
+
+    async def known(self, caller: str | None = None) -> Known:
+        """The store as `caller` may learn from it (None: as every caller may)."""
+        trusted = self.trusted(caller)
         ready = {t.key: t for t in await self._tasks.ready()}
-        runs = await self._tasks.evaluations()
+        runs = await self._tasks.evaluations(trusted)
         tried: dict[str, list[Evaluation]] = {}
         for e in runs:
             tried.setdefault(e.key, []).append(e)
-        return Known(ready, {k: by_command(es) for k, es in tried.items()}, runs)
+        return Known(ready, {k: by_command(es) for k, es in tried.items()}, runs, trusted)
 
     async def fit(self, known: Known | None = None) -> Fitted:
-        """Refits the distance on the store now and keeps it."""
+        """Refits the distance on the store now and keeps it (on what every caller may
+        learn from: a caller's own claims must not move everyone's distance)."""
         async with self._fit_lock:
-            known = known or await self.known()
+            if known is None or known.trusted != self._trusted:
+                known = await self.known()
             done = await self._tasks.studies_done()
             with_history = {k: p for k, p in known.profiles().items() if k in known.tried}
             # Fitting is numpy work on at most a few thousand pairs: off the event loop.
@@ -330,6 +347,9 @@ def warm_plan(
                 "attempt_id": run.attempt_id,
                 "attempt_name": run.name,
                 "score": round(scored.score, 6),
+                # Where the repeated run's numbers came from.
+                "provenance": run.provenance,
+                "owner": run.owner,
             }
         )
     priors = []
@@ -352,4 +372,10 @@ def warm_plan(
                 "trials": len(usable[k]),
             }
         )
-    return {"state": "ready", "sources": sources, "zero_shot": first, "priors": priors}
+    return {
+        "state": "ready",
+        "sources": sources,
+        "zero_shot": first,
+        "priors": priors,
+        "trusted_owners": list(known.trusted),
+    }

@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from gateway import convert
+from gateway.auth.roles import current
 from gateway.config import Limits
 from gateway.convert import image_ops_json
 from gateway.pagination import before_id, before_token
@@ -30,6 +31,10 @@ from metalearn.v1 import task_service_pb2 as pb
 MAX_WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.2
 _FINGERPRINT = re.compile(r"(missing:)?[0-9a-f]{64}")
+_PROVENANCES = {
+    "TRAINED": attempt_pb2.PROVENANCE_TRAINED,
+    "IMPORTED": attempt_pb2.PROVENANCE_IMPORTED,
+}
 _STATES = {
     "PENDING": task_pb2.TASK_STATE_PENDING,
     "READY": task_pb2.TASK_STATE_READY,
@@ -70,6 +75,11 @@ def distance_proto(fitted: Fitted) -> pb.TaskDistance:
     )
     found.fit_time.FromDatetime(fitted.at)
     return found
+
+
+def provenance_value(provenance: str) -> attempt_pb2.Provenance:
+    """The store's spelling of a provenance ("TRAINED") as the API's enum."""
+    return _PROVENANCES.get(provenance, attempt_pb2.PROVENANCE_UNSPECIFIED)
 
 
 def _bounded(field: str, value: int, default: int, high: int) -> int:
@@ -182,10 +192,10 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             raise FailedPrecondition(f"the task could not be profiled: {target.error}")
         if target.state == "PENDING":
             raise Unavailable("the task is not profiled yet (is a trainer up?): call again")
-        known = await self._learner.known()
+        known = await self._learner.known(current().name)
         fitted = await self._learner.distance(known)
         response = pb.FindSimilarTasksResponse(
-            target=task_proto(target), distance=distance_proto(fitted)
+            target=task_proto(target), distance=distance_proto(fitted), trusted_owners=known.trusted
         )
         for record, d in Learner.neighbours(known, fitted.distance, target, limit):
             similar = response.tasks.add(
@@ -202,10 +212,10 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         if not request.HasField("task"):
             raise InvalidArgument.one("task", "give the labels to suggest a command for")
         target = await self._target(request.task, None, context)
-        known = await self._learner.known()
+        known = await self._learner.known(current().name)
         fitted = await self._learner.distance(known)
         response = pb.SuggestCommandResponse(
-            task=task_proto(target), distance=distance_proto(fitted)
+            task=task_proto(target), distance=distance_proto(fitted), trusted_owners=known.trusted
         )
         suggestion = None
         if target.state == "READY":
@@ -215,11 +225,12 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                 list(request.task.label_names), image_ops_json(request.task.image_ops)
             )
             why = (
-                "no past task has finished attempts"
+                "no past task has finished attempts to learn from (trained here, or imported by"
+                " you, an admin or a trusted owner)"
                 if not any(key != target.key for key in known.tried)
                 else f"the task could not be profiled ({target.state.lower()}: {target.error})"
                 if target.state != "READY"
-                else "no similar task has finished attempts"
+                else "no similar task has finished attempts to learn from"
             )
             response.fallback = True
             response.reason = f"metalearn's default command: {why}"
@@ -231,11 +242,14 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             command.pop("n_labels", None)
             command.pop("model_name", None)
             top = suggestion.sources[0]
+            came = (
+                "trained here" if top[3].provenance == "TRAINED" else f"imported by {top[3].owner}"
+            )
             response.reason = (
                 f"ranks best across the {len(suggestion.neighbours)} most similar past tasks "
                 f"(by quantile within each, weighted by similarity); nearest source: "
                 f"{', '.join(top[0].label_names[:4])}{'…' if len(top[0].label_names) > 4 else ''}"
-                f" at distance {top[1]:.3g}, where {top[3].name} reached "
+                f" at distance {top[1]:.3g}, where {top[3].name} ({came}) reached "
                 f"{top[3].best_val_accuracy:.3f} validation accuracy"
             )
             for record, d, w, run, q in suggestion.sources:
@@ -247,6 +261,8 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                     attempt_name=run.name,
                     val_accuracy=run.best_val_accuracy,
                     quantile=q,
+                    provenance=provenance_value(run.provenance),
+                    owner=run.owner,
                 )
         # A document stored by an older gateway may hold fields this one no longer has.
         json_format.ParseDict(command, response.command, ignore_unknown_fields=True)

@@ -33,9 +33,10 @@ class WarmStarter:
         )
 
     async def plan(
-        self, study: pb.Study, params: Sequence[space.Parameter]
+        self, study: pb.Study, params: Sequence[space.Parameter], owner: str = ""
     ) -> dict[str, Any] | None:
-        """The plan, or None while the study's task waits for its profile."""
+        """The plan, or None while the study's task waits for its profile. It draws on
+        what the study's `owner` may learn from (its own imports count for it)."""
         try:
             target = await self._tasks.ensure(
                 list(study.base_command.label_names), image_ops_json(study.base_command.image_ops)
@@ -45,7 +46,7 @@ class WarmStarter:
         if target.state == "PENDING":
             return None
         warm = study.warm_start
-        known = await self._learner.known()
+        known = await self._learner.known(owner or None)
         evaluations = known.runs
         if warm.studies:
             try:

@@ -31,6 +31,12 @@ class CurveFlagKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CURVE_FLAG_KIND_AT_CHANCE: _ClassVar[CurveFlagKind]
     CURVE_FLAG_KIND_DIVERGING: _ClassVar[CurveFlagKind]
     CURVE_FLAG_KIND_OVERFITTING: _ClassVar[CurveFlagKind]
+
+class Provenance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROVENANCE_UNSPECIFIED: _ClassVar[Provenance]
+    PROVENANCE_TRAINED: _ClassVar[Provenance]
+    PROVENANCE_IMPORTED: _ClassVar[Provenance]
 ATTEMPT_STATUS_UNSPECIFIED: AttemptStatus
 ATTEMPT_STATUS_INCOMPLETE: AttemptStatus
 ATTEMPT_STATUS_QUEUED: AttemptStatus
@@ -46,6 +52,9 @@ CURVE_FLAG_KIND_NON_FINITE: CurveFlagKind
 CURVE_FLAG_KIND_AT_CHANCE: CurveFlagKind
 CURVE_FLAG_KIND_DIVERGING: CurveFlagKind
 CURVE_FLAG_KIND_OVERFITTING: CurveFlagKind
+PROVENANCE_UNSPECIFIED: Provenance
+PROVENANCE_TRAINED: Provenance
+PROVENANCE_IMPORTED: Provenance
 
 class Model(_message.Message):
     __slots__ = ("layers", "name")
@@ -259,7 +268,7 @@ class Prognosis(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., flags: _Optional[_Iterable[_Union[CurveFlag, _Mapping]]] = ..., predicted: _Optional[bool] = ..., final_val_accuracy: _Optional[float] = ..., final_val_accuracy_low: _Optional[float] = ..., final_val_accuracy_high: _Optional[float] = ..., model_version: _Optional[int] = ..., note: _Optional[str] = ..., hopeless: _Optional[bool] = ..., hopeless_reason: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy")
+    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy", "provenance")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +301,7 @@ class Attempt(_message.Message):
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     PROGNOSIS_FIELD_NUMBER: _ClassVar[int]
     BEST_VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     training_commands: TrainCommand
@@ -317,4 +327,5 @@ class Attempt(_message.Message):
     trial: StudyTrial
     prognosis: Prognosis
     best_val_accuracy: float
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ..., best_val_accuracy: _Optional[float] = ...) -> None: ...
+    provenance: Provenance
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ..., best_val_accuracy: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, str]] = ...) -> None: ...

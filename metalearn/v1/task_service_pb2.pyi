@@ -91,14 +91,16 @@ class SimilarTask(_message.Message):
     def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[float] = ..., best_attempts: _Optional[_Iterable[_Union[_attempt_pb2.Attempt, _Mapping]]] = ...) -> None: ...
 
 class FindSimilarTasksResponse(_message.Message):
-    __slots__ = ("target", "tasks", "distance")
+    __slots__ = ("target", "tasks", "distance", "trusted_owners")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_OWNERS_FIELD_NUMBER: _ClassVar[int]
     target: _task_pb2.Task
     tasks: _containers.RepeatedCompositeFieldContainer[SimilarTask]
     distance: TaskDistance
-    def __init__(self, target: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[SimilarTask, _Mapping]]] = ..., distance: _Optional[_Union[TaskDistance, _Mapping]] = ...) -> None: ...
+    trusted_owners: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, target: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[SimilarTask, _Mapping]]] = ..., distance: _Optional[_Union[TaskDistance, _Mapping]] = ..., trusted_owners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SuggestCommandRequest(_message.Message):
     __slots__ = ("task", "neighbours")
@@ -109,7 +111,7 @@ class SuggestCommandRequest(_message.Message):
     def __init__(self, task: _Optional[_Union[_task_pb2.TaskKey, _Mapping]] = ..., neighbours: _Optional[int] = ...) -> None: ...
 
 class SuggestionSource(_message.Message):
-    __slots__ = ("task", "distance", "weight", "attempt_id", "attempt_name", "val_accuracy", "quantile")
+    __slots__ = ("task", "distance", "weight", "attempt_id", "attempt_name", "val_accuracy", "quantile", "provenance", "owner")
     TASK_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +119,8 @@ class SuggestionSource(_message.Message):
     ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     task: _task_pb2.Task
     distance: float
     weight: float
@@ -124,23 +128,27 @@ class SuggestionSource(_message.Message):
     attempt_name: str
     val_accuracy: float
     quantile: float
-    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[float] = ..., weight: _Optional[float] = ..., attempt_id: _Optional[int] = ..., attempt_name: _Optional[str] = ..., val_accuracy: _Optional[float] = ..., quantile: _Optional[float] = ...) -> None: ...
+    provenance: _attempt_pb2.Provenance
+    owner: str
+    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[float] = ..., weight: _Optional[float] = ..., attempt_id: _Optional[int] = ..., attempt_name: _Optional[str] = ..., val_accuracy: _Optional[float] = ..., quantile: _Optional[float] = ..., provenance: _Optional[_Union[_attempt_pb2.Provenance, str]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class SuggestCommandResponse(_message.Message):
-    __slots__ = ("command", "reason", "sources", "fallback", "task", "distance")
+    __slots__ = ("command", "reason", "sources", "fallback", "task", "distance", "trusted_owners")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_OWNERS_FIELD_NUMBER: _ClassVar[int]
     command: _attempt_pb2.TrainCommand
     reason: str
     sources: _containers.RepeatedCompositeFieldContainer[SuggestionSource]
     fallback: bool
     task: _task_pb2.Task
     distance: TaskDistance
-    def __init__(self, command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[SuggestionSource, _Mapping]]] = ..., fallback: _Optional[bool] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[_Union[TaskDistance, _Mapping]] = ...) -> None: ...
+    trusted_owners: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[SuggestionSource, _Mapping]]] = ..., fallback: _Optional[bool] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[_Union[TaskDistance, _Mapping]] = ..., trusted_owners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FitTaskDistanceRequest(_message.Message):
     __slots__ = ()

@@ -31,7 +31,10 @@ class TaskServiceStub:
     trained or studied; tasks are compared by a distance over their profiles
     whose weights are fitted on the store (tasks whose best commands transfer
     well to each other come out close); the nearest tasks' best commands become
-    suggestions and warm starts.
+    suggestions and warm starts. They learn from evidence: every run trained
+    here, and an imported run (a claim) only when its owner is trusted: the
+    caller, an admin, or an owner named trusted when the gateway was started.
+    The distance, shared by every caller, trusts the same but for the caller.
     """
 
     def __init__(self, channel):
@@ -73,7 +76,10 @@ class TaskServiceServicer:
     trained or studied; tasks are compared by a distance over their profiles
     whose weights are fitted on the store (tasks whose best commands transfer
     well to each other come out close); the nearest tasks' best commands become
-    suggestions and warm starts.
+    suggestions and warm starts. They learn from evidence: every run trained
+    here, and an imported run (a claim) only when its owner is trusted: the
+    caller, an admin, or an owner named trusted when the gateway was started.
+    The distance, shared by every caller, trusts the same but for the caller.
     """
 
     def ProfileTask(self, request, context):
@@ -98,8 +104,8 @@ class TaskServiceServicer:
 
     def FindSimilarTasks(self, request, context):
         """Past tasks ranked by distance to a task, each with its best attempts.
-        Only tasks with trained attempts are ranked. The target is profiled first
-        when it has no profile (as ProfileTask with `wait`).
+        Only tasks with trusted finished attempts are ranked. The target is
+        profiled first when it has no profile (as ProfileTask with `wait`).
         Errors: INVALID_ARGUMENT (`task` as in ProfileTask, `fingerprint`,
         `limit`, `attempts_per_task`), NOT_FOUND (`fingerprint`),
         FAILED_PRECONDITION (the target could not be profiled), UNAVAILABLE (not
@@ -172,7 +178,10 @@ class TaskService:
     trained or studied; tasks are compared by a distance over their profiles
     whose weights are fitted on the store (tasks whose best commands transfer
     well to each other come out close); the nearest tasks' best commands become
-    suggestions and warm starts.
+    suggestions and warm starts. They learn from evidence: every run trained
+    here, and an imported run (a claim) only when its owner is trusted: the
+    caller, an admin, or an owner named trusted when the gateway was started.
+    The distance, shared by every caller, trusts the same but for the caller.
     """
 
     @staticmethod

@@ -32,7 +32,10 @@ class TaskServiceStub:
     trained or studied; tasks are compared by a distance over their profiles
     whose weights are fitted on the store (tasks whose best commands transfer
     well to each other come out close); the nearest tasks' best commands become
-    suggestions and warm starts.
+    suggestions and warm starts. They learn from evidence: every run trained
+    here, and an imported run (a claim) only when its owner is trusted: the
+    caller, an admin, or an owner named trusted when the gateway was started.
+    The distance, shared by every caller, trusts the same but for the caller.
     """
 
     @_typing.overload
@@ -53,8 +56,8 @@ class TaskServiceStub:
     """
     FindSimilarTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.FindSimilarTasksRequest, _task_service_pb2.FindSimilarTasksResponse]
     """Past tasks ranked by distance to a task, each with its best attempts.
-    Only tasks with trained attempts are ranked. The target is profiled first
-    when it has no profile (as ProfileTask with `wait`).
+    Only tasks with trusted finished attempts are ranked. The target is
+    profiled first when it has no profile (as ProfileTask with `wait`).
     Errors: INVALID_ARGUMENT (`task` as in ProfileTask, `fingerprint`,
     `limit`, `attempts_per_task`), NOT_FOUND (`fingerprint`),
     FAILED_PRECONDITION (the target could not be profiled), UNAVAILABLE (not
@@ -81,7 +84,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     trained or studied; tasks are compared by a distance over their profiles
     whose weights are fitted on the store (tasks whose best commands transfer
     well to each other come out close); the nearest tasks' best commands become
-    suggestions and warm starts.
+    suggestions and warm starts. They learn from evidence: every run trained
+    here, and an imported run (a claim) only when its owner is trusted: the
+    caller, an admin, or an owner named trusted when the gateway was started.
+    The distance, shared by every caller, trusts the same but for the caller.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -99,8 +105,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     FindSimilarTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.FindSimilarTasksRequest, _task_service_pb2.FindSimilarTasksResponse]  # type: ignore[assignment]
     """Past tasks ranked by distance to a task, each with its best attempts.
-    Only tasks with trained attempts are ranked. The target is profiled first
-    when it has no profile (as ProfileTask with `wait`).
+    Only tasks with trusted finished attempts are ranked. The target is
+    profiled first when it has no profile (as ProfileTask with `wait`).
     Errors: INVALID_ARGUMENT (`task` as in ProfileTask, `fingerprint`,
     `limit`, `attempts_per_task`), NOT_FOUND (`fingerprint`),
     FAILED_PRECONDITION (the target could not be profiled), UNAVAILABLE (not
@@ -126,7 +132,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     trained or studied; tasks are compared by a distance over their profiles
     whose weights are fitted on the store (tasks whose best commands transfer
     well to each other come out close); the nearest tasks' best commands become
-    suggestions and warm starts.
+    suggestions and warm starts. They learn from evidence: every run trained
+    here, and an imported run (a claim) only when its owner is trusted: the
+    caller, an admin, or an owner named trusted when the gateway was started.
+    The distance, shared by every caller, trusts the same but for the caller.
     """
 
     @_abc_1.abstractmethod
@@ -160,8 +169,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.FindSimilarTasksResponse, _abc.Awaitable[_task_service_pb2.FindSimilarTasksResponse]]:
         """Past tasks ranked by distance to a task, each with its best attempts.
-        Only tasks with trained attempts are ranked. The target is profiled first
-        when it has no profile (as ProfileTask with `wait`).
+        Only tasks with trusted finished attempts are ranked. The target is
+        profiled first when it has no profile (as ProfileTask with `wait`).
         Errors: INVALID_ARGUMENT (`task` as in ProfileTask, `fingerprint`,
         `limit`, `attempts_per_task`), NOT_FOUND (`fingerprint`),
         FAILED_PRECONDITION (the target could not be profiled), UNAVAILABLE (not

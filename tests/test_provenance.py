@@ -1,0 +1,233 @@
+"""Provenance (issue 25): a run trained here is evidence, an imported run a claim. What
+learns from the store trusts runs trained here, admins' runs, the caller's own and the
+owners the gateway names; another writer's imports cannot steer anyone's suggestion."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import pytest
+from google.protobuf import json_format
+
+from gateway.config import GatewayConfig
+from gateway.store.tasks import TaskStore
+from gateway.tasks.profiler import FEATURES
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2_grpc,
+    task_pb2,
+    task_service_pb2_grpc,
+)
+from metalearn.v1 import attempt_service_pb2 as apb
+from metalearn.v1 import task_service_pb2 as pb
+from tests.harness import GatewayThread, upload_labels
+from tests.test_attempts import make_attempt
+
+SOURCE = ("digit 4", "digit 5")
+TARGET = ("digit 4", "digit 6")
+HONEST = {0.0001: 0.55, 0.003: 0.92, 0.02: 0.81}  # learning rate: best val accuracy
+POISON = 1234.5
+
+
+def _run(name: str, labels: tuple[str, ...], lr: float, accuracy: float) -> attempt_pb2.Attempt:
+    """A finished run as ImportAttempts takes it: two epochs, the second its best."""
+    attempt = make_attempt(name, labels)
+    attempt.training_commands.n_epoch = attempt.n_epoch = 2
+    attempt.training_commands.optimizer["lr"] = lr
+    attempt.status = attempt_pb2.ATTEMPT_STATUS_TRAINED
+    for epoch, val in ((1, accuracy / 2), (2, accuracy)):
+        attempt.epochs.add(epoch=epoch, loss=1.0 / epoch, learning_rate=lr, val_accuracy=val)
+    return attempt
+
+
+def _fake_perfect(prefix: str, count: int = 20) -> list[attempt_pb2.Attempt]:
+    """The attack: `count` imported "perfect" runs at an absurd learning rate."""
+    runs = []
+    for i in range(count):
+        run = _run(f"{prefix}-{i}", SOURCE, POISON, 1.0)
+        run.status = attempt_pb2.ATTEMPT_STATUS_COMPLETE
+        run.accuracy = 1.0
+        runs.append(run)
+    return runs
+
+
+def _as_trained_here(database_url: str, names: list[str]) -> None:
+    """Makes imported runs what a trainer of this gateway would have left (no trainer runs
+    in this module): the same epochs, without the `imported` mark."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id, spec FROM attempts WHERE name = ANY(%s)", (names,)
+        ).fetchall()
+        for attempt_id, spec in rows:
+            attempt = attempt_pb2.Attempt.FromString(spec)
+            attempt.ClearField("imported")
+            conn.execute(
+                "UPDATE attempts SET spec = %s, doc = doc - 'imported' WHERE id = %s",
+                (attempt.SerializeToString(), attempt_id),
+            )
+
+
+def _profile(gateway: GatewayThread, labels: tuple[str, ...], shift: float) -> None:
+    """Stores a profile for the task as a trainer would (none runs here): every feature
+    the same but one, `shift` apart, so tasks are as near as their shifts."""
+    features = {name: 0.1 * (i + 1) for i, name in enumerate(sorted(FEATURES))}
+    features["pixel_mean"] += shift
+    profile = task_pb2.TaskProfile(
+        features=features, images=2, classes=2, input_shape=[1, 8, 8], seconds=0.1
+    )
+
+    async def profiled() -> None:
+        async with psycopg_pool.AsyncConnectionPool(gateway.database_url, min_size=1) as pool:
+            tasks = TaskStore(pool)
+            record = await tasks.ensure(list(labels), [])
+            await tasks.profiled(record.id, profile.SerializeToString(), features)
+
+    gateway.run(profiled())
+
+
+def _names(prefix: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:6]
+    return {who: f"{prefix}-{who}-{suffix}" for who in ("alice", "mallory", "reader")}
+
+
+def _tokens(gateway: GatewayThread, names: dict[str, str]) -> dict[str, str]:
+    roles = {"alice": "writer", "mallory": "writer", "reader": "reader"}
+    return {who: gateway.make_token(name, roles[who]) for who, name in names.items()}
+
+
+def _import(gateway: GatewayThread, token: str, runs: list[attempt_pb2.Attempt]) -> None:
+    with gateway.channel(token) as channel:
+        attempt_service_pb2_grpc.AttemptServiceStub(channel).ImportAttempts(
+            apb.ImportAttemptsRequest(attempts=runs)
+        )
+
+
+def _suggest(gateway: GatewayThread, token: str) -> pb.SuggestCommandResponse:
+    with gateway.channel(token) as channel:
+        return task_service_pb2_grpc.TaskServiceStub(channel).SuggestCommand(
+            pb.SuggestCommandRequest(task=task_pb2.TaskKey(label_names=TARGET)), timeout=30
+        )
+
+
+def _command(response: pb.SuggestCommandResponse) -> dict[str, Any]:
+    return json_format.MessageToDict(response.command, preserving_proto_field_name=True)
+
+
+@pytest.fixture()
+def history(gateway: GatewayThread) -> dict[str, str]:
+    """Tokens for two writers and a reader; alice's three runs on digits 4/5, trained
+    here; the tasks 4/5 and 4/6 profiled, near each other. Returns the secrets (and the
+    principals' names under "name:<who>")."""
+    names = _names("prov")
+    secrets = _tokens(gateway, names)
+    upload_labels(gateway, sorted({*SOURCE, *TARGET}))
+    runs = [_run(f"honest-{lr}", SOURCE, lr, acc) for lr, acc in HONEST.items()]
+    _import(gateway, secrets["alice"], runs)
+    _as_trained_here(gateway.database_url, [r.name for r in runs])
+    _profile(gateway, SOURCE, 0.0)
+    _profile(gateway, TARGET, 0.05)
+    return {**secrets, **{f"name:{who}": name for who, name in names.items()}}
+
+
+def test_another_writers_fake_imports_leave_a_readers_suggestion_unchanged(
+    gateway: GatewayThread, history: dict[str, str]
+) -> None:
+    before = _suggest(gateway, history["reader"])
+    assert not before.fallback, before.reason
+    assert before.command.optimizer["lr"] == pytest.approx(0.003)  # the best honest run
+    source = before.sources[0]
+    assert source.attempt_name == "honest-0.003"
+    # Where the evidence came from: trained here, alice's run (another writer's).
+    assert source.provenance == attempt_pb2.PROVENANCE_TRAINED
+    assert source.owner == history["name:alice"]
+    assert "trained here" in before.reason
+    assert list(before.trusted_owners) == [history["name:reader"]]
+
+    _import(gateway, history["mallory"], _fake_perfect("fake"))
+
+    after = _suggest(gateway, history["reader"])
+    assert _command(after) == _command(before)
+    assert [(s.attempt_name, s.owner) for s in after.sources] == [
+        (s.attempt_name, s.owner) for s in before.sources
+    ]
+    # Nor do they show among the similar task's best attempts.
+    with gateway.channel(history["reader"]) as channel:
+        similar = task_service_pb2_grpc.TaskServiceStub(channel).FindSimilarTasks(
+            pb.FindSimilarTasksRequest(task=task_pb2.TaskKey(label_names=TARGET)), timeout=30
+        )
+    best = [a for t in similar.tasks for a in t.best_attempts]
+    assert best and all(a.provenance == attempt_pb2.PROVENANCE_TRAINED for a in best)
+    assert not any(a.name.startswith("fake-") for a in best)
+
+    # Mallory's own claims count for mallory, and say whose they are.
+    own = _suggest(gateway, history["mallory"])
+    assert own.command.optimizer["lr"] == pytest.approx(POISON)
+    assert own.sources[0].provenance == attempt_pb2.PROVENANCE_IMPORTED
+    assert own.sources[0].owner == history["name:mallory"]
+    assert f"imported by {history['name:mallory']}" in own.reason
+
+
+def test_a_trusted_owners_imports_count_for_everyone(
+    gateway: GatewayThread, history: dict[str, str]
+) -> None:
+    mallory = history["name:mallory"]
+    _import(gateway, history["mallory"], _fake_perfect("claimed"))
+    assert _suggest(gateway, history["reader"]).command.optimizer["lr"] == pytest.approx(0.003)
+    config = GatewayConfig(
+        listen="127.0.0.1:0", database_url=gateway.database_url, trusted_owners=(mallory,)
+    )
+    trusting = GatewayThread(gateway.database_url, config).start()
+    try:
+        response = _suggest(trusting, history["reader"])
+    finally:
+        trusting.stop()
+    assert response.command.optimizer["lr"] == pytest.approx(POISON)
+    assert sorted(response.trusted_owners) == sorted([history["name:reader"], mallory])
+    assert response.sources[0].owner == mallory
+
+
+def test_admins_imports_count_for_everyone(gateway: GatewayThread, history: dict[str, str]) -> None:
+    # The admin decides whom to trust, and imports the example history.
+    _import(gateway, "admin", _fake_perfect("by-admin", 3))
+    response = _suggest(gateway, history["reader"])
+    assert response.command.optimizer["lr"] == pytest.approx(POISON)
+    assert response.sources[0].provenance == attempt_pb2.PROVENANCE_IMPORTED
+
+
+def test_provenance_follows_the_document(gateway: GatewayThread) -> None:
+    upload_labels(gateway, ["cat", "dog"])
+    with gateway.channel() as channel:
+        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        made = stub.CreateAttempt(apb.CreateAttemptRequest(attempt=make_attempt("made"))).attempt
+        assert made.provenance == attempt_pb2.PROVENANCE_TRAINED
+        (imported,) = stub.ImportAttempts(
+            apb.ImportAttemptsRequest(attempts=[_run("brought", ("cat", "dog"), 0.01, 0.7)])
+        ).attempts
+        assert imported.provenance == attempt_pb2.PROVENANCE_IMPORTED and imported.imported
+
+        def column() -> dict[str, str]:
+            with psycopg.connect(gateway.database_url) as conn:
+                return dict(conn.execute("SELECT name, provenance FROM attempts").fetchall())
+
+        assert column() == {"made": "TRAINED", "brought": "IMPORTED"}
+        # Training it again here makes it evidence: the claim is gone with its history.
+        command = make_attempt("brought").training_commands
+        stub.Train(apb.TrainRequest(name="brought", command=command))
+        got = stub.GetAttempt(apb.GetAttemptRequest(name="brought")).attempt
+        assert got.provenance == attempt_pb2.PROVENANCE_TRAINED and not got.imported
+        assert column()["brought"] == "TRAINED"
+        # A client cannot claim a provenance: the field is output only.
+        forged = make_attempt("forged")
+        forged.provenance = attempt_pb2.PROVENANCE_TRAINED
+        (stored,) = stub.ImportAttempts(apb.ImportAttemptsRequest(attempts=[forged])).attempts
+        assert stored.provenance == attempt_pb2.PROVENANCE_IMPORTED
+
+
+def test_trusted_owners_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METALEARN_TRUSTED_OWNERS", " lab-b, lab-a,,lab-b ")
+    assert GatewayConfig.from_args(None, None, None).trusted_owners == ("lab-a", "lab-b")
+    flagged = GatewayConfig.from_args(None, None, None, trusted_owners=["x"])
+    assert flagged.trusted_owners == ("x",)
