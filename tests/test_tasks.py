@@ -385,3 +385,51 @@ def test_sizes_after_the_image_ops_are_checked_as_a_commands(gateway: GatewayThr
     with pytest.raises(grpc.RpcError) as err:
         _stub(gateway).FindSimilarTasks(pb.FindSimilarTasksRequest(fingerprint="a\x00" * 32))
     assert "fingerprint" in field_violations(err.value)
+
+
+def test_a_profile_that_is_not_finite_never_reaches_the_database(postgres_url: str) -> None:
+    """A trainer-token holder's profile with a NaN feature is refused before it is stored
+    (it was written as JSON NaN, which PostgreSQL refuses: the task stayed claimed with no
+    word why) and another trainer is asked, the reason kept on the task."""
+    import time
+    from concurrent import futures
+    from typing import Any
+
+    import psycopg
+
+    from gateway.config import GatewayConfig
+    from gateway.tasks.profiler import FEATURES
+    from metalearn.v1 import trainer_service_pb2, trainer_service_pb2_grpc
+    from tests.harness import fresh_database
+    from tests.test_lying_trainer import FakeTrainer, five_images_each, register
+
+    class NaNProfiler(FakeTrainer):
+        def ProfileTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+            features = {name: 0.5 for name in FEATURES}
+            features["pixel_skew"] = math.nan
+            profile = task_pb2.TaskProfile(features=features, images=10, classes=2,
+                                           input_shape=[1, 8, 8], seconds=0.1)  # fmt: skip
+            return trainer_service_pb2.TrainerServiceProfileTaskResponse(profile=profile)
+
+    url = fresh_database(postgres_url, "nanprofile")
+    gateway = GatewayThread(url, GatewayConfig(listen="127.0.0.1:0", database_url=url)).start()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(NaNProfiler(), server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        five_images_each(gateway)
+        register(gateway, address)
+        task = _stub(gateway).ProfileTask(pb.ProfileTaskRequest(task=_key("0", "1"))).task
+        deadline = time.monotonic() + 20
+        while "impossible profile" not in task.error and time.monotonic() < deadline:
+            time.sleep(0.2)
+            task = _stub(gateway).ProfileTask(pb.ProfileTaskRequest(task=_key("0", "1"))).task
+        assert "impossible profile: feature pixel_skew = nan" in task.error, task
+        assert task.state == task_pb2.TASK_STATE_PENDING and not task.profile.features
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM tasks WHERE features IS NOT NULL")
+            assert stored.fetchone() == (0,)
+    finally:
+        server.stop(1)
+        gateway.stop()

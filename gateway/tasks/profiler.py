@@ -160,6 +160,13 @@ class TaskProfiler:
                     last = f"{trainer.address}: {err.code().name}: {err.details()}"
                     continue
             profile = response.profile
+            if problem := profile_problem(profile):
+                # Never stored (a feature that is not finite would reach the database and
+                # every distance): an honest trainer rounds what is not finite to 0, so
+                # this one is wrong, and another trainer is asked.
+                last = f"{trainer.address}: an impossible profile: {problem}"
+                log.warning("task %s: %s", task.fingerprint[:12], last)
+                continue
             await self._tasks.profiled(task.id, profile.SerializeToString(), dict(profile.features))
             log.info(
                 "task %s profiled by %s in %.1f s",
