@@ -17,12 +17,14 @@ from gateway.store.work import WorkStore
 from gateway.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
+    check_tag_paths,
     check_labels_have_images,
     check_name,
     check_request_id,
     check_test_command,
     check_trainable,
     check_writable,
+    tag_key,
     text_problem,
 )
 from metalearn.errors import InvalidArgument, NotFound, Unavailable, Violations
@@ -174,7 +176,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             v.add("update_mask", f"name the fields to update, from {list(WRITABLE_FIELDS)}")
         for i, path in enumerate(paths):
             field = f"update_mask.paths[{i}]"
-            if path in WRITABLE_FIELDS:
+            if path in WRITABLE_FIELDS or tag_key(path) is not None:
                 continue
             if path.split(".")[0] in _SERVER_OWNED:
                 v.add(field, f"{path[:64]!r} is set by the server, not by clients")
@@ -183,6 +185,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         v.raise_if_any()
         unique = tuple(dict.fromkeys(paths))
         check_writable(v, "attempt", attempt, unique, self._limits)
+        check_tag_paths(v, "attempt.tags", paths, attempt.tags)
+        if "tags" in unique and any(tag_key(p) is not None for p in unique):
+            v.add("update_mask", "name either `tags` (the whole map) or single `tags.KEY`s")
         v.raise_if_any()
         # n_epoch, limit and tags may change at any time; commands not while a trainer runs them.
         guard = any(p in ("training_commands", "testing_commands") for p in unique)

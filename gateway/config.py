@@ -45,6 +45,19 @@ class GatewayConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     pool_min_size: int = 2
     pool_max_size: int = 10
+    # Cost budget of a request (issue 25): each of its statements is cancelled after
+    # this long (RESOURCE_EXHAUSTED), whatever deadline the caller chose. A few seconds:
+    # every request path is an indexed read or a bounded write.
+    statement_timeout_seconds: float = 5.0
+    # The service's own work (dispatcher, study driver, profiler, fits) has connections
+    # of its own that no request can take, with a budget meant for admin-sized work.
+    service_pool_size: int = 4
+    service_statement_timeout_seconds: float = 600.0
+    # Calls one principal may have in flight at once: unary calls (beyond it a call
+    # waits up to `principal_wait_seconds`, then RESOURCE_EXHAUSTED) and open streams.
+    principal_calls: int = 8
+    principal_streams: int = 64
+    principal_wait_seconds: float = 5.0
     grace_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
     # Orchestration. A crashing command is retried this often, then FAILED.

@@ -8,7 +8,8 @@ from typing import Any
 from google.protobuf import field_mask_pb2, json_format
 
 from gateway.store import AttemptRecord, Rewrite, Stored
-from gateway.validation import WRITABLE_FIELDS
+from gateway.validation import MAX_TAGS, WRITABLE_FIELDS, tag_key
+from metalearn import errors
 from metalearn.v1 import attempt_pb2
 
 
@@ -58,13 +59,25 @@ def spec_of(stored: Stored) -> attempt_pb2.Attempt:
 
 
 def replacing(source: attempt_pb2.Attempt, paths: tuple[str, ...]) -> Rewrite:
-    """A store rewrite that replaces the named top-level fields with those of `source`."""
-    mask = field_mask_pb2.FieldMask(paths=paths)
-    return _rewrite(
-        lambda spec: mask.MergeMessage(
-            source, spec, replace_message_field=True, replace_repeated_field=True
-        )
-    )
+    """A store rewrite that replaces the named top-level fields with those of `source`,
+    and sets (or, when `source` lacks it, removes) each tag a `tags.KEY` path names.
+
+    The store runs it under the row's lock: one key's change never loses another's."""
+    keys = [key for key in map(tag_key, paths) if key is not None]
+    mask = field_mask_pb2.FieldMask(paths=[p for p in paths if tag_key(p) is None])
+
+    def change(spec: attempt_pb2.Attempt) -> None:
+        if mask.paths:
+            mask.MergeMessage(source, spec, replace_message_field=True, replace_repeated_field=True)
+        for key in keys:
+            if key in source.tags:
+                spec.tags[key] = source.tags[key]
+            elif key in spec.tags:
+                del spec.tags[key]
+        if keys and len(spec.tags) > MAX_TAGS:
+            raise errors.InvalidArgument.one("attempt.tags", f"at most {MAX_TAGS} tags")
+
+    return _rewrite(change)
 
 
 def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:

@@ -18,8 +18,8 @@ import grpc
 from gateway.auth import Role
 from gateway.auth.tokens import digest, mint
 from gateway.config import GatewayConfig
-from gateway.server import create_server
-from gateway.store import open_pool
+from gateway.server import create_server, database_for
+from gateway.store import migrate
 from gateway.store.tokens import TokenStore
 from metalearn.credentials import open_channel
 from metalearn.tls import ClientTls
@@ -53,9 +53,11 @@ class GatewayThread:
         async def main() -> None:
             self._stopped = asyncio.Event()
             try:
-                async with open_pool(
-                    self.database_url, self.config.pool_min_size, self.config.pool_max_size
-                ) as pool:
+                # The gateway's own pool (statement budget and service lane included),
+                # as `run_gateway` opens it.
+                pool = database_for(self.config, self.database_url, prepare=migrate)
+                await pool.open(wait=True)
+                try:
                     tokens = TokenStore(pool)
                     suffix = uuid.uuid4().hex[:8]
                     self.admin_token, self.trainer_token = mint(), mint()
@@ -71,6 +73,8 @@ class GatewayThread:
                     await self._stopped.wait()
                     await background.stop()
                     await server.stop(1.0)
+                finally:
+                    await pool.close()
             except BaseException as err:
                 if not ready.done():
                     ready.set_exception(err)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.attempt_servicer import AttemptServicer, watch_response
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
 from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
+from gateway.auth.budget import PrincipalBudget
 from gateway.config import GatewayConfig
 from gateway.curves.live import Curves
 from gateway.curves.servicer import CurveServicer
@@ -22,7 +23,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
-from gateway.store import AttemptStore, Database, ImageStore, open_pool
+from gateway.store import AttemptStore, Database, ImageStore, migrate
 from gateway.store.curves import CurveStore
 from gateway.store.studies import StudyStore
 from gateway.store.tasks import TaskStore
@@ -127,8 +128,11 @@ async def create_server(
     tokens = TokenStore(pool)
     authenticator = Authenticator(tokens) if config.auth else None
     size = config.limits.max_message_bytes
+    budget = PrincipalBudget(
+        config.principal_calls, config.principal_streams, config.principal_wait_seconds
+    )
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(authenticator)],
+        interceptors=[AuthInterceptor(authenticator, budget)],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),
@@ -144,10 +148,18 @@ async def create_server(
         ImageStore(pool),
     )
     studies = StudyStore(pool)
+    # The service's own work runs on the pool's service lane: connections no request
+    # can take, and a statement budget sized for it rather than for a request.
+    lane = pool.service
+    service_attempts, service_work, service_trainers = (
+        AttemptStore(lane),
+        WorkStore(lane),
+        TrainerStore(lane),
+    )
     servicer = AttemptServicer(attempts, work, None, config.limits, images)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
-    hub = EventHub(pool.conninfo, attempts, servicer.status_of)
+    hub = EventHub(pool.conninfo, service_attempts, servicer.status_of)
     if authenticator is not None:
         hub.tokens_changed = authenticator.forget
     servicer.hub = hub
@@ -164,15 +176,23 @@ async def create_server(
     )
     tasks = TaskStore(pool)
     learner = Learner(tasks, config.trusted_owners)
-    profiler = TaskProfiler(config, tasks, trainers, hub)
+    service_tasks = TaskStore(lane)
+    profiler = TaskProfiler(config, service_tasks, service_trainers, hub)
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(tasks, images, attempts, learner, profiler, config.limits), server
     )
-    driver = StudyDriver(config, studies, work, trainers, hub, WarmStarter(tasks, learner))
+    driver = StudyDriver(
+        config,
+        StudyStore(lane),
+        service_work,
+        service_trainers,
+        hub,
+        WarmStarter(service_tasks, learner),
+    )
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
         StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
     )
-    curves = Curves(CurveStore(pool))
+    curves = Curves(CurveStore(lane))
     hub.curves_changed = curves.forget
     curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
     health = health or AsyncHealthServicer()
@@ -185,7 +205,14 @@ async def create_server(
     )
     port = listen_on(server, config.listen, config.tls)
     dispatcher = Dispatcher(
-        config, attempts, work, trainers, images, hub, Pruning(studies, curves), curves
+        config,
+        service_attempts,
+        service_work,
+        service_trainers,
+        ImageStore(lane),
+        hub,
+        Pruning(StudyStore(lane), curves),
+        curves,
     )
     return server, port, Background(hub, dispatcher, driver, profiler, curves)
 
@@ -218,6 +245,38 @@ async def prepare_tokens(config: GatewayConfig, pool: Database) -> None:
         await seed_token(tokens, "trainers", Role.TRAINER, config.trainer_token_file)
 
 
+def database_for(
+    config: GatewayConfig,
+    conninfo: str,
+    prepare: Callable[[str], Awaitable[object]] | None = None,
+) -> Database:
+    """The gateway's watched pool (not opened): request connections with a statement
+    budget, and the service's own lane."""
+    return Database(
+        conninfo,
+        config.pool_min_size,
+        config.pool_max_size,
+        statement_timeout=config.statement_timeout_seconds,
+        service_size=config.service_pool_size,
+        service_statement_timeout=config.service_statement_timeout_seconds,
+        prepare=prepare,
+    )
+
+
+async def _first(wanted: Awaitable[None], stop: Awaitable[bool]) -> bool:
+    """Awaits `wanted` unless `stop` comes first; whether `wanted` came."""
+    wanted_task = asyncio.ensure_future(wanted)
+    stop_task = asyncio.ensure_future(stop)
+    done, pending = await asyncio.wait(
+        (wanted_task, stop_task), return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return wanted_task in done
+
+
 def _warn_if_exposed(config: GatewayConfig) -> None:
     if config.tls is None and not is_loopback(config.listen):
         log.warning(
@@ -238,28 +297,37 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
         embedded = EmbeddedPostgres(config.data_dir)
         conninfo = await asyncio.to_thread(embedded.start)
         supervisor = asyncio.create_task(embedded.supervise(), name="embedded-postgres")
+    database = database_for(config, conninfo, prepare=migrate)
     try:
-        async with open_pool(conninfo, config.pool_min_size, config.pool_max_size) as pool:
+        # Started even while the database is not there: the port answers, health says
+        # NOT_SERVING and calls UNAVAILABLE until it is (an orchestrator then waits, as
+        # it does for a replica whose database went away, instead of a restart loop).
+        await database.open(wait=True, allow_down=True)
+        _warn_if_exposed(config)
+        health = AsyncHealthServicer()
+        server, port, background = await create_server(config, database, health)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        host = config.listen.rsplit(":", 1)[0]
+        if not database.up:
+            log.warning("listening on %s:%d: NOT_SERVING until the database is there", host, port)
+        if await _first(database.until_up(), stop.wait()):
             if config.auth:
-                await prepare_tokens(config, pool)
-            _warn_if_exposed(config)
-            health = AsyncHealthServicer()
-            server, port, background = await create_server(config, pool, health)
+                await prepare_tokens(config, database)
             await background.start()
-            await server.start()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            host = config.listen.rsplit(":", 1)[0]
+            # Said once the gateway serves: the admin token file is written by then.
             on_ready(f"metalearn gateway listening on {host}:{port}")
             await stop.wait()
             log.info("stopping: draining calls for up to %.0f s", config.grace_seconds)
             # Load balancers stop sending new calls before the in-flight ones drain.
             await health.enter_graceful_shutdown()
             await background.stop()
-            await server.stop(config.grace_seconds)
+        await server.stop(config.grace_seconds)
     finally:
+        await database.close()
         if supervisor is not None:
             supervisor.cancel()  # before the stop, or it would start the server again
             with contextlib.suppress(asyncio.CancelledError):

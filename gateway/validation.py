@@ -345,6 +345,33 @@ def check_tags(v: Violations, field: str, tags: Any) -> None:
 WRITABLE_FIELDS = ("training_commands", "testing_commands", "n_epoch", "limit", "tags")
 
 
+def tag_key(path: str) -> str | None:
+    r"""The key of an update-mask path naming one tag (`tags.team`, or AIP-161's quoted
+    form for keys with dots: `tags.\`a.b\``), or None for any other path. One key is
+    set or removed inside the row's lock, so concurrent writers of different keys all
+    keep theirs (writing `tags` replaces the whole map)."""
+    if not path.startswith("tags."):
+        return None
+    key = path[len("tags.") :]
+    if len(key) >= 2 and key[0] == key[-1] == "`":
+        key = key[1:-1]
+    return key
+
+
+def check_tag_paths(v: Violations, field: str, paths: Any, tags: Any) -> None:
+    """The keys named by `tags.KEY` paths, and the values given for them."""
+    for i, path in enumerate(paths):
+        key = tag_key(path)
+        if key is None:
+            continue
+        if not TAG_KEY_RE.fullmatch(key):
+            v.add(
+                f"update_mask.paths[{i}]", "tag keys are 1-63 letters, digits, '.', '_', '/' or '-'"
+            )
+        elif key in tags and (problem := text_problem(tags[key], MAX_TAG_VALUE_CHARS)):
+            v.add(f"{field}[{key!r}]", problem)
+
+
 def check_writable(
     v: Violations, field: str, attempt: attempt_pb2.Attempt, paths: Any, limits: Limits
 ) -> None:

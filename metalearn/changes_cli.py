@@ -40,19 +40,20 @@ def cmd_attempts_update(args: argparse.Namespace) -> int:
             fields.append(field)
     tags = dict(_tag(t) for t in args.tag or [])
     with client_for(args) as client:
-        if tags or args.remove_tag:
-            # Tags are written as a whole map: the stored ones, changed as asked.
-            current = dict(client.get(args.name).tags)
+        if args.remove_tag:
             # Removing a tag that is not there is done already, as with `kubectl label
             # KEY-` or `git config --unset`: said, not an error that drops the rest.
-            for key in args.remove_tag or []:
+            current = client.get(args.name).tags
+            for key in args.remove_tag:
                 if key not in current:
                     print(f"metalearn: {args.name} had no tag {key!r}", file=sys.stderr)
-            current.update(tags)
-            for key in args.remove_tag or []:
-                current.pop(key, None)
-            changes.tags.update(current)
-            fields.append("tags")
+        # One mask path per tag (`tags.KEY`): the gateway sets or removes each under the
+        # attempt's lock, so concurrent updates of other tags are all kept.
+        for key in args.remove_tag or []:
+            tags.pop(key, None)  # removing wins, as it did when the map was rewritten
+        changes.tags.update(tags)
+        for key in dict.fromkeys([*tags, *(args.remove_tag or [])]):
+            fields.append(f"tags.`{key}`" if "." in key else f"tags.{key}")
         if not fields:
             raise CliError(
                 "nothing to change: give --tag, --remove-tag, --file, --test-file,"

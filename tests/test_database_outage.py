@@ -332,3 +332,46 @@ def test_the_embedded_postgres_is_restarted_when_it_dies(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_gateway_started_without_its_database_waits_and_then_serves(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """Issue 25: it used to exit. Now it listens, says NOT_SERVING and UNAVAILABLE,
+    and serves (migrations, tokens, background work) once the database is there."""
+    from tests.test_gateway_crash import free_port
+
+    postgres.kill()
+    address = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "gateway.log"
+    proc = subprocess.Popen(
+        [*METALEARN, "gateway", "--listen", address, "--database-url", postgres.url,
+         "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+    )  # fmt: skip
+    try:
+        with grpc.insecure_channel(address) as channel:
+
+            def not_serving() -> bool:
+                try:
+                    return all_health(channel) == {NOT_SERVING}
+                except grpc.RpcError:
+                    return False  # not listening yet
+
+            wait_until(not_serving, 60, "the gateway to answer NOT_SERVING")
+            stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+            _, code = outcome(stub.ListLabels, dataset_service_pb2.ListLabelsRequest())
+            # Unauthenticated calls are refused first; none is UNKNOWN, none crashes it.
+            assert code in (CODE.UNAVAILABLE, CODE.UNAUTHENTICATED)
+            assert proc.poll() is None, log.read_text()
+            postgres.start_again()
+            wait_until(lambda: all_health(channel) == {SERVING}, 60, "SERVING")
+            assert proc.stdout is not None
+            assert "listening on" in proc.stdout.readline()
+        token = (tmp_path / "data" / "admin.token").read_text().strip()
+        with open_channel(address, token) as channel:
+            stub = dataset_service_pb2_grpc.DatasetServiceStub(channel)
+            stub.ListLabels(dataset_service_pb2.ListLabelsRequest(), timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -3,18 +3,21 @@ decoded here before a servicer sees it.
 
 It covers the four RPC kinds by wrapping each method's handler once (cached per
 method): the wrapper checks the bearer token and the role, records the principal for
-the servicer (`gateway.auth.roles.current`), and turns a request protobuf cannot parse
+the servicer (`gateway.auth.roles.current`), holds one of the principal's call or
+stream slots while the call runs (`gateway.auth.budget`), and turns a request protobuf cannot parse
 (invalid UTF-8, garbage, nesting past the parser's depth limit) into INVALID_ARGUMENT
 instead of grpc's UNKNOWN. Health checks and reflection pass untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from gateway.auth.budget import PrincipalBudget
 from gateway.auth.roles import POLICY, Principal, Role, set_current
 from gateway.auth.tokens import Authenticator, bearer
 from metalearn import errors
@@ -68,8 +71,11 @@ def _undecodable(request: _Undecodable) -> errors.InvalidArgument:
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates with `authenticator` (None: authentication off, loopback only)."""
 
-    def __init__(self, authenticator: Authenticator | None) -> None:
+    def __init__(
+        self, authenticator: Authenticator | None, budget: PrincipalBudget | None = None
+    ) -> None:
         self._auth = authenticator
+        self._budget = budget or PrincipalBudget()
         self._wrapped: dict[str, Any] = {}
 
     async def intercept_service(  # type: ignore[override]
@@ -89,19 +95,29 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     async def _enter(
-        self, context: grpc.aio.ServicerContext[Any, Any], roles: frozenset[Role]
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        roles: frozenset[Role],
+        stack: contextlib.AsyncExitStack,
+        streaming: bool,
     ) -> None:
-        """Checks the caller; aborts the call with UNAUTHENTICATED or PERMISSION_DENIED."""
+        """Checks the caller and takes one of its slots (released when `stack` closes);
+        aborts the call with UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED."""
         try:
             if self._auth is None:
                 principal = ANONYMOUS
             else:
-                principal = await self._auth.principal(bearer(context.invocation_metadata()))
+                principal = await self._auth.principal(
+                    bearer(context.invocation_metadata()), context.peer()
+                )
             if principal.role not in roles:
                 # Decided before anything is looked up: says nothing of what exists.
                 raise errors.PermissionDenied(
                     f"a {principal.role.value} token may not call this method"
                 )
+            budget = self._budget
+            slot = budget.stream(principal) if streaming else budget.call(principal)
+            await stack.enter_async_context(slot)
         except errors.DomainError as err:  # the boundary for calls that never reach a servicer
             await context.abort_with_status(to_status(err))
         set_current(principal)
@@ -118,10 +134,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: Any) -> Any:
-                await enter(context, roles)
-                if isinstance(request, _Undecodable):
-                    await refuse(context, request)
-                return await inner_uu(request, context)
+                async with contextlib.AsyncExitStack() as stack:
+                    await enter(context, roles, stack, False)
+                    if isinstance(request, _Undecodable):
+                        await refuse(context, request)
+                    return await inner_uu(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, parse, serialize)
 
@@ -129,11 +146,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_us = handler.unary_stream
 
             async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                await enter(context, roles)
-                if isinstance(request, _Undecodable):
-                    await refuse(context, request)
-                async for response in inner_us(request, context):
-                    yield response
+                async with contextlib.AsyncExitStack() as stack:
+                    await enter(context, roles, stack, True)
+                    if isinstance(request, _Undecodable):
+                        await refuse(context, request)
+                    async for response in inner_us(request, context):
+                        yield response
 
             return grpc.unary_stream_rpc_method_handler(unary_stream, parse, serialize)
 
@@ -147,16 +165,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             inner_su = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Any) -> Any:
-                await enter(context, roles)
-                return await inner_su(checked(requests), context)
+                async with contextlib.AsyncExitStack() as stack:
+                    await enter(context, roles, stack, True)
+                    return await inner_su(checked(requests), context)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, parse, serialize)
 
         inner_ss = handler.stream_stream
 
         async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-            await enter(context, roles)
-            async for response in inner_ss(checked(requests), context):
-                yield response
+            async with contextlib.AsyncExitStack() as stack:
+                await enter(context, roles, stack, True)
+                async for response in inner_ss(checked(requests), context):
+                    yield response
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, parse, serialize)

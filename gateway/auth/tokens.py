@@ -6,6 +6,11 @@ lookup once it is cached, which keeps authentication off the database on the hot
 any token changes (a notification every replica hears at commit), when the listener
 reconnects (notifications may have been missed), and entries age out after
 `ttl_seconds` as a last resort; expiry is checked on every call.
+
+Secrets that matched nothing are remembered too (a bounded negative cache, emptied
+with the rest), so a client repeating a revoked or mistyped token costs no query; and
+lookups of secrets not cached are rate-limited per client address, so a flood of
+random tokens costs the database a trickle of queries instead of one per call.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ PREFIX = "mlt_"
 # A bearer value longer than this is not one of ours: refused before hashing.
 MAX_TOKEN_CHARS = 256
 _CACHE_ENTRIES = 10_000
+# Lookups of secrets the cache does not know, per client address: a bucket of this many
+# that refills at this rate per second. A real client presents one or a few tokens
+# (then they are cached); only guessing needs more.
+_LOOKUP_BURST = 50.0
+_LOOKUP_RATE = 20.0
+_PEERS = 10_000
 
 
 def mint() -> str:
@@ -55,6 +66,18 @@ class _Entry:
     cached_at: float
 
 
+def peer_host(peer: str) -> str:
+    """The address part of grpc's peer string ("ipv4:10.0.0.7:5123" -> "ipv4:10.0.0.7")."""
+    host, _, port = peer.rpartition(":")
+    return host if host and port.isdigit() else peer
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
 class Authenticator:
     """Resolves secrets to principals, through a cache the store's changes empty."""
 
@@ -62,13 +85,17 @@ class Authenticator:
         self._tokens = tokens
         self._ttl = ttl_seconds
         self._cache: dict[bytes, _Entry] = {}
+        self._unknown: dict[bytes, float] = {}  # secret digests that matched nothing
+        self._buckets: dict[str, _Bucket] = {}
 
     def forget(self) -> None:
         """Empties the cache: a token changed (or we may have missed that one did)."""
         self._cache.clear()
+        self._unknown.clear()
 
-    async def principal(self, secret: str) -> Principal:
-        """The principal of a live token; Unauthenticated for any other secret."""
+    async def principal(self, secret: str, peer: str = "") -> Principal:
+        """The principal of a live token; Unauthenticated for any other secret, and
+        ResourceExhausted for an address that looked up too many unknown ones."""
         key = digest(secret)
         now = time.time()
         entry = self._cache.get(key)
@@ -77,9 +104,15 @@ class Authenticator:
                 return entry.principal
             self._cache.pop(key, None)
             raise errors.Unauthenticated("the token has expired")
+        refused = self._unknown.get(key)
+        if refused is not None and now - refused < self._ttl:
+            raise errors.Unauthenticated("unknown, expired or revoked token")
+        self._spend(peer_host(peer), now)
         record = await self._tokens.find(key)
         if record is None:
-            # Unknown secrets are not cached: a flood of them must not fill memory.
+            if len(self._unknown) >= _CACHE_ENTRIES:
+                self._unknown.clear()
+            self._unknown[key] = now
             raise errors.Unauthenticated("unknown, expired or revoked token")
         principal = Principal(record.name, Role(record.role))
         if len(self._cache) >= _CACHE_ENTRIES:
@@ -87,6 +120,21 @@ class Authenticator:
         expires = record.expires_at.timestamp() if record.expires_at else None
         self._cache[key] = _Entry(principal, expires, now)
         return principal
+
+    def _spend(self, host: str, now: float) -> None:
+        """Takes one lookup from `host`'s bucket, or refuses the call."""
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= _PEERS:
+                self._buckets.clear()
+            bucket = self._buckets[host] = _Bucket(_LOOKUP_BURST, now)
+        bucket.tokens = min(_LOOKUP_BURST, bucket.tokens + (now - bucket.at) * _LOOKUP_RATE)
+        bucket.at = now
+        if bucket.tokens < 1:
+            raise errors.ResourceExhausted(
+                "too many unknown tokens from this address: wait a few seconds"
+            )
+        bucket.tokens -= 1
 
 
 def expiry(days: float) -> dt.datetime | None:

@@ -16,6 +16,7 @@ from datetime import datetime
 from importlib import resources
 
 import psycopg
+import psycopg.conninfo
 import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
@@ -37,6 +38,20 @@ REOPEN_TIMEOUT = 5.0
 
 # Called with True when the database is back, False when it went away.
 HealthListener = Callable[[bool], Awaitable[None]]
+
+
+def with_statement_timeout(conninfo: str, seconds: float | None) -> str:
+    """`conninfo` whose sessions cancel any statement running past `seconds`.
+
+    Set as a startup option (libpq's `options`), so it costs no round trip and holds
+    for every statement of every connection, whatever the code running on it forgets.
+    """
+    if not seconds:
+        return conninfo
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    ms = max(1, round(seconds * 1000))
+    options = f"{params.get('options') or ''} -c statement_timeout={ms}".strip()
+    return psycopg.conninfo.make_conninfo(conninfo, options=options)
 
 
 class DatabaseDown(psycopg.OperationalError):
@@ -72,6 +87,13 @@ def translate_db_errors() -> Iterator[None]:
     except DatabaseDown as err:
         # Known down: the monitor logged the outage once, not once per call.
         raise errors.Unavailable("database unavailable") from err
+    except pg_errors.QueryCanceled as err:
+        # The request's statement budget ran out (statement_timeout): the caller asked
+        # for more work than one request may cost; the server itself is fine.
+        raise errors.ResourceExhausted(
+            "the query took longer than one request may take on this gateway:"
+            " narrow the filter, or ask for a smaller page"
+        ) from err
     except psycopg.OperationalError as err:  # PoolTimeout and PoolClosed are ones too
         log.warning("database unavailable: %s", err)
         raise errors.Unavailable(f"database unavailable ({type(err).__name__})") from err
@@ -193,12 +215,17 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
         *,
         timeout: float = 10.0,
         probe_seconds: float = PROBE_SECONDS,
+        statement_timeout: float | None = None,
+        service_size: int = 0,
+        service_statement_timeout: float | None = None,
+        prepare: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         super().__init__(
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout
         )
         self.up = False
         self._dsn = conninfo
+        self._request_dsn = with_statement_timeout(conninfo, statement_timeout)
         self._probe_seconds = probe_seconds
         self._live: psycopg_pool.AsyncConnectionPool | None = None
         self._probe_conn: psycopg.AsyncConnection[TupleRow] | None = None
@@ -210,6 +237,22 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
         self._suspect = asyncio.Event()
         self._monitor: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # Run once before the first connection is used (migrations), when the server
+        # is first reached: at open, or later if it was not there then.
+        self._prepare = prepare
+        self._serving = asyncio.Event()
+        # The service's own lane (dispatcher, study driver, profiler, fits): connections
+        # no request can take, so a flood of calls never stops training (DESIGN §6).
+        self.service: Database = self
+        if service_size > 0:
+            self.service = Database(
+                conninfo,
+                min(min_size, service_size),
+                service_size,
+                timeout=timeout,
+                probe_seconds=probe_seconds,
+                statement_timeout=service_statement_timeout,
+            )
 
     def add_listener(self, listener: HealthListener) -> None:
         """`listener(up)` is awaited whenever the database goes away or comes back."""
@@ -233,25 +276,62 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
                 self._suspect.set()
             raise
 
-    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-        """Connects and starts watching; raises if the server cannot be reached."""
+    async def open(
+        self,
+        wait: bool = False,
+        timeout: float = 30.0,  # noqa: ASYNC109
+        *,
+        allow_down: bool = False,
+    ) -> None:
+        """Connects and starts watching. A server that cannot be reached raises, or
+        with `allow_down` counts as down: calls fail with UNAVAILABLE and health
+        listeners hear True once it is there (`until_up` waits for that)."""
         if self._monitor is not None:
             return
         started = await self._probe()
-        if started is None:
+        if started is None and not allow_down:
             raise psycopg.OperationalError(f"cannot reach the database: {self._last_error}")
-        self._live = await self._new_pool(timeout if wait else None)
-        self._server_started = started
-        self.up = True
+        if started is not None:
+            await self._run_prepare()
+            self._live = await self._new_pool(timeout if wait else None)
+            self._server_started = started
+            self._mark_up()
+        else:
+            self._down_since = asyncio.get_running_loop().time()
+            log.warning(
+                "the database cannot be reached (%s): waiting for it; calls fail with"
+                " UNAVAILABLE until it is there",
+                self._last_error,
+            )
         self._monitor = asyncio.create_task(self._watch(), name="database-monitor")
+        if self.service is not self:
+            await self.service.open(wait, timeout, allow_down=allow_down)
+
+    async def until_up(self) -> None:
+        """Returns once the database serves (at once if it does)."""
+        await self._serving.wait()
+        if self.service is not self:
+            await self.service.until_up()
+
+    def _mark_up(self) -> None:
+        self.up = True
+        self._serving.set()
+
+    async def _run_prepare(self) -> None:
+        if self._prepare is not None:
+            await self._prepare(self._dsn)
+            self._prepare = None
 
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        if self.service is not self:
+            await self.service.close(timeout)
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
             self._monitor = None
         self.up = False
+        self._serving.clear()
         live, self._live = self._live, None
         if live is not None:
             await live.close(timeout)
@@ -281,6 +361,11 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
             return
         if self.up and started == self._server_started:
             return
+        try:
+            await self._run_prepare()
+        except psycopg.Error as err:  # e.g. still starting up, or a lock held by a peer
+            log.warning("the database answers but its schema cannot be brought up yet (%s)", err)
+            return
         # Back, or restarted under us. A new pool starts with no reconnection backoff
         # and no broken connections; the old one (already closed if we were down) goes.
         try:
@@ -298,13 +383,14 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
         if self.up:
             log.warning("the database restarted: connections renewed")
             return
-        self.up = True
+        self._mark_up()
         down_for = asyncio.get_running_loop().time() - self._down_since
         log.warning("the database is back after %.1f s: serving again", down_for)
         await self._tell(True)
 
     async def _went_down(self) -> None:
         self.up = False  # first: calls fail fast from here on
+        self._serving.clear()
         self._down_since = asyncio.get_running_loop().time()
         log.warning(
             "the database cannot be reached (%s): calls fail with UNAVAILABLE until it is back",
@@ -355,7 +441,7 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
     async def _new_pool(self, wait: float | None) -> psycopg_pool.AsyncConnectionPool:
         self._generation += 1
         pool: psycopg_pool.AsyncConnectionPool = psycopg_pool.AsyncConnectionPool(
-            self._dsn,
+            self._request_dsn,
             min_size=self.min_size,
             max_size=self.max_size,
             open=False,
@@ -386,11 +472,31 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
 
 @contextlib.asynccontextmanager
 async def open_pool(
-    conninfo: str, min_size: int, max_size: int, *, probe_seconds: float = PROBE_SECONDS
+    conninfo: str,
+    min_size: int,
+    max_size: int,
+    *,
+    probe_seconds: float = PROBE_SECONDS,
+    statement_timeout: float | None = None,
+    service_size: int = 0,
+    service_statement_timeout: float | None = None,
 ) -> AsyncIterator[Database]:
-    """Opens a watched pool after bringing the schema up to date; closes it on exit."""
+    """Opens a watched pool after bringing the schema up to date; closes it on exit.
+
+    `statement_timeout` bounds every statement of the pool's (request) connections;
+    `service_size` > 0 gives the service's own work a lane of that many connections
+    (`Database.service`) with `service_statement_timeout`.
+    """
     await migrate(conninfo)
-    database = Database(conninfo, min_size, max_size, probe_seconds=probe_seconds)
+    database = Database(
+        conninfo,
+        min_size,
+        max_size,
+        probe_seconds=probe_seconds,
+        statement_timeout=statement_timeout,
+        service_size=service_size,
+        service_statement_timeout=service_statement_timeout,
+    )
     await database.open(wait=True)
     try:
         yield database
