@@ -190,6 +190,14 @@ def command_document(command: attempt_pb2.TrainCommand) -> dict[str, Any]:
     return documents.command_as_written(command)
 
 
+def evidence_from(provenance: int, owner: str) -> str:
+    """Where a run's numbers come from, in a word or three: "trained" (here, measured by
+    a trainer) or "imported by NAME" (a claim, counted because NAME is trusted)."""
+    if provenance == attempt_pb2.PROVENANCE_IMPORTED:
+        return f"imported by {owner}" if owner else "imported"
+    return "trained" if provenance == attempt_pb2.PROVENANCE_TRAINED else "-"
+
+
 def suggestion_document(reply: pb.SuggestCommandResponse) -> dict[str, Any]:
     return {
         "command": command_document(reply.command),
@@ -204,9 +212,12 @@ def suggestion_document(reply: pb.SuggestCommandResponse) -> dict[str, Any]:
                 "attempt_name": s.attempt_name,
                 "val_accuracy": _finite(s.val_accuracy),
                 "quantile": _finite(s.quantile),
+                "provenance": attempt_pb2.Provenance.Name(s.provenance).removeprefix("PROVENANCE_"),
+                "owner": s.owner,
             }
             for s in reply.sources
         ],
+        "trusted_owners": list(reply.trusted_owners),
         "task": task_document(reply.task) if reply.HasField("task") else None,
         "distance": distance_document(reply.distance) if reply.HasField("distance") else None,
     }
@@ -275,7 +286,7 @@ def sources_table(sources: Sequence[pb.SuggestionSource]) -> list[str]:
     width = max([len("ATTEMPT"), *(len(s.attempt_name) for s in sources)])
     lines = [
         f"{'TASK':<12}  {'LABELS':<{LABELS_WIDTH}}  {'DISTANCE':>8}  {'WEIGHT':>6}"
-        f"  {'ATTEMPT':<{width}}  {'VAL ACC':>7}  {'QUANTILE':>8}"
+        f"  {'ATTEMPT':<{width}}  {'VAL ACC':>7}  {'QUANTILE':>8}  FROM"
     ]
     for s in sources:
         lines.append(
@@ -283,6 +294,7 @@ def sources_table(sources: Sequence[pb.SuggestionSource]) -> list[str]:
             f"  {label_list(s.task.label_names):<{LABELS_WIDTH}}  {number(s.distance):>8}"
             f"  {number(s.weight, '.3f'):>6}  {s.attempt_name or '-':<{width}}"
             f"  {number(s.val_accuracy):>7}  {number(s.quantile, '.3f'):>8}"
+            f"  {evidence_from(s.provenance, s.owner)}"
         )
     return lines
 

@@ -131,11 +131,14 @@ def suggestion(fallback: bool = False) -> pb.SuggestCommandResponse:
         reply.sources.add(
             task=task(FP_B, DIGITS[:3]), distance=0.41, weight=0.7, attempt_id=3,
             attempt_name="lenet-a", val_accuracy=0.97, quantile=1.0,
+            provenance=attempt_pb2.PROVENANCE_TRAINED, owner="alice",
         )  # fmt: skip
         reply.sources.add(
             task=task(FP_C, DIGITS), distance=1.5, weight=0.3, attempt_id=9,
             attempt_name="wide-7", val_accuracy=0.8, quantile=0.75,
+            provenance=attempt_pb2.PROVENANCE_IMPORTED, owner="lab-b",
         )  # fmt: skip
+        reply.trusted_owners[:] = ["lab-b", "me"]
     return reply
 
 
@@ -559,15 +562,22 @@ def test_suggest_prints_the_command_why_and_its_sources(
     assert lines[2] == "why: the best by quantile across 2 similar tasks"
     assert lines[3].startswith("distance: learned")
     assert lines[4].split() == ["TASK", "LABELS", "DISTANCE", "WEIGHT", "ATTEMPT", "VAL", "ACC",
-                                "QUANTILE"]  # fmt: skip
-    assert lines[5].split()[-5:] == ["0.4100", "0.700", "lenet-a", "0.9700", "1.000"]
-    assert lines[6].split()[-5:] == ["1.5000", "0.300", "wide-7", "0.8000", "0.750"]
+                                "QUANTILE", "FROM"]  # fmt: skip
+    # Where each source's numbers come from: trained here, or a trusted owner's import.
+    assert lines[5].split()[-6:] == ["0.4100", "0.700", "lenet-a", "0.9700", "1.000", "trained"]
+    assert lines[6].split()[-8:] == ["1.5000", "0.300", "wide-7", "0.8000", "0.750",
+                                     "imported", "by", "lab-b"]  # fmt: skip
     assert lines[7].startswith("train it: add --train NAME")
 
     code, out, _ = cli_run(monkeypatch, capsys, fake, "suggest", "--labels", "a", "--json")
     doc = json.loads(out)
-    assert set(doc) == {"command", "reason", "fallback", "sources", "task", "distance"}
+    assert set(doc) == {"command", "reason", "fallback", "sources", "task", "distance",
+                        "trusted_owners"}  # fmt: skip
     assert doc["fallback"] is False and doc["sources"][1]["attempt_id"] == 9
+    assert doc["trusted_owners"] == ["lab-b", "me"]
+    assert [(s["provenance"], s["owner"]) for s in doc["sources"]] == [
+        ("TRAINED", "alice"), ("IMPORTED", "lab-b")
+    ]  # fmt: skip
     assert doc["sources"][0]["quantile"] == 1.0 and doc["sources"][0]["task"]["fingerprint"]
     assert doc["command"]["optimizer"] == {"name": "Adam", "lr": 0.003}
     assert isinstance(doc["command"]["model"]["layers"][0]["out_channels"], int)
