@@ -117,6 +117,8 @@ class GatewayConfig:
         admin_token_file: str | None = None,
         trainer_token_file: str | None = None,
         trusted_owners: Sequence[str] | None = None,
+        statement_timeout: float | None = None,
+        calls_per_token: int | None = None,
     ) -> GatewayConfig:
         """Builds the config from CLI flags, falling back to METALEARN_* variables."""
         # "postgresql://" names no parameter: libpq takes them all from PGHOST, PGUSER...
@@ -142,4 +144,10 @@ class GatewayConfig:
             admin_token_file=Path(admin_file) if admin_file else None,
             trainer_token_file=Path(trainer_file) if trainer_file else None,
             trusted_owners=tuple(sorted({o.strip() for o in trusted_owners if o.strip()})),
+            statement_timeout_seconds=statement_timeout
+            or float(
+                os.environ.get("METALEARN_STATEMENT_TIMEOUT") or cls.statement_timeout_seconds
+            ),
+            principal_calls=calls_per_token
+            or int(os.environ.get("METALEARN_CALLS_PER_TOKEN") or cls.principal_calls),
         )

@@ -59,6 +59,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         admin_token_file=args.admin_token_file,
         trainer_token_file=args.trainer_token_file,
         trusted_owners=args.trusted_owner,
+        statement_timeout=args.statement_timeout,
+        calls_per_token=args.calls_per_token,
     )
     asyncio.run(run_gateway(config, on_ready=lambda line: print(line, flush=True)))
     return 0
@@ -312,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw.add_argument(
         "--trainer-token-file", help="make the token in this file the trainer token 'trainers'"
+    )
+    gw.add_argument(
+        "--statement-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="cancel any statement of a request that runs longer: RESOURCE_EXHAUSTED"
+        " (env METALEARN_STATEMENT_TIMEOUT; default 5)",
+    )
+    gw.add_argument(
+        "--calls-per-token",
+        type=int,
+        metavar="N",
+        help="unary calls one non-admin token may have in flight; more wait, then"
+        " RESOURCE_EXHAUSTED (env METALEARN_CALLS_PER_TOKEN; default 8)",
     )
     gw.add_argument(
         "--trusted-owner",
