@@ -231,3 +231,55 @@ def test_trusted_owners_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert GatewayConfig.from_args(None, None, None).trusted_owners == ("lab-a", "lab-b")
     flagged = GatewayConfig.from_args(None, None, None, trusted_owners=["x"])
     assert flagged.trusted_owners == ("x",)
+
+
+def _warm_study(gateway: GatewayThread, token: str, name: str) -> Any:
+    """A study on digits 4/6 over the learning rate, warm-started from the one most
+    similar task with one zero-shot trial; waits for its first trial."""
+    import time
+
+    from metalearn.v1 import study_service_pb2 as spb
+    from metalearn.v1 import study_service_pb2_grpc
+
+    base = make_attempt(name, TARGET).training_commands
+    study = spb.Study(name=name, base_command=base, n_trials=2, max_parallel=1, seed=3)
+    study.search_space.append(
+        json_format.ParseDict(
+            {"path": "optimizer.lr", "float": {"low": 1e-4, "high": 3e-2, "log": True}},
+            spb.SearchParameter(),
+        )
+    )
+    study.warm_start.similar_tasks = 1
+    study.warm_start.zero_shot_trials = 1
+    with gateway.channel(token) as channel:
+        stub = study_service_pb2_grpc.StudyServiceStub(channel)
+        stub.CreateStudy(spb.CreateStudyRequest(study=study))
+        deadline = time.monotonic() + 30
+        while True:
+            got = stub.GetStudy(spb.GetStudyRequest(name=name)).study
+            if got.trials or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
+
+
+def test_a_warm_start_draws_on_what_its_owner_may_trust(
+    gateway: GatewayThread, history: dict[str, str]
+) -> None:
+    # Fakes inside the study's range, so only their provenance can keep them out.
+    fakes = _fake_perfect("in-range", 5)
+    for fake in fakes:
+        fake.training_commands.optimizer["lr"] = 0.0299
+    _import(gateway, history["mallory"], fakes)
+    with psycopg.connect(gateway.database_url) as conn:
+        ids = dict(conn.execute("SELECT name, id FROM attempts").fetchall())
+
+    alices = _warm_study(gateway, history["alice"], "warm-alice")
+    assert alices.warm_start_report.state == "ready", alices.warm_start_report
+    first = alices.trials[0]
+    assert first.params["optimizer.lr"] == pytest.approx(0.003)
+    assert first.seeded_by_attempt_id == ids["honest-0.003"]
+
+    # Mallory's study starts from mallory's own claims: they are hers to trust.
+    mallorys = _warm_study(gateway, history["mallory"], "warm-mallory")
+    assert mallorys.trials[0].params["optimizer.lr"] == pytest.approx(0.0299)
+    assert mallorys.trials[0].seeded_by_attempt_id in {ids[f.name] for f in fakes}
