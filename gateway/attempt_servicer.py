@@ -250,7 +250,13 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         )
         after = pagination.decode(query, request.page_token)
         size = request.page_size or limits.default_page_size
-        records = await self._store.list(query, after, size + 1)
+        try:
+            records = await self._store.list(query, after, size + 1)
+        except InvalidArgument as err:  # a value of the filter the database refused
+            refused = parsed.refusal(err) if parsed else None
+            if refused is None:
+                raise
+            raise refused from err
         response = pb.ListAttemptsResponse(
             attempts=[convert.attempt_from_record(r) for r in records[:size]]
         )

@@ -300,3 +300,82 @@ def test_best_validation_accuracy_filters_and_orders(attempts, zoo, gateway) -> 
     expected = ["sgd-conv", "sgd-mlp", "adam-conv", "lenet-old"]
     assert ordered(attempts, "best_val_accuracy desc") == expected
     assert ordered(attempts, "best_val_accuracy desc", page_size=1) == expected
+
+
+def test_a_run_of_stars_is_one_wildcard(attempts, zoo) -> None:
+    """Issue 25: a run of `*` was a regex of as many `.*`, which PostgreSQL took seconds
+    per value to compile (990 stars ran past 30 s). Now a run is one wildcard, matched
+    with LIKE (linear in the value), so the most stars a filter may hold answers at once
+    and selects what a single `*` does."""
+    for start, one in (
+        ('training_commands.optimizer.name = "A', ["adam-conv", "lenet-old"]),
+        ('training_commands.model.layers.name = "C', ["adam-conv", "sgd-conv"]),
+        ('name = "sgd-', ["sgd-conv", "sgd-mlp"]),
+        ('tags.team != "vis', ["sgd-conv"]),  # present and not matching, as without stars
+    ):
+        stars = "*" * (2000 - len(start) - 1)
+        assert names(attempts, start + '*"') == one
+        reply = attempts.ListAttempts(
+            pb.ListAttemptsRequest(filter=start + stars + '"'), timeout=20
+        )
+        assert [a.name for a in reply.attempts] == one
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('training_commands.optimizer.name = "*D*"', ["sgd-conv", "sgd-mlp"]),
+        ('training_commands.optimizer.name = "*"', ["adam-conv", "sgd-conv", "sgd-mlp",
+                                                    "lenet-old"]),
+        ('training_commands.optimizer.name = "G*"', []),  # the whole value, not a part
+        ('training_commands.optimizer.name = "S*"', ["sgd-conv", "sgd-mlp"]),
+        ('training_commands.label_names = "d*g"', ["adam-conv", "sgd-conv", "sgd-mlp",
+                                                   "lenet-old"]),  # any element of a list
+        ('training_commands.batch_size = "6*"', []),  # a number is no string
+        ('training_commands.optimizer.name != "*a*"', ["sgd-conv", "sgd-mlp"]),
+        ('tags.team = "*_*"', []),  # LIKE's own wildcards are plain characters
+        ('tags.team = "%"', []),
+        ('name = "%"', []),
+        ('name = "sgd_*"', []),
+        # Numbers at a double's edges and past int64 are read as PostgreSQL reads them.
+        ("accuracy < 1.5e300 AND accuracy > -2.5e-300", ["adam-conv", "sgd-conv"]),
+        ("accuracy < 1" + "0" * 300, ["adam-conv", "sgd-conv"]),
+        ("id < 99999999999999999999 AND best_val_accuracy IS NULL", ["adam-conv", "sgd-conv",
+                                                                     "sgd-mlp", "lenet-old"]),
+        ('create_time > "2000-01-01" AND update_time < "9999-12-31T23:59:59+01:00"',
+         ["adam-conv", "sgd-conv", "sgd-mlp", "lenet-old"]),
+    ],
+)  # fmt: skip
+def test_wildcards_match_whole_strings(attempts, zoo, text, expected) -> None:
+    assert names(attempts, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "what"),
+    [
+        ('name = "' + "a*" * 17 + '"', 8, "at most 16 wildcards"),
+        ('tags.team = "' + "*a" * 17 + '"', 13, "at most 16 wildcards"),
+        # Issue 25, finding 9: each of these was INTERNAL, or INVALID_ARGUMENT on `request`.
+        ("accuracy > 1e400", 12, "does not fit a double"),
+        ("id = -1e400", 6, "does not fit a double"),
+        ('name = "\\ud800"', 8, "surrogate"),
+        ('training_commands.optimizer.name = "x\\udc00y"', 36, "surrogate"),
+        ("tags.team = 'a\\ud800'", 13, "surrogate"),
+        ('name = "\\u0000"', 8, "NUL"),
+        ('tags.team = "a\\u0000"', 13, "NUL"),
+        ('owner IN ("a", "\\u0000")', 16, "NUL"),
+        ('create_time > "\'; select 1"', 15, "is not a time"),
+        ('update_time <= "2026-13-01T00:00:00Z"', 16, "is not a time"),
+        ('create_time > "today"', 15, "is not a time"),
+        ("NOT " * 490 + "accuracy = 1", 129, "nested deeper than 32"),
+        ("-" * 490 + "accuracy = 1", 33, "nested deeper than 32"),
+        ("- " * 20 + "(" * 20 + "accuracy = 1" + ")" * 20, 53, "nested deeper than 32"),
+    ],
+)
+def test_hostile_values_are_refused_on_filter_with_a_column(attempts, zoo, text, column, what):
+    err = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT, attempts.ListAttempts, pb.ListAttemptsRequest(filter=text)
+    )
+    found = violations(err)
+    assert list(found) == ["filter"], found
+    assert f"at column {column}:" in found["filter"] and what in found["filter"], found
