@@ -283,3 +283,37 @@ def test_a_warm_start_draws_on_what_its_owner_may_trust(
     mallorys = _warm_study(gateway, history["mallory"], "warm-mallory")
     assert mallorys.trials[0].params["optimizer.lr"] == pytest.approx(0.0299)
     assert mallorys.trials[0].seeded_by_attempt_id in {ids[f.name] for f in fakes}
+
+
+def test_the_shared_distance_learns_from_no_callers_own_claims(gateway: GatewayThread) -> None:
+    names = _names("dist")
+    secrets = _tokens(gateway, names)
+    tasks = [(f"d{i} a", f"d{i} b") for i in range(4)]
+    upload_labels(gateway, sorted({label for t in (*tasks, TARGET) for label in t}))
+    # Three commands on each of four tasks: 4 x 3 task pairs to fit the distance on.
+    runs = [
+        _run(f"claim-{i}-{lr}", labels, lr, acc + 0.01 * i)
+        for i, labels in enumerate(tasks)
+        for lr, acc in HONEST.items()
+    ]
+    _import(gateway, secrets["mallory"], runs)
+    for i, labels in enumerate(tasks):
+        _profile(gateway, labels, 0.3 * (i + 1))
+    _profile(gateway, TARGET, 0.0)
+
+    own = _suggest(gateway, secrets["mallory"])  # no distance kept yet: this fits one
+    assert not own.fallback and own.sources[0].owner == names["mallory"]
+    assert own.distance.pairs == 0  # the fit everyone shares ignored mallory's claims
+
+    config = GatewayConfig(
+        listen="127.0.0.1:0", database_url=gateway.database_url, trusted_owners=(names["mallory"],)
+    )
+    trusting = GatewayThread(gateway.database_url, config).start()
+    try:
+        with trusting.channel() as channel:
+            fitted = task_service_pb2_grpc.TaskServiceStub(channel).FitTaskDistance(
+                pb.FitTaskDistanceRequest()
+            )
+    finally:
+        trusting.stop()
+    assert fitted.distance.pairs == 12 and fitted.distance.tasks == 4
