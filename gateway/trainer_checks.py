@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from metalearn.v1 import attempt_pb2, trainer_service_pb2
@@ -25,8 +26,86 @@ class Diverged(Exception):
     """The trainer reported a non-finite loss: the command diverged (not a lie)."""
 
 
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
+@dataclass(frozen=True)
+class Problem:
+    """A number no run can have: the field (relative to the message it is in, as an
+    INVALID_ARGUMENT names it) and what is wrong with it."""
+
+    field: str
+    detail: str
+
+
+# Per epoch, the numbers that must be finite and not negative (a loss may be anything:
+# cross-entropy is >= 0, but a user's criterion need not be).
+_NON_NEGATIVE = ("learning_rate", "seconds", "samples_per_second")
+
+
+def diverged(e: attempt_pb2.EpochMetrics) -> bool:
+    """A non-finite training or validation loss: what a diverging run reports. True of a
+    run, so not a lie: the trainer's run ends there (DIVERGED), an import keeps it."""
+    return not (math.isfinite(e.loss) and math.isfinite(e.val_loss))
+
+
+def epoch_problems(e: attempt_pb2.EpochMetrics) -> list[Problem]:
+    """Every number of one epoch that cannot be true, whoever reports it (a trainer, an
+    import): the one set of checks for epochs. Pure and cheap: one pass, no I/O."""
+    found = [
+        Problem(name, f"{name} {getattr(e, name)} is impossible: must be finite and >= 0")
+        for name in _NON_NEGATIVE
+        if not 0.0 <= getattr(e, name) < math.inf  # also refuses NaN
+    ]
+    if not 0.0 <= e.val_accuracy <= 1.0:  # also refuses NaN
+        found.append(
+            Problem("val_accuracy", f"validation accuracy {e.val_accuracy} is not between 0 and 1")
+        )
+    return found
+
+
+def problems_of_test_result(
+    result: attempt_pb2.TestResult, labels: Sequence[str], images_available: int | None
+) -> list[Problem]:
+    """Every number of a test result that images of these labels cannot give, whoever
+    reports it. `labels`: the model's labels in its order (empty: not known, as in a
+    document recorded elsewhere; the matrix is then any n x n); `images_available`: how
+    many images there are to test (None: not known)."""
+    found: list[Problem] = []
+    high = images_available if images_available is not None else math.inf
+    if not 0 <= result.images <= high:
+        found.append(Problem("images", f"tested {result.images} images; there are {high}"))
+    if not 0.0 <= result.accuracy <= 1.0:  # also refuses NaN
+        found.append(Problem("accuracy", f"accuracy {result.accuracy} is not between 0 and 1"))
+    if math.isnan(result.loss):
+        found.append(Problem("loss", "the test loss is NaN"))
+    known = set(labels)
+    for label, value in result.per_label_accuracy.items():
+        if (known and label not in known) or not 0.0 <= value <= 1.0:
+            found.append(
+                Problem(
+                    f"per_label_accuracy[{label[:64]!r}]",
+                    f"per-label accuracy {value} of {label[:64]!r}: must be between 0 and 1"
+                    + (" and of the model's labels" if labels else ""),
+                )
+            )
+            break  # one is enough: a map of 10,000 wrong ones says nothing more
+    matrix = result.confusion_matrix
+    if not matrix:
+        return found
+    n = len(labels) if labels else math.isqrt(len(matrix))
+    if len(matrix) != n * n:
+        found.append(
+            Problem("confusion_matrix", f"a confusion matrix of {len(matrix)} cells for {n} labels")
+        )
+    elif min(matrix) < 0:
+        found.append(Problem("confusion_matrix", "counts must not be negative"))
+    elif sum(matrix) != result.images:
+        found.append(
+            Problem("confusion_matrix", "the confusion matrix does not add up to the images tested")
+        )
+    elif result.images:
+        correct = sum(matrix[i * n + i] for i in range(n))
+        if abs(correct / result.images - result.accuracy) > 1e-6:
+            found.append(Problem("accuracy", "the accuracy is not the confusion matrix's"))
+    return found
 
 
 @dataclass
@@ -88,15 +167,11 @@ class EpochChecker:
                 if e.epoch <= self.n_epoch
                 else f"sent epoch {e.epoch} of a {self.n_epoch}-epoch run"
             )
-        if not _finite(e.loss) or not _finite(e.val_loss):
+        if diverged(e):
             # What an honest trainer reports as DIVERGED: the command's fault, not a lie.
             raise Diverged(f"epoch {e.epoch}: the loss is {e.loss}, validation {e.val_loss}")
-        for name in ("learning_rate", "seconds", "samples_per_second"):
-            value = getattr(e, name)
-            if not _finite(value) or value < 0:
-                raise TrainerLied(f"epoch {e.epoch}: {name} {value} is impossible")
-        if not 0.0 <= e.val_accuracy <= 1.0:  # also refuses NaN
-            raise TrainerLied(f"epoch {e.epoch}: validation accuracy {e.val_accuracy}")
+        for problem in epoch_problems(e):
+            raise TrainerLied(f"epoch {e.epoch}: {problem.detail}")
         self.last = e.epoch
 
     @property
@@ -165,22 +240,5 @@ def check_test_result(
     result: attempt_pb2.TestResult, labels: list[str], images_available: int
 ) -> None:
     """A test result must be one that images of these labels can give."""
-    n = len(labels)
-    if not 0 <= result.images <= images_available:
-        raise TrainerLied(f"tested {result.images} images; there are {images_available}")
-    if not 0.0 <= result.accuracy <= 1.0:
-        raise TrainerLied(f"accuracy {result.accuracy}")
-    if math.isnan(result.loss):
-        raise TrainerLied("the test loss is NaN")
-    for label, value in result.per_label_accuracy.items():
-        if label not in labels or not 0.0 <= value <= 1.0:
-            raise TrainerLied(f"per-label accuracy {value} of {label[:64]!r}")
-    matrix = list(result.confusion_matrix)
-    if matrix:
-        if len(matrix) != n * n or any(count < 0 for count in matrix):
-            raise TrainerLied(f"a confusion matrix of {len(matrix)} cells for {n} labels")
-        if sum(matrix) != result.images:
-            raise TrainerLied("the confusion matrix does not add up to the images tested")
-        correct = sum(matrix[i * n + i] for i in range(n))
-        if result.images and abs(correct / result.images - result.accuracy) > 1e-6:
-            raise TrainerLied("the accuracy is not the confusion matrix's")
+    for problem in problems_of_test_result(result, labels, images_available):
+        raise TrainerLied(problem.detail)
