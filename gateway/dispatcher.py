@@ -35,6 +35,7 @@ from gateway.trainer_checks import (
     check_test_result,
 )
 from metalearn import errors
+from metalearn.client import translate
 from metalearn.credentials import authorization
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 
@@ -66,6 +67,14 @@ _CHANNEL_OPTIONS = [
     ("grpc.http2.min_time_between_pings_ms", 5_000),
     ("grpc.http2.ping_timeout_ms", 5_000),
 ]
+
+
+def _refuses_checkpoint(err: grpc.aio.AioRpcError) -> bool:
+    """Whether a trainer's answer refuses the run's resume checkpoint: INVALID_ARGUMENT
+    with a field violation on `resume_checkpoint`, as `trainer.artifacts` raises it."""
+    if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return False
+    return "resume_checkpoint" in translate(err).violations
 
 
 def trainer_channel(config: GatewayConfig, address: str) -> grpc.aio.Channel:
@@ -253,7 +262,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as err:
-            await self._failed_call(claimed, address, err, heard=bool(self._heard.get(claimed.id)))
+            await self._failed_call(claimed, trainer, err, heard=bool(self._heard.get(claimed.id)))
         except Diverged as err:
             await self._work.finish(claimed.id, claimed.fence, "FAILED", f"diverged: {err}")
         except TrainerLied as err:
@@ -261,7 +270,10 @@ class Dispatcher:
             # this trainer, which gets no work for a while.
             reason = f"trainer {address} sent an impossible result: {err}"
             log.warning("%s: %s", claimed.name, reason)
-            await self._trainers.quarantine(address, str(err), self._config.quarantine_seconds)
+            # Its principal's: the same token registered at another port stays benched.
+            await self._trainers.quarantine(
+                trainer.principal, address, str(err), self._config.quarantine_seconds
+            )
             await self._work.requeue(
                 claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
             )
@@ -297,11 +309,14 @@ class Dispatcher:
                 return
 
     async def _failed_call(
-        self, claimed: Claimed, address: str, err: grpc.aio.AioRpcError, heard: bool
+        self, claimed: Claimed, trainer: Trainer, err: grpc.aio.AioRpcError, heard: bool
     ) -> None:
+        address = trainer.address
         # Bounded: the message is the trainer's, stored and shown to users.
         code, details = err.code(), (err.details() or "")[:2000]
-        if (code == grpc.StatusCode.UNAVAILABLE and not heard) or (
+        if claimed.work == "train" and _refuses_checkpoint(err):
+            await self._refused_checkpoint(claimed, address, details)
+        elif (code == grpc.StatusCode.UNAVAILABLE and not heard) or (
             code == grpc.StatusCode.UNAUTHENTICATED
         ):
             # The trainer never answered (gone, or not up yet), or it does not know the
@@ -326,6 +341,26 @@ class Dispatcher:
                 claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
             )
             log.warning("%s: %s; now %s", claimed.name, reason, status)
+
+    async def _refused_checkpoint(self, claimed: Claimed, address: str, details: str) -> None:
+        """The trainer refused the checkpoint it was to resume from (planted, unreadable,
+        of another command or model): never the command's fault, and never made by an
+        honest trainer. The principal whose trainer stored it is quarantined, the
+        checkpoint and the epochs it stood for are dropped, and the run starts again from
+        scratch, uncounted, on another trainer."""
+        reason = f"trainer {address} refused its checkpoint ({details[:500]}): trained again"
+        stored_by = await self._work.restart_without_checkpoint(
+            claimed.id, claimed.fence, f"restarted from scratch: {reason}"
+        )
+        log.warning("%s: %s (the checkpoint was stored by %r)", claimed.name, reason, stored_by)
+        if stored_by:  # None: the lease is gone; '': a checkpoint of unknown origin
+            await self._trainers.quarantine(
+                stored_by,
+                "",
+                f"stored a checkpoint of {claimed.name} that trainer {address} refused:"
+                f" {details[:300]}",
+                self._config.quarantine_seconds,
+            )
 
     async def _ended_early(self, claimed: Claimed) -> None:
         """The stream ended without its last message: the trainer went away."""

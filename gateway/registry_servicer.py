@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Any
 
 from google.protobuf import json_format
@@ -46,15 +45,14 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
             v.add("version", "at most 64 characters")
         v.raise_if_any()
         devices = [json_format.MessageToDict(d) for d in request.devices]
-        # A fresh credential each time: the trainer then obeys calls bearing it only.
-        credential = secrets.token_urlsafe(32)
-        await self._trainers.register(
+        # A fresh credential each time: the trainer then obeys calls bearing it only. It
+        # is made from a salt and a key outside the database, never stored itself.
+        credential = await self._trainers.register(
             request.address,
             request.capacity,
             devices,
             request.version,
             current().name,
-            credential,
             self._config.trainer_timeout_seconds,
         )
         return pb.RegisterTrainerResponse(
@@ -69,5 +67,8 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
             v.add("busy_slots", "must be between 0 and 1024")
         v.raise_if_any()
         if not await self._trainers.heartbeat(request.address, request.busy_slots, current().name):
-            raise NotFound(f"no trainer registered at {request.address}: register again")
+            raise NotFound(
+                f"no trainer registered at {request.address}, or its credential is of a"
+                " key this gateway does not hold: register again"
+            )
         return pb.HeartbeatResponse()

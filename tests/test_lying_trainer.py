@@ -104,6 +104,7 @@ def register(gateway: GatewayThread, address: str) -> str:
     # A fresh trainer each time: lift the last test's quarantine.
     with psycopg.connect(gateway.database_url) as conn:
         conn.execute("UPDATE trainers SET quarantined_until = NULL, quarantine_reason = ''")
+        conn.execute("DELETE FROM trainer_quarantines")  # a quarantine is the principal's
     return str(reply.gateway_credential)
 
 

@@ -121,13 +121,16 @@ class Stack:
         return int(row[0]) if row else 0
 
     def trainer_credential(self, address: str) -> str:
-        """What the gateway presents to the trainer at `address` (from its registration)."""
+        """What the gateway presents to the trainer at `address`: made from the salt of
+        its registration under the gateway's key (this process's: it runs in it)."""
+        from gateway.trainer_credentials import process_key
+
         with psycopg.connect(self.gateway.database_url) as conn:
             row = conn.execute(
-                "SELECT credential FROM trainers WHERE address = %s", (address,)
+                "SELECT credential_salt FROM trainers WHERE address = %s", (address,)
             ).fetchone()
         assert row is not None
-        return str(row[0])
+        return process_key().credential(address, bytes(row[0]))
 
     def get(self, name: str) -> attempt_pb2.Attempt:
         return self.stub.GetAttempt(

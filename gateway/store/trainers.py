@@ -1,9 +1,22 @@
-"""Every SQL statement about trainer daemons: who they are, whether they live, and what
-they may read. The queue and leases are `gateway.store.work`'s."""
+"""Every SQL statement about trainer daemons: who they are, whether they live, what they
+may read, and which principals are quarantined. The queue and leases are
+`gateway.store.work`'s.
+
+A quarantine is the principal's (its trainer token's), not an address's: anyone holding
+the token can register a trainer at another port, so the token is the only identity it
+can hold on to. Every trainer of that principal, registered before or after, gets no
+work until it ends. A deployment where every trainer shares one token (the "trainers"
+token of docker-compose and Kubernetes) therefore benches them all for one liar: give
+each trainer machine a token of its own (`metalearn tokens create --role trainer`) and a
+liar benches only itself. Admins see quarantines, with the reason and the address that
+lied, and may lift one (`quarantines`, `lift_quarantine`).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg_pool
@@ -12,7 +25,10 @@ from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
 from gateway.store.work import SLOTS, notify_queue
+from gateway.trainer_credentials import CredentialKey, process_key
 from metalearn import errors
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,13 +39,33 @@ class Trainer:
     running: int
     # What the gateway presents on its calls to this trainer.
     credential: str = ""
+    # Whose trainer token registered it: what a quarantine holds on to.
+    principal: str = ""
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """A principal whose trainers get no work until `until`."""
+
+    principal: str
+    until: datetime
+    reason: str
+    # The trainer that lied (its address then; '' when not known).
+    address: str
+    since: datetime
 
 
 class TrainerStore:
-    """The `trainers` table."""
+    """The `trainers` and `trainer_quarantines` tables.
 
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+    `key` makes the credential the gateway presents to each trainer (never stored, see
+    `gateway.trainer_credentials`); every store of a process shares the process's."""
+
+    def __init__(
+        self, pool: psycopg_pool.AsyncConnectionPool, key: CredentialKey | None = None
+    ) -> None:
         self._pool = pool
+        self._key = key or process_key()
 
     async def register(
         self,
@@ -38,43 +74,61 @@ class TrainerStore:
         devices: list[Any],
         version: str,
         principal: str,
-        credential: str,
         stale_seconds: float,
-    ) -> None:
-        """Announces a trainer of `principal` at `address`. PermissionDenied when the
-        address belongs to another principal's trainer that is still alive."""
+    ) -> str:
+        """Announces a trainer of `principal` at `address`; returns the fresh credential
+        the trainer is to obey (a new one each time). PermissionDenied when the address
+        belongs to another principal's trainer that is still alive."""
+        salt = CredentialKey.new_salt()
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     "INSERT INTO trainers (address, capacity, devices, version, principal,"
-                    " credential) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " credential_salt, credential_key) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (address) DO UPDATE SET capacity = excluded.capacity,"
                     " devices = excluded.devices, version = excluded.version,"
-                    " principal = excluded.principal, credential = excluded.credential,"
+                    " principal = excluded.principal,"
+                    " credential_salt = excluded.credential_salt,"
+                    " credential_key = excluded.credential_key,"
                     " registered_at = now(), last_seen = now()"
                     " WHERE trainers.principal IN (excluded.principal, '')"
-                    " OR trainers.last_seen < now() - make_interval(secs => %s) RETURNING 1",
-                    (address, capacity, Jsonb(devices), version, principal, credential,
-                     stale_seconds),
+                    " OR trainers.last_seen < now() - make_interval(secs => %s) RETURNING"
+                    " (SELECT q.until FROM trainer_quarantines q WHERE q.principal = %s"
+                    " AND q.until > now())",
+                    (address, capacity, Jsonb(devices), version, principal, salt,
+                     self._key.fingerprint, stale_seconds, principal),
                 )  # fmt: skip
-                if await cur.fetchone() is None:
+                row = await cur.fetchone()
+                if row is None:
                     raise errors.PermissionDenied(
                         f"{address} is the address of another principal's live trainer"
                     )
                 await notify_queue(conn.cursor())
+        if row[0] is not None:
+            log.warning(
+                "trainer %s of %s registered while its principal is quarantined until %s",
+                address, principal, row[0],
+            )  # fmt: skip
+        return self._key.credential(address, salt)
 
     async def heartbeat(self, address: str, busy: int, principal: str) -> bool:
-        """Records that `principal`'s trainer at `address` is alive; False if unknown."""
+        """Records that `principal`'s trainer at `address` is alive; False if unknown, or
+        if its credential is of a key this gateway does not hold (a gateway restarted
+        with a key of its own, a rotated key, a row from before credentials were keyed):
+        either way it must register again."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     "UPDATE trainers SET last_seen = now(), busy_slots = %s WHERE address = %s"
-                    " AND principal = %s RETURNING 1",
-                    (busy, address, principal),
+                    " AND principal = %s AND credential_key = %s RETURNING 1",
+                    (busy, address, principal, self._key.fingerprint),
                 )
                 if await cur.fetchone() is not None:
                     return True
-                cur = await conn.execute("SELECT 1 FROM trainers WHERE address = %s", (address,))
+                cur = await conn.execute(
+                    "SELECT 1 FROM trainers WHERE address = %s AND principal <> %s",
+                    (address, principal),
+                )
                 if await cur.fetchone() is not None:
                     raise errors.PermissionDenied(f"{address} is another principal's trainer")
                 return False
@@ -97,35 +151,83 @@ class TrainerStore:
                     (seconds, address),
                 )
 
-    async def quarantine(self, address: str, reason: str, seconds: float) -> None:
-        """A trainer that streamed something impossible gets no work for `seconds`
-        (heartbeats and re-registration do not lift it)."""
+    async def quarantine(self, principal: str, address: str, reason: str, seconds: float) -> None:
+        """`principal`, whose trainer at `address` lied, gets no work on any trainer for
+        `seconds` (or longer, if already quarantined longer). Heartbeats, registering
+        again and registering elsewhere do not lift it."""
+        reason = reason[:500]
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO trainer_quarantines (principal, until, reason, address)"
+                    " VALUES (%s, now() + make_interval(secs => %s), %s, %s)"
+                    " ON CONFLICT (principal) DO UPDATE SET until = GREATEST("
+                    " trainer_quarantines.until, excluded.until), reason = excluded.reason,"
+                    " address = excluded.address, since = now()",
+                    (principal, seconds, reason, address),
+                )
+                # Which address lied, on its own row too.
                 await conn.execute(
                     "UPDATE trainers SET quarantined_until = now() + make_interval(secs => %s),"
                     " quarantine_reason = %s WHERE address = %s",
-                    (seconds, reason[:500], address),
+                    (seconds, reason, address),
                 )
+        log.warning("trainers of %s quarantined for %ss: %s", principal, seconds, reason)
+
+    async def quarantines(self) -> list[Quarantine]:
+        """The quarantines in force, newest first."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT principal, until, reason, address, since FROM trainer_quarantines"
+                    " WHERE until > now() ORDER BY since DESC, principal LIMIT 1000"
+                )
+                return [Quarantine(*row) for row in await cur.fetchall()]
+
+    async def lift_quarantine(self, principal: str) -> bool:
+        """Ends `principal`'s quarantine now (an admin's call); False if there was none."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "DELETE FROM trainer_quarantines WHERE principal = %s AND until > now()"
+                    " RETURNING 1",
+                    (principal,),
+                )
+                lifted = await cur.fetchone() is not None
+                await conn.execute(
+                    "UPDATE trainers SET quarantined_until = NULL WHERE principal = %s",
+                    (principal,),
+                )
+                if lifted:
+                    await notify_queue(conn.cursor())
+        return lifted
 
     async def live_trainers(self, max_age_seconds: float) -> list[Trainer]:
-        """Trainers heard from lately and not quarantined, with the slots their running
-        attempts take now."""
+        """Trainers heard from lately, whose principal is not quarantined and whose
+        credential this gateway can make, with the slots their running attempts take."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     sql.SQL(
                         "SELECT t.address, t.capacity, (SELECT COALESCE(sum({slots}), 0) FROM"
                         " attempts a WHERE a.trainer = t.address"
-                        " AND a.status IN ('TRAINING', 'TESTING')), t.credential"
+                        " AND a.status IN ('TRAINING', 'TESTING')), t.credential_salt,"
+                        " t.principal"
                         " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
-                        " AND (t.quarantined_until IS NULL OR t.quarantined_until < now())"
+                        " AND t.credential_key = %s AND t.credential_salt IS NOT NULL"
+                        " AND NOT EXISTS (SELECT 1 FROM trainer_quarantines q"
+                        " WHERE q.principal = t.principal AND q.until > now())"
                         " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
                         " ORDER BY t.address"
                     ).format(slots=SLOTS),
-                    (max_age_seconds,),
+                    (max_age_seconds, self._key.fingerprint),
                 )
-                return [Trainer(r[0], int(r[1]), int(r[2]), r[3]) for r in await cur.fetchall()]
+                return [
+                    Trainer(
+                        r[0], int(r[1]), int(r[2]), self._key.credential(r[0], bytes(r[3])), r[4]
+                    )
+                    for r in await cur.fetchall()
+                ]
 
     async def held_labels(self, principal: str) -> set[str]:
         """The labels of the work that `principal`'s trainers hold right now (attempts

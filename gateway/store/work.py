@@ -294,6 +294,42 @@ class WorkStore:
         )
         return done[0][1] if done else None
 
+    async def restart_without_checkpoint(
+        self, attempt_id: int, fence: int, reason: str
+    ) -> str | None:
+        """Puts running training back in the queue from scratch, uncounted (no failure,
+        no restart): the checkpoint it was to resume from was refused. The checkpoint is
+        dropped, and with it every stored epoch, which the next run trains and stores
+        again (a replayed epoch would otherwise be kept as first stored). Returns the
+        principal whose trainer stored the checkpoint ('' if unknown); None when the
+        lease `fence` no longer holds."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    "SELECT 1 FROM attempts WHERE id = %s AND claims = %s"
+                    " AND status = 'TRAINING' FOR UPDATE",
+                    (attempt_id, fence),
+                )
+                if await cur.fetchone() is None:
+                    return None
+                await cur.execute(
+                    "DELETE FROM artifacts WHERE attempt_id = %s"
+                    " AND kind IN ('checkpoint', 'checkpoint.upload') RETURNING stored_by",
+                    (attempt_id,),
+                )
+                stored_by = next((str(r[0]) for r in await cur.fetchall() if r[0]), "")
+                await cur.execute("DELETE FROM attempt_epochs WHERE attempt_id = %s", (attempt_id,))
+                await cur.execute(
+                    "UPDATE attempts SET status = 'QUEUED', error = %s, current_epoch = 0,"
+                    " prognosis = NULL, prognosis_wire = NULL, queued_at = now(),"
+                    " leased_by = '', lease_until = NULL, updated_at = now() WHERE id = %s",
+                    (reason, attempt_id),
+                )
+                await notify(cur, attempt_id, "status")
+                await notify_queue(cur)
+        return stored_by
+
     async def reclaim_expired(self, max_lost: int) -> list[int]:
         """Requeues work whose gateway stopped renewing its lease (it died): not the
         run's fault, so counted apart, and FAILED only past `max_lost` such losses."""
