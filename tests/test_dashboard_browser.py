@@ -585,3 +585,181 @@ def test_the_tasks_pages_render(stage) -> None:
     assert len(rows) == len(set(rows)) and len(labels) == len(set(labels)), labels
     screenshot(stage.driver, "tasks")
     assert console_errors(stage.driver) == []
+
+
+# What a hostile writer plants in every text it controls (issue 25, finding 10): plotly
+# reads its own small HTML in chart text (<a href>, <b>, <br>...), so a label such as
+# the first one became a real link on the confusion matrix.
+LINK = '<a href="https://evil.example/phish">sign in again</a>'
+PLANTS = (LINK, LINK.replace('"', "'"), "<img src=x>", "<b>bold</b>")
+# Elements that came from a plant: a link to evil.example or one saying "sign in again",
+# an image of `x`, text made bold (an HTML <b>, or the bold tspan plotly makes of one).
+_PLANTED_ELEMENTS = """
+const found = [];
+for (const a of document.querySelectorAll('a')) {
+  const href = [a.getAttribute('href'), a.getAttribute('xlink:href'),
+                a.getAttributeNS('http://www.w3.org/1999/xlink', 'href')].join(' ');
+  if (href.includes('evil.example') || a.textContent.trim() === 'sign in again') {
+    found.push('a ' + href);
+  }
+}
+for (const img of document.querySelectorAll('img, image')) {
+  const src = img.getAttribute('src') || img.getAttribute('href') || '';
+  if (/(^|\\/)x$/.test(src)) found.push('img ' + src);
+}
+for (const b of document.querySelectorAll('b, strong, tspan, text')) {
+  if (b.textContent === 'bold') found.push(b.tagName + ' ' + (b.getAttribute('style') || ''));
+}
+return found;
+"""
+
+
+def _chart_texts(stage: Stage, chart: str) -> str:
+    """Every text a chart drew (ticks, annotations, legend, hover), as the user reads it."""
+    return "\n".join(
+        stage.script(
+            "return Array.from(document.querySelectorAll(arguments[0] + ' text'))"
+            ".map((t) => t.textContent)",
+            f"#{chart}",
+        )
+    )
+
+
+def _hover(stage: Stage, chart: str, x: float, y: float) -> str:
+    """What a chart's tooltip says with the mouse over the point (x, y) of its axes."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    element = stage.driver.find_element("id", chart)
+    stage.script("arguments[0].scrollIntoView({block: 'center'})", element)
+    dx, dy = stage.script(
+        "const gd = document.getElementById(arguments[0]), l = gd._fullLayout;"
+        "const box = gd.getBoundingClientRect();"
+        "return [l._size.l + l.xaxis.l2p(arguments[1]) - box.width / 2,"
+        "        l._size.t + l.yaxis.l2p(arguments[2]) - box.height / 2];",
+        chart,
+        x,
+        y,
+    )
+    ActionChains(stage.driver).move_to_element_with_offset(element, round(dx), round(dy)).perform()
+    return str(
+        wait_for(
+            lambda: stage.script(
+                "return Array.from(document.querySelectorAll(arguments[0] + ' .hoverlayer text'))"
+                ".map((t) => t.textContent).join('\\n')",
+                f"#{chart}",
+            ),
+            f"{chart}'s tooltip",
+        )
+    )
+
+
+def _inert(stage: Stage, path: str) -> str:
+    """Opens a page and finds no element made from a plant; the page's text."""
+    stage.open(path)
+    wait_for(lambda: stage.script("return document.readyState === 'complete'"), path)
+    assert stage.script(_PLANTED_ELEMENTS) == [], path
+    assert console_errors(stage.driver) == [], path
+    return str(stage.script("return document.body.innerText"))
+
+
+def test_text_a_writer_planted_is_shown_as_text_never_as_markup(stage) -> None:
+    from metalearn.client import InvalidRequest
+    from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc
+    from tests.harness import png
+
+    labels = list(PLANTS)
+    # Names, study names and parameter paths cannot hold markup at all: the gateway's rules.
+    with stage.client() as client:
+        for refused in (
+            lambda: client.create(make_attempt(LINK)),
+            lambda: client.create_study({"name": LINK}),
+            lambda: client.create_study(
+                {"name": "planted-path", "base_command": _lenet_doc(), "n_trials": 1,
+                 "search_space": [{"path": LINK, "categorical": {"values": [1, 2]}}]}
+            ),
+        ):  # fmt: skip
+            with pytest.raises(InvalidRequest):
+                refused()
+    # Everything else a writer writes: labels (trained and tested, and an imported test's
+    # per-label figures), tags and the note, a study's choices.
+    with stage.gateway.channel() as channel:
+        dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(
+            iter(
+                dataset_service_pb2.UploadImagesRequest(label=label, data=png((40 + i, j, 99)))
+                for i, label in enumerate(labels)
+                for j in range(5)
+            )
+        )
+    tested = recorded_runs(1)[0]
+    tested.name = "planted-run"
+    tested.status = attempt_pb2.ATTEMPT_STATUS_COMPLETE
+    tested.accuracy = 0.5
+    del tested.training_commands.label_names[:]
+    tested.training_commands.label_names.extend(labels)
+    tested.testing_commands.label_names.extend(labels)
+    tested.tags.update({"team": LINK, "metalearn.note": " ".join(PLANTS)})
+    tested.test_result.CopyFrom(
+        attempt_pb2.TestResult(
+            loss=0.5, accuracy=0.5, images=16,
+            confusion_matrix=[2, 1, 1, 0, 0, 2, 1, 1, 1, 0, 2, 1, 1, 1, 0, 2],
+            per_label_accuracy={label: 0.5 for label in labels},
+        )
+    )  # fmt: skip
+
+    def three_epochs(request: Any) -> Iterator[Any]:
+        yield started(labels=tuple(request.command.label_names))
+        for n in range(1, 4):
+            yield epoch(n, loss=1.0 / n, val_loss=1.1 / n, val_accuracy=0.5 + 0.1 * n)
+        yield from chunks("weights", b"w" * 2500, 3)
+        yield finished()
+
+    stage.trainer.train_script = three_epochs
+    study = {
+        "name": "planted-study",
+        "base_command": _lenet_doc(),
+        "search_space": [
+            {"path": "label_names", "categorical": {"values": [labels[:2], labels[2:]]}},
+            {"path": "optimizer.lr", "float": {"low": 0.001, "high": 0.1, "log": True}},
+        ],
+        "objective": "OBJECTIVE_BEST_VAL_ACCURACY",
+        "n_trials": 2,
+        "max_parallel": 1,
+        "seed": 1,
+    }
+    with stage.client() as client:
+        [made] = client.import_attempts([tested]).attempts
+        client.create_study(study)
+        wait_for(lambda: client.study("planted-study").state == 3, "the study's end", 90)
+        client.profile_task(labels[:2], wait=True)
+        tasks = [t.fingerprint for t in client.tasks() if set(t.label_names) & set(labels)]
+
+    # The attempt: the confusion matrix's ticks and tooltip say the labels as written.
+    text = _inert(stage, f"/attempts/{made.id}")
+    assert all(p in text for p in PLANTS), text  # the tables and tags (HTML, escaped)
+    wait_for(lambda: _chart_texts(stage, "confusion-chart"), "the heat map")
+    for axis in ("x", "y"):
+        assert sorted(tick_texts(stage, "confusion-chart", axis)) == sorted(labels)
+    hover = _hover(stage, "confusion-chart", 1, 0)  # row 0, column 1
+    assert f"true {labels[0]}, predicted {labels[1]}: 1" in hover, hover
+    assert stage.script(_PLANTED_ELEMENTS) == []
+    # The study: its parallel coordinates' axis of label sets, and a trial's tooltip.
+    text = _inert(stage, "/studies/planted-study")
+    wait_for(lambda: _chart_texts(stage, "parallel-chart"), "the parallel coordinates")
+    drawn = _chart_texts(stage, "parallel-chart")
+    as_json = [json.dumps(p)[1:-1] for p in PLANTS]  # a choice is shown as its JSON
+    assert all(p in drawn for p in as_json), drawn
+    assert all(p in text for p in as_json), text  # the trials table
+    at = stage.script(  # where the first trial's line crosses the label sets' axis
+        "const t = document.getElementById('parallel-chart').data[0]; return [t.x[0], t.y[0]]"
+    )
+    hover = _hover(stage, "parallel-chart", *at)
+    assert any(p in hover for p in as_json), hover
+    assert stage.script(_PLANTED_ELEMENTS) == []
+    # The lists (which show no labels), and the pages that show them.
+    for path in ("/attempts", "/studies"):
+        _inert(stage, path)
+    assert tasks
+    compare = f"/compare?id={made.id},{stage.history[0].id}"  # label_names differ
+    for path in (compare, "/tasks", *(f"/tasks/{f}" for f in tasks)):
+        text = _inert(stage, path)
+        assert any(p in text for p in PLANTS), (path, text)

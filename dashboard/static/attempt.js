@@ -32,8 +32,9 @@
 
   if (data.test && data.test.matrix.length) {
     const t = data.test;
+    const labels = t.labels.map(m.esc);  // a label is text, never plotly's markup
     Plotly.newPlot("confusion-chart", [{
-      type: "heatmap", z: t.matrix, x: t.labels, y: t.labels, colorscale: "Blues", reversescale: true,
+      type: "heatmap", z: t.matrix, x: labels, y: labels, colorscale: "Blues", reversescale: true,
       xgap: 2, ygap: 2,  // cells drawn one by one: sharp at any size
       hovertemplate: "true %{y}, predicted %{x}: %{z}<extra></extra>",
       // The counts in the cells, while there is room for them.

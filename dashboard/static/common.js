@@ -1,5 +1,6 @@
 // Shared by every page: the CSRF value, POSTs, copy buttons, the page's JSON, and
-// plotly's common layout. Text from the server is only ever set with textContent.
+// plotly's common layout. Text from the server is only ever set with textContent, and
+// reaches a chart only through `esc`.
 "use strict";
 window.metalearn = (function () {
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
@@ -26,6 +27,16 @@ window.metalearn = (function () {
     return node ? JSON.parse(node.textContent) : null;
   }
 
+  // Text as a chart draws it. Plotly reads a little HTML of its own in every text it
+  // draws (ticks, legends, tooltips, annotations, titles): <a href> becomes a link, <b>
+  // bold, <br> a new line. So every text that is not our own (a label, a name, a
+  // choice) is escaped first; plotly turns the entities back into the characters, and
+  // the text is drawn exactly as written, never as markup. Only &, < and > matter:
+  // plotly's tags need "<", its entities "&".
+  function esc(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
   // A number as people read it: 4 significant digits at most (0.04612, not 0.046116328).
   function fmt(x) {
     if (x === null || x === undefined || !Number.isFinite(x)) return "–";
@@ -38,7 +49,7 @@ window.metalearn = (function () {
     const steps = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000];
     const top = Math.max(largest || 1, 1);
     const step = steps.find((s) => top / s <= 10) || Math.ceil(top / 10);
-    return { title: { text: title }, gridcolor: "#eef0f3", zeroline: false, tickmode: "linear", tick0: 0, dtick: step, tickformat: "d" };
+    return { title: { text: esc(title) }, gridcolor: "#eef0f3", zeroline: false, tickmode: "linear", tick0: 0, dtick: step, tickformat: "d" };
   }
 
   // A log axis with readable ticks: powers of ten when the values span three or more
@@ -80,7 +91,7 @@ window.metalearn = (function () {
 
   // A note in the middle of an empty chart, saying why it is empty.
   function emptyNote(text) {
-    return [{ text, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 13, color: "#667085" } }];
+    return [{ text: esc(text), showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { size: 13, color: "#667085" } }];
   }
   const config = { displaylogo: false, responsive: true };
 
@@ -93,5 +104,5 @@ window.metalearn = (function () {
       () => flash("The browser did not allow copying: select the text instead."));
   });
 
-  return { csrf, flash, post, pageData, layout, config, fmt, wholeAxis, logAxis, emptyNote };
+  return { csrf, flash, post, pageData, layout, config, esc, fmt, wholeAxis, logAxis, emptyNote };
 })();

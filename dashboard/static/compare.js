@@ -10,10 +10,11 @@
   data.curves.forEach((c, i) => {
     const color = palette[i % palette.length];
     const group = `a${i}`;
-    loss.push({ name: c.name, legendgroup: group, x: c.epoch, y: c.loss, mode: "lines", line: { color } });
+    const name = m.esc(c.name);  // drawn as written, never as plotly's markup
+    loss.push({ name, legendgroup: group, x: c.epoch, y: c.loss, mode: "lines", line: { color } });
     if (c.val_loss.some((v) => v !== null)) {
-      loss.push({ name: `${c.name} (val)`, legendgroup: group, showlegend: false, x: c.epoch, y: c.val_loss, mode: "lines", line: { color, dash: "dot" } });
-      acc.push({ name: c.name, legendgroup: group, x: c.epoch, y: c.val_accuracy, mode: "lines", line: { color } });
+      loss.push({ name: `${name} (val)`, legendgroup: group, showlegend: false, x: c.epoch, y: c.val_loss, mode: "lines", line: { color, dash: "dot" } });
+      acc.push({ name, legendgroup: group, x: c.epoch, y: c.val_accuracy, mode: "lines", line: { color } });
     }
   });
   const many = data.curves.length > 12;

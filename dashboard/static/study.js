@@ -83,11 +83,16 @@
 
   // Parallel coordinates drawn as lines (plotly's parcoords draws hairlines and cannot
   // dim a line): every trial with params, complete ones coloured by their value, pruned
-  // ones grey and dotted at the value they had reached; the best one thickest.
+  // ones grey and dotted at the value they had reached; the best one thickest. Every
+  // text here (paths, choices) reaches plotly escaped: a choice is any JSON a writer
+  // gave, and plotly would draw its <a href> as a link.
   function parallel() {
     const shown = data.trials.filter((t) => t.reached !== null && t.reached !== undefined);
     const space = Object.fromEntries((data.space || []).map((s) => [s.path, s]));
-    const axes = data.params.map((p) => axisOf(p, shown.map((t) => t.params[p]), space[p]));
+    // A choice as the server wrote it (as the axis's choices are): a list or an object
+    // is its JSON, not JavaScript's "a,b" or "[object Object]".
+    const param = (t, p) => (space[p] && space[p].kind === "categorical" && p in t.params_text ? t.params_text[p] : t.params[p]);
+    const axes = data.params.map((p) => axisOf(p, shown.map((t) => param(t, p)), space[p]));
     axes.push(axisOf(data.objective, shown.map((t) => t.reached), null));
     const values = shown.filter((t) => t.value !== null).map((t) => t.value);
     const lo = Math.min(...values);
@@ -95,7 +100,7 @@
     const shade = (v) => viridis(hi > lo ? (data.maximize ? (v - lo) / (hi - lo) : (hi - v) / (hi - lo)) : 1);
     const x = axes.map((_, i) => i);
     const traces = shown.map((t) => {
-      const raw = data.params.map((p) => t.params[p]).concat([t.reached]);
+      const raw = data.params.map((p) => param(t, p)).concat([t.reached]);
       const pruned = t.value === null;
       return {
         type: "scatter", mode: "lines+markers", x, showlegend: false,
@@ -103,7 +108,7 @@
         line: pruned ? { color: "#98a2b3", width: 1.5, dash: "dot" } : { color: shade(t.value), width: t.best ? 4 : 2.5 },
         marker: { size: pruned ? 4 : 6, color: pruned ? "#98a2b3" : shade(t.value) },
         opacity: pruned ? 0.55 : 1,
-        text: raw.map((v, i) => `trial ${t.number}${pruned ? " (pruned)" : ""}<br>${axes[i].label} = ${typeof v === "number" ? m.fmt(v) : v}`),
+        text: raw.map((v, i) => `trial ${t.number}${pruned ? " (pruned)" : ""}<br>${m.esc(axes[i].label)} = ${m.esc(typeof v === "number" ? m.fmt(v) : v)}`),
         hovertemplate: "%{text}<extra></extra>",
       };
     });
@@ -119,8 +124,8 @@
     const shapes = [];
     axes.forEach((a, i) => {
       shapes.push({ type: "line", x0: i, x1: i, y0: 0, y1: 1, line: { color: "#667085", width: 1 } });
-      annotations.push({ x: i, y: 1.04, text: a.label, showarrow: false, yanchor: "bottom", font: { size: 12, color: "#1d2330" } });
-      a.ticks.forEach(([at, text]) => annotations.push({ x: i, y: at, text, showarrow: false, xanchor: "right", xshift: -4, font: { size: 11, color: "#344054" }, bgcolor: "rgba(255,255,255,0.75)" }));
+      annotations.push({ x: i, y: 1.04, text: m.esc(a.label), showarrow: false, yanchor: "bottom", font: { size: 12, color: "#1d2330" } });
+      a.ticks.forEach(([at, text]) => annotations.push({ x: i, y: at, text: m.esc(text), showarrow: false, xanchor: "right", xshift: -4, font: { size: 11, color: "#344054" }, bgcolor: "rgba(255,255,255,0.75)" }));
     });
     if (!shown.length) annotations.push(...m.emptyNote("no trial has reported a value yet"));
     return Plotly.react("parallel-chart", traces, {
@@ -136,7 +141,7 @@
     const imp = data.importance || { params: [], values: [], note: "" };
     const order = imp.params.map((p, i) => [p, imp.values[i]]).reverse();  // most important on top
     return Plotly.react("importance-chart", [{
-      type: "bar", orientation: "h", y: order.map((o) => o[0]), x: order.map((o) => o[1]),
+      type: "bar", orientation: "h", y: order.map((o) => m.esc(o[0])), x: order.map((o) => o[1]),
       text: order.map((o) => m.fmt(o[1])), textposition: "auto", marker: { color: "#1f77b4" },
       hovertemplate: "%{y}: %{x:.3f}<extra></extra>",
     }], m.layout({
