@@ -9,6 +9,7 @@ from typing import Any
 from gateway import convert, filtering, importing, pagination
 from gateway.auth import current
 from gateway.config import Limits
+from gateway.downloads import DownloadSlots
 from gateway.events import EventHub
 from gateway.store import AttemptStore, ImageStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
@@ -17,10 +18,10 @@ from gateway.store.work import WorkStore
 from gateway.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
-    check_tag_paths,
     check_labels_have_images,
     check_name,
     check_request_id,
+    check_tag_paths,
     check_test_command,
     check_trainable,
     check_writable,
@@ -104,6 +105,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         # Set after construction: the hub builds its status events with `status_of`.
         self.hub = hub
         self._limits = limits
+        self.downloads = DownloadSlots()
 
     async def status_of(self, attempt_id: int) -> bytes:
         """An attempt as a status event carries it: without its losses."""
@@ -334,18 +336,27 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     ) -> AsyncIterator[pb.DownloadModelResponse]:
         key = _key(request)
         record = await self._store.get(key)
-        found = await self._work.load_artifact(record.id, "weights")
-        if found is None:
-            raise NotFound(f"attempt {record.name!r} has no trained weights yet")
-        data = found[1]
-        digest = hashlib.sha256(data).hexdigest()
-        for offset in range(0, max(len(data), 1), _DOWNLOAD_CHUNK):
-            yield pb.DownloadModelResponse(
-                offset=offset,
-                data=data[offset : offset + _DOWNLOAD_CHUNK],
-                total_size=len(data),
-                sha256=digest,
-            )
+        # Streamed from the database a piece at a time: a download holds one piece
+        # (1 MiB), never the file (up to `max_artifact_bytes`), and only so many run.
+        async with self.downloads.slot():
+            layout = await self._work.artifact_layout(record.id, "weights")
+            if layout is None:
+                raise NotFound(f"attempt {record.name!r} has no trained weights yet")
+            if layout.sha256 is not None:
+                digest = layout.sha256.hex()
+            else:  # stored before digests were kept: hashed by one more streamed read
+                hashed = hashlib.sha256()
+                async for piece in self._work.read_artifact(layout, _DOWNLOAD_CHUNK):
+                    hashed.update(piece)
+                digest = hashed.hexdigest()
+            total, offset = layout.size, 0
+            if total == 0:
+                yield pb.DownloadModelResponse(offset=0, total_size=0, sha256=digest)
+            async for piece in self._work.read_artifact(layout, _DOWNLOAD_CHUNK):
+                yield pb.DownloadModelResponse(
+                    offset=offset, data=piece, total_size=total, sha256=digest
+                )
+                offset += len(piece)
 
     @translate_errors
     async def WatchAttempt(  # type: ignore[override] # also yields encoded responses

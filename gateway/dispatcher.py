@@ -472,7 +472,12 @@ class Dispatcher:
                 if last:
                     del files[kind]
                     last_epoch[kind] = receiver.epoch
-                    if not await self._work.commit_upload(claimed.id, claimed.fence, kind, whole):
+                    # Its digest (verified by the receiver) is kept with it: a download
+                    # sends it first, without reading the file twice.
+                    digest = bytes.fromhex(chunk.sha256)
+                    if not await self._work.commit_upload(
+                        claimed.id, claimed.fence, kind, whole, digest
+                    ):
                         return
                     if kind == "weights":
                         weights = attempt_pb2.ArtifactInfo(

@@ -23,6 +23,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
+from gateway.request_sizes import RequestSizes
 from gateway.store import AttemptStore, Database, ImageStore, migrate
 from gateway.store.curves import CurveStore
 from gateway.store.studies import StudyStore
@@ -132,7 +133,11 @@ async def create_server(
         config.principal_calls, config.principal_streams, config.principal_wait_seconds
     )
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(authenticator, budget)],
+        # Sizes inside authentication: an unauthenticated call learns nothing else.
+        interceptors=[
+            AuthInterceptor(authenticator, budget),
+            RequestSizes.for_limits(config.limits),
+        ],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),

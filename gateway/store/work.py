@@ -9,6 +9,7 @@ hears of it.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,37 @@ SLOTS = sql.SQL(
     "CASE WHEN a.work = 'train' THEN GREATEST(1, COALESCE("
     "(a.doc -> 'training_commands' ->> 'devices')::int, 1)) ELSE 1 END"
 )
+
+
+# What one read of a stored file takes from the database and holds: 1 MiB, the size
+# of a download's message.
+ARTIFACT_PIECE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ArtifactPart:
+    """One stored row of a file."""
+
+    chunk: int
+    size: int
+    # The row's version (its xmin): a row rewritten since belongs to another file.
+    version: str
+
+
+@dataclass(frozen=True)
+class ArtifactLayout:
+    """Where a stored checkpoint or weights file lies, without its bytes."""
+
+    attempt_id: int
+    kind: str
+    epoch: int
+    parts: tuple[ArtifactPart, ...]
+    # The verified sha256 kept at commit; None for a file stored before it was kept.
+    sha256: bytes | None
+
+    @property
+    def size(self) -> int:
+        return sum(part.size for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -463,12 +495,18 @@ class WorkStore:
                 return cur.rowcount == 1
 
     async def commit_upload(
-        self, attempt_id: int, fence: int, kind: str, whole: tuple[int, bytes] | None = None
+        self,
+        attempt_id: int,
+        fence: int,
+        kind: str,
+        whole: tuple[int, bytes] | None = None,
+        sha256: bytes | None = None,
     ) -> bool:
         """Makes the finished, verified upload the attempt's `kind` file, replacing the
         old one in the same transaction. False when the lease `fence` no longer holds.
         `whole`: a file of one chunk (its epoch and bytes), stored and committed at once
-        (one transaction, not two)."""
+        (one transaction, not two). `sha256`: the file's verified digest, kept with it
+        so a download can send it before the file."""
         upload = f"{kind}.upload"
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
@@ -486,17 +524,18 @@ class WorkStore:
                         (attempt_id, kind, upload),
                     )
                     await cur.execute(
-                        "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data)"
-                        " VALUES (%s, %s, %s, 0, %s)",
-                        (attempt_id, kind, whole[0], whole[1]),
+                        "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data, sha256)"
+                        " VALUES (%s, %s, %s, 0, %s, %s)",
+                        (attempt_id, kind, whole[0], whole[1], sha256),
                     )
                     return True
                 await cur.execute(
                     "DELETE FROM artifacts WHERE attempt_id = %s AND kind = %s", (attempt_id, kind)
                 )
                 await cur.execute(
-                    "UPDATE artifacts SET kind = %s WHERE attempt_id = %s AND kind = %s",
-                    (kind, attempt_id, upload),
+                    "UPDATE artifacts SET kind = %s, sha256 = %s WHERE attempt_id = %s"
+                    " AND kind = %s",
+                    (kind, sha256, attempt_id, upload),
                 )
         return True
 
@@ -509,17 +548,75 @@ class WorkStore:
                     (attempt_id,),
                 )
 
-    async def load_artifact(self, attempt_id: int, kind: str) -> tuple[int, bytes] | None:
-        """The attempt's newest `kind` file and its epoch, or None."""
+    async def artifact_layout(self, attempt_id: int, kind: str) -> ArtifactLayout | None:
+        """Where the attempt's `kind` file lies (its rows, sizes and versions), read
+        without its bytes; None if it has none. One statement: one snapshot."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(binary=True)
+                # length() of an out-of-line bytea reads its size, not its bytes.
                 await cur.execute(
-                    "SELECT epoch, data FROM artifacts WHERE attempt_id = %s AND kind = %s"
-                    " ORDER BY chunk",
+                    "SELECT chunk, epoch, length(data), xmin::text, sha256 FROM artifacts"
+                    " WHERE attempt_id = %s AND kind = %s ORDER BY chunk",
                     (attempt_id, kind),
                 )
                 rows = await cur.fetchall()
         if not rows:
             return None
-        return int(rows[0][0]), b"".join(bytes(r[1]) for r in rows)
+        digest = rows[0][4]
+        return ArtifactLayout(
+            attempt_id,
+            kind,
+            int(rows[0][1]),
+            tuple(ArtifactPart(int(r[0]), int(r[2]), str(r[3])) for r in rows),
+            bytes(digest) if digest is not None else None,
+        )
+
+    async def read_artifact(
+        self, layout: ArtifactLayout, piece_bytes: int = ARTIFACT_PIECE_BYTES
+    ) -> AsyncIterator[bytes]:
+        """The file `layout` describes, in pieces of at most `piece_bytes`: one short
+        statement each, so memory stays one piece per reader however large the file,
+        and no connection is held between pieces (a slow reader holds none).
+
+        Each piece is read only from the row version the layout saw: a file replaced
+        meanwhile (trained again, a newer checkpoint) raises Aborted, never a mix of
+        two files."""
+        for part in layout.parts:
+            for start in range(0, part.size, piece_bytes):
+                with translate_db_errors():
+                    async with self._pool.connection() as conn:
+                        cur = conn.cursor(binary=True)
+                        # substring() of an uncompressed out-of-line value (STORAGE
+                        # EXTERNAL) fetches only the TOAST slices it needs.
+                        await cur.execute(
+                            "SELECT substring(data FROM %s FOR %s) FROM artifacts"
+                            " WHERE attempt_id = %s AND kind = %s AND chunk = %s"
+                            " AND xmin::text = %s",
+                            (
+                                start + 1,
+                                piece_bytes,
+                                layout.attempt_id,
+                                layout.kind,
+                                part.chunk,
+                                part.version,
+                            ),
+                        )
+                        row = await cur.fetchone()
+                if row is None:
+                    raise errors.Aborted(
+                        f"the {layout.kind} file changed while it was read"
+                        " (the attempt was trained again): read it again"
+                    )
+                yield bytes(row[0])
+
+    async def load_artifact(self, attempt_id: int, kind: str) -> tuple[int, bytes] | None:
+        """The attempt's newest `kind` file and its epoch, or None: whole, for a caller
+        that must hold it whole (prefer `artifact_layout` and `read_artifact`)."""
+        layout = await self.artifact_layout(attempt_id, kind)
+        if layout is None:
+            return None
+        whole = bytearray()
+        async for piece in self.read_artifact(layout):
+            whole += piece
+        return layout.epoch, bytes(whole)
