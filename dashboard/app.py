@@ -82,6 +82,9 @@ class Dashboard:
         self.env.globals["statuses"] = views.STATUSES
         self._gateway: Gateway | None = None
         self.importances = Importances()
+        self.launch = security.LaunchKey(
+            config.launch_key, config.launch_token, config.launch_seconds
+        )
         self._who: dict[bytes, tuple[float, token_service_pb2.Token]] = {}
 
     @property
@@ -109,7 +112,7 @@ class Dashboard:
         """A refused gateway call as a page (or JSON, for the pages' scripts)."""
         status = _HTTP_STATUS.get(err.code, 502)
         if isinstance(err, UnauthenticatedError):
-            response = self.to_login(request, "The gateway no longer accepts your token.")
+            response = self.to_login(request, "revoked")
             security.forget_token(response)
             return response
         if _wants_json(request):
@@ -123,10 +126,12 @@ class Dashboard:
         )  # fmt: skip
 
     def to_login(self, request: Request, message: str = "") -> Response:
+        """To the sign-in page, and back here after; `message` is a code of
+        security.LOGIN_MESSAGES (the address carries no text of its own)."""
         if _wants_json(request):
             return JSONResponse({"code": "UNAUTHENTICATED", "message": "sign in first"}, 401)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        query = {"next": target} | ({"message": message} if message else {})
+        query = {"next": target} | ({"m": message} if message else {})
         return RedirectResponse(f"/login?{urlencode(query)}", status_code=303)
 
     async def whoami(self, token: str) -> token_service_pb2.Token:
@@ -199,7 +204,7 @@ async def login_form(request: Request) -> Response:
         request,
         "login.html",
         next=security.safe_next(request.query_params.get("next")),
-        message=request.query_params.get("message", "")[:200],
+        message=security.LOGIN_MESSAGES.get(request.query_params.get("m", ""), ""),
     )
 
 
@@ -231,17 +236,19 @@ async def login(request: Request) -> Response:
 
 async def launch(request: Request) -> Response:
     """`metalearn up`'s sign-in link: the key it printed signs this browser in with the
-    local admin token (the key is a secret only that terminal saw)."""
+    local admin token (the key is a secret only that terminal saw), once, in its first
+    minutes (security.LaunchKey)."""
     ui: Dashboard = request.app.state.ui
-    key = request.query_params.get("key", "")
-    expected = ui.config.launch_key
-    if not expected or not ui.config.launch_token or not security.same_secret(key, expected):
+    token = ui.launch.redeem(request.query_params.get("key", ""))
+    if token is None:
+        minutes = f"{ui.config.launch_seconds / 60:g}"
         return ui.render(
             request, "login.html", 403, next="/attempts",
-            message="That sign-in link is not valid here: paste a token.",
+            message=f"That sign-in link is not valid: a link signs in once, within {minutes}"
+            " minutes of metalearn up printing it. Paste a token.",
         )  # fmt: skip
     response = RedirectResponse("/attempts", status_code=303)
-    security.set_token(response, ui.config.launch_token, ui.config.secure_cookies)
+    security.set_token(response, token, ui.config.secure_cookies)
     return response
 
 

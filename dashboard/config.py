@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from metalearn.tls import ClientTls
+from metalearn.ui_cli import LAUNCH_KEY_MINUTES
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,11 @@ class UiConfig:
     # Mark cookies Secure: set when it is served to browsers through HTTPS (a proxy).
     secure_cookies: bool = False
     # `metalearn up`: a secret key that signs a browser in with `launch_token` (the
-    # local admin token) from a link printed in the terminal, as Jupyter does. Empty:
-    # users paste a token.
+    # local admin token) from a link printed in the terminal, as Jupyter does: once, and
+    # only within `launch_seconds` of the dashboard's start. Empty: users paste a token.
     launch_key: str = ""
     launch_token: str = ""
+    launch_seconds: float = LAUNCH_KEY_MINUTES * 60.0
     # Seconds a unary call to the gateway may take.
     rpc_timeout: float = 30.0
     # Attempts per page of the attempts table.

@@ -10,12 +10,17 @@
 - Headers: a strict Content-Security-Policy (scripts only from here, never inline, no
   eval), no framing, no sniffing, referrers only within this site (a sign-in link's key
   never leaves it), and no caching of pages with data.
+- `metalearn up`'s sign-in link signs in once, and only in its first minutes
+  (`LaunchKey`); the sign-in page shows only its own sentences (`LOGIN_MESSAGES`),
+  never text from its address.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -167,6 +172,52 @@ def safe_next(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/attempts"
     return value
+
+
+# What the sign-in page may say when another page sends a browser there (`/login?m=`):
+# its own sentences, by code. A message in the address would let any link put words of
+# its choosing ("your account is locked: call ...") on this site's page; an unknown code
+# shows nothing.
+LOGIN_MESSAGES = {
+    "revoked": "The gateway no longer accepts your token: sign in again.",
+}
+
+
+class LaunchKey:
+    """`metalearn up`'s sign-in link: its key signs one browser in with the local admin
+    token, once, and only within `seconds` of the dashboard's start (when `up` printed
+    it). A link left in a terminal's scrollback, a shell's history or a shared screen
+    is then worth nothing.
+
+    Its state lives in this process: the dashboard is one process (one uvicorn server,
+    no workers; `metalearn up` starts one and never restarts it), so a key used here is
+    used. The check and the use happen under one lock, so two requests at once cannot
+    both get in. Dashboards in several processes would need the use recorded where they
+    all look (a row, a file created exclusively) instead."""
+
+    def __init__(
+        self,
+        key: str,
+        token: str,
+        seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._key = key
+        self._token = token
+        self._clock = clock
+        self._deadline = clock() + seconds
+        self._lock = threading.Lock()
+
+    def redeem(self, given: str) -> str | None:
+        """The token, when `given` is the key, unused and in time (the key is then used
+        up); None otherwise, whichever it is, so a refusal tells a guesser nothing."""
+        with self._lock:
+            if not (self._key and self._token) or self._clock() > self._deadline:
+                return None
+            if not same_secret(given, self._key):
+                return None
+            token, self._key, self._token = self._token, "", ""
+            return token
 
 
 Handler = Callable[[Request], Awaitable[Response]]

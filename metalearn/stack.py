@@ -17,7 +17,7 @@ from types import FrameType
 from typing import IO
 
 from metalearn.runs import CliError
-from metalearn.ui_cli import LAUNCH_KEY_ENV
+from metalearn.ui_cli import LAUNCH_KEY_ENV, LAUNCH_KEY_MINUTES
 
 CLI = [sys.executable, "-m", "metalearn.cli"]
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -112,7 +112,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         dashboard = ""
         if args.ui != "off":
             # The dashboard signs a browser in with the admin token from a link whose key
-            # only this terminal sees (in its environment, never in argv).
+            # only this terminal sees (in its environment, never in argv): once, and only
+            # in its first minutes (a link left in a scrollback is worth nothing).
             key = secrets.token_urlsafe(24)
             ui = Daemon(
                 "ui",
@@ -122,7 +123,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 {LAUNCH_KEY_ENV: key},
             )  # fmt: skip
             daemons.append(ui)
-            dashboard = f"; dashboard on {ui.address}/login/launch?key={key}"
+            dashboard = (
+                f"; dashboard on {ui.address}/login/launch?key={key}; that link signs in"
+                f" once, within {LAUNCH_KEY_MINUTES} minutes"
+            )
         print(
             f"metalearn up: gateway on {gateway.address}, {args.trainers} trainer(s)"
             f" ({trainers}); logs in {logs}; admin token in {data_dir / 'admin.token'}"

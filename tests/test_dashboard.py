@@ -235,6 +235,82 @@ def test_the_launch_link_signs_in_with_the_local_token_only_with_its_key(gateway
         without.stop()
 
 
+def test_the_launch_link_signs_in_once(gateway) -> None:
+    ui = start_ui(gateway, launch_key="k" * 32, launch_token=gateway.admin_token)
+    try:
+        first = httpx.Client(base_url=ui.url)
+        assert first.get("/login/launch", params={"key": "k" * 32}).status_code == 303
+        # The same link again, in this browser or another: refused, and no cookie.
+        for browser in (first, httpx.Client(base_url=ui.url)):
+            browser.cookies.clear()
+            again = browser.get("/login/launch", params={"key": "k" * 32})
+            assert again.status_code == 403 and "not valid" in again.text, again.text
+            assert "once, within 10 minutes" in again.text
+            assert "metalearn_token" not in browser.cookies
+    finally:
+        ui.stop()
+
+
+def test_the_launch_link_used_at_once_by_many_signs_in_one(gateway) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ui = start_ui(gateway, launch_key="k" * 32, launch_token=gateway.admin_token)
+    try:
+
+        def use(_: int) -> int:
+            with httpx.Client(base_url=ui.url, timeout=30) as browser:
+                return browser.get("/login/launch", params={"key": "k" * 32}).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(use, range(32)))
+        assert sorted(codes) == [303] + [403] * 31
+    finally:
+        ui.stop()
+
+
+def test_the_launch_link_expires(gateway) -> None:
+    import time
+
+    ui = start_ui(
+        gateway, launch_key="k" * 32, launch_token=gateway.admin_token, launch_seconds=0.5
+    )
+    try:
+        time.sleep(0.7)
+        late = httpx.Client(base_url=ui.url)
+        reply = late.get("/login/launch", params={"key": "k" * 32})
+        assert reply.status_code == 403 and "not valid" in reply.text
+        assert "metalearn_token" not in late.cookies
+    finally:
+        ui.stop()
+    # The default is ten minutes, as `metalearn up` says when it prints the link.
+    from dashboard.config import UiConfig
+    from metalearn.ui_cli import LAUNCH_KEY_MINUTES
+
+    assert UiConfig().launch_seconds == 600 == LAUNCH_KEY_MINUTES * 60
+
+
+def test_the_sign_in_page_says_only_its_own_sentences(gateway, ui) -> None:
+    plain = httpx.Client(base_url=ui.url)
+    planted = "Your account is locked: call +1 555 0100 <b>now</b>"
+    for query in ({"message": planted}, {"m": planted}, {"m": "nonsense"}, {"m": ""}):
+        page = plain.get("/login", params=query)
+        assert page.status_code == 200
+        assert "login-message" not in page.text and "locked" not in page.text, query
+    # A token the gateway stops accepting: the sign-in page says so, by a code.
+    with Client(gateway.address, token=gateway.admin_token) as admin:
+        secret = admin.create_token("soon-revoked", "reader").secret
+    browser = signed_in(ui, secret)
+    with Client(gateway.address, token=gateway.admin_token) as admin:
+        admin.revoke_token("soon-revoked")
+    sent = browser.get("/attempts")
+    assert sent.status_code == 303, sent.text
+    location = sent.headers["location"]
+    assert location.startswith("/login?") and "m=revoked" in location
+    assert "message=" not in location and "accepts" not in location
+    page = browser.get(location)
+    assert "The gateway no longer accepts your token" in page.text
+
+
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
