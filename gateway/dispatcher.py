@@ -34,6 +34,7 @@ from gateway.trainer_checks import (
     TrainerLied,
     check_test_result,
 )
+from gateway.trainer_files import TrainerStub, WithFile, read_file
 from metalearn import errors
 from metalearn.client import translate
 from metalearn.credentials import authorization
@@ -241,7 +242,7 @@ class Dispatcher:
         address = trainer.address
         try:
             async with self._channel(address) as channel:
-                stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
+                stub = TrainerStub(channel)  # sends a stored file and lets it go
                 # The trainer obeys only calls that carry what it got at registration.
                 metadata = authorization(trainer.credential)
                 with (
@@ -378,16 +379,16 @@ class Dispatcher:
         command.CopyFrom(spec.training_commands)
         if not command.n_epoch:
             command.n_epoch = spec.n_epoch
-        request = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
+        message = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
         # Both read at once: each is a round trip before the trainer is called.
         checkpoint, available = await asyncio.gather(
-            self._work.load_artifact(claimed.id, "checkpoint"),
+            read_file(self._work, claimed.id, "checkpoint"),
             self._images.count(list(command.label_names)),
         )
-        first_epoch = 1
-        if checkpoint is not None:
-            request.resume_checkpoint = checkpoint[1]
-            first_epoch = checkpoint[0] + 1
+        first_epoch = 1 if checkpoint is None else checkpoint[0] + 1
+        # The checkpoint is held until grpc has sent it, not for the whole run.
+        request = WithFile(message, "resume_checkpoint", checkpoint[1] if checkpoint else [])
+        del checkpoint
         epochs = EpochChecker(command.n_epoch, first_epoch, tuple(command.label_names))
         limit = self._config.max_artifact_bytes
         files: dict[str, ArtifactReceiver] = {}
@@ -543,7 +544,7 @@ class Dispatcher:
 
     async def _test(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)
-        weights = await self._work.load_artifact(claimed.id, "weights")
+        weights = await read_file(self._work, claimed.id, "weights")
         if weights is None:
             await self._work.finish(claimed.id, claimed.fence, "FAILED", "its weights are gone")
             return
@@ -551,9 +552,13 @@ class Dispatcher:
         command.CopyFrom(spec.testing_commands)
         if not command.limit and spec.limit:
             command.limit = spec.limit
-        request = tpb.TrainerServiceTestRequest(
-            attempt_name=claimed.name, command=command, weights=weights[1]
+        # The weights are held until grpc has sent them, not for the whole test.
+        request = WithFile(
+            tpb.TrainerServiceTestRequest(attempt_name=claimed.name, command=command),
+            "weights",
+            weights[1],
         )
+        del weights
         # The model's labels, in its order: those of the data it was trained on.
         labels = list(spec.dataset.label_names or spec.training_commands.label_names)
         available = len(set(command.ids)) if command.ids else await self._images.count(labels)
