@@ -185,7 +185,7 @@ def test_bad_study_fields_are_named(studies) -> None:
     study.pruner.name = "successive_halving"
     study.pruner.args.Clear()
     study.pruner.args.update({"reduction_factor": 1})
-    assert "reduction_factor" in bad(studies, study)["study.pruner.args"]
+    assert "from 2 to 100" in bad(studies, study)["study.pruner.args.reduction_factor"]
     study.pruner.name = "bandit"
     assert "unknown pruner" in bad(studies, study)["study.pruner.name"]
     study = make_study("nonfinite")  # JSON has no infinity: named, never INTERNAL

@@ -3,14 +3,17 @@ epochs, max_parallel holds at every moment, the best trial is tested at the end.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
 
 from gateway.config import GatewayConfig
 from gateway.store.studies import StudyStore
+from gateway.studies import pruning
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
 from tests.harness import GatewayThread
@@ -102,9 +105,25 @@ def test_a_tpe_study_trains_every_trial_within_max_parallel(live: Stack) -> None
     assert tested.HasField("test_result") and 0 <= tested.accuracy <= 1
 
 
-def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(live: Stack) -> None:
+def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(
+    live: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A learning rate of 1e-7 stays at chance; with seed 11 the random sampler gives
-    good, bad, bad, bad, good, bad (checked offline), one trial at a time."""
+    good, bad, bad, bad, good, bad (checked offline), one trial at a time. Every
+    decision (Optuna's study rebuilt from every epoch of every trial) is made in a worker
+    thread, never on the gateway's event loop."""
+    on_loop: list[bool] = []
+    decide = pruning.decide
+
+    def watched(*args: Any) -> tuple[bool, dict[str, Any]]:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop runs in this thread
+            on_loop.append(False)
+        return decide(*args)
+
+    monkeypatch.setattr(pruning, "decide", watched)
     studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
     study = median_pruned("pruned", 6, "random", seed=11, n_epoch=4)
     studies.CreateStudy(pb.CreateStudyRequest(study=study))
@@ -143,6 +162,7 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(live: Stack) -> 
         else:
             assert len(attempt.epochs) == 4
     assert done.best_trial.number in (0, 4)
+    assert on_loop and not any(on_loop), on_loop
 
 
 def test_a_trial_claimed_before_its_study_links_it_is_still_pruned(
@@ -151,8 +171,6 @@ def test_a_trial_claimed_before_its_study_links_it_is_still_pruned(
     """The driver links a trial to its attempt just after queueing it; a replica may
     claim the attempt in between. Here every link waits until its attempt is training:
     the pruner must still judge the trial once the link lands."""
-    import asyncio
-
     import psycopg
 
     link = StudyStore.trial_queued  # every replica's driver (both here run one)

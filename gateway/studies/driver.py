@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
@@ -26,7 +28,7 @@ from gateway.events import EventHub
 from gateway.store import Rewrite, Stored
 from gateway.store.database import DatabaseDown
 from gateway.store.requests import RequestKey
-from gateway.store.studies import Locked, StudyStore, TrialRecord
+from gateway.store.studies import Locked, StudyRecord, StudyStore, TrialRecord
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.studies import model, sampling, space
@@ -43,15 +45,54 @@ from metalearn.v1 import study_service_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+# A pass asks for about this much CPU time's worth of trials, then stores and queues
+# them, and another pass comes at once for the rest: one ask of a large study is seconds
+# (sampling.py), and 256 slots asked at once would keep every other study waiting.
+ASK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Proposed:
+    """A trial asked before the study's lock was taken."""
+
+    number: int
+    values: dict[str, Any]
+    internal: dict[str, Any]
+    trial_state: dict[str, Any]
+    # The sampler's study state after this ask.
+    study_state: dict[str, Any]
+    error: str
+    seeded_by: int | None
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What a pass reads and asks before it takes the study's lock."""
+
+    slots: int
+    plan: dict[str, Any] | None
+    # Trials asked from an unlocked read, stored only if the study still stands where
+    # they were asked from: `made` trials and this sampler state.
+    made: int = 0
+    sampler_state: dict[str, Any] = field(default_factory=dict)
+    proposed: list[Proposed] = field(default_factory=list)
+
+
 def trial_name(study: str, number: int) -> str:
     return f"{study}-{number}"
 
 
 def trial_command(
-    study: pb.Study, params: Sequence[space.Parameter], values: dict[str, Any]
+    study: pb.Study,
+    params: Sequence[space.Parameter],
+    values: dict[str, Any],
+    base: dict[str, Any] | None = None,
 ) -> attempt_pb2.TrainCommand:
-    """The base command with `values` set; json_format.ParseError if it is no command."""
-    document = space.apply(space.command_json(study.base_command), values, params)
+    """The base command with `values` set; json_format.ParseError if it is no command.
+    `base`: the base command as JSON, when the caller made it once for many values."""
+    if base is None:
+        base = space.command_json(study.base_command)
+    document = space.apply(base, values, params)
     return json_format.ParseDict(document, attempt_pb2.TrainCommand())
 
 
@@ -144,7 +185,9 @@ class StudyDriver:
         # What needs other connections (the trainers' slots, a warm start's plan) is read
         # before the study's lock is taken: a transaction held open while it awaits
         # another connection deadlocks, unseen by PostgreSQL, against any lock request
-        # queued between the two (a migration's ALTER during a rolling restart).
+        # queued between the two (a migration's ALTER during a rolling restart). The
+        # sampler is asked then too, in a worker thread: seconds of CPU are neither spent
+        # on the event loop nor under a lock that StopStudy waits for.
         ahead = await self._ahead(study_id)
         async with self._studies.locked(study_id, wait=wait) as locked:
             if locked is None:
@@ -152,7 +195,7 @@ class StudyDriver:
             record = locked.study
             study = model.spec_of(record)
             params = parameters(study)
-            best_to_test = await self._advance_locked(locked, study, params, ahead)
+            best_to_test = await self._advance_locked(locked, study, ahead)
         # Queued under the lock again (waiting for it): a study stopped meanwhile queues
         # nothing more, and StopStudy, which takes the same lock, sees every trial queued.
         async with self._studies.locked(study_id, wait=True) as again:
@@ -176,83 +219,120 @@ class StudyDriver:
             except errors.DomainError as err:
                 log.warning("study %s: testing its best trial: %s", record.name, err)
 
-    async def _ahead(self, study_id: int) -> tuple[int, dict[str, Any] | None]:
-        """The slots a study may fill now and its warm start's plan (None: not made, or
-        not wanted), from reads that take no lock."""
+    async def _ahead(self, study_id: int) -> Ahead:
+        """The slots a study may fill now, its warm start's plan (None: not made, or not
+        wanted) and the trials they let it ask, from reads that take no lock."""
         record = await self._studies.running(study_id)
         if record is None:
-            return 1, None
+            return Ahead(1, None)
         study = model.spec_of(record)
         plan = record.warm_plan
         wanted = record.state == "RUNNING" and plan is None and study.HasField("warm_start")
         if wanted and self._warm is not None:
             plan = await self._warm.plan(study, parameters(study), record.owner)
-        return await self._slots(study), plan
+        ahead = Ahead(await self._slots(study), plan, record.trials_made,
+                      dict(record.sampler_state))  # fmt: skip
+        if (
+            record.state != "RUNNING"
+            or self._waiting(study, plan)
+            or _timed_out(study, record)
+            or record.trials_made >= study.n_trials
+        ):
+            return ahead
+        trials = await self._studies.trials(study_id)
+        if len(trials) != record.trials_made:  # a trial was added between the two reads
+            return ahead
+        running = sum(model.outcome(study, t).state == TrialState.RUNNING for t in trials)
+        count = min(ahead.slots - running, study.n_trials - record.trials_made)
+        if count <= 0:
+            return ahead
+        proposed = await asyncio.to_thread(self._propose, record, study, trials, plan, count)
+        return replace(ahead, proposed=proposed)
 
-    async def _advance_locked(
+    def _waiting(self, study: pb.Study, plan: dict[str, Any] | None) -> bool:
+        """A warm start waits for its task's profile before the first trial."""
+        return plan is None and study.HasField("warm_start") and self._warm is not None
+
+    def _propose(
         self,
-        locked: Locked,
+        record: StudyRecord,
         study: pb.Study,
-        params: Sequence[space.Parameter],
-        ahead: tuple[int, dict[str, Any] | None],
-    ) -> str | None:
-        """Asks for trials and updates the study row, under its lock; returns the best
-        trial's attempt when the study just ended and tests its best."""
+        trials: Sequence[TrialRecord],
+        plan: dict[str, Any] | None,
+        wanted: int,
+    ) -> list[Proposed]:
+        """Up to `wanted` new trials, each asked with the ones before it running, for
+        about ASK_SECONDS (at least one). In a worker thread."""
+        deadline = time.monotonic() + ASK_SECONDS
+        params = parameters(study)
+        base = space.command_json(study.base_command)
+        past = [self._past(study, t) for t in trials]
+        sampler_state = dict(record.sampler_state)
+        zero_shot = (plan or {}).get("zero_shot", [])
+        found: list[Proposed] = []
+        while len(found) < wanted and (not found or time.monotonic() < deadline):
+            number = record.trials_made + len(found)
+            seeded_by = None
+            if number < len(zero_shot):
+                first = zero_shot[number]
+                asked = sampling.Asked(dict(first["internal"]), {}, sampler_state)
+                seeded_by = int(first["attempt_id"])
+            else:
+                asked = sampling.ask_blocking(
+                    record.name,
+                    params,
+                    model.maximize(study),
+                    study.sampler.name or "tpe",
+                    plain_struct(study.sampler.args),
+                    study.seed,
+                    past,
+                    sampler_state,
+                    self._priors(study, plan, past),
+                )
+            values = {p.path: p.value(asked.internal[p.path]) for p in params}
+            error = self._check(study, params, values, base)
+            found.append(Proposed(number, values, asked.internal, asked.trial_state,
+                                  asked.study_state, error, seeded_by))  # fmt: skip
+            past.append(
+                sampling.PastTrial(
+                    number,
+                    asked.internal,
+                    TrialState.FAIL if error else TrialState.RUNNING,
+                    None,
+                    asked.trial_state,
+                )
+            )
+            sampler_state = asked.study_state
+        return found
+
+    async def _advance_locked(self, locked: Locked, study: pb.Study, ahead: Ahead) -> str | None:
+        """Stores the trials asked ahead and updates the study row, under its lock;
+        returns the best trial's attempt when the study just ended and tests its best."""
         record = locked.study
         trials = await locked.trials()
         state, reason = record.state, record.stop_reason
-        if state == "RUNNING" and study.timeout_seconds:
-            age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
-            if age > study.timeout_seconds:
-                state, reason = "STOPPING", f"time limit of {study.timeout_seconds:g} s reached"
+        if state == "RUNNING" and _timed_out(study, record):
+            state, reason = "STOPPING", f"time limit of {study.timeout_seconds:g} s reached"
         made = record.trials_made
         sampler_state = dict(record.sampler_state)
         running = sum(model.outcome(study, t).state == TrialState.RUNNING for t in trials)
-        slots, planned = ahead
         plan = record.warm_plan
         if state == "RUNNING" and plan is None and study.HasField("warm_start") and self._warm:
-            plan = planned
-        # A warm start waits for its task's profile before the first trial.
-        waiting = plan is None and study.HasField("warm_start") and self._warm is not None
-        if state == "RUNNING" and not waiting:
-            wanted = min(slots - running, study.n_trials - made)
-            past = [self._past(study, t) for t in trials]
-            zero_shot = (plan or {}).get("zero_shot", [])
-            for _ in range(max(wanted, 0)):
-                seeded_by = None
-                if made < len(zero_shot):
-                    first = zero_shot[made]
-                    asked = sampling.Asked(dict(first["internal"]), {}, sampler_state)
-                    seeded_by = int(first["attempt_id"])
-                else:
-                    asked = await sampling.ask_async(
-                        record.name,
-                        params,
-                        model.maximize(study),
-                        study.sampler.name or "tpe",
-                        plain_struct(study.sampler.args),
-                        study.seed,
-                        past,
-                        sampler_state,
-                        self._priors(study, plan, past),
-                    )
-                values = {p.path: p.value(asked.internal[p.path]) for p in params}
-                error = self._check(study, params, values)
-                await locked.add_trial(
-                    made, values, asked.internal, asked.trial_state, error, seeded_by
-                )
-                past.append(
-                    sampling.PastTrial(
-                        made,
-                        asked.internal,
-                        TrialState.FAIL if error else TrialState.RUNNING,
-                        None,
-                        asked.trial_state,
-                    )
-                )
-                sampler_state = asked.study_state
-                running += 0 if error else 1
+            plan = ahead.plan
+        if state == "RUNNING" and not self._waiting(study, plan):
+            wanted = max(min(ahead.slots - running, study.n_trials - made), 0)
+            # Asked from where the study stood before the lock: stale if another pass
+            # (a replica's) stored trials meanwhile; that one asked what was wanted.
+            fresh = ahead.made == made and ahead.sampler_state == sampler_state
+            for proposed in ahead.proposed[:wanted] if fresh else []:
+                await locked.add_trial(proposed.number, proposed.values, proposed.internal,
+                                       proposed.trial_state, proposed.error,
+                                       proposed.seeded_by)  # fmt: skip
+                sampler_state = proposed.study_state
+                running += 0 if proposed.error else 1
                 made += 1
+            if made - record.trials_made < wanted:
+                self.wake()  # the rest is asked by the next pass, from what this one stored
         best_to_test = None
         if running == 0 and (state == "STOPPING" or made >= study.n_trials):
             state = "DONE"
@@ -287,11 +367,15 @@ class StudyDriver:
                                   trial.sampler_state, model.curve(study, trial))  # fmt: skip
 
     def _check(
-        self, study: pb.Study, params: Sequence[space.Parameter], values: dict[str, Any]
+        self,
+        study: pb.Study,
+        params: Sequence[space.Parameter],
+        values: dict[str, Any],
+        base: dict[str, Any] | None = None,
     ) -> str:
         """Why a sampled command cannot be trained ('' if it can), as Train would say."""
         try:
-            command = trial_command(study, params, values)
+            command = trial_command(study, params, values, base)
         except json_format.ParseError as err:
             return f"INVALID_ARGUMENT: {err}"
         v = errors.Violations()
@@ -325,3 +409,10 @@ class StudyDriver:
             await self._studies.trial_refused(study_id, number, f"{type(err).__name__}: {err}")
             return
         await self._studies.trial_queued(study_id, number, attempt_id)
+
+
+def _timed_out(study: pb.Study, record: StudyRecord) -> bool:
+    if not study.timeout_seconds:
+        return False
+    age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
+    return age > study.timeout_seconds

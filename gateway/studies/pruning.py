@@ -9,6 +9,7 @@ is stored back, after every decision, pruned or not: the next decision needs it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -36,35 +37,45 @@ from metalearn.v1 import study_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
+# The keyword arguments a user may give each pruner, their kinds and ranges (Optuna's
+# defaults in comments). Steps and resources are epochs, trial counts are trials: a
+# bound beyond the most a command or a study may have would only stand for "never".
+_TRIALS = arguments.whole(0, "trials")
+_EPOCHS = arguments.whole(0, "epochs")
+_SOME_EPOCHS = arguments.whole(1, "epochs")
+# Rungs sit at min_resource * reduction_factor^k epochs: a factor past 100 leaves no rung
+# after the first in any command, and Optuna raises the factor to the power of the
+# early-stopping rate, which unbounded (2^31) is an integer of billions of digits.
+_FACTOR = arguments.whole(2, 100)  # 3 (Hyperband), 4 (successive halving)
 _COMMON = {
-    "n_startup_trials": arguments.COUNT,
-    "n_warmup_steps": arguments.COUNT,
-    "interval_steps": arguments.POSITIVE,
-    "n_min_trials": arguments.POSITIVE,
+    "n_startup_trials": _TRIALS,  # 5
+    "n_warmup_steps": _EPOCHS,  # 0
+    "interval_steps": _SOME_EPOCHS,  # 1
+    "n_min_trials": arguments.whole(1, "trials"),  # 1
 }
-# The keyword arguments a user may give each pruner, and their kinds.
-PRUNER_ARGS: dict[str, dict[str, str]] = {
+PRUNER_ARGS: dict[str, dict[str, arguments.Arg]] = {
     "none": {},
     "median": _COMMON,
-    "percentile": {"percentile": arguments.NUMBER, **_COMMON},
+    "percentile": {"percentile": arguments.number(0, 100), **_COMMON},  # 50 (ours)
     "successive_halving": {
-        "min_resource": arguments.POSITIVE,
-        "reduction_factor": arguments.POSITIVE,
-        "min_early_stopping_rate": arguments.COUNT,
-        "bootstrap_count": arguments.COUNT,
+        "min_resource": _SOME_EPOCHS,  # 1 (ours; Optuna's "auto" waits for a trial)
+        "reduction_factor": _FACTOR,
+        # 2^32 epochs: past any command's last rung.
+        "min_early_stopping_rate": arguments.whole(0, 32),  # 0
+        "bootstrap_count": _TRIALS,  # 0
     },
     "hyperband": {
-        "min_resource": arguments.POSITIVE,
-        "max_resource": arguments.POSITIVE,
-        "reduction_factor": arguments.POSITIVE,
-        "bootstrap_count": arguments.COUNT,
+        "min_resource": _SOME_EPOCHS,  # 1
+        "max_resource": _SOME_EPOCHS,  # the command's epochs (ours)
+        "reduction_factor": _FACTOR,
+        "bootstrap_count": _TRIALS,  # 0
     },
-    "wilcoxon": {"p_threshold": arguments.NUMBER, "n_startup_steps": arguments.COUNT},
+    "wilcoxon": {"p_threshold": arguments.number(0, 1), "n_startup_steps": _EPOCHS},  # 0.1, 2
     # metalearn's own (gateway/curves/pruner.py), not Optuna's: it reads the curve model.
     "learned": {
-        "min_epoch": arguments.POSITIVE,
-        "n_startup_trials": arguments.COUNT,
-        "margin": arguments.NUMBER,
+        "min_epoch": _SOME_EPOCHS,  # 2
+        "n_startup_trials": _TRIALS,  # 1
+        "margin": arguments.number(-1, 1),  # 0: an accuracy
     },
 }
 
@@ -99,6 +110,7 @@ def check(
     name: str,
     args: dict[str, Any],
     n_epoch: int,
+    scale: arguments.Scale,
     maximize: bool = True,
 ) -> None:
     """Refuses an unknown pruner or argument, naming it; Optuna's own checks of the
@@ -107,14 +119,11 @@ def check(
     if allowed is None:
         v.add(f"{field}.name", f"unknown pruner {name!r}; use one of {sorted(PRUNER_ARGS)}")
         return
-    ok = arguments.check(v, field, name, args, allowed)
+    ok = arguments.check(v, field, name, args, allowed, scale)
     if name == "learned":
         if not maximize:
             v.add(f"{field}.name", "the learned pruner predicts validation accuracy: use an"
                   " accuracy objective")  # fmt: skip
-        margin = args.get("margin", 0.0)
-        if ok and not (isinstance(margin, int | float) and -1.0 <= margin <= 1.0):
-            v.add(f"{field}.args.margin", "between -1 and 1 (an accuracy)")
         return
     if ok:
         try:
@@ -162,7 +171,8 @@ class Pruning:
         if name == "learned":
             return await self._learned(study, trials, attempt_id, epoch)
         pruner = make(name, plain_struct(study.pruner.args), _epochs(study))
-        prune, state = decide(record.name, study, pruner, trials, number)
+        # In a worker thread: the rebuild reads every epoch of every trial.
+        prune, state = await asyncio.to_thread(decide, record.name, study, pruner, trials, number)
         if state:
             await self._studies.merge_trial_state(record.id, number, state)
         if not prune:

@@ -20,7 +20,7 @@ from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.studies import StudyStore
 from gateway.store.work import WorkStore
-from gateway.studies import model, pruning, sampling, space
+from gateway.studies import arguments, model, pruning, sampling, space
 from gateway.studies.driver import StudyDriver, trial_command, trial_name
 from gateway.validation import check_labels_have_images, check_trainable
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
@@ -33,6 +33,13 @@ NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MAX_TRIALS = 1000
 MAX_PARALLEL = 256
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
+# CreateStudy builds and checks a command for every choice and range bound (_corners):
+# each is a whole Train check, ~2 ms for a 256-layer command, so 32 parameters of 100
+# choices each (3,200 commands) took seconds of CPU. 400 covers a real space (a dozen
+# parameters of 30 choices); the check runs in a worker thread, at most
+# MAX_CONCURRENT_CHECKS at a time.
+MAX_CORNERS = 400
+MAX_CONCURRENT_CHECKS = 2
 # A watcher also looks when no notification came (a time limit, a missed one).
 _WATCH_POLL_SECONDS = 5.0
 _WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "max_parallel",
@@ -51,12 +58,19 @@ def _name(field: str, name: str) -> str:
 def _corners(v: Violations, study: pb.Study, params: list[space.Parameter], limits: Limits) -> None:
     """The command at each bound and choice, checked as Train checks it, so that a space
     whose corner makes no command is refused now rather than failing trials later."""
-    for i, values in space.corners(params):
+    corners = space.corners(params)
+    if len(corners) > MAX_CORNERS:
+        v.add("study.search_space", f"at most {MAX_CORNERS} values to check in all (each"
+              " choice, 2 for an int range, 3 for a float range); this space has"
+              f" {len(corners)}")  # fmt: skip
+        return
+    base = space.command_json(study.base_command)
+    for i, values in corners:
         parameter = params[i]
         field = f"study.search_space[{i}]"
         shown = json.dumps(values[parameter.path])[:80]
         try:
-            command = trial_command(study, params, values)
+            command = trial_command(study, params, values, base)
         except json_format.ParseError as err:
             v.add(field, f"with {parameter.path} = {shown} the command does not parse: {err}")
             continue
@@ -84,8 +98,11 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         self._images = images
         self._driver = driver
         self._limits = limits
+        self._checking = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
 
     def _check(self, study: pb.Study) -> list[space.Parameter]:
+        """The study's search space, or InvalidArgument naming every problem. CPU-bound
+        (seconds for the largest allowed space): called in a worker thread."""
         v = Violations()
         if not NAME.fullmatch(study.name):
             v.add("study.name", "letters, digits, '.', '_' and '-', at most 100")
@@ -117,8 +134,9 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         # plain_struct, not MessageToDict: that raises on NaN and infinity, which are the
         # client's mistakes to be named.
         sampler_args = plain_struct(study.sampler.args)
+        scale = arguments.Scale(trials=MAX_TRIALS, epochs=self._limits.max_epochs)
         sampling.check_sampler(
-            v, "study.sampler", study.sampler.name or "tpe", sampler_args, params
+            v, "study.sampler", study.sampler.name or "tpe", sampler_args, params, scale
         )
         pruning.check(
             v,
@@ -126,6 +144,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             study.pruner.name or "none",
             plain_struct(study.pruner.args),
             study.base_command.n_epoch,
+            scale,
             model.maximize(study),
         )
         if study.HasField("warm_start"):
@@ -149,7 +168,8 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             study.sampler.name = "tpe"
         if not study.pruner.name:
             study.pruner.name = "none"
-        self._check(study)
+        async with self._checking:
+            await asyncio.to_thread(self._check, study)
         await check_labels_have_images(
             self._images, "study.base_command.label_names", study.base_command.label_names
         )

@@ -12,7 +12,6 @@ object be one choice.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
@@ -105,12 +104,21 @@ def _parent(document: dict[str, Any], steps: Sequence[Step]) -> tuple[Any, str |
 def apply(
     base: dict[str, Any], values: dict[str, Any], params: Sequence[Parameter]
 ) -> dict[str, Any]:
-    """The base command (as JSON) with each parameter's value set at its path."""
-    document = copy.deepcopy(base)
+    """The base command (as JSON) with each parameter's value set at its path.
+
+    Only the objects and lists on a path are copied; the rest, and the values, are
+    shared with `base` and `values`: read the document, never change it. (A deep copy
+    of a 256-layer command for each value checked at CreateStudy was a third of its
+    time.)"""
+    document = dict(base)
     for parameter in params:
-        node, problem = _parent(document, parameter.steps)
-        assert problem is None, problem  # checked at CreateStudy
-        node[parameter.steps[-1]] = copy.deepcopy(values[parameter.path])
+        node: Any = document
+        for step in parameter.steps[:-1]:
+            inner = node[step]
+            inner = list(inner) if isinstance(inner, list) else dict(inner)
+            node[step] = inner
+            node = inner
+        node[parameter.steps[-1]] = values[parameter.path]
     return document
 
 
