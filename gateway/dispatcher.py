@@ -348,7 +348,9 @@ class Dispatcher:
         of another command or model): never the command's fault, and never made by an
         honest trainer. The principal whose trainer stored it is quarantined, the
         checkpoint and the epochs it stood for are dropped, and the run starts again from
-        scratch, uncounted, on another trainer."""
+        scratch, uncounted, on another trainer. (The gateway cannot read a checkpoint
+        itself: a refusing trainer that lies frames the maker, at the cost of a run
+        trained again; both hold trainer tokens, which only an admin gives.)"""
         reason = f"trainer {address} refused its checkpoint ({details[:500]}): trained again"
         stored_by = await self._work.restart_without_checkpoint(
             claimed.id, claimed.fence, f"restarted from scratch: {reason}"

@@ -8,8 +8,9 @@ can hold on to. Every trainer of that principal, registered before or after, get
 work until it ends. A deployment where every trainer shares one token (the "trainers"
 token of docker-compose and Kubernetes) therefore benches them all for one liar: give
 each trainer machine a token of its own (`metalearn tokens create --role trainer`) and a
-liar benches only itself. Admins see quarantines, with the reason and the address that
-lied, and may lift one (`quarantines`, `lift_quarantine`).
+liar benches only itself. Each quarantine keeps its reason and the address that lied;
+`quarantines` lists them and `lift_quarantine` ends one early (an admin's decision; the
+gateway logs each quarantine as it begins).
 """
 
 from __future__ import annotations
