@@ -197,7 +197,7 @@ async def create_server(
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
         StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
     )
-    curves = Curves(CurveStore(lane))
+    curves = Curves(CurveStore(lane, config.trusted_owners))
     hub.curves_changed = curves.forget
     curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
     health = health or AsyncHealthServicer()

@@ -63,7 +63,9 @@ def row(run: Run, k: int) -> list[float]:
     seen = run.points[:k]
     n = max(run.n_labels, 2)
     chance_loss = math.log(n)
-    va = [p.val_accuracy for p in seen]
+    # An accuracy outside [0, 1] is no measurement (a store from before imports were
+    # checked may hold 42): read as not measured.
+    va = [p.val_accuracy if 0.0 <= p.val_accuracy <= 1.0 else math.nan for p in seen]
     finite_va = [v for v in va if math.isfinite(v)]
     losses = [p.loss for p in seen]
     nan = math.nan
@@ -77,7 +79,7 @@ def row(run: Run, k: int) -> list[float]:
     va_prev = va[-2] if k >= 2 and math.isfinite(va[-2]) else nan
     found = {f.kind for f in rules.flags(seen, n)}
     optimizer = run.optimizer if run.optimizer in _OPTIMIZERS else ""
-    return [
+    values = [
         float(k),
         float(run.n_epoch),
         k / max(run.n_epoch, 1),
@@ -106,3 +108,15 @@ def row(run: Run, k: int) -> list[float]:
         float(bool(run.optimizer) and not optimizer),
         *(float(run.profile.get(p, nan)) for p in PROFILE),
     ]
+    return _bounded(values)
+
+
+# Beyond this a feature says nothing more (a loss 10^6 times chance is as bad as 10^300).
+_LARGEST = 1e6
+
+
+def _bounded(values: list[float]) -> list[float]:
+    """Every feature finite or NaN ("not measured"), and of a size the boosting's binning
+    can take: a difference of two huge losses may be inf, which scikit-learn refuses
+    outright, and 1e308 overflows its quantiles."""
+    return [min(max(x, -_LARGEST), _LARGEST) if math.isfinite(x) else math.nan for x in values]

@@ -85,7 +85,9 @@ class Quality:
     coverage: float  # share of finals inside [LOW, HIGH]
 
     def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        """The figures as stored (JSON): one that could not be measured (no run reached
+        epoch QUOTED_K, say) is left out, never NaN, which JSON and PostgreSQL refuse."""
+        return {k: float(v) for k, v in asdict(self).items() if math.isfinite(v)}
 
 
 def prefixes(n_epoch: int) -> list[int]:
@@ -103,7 +105,7 @@ def _rows(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         final = run.final()
         if final is None:
             continue
-        ks = [k for k in prefixes(run.n_epoch) if math.isfinite(run.points[k - 1].val_accuracy)]
+        ks = [k for k in prefixes(run.n_epoch) if _accuracy(run.points[k - 1].val_accuracy)]
         for k in ks:
             xs.append(row(run, k))
             ys.append(final - run.points[k - 1].val_accuracy)
@@ -115,6 +117,12 @@ def _rows(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         np.asarray(ws, dtype=float),
         np.asarray(which, dtype=int),
     )
+
+
+def _accuracy(value: float) -> bool:
+    """A measured accuracy (NaN is "not measured"; anything outside [0, 1] is no
+    measurement either, whatever a store from before the checks holds)."""
+    return 0.0 <= value <= 1.0
 
 
 def _measured(matrix: np.ndarray) -> np.ndarray:
@@ -156,6 +164,16 @@ def check_enough(runs: Sequence[Run], tasks: Sequence[str]) -> None:
         raise TooLittleData(
             f"a curve model needs {MIN_RUNS} finished runs with a validation accuracy on "
             f"{MIN_TASKS} tasks; the store has {n} on {t}"
+        )
+
+
+def _learnable(runs: Sequence[Run], tasks: Sequence[str], which: np.ndarray) -> None:
+    """Rows (prefixes of runs longer than one epoch, with an accuracy) of enough tasks."""
+    found = len({tasks[i] for i in which})
+    if found < MIN_TASKS:  # tasks whose runs are all too short give no rows
+        raise TooLittleData(
+            f"a curve model is judged on tasks it never saw: the runs long enough to learn"
+            f" from are of {found} task(s), it needs {MIN_TASKS}"
         )
 
 
@@ -203,10 +221,12 @@ class CurveModel:
     def predict(self, run: Run, k: int) -> Prediction | None:
         """The final validation accuracy after k epochs (None: the run measured none)."""
         last = run.points[k - 1].val_accuracy
-        if not math.isfinite(last):
+        if not _accuracy(last):
             return None
         xs = np.asarray([row(run, k)], dtype=float)
-        return self.prediction(self.quantile_rows(xs, np.asarray([last]))[0])
+        found = self.quantile_rows(xs, np.asarray([last]))[0]
+        # Never NaN (it would be stored as JSON): a model that cannot say, says nothing.
+        return self.prediction(found) if np.all(np.isfinite(found)) else None
 
     def dumps(self) -> bytes:
         out = io.BytesIO()
@@ -228,7 +248,8 @@ class CurveModel:
 def fit(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> CurveModel:
     """The model over every finished run (`tasks[i]` names run i's task)."""
     check_enough(runs, tasks)
-    xs, ys, ws, _ = _rows(runs)
+    xs, ys, ws, which = _rows(runs)
+    _learnable(runs, tasks, which)
     models = {q: _regressor(q, seed).fit(xs, ys, sample_weight=ws) for q in FITTED}
     n, t = usable(runs, tasks)
     return CurveModel(models, n, t)
@@ -239,13 +260,9 @@ def assess(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> Quality:
     for the quantiles the figures read, QUANTILES, only)."""
     check_enough(runs, tasks)
     xs, ys, ws, which = _rows(runs)
+    _learnable(runs, tasks, which)
     groups = np.asarray([tasks[i] for i in which])
     n_groups = len(set(groups))
-    if n_groups < MIN_TASKS:  # tasks whose runs are all too short give no rows
-        raise TooLittleData(
-            f"a curve model is judged on tasks it never saw: the runs long enough to learn"
-            f" from are of {n_groups} task(s), it needs {MIN_TASKS}"
-        )
     folds = min(_FOLDS, n_groups)
     last = np.asarray(
         [runs[i].points[int(x[0]) - 1].val_accuracy for i, x in zip(which, xs, strict=True)]

@@ -1,12 +1,17 @@
 """Every SQL statement about curves: what a prognosis reads of an attempt, where it is
 kept, the finished runs the curve model learns from, and the model's versions.
+
+What learns is evidence (issue 25): the curve model, and a task's best that a prognosis
+holds a run to, read runs trained here and the claims (imports) of admins and trusted
+owners only (migration 0012's `trusted_run`), so another writer's fake perfect imports
+neither teach the model nor make everyone's real runs look hopeless.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,9 +111,19 @@ def _model(r: dict[str, Any]) -> ModelRow:
     )
 
 
+# The finished runs the model may learn from (the same in what a fit reads and in the
+# count that decides when to refit).
+_LEARNABLE = (
+    "a.status = ANY(%(finished)s) AND a.task_key IS NOT NULL AND a.current_epoch > 0"
+    " AND trusted_run(a.provenance, a.owner, %(trusted)s::text[])"
+)
+
+
 class CurveStore:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool, trusted: Sequence[str] = ()) -> None:
         self._pool = pool
+        # Owners whose claims count as evidence (GatewayConfig.trusted_owners).
+        self._trusted = list(trusted)
 
     async def curve(self, attempt_id: int) -> CurveRow | None:
         """An attempt's curve so far, its task's profile features and its task's best."""
@@ -117,12 +132,20 @@ class CurveStore:
             " (SELECT max(s.final) FROM (SELECT (SELECT e.val_accuracy FROM attempt_epochs e"
             " WHERE e.attempt_id = b.id ORDER BY e.epoch DESC LIMIT 1) AS final"
             " FROM attempts b WHERE b.task_key = a.task_key AND b.status = ANY(%(finished)s)"
-            " AND b.id <> a.id ORDER BY b.id DESC LIMIT %(best_of)s) s"
+            " AND b.id <> a.id"
+            # Evidence, and the run's own owner's claims (their bar, their word).
+            " AND trusted_run(b.provenance, b.owner, array_append(%(trusted)s::text[], a.owner))"
+            " ORDER BY b.id DESC LIMIT %(best_of)s) s"
             # An accuracy, not NaN (PostgreSQL's NaN equals itself) or nonsense.
             " WHERE s.final BETWEEN 0 AND 1) AS task_best"
             " FROM attempts a WHERE a.id = %(id)s"
         )
-        params = {"id": attempt_id, "finished": _FINISHED, "best_of": _BEST_OF}
+        params = {
+            "id": attempt_id,
+            "finished": _FINISHED,
+            "best_of": _BEST_OF,
+            "trusted": self._trusted,
+        }
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
@@ -131,16 +154,17 @@ class CurveStore:
         return _curve(row) if row is not None else None
 
     async def finished(self, limit: int = MAX_RUNS) -> list[CurveRow]:
-        """The newest finished runs with epochs: what the curve model learns from."""
+        """The newest finished runs with epochs that are evidence: what the curve model
+        learns from."""
         query = (
             f"SELECT a.id, a.task_key, a.status, a.doc, {_EPOCH_ARRAYS}, {_FEATURES}"  # noqa: S608 - constant text
-            " FROM attempts a WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
-            " AND a.current_epoch > 0 ORDER BY a.id DESC LIMIT %s"
+            f" FROM attempts a WHERE {_LEARNABLE} ORDER BY a.id DESC LIMIT %(limit)s"
         )
+        params = {"finished": _FINISHED, "trusted": self._trusted, "limit": limit}
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(query, (_FINISHED, limit))  # type: ignore[arg-type]
+                await cur.execute(query, params)  # type: ignore[arg-type]
                 return [_curve(r) for r in await cur.fetchall()]
 
     async def without_prognosis(self, limit: int) -> list[int]:
@@ -155,13 +179,12 @@ class CurveStore:
                 return [int(r[0]) for r in await cur.fetchall()]
 
     async def count_finished(self) -> int:
-        """Finished runs with epochs (what decides when to refit)."""
+        """Finished runs with epochs that are evidence (what decides when to refit)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT count(*) FROM attempts WHERE status = ANY(%s)"
-                    " AND task_key IS NOT NULL AND current_epoch > 0",
-                    (_FINISHED,),
+                    f"SELECT count(*) FROM attempts a WHERE {_LEARNABLE}",  # noqa: S608 - constant text
+                    {"finished": _FINISHED, "trusted": self._trusted},
                 )
                 row = await cur.fetchone()
         return int(row[0]) if row else 0
