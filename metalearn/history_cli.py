@@ -14,9 +14,12 @@ from metalearn.client import InvalidRequest
 from metalearn.runs import CliError, client_for
 from metalearn.v1 import attempt_pb2
 
-# One ImportAttempts call: the gateway takes at most 1000 documents and 32 MiB.
+# One ImportAttempts call: the gateway takes at most 1000 documents and 32 MiB, and of
+# those 4 MiB of commands and 200,000 epochs (gateway.importing: what bounds its checks).
 _BATCH_DOCUMENTS = 1000
 _BATCH_BYTES = 16 * 1024 * 1024
+_BATCH_COMMAND_BYTES = 4 * 1024 * 1024
+_BATCH_EPOCHS = 200_000
 _INDEX = re.compile(r"^attempts\[(\d+)\]")
 
 
@@ -45,14 +48,21 @@ def _batches(
     parsed: list[tuple[str, attempt_pb2.Attempt]],
 ) -> Iterator[list[tuple[str, attempt_pb2.Attempt]]]:
     batch: list[tuple[str, attempt_pb2.Attempt]] = []
-    size = 0
+    size = commands = epochs = 0
     for where, attempt in parsed:
         n = attempt.ByteSize()
-        if batch and (len(batch) == _BATCH_DOCUMENTS or size + n > _BATCH_BYTES):
+        c = attempt.training_commands.ByteSize() + attempt.testing_commands.ByteSize()
+        e = max(len(attempt.epochs), len(attempt.training_losses))
+        if batch and (
+            len(batch) == _BATCH_DOCUMENTS
+            or size + n > _BATCH_BYTES
+            or commands + c > _BATCH_COMMAND_BYTES
+            or epochs + e > _BATCH_EPOCHS
+        ):
             yield batch
-            batch, size = [], 0
+            batch, size, commands, epochs = [], 0, 0, 0
         batch.append((where, attempt))
-        size += n
+        size, commands, epochs = size + n, commands + c, epochs + e
     if batch:
         yield batch
 

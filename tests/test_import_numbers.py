@@ -220,3 +220,23 @@ def test_the_worst_allowed_import_takes_seconds_of_cpu_not_tens() -> None:
     with pytest.raises(Exception, match=r"attempts\[999\]\.accuracy"):
         importing.check_imports(heaviest, Limits())
     assert time.thread_time() - start < 8.0
+
+
+def test_the_cli_sends_batches_within_the_call_bounds(gateway, tmp_path, capsys, monkeypatch):
+    """`attempts import` splits a file into calls the gateway takes (it runs in this
+    process: the bound is lowered on both sides to keep the file small)."""
+    import json
+
+    from metalearn import documents, history_cli
+    from metalearn.cli import main
+
+    assert history_cli._BATCH_EPOCHS == importing.MAX_EPOCHS
+    assert history_cli._BATCH_COMMAND_BYTES == importing.MAX_COMMAND_BYTES
+    monkeypatch.setattr(importing, "MAX_EPOCHS", 250)
+    monkeypatch.setattr(history_cli, "_BATCH_EPOCHS", 250)
+    path = tmp_path / "long.ndjson"
+    runs = [_trained(f"long-{i}", *[{}] * 100) for i in range(5)]
+    path.write_text("\n".join(json.dumps(documents.attempt_to_document(a)) for a in runs))
+    base = ["--gateway", gateway.address, "--token", gateway.admin_token]
+    assert main([*base, "attempts", "import", str(path)]) == 0, capsys.readouterr().err
+    assert "imported 5" in capsys.readouterr().out
