@@ -155,7 +155,10 @@ class AttemptServiceServicer:
 
     def UpdateAttempt(self, request, context):
         """Changes the client-writable fields named in `update_mask`
-        (training_commands, testing_commands, n_epoch, limit, tags).
+        (training_commands, testing_commands, n_epoch, limit, tags). `tags` replaces
+        the whole map; `tags.KEY` (`tags.`a.b`` for a key with dots) sets that one tag,
+        or removes it when the request's map lacks it, atomically: concurrent updates
+        of other tags are all kept.
         Errors: INVALID_ARGUMENT (unknown or server-owned path, bad value),
         NOT_FOUND, FAILED_PRECONDITION (commands of a queued or running attempt).
         """

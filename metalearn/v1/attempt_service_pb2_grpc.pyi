@@ -67,7 +67,10 @@ class AttemptServiceStub:
     """
     UpdateAttempt: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.UpdateAttemptRequest, _attempt_service_pb2.UpdateAttemptResponse]
     """Changes the client-writable fields named in `update_mask`
-    (training_commands, testing_commands, n_epoch, limit, tags).
+    (training_commands, testing_commands, n_epoch, limit, tags). `tags` replaces
+    the whole map; `tags.KEY` (`tags.`a.b`` for a key with dots) sets that one tag,
+    or removes it when the request's map lacks it, atomically: concurrent updates
+    of other tags are all kept.
     Errors: INVALID_ARGUMENT (unknown or server-owned path, bad value),
     NOT_FOUND, FAILED_PRECONDITION (commands of a queued or running attempt).
     """
@@ -153,7 +156,10 @@ class AttemptServiceAsyncStub(AttemptServiceStub):
     """
     UpdateAttempt: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.UpdateAttemptRequest, _attempt_service_pb2.UpdateAttemptResponse]  # type: ignore[assignment]
     """Changes the client-writable fields named in `update_mask`
-    (training_commands, testing_commands, n_epoch, limit, tags).
+    (training_commands, testing_commands, n_epoch, limit, tags). `tags` replaces
+    the whole map; `tags.KEY` (`tags.`a.b`` for a key with dots) sets that one tag,
+    or removes it when the request's map lacks it, atomically: concurrent updates
+    of other tags are all kept.
     Errors: INVALID_ARGUMENT (unknown or server-owned path, bad value),
     NOT_FOUND, FAILED_PRECONDITION (commands of a queued or running attempt).
     """
@@ -260,7 +266,10 @@ class AttemptServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_attempt_service_pb2.UpdateAttemptResponse, _abc.Awaitable[_attempt_service_pb2.UpdateAttemptResponse]]:
         """Changes the client-writable fields named in `update_mask`
-        (training_commands, testing_commands, n_epoch, limit, tags).
+        (training_commands, testing_commands, n_epoch, limit, tags). `tags` replaces
+        the whole map; `tags.KEY` (`tags.`a.b`` for a key with dots) sets that one tag,
+        or removes it when the request's map lacks it, atomically: concurrent updates
+        of other tags are all kept.
         Errors: INVALID_ARGUMENT (unknown or server-owned path, bad value),
         NOT_FOUND, FAILED_PRECONDITION (commands of a queued or running attempt).
         """
