@@ -34,7 +34,7 @@ from gateway.trainer_checks import (
     TrainerLied,
     check_test_result,
 )
-from gateway.trainer_files import TrainerStub, WithFile, read_file
+from gateway.trainer_files import run_file
 from metalearn import errors
 from metalearn.client import translate
 from metalearn.credentials import authorization
@@ -55,9 +55,9 @@ _COMMAND_ERRORS = frozenset(
 )
 _CHANNEL_OPTIONS = [
     # What a trainer sends is bounded: events and 1 MiB artifact chunks. What the
-    # gateway sends carries a whole checkpoint or weights file.
+    # gateway sends is a command and at most a file's reference (the trainer reads the
+    # file itself, with ReadRunFile): grpc's default send limit is plenty.
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 512 * 1024 * 1024),
     # A trainer that dies mid-stream (kill -9, lost machine) is noticed within seconds.
     ("grpc.keepalive_time_ms", 5_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -242,7 +242,7 @@ class Dispatcher:
         address = trainer.address
         try:
             async with self._channel(address) as channel:
-                stub = TrainerStub(channel)  # sends a stored file and lets it go
+                stub = trainer_service_pb2_grpc.TrainerServiceStub(channel)
                 # The trainer obeys only calls that carry what it got at registration.
                 metadata = authorization(trainer.credential)
                 with (
@@ -381,16 +381,17 @@ class Dispatcher:
         command.CopyFrom(spec.training_commands)
         if not command.n_epoch:
             command.n_epoch = spec.n_epoch
-        message = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
+        request = tpb.TrainerServiceTrainRequest(attempt_name=claimed.name, command=command)
         # Both read at once: each is a round trip before the trainer is called.
         checkpoint, available = await asyncio.gather(
-            read_file(self._work, claimed.id, "checkpoint"),
+            run_file(self._work, claimed, "checkpoint"),
             self._images.count(list(command.label_names)),
         )
-        first_epoch = 1 if checkpoint is None else checkpoint[0] + 1
-        # The checkpoint is held until grpc has sent it, not for the whole run.
-        request = WithFile(message, "resume_checkpoint", checkpoint[1] if checkpoint else [])
-        del checkpoint
+        first_epoch = 1
+        if checkpoint is not None:
+            # The trainer reads the file itself, with ReadRunFile under this claim.
+            first_epoch = checkpoint[0] + 1
+            request.resume_checkpoint.CopyFrom(checkpoint[1])
         epochs = EpochChecker(command.n_epoch, first_epoch, tuple(command.label_names))
         limit = self._config.max_artifact_bytes
         files: dict[str, ArtifactReceiver] = {}
@@ -546,7 +547,7 @@ class Dispatcher:
 
     async def _test(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)
-        weights = await read_file(self._work, claimed.id, "weights")
+        weights = await run_file(self._work, claimed, "weights")
         if weights is None:
             await self._work.finish(claimed.id, claimed.fence, "FAILED", "its weights are gone")
             return
@@ -554,13 +555,10 @@ class Dispatcher:
         command.CopyFrom(spec.testing_commands)
         if not command.limit and spec.limit:
             command.limit = spec.limit
-        # The weights are held until grpc has sent them, not for the whole test.
-        request = WithFile(
-            tpb.TrainerServiceTestRequest(attempt_name=claimed.name, command=command),
-            "weights",
-            weights[1],
+        # The trainer reads the file itself, with ReadRunFile under this claim.
+        request = tpb.TrainerServiceTestRequest(
+            attempt_name=claimed.name, command=command, weights=weights[1]
         )
-        del weights
         # The model's labels, in its order: those of the data it was trained on.
         labels = list(spec.dataset.label_names or spec.training_commands.label_names)
         available = len(set(command.ids)) if command.ids else await self._images.count(labels)

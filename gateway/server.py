@@ -26,6 +26,7 @@ from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.request_sizes import RequestSizes
 from gateway.store import AttemptStore, Database, ImageStore, migrate
 from gateway.store.curves import CurveStore
+from gateway.store.run_files import RunFileStore
 from gateway.store.studies import StudyStore
 from gateway.store.tasks import TaskStore
 from gateway.store.tokens import TokenStore
@@ -171,7 +172,7 @@ async def create_server(
     hub.encode_epoch = watch_response
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
-        TrainerRegistryServicer(trainers, config), server
+        TrainerRegistryServicer(trainers, config, work, RunFileStore(pool)), server
     )
     dataset_service_pb2_grpc.add_DatasetServiceServicer_to_server(
         DatasetServicer(images, trainers, config.limits), server

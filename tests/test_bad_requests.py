@@ -324,6 +324,26 @@ def test_register_and_heartbeat(gateway, channel, stored, address, capacity, bus
     assert snapshot(gateway.database_url) == stored
 
 
+@SETTINGS
+@given(
+    attempt_id=st.integers(-(2**63), 2**63 - 1),
+    fence=st.integers(-(2**63), 2**63 - 1),
+    kind=st.integers(-5, 10),
+)
+def test_read_run_file(gateway, stored, attempt_id, fence, kind) -> None:
+    """Any reference, by a trainer or an admin: refused by field, or not found (nothing
+    is held here); never more."""
+    request = rpb.ReadRunFileRequest(attempt_id=attempt_id, fence=fence, kind=kind)
+    valid = attempt_id > 0 and fence > 0 and kind in (1, 2)
+    for token in ("trainer", "admin"):
+        with gateway.channel(token) as channel:
+            stub = trainer_registry_service_pb2_grpc.TrainerRegistryServiceStub(channel)
+            assert call_code(stub.ReadRunFile, request) == (
+                grpc.StatusCode.NOT_FOUND if valid else grpc.StatusCode.INVALID_ARGUMENT
+            )
+    assert snapshot(gateway.database_url) == stored
+
+
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=10)),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5),
@@ -531,6 +551,7 @@ def test_every_rpc_is_fuzzed() -> None:
         "DownloadModel",
         "RegisterTrainer",
         "Heartbeat",
+        "ReadRunFile",
         "CreateToken",
         "ListTokens",
         "WhoAmI",

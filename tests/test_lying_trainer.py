@@ -33,6 +33,7 @@ from metalearn.v1 import (
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.harness import GatewayThread, fresh_database, png
 from tests.trainer_harness import lenet_command
+from trainer import run_files
 
 tpb = trainer_service_pb2
 S = attempt_pb2
@@ -326,7 +327,9 @@ def test_an_honest_run_is_stored_and_a_lying_test_is_not(liars) -> None:
     assert stored(gateway, "honest")[:2] == ([1, 2, 3], [("checkpoint", 1500), ("weights", 2500)])
 
     def lying_test(request: Any) -> list[tpb.TrainerServiceTestResponse]:
-        assert request.weights == b"w" * 2500
+        # Named, not sent: read from the gateway with the trainer's own token and reader.
+        with gateway.channel("trainer") as channel:
+            assert run_files.read(channel, request.weights, "weights", 30) == b"w" * 2500
         return [
             tpb.TrainerServiceTestResponse(progress=tpb.TestProgress(done=2, total=2)),
             tpb.TrainerServiceTestResponse(

@@ -416,26 +416,3 @@ def test_gateway_memory_stays_flat_under_downloads_and_oversized_requests(
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-# --- files sent to trainers -----------------------------------------------------------
-
-
-def test_a_file_sent_to_a_trainer_is_its_exact_field_and_is_let_go_once_encoded() -> None:
-    from gateway.trainer_files import WithFile
-    from metalearn.v1 import trainer_service_pb2 as tpb
-
-    message = tpb.TrainerServiceTrainRequest(attempt_name="a", checkpoint_every_epochs=2)
-    message.command.n_epoch = 5
-    pieces = [os.urandom(MiB), os.urandom(300), os.urandom(MiB + 1)]
-    expected = tpb.TrainerServiceTrainRequest()
-    expected.CopyFrom(message)
-    expected.resume_checkpoint = b"".join(pieces)
-    request = WithFile(message, "resume_checkpoint", pieces)
-    del pieces
-    wire = request.encode()
-    assert tpb.TrainerServiceTrainRequest.FromString(wire) == expected
-    # The call object keeps its request for the whole run: the file is no longer in it.
-    assert request.encode() != wire and len(request.encode()) < 100
-    empty = WithFile(tpb.TrainerServiceTestRequest(attempt_name="t"), "weights", [])
-    assert tpb.TrainerServiceTestRequest.FromString(empty.encode()).attempt_name == "t"

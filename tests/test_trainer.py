@@ -27,7 +27,7 @@ from metalearn.v1 import (
 )
 from tests.harness import GatewayThread
 from tests.rpc import expect_error, violations
-from tests.trainer_harness import collect, lenet_command, lenet_doc
+from tests.trainer_harness import collect, lenet_command, lenet_doc, stored_file
 from trainer.config import TrainerConfig
 from trainer.server import create_server
 
@@ -52,13 +52,26 @@ def start_trainer(gateway: GatewayThread, cache: Path, capacity: int) -> tuple[g
     return server, f"127.0.0.1:{port}"
 
 
+class TrainerStub(trainer_service_pb2_grpc.TrainerServiceStub):
+    """A trainer's stub, and the gateway its runs read their files from."""
+
+    def __init__(self, channel: grpc.Channel, gateway: GatewayThread) -> None:
+        super().__init__(channel)
+        self.gateway = gateway
+
+    def held(self, data: bytes, kind: str) -> pb.RunFile:
+        """`data` stored as the `kind` file of a running attempt, named as a request
+        names it: the trainer reads it from the gateway."""
+        return stored_file(self.gateway, data, kind)
+
+
 @pytest.fixture(scope="module")
 def trainer(
     digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[trainer_service_pb2_grpc.TrainerServiceStub]:
+) -> Iterator[TrainerStub]:
     server, address = start_trainer(digits_gateway, tmp_path_factory.mktemp("cache"), 2)
     with open_channel(address, CREDENTIAL) as channel:
-        yield trainer_service_pb2_grpc.TrainerServiceStub(channel)
+        yield TrainerStub(channel, digits_gateway)
     server.stop(5).wait()
 
 
@@ -68,6 +81,8 @@ def drain(method):
 
 
 def train(stub, command: attempt_pb2.TrainCommand, **fields):
+    if isinstance(fields.get("resume_checkpoint"), bytes):  # stored, and named by reference
+        fields["resume_checkpoint"] = stub.held(fields["resume_checkpoint"], "checkpoint")
     return collect(
         stub.Train(pb.TrainerServiceTrainRequest(attempt_name="t", command=command, **fields))
     )
@@ -90,7 +105,8 @@ def test_lenet_learns_the_digits(trainer) -> None:
     assert run.finished is not None and run.finished.outcome == pb.TRAIN_OUTCOME_COMPLETED
     assert set(run.checkpoints) == {5}
 
-    events = list(trainer.Test(pb.TrainerServiceTestRequest(attempt_name="t", weights=run.weights)))
+    weights = trainer.held(run.weights, "weights")
+    events = list(trainer.Test(pb.TrainerServiceTestRequest(attempt_name="t", weights=weights)))
     assert all(e.WhichOneof("event") == "progress" for e in events[:-1])
     result = events[-1].result
     assert result.accuracy >= 0.95, result.accuracy
@@ -193,14 +209,15 @@ def test_missing_data_and_bad_checkpoints(trainer) -> None:
         CODE.INVALID_ARGUMENT,
         drain(trainer.Train),
         pb.TrainerServiceTrainRequest(
-            command=lenet_command(), resume_checkpoint=b"not a checkpoint"
+            command=lenet_command(),
+            resume_checkpoint=trainer.held(b"not a checkpoint", "checkpoint"),
         ),
     )
     assert "resume_checkpoint" in violations(err)
     err = expect_error(
         CODE.INVALID_ARGUMENT,
         drain(trainer.Test),
-        pb.TrainerServiceTestRequest(weights=b"nonsense"),
+        pb.TrainerServiceTestRequest(weights=trainer.held(b"nonsense", "weights")),
     )
     assert "weights" in violations(err)
 
@@ -237,8 +254,9 @@ def test_a_full_trainer_says_so(digits_gateway, tmp_path) -> None:
 
 def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
     run = train(trainer, lenet_command(n_epoch=2))
+    weights = trainer.held(run.weights, "weights")
     command = attempt_pb2.TestCommand(label_names=["digit 3"], limit=5)
-    result = list(trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=run.weights)))[
+    result = list(trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=weights)))[
         -1
     ].result
     assert result.images == 5 and set(result.per_label_accuracy) == {"digit 3"}
@@ -248,7 +266,7 @@ def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
         )
         ids = [image.id for image in some]
     command = attempt_pb2.TestCommand(ids=ids)
-    result = list(trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=run.weights)))[
+    result = list(trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=weights)))[
         -1
     ].result
     assert result.images == 3 and set(result.per_label_accuracy) == {"digit 7"}
@@ -256,7 +274,7 @@ def test_testing_given_labels_limit_and_ids(trainer, digits_gateway) -> None:
         CODE.INVALID_ARGUMENT,
         drain(trainer.Test),
         pb.TrainerServiceTestRequest(
-            command=attempt_pb2.TestCommand(label_names=["cat"]), weights=run.weights
+            command=attempt_pb2.TestCommand(label_names=["cat"]), weights=weights
         ),
     )
     assert "command.label_names[0]" in violations(err)
@@ -311,8 +329,16 @@ def bad_train_requests(draw: Any) -> pb.TrainerServiceTrainRequest:
     request = pb.TrainerServiceTrainRequest(
         command=json_format.ParseDict(doc, attempt_pb2.TrainCommand())
     )
-    if where == "checkpoint":
-        request.resume_checkpoint = draw(st.binary(min_size=1, max_size=200))
+    if where == "checkpoint":  # a reference to nothing the gateway holds for this trainer
+        request.resume_checkpoint.CopyFrom(
+            pb.RunFile(
+                attempt_id=draw(st.integers(-(2**63), 2**63 - 1)),
+                fence=draw(st.integers(-(2**63), 2**63 - 1)),
+                kind=draw(st.integers(0, 5)),
+                size=draw(st.integers(-(2**63), 2**63 - 1)),
+                sha256=draw(st.text(max_size=80)),
+            )
+        )
     return request
 
 
@@ -343,10 +369,10 @@ def test_bad_test_requests_are_never_internal(trainer, weights, damage, labels, 
     elif isinstance(damage, int):  # a weights file cut short
         weights = weights[:damage]
     command = attempt_pb2.TestCommand(label_names=labels, ids=ids, limit=limit)
+    stored = trainer.held(weights, "weights")
+    request = pb.TrainerServiceTestRequest(command=command, weights=stored)
     try:
-        list(
-            trainer.Test(pb.TrainerServiceTestRequest(command=command, weights=weights), timeout=60)
-        )
+        list(trainer.Test(request, timeout=60))
     except grpc.RpcError as err:
         assert err.code() not in (CODE.UNKNOWN, CODE.INTERNAL), err.details()
     info = trainer.GetTrainerInfo(pb.GetTrainerInfoRequest())

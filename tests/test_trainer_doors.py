@@ -29,7 +29,7 @@ from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_g
 from tests import test_trainer
 from tests.rpc import expect_error, violations
 from tests.trainer_harness import lenet_command
-from trainer import artifacts, loop, model, optim, run, testing
+from trainer import artifacts, loop, model, optim, run, run_files, testing
 from trainer.config import Limits as TrainerLimits
 from trainer.config import TrainerConfig
 from trainer.data import ImageRef, Preprocessor
@@ -78,11 +78,28 @@ class MemorySource:
         return {r.id: self.images[r.id][1] for r in refs}
 
 
+# The files a request names, by attempt id: what the gateway's ReadRunFile would send.
+_FILES: dict[int, bytes] = {}
+
+
+def held(data: bytes, kind: str = "weights") -> pb.RunFile:
+    """`data` as the file a request names (served from memory, checked as the gateway's)."""
+    _FILES[len(_FILES) + 1] = data
+    kinds = {"checkpoint": pb.RUN_FILE_KIND_CHECKPOINT, "weights": pb.RUN_FILE_KIND_WEIGHTS}
+    return pb.RunFile(
+        attempt_id=len(_FILES), fence=1, kind=kinds[kind], size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )  # fmt: skip
+
+
 @pytest.fixture()
 def source(monkeypatch: pytest.MonkeyPatch) -> MemorySource:
     memory = MemorySource()
     monkeypatch.setattr(run, "ImageSource", lambda channel, deadline: memory)
     monkeypatch.setattr(testing, "ImageSource", lambda channel, deadline: memory)
+    monkeypatch.setattr(
+        run_files, "stream", lambda channel, file, deadline: iter([_FILES[file.attempt_id]])
+    )
     return memory
 
 
@@ -117,6 +134,8 @@ def command(**changes: Any) -> attempt_pb2.TrainCommand:
 
 def train(config: TrainerConfig, cmd: attempt_pb2.TrainCommand, **fields: Any) -> list[Any]:
     events: list[Any] = []
+    if isinstance(fields.get("resume_checkpoint"), bytes):
+        fields["resume_checkpoint"] = held(fields["resume_checkpoint"], "checkpoint")
     request = pb.TrainerServiceTrainRequest(attempt_name="t", command=cmd, **fields)
     run.train(request, config, None, [0], events.append, SIGNALS)  # type: ignore[arg-type]
     return events
@@ -188,7 +207,7 @@ def test_a_weights_file_builds_nothing_it_names_without_the_checks(
 
     monkeypatch.setattr(model, "build", forbidden)
     monkeypatch.setattr(artifacts, "read_weights_tensors", forbidden)
-    request = pb.TrainerServiceTestRequest(weights=weights_file(spec))
+    request = pb.TrainerServiceTestRequest(weights=held(weights_file(spec)))
     problems = refused(testing.test, request, config, None, 0, lambda e: None, SIGNALS)
     assert list(problems) == ["weights"] and words in problems["weights"], problems
     assert source.fetched == 0
@@ -201,7 +220,7 @@ def test_the_spec_of_a_trained_model_passes_the_same_checks(
     events = train(config, command(n_epoch=1))
     weights = b"".join(e.weights.data for e in events if e.WhichOneof("event") == "weights")
     results: list[Any] = []
-    request = pb.TrainerServiceTestRequest(weights=weights)
+    request = pb.TrainerServiceTestRequest(weights=held(weights))
     testing.test(request, config, None, 0, results.append, SIGNALS)  # type: ignore[arg-type]
     result = results[-1].result
     assert result.images == len(source.images) and 0 <= result.accuracy <= 1
@@ -214,13 +233,15 @@ def test_the_weights_image_ops_and_transform_are_checked_too(
 ) -> None:
     ops = [{"resize": {"size": [100000, 100000]}}]
     request = pb.TrainerServiceTestRequest(
-        weights=weights_file(layers_model({"name": "Flatten"}), image_ops=ops)
+        weights=held(weights_file(layers_model({"name": "Flatten"}), image_ops=ops))
     )
     problems = refused(testing.test, request, config, None, 0, lambda e: None, SIGNALS)
     assert "image_ops[0].resize.size" in problems["weights"], problems
     request = pb.TrainerServiceTestRequest(
-        weights=weights_file(
-            layers_model({"name": "Flatten"}), transform={"Resize": {"size": [10**6, 10**6]}}
+        weights=held(
+            weights_file(
+                layers_model({"name": "Flatten"}), transform={"Resize": {"size": [10**6, 10**6]}}
+            )
         )
     )
     problems = refused(testing.test, request, config, None, 0, lambda e: None, SIGNALS)
@@ -477,7 +498,7 @@ def test_a_loss_that_fails_in_testing_is_the_commands_mistake(
     test_command = json_format.ParseDict(
         {"criterion": {"name": "BCELoss"}}, attempt_pb2.TestCommand()
     )
-    request = pb.TrainerServiceTestRequest(weights=weights, command=test_command)
+    request = pb.TrainerServiceTestRequest(weights=held(weights), command=test_command)
     problems = refused(testing.test, request, config, None, 0, lambda e: None, SIGNALS)
     assert "Sigmoid" in problems["command.criterion"], problems
 

@@ -13,6 +13,7 @@ Fake trainers (real gRPC servers, scripted streams) face a real gateway and Post
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import time
@@ -44,6 +45,7 @@ from metalearn.v1 import attempt_service_pb2 as pb
 from tests.harness import GatewayThread, fresh_database, unregister
 from tests.test_lying_trainer import chunks, epoch, finished, five_images_each, honest, started
 from tests.trainer_harness import lenet_command
+from trainer import run_files
 from trainer.artifacts import read_checkpoint
 
 S = attempt_pb2
@@ -197,12 +199,19 @@ def gone(request: Any) -> list[Any]:
     raise errors.Unavailable("stopped")
 
 
-def refusing(request: Any) -> list[Any]:
-    """What a real trainer does first: read the checkpoint it is to resume from (with
-    the trainer's own reader, which refuses pickles), then train."""
-    if request.resume_checkpoint:
-        read_checkpoint(request.resume_checkpoint)  # InvalidArgument on resume_checkpoint
-    return honest()
+def refusing(gateway: GatewayThread) -> Script:
+    """What a real trainer does first: read the checkpoint it is to resume from (from
+    the gateway, with the trainer token it registered with, through the trainer's own
+    readers: one checks size and sha256, the other refuses pickles), then train."""
+
+    def script(request: Any) -> list[Any]:
+        if request.HasField("resume_checkpoint"):
+            with gateway.channel("trainer") as channel:
+                data = run_files.read(channel, request.resume_checkpoint, "resume_checkpoint", 30)
+            read_checkpoint(data)  # InvalidArgument on resume_checkpoint
+        return honest()
+
+    return script
 
 
 @pytest.mark.parametrize("planted", ["pickle", "garbage"])
@@ -226,7 +235,7 @@ def test_a_planted_checkpoint_is_its_makers_lie_and_the_run_trains_again(
             gone,  # then it is gone: the run waits for another trainer, uncounted
         )
     )
-    honest_trainer = Served(Fake(refusing))
+    honest_trainer = Served(Fake(refusing(gateway)))
     try:
         liar.register(gateway, gateway.make_token("planter", "trainer"))
         train(gateway, "victim")
@@ -253,7 +262,9 @@ def test_a_planted_checkpoint_is_its_makers_lie_and_the_run_trains_again(
         assert victim.restart_count == 0
         calls = honest_trainer.fake.requests
         # Refused once (handed the planted file), then trained from scratch.
-        assert [c.resume_checkpoint == bad for c in calls] == [True, False]
+        assert [c.HasField("resume_checkpoint") for c in calls] == [True, False]
+        named = calls[0].resume_checkpoint
+        assert (named.size, named.sha256) == (len(bad), hashlib.sha256(bad).hexdigest())
         benched = quarantines(gateway)
         assert list(benched) == ["planter"] and "refused" in benched["planter"]
         with psycopg.connect(gateway.database_url) as conn:
@@ -278,7 +289,7 @@ def test_a_refused_checkpoint_of_unknown_origin_still_restarts_the_run(
 ) -> None:
     """A checkpoint stored before anyone recorded who stored it: the run restarts from
     scratch all the same, and nobody is quarantined on a guess."""
-    fake = Fake(refusing)
+    fake = Fake(refusing(gateway))
     served = Served(fake)
     try:
         train(gateway, "old")
@@ -291,7 +302,9 @@ def test_a_refused_checkpoint_of_unknown_origin_still_restarts_the_run(
             conn.execute("UPDATE artifacts SET stored_by = ''")
         served.register(gateway, "trainer")
         wait_until(lambda: get(gateway, "old").status == S.ATTEMPT_STATUS_TRAINED, 30, "the run")
-        assert [bool(r.resume_checkpoint) for r in fake.requests] == [True, False]
+        assert [r.HasField("resume_checkpoint") for r in fake.requests] == [True, False]
+        # Stored before hashes were kept: named by its size alone.
+        assert fake.requests[0].resume_checkpoint.sha256 == ""
         assert quarantines(gateway) == {}
     finally:
         served.stop()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from google.protobuf import json_format
 
-from metalearn.v1 import attempt_pb2, trainer_service_pb2
+from gateway.inprocess import GatewayThread
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    trainer_service_pb2,
+)
 from trainer.artifacts import assemble
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -70,3 +79,43 @@ def collect(events: Iterable[trainer_service_pb2.TrainerServiceTrainResponse]) -
                 else:
                     run.weights = data
     return run
+
+
+# The work a file is read for, and the status its attempt has meanwhile.
+_HELD = {"checkpoint": ("train", "TRAINING"), "weights": ("test", "TESTING")}
+
+
+def stored_file(
+    gateway: GatewayThread, data: bytes, kind: str, trainer: str = "", epoch: int = 1
+) -> trainer_service_pb2.RunFile:
+    """`data` stored as the `kind` file of a new attempt that is running (as a claim makes
+    it, on `trainer`'s address; '' for none, which only an admin's token reads), and the
+    reference a Train or Test request names it by: a trainer reads it from `gateway`."""
+    from tests.test_attempts import make_attempt
+
+    name = f"file-{uuid.uuid4().hex[:12]}"
+    with gateway.channel() as channel:  # stored, never queued: no dispatcher claims it
+        attempt_service_pb2_grpc.AttemptServiceStub(channel).CreateAttempt(
+            attempt_service_pb2.CreateAttemptRequest(attempt=make_attempt(name))
+        )
+    work, status = _HELD[kind]
+    digest = hashlib.sha256(data).digest()
+    with psycopg.connect(gateway.database_url) as conn:
+        row = conn.execute(
+            "UPDATE attempts SET status = %s, work = %s, claims = claims + 1, trainer = %s"
+            " WHERE name = %s RETURNING id, claims",
+            (status, work, trainer, name),
+        ).fetchone()
+        assert row is not None
+        conn.execute(
+            "INSERT INTO artifacts (attempt_id, kind, epoch, chunk, data, sha256)"
+            " VALUES (%s, %s, %s, 0, %s, %s)",
+            (row[0], kind, epoch, data, digest),
+        )
+    kinds = {
+        "checkpoint": trainer_service_pb2.RUN_FILE_KIND_CHECKPOINT,
+        "weights": trainer_service_pb2.RUN_FILE_KIND_WEIGHTS,
+    }
+    return trainer_service_pb2.RunFile(
+        attempt_id=row[0], fence=row[1], kind=kinds[kind], size=len(data), sha256=digest.hex()
+    )

@@ -24,7 +24,7 @@ from metalearn import vocabulary
 from metalearn.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Violations
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
-from trainer import artifacts, checks, distributed, loop, model, optim
+from trainer import artifacts, checks, distributed, loop, model, optim, run_files
 from trainer.config import TrainerConfig
 from trainer.data import (
     TEST_FRACTION,
@@ -183,6 +183,7 @@ def _checks(
     config: TrainerConfig,
     slots: Sequence[int],
     labels: list[str],
+    channel: grpc.Channel,
 ) -> Checked:
     """Every check of a Train request that needs no images; INVALID_ARGUMENT naming each
     offending field, RESOURCE_EXHAUSTED for busy devices."""
@@ -213,8 +214,14 @@ def _checks(
     optimizer_spec = optim.check_optimizer(v, "command.optimizer", cmd.optimizer)
     resume: artifacts.Checkpoint | None = None
     fingerprint = command_fingerprint(cmd)
-    if request.resume_checkpoint:
-        resume = artifacts.read_checkpoint(request.resume_checkpoint)
+    # A command refused already does not need its checkpoint read (up to gigabytes).
+    if request.HasField("resume_checkpoint") and not v.items:
+        # Read from the gateway and checked against its size and sha256 first.
+        data = run_files.read(
+            channel, request.resume_checkpoint, "resume_checkpoint", config.gateway_deadline_seconds
+        )
+        resume = artifacts.read_checkpoint(data)
+        del data
         if resume.command_fingerprint != fingerprint:
             v.add("resume_checkpoint", "was made by a different command")
         elif not 0 <= resume.epoch <= cmd.n_epoch:
@@ -251,7 +258,7 @@ def train(
     source = ImageSource(channel, config.gateway_deadline_seconds)
     listing = source.listing(labels, dataset_service_pb2.SPLIT_TRAIN, cmd.seed)
     try:
-        checked = _checks(request, config, slots, labels)
+        checked = _checks(request, config, slots, labels, channel)
     except BaseException:
         listing.cancel()
         raise

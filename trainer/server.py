@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
 
+# The largest request the trainer takes: the gateway's own default limit on a message.
+_REQUEST_BYTES = 32 * 1024 * 1024
+
+
 def create_server(
     config: TrainerConfig,
     workers: Workers | None = None,
@@ -43,7 +47,9 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=config.capacity + 8),
         interceptors=[GatewayOnly(credential)],
         options=[
-            ("grpc.max_receive_message_length", size),
+            # A request is a command and at most a file's reference (the run reads the
+            # file itself from the gateway): as much as a gateway takes from a client.
+            ("grpc.max_receive_message_length", _REQUEST_BYTES),
             ("grpc.max_send_message_length", size),
             ("grpc.keepalive_time_ms", 30_000),
             # The gateway pings every 5 s to notice a dead trainer; an epoch may run for

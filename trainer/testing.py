@@ -12,7 +12,7 @@ from google.protobuf import json_format
 
 from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
-from trainer import artifacts, checks, loop, model, optim
+from trainer import artifacts, checks, loop, model, optim, run_files
 from trainer.config import TrainerConfig
 from trainer.data import ImageSource, Preprocessor
 from trainer.run import Emit, Signals, device_for
@@ -66,7 +66,11 @@ def _test(
     limits = config.limits
     # The header alone first: nothing of a file anyone can write is loaded or built until
     # its spec has passed every check a command's model passes.
-    spec_json = artifacts.read_weights_spec(request.weights)
+    if not request.HasField("weights"):
+        raise InvalidArgument.one(_WEIGHTS, "no weights file named")
+    # Read from the gateway and checked against its size and sha256 first.
+    data = run_files.read(channel, request.weights, _WEIGHTS, config.gateway_deadline_seconds)
+    spec_json = artifacts.read_weights_spec(data)
     cmd = request.command
     v = Violations()
     try:
@@ -141,7 +145,8 @@ def _test(
             ops_path,
             f"images are {tensors.input_shape} after the ops; the model takes {spec.input_shape}",
         )
-    weights = artifacts.read_weights_tensors(request.weights)
+    weights = artifacts.read_weights_tensors(data)
+    del data
     device = device_for(config, slot)
     net = model.build(spec)
     try:

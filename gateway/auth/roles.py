@@ -78,6 +78,8 @@ POLICY: dict[str, frozenset[Role]] = {
     _DS + "DeleteImages": ADMIN,
     _TR + "RegisterTrainer": TRAINER,
     _TR + "Heartbeat": TRAINER,
+    # Only the file of a run a trainer of the caller's principal holds (the servicer checks).
+    _TR + "ReadRunFile": TRAINER,
     _TS + "CreateToken": ADMIN,
     _TS + "ListTokens": ADMIN,
     _TS + "RevokeToken": ADMIN,

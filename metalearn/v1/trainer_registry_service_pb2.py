@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from metalearn.v1 import trainer_service_pb2 as metalearn_dot_v1_dot_trainer__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+metalearn/v1/trainer_registry_service.proto\x12\x0cmetalearn.v1\x1a\"metalearn/v1/trainer_service.proto\"s\n\x16RegisterTrainerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12%\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x14.metalearn.v1.Device\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\"P\n\x17RegisterTrainerResponse\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\x01\x12\x1a\n\x12gateway_credential\x18\x02 \x01(\t\"7\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x12\n\nbusy_slots\x18\x02 \x01(\x05\"\x13\n\x11HeartbeatResponse2\xc6\x01\n\x16TrainerRegistryService\x12^\n\x0fRegisterTrainer\x12$.metalearn.v1.RegisterTrainerRequest\x1a%.metalearn.v1.RegisterTrainerResponse\x12L\n\tHeartbeat\x12\x1e.metalearn.v1.HeartbeatRequest\x1a\x1f.metalearn.v1.HeartbeatResponseB\x94\x01\n\x10\x64\x65v.metalearn.v1B\x1bTrainerRegistryServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+metalearn/v1/trainer_registry_service.proto\x12\x0cmetalearn.v1\x1a\"metalearn/v1/trainer_service.proto\"`\n\x12ReadRunFileRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\r\n\x05\x66\x65nce\x18\x02 \x01(\x03\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.metalearn.v1.RunFileKind\"#\n\x13ReadRunFileResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"s\n\x16RegisterTrainerRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12%\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x14.metalearn.v1.Device\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\"P\n\x17RegisterTrainerResponse\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\x01\x12\x1a\n\x12gateway_credential\x18\x02 \x01(\t\"7\n\x10HeartbeatRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x12\n\nbusy_slots\x18\x02 \x01(\x05\"\x13\n\x11HeartbeatResponse2\x9c\x02\n\x16TrainerRegistryService\x12^\n\x0fRegisterTrainer\x12$.metalearn.v1.RegisterTrainerRequest\x1a%.metalearn.v1.RegisterTrainerResponse\x12L\n\tHeartbeat\x12\x1e.metalearn.v1.HeartbeatRequest\x1a\x1f.metalearn.v1.HeartbeatResponse\x12T\n\x0bReadRunFile\x12 .metalearn.v1.ReadRunFileRequest\x1a!.metalearn.v1.ReadRunFileResponse0\x01\x42\x94\x01\n\x10\x64\x65v.metalearn.v1B\x1bTrainerRegistryServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.trainer_regist
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\033TrainerRegistryServiceProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
-  _globals['_REGISTERTRAINERREQUEST']._serialized_start=97
-  _globals['_REGISTERTRAINERREQUEST']._serialized_end=212
-  _globals['_REGISTERTRAINERRESPONSE']._serialized_start=214
-  _globals['_REGISTERTRAINERRESPONSE']._serialized_end=294
-  _globals['_HEARTBEATREQUEST']._serialized_start=296
-  _globals['_HEARTBEATREQUEST']._serialized_end=351
-  _globals['_HEARTBEATRESPONSE']._serialized_start=353
-  _globals['_HEARTBEATRESPONSE']._serialized_end=372
-  _globals['_TRAINERREGISTRYSERVICE']._serialized_start=375
-  _globals['_TRAINERREGISTRYSERVICE']._serialized_end=573
+  _globals['_READRUNFILEREQUEST']._serialized_start=97
+  _globals['_READRUNFILEREQUEST']._serialized_end=193
+  _globals['_READRUNFILERESPONSE']._serialized_start=195
+  _globals['_READRUNFILERESPONSE']._serialized_end=230
+  _globals['_REGISTERTRAINERREQUEST']._serialized_start=232
+  _globals['_REGISTERTRAINERREQUEST']._serialized_end=347
+  _globals['_REGISTERTRAINERRESPONSE']._serialized_start=349
+  _globals['_REGISTERTRAINERRESPONSE']._serialized_end=429
+  _globals['_HEARTBEATREQUEST']._serialized_start=431
+  _globals['_HEARTBEATREQUEST']._serialized_end=486
+  _globals['_HEARTBEATRESPONSE']._serialized_start=488
+  _globals['_HEARTBEATRESPONSE']._serialized_end=507
+  _globals['_TRAINERREGISTRYSERVICE']._serialized_start=510
+  _globals['_TRAINERREGISTRYSERVICE']._serialized_end=794
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReadRunFileRequest(_message.Message):
+    __slots__ = ("attempt_id", "fence", "kind")
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    attempt_id: int
+    fence: int
+    kind: _trainer_service_pb2.RunFileKind
+    def __init__(self, attempt_id: _Optional[int] = ..., fence: _Optional[int] = ..., kind: _Optional[_Union[_trainer_service_pb2.RunFileKind, str]] = ...) -> None: ...
+
+class ReadRunFileResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class RegisterTrainerRequest(_message.Message):
     __slots__ = ("address", "devices", "capacity", "version")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]

@@ -27,9 +27,10 @@ if _version_not_supported:
 
 class TrainerRegistryServiceStub:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots. Both RPCs
-    need a `trainer` (or `admin`) token; the trainer is bound to that token's
-    principal, and no other principal may take over or heartbeat its address.
+    gateway dispatches queued work to the live ones with free slots, and serves
+    them the stored files their runs start from. Every RPC needs a `trainer` (or
+    `admin`) token; the trainer is bound to that token's principal, and no other
+    principal may take over or heartbeat its address.
     """
 
     def __init__(self, channel):
@@ -48,13 +49,19 @@ class TrainerRegistryServiceStub:
                 request_serializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.ReadRunFile = channel.unary_stream(
+                '/metalearn.v1.TrainerRegistryService/ReadRunFile',
+                request_serializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.ReadRunFileRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.ReadRunFileResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerRegistryServiceServicer:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots. Both RPCs
-    need a `trainer` (or `admin`) token; the trainer is bound to that token's
-    principal, and no other principal may take over or heartbeat its address.
+    gateway dispatches queued work to the live ones with free slots, and serves
+    them the stored files their runs start from. Every RPC needs a `trainer` (or
+    `admin`) token; the trainer is bound to that token's principal, and no other
+    principal may take over or heartbeat its address.
     """
 
     def RegisterTrainer(self, request, context):
@@ -76,6 +83,25 @@ class TrainerRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadRunFile(self, request, context):
+        """Streams a stored file a trainer's run needs (the `RunFile` its Train or Test
+        request names) in chunks of at most 1 MiB, in order: read from the database
+        a chunk at a time, so the gateway's memory does not grow with the file. A
+        trainer token reads only a file of a run that a trainer of its principal
+        holds now under that claim (`fence`): a checkpoint while it trains, the
+        weights while it tests; an admin token reads that of any run held now.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer or admin token),
+        INVALID_ARGUMENT (`attempt_id`, `fence` or `kind`), NOT_FOUND (no such run
+        held by a trainer of the caller's principal under that claim, or it has no
+        such file: the same answer either way, so a principal learns nothing of
+        others' work), ABORTED (the file was replaced while it was read: read it
+        again), RESOURCE_EXHAUSTED (as many files are being read as the gateway
+        serves at once, and none ended in time: try again later).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerRegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +115,11 @@ def add_TrainerRegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.HeartbeatRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.HeartbeatResponse.SerializeToString,
             ),
+            'ReadRunFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadRunFile,
+                    request_deserializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.ReadRunFileRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_trainer__registry__service__pb2.ReadRunFileResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'metalearn.v1.TrainerRegistryService', rpc_method_handlers)
@@ -99,9 +130,10 @@ def add_TrainerRegistryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TrainerRegistryService:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots. Both RPCs
-    need a `trainer` (or `admin`) token; the trainer is bound to that token's
-    principal, and no other principal may take over or heartbeat its address.
+    gateway dispatches queued work to the live ones with free slots, and serves
+    them the stored files their runs start from. Every RPC needs a `trainer` (or
+    `admin`) token; the trainer is bound to that token's principal, and no other
+    principal may take over or heartbeat its address.
     """
 
     @staticmethod
@@ -148,6 +180,33 @@ class TrainerRegistryService:
             '/metalearn.v1.TrainerRegistryService/Heartbeat',
             metalearn_dot_v1_dot_trainer__registry__service__pb2.HeartbeatRequest.SerializeToString,
             metalearn_dot_v1_dot_trainer__registry__service__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadRunFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/metalearn.v1.TrainerRegistryService/ReadRunFile',
+            metalearn_dot_v1_dot_trainer__registry__service__pb2.ReadRunFileRequest.SerializeToString,
+            metalearn_dot_v1_dot_trainer__registry__service__pb2.ReadRunFileResponse.FromString,
             options,
             channel_credentials,
             insecure,

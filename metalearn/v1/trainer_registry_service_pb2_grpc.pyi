@@ -28,9 +28,10 @@ GRPC_VERSION: str
 
 class TrainerRegistryServiceStub:
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots. Both RPCs
-    need a `trainer` (or `admin`) token; the trainer is bound to that token's
-    principal, and no other principal may take over or heartbeat its address.
+    gateway dispatches queued work to the live ones with free slots, and serves
+    them the stored files their runs start from. Every RPC needs a `trainer` (or
+    `admin`) token; the trainer is bound to that token's principal, and no other
+    principal may take over or heartbeat its address.
     """
 
     @_typing.overload
@@ -48,13 +49,29 @@ class TrainerRegistryServiceStub:
     reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
     NOT_FOUND (register again).
     """
+    ReadRunFile: _grpc.UnaryStreamMultiCallable[_trainer_registry_service_pb2.ReadRunFileRequest, _trainer_registry_service_pb2.ReadRunFileResponse]
+    """Streams a stored file a trainer's run needs (the `RunFile` its Train or Test
+    request names) in chunks of at most 1 MiB, in order: read from the database
+    a chunk at a time, so the gateway's memory does not grow with the file. A
+    trainer token reads only a file of a run that a trainer of its principal
+    holds now under that claim (`fence`): a checkpoint while it trains, the
+    weights while it tests; an admin token reads that of any run held now.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer or admin token),
+    INVALID_ARGUMENT (`attempt_id`, `fence` or `kind`), NOT_FOUND (no such run
+    held by a trainer of the caller's principal under that claim, or it has no
+    such file: the same answer either way, so a principal learns nothing of
+    others' work), ABORTED (the file was replaced while it was read: read it
+    again), RESOURCE_EXHAUSTED (as many files are being read as the gateway
+    serves at once, and none ended in time: try again later).
+    """
 
 @_typing.type_check_only
 class TrainerRegistryServiceAsyncStub(TrainerRegistryServiceStub):
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots. Both RPCs
-    need a `trainer` (or `admin`) token; the trainer is bound to that token's
-    principal, and no other principal may take over or heartbeat its address.
+    gateway dispatches queued work to the live ones with free slots, and serves
+    them the stored files their runs start from. Every RPC needs a `trainer` (or
+    `admin`) token; the trainer is bound to that token's principal, and no other
+    principal may take over or heartbeat its address.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -69,12 +86,28 @@ class TrainerRegistryServiceAsyncStub(TrainerRegistryServiceStub):
     reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
     NOT_FOUND (register again).
     """
+    ReadRunFile: _aio.UnaryStreamMultiCallable[_trainer_registry_service_pb2.ReadRunFileRequest, _trainer_registry_service_pb2.ReadRunFileResponse]  # type: ignore[assignment]
+    """Streams a stored file a trainer's run needs (the `RunFile` its Train or Test
+    request names) in chunks of at most 1 MiB, in order: read from the database
+    a chunk at a time, so the gateway's memory does not grow with the file. A
+    trainer token reads only a file of a run that a trainer of its principal
+    holds now under that claim (`fence`): a checkpoint while it trains, the
+    weights while it tests; an admin token reads that of any run held now.
+    Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer or admin token),
+    INVALID_ARGUMENT (`attempt_id`, `fence` or `kind`), NOT_FOUND (no such run
+    held by a trainer of the caller's principal under that claim, or it has no
+    such file: the same answer either way, so a principal learns nothing of
+    others' work), ABORTED (the file was replaced while it was read: read it
+    again), RESOURCE_EXHAUSTED (as many files are being read as the gateway
+    serves at once, and none ended in time: try again later).
+    """
 
 class TrainerRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served by the gateway: trainer daemons announce themselves here, and the
-    gateway dispatches queued work to the live ones with free slots. Both RPCs
-    need a `trainer` (or `admin`) token; the trainer is bound to that token's
-    principal, and no other principal may take over or heartbeat its address.
+    gateway dispatches queued work to the live ones with free slots, and serves
+    them the stored files their runs start from. Every RPC needs a `trainer` (or
+    `admin`) token; the trainer is bound to that token's principal, and no other
+    principal may take over or heartbeat its address.
     """
 
     @_abc_1.abstractmethod
@@ -98,6 +131,27 @@ class TrainerRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Says the trainer is alive; one missed for `lease_seconds` and its work is
         reclaimed. Errors: UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT,
         NOT_FOUND (register again).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadRunFile(
+        self,
+        request: _trainer_registry_service_pb2.ReadRunFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_trainer_registry_service_pb2.ReadRunFileResponse], _abc.AsyncIterator[_trainer_registry_service_pb2.ReadRunFileResponse]]:
+        """Streams a stored file a trainer's run needs (the `RunFile` its Train or Test
+        request names) in chunks of at most 1 MiB, in order: read from the database
+        a chunk at a time, so the gateway's memory does not grow with the file. A
+        trainer token reads only a file of a run that a trainer of its principal
+        holds now under that claim (`fence`): a checkpoint while it trains, the
+        weights while it tests; an admin token reads that of any run held now.
+        Errors: UNAUTHENTICATED, PERMISSION_DENIED (not a trainer or admin token),
+        INVALID_ARGUMENT (`attempt_id`, `fence` or `kind`), NOT_FOUND (no such run
+        held by a trainer of the caller's principal under that claim, or it has no
+        such file: the same answer either way, so a principal learns nothing of
+        others' work), ABORTED (the file was replaced while it was read: read it
+        again), RESOURCE_EXHAUSTED (as many files are being read as the gateway
+        serves at once, and none ended in time: try again later).
         """
 
 def add_TrainerRegistryServiceServicer_to_server(servicer: TrainerRegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

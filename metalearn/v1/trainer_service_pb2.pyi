@@ -9,12 +9,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RunFileKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_FILE_KIND_UNSPECIFIED: _ClassVar[RunFileKind]
+    RUN_FILE_KIND_CHECKPOINT: _ClassVar[RunFileKind]
+    RUN_FILE_KIND_WEIGHTS: _ClassVar[RunFileKind]
+
 class TrainOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRAIN_OUTCOME_UNSPECIFIED: _ClassVar[TrainOutcome]
     TRAIN_OUTCOME_COMPLETED: _ClassVar[TrainOutcome]
     TRAIN_OUTCOME_DIVERGED: _ClassVar[TrainOutcome]
     TRAIN_OUTCOME_INTERRUPTED: _ClassVar[TrainOutcome]
+RUN_FILE_KIND_UNSPECIFIED: RunFileKind
+RUN_FILE_KIND_CHECKPOINT: RunFileKind
+RUN_FILE_KIND_WEIGHTS: RunFileKind
 TRAIN_OUTCOME_UNSPECIFIED: TrainOutcome
 TRAIN_OUTCOME_COMPLETED: TrainOutcome
 TRAIN_OUTCOME_DIVERGED: TrainOutcome
@@ -32,6 +41,20 @@ class TrainerServiceProfileTaskResponse(_message.Message):
     profile: _task_pb2.TaskProfile
     def __init__(self, profile: _Optional[_Union[_task_pb2.TaskProfile, _Mapping]] = ...) -> None: ...
 
+class RunFile(_message.Message):
+    __slots__ = ("attempt_id", "fence", "kind", "size", "sha256")
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    attempt_id: int
+    fence: int
+    kind: RunFileKind
+    size: int
+    sha256: str
+    def __init__(self, attempt_id: _Optional[int] = ..., fence: _Optional[int] = ..., kind: _Optional[_Union[RunFileKind, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
 class TrainerServiceTrainRequest(_message.Message):
     __slots__ = ("attempt_name", "command", "resume_checkpoint", "checkpoint_every_epochs", "checkpoint_every_seconds")
     ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -41,10 +64,10 @@ class TrainerServiceTrainRequest(_message.Message):
     CHECKPOINT_EVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     attempt_name: str
     command: _attempt_pb2.TrainCommand
-    resume_checkpoint: bytes
+    resume_checkpoint: RunFile
     checkpoint_every_epochs: int
     checkpoint_every_seconds: float
-    def __init__(self, attempt_name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., resume_checkpoint: _Optional[bytes] = ..., checkpoint_every_epochs: _Optional[int] = ..., checkpoint_every_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, attempt_name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., resume_checkpoint: _Optional[_Union[RunFile, _Mapping]] = ..., checkpoint_every_epochs: _Optional[int] = ..., checkpoint_every_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainStarted(_message.Message):
     __slots__ = ("device", "parameters", "train_images", "validation_images", "first_epoch", "input_shape", "cache_hit", "dataset")
@@ -113,8 +136,8 @@ class TrainerServiceTestRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     attempt_name: str
     command: _attempt_pb2.TestCommand
-    weights: bytes
-    def __init__(self, attempt_name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TestCommand, _Mapping]] = ..., weights: _Optional[bytes] = ...) -> None: ...
+    weights: RunFile
+    def __init__(self, attempt_name: _Optional[str] = ..., command: _Optional[_Union[_attempt_pb2.TestCommand, _Mapping]] = ..., weights: _Optional[_Union[RunFile, _Mapping]] = ...) -> None: ...
 
 class TestProgress(_message.Message):
     __slots__ = ("done", "total")

@@ -85,7 +85,9 @@ class TrainerServiceServicer:
         A run whose loss becomes NaN or infinite ends with `finished` whose outcome
         says so. Cancelling the call stops training within one batch.
         Errors: INVALID_ARGUMENT (the command or the checkpoint, the field named,
-        e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
+        e.g. `command.model.layers[3].kernel_size`; a checkpoint that is unreadable,
+        of another command, or not the size and sha256 its reference says is
+        `resume_checkpoint`), FAILED_PRECONDITION (a label
         without images; images of different sizes after `image_ops`),
         RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
         ABORTED (the run's process died: killed, out of memory, crashed),
@@ -98,7 +100,8 @@ class TrainerServiceServicer:
     def Test(self, request, context):
         """Evaluates trained weights on the test split (or given image ids) and
         streams `progress`, then one `result`.
-        Errors: INVALID_ARGUMENT (the command or weights, the field named),
+        Errors: INVALID_ARGUMENT (the command or weights, the field named; weights
+        not of the size and sha256 their reference says are `weights`),
         FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
         ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
         """

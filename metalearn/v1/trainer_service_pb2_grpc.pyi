@@ -47,7 +47,9 @@ class TrainerServiceStub:
     A run whose loss becomes NaN or infinite ends with `finished` whose outcome
     says so. Cancelling the call stops training within one batch.
     Errors: INVALID_ARGUMENT (the command or the checkpoint, the field named,
-    e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
+    e.g. `command.model.layers[3].kernel_size`; a checkpoint that is unreadable,
+    of another command, or not the size and sha256 its reference says is
+    `resume_checkpoint`), FAILED_PRECONDITION (a label
     without images; images of different sizes after `image_ops`),
     RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
     ABORTED (the run's process died: killed, out of memory, crashed),
@@ -56,7 +58,8 @@ class TrainerServiceStub:
     Test: _grpc.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTestRequest, _trainer_service_pb2.TrainerServiceTestResponse]
     """Evaluates trained weights on the test split (or given image ids) and
     streams `progress`, then one `result`.
-    Errors: INVALID_ARGUMENT (the command or weights, the field named),
+    Errors: INVALID_ARGUMENT (the command or weights, the field named; weights
+    not of the size and sha256 their reference says are `weights`),
     FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
     ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
     """
@@ -97,7 +100,9 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     A run whose loss becomes NaN or infinite ends with `finished` whose outcome
     says so. Cancelling the call stops training within one batch.
     Errors: INVALID_ARGUMENT (the command or the checkpoint, the field named,
-    e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
+    e.g. `command.model.layers[3].kernel_size`; a checkpoint that is unreadable,
+    of another command, or not the size and sha256 its reference says is
+    `resume_checkpoint`), FAILED_PRECONDITION (a label
     without images; images of different sizes after `image_ops`),
     RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
     ABORTED (the run's process died: killed, out of memory, crashed),
@@ -106,7 +111,8 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     Test: _aio.UnaryStreamMultiCallable[_trainer_service_pb2.TrainerServiceTestRequest, _trainer_service_pb2.TrainerServiceTestResponse]  # type: ignore[assignment]
     """Evaluates trained weights on the test split (or given image ids) and
     streams `progress`, then one `result`.
-    Errors: INVALID_ARGUMENT (the command or weights, the field named),
+    Errors: INVALID_ARGUMENT (the command or weights, the field named; weights
+    not of the size and sha256 their reference says are `weights`),
     FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
     ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
     """
@@ -150,7 +156,9 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         A run whose loss becomes NaN or infinite ends with `finished` whose outcome
         says so. Cancelling the call stops training within one batch.
         Errors: INVALID_ARGUMENT (the command or the checkpoint, the field named,
-        e.g. `command.model.layers[3].kernel_size`), FAILED_PRECONDITION (a label
+        e.g. `command.model.layers[3].kernel_size`; a checkpoint that is unreadable,
+        of another command, or not the size and sha256 its reference says is
+        `resume_checkpoint`), FAILED_PRECONDITION (a label
         without images; images of different sizes after `image_ops`),
         RESOURCE_EXHAUSTED (every slot busy; data over the trainer's memory limit),
         ABORTED (the run's process died: killed, out of memory, crashed),
@@ -165,7 +173,8 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_trainer_service_pb2.TrainerServiceTestResponse], _abc.AsyncIterator[_trainer_service_pb2.TrainerServiceTestResponse]]:
         """Evaluates trained weights on the test split (or given image ids) and
         streams `progress`, then one `result`.
-        Errors: INVALID_ARGUMENT (the command or weights, the field named),
+        Errors: INVALID_ARGUMENT (the command or weights, the field named; weights
+        not of the size and sha256 their reference says are `weights`),
         FAILED_PRECONDITION (no test images), RESOURCE_EXHAUSTED (every slot busy),
         ABORTED (the run's process died), UNAVAILABLE (the gateway cannot be reached).
         """
