@@ -212,7 +212,11 @@ class Client:
             address,
             find_token(token),
             tls,
-            options=[("grpc.max_send_message_length", 32 * 1024 * 1024)],
+            options=[
+                ("grpc.max_send_message_length", 32 * 1024 * 1024),
+                # An import's answer echoes what it stored: more than the default 4 MiB.
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
         )
         self._attempts = attempt_service_pb2_grpc.AttemptServiceStub(self._channel)
         self._datasets = dataset_service_pb2_grpc.DatasetServiceStub(self._channel)

@@ -240,3 +240,35 @@ def test_the_cli_sends_batches_within_the_call_bounds(gateway, tmp_path, capsys,
     base = ["--gateway", gateway.address, "--token", gateway.admin_token]
     assert main([*base, "attempts", "import", str(path)]) == 0, capsys.readouterr().err
     assert "imported 5" in capsys.readouterr().out
+
+
+def test_the_cli_reads_the_answer_to_its_largest_batch(gateway, tmp_path, capsys) -> None:
+    """An import's answer echoes what was stored: commands and losses of a full batch
+    are more than gRPC's default 4 MiB a client receives (the gateway stored them, and
+    the CLI said the call failed)."""
+    import json
+
+    from metalearn import documents
+    from metalearn.cli import main
+
+    layer = {"name": "Conv2d", "in_channels": 3, "out_channels": 3, "kernel_size": 3,
+             "stride": 1, "padding": 1, "dilation": 1, "groups": 1, "bias": True,
+             "padding_mode": "zeros"}  # fmt: skip
+    docs, size = [], 0
+    for i in range(60):  # 4.1 MB of commands, 198,000 losses: one call
+        a = make_attempt(f"wide-{i}")
+        a.status = attempt_pb2.ATTEMPT_STATUS_TRAINED
+        for command in (a.training_commands, a.testing_commands):
+            del command.model.layers[:]
+            for _ in range(256):
+                command.model.layers.add().update(layer)
+        a.training_losses.extend([0.5] * 3_300)
+        size += a.ByteSize()
+        docs.append(documents.attempt_to_document(a))
+    assert size > 5 * 1024 * 1024  # what the answer echoes
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps(docs))
+    base = ["--gateway", gateway.address, "--token", gateway.admin_token]
+    assert main([*base, "attempts", "import", str(path)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "imported 60" in out
