@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -453,3 +454,24 @@ def test_not_found_stays_not_found(attempts) -> None:
         attempts.GetAttempt(apb.GetAttemptRequest(name="nobody"))
     error = translate(info.value)
     assert isinstance(error, NotFoundError) and isinstance(error, MetalearnError)
+
+
+def test_a_command_of_many_long_labels_is_stored(attempts) -> None:
+    """Issue 25: its task key outgrew a B-tree entry and the database refused the row,
+    which reached the client as UNAVAILABLE. The key's indexes are hash indexes now."""
+    # Random, so that compression cannot shrink the key below the limit.
+    labels = tuple(f"{i:04d} {secrets.token_hex(20)}" for i in range(600))
+    created = attempts.CreateAttempt(
+        apb.CreateAttemptRequest(attempt=make_attempt("many-labels", labels))
+    )
+    got = attempts.GetAttempt(apb.GetAttemptRequest(name=created.attempt.name)).attempt
+    assert len(got.training_commands.label_names) == 600
+
+
+def test_a_value_past_a_database_limit_is_invalid_argument(postgres_url) -> None:
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("CREATE TEMP TABLE t (v text)")
+        conn.execute("CREATE INDEX ON t (v)")
+        with pytest.raises(errors.InvalidArgument) as err, translate_db_errors():
+            conn.execute("INSERT INTO t VALUES (%s)", (secrets.token_hex(8000),))
+    assert "too large for the database" in str(err.value)

@@ -75,6 +75,12 @@ def translate_db_errors() -> Iterator[None]:
         raise errors.InvalidArgument.one(
             "request", f"refused by the database ({_names(err)})"
         ) from err
+    except pg_errors.ProgramLimitExceeded as err:
+        # A value past one of PostgreSQL's own limits (an index entry's size, a JSON
+        # nesting depth): the request's data, not the server's state.
+        raise errors.InvalidArgument.one(
+            "request", f"too large for the database to store ({_names(err)})"
+        ) from err
     except (pg_errors.DiskFull, pg_errors.OutOfMemory) as err:
         # The server is there but cannot take this write: the transaction rolled back,
         # so nothing of the call was kept, and nothing acknowledged before is touched.
