@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from metalearn import documents
 from metalearn.runs import answer, client_for
 from metalearn.v1 import curve_service_pb2 as pb
+
+
+def _figure(value: float) -> str:
+    """A quality figure, or "n/a" where the store had nothing to measure it on (the
+    gateway sends NaN: a proto3 double cannot be absent)."""
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def model_text(model: pb.CurveModel) -> str:
@@ -20,9 +27,11 @@ def model_text(model: pb.CurveModel) -> str:
             f"curve model v{model.version}, fitted {fitted} UTC in {model.seconds:.1f} s on"
             f" {model.attempts} finished attempts of {model.tasks} tasks",
             f"  on tasks it did not see ({q.folds} folds): error of the final validation"
-            f" accuracy from 3 epochs {q.mae_at_3:.3f} (the last value seen: "
-            f"{q.baseline_mae_at_3:.3f}); over every epoch {q.mae:.3f} ({q.baseline_mae:.3f})",
-            f"  finals inside the predicted 80% interval: {q.interval_coverage:.0%}",
+            f" accuracy from 3 epochs {_figure(q.mae_at_3)} (the last value seen: "
+            f"{_figure(q.baseline_mae_at_3)}); over every epoch {_figure(q.mae)}"
+            f" ({_figure(q.baseline_mae)})",
+            "  finals inside the predicted 80% interval: "
+            + ("n/a" if math.isnan(q.interval_coverage) else f"{q.interval_coverage:.0%}"),
         ]
     )
 
