@@ -3,7 +3,6 @@ epochs, max_parallel holds at every moment, the best trial is tested at the end.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,7 @@ from google.protobuf import json_format
 
 from gateway.config import GatewayConfig
 from gateway.store.studies import StudyStore
-from gateway.studies import pruning
+from gateway.studies import workers
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
 from tests.harness import GatewayThread
@@ -111,19 +110,15 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(
     """A learning rate of 1e-7 stays at chance; with seed 11 the random sampler gives
     good, bad, bad, bad, good, bad (checked offline), one trial at a time. Every
     decision (Optuna's study rebuilt from every epoch of every trial) is made in a worker
-    thread, never on the gateway's event loop."""
-    on_loop: list[bool] = []
-    decide = pruning.decide
+    process, never on the gateway's event loop."""
+    sent: list[str] = []
+    run = workers.run
 
-    def watched(*args: Any) -> tuple[bool, dict[str, Any]]:
-        try:
-            asyncio.get_running_loop()
-            on_loop.append(True)
-        except RuntimeError:  # no loop runs in this thread
-            on_loop.append(False)
-        return decide(*args)
+    async def watched(fn: Any, *args: Any) -> Any:
+        sent.append(fn.__name__)
+        return await run(fn, *args)
 
-    monkeypatch.setattr(pruning, "decide", watched)
+    monkeypatch.setattr(workers, "run", watched)
     studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
     study = median_pruned("pruned", 6, "random", seed=11, n_epoch=4)
     studies.CreateStudy(pb.CreateStudyRequest(study=study))
@@ -162,7 +157,7 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(
         else:
             assert len(attempt.epochs) == 4
     assert done.best_trial.number in (0, 4)
-    assert on_loop and not any(on_loop), on_loop
+    assert "decide" in sent, sent
 
 
 def test_a_trial_claimed_before_its_study_links_it_is_still_pruned(
@@ -171,6 +166,8 @@ def test_a_trial_claimed_before_its_study_links_it_is_still_pruned(
     """The driver links a trial to its attempt just after queueing it; a replica may
     claim the attempt in between. Here every link waits until its attempt is training:
     the pruner must still judge the trial once the link lands."""
+    import asyncio
+
     import psycopg
 
     link = StudyStore.trial_queued  # every replica's driver (both here run one)

@@ -3,23 +3,23 @@ pruner argument is bounded to what a real study needs and named when it is not; 
 search space's check at CreateStudy and every ask of the sampler run in a worker thread,
 so that other calls are answered while they run. Through a real gateway and PostgreSQL.
 
-Ordering, not timing: the checks and asks are watched through the real functions (a
-wrapper notes when each starts and ends, then calls it), and another client's calls are
-answered between the two. On the event loop, no answer could be sent in between."""
+Ordering, not timing: the gateway's calls into its worker processes are watched (a
+wrapper notes when each starts and ends, and makes the real call), and another client's
+calls are answered between the two. On the event loop, no answer could be sent in
+between."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
 
-from gateway.studies import arguments, driver, pruning, sampling
-from gateway.studies import servicer as study_servicer
+from gateway.studies import arguments, asking, checks, pruning, sampling, workers
 from metalearn.v1 import study_service_pb2 as pb
 from metalearn.v1 import study_service_pb2_grpc
 from tests.harness import upload_labels
@@ -86,7 +86,7 @@ def test_every_argument_outside_its_range_is_named(
     """Each argument each sampler and pruner takes, one value at a time just past its
     bounds: INVALID_ARGUMENT naming study.<part>.args.<argument>."""
     limits = gateway.config.limits
-    scale = arguments.Scale(trials=study_servicer.MAX_TRIALS, epochs=limits.max_epochs)
+    scale = arguments.Scale(trials=checks.MAX_TRIALS, epochs=limits.max_epochs)
     for key, arg in table.items():
         for value in outside(arg, scale):
             spec = study(f"bounds-{name}")
@@ -104,7 +104,7 @@ def test_the_finding_and_the_bounds_themselves(studies) -> None:
     spec.sampler.args.update({"n_ei_candidates": 4_000_000, "n_startup_trials": 0})
     found = refused(studies, spec)
     assert found == {"study.sampler.args.n_ei_candidates": "a whole number from 1 to 1000"}
-    spec = study("largest", n_trials=study_servicer.MAX_TRIALS)
+    spec = study("largest", n_trials=checks.MAX_TRIALS)
     spec.sampler.args.update({"n_ei_candidates": 1000, "n_startup_trials": 1000})
     spec.pruner.name = "successive_halving"
     spec.pruner.args.update({"reduction_factor": 100, "min_early_stopping_rate": 32})
@@ -126,14 +126,18 @@ class Watch:
         with self._lock:
             self.events.append((what, call))
 
-    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        def watched(*args: Any, **kwargs: Any) -> Any:
+    def wrap(self, real: Callable[..., Awaitable[Any]], fn: Callable[..., Any]) -> Any:
+        """`workers.run`, noting each of its calls of `fn`."""
+
+        async def watched(called: Callable[..., Any], *args: Any) -> Any:
+            if called is not fn:
+                return await real(called, *args)
             with self._lock:
                 self._calls += 1
                 call = self._calls
             self.note("start", call)
             try:
-                return real(*args, **kwargs)
+                return await real(called, *args)
             finally:
                 self.note("end", call)
 
@@ -193,7 +197,7 @@ def heaviest_space() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     space = [
         {"path": f"model.layers[{linear[i]}].out_features",
          "categorical": {"values": list(range(1, per + 1))}}
-        for i in range(study_servicer.MAX_CORNERS // per)
+        for i in range(checks.MAX_CORNERS // per)
     ]  # fmt: skip
     return doc, space
 
@@ -204,7 +208,7 @@ def test_the_heaviest_space_is_checked_while_other_calls_are_answered(
     doc, space = heaviest_space()
     spec = study("heavy", base_command=doc, search_space=space)
     watch = Watch()
-    monkeypatch.setattr(study_servicer, "_corners", watch.wrap(study_servicer._corners))
+    monkeypatch.setattr(workers, "run", watch.wrap(workers.run, checks.problems))
     stop = threading.Event()
     answering(watch, stop)
     try:
@@ -234,7 +238,7 @@ def test_asks_run_while_other_calls_are_answered(studies, monkeypatch, answering
     spec.sampler.args.update({"n_ei_candidates": 1000, "n_startup_trials": 0,
                               "multivariate": True})  # fmt: skip
     watch = Watch()
-    monkeypatch.setattr(sampling, "ask", watch.wrap(sampling.ask))
+    monkeypatch.setattr(workers, "run", watch.wrap(workers.run, asking.propose))
     stop = threading.Event()
     answering(watch, stop)
     try:
@@ -248,7 +252,6 @@ def test_asks_run_while_other_calls_are_answered(studies, monkeypatch, answering
     finally:
         stop.set()
     assert made == 16
-    assert sum(what == "start" for what, _ in watch.events) == 16
     assert watch.most_answered_within_one_call() >= 2, watch.events
 
 
@@ -257,7 +260,7 @@ def test_a_pass_that_asks_part_of_what_is_wanted_comes_back_for_the_rest(
 ) -> None:
     """A pass asks for about ASK_SECONDS of CPU and stores that; with none, one trial a
     pass, and passes come until every slot is filled, each trial asked once."""
-    monkeypatch.setattr(driver, "ASK_SECONDS", 0.0)
+    monkeypatch.setattr(asking, "ASK_SECONDS", 0.0)
     studies.CreateStudy(pb.CreateStudyRequest(study=study("parts", n_trials=8, max_parallel=6)))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -267,3 +270,35 @@ def test_a_pass_that_asks_part_of_what_is_wanted_comes_back_for_the_rest(
         time.sleep(0.05)
     assert [t.number for t in found.trials] == list(range(6))
     assert found.trials_made == 6 and all(t.attempt_id for t in found.trials)
+
+
+def test_a_worker_process_ends_with_its_gateway_even_killed(tmp_path) -> None:
+    """The workers' pipes would not tell them (each holds the writer end too): without
+    a watch on its parent, a worker of a gateway killed with -9 would live on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from gateway.studies import workers\n"
+        "def pid():\n    return os.getpid()\n"
+        "async def main():\n    print(await workers.run(pid), flush=True)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n    os.kill(os.getpid(), 9)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = tmp_path / "out"
+    with out.open("w") as stdout:  # a file, not a pipe: a worker left alive holds a pipe
+        done = subprocess.run([sys.executable, str(script)], cwd=root, stdout=stdout,
+                              stderr=subprocess.STDOUT, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, out.read_text()[-2000:]
+    worker = int(out.read_text().split()[0])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists(), f"worker {worker} outlived its gateway"

@@ -5,7 +5,10 @@ and at least every `study_tick_seconds`. A study is advanced under its row lock
 (`FOR UPDATE SKIP LOCKED`): of several replicas one advances it and the others skip
 it. Asking and queueing are two steps: a trial is asked and committed with its values,
 then queued with a request id of its own (AIP-155), so a replica that dies between the
-two leaves a trial that the next pass queues exactly once.
+two leaves a trial that the next pass queues exactly once. The sampler is asked before
+the lock is taken, in a worker process (asking.py), for about a second of asks a pass;
+what it asked is stored under the lock only if the study still stands where it was
+asked from (another replica's pass may have stored trials meanwhile).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -28,41 +30,19 @@ from gateway.events import EventHub
 from gateway.store import Rewrite, Stored
 from gateway.store.database import DatabaseDown
 from gateway.store.requests import RequestKey
-from gateway.store.studies import Locked, StudyRecord, StudyStore, TrialRecord
+from gateway.store.studies import Locked, StudyRecord, StudyStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
-from gateway.studies import model, sampling, space
-from gateway.tasks import warmstart
-from gateway.validation import check_trainable
+from gateway.studies import asking, model, space, workers
+from gateway.studies.checks import parameters, trial_command
 
 if TYPE_CHECKING:
     from gateway.tasks.warm import WarmStarter
 from metalearn import errors
-from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-
-# A pass asks for about this much CPU time's worth of trials, then stores and queues
-# them, and another pass comes at once for the rest: one ask of a large study is seconds
-# (sampling.py), and 256 slots asked at once would keep every other study waiting.
-ASK_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Proposed:
-    """A trial asked before the study's lock was taken."""
-
-    number: int
-    values: dict[str, Any]
-    internal: dict[str, Any]
-    trial_state: dict[str, Any]
-    # The sampler's study state after this ask.
-    study_state: dict[str, Any]
-    error: str
-    seeded_by: int | None
 
 
 @dataclass(frozen=True)
@@ -75,34 +55,11 @@ class Ahead:
     # they were asked from: `made` trials and this sampler state.
     made: int = 0
     sampler_state: dict[str, Any] = field(default_factory=dict)
-    proposed: list[Proposed] = field(default_factory=list)
+    proposed: list[asking.Proposed] = field(default_factory=list)
 
 
 def trial_name(study: str, number: int) -> str:
     return f"{study}-{number}"
-
-
-def trial_command(
-    study: pb.Study,
-    params: Sequence[space.Parameter],
-    values: dict[str, Any],
-    base: dict[str, Any] | None = None,
-) -> attempt_pb2.TrainCommand:
-    """The base command with `values` set; json_format.ParseError if it is no command.
-    `base`: the base command as JSON, when the caller made it once for many values."""
-    if base is None:
-        base = space.command_json(study.base_command)
-    document = space.apply(base, values, params)
-    return json_format.ParseDict(document, attempt_pb2.TrainCommand())
-
-
-def parameters(study: pb.Study) -> list[space.Parameter]:
-    """The search space of a stored study (checked when it was created)."""
-    v = errors.Violations()
-    found = space.parse(v, "search_space", space.command_json(study.base_command),
-                        study.search_space)  # fmt: skip
-    assert not v.items, v.items
-    return found
 
 
 def _rewrite(
@@ -186,8 +143,8 @@ class StudyDriver:
         # before the study's lock is taken: a transaction held open while it awaits
         # another connection deadlocks, unseen by PostgreSQL, against any lock request
         # queued between the two (a migration's ALTER during a rolling restart). The
-        # sampler is asked then too, in a worker thread: seconds of CPU are neither spent
-        # on the event loop nor under a lock that StopStudy waits for.
+        # sampler is asked then too, in a worker process: seconds of CPU are neither
+        # spent on the event loop nor under a lock that StopStudy waits for.
         ahead = await self._ahead(study_id)
         async with self._studies.locked(study_id, wait=wait) as locked:
             if locked is None:
@@ -246,64 +203,13 @@ class StudyDriver:
         count = min(ahead.slots - running, study.n_trials - record.trials_made)
         if count <= 0:
             return ahead
-        proposed = await asyncio.to_thread(self._propose, record, study, trials, plan, count)
+        proposed = await workers.run(asking.propose, self._config.limits, record, study,
+                                     trials, plan, count, asking.ASK_SECONDS)  # fmt: skip
         return replace(ahead, proposed=proposed)
 
     def _waiting(self, study: pb.Study, plan: dict[str, Any] | None) -> bool:
         """A warm start waits for its task's profile before the first trial."""
         return plan is None and study.HasField("warm_start") and self._warm is not None
-
-    def _propose(
-        self,
-        record: StudyRecord,
-        study: pb.Study,
-        trials: Sequence[TrialRecord],
-        plan: dict[str, Any] | None,
-        wanted: int,
-    ) -> list[Proposed]:
-        """Up to `wanted` new trials, each asked with the ones before it running, for
-        about ASK_SECONDS (at least one). In a worker thread."""
-        deadline = time.monotonic() + ASK_SECONDS
-        params = parameters(study)
-        base = space.command_json(study.base_command)
-        past = [self._past(study, t) for t in trials]
-        sampler_state = dict(record.sampler_state)
-        zero_shot = (plan or {}).get("zero_shot", [])
-        found: list[Proposed] = []
-        while len(found) < wanted and (not found or time.monotonic() < deadline):
-            number = record.trials_made + len(found)
-            seeded_by = None
-            if number < len(zero_shot):
-                first = zero_shot[number]
-                asked = sampling.Asked(dict(first["internal"]), {}, sampler_state)
-                seeded_by = int(first["attempt_id"])
-            else:
-                asked = sampling.ask_blocking(
-                    record.name,
-                    params,
-                    model.maximize(study),
-                    study.sampler.name or "tpe",
-                    plain_struct(study.sampler.args),
-                    study.seed,
-                    past,
-                    sampler_state,
-                    self._priors(study, plan, past),
-                )
-            values = {p.path: p.value(asked.internal[p.path]) for p in params}
-            error = self._check(study, params, values, base)
-            found.append(Proposed(number, values, asked.internal, asked.trial_state,
-                                  asked.study_state, error, seeded_by))  # fmt: skip
-            past.append(
-                sampling.PastTrial(
-                    number,
-                    asked.internal,
-                    TrialState.FAIL if error else TrialState.RUNNING,
-                    None,
-                    asked.trial_state,
-                )
-            )
-            sampler_state = asked.study_state
-        return found
 
     async def _advance_locked(self, locked: Locked, study: pb.Study, ahead: Ahead) -> str | None:
         """Stores the trials asked ahead and updates the study row, under its lock;
@@ -347,40 +253,6 @@ class StudyDriver:
             warm_plan=plan if record.warm_plan is None else None,
         )
         return best_to_test
-
-    @staticmethod
-    def _priors(
-        study: pb.Study, plan: dict[str, Any] | None, past: Sequence[sampling.PastTrial]
-    ) -> list[tuple[dict[str, Any], float]]:
-        """The warm start's past trials on this study's scale, as its own values stand."""
-        if not plan or not plan.get("priors"):
-            return []
-        maximize = model.maximize(study)
-        own = [t.value for t in past if t.state == TrialState.COMPLETE and t.value is not None]
-        return [(dict(p["internal"]), warmstart.on_own_scale(p["goodness"], own, maximize))
-                for p in plan["priors"]]  # fmt: skip
-
-    @staticmethod
-    def _past(study: pb.Study, trial: TrialRecord) -> sampling.PastTrial:
-        o = model.outcome(study, trial)
-        return sampling.PastTrial(trial.number, trial.internal, o.state, o.value,
-                                  trial.sampler_state, model.curve(study, trial))  # fmt: skip
-
-    def _check(
-        self,
-        study: pb.Study,
-        params: Sequence[space.Parameter],
-        values: dict[str, Any],
-        base: dict[str, Any] | None = None,
-    ) -> str:
-        """Why a sampled command cannot be trained ('' if it can), as Train would say."""
-        try:
-            command = trial_command(study, params, values, base)
-        except json_format.ParseError as err:
-            return f"INVALID_ARGUMENT: {err}"
-        v = errors.Violations()
-        check_trainable(v, "command", command, self._config.limits)
-        return "; ".join(f"{i.field}: {i.description}" for i in v.items)
 
     async def _queue(
         self,

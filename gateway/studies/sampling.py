@@ -14,15 +14,10 @@ docs/research/optuna5-studies.md for the experiments behind each choice.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import importlib.util
-import multiprocessing
-import threading
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +35,7 @@ from optuna.samplers import (
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState, create_trial
 
-from gateway.studies import arguments
+from gateway.studies import arguments, workers
 from gateway.studies.space import Parameter
 from metalearn.errors import Violations
 
@@ -201,41 +196,6 @@ class Asked:
     study_state: dict[str, Any]
 
 
-_gp_pool: ProcessPoolExecutor | None = None
-_gp_pool_made = threading.Lock()
-
-
-def _gp() -> ProcessPoolExecutor:
-    global _gp_pool
-    with _gp_pool_made:  # asks come from worker threads
-        if _gp_pool is None:
-            # Spawned, not forked: a fork of a gateway would copy its threads' locks.
-            _gp_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        return _gp_pool
-
-
-def ask_blocking(
-    study_name: str,
-    params: Sequence[Parameter],
-    maximize: bool,
-    sampler_name: str,
-    sampler_args: dict[str, Any],
-    seed: int,
-    trials: Sequence[PastTrial],
-    study_state: dict[str, Any],
-    priors: Sequence[tuple[dict[str, Any], float]] = (),
-) -> Asked:
-    """`ask`, for a worker thread (never the event loop: an ask scores every candidate
-    against every past trial, seconds of CPU for a large study), with a GP ask in a
-    process of its own: Optuna's GPSampler imports torch (2 s, hundreds of MB) at its
-    first real ask, which the gateway process never loads."""
-    call = functools.partial(ask, study_name, params, maximize, sampler_name, sampler_args,
-                             seed, list(trials), study_state, list(priors))  # fmt: skip
-    if sampler_name != "gp":
-        return call()
-    return _gp().submit(call).result()
-
-
 async def ask_async(
     study_name: str,
     params: Sequence[Parameter],
@@ -247,9 +207,11 @@ async def ask_async(
     study_state: dict[str, Any],
     priors: Sequence[tuple[dict[str, Any], float]] = (),
 ) -> Asked:
-    """`ask_blocking` in a worker thread."""
-    return await asyncio.to_thread(ask_blocking, study_name, params, maximize, sampler_name,
-                                   sampler_args, seed, trials, study_state, priors)  # fmt: skip
+    """`ask` in a worker process (workers.py): an ask scores every candidate against
+    every past trial, seconds of CPU for a large study; and Optuna's GPSampler imports
+    torch (2 s, hundreds of MB) at its first real ask, which the gateway never loads."""
+    return await workers.run(ask, study_name, params, maximize, sampler_name, sampler_args,
+                             seed, list(trials), study_state, list(priors))  # fmt: skip
 
 
 def ask(
