@@ -303,6 +303,9 @@ def test_a_tested_attempt_shows_its_confusion_matrix(stage) -> None:
     tested.name = "tested-run"
     tested.status = attempt_pb2.ATTEMPT_STATUS_COMPLETE
     tested.accuracy = 0.75
+    # A test reports on the model's labels (the gateway checks imported results so).
+    tested.training_commands.ClearField("label_names")
+    tested.training_commands.label_names.extend(["cat", "dog"])
     tested.testing_commands.label_names.extend(["cat", "dog"])
     tested.test_result.CopyFrom(
         attempt_pb2.TestResult(
