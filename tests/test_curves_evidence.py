@@ -214,3 +214,23 @@ def test_a_tasks_best_is_evidence_or_the_runs_own_owners(gateway: GatewayThread)
     # what is trusted anyway). The claimer's own run: her own claims are her bar.
     assert asyncio.run(bests(())) == {"a-other": final, "a-own": 1.0}
     assert asyncio.run(bests((name,)))["a-other"] == 1.0
+
+
+def test_tasks_of_huge_keys_cost_the_assessment_no_more_than_small_ones() -> None:
+    """Found by bench/hostile.py: a task's key holds every label (10,000 of 256
+    characters at most), and the assessment made an array of the keys of every row,
+    as wide as the longest key times every row: 20 GB of a 22 GB gateway before it was
+    killed. Tasks are counted by small integers now (and the store sends a digest)."""
+    import tracemalloc
+
+    runs, small = _made_up()
+    huge = [name * 500_000 for name in small]  # 500,000 characters a key
+    tracemalloc.start()
+    try:
+        model.assess(runs, huge)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 60 runs of 10 epochs: the old array alone was 540 rows x 2 MB = 1 GB. What an
+    # assessment needs otherwise is a few MB; 100 MB leaves room for any library.
+    assert peak < 100 * 1024 * 1024, peak

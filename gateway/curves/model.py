@@ -261,7 +261,10 @@ def assess(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> Quality:
     check_enough(runs, tasks)
     xs, ys, ws, which = _rows(runs)
     _learnable(runs, tasks, which)
-    groups = np.asarray([tasks[i] for i in which])
+    # Tasks as small integers: a key holds every label (up to 10,000 of 256 characters),
+    # and an array of such strings is as wide as the longest, times every row.
+    ids: dict[str, int] = {}
+    groups = np.asarray([ids.setdefault(tasks[i], len(ids)) for i in which])
     n_groups = len(set(groups))
     folds = min(_FOLDS, n_groups)
     last = np.asarray(

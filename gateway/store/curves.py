@@ -51,12 +51,17 @@ _FEATURES = (
 )
 
 
+# A run's task is its key's md5: the key holds every label (up to 10,000 of 256
+# characters), and thousands of runs' keys would be the largest thing a fit holds.
+_RUN_COLUMNS = "a.id, md5(a.task_key) AS task_key, a.status, a.doc"
+
+
 @dataclass(frozen=True)
 class CurveRow:
     """An attempt's epochs with what shaped them."""
 
     attempt_id: int
-    task_key: str
+    task_key: str  # the md5 of the task's key (`_RUN_COLUMNS`)
     command: dict[str, Any]
     n_epoch: int
     epochs: list[int]
@@ -128,7 +133,7 @@ class CurveStore:
     async def curve(self, attempt_id: int) -> CurveRow | None:
         """An attempt's curve so far, its task's profile features and its task's best."""
         query = (
-            f"SELECT a.id, a.task_key, a.status, a.doc, {_EPOCH_ARRAYS}, {_FEATURES},"  # noqa: S608 - constant text
+            f"SELECT {_RUN_COLUMNS}, {_EPOCH_ARRAYS}, {_FEATURES},"  # noqa: S608 - constant text
             " (SELECT max(s.final) FROM (SELECT (SELECT e.val_accuracy FROM attempt_epochs e"
             " WHERE e.attempt_id = b.id ORDER BY e.epoch DESC LIMIT 1) AS final"
             " FROM attempts b WHERE b.task_key = a.task_key AND b.status = ANY(%(finished)s)"
@@ -157,7 +162,7 @@ class CurveStore:
         """The newest finished runs with epochs that are evidence: what the curve model
         learns from."""
         query = (
-            f"SELECT a.id, a.task_key, a.status, a.doc, {_EPOCH_ARRAYS}, {_FEATURES}"  # noqa: S608 - constant text
+            f"SELECT {_RUN_COLUMNS}, {_EPOCH_ARRAYS}, {_FEATURES}"  # noqa: S608 - constant text
             f" FROM attempts a WHERE {_LEARNABLE} ORDER BY a.id DESC LIMIT %(limit)s"
         )
         params = {"finished": _FINISHED, "trusted": self._trusted, "limit": limit}
