@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway import convert, filtering, importing, pagination
 from gateway.auth import current
-from gateway.config import Limits
+from gateway.config import SCAN_SLOTS, Limits
 from gateway.downloads import DownloadSlots
 from gateway.events import EventHub
+from gateway.slots import Slots
 from gateway.store import AttemptStore, ImageStore, ListQuery, Order
 from gateway.store.attempts import AttemptKey
 from gateway.store.requests import RequestKey
@@ -97,8 +99,12 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         hub: EventHub | None,
         limits: Limits,
         images: ImageStore,
+        scans: Slots | None = None,
     ) -> None:
         self._store = store
+        # Filtered or field-ordered lists cost what the caller chose: a share of the
+        # whole, whoever asks (`gateway.slots`).
+        self._scans = scans or Slots("filtered lists", SCAN_SLOTS, 10.0)
         self._work = work
         # Train refuses labels without images up front, not a trainer after the queue.
         self._images = images
@@ -252,16 +258,18 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         )
         after = pagination.decode(query, request.page_token)
         size = request.page_size or limits.default_page_size
-        try:
-            records = await self._store.list(query, after, size + 1)
-        except InvalidArgument as err:  # a value of the filter the database refused
-            refused = parsed.refusal(err) if parsed else None
-            if refused is None:
-                raise
-            raise refused from err
-        response = pb.ListAttemptsResponse(
-            attempts=[convert.attempt_from_record(r) for r in records[:size]]
-        )
+        scan = bool(request.filter or request.order_by_field)
+        async with self._scans.slot() if scan else contextlib.nullcontext():
+            try:
+                records = await self._store.list(query, after, size + 1)
+            except InvalidArgument as err:  # a value of the filter the database refused
+                refused = parsed.refusal(err) if parsed else None
+                if refused is None:
+                    raise
+                raise refused from err
+            response = pb.ListAttemptsResponse(
+                attempts=[convert.attempt_from_record(r) for r in records[:size]]
+            )
         if len(records) > size:
             response.next_page_token = pagination.encode(query, records[size - 1])
         return response

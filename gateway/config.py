@@ -14,6 +14,9 @@ from metalearn.tls import ClientTls, ServerTls
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATA_DIR = Path(".metalearn")
+# Filtered lists at once (see `scan_slots`): half the cores, where the embedded database
+# shares the machine with the gateway and a trainer; at least one.
+SCAN_SLOTS = max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class GatewayConfig:
     principal_calls: int = 8
     principal_streams: int = 64
     principal_wait_seconds: float = 5.0
+    # Filtered or field-ordered ListAttempts running at once, whoever sends them (the
+    # caller chooses their cost; what stays free serves every other call).
+    scan_slots: int = SCAN_SLOTS
     grace_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
     # Orchestration. A crashing command is retried this often, then FAILED.

@@ -24,6 +24,7 @@ from gateway.embedded import EmbeddedPostgres
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.request_sizes import RequestSizes
+from gateway.slots import Slots
 from gateway.store import AttemptStore, Database, ImageStore, migrate
 from gateway.store.curves import CurveStore
 from gateway.store.run_files import RunFileStore
@@ -162,7 +163,8 @@ async def create_server(
         WorkStore(lane),
         TrainerStore(lane),
     )
-    servicer = AttemptServicer(attempts, work, None, config.limits, images)  # type: ignore[arg-type]
+    scans = Slots("filtered lists", config.scan_slots, config.principal_wait_seconds * 2)
+    servicer = AttemptServicer(attempts, work, None, config.limits, images, scans)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
     hub = EventHub(pool.conninfo, service_attempts, servicer.status_of)

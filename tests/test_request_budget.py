@@ -176,3 +176,26 @@ def test_concurrent_tag_updates_keep_every_writer_s_tag(attempts) -> None:
         attempts.UpdateAttempt(pb.UpdateAttemptRequest(attempt=change, update_mask=bad))
     assert err.value.code() == CODE.INVALID_ARGUMENT
     assert "update_mask.paths[0]" in str(err.value.details())
+
+
+def test_costly_work_takes_a_share_of_the_whole_whoever_asks() -> None:
+    from gateway.slots import Slots
+
+    async def main() -> None:
+        slots = Slots("filtered lists", 1, 0.2)
+        release = asyncio.Event()
+
+        async def scan() -> None:
+            async with slots.slot():
+                await release.wait()
+
+        running = asyncio.create_task(scan())
+        await asyncio.sleep(0)
+        with pytest.raises(errors.ResourceExhausted, match="1 filtered lists are under way"):
+            async with slots.slot():
+                pass
+        waiting = asyncio.create_task(scan())  # waits its turn, then runs
+        release.set()
+        await asyncio.gather(running, waiting)
+
+    asyncio.run(main())
