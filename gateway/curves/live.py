@@ -236,7 +236,11 @@ class Curves:
         below = _number(row.command.get("hopeless_below"), 0.0)
         ended = len(run.points) >= run.n_epoch
         predictor = loaded.model if loaded is not None and not ended else None
-        found = assess(run, len(run.points), predictor, row.task_best, below=below)
+        # The model's predictions are a few milliseconds of CPU, after every epoch of
+        # every run and for every attempt the backfill finds: off the event loop.
+        found = await asyncio.to_thread(
+            assess, run, len(run.points), predictor, row.task_best, below=below
+        )
         note = self._note
         if ended:
             note = "its last epoch is in: nothing left to predict"
