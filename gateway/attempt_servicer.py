@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
+
+from google.protobuf.message import Message
 
 from gateway import convert, filtering, importing, pagination
 from gateway.auth import current
@@ -89,6 +92,17 @@ _TERMINAL = frozenset(
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
+_Response = TypeVar("_Response", bound=Message)
+
+
+async def _encoded_off_loop(build: Callable[[], _Response]) -> _Response:
+    """A large response built and encoded in a worker thread, not on the event loop that
+    serves every other call. What returns is its wire form (bytes), typed as the
+    response the RPC declares: the interceptor passes encoded responses through."""
+    encoded = await asyncio.to_thread(lambda: build().SerializeToString())
+    return cast("_Response", encoded)
+
+
 class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     """The attempt store's RPCs, and the orchestration's."""
 
@@ -151,8 +165,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             skip_existing=request.skip_existing,
             request=_request(caller, request.request_id, "import"),
         )
-        return pb.ImportAttemptsResponse(
-            attempts=[convert.attempt_from_record(r) for r in records], skipped=skipped
+        # A thousand attempts with their losses.
+        return await _encoded_off_loop(
+            lambda: pb.ImportAttemptsResponse(
+                attempts=[convert.attempt_from_record(r) for r in records], skipped=skipped
+            )
         )
 
     @translate_errors
@@ -267,12 +284,17 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                 if refused is None:
                     raise
                 raise refused from err
-            response = pb.ListAttemptsResponse(
-                attempts=[convert.attempt_from_record(r) for r in records[:size]]
-            )
-        if len(records) > size:
-            response.next_page_token = pagination.encode(query, records[size - 1])
-        return response
+
+            def page() -> pb.ListAttemptsResponse:
+                response = pb.ListAttemptsResponse(
+                    attempts=[convert.attempt_from_record(r) for r in records[:size]]
+                )
+                if len(records) > size:
+                    response.next_page_token = pagination.encode(query, records[size - 1])
+                return response
+
+            # Up to 1,000 documents.
+            return await _encoded_off_loop(page)
 
     @translate_errors
     async def DeleteAttempt(
