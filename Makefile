@@ -119,6 +119,7 @@ bench: setup
 	$(PY) bench/filter.py
 	$(PY) bench/studies.py
 	$(PY) bench/dashboard.py
+	$(PY) bench/hostile.py
 	$(PY) -m bench.metalearning
 
 # `make demo UI=1` leaves the stack up with the dashboard on http://127.0.0.1:8080.
