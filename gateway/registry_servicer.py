@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from gateway.auth import Role, current
 from gateway.config import GatewayConfig
-from gateway.downloads import DownloadSlots
+from gateway.slots import Slots
 from gateway.store.run_files import RunFileStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
@@ -49,7 +49,7 @@ class TrainerRegistryServicer(trainer_registry_service_pb2_grpc.TrainerRegistryS
         self._config = config
         self._work = work
         self._files = files
-        self.reads = DownloadSlots(RUN_FILE_READS, RUN_FILE_WAIT_SECONDS)
+        self.reads = Slots("run-file reads", RUN_FILE_READS, RUN_FILE_WAIT_SECONDS)
 
     @translate_errors
     async def RegisterTrainer(

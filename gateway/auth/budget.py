@@ -52,20 +52,29 @@ class PrincipalBudget:
             self._shares[principal.name] = share
         return share
 
-    def _release(self, name: str, share: _Share) -> None:
-        share.users -= 1
-        if share.users == 0:
-            self._shares.pop(name, None)
-
     @contextlib.asynccontextmanager
-    async def call(self, principal: Principal) -> AsyncIterator[None]:
-        """Holds one of the principal's unary slots for the call's duration."""
+    async def _entry(self, principal: Principal) -> AsyncIterator[_Share | None]:
+        """The principal's share while a call uses it (None for an admin: not counted);
+        dropped once no call holds or awaits it."""
         if principal.role is Role.ADMIN:
-            yield
+            yield None
             return
         share = self._share(principal)
         share.users += 1
         try:
+            yield share
+        finally:
+            share.users -= 1
+            if share.users == 0:
+                self._shares.pop(principal.name, None)
+
+    @contextlib.asynccontextmanager
+    async def call(self, principal: Principal) -> AsyncIterator[None]:
+        """Holds one of the principal's unary slots for the call's duration."""
+        async with self._entry(principal) as share:
+            if share is None:
+                yield
+                return
             try:
                 async with asyncio.timeout(self.wait_seconds):
                     await share.calls.acquire()
@@ -78,18 +87,14 @@ class PrincipalBudget:
                 yield
             finally:
                 share.calls.release()
-        finally:
-            self._release(principal.name, share)
 
     @contextlib.asynccontextmanager
     async def stream(self, principal: Principal) -> AsyncIterator[None]:
         """Holds one of the principal's stream slots while the stream is open."""
-        if principal.role is Role.ADMIN:
-            yield
-            return
-        share = self._share(principal)
-        share.users += 1
-        try:
+        async with self._entry(principal) as share:
+            if share is None:
+                yield
+                return
             if share.streams >= self.streams:
                 raise errors.ResourceExhausted(
                     f"{principal.name!r} has {self.streams} streams open, the most one"
@@ -100,5 +105,3 @@ class PrincipalBudget:
                 yield
             finally:
                 share.streams -= 1
-        finally:
-            self._release(principal.name, share)
