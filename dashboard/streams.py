@@ -18,6 +18,7 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from metalearn.client import MetalearnError
+from metalearn.waiting import within
 
 # A comment on an idle event stream this often, so proxies keep it open.
 KEEPALIVE = 15.0
@@ -90,7 +91,7 @@ def event_stream(
             yield "retry: 1000\n\n"
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                    item = await within(queue.get(), KEEPALIVE)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue

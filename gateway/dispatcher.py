@@ -39,6 +39,7 @@ from metalearn import errors
 from metalearn.client import translate
 from metalearn.credentials import authorization
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+from metalearn.waiting import wait_set
 
 log = logging.getLogger(__name__)
 # A run's prognosis is made at most this often (and after its last epoch).
@@ -176,10 +177,7 @@ class Dispatcher:
             except Exception:  # a bug must not stop dispatching: log it and go on
                 log.exception("dispatcher")
             self._hub.queue_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._hub.queue_changed.wait(), self._config.dispatch_seconds
-                )
+            await wait_set(self._hub.queue_changed, self._config.dispatch_seconds)
 
     async def _dispatch(self) -> None:
         # The most free slots a claim found nothing queued to fit: a trainer with no more

@@ -26,6 +26,7 @@ from gateway.store.tasks import TASKS
 from gateway.store.tokens import TOKENS
 from gateway.store.work import EVENTS, QUEUE
 from metalearn.errors import NotFound
+from metalearn.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class EventHub:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="event-hub")
-        await asyncio.wait_for(self._ready.wait(), 30)
+        await within(self._ready.wait(), 30)
 
     async def stop(self) -> None:
         if self._task is not None:

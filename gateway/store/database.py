@@ -22,6 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
 from metalearn import errors
+from metalearn.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,7 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
 
     async def _watch(self) -> None:
         while True:  # `open` has just probed: wait first
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._suspect.wait(), self._probe_seconds)
+            await wait_set(self._suspect, self._probe_seconds)
             # Cleared before the probe: a call failing meanwhile asks for another.
             self._suspect.clear()
             try:

@@ -13,8 +13,6 @@ asked from (another replica's pass may have stored trials meanwhile).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -41,6 +39,7 @@ if TYPE_CHECKING:
 from metalearn import errors
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
+from metalearn.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +123,7 @@ class StudyDriver:
                 log.warning("studies wait for the database: %s", err)
             except Exception:
                 log.exception("advancing studies")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._hub.studies_changed.wait(), self._config.study_tick_seconds
-                )
+            await wait_set(self._hub.studies_changed, self._config.study_tick_seconds)
 
     async def _slots(self, study: pb.Study) -> int:
         if study.max_parallel:

@@ -23,6 +23,7 @@ from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unav
 from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
+from metalearn.waiting import wait_set
 
 # A watcher also looks when no notification came (a time limit, a missed one).
 _WATCH_POLL_SECONDS = 5.0
@@ -142,8 +143,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
             wake.study_id = record.id
             while record.state != "DONE":
                 wake.attempt_ids = frozenset(t.attempt_id for t in current.trials)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.event.wait(), _WATCH_POLL_SECONDS)
+                await wait_set(wake.event, _WATCH_POLL_SECONDS)
                 wake.event.clear()
                 if wake.closing:
                     raise Unavailable("this gateway is stopping: watch again to resume")

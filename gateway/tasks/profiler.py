@@ -14,8 +14,6 @@ goes to a live trainer at once, and one that is busy profiling says RESOURCE_EXH
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -33,6 +31,7 @@ from gateway.store.trainers import TrainerStore
 from metalearn import errors
 from metalearn.credentials import authorization
 from metalearn.v1 import task_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+from metalearn.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +114,7 @@ class TaskProfiler:
                 log.warning("task profiles wait for the database: %s", err)
             except Exception:
                 log.exception("profiling tasks")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._hub.tasks_changed.wait(), self._config.study_tick_seconds
-                )
+            await wait_set(self._hub.tasks_changed, self._config.study_tick_seconds)
 
     async def sweep(self) -> None:
         """Registers the tasks that attempts use and have no row yet, and new versions of
