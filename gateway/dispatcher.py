@@ -39,7 +39,7 @@ from metalearn import errors
 from metalearn.client import translate
 from metalearn.credentials import authorization
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
-from metalearn.waiting import wait_set
+from metalearn.waiting import cancel_and_wait, wait_set
 
 log = logging.getLogger(__name__)
 # A run's prognosis is made at most this often (and after its last epoch).
@@ -131,9 +131,7 @@ class Dispatcher:
         (or this one restarted) resumes them from their checkpoints without waiting for
         a lease to lapse. If the database cannot be reached the leases lapse instead."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         held = list(self._claims.values())
         # First ask each trainer to checkpoint at its epoch's end: a run that does ends
         # INTERRUPTED and is requeued by its own task, losing nothing.

@@ -26,7 +26,7 @@ from gateway.store.tasks import TASKS
 from gateway.store.tokens import TOKENS
 from gateway.store.work import EVENTS, QUEUE
 from metalearn.errors import NotFound
-from metalearn.waiting import within
+from metalearn.waiting import cancel_and_wait, within
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ class EventHub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     @contextlib.contextmanager
     def subscribe(

@@ -59,6 +59,7 @@ from metalearn.v1 import (
     trainer_registry_service_pb2,
     trainer_registry_service_pb2_grpc,
 )
+from metalearn.waiting import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,7 @@ class Background:
         self.hub.end_watches()
         for task in (self._studies_task, self._profiler_task, self._curves_task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         await self.dispatcher.stop()
         await self.hub.stop()
 
@@ -279,9 +278,7 @@ async def _first(wanted: Awaitable[None], stop: Awaitable[bool]) -> bool:
         (wanted_task, stop_task), return_when=asyncio.FIRST_COMPLETED
     )
     for task in pending:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
     return wanted_task in done
 
 
@@ -337,9 +334,13 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
     finally:
         await database.close()
         if supervisor is not None:
-            supervisor.cancel()  # before the stop, or it would start the server again
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+            # Before the stop, or it would start the server again.
+            await cancel_and_wait(supervisor)
         if embedded is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(embedded.stop)
+        # Then what libraries left running (psycopg_pool's schedulers): asyncio.run
+        # cancels each once at its end, and one that absorbs that cancel (see
+        # metalearn/waiting.py) would keep the process from exiting.
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            await cancel_and_wait(task)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -31,3 +31,16 @@ async def wait_set(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], patience: float = 1.0) -> None:
+    """Cancels `task` and waits until it has ended, cancelling again every `patience`
+    seconds. One cancel is not always enough on Python 3.11: a cancellation that
+    arrives as an inner `wait_for` finishes is swallowed (gh-86296), and libraries wait
+    that way (psycopg_pool's getconn, its scheduler), so a background loop can absorb
+    one cancel inside a database call and go on. A task's own exception is raised."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=patience)
+    if not task.cancelled():
+        task.result()

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from metalearn.waiting import wait_set, within
+from metalearn.waiting import cancel_and_wait, wait_set, within
 
 
 async def _cancelled_as_the_event_is_set(wait: object) -> asyncio.Task[None]:
@@ -63,3 +63,30 @@ def test_the_gateway_never_waits_with_asyncio_wait_for() -> None:
         if "asyncio.wait_for(" in path.read_text()
     ]
     assert users == []
+
+
+def test_cancel_and_wait_ends_a_task_that_absorbs_one_cancel() -> None:
+    async def main() -> None:
+        absorbed = []
+
+        async def stubborn() -> None:  # as a loop whose database call swallowed one
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                absorbed.append(True)
+            await asyncio.sleep(30)
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        await cancel_and_wait(task, patience=0.05)
+        assert absorbed == [True] and task.cancelled()
+
+        async def failing() -> None:
+            raise ValueError("its own error")
+
+        task = asyncio.create_task(failing())
+        await asyncio.sleep(0)
+        with pytest.raises(ValueError, match="its own error"):
+            await cancel_and_wait(task)
+
+    asyncio.run(main())

@@ -22,7 +22,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
 from metalearn import errors
-from metalearn.waiting import wait_set
+from metalearn.waiting import cancel_and_wait, wait_set
 
 log = logging.getLogger(__name__)
 
@@ -333,9 +333,7 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
         if self.service is not self:
             await self.service.close(timeout)
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+            await cancel_and_wait(self._monitor)
             self._monitor = None
         self.up = False
         self._serving.clear()
