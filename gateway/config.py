@@ -88,7 +88,7 @@ class GatewayConfig:
     # Studies are advanced on every queue notification, and at least this often (a
     # missed notification, a time limit).
     study_tick_seconds: float = 2.0
-    # Security (DESIGN §7). False only for loopback: every caller is then an admin.
+    # Security (docs/architecture.md §10). False only for loopback: every caller is then an admin.
     auth: bool = True
     # TLS of the gateway's own port (None: plaintext).
     tls: ServerTls | None = None

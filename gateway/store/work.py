@@ -1,6 +1,6 @@
 """Every SQL statement of the orchestration: the queue, leases, artifacts, events.
 
-Status changes happen only along DESIGN §3's transitions, each enforced in SQL by
+Status changes happen only along the transitions of docs/architecture.md §3, each enforced in SQL by
 expecting the current status. Notifications are sent inside the writing transaction,
 so PostgreSQL delivers them only after the commit: an event is stored before anyone
 hears of it.
