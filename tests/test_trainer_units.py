@@ -337,7 +337,7 @@ def test_batches_come_in_a_dataloaders_order(count: int, batch: int) -> None:
 def test_the_ranks_weighted_losses_average_to_the_whole_batchs(criterion) -> None:
     """DDP averages the ranks' gradients: the weights make that the one-device gradient,
     class weights and ignored labels included (uneven parts too)."""
-    from trainer.distributed import Team
+    from trainer.team import Team
 
     scores = torch.randn(7, 3)
     labels = torch.tensor([0, 1, 2, 2, 1, 0, 2])

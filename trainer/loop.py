@@ -15,34 +15,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from trainer.failures import CommandFailed, Diverged, Stopped
 from trainer.optim import Target
-
-if TYPE_CHECKING:
-    from trainer.distributed import Team
 from trainer.transforms import BatchTransform, command_fault
 
+if TYPE_CHECKING:
+    from trainer.team import Team
 
-class Stopped(Exception):
-    """`should_stop` said so between two batches."""
-
-
-class Diverged(Exception):
-    """The loss became NaN or infinite."""
-
-
-class CommandFailed(Exception):
-    """A part of the command itself, its transforms or its loss, refused the real data:
-    BCELoss given scores outside [0, 1], a crop larger than the image... The same
-    command fails the same way on any trainer, so it is the command's mistake, never a
-    reason to retry. Out of memory and our own bugs are not wrapped (see
-    `transforms.command_fault`)."""
-
-    def __init__(self, stage: str, batch: int, err: BaseException) -> None:
-        # "transform" or "criterion": which part of the command failed.
-        self.stage = stage
-        self.batch = batch
-        self.error = err
-        super().__init__(f"{stage} failed at batch {batch}: {err}")
+__all__ = [
+    "Batches",
+    "CommandFailed",
+    "Diverged",
+    "EpochResult",
+    "Evaluation",
+    "Stopped",
+    "TensorImages",
+    "eval_batch_size",
+    "evaluate",
+    "loader",
+    "train_one_epoch",
+]
 
 
 def _transformed(transform: BatchTransform, images: torch.Tensor, batch: int) -> torch.Tensor:

@@ -15,7 +15,8 @@ from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
 from trainer import artifacts, checks, loop, model, optim, run_files
 from trainer.config import TrainerConfig
 from trainer.data import ImageSource, Preprocessor
-from trainer.run import Emit, Signals, device_for
+from trainer.recipe import Emit, Signals
+from trainer.run import device_for
 from trainer.transforms import BatchTransform, check_image_ops, check_pipeline, check_sizes
 
 pb = trainer_service_pb2
