@@ -70,7 +70,7 @@ from gateway.filtering import MAX_FILTER_CHARS, MAX_PATTERN_CHARS, MAX_WILDCARDS
 from gateway.store import open_pool
 from gateway.store.work import WorkStore
 from gateway.studies import checks as study_checks
-from gateway.studies import space as study_space
+from learning.studies import space as study_space
 from metalearn import digits
 from metalearn.credentials import open_channel
 from metalearn.limits import COMMAND_LIMITS

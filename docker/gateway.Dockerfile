@@ -9,6 +9,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY metalearn ./metalearn
+COPY learning ./learning
 COPY gateway ./gateway
 RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --uid 10001 metalearn

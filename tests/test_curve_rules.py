@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from gateway.curves.rules import Point, flags, from_losses
+from learning.curves.rules import Point, flags, from_losses
 from metalearn.documents import attempt_from_document
 
 FIXTURE = Path(__file__).parent / "fixtures" / "attempt_american_dog_species_3.json"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
-from gateway.curves import features, model, prognosis, rules
-from gateway.curves.pruner import LearnedPruner
+from learning.curves import features, model, prognosis, rules
+from learning.curves.pruner import LearnedPruner
 from metalearn import documents
 from metalearn.v1 import (
     attempt_pb2,

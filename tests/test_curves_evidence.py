@@ -18,9 +18,9 @@ import pytest
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from gateway.config import GatewayConfig
-from gateway.curves import features, model, rules
 from gateway.store import open_pool
 from gateway.store.curves import CurveStore
+from learning.curves import features, model, rules
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import curve_service_pb2 as cpb

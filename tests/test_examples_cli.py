@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from gateway.studies import space
 from gateway.tasks.learner import params_of
+from learning.studies import space
 from metalearn import cli
 from metalearn.errors import Violations
 from metalearn.examples import grid, history, tasks

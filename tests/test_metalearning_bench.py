@@ -11,8 +11,8 @@ import random
 import pytest
 
 from bench.metalearning import curves, evaluate
-from gateway.curves import features, model, rules
-from gateway.curves.pruner import LearnedPruner
+from learning.curves import features, model, rules
+from learning.curves.pruner import LearnedPruner
 from metalearn.examples import grid
 
 

@@ -283,13 +283,14 @@ def test_a_gp_ask_runs_beside_the_gateway_never_in_it() -> None:
 import asyncio, sys
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
-from gateway.studies import sampling, space
+from gateway.studies import asking
+from learning.studies import sampling, space
 lr = space.Parameter("optimizer.lr", ("optimizer", "lr"), FloatDistribution(1e-4, 0.1, log=True))
 past = [sampling.PastTrial(k, {"optimizer.lr": v}, TrialState.COMPLETE, value)
         for k, (v, value) in enumerate([(1e-3, 0.9), (1e-2, 0.95), (3e-4, 0.7)])]
 def ask():
-    return asyncio.run(sampling.ask_async("s", [lr], True, "gp", {"n_startup_trials": 2.0}, 1,
-                                          past, {})).internal["optimizer.lr"]
+    return asyncio.run(asking.ask_async("s", [lr], True, "gp", {"n_startup_trials": 2.0}, 1,
+                                        past, {})).internal["optimizer.lr"]
 first, second = ask(), ask()
 assert 1e-4 <= first <= 0.1 and first == second, (first, second)
 assert "torch" not in sys.modules

@@ -19,7 +19,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from gateway.studies import arguments, asking, checks, pruning, sampling, workers
+from gateway.studies import asking, checks, pruning, workers
+from learning.studies import arguments, sampling
 from metalearn.v1 import study_service_pb2 as pb
 from metalearn.v1 import study_service_pb2_grpc
 from tests.harness import upload_labels

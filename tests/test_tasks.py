@@ -11,9 +11,9 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from gateway.studies import space
-from gateway.tasks import defaults, similarity, warmstart
 from gateway.tasks.learner import params_of, signature
+from learning.studies import space
+from learning.tasks import defaults, similarity, warmstart
 from metalearn.errors import Violations
 from metalearn.v1 import study_service_pb2 as spb
 from metalearn.v1 import study_service_pb2_grpc, task_pb2, task_service_pb2_grpc

@@ -29,8 +29,8 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from gateway.curves import features, model, prognosis, pruner, rules
 from gateway.studies import pruning as optuna_pruning
+from learning.curves import features, model, prognosis, pruner, rules
 from metalearn.examples import grid
 
 DETECT_EPOCH = 3

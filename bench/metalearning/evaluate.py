@@ -22,8 +22,8 @@ import numpy as np
 from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
-from gateway.studies import sampling, space
-from gateway.tasks import similarity, warmstart
+from learning.studies import sampling, space
+from learning.tasks import similarity, warmstart
 from metalearn.errors import Violations
 from metalearn.examples import grid
 from metalearn.v1 import study_service_pb2

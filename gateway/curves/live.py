@@ -19,12 +19,12 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from gateway.curves import model as curve_model
-from gateway.curves import rules
-from gateway.curves.features import Run
-from gateway.curves.prognosis import Assessment, assess
-from gateway.curves.pruner import LearnedPruner
 from gateway.store.curves import CurveRow, CurveStore, ModelRow
+from learning.curves import model as curve_model
+from learning.curves import rules
+from learning.curves.features import Run
+from learning.curves.prognosis import Assessment, assess
+from learning.curves.pruner import LearnedPruner
 from metalearn import errors
 from metalearn.v1 import attempt_pb2, curve_service_pb2
 

@@ -15,8 +15,9 @@ from optuna.trial import TrialState
 
 from gateway.config import Limits
 from gateway.store.studies import StudyRecord, TrialRecord
-from gateway.studies import model, sampling, space
+from gateway.studies import model, workers
 from gateway.studies.checks import command_problem, parameters
+from learning.studies import sampling, space
 from metalearn.structs import plain_struct
 from metalearn.v1 import study_service_pb2 as pb
 
@@ -100,7 +101,7 @@ def priors(
     """The warm start's past trials on this study's scale, as its own values stand."""
     if not plan or not plan.get("priors"):
         return []
-    from gateway.tasks import warmstart  # scipy: only a warm-started study needs it
+    from learning.tasks import warmstart  # scipy: only a warm-started study needs it
 
     maximize = model.maximize(study)
     own = [t.value for t in past if t.state == TrialState.COMPLETE and t.value is not None]
@@ -112,3 +113,21 @@ def past_trial(study: pb.Study, trial: TrialRecord) -> sampling.PastTrial:
     o = model.outcome(study, trial)
     return sampling.PastTrial(trial.number, trial.internal, o.state, o.value,
                               trial.sampler_state, model.curve(study, trial))  # fmt: skip
+
+
+async def ask_async(
+    study_name: str,
+    params: Sequence[space.Parameter],
+    maximize: bool,
+    sampler_name: str,
+    sampler_args: dict[str, Any],
+    seed: int,
+    trials: Sequence[sampling.PastTrial],
+    study_state: dict[str, Any],
+    priors: Sequence[tuple[dict[str, Any], float]] = (),
+) -> sampling.Asked:
+    """`ask` in a worker process (workers.py): an ask scores every candidate against
+    every past trial, seconds of CPU for a large study; and Optuna's GPSampler imports
+    torch (2 s, hundreds of MB) at its first real ask, which the gateway never loads."""
+    return await workers.run(sampling.ask, study_name, params, maximize, sampler_name, sampler_args,
+                             seed, list(trials), study_state, list(priors))  # fmt: skip

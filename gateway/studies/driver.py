@@ -31,8 +31,9 @@ from gateway.store.requests import RequestKey
 from gateway.store.studies import Locked, StudyRecord, StudyStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
-from gateway.studies import asking, model, space, workers
+from gateway.studies import asking, model, workers
 from gateway.studies.checks import parameters, trial_command
+from learning.studies import space
 
 if TYPE_CHECKING:
     from gateway.tasks.warm import WarmStarter

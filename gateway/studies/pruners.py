@@ -23,7 +23,8 @@ from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState, create_trial
 
 from gateway.store.studies import TrialRecord
-from gateway.studies import arguments, model
+from gateway.studies import model
+from learning.studies import arguments
 from metalearn.errors import Violations
 from metalearn.v1 import study_service_pb2 as pb
 
@@ -61,7 +62,7 @@ PRUNER_ARGS: dict[str, dict[str, arguments.Arg]] = {
         "bootstrap_count": _TRIALS,  # 0
     },
     "wilcoxon": {"p_threshold": arguments.number(0, 1), "n_startup_steps": _EPOCHS},  # 0.1, 2
-    # metalearn's own (gateway/curves/pruner.py), not Optuna's: it reads the curve model.
+    # metalearn's own (learning/curves/pruner.py), not Optuna's: it reads the curve model.
     "learned": {
         "min_epoch": _SOME_EPOCHS,  # 2
         "n_startup_trials": _TRIALS,  # 1

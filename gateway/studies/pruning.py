@@ -16,10 +16,11 @@ from typing import Any
 from optuna.trial import TrialState
 
 from gateway.curves.live import Curves
-from gateway.curves.pruner import LearnedPruner
 from gateway.store.studies import StudyStore, TrialRecord
-from gateway.studies import arguments, model, workers
+from gateway.studies import model, workers
 from gateway.studies.pruners import PRUNER_ARGS, check, decide, make
+from learning.curves.pruner import LearnedPruner
+from learning.studies import arguments
 from metalearn.structs import plain_struct
 from metalearn.v1 import study_service_pb2 as pb
 

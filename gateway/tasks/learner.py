@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.store.tasks import Evaluation, TaskRecord, TaskStore
-from gateway.studies import space
-from gateway.tasks import similarity, warmstart
+from learning.studies import space
+from learning.tasks import similarity, warmstart
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.tasks import TaskRecord, TaskStore
-from gateway.tasks import defaults
 from gateway.tasks.learner import Fitted, Known, Learner
 from gateway.tasks.profiler import TaskProfiler
 from gateway.validation import check_labels_have_images, check_task_key
+from learning.tasks import defaults
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, task_pb2, task_service_pb2_grpc

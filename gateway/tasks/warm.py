@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway.convert import image_ops_json
 from gateway.store.tasks import TaskStore
-from gateway.studies import space
 from gateway.tasks.learner import Learner, warm_plan
+from learning.studies import space
 from metalearn import errors
 from metalearn.v1 import study_service_pb2 as pb
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.curves import rules
+from learning.curves import rules
 
 # Task profile features the model may read (gateway/tasks/profiler.FEATURES, in a fixed
 # order: a model's columns must not move between fits).

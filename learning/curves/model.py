@@ -34,7 +34,7 @@ import sklearn
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 
-from gateway.curves.features import NAMES, Run, row
+from learning.curves.features import NAMES, Run, row
 
 LOW, MEDIAN, HIGH = 0.1, 0.5, 0.9
 QUANTILES = (LOW, MEDIAN, HIGH)

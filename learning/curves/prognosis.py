@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gateway.curves import rules
-from gateway.curves.features import Run
-from gateway.curves.model import CurveModel, Prediction
+from learning.curves import rules
+from learning.curves.features import Run
+from learning.curves.model import CurveModel, Prediction
 
 # The share of its task's best that a run must still be able to reach.
 HALF_OF_BEST = 0.5

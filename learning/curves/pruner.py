@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gateway.curves.features import Run
-from gateway.curves.model import CurveModel, Prediction
+from learning.curves.features import Run
+from learning.curves.model import CurveModel, Prediction
 
 MIN_EPOCH = 2
 N_STARTUP_TRIALS = 1

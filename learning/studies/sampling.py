@@ -35,8 +35,8 @@ from optuna.samplers import (
 from optuna.storages import InMemoryStorage
 from optuna.trial import TrialState, create_trial
 
-from gateway.studies import arguments, workers
-from gateway.studies.space import Parameter
+from learning.studies import arguments
+from learning.studies.space import Parameter
 from metalearn.errors import Violations
 
 # Once, at import: warnings.catch_warnings is not thread-safe, and these would be logged
@@ -73,7 +73,7 @@ SAMPLER_ARGS: dict[str, dict[str, arguments.Arg]] = {
     },
     "qmc": {"qmc_type": arguments.choice("sobol", "halton"), "scramble": arguments.FLAG_ARG},
     "grid": {},
-    # Its asks run in a process of their own (ask_async).
+    # The gateway asks it in a process of its own (gateway/studies/asking.ask_async).
     "gp": {"n_startup_trials": _STARTUP, "deterministic_objective": arguments.FLAG_ARG},
 }
 MAX_GRID = 100_000
@@ -194,24 +194,6 @@ class Asked:
     internal: dict[str, Any]
     trial_state: dict[str, Any]
     study_state: dict[str, Any]
-
-
-async def ask_async(
-    study_name: str,
-    params: Sequence[Parameter],
-    maximize: bool,
-    sampler_name: str,
-    sampler_args: dict[str, Any],
-    seed: int,
-    trials: Sequence[PastTrial],
-    study_state: dict[str, Any],
-    priors: Sequence[tuple[dict[str, Any], float]] = (),
-) -> Asked:
-    """`ask` in a worker process (workers.py): an ask scores every candidate against
-    every past trial, seconds of CPU for a large study; and Optuna's GPSampler imports
-    torch (2 s, hundreds of MB) at its first real ask, which the gateway never loads."""
-    return await workers.run(ask, study_name, params, maximize, sampler_name, sampler_args,
-                             seed, list(trials), study_state, list(priors))  # fmt: skip
 
 
 def ask(

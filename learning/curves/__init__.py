@@ -1,0 +1,1 @@
+"""Learning from curves: rules, features, the curve model, prognoses, the learned pruner."""

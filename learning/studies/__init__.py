@@ -1,0 +1,1 @@
+"""Studies' maths: the search space, bounded sampler arguments, asking a sampler."""

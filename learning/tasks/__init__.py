@@ -1,0 +1,1 @@
+"""Learning across tasks: distances between profiles, warm-start priors, defaults."""
