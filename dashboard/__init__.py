@@ -18,5 +18,5 @@ token may.
     actions.py   what users change: cancel, test, tags and note, train a suggestion
     app.py       the routes: create_app(config)
     server.py    create_server (tests start it on port 0); `metalearn ui` runs it
-                 (its flags live in metalearn/ui_cli.py, beside the other commands)
+                 (its flags live in metalearn/cli/ui.py, beside the other commands)
 """

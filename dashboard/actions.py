@@ -15,8 +15,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from dashboard import views
 from metalearn import documents
-from metalearn.client import MetalearnError, status_text
+from metalearn.client import MetalearnError
 from metalearn.v1 import attempt_pb2
+from metalearn.views.attempts import status_text
 
 if TYPE_CHECKING:
     from dashboard.app import Dashboard

@@ -36,10 +36,11 @@ from dashboard.config import UiConfig
 from dashboard.gateway import Gateway
 from dashboard.importance import Importances
 from dashboard.streams import event_stream, sse
-from metalearn.client import MetalearnError, UnauthenticatedError, status_text
-from metalearn.security_cli import role_text
+from metalearn.client import MetalearnError, UnauthenticatedError
 from metalearn.tls import is_loopback
 from metalearn.v1 import attempt_service_pb2, study_service_pb2, token_service_pb2
+from metalearn.views.attempts import status_text
+from metalearn.views.tokens import role_text
 
 apb = attempt_service_pb2
 HERE = Path(__file__).parent

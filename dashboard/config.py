@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metalearn.launch import LAUNCH_KEY_MINUTES
 from metalearn.tls import ClientTls
-from metalearn.ui_cli import LAUNCH_KEY_MINUTES
 
 
 @dataclass(frozen=True)

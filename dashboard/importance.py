@@ -1,6 +1,6 @@
 """Hyperparameter importances of a study, as optuna-dashboard shows them: Optuna's own
 `optuna.importance.get_param_importances` (fANOVA, seeded) over an in-memory Optuna study
-rebuilt from the trials GetStudy returns (`metalearn.study_plots.rebuild`, the same one
+rebuilt from the trials GetStudy returns (`metalearn.views.study_plots.rebuild`, the same one
 `metalearn study plot` draws from). Nothing is stored: PostgreSQL stays the one source.
 
 Optuna is imported on first use, in a worker thread (it takes a while), and each study's
@@ -43,7 +43,7 @@ def compute(study: spb.Study) -> dict[str, Any]:
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    from metalearn.study_plots import rebuild
+    from metalearn.views.study_plots import rebuild
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rebuilt = rebuild(study, {})

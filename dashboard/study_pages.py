@@ -11,8 +11,8 @@ from google.protobuf import json_format
 
 from dashboard.views import command_json, human, number, when
 from metalearn import documents
-from metalearn.study_views import objective_text, study_state, trial_state
 from metalearn.v1 import attempt_pb2, study_service_pb2
+from metalearn.views.studies import objective_text, study_state, trial_state
 
 pb = attempt_pb2
 spb = study_service_pb2
@@ -20,7 +20,7 @@ spb = study_service_pb2
 
 def objective_of(s: spb.Study) -> tuple[str, bool, Callable[[pb.EpochMetrics], float]]:
     """The objective's name, whether larger is better, and its value in one epoch (as
-    metalearn.study_plots has it, without importing Optuna into the dashboard)."""
+    metalearn.views.study_plots has it, without importing Optuna into the dashboard)."""
     text = objective_text(s.objective)
     if "loss" in text:
         return text, False, lambda e: e.val_loss

@@ -11,10 +11,15 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from metalearn import documents, looking
-from metalearn.client import status_text
-from metalearn.runs import prognosis_short
+from metalearn import documents
 from metalearn.v1 import attempt_pb2, task_pb2
+from metalearn.views.attempts import (
+    as_text,
+    command_fields,
+    differing_in,
+    prognosis_short,
+    status_text,
+)
 
 pb = attempt_pb2
 
@@ -271,14 +276,14 @@ def _stats(values: Iterable[float | None]) -> dict[str, float | None]:
 def comparison(attempts: Sequence[pb.Attempt]) -> dict[str, Any]:
     """Side by side: every command field with whether it differs, and the metrics'
     final, best, smallest and largest values."""
-    flat = looking.command_fields(attempts)
+    flat = command_fields(attempts)
     keys = sorted(set().union(*flat)) if flat else []
-    differing = set(looking.differing_in(flat))
+    differing = set(differing_in(flat))
     fields = [
         {
             "key": key,
             "differs": key in differing,
-            "values": ["" if f.get(key) is None else looking.as_text(f.get(key)) for f in flat],
+            "values": ["" if f.get(key) is None else as_text(f.get(key)) for f in flat],
         }
         for key in keys
     ]

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from metalearn import Client, cli, documents, runs
+from metalearn import Client, cli, documents
+from metalearn.cli import runs
 from metalearn.v1 import attempt_pb2, trainer_service_pb2
 from tests.conftest import SEED
 from tests.harness import GatewayThread, png, upload_labels

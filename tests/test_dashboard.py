@@ -284,7 +284,7 @@ def test_the_launch_link_expires(gateway) -> None:
         ui.stop()
     # The default is ten minutes, as `metalearn up` says when it prints the link.
     from dashboard.config import UiConfig
-    from metalearn.ui_cli import LAUNCH_KEY_MINUTES
+    from metalearn.launch import LAUNCH_KEY_MINUTES
 
     assert UiConfig().launch_seconds == 600 == LAUNCH_KEY_MINUTES * 60
 

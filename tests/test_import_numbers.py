@@ -227,7 +227,8 @@ def test_the_cli_sends_batches_within_the_call_bounds(gateway, tmp_path, capsys,
     process: the bound is lowered on both sides to keep the file small)."""
     import json
 
-    from metalearn import documents, history_cli
+    from metalearn import documents
+    from metalearn.cli import history as history_cli
     from metalearn.cli import main
 
     assert history_cli._BATCH_EPOCHS == importing.MAX_EPOCHS

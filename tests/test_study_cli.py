@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from metalearn import Client, study_views
+from metalearn import Client
 from metalearn.client import InvalidRequest, NotFoundError
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
+from metalearn.views import studies as study_views
 from tests.harness import GatewayThread, upload_labels
 from tests.test_cli import run
 from tests.test_studies_live import live, tiny_study
@@ -187,7 +188,7 @@ def made_up_study() -> tuple[pb.Study, dict[int, list[attempt_pb2.EpochMetrics]]
 
 
 def test_the_plot_rebuilds_the_study_in_optuna(tmp_path) -> None:
-    from metalearn import study_plots  # as the CLI does: only plotting needs Optuna
+    from metalearn.views import study_plots  # as the CLI does: only plotting needs Optuna
 
     study, epochs = made_up_study()
     rebuilt = study_plots.rebuild(study, epochs)

@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from metalearn import Client, cli, study_cli, study_views, task_cli
+from metalearn import Client, cli
+from metalearn.cli import study as study_cli
+from metalearn.cli import task as task_cli
+from metalearn.cli.runs import CliError
 from metalearn.client import (
     InvalidRequest,
     MetalearnError,
@@ -27,10 +30,10 @@ from metalearn.client import (
     UnavailableError,
     task_key,
 )
-from metalearn.runs import CliError
 from metalearn.v1 import attempt_pb2, task_pb2
 from metalearn.v1 import study_service_pb2 as spb
 from metalearn.v1 import task_service_pb2 as pb
+from metalearn.views import studies as study_views
 from tests.harness import GatewayThread, upload_labels
 from tests.trainer_harness import lenet_command, lenet_doc
 

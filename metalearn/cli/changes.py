@@ -7,8 +7,9 @@ import argparse
 import sys
 from typing import Any
 
-from metalearn import documents, runs
-from metalearn.runs import CliError, answer, client_for
+from metalearn import documents
+from metalearn.cli import runs
+from metalearn.cli.runs import CliError, answer, client_for
 from metalearn.v1 import attempt_pb2
 
 

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from metalearn import documents
-from metalearn.runs import answer, client_for
+from metalearn.cli.runs import answer, client_for
 from metalearn.v1 import curve_service_pb2 as pb
 
 

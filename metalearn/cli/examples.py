@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from metalearn.cli.runs import CliError, client_for, print_json
 from metalearn.client import Client
-from metalearn.runs import CliError, client_for, print_json
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, task_pb2
 
 # One ImportAttempts call takes at most 1,000 documents; the table's are about 3 KB each.

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from metalearn import documents
+from metalearn.cli.runs import CliError, client_for
 from metalearn.client import InvalidRequest
-from metalearn.runs import CliError, client_for
 from metalearn.v1 import attempt_pb2
 
 # One ImportAttempts call: the gateway takes at most 1000 documents and 32 MiB, and of

@@ -14,23 +14,23 @@ from typing import Any
 
 import grpc
 
-from metalearn import (
-    changes_cli,
-    curve_cli,
-    documents,
-    examples_cli,
-    history_cli,
+from metalearn import documents, tls
+from metalearn.cli import (
+    changes,
+    curve,
+    examples,
+    history,
     runs,
-    security_cli,
+    security,
     stack,
-    study_cli,
-    task_cli,
-    tls,
-    ui_cli,
+    study,
+    task,
+    ui,
 )
-from metalearn.client import MetalearnError, status_text, translate
-from metalearn.runs import CliError, client_for, print_attempt, print_json, prognosis_short
+from metalearn.cli.runs import CliError, client_for, print_attempt, print_json
+from metalearn.client import MetalearnError, translate
 from metalearn.v1 import dataset_service_pb2
+from metalearn.views.attempts import prognosis_short, status_text
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"})
@@ -424,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         ' "training_commands.optimizer.lr" (default: id order)',
     )
     lst.set_defaults(func=cmd_attempts_list)
-    history_cli.add_command(attempts, common)
-    changes_cli.add_attempt_commands(attempts, common)
+    history.add_command(attempts, common)
+    changes.add_attempt_commands(attempts, common)
 
     images = sub.add_parser("images", help="labelled images").add_subparsers(
         dest="action", required=True
@@ -441,15 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     digits.set_defaults(func=cmd_images_import_digits)
     labels = images.add_parser("labels", parents=[common], help="labels and image counts")
     labels.set_defaults(func=cmd_images_labels)
-    changes_cli.add_image_commands(images, common)
+    changes.add_image_commands(images, common)
     runs.add_commands(sub, common)
-    study_cli.add_commands(sub, common)
-    task_cli.add_commands(sub, common)
-    curve_cli.add_commands(sub, common)
-    examples_cli.add_commands(sub, common)
-    security_cli.add_commands(sub, common)
+    study.add_commands(sub, common)
+    task.add_commands(sub, common)
+    curve.add_commands(sub, common)
+    examples.add_commands(sub, common)
+    security.add_commands(sub, common)
     stack.add_command(sub)
-    ui_cli.add_command(sub, common)
+    ui.add_command(sub, common)
     return parser
 
 
@@ -479,7 +479,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("metalearn: interrupted", file=sys.stderr)
         return 130  # as a shell reports a process that SIGINT stopped
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

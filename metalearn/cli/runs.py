@@ -9,17 +9,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metalearn import documents, looking
+from metalearn import documents
 from metalearn.client import (
     TERMINAL,
     Client,
     EpochMetrics,
     NotFoundError,
     TestProgress,
-    status_text,
 )
 from metalearn.tls import TlsError, client_tls
 from metalearn.v1 import attempt_pb2
+from metalearn.views.attempts import (
+    comparison_table,
+    differing,
+    plot_curves,
+    prognosis_short,
+    prognosis_text,
+    result_values,
+    status_text,
+)
 
 _TIMEOUT = 30.0
 LOCAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -86,40 +94,6 @@ def answer(args: argparse.Namespace, value: Any, text: str) -> int:
     else:
         print(text)
     return 0
-
-
-def _flag_name(kind: int) -> str:
-    return attempt_pb2.CurveFlagKind.Name(kind).removeprefix("CURVE_FLAG_KIND_")  # type: ignore[arg-type]
-
-
-def prognosis_short(p: attempt_pb2.Prognosis | None) -> str:
-    """A prognosis in a table cell: flags, hopeless, and the predicted final accuracy."""
-    if p is None:
-        return "-"
-    parts = [_flag_name(f.kind).lower().replace("_", "-") for f in p.flags]
-    if p.hopeless:
-        parts.append("hopeless")
-    if p.predicted:
-        parts.append(f"->{p.final_val_accuracy:.3f}")
-    # Nothing fired and nothing predicted is not "ok" (the dashboard's table agrees).
-    return " ".join(parts) or "-"
-
-
-def prognosis_text(p: attempt_pb2.Prognosis) -> str:
-    """A prognosis in words: the predicted final validation accuracy with its interval
-    (or why there is none), each rule that fired, and whether it is hopeless."""
-    if p.predicted:
-        said = (
-            f"final val accuracy {p.final_val_accuracy:.3f} (80% {p.final_val_accuracy_low:.3f}"
-            f"-{p.final_val_accuracy_high:.3f}, curve model v{p.model_version})"
-        )
-    else:
-        # The note says why there is none ("no curve model fitted yet (...)").
-        said = p.note or "no prediction"
-    flags = [f"{_flag_name(f.kind).lower().replace('_', ' ')} since epoch {f.since_epoch}"
-             for f in p.flags]  # fmt: skip
-    hopeless = [f"HOPELESS: {p.hopeless_reason}"] if p.hopeless else []
-    return f"prognosis after epoch {p.epoch}: " + "; ".join([said, *flags, *hopeless])
 
 
 def print_attempt(attempt: attempt_pb2.Attempt, as_json: bool, full: bool = False) -> None:
@@ -254,25 +228,25 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         attempt = client.get(args.name, full=True)
-    path = looking.plot_curves([attempt], args.output)
+    path = plot_curves([attempt], args.output)
     return answer(args, {"name": args.name, "plot": str(path)}, str(path))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         attempts = [client.get(name, full=True) for name in args.names]
-    plot = looking.plot_curves(attempts, args.plot) if args.plot else None
+    plot = plot_curves(attempts, args.plot) if args.plot else None
     if args.json:
         print_json(
             {
                 "names": [a.name for a in attempts],
-                "differences": looking.differing(attempts),
-                "results": [looking.result_values(a) for a in attempts],
+                "differences": differing(attempts),
+                "results": [result_values(a) for a in attempts],
                 "plot": str(plot) if plot else None,
             }
         )
         return 0
-    print(looking.comparison_table(attempts))
+    print(comparison_table(attempts))
     if plot:
         print(f"\nloss curves: {plot}")
     return 0

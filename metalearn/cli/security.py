@@ -7,12 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from metalearn import documents
-from metalearn.runs import answer, client_for, print_json
-from metalearn.v1 import token_service_pb2
-
-
-def role_text(value: int) -> str:
-    return token_service_pb2.Role.Name(value).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
+from metalearn.cli.runs import answer, client_for, print_json
+from metalearn.views.tokens import role_text
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:

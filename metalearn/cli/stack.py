@@ -16,8 +16,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from metalearn.runs import CliError
-from metalearn.ui_cli import LAUNCH_KEY_ENV, LAUNCH_KEY_MINUTES
+from metalearn.cli.runs import CliError
+from metalearn.launch import LAUNCH_KEY_ENV, LAUNCH_KEY_MINUTES
 
 CLI = [sys.executable, "-m", "metalearn.cli"]
 DEFAULT_LISTEN = "127.0.0.1:50051"

@@ -11,10 +11,13 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from metalearn import documents, runs
+from metalearn import documents
+from metalearn.cli import runs
+from metalearn.cli.runs import CliError, answer, client_for, print_json
 from metalearn.client import Client, NotFoundError
-from metalearn.runs import CliError, answer, client_for, print_json
-from metalearn.study_views import (
+from metalearn.v1 import attempt_pb2
+from metalearn.v1 import study_service_pb2 as pb
+from metalearn.views.studies import (
     PARAMS_WIDTH,
     best_line,
     follow_study,
@@ -30,8 +33,6 @@ from metalearn.study_views import (
     warm_start_line,
     warm_start_lines,
 )
-from metalearn.v1 import attempt_pb2
-from metalearn.v1 import study_service_pb2 as pb
 
 # Keys of `study show --json` that are not Study fields (a study file may hold them).
 _EXTRA_KEYS = ("best_command",)
@@ -217,7 +218,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 # A deleted attempt: its trial is drawn without its curve.
                 with contextlib.suppress(NotFoundError):
                     epochs[trial.number] = list(client.get(trial.attempt_name, full=True).epochs)
-    from metalearn import study_plots  # late: Optuna and matplotlib take a while to import
+    from metalearn.views import study_plots  # late: Optuna and matplotlib take a while to import
 
     path = study_plots.plot_study(study, epochs, args.output)
     return answer(args, {"name": args.name, "plot": str(path)}, str(path))

@@ -18,20 +18,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from metalearn import documents, runs
+from metalearn import documents
+from metalearn.cli import runs
+from metalearn.cli.runs import CliError, client_for, print_json
 from metalearn.client import (
     Client,
     MetalearnError,
     NotFoundError,
     UnavailableError,
-    status_text,
 )
 from metalearn.documents import integral
-from metalearn.runs import CliError, client_for, print_json
 from metalearn.structs import plain_struct
-from metalearn.study_views import fingerprint_prefix, label_list, short_value
 from metalearn.v1 import attempt_pb2, task_pb2
 from metalearn.v1 import task_service_pb2 as pb
+from metalearn.views.attempts import status_text
+from metalearn.views.studies import fingerprint_prefix, label_list, short_value
 
 # The meta-features in the order TaskProfile documents them; others (probe_*, newer
 # ones) follow by name.

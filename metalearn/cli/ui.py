@@ -10,10 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from metalearn.launch import LAUNCH_KEY_ENV
 from metalearn.tls import client_tls, is_loopback
-
-LAUNCH_KEY_ENV = "METALEARN_UI_LAUNCH_KEY"
-LAUNCH_KEY_MINUTES = 10  # the key signs in once, within this long of the dashboard's start
 
 
 def _split(listen: str) -> tuple[str, int]:

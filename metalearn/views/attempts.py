@@ -1,4 +1,5 @@
-"""Looking at attempts: loss curves as PNG files and side-by-side comparisons."""
+"""Attempts as people read them, in the CLI and the dashboard alike: a status and a
+prognosis in words, loss curves as PNG files, and side-by-side comparisons."""
 
 from __future__ import annotations
 
@@ -8,8 +9,47 @@ from pathlib import Path
 from typing import Any
 
 from metalearn import documents
-from metalearn.client import status_text
 from metalearn.v1 import attempt_pb2
+
+
+def status_text(value: int) -> str:
+    """ATTEMPT_STATUS_TRAINING -> "training", as people read it."""
+    name: str = attempt_pb2.AttemptStatus.Name(value)  # type: ignore[arg-type]
+    return name.removeprefix("ATTEMPT_STATUS_").lower()
+
+
+def _flag_name(kind: int) -> str:
+    return attempt_pb2.CurveFlagKind.Name(kind).removeprefix("CURVE_FLAG_KIND_")  # type: ignore[arg-type]
+
+
+def prognosis_short(p: attempt_pb2.Prognosis | None) -> str:
+    """A prognosis in a table cell: flags, hopeless, and the predicted final accuracy."""
+    if p is None:
+        return "-"
+    parts = [_flag_name(f.kind).lower().replace("_", "-") for f in p.flags]
+    if p.hopeless:
+        parts.append("hopeless")
+    if p.predicted:
+        parts.append(f"->{p.final_val_accuracy:.3f}")
+    # Nothing fired and nothing predicted is not "ok" (the dashboard's table agrees).
+    return " ".join(parts) or "-"
+
+
+def prognosis_text(p: attempt_pb2.Prognosis) -> str:
+    """A prognosis in words: the predicted final validation accuracy with its interval
+    (or why there is none), each rule that fired, and whether it is hopeless."""
+    if p.predicted:
+        said = (
+            f"final val accuracy {p.final_val_accuracy:.3f} (80% {p.final_val_accuracy_low:.3f}"
+            f"-{p.final_val_accuracy_high:.3f}, curve model v{p.model_version})"
+        )
+    else:
+        # The note says why there is none ("no curve model fitted yet (...)").
+        said = p.note or "no prediction"
+    flags = [f"{_flag_name(f.kind).lower().replace('_', ' ')} since epoch {f.since_epoch}"
+             for f in p.flags]  # fmt: skip
+    hopeless = [f"HOPELESS: {p.hopeless_reason}"] if p.hopeless else []
+    return f"prognosis after epoch {p.epoch}: " + "; ".join([said, *flags, *hopeless])
 
 
 def plot_curves(attempts: Sequence[attempt_pb2.Attempt], path: str | Path) -> Path:

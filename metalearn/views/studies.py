@@ -1,5 +1,6 @@
 """A study as people and scripts read it: its JSON, its rows, and the live table that
-follows it until it is done."""
+follows it until it is done. Shared by the CLI and the dashboard; it takes a client
+but never makes one, so importing it does not import `metalearn.client`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import shutil
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metalearn import documents
-from metalearn.client import Client
 from metalearn.structs import plain_struct
 from metalearn.v1 import study_service_pb2 as pb
+
+if TYPE_CHECKING:
+    from metalearn.client import Client
 
 PARAMS_WIDTH = 60
 

@@ -4,7 +4,8 @@ GetStudy's trials (params, state, value) and their attempts' epochs become an in
 Optuna study through `create_trial`; Optuna draws the optimization history, the
 intermediate values, the parallel coordinates and the slice, and the four are stacked in
 one PNG. Nothing is stored anywhere but the file: PostgreSQL stays the one source.
-Imported only by `metalearn study plot` (Optuna and matplotlib take a while to import).
+Imported only by `metalearn study plot` and the dashboard's importance view, when used
+(Optuna and matplotlib take a while to import).
 """
 
 from __future__ import annotations
