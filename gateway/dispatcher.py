@@ -36,8 +36,8 @@ from gateway.trainer_checks import (
 )
 from gateway.trainer_files import run_file
 from metalearn import errors
-from metalearn.client import translate
 from metalearn.credentials import authorization
+from metalearn.outgoing import translate
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 from metalearn.waiting import cancel_and_wait, wait_set
 

@@ -1,6 +1,13 @@
-"""metalearn: remembers every training attempt so that machines can learn how to learn."""
+"""metalearn: remembers every training attempt so that machines can learn how to learn.
+
+`from metalearn import Client, MetalearnError` is the Python client. The client is
+imported when one of them is first asked for (PEP 562), not with the package: the
+gateway, the trainer and the dashboard import the shared modules here (errors, status,
+documents, limits, tls, credentials…) without loading the client.
+"""
 
 import os
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -11,6 +18,26 @@ __version__ = "0.1.0"
 # handlers" on every such fork. A value the environment already holds wins.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-from metalearn.client import Client, MetalearnError
+if TYPE_CHECKING:
+    from metalearn.client import Client
+    from metalearn.outgoing import MetalearnError
 
 __all__ = ["Client", "MetalearnError", "__version__"]
+
+# The names imported on first use, and the module each comes from.
+_LAZY = {"Client": "metalearn.client", "MetalearnError": "metalearn.outgoing"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metalearn' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # asked once: later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -26,11 +26,18 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from metalearn import documents
 from metalearn.credentials import find_token, open_channel
+from metalearn.outgoing import AlreadyExistsError as AlreadyExistsError
+from metalearn.outgoing import InvalidRequest as InvalidRequest
+from metalearn.outgoing import MetalearnError as MetalearnError
+from metalearn.outgoing import NotFoundError as NotFoundError
+from metalearn.outgoing import PermissionDeniedError as PermissionDeniedError
+from metalearn.outgoing import UnauthenticatedError as UnauthenticatedError
+from metalearn.outgoing import UnavailableError as UnavailableError
+from metalearn.outgoing import WrongStateError as WrongStateError
+from metalearn.outgoing import translate as translate
 from metalearn.tls import ClientTls
 from metalearn.v1 import (
     attempt_pb2,
@@ -49,6 +56,7 @@ from metalearn.v1 import (
     token_service_pb2_grpc,
     trainer_service_pb2,
 )
+from metalearn.views.attempts import status_text as status_text
 
 pb = attempt_service_pb2
 Attempt = attempt_pb2.Attempt
@@ -69,92 +77,6 @@ TERMINAL = frozenset(
         attempt_pb2.ATTEMPT_STATUS_INCOMPLETE,
     }
 )
-
-
-def status_text(value: int) -> str:
-    """ATTEMPT_STATUS_TRAINING -> "training", as people read it."""
-    name: str = attempt_pb2.AttemptStatus.Name(value)  # type: ignore[arg-type]
-    return name.removeprefix("ATTEMPT_STATUS_").lower()
-
-
-class MetalearnError(Exception):
-    """A request the gateway refused; `code` is the gRPC status code's name."""
-
-    def __init__(self, code: str, message: str, violations: dict[str, str] | None = None) -> None:
-        self.code = code
-        self.message = message
-        # Field path -> what is wrong with it (INVALID_ARGUMENT only).
-        self.violations = violations or {}
-        detail = "; ".join(f"{f}: {d}" for f, d in self.violations.items()) or message
-        super().__init__(f"{code}: {detail}")
-
-
-class InvalidRequest(MetalearnError):
-    """INVALID_ARGUMENT: `violations` names every bad field."""
-
-
-class NotFoundError(MetalearnError):
-    """NOT_FOUND."""
-
-
-class AlreadyExistsError(MetalearnError):
-    """ALREADY_EXISTS."""
-
-
-class WrongStateError(MetalearnError):
-    """FAILED_PRECONDITION: the attempt's status forbids it now."""
-
-
-class UnavailableError(MetalearnError):
-    """UNAVAILABLE or DEADLINE_EXCEEDED: the gateway (or its database) is not reachable."""
-
-
-class UnauthenticatedError(MetalearnError):
-    """UNAUTHENTICATED: no token, or one the gateway does not know (revoked, expired)."""
-
-
-class PermissionDeniedError(MetalearnError):
-    """PERMISSION_DENIED: the token's role, or ownership of the attempt, forbids it."""
-
-
-_ERRORS: dict[grpc.StatusCode, type[MetalearnError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.FAILED_PRECONDITION: WrongStateError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-}
-
-
-def translate(err: grpc.RpcError) -> MetalearnError:
-    """The Python exception for a gRPC error, with its field violations.
-
-    Never fails itself: details that cannot be read (garbage bytes, a status that
-    disagrees with the call's code, an undecodable BadRequest) leave the code and the
-    message, so the caller still learns what went wrong.
-    """
-    from google.protobuf.message import DecodeError
-
-    if not isinstance(err, grpc.Call | grpc.aio.AioRpcError):  # sync or asyncio calls
-        return UnavailableError("UNAVAILABLE", str(err))
-    code = err.code() or grpc.StatusCode.UNKNOWN
-    violations: dict[str, str] = {}
-    try:
-        status: Any = rpc_status.from_call(err)
-        for detail in status.details if status else []:
-            bad = error_details_pb2.BadRequest()
-            if detail.Unpack(bad):
-                for v in bad.field_violations:
-                    # One field may have several problems: keep them all.
-                    seen = violations.get(v.field)
-                    violations[v.field] = f"{seen}; {v.description}" if seen else v.description
-    except (DecodeError, ValueError, TypeError):
-        violations = {}
-    cls = _ERRORS.get(code, MetalearnError)
-    return cls(code.name, err.details() or code.name, violations)
 
 
 # Pauses between tries of a call that changes something (the gateway unreachable).
