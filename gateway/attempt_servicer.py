@@ -103,6 +103,14 @@ async def _encoded_off_loop(build: Callable[[], _Response]) -> _Response:
     return cast("_Response", encoded)
 
 
+async def status_wire(store: AttemptStore, attempt_id: int) -> bytes:
+    """An attempt as a status event carries it: without its losses (the event hub
+    builds its status events with it)."""
+    attempt = convert.attempt_from_record(await store.get(attempt_id))
+    attempt.ClearField("training_losses")
+    return attempt.SerializeToString()
+
+
 class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     """The attempt store's RPCs, and the orchestration's."""
 
@@ -110,7 +118,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         self,
         store: AttemptStore,
         work: WorkStore,
-        hub: EventHub | None,
+        hub: EventHub,
         limits: Limits,
         images: ImageStore,
         scans: Slots | None = None,
@@ -122,16 +130,12 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         self._work = work
         # Train refuses labels without images up front, not a trainer after the queue.
         self._images = images
-        # Set after construction: the hub builds its status events with `status_of`.
-        self.hub = hub
+        self._hub = hub
         self._limits = limits
         self.downloads = DownloadSlots()
 
     async def status_of(self, attempt_id: int) -> bytes:
-        """An attempt as a status event carries it: without its losses."""
-        attempt = convert.attempt_from_record(await self._store.get(attempt_id))
-        attempt.ClearField("training_losses")
-        return attempt.SerializeToString()
+        return await status_wire(self._store, attempt_id)
 
     @translate_errors
     async def CreateAttempt(
@@ -397,8 +401,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             raise InvalidArgument.one("from_epoch", "must not be negative")
         record = await self._store.get(key)
         # Subscribe before reading, so nothing committed after the read is missed.
-        assert self.hub is not None
-        with self.hub.subscribe(record.id) as events:
+        with self._hub.subscribe(record.id) as events:
             record = await self._store.get(record.id)
             snapshot = convert.attempt_from_record(record)
             yield pb.WatchAttemptResponse(snapshot=snapshot)

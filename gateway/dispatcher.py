@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from typing import Any
 
@@ -20,13 +19,13 @@ import grpc
 
 from gateway import convert
 from gateway.config import GatewayConfig
-from gateway.curves.live import Curves
+from gateway.epochs import EpochPath, Run
 from gateway.events import Event, EventHub
-from gateway.store import AttemptStore, EpochRecord
+from gateway.store import EpochRecord
 from gateway.store.images import ImageStore
 from gateway.store.trainers import Trainer, TrainerStore
-from gateway.store.work import Claimed, WorkStore
-from gateway.studies.pruning import Pruning
+from gateway.store.work import QUEUE, Claimed, WorkStore
+from gateway.trainer_channel import trainer_channel
 from gateway.trainer_checks import (
     ArtifactReceiver,
     Diverged,
@@ -42,8 +41,6 @@ from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_g
 from metalearn.waiting import cancel_and_wait, wait_set
 
 log = logging.getLogger(__name__)
-# A run's prognosis is made at most this often (and after its last epoch).
-PROGNOSIS_SECONDS = 1.0
 tpb = trainer_service_pb2
 
 # The trainer's answer says the command itself is wrong: retrying cannot help.
@@ -54,21 +51,6 @@ _COMMAND_ERRORS = frozenset(
         grpc.StatusCode.NOT_FOUND,
     }
 )
-_CHANNEL_OPTIONS = [
-    # What a trainer sends is bounded: events and 1 MiB artifact chunks. What the
-    # gateway sends is a command and at most a file's reference (the trainer reads the
-    # file itself, with ReadRunFile): grpc's default send limit is plenty.
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    # A trainer that dies mid-stream (kill -9, lost machine) is noticed within seconds.
-    ("grpc.keepalive_time_ms", 5_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    # Otherwise grpc spaces pings minutes apart while the trainer sends nothing, and
-    # waits a minute for an answer.
-    ("grpc.http2.min_time_between_pings_ms", 5_000),
-    ("grpc.http2.ping_timeout_ms", 5_000),
-]
 
 
 def _refuses_checkpoint(err: grpc.aio.AioRpcError) -> bool:
@@ -79,36 +61,21 @@ def _refuses_checkpoint(err: grpc.aio.AioRpcError) -> bool:
     return "resume_checkpoint" in translate(err).violations
 
 
-def trainer_channel(config: GatewayConfig, address: str) -> grpc.aio.Channel:
-    """A channel to a trainer, with the TLS the gateway is configured to use for them."""
-    tls = config.trainer_tls
-    if tls is None:
-        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(
-        address, tls.credentials(), options=_CHANNEL_OPTIONS + tls.options()
-    )
-
-
 class Dispatcher:
     """One replica's share of the work."""
 
     def __init__(
         self,
         config: GatewayConfig,
-        attempts: AttemptStore,
         work: WorkStore,
         trainers: TrainerStore,
         images: ImageStore,
         hub: EventHub,
-        pruning: Pruning,
-        curves: Curves,
+        epochs: EpochPath,
     ) -> None:
         self._config = config
-        # Asked after each stored epoch whether a study's trial stops there.
-        self._pruning = pruning
-        # Makes each attempt's prognosis after each stored epoch.
-        self._curves = curves
-        self._attempts = attempts
+        # Where each epoch a trainer sends goes: stored, told, judged by its watchers.
+        self._epochs = epochs
         self._work = work
         self._trainers = trainers
         # Counts of a task's images: what a trainer's claims are checked against.
@@ -121,6 +88,14 @@ class Dispatcher:
         # Whether a run's trainer has answered at all (an event, or the first message).
         self._heard: dict[int, bool] = {}
         self._task: asyncio.Task[None] | None = None
+        # Set when the queue may have changed (or a slot here was freed): look now.
+        self._queue_changed = asyncio.Event()
+
+    def register(self, hub: EventHub) -> None:
+        hub.listen(QUEUE, lambda _: self.wake())
+
+    def wake(self) -> None:
+        self._queue_changed.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
@@ -174,8 +149,8 @@ class Dispatcher:
                 log.warning("dispatcher: database unavailable (%s)", err)
             except Exception:  # a bug must not stop dispatching: log it and go on
                 log.exception("dispatcher")
-            self._hub.queue_changed.clear()
-            await wait_set(self._hub.queue_changed, self._config.dispatch_seconds)
+            self._queue_changed.clear()
+            await wait_set(self._queue_changed, self._config.dispatch_seconds)
 
     async def _dispatch(self) -> None:
         # The most free slots a claim found nothing queued to fit: a trainer with no more
@@ -232,7 +207,7 @@ class Dispatcher:
             self._claims.pop(claimed.id, None)
             self._heard.pop(claimed.id, None)
             # A slot is free: look at the queue now rather than at the next poll.
-            self._hub.queue_changed.set()
+            self.wake()
 
     async def _run_and_settle(self, claimed: Claimed, trainer: Trainer) -> None:
         address = trainer.address
@@ -397,13 +372,16 @@ class Dispatcher:
         last_epoch = {"checkpoint": first_epoch - 1, "weights": 0}
         started: tpb.TrainStarted | None = None
         weights: attempt_pb2.ArtifactInfo | None = None
-        loop = asyncio.get_running_loop()
-        prognosed_at = -math.inf
-        # The last stored epoch no prognosis was made after (None: none such).
-        behind: int | None = None
-        # Whether a pruner judges the run: only a study's trial (its document says so) can
-        # be, and that is fixed for the run once its study has linked it (None: not yet).
-        pruned = await self._pruning.applies(claimed.id) if spec.trial.study else False
+        path = await self._epochs.open(
+            Run(
+                claimed.id,
+                claimed.name,
+                claimed.fence,
+                command.n_epoch,
+                stop_when_hopeless=command.stop_when_hopeless,
+                study_trial=bool(spec.trial.study),
+            )
+        )
         async for event in stub.Train(request, metadata=metadata):
             self._heard[claimed.id] = True
             kind = event.WhichOneof("event")
@@ -423,31 +401,9 @@ class Dispatcher:
                     e.val_accuracy,
                 )
                 try:
-                    wire = await self._attempts.append_epoch(claimed.id, claimed.fence, record)
+                    reason = await path.record(record)
                 except errors.FailedPrecondition:
                     return  # cancelled, or the lease went elsewhere: stop the trainer
-                stored = wire is not None
-                if wire is not None:
-                    self._hub.stored_epoch(claimed.id, e.epoch, wire)
-                reason = None
-                # Runs of short epochs get a prognosis a second (and one at their end):
-                # one an epoch would cost a 0.1 s epoch 3 % of the machine. A run that
-                # stops once hopeless is judged after every epoch.
-                if stored and (
-                    command.stop_when_hopeless
-                    or e.epoch >= command.n_epoch
-                    or loop.time() - prognosed_at >= PROGNOSIS_SECONDS
-                ):
-                    prognosed_at, behind = loop.time(), None
-                    reason = await self._prognosis(claimed, command, e.epoch)
-                elif stored:
-                    behind = e.epoch
-                if stored and pruned is None:
-                    pruned = await self._pruning.applies(claimed.id)
-                if reason is None and stored and pruned:
-                    reason = await self._prune(claimed, e.epoch)
-                if reason is not None and behind is not None:
-                    await self._prognosis(claimed, command, behind)  # it ends here
                 if reason is not None:
                     # Ending the stream stops the trainer within one batch; its epochs stay.
                     await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
@@ -485,8 +441,7 @@ class Dispatcher:
                         )
             elif kind == "finished":
                 f = event.finished
-                if behind is not None:  # the run ends before its last epoch: judge it now
-                    await self._prognosis(claimed, command, behind)
+                await path.ending()
                 if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
                     if weights is None or not epochs.complete:
                         raise TrainerLied(
@@ -517,29 +472,6 @@ class Dispatcher:
                     raise TrainerLied(f"finished with unknown outcome {f.outcome}")
                 return
         await self._ended_early(claimed)
-
-    async def _prognosis(
-        self, claimed: Claimed, command: attempt_pb2.TrainCommand, epoch: int
-    ) -> str | None:
-        """Makes the attempt's prognosis; why it stops, when it asked to stop once hopeless.
-        Like pruning, a prognosis that could not be made never fails a run."""
-        try:
-            found = await self._curves.update(claimed.id, claimed.fence)
-        except Exception:
-            log.exception("%s: prognosis after epoch %s", claimed.name, epoch)
-            return None
-        if found is None or not found.hopeless or not command.stop_when_hopeless:
-            return None
-        return f"stopped at epoch {epoch} as hopeless: {found.reason}"
-
-    async def _prune(self, claimed: Claimed, epoch: int) -> str | None:
-        """The pruner's decision; a decision that could not be made lets the run go on
-        (pruning saves time, it never fails a run)."""
-        try:
-            return await self._pruning.decide(claimed.id, epoch)
-        except Exception:
-            log.exception("%s: pruning decision after epoch %s", claimed.name, epoch)
-            return None
 
     async def _test(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)

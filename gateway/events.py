@@ -5,6 +5,12 @@ replica hears of an epoch or a status change once it is committed, whichever rep
 ran the trainer. An epoch is read from the database once per replica and handed to
 every subscriber: a thousand watchers of one attempt cost the database what one does.
 The replica whose dispatcher stored it reads nothing: it hands over what it stored.
+
+Attempts' events (epochs, statuses, prognoses, progress) are the hub's own. Every other
+channel belongs to a feature, which registers a handler for it where the server is
+assembled (`listen`): the dispatcher hears of the queue, studies of their changes, the
+authenticator of tokens, the curves of new models. A handler is also called with None
+when the listening connection (re)connects: notifications may have been missed.
 """
 
 from __future__ import annotations
@@ -13,18 +19,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 
 from gateway.store import AttemptStore
-from gateway.store.curves import CURVES
-from gateway.store.studies import STUDIES
-from gateway.store.tasks import TASKS
-from gateway.store.tokens import TOKENS
-from gateway.store.work import EVENTS, QUEUE
+from gateway.store.work import EVENTS
 from metalearn.errors import NotFound
 from metalearn.waiting import cancel_and_wait, within
 
@@ -53,55 +54,53 @@ class Event:
     response: bytes = b""
 
 
-@dataclass(eq=False)  # hashed by identity: each watcher's own
-class Wake:
-    """Set when what a study watcher follows may have changed (it looks again); `closing`
-    when this gateway stops. Until the watcher narrows it to its study and that study's
-    attempts, every change sets it; queue changes always do (a trial may be new)."""
-
-    event: asyncio.Event
-    closing: bool = False
-    study_id: int | None = None
-    attempt_ids: frozenset[int] | None = None
-
-
 class EventHub:
     """Listens for the database's notifications and hands them to subscribers."""
 
-    def __init__(self, conninfo: str, attempts: AttemptStore, status_of: Any) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        attempts: AttemptStore,
+        status_of: Callable[[int], Awaitable[bytes]],
+        encode_epoch: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._attempts = attempts
         # Builds the encoded Attempt of a status event (so this module needs no protos).
         self.status_of = status_of
         # Encodes an epoch's `WatchAttemptResponse` once for all of this replica's
-        # watchers (set by the server; None: each watcher encodes its own, the baseline
+        # watchers (None: each watcher encodes its own, the baseline
         # bench/orchestration.py measures beside it).
-        self.encode_epoch: Callable[[bytes], bytes] | None = None
+        self.encode_epoch = encode_epoch
         self._subscribers: dict[int, set[asyncio.Queue[Event]]] = {}
         # Subscribers of statuses alone, and how many of each attempt's want everything.
         self._statuses_only: set[asyncio.Queue[Event]] = set()
         self._watchers: dict[int, int] = {}
-        self._wakes: set[Wake] = set()
         # Epochs of the runs this replica's dispatcher drives: those it handed to its
         # watchers itself (their notifications then read nothing), and those whose
         # notification came first (the dispatcher then hands nothing). Per run.
         self._told: dict[int, set[int]] = {}
         self._heard: dict[int, set[int]] = {}
-        self.queue_changed = asyncio.Event()
-        # The same news for the study driver (each waiter clears its own event): a run
-        # ended, an attempt was queued or cancelled, a slot may be free.
-        self.studies_changed = asyncio.Event()
-        # For the task profiler: a task was added or profiled, or an attempt queued (a
-        # new task may need a profile). Warm-started studies waiting for a profile too.
-        self.tasks_changed = asyncio.Event()
-        # Called when any token changed, or notifications may have been missed (the
-        # authenticator then forgets the tokens it cached).
-        self.tokens_changed: Callable[[], None] = lambda: None
-        # Called when a curve model was fitted (on any replica), or notifications may have
-        # been missed: this replica's curves look for the newest model at their next use.
-        self.curves_changed: Callable[[], None] = lambda: None
+        # The features' handlers, by channel, and what to tell when this gateway stops.
+        self._handlers: dict[str, list[Callable[[str | None], None]]] = {EVENTS: []}
+        self._on_closing: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+
+    def listen(self, channel: str, handler: Callable[[str | None], None]) -> None:
+        """Calls `handler(payload)` on each notification of `channel`, and
+        `handler(None)` whenever notifications may have been missed (a reconnect).
+        Handlers are registered before the hub starts (where the server is assembled);
+        they must be quick and not raise (they run on the listening task)."""
+        if self._task is not None:
+            raise RuntimeError("handlers are registered before the hub starts")
+        self._handlers.setdefault(channel, []).append(handler)
+
+    def on_closing(self, handler: Callable[[], None]) -> None:
+        """Calls `handler()` when this gateway stops, beside telling attempts' watchers."""
+        if self._task is not None:
+            raise RuntimeError("handlers are registered before the hub starts")
+        self._on_closing.append(handler)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="event-hub")
@@ -169,28 +168,12 @@ class EventHub:
             response = encode(wire) if encode is not None else b""
             self._publish(Event("epoch", attempt_id, epoch=epoch, payload=wire, response=response))
 
-    @contextlib.contextmanager
-    def subscribe_all(self) -> Iterator[Wake]:
-        """A wake-up on any change until the block ends, or on those of a study and its
-        attempts once the watcher names them (watchers of many attempts)."""
-        wake = Wake(asyncio.Event())
-        self._wakes.add(wake)
-        try:
-            yield wake
-        finally:
-            self._wakes.discard(wake)
-
-    def _wake_all(self) -> None:
-        for wake in list(self._wakes):
-            wake.event.set()
-
     def end_watches(self) -> None:
         """Tells every subscriber this gateway is stopping ("closing")."""
         for attempt_id in list(self._subscribers):
             self._publish(Event("closing", attempt_id))
-        for wake in list(self._wakes):
-            wake.closing = True
-        self._wake_all()
+        for handler in self._on_closing:
+            handler()
 
     def _publish(self, event: Event) -> None:
         everything = event.kind in ("epoch", "prognosis", "progress")
@@ -211,17 +194,11 @@ class EventHub:
                 async with await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True
                 ) as conn:
-                    await conn.execute(f"LISTEN {EVENTS}")
-                    await conn.execute(f"LISTEN {QUEUE}")
-                    await conn.execute(f"LISTEN {TOKENS}")
-                    await conn.execute(f"LISTEN {STUDIES}")
-                    await conn.execute(f"LISTEN {TASKS}")
-                    await conn.execute(f"LISTEN {CURVES}")
-                    self.tokens_changed()
-                    self.curves_changed()
+                    for channel in self._handlers:  # names of the stores' constants
+                        await conn.execute(f"LISTEN {channel}")
                     for attempt_id in list(self._subscribers):
                         self._publish(Event("resync", attempt_id))
-                    self._wake_all()
+                    self._tell_all(None)
                     self._ready.set()
                     async for note in conn.notifies():
                         await self._handle(note.channel, note.payload)
@@ -231,37 +208,26 @@ class EventHub:
                 log.warning("event listener lost its connection (%s); reconnecting", err)
                 await asyncio.sleep(1)
 
+    def _tell_all(self, payload: str | None) -> None:
+        for handlers in self._handlers.values():
+            self._tell(handlers, payload)
+
+    def _tell(self, handlers: list[Callable[[str | None], None]], payload: str | None) -> None:
+        for handler in handlers:
+            try:
+                handler(payload)
+            except Exception:  # one broken feature must not silence the others
+                log.exception("a handler of a notification")
+
     async def _handle(self, channel: str, payload: str) -> None:
-        if channel == QUEUE:
-            self.queue_changed.set()
-            self.studies_changed.set()
-            self.tasks_changed.set()
-            self._wake_all()
-            return
-        if channel == STUDIES:
-            for wake in list(self._wakes):
-                if wake.study_id is None or str(wake.study_id) == payload:
-                    wake.event.set()
-            return
-        if channel == TOKENS:
-            self.tokens_changed()
-            return
-        if channel == CURVES:
-            self.curves_changed()
-            return
-        if channel == TASKS:
-            self.tasks_changed.set()
-            self.studies_changed.set()  # a warm start may have waited for this profile
+        self._tell(self._handlers.get(channel, []), payload)
+        if channel != EVENTS:
             return
         try:
             data = json.loads(payload)
             attempt_id = int(data["id"])
         except (ValueError, KeyError, TypeError):
             return
-        # Every epoch of every attempt comes here: only the watchers of its study look.
-        for wake in list(self._wakes):
-            if wake.attempt_ids is None or attempt_id in wake.attempt_ids:
-                wake.event.set()
         kind = data.get("kind")
         if kind == "epoch" and attempt_id in self._told:
             epoch = int(data.get("epoch", 0))

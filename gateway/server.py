@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -11,31 +12,34 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.attempt_servicer import AttemptServicer, watch_response
+from gateway.attempt_servicer import AttemptServicer, status_wire, watch_response
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
 from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
 from gateway.auth.budget import PrincipalBudget
 from gateway.config import GatewayConfig
 from gateway.curves.live import Curves
 from gateway.curves.servicer import CurveServicer
+from gateway.curves.watch import PrognosisWatcher
 from gateway.dataset_servicer import DatasetServicer
 from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
+from gateway.epochs import EpochPath
 from gateway.events import EventHub
 from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.request_sizes import RequestSizes
 from gateway.slots import Slots
 from gateway.store import AttemptStore, Database, ImageStore, migrate
-from gateway.store.curves import CurveStore
+from gateway.store.curves import CURVES, CurveStore
 from gateway.store.run_files import RunFileStore
 from gateway.store.studies import StudyStore
 from gateway.store.tasks import TaskStore
-from gateway.store.tokens import TokenStore
+from gateway.store.tokens import TOKENS, TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.studies.driver import StudyDriver
 from gateway.studies.pruning import Pruning
 from gateway.studies.servicer import StudyServicer
+from gateway.studies.wakes import StudyWakes
 from gateway.tasks.learner import Learner
 from gateway.tasks.profiler import TaskProfiler
 from gateway.tasks.servicer import TaskServicer
@@ -163,14 +167,15 @@ async def create_server(
         TrainerStore(lane),
     )
     scans = Slots("filtered lists", config.scan_slots, config.principal_wait_seconds * 2)
-    servicer = AttemptServicer(attempts, work, None, config.limits, images, scans)  # type: ignore[arg-type]
     # The hub's LISTEN connection is its own, outside the pool: it is held for good.
     assert isinstance(pool.conninfo, str)
-    hub = EventHub(pool.conninfo, service_attempts, servicer.status_of)
-    if authenticator is not None:
-        hub.tokens_changed = authenticator.forget
-    servicer.hub = hub
-    hub.encode_epoch = watch_response
+    hub = EventHub(
+        pool.conninfo,
+        service_attempts,
+        functools.partial(status_wire, service_attempts),
+        encode_epoch=watch_response,
+    )
+    servicer = AttemptServicer(attempts, work, hub, config.limits, images, scans)
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
         TrainerRegistryServicer(trainers, config, work, RunFileStore(pool)), server
@@ -184,7 +189,7 @@ async def create_server(
     tasks = TaskStore(pool)
     learner = Learner(tasks, config.trusted_owners)
     service_tasks = TaskStore(lane)
-    profiler = TaskProfiler(config, service_tasks, service_trainers, hub)
+    profiler = TaskProfiler(config, service_tasks, service_trainers)
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
         TaskServicer(tasks, images, attempts, learner, profiler, config.limits), server
     )
@@ -193,14 +198,13 @@ async def create_server(
         StudyStore(lane),
         service_work,
         service_trainers,
-        hub,
         WarmStarter(service_tasks, learner),
     )
+    wakes = StudyWakes()
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
-        StudyServicer(studies, attempts, work, images, driver, hub, config.limits), server
+        StudyServicer(studies, attempts, work, images, driver, wakes, config.limits), server
     )
     curves = Curves(CurveStore(lane, config.trusted_owners))
-    hub.curves_changed = curves.forget
     curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -211,16 +215,21 @@ async def create_server(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     port = listen_on(server, config.listen, config.tls)
-    dispatcher = Dispatcher(
-        config,
-        service_attempts,
-        service_work,
-        service_trainers,
-        ImageStore(lane),
-        hub,
-        Pruning(StudyStore(lane), curves),
-        curves,
+    # Every stored epoch is then judged by these, in this order (docs/architecture.md §5):
+    # its prognosis first (a hopeless run that asked to stop stops), then its study's
+    # pruner. A new per-epoch consumer is one more watcher here.
+    epochs = EpochPath(
+        service_attempts, hub, [PrognosisWatcher(curves), Pruning(StudyStore(lane), curves)]
     )
+    dispatcher = Dispatcher(config, service_work, service_trainers, ImageStore(lane), hub, epochs)
+    # What each feature hears of, from the database's notifications (on any replica).
+    dispatcher.register(hub)
+    driver.register(hub)
+    profiler.register(hub)
+    wakes.register(hub)
+    if authenticator is not None:
+        hub.listen(TOKENS, lambda _: authenticator.forget())
+    hub.listen(CURVES, lambda _: curves.forget())
     return server, port, Background(hub, dispatcher, driver, profiler, curves)
 
 

@@ -13,6 +13,7 @@ asked from (another replica's pass may have stored trials meanwhile).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -29,8 +30,9 @@ from gateway.store import Rewrite, Stored
 from gateway.store.database import DatabaseDown
 from gateway.store.requests import RequestKey
 from gateway.store.studies import Locked, StudyRecord, StudyStore
+from gateway.store.tasks import TASKS
 from gateway.store.trainers import TrainerStore
-from gateway.store.work import WorkStore
+from gateway.store.work import QUEUE, WorkStore
 from gateway.studies import asking, model, workers
 from gateway.studies.checks import parameters, trial_command
 from learning.studies import space
@@ -91,18 +93,24 @@ class StudyDriver:
         studies: StudyStore,
         work: WorkStore,
         trainers: TrainerStore,
-        hub: EventHub,
         warm: WarmStarter | None = None,
     ) -> None:
         self._config = config
         self._studies = studies
         self._work = work
         self._trainers = trainers
-        self._hub = hub
         self._warm = warm
+        # Set when a study may move on (each waiter here clears its own event).
+        self._changed = asyncio.Event()
+
+    def register(self, hub: EventHub) -> None:
+        """A run ended, an attempt was queued or cancelled, a slot may be free (the
+        queue); a task was profiled, which a warm start may have waited for (tasks)."""
+        hub.listen(QUEUE, lambda _: self.wake())
+        hub.listen(TASKS, lambda _: self.wake())
 
     def wake(self) -> None:
-        self._hub.studies_changed.set()
+        self._changed.set()
 
     async def register_task(self, study: pb.Study) -> None:
         """A new study's task is profiled now, not when its first trial ends: a warm
@@ -116,7 +124,7 @@ class StudyDriver:
 
     async def run(self) -> None:
         while True:
-            self._hub.studies_changed.clear()
+            self._changed.clear()
             try:
                 for study_id in await self._studies.active():
                     await self.advance(study_id)
@@ -124,7 +132,7 @@ class StudyDriver:
                 log.warning("studies wait for the database: %s", err)
             except Exception:
                 log.exception("advancing studies")
-            await wait_set(self._hub.studies_changed, self._config.study_tick_seconds)
+            await wait_set(self._changed, self._config.study_tick_seconds)
 
     async def _slots(self, study: pb.Study) -> int:
         if study.max_parallel:

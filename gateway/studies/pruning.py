@@ -1,6 +1,7 @@
 """Pruning on the live epoch stream: Optuna's pruners over curves rebuilt from our rows.
 
-After an epoch of a trial is stored, the dispatcher running it asks `Pruning.decide`.
+After an epoch of a trial is stored, the epoch path (gateway/epochs.py) asks
+`Pruning.decide` through the watcher `Pruning.watch` gives for the run.
 The study is rebuilt in memory without params (pruners read only states, values and
 intermediate values), the pruner is asked about the running trial, and the state some
 pruners write onto a trial (successive halving's and Hyperband's `completed_rung_*`)
@@ -16,6 +17,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from gateway.curves.live import Curves
+from gateway.epochs import Run, RunWatch
 from gateway.store.studies import StudyStore, TrialRecord
 from gateway.studies import model, workers
 from gateway.studies.pruners import PRUNER_ARGS, check, decide, make
@@ -36,12 +38,20 @@ def learned(args: dict[str, Any]) -> LearnedPruner:
 
 
 class Pruning:
-    """Decides, for the dispatcher, whether a study's trial stops after an epoch."""
+    """Decides, on the epoch path, whether a study's trial stops after an epoch."""
+
+    name = "pruning"
 
     def __init__(self, studies: StudyStore, curves: Curves | None = None) -> None:
         self._studies = studies
         # The learned pruner's model (None: a replay without one lets every trial run).
         self._curves = curves
+
+    async def watch(self, run: Run) -> RunWatch | None:
+        """Only a study's trial (its document says so) can be pruned."""
+        if not run.study_trial:
+            return None
+        return _TrialPruning(self, run.attempt_id, await self.applies(run.attempt_id))
 
     async def applies(self, attempt_id: int) -> bool | None:
         """Whether the attempt is the trial of a study with a pruner (asked once a run:
@@ -102,3 +112,23 @@ class Pruning:
 
 def _epochs(study: pb.Study) -> int:
     return study.base_command.n_epoch
+
+
+class _TrialPruning:
+    """A trial's pruning, run by run: whether a pruner judges it is fixed for the run
+    once its study has linked it (None: not yet, asked again after each epoch)."""
+
+    def __init__(self, pruning: Pruning, attempt_id: int, applies: bool | None) -> None:
+        self._pruning = pruning
+        self._attempt_id = attempt_id
+        self._applies = applies
+
+    async def after_epoch(self, epoch: int) -> str | None:
+        if self._applies is None:
+            self._applies = await self._pruning.applies(self._attempt_id)
+        if not self._applies:
+            return None
+        return await self._pruning.decide(self._attempt_id, epoch)
+
+    async def before_end(self) -> None:
+        return None

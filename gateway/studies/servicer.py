@@ -9,7 +9,6 @@ from typing import Any
 
 from gateway.auth import current
 from gateway.config import Limits
-from gateway.events import EventHub
 from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
@@ -18,6 +17,7 @@ from gateway.store.work import WorkStore
 from gateway.studies import checks, model, workers
 from gateway.studies.checks import NAME
 from gateway.studies.driver import StudyDriver, trial_name
+from gateway.studies.wakes import StudyWakes
 from gateway.validation import check_labels_have_images
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from metalearn.status import translate_errors
@@ -46,12 +46,12 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         work: WorkStore,
         images: ImageStore,
         driver: StudyDriver,
-        hub: EventHub,
+        wakes: StudyWakes,
         limits: Limits,
     ) -> None:
         self._studies = studies
         self._attempts = attempts
-        self._hub = hub
+        self._wakes = wakes
         self._work = work
         self._images = images
         self._driver = driver
@@ -134,7 +134,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         name = _name("name", request.name)
         # Woken before the first read, so nothing committed after it is missed; each wake
         # compares the study with what was sent (events coalesce, nothing is lost).
-        with self._hub.subscribe_all() as wake:
+        with self._wakes.subscribe() as wake:
             record, trials = await self._studies.get(name)
             current = model.study_proto(record, trials)
             yield pb.WatchStudyResponse(snapshot=current)

@@ -14,6 +14,7 @@ goes to a live trainer at once, and one that is busy profiling says RESOURCE_EXH
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -23,11 +24,12 @@ import grpc
 from google.protobuf import json_format
 
 from gateway.config import GatewayConfig
-from gateway.dispatcher import trainer_channel
 from gateway.events import EventHub
 from gateway.store.database import DatabaseDown
-from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.store.tasks import TASKS, TaskRecord, TaskStore
 from gateway.store.trainers import TrainerStore
+from gateway.store.work import QUEUE
+from gateway.trainer_channel import trainer_channel
 from metalearn import errors
 from metalearn.credentials import authorization
 from metalearn.v1 import task_pb2, trainer_service_pb2, trainer_service_pb2_grpc
@@ -89,21 +91,25 @@ def key_of(record: TaskRecord) -> task_pb2.TaskKey:
 class TaskProfiler:
     """One per gateway; any number of replicas may run one."""
 
-    def __init__(
-        self, config: GatewayConfig, tasks: TaskStore, trainers: TrainerStore, hub: EventHub
-    ) -> None:
+    def __init__(self, config: GatewayConfig, tasks: TaskStore, trainers: TrainerStore) -> None:
         self._config = config
         self._tasks = tasks
         self._trainers = trainers
-        self._hub = hub
+        # Set when a task was added or profiled, or an attempt queued (a new task may
+        # need a profile).
+        self._changed = asyncio.Event()
         self._swept_at = -math.inf
 
+    def register(self, hub: EventHub) -> None:
+        hub.listen(QUEUE, lambda _: self.wake())
+        hub.listen(TASKS, lambda _: self.wake())
+
     def wake(self) -> None:
-        self._hub.tasks_changed.set()
+        self._changed.set()
 
     async def run(self) -> None:
         while True:
-            self._hub.tasks_changed.clear()
+            self._changed.clear()
             try:
                 if time.monotonic() - self._swept_at >= SWEEP_EVERY_SECONDS:
                     self._swept_at = time.monotonic()
@@ -114,7 +120,7 @@ class TaskProfiler:
                 log.warning("task profiles wait for the database: %s", err)
             except Exception:
                 log.exception("profiling tasks")
-            await wait_set(self._hub.tasks_changed, self._config.study_tick_seconds)
+            await wait_set(self._changed, self._config.study_tick_seconds)
 
     async def sweep(self) -> None:
         """Registers the tasks that attempts use and have no row yet, and new versions of
