@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.database import scratch_postgres
 from bench.report import print_figures
 from bench.store import GatewayProcess
-from gateway import convert
+from gateway.attempts import convert
 from gateway.inprocess import GatewayThread
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb

@@ -65,9 +65,9 @@ from bench.database import scratch_postgres
 from bench.report import print_figures
 from bench.store import GatewayProcess, prefill
 from bench.trainers import start_trainer, stop_trainer
-from gateway import convert, importing
-from gateway.filtering import MAX_FILTER_CHARS, MAX_PATTERN_CHARS, MAX_WILDCARDS
+from gateway.attempts import convert, importing
 from gateway.store import open_pool
+from gateway.store.filters import MAX_FILTER_CHARS, MAX_PATTERN_CHARS, MAX_WILDCARDS
 from gateway.store.work import WorkStore
 from gateway.studies import checks as study_checks
 from learning.studies import space as study_space

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
 from bench.report import print_figures
-from gateway import convert
+from gateway.attempts import convert
 from gateway.inprocess import GatewayThread
 from gateway.store import AttemptStore, EpochRecord, open_pool
 from metalearn import documents

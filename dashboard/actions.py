@@ -22,7 +22,7 @@ from metalearn.views.attempts import status_text
 if TYPE_CHECKING:
     from dashboard.app import Dashboard
 
-# The gateway keeps a tag's value to 256 characters (gateway/validation.py,
+# The gateway keeps a tag's value to 256 characters (gateway/attempts/validation.py,
 # MAX_TAG_VALUE_CHARS), so a note is that long at most; a test holds the two equal.
 MAX_NOTE_CHARS = 256
 # The largest form these routes read (a training command is a few kilobytes).

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from gateway import convert
+from gateway.attempts import convert
 from gateway.config import GatewayConfig
 from gateway.epochs import EpochPath, Run
 from gateway.events import Event, EventHub
@@ -25,15 +25,15 @@ from gateway.store import EpochRecord
 from gateway.store.images import ImageStore
 from gateway.store.trainers import Trainer, TrainerStore
 from gateway.store.work import QUEUE, Claimed, WorkStore
-from gateway.trainer_channel import trainer_channel
-from gateway.trainer_checks import (
+from gateway.trainers.channel import trainer_channel
+from gateway.trainers.checks import (
     ArtifactReceiver,
     Diverged,
     EpochChecker,
     TrainerLied,
     check_test_result,
 )
-from gateway.trainer_files import run_file
+from gateway.trainers.files import run_file
 from metalearn import errors
 from metalearn.credentials import authorization
 from metalearn.outgoing import translate

@@ -24,8 +24,8 @@ from typing import Any, cast
 
 import grpc
 
+from gateway.attempts.validation import MAX_LABEL_CHARS
 from gateway.config import Limits
-from gateway.validation import MAX_LABEL_CHARS
 from metalearn import errors
 from metalearn.status import to_status
 

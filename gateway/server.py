@@ -12,20 +12,20 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.attempt_servicer import AttemptServicer, status_wire, watch_response
+from gateway.attempts.servicer import AttemptServicer, status_wire, watch_response
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
 from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
 from gateway.auth.budget import PrincipalBudget
+from gateway.auth.servicer import TokenServicer
 from gateway.config import GatewayConfig
 from gateway.curves.live import Curves
 from gateway.curves.servicer import CurveServicer
 from gateway.curves.watch import PrognosisWatcher
-from gateway.dataset_servicer import DatasetServicer
+from gateway.datasets.servicer import DatasetServicer
 from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.epochs import EpochPath
 from gateway.events import EventHub
-from gateway.registry_servicer import TrainerRegistryServicer
 from gateway.request_sizes import RequestSizes
 from gateway.slots import Slots
 from gateway.store import AttemptStore, Database, ImageStore, migrate
@@ -44,7 +44,7 @@ from gateway.tasks.learner import Learner
 from gateway.tasks.profiler import TaskProfiler
 from gateway.tasks.servicer import TaskServicer
 from gateway.tasks.warm import WarmStarter
-from gateway.token_servicer import TokenServicer
+from gateway.trainers.registry import TrainerRegistryServicer
 from metalearn.standard_services import AsyncHealthServicer, enable_server_reflection
 from metalearn.tls import NO_PORT_SHARING, is_loopback, listen_on
 from metalearn.v1 import (

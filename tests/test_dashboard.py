@@ -442,7 +442,7 @@ def _post_form(client: httpx.Client, url: str, **fields: str) -> httpx.Response:
 
 def test_the_owner_edits_tags_and_a_note_kept_as_a_tag(gateway, ui) -> None:
     from dashboard import actions, views
-    from gateway.validation import MAX_TAG_VALUE_CHARS
+    from gateway.attempts.validation import MAX_TAG_VALUE_CHARS
 
     assert actions.MAX_NOTE_CHARS == MAX_TAG_VALUE_CHARS
     writer = gateway.make_token("notes-writer", "writer")

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.filtering import MAX_FILTER_CHARS, MAX_PATTERN_CHARS, MAX_WILDCARDS, Filter
 from gateway.store import AttemptStore, ListQuery, open_pool
+from gateway.store.filters import MAX_FILTER_CHARS, MAX_PATTERN_CHARS, MAX_WILDCARDS, Filter
 from metalearn.errors import InvalidArgument
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.rpc import expect_error, violations

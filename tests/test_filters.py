@@ -179,8 +179,8 @@ def test_an_index_serves_a_command_field_at_100000_attempts(postgres_url) -> Non
             " FROM generate_series(1, 100000) g"
         )
         conn.execute("ANALYZE attempts")
-    from gateway.filtering import parse
     from gateway.store.attempts import _COLUMNS, _LOSSES
+    from gateway.store.filters import parse
 
     parsed = parse('training_commands.optimizer.name = "LBFGS"')
     assert parsed is not None

@@ -11,9 +11,9 @@ import time
 import grpc
 import pytest
 
-from gateway import importing
+from gateway.attempts import importing
 from gateway.config import Limits
-from gateway.trainer_checks import epoch_problems, problems_of_test_result
+from gateway.trainers.checks import epoch_problems, problems_of_test_result
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.harness import snapshot

@@ -123,7 +123,7 @@ class Stack:
     def trainer_credential(self, address: str) -> str:
         """What the gateway presents to the trainer at `address`: made from the salt of
         its registration under the gateway's key (this process's: it runs in it)."""
-        from gateway.trainer_credentials import process_key
+        from gateway.trainers.credentials import process_key
 
         with psycopg.connect(self.gateway.database_url) as conn:
             row = conn.execute(

@@ -22,8 +22,8 @@ import psycopg_pool
 import pytest
 from grpc_status import rpc_status
 
+from gateway.attempts.downloads import DownloadSlots
 from gateway.config import Limits
-from gateway.downloads import DownloadSlots
 from gateway.request_sizes import RequestSizes, budgets
 from gateway.store.work import WorkStore
 from metalearn import errors

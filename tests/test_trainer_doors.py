@@ -20,7 +20,7 @@ from google.protobuf import json_format, struct_pb2
 from PIL import Image
 from torchvision.transforms import v2
 
-from gateway import validation
+from gateway.attempts import validation
 from gateway.config import Limits as GatewayLimits
 from metalearn import geometry, vocabulary
 from metalearn.errors import InvalidArgument, Violations

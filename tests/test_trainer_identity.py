@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.store import migrate
 from gateway.store.database import _migrations
 from gateway.store.trainers import TrainerStore
-from gateway.trainer_credentials import CredentialKey, process_key
+from gateway.trainers.credentials import CredentialKey, process_key
 from metalearn import errors
 from metalearn.status import translate_errors
 from metalearn.v1 import (

@@ -7,8 +7,8 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2, json_format
 
+from gateway.attempts.validation import MAX_TAGS, WRITABLE_FIELDS, tag_key
 from gateway.store import AttemptRecord, Rewrite, Stored
-from gateway.validation import MAX_TAGS, WRITABLE_FIELDS, tag_key
 from metalearn import errors
 from metalearn.v1 import attempt_pb2
 

@@ -10,17 +10,10 @@ from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
-from gateway import convert, filtering, importing, pagination
-from gateway.auth import current
-from gateway.config import SCAN_SLOTS, Limits
-from gateway.downloads import DownloadSlots
-from gateway.events import EventHub
-from gateway.slots import Slots
-from gateway.store import AttemptStore, ImageStore, ListQuery, Order
-from gateway.store.attempts import AttemptKey
-from gateway.store.requests import RequestKey
-from gateway.store.work import WorkStore
-from gateway.validation import (
+from gateway import pagination
+from gateway.attempts import convert, importing
+from gateway.attempts.downloads import DownloadSlots
+from gateway.attempts.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
     check_labels_have_images,
@@ -33,6 +26,15 @@ from gateway.validation import (
     tag_key,
     text_problem,
 )
+from gateway.auth import current
+from gateway.config import SCAN_SLOTS, Limits
+from gateway.events import EventHub
+from gateway.slots import Slots
+from gateway.store import AttemptStore, ImageStore, ListQuery, Order
+from gateway.store import filters as filtering
+from gateway.store.attempts import AttemptKey
+from gateway.store.requests import RequestKey
+from gateway.store.work import WorkStore
 from metalearn.errors import InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import (

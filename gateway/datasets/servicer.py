@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.attempts.validation import MAX_LABEL_CHARS, text_problem
 from gateway.auth import Role, current
 from gateway.config import Limits
-from gateway.imaging import RejectedImage, in_test_split, inspect_image
+from gateway.datasets.imaging import RejectedImage, in_test_split, inspect_image
 from gateway.store import ImageStore, NewImage
 from gateway.store.trainers import TrainerStore
-from gateway.validation import MAX_LABEL_CHARS, text_problem
 from metalearn.errors import InvalidArgument, NotFound, PermissionDenied, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import dataset_service_pb2, dataset_service_pb2_grpc

@@ -111,7 +111,7 @@ class ListQuery:
     name_prefix: str = ""
     min_accuracy: float = 0.0
     owner: str | None = None
-    # `ListAttempts.filter`, parsed (gateway.filtering): a condition on `attempts a`.
+    # `ListAttempts.filter`, parsed (gateway.store.filters): a condition on `attempts a`.
     condition: sql.Composable | None = None
     condition_params: tuple[Any, ...] = ()
     filter_text: str = ""

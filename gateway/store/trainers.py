@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
 from gateway.store.work import SLOTS, notify_queue
-from gateway.trainer_credentials import CredentialKey, process_key
+from gateway.trainers.credentials import CredentialKey, process_key
 from metalearn import errors
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class TrainerStore:
     """The `trainers` and `trainer_quarantines` tables.
 
     `key` makes the credential the gateway presents to each trainer (never stored, see
-    `gateway.trainer_credentials`); every store of a process shares the process's."""
+    `gateway.trainers.credentials`); every store of a process shares the process's."""
 
     def __init__(
         self, pool: psycopg_pool.AsyncConnectionPool, key: CredentialKey | None = None

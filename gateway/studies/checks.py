@@ -14,9 +14,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from gateway.attempts.validation import check_trainable
 from gateway.config import Limits
 from gateway.studies import model, pruners
-from gateway.validation import check_trainable
 from learning.studies import arguments, sampling, space
 from metalearn import errors
 from metalearn.errors import Violations

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 from optuna.trial import TrialState
 
-from gateway import convert
+from gateway.attempts import convert
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.store import Rewrite, Stored

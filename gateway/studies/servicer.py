@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.attempts.validation import check_labels_have_images
 from gateway.auth import current
 from gateway.config import Limits
 from gateway.pagination import before_id, before_token
@@ -18,7 +19,6 @@ from gateway.studies import checks, model, workers
 from gateway.studies.checks import NAME
 from gateway.studies.driver import StudyDriver, trial_name
 from gateway.studies.wakes import StudyWakes
-from gateway.validation import check_labels_have_images
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc

@@ -29,7 +29,7 @@ from gateway.store.database import DatabaseDown
 from gateway.store.tasks import TASKS, TaskRecord, TaskStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import QUEUE
-from gateway.trainer_channel import trainer_channel
+from gateway.trainers.channel import trainer_channel
 from metalearn import errors
 from metalearn.credentials import authorization
 from metalearn.v1 import task_pb2, trainer_service_pb2, trainer_service_pb2_grpc

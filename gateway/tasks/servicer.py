@@ -10,17 +10,17 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gateway import convert
+from gateway.attempts import convert
+from gateway.attempts.convert import image_ops_json
+from gateway.attempts.validation import check_labels_have_images, check_task_key
 from gateway.auth.roles import current
 from gateway.config import Limits
-from gateway.convert import image_ops_json
 from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tasks.learner import Fitted, Known, Learner
 from gateway.tasks.profiler import TaskProfiler
-from gateway.validation import check_labels_have_images, check_task_key
 from learning.tasks import defaults
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors

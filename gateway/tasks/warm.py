@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.convert import image_ops_json
+from gateway.attempts.convert import image_ops_json
 from gateway.store.tasks import TaskStore
 from gateway.tasks.learner import Learner, warm_plan
 from learning.studies import space

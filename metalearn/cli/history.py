@@ -15,7 +15,7 @@ from metalearn.client import InvalidRequest
 from metalearn.v1 import attempt_pb2
 
 # One ImportAttempts call: the gateway takes at most 1000 documents and 32 MiB, and of
-# those 4 MiB of commands and 200,000 epochs (gateway.importing: what bounds its checks).
+# those 4 MiB of commands and 200,000 epochs (gateway.attempts.importing: what bounds its checks).
 _BATCH_DOCUMENTS = 1000
 _BATCH_BYTES = 16 * 1024 * 1024
 _BATCH_COMMAND_BYTES = 4 * 1024 * 1024

@@ -1,0 +1,1 @@
+"""Datasets: the images a command trains on (servicer), and their decoding (imaging)."""
