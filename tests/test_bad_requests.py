@@ -494,7 +494,7 @@ def test_curve_requests(channel, gateway, stored, path, op, value, below, stop) 
 
 @SETTINGS
 @given(
-    name=st.one_of(st.text(max_size=80), st.just("ok\n"), st.just("a" * 65)),
+    name=st.one_of(st.text(max_size=80), st.just("ok\n"), st.just("a" * 128), st.just("a" * 129)),
     role=st.integers(-3, 9),
     days=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 3651.0])),
 )
@@ -505,7 +505,7 @@ def test_token_requests(gateway, channel, name, role, days) -> None:
         stub.CreateToken, kpb.CreateTokenRequest(name=name, role=role, expires_in_days=days)
     )
     valid = (
-        re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name) is not None
+        re.fullmatch(r"[A-Za-z0-9._-]{1,128}", name) is not None  # gateway/names.py
         and 1 <= role <= 4
         and 0 <= days <= 3650
     )

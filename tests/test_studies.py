@@ -165,7 +165,7 @@ def test_a_bad_search_space_is_refused_naming_the_parameter(
 
 
 def test_bad_study_fields_are_named(studies) -> None:
-    study = make_study("x" * 101, n_trials=0, max_parallel=-1, seed=2**32, objective=9,
+    study = make_study("x" * 124, n_trials=0, max_parallel=-1, seed=2**32, objective=9,
                        timeout_seconds="Infinity")  # fmt: skip
     study.sampler.name = "annealing"
     found = bad(studies, study)

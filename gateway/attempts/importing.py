@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf import timestamp_pb2
 
 from gateway.attempts import convert
-from gateway.attempts.validation import WRITABLE_FIELDS, check_name, check_writable, text_problem
+from gateway.attempts.validation import WRITABLE_FIELDS, check_writable, text_problem
 from gateway.config import Limits
 from gateway.curves.live import filter_form, of_history
+from gateway.names import check_name
 from gateway.store import EpochRecord, Imported
 from gateway.trainers.checks import epoch_problems, problems_of_test_result
 from metalearn.errors import Violations

@@ -17,7 +17,6 @@ from gateway.attempts.validation import (
     MAX_LABEL_CHARS,
     WRITABLE_FIELDS,
     check_labels_have_images,
-    check_name,
     check_request_id,
     check_tag_paths,
     check_test_command,
@@ -29,6 +28,7 @@ from gateway.attempts.validation import (
 from gateway.auth import current
 from gateway.config import SCAN_SLOTS, Limits
 from gateway.events import EventHub
+from gateway.names import check_name
 from gateway.slots import Slots
 from gateway.store import AttemptStore, ImageStore, ListQuery, Order
 from gateway.store import filters as filtering

@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from gateway.config import Limits
+from gateway.names import check_name
 from gateway.store.images import ImageStore
 from metalearn import geometry, vocabulary
 from metalearn.errors import Violations, some_of
@@ -26,7 +27,6 @@ from metalearn.v1 import attempt_pb2
 # Whole strings only: "$" also matches before a final newline, so "name\n" would pass
 # `^...$` and then miss (NOT_FOUND) instead of being refused. \A...\Z hold whichever of
 # match, search or fullmatch is used.
-NAME_RE = re.compile(r"\A[A-Za-z0-9._-]{1,128}\Z")
 TAG_KEY_RE = re.compile(r"\A[A-Za-z0-9._/-]{1,63}\Z")
 ARG_RE = re.compile(r"\A[a-z_][a-z0-9_]{0,63}\Z")
 ARCHITECTURE_RE = re.compile(r"\A[a-z][a-z0-9_]{0,63}\Z")
@@ -52,22 +52,6 @@ def check_request_id(v: Violations, field: str, request_id: str) -> None:
     """An idempotency key (AIP-155): optional; a UUID fits."""
     if request_id and not REQUEST_ID_RE.fullmatch(request_id):
         v.add(field, "at most 64 letters, digits, '.', '_', ':' or '-' (a UUID fits)")
-
-
-def check_name(v: Violations, field: str, name: str) -> None:
-    """Attempt names: letters, digits, '.', '_' and '-', 1 to 128 characters."""
-    if not name:
-        v.add(field, "is required")
-    elif not NAME_RE.fullmatch(name):
-        shown = name if len(name) <= 40 else name[:40] + "..."
-        v.add(field, f"{shown!r} must be 1-128 letters, digits, '.', '_' or '-'")
-
-
-def require_name(field: str, name: str) -> None:
-    """Raises INVALID_ARGUMENT unless `name` is a valid attempt name."""
-    v = Violations()
-    check_name(v, field, name)
-    v.raise_if_any()
 
 
 def _bounded(v: Violations, field: str, value: int, low: int, high: int) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from gateway.auth import Authenticator, Role, current
 from gateway.auth.tokens import digest, expiry, mint
+from gateway.names import check_name
 from gateway.store.tokens import TokenRecord, TokenStore
 from metalearn.credentials import presented
 from metalearn.errors import Violations
@@ -16,7 +16,6 @@ from metalearn.v1 import token_service_pb2, token_service_pb2_grpc
 
 pb = token_service_pb2
 
-TOKEN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_DAYS = 3650.0
 _ROLES = {
     pb.ROLE_READER: Role.READER,
@@ -25,11 +24,6 @@ _ROLES = {
     pb.ROLE_TRAINER: Role.TRAINER,
 }
 _ROLE_VALUES = {role.value: value for value, role in _ROLES.items()}
-
-
-def check_token_name(v: Violations, field: str, name: str) -> None:
-    if not TOKEN_NAME.fullmatch(name):
-        v.add(field, "letters, digits, '.', '_' and '-', 1 to 64 of them")
 
 
 def token_message(record: TokenRecord) -> pb.Token:
@@ -52,7 +46,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         self, request: pb.CreateTokenRequest, context: Any
     ) -> pb.CreateTokenResponse:
         v = Violations()
-        check_token_name(v, "name", request.name)
+        check_name(v, "name", request.name)
         if request.role not in _ROLES:
             v.add("role", "one of ROLE_READER, ROLE_WRITER, ROLE_ADMIN, ROLE_TRAINER")
         days = request.expires_in_days
@@ -80,7 +74,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         self, request: pb.RevokeTokenRequest, context: Any
     ) -> pb.RevokeTokenResponse:
         v = Violations()
-        check_token_name(v, "name", request.name)
+        check_name(v, "name", request.name)
         v.raise_if_any()
         await self._tokens.revoke(request.name)
         # Other replicas hear of it at commit; this one must not wait for that.

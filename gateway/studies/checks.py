@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
 
+from gateway import names
 from gateway.attempts.validation import check_trainable
 from gateway.config import Limits
+from gateway.names import MAX_NAME, check_name
 from gateway.studies import model, pruners
 from learning.studies import arguments, sampling, space
 from metalearn import errors
@@ -24,8 +25,9 @@ from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
 
-NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MAX_TRIALS = 1000
+# Its trials are attempts named "<study>-<number>", within the one rule for names.
+MAX_STUDY_NAME = MAX_NAME - len(f"-{MAX_TRIALS}")
 MAX_PARALLEL = 256
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
 # CreateStudy builds and checks a command for every choice and range bound (_corners),
@@ -109,8 +111,7 @@ def problems(study: pb.Study, limits: Limits) -> Violations:
     Seconds of CPU for the largest space allowed: run in a worker process (workers.py),
     which hands back the violations (an InvalidArgument does not survive pickling)."""
     v = Violations()
-    if not NAME.fullmatch(study.name):
-        v.add("study.name", "letters, digits, '.', '_' and '-', at most 100")
+    check_name(v, "study.name", study.name, MAX_STUDY_NAME)
     if not study.HasField("base_command"):
         v.add("study.base_command", "give the command every trial starts from")
     base_problems = Violations()
@@ -168,7 +169,7 @@ def _check_warm(v: Violations, study: pb.Study) -> None:
     if len(warm.studies) > MAX_WARM_SOURCES:
         v.add(f"{field}.studies", f"at most {MAX_WARM_SOURCES} studies")
     for i, name in enumerate(warm.studies[:MAX_WARM_SOURCES]):
-        if not NAME.fullmatch(name):
+        if names.problem(name, MAX_STUDY_NAME) is not None:
             v.add(f"{field}.studies[{i}]", "a study's name")
         elif name == study.name:
             v.add(f"{field}.studies[{i}]", "a study cannot warm-start from itself")

@@ -10,13 +10,14 @@ from typing import Any
 from gateway.attempts.validation import check_labels_have_images
 from gateway.auth import current
 from gateway.config import Limits
+from gateway.names import require_name
 from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.studies import StudyStore
 from gateway.store.work import WorkStore
 from gateway.studies import checks, model, workers
-from gateway.studies.checks import NAME
+from gateway.studies.checks import MAX_STUDY_NAME
 from gateway.studies.driver import StudyDriver, trial_name
 from gateway.studies.wakes import StudyWakes
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -33,9 +34,7 @@ _WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "m
 
 
 def _name(field: str, name: str) -> str:
-    if not NAME.fullmatch(name):
-        raise InvalidArgument.one(field, "letters, digits, '.', '_' and '-', at most 100")
-    return name
+    return require_name(field, name, MAX_STUDY_NAME)
 
 
 class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
