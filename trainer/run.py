@@ -25,8 +25,8 @@ from metalearn.errors import FailedPrecondition, InvalidArgument, ResourceExhaus
 from metalearn.structs import plain_struct
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, trainer_service_pb2
 from trainer import artifacts, checks, distributed, loop, model, optim, run_files
-from trainer.config import TrainerConfig
-from trainer.data import ImageRef, ImageSource, Preprocessor, in_validation
+from trainer.config import Limits, TrainerConfig
+from trainer.data import ImageRef, ImageSource, Preprocessor, Tensors, in_validation
 from trainer.fitting import fit
 from trainer.recipe import Emit, Recipe, Signals
 from trainer.transforms import (
@@ -178,10 +178,12 @@ def train(
     signals: Signals,
 ) -> None:
     """Runs a Train call on the devices of `slots` (one per device the command asks
-    for); raises a DomainError for a bad command or missing data."""
+    for); raises a DomainError for a bad command or missing data.
+
+    In the order of a call: the command's checks (while the gateway lists the images),
+    the images loaded and split, the checks that need them, the recipe, the training."""
     started_at = time.perf_counter()
     cmd = request.command
-    limits = config.limits
     labels = list(cmd.label_names)
     # Data: the gateway's train split, less the validation part. Asked before the checks
     # and read after them: the gateway lists while this process checks (a listing of a
@@ -193,9 +195,45 @@ def train(
     except BaseException:
         listing.cancel()
         raise
-    refs = listing.result()
-    n_labels, pipeline = checked.n_labels, checked.pipeline
-    resume, fingerprint, devices = checked.resume, checked.fingerprint, checked.devices
+    data = _load(source, config, cmd, listing.result(), checked.pipeline)
+    spec, scheduler = _checks_with_images(cmd, checked, data, config.limits)
+    prepared = _prepare(checked.pipeline, data, config.limits)
+    recipe = Recipe(
+        cmd=cmd, resume=checked.resume, fingerprint=checked.fingerprint, spec=spec,
+        pipeline=checked.pipeline, criterion=checked.criterion, optimizer=checked.optimizer,
+        scheduler=scheduler, n_labels=checked.n_labels, train_data=data.train,
+        val_data=data.validation, prepared=prepared, started=_started(labels, data),
+        every_epochs=request.checkpoint_every_epochs or config.checkpoint_every_epochs,
+        every_seconds=request.checkpoint_every_seconds or config.checkpoint_every_seconds,
+        chunk_bytes=config.chunk_bytes,
+    )  # fmt: skip
+    _fit_on(recipe, checked.devices, emit, signals, started_at)
+
+
+@dataclass(frozen=True)
+class _Data:
+    """A run's images, loaded and split."""
+
+    tensors: Tensors
+    train: loop.TensorImages
+    validation: loop.TensorImages
+    # Training images (validation included) of each label.
+    counts: dict[str, int]
+
+
+def _load(
+    source: ImageSource,
+    config: TrainerConfig,
+    cmd: attempt_pb2.TrainCommand,
+    refs: list[ImageRef],
+    pipeline: Pipeline,
+) -> _Data:
+    """The listed images, preprocessed (from the cache when it has them) and split into
+    training and validation by each image's content and the seed, so that the split of a
+    dataset never depends on the order of its listing; FAILED_PRECONDITION for a label
+    without images."""
+    limits = config.limits
+    labels = list(cmd.label_names)
     counts = {label: 0 for label in labels}
     for ref in refs:
         counts[ref.label] += 1
@@ -212,15 +250,25 @@ def train(
         held_out[0] = False  # a label of one image still trains
     train_data = loop.TensorImages(tensors.images[~held_out], tensors.labels[~held_out])
     val_data = loop.TensorImages(tensors.images[held_out], tensors.labels[held_out])
+    return _Data(tensors, train_data, val_data, counts)
 
+
+def _checks_with_images(
+    cmd: attempt_pb2.TrainCommand, checked: Checked, data: _Data, limits: Limits
+) -> tuple[model.ModelSpec, optim.Named]:
+    """The checks that need the images' shape and number: the model resolved against
+    them, the transform's channels, the augmentation, the scheduler's steps, and the
+    transform tried on one image. INVALID_ARGUMENT naming each offending field."""
+    tensors, pipeline = data.tensors, checked.pipeline
     v = Violations()
     spec = model.resolve(
-        v, "command.model", cmd.model, tensors.input_shape, n_labels, limits.max_parameters
-    )
+        v, "command.model", cmd.model, tensors.input_shape, checked.n_labels,
+        limits.max_parameters,
+    )  # fmt: skip
     _check_channels(v, "command.transform", pipeline, tensors.input_shape[0])
     if spec is not None:
         checks.augmentation(v, spec, pipeline, tensors.input_shape, limits)
-    steps = math.ceil(len(train_data) / cmd.batch_size)
+    steps = math.ceil(len(data.train) / cmd.batch_size)
     scheduler_spec = optim.check_scheduler(
         v, "command.scheduler", cmd.scheduler, cmd.n_epoch, steps
     )
@@ -234,35 +282,51 @@ def train(
         raise InvalidArgument.one(
             "command.transform", f"cannot transform these images: {err}"
         ) from err
+    return spec, scheduler_spec
+
+
+def _prepare(pipeline: Pipeline, data: _Data, limits: Limits) -> bool:
+    """Whether the images were converted and normalized once, here, rather than every
+    batch: when the pipeline has nothing random and nothing after Normalize, and the
+    images as floats fit in the data limit."""
     prepared = (
         not pipeline.random
         and not pipeline.after_normalize
-        and (tensors.images.numel() * 4 <= limits.max_data_bytes)
+        and (data.tensors.images.numel() * 4 <= limits.max_data_bytes)
     )
     if prepared:
         # Nothing random: convert and normalize every image once, not every batch.
         transform = BatchTransform(pipeline)
-        train_data.images = transform(train_data.images)
-        val_data.images = transform(val_data.images)
+        data.train.images = transform(data.train.images)
+        data.validation.images = transform(data.validation.images)
+    return prepared
 
-    recipe = Recipe(
-        cmd=cmd, resume=resume, fingerprint=fingerprint, spec=spec, pipeline=pipeline,
-        criterion=checked.criterion, optimizer=checked.optimizer, scheduler=scheduler_spec,
-        n_labels=n_labels, train_data=train_data, val_data=val_data, prepared=prepared,
-        started=pb.TrainStarted(
-            train_images=len(train_data), validation_images=len(val_data),
-            input_shape=list(tensors.input_shape), cache_hit=tensors.cache_hit,
-            dataset=attempt_pb2.DatasetFingerprint(
-                label_names=labels,
-                images_per_label=[counts[label] for label in labels],
-                image_size=list(tensors.input_shape[1:]),
-                sha256=tensors.fingerprint,
-            ),
+
+def _started(labels: list[str], data: _Data) -> pb.TrainStarted:
+    """What `started` says of the data (each rank adds its model and devices)."""
+    tensors = data.tensors
+    return pb.TrainStarted(
+        train_images=len(data.train), validation_images=len(data.validation),
+        input_shape=list(tensors.input_shape), cache_hit=tensors.cache_hit,
+        dataset=attempt_pb2.DatasetFingerprint(
+            label_names=labels,
+            images_per_label=[data.counts[label] for label in labels],
+            image_size=list(tensors.input_shape[1:]),
+            sha256=tensors.fingerprint,
         ),
-        every_epochs=request.checkpoint_every_epochs or config.checkpoint_every_epochs,
-        every_seconds=request.checkpoint_every_seconds or config.checkpoint_every_seconds,
-        chunk_bytes=config.chunk_bytes,
     )  # fmt: skip
+
+
+def _fit_on(
+    recipe: Recipe,
+    devices: list[torch.device],
+    emit: Emit,
+    signals: Signals,
+    started_at: float,
+) -> None:
+    """Trains the recipe on one device in this process, or on several as rank 0 of a
+    team whose other ranks `distributed.lead` starts (sharing this machine's cores when
+    they are CPUs)."""
     if len(devices) == 1:
         fit(recipe, devices[0], emit, signals, started_at=started_at)
         return
