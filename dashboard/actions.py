@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from dashboard import views
+from dashboard.gateway import Ui
 from metalearn import documents
 from metalearn.client import MetalearnError
 from metalearn.v1 import attempt_pb2
 from metalearn.views.attempts import status_text
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
 
 # The gateway keeps a tag's value to 256 characters (gateway/attempts/validation.py,
 # MAX_TAG_VALUE_CHARS), so a note is that long at most; a test holds the two equal.
@@ -55,7 +53,7 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-async def attempt_action(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
+async def attempt_action(ui: Ui, request: Request, token: str, me: Any) -> Response:
     """Cancel or test (the buttons' scripts): the attempt's new status as JSON."""
     action = request.path_params["action"]
     if action not in ("cancel", "test"):
@@ -83,7 +81,7 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
-async def attempt_notes(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
+async def attempt_notes(ui: Ui, request: Request, token: str, me: Any) -> Response:
     """The attempt's tags and note (a form): written with UpdateAttempt's mask `tags`,
     the note as the tag `views.NOTE_TAG`, as MLflow keeps its note in a tag."""
     attempt_id = attempt_id_of(request)
@@ -100,7 +98,7 @@ async def attempt_notes(ui: Dashboard, request: Request, token: str, me: Any) ->
     return RedirectResponse(f"/attempts/{attempt_id}", status_code=303)
 
 
-async def task_train(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
+async def task_train(ui: Ui, request: Request, token: str, me: Any) -> Response:
     """Queues a task's suggested command (a form: the command as shown, and a name) with
     Train, then shows the new attempt. An existing name is refused, not trained over."""
     form = await _form(request)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -214,3 +214,11 @@ class Gateway:
 
 
 __all__ = ["Gateway", "MetalearnError"]
+
+
+class Ui(Protocol):
+    """What a page's handler outside app.py needs of the dashboard: its gateway (so those
+    modules need not import app.py, which imports them)."""
+
+    @property
+    def gateway(self) -> Gateway: ...

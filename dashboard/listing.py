@@ -7,17 +7,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dashboard import views
+from dashboard.gateway import Ui
 from metalearn.v1 import attempt_service_pb2
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
 
 apb = attempt_service_pb2
 # Filter expressions longer than this are refused here (the gateway bounds them too).
@@ -103,7 +101,7 @@ def csv_text(rows: Iterable[list[str]]) -> str:
     return out.getvalue()
 
 
-async def attempts_csv(ui: Dashboard, request: Request, token: str, me: Any) -> Response:
+async def attempts_csv(ui: Ui, request: Request, token: str, me: Any) -> Response:
     """The attempts table, filtered and sorted as the page is, as a CSV download."""
     req, state = list_request(request, CSV_PAGE)
     req.page_token = ""
