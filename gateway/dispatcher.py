@@ -21,44 +21,27 @@ from gateway.attempts import convert
 from gateway.config import GatewayConfig
 from gateway.epochs import EpochPath, Run
 from gateway.events import Event, EventHub
+from gateway.outcomes import Outcomes
 from gateway.store import EpochRecord
 from gateway.store.images import ImageStore
 from gateway.store.trainers import Trainer, TrainerStore
 from gateway.store.work import QUEUE, Claimed, WorkStore
 from gateway.trainers.channel import trainer_channel
 from gateway.trainers.checks import (
-    ArtifactReceiver,
     Diverged,
     EpochChecker,
     TrainerLied,
     check_test_result,
 )
 from gateway.trainers.files import run_file
+from gateway.trainers.uploads import RunUploads
 from metalearn import errors
 from metalearn.credentials import authorization
-from metalearn.outgoing import translate
 from metalearn.v1 import attempt_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 from metalearn.waiting import cancel_and_wait, wait_set
 
 log = logging.getLogger(__name__)
 tpb = trainer_service_pb2
-
-# The trainer's answer says the command itself is wrong: retrying cannot help.
-_COMMAND_ERRORS = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-    }
-)
-
-
-def _refuses_checkpoint(err: grpc.aio.AioRpcError) -> bool:
-    """Whether a trainer's answer refuses the run's resume checkpoint: INVALID_ARGUMENT
-    with a field violation on `resume_checkpoint`, as `trainer.artifacts` raises it."""
-    if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
-        return False
-    return "resume_checkpoint" in translate(err).violations
 
 
 class Dispatcher:
@@ -74,6 +57,8 @@ class Dispatcher:
         epochs: EpochPath,
     ) -> None:
         self._config = config
+        # How each run's end is recorded (requeued, failed, trained, its trainer benched).
+        self._outcomes = Outcomes(config, work, trainers)
         # Where each epoch a trainer sends goes: stored, told, judged by its watchers.
         self._epochs = epochs
         self._work = work
@@ -234,31 +219,15 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as err:
-            await self._failed_call(claimed, trainer, err, heard=bool(self._heard.get(claimed.id)))
+            heard = bool(self._heard.get(claimed.id))
+            await self._outcomes.failed_call(claimed, trainer, err, heard=heard)
         except Diverged as err:
             await self._work.finish(claimed.id, claimed.fence, "FAILED", f"diverged: {err}")
         except TrainerLied as err:
-            # Never the command's fault: the run goes back to the queue as a crash of
-            # this trainer, which gets no work for a while.
-            reason = f"trainer {address} sent an impossible result: {err}"
-            log.warning("%s: %s", claimed.name, reason)
-            # Its principal's: the same token registered at another port stays benched.
-            await self._trainers.quarantine(
-                trainer.principal, address, str(err), self._config.quarantine_seconds
-            )
-            await self._work.requeue(
-                claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
-            )
+            await self._outcomes.lied(claimed, trainer, err)
         except Exception as err:
             log.exception("running %s", claimed.name)
-            await self._work.requeue(
-                claimed.id,
-                claimed.fence,
-                # Its type only: an exception's text may carry a database row.
-                f"gateway error: {type(err).__name__}",
-                self._config.max_restarts,
-                failed=True,
-            )
+            await self._outcomes.gateway_error(claimed, err)
         finally:
             with contextlib.suppress(Exception):  # best effort: the next upload drops them too
                 await self._work.discard_uploads(claimed.id)
@@ -280,72 +249,6 @@ class Dispatcher:
                 log.info("attempt %s cancelled: stopping its trainer", attempt_id)
                 return
 
-    async def _failed_call(
-        self, claimed: Claimed, trainer: Trainer, err: grpc.aio.AioRpcError, heard: bool
-    ) -> None:
-        address = trainer.address
-        # Bounded: the message is the trainer's, stored and shown to users.
-        code, details = err.code(), (err.details() or "")[:2000]
-        if claimed.work == "train" and _refuses_checkpoint(err):
-            await self._refused_checkpoint(claimed, address, details)
-        elif (code == grpc.StatusCode.UNAVAILABLE and not heard) or (
-            code == grpc.StatusCode.UNAUTHENTICATED
-        ):
-            # The trainer never answered (gone, or not up yet), or it does not know the
-            # credential read a moment ago (it restarted and registered anew): no fault
-            # of the command. It gets no more work until its next heartbeat.
-            await self._trainers.mark_unreachable(address)
-            await self._work.requeue(
-                claimed.id, claimed.fence, details, self._config.max_restarts, failed=False
-            )
-        elif code in _COMMAND_ERRORS:
-            await self._work.finish(claimed.id, claimed.fence, "FAILED", f"{code.name}: {details}")
-        elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            # The trainer is full (another replica filled it first, or a run it is still
-            # releasing): not the command's fault, and that trainer is left alone a while.
-            await self._trainers.back_off(address, self._config.refusal_backoff_seconds)
-            await self._work.requeue(
-                claimed.id, claimed.fence, details, self._config.max_restarts, failed=False
-            )
-        else:
-            reason = f"trainer {code.name}: {details}"
-            status = await self._work.requeue(
-                claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
-            )
-            log.warning("%s: %s; now %s", claimed.name, reason, status)
-
-    async def _refused_checkpoint(self, claimed: Claimed, address: str, details: str) -> None:
-        """The trainer refused the checkpoint it was to resume from (planted, unreadable,
-        of another command or model): never the command's fault, and never made by an
-        honest trainer. The principal whose trainer stored it is quarantined, the
-        checkpoint and the epochs it stood for are dropped, and the run starts again from
-        scratch, uncounted, on another trainer. (The gateway cannot read a checkpoint
-        itself: a refusing trainer that lies frames the maker, at the cost of a run
-        trained again; both hold trainer tokens, which only an admin gives.)"""
-        reason = f"trainer {address} refused its checkpoint ({details[:500]}): trained again"
-        stored_by = await self._work.restart_without_checkpoint(
-            claimed.id, claimed.fence, f"restarted from scratch: {reason}"
-        )
-        log.warning("%s: %s (the checkpoint was stored by %r)", claimed.name, reason, stored_by)
-        if stored_by:  # None: the lease is gone; '': a checkpoint of unknown origin
-            await self._trainers.quarantine(
-                stored_by,
-                "",
-                f"stored a checkpoint of {claimed.name} that trainer {address} refused:"
-                f" {details[:300]}",
-                self._config.quarantine_seconds,
-            )
-
-    async def _ended_early(self, claimed: Claimed) -> None:
-        """The stream ended without its last message: the trainer went away."""
-        await self._work.requeue(
-            claimed.id,
-            claimed.fence,
-            "the trainer's stream ended early",
-            self._config.max_restarts,
-            failed=True,
-        )
-
     async def _train(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)
         command = attempt_pb2.TrainCommand()
@@ -364,14 +267,10 @@ class Dispatcher:
             first_epoch = checkpoint[0] + 1
             request.resume_checkpoint.CopyFrom(checkpoint[1])
         epochs = EpochChecker(command.n_epoch, first_epoch, tuple(command.label_names))
-        limit = self._config.max_artifact_bytes
-        files: dict[str, ArtifactReceiver] = {}
-        # Files of each kind so far: at most one checkpoint an epoch (and one on SIGTERM),
-        # so a trainer cannot make the gateway write the same file forever.
-        written = {"checkpoint": 0, "weights": 0}
-        last_epoch = {"checkpoint": first_epoch - 1, "weights": 0}
+        uploads = RunUploads(
+            self._work, claimed, self._config.max_artifact_bytes, command.n_epoch, first_epoch
+        )
         started: tpb.TrainStarted | None = None
-        weights: attempt_pb2.ArtifactInfo | None = None
         path = await self._epochs.open(
             Run(
                 claimed.id,
@@ -389,19 +288,9 @@ class Dispatcher:
                 epochs.start(event.started, available)
                 started = event.started
             elif kind == "epoch":
-                e = event.epoch
-                epochs.epoch(e)
-                record = EpochRecord(
-                    e.epoch,
-                    e.loss,
-                    e.learning_rate,
-                    e.seconds,
-                    e.samples_per_second,
-                    e.val_loss,
-                    e.val_accuracy,
-                )
+                epochs.epoch(event.epoch)
                 try:
-                    reason = await path.record(record)
+                    reason = await path.record(_record(event.epoch))
                 except errors.FailedPrecondition:
                     return  # cancelled, or the lease went elsewhere: stop the trainer
                 if reason is not None:
@@ -409,69 +298,16 @@ class Dispatcher:
                     await self._work.finish(claimed.id, claimed.fence, "PRUNED", reason)
                     return
             elif kind in ("checkpoint", "weights"):
-                chunk = getattr(event, kind)
-                if kind not in files:
-                    written[kind] += 1
-                    if written[kind] > (command.n_epoch + 2 if kind == "checkpoint" else 1):
-                        raise TrainerLied(f"sent {written[kind]} {kind} files")
-                    files[kind] = ArtifactReceiver(kind, limit, last_epoch[kind])
-                receiver = files[kind]
-                index = receiver.chunks
-                last = receiver.accept(chunk, epochs)
-                # Each chunk goes to PostgreSQL as it comes: a file is never held whole
-                # (a file of one chunk is stored and committed in one transaction).
-                whole = (chunk.epoch, chunk.data) if index == 0 and last else None
-                if whole is None and not await self._work.upload_chunk(
-                    claimed.id, claimed.fence, kind, chunk.epoch, index, chunk.data
-                ):
+                if not await uploads.accept(kind, getattr(event, kind), epochs):
                     return  # the lease is gone (cancelled, or reclaimed): stop
-                if last:
-                    del files[kind]
-                    last_epoch[kind] = receiver.epoch
-                    # Its digest (verified by the receiver) is kept with it: a download
-                    # sends it first, without reading the file twice.
-                    digest = bytes.fromhex(chunk.sha256)
-                    if not await self._work.commit_upload(
-                        claimed.id, claimed.fence, kind, whole, digest
-                    ):
-                        return
-                    if kind == "weights":
-                        weights = attempt_pb2.ArtifactInfo(
-                            size_bytes=receiver.total, sha256=chunk.sha256.lower()
-                        )
             elif kind == "finished":
-                f = event.finished
                 await path.ending()
-                if f.outcome == tpb.TRAIN_OUTCOME_COMPLETED:
-                    if weights is None or not epochs.complete:
-                        raise TrainerLied(
-                            f"finished after epoch {epochs.last} of {epochs.n_epoch}"
-                            + ("" if weights is not None else " without verified weights")
-                        )
-                    dataset = started.dataset if started is not None else None
-                    await self._work.finish(
-                        claimed.id,
-                        claimed.fence,
-                        "TRAINED",
-                        rewrite=convert.trained(weights, dataset),
-                    )
-                elif f.outcome == tpb.TRAIN_OUTCOME_DIVERGED:
-                    await self._work.finish(
-                        claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason[:500]}"
-                    )
-                elif f.outcome == tpb.TRAIN_OUTCOME_INTERRUPTED:
-                    # The trainer is stopping and checkpointed: resume elsewhere.
-                    await self._work.requeue(
-                        claimed.id,
-                        claimed.fence,
-                        f.reason[:500],
-                        self._config.max_restarts,
-                        failed=False,
-                    )
-                else:
-                    raise TrainerLied(f"finished with unknown outcome {f.outcome}")
+                dataset = started.dataset if started is not None else None
+                await self._outcomes.trained(
+                    claimed, event.finished, epochs, uploads.weights, dataset
+                )
                 return
-        await self._ended_early(claimed)
+        await self._outcomes.ended_early(claimed)
 
     async def _test(self, claimed: Claimed, stub: Any, metadata: Any) -> None:
         spec = convert.spec_of(claimed.stored)
@@ -509,4 +345,11 @@ class Dispatcher:
                     claimed.id, claimed.fence, "COMPLETE", rewrite=convert.tested(result)
                 )
                 return
-        await self._ended_early(claimed)
+        await self._outcomes.ended_early(claimed)
+
+
+def _record(e: attempt_pb2.EpochMetrics) -> EpochRecord:
+    return EpochRecord(
+        e.epoch, e.loss, e.learning_rate, e.seconds, e.samples_per_second, e.val_loss,
+        e.val_accuracy,
+    )  # fmt: skip
