@@ -118,6 +118,29 @@ class Background:
         await self.hub.stop()
 
 
+def _grpc_server(config: GatewayConfig, authenticator: Authenticator | None) -> grpc.aio.Server:
+    """The gRPC server every call passes through: authentication and each principal's
+    budget first, then the request's size budget."""
+    size = config.limits.max_message_bytes
+    budget = PrincipalBudget(
+        config.principal_calls, config.principal_streams, config.principal_wait_seconds
+    )
+    return grpc.aio.server(
+        # Sizes inside authentication: an unauthenticated call learns nothing else.
+        interceptors=[
+            AuthInterceptor(authenticator, budget),
+            RequestSizes.for_limits(config.limits),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.max_send_message_length", size),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            NO_PORT_SHARING,
+        ],
+    )
+
+
 async def create_server(
     config: GatewayConfig,
     pool: Database,
@@ -133,24 +156,7 @@ async def create_server(
     check_covers(SERVICES)  # every RPC has an access rule, or the gateway does not start
     tokens = TokenStore(pool)
     authenticator = Authenticator(tokens) if config.auth else None
-    size = config.limits.max_message_bytes
-    budget = PrincipalBudget(
-        config.principal_calls, config.principal_streams, config.principal_wait_seconds
-    )
-    server = grpc.aio.server(
-        # Sizes inside authentication: an unauthenticated call learns nothing else.
-        interceptors=[
-            AuthInterceptor(authenticator, budget),
-            RequestSizes.for_limits(config.limits),
-        ],
-        options=[
-            ("grpc.max_receive_message_length", size),
-            ("grpc.max_send_message_length", size),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            NO_PORT_SHARING,
-        ],
-    )
+    server = _grpc_server(config, authenticator)
     attempts, work, trainers, images = (
         AttemptStore(pool),
         WorkStore(pool),
