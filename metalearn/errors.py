@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 # An INVALID_ARGUMENT travels in the call's trailers, which grpc refuses past 8 KiB by
 # default: the client would then see a bare INTERNAL instead of its mistakes. So the
@@ -106,6 +107,11 @@ class InvalidArgument(DomainError):
         # The count after the clip, so that it always shows.
         more = f"; {self.omitted} more left out" if self.omitted else ""
         super().__init__(clip(text, MAX_MESSAGE_CHARS - len(more)) + more)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Whole across a process boundary (gateway/workers.py): the default would call
+        # __init__ with the message alone.
+        return (type(self), (self.violations, self.omitted))
 
     @classmethod
     def one(cls, field: str, description: str) -> InvalidArgument:

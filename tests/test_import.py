@@ -82,6 +82,31 @@ def test_many_at_once_keep_their_own_history(attempts) -> None:
     assert again.status == full.status and again.create_time == full.create_time
 
 
+def test_imported_numbers_are_stored_bit_for_bit(attempts) -> None:
+    """Epochs travel to the database as text (gateway/store/attempts.epoch_columns): every
+    double reads back as the same double, extremes and a diverged loss included."""
+    values = [0.1 + 0.2, 1 / 3, 5e-324, 1.7976931348623157e308, 2.5e-7, 0.0]
+    run = make_attempt("exact")
+    for epoch, value in enumerate(values, 1):
+        same = dict.fromkeys(("loss", "learning_rate", "seconds", "samples_per_second"), value)
+        run.epochs.add(epoch=epoch, val_loss=value, val_accuracy=min(value, 1.0), **same)
+    run.epochs.add(epoch=len(values) + 1, loss=float("inf"))  # it diverged
+    attempts.ImportAttempts(pb.ImportAttemptsRequest(attempts=[run]))
+    got = attempts.GetAttempt(pb.GetAttemptRequest(name="exact", view=pb.ATTEMPT_VIEW_FULL))
+    epochs = got.attempt.epochs
+    assert [e.epoch for e in epochs] == list(range(1, len(values) + 2))
+    for e, value in zip(epochs, values, strict=False):
+        assert (e.loss, e.learning_rate, e.seconds, e.samples_per_second, e.val_loss) == (
+            value,
+            value,
+            value,
+            value,
+            value,
+        )  # exact: the same bits, no tolerance
+        assert e.val_accuracy == min(value, 1.0)
+    assert epochs[-1].loss == float("inf") and got.attempt.current_epoch == len(values) + 1
+
+
 def test_taken_names_refuse_or_skip(attempts, gateway) -> None:
     attempts.CreateAttempt(pb.CreateAttemptRequest(attempt=make_attempt("taken")))
     before = snapshot(gateway.database_url)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from gateway import workers
 from gateway.config import GatewayConfig
 from gateway.store.studies import StudyStore
-from gateway.studies import workers
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
 from tests.harness import GatewayThread

@@ -19,7 +19,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from gateway.studies import asking, checks, pruning, workers
+from gateway import workers
+from gateway.studies import asking, checks, pruning
 from learning.studies import arguments, sampling
 from metalearn.v1 import study_service_pb2 as pb
 from metalearn.v1 import study_service_pb2_grpc
@@ -285,7 +286,7 @@ def test_a_worker_process_ends_with_its_gateway_even_killed(tmp_path) -> None:
     script = tmp_path / "killed.py"
     script.write_text(
         "import asyncio, os, sys\n"
-        "from gateway.studies import workers\n"
+        "from gateway import workers\n"
         "def pid():\n    return os.getpid()\n"
         "async def main():\n    print(await workers.run(pid), flush=True)\n"
         "if __name__ == '__main__':\n"

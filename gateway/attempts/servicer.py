@@ -163,7 +163,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         v = Violations()
         check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
-        imports = await importing.check_imports_in_thread(list(request.attempts), self._limits)
+        imports = await importing.check_imports_elsewhere(list(request.attempts), self._limits)
         caller = current().name
         records, skipped = await self._store.import_many(
             imports,

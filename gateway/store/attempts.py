@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -76,20 +77,49 @@ class AttemptRecord:
 
 @dataclass(frozen=True)
 class Imported:
-    """An attempt recorded elsewhere, to store as history (ImportAttempts)."""
+    """An attempt recorded elsewhere, to store as history (ImportAttempts).
+
+    Made where the documents are checked, in a worker process (gateway/workers.py), in
+    the forms the statements take as they are: its document and prognosis as JSON text,
+    its epochs as array literals (`epoch_columns`). Dumping a thousand documents and
+    200,000 epochs as Python values here, on the event loop, took it from every other
+    call for seconds; text crosses the process boundary and the driver as one copy."""
 
     name: str
     status: str
     spec: bytes
-    doc: dict[str, Any]
-    epochs: tuple[EpochRecord, ...]
+    doc: str  # JSON
+    # `epoch_columns` of its epochs (None: it has none), and the last epoch's number.
+    epochs: tuple[str, ...] | None
+    current_epoch: int
     error: str = ""
     # When it was made and last changed there (None: now).
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
-    # Its prognosis from the rules (None: no epochs), encoded and in filter form.
+    # Its prognosis from the rules (None: no epochs), encoded and in filter form (JSON).
     prognosis_wire: bytes | None = None
-    prognosis: dict[str, Any] | None = None
+    prognosis: str | None = None
+
+
+def _literal(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)  # the shortest text that reads back as the same double
+
+
+def epoch_columns(epochs: Sequence[EpochRecord]) -> tuple[str, ...]:
+    """Epochs as PostgreSQL array literals, one per column of `_EPOCH_COLUMNS` (an
+    imported run may hold a non-finite loss: it diverged)."""
+    return (
+        "{" + ",".join(str(e.epoch) for e in epochs) + "}",
+        *(
+            "{" + ",".join(_literal(float(getattr(e, column))) for e in epochs) + "}"
+            for column in ("loss", "learning_rate", "seconds", "samples_per_second",
+                           "val_loss", "val_accuracy")
+        ),
+    )  # fmt: skip
 
 
 class Order(Enum):
@@ -242,14 +272,15 @@ class AttemptStore:
         A retry of `request` returns what the first call stored."""
         insert = sql.SQL(
             "INSERT INTO attempts AS a (name, status, spec, doc, owner, error, current_epoch,"
-            " created_at, updated_at, prognosis_wire, prognosis) VALUES (%s, %s, %s, %s, %s,"
-            " %s, %s, COALESCE(%s, now()), COALESCE(%s, COALESCE(%s, now())), %s, %s) {}"
+            " created_at, updated_at, prognosis_wire, prognosis) VALUES (%s, %s, %s,"
+            " %s::text::jsonb, %s, %s, %s, COALESCE(%s, now()), COALESCE(%s, COALESCE(%s,"
+            " now())), %s, %s::text::jsonb) {}"
             " RETURNING a.id"
         ).format(sql.SQL("ON CONFLICT (name) DO NOTHING" if skip_existing else ""))
         epochs = (
             f"INSERT INTO attempt_epochs (attempt_id, {_EPOCH_COLUMNS}) SELECT %s, * FROM"  # noqa: S608 - constant columns
-            " unnest(%s::int[], %s::float8[], %s::float8[], %s::float8[], %s::float8[],"
-            " %s::float8[], %s::float8[])"
+            " unnest(%s::text::int[], %s::text::float8[], %s::text::float8[],"
+            " %s::text::float8[], %s::text::float8[], %s::text::float8[], %s::text::float8[])"
         )
         ids: list[int] = []
         skipped: list[str] = []
@@ -265,11 +296,10 @@ class AttemptStore:
                             await cur.execute(
                                 insert,
                                 (
-                                    item.name, item.status, item.spec, Jsonb(item.doc), owner,
-                                    item.error, max((e.epoch for e in item.epochs), default=0),
-                                    item.created_at, item.updated_at, item.created_at,
-                                    item.prognosis_wire,
-                                    Jsonb(item.prognosis) if item.prognosis is not None else None,
+                                    item.name, item.status, item.spec, item.doc, owner,
+                                    item.error, item.current_epoch, item.created_at,
+                                    item.updated_at, item.created_at, item.prognosis_wire,
+                                    item.prognosis,
                                 ),
                             )  # fmt: skip
                             row = await cur.fetchone()
@@ -278,11 +308,7 @@ class AttemptStore:
                                 continue
                             ids.append(int(row[0]))
                             if item.epochs:
-                                columns = [
-                                    [getattr(e, c.strip()) for e in item.epochs]
-                                    for c in _EPOCH_COLUMNS.split(",")
-                                ]
-                                await cur.execute(epochs, (row[0], *columns))
+                                await cur.execute(epochs, (row[0], *item.epochs))
                         await remember(conn, request, *ids)
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(

@@ -1,4 +1,4 @@
-"""Asking the sampler for a study's next trials, in a worker process (workers.py): the
+"""Asking the sampler for a study's next trials, in a worker process (gateway/workers.py): the
 study's driver reads where the study stands, sends it here, and stores what comes back
 under the study's lock if the study still stands there. Imports nothing of the
 gateway's servers or pools: a worker imports this module.
@@ -13,9 +13,10 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from gateway import workers
 from gateway.config import Limits
 from gateway.store.studies import StudyRecord, TrialRecord
-from gateway.studies import model, workers
+from gateway.studies import model
 from gateway.studies.checks import command_problem, parameters
 from learning.studies import sampling, space
 from metalearn.structs import plain_struct
@@ -126,7 +127,7 @@ async def ask_async(
     study_state: dict[str, Any],
     priors: Sequence[tuple[dict[str, Any], float]] = (),
 ) -> sampling.Asked:
-    """`ask` in a worker process (workers.py): an ask scores every candidate against
+    """`ask` in a worker process (gateway/workers.py): an ask scores every candidate against
     every past trial, seconds of CPU for a large study; and Optuna's GPSampler imports
     torch (2 s, hundreds of MB) at its first real ask, which the gateway never loads."""
     return await workers.run(sampling.ask, study_name, params, maximize, sampler_name, sampler_args,

@@ -1,7 +1,7 @@
 """What CreateStudy checks, and what a trial's command is: every field of a study, its
 space against the base command, and the command at each choice and bound of the space,
 checked as Train checks a command. Imports nothing of the gateway's servers or pools:
-a worker process (workers.py) imports this module.
+a worker process (gateway/workers.py) imports this module.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _corners(v: Violations, study: pb.Study, params: list[space.Parameter], limi
 
 def problems(study: pb.Study, limits: Limits) -> Violations:
     """Every problem of a study as CreateStudy is given it, each named by its field.
-    Seconds of CPU for the largest space allowed: run in a worker process (workers.py),
+    Seconds of CPU for the largest space allowed: run in a worker process (gateway/workers.py),
     which hands back the violations (an InvalidArgument does not survive pickling)."""
     v = Violations()
     check_name(v, "study.name", study.name, MAX_STUDY_NAME)

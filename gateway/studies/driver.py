@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 from optuna.trial import TrialState
 
+from gateway import workers
 from gateway.attempts import convert
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
@@ -33,7 +34,7 @@ from gateway.store.studies import Locked, StudyRecord, StudyStore
 from gateway.store.tasks import TASKS
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import QUEUE, WorkStore
-from gateway.studies import asking, model, workers
+from gateway.studies import asking, model
 from gateway.studies.checks import parameters, trial_command
 from learning.studies import space
 

@@ -1,6 +1,6 @@
 """Optuna's pruners as a study may name them: their arguments, each bounded to what a
 real study needs, and a decision over a study rebuilt from our rows (pruning.py reads
-the rows; a decision runs in a worker process, workers.py). Imports nothing of the
+the rows; a decision runs in a worker process, gateway/workers.py). Imports nothing of the
 gateway's servers or pools: a worker imports this module.
 """
 

@@ -16,10 +16,11 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from gateway import workers
 from gateway.curves.live import Curves
 from gateway.epochs import Run, RunWatch
 from gateway.store.studies import StudyStore, TrialRecord
-from gateway.studies import model, workers
+from gateway.studies import model
 from gateway.studies.pruners import PRUNER_ARGS, check, decide, make
 from learning.curves.pruner import LearnedPruner
 from learning.studies import arguments

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway import workers
 from gateway.attempts.validation import check_labels_have_images
 from gateway.auth import current
 from gateway.config import Limits
@@ -16,7 +17,7 @@ from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.studies import StudyStore
 from gateway.store.work import WorkStore
-from gateway.studies import checks, model, workers
+from gateway.studies import checks, model
 from gateway.studies.checks import MAX_STUDY_NAME
 from gateway.studies.driver import StudyDriver, trial_name
 from gateway.studies.wakes import StudyWakes

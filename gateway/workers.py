@@ -1,15 +1,17 @@
-"""The CPU work of studies, in processes of their own: checking a CreateStudy's space
-(a whole Train check of a command for every choice), asking the sampler (every candidate
-scored against every past trial), rebuilding a study for a pruning decision.
+"""CPU work in processes of their own: checking a CreateStudy's space (a whole Train
+check of a command for every choice), asking a study's sampler (every candidate scored
+against every past trial), rebuilding a study for a pruning decision, checking an
+ImportAttempts call's documents (every command, epoch and result walked).
 
 Not on the event loop, where one CreateStudy froze every call for seconds; and not in a
 thread either: a thread of pure-Python work holds the GIL, which the event loop then
 waits for at every turn (measured: two CreateStudy checks of the largest space in
 threads took other calls from 1 ms to 95 ms at the median, 284 ms at the 99th
 percentile; in these processes they are not slowed). The functions sent here live in
-modules that import neither grpc servers nor the stores' pools (checks.py, asking.py,
-pruners.py), so a worker stays small (~70 MB; GP asks import torch in one, as they did
-beside the gateway before)."""
+modules that import neither grpc servers nor the stores' pools (studies/checks.py,
+studies/asking.py, studies/pruners.py, attempts/importing.py), so a worker stays small
+(~70 MB; GP asks import torch in one, as they did beside the gateway before). What they
+raise comes back as raised (metalearn.errors pickle whole)."""
 
 from __future__ import annotations
 
