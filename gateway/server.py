@@ -358,4 +358,7 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
         # cancels each once at its end, and one that absorbs that cancel (see
         # metalearn/waiting.py) would keep the process from exiting.
         for task in asyncio.all_tasks() - {asyncio.current_task()}:
-            await cancel_and_wait(task)
+            try:
+                await cancel_and_wait(task)
+            except Exception:  # its own error: logged, and the others still end
+                log.exception("a task ended with an error as the gateway stopped")

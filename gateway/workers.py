@@ -10,7 +10,8 @@ threads took other calls from 1 ms to 95 ms at the median, 284 ms at the 99th
 percentile; in these processes they are not slowed). The functions sent here live in
 modules that import neither grpc servers nor the stores' pools (studies/checks.py,
 studies/asking.py, studies/pruners.py, attempts/importing.py), so a worker stays small
-(~70 MB; GP asks import torch in one, as they did beside the gateway before). What they
+(~65 MB for studies, ~150 MB once it checked an import, whose prognoses import
+scikit-learn; GP asks import torch in one, as they did beside the gateway). What they
 raise comes back as raised (metalearn.errors pickle whole)."""
 
 from __future__ import annotations
@@ -78,4 +79,4 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
     except BrokenProcessPool as err:
         _forget(pool)
-        raise errors.Unavailable("a study worker process died: try again") from err
+        raise errors.Unavailable("a worker process died: try again") from err

@@ -247,6 +247,24 @@ def test_the_model_predicts_from_the_first_epochs_better_than_the_last_value() -
     assert fitted.predict(blind, 2) is None
 
 
+def test_a_model_stored_before_the_maths_moved_still_loads(monkeypatch) -> None:
+    """Models fitted before issue 26 name `gateway.curves.model.CurveModel`; a store
+    keeps them: they load from learning/, and a class gone for good means a refit."""
+    import sys
+
+    runs, tasks = _made_up()
+    fitted = model.fit(runs, tasks)
+    monkeypatch.setitem(sys.modules, "gateway.curves.model", model)
+    monkeypatch.setattr(model.CurveModel, "__module__", "gateway.curves.model")
+    old = fitted.dumps()
+    monkeypatch.undo()
+    assert b"gateway.curves.model" in old and "gateway.curves.model" not in sys.modules
+    again = model.CurveModel.loads(old)
+    assert again is not None and again.names == fitted.names
+    gone = old.replace(b"CurveModel", b"CurveModeX")  # same length: a class not there
+    assert model.CurveModel.loads(gone) is None
+
+
 def test_the_learned_pruner_is_deterministic_for_a_fixed_model() -> None:
     runs, tasks = _made_up()
     fitted = model.fit(runs, tasks)

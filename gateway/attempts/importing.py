@@ -14,6 +14,7 @@ that keep the largest allowed call to a few seconds of CPU (`_check_size`).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -48,6 +49,9 @@ _LIVE = {
     attempt_pb2.ATTEMPT_STATUS_TRAINING,
     attempt_pb2.ATTEMPT_STATUS_TESTING,
 }
+# One import checked at a time (seconds of CPU each): the rest wait here, not in the
+# worker processes, which studies' asks and pruning decisions need as well.
+_ONE_AT_A_TIME = asyncio.Semaphore(1)
 # Where a clock may run ahead of ours, and still be believed.
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 
@@ -168,7 +172,8 @@ async def check_imports_elsewhere(
     other calls while a large import is checked. Not a thread: a thread walking 17 MB of
     documents in Python held the interpreter's lock the event loop needs at every turn
     (an honest GetAttempt's p99 150-210 ms beside it)."""
-    return await workers.run(check_imports, attempts, limits)
+    async with _ONE_AT_A_TIME:
+        return await workers.run(check_imports, attempts, limits)
 
 
 def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[Imported]:

@@ -28,6 +28,7 @@ import math
 import pickle  # only models this gateway fitted and stored itself (see loads)
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -237,12 +238,25 @@ class CurveModel:
     def loads(data: bytes) -> CurveModel | None:
         """A stored model, or None when it was made by another feature set or another
         scikit-learn (refit then: an old pickle may not load, or mean something else)."""
-        model = pickle.loads(data)  # noqa: S301 - written by this gateway (see import)
+        try:
+            model = _Unpickler(io.BytesIO(data)).load()
+        except (ImportError, AttributeError, pickle.UnpicklingError):
+            return None  # a class no longer where it was: refit
         if not isinstance(model, CurveModel) or model.names != NAMES:
             return None
         if getattr(model, "_models", {}).keys() != set(FITTED):
             return None  # fitted before the prognosis and the pruner read LIKELY, CEILING
         return model if model.sklearn == sklearn.__version__ else None
+
+
+class _Unpickler(pickle.Unpickler):
+    """Models stored before the maths moved out of the gateway (issue 26) name their
+    classes under `gateway.curves`: they load from `learning.curves`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("gateway.curves."):
+            module = "learning.curves." + module.removeprefix("gateway.curves.")
+        return super().find_class(module, name)
 
 
 def fit(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> CurveModel:
