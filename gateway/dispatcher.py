@@ -208,12 +208,14 @@ class Dispatcher:
                     runner = self._train if claimed.work == "train" else self._test
                     call_task = asyncio.create_task(runner(claimed, stub, metadata))
                     cancel_task = asyncio.create_task(self._until_cancelled(claimed.id, events))
-                    done, _ = await asyncio.wait(
-                        {call_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    for task in (call_task, cancel_task):
-                        task.cancel()
-                    await asyncio.gather(call_task, cancel_task, return_exceptions=True)
+                    try:
+                        done, _ = await asyncio.wait(
+                            {call_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:  # also when this run is cancelled (the gateway stops)
+                        for task in (call_task, cancel_task):
+                            task.cancel()
+                        await asyncio.gather(call_task, cancel_task, return_exceptions=True)
                     if call_task in done and not call_task.cancelled() and call_task.exception():
                         raise call_task.exception()  # type: ignore[misc]
         except asyncio.CancelledError:
