@@ -22,7 +22,6 @@ from gateway.config import GatewayConfig
 from gateway.epochs import EpochPath, Run
 from gateway.events import Event, EventHub
 from gateway.outcomes import Outcomes
-from gateway.store import EpochRecord
 from gateway.store.images import ImageStore
 from gateway.store.trainers import Trainer, TrainerStore
 from gateway.store.work import QUEUE, Claimed, WorkStore
@@ -224,7 +223,7 @@ class Dispatcher:
             heard = bool(self._heard.get(claimed.id))
             await self._outcomes.failed_call(claimed, trainer, err, heard=heard)
         except Diverged as err:
-            await self._work.finish(claimed.id, claimed.fence, "FAILED", f"diverged: {err}")
+            await self._outcomes.diverged(claimed, str(err))
         except TrainerLied as err:
             await self._outcomes.lied(claimed, trainer, err)
         except Exception as err:
@@ -292,7 +291,7 @@ class Dispatcher:
             elif kind == "epoch":
                 epochs.epoch(event.epoch)
                 try:
-                    reason = await path.record(_record(event.epoch))
+                    reason = await path.record(convert.epoch_record(event.epoch))
                 except errors.FailedPrecondition:
                     return  # cancelled, or the lease went elsewhere: stop the trainer
                 if reason is not None:
@@ -348,10 +347,3 @@ class Dispatcher:
                 )
                 return
         await self._outcomes.ended_early(claimed)
-
-
-def _record(e: attempt_pb2.EpochMetrics) -> EpochRecord:
-    return EpochRecord(
-        e.epoch, e.loss, e.learning_rate, e.seconds, e.samples_per_second, e.val_loss,
-        e.val_accuracy,
-    )  # fmt: skip

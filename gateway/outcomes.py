@@ -57,6 +57,10 @@ class Outcomes:
             claimed.id, claimed.fence, reason, self._config.max_restarts, failed=True
         )
 
+    async def diverged(self, claimed: Claimed, reason: str) -> None:
+        """Its loss went non-finite: the command's fate, not a trainer's fault."""
+        await self._work.finish(claimed.id, claimed.fence, "FAILED", f"diverged: {reason[:500]}")
+
     async def gateway_error(self, claimed: Claimed, err: Exception) -> None:
         """A bug here, or the database went away mid-run: requeued, counted."""
         await self._work.requeue(
@@ -153,9 +157,7 @@ class Outcomes:
                 claimed.id, claimed.fence, "TRAINED", rewrite=convert.trained(weights, dataset)
             )
         elif f.outcome == tpb.TRAIN_OUTCOME_DIVERGED:
-            await self._work.finish(
-                claimed.id, claimed.fence, "FAILED", f"diverged: {f.reason[:500]}"
-            )
+            await self.diverged(claimed, f.reason)
         elif f.outcome == tpb.TRAIN_OUTCOME_INTERRUPTED:
             # The trainer is stopping and checkpointed: resume elsewhere.
             await self._work.requeue(

@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import field_mask_pb2, json_format
 
 from gateway.attempts.validation import MAX_TAGS, WRITABLE_FIELDS, tag_key
-from gateway.store import AttemptRecord, Rewrite, Stored
+from gateway.store import AttemptRecord, EpochRecord, Rewrite, Stored
 from metalearn import errors
 from metalearn.v1 import attempt_pb2
 
@@ -37,6 +37,14 @@ def image_ops_json(ops: Iterable[attempt_pb2.ImageOp]) -> list[dict[str, Any]]:
     """Image ops as a stored document holds them (`stored_forms`): what task keys are
     computed from, so a task named by a request matches its attempts' documents."""
     return [json_format.MessageToDict(op, preserving_proto_field_name=True) for op in ops]
+
+
+def epoch_record(e: attempt_pb2.EpochMetrics) -> EpochRecord:
+    """An epoch's metrics as the store keeps them (a trainer's report, or an import's)."""
+    return EpochRecord(
+        e.epoch, e.loss, e.learning_rate, e.seconds, e.samples_per_second, e.val_loss,
+        e.val_accuracy,
+    )  # fmt: skip
 
 
 def new_spec(attempt: attempt_pb2.Attempt) -> attempt_pb2.Attempt:

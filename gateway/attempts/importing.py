@@ -8,13 +8,12 @@ CreateAttempt ignores those (they are output only); an import keeps them, marked
 Every number in it gets the checks a trainer's reports get (`trainer_checks`): an
 import is a claim, and a claim of accuracy 42 would top every sort and teach the curve
 model nonsense. The checks are Python, a few microseconds per layer, label or epoch, so
-they run in a worker thread (the event loop answers other calls meanwhile) under bounds
+they run in a worker process (the event loop answers other calls meanwhile) under bounds
 that keep the largest allowed call to a few seconds of CPU (`_check_size`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import math
@@ -49,9 +48,6 @@ _LIVE = {
     attempt_pb2.ATTEMPT_STATUS_TRAINING,
     attempt_pb2.ATTEMPT_STATUS_TESTING,
 }
-# One import checked at a time (seconds of CPU each): the rest wait here, not in the
-# worker processes, which studies' asks and pruning decisions need as well.
-_ONE_AT_A_TIME = asyncio.Semaphore(1)
 # Where a clock may run ahead of ours, and still be believed.
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 
@@ -91,12 +87,7 @@ def _epochs(
                 v.add(f"{field}.epochs[{i}].{problem.field}", problem.detail)
             if problems:
                 return ()  # the first bad epoch is named; a run of them says no more
-            found.append(
-                EpochRecord(
-                    e.epoch, e.loss, e.learning_rate, e.seconds, e.samples_per_second,
-                    e.val_loss, e.val_accuracy,
-                )
-            )  # fmt: skip
+            found.append(convert.epoch_record(e))
         losses = attempt.training_losses
         if losses and (
             len(losses) != len(found)
@@ -172,8 +163,7 @@ async def check_imports_elsewhere(
     other calls while a large import is checked. Not a thread: a thread walking 17 MB of
     documents in Python held the interpreter's lock the event loop needs at every turn
     (an honest GetAttempt's p99 150-210 ms beside it)."""
-    async with _ONE_AT_A_TIME:
-        return await workers.run(check_imports, attempts, limits)
+    return await workers.run(check_imports, attempts, limits)
 
 
 def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[Imported]:

@@ -135,9 +135,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         self._hub = hub
         self._limits = limits
         self.downloads = DownloadSlots()
-
-    async def status_of(self, attempt_id: int) -> bytes:
-        return await status_wire(self._store, attempt_id)
+        # One import checked at a time (seconds of CPU each): the rest wait here, not in
+        # the worker processes, which studies' asks and pruning decisions need as well.
+        self._importing = asyncio.Semaphore(1)
 
     @translate_errors
     async def CreateAttempt(
@@ -163,7 +163,8 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         v = Violations()
         check_request_id(v, "request_id", request.request_id)
         v.raise_if_any()
-        imports = await importing.check_imports_elsewhere(list(request.attempts), self._limits)
+        async with self._importing:
+            imports = await importing.check_imports_elsewhere(list(request.attempts), self._limits)
         caller = current().name
         records, skipped = await self._store.import_many(
             imports,
@@ -445,7 +446,9 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                         raise NotFound(f"attempt id {record.id} was deleted")
                     attempt = attempt_pb2.Attempt.FromString(event.payload)
                 elif kind == "resync":
-                    attempt = attempt_pb2.Attempt.FromString(await self.status_of(record.id))
+                    attempt = attempt_pb2.Attempt.FromString(
+                        await status_wire(self._store, record.id)
+                    )
                 if kind == "epoch" and event.epoch == sent + 1:
                     if event.response:
                         # The common case: read and encoded once for every watcher (the
