@@ -41,36 +41,42 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def imports_of(source: str, name: str, package: bool, known: dict[str, Path]) -> set[str]:
+    """The first-party modules (of `known`) that the module `name` imports, given its
+    source; `from a import b` is `a.b` when that is a module, else `a`."""
+
+    def resolve(dotted: str) -> str | None:
+        while dotted and dotted not in known:
+            dotted = dotted.rpartition(".")[0]
+        return dotted or None
+
+    parent = name if package else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(source, name)):
+        if isinstance(node, ast.Import):
+            targets.update(filter(None, (resolve(a.name) for a in node.names)))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from its package, or one `.` further up per dot
+                parts = parent.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if base.startswith("metalearn.v1"):
+                continue
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                target = full if full in known else resolve(base)
+                if target:
+                    targets.add(target)
+    return targets - {name}
+
+
 def graph() -> dict[str, set[str]]:
     """Each first-party module and the first-party modules it imports."""
     known = modules()
-
-    def resolve(name: str) -> str | None:
-        while name and name not in known:
-            name = name.rpartition(".")[0]
-        return name or None
-
-    edges: dict[str, set[str]] = {}
-    for name, path in known.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(filter(None, (resolve(a.name) for a in node.names)))
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")
-                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-                if base.startswith("metalearn.v1"):
-                    continue
-                for alias in node.names:
-                    full = f"{base}.{alias.name}"
-                    target = full if full in known else resolve(base)
-                    if target:
-                        targets.add(target)
-        edges[name] = targets - {name}
-    return edges
+    return {
+        name: imports_of(path.read_text(), name, path.name == "__init__.py", known)
+        for name, path in known.items()
+    }
 
 
 def layer(module: str) -> str:
