@@ -60,6 +60,8 @@ class GatewayConfig:
     # waits up to `principal_wait_seconds`, then RESOURCE_EXHAUSTED) and open streams.
     principal_calls: int = 8
     principal_streams: int = 64
+    # Runs one principal may have reporting at once (ReportingService.ReportRun).
+    principal_reports: int = 1024
     principal_wait_seconds: float = 5.0
     # Filtered or field-ordered ListAttempts running at once, whoever sends them (the
     # caller chooses their cost; what stays free serves every other call).

@@ -43,6 +43,7 @@ _ATTEMPTS = "/metalearn.v1.AttemptService/"
 _DATASETS = "/metalearn.v1.DatasetService/"
 _TASKS = "/metalearn.v1.TaskService/"
 _STUDIES = "/metalearn.v1.StudyService/"
+_REPORTING = "/metalearn.v1.ReportingService/"
 
 
 def budgets(limits: Limits) -> dict[str, int]:
@@ -68,6 +69,13 @@ def budgets(limits: Limits) -> dict[str, int]:
         _TASKS + "FindSimilarTasks": command,
         _TASKS + "SuggestCommand": command,
         _STUDIES + "CreateStudy": whole,
+        # A run's declared labels and its parameters (64 KiB) with the rest.
+        _REPORTING + "StartRun": labels + COMMAND_REST,
+        # Each message of the stream: a batch of at most 100,000 points, each at most a
+        # 10-byte step, an 8-byte value and a 10-byte time, with 1,000 names.
+        _REPORTING + "ReportRun": 100_000 * 28 + SMALL,
+        # Each message: a chunk of at most 1 MiB, with its tag and length.
+        _REPORTING + "UploadModel": SMALL + 64,
     }
 
 

@@ -7,7 +7,8 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,12 +25,15 @@ from gateway.curves.watch import PrognosisWatcher
 from gateway.datasets.servicer import DatasetServicer
 from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
-from gateway.epochs import EpochPath
+from gateway.epochs import EpochPath, EpochWatcher
 from gateway.events import EventHub
+from gateway.reporting.lapses import Lapses
+from gateway.reporting.servicer import ReportingServicer
 from gateway.request_sizes import RequestSizes
 from gateway.slots import Slots
 from gateway.store import AttemptStore, Database, ImageStore, migrate
 from gateway.store.curves import CURVES, CurveStore
+from gateway.store.reports import ReportStore
 from gateway.store.run_files import RunFileStore
 from gateway.store.studies import StudyStore
 from gateway.store.tasks import TaskStore
@@ -54,6 +58,8 @@ from metalearn.v1 import (
     curve_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    reporting_service_pb2,
+    reporting_service_pb2_grpc,
     study_service_pb2,
     study_service_pb2_grpc,
     task_service_pb2,
@@ -75,13 +81,22 @@ SERVICES = (
     study_service_pb2.DESCRIPTOR.services_by_name["StudyService"],
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
     curve_service_pb2.DESCRIPTOR.services_by_name["CurveService"],
+    reporting_service_pb2.DESCRIPTOR.services_by_name["ReportingService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
+class Loop(Protocol):
+    """Work a feature runs beside the server until the gateway stops."""
+
+    name: str
+
+    async def run(self) -> None: ...
+
+
 class Background:
     """What runs beside the server: the event hub, the dispatcher, the study driver,
-    the task profiler, the curve model's refits."""
+    the task profiler, the curve model's refits, and the loops features add."""
 
     def __init__(
         self,
@@ -90,30 +105,32 @@ class Background:
         studies: StudyDriver,
         profiler: TaskProfiler,
         curves: Curves,
+        loops: Sequence[Loop] = (),
     ) -> None:
         self.hub = hub
         self.dispatcher = dispatcher
         self.studies = studies
         self.profiler = profiler
         self.curves = curves
-        self._studies_task: asyncio.Task[None] | None = None
-        self._profiler_task: asyncio.Task[None] | None = None
-        self._curves_task: asyncio.Task[None] | None = None
+        self._loops: list[tuple[str, Callable[[], Coroutine[None, None, None]]]] = [
+            ("studies", studies.run),
+            ("task-profiler", profiler.run),
+            ("curve-refits", curves.run),
+            *((loop.name, loop.run) for loop in loops),
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self.hub.start()
         await self.dispatcher.start()
-        self._studies_task = asyncio.create_task(self.studies.run(), name="studies")
-        self._profiler_task = asyncio.create_task(self.profiler.run(), name="task-profiler")
-        self._curves_task = asyncio.create_task(self.curves.run(), name="curve-refits")
+        self._tasks = [asyncio.create_task(run(), name=name) for name, run in self._loops]
 
     async def stop(self) -> None:
         # Watchers first: they reconnect (with from_epoch) to a replica that stays,
         # instead of holding this one's drain for its whole grace period.
         self.hub.end_watches()
-        for task in (self._studies_task, self._profiler_task, self._curves_task):
-            if task is not None:
-                await cancel_and_wait(task)
+        for task in self._tasks:
+            await cancel_and_wait(task)
         await self.dispatcher.stop()
         await self.hub.stop()
 
@@ -123,7 +140,10 @@ def _grpc_server(config: GatewayConfig, authenticator: Authenticator | None) -> 
     budget first, then the request's size budget."""
     size = config.limits.max_message_bytes
     budget = PrincipalBudget(
-        config.principal_calls, config.principal_streams, config.principal_wait_seconds
+        config.principal_calls,
+        config.principal_streams,
+        config.principal_wait_seconds,
+        config.principal_reports,
     )
     return grpc.aio.server(
         # Sizes inside authentication: an unauthenticated call learns nothing else.
@@ -224,10 +244,22 @@ async def create_server(
     # Every stored epoch is then judged by these, in this order (docs/architecture.md §5):
     # its prognosis first (a hopeless run that asked to stop stops), then its study's
     # pruner. A new per-epoch consumer is one more watcher here.
-    epochs = EpochPath(
-        service_attempts, hub, [PrognosisWatcher(curves), Pruning(StudyStore(lane), curves)]
-    )
+    watchers: list[EpochWatcher] = [PrognosisWatcher(curves), Pruning(StudyStore(lane), curves)]
+    epochs = EpochPath(service_attempts, hub, watchers)
     dispatcher = Dispatcher(config, service_work, service_trainers, ImageStore(lane), hub, epochs)
+    # Runs of users' own code take the same path and watchers as a trainer's, storing
+    # on the requests' connections (the service lane is the dispatcher's).
+    reporting_service_pb2_grpc.add_ReportingServiceServicer_to_server(
+        ReportingServicer(
+            ReportStore(pool),
+            work,
+            EpochPath(attempts, hub, watchers),
+            hub,
+            config.limits,
+            config.max_artifact_bytes,
+        ),
+        server,
+    )
     # What each feature hears of, from the database's notifications (on any replica).
     dispatcher.register(hub)
     driver.register(hub)
@@ -236,7 +268,8 @@ async def create_server(
     if authenticator is not None:
         hub.listen(TOKENS, lambda _: authenticator.forget())
     hub.listen(CURVES, lambda _: curves.forget())
-    return server, port, Background(hub, dispatcher, driver, profiler, curves)
+    loops = [Lapses(ReportStore(lane))]
+    return server, port, Background(hub, dispatcher, driver, profiler, curves, loops)
 
 
 async def _follow_database(database: Database, health: AsyncHealthServicer) -> None:

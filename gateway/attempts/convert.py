@@ -85,7 +85,7 @@ def replacing(source: attempt_pb2.Attempt, paths: tuple[str, ...]) -> Rewrite:
         if keys and len(spec.tags) > MAX_TAGS:
             raise errors.InvalidArgument.one("attempt.tags", f"at most {MAX_TAGS} tags")
 
-    return _rewrite(change)
+    return rewrite_with(change)
 
 
 def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
@@ -102,9 +102,12 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
     attempt.error = record.error
     attempt.owner = record.owner
     # Derived, never stored: as the `provenance` column is from the document's flag.
-    attempt.provenance = (
-        attempt_pb2.PROVENANCE_IMPORTED if attempt.imported else attempt_pb2.PROVENANCE_TRAINED
-    )
+    if attempt.imported:
+        attempt.provenance = attempt_pb2.PROVENANCE_IMPORTED
+    elif attempt.HasField("reported"):
+        attempt.provenance = attempt_pb2.PROVENANCE_REPORTED
+    else:
+        attempt.provenance = attempt_pb2.PROVENANCE_TRAINED
     # Encoded repeated fields from PostgreSQL: merging appends them, parsed natively.
     attempt.MergeFromString(record.losses_wire)
     if record.epochs_wire:
@@ -115,12 +118,16 @@ def attempt_from_record(record: AttemptRecord) -> attempt_pb2.Attempt:
 
 
 # Results of a training run, forgotten when it trains again.
-_RESULTS = ("accuracy", "test_result", "model_artifact", "dataset", "imported", "trial")
+_RESULTS = (
+    "accuracy", "test_result", "model_artifact", "dataset", "imported", "trial", "reported"
+)  # fmt: skip
 
 
-def _rewrite(
+def rewrite_with(
     change: Callable[[attempt_pb2.Attempt], None],
 ) -> Rewrite:
+    """A store rewrite that applies `change` to the stored document."""
+
     def rewrite(stored: Stored) -> tuple[bytes, dict[str, Any]]:
         spec = spec_of(stored)
         change(spec)
@@ -140,14 +147,14 @@ def for_training(
         for name in _RESULTS:
             spec.ClearField(name)  # type: ignore[arg-type]
 
-    return _rewrite(change)
+    return rewrite_with(change)
 
 
 def for_testing(
     command: attempt_pb2.TestCommand,
 ) -> Rewrite:
     """Test's rewrite when a command is given: it becomes the attempt's testing_commands."""
-    return _rewrite(lambda spec: spec.testing_commands.CopyFrom(command))
+    return rewrite_with(lambda spec: spec.testing_commands.CopyFrom(command))
 
 
 def trained(
@@ -160,7 +167,7 @@ def trained(
         if dataset is not None:
             spec.dataset.CopyFrom(dataset)
 
-    return _rewrite(change)
+    return rewrite_with(change)
 
 
 def tested(result: attempt_pb2.TestResult) -> Rewrite:
@@ -170,4 +177,4 @@ def tested(result: attempt_pb2.TestResult) -> Rewrite:
         spec.test_result.CopyFrom(result)
         spec.accuracy = result.accuracy
 
-    return _rewrite(change)
+    return rewrite_with(change)

@@ -7,7 +7,12 @@ Each principal gets its own small share instead:
 - unary calls: at most `calls` at once; one more waits its turn (in memory, holding
   nothing) up to `wait_seconds`, then is refused with RESOURCE_EXHAUSTED;
 - streams (watches, reads, uploads, downloads), which live long: at most `streams`
-  open at once, one more is refused at once.
+  open at once, one more is refused at once;
+- report streams (`REPORT_STREAMS`: a run of users' own code reporting its epochs),
+  which live as long as a training run and are idle most of it: at most `reports` open
+  at once, counted apart, so that a team's hundred training jobs on one token neither
+  take its watches' share nor are refused for them. Each holds one batch at a time,
+  bounded by its method's request budget (gateway/request_sizes.py).
 
 Admins are the operator (a stolen admin token has lost the service already); they are
 not counted, so an operator's bulk tooling keeps its full speed.
@@ -28,11 +33,15 @@ from dataclasses import dataclass, field
 from gateway.auth.roles import Principal, Role
 from metalearn import errors
 
+# Streams counted as reports: open for a whole training run, idle most of it.
+REPORT_STREAMS = frozenset({"/metalearn.v1.ReportingService/ReportRun"})
+
 
 @dataclass
 class _Share:
     calls: asyncio.Semaphore
     streams: int = 0
+    reports: int = 0
     users: int = 0  # calls and streams holding or awaiting this entry
 
 
@@ -43,6 +52,7 @@ class PrincipalBudget:
     calls: int = 8
     streams: int = 64
     wait_seconds: float = 5.0
+    reports: int = 1024
     _shares: dict[str, _Share] = field(default_factory=dict)
 
     def _share(self, principal: Principal) -> _Share:
@@ -105,3 +115,21 @@ class PrincipalBudget:
                 yield
             finally:
                 share.streams -= 1
+
+    @contextlib.asynccontextmanager
+    async def report(self, principal: Principal) -> AsyncIterator[None]:
+        """Holds one of the principal's report-stream slots while the stream is open."""
+        async with self._entry(principal) as share:
+            if share is None:
+                yield
+                return
+            if share.reports >= self.reports:
+                raise errors.ResourceExhausted(
+                    f"{principal.name!r} has {self.reports} runs reporting at once, the most"
+                    " one token may have: finish some first"
+                )
+            share.reports += 1
+            try:
+                yield
+            finally:
+                share.reports -= 1

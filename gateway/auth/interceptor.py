@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from gateway.auth.budget import PrincipalBudget
+from gateway.auth.budget import REPORT_STREAMS, PrincipalBudget
 from gateway.auth.roles import POLICY, Principal, Role, set_current
 from gateway.auth.tokens import Authenticator, bearer
 from metalearn import errors
@@ -90,7 +90,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or is_open(method):
             return handler
-        wrapped = self._wrap(handler, POLICY.get(method, frozenset()))
+        wrapped = self._wrap(
+            handler, POLICY.get(method, frozenset()), "report" if method in REPORT_STREAMS else ""
+        )
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -100,6 +102,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         roles: frozenset[Role],
         stack: contextlib.AsyncExitStack,
         streaming: bool,
+        kind: str = "",
     ) -> None:
         """Checks the caller and takes one of its slots (released when `stack` closes);
         aborts the call with UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED."""
@@ -116,13 +119,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     f"a {principal.role.value} token may not call this method"
                 )
             budget = self._budget
-            slot = budget.stream(principal) if streaming else budget.call(principal)
+            if kind == "report":
+                slot = budget.report(principal)
+            else:
+                slot = budget.stream(principal) if streaming else budget.call(principal)
             await stack.enter_async_context(slot)
         except errors.DomainError as err:  # the boundary for calls that never reach a servicer
             await context.abort_with_status(to_status(err))
         set_current(principal)
 
-    def _wrap(self, handler: Any, roles: frozenset[Role]) -> Any:
+    def _wrap(self, handler: Any, roles: frozenset[Role], kind: str = "") -> Any:
         enter = self._enter
         parse = _tolerant(handler.request_deserializer)
         serialize = _passing_encoded(handler.response_serializer)
@@ -175,7 +181,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
             async with contextlib.AsyncExitStack() as stack:
-                await enter(context, roles, stack, True)
+                await enter(context, roles, stack, True, kind)
                 async for response in inner_ss(checked(requests), context):
                     yield response
 

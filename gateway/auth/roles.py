@@ -53,6 +53,7 @@ _TS = "/metalearn.v1.TokenService/"
 _SS = "/metalearn.v1.StudyService/"
 _KS = "/metalearn.v1.TaskService/"
 _CS = "/metalearn.v1.CurveService/"
+_RS = "/metalearn.v1.ReportingService/"
 
 # Ownership of an attempt is checked by the store, inside the statement that changes
 # it: a writer passes this table for any attempt, then the row decides.
@@ -101,6 +102,13 @@ POLICY: dict[str, frozenset[Role]] = {
     # A fit costs the gateway up to a minute of CPU: admins only.
     _CS + "FitCurveModel": ADMIN,
     _CS + "GetCurveModel": READ,
+    # Writers report their own runs (the servicer checks the owner, as the store does
+    # for attempts); any reader reads a run's metrics.
+    _RS + "StartRun": WRITE,
+    _RS + "ReportRun": WRITE,
+    _RS + "UploadModel": WRITE,
+    _RS + "FinishRun": WRITE,
+    _RS + "GetMetricHistory": READ,
 }
 
 

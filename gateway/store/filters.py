@@ -15,7 +15,7 @@ A value with `*` wildcards is a bounded LIKE pattern (a run of stars one `%`), n
 regex: LIKE compiles nothing, and its cost is linear in the value it reads.
 Every value is checked here (numbers that fit a double, RFC 3339 times, strings without
 NUL or lone surrogates), so that PostgreSQL never refuses one.
-Columns (name, status, owner, id, times, counters) compare as columns; `prognosis.…`
+Columns (name, status, provenance, owner, id, times, counters) compare as columns; `prognosis.…`
 paths read the prognosis's own JSON column the same way.
 
 Written by hand: no maintained Python library parses AIP-160 into SQL for JSONB (the
@@ -68,6 +68,8 @@ _STATUSES = (
     "INCOMPLETE", "QUEUED", "TRAINING", "TRAINED", "TESTING", "COMPLETE", "FAILED", "CANCELLED",
     "PRUNED",
 )  # fmt: skip
+# Where an attempt's numbers come from (the generated `provenance` column).
+_PROVENANCES = ("TRAINED", "IMPORTED", "REPORTED")
 # `Attempt.best_val_accuracy`, from the epoch rows (their primary key serves it); NULL
 # where no epoch was validated, as the API's 0 says.
 _BEST_VAL = (
@@ -78,6 +80,7 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "name": ("a.name", "text"),
     "owner": ("a.owner", "text"),
     "status": ("a.status", "status"),
+    "provenance": ("a.provenance", "provenance"),
     "id": ("a.id", "number"),
     "current_epoch": ("a.current_epoch", "number"),
     "restart_count": ("a.restart_count", "number"),
@@ -302,6 +305,13 @@ class _Parser:
             if status not in _STATUSES or op not in ("=", "!="):
                 raise _error(at, f"status is compared with = or != to one of {list(_STATUSES)}")
             value = status
+        elif kind == "provenance":
+            found = str(value).upper().removeprefix("PROVENANCE_")
+            if found not in _PROVENANCES or op not in ("=", "!="):
+                raise _error(
+                    at, f"provenance is compared with = or != to one of {list(_PROVENANCES)}"
+                )
+            value = found
         elif kind == "number":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise _error(at, f"{path[0]} is a number")

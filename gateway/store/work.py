@@ -197,7 +197,7 @@ class WorkStore:
                         " CASE WHEN a.spec IS NULL THEN a.doc END"
                         " AS doc, EXISTS (SELECT 1 FROM artifacts r WHERE r.attempt_id = a.id"
                         " AND r.kind = 'weights') AS trained, a.doc @> '{{\"imported\": true}}'"
-                        " AS imported FROM attempts a WHERE {} FOR UPDATE"
+                        " AS imported, a.provenance FROM attempts a WHERE {} FOR UPDATE"
                     ).format(where),
                     params,
                 )
@@ -208,6 +208,12 @@ class WorkStore:
                 if row["status"] in LIVE_STATUSES:
                     raise errors.FailedPrecondition(
                         f"{_describe(key)} is {row['status']}: wait for it"
+                    )
+                if row["provenance"] == "REPORTED":
+                    raise errors.FailedPrecondition(
+                        f"{_describe(key)} was reported by its own code, which tests it"
+                        " (FinishRun's test_result): its model is not one a trainer here can"
+                        " load"
                     )
                 if not row["trained"] and row["imported"]:
                     raise errors.FailedPrecondition(
@@ -366,7 +372,8 @@ class WorkStore:
         """Requeues work whose gateway stopped renewing its lease (it died): not the
         run's fault, so counted apart, and FAILED only past `max_lost` such losses."""
         done = await self._requeue_where(
-            sql.SQL("lease_until < now()"),
+            # A reported run is its reporter's to renew: gateway/reporting/lapses.py.
+            sql.SQL("lease_until < now() AND provenance <> 'REPORTED'"),
             {},
             "its gateway was lost",
             lost=1,

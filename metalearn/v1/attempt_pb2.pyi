@@ -37,6 +37,7 @@ class Provenance(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVENANCE_UNSPECIFIED: _ClassVar[Provenance]
     PROVENANCE_TRAINED: _ClassVar[Provenance]
     PROVENANCE_IMPORTED: _ClassVar[Provenance]
+    PROVENANCE_REPORTED: _ClassVar[Provenance]
 ATTEMPT_STATUS_UNSPECIFIED: AttemptStatus
 ATTEMPT_STATUS_INCOMPLETE: AttemptStatus
 ATTEMPT_STATUS_QUEUED: AttemptStatus
@@ -55,6 +56,7 @@ CURVE_FLAG_KIND_OVERFITTING: CurveFlagKind
 PROVENANCE_UNSPECIFIED: Provenance
 PROVENANCE_TRAINED: Provenance
 PROVENANCE_IMPORTED: Provenance
+PROVENANCE_REPORTED: Provenance
 
 class Model(_message.Message):
     __slots__ = ("layers", "name")
@@ -267,8 +269,36 @@ class Prognosis(_message.Message):
     hopeless_reason: str
     def __init__(self, epoch: _Optional[int] = ..., flags: _Optional[_Iterable[_Union[CurveFlag, _Mapping]]] = ..., predicted: _Optional[bool] = ..., final_val_accuracy: _Optional[float] = ..., final_val_accuracy_low: _Optional[float] = ..., final_val_accuracy_high: _Optional[float] = ..., model_version: _Optional[int] = ..., note: _Optional[str] = ..., hopeless: _Optional[bool] = ..., hopeless_reason: _Optional[str] = ...) -> None: ...
 
+class DeclaredTask(_message.Message):
+    __slots__ = ("dataset", "labels", "input_shape", "train_size")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    train_size: int
+    def __init__(self, dataset: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., train_size: _Optional[int] = ...) -> None: ...
+
+class ReportedRun(_message.Message):
+    __slots__ = ("params", "task", "metric_keys", "heartbeat_seconds", "client", "stop_when_hopeless")
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    METRIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    STOP_WHEN_HOPELESS_FIELD_NUMBER: _ClassVar[int]
+    params: _struct_pb2.Struct
+    task: DeclaredTask
+    metric_keys: _containers.RepeatedScalarFieldContainer[str]
+    heartbeat_seconds: int
+    client: str
+    stop_when_hopeless: bool
+    def __init__(self, params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., task: _Optional[_Union[DeclaredTask, _Mapping]] = ..., metric_keys: _Optional[_Iterable[str]] = ..., heartbeat_seconds: _Optional[int] = ..., client: _Optional[str] = ..., stop_when_hopeless: _Optional[bool] = ...) -> None: ...
+
 class Attempt(_message.Message):
-    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy", "provenance")
+    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy", "provenance", "reported")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +332,7 @@ class Attempt(_message.Message):
     PROGNOSIS_FIELD_NUMBER: _ClassVar[int]
     BEST_VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     training_commands: TrainCommand
@@ -328,4 +359,5 @@ class Attempt(_message.Message):
     prognosis: Prognosis
     best_val_accuracy: float
     provenance: Provenance
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ..., best_val_accuracy: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, str]] = ...) -> None: ...
+    reported: ReportedRun
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ..., best_val_accuracy: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, str]] = ..., reported: _Optional[_Union[ReportedRun, _Mapping]] = ...) -> None: ...

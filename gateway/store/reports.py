@@ -1,0 +1,253 @@
+"""Every SQL statement of runs reported by users' own code (gateway/reporting/): starting
+them, their named metrics' points, their leases, and those whose reporter went silent.
+
+A reported run is an attempt in TRAINING with provenance REPORTED. Its writer holds it
+as a trainer's run is held: by a lease (renewed by every report) and a fencing token
+(`claims`, 1 for a reported run), so its epochs take the same fenced statement
+(`AttemptStore.append_epoch`) and its end the same one (`WorkStore.finish`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.store.attempts import _COLUMNS, AttemptRecord, Rewrite, _record
+from gateway.store.database import translate_db_errors
+from gateway.store.requests import RequestKey, remember, replayed
+from gateway.store.work import _rewrite_document, notify
+from metalearn import errors
+
+# What `leased_by` says of a reported run: no gateway or trainer holds it.
+REPORTER = "reporter"
+# The fencing token of every reported run: it is claimed once, when it starts.
+FENCE = 1
+
+
+@dataclass(frozen=True)
+class ReportedRow:
+    """What a report needs of its run."""
+
+    id: int
+    name: str
+    owner: str
+    status: str
+    provenance: str
+    current_epoch: int
+    error: str
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Series:
+    """A run's metric by name: its id and the points it holds."""
+
+    id: int
+    points: int
+
+
+@dataclass(frozen=True)
+class MetricHistory:
+    steps: list[int]
+    values: list[float]
+    at_ms: list[int]
+
+
+class ReportStore:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def start(
+        self,
+        name: str,
+        spec: bytes,
+        doc: dict[str, Any],
+        owner: str,
+        heartbeat_seconds: int,
+        request: RequestKey | None = None,
+    ) -> int:
+        """Stores a new run, TRAINING and held by its reporter for `heartbeat_seconds`;
+        returns its id. AlreadyExists when the name is taken; a retry of `request`
+        returns the first call's run."""
+        try:
+            with translate_db_errors():
+                async with self._pool.connection() as conn, conn.transaction():
+                    done = await replayed(conn, request)
+                    if done is not None:
+                        return done
+                    cur = await conn.execute(
+                        "INSERT INTO attempts (name, spec, doc, owner, status, claims,"
+                        " leased_by, lease_until) VALUES (%s, %s, %s, %s, 'TRAINING', %s, %s,"
+                        " now() + make_interval(secs => %s)) RETURNING id",
+                        (name, spec, Jsonb(doc), owner, FENCE, REPORTER, heartbeat_seconds),
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    await remember(conn, request, int(row[0]))
+                    await notify(conn.cursor(), int(row[0]), "status")
+                    return int(row[0])
+        except errors.AlreadyExists as err:
+            raise errors.AlreadyExists(f"attempt name {name!r} is taken") from err
+
+    async def record(self, attempt_id: int) -> AttemptRecord:
+        """The attempt as the API shows it (without epochs)."""
+        query = sql.SQL(
+            "SELECT {}, NULL::bytea AS losses_wire FROM attempts a WHERE a.id = %s"
+        ).format(_COLUMNS)
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(query, (attempt_id,))
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"attempt id {attempt_id} not found")
+        return _record(row)
+
+    async def run(self, attempt_id: int) -> ReportedRow:
+        """A run by id; NotFound when there is none."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT id, name, owner, status, provenance, current_epoch, error, doc"
+                    " FROM attempts WHERE id = %s",
+                    (attempt_id,),
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"attempt id {attempt_id} not found")
+        return ReportedRow(**row)
+
+    async def series(self, attempt_id: int, keys: Sequence[str]) -> dict[str, Series]:
+        """The run's metrics named `keys`, made where new."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    # DO UPDATE (to itself) so that existing rows come back too.
+                    "INSERT INTO metric_series (attempt_id, key)"
+                    " SELECT %s, k FROM unnest(%s::text[]) k"
+                    " ON CONFLICT (attempt_id, key) DO UPDATE SET key = EXCLUDED.key"
+                    " RETURNING key, id, points",
+                    (attempt_id, list(keys)),
+                )
+                return {str(r[0]): Series(int(r[1]), int(r[2])) for r in await cur.fetchall()}
+
+    async def usage(self, attempt_id: int) -> tuple[int, int]:
+        """The run's metric names and the points they hold."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*), coalesce(sum(points), 0) FROM metric_series"
+                    " WHERE attempt_id = %s",
+                    (attempt_id,),
+                )
+                row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def report(
+        self,
+        attempt_id: int,
+        heartbeat_seconds: int,
+        points: tuple[str, str, str, str] | None,
+    ) -> int | None:
+        """Stores `points` (array literals of series ids, steps, values and times) once
+        each, and renews the run's lease, if it is still TRAINING; returns how many
+        points were new, None when the run is no longer live. One statement.
+
+        The lease is written only once a tenth of it has passed: a reporter sending ten
+        batches a second would otherwise rewrite its attempt's row ten times a second."""
+        sets = points or ("{}", "{}", "{}", "{}")
+        query = (
+            "WITH run AS (SELECT id, lease_until FROM attempts WHERE id = %(id)s"
+            " AND claims = %(fence)s AND status = 'TRAINING' AND leased_by = %(reporter)s),"
+            " renew AS (UPDATE attempts a SET lease_until = now() + make_interval(secs => %(hb)s)"
+            " FROM run WHERE a.id = run.id AND a.status = 'TRAINING'"
+            " AND run.lease_until < now() + make_interval(secs => %(hb)s * 0.9) RETURNING 1),"
+            " ins AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
+            " SELECT p.* FROM run CROSS JOIN unnest(%(series)s::text::int8[],"
+            " %(steps)s::text::int8[], %(values)s::text::float8[], %(at)s::text::int8[]) p"
+            " ON CONFLICT DO NOTHING RETURNING series_id),"
+            " counted AS (UPDATE metric_series s SET points = s.points + c.n FROM"
+            " (SELECT series_id, count(*) AS n FROM ins GROUP BY series_id) c"
+            " WHERE s.id = c.series_id RETURNING 1)"
+            " SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins),"
+            " (SELECT count(*) FROM renew), (SELECT count(*) FROM counted)"
+        )
+        params = {
+            "id": attempt_id,
+            "fence": FENCE,
+            "reporter": REPORTER,
+            "hb": heartbeat_seconds,
+            "series": sets[0],
+            "steps": sets[1],
+            "values": sets[2],
+            "at": sets[3],
+        }
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone()
+        assert row is not None
+        return int(row[1]) if row[0] else None
+
+    async def rewrite(self, attempt_id: int, rewrite: Rewrite) -> bool:
+        """Rewrites a live run's document (its metric names); False once it has ended."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row, binary=True)
+                await cur.execute(
+                    "SELECT spec, CASE WHEN spec IS NULL THEN doc END AS doc FROM attempts"
+                    " WHERE id = %s AND claims = %s AND status = 'TRAINING' FOR UPDATE",
+                    (attempt_id, FENCE),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    return False
+                await _rewrite_document(cur, attempt_id, rewrite, row)
+        return True
+
+    async def history(
+        self, attempt_id: int, key: str, after_step: int, limit: int
+    ) -> MetricHistory:
+        """Points of one metric after `after_step`, in step order, at most `limit`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT coalesce(array_agg(step ORDER BY step), '{}'),"
+                    " coalesce(array_agg(value ORDER BY step), '{}'),"
+                    " coalesce(array_agg(at_ms ORDER BY step), '{}') FROM ("
+                    " SELECT p.step, p.value, p.at_ms FROM metric_points p"
+                    " JOIN metric_series s ON s.id = p.series_id"
+                    " WHERE s.attempt_id = %s AND s.key = %s AND p.step > %s"
+                    " ORDER BY p.step LIMIT %s) page",
+                    (attempt_id, key, after_step, limit),
+                )
+                row = await cur.fetchone()
+        assert row is not None
+        return MetricHistory(list(row[0]), list(row[1]), list(row[2]))
+
+    async def expire_lost(self) -> list[tuple[int, str]]:
+        """Fails the runs whose reporter sent nothing for their heartbeat: (id, name)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    "UPDATE attempts SET status = 'FAILED', leased_by = '', lease_until = NULL,"
+                    " error = 'lost: its reporter sent nothing for '"
+                    " || coalesce(doc -> 'reported' ->> 'heartbeat_seconds', '?') || ' s',"
+                    " updated_at = now()"
+                    " WHERE status = 'TRAINING' AND provenance = 'REPORTED'"
+                    " AND leased_by = %s AND lease_until < now() RETURNING id, name",
+                    (REPORTER,),
+                )
+                lost = [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+                for attempt_id, _ in lost:
+                    await notify(cur, attempt_id, "status")
+        return lost
