@@ -15,6 +15,7 @@ from gateway.inprocess import GatewayThread
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_EXAMPLE = ROOT / "examples" / "node" / "train.js"
+NODE_REPORT_EXAMPLE = NODE_EXAMPLE.with_name("report.js")
 GO_BUILD = ROOT / "examples" / "go" / "build.sh"
 # Where Debian puts the Go sources the example builds against.
 DEBIAN_GOCODE = Path("/usr/share/gocode/src")
@@ -28,6 +29,12 @@ def node_example() -> list[str]:
     modules = NODE_EXAMPLE.parent / "node_modules"
     assert (modules / "protobufjs").is_dir(), "run `make setup` (npm ci in examples/node)"
     return ["node", str(NODE_EXAMPLE)]
+
+
+def node_report_example() -> list[str]:
+    """The command that runs the Node.js reporting example, report.js: node_example's
+    checks (skipped without node, its packages installed), another script."""
+    return [*node_example()[:-1], str(NODE_REPORT_EXAMPLE)]
 
 
 def go_example(out_dir: Path) -> Path:

@@ -1,6 +1,7 @@
 """What a client in any language meets: health (with List) and reflection (v1 and
-v1alpha) without a token, `buf curl` with error details, and the Node.js and Go examples
-printing an INVALID_ARGUMENT's field violations."""
+v1alpha) without a token, `buf curl` with error details, the Node.js and Go examples
+printing an INVALID_ARGUMENT's field violations, and the Node.js reporter's run as the
+Python stubs read it."""
 
 from __future__ import annotations
 
@@ -26,9 +27,22 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from gateway.server import SERVICE_NAMES
 from metalearn.standard_services import HealthServicer, enable_server_reflection
-from metalearn.v1 import trainer_service_pb2
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    trainer_service_pb2,
+)
+from metalearn.v1 import reporting_service_pb2 as rpb
+from metalearn.v1 import reporting_service_pb2_grpc as rgrpc
 from tests.harness import GatewayThread
-from tests.other_languages import ROOT, go_example, node_example, run_example
+from tests.other_languages import (
+    ROOT,
+    go_example,
+    node_example,
+    node_report_example,
+    run_example,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 V1_REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
@@ -202,6 +216,89 @@ def test_the_node_example_finds_its_token_from_its_own_directory(
                           capture_output=True, text=True, timeout=60,
                           env={**env, "METALEARN_DATA_DIR": str(data)})  # fmt: skip
     assert_violations_printed(done, "node")  # authenticated: the gateway judged the command
+
+
+def test_the_node_reporter_reports_a_run_as_the_python_stubs_read_it(
+    gateway: GatewayThread,
+) -> None:
+    done = run_example([*node_report_example(), "node-r1"], gateway)
+    assert done.returncode == 0, done.stdout + done.stderr
+    started, *epochs, final = done.stdout.splitlines()
+    # Each epoch's numbers as the script printed them: JS's shortest round-trip text of
+    # the double it sent, so the stored ones must equal them exactly.
+    pairs = [line.split()[:10] for line in epochs]  # epoch N loss X ... lr X
+    sent = [dict(zip(words[::2], words[1::2], strict=True)) for words in pairs]
+    assert [int(e["epoch"]) for e in sent] == [1, 2, 3, 4, 5], done.stdout
+    assert all(line.endswith(f"acknowledged (batch {n})") for n, line in enumerate(epochs, 1))
+    with gateway.channel() as channel:
+        attempts = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        got = attempts.GetAttempt(
+            attempt_service_pb2.GetAttemptRequest(
+                name="node-r1", view=attempt_service_pb2.ATTEMPT_VIEW_FULL
+            )
+        ).attempt
+        history = rgrpc.ReportingServiceStub(channel).GetMetricHistory(
+            rpb.GetMetricHistoryRequest(attempt_id=got.id, key="train/loss", after_step=-1)
+        )
+    assert started == f"started node-r1 (id {got.id})"
+    assert final == (
+        f"reported run node-r1 (id {got.id}): ATTEMPT_STATUS_COMPLETE, "
+        "provenance PROVENANCE_REPORTED"
+    )
+    assert got.provenance == attempt_pb2.PROVENANCE_REPORTED
+    assert got.status == attempt_pb2.ATTEMPT_STATUS_COMPLETE
+    assert list(got.training_losses) == [float(e["loss"]) for e in sent]
+    assert [e.val_loss for e in got.epochs] == [float(e["val_loss"]) for e in sent]
+    assert [e.val_accuracy for e in got.epochs] == [float(e["val_accuracy"]) for e in sent]
+    assert [e.learning_rate for e in got.epochs] == [float(e["lr"]) for e in sent]
+    assert all(e.seconds > 0 for e in got.epochs)  # measured around each epoch's loop
+    assert got.reported.task.dataset == "toy"
+    assert list(got.reported.task.labels) == ["cat", "dog"]
+    assert got.reported.params["model"]["hidden"] == [64, 32]
+    assert got.tags["example"] == "node"
+    assert list(got.reported.metric_keys) == ["train/loss"]
+    assert 0 < got.accuracy < 1  # its test result
+    # Every step of the series, 20 an epoch; an epoch's loss is the mean of its steps'.
+    assert list(history.steps) == list(range(1, 101))
+    assert history.next_after_step == -1
+    for n, e in enumerate(sent):
+        assert sum(history.values[20 * n : 20 * n + 20]) / 20 == pytest.approx(float(e["loss"]))
+
+
+def test_the_node_reporter_stops_when_its_run_is_cancelled(gateway: GatewayThread) -> None:
+    # A second an epoch, as if it trained: cancelled once its first epoch is stored, it
+    # hears the stop on its stream at its next batch and ends without finishing the run.
+    argv = [*node_report_example(), "node-r2", "1"]
+    env = {**os.environ, "METALEARN_GATEWAY": gateway.address,
+           "METALEARN_TOKEN": gateway.admin_token}  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env) as script, gateway.channel() as channel:  # fmt: skip
+        assert script.stdout is not None
+        started = script.stdout.readline()
+        first = script.stdout.readline()
+        assert first.startswith("epoch 1  loss "), started + first
+        attempts = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        attempts.CancelAttempt(attempt_service_pb2.CancelAttemptRequest(name="node-r2"))
+        out, err = script.communicate(timeout=60)
+        got = attempts.GetAttempt(attempt_service_pb2.GetAttemptRequest(name="node-r2")).attempt
+    assert script.returncode == 0, out + err
+    *acknowledged, stopped = out.splitlines()
+    assert got.status == attempt_pb2.ATTEMPT_STATUS_CANCELLED
+    # Stopped at its next batch, or at the one after where the cancel came mid-batch.
+    assert got.current_epoch == 1 + len(acknowledged) < 5
+    assert stopped.startswith(
+        f"stopped node-r2 (id {got.id}) after epoch {got.current_epoch}: ATTEMPT_STATUS_CANCELLED: "
+    ), out
+
+
+def test_the_node_reporter_prints_a_bad_names_violation(gateway: GatewayThread) -> None:
+    done = run_example([*node_report_example(), "bad name"], gateway)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ""  # refused at StartRun: nothing was reported
+    first, *rest = done.stderr.splitlines()
+    assert first.startswith("node example: INVALID_ARGUMENT: ")
+    fields = [line.strip().split(": ", 1)[0] for line in rest if line.startswith("  ")]
+    assert fields == ["name"], done.stderr
 
 
 @pytest.fixture(scope="module")
