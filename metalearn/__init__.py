@@ -1,6 +1,7 @@
 """metalearn: remembers every training attempt so that machines can learn how to learn.
 
-`from metalearn import Client, MetalearnError` is the Python client. The client is
+`from metalearn import Client, MetalearnError` is the Python client;
+`metalearn.start_run(...)` reports a run of your own training code. The client is
 imported when one of them is first asked for (PEP 562), not with the package: the
 gateway, the trainer and the dashboard import the shared modules here (errors, status,
 documents, limits, tls, credentials…) without loading the client.
@@ -21,11 +22,17 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 if TYPE_CHECKING:
     from metalearn.client import Client
     from metalearn.outgoing import MetalearnError
+    from metalearn.reporting import Run, start_run
 
-__all__ = ["Client", "MetalearnError", "__version__"]
+__all__ = ["Client", "MetalearnError", "Run", "__version__", "start_run"]
 
 # The names imported on first use, and the module each comes from.
-_LAZY = {"Client": "metalearn.client", "MetalearnError": "metalearn.outgoing"}
+_LAZY = {
+    "Client": "metalearn.client",
+    "MetalearnError": "metalearn.outgoing",
+    "Run": "metalearn.reporting",
+    "start_run": "metalearn.reporting",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -31,10 +31,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_gateway(address: str, data_dir: Path, log: Path) -> subprocess.Popen[str]:
+def start_gateway(address: str, data_dir: Path, log: Path, *flags: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [*METALEARN, "gateway", "--listen", address, "--data-dir", str(data_dir),
-         "--lease-seconds", "3"],
+         "--lease-seconds", "3", *flags],
         stdout=subprocess.PIPE, stderr=log.open("a"), text=True, start_new_session=True,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -200,8 +200,8 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
             for task in (message, event):
                 if not task.done():
                     task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                with contextlib.suppress(BaseException):
+                    await task  # its end (or error) is retrieved, never left unread
 
     async def _batch(
         self, batch: rpb.ReportBatch, session: _Session, path: RunEpochs

@@ -1,0 +1,435 @@
+"""Reporting a run of your own training code to metalearn.
+
+    import metalearn
+
+    with metalearn.start_run(name="r1", labels=["cat", "dog"], params={"lr": 0.01}) as run:
+        for epoch in range(1, 11):
+            ...                                   # train one epoch
+            run.log(epoch=epoch, loss=0.7, val_accuracy=0.6)
+            if run.should_stop():                 # cancelled, pruned, or hopeless
+                break
+
+`log` never waits for the network: it checks its arguments and appends them to a
+bounded queue; a background thread batches them, keeps them in a local spool file until
+the gateway has stored them, and streams them (gateway/reporting/ on the other side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import queue
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from metalearn.credentials import find_token, open_channel
+from metalearn.outgoing import translate
+from metalearn.reporting.sender import Sender, StopInfo
+from metalearn.reporting.spool import Spool
+from metalearn.tls import ClientTls
+from metalearn.v1 import attempt_pb2, reporting_service_pb2, reporting_service_pb2_grpc
+
+rpb = reporting_service_pb2
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+CLIENT = "metalearn-python"
+# The known metrics of an epoch, by the names `log` takes (`lr` is learning_rate).
+_EPOCH_FIELDS = {
+    "loss": "loss",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_accuracy",
+    "learning_rate": "learning_rate",
+    "lr": "learning_rate",
+    "seconds": "seconds",
+    "samples_per_second": "samples_per_second",
+}
+_FRACTIONS = frozenset({"val_accuracy"})
+_KEY_RE = re.compile(r"\A[A-Za-z0-9 ._/:-]{1,250}\Z")
+# What the queue holds at most before `log` waits for the sender (which then is far
+# behind: something is wrong with the machine, and losing metrics would be worse).
+QUEUE_ITEMS = 100_000
+_MODEL_CHUNK = 1024 * 1024
+
+
+def _number(key: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"metric {key!r}: {value!r} is not a number") from None
+
+
+class Run:
+    """A run being reported. Use it as a context manager, or call `finish` yourself."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        start: rpb.StartRunRequest,
+        attempt: attempt_pb2.Attempt | None,
+        *,
+        spool_dir: Path | None,
+        flush_seconds: float,
+        finish_timeout: float,
+    ) -> None:
+        self.name = start.name
+        self._channel = channel
+        self._stub = reporting_service_pb2_grpc.ReportingServiceStub(channel)
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(QUEUE_ITEMS)
+        self._spool = Spool(spool_dir, prefix=re.sub(r"[^A-Za-z0-9._-]", "_", start.name))
+        heartbeat = start.heartbeat_seconds or 600
+        self._sender = Sender(
+            channel, self._queue, self._spool, start, attempt, flush_seconds,
+            max(1.0, min(30.0, heartbeat / 4)),
+        )  # fmt: skip
+        self._labels = list(start.task.labels)
+        self._finish_timeout = finish_timeout
+        self._step = -1
+        self._known: set[str] = set()
+        # The epoch being logged (its fields merge until a later epoch is logged).
+        self._epoch = 0
+        self._epoch_values: dict[str, float] = {}
+        self._epoch_extra: dict[str, float] = {}
+        self._last_epoch = 0
+        self._finished = False
+        self._sender.start()
+
+    # What training calls.
+    def log(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        /,
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+        **values: Any,
+    ) -> None:
+        """Records metrics without waiting for the network.
+
+        `run.log(epoch=3, loss=0.41, val_accuracy=0.88)`: epoch 3 (1, 2, ... in order;
+        several calls for one epoch merge, as its training and validation finish apart).
+        An epoch needs its mean training `loss`; `val_loss`, `val_accuracy`,
+        `learning_rate` (or `lr`), `seconds`, `samples_per_second` are its other known
+        metrics, and any other name is kept as a metric at step `epoch`.
+        `run.log({"train/loss": 0.52}, step=1200)`: named metrics at a step (without
+        `step`, one past the last, as W&B counts)."""
+        given = {**metrics, **values} if metrics else values
+        if self._finished:
+            raise RuntimeError(f"run {self.name!r} has finished")
+        if self._sender.stop is not None:
+            return  # metalearn ended the run (should_stop says so): nothing more is kept
+        if self._sender.error is not None:
+            err = self._sender.error
+            raise translate(err) if isinstance(err, grpc.RpcError) else err
+        at_ms = time.time_ns() // 1_000_000
+        if epoch is not None:
+            if step is not None:
+                raise ValueError("log takes an epoch or a step, not both")
+            self._log_epoch(epoch, given)
+            return
+        if step is None:
+            step = self._step + 1
+        elif not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        self._step = max(self._step, step)
+        numbers: dict[str, float] = {}
+        for key, value in given.items():
+            if key not in self._known:
+                self._check_key(key)
+            numbers[key] = value if type(value) is float else _number(key, value)
+        if numbers:
+            self._queue.put(("points", step, at_ms, numbers))
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        """MLflow's spelling: one metric at a step."""
+        self.log({key: value}, step=step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """MLflow's spelling: several metrics at a step."""
+        self.log(metrics, step=step)
+
+    def should_stop(self) -> bool:
+        """Whether metalearn asked this run to stop: it was cancelled, its study pruned
+        it, or it asked to stop once hopeless and is. `stop_reason` says which."""
+        return self._sender.stop is not None
+
+    @property
+    def stop_reason(self) -> str:
+        found = self._sender.stop
+        return f"{found.status}: {found.reason}" if found is not None else ""
+
+    @property
+    def id(self) -> int:
+        """The run's attempt id (waits until the gateway has started the run)."""
+        return self._attempt().id
+
+    def _attempt(self) -> attempt_pb2.Attempt:
+        if not self._sender.started.wait(self._finish_timeout):
+            raise TimeoutError(f"run {self.name!r}: the gateway has not started it yet")
+        assert self._sender.attempt is not None
+        return self._sender.attempt
+
+    def log_model(self, path: str | os.PathLike[str]) -> attempt_pb2.ArtifactInfo:
+        """Stores a file as the run's model (its size and sha256 checked by the gateway;
+        `metalearn download` reads it back). Waits for the upload."""
+        file = Path(path)
+        digest = hashlib.sha256()
+        with file.open("rb") as f:
+            for piece in iter(lambda: f.read(_MODEL_CHUNK), b""):
+                digest.update(piece)
+        size = file.stat().st_size
+        header = rpb.UploadHeader(attempt_id=self.id, size_bytes=size, sha256=digest.hexdigest())
+
+        def messages() -> Iterator[rpb.UploadModelRequest]:
+            yield rpb.UploadModelRequest(header=header)
+            with file.open("rb") as f:
+                for piece in iter(lambda: f.read(_MODEL_CHUNK), b""):
+                    yield rpb.UploadModelRequest(chunk=piece)
+
+        try:
+            return self._stub.UploadModel(messages(), timeout=600).model
+        except grpc.RpcError as err:
+            raise translate(err) from None
+
+    # Its end.
+    def finish(
+        self,
+        status: str = "FINISHED",
+        *,
+        error: str = "",
+        test_accuracy: float | None = None,
+        test_loss: float | None = None,
+        test_result: attempt_pb2.TestResult | None = None,
+    ) -> attempt_pb2.Attempt | None:
+        """Sends what is left, then ends the run: FINISHED (TRAINED, or COMPLETE with a
+        test result), FAILED (with `error`) or KILLED. Returns the run as stored (None
+        when metalearn stopped it first: it has ended already)."""
+        if self._finished:
+            return None
+        self._seal_epoch()
+        self._finished = True
+        self._sender.close()
+        self._sender.join(self._finish_timeout)
+        try:
+            return self._end(status, error, test_accuracy, test_loss, test_result)
+        finally:
+            self._channel.close()
+
+    def _end(
+        self,
+        status: str,
+        error: str,
+        test_accuracy: float | None,
+        test_loss: float | None,
+        test_result: attempt_pb2.TestResult | None,
+    ) -> attempt_pb2.Attempt | None:
+        sender = self._sender
+        if sender.is_alive():
+            self._spool.close(keep=True)
+            raise TimeoutError(
+                f"run {self.name!r}: the gateway did not take the last batches within"
+                f" {self._finish_timeout:.0f} s; they are kept in {self._spool.path}"
+            )
+        if sender.error is not None:
+            self._spool.close(keep=True)
+            err = sender.error
+            raise translate(err) if isinstance(err, grpc.RpcError) else err
+        self._spool.close()
+        if sender.stop is not None:
+            return None
+        end = {"FINISHED": rpb.RUN_END_FINISHED, "FAILED": rpb.RUN_END_FAILED,
+               "KILLED": rpb.RUN_END_KILLED}.get(status.upper())  # fmt: skip
+        if end is None:
+            raise ValueError(f"status is FINISHED, FAILED or KILLED, not {status!r}")
+        request = rpb.FinishRunRequest(
+            attempt_id=self._attempt().id, end=end, error=error[:4096], last_epoch=self._last_epoch
+        )
+        if test_result is not None:
+            request.test_result.CopyFrom(test_result)
+        elif test_accuracy is not None:
+            request.test_result.accuracy = test_accuracy
+            if test_loss is not None:
+                request.test_result.loss = test_loss
+        for pause in (0.5, 1, 2, 4, 8, 15, 30, 60, 60, 60, 60, 60):
+            try:
+                return self._stub.FinishRun(request, timeout=30).attempt
+            except grpc.RpcError as err:
+                if err.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    raise translate(err) from None
+                time.sleep(pause)
+        try:
+            return self._stub.FinishRun(request, timeout=30).attempt
+        except grpc.RpcError as err:
+            raise translate(err) from None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.finish()
+        elif issubclass(kind, KeyboardInterrupt):
+            self.finish("KILLED", error="interrupted")
+        else:
+            try:
+                self.finish("FAILED", error=f"{kind.__name__}: {err}")
+            except Exception as finish_error:  # the training error is the one to see
+                warnings.warn(f"metalearn: could not finish run {self.name!r}: {finish_error}",
+                              stacklevel=2)  # fmt: skip
+
+    # Checks, on the training thread: a mistake is raised where it was made.
+    def _check_key(self, key: str) -> None:
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            raise ValueError(
+                f"metric name {key!r}: 1-250 letters, digits, spaces, '.', '_', '-', '/' or ':'"
+            )
+        if len(self._known) >= 1000:
+            raise ValueError("a run has at most 1000 metric names")
+        self._known.add(key)
+
+    def _log_epoch(self, epoch: int, given: Mapping[str, Any]) -> None:
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise ValueError(f"epoch must be an integer >= 1, got {epoch!r}")
+        if epoch != self._epoch:
+            self._seal_epoch()  # the open epoch is complete once a later one is logged
+            if epoch != self._last_epoch + 1:
+                raise ValueError(
+                    f"epoch {epoch} after epoch {self._last_epoch}: epochs go 1, 2, 3, ..."
+                )
+            self._epoch = epoch
+        known_values: dict[str, float] = {}
+        extra: dict[str, float] = {}
+        for key, value in given.items():
+            known = _EPOCH_FIELDS.get(key)
+            number = value if type(value) is float else _number(key, value)
+            if known is not None:
+                if known != "loss" and not (math.isfinite(number) and number >= 0):
+                    raise ValueError(f"epoch {epoch}: {key} must be a finite number >= 0,"
+                                     f" got {number}")  # fmt: skip
+                if known in _FRACTIONS and number > 1:
+                    raise ValueError(f"epoch {epoch}: {key} is a fraction in [0, 1], got {number}")
+                known_values[known] = number
+            else:
+                if key not in self._known:
+                    self._check_key(key)
+                extra[key] = number
+        # All or nothing: a call with a bad value changes nothing of its epoch.
+        self._epoch_values.update(known_values)
+        self._epoch_extra.update(extra)
+
+    def _seal_epoch(self) -> None:
+        """The epoch being logged is complete: it goes to the sender."""
+        if not self._epoch or self._epoch == self._last_epoch:
+            return
+        if "loss" not in self._epoch_values:
+            raise ValueError(
+                f"epoch {self._epoch} has no loss: log(epoch={self._epoch}, loss=...) before"
+                " the next epoch (other metrics can go at a step)"
+            )
+        epoch = rpb.ReportedEpoch(
+            epoch=self._epoch, metrics=self._epoch_extra, **self._epoch_values
+        )
+        self._queue.put(("epoch", epoch))
+        self._last_epoch = self._epoch
+        self._epoch_values, self._epoch_extra = {}, {}
+
+
+def _struct(params: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    found = struct_pb2.Struct()
+    if params:
+        try:
+            found.update(dict(params))
+        except (ValueError, TypeError) as err:
+            raise TypeError(
+                f"params must be JSON-like (numbers, strings, lists, dicts): {err}"
+            ) from None
+    return found
+
+
+def start_run(
+    name: str | None = None,
+    *,
+    labels: Sequence[str] = (),
+    dataset: str = "",
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    n_epoch: int = 0,
+    input_shape: Sequence[int] = (),
+    train_size: int = 0,
+    stop_when_hopeless: bool = False,
+    heartbeat_seconds: int = 0,
+    gateway: str | None = None,
+    token: str | None = None,
+    tls: ClientTls | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    flush_seconds: float = 0.5,
+    finish_timeout: float = 600.0,
+) -> Run:
+    """Starts reporting a run (see the module's docstring).
+
+    `gateway`: else METALEARN_GATEWAY, else 127.0.0.1:50051; `token`: else as the CLI
+    finds it (METALEARN_TOKEN, METALEARN_TOKEN_FILE, the local gateway's admin token);
+    `tls`: what to trust (None: METALEARN_TLS_CA when set, else plaintext). A request the
+    gateway refuses raises `metalearn.MetalearnError` at once, naming the bad field; a
+    gateway that cannot be reached is tried again in the background while `log` goes on.
+    """
+    address = gateway or os.environ.get("METALEARN_GATEWAY") or DEFAULT_GATEWAY
+    if tls is None and (ca := os.environ.get("METALEARN_TLS_CA")):
+        tls = ClientTls(Path(ca), server_name=os.environ.get("METALEARN_TLS_SERVER_NAME", ""))
+    from metalearn import __version__
+
+    start = rpb.StartRunRequest(
+        name=name or f"run-{uuid.uuid4().hex[:12]}",
+        task=attempt_pb2.DeclaredTask(
+            dataset=dataset,
+            labels=list(labels),
+            input_shape=list(input_shape),
+            train_size=train_size,
+        ),
+        params=_struct(params),
+        tags=dict(tags or {}),
+        n_epoch=n_epoch,
+        stop_when_hopeless=stop_when_hopeless,
+        heartbeat_seconds=heartbeat_seconds,
+        client=f"{CLIENT}/{__version__}",
+        request_id=str(uuid.uuid4()),
+    )
+    channel = open_channel(address, find_token(token), tls)
+    attempt = None
+    try:
+        attempt = (
+            reporting_service_pb2_grpc.ReportingServiceStub(channel)
+            .StartRun(start, timeout=10)
+            .attempt
+        )
+    except grpc.RpcError as err:
+        if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            channel.close()
+            raise translate(err) from None
+        warnings.warn(
+            f"metalearn: gateway {address} unreachable ({err.code().name}); run"
+            f" {start.name!r} starts once it is back, its metrics kept until then",
+            stacklevel=2,
+        )
+    return Run(
+        channel, start, attempt,
+        spool_dir=Path(spool_dir) if spool_dir is not None else None,
+        flush_seconds=flush_seconds, finish_timeout=finish_timeout,
+    )  # fmt: skip
+
+
+__all__ = ["Run", "StopInfo", "start_run"]
