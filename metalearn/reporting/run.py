@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import queue
 import re
 import time
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -57,7 +57,7 @@ _FRACTIONS = frozenset({"val_accuracy"})
 _KEY_RE = re.compile(r"\A[A-Za-z0-9 ._/:-]{1,250}\Z")
 # What the queue holds at most before `log` waits for the sender (which then is far
 # behind: something is wrong with the machine, and losing metrics would be worse).
-QUEUE_ITEMS = 100_000
+QUEUE_ITEMS = 200_000
 _MODEL_CHUNK = 1024 * 1024
 
 
@@ -84,7 +84,8 @@ class Run:
         self.name = start.name
         self._channel = channel
         self._stub = reporting_service_pb2_grpc.ReportingServiceStub(channel)
-        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(QUEUE_ITEMS)
+        # Appended without a lock (a deque's append is atomic) and drained by the sender.
+        self._queue: deque[tuple[Any, ...]] = deque()
         self._spool = Spool(spool_dir, prefix=re.sub(r"[^A-Za-z0-9._-]", "_", start.name))
         heartbeat = start.heartbeat_seconds or 600
         self._sender = Sender(
@@ -122,7 +123,37 @@ class Run:
         metrics, and any other name is kept as a metric at step `epoch`.
         `run.log({"train/loss": 0.52}, step=1200)`: named metrics at a step (without
         `step`, one past the last, as W&B counts)."""
-        given = {**metrics, **values} if metrics else values
+        # The common case first and in few steps: this runs between training steps, with
+        # cold caches (bench/reporting.py measures it there).
+        if self._finished or self._sender.over or epoch is not None:
+            self._log_rarely(metrics, step, epoch, values)
+            return
+        given = {**metrics, **values} if metrics is not None else values
+        known = self._known
+        for key, value in given.items():
+            if type(value) is not float or key not in known:
+                given = self._numbers(given)
+                break
+        if step is None:
+            step = self._step + 1
+        elif type(step) is not int or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        if step > self._step:
+            self._step = step
+        if given:
+            queue = self._queue
+            queue.append(("points", step, time.time_ns() // 1_000_000, given))
+            if len(queue) >= QUEUE_ITEMS:
+                self._wait_for_sender()
+
+    def _log_rarely(
+        self,
+        metrics: Mapping[str, Any] | None,
+        step: int | None,
+        epoch: int | None,
+        values: dict[str, Any],
+    ) -> None:
+        """An epoch, or a run that has ended."""
         if self._finished:
             raise RuntimeError(f"run {self.name!r} has finished")
         if self._sender.stop is not None:
@@ -130,24 +161,29 @@ class Run:
         if self._sender.error is not None:
             err = self._sender.error
             raise translate(err) if isinstance(err, grpc.RpcError) else err
-        at_ms = time.time_ns() // 1_000_000
-        if epoch is not None:
-            if step is not None:
-                raise ValueError("log takes an epoch or a step, not both")
-            self._log_epoch(epoch, given)
-            return
-        if step is None:
-            step = self._step + 1
-        elif not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise ValueError(f"step must be an integer >= 0, got {step!r}")
-        self._step = max(self._step, step)
+        assert epoch is not None
+        if step is not None:
+            raise ValueError("log takes an epoch or a step, not both")
+        self._log_epoch(epoch, {**metrics, **values} if metrics is not None else values)
+
+    def _numbers(self, given: Mapping[str, Any]) -> dict[str, float]:
+        """`given` checked: names a run may have, values that are numbers."""
         numbers: dict[str, float] = {}
         for key, value in given.items():
             if key not in self._known:
                 self._check_key(key)
             numbers[key] = value if type(value) is float else _number(key, value)
-        if numbers:
-            self._queue.put(("points", step, at_ms, numbers))
+        return numbers
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        self._queue.append(item)
+        if len(self._queue) >= QUEUE_ITEMS:
+            self._wait_for_sender()
+
+    def _wait_for_sender(self) -> None:
+        # The sender is far behind: wait for it rather than lose what was logged.
+        while len(self._queue) >= QUEUE_ITEMS // 2 and self._sender.is_alive():
+            time.sleep(0.01)
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """MLflow's spelling: one metric at a step."""
@@ -343,7 +379,7 @@ class Run:
         epoch = rpb.ReportedEpoch(
             epoch=self._epoch, metrics=self._epoch_extra, **self._epoch_values
         )
-        self._queue.put(("epoch", epoch))
+        self._put(("epoch", epoch))
         self._last_epoch = self._epoch
         self._epoch_values, self._epoch_extra = {}, {}
 

@@ -1,7 +1,9 @@
 """The background sender of a reported run: what `Run.log` queued, batched, written to
 the spool, streamed to the gateway, and forgotten once acknowledged.
 
-One thread does all of it, so the training thread only ever appends to a queue. The
+One thread does all of it, so the training thread only ever appends to a deque (no lock,
+no wake-up: the sender looks every `POLL_SECONDS`; waking a thread on every call cost the
+training thread a context switch and a fight for the interpreter's lock each time). The
 stream's replies are read by a second, small thread that hands them over; a reply to
 stop (the run was cancelled, pruned, or is hopeless) is kept for `Run.should_stop`.
 When the stream breaks, the sender keeps batching into the spool and reconnects with a
@@ -10,7 +12,6 @@ growing pause; once back, it sends again everything not acknowledged, in order.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -32,6 +33,8 @@ rpb = reporting_service_pb2
 # (a pruner's answer should not wait), or anything and `flush_seconds` have passed.
 MAX_BATCH_POINTS = 20_000
 EPOCH_DELAY_SECONDS = 0.05
+# How often the sender looks for what was logged (an epoch waits at most this long).
+POLL_SECONDS = 0.05
 # Batches sent and not yet acknowledged, at most: the rest wait in the spool.
 WINDOW = 8
 # Pauses between reconnections: doubling up to the last.
@@ -85,7 +88,7 @@ class Sender(threading.Thread):
     def __init__(
         self,
         channel: grpc.Channel,
-        items: queue.Queue[tuple[Any, ...]],
+        items: deque[tuple[Any, ...]],
         spool: Spool,
         start: rpb.StartRunRequest,
         attempt: attempt_pb2.Attempt | None,
@@ -95,6 +98,8 @@ class Sender(threading.Thread):
         super().__init__(name=f"metalearn-report-{start.name}", daemon=True)
         self._stub = reporting_service_pb2_grpc.ReportingServiceStub(channel)
         self._items = items
+        # Set to wake the sender before its next look: replies, and the run's end.
+        self._wake = threading.Event()
         self._spool = spool
         self._start = start
         self.attempt = attempt
@@ -118,18 +123,18 @@ class Sender(threading.Thread):
         self.stop: StopInfo | None = None
         # An error the gateway gave that no retry can mend (a bad batch, no permission).
         self.error: Exception | None = None
+        # Set with `stop` or `error`: the one flag `Run.log` reads on its fast path.
+        self.over = False
         self.current_epoch = 0
         self.idle = threading.Event()  # set while everything queued has been acknowledged
 
     # The training side.
     def close(self) -> None:
         self._closing = True
-        self._items.put(("wake",))
+        self._wake.set()
 
     def wake(self) -> None:
-        # A full queue: it is busy with the queue anyway.
-        with contextlib.suppress(queue.Full):
-            self._items.put_nowait(("wake",))
+        self._wake.set()
 
     # The thread.
     def run(self) -> None:
@@ -138,52 +143,44 @@ class Sender(threading.Thread):
                 self._take(self._wait_seconds())
                 self._read_replies()
                 if self.stop is not None or self.error is not None:
+                    self.over = True
                     self._drop_stream()
                     self.idle.set()
                     return
                 self._seal_if_due()
                 self._send()
-                if self._closing and self._items.empty() and self._all_acknowledged():
+                if self._closing and not self._items and self._all_acknowledged():
                     self._drop_stream()
                     self.idle.set()
                     return
         except Exception as err:  # a bug of ours: the run hears of it at its end
             log.exception("metalearn: the reporting thread stopped")
             self.error = err
+            self.over = True
             self.idle.set()
 
     def _all_acknowledged(self) -> bool:
         return self._builder.empty() and len(self._spool) == 0
 
     def _wait_seconds(self) -> float:
-        if not self._builder.empty():
-            delay = EPOCH_DELAY_SECONDS if self._builder.epochs else self._flush
-            return max(0.0, self._builder.since + delay - time.monotonic())
         if self._replies:
             return 0.0
-        return 0.2 if self._call is None else min(1.0, self._keepalive)
+        if not self._builder.empty():
+            delay = EPOCH_DELAY_SECONDS if self._builder.epochs else self._flush
+            return min(POLL_SECONDS, max(0.0, self._builder.since + delay - time.monotonic()))
+        return POLL_SECONDS
 
     def _take(self, timeout: float) -> None:
-        """Moves what the training thread queued into the batch (waiting at most
-        `timeout` for the first item)."""
-        try:
-            item = self._items.get(timeout=timeout) if timeout > 0 else self._items.get_nowait()
-        except queue.Empty:
-            return
-        deadline = time.monotonic() + 0.01
-        while True:
-            self._add(item)
-            if self._builder.points >= MAX_BATCH_POINTS or time.monotonic() > deadline:
-                return
-            try:
-                item = self._items.get_nowait()
-            except queue.Empty:
-                return
+        """Waits up to `timeout` (or a wake-up), then moves what the training thread
+        logged into the batch."""
+        if timeout > 0 and self._wake.wait(timeout):
+            self._wake.clear()
+        items = self._items
+        while items:
+            self._add(items.popleft())
 
     def _add(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
-        if kind == "wake":
-            return
         builder = self._builder
         if kind == "points":
             _, step, at_ms, values = item
@@ -286,7 +283,7 @@ class Sender(threading.Thread):
                 self.current_epoch = max(self.current_epoch, ack.current_epoch)
                 self._spool.acknowledge(ack.sequence)
                 self._failures = 0
-                if self._all_acknowledged() and self._items.empty():
+                if self._all_acknowledged() and not self._items:
                     self.idle.set()
             elif isinstance(reply, grpc.RpcError):
                 self._drop_stream()
