@@ -41,6 +41,7 @@ from gateway.store.tokens import TOKENS, TokenStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import WorkStore
 from gateway.studies.driver import StudyDriver
+from gateway.studies.external import ExternalTrials
 from gateway.studies.pruning import Pruning
 from gateway.studies.servicer import StudyServicer
 from gateway.studies.wakes import StudyWakes
@@ -225,10 +226,21 @@ async def create_server(
         service_work,
         service_trainers,
         WarmStarter(service_tasks, learner),
+        ExternalTrials(StudyStore(lane), ReportStore(lane), config.limits),
     )
     wakes = StudyWakes()
     study_service_pb2_grpc.add_StudyServiceServicer_to_server(
-        StudyServicer(studies, attempts, work, images, driver, wakes, config.limits), server
+        StudyServicer(
+            studies,
+            attempts,
+            work,
+            images,
+            driver,
+            wakes,
+            config.limits,
+            ExternalTrials(studies, ReportStore(pool), config.limits),
+        ),
+        server,
     )
     curves = Curves(CurveStore(lane, config.trusted_owners))
     curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)

@@ -92,6 +92,8 @@ POLICY: dict[str, frozenset[Role]] = {
     _SS + "WatchStudy": READ,
     _SS + "StopStudy": WRITE,
     _SS + "DeleteStudy": WRITE,
+    # A study's owner asks for its trials (the servicer checks, as for stopping it).
+    _SS + "AskTrial": WRITE,
     # Profiling costs a trainer seconds: writers ask for it (a reader's FindSimilarTasks
     # and SuggestCommand by labels may profile too: reading needs the same profile).
     _KS + "ProfileTask": WRITE,

@@ -95,6 +95,18 @@ class ReportStore:
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(f"attempt name {name!r} is taken") from err
 
+    async def asked(self, request: RequestKey) -> int | None:
+        """The attempt a request carried out already (AIP-155), or None."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                return await replayed(conn, request)
+
+    async def keep(self, request: RequestKey, attempt_id: int) -> None:
+        """Remembers that `request` was answered with `attempt_id`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                await remember(conn, request, attempt_id)
+
     async def record(self, attempt_id: int) -> AttemptRecord:
         """The attempt as the API shows it (without epochs)."""
         query = sql.SQL(

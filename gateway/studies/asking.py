@@ -55,7 +55,8 @@ def propose(
     `seconds` (at least one)."""
     deadline = time.monotonic() + seconds
     params = parameters(study)
-    base = space.command_json(study.base_command)
+    external = study.HasField("external")
+    base = {} if external else space.command_json(study.base_command)
     past = [past_trial(study, t) for t in trials]
     sampler_state = dict(record.sampler_state)
     zero_shot = (plan or {}).get("zero_shot", [])
@@ -80,7 +81,8 @@ def propose(
                 priors(study, plan, past),
             )
         values = {p.path: p.value(asked.internal[p.path]) for p in params}
-        error = command_problem(study, params, values, limits, base)
+        # An external trial runs its worker's code: there is no command to check.
+        error = "" if external else command_problem(study, params, values, limits, base)
         found.append(Proposed(number, values, asked.internal, asked.trial_state,
                               asked.study_state, error, seeded_by))  # fmt: skip
         past.append(

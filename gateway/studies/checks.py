@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import json_format
 
 from gateway import names
-from gateway.attempts.validation import check_trainable
+from gateway.attempts.validation import MAX_LABEL_CHARS, check_trainable
 from gateway.config import Limits
 from gateway.names import MAX_NAME, check_name
 from gateway.studies import model, pruners
@@ -26,6 +27,7 @@ from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
 
 MAX_TRIALS = 1000
+_DATASET = re.compile(r"[A-Za-z0-9._/:-]{1,128}")
 # Its trials are attempts named "<study>-<number>", within the one rule for names.
 MAX_STUDY_NAME = MAX_NAME - len(f"-{MAX_TRIALS}")
 MAX_PARALLEL = 256
@@ -55,11 +57,42 @@ def trial_command(
     return json_format.ParseDict(document, attempt_pb2.TrainCommand())
 
 
+# An external study's parameter: a name its workers' code reads (dots nest it).
+_EXTERNAL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+DEFAULT_TRIAL_HEARTBEAT = 120
+# What pruners that need a trial's maximum epoch take when an external study gives none.
+EXTERNAL_EPOCHS = 100
+
+
+def base_of(study: pb.Study) -> dict[str, Any]:
+    """The document a study's paths address: its base command, or, for an external
+    study, the objects its dotted names imply (its parameters are names, not places)."""
+    if not study.HasField("external"):
+        return space.command_json(study.base_command)
+    base: dict[str, Any] = {}
+    for parameter in study.search_space:
+        if not _EXTERNAL_NAME.fullmatch(parameter.path):
+            continue  # named by the check of its name
+        node = base
+        for key in parameter.path.split(".")[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+    return base
+
+
+def trial_epochs(study: pb.Study) -> int:
+    """The epochs a trial means to run, as pruners need it."""
+    if study.HasField("external"):
+        return study.external.n_epoch or EXTERNAL_EPOCHS
+    return study.base_command.n_epoch
+
+
 def parameters(study: pb.Study) -> list[space.Parameter]:
     """The search space of a stored study (checked when it was created)."""
     v = errors.Violations()
-    found = space.parse(v, "search_space", space.command_json(study.base_command),
-                        study.search_space)  # fmt: skip
+    found = space.parse(v, "search_space", base_of(study), study.search_space)
     assert not v.items, v.items
     return found
 
@@ -112,20 +145,21 @@ def problems(study: pb.Study, limits: Limits) -> Violations:
     which hands back the violations (an InvalidArgument does not survive pickling)."""
     v = Violations()
     check_name(v, "study.name", study.name, MAX_STUDY_NAME)
-    if not study.HasField("base_command"):
-        v.add("study.base_command", "give the command every trial starts from")
+    external = study.HasField("external")
     base_problems = Violations()
-    check_trainable(base_problems, "study.base_command", study.base_command, limits)
+    if external:
+        _check_external(v, study, limits)
+    else:
+        if not study.HasField("base_command"):
+            v.add("study.base_command", "give the command every trial starts from")
+        check_trainable(base_problems, "study.base_command", study.base_command, limits)
     for item in base_problems.items:
         v.add(item.field, item.description)
     # Paths are checked against a base command that is sound, or not at all.
     params = (
-        []
-        if base_problems.items
-        else space.parse(
-            v, "study.search_space", space.command_json(study.base_command), study.search_space
-        )
-    )
+        [] if base_problems.items else space.parse(v, "study.search_space", base_of(study),
+                                                   study.search_space)
+    )  # fmt: skip
     if study.objective not in pb.Objective.values():
         v.add("study.objective", f"unknown objective {study.objective}")
     if not 1 <= study.n_trials <= MAX_TRIALS:
@@ -149,15 +183,48 @@ def problems(study: pb.Study, limits: Limits) -> Violations:
         "study.pruner",
         study.pruner.name or "none",
         plain_struct(study.pruner.args),
-        study.base_command.n_epoch,
+        trial_epochs(study),
         scale,
         model.maximize(study),
     )
     if study.HasField("warm_start"):
-        _check_warm(v, study)
-    if not v.items:  # each value is checked in a command otherwise sound
+        if external:
+            v.add("study.warm_start", "an external study starts cold: warm starts need the"
+                  " commands of past trials, which its workers' code does not have")  # fmt: skip
+        else:
+            _check_warm(v, study)
+    if not v.items and not external:  # each value is checked in a command otherwise sound
         _corners(v, study, params, limits)
     return v
+
+
+def _check_external(v: Violations, study: pb.Study, limits: Limits) -> None:
+    """An external study: no base command, parameters by name, its trials' task."""
+    field = "study.external"
+    if study.HasField("base_command"):
+        v.add("study.base_command", "an external study's trials run its workers' own code:"
+              " give no base command")  # fmt: skip
+    for i, parameter in enumerate(study.search_space):
+        if not _EXTERNAL_NAME.fullmatch(parameter.path):
+            v.add(f"study.search_space[{i}].path", "a name such as lr or model.depth"
+                  " (letters, digits, '_', and '.' between names)")  # fmt: skip
+    external = study.external
+    labels = list(external.task.labels)
+    if len(labels) == 1:
+        v.add(f"{field}.task.labels", "a task has at least 2 labels (or none declared)")
+    if len(labels) > limits.max_labels:
+        v.add(f"{field}.task.labels", f"at most {limits.max_labels} labels")
+    elif len(set(labels)) != len(labels):
+        v.add(f"{field}.task.labels", "each label once")
+    elif any(not label.strip() or len(label) > MAX_LABEL_CHARS or "\x00" in label
+             for label in labels):  # fmt: skip
+        v.add(f"{field}.task.labels", f"labels are 1-{MAX_LABEL_CHARS} characters, no NUL")
+    if external.task.dataset and not _DATASET.fullmatch(external.task.dataset):
+        v.add(f"{field}.task.dataset", "1-128 letters, digits, '.', '_', '/', ':' or '-'")
+    if not 0 <= external.n_epoch <= limits.max_epochs:
+        v.add(f"{field}.n_epoch", f"between 0 and {limits.max_epochs}")
+    if external.heartbeat_seconds and not 10 <= external.heartbeat_seconds <= 86_400:
+        v.add(f"{field}.heartbeat_seconds", "0 (120) or between 10 and 86400")
 
 
 def _check_warm(v: Violations, study: pb.Study) -> None:

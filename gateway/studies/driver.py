@@ -14,7 +14,6 @@ asked from (another replica's pass may have stored trials meanwhile).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from gateway.events import EventHub
 from gateway.store import Rewrite, Stored
 from gateway.store.database import DatabaseDown
 from gateway.store.requests import RequestKey
-from gateway.store.studies import Locked, StudyRecord, StudyStore
+from gateway.store.studies import Locked, StudyStore
 from gateway.store.tasks import TASKS
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import QUEUE, WorkStore
@@ -39,6 +38,7 @@ from gateway.studies.checks import parameters, trial_command
 from learning.studies import space
 
 if TYPE_CHECKING:
+    from gateway.studies.external import ExternalTrials
     from gateway.tasks.warm import WarmStarter
 from metalearn import errors
 from metalearn.v1 import attempt_pb2
@@ -61,8 +61,7 @@ class Ahead:
     proposed: list[asking.Proposed] = field(default_factory=list)
 
 
-def trial_name(study: str, number: int) -> str:
-    return f"{study}-{number}"
+trial_name = model.trial_name
 
 
 def _rewrite(
@@ -95,8 +94,10 @@ class StudyDriver:
         work: WorkStore,
         trainers: TrainerStore,
         warm: WarmStarter | None = None,
+        external: ExternalTrials | None = None,
     ) -> None:
         self._config = config
+        self._external = external
         self._studies = studies
         self._work = work
         self._trainers = trainers
@@ -197,8 +198,9 @@ class StudyDriver:
                       dict(record.sampler_state))  # fmt: skip
         if (
             record.state != "RUNNING"
+            or study.HasField("external")  # its workers ask for its trials
             or self._waiting(study, plan)
-            or _timed_out(study, record)
+            or model.timed_out(study, record)
             or record.trials_made >= study.n_trials
         ):
             return ahead
@@ -223,7 +225,7 @@ class StudyDriver:
         record = locked.study
         trials = await locked.trials()
         state, reason = record.state, record.stop_reason
-        if state == "RUNNING" and _timed_out(study, record):
+        if state == "RUNNING" and model.timed_out(study, record):
             state, reason = "STOPPING", f"time limit of {study.timeout_seconds:g} s reached"
         made = record.trials_made
         sampler_state = dict(record.sampler_state)
@@ -231,7 +233,8 @@ class StudyDriver:
         plan = record.warm_plan
         if state == "RUNNING" and plan is None and study.HasField("warm_start") and self._warm:
             plan = ahead.plan
-        if state == "RUNNING" and not self._waiting(study, plan):
+        # An external study's trials are asked for by its workers (gateway/studies/external.py).
+        if state == "RUNNING" and not self._waiting(study, plan) and not study.HasField("external"):
             wanted = max(min(ahead.slots - running, study.n_trials - made), 0)
             # Asked from where the study stood before the lock: stale if another pass
             # (a replica's) stored trials meanwhile; that one asked what was wanted.
@@ -271,7 +274,14 @@ class StudyDriver:
         values: dict[str, Any],
         seeded_by: int | None = None,
     ) -> None:
-        """Queues an asked trial once (a retry of its request id is a replay)."""
+        """Queues an asked trial once (a retry of its request id is a replay); an external
+        study's trial is started as a run its worker reports instead."""
+        if study.HasField("external"):
+            if self._external is not None:
+                record = await self._studies.running(study_id)
+                if record is not None:
+                    await self._external.start(record, study, number, values)
+            return
         name = trial_name(study_name, number)
         try:
             command = trial_command(study, params, values)
@@ -287,10 +297,3 @@ class StudyDriver:
             await self._studies.trial_refused(study_id, number, f"{type(err).__name__}: {err}")
             return
         await self._studies.trial_queued(study_id, number, attempt_id)
-
-
-def _timed_out(study: pb.Study, record: StudyRecord) -> bool:
-    if not study.timeout_seconds:
-        return False
-    age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
-    return age > study.timeout_seconds

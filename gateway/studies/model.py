@@ -3,6 +3,7 @@ best trial, and the Study proto."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,19 @@ _RUNNING = frozenset({"QUEUED", "TRAINING"})
 _TRAINED = frozenset({"TRAINED", "TESTING", "COMPLETE"})
 _MAXIMIZE = frozenset({pb.OBJECTIVE_UNSPECIFIED, pb.OBJECTIVE_BEST_VAL_ACCURACY,
                        pb.OBJECTIVE_LAST_VAL_ACCURACY})  # fmt: skip
+
+
+def trial_name(study: str, number: int) -> str:
+    """A trial's attempt: `STUDY-number`."""
+    return f"{study}-{number}"
+
+
+def timed_out(study: pb.Study, record: StudyRecord) -> bool:
+    """Its time limit has passed."""
+    if not study.timeout_seconds:
+        return False
+    age = (dt.datetime.now(dt.UTC) - record.created_at).total_seconds()
+    return age > study.timeout_seconds
 
 
 def spec_of(record: StudyRecord) -> pb.Study:

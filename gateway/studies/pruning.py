@@ -21,6 +21,7 @@ from gateway.curves.live import Curves
 from gateway.epochs import Run, RunWatch
 from gateway.store.studies import StudyStore, TrialRecord
 from gateway.studies import model
+from gateway.studies.checks import trial_epochs
 from gateway.studies.pruners import PRUNER_ARGS, check, decide, make
 from learning.curves.pruner import LearnedPruner
 from learning.studies import arguments
@@ -112,7 +113,7 @@ class Pruning:
 
 
 def _epochs(study: pb.Study) -> int:
-    return study.base_command.n_epoch
+    return trial_epochs(study)
 
 
 class _TrialPruning:

@@ -8,20 +8,32 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway import workers
-from gateway.attempts.validation import check_labels_have_images
+from gateway.attempts.validation import (
+    check_labels_have_images,
+    check_request_id,
+    text_problem,
+)
 from gateway.auth import current
 from gateway.config import Limits
 from gateway.names import require_name
 from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
+from gateway.store.requests import RequestKey
 from gateway.store.studies import StudyStore
 from gateway.store.work import WorkStore
 from gateway.studies import checks, model
 from gateway.studies.checks import MAX_STUDY_NAME
 from gateway.studies.driver import StudyDriver, trial_name
+from gateway.studies.external import MAX_WORKER_CHARS, ExternalTrials
 from gateway.studies.wakes import StudyWakes
-from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from metalearn.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Violations,
+)
 from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
@@ -31,7 +43,7 @@ from metalearn.waiting import wait_set
 _WATCH_POLL_SECONDS = 5.0
 _WRITABLE = ("name", "base_command", "search_space", "objective", "n_trials", "max_parallel",
              "timeout_seconds", "sampler", "pruner", "seed", "test_best",
-             "warm_start")  # fmt: skip
+             "warm_start", "external")  # fmt: skip
 
 
 def _name(field: str, name: str) -> str:
@@ -48,7 +60,9 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         driver: StudyDriver,
         wakes: StudyWakes,
         limits: Limits,
+        external: ExternalTrials,
     ) -> None:
+        self._external = external
         self._studies = studies
         self._attempts = attempts
         self._wakes = wakes
@@ -76,16 +90,18 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         async with self._checking:
             found = await workers.run(checks.problems, study, self._limits)
         found.raise_if_any()
-        await check_labels_have_images(
-            self._images, "study.base_command.label_names", study.base_command.label_names
-        )
+        if not study.HasField("external"):  # an external study's task is declared
+            await check_labels_have_images(
+                self._images, "study.base_command.label_names", study.base_command.label_names
+            )
         if study.warm_start.studies:
             await self._warm_sources_exist(study)
         names = [trial_name(study.name, k) for k in range(study.n_trials)]
         record = await self._studies.create(
             study.name, current().name, study.SerializeToString(), names
         )
-        await self._driver.register_task(study)
+        if not study.HasField("external"):
+            await self._driver.register_task(study)
         self._driver.wake()
         return pb.CreateStudyResponse(study=model.study_proto(record, []))
 
@@ -179,6 +195,26 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
                 yield pb.WatchStudyResponse(trial_pruned=trial)
             elif trial.state != pb.TRIAL_STATE_RUNNING:
                 yield pb.WatchStudyResponse(trial_finished=trial)
+
+    @translate_errors
+    async def AskTrial(self, request: pb.AskTrialRequest, context: Any) -> pb.AskTrialResponse:
+        name = _name("name", request.name)
+        v = Violations()
+        if problem := text_problem(request.worker, MAX_WORKER_CHARS):
+            v.add("worker", problem)
+        check_request_id(v, "request_id", request.request_id)
+        v.raise_if_any()
+        caller = current()
+        key = (
+            RequestKey(caller.name, request.request_id, "ask-trial") if request.request_id else None
+        )
+        asked = await self._external.ask(name, caller.owner_scope, request.worker, key)
+        if asked.trial is not None:
+            return pb.AskTrialResponse(trial=asked.trial)
+        if asked.done is not None:
+            self._driver.wake()  # it may end now
+            return pb.AskTrialResponse(done=asked.done)
+        return pb.AskTrialResponse(wait_seconds=asked.wait_seconds)
 
     @translate_errors
     async def StopStudy(self, request: pb.StopStudyRequest, context: Any) -> pb.StopStudyResponse:

@@ -16,6 +16,7 @@ import grpc
 
 from metalearn import documents, tls
 from metalearn.cli import (
+    agent,
     changes,
     curve,
     examples,
@@ -443,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels.set_defaults(func=cmd_images_labels)
     changes.add_image_commands(images, common)
     runs.add_commands(sub, common)
+    agent.add_commands(sub, common)
     study.add_commands(sub, common)
     task.add_commands(sub, common)
     curve.add_commands(sub, common)

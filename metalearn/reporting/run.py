@@ -30,18 +30,26 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from metalearn.credentials import find_token, open_channel
 from metalearn.outgoing import translate
 from metalearn.reporting.sender import Sender, StopInfo
 from metalearn.reporting.spool import Spool
 from metalearn.tls import ClientTls
-from metalearn.v1 import attempt_pb2, reporting_service_pb2, reporting_service_pb2_grpc
+from metalearn.v1 import (
+    attempt_pb2,
+    attempt_service_pb2,
+    attempt_service_pb2_grpc,
+    reporting_service_pb2,
+    reporting_service_pb2_grpc,
+)
 
 rpb = reporting_service_pb2
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
+# Set by `metalearn agent` for the script it runs: the study trial's run to report to.
+RUN_ID_ENV = "METALEARN_RUN_ID"
 CLIENT = "metalearn-python"
 # The known metrics of an epoch, by the names `log` takes (`lr` is learning_rate).
 _EPOCH_FIELDS = {
@@ -202,6 +210,12 @@ class Run:
     def stop_reason(self) -> str:
         found = self._sender.stop
         return f"{found.status}: {found.reason}" if found is not None else ""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The run's parameters: those given to `start_run`, or a study trial's sampled
+        values when `metalearn agent` started this script."""
+        return json_format.MessageToDict(self._attempt().reported.params)
 
     @property
     def id(self) -> int:
@@ -445,6 +459,9 @@ def start_run(
         request_id=str(uuid.uuid4()),
     )
     channel = open_channel(address, find_token(token), tls)
+    if run_id := os.environ.get(RUN_ID_ENV, "").strip():
+        # A study trial's run, started by `metalearn agent`: reported to, not started.
+        return _attach(channel, int(run_id), spool_dir, flush_seconds, finish_timeout)
     attempt = None
     try:
         attempt = (
@@ -468,4 +485,34 @@ def start_run(
     )  # fmt: skip
 
 
-__all__ = ["Run", "StopInfo", "start_run"]
+def _attach(
+    channel: grpc.Channel,
+    attempt_id: int,
+    spool_dir: str | os.PathLike[str] | None,
+    flush_seconds: float,
+    finish_timeout: float,
+) -> Run:
+    stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+    try:
+        attempt = stub.GetAttempt(
+            attempt_service_pb2.GetAttemptRequest(id=attempt_id), timeout=30
+        ).attempt
+    except grpc.RpcError as err:
+        channel.close()
+        raise translate(err) from None
+    start = rpb.StartRunRequest(
+        name=attempt.name,
+        task=attempt.reported.task,
+        n_epoch=attempt.n_epoch,
+        heartbeat_seconds=attempt.reported.heartbeat_seconds,
+    )
+    run = Run(
+        channel, start, attempt,
+        spool_dir=Path(spool_dir) if spool_dir is not None else None,
+        flush_seconds=flush_seconds, finish_timeout=finish_timeout,
+    )  # fmt: skip
+    run._last_epoch = run._epoch = attempt.current_epoch  # a trial run again goes on
+    return run
+
+
+__all__ = ["RUN_ID_ENV", "Run", "StopInfo", "start_run"]

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n metalearn/v1/study_service.proto\x12\x0cmetalearn.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametalearn/v1/attempt.proto\"B\n\nFloatRange\x12\x0b\n\x03low\x18\x01 \x01(\x01\x12\x0c\n\x04high\x18\x02 \x01(\x01\x12\x0b\n\x03log\x18\x03 \x01(\x08\x12\x0c\n\x04step\x18\x04 \x01(\x01\"@\n\x08IntRange\x12\x0b\n\x03low\x18\x01 \x01(\x03\x12\x0c\n\x04high\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0b\n\x03log\x18\x04 \x01(\x08\"1\n\x07\x43hoices\x12&\n\x06values\x18\x01 \x03(\x0b\x32\x16.google.protobuf.Value\"\xa7\x01\n\x0fSearchParameter\x12\x0c\n\x04path\x18\x01 \x01(\t\x12)\n\x05\x66loat\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.FloatRangeH\x00\x12%\n\x03int\x18\x03 \x01(\x0b\x32\x16.metalearn.v1.IntRangeH\x00\x12,\n\x0b\x63\x61tegorical\x18\x04 \x01(\x0b\x32\x15.metalearn.v1.ChoicesH\x00\x42\x06\n\x04kind\"@\n\tAlgorithm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xdf\x01\n\x05Trial\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x14\n\x0c\x61ttempt_name\x18\x02 \x01(\t\x12\x12\n\nattempt_id\x18\x03 \x01(\x03\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.metalearn.v1.TrialState\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x1c\n\x14seeded_by_attempt_id\x18\t \x01(\x03\"M\n\tWarmStart\x12\x15\n\rsimilar_tasks\x18\x01 \x01(\x05\x12\x0f\n\x07studies\x18\x02 \x03(\t\x12\x18\n\x10zero_shot_trials\x18\x03 \x01(\x05\"z\n\x0fWarmStartReport\x12\r\n\x05state\x18\x01 \x01(\t\x12.\n\x07sources\x18\x02 \x03(\x0b\x32\x1d.metalearn.v1.WarmStartSource\x12\x0e\n\x06priors\x18\x03 \x01(\x05\x12\x18\n\x10zero_shot_trials\x18\x04 \x01(\x05\"r\n\x0fWarmStartSource\x12\x18\n\x10task_fingerprint\x18\x01 \x01(\t\x12\x13\n\x0blabel_names\x18\x02 \x03(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\x01\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x0e\n\x06trials\x18\x05 \x01(\x05\"\xe2\x05\n\x05Study\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x0c\x62\x61se_command\x18\x03 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x33\n\x0csearch_space\x18\x04 \x03(\x0b\x32\x1d.metalearn.v1.SearchParameter\x12*\n\tobjective\x18\x05 \x01(\x0e\x32\x17.metalearn.v1.Objective\x12\x10\n\x08n_trials\x18\x06 \x01(\x05\x12\x14\n\x0cmax_parallel\x18\x07 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12(\n\x07sampler\x18\t \x01(\x0b\x32\x17.metalearn.v1.Algorithm\x12\'\n\x06pruner\x18\n \x01(\x0b\x32\x17.metalearn.v1.Algorithm\x12\x0c\n\x04seed\x18\x0b \x01(\x03\x12\x11\n\ttest_best\x18\x0c \x01(\x08\x12\'\n\x05state\x18\r \x01(\x0e\x32\x18.metalearn.v1.StudyState\x12\r\n\x05owner\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btrials_made\x18\x11 \x01(\x05\x12\'\n\nbest_trial\x18\x12 \x01(\x0b\x32\x13.metalearn.v1.Trial\x12#\n\x06trials\x18\x13 \x03(\x0b\x32\x13.metalearn.v1.Trial\x12\x13\n\x0bstop_reason\x18\x14 \x01(\t\x12+\n\nwarm_start\x18\x15 \x01(\x0b\x32\x17.metalearn.v1.WarmStart\x12\x38\n\x11warm_start_report\x18\x16 \x01(\x0b\x32\x1d.metalearn.v1.WarmStartReport\"8\n\x12\x43reateStudyRequest\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\"9\n\x13\x43reateStudyResponse\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\"\x1f\n\x0fGetStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetStudyResponse\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\";\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.metalearn.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11WatchStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\nTrialEpoch\x12\r\n\x05trial\x18\x01 \x01(\x05\x12)\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetrics\"\xd9\x02\n\x12WatchStudyResponse\x12\'\n\x08snapshot\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.StudyH\x00\x12,\n\rtrial_started\x18\x02 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12/\n\x0btrial_epoch\x18\x03 \x01(\x0b\x32\x18.metalearn.v1.TrialEpochH\x00\x12+\n\x0ctrial_pruned\x18\x04 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12-\n\x0etrial_finished\x18\x05 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12\'\n\x08new_best\x18\x06 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12-\n\x0estudy_finished\x18\x07 \x01(\x0b\x32\x13.metalearn.v1.StudyH\x00\x42\x07\n\x05\x65vent\"8\n\x10StopStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61ncel_running\x18\x02 \x01(\x08\"7\n\x11StopStudyResponse\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\"\"\n\x12\x44\x65leteStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteStudyResponse*\xa2\x01\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOBJECTIVE_BEST_VAL_ACCURACY\x10\x01\x12\x1f\n\x1bOBJECTIVE_LAST_VAL_ACCURACY\x10\x02\x12\x1b\n\x17OBJECTIVE_BEST_VAL_LOSS\x10\x03\x12\x1b\n\x17OBJECTIVE_LAST_VAL_LOSS\x10\x04*r\n\nStudyState\x12\x1b\n\x17STUDY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STUDY_STATE_RUNNING\x10\x01\x12\x18\n\x14STUDY_STATE_STOPPING\x10\x02\x12\x14\n\x10STUDY_STATE_DONE\x10\x03*\x8c\x01\n\nTrialState\x12\x1b\n\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIAL_STATE_RUNNING\x10\x01\x12\x18\n\x14TRIAL_STATE_COMPLETE\x10\x02\x12\x16\n\x12TRIAL_STATE_FAILED\x10\x03\x12\x16\n\x12TRIAL_STATE_PRUNED\x10\x04\x32\xf6\x03\n\x0cStudyService\x12R\n\x0b\x43reateStudy\x12 .metalearn.v1.CreateStudyRequest\x1a!.metalearn.v1.CreateStudyResponse\x12I\n\x08GetStudy\x12\x1d.metalearn.v1.GetStudyRequest\x1a\x1e.metalearn.v1.GetStudyResponse\x12R\n\x0bListStudies\x12 .metalearn.v1.ListStudiesRequest\x1a!.metalearn.v1.ListStudiesResponse\x12Q\n\nWatchStudy\x12\x1f.metalearn.v1.WatchStudyRequest\x1a .metalearn.v1.WatchStudyResponse0\x01\x12L\n\tStopStudy\x12\x1e.metalearn.v1.StopStudyRequest\x1a\x1f.metalearn.v1.StopStudyResponse\x12R\n\x0b\x44\x65leteStudy\x12 .metalearn.v1.DeleteStudyRequest\x1a!.metalearn.v1.DeleteStudyResponseB\x8a\x01\n\x10\x64\x65v.metalearn.v1B\x11StudyServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n metalearn/v1/study_service.proto\x12\x0cmetalearn.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametalearn/v1/attempt.proto\"B\n\nFloatRange\x12\x0b\n\x03low\x18\x01 \x01(\x01\x12\x0c\n\x04high\x18\x02 \x01(\x01\x12\x0b\n\x03log\x18\x03 \x01(\x08\x12\x0c\n\x04step\x18\x04 \x01(\x01\"@\n\x08IntRange\x12\x0b\n\x03low\x18\x01 \x01(\x03\x12\x0c\n\x04high\x18\x02 \x01(\x03\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0b\n\x03log\x18\x04 \x01(\x08\"1\n\x07\x43hoices\x12&\n\x06values\x18\x01 \x03(\x0b\x32\x16.google.protobuf.Value\"\xa7\x01\n\x0fSearchParameter\x12\x0c\n\x04path\x18\x01 \x01(\t\x12)\n\x05\x66loat\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.FloatRangeH\x00\x12%\n\x03int\x18\x03 \x01(\x0b\x32\x16.metalearn.v1.IntRangeH\x00\x12,\n\x0b\x63\x61tegorical\x18\x04 \x01(\x0b\x32\x15.metalearn.v1.ChoicesH\x00\x42\x06\n\x04kind\"@\n\tAlgorithm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xdf\x01\n\x05Trial\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x14\n\x0c\x61ttempt_name\x18\x02 \x01(\t\x12\x12\n\nattempt_id\x18\x03 \x01(\x03\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.metalearn.v1.TrialState\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05value\x18\x06 \x01(\x01\x12\x0e\n\x06\x65pochs\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x1c\n\x14seeded_by_attempt_id\x18\t \x01(\x03\"M\n\tWarmStart\x12\x15\n\rsimilar_tasks\x18\x01 \x01(\x05\x12\x0f\n\x07studies\x18\x02 \x03(\t\x12\x18\n\x10zero_shot_trials\x18\x03 \x01(\x05\"z\n\x0fWarmStartReport\x12\r\n\x05state\x18\x01 \x01(\t\x12.\n\x07sources\x18\x02 \x03(\x0b\x32\x1d.metalearn.v1.WarmStartSource\x12\x0e\n\x06priors\x18\x03 \x01(\x05\x12\x18\n\x10zero_shot_trials\x18\x04 \x01(\x05\"r\n\x0fWarmStartSource\x12\x18\n\x10task_fingerprint\x18\x01 \x01(\t\x12\x13\n\x0blabel_names\x18\x02 \x03(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\x01\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x0e\n\x06trials\x18\x05 \x01(\x05\"\x92\x06\n\x05Study\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x0c\x62\x61se_command\x18\x03 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x33\n\x0csearch_space\x18\x04 \x03(\x0b\x32\x1d.metalearn.v1.SearchParameter\x12*\n\tobjective\x18\x05 \x01(\x0e\x32\x17.metalearn.v1.Objective\x12\x10\n\x08n_trials\x18\x06 \x01(\x05\x12\x14\n\x0cmax_parallel\x18\x07 \x01(\x05\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12(\n\x07sampler\x18\t \x01(\x0b\x32\x17.metalearn.v1.Algorithm\x12\'\n\x06pruner\x18\n \x01(\x0b\x32\x17.metalearn.v1.Algorithm\x12\x0c\n\x04seed\x18\x0b \x01(\x03\x12\x11\n\ttest_best\x18\x0c \x01(\x08\x12\'\n\x05state\x18\r \x01(\x0e\x32\x18.metalearn.v1.StudyState\x12\r\n\x05owner\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btrials_made\x18\x11 \x01(\x05\x12\'\n\nbest_trial\x18\x12 \x01(\x0b\x32\x13.metalearn.v1.Trial\x12#\n\x06trials\x18\x13 \x03(\x0b\x32\x13.metalearn.v1.Trial\x12\x13\n\x0bstop_reason\x18\x14 \x01(\t\x12+\n\nwarm_start\x18\x15 \x01(\x0b\x32\x17.metalearn.v1.WarmStart\x12\x38\n\x11warm_start_report\x18\x16 \x01(\x0b\x32\x1d.metalearn.v1.WarmStartReport\x12.\n\x08\x65xternal\x18\x17 \x01(\x0b\x32\x1c.metalearn.v1.ExternalTrials\"f\n\x0e\x45xternalTrials\x12(\n\x04task\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.DeclaredTask\x12\x0f\n\x07n_epoch\x18\x02 \x01(\x05\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x05\"8\n\x12\x43reateStudyRequest\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\"9\n\x13\x43reateStudyResponse\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\"\x1f\n\x0fGetStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetStudyResponse\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\";\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListStudiesResponse\x12$\n\x07studies\x18\x01 \x03(\x0b\x32\x13.metalearn.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x11WatchStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\nTrialEpoch\x12\r\n\x05trial\x18\x01 \x01(\x05\x12)\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetrics\"\xd9\x02\n\x12WatchStudyResponse\x12\'\n\x08snapshot\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.StudyH\x00\x12,\n\rtrial_started\x18\x02 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12/\n\x0btrial_epoch\x18\x03 \x01(\x0b\x32\x18.metalearn.v1.TrialEpochH\x00\x12+\n\x0ctrial_pruned\x18\x04 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12-\n\x0etrial_finished\x18\x05 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12\'\n\x08new_best\x18\x06 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12-\n\x0estudy_finished\x18\x07 \x01(\x0b\x32\x13.metalearn.v1.StudyH\x00\x42\x07\n\x05\x65vent\"8\n\x10StopStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61ncel_running\x18\x02 \x01(\x08\"7\n\x11StopStudyResponse\x12\"\n\x05study\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.Study\"C\n\x0f\x41skTrialRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x80\x01\n\x10\x41skTrialResponse\x12$\n\x05trial\x18\x01 \x01(\x0b\x32\x13.metalearn.v1.TrialH\x00\x12\x16\n\x0cwait_seconds\x18\x02 \x01(\x01H\x00\x12#\n\x04\x64one\x18\x03 \x01(\x0b\x32\x13.metalearn.v1.StudyH\x00\x42\t\n\x07outcome\"\"\n\x12\x44\x65leteStudyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteStudyResponse*\xa2\x01\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOBJECTIVE_BEST_VAL_ACCURACY\x10\x01\x12\x1f\n\x1bOBJECTIVE_LAST_VAL_ACCURACY\x10\x02\x12\x1b\n\x17OBJECTIVE_BEST_VAL_LOSS\x10\x03\x12\x1b\n\x17OBJECTIVE_LAST_VAL_LOSS\x10\x04*r\n\nStudyState\x12\x1b\n\x17STUDY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STUDY_STATE_RUNNING\x10\x01\x12\x18\n\x14STUDY_STATE_STOPPING\x10\x02\x12\x14\n\x10STUDY_STATE_DONE\x10\x03*\x8c\x01\n\nTrialState\x12\x1b\n\x17TRIAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13TRIAL_STATE_RUNNING\x10\x01\x12\x18\n\x14TRIAL_STATE_COMPLETE\x10\x02\x12\x16\n\x12TRIAL_STATE_FAILED\x10\x03\x12\x16\n\x12TRIAL_STATE_PRUNED\x10\x04\x32\xc1\x04\n\x0cStudyService\x12R\n\x0b\x43reateStudy\x12 .metalearn.v1.CreateStudyRequest\x1a!.metalearn.v1.CreateStudyResponse\x12I\n\x08GetStudy\x12\x1d.metalearn.v1.GetStudyRequest\x1a\x1e.metalearn.v1.GetStudyResponse\x12R\n\x0bListStudies\x12 .metalearn.v1.ListStudiesRequest\x1a!.metalearn.v1.ListStudiesResponse\x12Q\n\nWatchStudy\x12\x1f.metalearn.v1.WatchStudyRequest\x1a .metalearn.v1.WatchStudyResponse0\x01\x12L\n\tStopStudy\x12\x1e.metalearn.v1.StopStudyRequest\x1a\x1f.metalearn.v1.StopStudyResponse\x12I\n\x08\x41skTrial\x12\x1d.metalearn.v1.AskTrialRequest\x1a\x1e.metalearn.v1.AskTrialResponse\x12R\n\x0b\x44\x65leteStudy\x12 .metalearn.v1.DeleteStudyRequest\x1a!.metalearn.v1.DeleteStudyResponseB\x8a\x01\n\x10\x64\x65v.metalearn.v1B\x11StudyServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.study_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\021StudyServiceProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
-  _globals['_OBJECTIVE']._serialized_start=2831
-  _globals['_OBJECTIVE']._serialized_end=2993
-  _globals['_STUDYSTATE']._serialized_start=2995
-  _globals['_STUDYSTATE']._serialized_end=3109
-  _globals['_TRIALSTATE']._serialized_start=3112
-  _globals['_TRIALSTATE']._serialized_end=3252
+  _globals['_OBJECTIVE']._serialized_start=3183
+  _globals['_OBJECTIVE']._serialized_end=3345
+  _globals['_STUDYSTATE']._serialized_start=3347
+  _globals['_STUDYSTATE']._serialized_end=3461
+  _globals['_TRIALSTATE']._serialized_start=3464
+  _globals['_TRIALSTATE']._serialized_end=3604
   _globals['_FLOATRANGE']._serialized_start=141
   _globals['_FLOATRANGE']._serialized_end=207
   _globals['_INTRANGE']._serialized_start=209
@@ -60,33 +60,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WARMSTARTSOURCE']._serialized_start=991
   _globals['_WARMSTARTSOURCE']._serialized_end=1105
   _globals['_STUDY']._serialized_start=1108
-  _globals['_STUDY']._serialized_end=1846
-  _globals['_CREATESTUDYREQUEST']._serialized_start=1848
-  _globals['_CREATESTUDYREQUEST']._serialized_end=1904
-  _globals['_CREATESTUDYRESPONSE']._serialized_start=1906
-  _globals['_CREATESTUDYRESPONSE']._serialized_end=1963
-  _globals['_GETSTUDYREQUEST']._serialized_start=1965
-  _globals['_GETSTUDYREQUEST']._serialized_end=1996
-  _globals['_GETSTUDYRESPONSE']._serialized_start=1998
-  _globals['_GETSTUDYRESPONSE']._serialized_end=2052
-  _globals['_LISTSTUDIESREQUEST']._serialized_start=2054
-  _globals['_LISTSTUDIESREQUEST']._serialized_end=2113
-  _globals['_LISTSTUDIESRESPONSE']._serialized_start=2115
-  _globals['_LISTSTUDIESRESPONSE']._serialized_end=2199
-  _globals['_WATCHSTUDYREQUEST']._serialized_start=2201
-  _globals['_WATCHSTUDYREQUEST']._serialized_end=2234
-  _globals['_TRIALEPOCH']._serialized_start=2236
-  _globals['_TRIALEPOCH']._serialized_end=2306
-  _globals['_WATCHSTUDYRESPONSE']._serialized_start=2309
-  _globals['_WATCHSTUDYRESPONSE']._serialized_end=2654
-  _globals['_STOPSTUDYREQUEST']._serialized_start=2656
-  _globals['_STOPSTUDYREQUEST']._serialized_end=2712
-  _globals['_STOPSTUDYRESPONSE']._serialized_start=2714
-  _globals['_STOPSTUDYRESPONSE']._serialized_end=2769
-  _globals['_DELETESTUDYREQUEST']._serialized_start=2771
-  _globals['_DELETESTUDYREQUEST']._serialized_end=2805
-  _globals['_DELETESTUDYRESPONSE']._serialized_start=2807
-  _globals['_DELETESTUDYRESPONSE']._serialized_end=2828
-  _globals['_STUDYSERVICE']._serialized_start=3255
-  _globals['_STUDYSERVICE']._serialized_end=3757
+  _globals['_STUDY']._serialized_end=1894
+  _globals['_EXTERNALTRIALS']._serialized_start=1896
+  _globals['_EXTERNALTRIALS']._serialized_end=1998
+  _globals['_CREATESTUDYREQUEST']._serialized_start=2000
+  _globals['_CREATESTUDYREQUEST']._serialized_end=2056
+  _globals['_CREATESTUDYRESPONSE']._serialized_start=2058
+  _globals['_CREATESTUDYRESPONSE']._serialized_end=2115
+  _globals['_GETSTUDYREQUEST']._serialized_start=2117
+  _globals['_GETSTUDYREQUEST']._serialized_end=2148
+  _globals['_GETSTUDYRESPONSE']._serialized_start=2150
+  _globals['_GETSTUDYRESPONSE']._serialized_end=2204
+  _globals['_LISTSTUDIESREQUEST']._serialized_start=2206
+  _globals['_LISTSTUDIESREQUEST']._serialized_end=2265
+  _globals['_LISTSTUDIESRESPONSE']._serialized_start=2267
+  _globals['_LISTSTUDIESRESPONSE']._serialized_end=2351
+  _globals['_WATCHSTUDYREQUEST']._serialized_start=2353
+  _globals['_WATCHSTUDYREQUEST']._serialized_end=2386
+  _globals['_TRIALEPOCH']._serialized_start=2388
+  _globals['_TRIALEPOCH']._serialized_end=2458
+  _globals['_WATCHSTUDYRESPONSE']._serialized_start=2461
+  _globals['_WATCHSTUDYRESPONSE']._serialized_end=2806
+  _globals['_STOPSTUDYREQUEST']._serialized_start=2808
+  _globals['_STOPSTUDYREQUEST']._serialized_end=2864
+  _globals['_STOPSTUDYRESPONSE']._serialized_start=2866
+  _globals['_STOPSTUDYRESPONSE']._serialized_end=2921
+  _globals['_ASKTRIALREQUEST']._serialized_start=2923
+  _globals['_ASKTRIALREQUEST']._serialized_end=2990
+  _globals['_ASKTRIALRESPONSE']._serialized_start=2993
+  _globals['_ASKTRIALRESPONSE']._serialized_end=3121
+  _globals['_DELETESTUDYREQUEST']._serialized_start=3123
+  _globals['_DELETESTUDYREQUEST']._serialized_end=3157
+  _globals['_DELETESTUDYRESPONSE']._serialized_start=3159
+  _globals['_DELETESTUDYRESPONSE']._serialized_end=3180
+  _globals['_STUDYSERVICE']._serialized_start=3607
+  _globals['_STUDYSERVICE']._serialized_end=4184
 # @@protoc_insertion_point(module_scope)

@@ -158,7 +158,7 @@ class WarmStartSource(_message.Message):
     def __init__(self, task_fingerprint: _Optional[str] = ..., label_names: _Optional[_Iterable[str]] = ..., distance: _Optional[float] = ..., weight: _Optional[float] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason", "warm_start", "warm_start_report")
+    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason", "warm_start", "warm_start_report", "external")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class Study(_message.Message):
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     WARM_START_FIELD_NUMBER: _ClassVar[int]
     WARM_START_REPORT_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     base_command: _attempt_pb2.TrainCommand
@@ -203,7 +204,18 @@ class Study(_message.Message):
     stop_reason: str
     warm_start: WarmStart
     warm_start_report: WarmStartReport
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., warm_start_report: _Optional[_Union[WarmStartReport, _Mapping]] = ...) -> None: ...
+    external: ExternalTrials
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., warm_start_report: _Optional[_Union[WarmStartReport, _Mapping]] = ..., external: _Optional[_Union[ExternalTrials, _Mapping]] = ...) -> None: ...
+
+class ExternalTrials(_message.Message):
+    __slots__ = ("task", "n_epoch", "heartbeat_seconds")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    N_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    task: _attempt_pb2.DeclaredTask
+    n_epoch: int
+    heartbeat_seconds: int
+    def __init__(self, task: _Optional[_Union[_attempt_pb2.DeclaredTask, _Mapping]] = ..., n_epoch: _Optional[int] = ..., heartbeat_seconds: _Optional[int] = ...) -> None: ...
 
 class CreateStudyRequest(_message.Message):
     __slots__ = ("study",)
@@ -290,6 +302,26 @@ class StopStudyResponse(_message.Message):
     STUDY_FIELD_NUMBER: _ClassVar[int]
     study: Study
     def __init__(self, study: _Optional[_Union[Study, _Mapping]] = ...) -> None: ...
+
+class AskTrialRequest(_message.Message):
+    __slots__ = ("name", "worker", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    worker: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AskTrialResponse(_message.Message):
+    __slots__ = ("trial", "wait_seconds", "done")
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    trial: Trial
+    wait_seconds: float
+    done: Study
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ..., wait_seconds: _Optional[float] = ..., done: _Optional[_Union[Study, _Mapping]] = ...) -> None: ...
 
 class DeleteStudyRequest(_message.Message):
     __slots__ = ("name",)

@@ -72,6 +72,11 @@ class StudyServiceStub:
                 request_serializer=metalearn_dot_v1_dot_study__service__pb2.StopStudyRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_study__service__pb2.StopStudyResponse.FromString,
                 _registered_method=True)
+        self.AskTrial = channel.unary_unary(
+                '/metalearn.v1.StudyService/AskTrial',
+                request_serializer=metalearn_dot_v1_dot_study__service__pb2.AskTrialRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_study__service__pb2.AskTrialResponse.FromString,
+                _registered_method=True)
         self.DeleteStudy = channel.unary_unary(
                 '/metalearn.v1.StudyService/DeleteStudy',
                 request_serializer=metalearn_dot_v1_dot_study__service__pb2.DeleteStudyRequest.SerializeToString,
@@ -145,6 +150,22 @@ class StudyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AskTrial(self, request, context):
+        """Hands a worker outside metalearn the next trial of an `external` study:
+        its number, its sampled parameters and the attempt to report it to
+        (ReportingService.ReportRun, then FinishRun). A trial whose worker went
+        silent past the study's heartbeat is FAILED as lost, and its parameters
+        are handed out again as a new trial before anything new is sampled. The
+        answer says to wait when `max_parallel` trials run, and that the study
+        is done once it asks no more and nothing runs. Only the study's owner
+        (or an admin) asks; the trials' attempts are the owner's.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+        FAILED_PRECONDITION (its trials run on metalearn's trainers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteStudy(self, request, context):
         """Removes a study that is not running; its trials stay as attempts.
         Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not its owner),
@@ -181,6 +202,11 @@ def add_StudyServiceServicer_to_server(servicer, server):
                     servicer.StopStudy,
                     request_deserializer=metalearn_dot_v1_dot_study__service__pb2.StopStudyRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_study__service__pb2.StopStudyResponse.SerializeToString,
+            ),
+            'AskTrial': grpc.unary_unary_rpc_method_handler(
+                    servicer.AskTrial,
+                    request_deserializer=metalearn_dot_v1_dot_study__service__pb2.AskTrialRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_study__service__pb2.AskTrialResponse.SerializeToString,
             ),
             'DeleteStudy': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteStudy,
@@ -336,6 +362,33 @@ class StudyService:
             '/metalearn.v1.StudyService/StopStudy',
             metalearn_dot_v1_dot_study__service__pb2.StopStudyRequest.SerializeToString,
             metalearn_dot_v1_dot_study__service__pb2.StopStudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskTrial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.StudyService/AskTrial',
+            metalearn_dot_v1_dot_study__service__pb2.AskTrialRequest.SerializeToString,
+            metalearn_dot_v1_dot_study__service__pb2.AskTrialResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,18 @@ class StudyServiceStub:
     `cancel_running`.
     Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not its owner).
     """
+    AskTrial: _grpc.UnaryUnaryMultiCallable[_study_service_pb2.AskTrialRequest, _study_service_pb2.AskTrialResponse]
+    """Hands a worker outside metalearn the next trial of an `external` study:
+    its number, its sampled parameters and the attempt to report it to
+    (ReportingService.ReportRun, then FinishRun). A trial whose worker went
+    silent past the study's heartbeat is FAILED as lost, and its parameters
+    are handed out again as a new trial before anything new is sampled. The
+    answer says to wait when `max_parallel` trials run, and that the study
+    is done once it asks no more and nothing runs. Only the study's owner
+    (or an admin) asks; the trials' attempts are the owner's.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+    FAILED_PRECONDITION (its trials run on metalearn's trainers).
+    """
     DeleteStudy: _grpc.UnaryUnaryMultiCallable[_study_service_pb2.DeleteStudyRequest, _study_service_pb2.DeleteStudyResponse]
     """Removes a study that is not running; its trials stay as attempts.
     Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not its owner),
@@ -129,6 +141,18 @@ class StudyServiceAsyncStub(StudyServiceStub):
     """Stops asking for trials; running trials finish, or are cancelled with
     `cancel_running`.
     Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not its owner).
+    """
+    AskTrial: _aio.UnaryUnaryMultiCallable[_study_service_pb2.AskTrialRequest, _study_service_pb2.AskTrialResponse]  # type: ignore[assignment]
+    """Hands a worker outside metalearn the next trial of an `external` study:
+    its number, its sampled parameters and the attempt to report it to
+    (ReportingService.ReportRun, then FinishRun). A trial whose worker went
+    silent past the study's heartbeat is FAILED as lost, and its parameters
+    are handed out again as a new trial before anything new is sampled. The
+    answer says to wait when `max_parallel` trials run, and that the study
+    is done once it asks no more and nothing runs. Only the study's owner
+    (or an admin) asks; the trials' attempts are the owner's.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+    FAILED_PRECONDITION (its trials run on metalearn's trainers).
     """
     DeleteStudy: _aio.UnaryUnaryMultiCallable[_study_service_pb2.DeleteStudyRequest, _study_service_pb2.DeleteStudyResponse]  # type: ignore[assignment]
     """Removes a study that is not running; its trials stay as attempts.
@@ -210,6 +234,24 @@ class StudyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stops asking for trials; running trials finish, or are cancelled with
         `cancel_running`.
         Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not its owner).
+        """
+
+    @_abc_1.abstractmethod
+    def AskTrial(
+        self,
+        request: _study_service_pb2.AskTrialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_study_service_pb2.AskTrialResponse, _abc.Awaitable[_study_service_pb2.AskTrialResponse]]:
+        """Hands a worker outside metalearn the next trial of an `external` study:
+        its number, its sampled parameters and the attempt to report it to
+        (ReportingService.ReportRun, then FinishRun). A trial whose worker went
+        silent past the study's heartbeat is FAILED as lost, and its parameters
+        are handed out again as a new trial before anything new is sampled. The
+        answer says to wait when `max_parallel` trials run, and that the study
+        is done once it asks no more and nothing runs. Only the study's owner
+        (or an admin) asks; the trials' attempts are the owner's.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
+        FAILED_PRECONDITION (its trials run on metalearn's trainers).
         """
 
     @_abc_1.abstractmethod
