@@ -25,6 +25,7 @@ import uuid
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -398,6 +399,15 @@ class Run:
         self._epoch_values, self._epoch_extra = {}, {}
 
 
+def _version() -> str:
+    """This package's version (read from its installed metadata: importing `metalearn`
+    itself from here would make an import cycle with its lazy `start_run`)."""
+    try:
+        return metadata.version("metalearn")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
 def _struct(params: Mapping[str, Any] | None) -> struct_pb2.Struct:
     found = struct_pb2.Struct()
     if params:
@@ -440,8 +450,6 @@ def start_run(
     address = gateway or os.environ.get("METALEARN_GATEWAY") or DEFAULT_GATEWAY
     if tls is None and (ca := os.environ.get("METALEARN_TLS_CA")):
         tls = ClientTls(Path(ca), server_name=os.environ.get("METALEARN_TLS_SERVER_NAME", ""))
-    from metalearn import __version__
-
     start = rpb.StartRunRequest(
         name=name or f"run-{uuid.uuid4().hex[:12]}",
         task=attempt_pb2.DeclaredTask(
@@ -455,7 +463,7 @@ def start_run(
         n_epoch=n_epoch,
         stop_when_hopeless=stop_when_hopeless,
         heartbeat_seconds=heartbeat_seconds,
-        client=f"{CLIENT}/{__version__}",
+        client=f"{CLIENT}/{_version()}",
         request_id=str(uuid.uuid4()),
     )
     channel = open_channel(address, find_token(token), tls)
