@@ -120,6 +120,7 @@ bench: setup
 	$(PY) bench/studies.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/hostile.py
+	$(PY) bench/reporting.py
 	$(PY) -m bench.metalearning
 
 # `make demo UI=1` leaves the stack up with the dashboard on http://127.0.0.1:8080.

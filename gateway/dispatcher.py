@@ -72,6 +72,7 @@ class Dispatcher:
         # Whether a run's trainer has answered at all (an event, or the first message).
         self._heard: dict[int, bool] = {}
         self._task: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
         # Set when the queue may have changed (or a slot here was freed): look now.
         self._queue_changed = asyncio.Event()
 
@@ -83,6 +84,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
+        self._leases = asyncio.create_task(self._keep_leases(), name="dispatcher-leases")
 
     async def stop(self) -> None:
         """Stops claiming and hands its work back: running streams are cancelled and
@@ -112,20 +114,12 @@ class Dispatcher:
                 )
             except errors.DomainError as err:  # e.g. Unavailable: the lease will lapse
                 log.warning("could not hand back %s (%s): its lease will lapse", claimed.name, err)
+        if self._leases is not None:
+            await cancel_and_wait(self._leases)  # renewed through the hand-back, not after
 
     async def _loop(self) -> None:
-        renew_every = self._config.lease_seconds / 3
-        loop = asyncio.get_running_loop()
-        last_renewal = 0.0
         while True:
             try:
-                if loop.time() - last_renewal >= renew_every:
-                    await self._work.renew(
-                        self.gateway_id, list(self._running), self._config.lease_seconds
-                    )
-                    await self._work.reclaim_expired(self._config.max_lost_runs)
-                    last_renewal = loop.time()
-                    await self._work.forget_old_requests()
                 await self._dispatch()
             except asyncio.CancelledError:
                 raise
@@ -135,6 +129,31 @@ class Dispatcher:
                 log.exception("dispatcher")
             self._queue_changed.clear()
             await wait_set(self._queue_changed, self._config.dispatch_seconds)
+
+    async def _keep_leases(self) -> None:
+        """Renews this replica's leases every third of a lease and takes back the lapsed
+        leases of replicas that stopped renewing, on a timer of its own: renewed from the
+        dispatch loop, a slow pass (claims under load) delayed a renewal until its lease
+        lapsed and another replica took the run back, counting a restart of a run that
+        was alive. A lease is taken back only once it has lapsed by a third of ours too,
+        so a replica a moment late is not mistaken for a dead one."""
+        every = self._config.lease_seconds / 3
+        while True:
+            try:
+                await self._work.renew(
+                    self.gateway_id, list(self._running), self._config.lease_seconds
+                )
+                lost = await self._work.reclaim_expired(self._config.max_lost_runs, every)
+                if lost:
+                    log.warning("took back attempts %s: their gateway stopped renewing", lost)
+                await self._work.forget_old_requests()
+            except asyncio.CancelledError:
+                raise
+            except errors.Unavailable as err:
+                log.warning("dispatcher: leases wait for the database (%s)", err)
+            except Exception:  # a bug must not stop renewing: log it and go on
+                log.exception("dispatcher: leases")
+            await asyncio.sleep(every)
 
     async def _dispatch(self) -> None:
         # The most free slots a claim found nothing queued to fit: a trainer with no more

@@ -29,6 +29,7 @@ from gateway.epochs import EpochPath, EpochWatcher
 from gateway.events import EventHub
 from gateway.reporting.lapses import Lapses
 from gateway.reporting.servicer import ReportingServicer
+from gateway.reporting.writer import ReportWriter
 from gateway.request_sizes import RequestSizes
 from gateway.slots import Slots
 from gateway.store import AttemptStore, Database, ImageStore, migrate
@@ -261,6 +262,7 @@ async def create_server(
     dispatcher = Dispatcher(config, service_work, service_trainers, ImageStore(lane), hub, epochs)
     # Runs of users' own code take the same path and watchers as a trainer's, storing
     # on the requests' connections (the service lane is the dispatcher's).
+    writer = ReportWriter(ReportStore(pool))
     reporting_service_pb2_grpc.add_ReportingServiceServicer_to_server(
         ReportingServicer(
             ReportStore(pool),
@@ -269,6 +271,7 @@ async def create_server(
             hub,
             config.limits,
             config.max_artifact_bytes,
+            writer,
         ),
         server,
     )
@@ -280,7 +283,7 @@ async def create_server(
     if authenticator is not None:
         hub.listen(TOKENS, lambda _: authenticator.forget())
     hub.listen(CURVES, lambda _: curves.forget())
-    loops = [Lapses(ReportStore(lane))]
+    loops: list[Loop] = [Lapses(ReportStore(lane)), writer]
     return server, port, Background(hub, dispatcher, driver, profiler, curves, loops)
 
 

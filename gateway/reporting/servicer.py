@@ -23,6 +23,7 @@ from gateway.config import Limits
 from gateway.epochs import EpochPath, Run, RunEpochs
 from gateway.events import Event, EventHub
 from gateway.reporting import checks
+from gateway.reporting.writer import ReportWriter
 from gateway.store.reports import FENCE, ReportedRow, ReportStore
 from gateway.store.requests import RequestKey
 from gateway.store.work import WorkStore
@@ -79,7 +80,9 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
         hub: EventHub,
         limits: Limits,
         max_model_bytes: int,
+        writer: ReportWriter,
     ) -> None:
+        self._writer = writer
         self._reports = reports
         self._work = work
         self._epochs = epochs
@@ -209,11 +212,12 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
         """Stores one batch (points, then epochs through the path); its answer."""
         run_id = session.row.id
         checked = checks.check_batch(batch, session.current_epoch, session.n_epoch)
-        literals = None
         if checked.points:
             await self._bound(checked, session)
-            literals = checks.array_literals(checked.points, session.series)
-        stored = await self._reports.report(run_id, session.heartbeat, literals)
+        # Written with every other stream's waiting reports, in one statement.
+        stored = await self._writer.report(
+            run_id, session.heartbeat, checked.points, session.series
+        )
         if stored is None:
             return _stop_for(await self._reports.run(run_id))
         session.points += stored

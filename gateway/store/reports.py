@@ -165,38 +165,44 @@ class ReportStore:
 
     async def report(
         self,
-        attempt_id: int,
-        heartbeat_seconds: int,
+        runs: Sequence[tuple[int, int]],
         points: tuple[str, str, str, str] | None,
-    ) -> int | None:
-        """Stores `points` (array literals of series ids, steps, values and times) once
-        each, and renews the run's lease, if it is still TRAINING; returns how many
-        points were new, None when the run is no longer live. One statement.
+    ) -> dict[int, int]:
+        """Stores the points of several runs' reports at once (array literals of series
+        ids, steps, values and times; each point once) and renews each run's lease
+        (`runs`: attempt id and heartbeat seconds), for the runs still TRAINING. Returns
+        those runs with the points each newly stored; a run missing from it is no
+        longer live and stored nothing. One statement, however many runs.
 
         The lease is written only once a tenth of it has passed: a reporter sending ten
         batches a second would otherwise rewrite its attempt's row ten times a second."""
         sets = points or ("{}", "{}", "{}", "{}")
         query = (
-            "WITH run AS (SELECT id, lease_until FROM attempts WHERE id = %(id)s"
-            " AND claims = %(fence)s AND status = 'TRAINING' AND leased_by = %(reporter)s),"
-            " renew AS (UPDATE attempts a SET lease_until = now() + make_interval(secs => %(hb)s)"
+            "WITH given AS (SELECT DISTINCT ON (id) id, hb FROM"
+            " unnest(%(ids)s::int8[], %(hbs)s::float8[]) AS g(id, hb)),"
+            " run AS (SELECT a.id, a.lease_until, given.hb FROM attempts a JOIN given"
+            " ON a.id = given.id WHERE a.claims = %(fence)s AND a.status = 'TRAINING'"
+            " AND a.leased_by = %(reporter)s),"
+            " renew AS (UPDATE attempts a SET lease_until = now() + make_interval(secs => run.hb)"
             " FROM run WHERE a.id = run.id AND a.status = 'TRAINING'"
-            " AND run.lease_until < now() + make_interval(secs => %(hb)s * 0.9) RETURNING 1),"
+            " AND run.lease_until < now() + make_interval(secs => run.hb * 0.9) RETURNING 1),"
             " ins AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
-            " SELECT p.* FROM run CROSS JOIN unnest(%(series)s::text::int8[],"
-            " %(steps)s::text::int8[], %(values)s::text::float8[], %(at)s::text::int8[]) p"
+            " SELECT p.series_id, p.step, p.value, p.at_ms FROM unnest(%(series)s::text::int8[],"
+            " %(steps)s::text::int8[], %(values)s::text::float8[], %(at)s::text::int8[])"
+            " AS p(series_id, step, value, at_ms)"
+            " JOIN metric_series s ON s.id = p.series_id JOIN run ON run.id = s.attempt_id"
             " ON CONFLICT DO NOTHING RETURNING series_id),"
             " counted AS (UPDATE metric_series s SET points = s.points + c.n FROM"
             " (SELECT series_id, count(*) AS n FROM ins GROUP BY series_id) c"
-            " WHERE s.id = c.series_id RETURNING 1)"
-            " SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins),"
-            " (SELECT count(*) FROM renew), (SELECT count(*) FROM counted)"
+            " WHERE s.id = c.series_id RETURNING s.attempt_id, c.n)"
+            " SELECT run.id, (SELECT coalesce(sum(n), 0) FROM counted"
+            " WHERE counted.attempt_id = run.id), (SELECT count(*) FROM renew) FROM run"
         )
         params = {
-            "id": attempt_id,
+            "ids": [r[0] for r in runs],
+            "hbs": [float(r[1]) for r in runs],
             "fence": FENCE,
             "reporter": REPORTER,
-            "hb": heartbeat_seconds,
             "series": sets[0],
             "steps": sets[1],
             "values": sets[2],
@@ -205,9 +211,7 @@ class ReportStore:
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(query, params)
-                row = await cur.fetchone()
-        assert row is not None
-        return int(row[1]) if row[0] else None
+                return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
 
     async def rewrite(self, attempt_id: int, rewrite: Rewrite) -> bool:
         """Rewrites a live run's document (its metric names); False once it has ended."""

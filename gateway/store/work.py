@@ -368,13 +368,17 @@ class WorkStore:
                 await notify_queue(cur)
         return stored_by
 
-    async def reclaim_expired(self, max_lost: int) -> list[int]:
-        """Requeues work whose gateway stopped renewing its lease (it died): not the
-        run's fault, so counted apart, and FAILED only past `max_lost` such losses."""
+    async def reclaim_expired(self, max_lost: int, grace_seconds: float = 0.0) -> list[int]:
+        """Requeues work whose gateway stopped renewing its lease (it died) `grace_seconds`
+        ago: not the run's fault, so counted apart, and FAILED only past `max_lost` such
+        losses."""
         done = await self._requeue_where(
             # A reported run is its reporter's to renew: gateway/reporting/lapses.py.
-            sql.SQL("lease_until < now() AND provenance <> 'REPORTED'"),
-            {},
+            sql.SQL(
+                "lease_until < now() - make_interval(secs => %(grace)s)"
+                " AND provenance <> 'REPORTED'"
+            ),
+            {"grace": grace_seconds},
             "its gateway was lost",
             lost=1,
             max_lost=max_lost,
