@@ -522,6 +522,86 @@ def test_token_requests(gateway, channel, name, role, days) -> None:
     assert _tokens(gateway.database_url) == before
 
 
+finite_or_not = st.floats(allow_nan=True, allow_infinity=True)
+keys_any = st.one_of(st.text(max_size=20), st.just("a\x00b"), st.just("k" * 300), st.just("ok/key"))
+
+
+@SETTINGS
+@given(
+    name=st.one_of(odd_names, st.just("fuzz-run")),
+    labels=st.lists(st.one_of(st.text(max_size=20), st.just("a\x00b"), st.just("x" * 300)),
+                    max_size=4),
+    dataset=st.one_of(st.text(max_size=30), st.just("cifar10")),
+    params=st.dictionaries(keys_any, st.one_of(finite_or_not, st.text(max_size=10),
+                                               st.just({"deep": {"er": [1, None]}})), max_size=3),
+    n_epoch=st.integers(-5, 20_000),
+    heartbeat=st.integers(-5, 100_000),
+    epochs=st.lists(st.tuples(st.integers(-3, 5), finite_or_not, finite_or_not, finite_or_not),
+                    max_size=4),
+    series=st.lists(st.tuples(keys_any, st.lists(st.integers(-5, 2**60), max_size=4),
+                              st.lists(finite_or_not, max_size=4),
+                              st.lists(st.integers(-5, 2**62), max_size=4)), max_size=3),
+    first=st.integers(-3, 5),
+    end=st.integers(-2, 5),
+    accuracy=finite_or_not,
+    size=st.integers(-3, 5_000_000_000),
+    sha=st.text(max_size=70),
+    page=st.integers(-3, 200_000),
+)  # fmt: skip
+def test_reporting_requests(
+    gateway, channel, stored, name, labels, dataset, params, n_epoch, heartbeat, epochs,
+    series, first, end, accuracy, size, sha, page,
+) -> None:  # fmt: skip
+    """Any report gets a client's status (or an answer); never UNKNOWN or INTERNAL."""
+    from metalearn.v1 import reporting_service_pb2 as pb
+    from metalearn.v1 import reporting_service_pb2_grpc, study_service_pb2_grpc
+    from metalearn.v1 import study_service_pb2 as spb
+
+    stub = reporting_service_pb2_grpc.ReportingServiceStub(channel)
+    start = pb.StartRunRequest(
+        name=name, task=attempt_pb2.DeclaredTask(labels=labels, dataset=dataset),
+        n_epoch=n_epoch, heartbeat_seconds=heartbeat,
+    )  # fmt: skip
+    with contextlib.suppress(ValueError, TypeError):
+        start.params.update(params)
+    assert call_code(stub.StartRun, start) not in NEVER
+    run_id = first
+    with contextlib.suppress(grpc.RpcError):
+        run_id = stub.StartRun(pb.StartRunRequest(name="fuzz-run")).attempt.id
+    batch = pb.ReportBatch(sequence=1)
+    for epoch, loss, accuracy_, lr in epochs:
+        batch.epochs.add(epoch=epoch, loss=loss, val_accuracy=accuracy_, learning_rate=lr)
+    for key, steps, values, times in series:
+        batch.metrics.add(key=key, steps=steps, values=values, timestamps_ms=times)
+    for messages in (
+        [pb.ReportRunRequest(attempt_id=run_id), pb.ReportRunRequest(batch=batch)],
+        [pb.ReportRunRequest(batch=batch)],
+        [pb.ReportRunRequest(attempt_id=first)],
+    ):
+        assert call_code(lambda m: stub.ReportRun(iter(m)), messages) not in NEVER
+    uploads = [pb.UploadModelRequest(header=pb.UploadHeader(attempt_id=run_id, size_bytes=size,
+                                                           sha256=sha)),
+               pb.UploadModelRequest(chunk=b"x" * 10)]  # fmt: skip
+    assert call_code(lambda m: stub.UploadModel(iter(m)), uploads) not in NEVER
+    finish = pb.FinishRunRequest(attempt_id=run_id, end=end, error=name[:5000],
+                                 test_result=attempt_pb2.TestResult(accuracy=accuracy))  # fmt: skip
+    assert call_code(stub.FinishRun, finish) not in NEVER
+    for key, *_ in series or [("k", [], [], [])]:
+        history = pb.GetMetricHistoryRequest(attempt_id=run_id, key=key, after_step=first,
+                                             page_size=page)  # fmt: skip
+        assert call_code(stub.GetMetricHistory, history) not in NEVER
+    studies = study_service_pb2_grpc.StudyServiceStub(channel)
+    ask = spb.AskTrialRequest(name=name, worker=dataset * 10, request_id=dataset)
+    assert call_code(studies.AskTrial, ask) not in NEVER
+    # Whatever came, the runs go: the next example starts from the same store.
+    attempts = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+    for taken in ("fuzz-run", name):
+        with contextlib.suppress(grpc.RpcError):
+            attempts.CancelAttempt(apb.CancelAttemptRequest(name=taken))
+        with contextlib.suppress(grpc.RpcError):
+            attempts.DeleteAttempt(apb.DeleteAttemptRequest(name=taken))
+
+
 def _tokens(url: str) -> list[Any]:
     import psycopg
 
@@ -562,6 +642,12 @@ def test_every_rpc_is_fuzzed() -> None:
         "ListStudies",
         "StopStudy",
         "DeleteStudy",
+        "AskTrial",
+        "StartRun",
+        "ReportRun",
+        "UploadModel",
+        "FinishRun",
+        "GetMetricHistory",
         "ProfileTask",
         "ListTasks",
         "FindSimilarTasks",
@@ -575,11 +661,12 @@ def test_every_rpc_is_fuzzed() -> None:
     }
     rpcs: set[str] = set()
     from metalearn.v1 import curve_service_pb2 as cpb
+    from metalearn.v1 import reporting_service_pb2 as repb
     from metalearn.v1 import study_service_pb2 as spb
     from metalearn.v1 import task_service_pb2 as xpb
 
     for desc in (apb.DESCRIPTOR, dpb.DESCRIPTOR, tpb.DESCRIPTOR, rpb.DESCRIPTOR, kpb.DESCRIPTOR,
-                 spb.DESCRIPTOR, xpb.DESCRIPTOR, cpb.DESCRIPTOR):  # fmt: skip
+                 spb.DESCRIPTOR, xpb.DESCRIPTOR, cpb.DESCRIPTOR, repb.DESCRIPTOR):  # fmt: skip
         for service in desc.services_by_name.values():
             rpcs |= {m.name for m in service.methods}
     assert rpcs - covered == set()

@@ -206,7 +206,8 @@ def test_a_hundred_trials_run_by_agents_with_a_pruner(
         study = sgrpc.StudyServiceStub(channel).GetStudy(spb.GetStudyRequest(name=name)).study
     numbers = sorted(r.number for r in runs)
     assert numbers == list(range(100))  # each trial run once, none lost or doubled
-    assert all(r.exit_code == 0 for r in runs)
+    # Pruned scripts heard it through the SDK and ended by themselves.
+    assert [r.exit_code for r in runs if r.exit_code != 0] == []
     states = [t.state for t in study.trials]
     assert len(states) == 100 and spb.TRIAL_STATE_RUNNING not in states
     assert spb.TRIAL_STATE_FAILED not in states, [t.error for t in study.trials if t.error]

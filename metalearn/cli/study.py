@@ -97,8 +97,8 @@ def apply_warm_start(
 def best_command(client: Client, study: pb.Study) -> dict[str, Any] | None:
     """The best trial's training command as `train --file` takes it (None: no best, or
     its attempt was deleted)."""
-    if not study.HasField("best_trial"):
-        return None
+    if not study.HasField("best_trial") or study.HasField("external"):
+        return None  # an external study's trials run their workers' code: no command
     try:
         attempt = client.get(study.best_trial.attempt_name)
     except NotFoundError:
@@ -116,11 +116,16 @@ def cmd_create(args: argparse.Namespace) -> int:
         created = client.create_study(study)
         if args.follow:
             return follow_study(client, created.name, as_json=args.json)
-    parallel = created.max_parallel or "the trainers' slots"
+    external = created.HasField("external")
+    parallel = created.max_parallel or (
+        "as many as agents ask for" if external else "the trainers' slots"
+    )
     text = (
         f"{created.name} (id {created.id}) {study_state(created.state)}: {created.n_trials}"
         f" trials, at most {parallel} at once. Follow it: metalearn study watch {created.name}"
     )
+    if external:
+        text += f"\nRun its trials: metalearn agent {created.name} -- COMMAND [ARGS...]"
     if warm := warm_start_line(created):
         text += f"\n{warm}"
     return answer(args, study_document(created), text)

@@ -9,7 +9,8 @@ are slots: each asks the gateway for the next trial when its script ends.
 
 While the script runs, the agent keeps the trial alive with its own report stream (a
 script that reports nothing is still not lost) and listens on it: when metalearn stops
-the trial (its pruner, a cancel, the study stopped) the script gets SIGTERM, then SIGKILL
+the trial (its pruner, a cancel, the study stopped) a script that uses the SDK hears it
+itself (`run.should_stop()`); one still running 5 s later gets SIGTERM, then SIGKILL
 after `grace` seconds. A script that ends without finishing its run has it finished by
 the agent: FINISHED on exit status 0, FAILED with the status otherwise.
 """
@@ -30,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from metalearn.credentials import find_token, open_channel
 from metalearn.outgoing import translate
 from metalearn.reporting.run import RUN_ID_ENV
+from metalearn.structs import integral_struct
 from metalearn.tls import ClientTls
 from metalearn.v1 import (
     reporting_service_pb2,
@@ -48,6 +49,8 @@ rpb = reporting_service_pb2
 spb = study_service_pb2
 
 PARAMS_ENV = "METALEARN_TRIAL_PARAMS"
+# How long a stopped trial's script has to end by itself before SIGTERM.
+STOP_SECONDS = 5.0
 # How often the agent's own stream says the trial is alive.
 KEEPALIVE_SECONDS = 5.0
 _RETRY_PAUSES = (0.5, 1, 2, 4, 8, 15, 30)
@@ -180,7 +183,7 @@ class Agent:
         return done
 
     def run_trial(self, trial: spb.Trial) -> TrialRun:
-        params = json_format.MessageToDict(trial.params)
+        params = integral_struct(trial.params)
         env = dict(os.environ)
         env.update({
             RUN_ID_ENV: str(trial.attempt_id),
@@ -201,11 +204,7 @@ class Agent:
             while process.poll() is None:
                 if keeper.stop_reason and not stopped:
                     stopped = keeper.stop_reason
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(self.grace)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
+                    self._stop(process)
                 time.sleep(0.1)
         finally:
             if process.poll() is None:
@@ -215,6 +214,19 @@ class Agent:
         code = process.returncode
         self._finish(trial.attempt_id, code)
         return TrialRun(trial.number, trial.attempt_id, params, code, stopped)
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
+        """A script that reports through the SDK hears the stop itself and ends; one that
+        does not gets SIGTERM a few seconds later, then SIGKILL after `grace`."""
+        try:
+            process.wait(STOP_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(self.grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
     def _finish(self, attempt_id: int, code: int) -> None:
         """Ends the trial's run the script left running (FAILED_PRECONDITION: it ended)."""

@@ -31,12 +31,13 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 from metalearn.credentials import find_token, open_channel
 from metalearn.outgoing import translate
 from metalearn.reporting.sender import Sender, StopInfo
 from metalearn.reporting.spool import Spool
+from metalearn.structs import integral_struct
 from metalearn.tls import ClientTls
 from metalearn.v1 import (
     attempt_pb2,
@@ -216,7 +217,7 @@ class Run:
     def params(self) -> dict[str, Any]:
         """The run's parameters: those given to `start_run`, or a study trial's sampled
         values when `metalearn agent` started this script."""
-        return json_format.MessageToDict(self._attempt().reported.params)
+        return integral_struct(self._attempt().reported.params)
 
     @property
     def id(self) -> int:
