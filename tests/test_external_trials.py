@@ -127,6 +127,7 @@ def test_external_studies_are_checked_field_by_field(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.slow  # waits out a heartbeat of 10 s, the shortest a trial may have
 def test_a_trial_whose_worker_went_silent_is_lost_and_asked_again(
     stubs: tuple[sgrpc.StudyServiceStub, rgrpc.ReportingServiceStub],
 ) -> None:

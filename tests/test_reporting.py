@@ -242,6 +242,7 @@ def test_a_nan_loss_ends_the_run_as_diverged(reporting: rgrpc.ReportingServiceSt
     assert "diverged" in reply.stop.reason
 
 
+@pytest.mark.slow  # waits out a heartbeat of 10 s, the shortest a run may have
 def test_a_silent_reporters_run_fails_as_lost(
     gateway: GatewayThread,
     reporting: rgrpc.ReportingServiceStub,
