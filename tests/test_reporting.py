@@ -308,3 +308,23 @@ def test_only_the_owner_reports_to_a_run(gateway: GatewayThread) -> None:
             )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert run.owner.startswith("alice-")
+
+
+def test_a_reported_run_at_chance_is_flagged_and_stopped_when_it_asked(
+    reporting: rgrpc.ReportingServiceStub, attempts: attempt_service_pb2_grpc.AttemptServiceStub
+) -> None:
+    """The prognosis reads a reported run's declared labels (chance is 1/2 here): a run
+    stuck there is flagged, and one that asked to stop once hopeless is stopped."""
+    run = _start(reporting, n_epoch=20, stop_when_hopeless=True)
+    reporter = Reporter(reporting, run.id)
+    stop = None
+    for epoch in range(1, 21):
+        reply = reporter.send(_epoch(epoch, math.log(2), val_accuracy=0.5, val_loss=math.log(2)))
+        if reply.WhichOneof("kind") == "stop":
+            stop = reply.stop
+            break
+    got = attempts.GetAttempt(attempt_service_pb2.GetAttemptRequest(id=run.id)).attempt
+    kinds = [f.kind for f in got.prognosis.flags]
+    assert attempt_pb2.CURVE_FLAG_KIND_AT_CHANCE in kinds, got.prognosis
+    assert stop is not None and stop.status == attempt_pb2.ATTEMPT_STATUS_PRUNED, got.prognosis
+    assert "hopeless" in stop.reason and got.status == attempt_pb2.ATTEMPT_STATUS_PRUNED

@@ -86,12 +86,23 @@ class ModelRow:
     model: bytes | None  # None when not asked for
 
 
+def _declared(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a reported run says of itself, in a command's words as the rules read them:
+    its declared labels (chance is 1/labels) and a learning rate among its params."""
+    reported = doc.get("reported") or {}
+    found: dict[str, Any] = {"label_names": list((reported.get("task") or {}).get("labels") or [])}
+    lr = (reported.get("params") or {}).get("lr")
+    if isinstance(lr, int | float) and not isinstance(lr, bool):
+        found["optimizer"] = {"lr": lr}
+    return found
+
+
 def _curve(r: dict[str, Any]) -> CurveRow:
     doc = r.get("doc") or {}
     return CurveRow(
         attempt_id=int(r["id"]),
         task_key=r["task_key"] or "",
-        command=doc.get("training_commands") or {},
+        command=doc.get("training_commands") or _declared(doc),
         n_epoch=int(doc.get("n_epoch") or (doc.get("training_commands") or {}).get("n_epoch") or 0),
         epochs=list(r["epochs"] or []),
         losses=list(r["losses"] or []),
