@@ -19,10 +19,9 @@ import pytorch_lightning as pl
 
 from metalearn.reporting.lightning import MetalearnLogger
 from metalearn.v1 import attempt_pb2, attempt_service_pb2, attempt_service_pb2_grpc
-from metalearn.v1 import reporting_service_pb2 as rpb
-from metalearn.v1 import reporting_service_pb2_grpc as rgrpc
 from tests.harness import GatewayThread
 from tests.other_languages import run_example
+from tests.test_reporting_sdk import _points
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -46,22 +45,6 @@ def _full(channel: grpc.Channel, attempt_id: int) -> attempt_pb2.Attempt:
         )
         .attempt
     )
-
-
-def _points(channel: grpc.Channel, attempt_id: int, key: str) -> tuple[list[int], list[float]]:
-    stub = rgrpc.ReportingServiceStub(channel)
-    steps: list[int] = []
-    values: list[float] = []
-    after = -1
-    while True:
-        page = stub.GetMetricHistory(
-            rpb.GetMetricHistoryRequest(attempt_id=attempt_id, key=key, after_step=after)
-        )
-        steps += page.steps
-        values += page.values
-        if page.next_after_step == -1:
-            return steps, values
-        after = page.next_after_step
 
 
 def _name(prefix: str) -> str:

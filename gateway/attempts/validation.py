@@ -59,7 +59,7 @@ def _bounded(v: Violations, field: str, value: int, low: int, high: int) -> None
         v.add(field, f"must be between {low} and {high}, got {value}")
 
 
-def _check_labels(v: Violations, field: str, labels: Any, limits: Limits) -> None:
+def check_labels(v: Violations, field: str, labels: Any, limits: Limits) -> None:
     if len(labels) > limits.max_labels:
         v.add(field, f"at most {limits.max_labels} labels")
         return
@@ -255,7 +255,7 @@ def check_train_command(
         v.add(f"{field}.hopeless_below", "takes effect only with stop_when_hopeless: set it")
     if cmd.model_name:
         check_name(v, f"{field}.model_name", cmd.model_name)
-    _check_labels(v, f"{field}.label_names", cmd.label_names, limits)
+    check_labels(v, f"{field}.label_names", cmd.label_names, limits)
     _check_model(v, f"{field}.model", cmd.model, limits)
     _check_image_ops(v, f"{field}.image_ops", cmd.image_ops, limits)
     _check_sizes(v, field, cmd, limits)
@@ -301,7 +301,7 @@ def check_test_command(
             break
     if cmd.model_name:
         check_name(v, f"{field}.model_name", cmd.model_name)
-    _check_labels(v, f"{field}.label_names", cmd.label_names, limits)
+    check_labels(v, f"{field}.label_names", cmd.label_names, limits)
     _check_model(v, f"{field}.model", cmd.model, limits)
     _check_image_ops(v, f"{field}.image_ops", cmd.image_ops, limits)
     _check_sizes(v, field, cmd, limits)
@@ -398,7 +398,7 @@ def check_task_key(v: Violations, field: str, key: Any, limits: Limits) -> None:
     """A TaskKey: at least one label, each as a command's, and image ops as a command's."""
     if not key.label_names:
         v.add(f"{field}.label_names", "give at least one label")
-    _check_labels(v, f"{field}.label_names", key.label_names, limits)
+    check_labels(v, f"{field}.label_names", key.label_names, limits)
     _check_image_ops(v, f"{field}.image_ops", key.image_ops, limits)
     if not v.items:  # sizes after the ops, as a command's (no transform here)
         for problem in geometry.check(

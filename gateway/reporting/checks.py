@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from google.protobuf import struct_pb2
 
 from gateway.attempts.validation import (
-    MAX_LABEL_CHARS,
+    check_labels,
     check_request_id,
     check_tags,
     text_problem,
@@ -95,21 +95,9 @@ def check_start(request: rpb.StartRunRequest, limits: Limits) -> int:
     task = request.task
     if task.dataset and not DATASET_RE.fullmatch(task.dataset):
         v.add("task.dataset", "1-128 letters, digits, '.', '_', '/', ':' or '-'")
-    labels = list(task.labels)
-    if len(labels) == 1:
+    if len(task.labels) == 1:
         v.add("task.labels", "a task has at least 2 labels (or none declared)")
-    if len(labels) > limits.max_labels:
-        v.add("task.labels", f"at most {limits.max_labels} labels")
-    else:
-        seen: set[str] = set()
-        for i, label in enumerate(labels):
-            if not label.strip():
-                v.add(f"task.labels[{i}]", "must not be empty")
-            elif problem := text_problem(label, MAX_LABEL_CHARS):
-                v.add(f"task.labels[{i}]", problem)
-            elif label in seen:
-                v.add(f"task.labels[{i}]", f"{label!r} is listed twice")
-            seen.add(label)
+    check_labels(v, "task.labels", task.labels, limits)
     if len(task.input_shape) > 4:
         v.add("task.input_shape", "at most 4 dimensions")
     for i, side in enumerate(task.input_shape):

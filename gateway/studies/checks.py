@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from gateway import names
-from gateway.attempts.validation import MAX_LABEL_CHARS, check_trainable
+from gateway.attempts.validation import check_labels, check_trainable
 from gateway.config import Limits
 from gateway.names import MAX_NAME, check_name
 from gateway.studies import model, pruners
@@ -209,16 +209,9 @@ def _check_external(v: Violations, study: pb.Study, limits: Limits) -> None:
             v.add(f"study.search_space[{i}].path", "a name such as lr or model.depth"
                   " (letters, digits, '_', and '.' between names)")  # fmt: skip
     external = study.external
-    labels = list(external.task.labels)
-    if len(labels) == 1:
+    if len(external.task.labels) == 1:
         v.add(f"{field}.task.labels", "a task has at least 2 labels (or none declared)")
-    if len(labels) > limits.max_labels:
-        v.add(f"{field}.task.labels", f"at most {limits.max_labels} labels")
-    elif len(set(labels)) != len(labels):
-        v.add(f"{field}.task.labels", "each label once")
-    elif any(not label.strip() or len(label) > MAX_LABEL_CHARS or "\x00" in label
-             for label in labels):  # fmt: skip
-        v.add(f"{field}.task.labels", f"labels are 1-{MAX_LABEL_CHARS} characters, no NUL")
+    check_labels(v, f"{field}.task.labels", external.task.labels, limits)
     if external.task.dataset and not _DATASET.fullmatch(external.task.dataset):
         v.add(f"{field}.task.dataset", "1-128 letters, digits, '.', '_', '/', ':' or '-'")
     if not 0 <= external.n_epoch <= limits.max_epochs:
