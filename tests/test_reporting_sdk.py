@@ -181,3 +181,21 @@ def test_a_gateway_down_at_the_start_and_killed_mid_run_loses_and_doubles_nothin
         if gateway is not None and gateway.poll() is None:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(60)
+
+
+def test_the_cli_shows_a_reported_run_as_such(
+    gateway: GatewayThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metalearn import cli
+
+    name = _name()
+    with metalearn.start_run(name, params={"lr": 0.01, "depth": 3}, gateway=gateway.address,
+                             token=gateway.admin_token, spool_dir=tmp_path) as run:  # fmt: skip
+        run.log({"grad norm": 1.5})
+        run.log(epoch=1, loss=0.5)
+    code = cli.main(["attempts", "get", name, "--gateway", gateway.address, "--token",
+                     gateway.admin_token])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"{name} (id" in out and "epochs 1  " in out  # no planned count: none declared
+    assert 'params {"depth": 3, "lr": 0.01}, metrics grad norm' in out

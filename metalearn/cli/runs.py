@@ -17,6 +17,7 @@ from metalearn.client import (
     NotFoundError,
     TestProgress,
 )
+from metalearn.structs import integral_struct
 from metalearn.tls import TlsError, client_tls
 from metalearn.v1 import attempt_pb2
 from metalearn.views.attempts import (
@@ -104,7 +105,8 @@ def print_attempt(attempt: attempt_pb2.Attempt, as_json: bool, full: bool = Fals
         return
     losses = attempt.training_losses
     line = f"{attempt.name} (id {attempt.id})  {status_text(attempt.status)}"
-    line += f"  epochs {len(losses)}/{attempt.n_epoch or attempt.training_commands.n_epoch}"
+    planned = attempt.n_epoch or attempt.training_commands.n_epoch
+    line += f"  epochs {len(losses)}" + (f"/{planned}" if planned else "")
     if losses:
         line += f"  last loss {losses[-1]:.4f}"
     if attempt.HasField("test_result") or attempt.accuracy:
@@ -112,6 +114,11 @@ def print_attempt(attempt: attempt_pb2.Attempt, as_json: bool, full: bool = Fals
     print(line)
     if attempt.error:
         print(f"  error: {attempt.error}")
+    if attempt.HasField("reported"):
+        reported = attempt.reported
+        params = json.dumps(integral_struct(reported.params), sort_keys=True)
+        metrics = f", metrics {', '.join(reported.metric_keys)}" if reported.metric_keys else ""
+        print(f"  reported by {attempt.owner or 'its owner'}'s code: params {params}{metrics}")
     if attempt.HasField("prognosis"):
         print(f"  {prognosis_text(attempt.prognosis)}")
     if full:
