@@ -328,3 +328,20 @@ def test_a_reported_run_at_chance_is_flagged_and_stopped_when_it_asked(
     assert attempt_pb2.CURVE_FLAG_KIND_AT_CHANCE in kinds, got.prognosis
     assert stop is not None and stop.status == attempt_pb2.ATTEMPT_STATUS_PRUNED, got.prognosis
     assert "hopeless" in stop.reason and got.status == attempt_pb2.ATTEMPT_STATUS_PRUNED
+
+
+def test_a_run_holds_at_most_a_thousand_metric_names_across_its_streams(
+    reporting: rgrpc.ReportingServiceStub,
+) -> None:
+    run = _start(reporting)
+    names = [f"m{i}" for i in range(1000)]
+    many = tuple(rpb.MetricSeries(key=k, steps=[0], values=[1.0]) for k in names)
+    assert Reporter(reporting, run.id).send(metrics=many).acknowledged.sequence == 1
+    # A new stream (a reporter that reconnected) may go on with the names it has...
+    again = Reporter(reporting, run.id)
+    more = tuple(rpb.MetricSeries(key=k, steps=[1], values=[2.0]) for k in names)
+    assert again.send(metrics=more).acknowledged.sequence == 1
+    # ...but not add one more.
+    with pytest.raises(grpc.RpcError) as err:
+        again.send(metrics=(rpb.MetricSeries(key="one-too-many", steps=[0], values=[1.0]),))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -240,7 +240,7 @@ def check_batch(
             continue
         seen.add(series.key)
         points = _series(v, f, series, now)
-        if points is not None:
+        if points is not None and points.steps:  # an empty series names nothing to store
             checked.points.append(points)
     now_list = [now]
     for key, (steps, values) in extra.items():

@@ -49,7 +49,6 @@ class _Session:
     n_epoch: int
     current_epoch: int
     series: dict[str, int]
-    keys: int
     points: int
 
 
@@ -134,14 +133,13 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
             yield _stop_for(row)
             return
         reported = _reported(row)
-        keys, points = await self._reports.usage(row.id)
+        points = await self._reports.points(row.id)
         session = _Session(
             row=row,
             heartbeat=int(reported.get("heartbeat_seconds") or checks.DEFAULT_HEARTBEAT),
             n_epoch=int(row.doc.get("n_epoch") or 0),
             current_epoch=row.current_epoch,
             series={},
-            keys=keys,
             points=points,
         )
         run = Run(
@@ -245,17 +243,9 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
         """The batch's metrics have ids, and the run stays within its share."""
         new = [p.key for p in checked.points if p.key not in session.series]
         if new:
-            found = await self._reports.series(session.row.id, new)
-            added = len(found) - sum(1 for k in new if k in session.series)
-            if session.keys + added > checks.MAX_KEYS and len(found) > 0:
-                raise errors.ResourceExhausted(
-                    f"the run would have {session.keys + added} metric names, the most a"
-                    f" run may have is {checks.MAX_KEYS}"
-                )
-            fresh = [k for k, s in found.items() if s.points == 0]
-            session.series.update({k: s.id for k, s in found.items()})
-            session.keys += len(fresh)
-            if fresh:
+            found, made = await self._reports.series(session.row.id, new, checks.MAX_KEYS)
+            session.series.update(found)
+            if made:
                 await self._name_metrics(session)
         if session.points + checked.point_count > checks.MAX_RUN_POINTS:
             raise errors.ResourceExhausted(

@@ -76,12 +76,14 @@ class ReportWriter:
             self._waiting = []
 
     def _take(self) -> list[_Report]:
-        taken: list[_Report] = []
-        size = 0
-        while self._waiting and (not taken or size + self._waiting[0].size <= MAX_STATEMENT_POINTS):
-            report = self._waiting.pop(0)
-            taken.append(report)
+        """The waiting reports one statement carries: in order, up to its size."""
+        size, count = 0, 0
+        for report in self._waiting:
+            if count and size + report.size > MAX_STATEMENT_POINTS:
+                break
             size += report.size
+            count += 1
+        taken, self._waiting = self._waiting[:count], self._waiting[count:]
         return taken
 
     async def _write(self, taken: list[_Report]) -> None:

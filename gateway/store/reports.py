@@ -45,14 +45,6 @@ class ReportedRow:
 
 
 @dataclass(frozen=True)
-class Series:
-    """A run's metric by name: its id and the points it holds."""
-
-    id: int
-    points: int
-
-
-@dataclass(frozen=True)
 class MetricHistory:
     steps: list[int]
     values: list[float]
@@ -136,32 +128,53 @@ class ReportStore:
             raise errors.NotFound(f"attempt id {attempt_id} not found")
         return ReportedRow(**row)
 
-    async def series(self, attempt_id: int, keys: Sequence[str]) -> dict[str, Series]:
-        """The run's metrics named `keys`, made where new."""
+    async def series(
+        self, attempt_id: int, keys: Sequence[str], most: int
+    ) -> tuple[dict[str, int], int]:
+        """The ids of the run's metrics named `keys`, made where new, and how many were
+        made. ResourceExhausted, making none, when the run would have more than `most`."""
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
-                    # DO UPDATE (to itself) so that existing rows come back too.
+                    "SELECT key, id FROM metric_series WHERE attempt_id = %s AND key = ANY(%s)",
+                    (attempt_id, list(keys)),
+                )
+                found = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+                new = [k for k in keys if k not in found]
+                if not new:
+                    return found, 0
+                cur = await conn.execute(
+                    "SELECT count(*) FROM metric_series WHERE attempt_id = %s", (attempt_id,)
+                )
+                row = await cur.fetchone()
+                held = int(row[0]) if row else 0
+                if held + len(new) > most:
+                    raise errors.ResourceExhausted(
+                        f"the run would have {held + len(new)} metric names; it may have at"
+                        f" most {most}"
+                    )
+                cur = await conn.execute(
+                    # DO UPDATE (to itself) so that a name another stream made comes back too.
                     "INSERT INTO metric_series (attempt_id, key)"
                     " SELECT %s, k FROM unnest(%s::text[]) k"
                     " ON CONFLICT (attempt_id, key) DO UPDATE SET key = EXCLUDED.key"
-                    " RETURNING key, id, points",
-                    (attempt_id, list(keys)),
+                    " RETURNING key, id",
+                    (attempt_id, new),
                 )
-                return {str(r[0]): Series(int(r[1]), int(r[2])) for r in await cur.fetchall()}
+                found.update({str(r[0]): int(r[1]) for r in await cur.fetchall()})
+                return found, len(new)
 
-    async def usage(self, attempt_id: int) -> tuple[int, int]:
-        """The run's metric names and the points they hold."""
+    async def points(self, attempt_id: int) -> int:
+        """The points the run's metrics hold."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT count(*), coalesce(sum(points), 0) FROM metric_series"
-                    " WHERE attempt_id = %s",
+                    "SELECT coalesce(sum(points), 0) FROM metric_series WHERE attempt_id = %s",
                     (attempt_id,),
                 )
                 row = await cur.fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row[0])
 
     async def report(
         self,

@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,7 +320,3 @@ class Sender(threading.Thread):
         if self._call is not None:
             self._call.cancel()
         self._requests, self._call = None, None
-
-    def pending(self) -> Iterator[int]:
-        """Sequences not acknowledged yet (for messages)."""
-        return (sequence for sequence, _ in self._spool.pending())
