@@ -20,15 +20,25 @@ Features (the names are a contract with the gateway):
   `landmark_1nn`, `landmark_linear`;
 - a probe, a fixed untrained conv net under a fixed seed, and how its features separate
   the classes: `probe_1nn`, `probe_centroid`, `probe_fisher`, `probe_class_distance`.
+
+A task declared by runs reported from users' own code has no images in the store: its
+reporter may send a sample of them instead (`sample_tensors`), which is profiled the same
+way once decoded to one mode and one size, in an order of its own content (the labels'
+sorted order, then each image's hash), so a sample's profile is a function of the set of
+labelled images it holds, as a stored task's is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
+from PIL import Image
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -44,6 +55,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from torch import nn
 
 from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
+from metalearn.limits import CommandLimits
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, task_pb2
 from trainer import checks
 from trainer.config import TrainerConfig
@@ -73,6 +85,27 @@ _BATCH_FLOATS = 1 << 24
 # The preprocessor and the image source name a training command's fields; a profile's
 # request has the same ones under `task`.
 _FIELDS = ("command.", "task.")
+# A declared task's sample, as ReportingService.UploadTaskSample documents it: the gateway
+# checks these bounds first, and the trainer again, because a sample is the one place a
+# trainer decodes bytes that the gateway did not check and store itself.
+MAX_SAMPLE_IMAGES = 1_000
+MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+# The formats a sample may hold. Pillow is told to try only these, so no other format's
+# parser ever reads a reporter's bytes.
+SAMPLE_FORMATS = ("PNG", "JPEG")
+# The filter that brings a sample's images to one size. Bilinear (antialiased when it
+# shrinks, as Pillow's resize always is): its weights are plain arithmetic, computed and
+# applied in fixed point the same way everywhere, where bicubic's and Lanczos's would
+# lean on libm; and it is the resize filter a command's image ops default to.
+SAMPLE_RESAMPLE = Image.Resampling.BILINEAR
+# Modes that are greyscale: a sample of only these is profiled as one channel (L), any
+# other mode makes it RGB (palettes included, even grey ones: telling them apart would
+# mean reading every palette, and a colour task sent as a palette is the likelier case).
+# Alpha is dropped, as `convert` drops it: a profile reads what a classifier would see.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+# 16-bit greyscale PNGs (Pillow opens them as I;16 or I): `convert("L")` clips their
+# values at 255, so they are scaled to 8 bits here instead.
+_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def check_task(task: task_pb2.TaskKey, config: TrainerConfig) -> list[str]:
@@ -130,6 +163,162 @@ def load(
         return preprocessor.tensors(refs, labels, image_ops, _no_transform())
     except InvalidArgument as err:
         raise _as_task_fields(err) from err
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """A sample that passed every check that needs no decoding: what to decode, in which
+    order, to which mode and size."""
+
+    sample: task_pb2.TaskSample
+    # Indices into `sample.images`, in the order the tensors hold them.
+    order: list[int]
+    # Each image's class, by index into the sorted labels (a task is a set of labels).
+    classes: list[int]
+    mode: str
+    # Width, height: Pillow's order.
+    size: tuple[int, int]
+    fingerprint: str
+
+
+def _header(data: bytes, max_pixels: int) -> tuple[tuple[int, int], str] | str:
+    """An encoded image's (width, height) and mode from its header, or why it is refused.
+
+    Only the header is read: the pixel bound is checked before anything is decoded, as the
+    gateway checks uploads, so a small file that would decode to gigabytes (a
+    decompression bomb) never allocates its pixels."""
+    try:
+        # Pillow's own bomb guard only warns below twice its 89-megapixel default, and
+        # raises above it: both mean too large here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=SAMPLE_FORMATS) as image:
+                width, height = image.size
+                mode = image.mode
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"is larger than {max_pixels:,} pixels"
+    except Exception as err:  # Pillow raises many types for bytes it cannot read
+        return f"is not a PNG or JPEG image ({type(err).__name__}: {err})"
+    if width * height > max_pixels:
+        return f"is {width}x{height}, over the limit of {max_pixels:,} pixels: resize it"
+    return (width, height), mode
+
+
+def _common_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The sample's most common (width, height); among sizes as common, the one with the
+    most pixels (the least detail lost), then the tallest: fixed rules, so the same sample
+    always gets the same size whatever order its images came in."""
+    counts = Counter(sizes)
+    return max(counts, key=lambda wh: (counts[wh], wh[0] * wh[1], wh[1]))
+
+
+def check_sample(
+    sample: task_pb2.TaskSample, labels: Sequence[str], limits: CommandLimits
+) -> SamplePlan:
+    """Everything about a sample that can be checked from its images' headers, or
+    INVALID_ARGUMENT naming each bad field under `sample`. `labels` are the task's labels
+    in the order the sample's indices point into."""
+    images = sample.images
+    if not images:
+        raise InvalidArgument.one("sample.images", "send at least 2 images of 2 classes")
+    if len(images) > MAX_SAMPLE_IMAGES:
+        raise InvalidArgument.one(
+            "sample.images", f"{len(images):,} images, over the limit of {MAX_SAMPLE_IMAGES:,}"
+        )
+    total = sum(len(image.data) for image in images)
+    if total > MAX_SAMPLE_BYTES:
+        raise InvalidArgument.one(
+            "sample.images", f"{total:,} bytes in all, over the limit of {MAX_SAMPLE_BYTES:,}"
+        )
+    v = Violations()
+    headers: list[tuple[tuple[int, int], str]] = []
+    for i, image in enumerate(images):
+        if not 0 <= image.label < len(labels):
+            v.add(
+                f"sample.images[{i}].label",
+                f"is {image.label}: must index the task's {len(labels)} labels"
+                f" (0 to {len(labels) - 1})",
+            )
+        header = _header(image.data, limits.max_input_pixels)
+        if isinstance(header, str):
+            v.add(f"sample.images[{i}].data", header)
+        else:
+            headers.append(header)
+    v.raise_if_any()
+    shown = {image.label for image in images}
+    if len(shown) < 2:
+        raise InvalidArgument.one(
+            "sample.images",
+            f"shows only {labels[next(iter(shown))]!r}: a profile needs at least 2 classes",
+        )
+    mode = "L" if all(m in _GREY_MODES for _, m in headers) else "RGB"
+    width, height = _common_size([size for size, _ in headers])
+    needed = len(images) * len(mode) * width * height
+    if needed > limits.max_data_bytes:
+        raise InvalidArgument.one(
+            "sample.images",
+            f"{len(images)} images of {len(mode)}x{height}x{width} need {needed:,} bytes,"
+            f" over this trainer's limit of {limits.max_data_bytes:,}: send smaller ones",
+        )
+    rank = {label: r for r, label in enumerate(sorted(labels))}
+    classes = [rank[labels[image.label]] for image in images]
+    digests = [hashlib.sha256(image.data).digest() for image in images]
+    # The content's order, not the request's: the same labelled images sent in another
+    # order (or with the labels listed in another order) give the same tensors.
+    order = sorted(range(len(images)), key=lambda i: (classes[i], digests[i]))
+    fingerprint = hashlib.sha256()
+    for i in order:
+        fingerprint.update(classes[i].to_bytes(4, "big") + digests[i])
+    return SamplePlan(sample, order, classes, mode, (width, height), fingerprint.hexdigest())
+
+
+def _pixels(image: Image.Image, mode: str, size: tuple[int, int]) -> NDArray[np.uint8]:
+    """A decoded image as uint8 C x H x W in `mode`, resized to `size` if it is not."""
+    if image.mode in _WIDE_GREY_MODES:
+        # 16 bits to 8 by dropping the low byte (PNG's 16-bit range is 0..65535; Pillow's
+        # "I" may hold more, clipped first): what an 8-bit export of the image would hold.
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        image = Image.fromarray((wide >> 8).astype(np.uint8))  # 2-D uint8: L
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != size:
+        image = image.resize(size, SAMPLE_RESAMPLE)
+    pixels = np.array(image, dtype=np.uint8)
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def decode_sample(plan: SamplePlan) -> Tensors:
+    """A checked sample's images, decoded one at a time (on this thread: a profile takes
+    one core) into uint8 N x C x H x W tensors of its mode and size, labelled by the
+    sorted labels' indices. An image whose header was fine but whose data is not (a
+    truncated file) is INVALID_ARGUMENT naming its `data`."""
+    width, height = plan.size
+    images = torch.empty((len(plan.order), len(plan.mode), height, width), dtype=torch.uint8)
+    v = Violations()
+    for row, i in enumerate(plan.order):
+        try:
+            # No bomb guard needed here: `check_sample` read this very header and bounded
+            # its pixels.
+            with Image.open(
+                io.BytesIO(plan.sample.images[i].data), formats=SAMPLE_FORMATS
+            ) as opened:
+                opened.load()
+                pixels = _pixels(opened, plan.mode, plan.size)
+        except Exception as err:  # Pillow raises many types for broken files
+            v.add(f"sample.images[{i}].data", f"cannot be decoded ({type(err).__name__}: {err})")
+            continue
+        images[row] = torch.from_numpy(pixels)
+    v.raise_if_any()
+    labels = torch.tensor([plan.classes[i] for i in plan.order], dtype=torch.int64)
+    return Tensors(images, labels, False, plan.fingerprint)
+
+
+def sample_tensors(
+    sample: task_pb2.TaskSample, labels: Sequence[str], limits: CommandLimits
+) -> Tensors:
+    """A declared task's sample as the tensors `profile` takes: checked (`check_sample`),
+    then decoded (`decode_sample`)."""
+    return decode_sample(check_sample(sample, labels, limits))
 
 
 def profile(

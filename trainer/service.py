@@ -1,5 +1,5 @@
 """TrainerService: relays each run's events from its worker process, one message each;
-profiles tasks itself."""
+profiles tasks itself, from the gateway's images or from a sample sent with the call."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 import metalearn
 from metalearn.credentials import open_channel
-from metalearn.errors import ResourceExhausted
+from metalearn.errors import InvalidArgument, ResourceExhausted
 from metalearn.status import translate_errors
 from metalearn.v1 import trainer_service_pb2 as pb
 from metalearn.v1 import trainer_service_pb2_grpc
@@ -109,13 +109,32 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
 
         started_at = time.perf_counter()
         labels = profiling.check_task(request.task, self._config)
+        plan = None
+        if request.HasField("sample"):
+            # A sample is profiled as it was sent: ops would make a task of their own
+            # that no reported run declared.
+            if request.task.image_ops:
+                raise InvalidArgument.one(
+                    "task.image_ops", "a sample is profiled as sent: give no image ops with it"
+                )
+            # Checked from its headers before the lock, as the task is: a bad request is
+            # told so even while this trainer profiles another.
+            plan = profiling.check_sample(
+                request.sample, request.task.label_names, self._config.limits
+            )
         if not self._profiling.acquire(blocking=False):
             raise ResourceExhausted("this trainer is profiling another task; try again later")
         try:
-            config = self._config
-            options = [("grpc.max_receive_message_length", config.max_message_bytes)]
-            with open_channel(config.gateway, config.token, config.gateway_tls, options) as channel:
-                tensors = profiling.load(labels, request.task.image_ops, config, channel)
+            if plan is not None:
+                # Decoded under the lock, which bounds the memory profiles take to one.
+                tensors = profiling.decode_sample(plan)
+            else:
+                config = self._config
+                options = [("grpc.max_receive_message_length", config.max_message_bytes)]
+                with open_channel(
+                    config.gateway, config.token, config.gateway_tls, options
+                ) as channel:
+                    tensors = profiling.load(labels, request.task.image_ops, config, channel)
             profile = profiling.profile(tensors, len(labels), started_at=started_at)
         finally:
             self._profiling.release()
