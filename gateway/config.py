@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg.conninfo
 
+from learning import provenance
 from metalearn.limits import CommandLimits
 from metalearn.tls import ClientTls, ServerTls
 
@@ -109,6 +110,13 @@ class GatewayConfig:
     # starts and the task distance learn from, beside admins' and each caller's own:
     # any writer may import anything, so no one else's claims count unless named here.
     trusted_owners: tuple[str, ...] = ()
+    # What a trusted claim (an imported or reported run) weighs beside a run trained here
+    # in what learns from the store (learning/provenance.py), 0 to 1.
+    claim_weight: float = provenance.CLAIM_WEIGHT
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.claim_weight <= 1.0:
+            raise ValueError(f"claim_weight must be between 0 and 1, got {self.claim_weight}")
 
     @classmethod
     def from_args(
@@ -152,6 +160,7 @@ class GatewayConfig:
             admin_token_file=Path(admin_file) if admin_file else None,
             trainer_token_file=Path(trainer_file) if trainer_file else None,
             trusted_owners=tuple(sorted({o.strip() for o in trusted_owners if o.strip()})),
+            claim_weight=float(os.environ.get("METALEARN_CLAIM_WEIGHT") or provenance.CLAIM_WEIGHT),
             statement_timeout_seconds=statement_timeout
             or float(
                 os.environ.get("METALEARN_STATEMENT_TIMEOUT") or cls.statement_timeout_seconds

@@ -26,6 +26,7 @@ import grpc
 
 from gateway.attempts.validation import MAX_LABEL_CHARS
 from gateway.config import Limits
+from gateway.reporting.checks import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
 from metalearn import errors
 from metalearn.status import to_status
 
@@ -76,6 +77,8 @@ def budgets(limits: Limits) -> dict[str, int]:
         _REPORTING + "ReportRun": 100_000 * 28 + SMALL,
         # Each message: a chunk of at most 1 MiB, with its tag and length.
         _REPORTING + "UploadModel": SMALL + 64,
+        # The sample's images (8 MiB in all) with a tag, a label and a length each.
+        _REPORTING + "UploadTaskSample": MAX_SAMPLE_BYTES + MAX_SAMPLE_IMAGES * 16 + SMALL,
     }
 
 

@@ -215,7 +215,7 @@ async def create_server(
         TokenServicer(tokens, authenticator), server
     )
     tasks = TaskStore(pool)
-    learner = Learner(tasks, config.trusted_owners)
+    learner = Learner(tasks, config.trusted_owners, config.claim_weight)
     service_tasks = TaskStore(lane)
     profiler = TaskProfiler(config, service_tasks, service_trainers)
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(
@@ -243,7 +243,7 @@ async def create_server(
         ),
         server,
     )
-    curves = Curves(CurveStore(lane, config.trusted_owners))
+    curves = Curves(CurveStore(lane, config.trusted_owners), config.claim_weight)
     curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -272,6 +272,7 @@ async def create_server(
             config.limits,
             config.max_artifact_bytes,
             writer,
+            TaskStore(pool),
         ),
         server,
     )

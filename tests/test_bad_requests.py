@@ -451,6 +451,7 @@ def test_task_requests(channel, gateway, labels, op, fingerprint, limit, page_si
         (stub.FindSimilarTasks, xpb.FindSimilarTasksRequest(task=key, limit=limit)),
         (stub.FindSimilarTasks, xpb.FindSimilarTasksRequest(fingerprint=fingerprint,
                                                              attempts_per_task=limit)),
+        (stub.FindSimilarTasks, xpb.FindSimilarTasksRequest(attempt_id=limit - 1)),
         (stub.SuggestCommand, xpb.SuggestCommandRequest(task=key, neighbours=limit)),
         (stub.ListTasks, xpb.ListTasksRequest(page_size=page_size, page_token=token)),
     ):  # fmt: skip
@@ -547,14 +548,16 @@ keys_any = st.one_of(st.text(max_size=20), st.just("a\x00b"), st.just("k" * 300)
     size=st.integers(-3, 5_000_000_000),
     sha=st.text(max_size=70),
     page=st.integers(-3, 200_000),
+    features=st.dictionaries(st.text(max_size=24), finite_or_not, max_size=3),
+    sample=st.lists(st.tuples(st.integers(-3, 5), st.binary(max_size=64)), max_size=4),
 )  # fmt: skip
 def test_reporting_requests(
     gateway, channel, stored, name, labels, dataset, params, n_epoch, heartbeat, epochs,
-    series, first, end, accuracy, size, sha, page,
+    series, first, end, accuracy, size, sha, page, features, sample,
 ) -> None:  # fmt: skip
     """Any report gets a client's status (or an answer); never UNKNOWN or INTERNAL."""
     from metalearn.v1 import reporting_service_pb2 as pb
-    from metalearn.v1 import reporting_service_pb2_grpc, study_service_pb2_grpc
+    from metalearn.v1 import reporting_service_pb2_grpc, study_service_pb2_grpc, task_pb2
     from metalearn.v1 import study_service_pb2 as spb
 
     stub = reporting_service_pb2_grpc.ReportingServiceStub(channel)
@@ -562,6 +565,7 @@ def test_reporting_requests(
         name=name, task=attempt_pb2.DeclaredTask(labels=labels, dataset=dataset),
         n_epoch=n_epoch, heartbeat_seconds=heartbeat,
     )  # fmt: skip
+    start.task.features.update(features)
     with contextlib.suppress(ValueError, TypeError):
         start.params.update(params)
     assert call_code(stub.StartRun, start) not in NEVER
@@ -583,6 +587,12 @@ def test_reporting_requests(
                                                            sha256=sha)),
                pb.UploadModelRequest(chunk=b"x" * 10)]  # fmt: skip
     assert call_code(lambda m: stub.UploadModel(iter(m)), uploads) not in NEVER
+    shown = task_pb2.TaskSample(
+        images=[task_pb2.SampleImage(label=label, data=data) for label, data in sample]
+    )
+    for target in (run_id, first):
+        upload = pb.UploadTaskSampleRequest(attempt_id=target, sample=shown)
+        assert call_code(stub.UploadTaskSample, upload) not in NEVER
     finish = pb.FinishRunRequest(attempt_id=run_id, end=end, error=name[:5000],
                                  test_result=attempt_pb2.TestResult(accuracy=accuracy))  # fmt: skip
     assert call_code(stub.FinishRun, finish) not in NEVER
@@ -648,6 +658,7 @@ def test_every_rpc_is_fuzzed() -> None:
         "UploadModel",
         "FinishRun",
         "GetMetricHistory",
+        "UploadTaskSample",
         "ProfileTask",
         "ListTasks",
         "FindSimilarTasks",

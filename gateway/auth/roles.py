@@ -109,6 +109,7 @@ POLICY: dict[str, frozenset[Role]] = {
     _RS + "StartRun": WRITE,
     _RS + "ReportRun": WRITE,
     _RS + "UploadModel": WRITE,
+    _RS + "UploadTaskSample": WRITE,
     _RS + "FinishRun": WRITE,
     _RS + "GetMetricHistory": READ,
 }

@@ -9,6 +9,7 @@ version when it appears (checked every few seconds, not per epoch).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -20,6 +21,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from gateway.store.curves import CurveRow, CurveStore, ModelRow
+from learning import provenance
 from learning.curves import model as curve_model
 from learning.curves import rules
 from learning.curves.features import Run
@@ -176,8 +178,9 @@ class Loaded:
 
 
 class Curves:
-    def __init__(self, store: CurveStore) -> None:
+    def __init__(self, store: CurveStore, claim_weight: float = 1.0) -> None:
         self._store = store
+        self._claim_weight = claim_weight
         self._loaded: Loaded | None = None
         self._checked = -math.inf
         self._note = ""
@@ -289,7 +292,12 @@ class Curves:
     async def _fit_now(self) -> ModelRow:
         finished = await self._store.count_finished()
         rows = await self._store.finished()
-        runs = [run_of_row(r) for r in rows]
+        runs = [
+            dataclasses.replace(
+                run_of_row(r), weight=provenance.weight(r.provenance, self._claim_weight)
+            )
+            for r in rows
+        ]
         tasks = [r.task_key for r in rows]
         start = time.perf_counter()
         try:

@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf import struct_pb2
 
@@ -25,10 +25,12 @@ from gateway.attempts.validation import (
     text_problem,
 )
 from gateway.config import Limits
+from gateway.datasets import imaging
 from gateway.names import check_name
 from gateway.store import EpochRecord
+from learning.tasks import declared
 from metalearn import errors
-from metalearn.v1 import attempt_pb2, reporting_service_pb2
+from metalearn.v1 import attempt_pb2, reporting_service_pb2, task_pb2
 
 rpb = reporting_service_pb2
 
@@ -38,6 +40,12 @@ DATASET_RE = re.compile(r"\A[A-Za-z0-9._/:-]{1,128}\Z")
 MAX_KEYS = 1_000
 MAX_BATCH_POINTS = 100_000
 MAX_BATCH_EPOCHS = 1_000
+# A task's sample (UploadTaskSample): enough images for the profile's landmarkers and
+# probe (trainer/profiling.py reads at most 600), small enough to keep with the task.
+MAX_SAMPLE_IMAGES = 1_000
+MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+MAX_SAMPLE_PIXELS = 1024 * 1024
+SAMPLE_FORMATS = frozenset({"PNG", "JPEG"})
 # What one run may hold of named points: 10 million is 100 metrics logged every step
 # of a 100,000-step run; about 600 MB of the database.
 MAX_RUN_POINTS = 10_000_000
@@ -88,23 +96,71 @@ def _depth(value: struct_pb2.Value, level: int = 1) -> int:
     return level
 
 
+def check_declared_task(
+    v: errors.Violations, field: str, task: attempt_pb2.DeclaredTask, limits: Limits
+) -> None:
+    """A task as a reported run or an external study declares it (learning/tasks/declared.py
+    makes its profile from it)."""
+    if task.dataset and not DATASET_RE.fullmatch(task.dataset):
+        v.add(f"{field}.dataset", "1-128 letters, digits, '.', '_', '/', ':' or '-'")
+    if len(task.labels) == 1:
+        v.add(f"{field}.labels", "a task has at least 2 labels (or none declared)")
+    check_labels(v, f"{field}.labels", task.labels, limits)
+    if len(task.input_shape) > 4:
+        v.add(f"{field}.input_shape", "at most 4 dimensions")
+    for i, side in enumerate(task.input_shape):
+        if not 1 <= side <= 1_000_000:
+            v.add(f"{field}.input_shape[{i}]", f"must be between 1 and 1000000, got {side}")
+    if task.train_size < 0:
+        v.add(f"{field}.train_size", f"must not be negative, got {task.train_size}")
+    if len(task.features) > declared.MAX_DECLARED:
+        v.add(f"{field}.features", f"at most {declared.MAX_DECLARED} features")
+    for name, why in declared.problems(task.features):
+        v.add(f"{field}.features[{name[:64]}]", why)
+
+
+def check_sample(sample: bytes, labels: int, limits: Limits) -> None:
+    """Checks a serialized TaskSample of a task with `labels` declared labels whole:
+    every image decoded (so run in a worker process: gateway/workers.py), every label an
+    index of one of them, at least two shown. INVALID_ARGUMENT names each bad field."""
+    parsed = task_pb2.TaskSample.FromString(sample)
+    v = errors.Violations()
+    where = "sample.images"
+    if not parsed.images:
+        v.add(where, "send at least one image of each of 2 or more labels")
+    if len(parsed.images) > MAX_SAMPLE_IMAGES:
+        v.add(where, f"at most {MAX_SAMPLE_IMAGES} images, got {len(parsed.images)}")
+    total = sum(len(image.data) for image in parsed.images)
+    if total > MAX_SAMPLE_BYTES:
+        v.add(where, f"at most {MAX_SAMPLE_BYTES} bytes of images in all, got {total}")
+    v.raise_if_any()
+    bounded = replace(
+        limits,
+        max_image_pixels=min(limits.max_image_pixels, MAX_SAMPLE_PIXELS),
+        max_image_bytes=MAX_SAMPLE_BYTES,
+    )
+    for i, image in enumerate(parsed.images):
+        if not 0 <= image.label < labels:
+            v.add(f"{where}[{i}].label", f"an index of the run's {labels} declared labels,"
+                  f" got {image.label}")  # fmt: skip
+        try:
+            found = imaging.inspect_image(image.data, bounded)
+        except imaging.RejectedImage as err:
+            v.add(f"{where}[{i}].data", str(err))
+            continue
+        if found.format not in SAMPLE_FORMATS:
+            v.add(f"{where}[{i}].data", f"a PNG or JPEG image, got {found.format}")
+    shown = {image.label for image in parsed.images if 0 <= image.label < labels}
+    if not v.items and len(shown) < 2:
+        v.add(where, "show at least 2 of the run's labels")
+    v.raise_if_any()
+
+
 def check_start(request: rpb.StartRunRequest, limits: Limits) -> int:
     """Checks a StartRun request whole; returns its heartbeat in seconds."""
     v = errors.Violations()
     check_name(v, "name", request.name)
-    task = request.task
-    if task.dataset and not DATASET_RE.fullmatch(task.dataset):
-        v.add("task.dataset", "1-128 letters, digits, '.', '_', '/', ':' or '-'")
-    if len(task.labels) == 1:
-        v.add("task.labels", "a task has at least 2 labels (or none declared)")
-    check_labels(v, "task.labels", task.labels, limits)
-    if len(task.input_shape) > 4:
-        v.add("task.input_shape", "at most 4 dimensions")
-    for i, side in enumerate(task.input_shape):
-        if not 1 <= side <= 1_000_000:
-            v.add(f"task.input_shape[{i}]", f"must be between 1 and 1000000, got {side}")
-    if task.train_size < 0:
-        v.add("task.train_size", f"must not be negative, got {task.train_size}")
+    check_declared_task(v, "task", request.task, limits)
     size = request.params.ByteSize()
     if size > MAX_PARAMS_BYTES:
         v.add("params", f"at most {MAX_PARAMS_BYTES} bytes encoded, got {size}")

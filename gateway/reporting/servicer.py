@@ -17,6 +17,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf import json_format
+
+from gateway import workers
 from gateway.attempts import convert
 from gateway.auth import roles
 from gateway.config import Limits
@@ -26,7 +29,10 @@ from gateway.reporting import checks
 from gateway.reporting.writer import ReportWriter
 from gateway.store.reports import FENCE, ReportedRow, ReportStore
 from gateway.store.requests import RequestKey
+from gateway.store.tasks import TaskStore
 from gateway.store.work import WorkStore
+from gateway.tasks import declaring
+from gateway.tasks.convert import task_proto
 from metalearn import errors
 from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, reporting_service_pb2, reporting_service_pb2_grpc
@@ -80,8 +86,10 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
         limits: Limits,
         max_model_bytes: int,
         writer: ReportWriter,
+        tasks: TaskStore,
     ) -> None:
         self._writer = writer
+        self._tasks = tasks
         self._reports = reports
         self._work = work
         self._epochs = epochs
@@ -113,7 +121,28 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
         caller = roles.current().name
         key = RequestKey(caller, request.request_id, "start-run") if request.request_id else None
         attempt_id = await self._reports.start(request.name, spec, doc, caller, heartbeat, key)
+        # Its task, profiled from the declaration at once (a retry finds it made).
+        await declaring.declare(self._tasks, caller, request.task)
         return rpb.StartRunResponse(attempt=await self._attempt(attempt_id))
+
+    @translate_errors
+    async def UploadTaskSample(
+        self, request: rpb.UploadTaskSampleRequest, context: Any
+    ) -> rpb.UploadTaskSampleResponse:
+        row = await self._own(request.attempt_id)
+        task = attempt_pb2.DeclaredTask()
+        json_format.ParseDict(_reported(row).get("task") or {}, task, ignore_unknown_fields=True)
+        if len(task.labels) < 2:
+            raise errors.FailedPrecondition(
+                f"attempt id {row.id} declares no labels: a sample's images are labelled by them"
+            )
+        # Every image decoded: CPU work, in a worker process (gateway/workers.py).
+        await workers.run(
+            checks.check_sample, request.sample.SerializeToString(), len(task.labels),
+            self._limits,
+        )  # fmt: skip
+        record = await declaring.sample(self._tasks, row.owner, task, request.sample)
+        return rpb.UploadTaskSampleResponse(task=task_proto(record))
 
     @translate_errors
     async def ReportRun(  # type: ignore[override]

@@ -2,8 +2,8 @@
 kept, the finished runs the curve model learns from, and the model's versions.
 
 What learns is evidence (issue 25): the curve model, and a task's best that a prognosis
-holds a run to, read runs trained here and the claims (imports) of admins and trusted
-owners only (migration 0012's `trusted_run`), so another writer's fake perfect imports
+holds a run to, read runs trained here and the claims (imports, reported runs) of admins
+and trusted owners only (migration 0012's `trusted_run`), so another writer's fake perfect imports
 neither teach the model nor make everyone's real runs look hopeless.
 """
 
@@ -47,13 +47,14 @@ _EPOCH_ARRAYS = (
 )
 _FEATURES = (
     "(SELECT t.features FROM tasks t WHERE t.key = a.task_key AND t.state = 'READY'"
-    " ORDER BY t.id DESC LIMIT 1) AS features"
+    # The key's profile as store/tasks.py picks it: from images or a sample first.
+    " ORDER BY t.source = 'DECLARED', t.id DESC LIMIT 1) AS features"
 )
 
 
 # A run's task is its key's md5: the key holds every label (up to 10,000 of 256
 # characters), and thousands of runs' keys would be the largest thing a fit holds.
-_RUN_COLUMNS = "a.id, md5(a.task_key) AS task_key, a.status, a.doc"
+_RUN_COLUMNS = "a.id, md5(a.task_key) AS task_key, a.status, a.provenance, a.doc"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class CurveRow:
     status: str = ""
     # The best final validation accuracy of the task's other finished runs (None: none).
     task_best: float | None = None
+    # Where its numbers come from: what it weighs in a fit (learning/provenance.py).
+    provenance: str = "TRAINED"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ def _curve(r: dict[str, Any]) -> CurveRow:
         features=r["features"] or {},
         status=r["status"],
         task_best=r.get("task_best"),
+        provenance=r.get("provenance") or "TRAINED",
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
 from metalearn import errors
+from metalearn.v1 import task_pb2
 
 # Told at commit when a task is added or profiled: profilers and waiters look again.
 TASKS = "metalearn_tasks"
@@ -44,6 +46,16 @@ class TaskRecord:
     # Finished attempts on this task's key and their best validation accuracy.
     attempts: int = 0
     best_val_accuracy: float | None = None
+    # Where its profile comes from (migration 0018): IMAGES, SAMPLE or DECLARED; for a
+    # task declared by reported runs, their owner and the dataset they named.
+    source: str = "IMAGES"
+    owner: str = ""
+    dataset: str = ""
+
+    @property
+    def declared(self) -> bool:
+        """Declared by runs of users' own code (their params, not commands, were tried)."""
+        return self.source != "IMAGES"
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,11 @@ class Evaluation:
 
 _TASK = sql.SQL(
     "t.id, t.fingerprint, t.key, t.label_names, t.image_ops, t.state, t.profile, t.features,"
-    " t.error, t.created_at, t.profiled_at, t.tries"
+    " t.error, t.created_at, t.profiled_at, t.tries, t.source, t.owner, t.dataset"
 )
+# A key's profile: its newest READY version made from images or a sample, else its newest
+# declared one (a declaration sent after a sample must not hide the sample's profile).
+_PREFERRED = "t.source = 'DECLARED', t.id DESC"
 _WITH_COUNTS = sql.SQL(
     "SELECT {}, COALESCE(s.attempts, 0) AS attempts, s.best_val_accuracy FROM tasks t"
     " LEFT JOIN LATERAL (SELECT count(*) AS attempts, max(e.best) AS best_val_accuracy"
@@ -138,6 +153,27 @@ class TaskStore:
             raise errors.NotFound(f"no task {fingerprint!r}")
         return _record(row)
 
+    async def of_attempt(self, attempt_id: int) -> TaskRecord | None:
+        """The task a stored attempt learns, as its key's profile is picked (READY first,
+        then from images or a sample); None when its key has no task row yet. NotFound
+        when there is no such attempt."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute("SELECT task_key FROM attempts WHERE id = %s", (attempt_id,))
+                found = await cur.fetchone()
+                if found is None:
+                    raise errors.NotFound(f"attempt id {attempt_id} not found")
+                await cur.execute(
+                    _WITH_COUNTS
+                    + sql.SQL(" WHERE t.key = %s ORDER BY t.state = 'READY' DESC, ")
+                    + sql.SQL(_PREFERRED)
+                    + sql.SQL(" LIMIT 1"),
+                    (found["task_key"],),
+                )
+                row = await cur.fetchone()
+        return None if row is None else _record(row)
+
     async def page(
         self, before_id: int | None, limit: int, all_versions: bool = False
     ) -> list[TaskRecord]:
@@ -146,8 +182,8 @@ class TaskStore:
         newest = sql.SQL(
             ""
             if all_versions
-            else " AND t.id IN (SELECT DISTINCT ON (key) id FROM tasks"
-            " ORDER BY key, fingerprint LIKE 'missing:%%', id DESC)"
+            else " AND t.id IN (SELECT DISTINCT ON (key) t.id FROM tasks t"  # noqa: S608 - constants
+            " ORDER BY key, fingerprint LIKE 'missing:%%', " + _PREFERRED + ")"
         )
         with translate_db_errors():
             async with self._pool.connection() as conn:
@@ -169,8 +205,8 @@ class TaskStore:
                 await cur.execute(
                     sql.SQL(
                         "SELECT DISTINCT ON (t.key) {} FROM tasks t"
-                        " WHERE t.state = 'READY' ORDER BY t.key, t.id DESC"
-                    ).format(_TASK)
+                        " WHERE t.state = 'READY' ORDER BY t.key, {}"
+                    ).format(_TASK, sql.SQL(_PREFERRED))
                 )
                 return [_record(r) for r in await cur.fetchall()]
 
@@ -215,6 +251,101 @@ class TaskStore:
                     " DO UPDATE SET stale = false, error = EXCLUDED.error",
                     (fingerprint, key, Jsonb(sorted(set(labels))), Jsonb(ops), error),
                 )
+
+    async def declare(
+        self, owner: str, dataset: str, labels: Sequence[str], features: dict[str, float]
+    ) -> TaskRecord:
+        """The version of `owner`'s declared task that these features make, READY at once
+        (FAILED when they are none: nothing to compare it by). A declaration seen before
+        is the row it made; new features make a new version."""
+        error = (
+            ""
+            if features
+            else "declares nothing to compare it by: give its labels, input_shape, train_size"
+            " or features, or send a sample of its images"
+        )
+        return await self._declared_version(
+            owner, dataset, labels, "DECLARED", sorted(features.items()), None,
+            "READY" if features else "FAILED", features, error,
+        )  # fmt: skip
+
+    async def sampled(
+        self, owner: str, dataset: str, labels: Sequence[str], sample: bytes,
+        declared: dict[str, float],
+    ) -> TaskRecord:  # fmt: skip
+        """The version of `owner`'s declared task that this sample (a serialized
+        TaskSample) makes, PENDING for a trainer's profile; the same sample again is the
+        row it made. `declared` is kept as its features until then: what the profile keeps
+        of the declaration (the training set's size) is read from it."""
+        digest = hashlib.sha256(sample).hexdigest()
+        return await self._declared_version(
+            owner, dataset, labels, "SAMPLE", digest, sample, "PENDING", declared, ""
+        )
+
+    async def _declared_version(
+        self, owner: str, dataset: str, labels: Sequence[str], source: str, material: Any,
+        sample: bytes | None, state: str, features: dict[str, float], error: str,
+    ) -> TaskRecord:  # fmt: skip
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                # The key the runs' generated column holds (migration 0018), from the
+                # same function.
+                await cur.execute(
+                    "SELECT declared_task_key(%s, %s) AS key",
+                    (owner, Jsonb({"dataset": dataset, "labels": list(labels)})),
+                )
+                row = await cur.fetchone()
+                assert row is not None and row["key"] is not None
+                key = str(row["key"])
+                fingerprint = hashlib.sha256(
+                    f"{source}\n{key}\n{json.dumps(material)}".encode()
+                ).hexdigest()
+                profile = None
+                if state == "READY":
+                    profile = task_pb2.TaskProfile(
+                        features=features, classes=len(labels)
+                    ).SerializeToString()
+                await cur.execute(
+                    "INSERT INTO tasks (fingerprint, key, label_names, image_ops, state, profile,"
+                    " features, error, source, owner, dataset, sample, profiled_at)"
+                    " VALUES (%s, %s, %s, '[]', %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " CASE WHEN %s = 'READY' THEN now() END)"
+                    " ON CONFLICT (fingerprint) DO NOTHING RETURNING id",
+                    (fingerprint, key, Jsonb(sorted(set(labels))), state, profile,
+                     Jsonb(features), error, source, owner, dataset, sample, state),
+                )  # fmt: skip
+                if await cur.fetchone() is not None:
+                    await cur.execute("SELECT pg_notify(%s, %s)", (TASKS, fingerprint))
+                await cur.execute(
+                    _WITH_COUNTS + sql.SQL(" WHERE t.fingerprint = %s"), (fingerprint,)
+                )
+                found = await cur.fetchone()
+                assert found is not None
+                return _record(found)
+
+    async def sample(self, task_id: int) -> bytes | None:
+        """A SAMPLE version's images (a serialized TaskSample)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute("SELECT sample FROM tasks WHERE id = %s", (task_id,))
+                row = await cur.fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    async def undeclared(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Owners and declared tasks of reported runs whose key has no task row yet (runs
+        from before migration 0018, or a declaration that did not reach the store)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT DISTINCT ON (a.task_key) a.owner, a.doc -> 'reported' -> 'task' AS task"
+                    " FROM attempts a WHERE a.provenance = 'REPORTED' AND a.task_key IS NOT NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = a.task_key)"
+                    " ORDER BY a.task_key, a.id LIMIT %s",
+                    (limit,),
+                )
+                return [(r["owner"], dict(r["task"] or {})) for r in await cur.fetchall()]
 
     async def claim(self, lease_seconds: float) -> TaskRecord | None:
         """The oldest PENDING task nobody holds, held for `lease_seconds`."""
@@ -281,15 +412,18 @@ class TaskStore:
 
     async def evaluations(self, trusted: Sequence[str]) -> list[Evaluation]:
         """Every finished attempt with a validation accuracy that may be learned from,
-        with its task key: every run trained here, and the claims (imported runs) of
-        admins and of the `trusted` owners (migration 0012's `trusted_run`). Anyone may
+        with its task key: every run trained here, and the claims (imported runs, and runs
+        reported by users' code with the params they ran) of admins and of the `trusted`
+        owners (migration 0012's `trusted_run`). Anyone may
         import anything: another writer's claims would steer everyone's suggestions."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     "SELECT a.task_key AS key, a.id AS attempt_id, a.name, a.provenance,"
-                    " a.owner, a.doc -> 'training_commands' AS command,"
+                    # What was tried: a command, or the params a reported run's code ran.
+                    " a.owner, COALESCE(a.doc -> 'training_commands',"
+                    " a.doc -> 'reported' -> 'params') AS command,"
                     " e.best AS best_val_accuracy"
                     " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best"
                     " FROM attempt_epochs WHERE attempt_id = a.id"

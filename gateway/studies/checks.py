@@ -15,9 +15,10 @@ from typing import Any
 from google.protobuf import json_format
 
 from gateway import names
-from gateway.attempts.validation import check_labels, check_trainable
+from gateway.attempts.validation import check_trainable
 from gateway.config import Limits
 from gateway.names import MAX_NAME, check_name
+from gateway.reporting.checks import check_declared_task
 from gateway.studies import model, pruners
 from learning.studies import arguments, sampling, space
 from metalearn import errors
@@ -27,7 +28,6 @@ from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as pb
 
 MAX_TRIALS = 1000
-_DATASET = re.compile(r"[A-Za-z0-9._/:-]{1,128}")
 # Its trials are attempts named "<study>-<number>", within the one rule for names.
 MAX_STUDY_NAME = MAX_NAME - len(f"-{MAX_TRIALS}")
 MAX_PARALLEL = 256
@@ -188,11 +188,7 @@ def problems(study: pb.Study, limits: Limits) -> Violations:
         model.maximize(study),
     )
     if study.HasField("warm_start"):
-        if external:
-            v.add("study.warm_start", "an external study starts cold: warm starts need the"
-                  " commands of past trials, which its workers' code does not have")  # fmt: skip
-        else:
-            _check_warm(v, study)
+        _check_warm(v, study)
     if not v.items and not external:  # each value is checked in a command otherwise sound
         _corners(v, study, params, limits)
     return v
@@ -209,11 +205,7 @@ def _check_external(v: Violations, study: pb.Study, limits: Limits) -> None:
             v.add(f"study.search_space[{i}].path", "a name such as lr or model.depth"
                   " (letters, digits, '_', and '.' between names)")  # fmt: skip
     external = study.external
-    if len(external.task.labels) == 1:
-        v.add(f"{field}.task.labels", "a task has at least 2 labels (or none declared)")
-    check_labels(v, f"{field}.task.labels", external.task.labels, limits)
-    if external.task.dataset and not _DATASET.fullmatch(external.task.dataset):
-        v.add(f"{field}.task.dataset", "1-128 letters, digits, '.', '_', '/', ':' or '-'")
+    check_declared_task(v, f"{field}.task", external.task, limits)
     if not 0 <= external.n_epoch <= limits.max_epochs:
         v.add(f"{field}.n_epoch", f"between 0 and {limits.max_epochs}")
     if external.heartbeat_seconds and not 10 <= external.heartbeat_seconds <= 86_400:

@@ -114,13 +114,13 @@ class StudyDriver:
     def wake(self) -> None:
         self._changed.set()
 
-    async def register_task(self, study: pb.Study) -> None:
+    async def register_task(self, study: pb.Study, owner: str) -> None:
         """A new study's task is profiled now, not when its first trial ends: a warm
-        start waits for that profile."""
+        start waits for that profile (an external study's declared task is made now)."""
         if self._warm is None:
             return
         try:
-            await self._warm.register(study)
+            await self._warm.register(study, owner)
         except errors.DomainError as err:  # the study is sound; its profile can wait
             log.warning("study %s: its task cannot be profiled yet: %s", study.name, err)
 

@@ -140,9 +140,13 @@ class ExternalTrials:
                 {"again_of": lost.number}, dict(record.sampler_state), "", None,
             )  # fmt: skip
         else:
+            if study.HasField("warm_start") and record.warm_plan is None:
+                # The driver makes the plan (its task's profile first): ask again soon.
+                return Asked(wait_seconds=WAIT_SECONDS)
             found = await workers.run(
-                asking.propose, self._limits, record, study, trials, None, 1, asking.ASK_SECONDS
-            )
+                asking.propose, self._limits, record, study, trials, record.warm_plan, 1,
+                asking.ASK_SECONDS,
+            )  # fmt: skip
             proposed = found[0]
         async with self._studies.locked(record.id, wait=True) as locked:
             if locked is None:
@@ -151,7 +155,8 @@ class ExternalTrials:
             if now.trials_made != record.trials_made or now.state != record.state:
                 return None
             await locked.add_trial(proposed.number, proposed.values, proposed.internal,
-                                   proposed.trial_state, proposed.error)  # fmt: skip
+                                   proposed.trial_state, proposed.error,
+                                   proposed.seeded_by)  # fmt: skip
             await locked.update(
                 trials_made=now.trials_made + 1,
                 sampler_state=proposed.study_state,

@@ -100,8 +100,7 @@ class StudyServicer(study_service_pb2_grpc.StudyServiceServicer):
         record = await self._studies.create(
             study.name, current().name, study.SerializeToString(), names
         )
-        if not study.HasField("external"):
-            await self._driver.register_task(study)
+        await self._driver.register_task(study, record.owner)
         self._driver.wake()
         return pb.CreateStudyResponse(study=model.study_proto(record, []))
 

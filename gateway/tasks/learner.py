@@ -5,10 +5,18 @@ The maths lives in `similarity` and `warmstart` (pure, shared with the benchmark
 module reads the store, groups its finished attempts by task and by command, and keeps
 the fitted distance in `task_distance` so that every replica answers with the same one.
 
-It learns from evidence, not from claims: every run trained here, but an imported run
-only when its owner is trusted (an admin, an owner the gateway was told to trust, or
-the caller asking), since any writer may import anything. The distance is shared by
-every caller, so it trusts no caller in particular.
+It learns from evidence, not from claims: every run trained here, but an imported run or
+one reported by users' own code only when its owner is trusted (an admin, an owner the
+gateway was told to trust, or the caller asking), since any writer may claim anything.
+The distance is shared by every caller, so it trusts no caller in particular. A trusted
+claim still weighs less than evidence (`claim_weight`): each task weighs as the mean of
+its runs' weights, in the distance's fit and among a target's neighbours.
+
+Two kinds of task hold two kinds of "what was tried": a task of images held here, the
+commands trained on it; a task declared by reported runs, the params their code ran with
+(gateway/tasks/declaring.py). A suggestion or a warm start draws only on tasks of the
+target's kind (what it proposes must be runnable there); similar tasks and the
+distance's fit take every kind.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.tasks import Evaluation, TaskRecord, TaskStore
+from learning import provenance
 from learning.studies import space
 from learning.tasks import similarity, warmstart
 
@@ -111,6 +120,8 @@ class Known:
     runs: list[Evaluation]
     # The owners whose imported runs count (beside admins' and every trained run).
     trusted: tuple[str, ...] = ()
+    # Per task key, how far its runs are evidence: the mean of their provenance weights.
+    evidence: dict[str, float] = field(default_factory=dict)
 
     def values(self, keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         chosen = self.tried if keys is None else {k: self.tried[k] for k in keys if k in self.tried}
@@ -138,9 +149,12 @@ class Suggestion:
 class Learner:
     """One per gateway."""
 
-    def __init__(self, tasks: TaskStore, trusted_owners: Sequence[str] = ()) -> None:
+    def __init__(
+        self, tasks: TaskStore, trusted_owners: Sequence[str] = (), claim_weight: float = 1.0
+    ) -> None:
         self._tasks = tasks
         self._trusted = tuple(sorted(set(trusted_owners)))
+        self._claim_weight = claim_weight
         self._fit_lock = asyncio.Lock()
 
     def trusted(self, caller: str | None = None) -> tuple[str, ...]:
@@ -156,7 +170,11 @@ class Learner:
         tried: dict[str, list[Evaluation]] = {}
         for e in runs:
             tried.setdefault(e.key, []).append(e)
-        return Known(ready, {k: by_command(es) for k, es in tried.items()}, runs, trusted)
+        evidence = {
+            k: sum(provenance.weight(e.provenance, self._claim_weight) for e in es) / len(es)
+            for k, es in tried.items()
+        }
+        return Known(ready, {k: by_command(es) for k, es in tried.items()}, runs, trusted, evidence)
 
     async def fit(self, known: Known | None = None) -> Fitted:
         """Refits the distance on the store now and keeps it (on what every caller may
@@ -168,7 +186,11 @@ class Learner:
             with_history = {k: p for k, p in known.profiles().items() if k in known.tried}
             # Fitting is numpy work on at most a few thousand pairs: off the event loop.
             distance = await asyncio.to_thread(
-                similarity.fit, with_history, known.values(list(with_history))
+                similarity.fit,
+                with_history,
+                known.values(list(with_history)),
+                similarity.RIDGE,
+                known.evidence,
             )
             if not distance.features:  # nothing with history yet: scale over every task
                 distance = similarity.standardized(known.profiles())
@@ -199,13 +221,21 @@ class Learner:
 
     @staticmethod
     def neighbours(
-        known: Known, distance: similarity.Distance, target: TaskRecord, limit: int
+        known: Known,
+        distance: similarity.Distance,
+        target: TaskRecord,
+        limit: int,
+        same_kind: bool = False,
     ) -> list[tuple[TaskRecord, float]]:
-        """Past tasks with finished attempts, nearest first (the target itself left out)."""
+        """Past tasks with finished attempts, nearest first (the target itself left out);
+        with `same_kind`, only tasks whose runs tried what the target's can (commands on
+        images held here, or a declared task's params)."""
         candidates = {
             k: dict(t.features or {})
             for k, t in known.tasks.items()
-            if k != target.key and k in known.tried
+            if k != target.key
+            and k in known.tried
+            and (not same_kind or t.declared == target.declared)
         }
         near = similarity.nearest(distance, dict(target.features or {}), candidates, limit)
         return [(known.tasks[str(k)], d) for k, d in near]
@@ -213,10 +243,15 @@ class Learner:
     def suggest(
         self, known: Known, distance: similarity.Distance, target: TaskRecord, k: int
     ) -> Suggestion:
-        near = self.neighbours(known, distance, target, k)
+        near = self.neighbours(known, distance, target, k, same_kind=True)
         if not near:
             return Suggestion(None, [], [])
-        weights = warmstart.neighbour_weights([(t.key, d) for t, d in near])
+        weights = weighted(
+            warmstart.neighbour_weights([(t.key, d) for t, d in near]),
+            known,
+            distance,
+            dict(target.features or {}),
+        )
         values = known.values([t.key for t, _ in near])
         ranked = warmstart.portfolio(values, weights)
         top = ranked[0]
@@ -231,14 +266,41 @@ class Learner:
         return Suggestion(dict(best.command), sources, near)
 
 
+def weighted(
+    weights: Mapping[str, float],
+    known: Known,
+    distance: similarity.Distance,
+    target: Mapping[str, float],
+) -> dict[str, float]:
+    """Neighbours' similarity weights times how far each is evidence (its runs'
+    provenance) and how much of the distance its profile shares with the target's (a
+    declared profile's few features say less), normalized to sum 1."""
+    raw = {
+        k: w
+        * known.evidence.get(k, 1.0)
+        * (distance.coverage(target, dict(known.tasks[k].features or {})) if k in known.tasks
+           else 1.0)
+        for k, w in weights.items()
+    }  # fmt: skip
+    total = sum(raw.values())
+    return {k: v / total for k, v in raw.items()} if total > 0 else dict(weights)
+
+
 def params_of(
     command: Mapping[str, Any], params: Sequence[space.Parameter]
 ) -> dict[str, Any] | None:
-    """A past command's values at a study's paths, as Optuna holds them, or None when
-    one is missing or outside its range (then it says nothing about this search)."""
+    """A past command's (or reported run's params') values at a study's paths, as Optuna
+    holds them, or None when one is missing or outside its range (then it says nothing
+    about this search). A reported run's params may name a path whole ("model.depth")."""
     internal: dict[str, Any] = {}
     for p in params:
         node: Any = command
+        if p.path in command:
+            value = space.internal_value(p, command[p.path])
+            if value is None:
+                return None
+            internal[p.path] = value
+            continue
         for step in p.steps:
             if isinstance(step, int):
                 if not isinstance(node, list) or step >= len(node):
@@ -328,10 +390,13 @@ def warm_plan(
     else:
         ranked = [(k, math.nan) for k in sorted(usable)][: similar_tasks or MAX_WARM_TASKS]
     finite = [(k, d) for k, d in ranked if math.isfinite(d)]
-    weights = (
+    weights = weighted(
         warmstart.neighbour_weights(finite)
         if len(finite) == len(ranked)
-        else {k: 1.0 / len(ranked) for k, _ in ranked}
+        else {k: 1.0 / len(ranked) for k, _ in ranked},
+        known,
+        distance,
+        dict(target.features or {}) if target is not None else {},
     )
     values = {k: {g: v for g, (_, v, _) in usable[k].items()} for k, _ in ranked}
     count = zero_shot if zero_shot > 0 else min(len(ranked), DEFAULT_ZERO_SHOT)

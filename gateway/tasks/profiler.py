@@ -3,13 +3,15 @@
 Woken when a task is added and when anything is queued (a new task may come with it),
 and at least every `study_tick_seconds`. Each pass first looks for task keys that
 attempts use and no task row has yet (trained, studied or imported) and for tasks whose
-labels' images changed, and registers them (PENDING); then it claims PENDING tasks one
+labels' images changed, and registers them (PENDING), and declares the tasks of reported
+runs that have none (gateway/tasks/declaring.py); then it claims PENDING tasks one
 at a time (`FOR UPDATE SKIP LOCKED`, held for a lease, so replicas share the work and a
 replica that dies only delays one) and calls a live trainer's `ProfileTask`.
 
 A profile is a few seconds of a trainer's CPU, so it is not queued behind training: it
 goes to a live trainer at once, and one that is busy profiling says RESOURCE_EXHAUSTED
-(then another is tried, or the task waits a moment).
+(then another is tried, or the task waits a moment). A task declared by reported runs
+with a sample of its images is profiled the same way, the sample sent with the call.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from gateway.store.database import DatabaseDown
 from gateway.store.tasks import TASKS, TaskRecord, TaskStore
 from gateway.store.trainers import TrainerStore
 from gateway.store.work import QUEUE
+from gateway.tasks import declaring
 from gateway.trainers.channel import trainer_channel
+from learning.tasks import declared
 from metalearn import errors
 from metalearn.credentials import authorization
-from metalearn.v1 import task_pb2, trainer_service_pb2, trainer_service_pb2_grpc
+from metalearn.v1 import attempt_pb2, task_pb2, trainer_service_pb2, trainer_service_pb2_grpc
 from metalearn.waiting import wait_set
 
 log = logging.getLogger(__name__)
@@ -55,13 +59,9 @@ _TASK_FAULTS = {
 
 
 # What a profile may hold (the names task.proto documents; a newer trainer may send
-# fewer or more of them, never others).
-FEATURES = frozenset({
-    "log_images", "log_classes", "imbalance", "log_pixels", "channels", "pixel_mean",
-    "pixel_std", "pixel_skew", "sparsity", "landmark_centroid", "landmark_1nn",
-    "landmark_linear", "probe_1nn", "probe_centroid", "probe_fisher", "probe_class_distance",
-})  # fmt: skip
-_MAX_FEATURE = 1e6
+# fewer of them, never others).
+FEATURES = declared.PROFILE_FEATURES
+_MAX_FEATURE = declared.MAX_FEATURE
 
 
 def profile_problem(profile: task_pb2.TaskProfile) -> str:
@@ -130,6 +130,10 @@ class TaskProfiler:
                 await self._tasks.ensure(labels, ops)
             except errors.FailedPrecondition as err:
                 await self._tasks.unprofilable(labels, ops, str(err))
+        for owner, found in await self._tasks.undeclared(SWEEP_LIMIT):
+            task = attempt_pb2.DeclaredTask()
+            json_format.ParseDict(found, task, ignore_unknown_fields=True)
+            await declaring.declare(self._tasks, owner, task)
 
     async def profile_one(self) -> bool:
         """Profiles one PENDING task; False when none could be tried now."""
@@ -143,6 +147,12 @@ class TaskProfiler:
             await self._tasks.failed(task.id, f"given up after {MAX_TRIES} tries: {task.error}")
             return True
         request = trainer_service_pb2.TrainerServiceProfileTaskRequest(task=key_of(task))
+        if task.source == "SAMPLE":
+            sample = await self._tasks.sample(task.id)
+            if sample is None:  # deleted meanwhile
+                await self._tasks.failed(task.id, "its sample is gone")
+                return True
+            request.sample.ParseFromString(sample)
         # Idle trainers first, in random order among equals, so replicas spread out.
         random.shuffle(live)
         live.sort(key=lambda t: t.running / max(t.capacity, 1))
@@ -169,7 +179,13 @@ class TaskProfiler:
                 last = f"{trainer.address}: an impossible profile: {problem}"
                 log.warning("task %s: %s", task.fingerprint[:12], last)
                 continue
-            await self._tasks.profiled(task.id, profile.SerializeToString(), dict(profile.features))
+            features = dict(profile.features)
+            if task.source == "SAMPLE" and task.features and "log_images" in task.features:
+                # A sample's size is not its task's: the declared training set's is.
+                features["log_images"] = profile.features["log_images"] = float(
+                    task.features["log_images"]
+                )
+            await self._tasks.profiled(task.id, profile.SerializeToString(), features)
             log.info(
                 "task %s profiled by %s in %.1f s",
                 task.fingerprint[:12],

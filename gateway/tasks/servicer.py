@@ -19,6 +19,7 @@ from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.tasks.convert import provenance_value, task_proto
 from gateway.tasks.learner import Fitted, Known, Learner
 from gateway.tasks.profiler import TaskProfiler
 from learning.tasks import defaults
@@ -31,34 +32,6 @@ from metalearn.v1 import task_service_pb2 as pb
 MAX_WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.2
 _FINGERPRINT = re.compile(r"(missing:)?[0-9a-f]{64}")
-_PROVENANCES = {
-    "TRAINED": attempt_pb2.PROVENANCE_TRAINED,
-    "IMPORTED": attempt_pb2.PROVENANCE_IMPORTED,
-}
-_STATES = {
-    "PENDING": task_pb2.TASK_STATE_PENDING,
-    "READY": task_pb2.TASK_STATE_READY,
-    "FAILED": task_pb2.TASK_STATE_FAILED,
-}
-
-
-def task_proto(record: TaskRecord) -> task_pb2.Task:
-    task = task_pb2.Task(
-        fingerprint=record.fingerprint,
-        label_names=record.label_names,
-        state=_STATES[record.state],
-        error=record.error,
-        attempts=record.attempts,
-        best_val_accuracy=record.best_val_accuracy or 0.0,
-    )
-    for op in record.image_ops:
-        json_format.ParseDict(op, task.image_ops.add())
-    if record.profile:
-        task.profile.ParseFromString(record.profile)
-    task.create_time.FromDatetime(record.created_at)
-    if record.profiled_at is not None:
-        task.profile_time.FromDatetime(record.profiled_at)
-    return task
 
 
 def distance_proto(fitted: Fitted) -> pb.TaskDistance:
@@ -75,11 +48,6 @@ def distance_proto(fitted: Fitted) -> pb.TaskDistance:
     )
     found.fit_time.FromDatetime(fitted.at)
     return found
-
-
-def provenance_value(provenance: str) -> attempt_pb2.Provenance:
-    """The store's spelling of a provenance ("TRAINED") as the API's enum."""
-    return _PROVENANCES.get(provenance, attempt_pb2.PROVENANCE_UNSPECIFIED)
 
 
 def _bounded(field: str, value: int, default: int, high: int) -> int:
@@ -126,11 +94,37 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             record = await self._tasks.get(record.fingerprint)
         return record
 
+    async def _of_attempt(self, attempt_id: int) -> TaskRecord:
+        """The task a stored attempt learns: a reported run's declared task, or its
+        command's labels and image ops."""
+        if attempt_id <= 0:
+            raise InvalidArgument.one("attempt_id", "a stored attempt's id")
+        record = await self._tasks.of_attempt(attempt_id)
+        if record is not None:
+            return record
+        stored = convert.attempt_from_record(await self._attempts.get(attempt_id))
+        if stored.HasField("reported"):
+            raise FailedPrecondition(
+                f"attempt id {attempt_id} declares no task (neither a dataset nor labels)"
+            )
+        key = task_pb2.TaskKey(
+            label_names=stored.training_commands.label_names,
+            image_ops=stored.training_commands.image_ops,
+        )
+        return await self._registered("attempt_id", key)
+
     async def _target(
-        self, key: task_pb2.TaskKey | None, fingerprint: str | None, context: Any
+        self,
+        key: task_pb2.TaskKey | None,
+        fingerprint: str | None,
+        context: Any,
+        attempt_id: int | None = None,
     ) -> TaskRecord:
-        """The task a request names, by its key or by a stored fingerprint, profiled."""
-        if fingerprint is not None:
+        """The task a request names, by its key, a stored fingerprint or an attempt,
+        profiled."""
+        if attempt_id is not None:
+            record = await self._of_attempt(attempt_id)
+        elif fingerprint is not None:
             if not _FINGERPRINT.fullmatch(fingerprint):
                 raise InvalidArgument.one("fingerprint", "a task's fingerprint (64 hex digits)")
             record = await self._tasks.get(fingerprint)
@@ -185,9 +179,12 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     ) -> pb.FindSimilarTasksResponse:
         limit = _bounded("limit", request.limit, 5, 100)
         per_task = _bounded("attempts_per_task", request.attempts_per_task, 3, 20)
-        by = request.fingerprint if request.WhichOneof("target") == "fingerprint" else None
-        key = request.task if request.HasField("task") else None
-        target = await self._target(key, by, context)
+        which = request.WhichOneof("target")
+        by = request.fingerprint if which == "fingerprint" else None
+        key = request.task if which == "task" else None
+        target = await self._target(
+            key, by, context, request.attempt_id if which == "attempt_id" else None
+        )
         if target.state == "FAILED":
             raise FailedPrecondition(f"the task could not be profiled: {target.error}")
         if target.state == "PENDING":

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.attempts.convert import image_ops_json
-from gateway.store.tasks import TaskStore
+from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.tasks import declaring
 from gateway.tasks.learner import Learner, warm_plan
 from learning.studies import space
 from metalearn import errors
@@ -26,9 +27,16 @@ class WarmStarter:
         self._tasks = tasks
         self._learner = learner
 
-    async def register(self, study: pb.Study) -> None:
+    async def register(self, study: pb.Study, owner: str = "") -> None:
         """Makes sure the study's task is known, so a trainer profiles it now."""
-        await self._tasks.ensure(
+        await self._target(study, owner)
+
+    async def _target(self, study: pb.Study, owner: str) -> TaskRecord | None:
+        """The study's task: its base command's labels on images held here, or the task
+        an external study declares (None: it declares none)."""
+        if study.HasField("external"):
+            return await declaring.declare(self._tasks, owner, study.external.task)
+        return await self._tasks.ensure(
             list(study.base_command.label_names), image_ops_json(study.base_command.image_ops)
         )
 
@@ -36,18 +44,19 @@ class WarmStarter:
         self, study: pb.Study, params: Sequence[space.Parameter], owner: str = ""
     ) -> dict[str, Any] | None:
         """The plan, or None while the study's task waits for its profile. It draws on
-        what the study's `owner` may learn from (its own imports count for it)."""
+        what the study's `owner` may learn from (its own imports and reports count for
+        it), and only on runs of its kind: an external study's workers run code of their
+        own, so its past trials are reported runs' params, never our commands."""
         try:
-            target = await self._tasks.ensure(
-                list(study.base_command.label_names), image_ops_json(study.base_command.image_ops)
-            )
+            target = await self._target(study, owner)
         except errors.FailedPrecondition as err:
             return _cold(str(err))
-        if target.state == "PENDING":
+        if target is not None and target.state == "PENDING":
             return None
         warm = study.warm_start
         known = await self._learner.known(owner or None)
-        evaluations = known.runs
+        external = study.HasField("external")
+        evaluations = [e for e in known.runs if (e.provenance == "REPORTED") == external]
         if warm.studies:
             try:
                 chosen = await self._tasks.study_keys(list(warm.studies))
@@ -59,7 +68,7 @@ class WarmStarter:
         plan = warm_plan(
             known,
             fitted.distance,
-            target if target.state == "READY" else None,
+            target if target is not None and target.state == "READY" else None,
             evaluations,
             params,
             similar_tasks=warm.similar_tasks,
@@ -67,7 +76,7 @@ class WarmStarter:
             n_trials=study.n_trials,
             with_priors=(study.sampler.name or "tpe") in PRIOR_SAMPLERS,
         )
-        if target.state == "FAILED" and plan["state"] == "ready":
+        if target is not None and target.state == "FAILED" and plan["state"] == "ready":
             plan["state"] = (
                 f"ready, sources weighted equally: the task has no profile ({target.error})"
             )

@@ -44,6 +44,9 @@ class Run:
     batch_size: int = 0
     momentum: float = math.nan
     profile: Mapping[str, float] = field(default_factory=dict)
+    # What it weighs in a fit beside other runs (learning/provenance.py: a claim less
+    # than a run trained here).
+    weight: float = 1.0
 
     def final(self) -> float | None:
         """The last epoch's validation accuracy, if the run reached its last epoch with

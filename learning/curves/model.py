@@ -110,7 +110,7 @@ def _rows(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         for k in ks:
             xs.append(row(run, k))
             ys.append(final - run.points[k - 1].val_accuracy)
-            ws.append(1.0 / len(ks))  # every run weighs the same, however long
+            ws.append(run.weight / len(ks))  # a run weighs its weight, however long
             which.append(i)
     return (
         _measured(np.asarray(xs, dtype=float).reshape(-1, len(NAMES))),

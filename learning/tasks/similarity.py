@@ -54,15 +54,33 @@ class Distance:
     extra: dict[str, float] = field(default_factory=dict)
 
     def z(self, profile: Mapping[str, float]) -> np.ndarray:
-        x = np.array(
-            [float(profile.get(f, m)) for f, m in zip(self.features, self.means, strict=True)]
-        )
+        """The profile's z-scores; NaN for a feature it lacks (a declared task's profile
+        has only the features its declaration gives: learning/tasks/declared.py)."""
+        x = np.array([float(profile.get(f, math.nan)) for f in self.features])
         z: np.ndarray = (x - np.array(self.means)) / np.array(self.scales)
         return z
 
     def between(self, a: Mapping[str, float], b: Mapping[str, float]) -> float:
+        """The distance over the features both profiles have, scaled up to all of the
+        distance's weight as if the missing ones differed as much on average (the rule of
+        scikit-learn's `nan_euclidean_distances`, here with feature weights, which it has
+        not); infinite when they share none."""
         diff = self.z(a) - self.z(b)
-        return float(math.sqrt(float(np.dot(np.array(self.weights), diff * diff))))
+        shared = np.isfinite(diff)
+        weights = np.array(self.weights)
+        present = float(weights[shared].sum()) if len(weights) else 0.0
+        if present <= 0.0:
+            return math.inf
+        squared = float(np.dot(weights[shared], diff[shared] * diff[shared]))
+        return float(math.sqrt(squared * float(weights.sum()) / present))
+
+    def coverage(self, a: Mapping[str, float], b: Mapping[str, float]) -> float:
+        """The share of the distance's weight on features both profiles have: 1 for two
+        full profiles, less when one was only declared (its distance says less)."""
+        shared = np.isfinite(self.z(a) - self.z(b))
+        weights = np.array(self.weights)
+        total = float(weights.sum()) if len(weights) else 0.0
+        return float(weights[shared].sum()) / total if total > 0 else 0.0
 
     def standardized(self) -> Distance:
         return Distance(
@@ -76,24 +94,29 @@ class Distance:
 
 
 def common_features(profiles: Sequence[Mapping[str, float]]) -> tuple[str, ...]:
-    """The features every profile has, finite, in a fixed order."""
+    """The features at least half of the profiles have, finite, in a fixed order: every
+    feature when all were measured from images, and a declared profile's few features do
+    not take away the others."""
     if not profiles:
         return ()
-    names = set(profiles[0])
-    for profile in profiles[1:]:
-        names &= set(profile)
-    return tuple(sorted(n for n in names if all(math.isfinite(float(p[n])) for p in profiles)))
+    counts: dict[str, int] = {}
+    for profile in profiles:
+        for name, value in profile.items():
+            if math.isfinite(float(value)):
+                counts[name] = counts.get(name, 0) + 1
+    return tuple(sorted(n for n, c in counts.items() if 2 * c >= len(profiles)))
 
 
 def standardized(profiles: Mapping[TaskId, Mapping[str, float]]) -> Distance:
-    """Every feature z-scored over these tasks and weighted 1."""
+    """Every feature z-scored over the tasks that have it and weighted 1."""
     rows = list(profiles.values())
     names = common_features(rows)
-    x = np.array([[float(p[n]) for n in names] for p in rows]) if rows and names else None
-    if x is None:
+    if not rows or not names:
         return Distance("standardized", (), (), (), ())
-    means = x.mean(axis=0)
-    scales = x.std(axis=0)
+    x = np.array([[float(p.get(n, math.nan)) for n in names] for p in rows])
+    x = np.where(np.isfinite(x), x, np.nan)
+    means = np.nanmean(x, axis=0)
+    scales = np.nanstd(x, axis=0)
     # A feature constant over the store carries no information: scale 1 keeps it at 0.
     scales = np.where(scales > 1e-9, scales, 1.0)
     return Distance(
@@ -169,15 +192,22 @@ def fit(
     profiles: Mapping[TaskId, Mapping[str, float]],
     evaluations: Mapping[TaskId, Mapping[str, float]],
     ridge: float = RIDGE,
+    task_weights: Mapping[TaskId, float] | None = None,
 ) -> Distance:
     """The learned distance, or the standardized one when there is too little to learn
-    from (fewer than MIN_TASKS profiled tasks with evaluations or MIN_PAIRS pairs)."""
+    from (fewer than MIN_TASKS profiled tasks with evaluations or MIN_PAIRS pairs).
+    `task_weights` (default 1) weigh each pair by the product of its tasks' weights: how
+    far their numbers are evidence (runs trained here) rather than claims."""
     base = standardized(profiles)
     regrets = {
         pair: r
         for pair, r in transfer_regrets(evaluations).items()
         if pair[0] in profiles and pair[1] in profiles
     }
+    # The weights are fitted on tasks with every feature (a pair's row cannot hold a
+    # feature one of them lacks); the others are compared on what they have.
+    whole = {t for t in profiles if np.all(np.isfinite(base.z(profiles[t])))}
+    regrets = {pair: r for pair, r in regrets.items() if pair[0] in whole and pair[1] in whole}
     tasks = {t for pair in regrets for t in pair}
     baseline = rank_agreement(base, profiles, regrets)
     if len(tasks) < MIN_TASKS or len(regrets) < MIN_PAIRS or not base.features:
@@ -199,6 +229,11 @@ def fit(
     a = np.array([(z[i] - z[j]) ** 2 for i, j in pairs])
     order = np.argsort(np.argsort([regrets[p] for p in pairs], kind="stable"), kind="stable")
     target = order / max(len(pairs) - 1, 1)
+    # Weighted least squares: each pair's row (its intercept too) scaled by the root of
+    # its weight, so a pair of claimed tasks pulls the weights less than one of evidence.
+    weight = task_weights or {}
+    root = np.sqrt([weight.get(i, 1.0) * weight.get(j, 1.0) for i, j in pairs])
+    a, target = a * root[:, None], target * root
     # An intercept (pairs at distance 0 still lose something) and the ridge rows that
     # pull every weight towards the one uniform weight `c` that fits best alone.
     sums = a.sum(axis=1)
@@ -206,7 +241,7 @@ def fit(
     k = a.shape[1]
     lam = math.sqrt(ridge * len(pairs))
     design = np.vstack(
-        [np.hstack([a, np.ones((len(pairs), 1))]), np.hstack([lam * np.eye(k), np.zeros((k, 1))])]
+        [np.hstack([a, root[:, None]]), np.hstack([lam * np.eye(k), np.zeros((k, 1))])]
     )
     rhs = np.concatenate([target, np.full(k, lam * c)])
     solution, _ = nnls(design, rhs)
@@ -237,7 +272,10 @@ def nearest(
     candidates: Mapping[TaskId, Mapping[str, float]],
     limit: int,
 ) -> list[tuple[TaskId, float]]:
-    """The `limit` candidates closest to `target`, nearest first (ties by id)."""
+    """The `limit` candidates closest to `target`, nearest first (ties by id), among those
+    it shares a feature with."""
     scored = [(t, distance.between(target, p)) for t, p in candidates.items()]
+    # A task that shares no feature with the target is no neighbour of it.
+    scored = [(t, d) for t, d in scored if math.isfinite(d)]
     scored.sort(key=lambda item: (item[1], repr(item[0])))
     return scored[:limit]

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
+from metalearn.v1 import task_pb2 as metalearn_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$metalearn/v1/reporting_service.proto\x12\x0cmetalearn.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1ametalearn/v1/attempt.proto\"\xc2\x02\n\x0fStartRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04task\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.DeclaredTask\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x04tags\x18\x04 \x03(\x0b\x32\'.metalearn.v1.StartRunRequest.TagsEntry\x12\x0f\n\x07n_epoch\x18\x05 \x01(\x05\x12\x1a\n\x12stop_when_hopeless\x18\x06 \x01(\x08\x12\x19\n\x11heartbeat_seconds\x18\x07 \x01(\x05\x12\x0e\n\x06\x63lient\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x10StartRunResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"\\\n\x10ReportRunRequest\x12\x14\n\nattempt_id\x18\x01 \x01(\x03H\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.ReportBatchH\x00\x42\x06\n\x04kind\"y\n\x0bReportBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12+\n\x06\x65pochs\x18\x02 \x03(\x0b\x32\x1b.metalearn.v1.ReportedEpoch\x12+\n\x07metrics\x18\x03 \x03(\x0b\x32\x1a.metalearn.v1.MetricSeries\"\xef\x02\n\rReportedEpoch\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07seconds\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12samples_per_second\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x15\n\x08val_loss\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0cval_accuracy\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12\x39\n\x07metrics\x18\x08 \x03(\x0b\x32(.metalearn.v1.ReportedEpoch.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x10\n\x0e_learning_rateB\n\n\x08_secondsB\x15\n\x13_samples_per_secondB\x0b\n\t_val_lossB\x0f\n\r_val_accuracy\"Q\n\x0cMetricSeries\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\x15\n\rtimestamps_ms\x18\x04 \x03(\x03\"s\n\x11ReportRunResponse\x12\x32\n\x0c\x61\x63knowledged\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.AcknowledgedH\x00\x12\"\n\x04stop\x18\x02 \x01(\x0b\x32\x12.metalearn.v1.StopH\x00\x42\x06\n\x04kind\"7\n\x0c\x41\x63knowledged\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x15\n\rcurrent_epoch\x18\x02 \x01(\x05\"C\n\x04Stop\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.metalearn.v1.AttemptStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\"[\n\x12UploadModelRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"F\n\x0cUploadHeader\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"@\n\x13UploadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.ArtifactInfo\"\x9b\x01\n\x10\x46inishRunRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12!\n\x03\x65nd\x18\x02 \x01(\x0e\x32\x14.metalearn.v1.RunEnd\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12-\n\x0btest_result\x18\x04 \x01(\x0b\x32\x18.metalearn.v1.TestResult\x12\x12\n\nlast_epoch\x18\x05 \x01(\x05\";\n\x11\x46inishRunResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"a\n\x17GetMetricHistoryRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nafter_step\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"i\n\x18GetMetricHistoryResponse\x12\r\n\x05steps\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x15\n\rtimestamps_ms\x18\x03 \x03(\x03\x12\x17\n\x0fnext_after_step\x18\x04 \x01(\x03*_\n\x06RunEnd\x12\x17\n\x13RUN_END_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_END_FINISHED\x10\x01\x12\x12\n\x0eRUN_END_FAILED\x10\x02\x12\x12\n\x0eRUN_END_KILLED\x10\x03\x32\xb6\x03\n\x10ReportingService\x12I\n\x08StartRun\x12\x1d.metalearn.v1.StartRunRequest\x1a\x1e.metalearn.v1.StartRunResponse\x12P\n\tReportRun\x12\x1e.metalearn.v1.ReportRunRequest\x1a\x1f.metalearn.v1.ReportRunResponse(\x01\x30\x01\x12T\n\x0bUploadModel\x12 .metalearn.v1.UploadModelRequest\x1a!.metalearn.v1.UploadModelResponse(\x01\x12L\n\tFinishRun\x12\x1e.metalearn.v1.FinishRunRequest\x1a\x1f.metalearn.v1.FinishRunResponse\x12\x61\n\x10GetMetricHistory\x12%.metalearn.v1.GetMetricHistoryRequest\x1a&.metalearn.v1.GetMetricHistoryResponseB\x8e\x01\n\x10\x64\x65v.metalearn.v1B\x15ReportingServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$metalearn/v1/reporting_service.proto\x12\x0cmetalearn.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1ametalearn/v1/attempt.proto\x1a\x17metalearn/v1/task.proto\"\xc2\x02\n\x0fStartRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04task\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.DeclaredTask\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x35\n\x04tags\x18\x04 \x03(\x0b\x32\'.metalearn.v1.StartRunRequest.TagsEntry\x12\x0f\n\x07n_epoch\x18\x05 \x01(\x05\x12\x1a\n\x12stop_when_hopeless\x18\x06 \x01(\x08\x12\x19\n\x11heartbeat_seconds\x18\x07 \x01(\x05\x12\x0e\n\x06\x63lient\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x10StartRunResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"\\\n\x10ReportRunRequest\x12\x14\n\nattempt_id\x18\x01 \x01(\x03H\x00\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.ReportBatchH\x00\x42\x06\n\x04kind\"y\n\x0bReportBatch\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12+\n\x06\x65pochs\x18\x02 \x03(\x0b\x32\x1b.metalearn.v1.ReportedEpoch\x12+\n\x07metrics\x18\x03 \x03(\x0b\x32\x1a.metalearn.v1.MetricSeries\"\xef\x02\n\rReportedEpoch\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07seconds\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12samples_per_second\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x15\n\x08val_loss\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x0cval_accuracy\x18\x07 \x01(\x01H\x04\x88\x01\x01\x12\x39\n\x07metrics\x18\x08 \x03(\x0b\x32(.metalearn.v1.ReportedEpoch.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x10\n\x0e_learning_rateB\n\n\x08_secondsB\x15\n\x13_samples_per_secondB\x0b\n\t_val_lossB\x0f\n\r_val_accuracy\"Q\n\x0cMetricSeries\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\x15\n\rtimestamps_ms\x18\x04 \x03(\x03\"s\n\x11ReportRunResponse\x12\x32\n\x0c\x61\x63knowledged\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.AcknowledgedH\x00\x12\"\n\x04stop\x18\x02 \x01(\x0b\x32\x12.metalearn.v1.StopH\x00\x42\x06\n\x04kind\"7\n\x0c\x41\x63knowledged\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x15\n\rcurrent_epoch\x18\x02 \x01(\x05\"C\n\x04Stop\x12+\n\x06status\x18\x01 \x01(\x0e\x32\x1b.metalearn.v1.AttemptStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\"[\n\x12UploadModelRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"F\n\x0cUploadHeader\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"@\n\x13UploadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.ArtifactInfo\"\x9b\x01\n\x10\x46inishRunRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12!\n\x03\x65nd\x18\x02 \x01(\x0e\x32\x14.metalearn.v1.RunEnd\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12-\n\x0btest_result\x18\x04 \x01(\x0b\x32\x18.metalearn.v1.TestResult\x12\x12\n\nlast_epoch\x18\x05 \x01(\x05\";\n\x11\x46inishRunResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"W\n\x17UploadTaskSampleRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12(\n\x06sample\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.TaskSample\"<\n\x18UploadTaskSampleResponse\x12 \n\x04task\x18\x01 \x01(\x0b\x32\x12.metalearn.v1.Task\"a\n\x17GetMetricHistoryRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nafter_step\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"i\n\x18GetMetricHistoryResponse\x12\r\n\x05steps\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x15\n\rtimestamps_ms\x18\x03 \x03(\x03\x12\x17\n\x0fnext_after_step\x18\x04 \x01(\x03*_\n\x06RunEnd\x12\x17\n\x13RUN_END_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_END_FINISHED\x10\x01\x12\x12\n\x0eRUN_END_FAILED\x10\x02\x12\x12\n\x0eRUN_END_KILLED\x10\x03\x32\x99\x04\n\x10ReportingService\x12I\n\x08StartRun\x12\x1d.metalearn.v1.StartRunRequest\x1a\x1e.metalearn.v1.StartRunResponse\x12P\n\tReportRun\x12\x1e.metalearn.v1.ReportRunRequest\x1a\x1f.metalearn.v1.ReportRunResponse(\x01\x30\x01\x12T\n\x0bUploadModel\x12 .metalearn.v1.UploadModelRequest\x1a!.metalearn.v1.UploadModelResponse(\x01\x12L\n\tFinishRun\x12\x1e.metalearn.v1.FinishRunRequest\x1a\x1f.metalearn.v1.FinishRunResponse\x12\x61\n\x10UploadTaskSample\x12%.metalearn.v1.UploadTaskSampleRequest\x1a&.metalearn.v1.UploadTaskSampleResponse\x12\x61\n\x10GetMetricHistory\x12%.metalearn.v1.GetMetricHistoryRequest\x1a&.metalearn.v1.GetMetricHistoryResponseB\x8e\x01\n\x10\x64\x65v.metalearn.v1B\x15ReportingServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,44 +39,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTRUNREQUEST_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_REPORTEDEPOCH_METRICSENTRY']._loaded_options = None
   _globals['_REPORTEDEPOCH_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNEND']._serialized_start=2066
-  _globals['_RUNEND']._serialized_end=2161
-  _globals['_STARTRUNREQUEST']._serialized_start=113
-  _globals['_STARTRUNREQUEST']._serialized_end=435
-  _globals['_STARTRUNREQUEST_TAGSENTRY']._serialized_start=392
-  _globals['_STARTRUNREQUEST_TAGSENTRY']._serialized_end=435
-  _globals['_STARTRUNRESPONSE']._serialized_start=437
-  _globals['_STARTRUNRESPONSE']._serialized_end=495
-  _globals['_REPORTRUNREQUEST']._serialized_start=497
-  _globals['_REPORTRUNREQUEST']._serialized_end=589
-  _globals['_REPORTBATCH']._serialized_start=591
-  _globals['_REPORTBATCH']._serialized_end=712
-  _globals['_REPORTEDEPOCH']._serialized_start=715
-  _globals['_REPORTEDEPOCH']._serialized_end=1082
-  _globals['_REPORTEDEPOCH_METRICSENTRY']._serialized_start=953
-  _globals['_REPORTEDEPOCH_METRICSENTRY']._serialized_end=999
-  _globals['_METRICSERIES']._serialized_start=1084
-  _globals['_METRICSERIES']._serialized_end=1165
-  _globals['_REPORTRUNRESPONSE']._serialized_start=1167
-  _globals['_REPORTRUNRESPONSE']._serialized_end=1282
-  _globals['_ACKNOWLEDGED']._serialized_start=1284
-  _globals['_ACKNOWLEDGED']._serialized_end=1339
-  _globals['_STOP']._serialized_start=1341
-  _globals['_STOP']._serialized_end=1408
-  _globals['_UPLOADMODELREQUEST']._serialized_start=1410
-  _globals['_UPLOADMODELREQUEST']._serialized_end=1501
-  _globals['_UPLOADHEADER']._serialized_start=1503
-  _globals['_UPLOADHEADER']._serialized_end=1573
-  _globals['_UPLOADMODELRESPONSE']._serialized_start=1575
-  _globals['_UPLOADMODELRESPONSE']._serialized_end=1639
-  _globals['_FINISHRUNREQUEST']._serialized_start=1642
-  _globals['_FINISHRUNREQUEST']._serialized_end=1797
-  _globals['_FINISHRUNRESPONSE']._serialized_start=1799
-  _globals['_FINISHRUNRESPONSE']._serialized_end=1858
-  _globals['_GETMETRICHISTORYREQUEST']._serialized_start=1860
-  _globals['_GETMETRICHISTORYREQUEST']._serialized_end=1957
-  _globals['_GETMETRICHISTORYRESPONSE']._serialized_start=1959
-  _globals['_GETMETRICHISTORYRESPONSE']._serialized_end=2064
-  _globals['_REPORTINGSERVICE']._serialized_start=2164
-  _globals['_REPORTINGSERVICE']._serialized_end=2602
+  _globals['_RUNEND']._serialized_start=2242
+  _globals['_RUNEND']._serialized_end=2337
+  _globals['_STARTRUNREQUEST']._serialized_start=138
+  _globals['_STARTRUNREQUEST']._serialized_end=460
+  _globals['_STARTRUNREQUEST_TAGSENTRY']._serialized_start=417
+  _globals['_STARTRUNREQUEST_TAGSENTRY']._serialized_end=460
+  _globals['_STARTRUNRESPONSE']._serialized_start=462
+  _globals['_STARTRUNRESPONSE']._serialized_end=520
+  _globals['_REPORTRUNREQUEST']._serialized_start=522
+  _globals['_REPORTRUNREQUEST']._serialized_end=614
+  _globals['_REPORTBATCH']._serialized_start=616
+  _globals['_REPORTBATCH']._serialized_end=737
+  _globals['_REPORTEDEPOCH']._serialized_start=740
+  _globals['_REPORTEDEPOCH']._serialized_end=1107
+  _globals['_REPORTEDEPOCH_METRICSENTRY']._serialized_start=978
+  _globals['_REPORTEDEPOCH_METRICSENTRY']._serialized_end=1024
+  _globals['_METRICSERIES']._serialized_start=1109
+  _globals['_METRICSERIES']._serialized_end=1190
+  _globals['_REPORTRUNRESPONSE']._serialized_start=1192
+  _globals['_REPORTRUNRESPONSE']._serialized_end=1307
+  _globals['_ACKNOWLEDGED']._serialized_start=1309
+  _globals['_ACKNOWLEDGED']._serialized_end=1364
+  _globals['_STOP']._serialized_start=1366
+  _globals['_STOP']._serialized_end=1433
+  _globals['_UPLOADMODELREQUEST']._serialized_start=1435
+  _globals['_UPLOADMODELREQUEST']._serialized_end=1526
+  _globals['_UPLOADHEADER']._serialized_start=1528
+  _globals['_UPLOADHEADER']._serialized_end=1598
+  _globals['_UPLOADMODELRESPONSE']._serialized_start=1600
+  _globals['_UPLOADMODELRESPONSE']._serialized_end=1664
+  _globals['_FINISHRUNREQUEST']._serialized_start=1667
+  _globals['_FINISHRUNREQUEST']._serialized_end=1822
+  _globals['_FINISHRUNRESPONSE']._serialized_start=1824
+  _globals['_FINISHRUNRESPONSE']._serialized_end=1883
+  _globals['_UPLOADTASKSAMPLEREQUEST']._serialized_start=1885
+  _globals['_UPLOADTASKSAMPLEREQUEST']._serialized_end=1972
+  _globals['_UPLOADTASKSAMPLERESPONSE']._serialized_start=1974
+  _globals['_UPLOADTASKSAMPLERESPONSE']._serialized_end=2034
+  _globals['_GETMETRICHISTORYREQUEST']._serialized_start=2036
+  _globals['_GETMETRICHISTORYREQUEST']._serialized_end=2133
+  _globals['_GETMETRICHISTORYRESPONSE']._serialized_start=2135
+  _globals['_GETMETRICHISTORYRESPONSE']._serialized_end=2240
+  _globals['_REPORTINGSERVICE']._serialized_start=2340
+  _globals['_REPORTINGSERVICE']._serialized_end=2877
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from metalearn.v1 import attempt_pb2 as _attempt_pb2
+from metalearn.v1 import task_pb2 as _task_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -179,6 +180,20 @@ class FinishRunResponse(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     attempt: _attempt_pb2.Attempt
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
+
+class UploadTaskSampleRequest(_message.Message):
+    __slots__ = ("attempt_id", "sample")
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    attempt_id: int
+    sample: _task_pb2.TaskSample
+    def __init__(self, attempt_id: _Optional[int] = ..., sample: _Optional[_Union[_task_pb2.TaskSample, _Mapping]] = ...) -> None: ...
+
+class UploadTaskSampleResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _task_pb2.Task
+    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class GetMetricHistoryRequest(_message.Message):
     __slots__ = ("attempt_id", "key", "after_step", "page_size")

@@ -64,6 +64,11 @@ class ReportingServiceStub:
                 request_serializer=metalearn_dot_v1_dot_reporting__service__pb2.FinishRunRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_reporting__service__pb2.FinishRunResponse.FromString,
                 _registered_method=True)
+        self.UploadTaskSample = channel.unary_unary(
+                '/metalearn.v1.ReportingService/UploadTaskSample',
+                request_serializer=metalearn_dot_v1_dot_reporting__service__pb2.UploadTaskSampleRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_reporting__service__pb2.UploadTaskSampleResponse.FromString,
+                _registered_method=True)
         self.GetMetricHistory = channel.unary_unary(
                 '/metalearn.v1.ReportingService/GetMetricHistory',
                 request_serializer=metalearn_dot_v1_dot_reporting__service__pb2.GetMetricHistoryRequest.SerializeToString,
@@ -138,6 +143,22 @@ class ReportingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadTaskSample(self, request, context):
+        """Sends a sample of the images a run's declared task learns, so that a
+        trainer profiles the task from images (opt-in: without it, the task's
+        profile is only what its runs declare). The sample belongs to the task,
+        not the run: later runs of the same declared task share its profile, the
+        same sample sent again changes nothing, and a different one makes a new
+        version of the task. At most 1,000 PNG or JPEG images of at most
+        1,048,576 pixels each, 8 MiB in all, labelled by index into the run's
+        declared labels, at least 2 of which must be shown.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not the run's
+        owner), FAILED_PRECONDITION (not a reported run, or it declares no labels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMetricHistory(self, request, context):
         """Reads one metric's points of a run, in step order, a page at a time.
         Errors: INVALID_ARGUMENT, NOT_FOUND.
@@ -168,6 +189,11 @@ def add_ReportingServiceServicer_to_server(servicer, server):
                     servicer.FinishRun,
                     request_deserializer=metalearn_dot_v1_dot_reporting__service__pb2.FinishRunRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_reporting__service__pb2.FinishRunResponse.SerializeToString,
+            ),
+            'UploadTaskSample': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadTaskSample,
+                    request_deserializer=metalearn_dot_v1_dot_reporting__service__pb2.UploadTaskSampleRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_reporting__service__pb2.UploadTaskSampleResponse.SerializeToString,
             ),
             'GetMetricHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMetricHistory,
@@ -293,6 +319,33 @@ class ReportingService:
             '/metalearn.v1.ReportingService/FinishRun',
             metalearn_dot_v1_dot_reporting__service__pb2.FinishRunRequest.SerializeToString,
             metalearn_dot_v1_dot_reporting__service__pb2.FinishRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadTaskSample(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.ReportingService/UploadTaskSample',
+            metalearn_dot_v1_dot_reporting__service__pb2.UploadTaskSampleRequest.SerializeToString,
+            metalearn_dot_v1_dot_reporting__service__pb2.UploadTaskSampleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,18 @@ class ReportingServiceStub:
     FAILED_PRECONDITION (it ended otherwise, its epochs stop short of
     `last_epoch`, or it is not reported).
     """
+    UploadTaskSample: _grpc.UnaryUnaryMultiCallable[_reporting_service_pb2.UploadTaskSampleRequest, _reporting_service_pb2.UploadTaskSampleResponse]
+    """Sends a sample of the images a run's declared task learns, so that a
+    trainer profiles the task from images (opt-in: without it, the task's
+    profile is only what its runs declare). The sample belongs to the task,
+    not the run: later runs of the same declared task share its profile, the
+    same sample sent again changes nothing, and a different one makes a new
+    version of the task. At most 1,000 PNG or JPEG images of at most
+    1,048,576 pixels each, 8 MiB in all, labelled by index into the run's
+    declared labels, at least 2 of which must be shown.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not the run's
+    owner), FAILED_PRECONDITION (not a reported run, or it declares no labels).
+    """
     GetMetricHistory: _grpc.UnaryUnaryMultiCallable[_reporting_service_pb2.GetMetricHistoryRequest, _reporting_service_pb2.GetMetricHistoryResponse]
     """Reads one metric's points of a run, in step order, a page at a time.
     Errors: INVALID_ARGUMENT, NOT_FOUND.
@@ -138,6 +150,18 @@ class ReportingServiceAsyncStub(ReportingServiceStub):
     Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
     FAILED_PRECONDITION (it ended otherwise, its epochs stop short of
     `last_epoch`, or it is not reported).
+    """
+    UploadTaskSample: _aio.UnaryUnaryMultiCallable[_reporting_service_pb2.UploadTaskSampleRequest, _reporting_service_pb2.UploadTaskSampleResponse]  # type: ignore[assignment]
+    """Sends a sample of the images a run's declared task learns, so that a
+    trainer profiles the task from images (opt-in: without it, the task's
+    profile is only what its runs declare). The sample belongs to the task,
+    not the run: later runs of the same declared task share its profile, the
+    same sample sent again changes nothing, and a different one makes a new
+    version of the task. At most 1,000 PNG or JPEG images of at most
+    1,048,576 pixels each, 8 MiB in all, labelled by index into the run's
+    declared labels, at least 2 of which must be shown.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not the run's
+    owner), FAILED_PRECONDITION (not a reported run, or it declares no labels).
     """
     GetMetricHistory: _aio.UnaryUnaryMultiCallable[_reporting_service_pb2.GetMetricHistoryRequest, _reporting_service_pb2.GetMetricHistoryResponse]  # type: ignore[assignment]
     """Reads one metric's points of a run, in step order, a page at a time.
@@ -217,6 +241,24 @@ class ReportingServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,
         FAILED_PRECONDITION (it ended otherwise, its epochs stop short of
         `last_epoch`, or it is not reported).
+        """
+
+    @_abc_1.abstractmethod
+    def UploadTaskSample(
+        self,
+        request: _reporting_service_pb2.UploadTaskSampleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reporting_service_pb2.UploadTaskSampleResponse, _abc.Awaitable[_reporting_service_pb2.UploadTaskSampleResponse]]:
+        """Sends a sample of the images a run's declared task learns, so that a
+        trainer profiles the task from images (opt-in: without it, the task's
+        profile is only what its runs declare). The sample belongs to the task,
+        not the run: later runs of the same declared task share its profile, the
+        same sample sent again changes nothing, and a different one makes a new
+        version of the task. At most 1,000 PNG or JPEG images of at most
+        1,048,576 pixels each, 8 MiB in all, labelled by index into the run's
+        declared labels, at least 2 of which must be shown.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (not the run's
+        owner), FAILED_PRECONDITION (not a reported run, or it declares no labels).
         """
 
     @_abc_1.abstractmethod

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17metalearn/v1/task.proto\x12\x0cmetalearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametalearn/v1/attempt.proto\"H\n\x07TaskKey\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\x12(\n\timage_ops\x18\x02 \x03(\x0b\x32\x15.metalearn.v1.ImageOp\"\xc0\x01\n\x0bTaskProfile\x12\x39\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\'.metalearn.v1.TaskProfile.FeaturesEntry\x12\x0e\n\x06images\x18\x02 \x01(\x03\x12\x0f\n\x07\x63lasses\x18\x03 \x01(\x05\x12\x13\n\x0binput_shape\x18\x04 \x03(\x05\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcd\x02\n\x04Task\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x13\n\x0blabel_names\x18\x02 \x03(\t\x12(\n\timage_ops\x18\x03 \x03(\x0b\x32\x15.metalearn.v1.ImageOp\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.metalearn.v1.TaskState\x12*\n\x07profile\x18\x05 \x01(\x0b\x32\x19.metalearn.v1.TaskProfile\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cprofile_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x19\n\x11\x62\x65st_val_accuracy\x18\n \x01(\x01*l\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x14\n\x10TASK_STATE_READY\x10\x02\x12\x15\n\x11TASK_STATE_FAILED\x10\x03\x42\x82\x01\n\x10\x64\x65v.metalearn.v1B\tTaskProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17metalearn/v1/task.proto\x12\x0cmetalearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ametalearn/v1/attempt.proto\"H\n\x07TaskKey\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\x12(\n\timage_ops\x18\x02 \x03(\x0b\x32\x15.metalearn.v1.ImageOp\"7\n\nTaskSample\x12)\n\x06images\x18\x01 \x03(\x0b\x32\x19.metalearn.v1.SampleImage\"*\n\x0bSampleImage\x12\r\n\x05label\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xc0\x01\n\x0bTaskProfile\x12\x39\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\'.metalearn.v1.TaskProfile.FeaturesEntry\x12\x0e\n\x06images\x18\x02 \x01(\x03\x12\x0f\n\x07\x63lasses\x18\x03 \x01(\x05\x12\x13\n\x0binput_shape\x18\x04 \x03(\x05\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x97\x03\n\x04Task\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x13\n\x0blabel_names\x18\x02 \x03(\t\x12(\n\timage_ops\x18\x03 \x03(\x0b\x32\x15.metalearn.v1.ImageOp\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.metalearn.v1.TaskState\x12*\n\x07profile\x18\x05 \x01(\x0b\x32\x19.metalearn.v1.TaskProfile\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cprofile_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x19\n\x11\x62\x65st_val_accuracy\x18\n \x01(\x01\x12(\n\x06source\x18\x0b \x01(\x0e\x32\x18.metalearn.v1.TaskSource\x12\x0f\n\x07\x64\x61taset\x18\x0c \x01(\t\x12\r\n\x05owner\x18\r \x01(\t*s\n\nTaskSource\x12\x1b\n\x17TASK_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_SOURCE_IMAGES\x10\x01\x12\x16\n\x12TASK_SOURCE_SAMPLE\x10\x02\x12\x18\n\x14TASK_SOURCE_DECLARED\x10\x03*l\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATE_PENDING\x10\x01\x12\x14\n\x10TASK_STATE_READY\x10\x02\x12\x15\n\x11TASK_STATE_FAILED\x10\x03\x42\x82\x01\n\x10\x64\x65v.metalearn.v1B\tTaskProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\tTaskProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
   _globals['_TASKPROFILE_FEATURESENTRY']._loaded_options = None
   _globals['_TASKPROFILE_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=707
-  _globals['_TASKSTATE']._serialized_end=815
+  _globals['_TASKSOURCE']._serialized_start=882
+  _globals['_TASKSOURCE']._serialized_end=997
+  _globals['_TASKSTATE']._serialized_start=999
+  _globals['_TASKSTATE']._serialized_end=1107
   _globals['_TASKKEY']._serialized_start=102
   _globals['_TASKKEY']._serialized_end=174
-  _globals['_TASKPROFILE']._serialized_start=177
-  _globals['_TASKPROFILE']._serialized_end=369
-  _globals['_TASKPROFILE_FEATURESENTRY']._serialized_start=322
-  _globals['_TASKPROFILE_FEATURESENTRY']._serialized_end=369
-  _globals['_TASK']._serialized_start=372
-  _globals['_TASK']._serialized_end=705
+  _globals['_TASKSAMPLE']._serialized_start=176
+  _globals['_TASKSAMPLE']._serialized_end=231
+  _globals['_SAMPLEIMAGE']._serialized_start=233
+  _globals['_SAMPLEIMAGE']._serialized_end=275
+  _globals['_TASKPROFILE']._serialized_start=278
+  _globals['_TASKPROFILE']._serialized_end=470
+  _globals['_TASKPROFILE_FEATURESENTRY']._serialized_start=423
+  _globals['_TASKPROFILE_FEATURESENTRY']._serialized_end=470
+  _globals['_TASK']._serialized_start=473
+  _globals['_TASK']._serialized_end=880
 # @@protoc_insertion_point(module_scope)

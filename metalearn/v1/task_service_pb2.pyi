@@ -69,16 +69,18 @@ class TaskDistance(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., weights: _Optional[_Mapping[str, float]] = ..., tasks: _Optional[int] = ..., pairs: _Optional[int] = ..., fit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spearman: _Optional[float] = ..., standardized_spearman: _Optional[float] = ...) -> None: ...
 
 class FindSimilarTasksRequest(_message.Message):
-    __slots__ = ("task", "fingerprint", "limit", "attempts_per_task")
+    __slots__ = ("task", "fingerprint", "attempt_id", "limit", "attempts_per_task")
     TASK_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_PER_TASK_FIELD_NUMBER: _ClassVar[int]
     task: _task_pb2.TaskKey
     fingerprint: str
+    attempt_id: int
     limit: int
     attempts_per_task: int
-    def __init__(self, task: _Optional[_Union[_task_pb2.TaskKey, _Mapping]] = ..., fingerprint: _Optional[str] = ..., limit: _Optional[int] = ..., attempts_per_task: _Optional[int] = ...) -> None: ...
+    def __init__(self, task: _Optional[_Union[_task_pb2.TaskKey, _Mapping]] = ..., fingerprint: _Optional[str] = ..., attempt_id: _Optional[int] = ..., limit: _Optional[int] = ..., attempts_per_task: _Optional[int] = ...) -> None: ...
 
 class SimilarTask(_message.Message):
     __slots__ = ("task", "distance", "best_attempts")

@@ -26,7 +26,7 @@ from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
 from metalearn.v1 import task_pb2 as metalearn_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/trainer_service.proto\x12\x0cmetalearn.v1\x1a\x1ametalearn/v1/attempt.proto\x1a\x17metalearn/v1/task.proto\"G\n TrainerServiceProfileTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKey\"O\n!TrainerServiceProfileTaskResponse\x12*\n\x07profile\x18\x01 \x01(\x0b\x32\x19.metalearn.v1.TaskProfile\"s\n\x07RunFile\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\r\n\x05\x66\x65nce\x18\x02 \x01(\x03\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.metalearn.v1.RunFileKind\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\xda\x01\n\x1aTrainerServiceTrainRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x30\n\x11resume_checkpoint\x18\x06 \x01(\x0b\x32\x15.metalearn.v1.RunFile\x12\x1f\n\x17\x63heckpoint_every_epochs\x18\x04 \x01(\x05\x12 \n\x18\x63heckpoint_every_seconds\x18\x05 \x01(\x01J\x04\x08\x03\x10\x04\"\xd3\x01\n\x0cTrainStarted\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x01(\x03\x12\x14\n\x0ctrain_images\x18\x03 \x01(\x03\x12\x19\n\x11validation_images\x18\x04 \x01(\x03\x12\x13\n\x0b\x66irst_epoch\x18\x05 \x01(\x05\x12\x13\n\x0binput_shape\x18\x06 \x03(\x05\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12\x31\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32 .metalearn.v1.DatasetFingerprint\"`\n\rArtifactChunk\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"m\n\rTrainFinished\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.metalearn.v1.TrainOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\x96\x02\n\x1bTrainerServiceTrainResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TrainStartedH\x00\x12+\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetricsH\x00\x12\x31\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12.\n\x07weights\x18\x04 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12/\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x1b.metalearn.v1.TrainFinishedH\x00\x42\x07\n\x05\x65vent\"\x8b\x01\n\x19TrainerServiceTestRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.TestCommand\x12&\n\x07weights\x18\x04 \x01(\x0b\x32\x15.metalearn.v1.RunFileJ\x04\x08\x03\x10\x04\"+\n\x0cTestProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\"\x81\x01\n\x1aTrainerServiceTestResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TestProgressH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.TestResultH\x00\x42\x07\n\x05\x65vent\"(\n\x10InterruptRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\"(\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x05\"\x17\n\x15GetTrainerInfoRequest\"A\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\x8d\x01\n\x16GetTrainerInfoResponse\x12%\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x14.metalearn.v1.Device\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x15\n\rtorch_version\x18\x05 \x01(\t*e\n\x0bRunFileKind\x12\x1d\n\x19RUN_FILE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18RUN_FILE_KIND_CHECKPOINT\x10\x01\x12\x19\n\x15RUN_FILE_KIND_WEIGHTS\x10\x02*\x85\x01\n\x0cTrainOutcome\x12\x1d\n\x19TRAIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAIN_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16TRAIN_OUTCOME_DIVERGED\x10\x02\x12\x1d\n\x19TRAIN_OUTCOME_INTERRUPTED\x10\x03\x32\xe8\x03\n\x0eTrainerService\x12^\n\x05Train\x12(.metalearn.v1.TrainerServiceTrainRequest\x1a).metalearn.v1.TrainerServiceTrainResponse0\x01\x12[\n\x04Test\x12\'.metalearn.v1.TrainerServiceTestRequest\x1a(.metalearn.v1.TrainerServiceTestResponse0\x01\x12[\n\x0eGetTrainerInfo\x12#.metalearn.v1.GetTrainerInfoRequest\x1a$.metalearn.v1.GetTrainerInfoResponse\x12L\n\tInterrupt\x12\x1e.metalearn.v1.InterruptRequest\x1a\x1f.metalearn.v1.InterruptResponse\x12n\n\x0bProfileTask\x12..metalearn.v1.TrainerServiceProfileTaskRequest\x1a/.metalearn.v1.TrainerServiceProfileTaskResponseB\x8c\x01\n\x10\x64\x65v.metalearn.v1B\x13TrainerServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/trainer_service.proto\x12\x0cmetalearn.v1\x1a\x1ametalearn/v1/attempt.proto\x1a\x17metalearn/v1/task.proto\"q\n TrainerServiceProfileTaskRequest\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.TaskKey\x12(\n\x06sample\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.TaskSample\"O\n!TrainerServiceProfileTaskResponse\x12*\n\x07profile\x18\x01 \x01(\x0b\x32\x19.metalearn.v1.TaskProfile\"s\n\x07RunFile\x12\x12\n\nattempt_id\x18\x01 \x01(\x03\x12\r\n\x05\x66\x65nce\x18\x02 \x01(\x03\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.metalearn.v1.RunFileKind\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\xda\x01\n\x1aTrainerServiceTrainRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x30\n\x11resume_checkpoint\x18\x06 \x01(\x0b\x32\x15.metalearn.v1.RunFile\x12\x1f\n\x17\x63heckpoint_every_epochs\x18\x04 \x01(\x05\x12 \n\x18\x63heckpoint_every_seconds\x18\x05 \x01(\x01J\x04\x08\x03\x10\x04\"\xd3\x01\n\x0cTrainStarted\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x01(\x03\x12\x14\n\x0ctrain_images\x18\x03 \x01(\x03\x12\x19\n\x11validation_images\x18\x04 \x01(\x03\x12\x13\n\x0b\x66irst_epoch\x18\x05 \x01(\x05\x12\x13\n\x0binput_shape\x18\x06 \x03(\x05\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12\x31\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32 .metalearn.v1.DatasetFingerprint\"`\n\rArtifactChunk\x12\r\n\x05\x65poch\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"m\n\rTrainFinished\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.metalearn.v1.TrainOutcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\"\x96\x02\n\x1bTrainerServiceTrainResponse\x12-\n\x07started\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TrainStartedH\x00\x12+\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetricsH\x00\x12\x31\n\ncheckpoint\x18\x03 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12.\n\x07weights\x18\x04 \x01(\x0b\x32\x1b.metalearn.v1.ArtifactChunkH\x00\x12/\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x1b.metalearn.v1.TrainFinishedH\x00\x42\x07\n\x05\x65vent\"\x8b\x01\n\x19TrainerServiceTestRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.TestCommand\x12&\n\x07weights\x18\x04 \x01(\x0b\x32\x15.metalearn.v1.RunFileJ\x04\x08\x03\x10\x04\"+\n\x0cTestProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x03\x12\r\n\x05total\x18\x02 \x01(\x03\"\x81\x01\n\x1aTrainerServiceTestResponse\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.metalearn.v1.TestProgressH\x00\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x18.metalearn.v1.TestResultH\x00\x42\x07\n\x05\x65vent\"(\n\x10InterruptRequest\x12\x14\n\x0c\x61ttempt_name\x18\x01 \x01(\t\"(\n\x11InterruptResponse\x12\x13\n\x0binterrupted\x18\x01 \x01(\x05\"\x17\n\x15GetTrainerInfoRequest\"A\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"\x8d\x01\n\x16GetTrainerInfoResponse\x12%\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x14.metalearn.v1.Device\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x15\n\rtorch_version\x18\x05 \x01(\t*e\n\x0bRunFileKind\x12\x1d\n\x19RUN_FILE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18RUN_FILE_KIND_CHECKPOINT\x10\x01\x12\x19\n\x15RUN_FILE_KIND_WEIGHTS\x10\x02*\x85\x01\n\x0cTrainOutcome\x12\x1d\n\x19TRAIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRAIN_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16TRAIN_OUTCOME_DIVERGED\x10\x02\x12\x1d\n\x19TRAIN_OUTCOME_INTERRUPTED\x10\x03\x32\xe8\x03\n\x0eTrainerService\x12^\n\x05Train\x12(.metalearn.v1.TrainerServiceTrainRequest\x1a).metalearn.v1.TrainerServiceTrainResponse0\x01\x12[\n\x04Test\x12\'.metalearn.v1.TrainerServiceTestRequest\x1a(.metalearn.v1.TrainerServiceTestResponse0\x01\x12[\n\x0eGetTrainerInfo\x12#.metalearn.v1.GetTrainerInfoRequest\x1a$.metalearn.v1.GetTrainerInfoResponse\x12L\n\tInterrupt\x12\x1e.metalearn.v1.InterruptRequest\x1a\x1f.metalearn.v1.InterruptResponse\x12n\n\x0bProfileTask\x12..metalearn.v1.TrainerServiceProfileTaskRequest\x1a/.metalearn.v1.TrainerServiceProfileTaskResponseB\x8c\x01\n\x10\x64\x65v.metalearn.v1B\x13TrainerServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,42 +34,42 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.trainer_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\023TrainerServiceProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
-  _globals['_RUNFILEKIND']._serialized_start=1940
-  _globals['_RUNFILEKIND']._serialized_end=2041
-  _globals['_TRAINOUTCOME']._serialized_start=2044
-  _globals['_TRAINOUTCOME']._serialized_end=2177
+  _globals['_RUNFILEKIND']._serialized_start=1982
+  _globals['_RUNFILEKIND']._serialized_end=2083
+  _globals['_TRAINOUTCOME']._serialized_start=2086
+  _globals['_TRAINOUTCOME']._serialized_end=2219
   _globals['_TRAINERSERVICEPROFILETASKREQUEST']._serialized_start=105
-  _globals['_TRAINERSERVICEPROFILETASKREQUEST']._serialized_end=176
-  _globals['_TRAINERSERVICEPROFILETASKRESPONSE']._serialized_start=178
-  _globals['_TRAINERSERVICEPROFILETASKRESPONSE']._serialized_end=257
-  _globals['_RUNFILE']._serialized_start=259
-  _globals['_RUNFILE']._serialized_end=374
-  _globals['_TRAINERSERVICETRAINREQUEST']._serialized_start=377
-  _globals['_TRAINERSERVICETRAINREQUEST']._serialized_end=595
-  _globals['_TRAINSTARTED']._serialized_start=598
-  _globals['_TRAINSTARTED']._serialized_end=809
-  _globals['_ARTIFACTCHUNK']._serialized_start=811
-  _globals['_ARTIFACTCHUNK']._serialized_end=907
-  _globals['_TRAINFINISHED']._serialized_start=909
-  _globals['_TRAINFINISHED']._serialized_end=1018
-  _globals['_TRAINERSERVICETRAINRESPONSE']._serialized_start=1021
-  _globals['_TRAINERSERVICETRAINRESPONSE']._serialized_end=1299
-  _globals['_TRAINERSERVICETESTREQUEST']._serialized_start=1302
-  _globals['_TRAINERSERVICETESTREQUEST']._serialized_end=1441
-  _globals['_TESTPROGRESS']._serialized_start=1443
-  _globals['_TESTPROGRESS']._serialized_end=1486
-  _globals['_TRAINERSERVICETESTRESPONSE']._serialized_start=1489
-  _globals['_TRAINERSERVICETESTRESPONSE']._serialized_end=1618
-  _globals['_INTERRUPTREQUEST']._serialized_start=1620
-  _globals['_INTERRUPTREQUEST']._serialized_end=1660
-  _globals['_INTERRUPTRESPONSE']._serialized_start=1662
-  _globals['_INTERRUPTRESPONSE']._serialized_end=1702
-  _globals['_GETTRAINERINFOREQUEST']._serialized_start=1704
-  _globals['_GETTRAINERINFOREQUEST']._serialized_end=1727
-  _globals['_DEVICE']._serialized_start=1729
-  _globals['_DEVICE']._serialized_end=1794
-  _globals['_GETTRAINERINFORESPONSE']._serialized_start=1797
-  _globals['_GETTRAINERINFORESPONSE']._serialized_end=1938
-  _globals['_TRAINERSERVICE']._serialized_start=2180
-  _globals['_TRAINERSERVICE']._serialized_end=2668
+  _globals['_TRAINERSERVICEPROFILETASKREQUEST']._serialized_end=218
+  _globals['_TRAINERSERVICEPROFILETASKRESPONSE']._serialized_start=220
+  _globals['_TRAINERSERVICEPROFILETASKRESPONSE']._serialized_end=299
+  _globals['_RUNFILE']._serialized_start=301
+  _globals['_RUNFILE']._serialized_end=416
+  _globals['_TRAINERSERVICETRAINREQUEST']._serialized_start=419
+  _globals['_TRAINERSERVICETRAINREQUEST']._serialized_end=637
+  _globals['_TRAINSTARTED']._serialized_start=640
+  _globals['_TRAINSTARTED']._serialized_end=851
+  _globals['_ARTIFACTCHUNK']._serialized_start=853
+  _globals['_ARTIFACTCHUNK']._serialized_end=949
+  _globals['_TRAINFINISHED']._serialized_start=951
+  _globals['_TRAINFINISHED']._serialized_end=1060
+  _globals['_TRAINERSERVICETRAINRESPONSE']._serialized_start=1063
+  _globals['_TRAINERSERVICETRAINRESPONSE']._serialized_end=1341
+  _globals['_TRAINERSERVICETESTREQUEST']._serialized_start=1344
+  _globals['_TRAINERSERVICETESTREQUEST']._serialized_end=1483
+  _globals['_TESTPROGRESS']._serialized_start=1485
+  _globals['_TESTPROGRESS']._serialized_end=1528
+  _globals['_TRAINERSERVICETESTRESPONSE']._serialized_start=1531
+  _globals['_TRAINERSERVICETESTRESPONSE']._serialized_end=1660
+  _globals['_INTERRUPTREQUEST']._serialized_start=1662
+  _globals['_INTERRUPTREQUEST']._serialized_end=1702
+  _globals['_INTERRUPTRESPONSE']._serialized_start=1704
+  _globals['_INTERRUPTRESPONSE']._serialized_end=1744
+  _globals['_GETTRAINERINFOREQUEST']._serialized_start=1746
+  _globals['_GETTRAINERINFOREQUEST']._serialized_end=1769
+  _globals['_DEVICE']._serialized_start=1771
+  _globals['_DEVICE']._serialized_end=1836
+  _globals['_GETTRAINERINFORESPONSE']._serialized_start=1839
+  _globals['_GETTRAINERINFORESPONSE']._serialized_end=1980
+  _globals['_TRAINERSERVICE']._serialized_start=2222
+  _globals['_TRAINERSERVICE']._serialized_end=2710
 # @@protoc_insertion_point(module_scope)

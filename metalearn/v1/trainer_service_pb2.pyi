@@ -30,10 +30,12 @@ TRAIN_OUTCOME_DIVERGED: TrainOutcome
 TRAIN_OUTCOME_INTERRUPTED: TrainOutcome
 
 class TrainerServiceProfileTaskRequest(_message.Message):
-    __slots__ = ("task",)
+    __slots__ = ("task", "sample")
     TASK_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
     task: _task_pb2.TaskKey
-    def __init__(self, task: _Optional[_Union[_task_pb2.TaskKey, _Mapping]] = ...) -> None: ...
+    sample: _task_pb2.TaskSample
+    def __init__(self, task: _Optional[_Union[_task_pb2.TaskKey, _Mapping]] = ..., sample: _Optional[_Union[_task_pb2.TaskSample, _Mapping]] = ...) -> None: ...
 
 class TrainerServiceProfileTaskResponse(_message.Message):
     __slots__ = ("profile",)
