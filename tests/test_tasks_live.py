@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from PIL import Image
 
@@ -174,3 +175,67 @@ def test_a_warm_study_starts_with_the_neighbours_best(live: Stack) -> None:
     assert first.seeded_by_attempt_id == best_id
     assert live.get(first.attempt_name).trial.seeded_by_attempt_id == best_id
     assert all(t.seeded_by_attempt_id == 0 for t in got.trials[1:])
+
+
+def test_a_reported_runs_sample_is_profiled_and_finds_the_task_it_shows(live: Stack) -> None:
+    """A run of users' own code declares its task (other class names, its real size) and
+    sends a sample of its images: a trainer profiles the sample, the profile keeps the
+    declared size, and the nearest task with history is the one the images show."""
+    import math
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from metalearn.v1 import reporting_service_pb2 as rpb
+    from metalearn.v1 import reporting_service_pb2_grpc
+
+    reporting = reporting_service_pb2_grpc.ReportingServiceStub(live.channel)
+    declared = ["two", "zero", "one"]  # index order: digit 2, 0, 1
+    run = reporting.StartRun(
+        rpb.StartRunRequest(
+            name="reported-digits",
+            task=attempt_pb2.DeclaredTask(dataset="my-digits", labels=declared, train_size=5000),
+        )
+    ).attempt
+    data = load_digits()
+    sample = task_pb2.TaskSample()
+    for index, digit in enumerate((2, 0, 1)):
+        for pixels in data.images[data.target == digit][110:170]:
+            buf = io.BytesIO()
+            Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L").save(buf, "PNG")
+            sample.images.add(label=index, data=buf.getvalue())
+    made = reporting.UploadTaskSample(
+        rpb.UploadTaskSampleRequest(attempt_id=run.id, sample=sample)
+    ).task
+    assert made.source == task_pb2.TASK_SOURCE_SAMPLE and made.dataset == "my-digits"
+    assert sorted(made.label_names) == sorted(declared)
+    tasks = _tasks(live)
+
+    seen: list[pb.FindSimilarTasksResponse] = []
+
+    def profiled() -> bool:
+        try:
+            found = tasks.FindSimilarTasks(
+                pb.FindSimilarTasksRequest(attempt_id=run.id, limit=3), timeout=60
+            )
+        except grpc.RpcError:
+            return False
+        seen.append(found)
+        return found.target.source == task_pb2.TASK_SOURCE_SAMPLE
+
+    live.wait_for(profiled, 120, "the sample's profile")
+    response = seen[-1]
+    target = response.target
+    assert target.state == task_pb2.TASK_STATE_READY, target.error
+    assert target.profile.images == 180 and target.profile.classes == 3
+    # The sample's size is not the task's: the declared training set's is (exact: the
+    # gateway writes log10 of the declared integer).
+    assert target.profile.features["log_images"] == pytest.approx(math.log10(5000), abs=1e-12)
+    assert {"landmark_1nn", "probe_fisher", "pixel_mean"} <= set(target.profile.features)
+    ranked = [sorted(t.task.label_names) for t in response.tasks]
+    assert ranked[0] == DIGITS, ranked
+    # The same sample again makes nothing new.
+    again = reporting.UploadTaskSample(
+        rpb.UploadTaskSampleRequest(attempt_id=run.id, sample=sample)
+    ).task
+    assert again.fingerprint == made.fingerprint
