@@ -246,12 +246,7 @@ class Learner:
         near = self.neighbours(known, distance, target, k, same_kind=True)
         if not near:
             return Suggestion(None, [], [])
-        weights = weighted(
-            warmstart.neighbour_weights([(t.key, d) for t, d in near]),
-            known,
-            distance,
-            dict(target.features or {}),
-        )
+        weights = weighted(warmstart.neighbour_weights([(t.key, d) for t, d in near]), known)
         values = known.values([t.key for t, _ in near])
         ranked = warmstart.portfolio(values, weights)
         top = ranked[0]
@@ -266,22 +261,10 @@ class Learner:
         return Suggestion(dict(best.command), sources, near)
 
 
-def weighted(
-    weights: Mapping[str, float],
-    known: Known,
-    distance: similarity.Distance,
-    target: Mapping[str, float],
-) -> dict[str, float]:
-    """Neighbours' similarity weights times how far each is evidence (its runs'
-    provenance) and how much of the distance its profile shares with the target's (a
-    declared profile's few features say less), normalized to sum 1."""
-    raw = {
-        k: w
-        * known.evidence.get(k, 1.0)
-        * (distance.coverage(target, dict(known.tasks[k].features or {})) if k in known.tasks
-           else 1.0)
-        for k, w in weights.items()
-    }  # fmt: skip
+def weighted(weights: Mapping[str, float], known: Known) -> dict[str, float]:
+    """Neighbours' similarity weights times how far each is evidence (the provenance of
+    its runs), normalized to sum 1."""
+    raw = {k: w * known.evidence.get(k, 1.0) for k, w in weights.items()}
     total = sum(raw.values())
     return {k: v / total for k, v in raw.items()} if total > 0 else dict(weights)
 
@@ -395,8 +378,6 @@ def warm_plan(
         if len(finite) == len(ranked)
         else {k: 1.0 / len(ranked) for k, _ in ranked},
         known,
-        distance,
-        dict(target.features or {}) if target is not None else {},
     )
     values = {k: {g: v for g, (_, v, _) in usable[k].items()} for k, _ in ranked}
     count = zero_shot if zero_shot > 0 else min(len(ranked), DEFAULT_ZERO_SHOT)

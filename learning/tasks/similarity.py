@@ -61,26 +61,21 @@ class Distance:
         return z
 
     def between(self, a: Mapping[str, float], b: Mapping[str, float]) -> float:
-        """The distance over the features both profiles have, scaled up to all of the
-        distance's weight as if the missing ones differed as much on average (the rule of
-        scikit-learn's `nan_euclidean_distances`, here with feature weights, which it has
-        not); infinite when they share none."""
-        diff = self.z(a) - self.z(b)
-        shared = np.isfinite(diff)
-        weights = np.array(self.weights)
-        present = float(weights[shared].sum()) if len(weights) else 0.0
-        if present <= 0.0:
-            return math.inf
-        squared = float(np.dot(weights[shared], diff[shared] * diff[shared]))
-        return float(math.sqrt(squared * float(weights.sum()) / present))
-
-    def coverage(self, a: Mapping[str, float], b: Mapping[str, float]) -> float:
-        """The share of the distance's weight on features both profiles have: 1 for two
-        full profiles, less when one was only declared (its distance says less)."""
-        shared = np.isfinite(self.z(a) - self.z(b))
-        weights = np.array(self.weights)
-        total = float(weights.sum()) if len(weights) else 0.0
-        return float(weights[shared].sum()) / total if total > 0 else 0.0
+        """The distance, where a feature one profile lacks (a declared task's) counts as
+        its expected squared difference under the standardized features' own prior, a
+        standard normal z-score: z^2 + 1 against a known z, 2 when both lack it. So a task
+        known by a few features is no nearer than what is known of it says: sharing its
+        class count with the target does not put it before a task measured close on every
+        feature. (scikit-learn's `nan_euclidean_distances` scales the shared features up
+        instead, which puts such a task at distance 0; and it has no feature weights.)"""
+        za, zb = self.z(a), self.z(b)
+        lack_a, lack_b = np.isnan(za), np.isnan(zb)
+        squared = np.where(
+            lack_a & lack_b,
+            2.0,
+            np.where(lack_a, zb * zb + 1.0, np.where(lack_b, za * za + 1.0, (za - zb) ** 2)),
+        )
+        return float(math.sqrt(float(np.dot(np.array(self.weights), squared))))
 
     def standardized(self) -> Distance:
         return Distance(
@@ -272,10 +267,7 @@ def nearest(
     candidates: Mapping[TaskId, Mapping[str, float]],
     limit: int,
 ) -> list[tuple[TaskId, float]]:
-    """The `limit` candidates closest to `target`, nearest first (ties by id), among those
-    it shares a feature with."""
+    """The `limit` candidates closest to `target`, nearest first (ties by id)."""
     scored = [(t, distance.between(target, p)) for t, p in candidates.items()]
-    # A task that shares no feature with the target is no neighbour of it.
-    scored = [(t, d) for t, d in scored if math.isfinite(d)]
     scored.sort(key=lambda item: (item[1], repr(item[0])))
     return scored[:limit]
