@@ -34,3 +34,11 @@ class CommandLimits:
 
 
 COMMAND_LIMITS = CommandLimits()
+
+
+# A declared task's sample of images (ReportingService.UploadTaskSample, then a trainer's
+# ProfileTask): enough for a profile's landmarkers and probe (trainer/profiling.py reads
+# at most 600), small enough to keep with the task. The gateway checks a sample against
+# these before storing it and the trainer again before decoding it: the same numbers.
+MAX_SAMPLE_IMAGES = 1_000
+MAX_SAMPLE_BYTES = 8 * 1024 * 1024

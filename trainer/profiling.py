@@ -55,7 +55,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from torch import nn
 
 from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
-from metalearn.limits import CommandLimits
+from metalearn.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES, CommandLimits
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, task_pb2
 from trainer import checks
 from trainer.config import TrainerConfig
@@ -85,11 +85,10 @@ _BATCH_FLOATS = 1 << 24
 # The preprocessor and the image source name a training command's fields; a profile's
 # request has the same ones under `task`.
 _FIELDS = ("command.", "task.")
-# A declared task's sample, as ReportingService.UploadTaskSample documents it: the gateway
-# checks these bounds first, and the trainer again, because a sample is the one place a
-# trainer decodes bytes that the gateway did not check and store itself.
-MAX_SAMPLE_IMAGES = 1_000
-MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+# A declared task's sample is bounded by MAX_SAMPLE_IMAGES and MAX_SAMPLE_BYTES
+# (metalearn/limits.py, shared with the gateway): the gateway checks them first, and the
+# trainer again, because a sample is the one place a trainer decodes bytes that the
+# gateway did not check and store itself.
 # The formats a sample may hold. Pillow is told to try only these, so no other format's
 # parser ever reads a reporter's bytes.
 SAMPLE_FORMATS = ("PNG", "JPEG")

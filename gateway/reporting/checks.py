@@ -30,6 +30,7 @@ from gateway.names import check_name
 from gateway.store import EpochRecord
 from learning.tasks import declared
 from metalearn import errors
+from metalearn import limits as command_limits
 from metalearn.v1 import attempt_pb2, reporting_service_pb2, task_pb2
 
 rpb = reporting_service_pb2
@@ -40,10 +41,9 @@ DATASET_RE = re.compile(r"\A[A-Za-z0-9._/:-]{1,128}\Z")
 MAX_KEYS = 1_000
 MAX_BATCH_POINTS = 100_000
 MAX_BATCH_EPOCHS = 1_000
-# A task's sample (UploadTaskSample): enough images for the profile's landmarkers and
-# probe (trainer/profiling.py reads at most 600), small enough to keep with the task.
-MAX_SAMPLE_IMAGES = 1_000
-MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+# A task's sample (UploadTaskSample), as trainers bound it too (metalearn/limits.py).
+MAX_SAMPLE_IMAGES = command_limits.MAX_SAMPLE_IMAGES
+MAX_SAMPLE_BYTES = command_limits.MAX_SAMPLE_BYTES
 MAX_SAMPLE_PIXELS = 1024 * 1024
 SAMPLE_FORMATS = frozenset({"PNG", "JPEG"})
 # What one run may hold of named points: 10 million is 100 metrics logged every step
