@@ -12,12 +12,20 @@
 `log` never waits for the network: it checks its arguments and appends them to a
 bounded queue; a background thread batches them, keeps them in a local spool file until
 the gateway has stored them, and streams them (gateway/reporting/ on the other side).
+
+The task a run learns is what it declares: `labels` (or a `dataset` name), `input_shape`,
+`train_size`, and `task_features`, meta-features it knows of its data by the names a
+task's profile has (e.g. `{"imbalance": 0.2, "pixel_std": 0.3}`). Opt-in, a sample of its
+images makes metalearn profile the task from pixels instead:
+`run.log_task_sample(x_train[:500], y_train[:500])` (sample.py: what it takes, and how
+it stays off the training thread).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import re
 import time
@@ -28,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -45,7 +53,11 @@ from metalearn.v1 import (
     attempt_service_pb2_grpc,
     reporting_service_pb2,
     reporting_service_pb2_grpc,
+    task_pb2,
 )
+
+if TYPE_CHECKING:
+    from metalearn.reporting.sample import SampleUpload
 
 rpb = reporting_service_pb2
 
@@ -112,6 +124,9 @@ class Run:
         self._epoch_extra: dict[str, float] = {}
         self._last_epoch = 0
         self._finished = False
+        # Task samples sent (log_task_sample), the newest last; sample.py is imported
+        # with the first (it needs numpy and Pillow, which a run without one never loads).
+        self._samples: list[SampleUpload] = []
         self._sender.start()
 
     # What training calls.
@@ -252,6 +267,73 @@ class Run:
         except grpc.RpcError as err:
             raise translate(err) from None
 
+    def log_task_sample(
+        self, images: Sequence[Any], labels: Sequence[Any], *, max_images: int = 500,
+        seed: int = 0,
+    ) -> None:  # fmt: skip
+        """Sends a sample of the images this run learns (opt-in), so that metalearn
+        profiles its task from pixels: a seeded, uniform random sample of at most
+        `max_images` (1 to 1,000) of `images`, each labelled by `labels` (an index into
+        the run's declared labels, or one of their names). See sample.py for the images
+        it takes. Bad input raises ValueError here; the encoding and the upload run in a
+        background thread, and what the gateway answers lands in `task_sample_task` (or
+        `task_sample_error`, also logged as a warning: never raised into training)."""
+        from metalearn.reporting import sample
+
+        if self._finished:
+            raise RuntimeError(f"run {self.name!r} has finished")
+        if (
+            isinstance(max_images, bool)
+            or not isinstance(max_images, int)
+            or not (1 <= max_images <= sample.MAX_IMAGES)
+        ):
+            raise ValueError(f"max_images must be an integer from 1 to {sample.MAX_IMAGES},"
+                             f" got {max_images!r}")  # fmt: skip
+        if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
+            raise ValueError("images must be a sequence of images (a list, an array, a tensor)")
+        indices = sample.label_indices(labels, self._labels)
+        if len(images) != len(indices):
+            raise ValueError(
+                f"images and labels differ in length: {len(images)} images, {len(indices)} labels"
+            )
+        if not indices:
+            raise ValueError("images is empty: a sample needs images of at least 2 labels")
+        drawn = sample.draw(len(indices), max_images, seed)
+        shown = {indices[i] for i in drawn}
+        if len(shown) < 2:
+            raise ValueError(
+                f"the sample shows only the label {self._labels[next(iter(shown))]!r}: it"
+                " needs images of at least 2 of the run's declared labels"
+            )
+        items = [sample.prepare(images[i], indices[i], f"images[{i}]") for i in drawn]
+        upload = sample.SampleUpload(
+            self._channel, items, self._started_id, self.name,
+            self._samples[-1] if self._samples else None,
+        )  # fmt: skip
+        self._samples.append(upload)
+        upload.start()
+
+    @property
+    def task_sample_task(self) -> task_pb2.Task | None:
+        """The task version the last sample made (PENDING until a trainer profiles it),
+        once the gateway has taken it; None before."""
+        return self._samples[-1].task if self._samples else None
+
+    @property
+    def task_sample_error(self) -> str | None:
+        """Why the last sample was not taken (the gateway's refusal, or an image that
+        could not be read); None while it is on its way, once taken, or without one."""
+        return self._samples[-1].error if self._samples else None
+
+    def _started_id(self) -> int | None:
+        """The run's attempt id once the gateway has started it; None when the sender
+        has given up (the run will never start)."""
+        while not self._sender.started.wait(0.5):
+            if not self._sender.is_alive():
+                return None
+        assert self._sender.attempt is not None
+        return self._sender.attempt.id
+
     # Its end.
     def finish(
         self,
@@ -271,10 +353,28 @@ class Run:
         self._finished = True
         self._sender.close()
         self._sender.join(self._finish_timeout)
+        self._wait_for_samples()
         try:
             return self._end(status, error, test_accuracy, test_loss, test_result)
         finally:
             self._channel.close()
+
+    def _wait_for_samples(self) -> None:
+        """A sample still on its way gets a bounded wait: the run's end is not held up
+        for long by what is only a help to meta-learning."""
+        if not self._samples:
+            return
+        from metalearn.reporting.sample import FINISH_WAIT_SECONDS
+
+        wait = min(FINISH_WAIT_SECONDS, self._finish_timeout)
+        last = self._samples[-1]  # it waits for the ones before it
+        last.join(wait)
+        if last.is_alive():
+            warnings.warn(
+                f"metalearn: run {self.name!r}: its task sample was not sent within"
+                f" {wait:.0f} s; it is dropped",
+                stacklevel=3,
+            )
 
     def _end(
         self,
@@ -421,6 +521,22 @@ def _struct(params: Mapping[str, Any] | None) -> struct_pb2.Struct:
     return found
 
 
+def _features(given: Mapping[str, Any] | None) -> dict[str, float]:
+    """Declared meta-features checked on the caller's thread: string names, finite
+    numbers (which names a profile has is the gateway's to say)."""
+    found: dict[str, float] = {}
+    for key, value in (given or {}).items():
+        if not isinstance(key, str):
+            raise TypeError(f"task_features: the name {key!r} is not a string")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"task_features[{key!r}]: {value!r} is not a number")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"task_features[{key!r}]: {number} is not finite")
+        found[key] = number
+    return found
+
+
 def start_run(
     name: str | None = None,
     *,
@@ -431,6 +547,7 @@ def start_run(
     n_epoch: int = 0,
     input_shape: Sequence[int] = (),
     train_size: int = 0,
+    task_features: Mapping[str, float] | None = None,
     stop_when_hopeless: bool = False,
     heartbeat_seconds: int = 0,
     gateway: str | None = None,
@@ -447,6 +564,8 @@ def start_run(
     `tls`: what to trust (None: METALEARN_TLS_CA when set, else plaintext). A request the
     gateway refuses raises `metalearn.MetalearnError` at once, naming the bad field; a
     gateway that cannot be reached is tried again in the background while `log` goes on.
+    `task_features`: meta-features of the task that the run knows (see the module's
+    docstring); their names are the gateway's to check, their values are checked here.
     """
     address = gateway or os.environ.get("METALEARN_GATEWAY") or DEFAULT_GATEWAY
     if tls is None and (ca := os.environ.get("METALEARN_TLS_CA")):
@@ -458,6 +577,7 @@ def start_run(
             labels=list(labels),
             input_shape=list(input_shape),
             train_size=train_size,
+            features=_features(task_features),
         ),
         params=_struct(params),
         tags=dict(tags or {}),
