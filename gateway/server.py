@@ -257,7 +257,8 @@ async def create_server(
     # Every stored epoch is then judged by these, in this order (docs/architecture.md §5):
     # its prognosis first (a hopeless run that asked to stop stops), then its study's
     # pruner. A new per-epoch consumer is one more watcher here.
-    watchers: list[EpochWatcher] = [PrognosisWatcher(curves), Pruning(StudyStore(lane), curves)]
+    prognoses = PrognosisWatcher(curves)  # also a loop: the deferred prognoses' batches
+    watchers: list[EpochWatcher] = [prognoses, Pruning(StudyStore(lane), curves)]
     epochs = EpochPath(service_attempts, hub, watchers)
     dispatcher = Dispatcher(config, service_work, service_trainers, ImageStore(lane), hub, epochs)
     # Runs of users' own code take the same path and watchers as a trainer's, storing
@@ -284,7 +285,7 @@ async def create_server(
     if authenticator is not None:
         hub.listen(TOKENS, lambda _: authenticator.forget())
     hub.listen(CURVES, lambda _: curves.forget())
-    loops: list[Loop] = [Lapses(ReportStore(lane)), writer]
+    loops: list[Loop] = [Lapses(ReportStore(lane)), writer, prognoses]
     return server, port, Background(hub, dispatcher, driver, profiler, curves, loops)
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,18 @@ def run_of_row(row: CurveRow) -> Run:
     epochs = zip(row.epochs, row.losses, row.val_losses, row.val_accuracies, strict=True)
     return run_of(row.command, row.n_epoch, points_of(epochs), row.features,
                   rates[0] if rates else math.nan)  # fmt: skip
+
+
+def _assess_all(rows: Sequence[CurveRow], loaded: Loaded | None) -> list[Assessment]:
+    """Each row's assessment, as `Curves.update` makes it (in one thread for a batch)."""
+    found = []
+    for row in rows:
+        run = run_of_row(row)
+        below = _number(row.command.get("hopeless_below"), 0.0)
+        ended = len(run.points) >= run.n_epoch
+        predictor = loaded.model if loaded is not None and not ended else None
+        found.append(assess(run, len(run.points), predictor, row.task_best, below=below))
+    return found
 
 
 def as_proto(found: Assessment, version: int, note: str) -> attempt_pb2.Prognosis:
@@ -231,29 +243,35 @@ class Curves:
     async def update(self, attempt_id: int, fence: int | None) -> Assessment | None:
         """Makes and keeps the attempt's prognosis from what is stored; the assessment
         (None: the attempt is gone, has no epochs, or the lease moved on)."""
-        row = await self._store.curve(attempt_id)
-        if row is None or not row.epochs:
-            return None
-        run = run_of_row(row)
+        return (await self.update_many([(attempt_id, fence)])).get(attempt_id)
+
+    async def update_many(
+        self, attempts: Sequence[tuple[int, int | None]]
+    ) -> dict[int, Assessment]:
+        """`update` for (attempt id, fence) pairs at once: one read of their curves, one
+        thread for the assessments, one statement to keep them. The assessments kept."""
+        rows = [r for r in await self._store.curves([a for a, _ in attempts]) if r.epochs]
+        if not rows:
+            return {}
+        fences = dict(attempts)
         loaded = await self.current()
-        below = _number(row.command.get("hopeless_below"), 0.0)
-        ended = len(run.points) >= run.n_epoch
-        predictor = loaded.model if loaded is not None and not ended else None
         # The model's predictions are a few milliseconds of CPU, after every epoch of
         # every run and for every attempt the backfill finds: off the event loop.
-        found = await asyncio.to_thread(
-            assess, run, len(run.points), predictor, row.task_best, below=below
-        )
-        note = self._note
-        if ended:
-            note = "its last epoch is in: nothing left to predict"
-        elif loaded is not None and found.prediction is None:
-            note = "this run measures no validation accuracy to predict from"
-        proto = as_proto(found, loaded.row.version if loaded else 0, note)
-        saved = await self._store.save_prognosis(
-            attempt_id, fence, proto.SerializeToString(), filter_form(proto)
-        )
-        return found if saved else None
+        found = await asyncio.to_thread(_assess_all, rows, loaded)
+        made = []
+        for row, assessment in zip(rows, found, strict=True):
+            note = self._note
+            run = run_of_row(row)
+            if len(run.points) >= run.n_epoch:
+                note = "its last epoch is in: nothing left to predict"
+            elif loaded is not None and assessment.prediction is None:
+                note = "this run measures no validation accuracy to predict from"
+            proto = as_proto(assessment, loaded.row.version if loaded else 0, note)
+            made.append((row.attempt_id, fences.get(row.attempt_id), proto.SerializeToString(),
+                         filter_form(proto)))  # fmt: skip
+        kept = await self._store.save_prognoses(made)
+        return {row.attempt_id: a for row, a in zip(rows, found, strict=True)
+                if row.attempt_id in kept}  # fmt: skip
 
     async def prune(
         self, attempt_id: int, pruner: LearnedPruner, best: float | None, finished: int
