@@ -365,3 +365,41 @@ def test_a_refused_sample_is_a_warning_not_an_error_in_training(
     assert run.task_sample_error is not None
     assert run.task_sample_error.startswith("INVALID_ARGUMENT")
     assert "task sample was not taken" in caplog.text
+
+
+def test_a_sample_sent_while_the_gateway_is_down_goes_once_it_is_back(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The gateway stops after the run has started and comes back on the same address
+    a few seconds later: the upload, refused as UNAVAILABLE meanwhile, is tried again
+    (without the retries, `task_sample_error` would be that UNAVAILABLE)."""
+    from gateway.config import GatewayConfig
+    from gateway.inprocess import GatewayThread as Gateway
+    from tests.harness import fresh_database
+
+    url = fresh_database(postgres_url, "sample_restart")
+    first = Gateway(url, GatewayConfig(listen="127.0.0.1:0", database_url=url)).start()
+    port, token = first.port, first.admin_token
+    images, labels = _images(60, seed=11)
+    second = None
+    try:
+        run = metalearn.start_run(_name(), labels=["a", "b", "c"], gateway=first.address,
+                                  token=token, spool_dir=tmp_path)  # fmt: skip
+        assert run.id > 0  # started before the gateway goes
+        first.stop()
+        run.log_task_sample(images, labels)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # its first tries fail meanwhile
+            assert run.task_sample_task is None and run.task_sample_error is None
+            time.sleep(0.1)
+        # Tokens live in the database: the same one opens the second gateway.
+        config = GatewayConfig(listen=f"127.0.0.1:{port}", database_url=url)
+        second = Gateway(url, config).start()
+        run.log(epoch=1, loss=0.5)
+        run.finish()
+        assert run.task_sample_error is None
+        assert run.task_sample_task is not None
+        assert run.task_sample_task.source == task_pb2.TASK_SOURCE_SAMPLE
+    finally:
+        if second is not None:
+            second.stop()
