@@ -345,3 +345,41 @@ def test_a_run_holds_at_most_a_thousand_metric_names_across_its_streams(
     with pytest.raises(grpc.RpcError) as err:
         again.send(metrics=(rpb.MetricSeries(key="one-too-many", steps=[0], values=[1.0]),))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_prognoses_of_runs_that_did_not_opt_in_come_in_batches_and_at_the_end(
+    reporting: rgrpc.ReportingServiceStub, attempts: attempt_service_pb2_grpc.AttemptServiceStub
+) -> None:
+    """A run that does not stop once hopeless gets its prognosis from the next batch (a
+    second at most), not on its epoch's path; a run that ends gets it at its end."""
+    runs = [_start(reporting, n_epoch=10) for _ in range(3)]
+    for run in runs:
+        reporter = Reporter(reporting, run.id)
+        for epoch in (1, 2):
+            reporter.send(_epoch(epoch, 0.5, val_accuracy=0.7))
+    deadline = time.monotonic() + 30  # a batch a second; generous for a loaded machine
+    while True:
+        got = [attempts.GetAttempt(attempt_service_pb2.GetAttemptRequest(id=r.id)).attempt
+               for r in runs]  # fmt: skip
+        if all(a.prognosis.epoch == 2 for a in got) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [a.prognosis.epoch for a in got] == [2, 2, 2]
+    # Its last epoch, then its end at once: the run's last prognosis is kept all the same
+    # (by its stream's end, or the batch just after: no other lease took the run).
+    last = _start(reporting, n_epoch=3)
+    reporter = Reporter(reporting, last.id)
+    for epoch in (1, 2, 3):
+        reporter.send(_epoch(epoch, 0.5, val_accuracy=0.7))
+    reporting.FinishRun(
+        rpb.FinishRunRequest(attempt_id=last.id, end=rpb.RUN_END_FINISHED, last_epoch=3)
+    )
+    reporter.close()
+    deadline = time.monotonic() + 30
+    while True:
+        ended = attempts.GetAttempt(attempt_service_pb2.GetAttemptRequest(id=last.id)).attempt
+        if ended.prognosis.epoch == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ended.status == attempt_pb2.ATTEMPT_STATUS_TRAINED
+    assert ended.prognosis.epoch == 3, ended.prognosis

@@ -216,14 +216,17 @@ class CurveStore:
         self, attempt_id: int, fence: int | None, wire: bytes, doc: dict[str, Any]
     ) -> bool:
         """Keeps an attempt's newest prognosis and tells its watchers (at commit). With a
-        fence, only while that lease holds it (a stale trainer's run writes nothing)."""
+        fence, only while no other lease took the run (a stale trainer's run writes
+        nothing)."""
         return attempt_id in await self.save_prognoses([(attempt_id, fence, wire, doc)])
 
     async def save_prognoses(
         self, prognoses: Sequence[tuple[int, int | None, bytes, dict[str, Any]]]
     ) -> set[int]:
-        """Keeps (attempt id, fence, wire form, filter form) prognoses in one statement, as
-        `save_prognosis` does each; the ids kept."""
+        """Keeps (attempt id, fence, wire form, filter form) prognoses in one statement;
+        the ids kept. A fence holds while no other lease took the run since (its claims):
+        a batch may come just after the run ended, and its prognosis, made from the
+        epochs stored, is still the run's."""
         if not prognoses:
             return set()
         ids, fences, wires, docs = zip(*prognoses, strict=True)
@@ -234,7 +237,7 @@ class CurveStore:
                     "UPDATE attempts a SET prognosis_wire = u.wire, prognosis = u.doc"
                     " FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::jsonb[])"
                     " AS u(id, fence, wire, doc) WHERE a.id = u.id"
-                    " AND (u.fence IS NULL OR (a.claims = u.fence AND a.status = 'TRAINING'))"
+                    " AND (u.fence IS NULL OR a.claims = u.fence)"
                     " RETURNING a.id",
                     (list(ids), list(fences), list(wires), [Jsonb(d) for d in docs]),
                 )
