@@ -347,16 +347,19 @@ def test_tasks_list_table_and_json(monkeypatch: pytest.MonkeyPatch, capsys: Capt
                    task_pb2.TASK_STATE_PENDING, profiled=False)  # fmt: skip
     failed = task(FP_B, ["x"], task_pb2.TASK_STATE_FAILED, profiled=False)
     failed.error = "images of different sizes: resize them\nmore"
+    failed.source = task_pb2.TASK_SOURCE_DECLARED
+    failed.dataset, failed.owner = "cifar10", "alice"
     fake = FakeClient(tasks=[task(attempts=4, best=0.975), pending, failed])
     code, out, _ = cli_run(monkeypatch, capsys, fake, "tasks", "list")
     lines = out.splitlines()
     assert code == 0
     assert lines[0].split() == ["FINGERPRINT", "LABELS", "STATE", "IMAGES", "CLASSES", "INPUT",
-                                "ATTEMPTS", "BEST", "VAL"]  # fmt: skip
+                                "ATTEMPTS", "BEST", "VAL", "FROM"]  # fmt: skip
     assert lines[1].split() == ["a1a1a1a1a1a1", "digit", "0,", "digit", "1,", "digit", "2",
-                                "ready", "540", "3", "1x8x8", "4", "0.9750"]  # fmt: skip
+                                "ready", "540", "3", "1x8x8", "4", "0.9750", "images"]  # fmt: skip
     assert lines[2].startswith("c3c3c3c3c3c3  a rather long label 0, +4 more")
-    assert lines[2].split()[-6:] == ["pending", "-", "5", "-", "0", "-"]
+    assert lines[2].split()[-7:] == ["pending", "-", "5", "-", "0", "-", "images"]
+    assert lines[3].split()[-3:] == ["declared", "cifar10", "(alice)"]
     assert lines[4] == "  task b2b2b2b2b2b2: images of different sizes: resize them"
     assert len({len(line) for line in lines[:4]}) == 1  # columns line up
 

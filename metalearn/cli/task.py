@@ -225,12 +225,24 @@ def suggestion_document(reply: pb.SuggestCommandResponse) -> dict[str, Any]:
 
 
 # Tables.
+def _source(task: task_pb2.Task) -> str:
+    """Where its profile comes from: images held here, or what a reporter declared or
+    sent (with the dataset and the owner of such a task)."""
+    if task.source in (task_pb2.TASK_SOURCE_UNSPECIFIED, task_pb2.TASK_SOURCE_IMAGES):
+        return "images"
+    kind = "sample" if task.source == task_pb2.TASK_SOURCE_SAMPLE else "declared"
+    named = f" {task.dataset}" if task.dataset else ""
+    return f"{kind}{named} ({task.owner})"
+
+
 def tasks_table(tasks: Sequence[task_pb2.Task]) -> list[str]:
+    sources = [_source(t) for t in tasks]
+    width = max([len("FROM"), *(len(x) for x in sources)])
     lines = [
         f"{'FINGERPRINT':<12}  {'LABELS':<{LABELS_WIDTH}}  {'STATE':<7}  {'IMAGES':>7}"
-        f"  {'CLASSES':>7}  {'INPUT':<11}  {'ATTEMPTS':>8}  {'BEST VAL':>8}"
+        f"  {'CLASSES':>7}  {'INPUT':<11}  {'ATTEMPTS':>8}  {'BEST VAL':>8}  {'FROM':<{width}}"
     ]
-    for t in tasks:
+    for t, source in zip(tasks, sources, strict=True):
         profiled = t.HasField("profile")
         images = str(t.profile.images) if profiled else "-"
         classes = str(t.profile.classes) if profiled else str(len(t.label_names))
@@ -238,7 +250,7 @@ def tasks_table(tasks: Sequence[task_pb2.Task]) -> list[str]:
         lines.append(
             f"{fingerprint_prefix(t.fingerprint):<12}  {label_list(t.label_names):<{LABELS_WIDTH}}"
             f"  {task_state(t.state):<7}  {images:>7}  {classes:>7}  {input_shape(t):<11}"
-            f"  {t.attempts:>8}  {best:>8}"
+            f"  {t.attempts:>8}  {best:>8}  {source:<{width}}"
         )
     for t in tasks:
         if t.error:
