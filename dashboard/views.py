@@ -232,10 +232,30 @@ def test_results(a: pb.Attempt) -> dict[str, Any] | None:
     }
 
 
+def reported_run(a: pb.Attempt) -> dict[str, Any] | None:
+    """What a run reported by users' own code says of itself (it has no command): its
+    params, the task it declares, what reported it and the names of its metrics."""
+    if not a.HasField("reported"):
+        return None
+    r = a.reported
+    task = r.task
+    return {
+        "params": json.dumps(json_format.MessageToDict(r.params), indent=2, sort_keys=True),
+        "dataset": task.dataset,
+        "labels": list(task.labels),
+        "input_shape": "x".join(str(d) for d in task.input_shape),
+        "train_size": task.train_size,
+        "features": sorted((k, number(v)) for k, v in task.features.items()),
+        "client": r.client,
+        "metric_keys": list(r.metric_keys),
+    }
+
+
 def attempt_page(a: pb.Attempt) -> dict[str, Any]:
     row = attempt_row(a)
     told = prognosis(a.prognosis) if a.HasField("prognosis") else None
-    n_labels = len(a.training_commands.label_names)
+    reported = reported_run(a)
+    n_labels = len(reported["labels"]) if reported else len(a.training_commands.label_names)
     tags = dict(sorted(a.tags.items()))
     return {
         **row,
@@ -259,7 +279,9 @@ def attempt_page(a: pb.Attempt) -> dict[str, Any]:
         "note": tags.get(NOTE_TAG, ""),
         "has_validation": any(e.val_loss for e in a.epochs),
         "trial": {"study": a.trial.study, "number": a.trial.number} if a.trial.study else None,
-        "can_test": row["status"] in ("trained", "complete"),
+        "reported": reported,
+        # A reported run is tested by its own code (Test refuses it).
+        "can_test": row["status"] in ("trained", "complete") and reported is None,
         "can_cancel": row["status"] in RUNNING,
     }
 

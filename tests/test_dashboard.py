@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -710,3 +711,30 @@ def test_an_older_gateways_versions_of_a_task_are_folded_into_one_row() -> None:
     ]
     rows = views.distinct_tasks(listed)
     assert [(r["fingerprint"][0], r["versions"]) for r in rows] == [("b", 3), ("d", 1)]
+
+
+def test_a_reported_run_shows_its_params_and_declared_task_not_a_command(gateway, ui) -> None:
+    """A run of users' own code has no command: its page shows what it reported of
+    itself (params, declared task, metric names), escaped, and offers no Test."""
+    from metalearn.v1 import reporting_service_pb2 as rpb
+    from metalearn.v1 import reporting_service_pb2_grpc as rgrpc
+
+    with gateway.channel() as channel:
+        stub = rgrpc.ReportingServiceStub(channel)
+        start = rpb.StartRunRequest(
+            name=f"reported-{uuid.uuid4().hex[:6]}",
+            task=attempt_pb2.DeclaredTask(dataset="pets", labels=["cat", XSS], train_size=900),
+            client="metalearn-python/test",
+        )
+        start.task.features["imbalance"] = 0.25
+        start.params.update({"lr": 0.01, "note": XSS})
+        run = stub.StartRun(start).attempt
+        stub.FinishRun(rpb.FinishRunRequest(attempt_id=run.id, end=rpb.RUN_END_FINISHED))
+    page = signed_in(ui, gateway.admin_token).get(f"/attempts/{run.id}").text
+    assert 'id="reported"' in page and 'id="command"' not in page
+    assert "metalearn-python/test" in page and "pets" in page and "900" in page
+    assert "imbalance" in page and "0.2500" in page
+    params = re.search(r'<pre id="params">(.*?)</pre>', page, re.S).group(1)
+    assert "&#34;lr&#34;: 0.01" in params or "&quot;lr&quot;: 0.01" in params
+    assert XSS not in page  # the label and the param are text
+    assert re.search(r'id="test" data-action="test"\s+hidden', page)
