@@ -115,12 +115,15 @@ def test_external_studies_are_checked_field_by_field(
     bad.search_space[0].path = "layers[0].lr"
     bad.external.heartbeat_seconds = 5
     bad.external.task.labels[:] = ["only"]
-    bad.warm_start.similar_tasks = 3
+    bad.warm_start.similar_tasks = 3  # an external study may warm-start (from reports)
+    bad.warm_start.zero_shot_trials = 99  # but not with more trials than it has
+    bad.external.task.features["log_classes"] = 1.0  # derived: declare the labels
     with pytest.raises(grpc.RpcError) as err:
         studies.CreateStudy(spb.CreateStudyRequest(study=bad))
     found = violations(err.value)
     for field in ("study.search_space[0].path", "study.external.heartbeat_seconds",
-                  "study.external.task.labels", "study.warm_start"):  # fmt: skip
+                  "study.external.task.labels", "study.warm_start.zero_shot_trials",
+                  "study.external.task.features[log_classes]"):  # fmt: skip
         assert field in found, (field, found)
     with pytest.raises(grpc.RpcError) as err:
         studies.AskTrial(spb.AskTrialRequest(name="no-such-study"))

@@ -236,18 +236,14 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
     async def _batch(
         self, batch: rpb.ReportBatch, session: _Session, path: RunEpochs
     ) -> rpb.ReportRunResponse:
-        """Stores one batch (points, then epochs through the path); its answer."""
+        """Stores one batch (its epochs through the path, then its points); its answer.
+        Epochs first: they are what watchers wait for, and points wait for the next group
+        commit. A stop that an epoch brings is made once the points are stored."""
         run_id = session.row.id
         checked = checks.check_batch(batch, session.current_epoch, session.n_epoch)
         if checked.points:
             await self._bound(checked, session)
-        # Written with every other stream's waiting reports, in one statement.
-        stored = await self._writer.report(
-            run_id, session.heartbeat, checked.points, session.series
-        )
-        if stored is None:
-            return _stop_for(await self._reports.run(run_id))
-        session.points += stored
+        reason = None
         for epoch in checked.epochs:
             try:
                 reason = await path.record(epoch)
@@ -255,8 +251,17 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
                 return _stop_for(await self._reports.run(run_id))
             session.current_epoch = epoch.epoch
             if reason is not None:
-                await self._work.finish(run_id, FENCE, "PRUNED", reason)
-                return _stop("PRUNED", reason)
+                break
+        # Written with every other stream's waiting reports, in one statement.
+        stored = await self._writer.report(
+            run_id, session.heartbeat, checked.points, session.series
+        )
+        if stored is None:
+            return _stop_for(await self._reports.run(run_id))
+        session.points += stored
+        if reason is not None:
+            await self._work.finish(run_id, FENCE, "PRUNED", reason)
+            return _stop("PRUNED", reason)
         if checked.diverged is not None:
             reason = f"diverged: {checked.diverged[1]}"
             await path.ending()

@@ -12,17 +12,25 @@ stored. Hand-written: the batching is a list and a future per report.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
 from gateway.reporting.checks import Points, array_literals
 from gateway.store.reports import ReportStore
 from metalearn import errors
+from metalearn.waiting import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 # The most points one statement carries (a report larger than this goes alone).
 MAX_STATEMENT_POINTS = 200_000
+# Statements in flight at once. One at a time, each report waited for the statement
+# before it and then its own, and a statement's time is mostly waiting (PostgreSQL, and
+# the busy event loop to resume it): with a thousand runs, 85 ms a statement at the
+# median and the writer never idle. A stream sends its next batch only once the last is
+# acknowledged, so statements in flight together never hold the same run's rows.
+STATEMENTS = 6
 
 
 @dataclass
@@ -46,10 +54,11 @@ def _joined(literals: list[str]) -> str:
 class ReportWriter:
     name = "report-writer"
 
-    def __init__(self, reports: ReportStore) -> None:
+    def __init__(self, reports: ReportStore, statements: int = STATEMENTS) -> None:
         self._reports = reports
         self._waiting: list[_Report] = []
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(statements)
 
     async def report(
         self, attempt_id: int, heartbeat: int, points: list[Points], series: dict[str, int]
@@ -62,13 +71,21 @@ class ReportWriter:
         return await done
 
     async def run(self) -> None:
+        writing: set[asyncio.Task[None]] = set()
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._waiting:
-                    await self._write(self._take())
+                    # What waits when a slot frees goes in one statement.
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._write_then_free(self._take()))
+                    writing.add(task)
+                    task.add_done_callback(writing.discard)
         finally:
+            for task in list(writing):
+                with contextlib.suppress(Exception):  # each told its reports already
+                    await cancel_and_wait(task)
             # The gateway is stopping: whoever waits is told, not left hanging.
             for report in self._waiting:
                 if not report.done.done():
@@ -85,6 +102,12 @@ class ReportWriter:
             count += 1
         taken, self._waiting = self._waiting[:count], self._waiting[count:]
         return taken
+
+    async def _write_then_free(self, taken: list[_Report]) -> None:
+        try:
+            await self._write(taken)
+        finally:
+            self._slots.release()
 
     async def _write(self, taken: list[_Report]) -> None:
         parts = [array_literals(r.points, r.series) for r in taken if r.points]

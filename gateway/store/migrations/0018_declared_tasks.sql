@@ -41,8 +41,9 @@ ALTER TABLE tasks
     ADD COLUMN sample  bytea,
     ADD CONSTRAINT tasks_sample_source CHECK ((source = 'SAMPLE') = (sample IS NOT NULL));
 
--- A prognosis holds a run to its task's best finished run (store/curves.py): read from
--- the task's finished runs alone, newest first. Every reported run of a declared task
+-- A prognosis holds a run to its task's best finished run (store/curves.py), and a task
+-- shows its finished runs' count and best (store/tasks.py): read from the task's finished
+-- runs alone, newest first. Every reported run of a declared task
 -- now has a key, and a thousand running ones of one task were each read (by the hash
 -- index on the key) for every epoch of each. The md5: a key may be longer than a B-tree
 -- entry (migration 0014).
