@@ -66,25 +66,29 @@ def _distance() -> similarity.Distance:
 
 
 def test_a_partial_profile_counts_what_it_lacks_as_an_expected_difference() -> None:
-    d = _distance()  # weights a 1, b 1, c 2, d 0; z-scores are the values here
+    d = _distance()  # learned weights a 1, b 1, c 2, d 0; z-scores are the values here
     full = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 5.0}
     partial = {"a": 3.0, "c": 1.0}
-    # a: 3^2; b lacked by `partial`: 0^2 + 1; c: 1^2 twice; d weighs 0 (exact arithmetic
-    # on small integers).
-    assert d.between(full, partial) == pytest.approx(math.sqrt(9 + 1 + 2), rel=1e-12)
-    assert d.between(partial, full) == d.between(full, partial)
-    # Two full profiles: the weighted Euclidean distance as before.
+    # With a partial profile every feature weighs 1 (the weights were learned on whole
+    # ones): a 3^2; b and d lacked by `partial`: 0^2 + 1 and 5^2 + 1; c 1^2 (exact
+    # arithmetic on small integers).
+    assert d.between(full, partial) == pytest.approx(math.sqrt(9 + 1 + 1 + 26), rel=1e-12)
+    # From the declared side, what it lacks tells candidates nothing apart: 0.
+    assert d.between(partial, full) == pytest.approx(math.sqrt(9 + 1), rel=1e-12)
+    # Two identical declarations are one place, nearer than any measured task.
+    assert d.between(partial, dict(partial)) == 0.0
+    # Two whole profiles: the learned weighted Euclidean distance.
     other = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}
     assert d.between(full, other) == pytest.approx(math.sqrt(1 + 1 + 2), rel=1e-12)
     # Sharing one feature exactly does not make a task known by that feature alone the
     # nearest: a task measured close on every feature comes first.
     known_by_class_count = {"a": 0.0}
-    measured_close = {"a": 0.3, "b": 0.3, "c": 0.3, "d": 0.3}
+    measured_close = {"a": 0.3, "b": 0.3, "c": 0.3, "d": 5.3}
     near = similarity.nearest(
         d, full, {"declared": known_by_class_count, "measured": measured_close}, 5
     )
     assert [t for t, _ in near] == ["measured", "declared"]
-    assert near[1][1] == pytest.approx(math.sqrt(0 + 1 + 2 * 1), rel=1e-12)
+    assert near[1][1] == pytest.approx(math.sqrt(0 + 1 + 1 + 26), rel=1e-12)
 
 
 def test_a_few_declared_profiles_do_not_take_features_from_the_distance() -> None:
@@ -262,3 +266,32 @@ def test_an_external_study_warm_starts_from_its_owners_reports_on_the_nearest_ta
     assert report.state == "ready", report
     assert len(report.sources) == 1 and report.zero_shot_trials == 1
     assert sorted(report.sources[0].label_names) == sorted(near.labels)
+
+
+def test_a_declaration_adds_to_what_the_owners_runs_declared(gateway: GatewayThread) -> None:
+    """A run that declares less takes nothing away from its task's profile; a feature
+    declared again takes its newest value."""
+    tag = uuid.uuid4().hex[:8]
+    with gateway.channel() as channel:
+        reporting = rgrpc.ReportingServiceStub(channel)
+        tasks = tgrpc.TaskServiceStub(channel)
+        first = _declared(f"merge-{tag}", 4, [3, 32, 32], 1_000)
+        first.features["imbalance"] = 0.5
+        runs = [reporting.StartRun(rpb.StartRunRequest(name=f"m1-{tag}", task=first)).attempt]
+        less = attempt_pb2.DeclaredTask(dataset=first.dataset, labels=first.labels)
+        less.features["imbalance"] = 0.25
+        runs.append(reporting.StartRun(rpb.StartRunRequest(name=f"m2-{tag}", task=less)).attempt)
+        profiles = [
+            dict(tasks.FindSimilarTasks(pb.FindSimilarTasksRequest(attempt_id=r.id)).target
+                 .profile.features)
+            for r in runs
+        ]  # fmt: skip
+    assert profiles[1] == pytest.approx(
+        {"log_classes": 2.0, "log_images": 3.0, "channels": 3.0, "log_pixels": 10.0,
+         "imbalance": 0.25}, rel=1e-12)  # fmt: skip
+    # Channels last is refused, named, with the shape it meant.
+    with gateway.channel() as channel:
+        bad = rpb.StartRunRequest(name=f"m3-{tag}", task=_declared("x", 2, [32, 32, 3], 10))
+        with pytest.raises(grpc.RpcError) as err:
+            rgrpc.ReportingServiceStub(channel).StartRun(bad)
+    assert "[3, 32, 32]" in violations(err.value)["task.input_shape"]

@@ -63,13 +63,16 @@ class PrognosisWatcher:
                 continue
             due, self._due = self._due, {}
             items = iter(due.items())
+            chunk: list[tuple[int, int | None]] = []
             try:
                 while chunk := list(islice(items, BATCH)):
                     await self._curves.update_many(chunk)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database away: the next epoch of each run tries again
+            except Exception:  # the database away: what was not made waits for the next
                 log.exception("making %d prognoses", len(due))
+                for attempt_id, fence in [*chunk, *items]:
+                    self._due.setdefault(attempt_id, fence)
 
 
 _NONE = object()

@@ -111,6 +111,11 @@ def check_declared_task(
     for i, side in enumerate(task.input_shape):
         if not 1 <= side <= 1_000_000:
             v.add(f"{field}.input_shape[{i}]", f"must be between 1 and 1000000, got {side}")
+    shape = list(task.input_shape)
+    if len(shape) == 3 and shape[2] in (1, 3, 4) and shape[0] > 4:
+        # [32, 32, 3] read as channels first would be 32 channels of 32 x 3 pixels.
+        v.add(f"{field}.input_shape", f"channels first, C x H x W: {shape} looks like"
+              f" H x W x C; give {[shape[2], shape[0], shape[1]]}")  # fmt: skip
     if task.train_size < 0:
         v.add(f"{field}.train_size", f"must not be negative, got {task.train_size}")
     if len(task.features) > declared.MAX_DECLARED:

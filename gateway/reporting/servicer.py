@@ -253,9 +253,14 @@ class ReportingServicer(reporting_service_pb2_grpc.ReportingServiceServicer):
             if reason is not None:
                 break
         # Written with every other stream's waiting reports, in one statement.
-        stored = await self._writer.report(
-            run_id, session.heartbeat, checked.points, session.series
-        )
+        try:
+            stored = await self._writer.report(
+                run_id, session.heartbeat, checked.points, session.series
+            )
+        except Exception:
+            if reason is not None:  # the epoch that brought it is stored: a resent one
+                await self._work.finish(run_id, FENCE, "PRUNED", reason)  # is not judged
+            raise
         if stored is None:
             return _stop_for(await self._reports.run(run_id))
         session.points += stored

@@ -28,9 +28,12 @@ MAX_STATEMENT_POINTS = 200_000
 # Statements in flight at once. One at a time, each report waited for the statement
 # before it and then its own, and a statement's time is mostly waiting (PostgreSQL, and
 # the busy event loop to resume it): with a thousand runs, 85 ms a statement at the
-# median and the writer never idle. A stream sends its next batch only once the last is
-# acknowledged, so statements in flight together never hold the same run's rows.
-STATEMENTS = 6
+# median and the writer never idle (bench/reporting.py: watch p99 850 ms with one, 395
+# with 3, 475 with 6, in one session). A stream sends its next batch only once the last
+# is acknowledged, so statements in flight together hold one run's rows only when a
+# reporter reconnected and sent again; should two then lock in opposite orders,
+# PostgreSQL fails one of them and its reporters send again (each point is stored once).
+STATEMENTS = 3
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg_pool
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -139,6 +140,22 @@ _LEARNABLE = (
 )
 
 
+# Prognoses kept in one statement (`CurveStore.save_prognoses`), waiting for their rows'
+# locks or skipping rows another statement holds.
+_SAVE_PROGNOSES = sql.SQL(
+    "WITH u AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[],"
+    " %s::jsonb[]) AS u(id, fence, wire, doc)),"
+    " free AS (SELECT a.id FROM attempts a JOIN u ON a.id = u.id"
+    " WHERE (u.fence IS NULL OR a.claims = u.fence)"
+    " AND a.current_epoch >= (u.doc ->> 'epoch')::int"
+    " AND COALESCE((a.prognosis ->> 'epoch')::int, 0) <= (u.doc ->> 'epoch')::int"
+    " ORDER BY a.id FOR UPDATE OF a {})"
+    " UPDATE attempts a SET prognosis_wire = u.wire, prognosis = u.doc"
+    " FROM u JOIN free ON free.id = u.id WHERE a.id = u.id RETURNING a.id"
+)
+_LOCKING = {True: sql.SQL(""), False: sql.SQL("SKIP LOCKED")}
+
+
 class CurveStore:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool, trusted: Sequence[str] = ()) -> None:
         self._pool = pool
@@ -218,27 +235,28 @@ class CurveStore:
         """Keeps an attempt's newest prognosis and tells its watchers (at commit). With a
         fence, only while no other lease took the run (a stale trainer's run writes
         nothing)."""
-        return attempt_id in await self.save_prognoses([(attempt_id, fence, wire, doc)])
+        return attempt_id in await self.save_prognoses([(attempt_id, fence, wire, doc)], wait=True)
 
     async def save_prognoses(
-        self, prognoses: Sequence[tuple[int, int | None, bytes, dict[str, Any]]]
+        self, prognoses: Sequence[tuple[int, int | None, bytes, dict[str, Any]]], wait: bool = False
     ) -> set[int]:
         """Keeps (attempt id, fence, wire form, filter form) prognoses in one statement;
         the ids kept. A fence holds while no other lease took the run since (its claims):
         a batch may come just after the run ended, and its prognosis, made from the
-        epochs stored, is still the run's."""
+        epochs stored, is still the run's. A prognosis is kept only over an older one and
+        while the run still has the epochs it was made from (a retried run's were
+        deleted). Without `wait`, rows another statement holds are skipped, not waited for
+        (a report's statement locks its runs in an order of its own: a batch waiting for
+        several could deadlock), and their next prognosis comes with their next epoch or
+        their end; one run's (`wait`) waits, which cannot deadlock."""
         if not prognoses:
             return set()
-        ids, fences, wires, docs = zip(*prognoses, strict=True)
+        ids, fences, wires, docs = zip(*sorted(prognoses, key=lambda p: p[0]), strict=True)
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor()
                 await cur.execute(
-                    "UPDATE attempts a SET prognosis_wire = u.wire, prognosis = u.doc"
-                    " FROM unnest(%s::bigint[], %s::bigint[], %s::bytea[], %s::jsonb[])"
-                    " AS u(id, fence, wire, doc) WHERE a.id = u.id"
-                    " AND (u.fence IS NULL OR a.claims = u.fence)"
-                    " RETURNING a.id",
+                    _SAVE_PROGNOSES.format(_LOCKING[wait]),
                     (list(ids), list(fences), list(wires), [Jsonb(d) for d in docs]),
                 )
                 kept = {int(row[0]) for row in await cur.fetchall()}

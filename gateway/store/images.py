@@ -49,7 +49,11 @@ async def _tasks_changed(conn: psycopg.AsyncConnection[Any], labels: list[str]) 
     fingerprint (and so a new profile)."""
     if labels:
         await conn.execute(
-            "UPDATE tasks SET stale = true WHERE label_names ?| %s AND NOT stale", (labels,)
+            # Only tasks of images held here: a declared task's labels name its owner's
+            # classes, not these images.
+            "UPDATE tasks SET stale = true WHERE label_names ?| %s AND NOT stale"
+            " AND source = 'IMAGES'",
+            (labels,),
         )
 
 

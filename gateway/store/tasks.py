@@ -204,16 +204,21 @@ class TaskStore:
                 )
                 return [_record(r) for r in await cur.fetchall()]
 
-    async def ready(self) -> list[TaskRecord]:
-        """The newest profiled version of every task key."""
+    async def ready(self, trusted: Sequence[str]) -> list[TaskRecord]:
+        """The newest profiled version of every task key that learning may read: every
+        task of images held here, and the tasks declared by the `trusted` owners and by
+        admins (migration 0012's `trusted_run`: anyone may declare any number of tasks,
+        which must not grow every caller's reads nor move the shared distance)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL(
-                        "SELECT DISTINCT ON (t.key) {} FROM tasks t"
-                        " WHERE t.state = 'READY' ORDER BY t.key, {}"
-                    ).format(_TASK, sql.SQL(_PREFERRED))
+                        "SELECT DISTINCT ON (t.key) {} FROM tasks t WHERE t.state = 'READY'"
+                        " AND (t.source = 'IMAGES' OR trusted_run('REPORTED', t.owner, %s))"
+                        " ORDER BY t.key, {}"
+                    ).format(_TASK, sql.SQL(_PREFERRED)),
+                    (list(trusted),),
                 )
                 return [_record(r) for r in await cur.fetchall()]
 
@@ -235,7 +240,8 @@ class TaskStore:
                     " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = a.task_key)"
                     " ORDER BY a.task_key, a.id) n"
                     " UNION ALL SELECT * FROM (SELECT DISTINCT ON (key) label_names, image_ops"
-                    " FROM tasks WHERE stale ORDER BY key, id DESC) s LIMIT %s",
+                    " FROM tasks WHERE stale AND source = 'IMAGES' ORDER BY key, id DESC) s"
+                    " LIMIT %s",
                     (limit,),
                 )
                 return [(list(r["labels"]), list(r["ops"])) for r in await cur.fetchall()]
@@ -262,9 +268,10 @@ class TaskStore:
     async def declare(
         self, owner: str, dataset: str, labels: Sequence[str], features: dict[str, float]
     ) -> TaskRecord:
-        """The version of `owner`'s declared task that these features make, READY at once
-        (FAILED when they are none: nothing to compare it by). A declaration seen before
-        is the row it made; new features make a new version."""
+        """The version of `owner`'s declared task that these features make with what its
+        runs declared before (a run that declares less takes nothing away; a feature
+        declared again takes its newest value), READY at once, or FAILED when there is
+        nothing to compare it by. The same declaration again is the row it made."""
         error = (
             ""
             if features
@@ -305,6 +312,16 @@ class TaskStore:
                 row = await cur.fetchone()
                 assert row is not None and row["key"] is not None
                 key = str(row["key"])
+                if source == "DECLARED":
+                    await cur.execute(
+                        "SELECT features FROM tasks WHERE key = %s AND source = 'DECLARED'"
+                        " AND state = 'READY' ORDER BY id DESC LIMIT 1",
+                        (key,),
+                    )
+                    prior = await cur.fetchone()
+                    if prior is not None:
+                        features = {**dict(prior["features"] or {}), **features}
+                        material, state, error = sorted(features.items()), "READY", ""
                 fingerprint = hashlib.sha256(
                     f"{source}\n{key}\n{json.dumps(material)}".encode()
                 ).hexdigest()

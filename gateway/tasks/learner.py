@@ -162,10 +162,16 @@ class Learner:
         caller shares): the configured ones, and the caller's own."""
         return tuple(sorted({*self._trusted, caller})) if caller else self._trusted
 
+    def _shared(self, known: Known) -> int:
+        """Profiled tasks every caller learns from alike (what decides a refit of the
+        shared distance): a caller's own declared tasks do not count, or each call of a
+        caller with many would refit it."""
+        return sum(t.source == "IMAGES" or t.owner in self._trusted for t in known.tasks.values())
+
     async def known(self, caller: str | None = None) -> Known:
         """The store as `caller` may learn from it (None: as every caller may)."""
         trusted = self.trusted(caller)
-        ready = {t.key: t for t in await self._tasks.ready()}
+        ready = {t.key: t for t in await self._tasks.ready(trusted)}
         runs = await self._tasks.evaluations(trusted)
         tried: dict[str, list[Evaluation]] = {}
         for e in runs:
@@ -183,7 +189,15 @@ class Learner:
             if known is None or known.trusted != self._trusted:
                 known = await self.known()
             done = await self._tasks.studies_done()
-            with_history = {k: p for k, p in known.profiles().items() if k in known.tried}
+            # Measured profiles (images here, or a sample) choose the distance's features
+            # and scales; a store where declared tasks outnumber them must not take the
+            # pixel features from everyone's distance. Declared profiles are compared on
+            # what they have (similarity.Distance.between).
+            measured = {
+                k: p for k, p in known.profiles().items() if known.tasks[k].source != "DECLARED"
+            }
+            with_history = {k: p for k, p in (measured or known.profiles()).items()
+                            if k in known.tried}  # fmt: skip
             # Fitting is numpy work on at most a few thousand pairs: off the event loop.
             distance = await asyncio.to_thread(
                 similarity.fit,
@@ -193,9 +207,9 @@ class Learner:
                 known.evidence,
             )
             if not distance.features:  # nothing with history yet: scale over every task
-                distance = similarity.standardized(known.profiles())
+                distance = similarity.standardized(measured or known.profiles())
             at = await self._tasks.save_distance(
-                distance.kind, _distance_json(distance, len(known.tasks)), done
+                distance.kind, _distance_json(distance, self._shared(known)), done
             )
             log.info(
                 "task distance refitted: %s over %d tasks, %d pairs",
@@ -206,12 +220,20 @@ class Learner:
             return Fitted(distance, at)
 
     async def distance(self, known: Known) -> Fitted:
-        """The kept distance, refitted first when enough has happened since."""
+        """The kept distance, refitted first when enough has happened since. While no
+        task every caller shares is profiled (a store of one owner's declared tasks),
+        it has no features: the caller's own tasks are then scaled for this answer."""
+        fitted = await self._kept_or_fitted(known)
+        if not fitted.distance.features and known.tasks:
+            return Fitted(similarity.standardized(known.profiles()), fitted.at)
+        return fitted
+
+    async def _kept_or_fitted(self, known: Known) -> Fitted:
         kept = await self._tasks.distance()
         if kept is not None:
             model, studies_at_fit, at = kept
             done = await self._tasks.studies_done()
-            grown = len(known.tasks) >= max(
+            grown = self._shared(known) >= max(
                 REFIT_GROWTH * int(model.get("ready_tasks", 0)),
                 int(model.get("ready_tasks", 0)) + 1,
             )
@@ -247,6 +269,8 @@ class Learner:
         if not near:
             return Suggestion(None, [], [])
         weights = weighted(warmstart.neighbour_weights([(t.key, d) for t, d in near]), known)
+        if not weights:  # every neighbour a claim that weighs nothing
+            return Suggestion(None, [], near)
         values = known.values([t.key for t, _ in near])
         ranked = warmstart.portfolio(values, weights)
         top = ranked[0]
@@ -266,7 +290,8 @@ def weighted(weights: Mapping[str, float], known: Known) -> dict[str, float]:
     its runs), normalized to sum 1."""
     raw = {k: w * known.evidence.get(k, 1.0) for k, w in weights.items()}
     total = sum(raw.values())
-    return {k: v / total for k, v in raw.items()} if total > 0 else dict(weights)
+    # Claims that weigh nothing (claim_weight 0) are no source at all.
+    return {k: v / total for k, v in raw.items() if v > 0} if total > 0 else {}
 
 
 def params_of(
@@ -379,6 +404,15 @@ def warm_plan(
         else {k: 1.0 / len(ranked) for k, _ in ranked},
         known,
     )
+    ranked = [(k, d) for k, d in ranked if k in weights]
+    if not ranked:
+        return {
+            "state": "cold: the past runs that fit this search space are claims that weigh"
+            " nothing here (claim_weight 0)",
+            "sources": [],
+            "zero_shot": [],
+            "priors": [],
+        }
     values = {k: {g: v for g, (_, v, _) in usable[k].items()} for k, _ in ranked}
     count = zero_shot if zero_shot > 0 else min(len(ranked), DEFAULT_ZERO_SHOT)
     count = 0 if zero_shot < 0 else min(count, max(n_trials // 2, 1))

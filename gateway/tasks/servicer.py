@@ -19,6 +19,7 @@ from gateway.pagination import before_id, before_token
 from gateway.store.attempts import AttemptStore
 from gateway.store.images import ImageStore
 from gateway.store.tasks import TaskRecord, TaskStore
+from gateway.tasks import declaring
 from gateway.tasks.convert import provenance_value, task_proto
 from gateway.tasks.learner import Fitted, Known, Learner
 from gateway.tasks.profiler import TaskProfiler
@@ -103,10 +104,13 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         if record is not None:
             return record
         stored = convert.attempt_from_record(await self._attempts.get(attempt_id))
-        if stored.HasField("reported"):
-            raise FailedPrecondition(
-                f"attempt id {attempt_id} declares no task (neither a dataset nor labels)"
-            )
+        if stored.HasField("reported"):  # declared before its task had a row: now
+            declared = await declaring.declare(self._tasks, stored.owner, stored.reported.task)
+            if declared is None:
+                raise FailedPrecondition(
+                    f"attempt id {attempt_id} declares no task (neither a dataset nor labels)"
+                )
+            return declared
         key = task_pb2.TaskKey(
             label_names=stored.training_commands.label_names,
             image_ops=stored.training_commands.image_ops,

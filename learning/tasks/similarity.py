@@ -61,21 +61,25 @@ class Distance:
         return z
 
     def between(self, a: Mapping[str, float], b: Mapping[str, float]) -> float:
-        """The distance, where a feature one profile lacks (a declared task's) counts as
-        its expected squared difference under the standardized features' own prior, a
-        standard normal z-score: z^2 + 1 against a known z, 2 when both lack it. So a task
-        known by a few features is no nearer than what is known of it says: sharing its
-        class count with the target does not put it before a task measured close on every
-        feature. (scikit-learn's `nan_euclidean_distances` scales the shared features up
-        instead, which puts such a task at distance 0; and it has no feature weights.)"""
+        """The distance from target `a` to `b`. A feature the target has and `b` lacks (a
+        declared task's) counts as its expected squared difference under the standardized
+        features' own prior, a standard normal z-score: z^2 + 1. So a task known by a few
+        features is no nearer than what is known of it says: sharing its class count with
+        the target does not put it before a task measured close on every feature. A
+        feature the target lacks counts 0: it cannot tell candidates apart. (So from a
+        declared target the distance is not symmetric.) scikit-learn's
+        `nan_euclidean_distances` scales the shared features up instead, which puts a
+        task known by one matching feature at distance 0; and it has no feature
+        weights."""
         za, zb = self.z(a), self.z(b)
         lack_a, lack_b = np.isnan(za), np.isnan(zb)
-        squared = np.where(
-            lack_a & lack_b,
-            2.0,
-            np.where(lack_a, zb * zb + 1.0, np.where(lack_b, za * za + 1.0, (za - zb) ** 2)),
-        )
-        return float(math.sqrt(float(np.dot(np.array(self.weights), squared))))
+        squared = np.where(lack_a, 0.0, np.where(lack_b, za * za + 1.0, (za - zb) ** 2))
+        # Learned weights were fitted on pairs of whole profiles, where a feature that
+        # never varied (every measured task's size, say) may weigh 0: a pair with a
+        # partial profile is compared with every feature weighing 1.
+        whole = not (lack_a.any() or lack_b.any())
+        weights = np.array(self.weights) if whole else np.ones(len(self.weights))
+        return float(math.sqrt(float(np.dot(weights, squared))))
 
     def standardized(self) -> Distance:
         return Distance(
@@ -234,7 +238,9 @@ def fit(
     sums = a.sum(axis=1)
     c = float(np.dot(sums, target) / max(float(np.dot(sums, sums)), 1e-12))
     k = a.shape[1]
-    lam = math.sqrt(ridge * len(pairs))
+    # The ridge in units of the pairs' total weight (their count when all weigh 1), so
+    # weighing every pair alike changes nothing.
+    lam = math.sqrt(ridge * float(np.sum(root * root)))
     design = np.vstack(
         [np.hstack([a, root[:, None]]), np.hstack([lam * np.eye(k), np.zeros((k, 1))])]
     )
