@@ -42,3 +42,5 @@ COMMAND_LIMITS = CommandLimits()
 # these before storing it and the trainer again before decoding it: the same numbers.
 MAX_SAMPLE_IMAGES = 1_000
 MAX_SAMPLE_BYTES = 8 * 1024 * 1024
+MAX_SAMPLE_PIXELS = 1024 * 1024  # of one image
+SAMPLE_FORMATS = ("PNG", "JPEG")

@@ -55,7 +55,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from torch import nn
 
 from metalearn.errors import FailedPrecondition, FieldViolation, InvalidArgument, Violations
-from metalearn.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES, CommandLimits
+from metalearn.limits import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES, SAMPLE_FORMATS, CommandLimits
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, task_pb2
 from trainer import checks
 from trainer.config import TrainerConfig
@@ -89,9 +89,8 @@ _FIELDS = ("command.", "task.")
 # (metalearn/limits.py, shared with the gateway): the gateway checks them first, and the
 # trainer again, because a sample is the one place a trainer decodes bytes that the
 # gateway did not check and store itself.
-# The formats a sample may hold. Pillow is told to try only these, so no other format's
-# parser ever reads a reporter's bytes.
-SAMPLE_FORMATS = ("PNG", "JPEG")
+# A sample holds only SAMPLE_FORMATS (metalearn/limits.py). Pillow is told to try only
+# these, so no other format's parser ever reads a reporter's bytes.
 # The filter that brings a sample's images to one size. Bilinear (antialiased when it
 # shrinks, as Pillow's resize always is): its weights are plain arithmetic, computed and
 # applied in fixed point the same way everywhere, where bicubic's and Lanczos's would

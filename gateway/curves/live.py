@@ -103,15 +103,17 @@ def run_of_row(row: CurveRow) -> Run:
                   rates[0] if rates else math.nan)  # fmt: skip
 
 
-def _assess_all(rows: Sequence[CurveRow], loaded: Loaded | None) -> list[Assessment]:
-    """Each row's assessment, as `Curves.update` makes it (in one thread for a batch)."""
+def _assess_all(rows: Sequence[CurveRow], loaded: Loaded | None) -> list[tuple[Assessment, bool]]:
+    """Each row's assessment, as `Curves.update` makes it (in one thread for a batch),
+    and whether its run has reached its last epoch."""
     found = []
     for row in rows:
         run = run_of_row(row)
         below = _number(row.command.get("hopeless_below"), 0.0)
         ended = len(run.points) >= run.n_epoch
         predictor = loaded.model if loaded is not None and not ended else None
-        found.append(assess(run, len(run.points), predictor, row.task_best, below=below))
+        assessment = assess(run, len(run.points), predictor, row.task_best, below=below)
+        found.append((assessment, ended))
     return found
 
 
@@ -259,10 +261,9 @@ class Curves:
         # every run and for every attempt the backfill finds: off the event loop.
         found = await asyncio.to_thread(_assess_all, rows, loaded)
         made = []
-        for row, assessment in zip(rows, found, strict=True):
+        for row, (assessment, ended) in zip(rows, found, strict=True):
             note = self._note
-            run = run_of_row(row)
-            if len(run.points) >= run.n_epoch:
+            if ended:
                 note = "its last epoch is in: nothing left to predict"
             elif loaded is not None and assessment.prediction is None:
                 note = "this run measures no validation accuracy to predict from"
@@ -270,7 +271,7 @@ class Curves:
             made.append((row.attempt_id, fences.get(row.attempt_id), proto.SerializeToString(),
                          filter_form(proto)))  # fmt: skip
         kept = await self._store.save_prognoses(made)
-        return {row.attempt_id: a for row, a in zip(rows, found, strict=True)
+        return {row.attempt_id: a for row, (a, _) in zip(rows, found, strict=True)
                 if row.attempt_id in kept}  # fmt: skip
 
     async def prune(

@@ -39,6 +39,8 @@ class PrognosisWatcher:
         self._every = every_seconds
         # Runs with an epoch since their last prognosis: attempt id -> the run's fence.
         self._due: dict[int, int | None] = {}
+        # Runs the last batch did not keep and handed to the next: tried once again only.
+        self._retried: set[int] = set()
 
     async def watch(self, run: Run) -> RunWatch | None:
         return _RunPrognosis(self, run)
@@ -64,9 +66,18 @@ class PrognosisWatcher:
             due, self._due = self._due, {}
             items = iter(due.items())
             chunk: list[tuple[int, int | None]] = []
+            missed: dict[int, int | None] = {}
             try:
                 while chunk := list(islice(items, BATCH)):
-                    await self._curves.update_many(chunk)
+                    kept = await self._curves.update_many(chunk)
+                    missed.update((a, f) for a, f in chunk if a not in kept)
+                # A row another statement held was skipped: the next batch tries it once
+                # more (a run the fence or a newer prognosis refused, or without epochs,
+                # is tried once more for nothing).
+                for attempt_id, fence in missed.items():
+                    if attempt_id not in self._retried:
+                        self._due.setdefault(attempt_id, fence)
+                self._retried = set(missed) - self._retried
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database away: what was not made waits for the next

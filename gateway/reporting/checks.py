@@ -44,8 +44,8 @@ MAX_BATCH_EPOCHS = 1_000
 # A task's sample (UploadTaskSample), as trainers bound it too (metalearn/limits.py).
 MAX_SAMPLE_IMAGES = command_limits.MAX_SAMPLE_IMAGES
 MAX_SAMPLE_BYTES = command_limits.MAX_SAMPLE_BYTES
-MAX_SAMPLE_PIXELS = 1024 * 1024
-SAMPLE_FORMATS = frozenset({"PNG", "JPEG"})
+MAX_SAMPLE_PIXELS = command_limits.MAX_SAMPLE_PIXELS
+SAMPLE_FORMATS = frozenset(command_limits.SAMPLE_FORMATS)
 # What one run may hold of named points: 10 million is 100 metrics logged every step
 # of a 100,000-step run; about 600 MB of the database.
 MAX_RUN_POINTS = 10_000_000

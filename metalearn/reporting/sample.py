@@ -46,16 +46,17 @@ import grpc
 import numpy as np
 from PIL import Image
 
+from metalearn import limits
 from metalearn.outgoing import translate
 from metalearn.v1 import reporting_service_pb2, reporting_service_pb2_grpc, task_pb2
 
 log = logging.getLogger("metalearn.reporting")
 rpb = reporting_service_pb2
 
-# The gateway's limits (reporting_service.proto, UploadTaskSample).
-MAX_IMAGES = 1_000
-MAX_PIXELS = 1_048_576
-MAX_BYTES = 8 * 1024 * 1024
+# The gateway's limits (reporting_service.proto, UploadTaskSample; metalearn/limits.py).
+MAX_IMAGES = limits.MAX_SAMPLE_IMAGES
+MAX_PIXELS = limits.MAX_SAMPLE_PIXELS
+MAX_BYTES = limits.MAX_SAMPLE_BYTES
 # What one image costs in the request beside its bytes: the field tags and lengths of
 # a SampleImage inside the repeated field (under 16 bytes: varints of at most 5 bytes
 # for the label and the length, 3 tag bytes, the message's own length).
