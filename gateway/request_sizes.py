@@ -79,6 +79,9 @@ def budgets(limits: Limits) -> dict[str, int]:
         _REPORTING + "UploadModel": SMALL + 64,
         # The sample's images (8 MiB in all) with a tag, a label and a length each.
         _REPORTING + "UploadTaskSample": MAX_SAMPLE_BYTES + MAX_SAMPLE_IMAGES * 16 + SMALL,
+        # A whole trial (copied or enqueued by an Optuna client), its attributes included;
+        # an attribute's value alone may be 256 KiB (gateway/optuna/checks.py).
+        "/optuna.StorageService/CreateNewTrial": whole,
     }
 
 

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from optuna.storages._grpc.auto_generated import api_pb2 as optuna_api_pb2
+from optuna.storages._grpc.auto_generated import api_pb2_grpc as optuna_api_pb2_grpc
 
 from gateway.attempts.servicer import AttemptServicer, status_wire, watch_response
 from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
@@ -27,6 +29,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.epochs import EpochPath, EpochWatcher
 from gateway.events import EventHub
+from gateway.optuna.servicer import OptunaStorageServicer
 from gateway.reporting.lapses import Lapses
 from gateway.reporting.servicer import ReportingServicer
 from gateway.reporting.writer import ReportWriter
@@ -34,6 +37,7 @@ from gateway.request_sizes import RequestSizes
 from gateway.slots import Slots
 from gateway.store import AttemptStore, Database, ImageStore, migrate
 from gateway.store.curves import CURVES, CurveStore
+from gateway.store.optuna import OptunaStore
 from gateway.store.reports import ReportStore
 from gateway.store.run_files import RunFileStore
 from gateway.store.studies import StudyStore
@@ -84,6 +88,8 @@ SERVICES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
     curve_service_pb2.DESCRIPTOR.services_by_name["CurveService"],
     reporting_service_pb2.DESCRIPTOR.services_by_name["ReportingService"],
+    # Optuna's own protocol (gateway/optuna/): Optuna's clients keep their studies here.
+    optuna_api_pb2.DESCRIPTOR.services_by_name["StorageService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
@@ -276,6 +282,9 @@ async def create_server(
             TaskStore(pool),
         ),
         server,
+    )
+    optuna_api_pb2_grpc.add_StorageServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        OptunaStorageServicer(OptunaStore(pool)), server
     )
     # What each feature hears of, from the database's notifications (on any replica).
     dispatcher.register(hub)

@@ -54,6 +54,8 @@ _SS = "/metalearn.v1.StudyService/"
 _KS = "/metalearn.v1.TaskService/"
 _CS = "/metalearn.v1.CurveService/"
 _RS = "/metalearn.v1.ReportingService/"
+# Optuna's own storage protocol (gateway/optuna/), as Optuna's GrpcStorageProxy speaks it.
+_OS = "/optuna.StorageService/"
 
 # Ownership of an attempt is checked by the store, inside the statement that changes
 # it: a writer passes this table for any attempt, then the row decides.
@@ -112,6 +114,27 @@ POLICY: dict[str, frozenset[Role]] = {
     _RS + "UploadTaskSample": WRITE,
     _RS + "FinishRun": WRITE,
     _RS + "GetMetricHistory": READ,
+    # Optuna's clients: writers make studies and change their own (the store checks the
+    # owner, as for attempts); readers read every study, as through StudyService.
+    _OS + "CreateNewStudy": WRITE,
+    _OS + "DeleteStudy": WRITE,
+    _OS + "SetStudyUserAttribute": WRITE,
+    _OS + "SetStudySystemAttribute": WRITE,
+    _OS + "GetStudyIdFromName": READ,
+    _OS + "GetStudyNameFromId": READ,
+    _OS + "GetStudyDirections": READ,
+    _OS + "GetStudyUserAttributes": READ,
+    _OS + "GetStudySystemAttributes": READ,
+    _OS + "GetAllStudies": READ,
+    _OS + "CreateNewTrial": WRITE,
+    _OS + "SetTrialParameter": WRITE,
+    _OS + "GetTrialIdFromStudyIdTrialNumber": READ,
+    _OS + "SetTrialStateValues": WRITE,
+    _OS + "SetTrialIntermediateValue": WRITE,
+    _OS + "SetTrialUserAttribute": WRITE,
+    _OS + "SetTrialSystemAttribute": WRITE,
+    _OS + "GetTrial": READ,
+    _OS + "GetTrials": READ,
 }
 
 

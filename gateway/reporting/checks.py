@@ -55,6 +55,8 @@ MIN_TIME_MS = 946_684_800_000
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAMS_DEPTH = 8
 MAX_CLIENT_CHARS = 128
+# The system an imported run comes from ("mlflow", "optuna").
+ORIGIN_SYSTEM = re.compile(r"[A-Za-z0-9._-]{1,32}")
 MAX_ERROR_CHARS = 4096
 DEFAULT_HEARTBEAT = 600
 HEARTBEAT_RANGE = (10, 86_400)
@@ -182,9 +184,20 @@ def check_start(request: rpb.StartRunRequest, limits: Limits) -> int:
               f" {request.heartbeat_seconds}")  # fmt: skip
     if problem := text_problem(request.client, MAX_CLIENT_CHARS):
         v.add("client", problem)
+    if request.HasField("origin"):
+        check_origin(v, "origin", request.origin)
     check_request_id(v, "request_id", request.request_id)
     v.raise_if_any()
     return request.heartbeat_seconds or DEFAULT_HEARTBEAT
+
+
+def check_origin(v: errors.Violations, field: str, origin: attempt_pb2.RunOrigin) -> None:
+    """Where an imported run was first recorded: a system's name and bounded texts."""
+    if not ORIGIN_SYSTEM.fullmatch(origin.system):
+        v.add(f"{field}.system", "1-32 letters, digits, '.', '_' or '-' (e.g. \"mlflow\")")
+    for name, most in (("id", 256), ("uri", 1024), ("group", 256)):
+        if problem := text_problem(getattr(origin, name), most):
+            v.add(f"{field}.{name}", problem)
 
 
 def _check_params(v: errors.Violations, field: str, params: struct_pb2.Struct) -> None:
@@ -219,6 +232,8 @@ def reported_spec(request: rpb.StartRunRequest, heartbeat: int) -> attempt_pb2.A
     reported.heartbeat_seconds = heartbeat
     reported.client = request.client
     reported.stop_when_hopeless = request.stop_when_hopeless
+    if request.HasField("origin"):
+        reported.origin.CopyFrom(request.origin)
     return spec
 
 

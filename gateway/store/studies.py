@@ -55,6 +55,10 @@ class TrialRecord:
     steps: list[int]
     val_accuracies: list[float]
     val_losses: list[float]
+    # A trial of an Optuna client's study: its state and values as the client set them
+    # (None: the trial's state is its attempt's).
+    optuna_state: str | None = None
+    values: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,18 @@ class StudyRecord:
     updated_at: dt.datetime
     # A warm start's plan (None until made, or for a cold study).
     warm_plan: dict[str, Any] | None
+    # An Optuna client's study: its objectives' directions (None: a study metalearn
+    # samples for) and user attributes, each value as JSON text.
+    directions: list[str] | None
+    user_attrs: dict[str, str]
 
 
+# The studies metalearn samples for itself: an Optuna client's study (with directions)
+# is driven by its clients, never ended, stopped or asked for trials here.
+_DRIVEN = sql.SQL("AND s.directions IS NULL")
 _STUDY = sql.SQL(
     "s.id, s.name, s.owner, s.spec, s.state, s.trials_made, s.stop_reason, s.sampler_state,"
-    " s.created_at, s.updated_at, s.warm_plan"
+    " s.created_at, s.updated_at, s.warm_plan, s.directions, s.user_attrs"
 )
 # The objective's candidates come from the epochs (NaN, a diverged epoch, included: the
 # caller refuses non-finite values).
@@ -87,7 +98,7 @@ _TRIALS = (
     " COALESCE(e.epochs, 0) AS epochs, e.best_val_accuracy, e.last_val_accuracy,"
     " e.best_val_loss, e.last_val_loss, COALESCE(e.steps, '{}') AS steps,"
     " COALESCE(e.val_accuracies, '{}') AS val_accuracies,"
-    " COALESCE(e.val_losses, '{}') AS val_losses"
+    " COALESCE(e.val_losses, '{}') AS val_losses, t.state AS optuna_state, t.vals AS values"
     " FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
     " LEFT JOIN LATERAL (SELECT count(*) AS epochs, max(val_accuracy) AS best_val_accuracy,"
     " (array_agg(val_accuracy ORDER BY epoch DESC))[1] AS last_val_accuracy,"
@@ -240,8 +251,10 @@ class StudyStore:
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                query = "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE'"
-                await cur.execute(sql.SQL(query).format(_STUDY), (study_id,))
+                query = sql.SQL(
+                    "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE' {}"
+                ).format(_STUDY, _DRIVEN)
+                await cur.execute(query, (study_id,))
                 row = await cur.fetchone()
                 return _study(row) if row is not None else None
 
@@ -249,7 +262,11 @@ class StudyStore:
         """Studies not yet done."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
-                cur = await conn.execute("SELECT id FROM studies WHERE state <> 'DONE' ORDER BY id")
+                cur = await conn.execute(
+                    sql.SQL("SELECT id FROM studies s WHERE state <> 'DONE' {} ORDER BY id").format(
+                        _DRIVEN
+                    )
+                )
                 return [int(r[0]) for r in await cur.fetchall()]
 
     @asynccontextmanager
@@ -262,9 +279,9 @@ class StudyStore:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL(
-                        "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE'"
+                        "SELECT {} FROM studies s WHERE s.id = %s AND s.state <> 'DONE' {}"
                         " FOR UPDATE{}"
-                    ).format(_STUDY, sql.SQL("" if wait else " SKIP LOCKED")),
+                    ).format(_STUDY, _DRIVEN, sql.SQL("" if wait else " SKIP LOCKED")),
                     (study_id,),
                 )
                 row = await cur.fetchone()
@@ -348,6 +365,11 @@ class StudyStore:
                 if row is None:
                     raise errors.NotFound(f"study {name!r} not found")
                 _check(name, row["owner"], scope)
+                if row["directions"] is not None:
+                    raise errors.FailedPrecondition(
+                        f"study {name!r} is driven by Optuna clients: they stop asking for"
+                        " trials; there is nothing to stop here"
+                    )
                 await cur.execute(
                     sql.SQL(
                         "UPDATE studies s SET state = 'STOPPING', stop_reason = %s,"
@@ -363,13 +385,17 @@ class StudyStore:
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
-                    "SELECT id, owner, state FROM studies WHERE name = %s FOR UPDATE", (name,)
+                    "SELECT id, owner, state, directions IS NOT NULL FROM studies WHERE name = %s"
+                    " FOR UPDATE",
+                    (name,),
                 )
                 row = await cur.fetchone()
                 if row is None:
                     raise errors.NotFound(f"study {name!r} not found")
                 _check(name, row[1], scope)
-                if row[2] != "DONE":
+                # An Optuna client's study never ends by itself: deleted when asked, as
+                # Optuna's delete_study does.
+                if row[2] != "DONE" and not row[3]:
                     raise errors.FailedPrecondition(
                         f"study {name!r} is {row[2]}: stop it and let its trials end first"
                     )

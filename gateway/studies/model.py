@@ -4,6 +4,7 @@ best trial, and the Study proto."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ def spec_of(record: StudyRecord) -> pb.Study:
 
 
 def maximize(study: pb.Study) -> bool:
+    if study.HasField("optuna"):  # an Optuna client's study: its first objective
+        return list(study.optuna.directions[:1]) == [pb.STUDY_DIRECTION_MAXIMIZE]
     return study.objective in _MAXIMIZE
 
 
@@ -72,7 +75,19 @@ class Outcome:
     error: str
 
 
+_OPTUNA_STATES = {
+    "WAITING": TrialState.WAITING,
+    "RUNNING": TrialState.RUNNING,
+    "COMPLETE": TrialState.COMPLETE,
+    "PRUNED": TrialState.PRUNED,
+    "FAIL": TrialState.FAIL,
+}
+
+
 def outcome(study: pb.Study, trial: TrialRecord) -> Outcome:
+    if trial.optuna_state is not None:  # as the Optuna client that runs it set it
+        first = trial.values[0] if trial.values else None
+        return Outcome(_OPTUNA_STATES[trial.optuna_state], first, "")
     if not trial.queued:
         if trial.error:
             return Outcome(TrialState.FAIL, None, trial.error)
@@ -95,6 +110,8 @@ def outcome(study: pb.Study, trial: TrialRecord) -> Outcome:
 
 
 _STATES = {
+    # Enqueued by an Optuna client, not yet taken by one of its workers.
+    TrialState.WAITING: pb.TRIAL_STATE_RUNNING,
     TrialState.RUNNING: pb.TRIAL_STATE_RUNNING,
     TrialState.COMPLETE: pb.TRIAL_STATE_COMPLETE,
     TrialState.FAIL: pb.TRIAL_STATE_FAILED,
@@ -133,6 +150,7 @@ def trial_proto(study: pb.Study, trial: TrialRecord) -> pb.Trial:
         epochs=trial.epochs,
         error=o.error[:2000],
         seeded_by_attempt_id=trial.seeded_by or 0,
+        values=trial.values or [],
     )
     json_format.ParseDict(integral(trial.params), message.params)
     return message
@@ -159,6 +177,17 @@ def warm_report(study: pb.Study, plan: dict[str, Any] | None) -> pb.WarmStartRep
     return report
 
 
+def _attrs(texts: dict[str, str]) -> dict[str, Any]:
+    """An Optuna study's attributes as JSON values (one JSON cannot hold, as its text)."""
+    shown: dict[str, Any] = {}
+    for key, text in texts.items():
+        try:
+            shown[key] = json.loads(text, parse_constant=lambda c: c)
+        except ValueError:
+            shown[key] = text
+    return shown
+
+
 def study_proto(record: StudyRecord, trials: Sequence[TrialRecord] | None = None) -> pb.Study:
     """The API's view of a study (with its trials when given)."""
     study = spec_of(record)
@@ -174,6 +203,8 @@ def study_proto(record: StudyRecord, trials: Sequence[TrialRecord] | None = None
     message.update_time.FromDatetime(record.updated_at)
     if study.HasField("warm_start"):
         message.warm_start_report.CopyFrom(warm_report(study, record.warm_plan))
+    if study.HasField("optuna"):
+        json_format.ParseDict(_attrs(record.user_attrs), message.optuna.user_attrs)
     if trials is not None:
         message.trials.extend(trial_proto(study, t) for t in trials)
         top = best(study, trials)

@@ -224,16 +224,18 @@ class DatasetFingerprint(_message.Message):
     def __init__(self, label_names: _Optional[_Iterable[str]] = ..., images_per_label: _Optional[_Iterable[int]] = ..., image_size: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class StudyTrial(_message.Message):
-    __slots__ = ("study", "number", "params", "seeded_by_attempt_id")
+    __slots__ = ("study", "number", "params", "seeded_by_attempt_id", "values")
     STUDY_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SEEDED_BY_ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     study: str
     number: int
     params: _struct_pb2.Struct
     seeded_by_attempt_id: int
-    def __init__(self, study: _Optional[str] = ..., number: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seeded_by_attempt_id: _Optional[int] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, study: _Optional[str] = ..., number: _Optional[int] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seeded_by_attempt_id: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CurveFlag(_message.Message):
     __slots__ = ("kind", "since_epoch", "detail")
@@ -291,20 +293,34 @@ class DeclaredTask(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., train_size: _Optional[int] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ReportedRun(_message.Message):
-    __slots__ = ("params", "task", "metric_keys", "heartbeat_seconds", "client", "stop_when_hopeless")
+    __slots__ = ("params", "task", "metric_keys", "heartbeat_seconds", "client", "stop_when_hopeless", "origin")
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     METRIC_KEYS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     STOP_WHEN_HOPELESS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     params: _struct_pb2.Struct
     task: DeclaredTask
     metric_keys: _containers.RepeatedScalarFieldContainer[str]
     heartbeat_seconds: int
     client: str
     stop_when_hopeless: bool
-    def __init__(self, params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., task: _Optional[_Union[DeclaredTask, _Mapping]] = ..., metric_keys: _Optional[_Iterable[str]] = ..., heartbeat_seconds: _Optional[int] = ..., client: _Optional[str] = ..., stop_when_hopeless: _Optional[bool] = ...) -> None: ...
+    origin: RunOrigin
+    def __init__(self, params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., task: _Optional[_Union[DeclaredTask, _Mapping]] = ..., metric_keys: _Optional[_Iterable[str]] = ..., heartbeat_seconds: _Optional[int] = ..., client: _Optional[str] = ..., stop_when_hopeless: _Optional[bool] = ..., origin: _Optional[_Union[RunOrigin, _Mapping]] = ...) -> None: ...
+
+class RunOrigin(_message.Message):
+    __slots__ = ("system", "id", "uri", "group")
+    SYSTEM_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    system: str
+    id: str
+    uri: str
+    group: str
+    def __init__(self, system: _Optional[str] = ..., id: _Optional[str] = ..., uri: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy", "provenance", "reported")

@@ -22,7 +22,7 @@ RUN_END_FAILED: RunEnd
 RUN_END_KILLED: RunEnd
 
 class StartRunRequest(_message.Message):
-    __slots__ = ("name", "task", "params", "tags", "n_epoch", "stop_when_hopeless", "heartbeat_seconds", "client", "request_id")
+    __slots__ = ("name", "task", "params", "tags", "n_epoch", "stop_when_hopeless", "heartbeat_seconds", "client", "request_id", "origin")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class StartRunRequest(_message.Message):
     HEARTBEAT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: _attempt_pb2.DeclaredTask
     params: _struct_pb2.Struct
@@ -48,7 +49,8 @@ class StartRunRequest(_message.Message):
     heartbeat_seconds: int
     client: str
     request_id: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[_attempt_pb2.DeclaredTask, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., n_epoch: _Optional[int] = ..., stop_when_hopeless: _Optional[bool] = ..., heartbeat_seconds: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    origin: _attempt_pb2.RunOrigin
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[_attempt_pb2.DeclaredTask, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., n_epoch: _Optional[int] = ..., stop_when_hopeless: _Optional[bool] = ..., heartbeat_seconds: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., origin: _Optional[_Union[_attempt_pb2.RunOrigin, _Mapping]] = ...) -> None: ...
 
 class StartRunResponse(_message.Message):
     __slots__ = ("attempt",)

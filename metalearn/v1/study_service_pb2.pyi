@@ -34,6 +34,12 @@ class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIAL_STATE_COMPLETE: _ClassVar[TrialState]
     TRIAL_STATE_FAILED: _ClassVar[TrialState]
     TRIAL_STATE_PRUNED: _ClassVar[TrialState]
+
+class StudyDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STUDY_DIRECTION_UNSPECIFIED: _ClassVar[StudyDirection]
+    STUDY_DIRECTION_MINIMIZE: _ClassVar[StudyDirection]
+    STUDY_DIRECTION_MAXIMIZE: _ClassVar[StudyDirection]
 OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_BEST_VAL_ACCURACY: Objective
 OBJECTIVE_LAST_VAL_ACCURACY: Objective
@@ -48,6 +54,9 @@ TRIAL_STATE_RUNNING: TrialState
 TRIAL_STATE_COMPLETE: TrialState
 TRIAL_STATE_FAILED: TrialState
 TRIAL_STATE_PRUNED: TrialState
+STUDY_DIRECTION_UNSPECIFIED: StudyDirection
+STUDY_DIRECTION_MINIMIZE: StudyDirection
+STUDY_DIRECTION_MAXIMIZE: StudyDirection
 
 class FloatRange(_message.Message):
     __slots__ = ("low", "high", "log", "step")
@@ -100,7 +109,7 @@ class Algorithm(_message.Message):
     def __init__(self, name: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("number", "attempt_name", "attempt_id", "state", "params", "value", "epochs", "error", "seeded_by_attempt_id")
+    __slots__ = ("number", "attempt_name", "attempt_id", "state", "params", "value", "epochs", "error", "seeded_by_attempt_id", "values")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +119,7 @@ class Trial(_message.Message):
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SEEDED_BY_ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     number: int
     attempt_name: str
     attempt_id: int
@@ -119,7 +129,8 @@ class Trial(_message.Message):
     epochs: int
     error: str
     seeded_by_attempt_id: int
-    def __init__(self, number: _Optional[int] = ..., attempt_name: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value: _Optional[float] = ..., epochs: _Optional[int] = ..., error: _Optional[str] = ..., seeded_by_attempt_id: _Optional[int] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, number: _Optional[int] = ..., attempt_name: _Optional[str] = ..., attempt_id: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., value: _Optional[float] = ..., epochs: _Optional[int] = ..., error: _Optional[str] = ..., seeded_by_attempt_id: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class WarmStart(_message.Message):
     __slots__ = ("similar_tasks", "studies", "zero_shot_trials")
@@ -158,7 +169,7 @@ class WarmStartSource(_message.Message):
     def __init__(self, task_fingerprint: _Optional[str] = ..., label_names: _Optional[_Iterable[str]] = ..., distance: _Optional[float] = ..., weight: _Optional[float] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason", "warm_start", "warm_start_report", "external")
+    __slots__ = ("id", "name", "base_command", "search_space", "objective", "n_trials", "max_parallel", "timeout_seconds", "sampler", "pruner", "seed", "test_best", "state", "owner", "create_time", "update_time", "trials_made", "best_trial", "trials", "stop_reason", "warm_start", "warm_start_report", "external", "optuna")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     BASE_COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +193,7 @@ class Study(_message.Message):
     WARM_START_FIELD_NUMBER: _ClassVar[int]
     WARM_START_REPORT_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_FIELD_NUMBER: _ClassVar[int]
+    OPTUNA_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     base_command: _attempt_pb2.TrainCommand
@@ -205,7 +217,16 @@ class Study(_message.Message):
     warm_start: WarmStart
     warm_start_report: WarmStartReport
     external: ExternalTrials
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., warm_start_report: _Optional[_Union[WarmStartReport, _Mapping]] = ..., external: _Optional[_Union[ExternalTrials, _Mapping]] = ...) -> None: ...
+    optuna: OptunaStudy
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., base_command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., search_space: _Optional[_Iterable[_Union[SearchParameter, _Mapping]]] = ..., objective: _Optional[_Union[Objective, str]] = ..., n_trials: _Optional[int] = ..., max_parallel: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., sampler: _Optional[_Union[Algorithm, _Mapping]] = ..., pruner: _Optional[_Union[Algorithm, _Mapping]] = ..., seed: _Optional[int] = ..., test_best: _Optional[bool] = ..., state: _Optional[_Union[StudyState, str]] = ..., owner: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trials_made: _Optional[int] = ..., best_trial: _Optional[_Union[Trial, _Mapping]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., stop_reason: _Optional[str] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., warm_start_report: _Optional[_Union[WarmStartReport, _Mapping]] = ..., external: _Optional[_Union[ExternalTrials, _Mapping]] = ..., optuna: _Optional[_Union[OptunaStudy, _Mapping]] = ...) -> None: ...
+
+class OptunaStudy(_message.Message):
+    __slots__ = ("directions", "user_attrs")
+    DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    USER_ATTRS_FIELD_NUMBER: _ClassVar[int]
+    directions: _containers.RepeatedScalarFieldContainer[StudyDirection]
+    user_attrs: _struct_pb2.Struct
+    def __init__(self, directions: _Optional[_Iterable[_Union[StudyDirection, str]]] = ..., user_attrs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ExternalTrials(_message.Message):
     __slots__ = ("task", "n_epoch", "heartbeat_seconds")

@@ -1,0 +1,555 @@
+"""Every SQL statement of the studies that Optuna's own clients make and drive
+(gateway/optuna/): their studies, trials, parameters, values and attributes.
+
+Such a study is a row of `studies` with `directions`; each trial a row of
+`study_trials` with its own Optuna `state`, and an attempt `STUDY-number` (provenance
+REPORTED, origin "optuna") made in the same statement, so the trial is an attempt like
+any other. Its intermediate values are the attempt's metric `intermediate_value`, so
+GetMetricHistory, compare and the dashboard read them as any reported metric.
+
+Attribute values and distributions are kept as the JSON text Optuna's protocol carries
+(Python's json writes NaN, which jsonb cannot hold), so a client reads back exactly what
+it wrote. Writes name the caller's owner scope (None: an admin): a trial or study of
+another owner is PERMISSION_DENIED, decided in the statement that changes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from gateway.store.database import translate_db_errors
+from gateway.store.reports import FENCE, REPORTER
+from gateway.store.work import notify
+from metalearn import errors
+
+# The metric of a trial's attempt that holds its intermediate values.
+INTERMEDIATE = "intermediate_value"
+# An attempt's status for each Optuna state of its trial.
+ATTEMPT_STATUS = {
+    "WAITING": "INCOMPLETE",
+    "RUNNING": "TRAINING",
+    "COMPLETE": "TRAINED",
+    "PRUNED": "PRUNED",
+    "FAIL": "FAILED",
+}
+FINISHED = frozenset({"COMPLETE", "PRUNED", "FAIL"})
+# Parameters, attributes and intermediate values of one trial, at most (a trial's share
+# of the database is bounded like a reported run's).
+MAX_TRIAL_ENTRIES = 10_000
+MAX_INTERMEDIATE_VALUES = 1_000_000
+
+# The attempt of a new trial: built by the caller from the trial's number (spec, doc).
+AttemptForms = Callable[[str, int, str], tuple[bytes, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class OptunaStudyRow:
+    id: int
+    name: str
+    owner: str
+    directions: list[str]
+    user_attrs: dict[str, str]
+    system_attrs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OptunaTrialRow:
+    id: int
+    number: int
+    state: str
+    values: list[float] | None
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    distributions: dict[str, str]
+    internal: dict[str, float]
+    user_attrs: dict[str, str]
+    system_attrs: dict[str, str]
+    steps: list[int]
+    intermediate: list[float]
+
+
+@dataclass(frozen=True)
+class TrialTemplate:
+    """A trial made whole at once (Optuna's `template_trial`: enqueued, copied, added)."""
+
+    state: str
+    values: list[float] | None
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+    params: dict[str, Any]
+    internal: dict[str, float]
+    distributions: dict[str, str]
+    user_attrs: dict[str, str]
+    system_attrs: dict[str, str]
+    intermediate: dict[int, float]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a trial's attempt becomes when its state changes: read back to rewrite it."""
+
+    attempt_id: int | None
+    study_id: int
+    number: int
+    study: str
+    state: str
+    values: list[float] | None
+    params: dict[str, Any]
+
+
+_STUDY = sql.SQL("s.id, s.name, s.owner, s.directions, s.user_attrs, s.system_attrs")
+# A trial with its intermediate values, from its attempt's metric.
+_TRIAL = sql.SQL(
+    "SELECT t.id, t.number, t.state, t.vals AS values, t.started_at, t.completed_at,"
+    " t.distributions, t.internal, t.user_attrs, t.system_attrs,"
+    " COALESCE(iv.steps, '{{}}') AS steps, COALESCE(iv.vals, '{{}}') AS intermediate"
+    " FROM study_trials t LEFT JOIN LATERAL (SELECT array_agg(p.step ORDER BY p.step)"
+    " AS steps, array_agg(p.value ORDER BY p.step) AS vals FROM metric_series se"
+    " JOIN metric_points p ON p.series_id = se.id"
+    " WHERE se.attempt_id = t.attempt_id AND se.key = {key}) iv ON true"
+).format(key=sql.Literal(INTERMEDIATE))
+
+
+def _study(row: dict[str, Any]) -> OptunaStudyRow:
+    return OptunaStudyRow(**{k: row[k] for k in OptunaStudyRow.__dataclass_fields__})
+
+
+def _trial(row: dict[str, Any]) -> OptunaTrialRow:
+    return OptunaTrialRow(**{k: row[k] for k in OptunaTrialRow.__dataclass_fields__})
+
+
+def _owned(what: str, owner: str, scope: str | None) -> None:
+    if scope is not None and owner != scope:
+        raise errors.PermissionDenied(
+            f"{what} belongs to another principal: only its owner or an admin may change it"
+        )
+
+
+class OptunaStore:
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    # Studies.
+
+    async def create_study(
+        self, name: str, owner: str, directions: Sequence[str], spec: bytes
+    ) -> int:
+        """A new study; AlreadyExists when the name is taken, by a study or by attempts
+        named as its trials would be."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT name FROM attempts WHERE name LIKE %s AND name ~ %s LIMIT 1",
+                    (_like_prefix(name) + "-%", "^" + _regex_literal(name) + "-[0-9]+$"),
+                )
+                taken = await cur.fetchone()
+                if taken is not None:
+                    raise errors.AlreadyExists(
+                        f"attempt {taken[0]!r} exists: this study's trials would need its name"
+                    )
+                try:
+                    cur = await conn.execute(
+                        "INSERT INTO studies (name, owner, spec, directions) VALUES (%s, %s, %s,"
+                        " %s) RETURNING id",
+                        (name, owner, spec, list(directions)),
+                    )
+                except psycopg.errors.UniqueViolation as err:
+                    raise errors.AlreadyExists(f"study {name!r} exists") from err
+                row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def study(self, study_id: int) -> OptunaStudyRow:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT {} FROM studies s WHERE s.id = %s AND s.directions IS NOT NULL"
+                    ).format(_STUDY),
+                    (study_id,),
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"study id {study_id} not found")
+        return _study(row)
+
+    async def study_id(self, name: str) -> int:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id FROM studies WHERE name = %s AND directions IS NOT NULL", (name,)
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"study {name!r} not found")
+        return int(row[0])
+
+    async def studies(self) -> list[OptunaStudyRow]:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT {} FROM studies s WHERE s.directions IS NOT NULL ORDER BY s.id"
+                    ).format(_STUDY)
+                )
+                return [_study(r) for r in await cur.fetchall()]
+
+    async def delete_study(self, study_id: int, scope: str | None) -> None:
+        """Removes the study and its trials (their attempts stay, as for every study)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT name, owner FROM studies WHERE id = %s AND directions IS NOT NULL"
+                    " FOR UPDATE",
+                    (study_id,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"study id {study_id} not found")
+                _owned(f"study {row[0]!r}", row[1], scope)
+                await conn.execute("DELETE FROM studies WHERE id = %s", (study_id,))
+                await conn.execute("SELECT pg_notify('metalearn_studies', %s::text)", (study_id,))
+
+    async def set_study_attr(
+        self, study_id: int, scope: str | None, system: bool, key: str, value: str
+    ) -> None:
+        column = sql.Identifier("system_attrs" if system else "user_attrs")
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "UPDATE studies SET {c} = {c} || jsonb_build_object(%s::text, %s::text),"
+                        " updated_at = now() WHERE id = %s AND directions IS NOT NULL"
+                        " AND (%s::text IS NULL OR owner = %s)"
+                        " AND ((SELECT count(*) FROM jsonb_object_keys({c})) < %s OR {c} ? %s)"
+                        " RETURNING id"
+                    ).format(c=column),
+                    (key, value, study_id, scope, scope, MAX_TRIAL_ENTRIES, key),
+                )
+                if await cur.fetchone() is None:
+                    found = await self.study(study_id)  # NotFound
+                    _owned(f"study {found.name!r}", found.owner, scope)
+                    raise errors.ResourceExhausted(
+                        f"study {found.name!r} holds {MAX_TRIAL_ENTRIES} attributes of this kind"
+                    )
+
+    # Trials.
+
+    async def create_trial(
+        self,
+        study_id: int,
+        scope: str | None,
+        forms: AttemptForms,
+        template: TrialTemplate | None,
+    ) -> int:
+        """A new trial (RUNNING, or as `template` has it) with its attempt; its id."""
+        state = template.state if template is not None else "RUNNING"
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE studies SET trials_made = trials_made + 1, updated_at = now()"
+                    " WHERE id = %s AND directions IS NOT NULL RETURNING trials_made - 1, name,"
+                    " owner",
+                    (study_id,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"study id {study_id} not found")
+                number, name, owner = int(row[0]), str(row[1]), str(row[2])
+                _owned(f"study {name!r}", owner, scope)
+                spec, doc = forms(name, number, state)
+                t = template
+                cur = await conn.execute(
+                    "WITH a AS (INSERT INTO attempts (name, spec, doc, owner, status, claims,"
+                    " leased_by) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+                    " se AS (INSERT INTO metric_series (attempt_id, key, points)"
+                    " SELECT id, %s, %s FROM a RETURNING id, attempt_id)"
+                    " INSERT INTO study_trials (study_id, number, attempt_id, queued, params,"
+                    " internal, state, distributions, vals, user_attrs, system_attrs,"
+                    " started_at, completed_at)"
+                    " SELECT %s, %s, se.attempt_id, true, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s FROM se RETURNING id, attempt_id, (SELECT id FROM se)",
+                    (
+                        f"{name}-{number}", spec, Jsonb(doc), owner, ATTEMPT_STATUS[state],
+                        FENCE, REPORTER, INTERMEDIATE,
+                        len(t.intermediate) if t is not None else 0,
+                        study_id, number,
+                        Jsonb(t.params if t is not None else {}),
+                        Jsonb(t.internal if t is not None else {}),
+                        state,
+                        Jsonb(t.distributions if t is not None else {}),
+                        t.values if t is not None else None,
+                        Jsonb(t.user_attrs if t is not None else {}),
+                        Jsonb(t.system_attrs if t is not None else {}),
+                        t.started_at if t is not None else (
+                            dt.datetime.now(dt.UTC) if state == "RUNNING" else None),
+                        t.completed_at if t is not None else None,
+                    ),
+                )  # fmt: skip
+                made = await cur.fetchone()
+                assert made is not None
+                trial_id, attempt_id, series_id = int(made[0]), int(made[1]), int(made[2])
+                if t is not None and t.intermediate:
+                    async with conn.cursor() as points:
+                        await points.executemany(
+                            "INSERT INTO metric_points (series_id, step, value, at_ms)"
+                            " VALUES (%s, %s, %s, %s)",
+                            [(series_id, step, value, _now_ms())
+                             for step, value in sorted(t.intermediate.items())],
+                        )  # fmt: skip
+                await notify(conn.cursor(), attempt_id, "status")
+        return trial_id
+
+    async def trial_id(self, study_id: int, number: int) -> int:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT t.id FROM study_trials t JOIN studies s ON s.id = t.study_id"
+                    " WHERE t.study_id = %s AND t.number = %s AND s.directions IS NOT NULL",
+                    (study_id, number),
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"trial {number} of study id {study_id} not found")
+        return int(row[0])
+
+    async def trial(self, trial_id: int) -> OptunaTrialRow:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL("{} WHERE t.id = %s AND t.state IS NOT NULL").format(_TRIAL),
+                    (trial_id,),
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"trial id {trial_id} not found")
+        return _trial(row)
+
+    async def trials(
+        self, study_id: int, included: Sequence[int], greater_than: int
+    ) -> list[OptunaTrialRow]:
+        """A study's trials with ids above `greater_than` or in `included`, by id."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT 1 FROM studies WHERE id = %s AND directions IS NOT NULL", (study_id,)
+                )
+                if await cur.fetchone() is None:
+                    raise errors.NotFound(f"study id {study_id} not found")
+                await cur.execute(
+                    sql.SQL(
+                        "{} WHERE t.study_id = %s AND (t.id > %s OR t.id = ANY(%s)) ORDER BY t.id"
+                    ).format(_TRIAL),
+                    (study_id, greater_than, list(included)),
+                )
+                return [_trial(r) for r in await cur.fetchall()]
+
+    async def earlier_distribution(self, trial_id: int, name: str) -> str | None:
+        """The distribution another trial of the same study gave parameter `name`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT o.distributions ->> %s FROM study_trials t JOIN study_trials o"
+                    " ON o.study_id = t.study_id AND o.id <> t.id WHERE t.id = %s"
+                    " AND o.distributions ? %s LIMIT 1",
+                    (name, trial_id, name),
+                )
+                row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_param(
+        self,
+        trial_id: int,
+        scope: str | None,
+        name: str,
+        external: Any,
+        internal: float,
+        distribution: str,
+    ) -> None:
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "UPDATE study_trials t SET params = t.params || jsonb_build_object("
+                        "%s::text, %s::jsonb), internal = t.internal || jsonb_build_object("
+                        "%s::text, %s::float8), distributions = t.distributions ||"
+                        " jsonb_build_object(%s::text, %s::text) FROM studies s WHERE t.id = %s"
+                        " AND s.id = t.study_id {}"
+                        " AND ((SELECT count(*) FROM jsonb_object_keys(t.internal)) < %s"
+                        " OR t.internal ? %s)"
+                        " RETURNING t.id"
+                    ).format(_WRITABLE),
+                    (name, Jsonb(external), name, internal, name, distribution, trial_id,
+                     scope, scope, MAX_TRIAL_ENTRIES, name),
+                )  # fmt: skip
+                if await cur.fetchone() is None:
+                    await self._refused(conn, trial_id, scope, "parameters")
+
+    async def set_attr(
+        self, trial_id: int, scope: str | None, system: bool, key: str, value: str
+    ) -> None:
+        column = sql.Identifier("system_attrs" if system else "user_attrs")
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "UPDATE study_trials t SET {c} = t.{c} || jsonb_build_object(%s::text,"
+                        " %s::text) FROM studies s WHERE t.id = %s AND s.id = t.study_id {w}"
+                        " AND ((SELECT count(*) FROM jsonb_object_keys(t.{c})) < %s"
+                        " OR t.{c} ? %s) RETURNING t.id"
+                    ).format(c=column, w=_WRITABLE),
+                    (key, value, trial_id, scope, scope, MAX_TRIAL_ENTRIES, key),
+                )
+                if await cur.fetchone() is None:
+                    await self._refused(conn, trial_id, scope, "attributes of this kind")
+
+    async def set_intermediate(
+        self, trial_id: int, scope: str | None, step: int, value: float
+    ) -> None:
+        """Stores (or replaces) the value at `step`, as Optuna's storages do."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "WITH target AS (SELECT se.id FROM study_trials t JOIN studies s"
+                        " ON s.id = t.study_id JOIN metric_series se"
+                        " ON se.attempt_id = t.attempt_id AND se.key = %s WHERE t.id = %s {}"
+                        " AND se.points < %s),"
+                        " put AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
+                        " SELECT id, %s, %s, %s FROM target ON CONFLICT (series_id, step)"
+                        " DO UPDATE SET value = EXCLUDED.value, at_ms = EXCLUDED.at_ms"
+                        " RETURNING series_id, xmax = 0 AS fresh),"
+                        " counted AS (UPDATE metric_series m SET points = m.points + 1 FROM put"
+                        " WHERE m.id = put.series_id AND put.fresh)"
+                        " SELECT count(*) FROM put"
+                    ).format(_WRITABLE),
+                    (INTERMEDIATE, trial_id, scope, scope, MAX_INTERMEDIATE_VALUES,
+                     step, value, _now_ms()),
+                )  # fmt: skip
+                row = await cur.fetchone()
+                if row is None or int(row[0]) == 0:
+                    await self._refused(conn, trial_id, scope, "intermediate values")
+
+    async def set_state(
+        self,
+        trial_id: int,
+        scope: str | None,
+        state: str,
+        values: Sequence[float] | None,
+        rewrite: Callable[[Finished], tuple[bytes, dict[str, Any]]],
+    ) -> bool:
+        """Moves a trial to `state` (with `values`) and rewrites its attempt's document
+        (`rewrite`: its parameters and values); False when it was asked to run but is no
+        longer WAITING (another worker took it), as Optuna's storages answer.
+        FailedPrecondition when it has finished."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT t.state, t.attempt_id, t.study_id, t.number, t.params, s.name, s.owner"
+                    " FROM study_trials t JOIN studies s ON s.id = t.study_id"
+                    " WHERE t.id = %s AND t.state IS NOT NULL FOR UPDATE OF t",
+                    (trial_id,),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise errors.NotFound(f"trial id {trial_id} not found")
+                _owned(f"trial {row['number']} of study {row['name']!r}", row["owner"], scope)
+                if row["state"] in FINISHED:
+                    raise errors.FailedPrecondition(
+                        f"trial {row['number']} of study {row['name']!r} has finished"
+                        f" ({row['state']}): it cannot change"
+                    )
+                if state == "RUNNING" and row["state"] != "WAITING":
+                    return False
+                await cur.execute(
+                    "UPDATE study_trials SET state = %s, vals = COALESCE(%s, vals),"
+                    " started_at = CASE WHEN %s = 'RUNNING' THEN now() ELSE started_at END,"
+                    " completed_at = CASE WHEN %s IN ('COMPLETE', 'PRUNED', 'FAIL') THEN now()"
+                    " END WHERE id = %s RETURNING vals",
+                    (state, None if values is None else list(values), state, state, trial_id),
+                )
+                changed = await cur.fetchone()
+                assert changed is not None
+                finished = Finished(
+                    row["attempt_id"], row["study_id"], row["number"], row["name"], state,
+                    changed["vals"], row["params"],
+                )  # fmt: skip
+                if row["attempt_id"] is not None:
+                    spec, doc = rewrite(finished)
+                    await cur.execute(
+                        "UPDATE attempts SET status = %s, spec = %s, doc = %s, updated_at = now()"
+                        " WHERE id = %s",
+                        (ATTEMPT_STATUS[state], spec, Jsonb(doc), row["attempt_id"]),
+                    )
+                    await notify(cur, row["attempt_id"], "status")
+                return True
+
+    async def writable(self, trial_id: int, scope: str | None) -> None:
+        """Raises what a write to trial `trial_id` would meet (NotFound, PermissionDenied,
+        FailedPrecondition when it has finished); nothing when it may change."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT t.state FROM study_trials t WHERE t.id = %s AND t.state IS NOT NULL",
+                    (trial_id,),
+                )
+                row = await cur.fetchone()
+                if row is None or row[0] in FINISHED or scope is not None:
+                    try:
+                        await self._refused(conn, trial_id, scope, "entries")
+                    except errors.ResourceExhausted:
+                        return
+
+    async def _refused(
+        self, conn: psycopg.AsyncConnection[Any], trial_id: int, scope: str | None, what: str
+    ) -> None:
+        """Why a write to trial `trial_id` changed nothing: raises."""
+        cur = await conn.execute(
+            "SELECT t.state, t.number, t.attempt_id, s.name, s.owner FROM study_trials t"
+            " JOIN studies s ON s.id = t.study_id WHERE t.id = %s AND t.state IS NOT NULL",
+            (trial_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"trial id {trial_id} not found")
+        state, number, attempt_id, study, owner = row
+        label = f"trial {number} of study {study!r}"
+        _owned(label, owner, scope)
+        if state in FINISHED:
+            raise errors.FailedPrecondition(f"{label} has finished ({state}): it cannot change")
+        if attempt_id is None:
+            raise errors.FailedPrecondition(f"{label}'s attempt was deleted: nothing to add to")
+        raise errors.ResourceExhausted(f"{label} holds as many {what} as a trial may")
+
+
+# A trial another principal's or a finished one is not written (the caller says why).
+_WRITABLE = sql.SQL(
+    "AND t.state IN ('WAITING', 'RUNNING') AND s.directions IS NOT NULL"
+    " AND (%s::text IS NULL OR s.owner = %s)"
+)
+
+
+def _now_ms() -> int:
+    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+
+
+def _like_prefix(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _regex_literal(name: str) -> str:
+    return "".join("\\" + c if c in ".^$*+?()[]{}|\\-" else c for c in name)
