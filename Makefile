@@ -20,14 +20,14 @@ GEN_DIR := metalearn/v1
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-ui.txt requirements-dev.txt requirements-lint.txt pyproject.toml examples/node/package-lock.json
+$(STAMP): requirements.txt requirements-trainer.txt requirements-client.txt requirements-ui.txt requirements-dev.txt requirements-import.txt requirements-lint.txt pyproject.toml examples/node/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	if [ -n "$(TORCH_INDEX_URL)" ]; then \
 		grep -E '^(torch|torchvision)==' requirements-trainer.txt > $(VENV)/torch.txt && \
 		$(BIN)/pip install --quiet --no-deps --index-url "$(TORCH_INDEX_URL)" -r $(VENV)/torch.txt; \
 	fi
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-ui.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-trainer.txt -r requirements-client.txt -r requirements-ui.txt -r requirements-dev.txt -r requirements-import.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(PYTHON) -m venv $(LINT_VENV)
 	$(LINT_BIN)/pip install --quiet --upgrade pip
