@@ -21,6 +21,7 @@ from metalearn.cli import (
     curve,
     examples,
     history,
+    optuna_proxy,
     runs,
     security,
     stack,
@@ -445,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     changes.add_image_commands(images, common)
     runs.add_commands(sub, common)
     agent.add_commands(sub, common)
+    optuna_proxy.add_commands(sub, common)
     study.add_commands(sub, common)
     task.add_commands(sub, common)
     curve.add_commands(sub, common)
