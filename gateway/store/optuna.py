@@ -16,7 +16,8 @@ another owner is PERMISSION_DENIED, decided in the statement that changes it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,23 @@ def _owned(what: str, owner: str, scope: str | None) -> None:
         )
 
 
+@asynccontextmanager
+async def _statement(
+    pool: psycopg_pool.AsyncConnectionPool,
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection in autocommit, for calls of one statement: one round trip instead of
+    three (BEGIN, the statement, COMMIT). Optuna's clients make one call for each
+    parameter, intermediate value and attribute, and it shows: 166 against 287 us of CPU
+    a statement on this machine."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                await conn.set_autocommit(False)
+
+
 class OptunaStore:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
         self._pool = pool
@@ -170,7 +188,7 @@ class OptunaStore:
 
     async def study(self, study_id: int) -> OptunaStudyRow:
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL(
@@ -185,7 +203,7 @@ class OptunaStore:
 
     async def study_id(self, name: str) -> int:
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     "SELECT id FROM studies WHERE name = %s AND directions IS NOT NULL", (name,)
                 )
@@ -196,7 +214,7 @@ class OptunaStore:
 
     async def studies(self) -> list[OptunaStudyRow]:
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL(
@@ -226,7 +244,7 @@ class OptunaStore:
     ) -> None:
         column = sql.Identifier("system_attrs" if system else "user_attrs")
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     sql.SQL(
                         "UPDATE studies SET {c} = {c} || jsonb_build_object(%s::text, %s::text),"
@@ -313,7 +331,7 @@ class OptunaStore:
 
     async def trial_id(self, study_id: int, number: int) -> int:
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     "SELECT t.id FROM study_trials t JOIN studies s ON s.id = t.study_id"
                     " WHERE t.study_id = %s AND t.number = %s AND s.directions IS NOT NULL",
@@ -326,7 +344,7 @@ class OptunaStore:
 
     async def trial(self, trial_id: int) -> OptunaTrialRow:
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL("{} WHERE t.id = %s AND t.state IS NOT NULL").format(_TRIAL),
@@ -340,27 +358,29 @@ class OptunaStore:
     async def trials(
         self, study_id: int, included: Sequence[int], greater_than: int
     ) -> list[OptunaTrialRow]:
-        """A study's trials with ids above `greater_than` or in `included`, by id."""
+        """A study's trials with ids above `greater_than` or in `included`, by id. One
+        statement (a client asks after every trial, and mostly finds nothing new): the
+        study's row with each trial, or alone when there is none."""
         with translate_db_errors():
-            async with self._pool.connection() as conn, conn.transaction():
+            async with _statement(self._pool) as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT 1 FROM studies WHERE id = %s AND directions IS NOT NULL", (study_id,)
-                )
-                if await cur.fetchone() is None:
-                    raise errors.NotFound(f"study id {study_id} not found")
-                await cur.execute(
                     sql.SQL(
-                        "{} WHERE t.study_id = %s AND (t.id > %s OR t.id = ANY(%s)) ORDER BY t.id"
+                        "SELECT s.id AS found, r.* FROM studies s LEFT JOIN LATERAL ({}"
+                        " WHERE t.study_id = s.id AND (t.id > %s OR t.id = ANY(%s))) r ON true"
+                        " WHERE s.id = %s AND s.directions IS NOT NULL ORDER BY r.id"
                     ).format(_TRIAL),
-                    (study_id, greater_than, list(included)),
+                    (greater_than, list(included), study_id),
                 )
-                return [_trial(r) for r in await cur.fetchall()]
+                rows = await cur.fetchall()
+        if not rows:
+            raise errors.NotFound(f"study id {study_id} not found")
+        return [_trial(r) for r in rows if r["id"] is not None]
 
     async def earlier_distribution(self, trial_id: int, name: str) -> str | None:
         """The distribution another trial of the same study gave parameter `name`."""
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     "SELECT o.distributions ->> %s FROM study_trials t JOIN study_trials o"
                     " ON o.study_id = t.study_id AND o.id <> t.id WHERE t.id = %s"
@@ -380,7 +400,7 @@ class OptunaStore:
         distribution: str,
     ) -> None:
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     sql.SQL(
                         "UPDATE study_trials t SET params = t.params || jsonb_build_object("
@@ -403,7 +423,7 @@ class OptunaStore:
     ) -> None:
         column = sql.Identifier("system_attrs" if system else "user_attrs")
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     sql.SQL(
                         "UPDATE study_trials t SET {c} = t.{c} || jsonb_build_object(%s::text,"
@@ -421,7 +441,7 @@ class OptunaStore:
     ) -> None:
         """Stores (or replaces) the value at `step`, as Optuna's storages do."""
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     sql.SQL(
                         "WITH target AS (SELECT se.id FROM study_trials t JOIN studies s"
@@ -502,7 +522,7 @@ class OptunaStore:
         """Raises what a write to trial `trial_id` would meet (NotFound, PermissionDenied,
         FailedPrecondition when it has finished); nothing when it may change."""
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with _statement(self._pool) as conn:
                 cur = await conn.execute(
                     "SELECT t.state FROM study_trials t WHERE t.id = %s AND t.state IS NOT NULL",
                     (trial_id,),
