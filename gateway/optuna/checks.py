@@ -188,6 +188,31 @@ def format_time(at: dt.datetime | None) -> str:
     return at.astimezone().strftime(TIME_FORMAT) if at is not None else ""
 
 
+# A trial brought in from another Optuna storage names where it came from in this system
+# attribute (`metalearn import optuna`): its attempt's origin says so in turn.
+ORIGIN_ATTR = "metalearn.origin"
+_ORIGIN_FIELDS = {"system": 32, "id": 256, "uri": 1024, "group": 256}
+
+
+def origin(system_attrs: Mapping[str, str]) -> dict[str, str] | None:
+    """The origin a template trial declares (None: none); InvalidArgument if malformed."""
+    text = system_attrs.get(ORIGIN_ATTR)
+    if text is None:
+        return None
+    field = f"template_trial.system_attributes[{ORIGIN_ATTR}]"
+    found = json.loads(text)  # checked as JSON text already
+    if not isinstance(found, dict) or not all(
+        isinstance(found.get(k, ""), str) and len(found.get(k, "")) <= most
+        for k, most in _ORIGIN_FIELDS.items()
+    ):
+        raise errors.InvalidArgument.one(
+            field, "an object of strings: system (32), id (256), uri (1024), group (256)"
+        )
+    if "\x00" in "".join(str(v) for v in found.values()):
+        raise errors.InvalidArgument.one(field, "must not contain NUL characters")
+    return {k: str(found.get(k, "")) for k in _ORIGIN_FIELDS}
+
+
 def _entries(v: Violations, field: str, found: Mapping[Any, Any]) -> None:
     if len(found) > MAX_TEMPLATE_ENTRIES:
         v.add(field, f"at most {MAX_TEMPLATE_ENTRIES}")
@@ -225,7 +250,9 @@ def template(trial: api_pb2.Trial) -> TrialTemplate:
         field = f"{prefix}.params[{name[:64]}]"
         dist = distribution(f"{prefix}.distributions[{name[:64]}]", trial.distributions[name])
         params[name] = external(field, dist, internal)
+    declared = origin(trial.system_attributes)
     return TrialTemplate(
+        origin=declared,
         state=found_state,
         values=values(trial.values, f"{prefix}.values"),
         started_at=parse_time(f"{prefix}.datetime_start", trial.datetime_start),

@@ -8,8 +8,10 @@ from google.protobuf import json_format
 from optuna.storages._grpc.auto_generated import api_pb2
 
 from gateway.attempts import convert
+from gateway.optuna import checks
 from gateway.optuna.checks import format_time
 from gateway.store.optuna import INTERMEDIATE, Finished, OptunaStudyRow, OptunaTrialRow
+from metalearn import errors
 from metalearn.documents import integral
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as spb
@@ -73,6 +75,7 @@ def attempt_forms(
     number: int,
     params: dict[str, Any] | None = None,
     values: list[float] | None = None,
+    origin: dict[str, str] | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """The document of trial `number`'s attempt: a reported run of client "optuna"
     whose origin is the trial, with its parameters (by name) and values once known."""
@@ -81,8 +84,12 @@ def attempt_forms(
     spec.trial.study, spec.trial.number = study, number
     spec.reported.client = CLIENT
     spec.reported.metric_keys.append(INTERMEDIATE)
-    origin = spec.reported.origin
-    origin.system, origin.id, origin.group = CLIENT, f"{study_id}/{number}", study
+    found = spec.reported.origin
+    if origin is not None:  # brought in from another storage: as it says
+        found.system, found.id = origin["system"] or CLIENT, origin["id"]
+        found.uri, found.group = origin["uri"], origin["group"]
+    else:
+        found.system, found.id, found.group = CLIENT, f"{study_id}/{number}", study
     if params:
         shown = integral(params)
         json_format.ParseDict(shown, spec.trial.params)
@@ -93,4 +100,8 @@ def attempt_forms(
 
 
 def finished_forms(done: Finished) -> tuple[bytes, dict[str, Any]]:
-    return attempt_forms(done.study_id, done.study, done.number, done.params, done.values)
+    try:
+        origin = None if done.origin is None else checks.origin({checks.ORIGIN_ATTR: done.origin})
+    except errors.InvalidArgument:
+        origin = None  # set as a plain attribute later, not as a template's origin
+    return attempt_forms(done.study_id, done.study, done.number, done.params, done.values, origin)

@@ -145,7 +145,9 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
         def forms(study: str, number: int, state: str) -> tuple[bytes, dict[str, Any]]:
             if template is None:
                 return convert.attempt_forms(study_id, study, number)
-            return convert.attempt_forms(study_id, study, number, template.params, template.values)
+            return convert.attempt_forms(
+                study_id, study, number, template.params, template.values, template.origin
+            )
 
         trial_id = await self._store.create_trial(study_id, _scope(), forms, template)
         self._remember(self._studies, trial_id, study_id)

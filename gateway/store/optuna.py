@@ -82,6 +82,8 @@ class OptunaTrialRow:
 class TrialTemplate:
     """A trial made whole at once (Optuna's `template_trial`: enqueued, copied, added)."""
 
+    # Where it was first recorded, when brought in from another storage (None: here).
+    origin: dict[str, str] | None
     state: str
     values: list[float] | None
     started_at: dt.datetime | None
@@ -105,6 +107,8 @@ class Finished:
     state: str
     values: list[float] | None
     params: dict[str, Any]
+    # The trial's system attribute naming where it came from (JSON text; None: none).
+    origin: str | None
 
 
 _STUDY = sql.SQL("s.id, s.name, s.owner, s.directions, s.user_attrs, s.system_attrs")
@@ -479,7 +483,8 @@ class OptunaStore:
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT t.state, t.attempt_id, t.study_id, t.number, t.params, s.name, s.owner"
+                    "SELECT t.state, t.attempt_id, t.study_id, t.number, t.params, s.name, s.owner,"
+                    " t.system_attrs ->> 'metalearn.origin' AS origin"
                     " FROM study_trials t JOIN studies s ON s.id = t.study_id"
                     " WHERE t.id = %s AND t.state IS NOT NULL FOR UPDATE OF t",
                     (trial_id,),
@@ -506,7 +511,7 @@ class OptunaStore:
                 assert changed is not None
                 finished = Finished(
                     row["attempt_id"], row["study_id"], row["number"], row["name"], state,
-                    changed["vals"], row["params"],
+                    changed["vals"], row["params"], row["origin"],
                 )  # fmt: skip
                 if row["attempt_id"] is not None:
                     spec, doc = rewrite(finished)
