@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import optuna
 from optuna.storages import BaseStorage
+from optuna.study import FrozenStudy
 from optuna.trial import FrozenTrial
 
 # The system attribute naming where a trial came from (gateway/optuna/checks.py).
@@ -159,7 +160,7 @@ def import_studies(
     return summary
 
 
-def _study_in(target: BaseStorage, study: optuna.study.FrozenStudy) -> tuple[int, bool]:
+def _study_in(target: BaseStorage, study: FrozenStudy) -> tuple[int, bool]:
     """The target's study of the same name (made now when there is none, with the same
     directions), its attributes brought up to date; whether it was made."""
     created = False
