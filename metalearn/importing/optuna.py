@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import optuna
 from optuna.storages import BaseStorage
-from optuna.study import FrozenStudy
+from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial
 
 # The system attribute naming where a trial came from (gateway/optuna/checks.py).
