@@ -12,7 +12,13 @@ from google.protobuf import json_format
 from dashboard.views import command_json, human, number, when
 from metalearn import documents
 from metalearn.v1 import attempt_pb2, study_service_pb2
-from metalearn.views.studies import objective_text, study_state, trial_state
+from metalearn.views.studies import (
+    objective_text,
+    optuna_maximizes,
+    study_objective,
+    study_state,
+    trial_state,
+)
 
 pb = attempt_pb2
 spb = study_service_pb2
@@ -21,6 +27,9 @@ spb = study_service_pb2
 def objective_of(s: spb.Study) -> tuple[str, bool, Callable[[pb.EpochMetrics], float]]:
     """The objective's name, whether larger is better, and its value in one epoch (as
     metalearn.views.study_plots has it, without importing Optuna into the dashboard)."""
+    if s.HasField("optuna"):  # an Optuna client's study: its value, either way
+        maximize = optuna_maximizes(s)
+        return study_objective(s), maximize, lambda e: e.val_accuracy if maximize else e.val_loss
     text = objective_text(s.objective)
     if "loss" in text:
         return text, False, lambda e: e.val_loss
@@ -48,13 +57,13 @@ def study_summary(s: spb.Study) -> dict[str, Any]:
     return {
         "name": s.name,
         "state": study_state(s.state),
-        "objective": objective_text(s.objective),
+        "objective": study_objective(s),
         "n_trials": s.n_trials,
         "trials_made": s.trials_made,
         "best_value": number(s.best_trial.value) if s.HasField("best_trial") else None,
         "best_trial": s.best_trial.number if s.HasField("best_trial") else None,
-        "sampler": s.sampler.name,
-        "pruner": s.pruner.name,
+        "sampler": "Optuna's clients" if s.HasField("optuna") else s.sampler.name,
+        "pruner": "Optuna's clients" if s.HasField("optuna") else s.pruner.name,
         "owner": s.owner,
         "created": when(s.create_time),
         "updated": when(s.update_time),
@@ -113,12 +122,20 @@ def study_data(
         "objective": name,
         "maximize": maximize,
         "trials": trials,
-        "params": [p.path for p in s.search_space],
+        "params": _param_names(s),
         "space": search_space(s),
         "intermediate": intermediate,
         "importance": importance or {"params": [], "values": [], "note": ""},
         "best_command": command_json(_best_command(s, attempts)) if best is not None else "",
     }
+
+
+def _param_names(s: spb.Study) -> list[str]:
+    """The search space's paths; an Optuna client's study has none ahead (its clients
+    define parameters as they run), so the names its trials used."""
+    if s.search_space or not s.HasField("optuna"):
+        return [p.path for p in s.search_space]
+    return sorted({name for t in s.trials for name in t.params.fields})
 
 
 def _best_command(s: spb.Study, attempts: dict[int, pb.Attempt]) -> pb.TrainCommand:

@@ -23,6 +23,7 @@ from optuna.storages._grpc.auto_generated import api_pb2
 from optuna.storages._grpc.auto_generated import api_pb2_grpc as optuna_grpc
 from optuna.trial import TrialState
 
+from dashboard.study_pages import study_data
 from metalearn.optuna import Storage
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import attempt_service_pb2 as apb
@@ -232,6 +233,17 @@ def test_the_study_through_metalearn_api(gateway: GatewayThread) -> None:
         assert shown.best_trial.value == pytest.approx(study.best_value, abs=0)
         listed = [s.name for s in stub.ListStudies(spb.ListStudiesRequest()).studies]
         assert "api-view" in listed
+        # The dashboard's page and the CLI show what such a study optimizes.
+        page = study_data(shown, {})
+        assert page["objective"] == "value (maximized)" and page["maximize"]
+        assert page["params"] == ["x"] and page["study"]["sampler"] == "Optuna's clients"
+        shown_cli = subprocess.run(
+            [sys.executable, "-m", "metalearn.cli", "study", "show", "api-view"],
+            env=_env(gateway, gateway.admin_token), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert shown_cli.returncode == 0, shown_cli.stderr
+        assert "held for Optuna's clients  trials 3" in shown_cli.stdout
+        assert "value (maximized)" in shown_cli.stdout
         # Its clients end it, not metalearn: nothing to stop; deleting it works at once.
         expect_error(CODE.FAILED_PRECONDITION, stub.StopStudy,
                      spb.StopStudyRequest(name="api-view"))  # fmt: skip

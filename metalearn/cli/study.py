@@ -97,8 +97,8 @@ def apply_warm_start(
 def best_command(client: Client, study: pb.Study) -> dict[str, Any] | None:
     """The best trial's training command as `train --file` takes it (None: no best, or
     its attempt was deleted)."""
-    if not study.HasField("best_trial") or study.HasField("external"):
-        return None  # an external study's trials run their workers' code: no command
+    if not study.HasField("best_trial") or study.HasField("external") or study.HasField("optuna"):
+        return None  # an external or Optuna study's trials run their workers' code: no command
     try:
         attempt = client.get(study.best_trial.attempt_name)
     except NotFoundError:
@@ -180,7 +180,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "  OWNER"
     )
     for s in studies:
-        trials = f"{s.trials_made}/{s.n_trials}"
+        trials = f"{s.trials_made}" if s.HasField("optuna") else f"{s.trials_made}/{s.n_trials}"
         best = value_text(s.best_trial.value) if s.HasField("best_trial") else "-"
         created = s.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
         print(

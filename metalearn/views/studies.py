@@ -179,13 +179,30 @@ def value_text(value: float) -> str:
     return f"{value:.4f}" if math.isfinite(value) else "-"
 
 
+def optuna_maximizes(study: pb.Study) -> bool:
+    """An Optuna client's study: whether its (first) objective is maximized."""
+    return list(study.optuna.directions[:1]) == [pb.STUDY_DIRECTION_MAXIMIZE]
+
+
+def study_objective(study: pb.Study) -> str:
+    """What a study optimizes, as people read it."""
+    if study.HasField("optuna"):
+        ways = [
+            _enum_text(pb.StudyDirection, d, "STUDY_DIRECTION_") for d in study.optuna.directions
+        ]
+        if len(ways) == 1:
+            return f"value ({ways[0]}d)"
+        return "values (" + ", ".join(f"{w}d" for w in ways) + "; the first shown)"
+    return objective_text(study.objective)
+
+
 def best_line(study: pb.Study) -> str:
     if not study.HasField("best_trial"):
         return "no trial has completed yet"
     best = study.best_trial
     return (
         f"best: trial {best.number} ({best.attempt_name}),"
-        f" {objective_text(study.objective)} {best.value:.4f}"
+        f" {study_objective(study)} {best.value:.4f}"
     )
 
 
@@ -194,6 +211,12 @@ def summary(study: pb.Study) -> str:
     stopped, on a line of its own."""
     states = Counter(trial_state(trial.state) for trial in study.trials)
     counts = ", ".join(f"{n} {state}" for state, n in states.items())
+    if study.HasField("optuna"):  # its clients sample, prune and decide when it ends
+        return (
+            f"{study.name} (id {study.id})  held for Optuna's clients"
+            f"  trials {study.trials_made}{f' ({counts})' if counts else ''}"
+            f"  {study_objective(study)}"
+        )
     parallel = study.max_parallel or "the trainers' slots"
     line = (
         f"{study.name} (id {study.id})  {study_state(study.state)}"
