@@ -21,6 +21,7 @@ from metalearn.cli import (
     curve,
     examples,
     history,
+    importing,
     optuna_proxy,
     runs,
     security,
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     changes.add_image_commands(images, common)
     runs.add_commands(sub, common)
     agent.add_commands(sub, common)
+    importing.add_commands(sub, common)
     optuna_proxy.add_commands(sub, common)
     study.add_commands(sub, common)
     task.add_commands(sub, common)
