@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from metalearn.cli import import_optuna
 from metalearn.credentials import find_token, open_channel
 from metalearn.outgoing import translate
 from metalearn.tls import TlsError, client_tls
@@ -164,4 +165,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> Any:
     )
     subs = parser.add_subparsers(dest="system", metavar="SYSTEM", required=True)
     _add_mlflow(subs, common)
+    import_optuna.add_command(subs, common)
     return subs
