@@ -206,6 +206,13 @@ def test_owners_roles_and_bad_requests(gateway: GatewayThread) -> None:
              "value"),
             (stub.SetTrialStateValues,
              api_pb2.SetTrialStateValuesRequest(trial_id=trial_id, state=99), "state"),
+            (stub.SetTrialUserAttribute,
+             api_pb2.SetTrialUserAttributeRequest(trial_id=trial_id, key="a\x00b", value="1"),
+             "key"),
+            (stub.SetStudySystemAttribute,
+             api_pb2.SetStudySystemAttributeRequest(study_id=study_id, key="k",
+                                                    value='"' + "x" * 300_000 + '"'),
+             "value"),
         ]  # fmt: skip
         for method, request, field in cases:
             err = expect_error(CODE.INVALID_ARGUMENT, method, request, timeout=10)

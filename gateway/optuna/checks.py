@@ -74,11 +74,16 @@ def _key(v: Violations, field: str, key: str) -> None:
         v.add(field, "is required")
     elif len(key) > MAX_KEY_CHARS:
         v.add(field, f"at most {MAX_KEY_CHARS} characters")
+    elif "\x00" in key:  # PostgreSQL's text cannot hold it
+        v.add(field, "must not contain NUL characters")
 
 
 def _json_text(v: Violations, field: str, text: str) -> None:
     if len(text.encode("utf-8", errors="replace")) > MAX_VALUE_BYTES:
         v.add(field, f"at most {MAX_VALUE_BYTES} bytes of JSON")
+        return
+    if "\x00" in text:
+        v.add(field, "must not contain NUL characters")
         return
     try:
         json.loads(text)
@@ -102,6 +107,8 @@ def distribution(field: str, text: str) -> BaseDistribution:
     """The distribution `text` describes (Optuna's JSON of one); InvalidArgument."""
     if len(text) > MAX_DISTRIBUTION_BYTES:
         raise errors.InvalidArgument.one(field, f"at most {MAX_DISTRIBUTION_BYTES} characters")
+    if "\x00" in text:
+        raise errors.InvalidArgument.one(field, "must not contain NUL characters")
     try:
         return _parsed(text)
     except Exception as err:  # hostile JSON fails in many ways, all of them the client's
@@ -126,10 +133,13 @@ def external(field: str, dist: BaseDistribution, internal: float) -> Any:
 
 
 def shown(value: Any) -> Any:
-    """A parameter's value as JSON can show it: a choice of infinity or NaN as its text
-    (only to be read by people: the value itself is its internal form and distribution)."""
+    """A parameter's value as JSON can show it: a choice of infinity or NaN as its text,
+    a NUL (which PostgreSQL's text cannot hold) as U+FFFD. Only for people to read: the
+    value itself is its internal form and its distribution."""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
     return value
 
 
