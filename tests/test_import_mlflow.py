@@ -297,7 +297,8 @@ def test_sqlite_store_directly_and_a_refused_run_does_not_stop_the_import(
                 name=f"mlflow-{ids['second']}", heartbeat_seconds=600
             )
         )
-    code, summary, err = _cli(gateway, writer, uri)
+    # Read by 2 forked reader processes (--readers): the path a many-core machine takes.
+    code, summary, err = _cli(gateway, writer, uri, "--readers", "2")
     assert code == 1, err
     assert summary["imported"] == 2 and summary["finished"] == 2, summary
     assert [f["run_id"] for f in summary["failed"]] == [ids["second"]]
@@ -335,29 +336,20 @@ def test_without_mlflow_it_says_how_to_install_it() -> None:
     assert "pip install 'metalearn[mlflow]'" in proc.stderr
 
 
-class _Point:
-    """A point as MLflow's client returns it (the fields metric_series reads)."""
-
-    def __init__(self, step: int, value: float, timestamp: int) -> None:
-        self.step, self.value, self.timestamp = step, value, timestamp
-
-
 def test_series_steps_times_and_epochs_mapping() -> None:
     unmapped: Counter[str] = Counter()
     # A step logged twice keeps its later value; steps come out rising.
-    series = importer.metric_series(
-        "m", [_Point(1, 1.0, T0), _Point(0, 0.5, T0 + 1), _Point(1, 2.0, T0 + 2)], unmapped
-    )
+    series = importer.metric_series("m", [1, 0, 1], [1.0, 0.5, 2.0], [T0, T0 + 1, T0 + 2], unmapped)
     assert series is not None
     assert (series.steps, series.values, series.times) == ([0, 1], [0.5, 2.0], [T0 + 1, T0 + 2])
     assert unmapped["points at a step logged twice (the last kept)"] == 1
     # Times before 2000 are left to the gateway (the import's time), counted.
-    old = importer.metric_series("m", [_Point(0, 1.0, 5)], unmapped)
+    old = importer.metric_series("m", [0], [1.0], [5], unmapped)
     assert old is not None and old.times is None
     loss = importer.metric_series(
-        "l", [_Point(s, v, T0 + s) for s, v in enumerate([1.0, 0.8, math.nan, 0.5])], unmapped
+        "l", [0, 1, 2, 3], [1.0, 0.8, math.nan, 0.5], [T0, T0 + 1, T0 + 2, T0 + 3], unmapped
     )
-    acc = importer.metric_series("a", [_Point(0, 0.4, T0), _Point(1, 1.5, T0)], unmapped)
+    acc = importer.metric_series("a", [0, 1], [0.4, 1.5], [T0, T0], unmapped)
     assert loss is not None and acc is not None
     mapping = importer.TaskMapping(epoch_metrics={"loss": "l", "val_accuracy": "a"})
     epochs = importer.epochs_from({"l": loss, "a": acc}, mapping, unmapped)
