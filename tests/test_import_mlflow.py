@@ -288,6 +288,14 @@ def test_sqlite_store_directly_and_a_refused_run_does_not_stop_the_import(
     gateway: GatewayThread, tmp_path: Path
 ) -> None:
     uri, _, ids = _sqlite_store(tmp_path / "mlflow.db")
+    # --since keeps runs started at or after it; --experiment names what to read.
+    options = importer.Options(uri=uri, dry_run=True, since_ms=T0 + 1)
+    assert importer.import_mlflow(options, None, None).skipped_before_since == 3
+    options = importer.Options(uri=uri, dry_run=True, since_ms=T0, experiments=("local",))
+    planned = importer.import_mlflow(options, None, None)
+    assert (planned.imported, planned.skipped_before_since, planned.points) == (3, 0, 9)
+    with pytest.raises(importer.SourceProblem, match="no experiment named 'nope'"):
+        importer.import_mlflow(importer.Options(uri=uri, experiments=("nope",)), None, None)
     writer = gateway.make_token(f"importer-{uuid.uuid4().hex[:8]}", "writer")
     # Another principal holds `second`'s attempt and is still reporting to it: the
     # gateway refuses the importer's batches for it (PERMISSION_DENIED).

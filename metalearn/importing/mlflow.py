@@ -538,6 +538,7 @@ class MlflowImporter:
         if self._channel is None:  # a dry run: read and map everything, send nothing
             for batch in sender.batches():
                 outcome.points += sender.batch_points[batch.sequence]
+                progress.add(points=sender.batch_points[batch.sequence])
             outcome.nan_points, outcome.epochs, outcome.finished = sender.nan, sender.epochs, True
             return
         attempt_id: int
