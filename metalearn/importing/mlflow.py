@@ -346,7 +346,6 @@ class MlflowImporter:
         self.options = options
         self._channel = channel
         self._progress_out = progress
-        self._lock = threading.Lock()
         self._summary = Summary(dry_run=options.dry_run)
         self._origin_uri = public_uri(options.uri)
         self._client_name = f"metalearn-import-mlflow/{_version()}"
@@ -379,13 +378,19 @@ class MlflowImporter:
     def _run(self, started: float) -> Summary:
         client = mlflow_client(self.options.uri)
         summary = self._summary
-        experiments = self._experiments(client)
+        try:
+            experiments = self._experiments(client)
+            listed = [(e, list(self._runs(client, e.experiment_id))) for e in experiments]
+        except SourceProblem:
+            raise
+        except Exception as err:  # MLflow's: a server that does not answer, an old schema
+            raise SourceProblem(f"{self.options.uri}: {type(err).__name__}: {err}") from err
         summary.experiments = len(experiments)
         existing = self._existing() if self._channel is not None else {}
         todo: list[tuple[Any, str]] = []
-        for experiment in experiments:
+        for experiment, runs in listed:
             deleted = experiment.lifecycle_stage == "deleted"
-            for run in self._runs(client, experiment.experiment_id):
+            for run in runs:
                 summary.runs += 1
                 if deleted or run.info.lifecycle_stage == "deleted":
                     summary.skipped_deleted += 1
