@@ -10,6 +10,10 @@ here, as bench/reporting.py does:
   (every run finished on the gateway). Python importing the `mlflow` package itself
   (about 3 s, once per process) happens before the clock starts: it is not per point.
 
+- optuna: `study.optimize` through `metalearn.optuna.Storage` beside Optuna's own
+  RDBStorage on sqlite and on the same PostgreSQL (bench/optuna_storage.py says how):
+  `optuna_storage_vs_sqlite`, `optuna_storage_vs_postgres`.
+
 Each measurement is a function returning its figures; `main` collects them into one
 JSON object (`python bench/imports.py --json`).
 
@@ -29,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
+from bench.optuna_storage import optuna_storage
 from bench.report import print_figures
 from bench.store import GatewayProcess
 from metalearn.credentials import open_channel
@@ -111,6 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     figures.update(mlflow_import(runs=5 if args.quick else 50, metrics=4, steps=1000))
+    with scratch_postgres() as scratch:
+        figures.update(optuna_storage(scratch.url, scratch.dir, 50 if args.quick else 1000))
     print_figures(figures, args.json)
 
 
