@@ -29,7 +29,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.embedded import EmbeddedPostgres
 from gateway.epochs import EpochPath, EpochWatcher
 from gateway.events import EventHub
-from gateway.optuna.servicer import OptunaStorageServicer
+from gateway.optuna.servicer import OptunaStorageServicer, OptunaTrialServicer
 from gateway.reporting.lapses import Lapses
 from gateway.reporting.servicer import ReportingServicer
 from gateway.reporting.writer import ReportWriter
@@ -64,6 +64,8 @@ from metalearn.v1 import (
     curve_service_pb2_grpc,
     dataset_service_pb2,
     dataset_service_pb2_grpc,
+    optuna_trial_service_pb2,
+    optuna_trial_service_pb2_grpc,
     reporting_service_pb2,
     reporting_service_pb2_grpc,
     study_service_pb2,
@@ -90,6 +92,7 @@ SERVICES = (
     reporting_service_pb2.DESCRIPTOR.services_by_name["ReportingService"],
     # Optuna's own protocol (gateway/optuna/): Optuna's clients keep their studies here.
     optuna_api_pb2.DESCRIPTOR.services_by_name["StorageService"],
+    optuna_trial_service_pb2.DESCRIPTOR.services_by_name["OptunaTrialService"],
 )
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
@@ -285,6 +288,9 @@ async def create_server(
     )
     optuna_api_pb2_grpc.add_StorageServiceServicer_to_server(  # type: ignore[no-untyped-call]
         OptunaStorageServicer(OptunaStore(pool)), server
+    )
+    optuna_trial_service_pb2_grpc.add_OptunaTrialServiceServicer_to_server(
+        OptunaTrialServicer(OptunaStore(pool)), server
     )
     # What each feature hears of, from the database's notifications (on any replica).
     dispatcher.register(hub)

@@ -135,6 +135,8 @@ POLICY: dict[str, frozenset[Role]] = {
     _OS + "SetTrialSystemAttribute": WRITE,
     _OS + "GetTrial": READ,
     _OS + "GetTrials": READ,
+    # metalearn.optuna.Storage's one-call trial writes (the store checks the owner).
+    "/metalearn.v1.OptunaTrialService/WriteTrial": WRITE,
 }
 
 

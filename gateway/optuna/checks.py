@@ -184,6 +184,25 @@ def step(value: int, field: str = "step") -> int:
     return value
 
 
+# Intermediate values one WriteTrial call may carry.
+MAX_WRITE_VALUES = 10_000
+
+
+def intermediate(steps: Sequence[int], values: Sequence[float]) -> dict[int, float]:
+    """A WriteTrial's intermediate values by step (a step given twice: its last value)."""
+    v = Violations()
+    if len(steps) != len(values):
+        v.add("intermediate_values", f"{len(values)} values for {len(steps)} steps")
+    if len(steps) > MAX_WRITE_VALUES:
+        v.add("steps", f"at most {MAX_WRITE_VALUES} a call")
+    v.raise_if_any()
+    for i, found in enumerate(steps):
+        if found < 0:
+            v.add(f"steps[{i}]", "must be 0 or more")
+    v.raise_if_any()
+    return dict(zip(steps, values, strict=True))
+
+
 def parse_time(field: str, text: str) -> dt.datetime | None:
     """A naive time of Optuna's protocol, as this machine's local time."""
     if not text:

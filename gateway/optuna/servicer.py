@@ -22,8 +22,14 @@ from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
 from gateway.auth import roles
 from gateway.optuna import checks, convert
 from gateway.store.optuna import OptunaStore
+from metalearn import errors
 from metalearn.status import translate_errors
+from metalearn.v1 import optuna_trial_service_pb2 as otpb
+from metalearn.v1 import optuna_trial_service_pb2_grpc as otpb_grpc
 
+# The trailing metadata of CreateNewTrial's answer (metalearn/optuna reads them).
+NUMBER_KEY = "metalearn-trial-number"
+START_KEY = "metalearn-trial-start"
 # Distributions already checked, by (trial, parameter): a study's later trials give the
 # same ones, and the check needs the store only for the first of each.
 _KNOWN = 16_384
@@ -149,9 +155,14 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
                 study_id, study, number, template.params, template.values, template.origin
             )
 
-        trial_id = await self._store.create_trial(study_id, _scope(), forms, template)
-        self._remember(self._studies, trial_id, study_id)
-        return api_pb2.CreateNewTrialReply(trial_id=trial_id)
+        made = await self._store.create_trial(study_id, _scope(), forms, template)
+        self._remember(self._studies, made.id, study_id)
+        # Beyond Optuna's reply, which its clients read alone: the new trial's number and
+        # start, so that metalearn.optuna.Storage knows its own trial without reading it.
+        context.set_trailing_metadata(
+            ((NUMBER_KEY, str(made.number)), (START_KEY, checks.format_time(made.started_at)))
+        )
+        return api_pb2.CreateNewTrialReply(trial_id=made.id)
 
     @translate_errors
     async def SetTrialParameter(
@@ -235,3 +246,37 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
             request.study_id, list(request.included_trial_ids), request.trial_id_greater_than
         )
         return api_pb2.GetTrialsReply(trials=[convert.trial(r) for r in rows])
+
+
+_WRITE_STATES = {
+    otpb.OPTUNA_TRIAL_STATE_RUNNING: "RUNNING",
+    otpb.OPTUNA_TRIAL_STATE_COMPLETE: "COMPLETE",
+    otpb.OPTUNA_TRIAL_STATE_PRUNED: "PRUNED",
+    otpb.OPTUNA_TRIAL_STATE_FAIL: "FAIL",
+}
+
+
+class OptunaTrialServicer(otpb_grpc.OptunaTrialServiceServicer):
+    """OptunaTrialService: a trial's intermediate values and its end in one call (what
+    `metalearn.optuna.Storage` sends for the trials its worker runs)."""
+
+    def __init__(self, store: OptunaStore) -> None:
+        self._store = store
+
+    @translate_errors
+    async def WriteTrial(
+        self, request: otpb.WriteTrialRequest, context: Any
+    ) -> otpb.WriteTrialResponse:
+        intermediate = checks.intermediate(list(request.steps), list(request.intermediate_values))
+        state = None
+        if request.state != otpb.OPTUNA_TRIAL_STATE_UNSPECIFIED:
+            if request.state not in _WRITE_STATES:
+                raise errors.InvalidArgument.one("state", "must be a trial state")
+            state = _WRITE_STATES[request.state]
+        values = checks.values(list(request.values))
+        if values is not None and state is None:
+            raise errors.InvalidArgument.one("values", "are given with a state to end in")
+        updated = await self._store.write(
+            request.trial_id, _scope(), intermediate, state, values, convert.finished_forms
+        )
+        return otpb.WriteTrialResponse(trial_updated=updated)

@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
 from gateway.store.reports import FENCE, REPORTER
-from gateway.store.work import notify
+from gateway.store.work import EVENTS
 from metalearn import errors
 
 # The metric of a trial's attempt that holds its intermediate values.
@@ -76,6 +76,15 @@ class OptunaTrialRow:
     system_attrs: dict[str, str]
     steps: list[int]
     intermediate: list[float]
+
+
+@dataclass(frozen=True)
+class Made:
+    """A new trial: its id, number and start (None: it waits)."""
+
+    id: int
+    number: int
+    started_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -274,8 +283,8 @@ class OptunaStore:
         scope: str | None,
         forms: AttemptForms,
         template: TrialTemplate | None,
-    ) -> int:
-        """A new trial (RUNNING, or as `template` has it) with its attempt; its id."""
+    ) -> Made:
+        """A new trial (RUNNING, or as `template` has it) with its attempt."""
         state = template.state if template is not None else "RUNNING"
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
@@ -301,7 +310,9 @@ class OptunaStore:
                     " internal, state, distributions, vals, user_attrs, system_attrs,"
                     " started_at, completed_at)"
                     " SELECT %s, %s, se.attempt_id, true, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s FROM se RETURNING id, attempt_id, (SELECT id FROM se)",
+                    " %s, %s FROM se RETURNING id, attempt_id, (SELECT id FROM se), started_at,"
+                    # Told at commit, as `notify` tells (one statement fewer a trial).
+                    " pg_notify(%s, json_build_object('id', attempt_id, 'kind', 'status')::text)",
                     (
                         f"{name}-{number}", spec, Jsonb(doc), owner, ATTEMPT_STATUS[state],
                         FENCE, REPORTER, INTERMEDIATE,
@@ -317,11 +328,13 @@ class OptunaStore:
                         t.started_at if t is not None else (
                             dt.datetime.now(dt.UTC) if state == "RUNNING" else None),
                         t.completed_at if t is not None else None,
+                        EVENTS,
                     ),
                 )  # fmt: skip
                 made = await cur.fetchone()
                 assert made is not None
-                trial_id, attempt_id, series_id = int(made[0]), int(made[1]), int(made[2])
+                trial_id, series_id = int(made[0]), int(made[2])
+                started: dt.datetime | None = made[3]
                 if t is not None and t.intermediate:
                     async with conn.cursor() as points:
                         await points.executemany(
@@ -330,8 +343,7 @@ class OptunaStore:
                             [(series_id, step, value, _now_ms())
                              for step, value in sorted(t.intermediate.items())],
                         )  # fmt: skip
-                await notify(conn.cursor(), attempt_id, "status")
-        return trial_id
+        return Made(trial_id, number, started)
 
     async def trial_id(self, study_id: int, number: int) -> int:
         with translate_db_errors():
@@ -479,12 +491,26 @@ class OptunaStore:
         (`rewrite`: its parameters and values); False when it was asked to run but is no
         longer WAITING (another worker took it), as Optuna's storages answer.
         FailedPrecondition when it has finished."""
+        return await self.write(trial_id, scope, {}, state, values, rewrite)
+
+    async def write(
+        self,
+        trial_id: int,
+        scope: str | None,
+        intermediate: dict[int, float],
+        state: str | None,
+        values: Sequence[float] | None,
+        rewrite: Callable[[Finished], tuple[bytes, dict[str, Any]]],
+    ) -> bool:
+        """Stores `intermediate` values (a step again replaces its value), then moves the
+        trial to `state` as `set_state` does, in one transaction (OptunaTrialService's
+        WriteTrial). True unless RUNNING was asked of a trial no longer WAITING."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT t.state, t.attempt_id, t.study_id, t.number, t.params, s.name, s.owner,"
-                    " t.system_attrs ->> 'metalearn.origin' AS origin"
+                    "SELECT t.state, t.attempt_id, t.study_id, t.number, t.params, t.vals, s.name,"
+                    " s.owner, t.system_attrs ->> 'metalearn.origin' AS origin"
                     " FROM study_trials t JOIN studies s ON s.id = t.study_id"
                     " WHERE t.id = %s AND t.state IS NOT NULL FOR UPDATE OF t",
                     (trial_id,),
@@ -492,35 +518,37 @@ class OptunaStore:
                 row = await cur.fetchone()
                 if row is None:
                     raise errors.NotFound(f"trial id {trial_id} not found")
-                _owned(f"trial {row['number']} of study {row['name']!r}", row["owner"], scope)
+                label = f"trial {row['number']} of study {row['name']!r}"
+                _owned(label, row["owner"], scope)
                 if row["state"] in FINISHED:
                     raise errors.FailedPrecondition(
-                        f"trial {row['number']} of study {row['name']!r} has finished"
-                        f" ({row['state']}): it cannot change"
+                        f"{label} has finished ({row['state']}): it cannot change"
                     )
+                if intermediate:
+                    await _put_intermediate(cur, row["attempt_id"], label, intermediate)
+                if state is None:
+                    return True
                 if state == "RUNNING" and row["state"] != "WAITING":
                     return False
-                await cur.execute(
-                    "UPDATE study_trials SET state = %s, vals = COALESCE(%s, vals),"
-                    " started_at = CASE WHEN %s = 'RUNNING' THEN now() ELSE started_at END,"
-                    " completed_at = CASE WHEN %s IN ('COMPLETE', 'PRUNED', 'FAIL') THEN now()"
-                    " END WHERE id = %s RETURNING vals",
-                    (state, None if values is None else list(values), state, state, trial_id),
-                )
-                changed = await cur.fetchone()
-                assert changed is not None
+                kept = list(values) if values is not None else row["vals"]
                 finished = Finished(
                     row["attempt_id"], row["study_id"], row["number"], row["name"], state,
-                    changed["vals"], row["params"], row["origin"],
+                    kept, row["params"], row["origin"],
                 )  # fmt: skip
-                if row["attempt_id"] is not None:
-                    spec, doc = rewrite(finished)
-                    await cur.execute(
-                        "UPDATE attempts SET status = %s, spec = %s, doc = %s, updated_at = now()"
-                        " WHERE id = %s",
-                        (ATTEMPT_STATUS[state], spec, Jsonb(doc), row["attempt_id"]),
-                    )
-                    await notify(cur, row["attempt_id"], "status")
+                spec, doc = rewrite(finished) if row["attempt_id"] is not None else (b"", {})
+                # The trial, its attempt and the notification (told at commit) at once.
+                await cur.execute(
+                    "WITH t AS (UPDATE study_trials SET state = %s, vals = %s,"
+                    " started_at = CASE WHEN %s = 'RUNNING' THEN now() ELSE started_at END,"
+                    " completed_at = CASE WHEN %s IN ('COMPLETE', 'PRUNED', 'FAIL') THEN now()"
+                    " END WHERE id = %s RETURNING attempt_id),"
+                    " a AS (UPDATE attempts SET status = %s, spec = %s, doc = %s,"
+                    " updated_at = now() WHERE id = (SELECT attempt_id FROM t) RETURNING id)"
+                    " SELECT pg_notify(%s, json_build_object('id', a.id, 'kind', 'status')::text)"
+                    " FROM a",
+                    (state, kept, state, state, trial_id, ATTEMPT_STATUS[state], spec, Jsonb(doc),
+                     EVENTS),
+                )  # fmt: skip
                 return True
 
     async def writable(self, trial_id: int, scope: str | None) -> None:
@@ -566,6 +594,34 @@ _WRITABLE = sql.SQL(
     "AND t.state IN ('WAITING', 'RUNNING') AND s.directions IS NOT NULL"
     " AND (%s::text IS NULL OR s.owner = %s)"
 )
+
+
+async def _put_intermediate(
+    cur: psycopg.AsyncCursor[Any], attempt_id: int | None, label: str, values: dict[int, float]
+) -> None:
+    """A locked running trial's intermediate values, into its attempt's metric in one
+    statement; refused whole when its attempt is gone or it would hold too many."""
+    if attempt_id is None:
+        raise errors.FailedPrecondition(f"{label}'s attempt was deleted: nothing to add to")
+    steps = sorted(values)
+    await cur.execute(
+        "WITH se AS (SELECT id FROM metric_series WHERE attempt_id = %s AND key = %s),"
+        " put AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
+        " SELECT se.id, p.step, p.value, %s FROM se, unnest(%s::bigint[], %s::float8[])"
+        " AS p(step, value) ON CONFLICT (series_id, step) DO UPDATE SET value = EXCLUDED.value,"
+        " at_ms = EXCLUDED.at_ms RETURNING series_id, xmax = 0 AS fresh)"
+        " UPDATE metric_series m SET points = m.points + f.fresh FROM (SELECT series_id,"
+        " count(*) FILTER (WHERE fresh) AS fresh FROM put GROUP BY series_id) f"
+        " WHERE m.id = f.series_id RETURNING m.points",
+        (attempt_id, INTERMEDIATE, _now_ms(), steps, [values[s] for s in steps]),
+    )
+    found = await cur.fetchone()
+    if found is None:
+        raise errors.FailedPrecondition(f"{label} has no metric to hold intermediate values")
+    if int(found["points"] if isinstance(found, dict) else found[0]) > MAX_INTERMEDIATE_VALUES:
+        raise errors.ResourceExhausted(
+            f"{label} would hold more than {MAX_INTERMEDIATE_VALUES} intermediate values"
+        )
 
 
 def _now_ms() -> int:

@@ -20,22 +20,53 @@ For Optuna clients that cannot send credentials (OptunaSharp, Optuna's own proxy
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from optuna.distributions import BaseDistribution
-from optuna.storages._grpc.auto_generated import api_pb2_grpc
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._grpc.auto_generated import api_pb2, api_pb2_grpc
 from optuna.storages._grpc.client import GrpcClientCache, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from metalearn.credentials import find_token, open_channel
 from metalearn.tls import ClientTls
+from metalearn.v1 import optuna_trial_service_pb2 as otpb
+from metalearn.v1 import optuna_trial_service_pb2_grpc as otpb_grpc
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
+# What the gateway adds to CreateNewTrial's answer (gateway/optuna/servicer.py), in
+# Optuna's protocol's time format.
+NUMBER_KEY = "metalearn-trial-number"
+START_KEY = "metalearn-trial-start"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# How long a running trial's intermediate values wait to go out together (a dashboard
+# following the trial sees them this much later; its end sends them at once).
+FLUSH_SECONDS = 0.2
+_WRITE_STATES = {
+    TrialState.RUNNING: otpb.OPTUNA_TRIAL_STATE_RUNNING,
+    TrialState.COMPLETE: otpb.OPTUNA_TRIAL_STATE_COMPLETE,
+    TrialState.PRUNED: otpb.OPTUNA_TRIAL_STATE_PRUNED,
+    TrialState.FAIL: otpb.OPTUNA_TRIAL_STATE_FAIL,
+}
+
+
+def _optuna_error(err: grpc.RpcError) -> Exception:
+    """A refusal as Optuna's own client raises it."""
+    call: Any = err
+    if call.code() == grpc.StatusCode.NOT_FOUND:
+        return KeyError(call.details())
+    if call.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        return UpdateFinishedTrialError(call.details())
+    return err
+
+
 # Optuna's client reads a whole study's trials in one answer: no limit of its own.
 _OPTIONS = [("grpc.max_receive_message_length", -1)]
 
@@ -79,6 +110,14 @@ class Storage(GrpcStorageProxy):
         self._owned_lock = threading.Lock()
         self._running: set[int] = set()
         self._owned: dict[int, FrozenTrial] = {}
+        self._trials = otpb_grpc.OptunaTrialServiceStub(self._channel)
+        # Intermediate values not yet sent, by trial (see set_trial_intermediate_value);
+        # a trial's writes in order; a refusal met by the timer's flush, for its end.
+        self._unsent: dict[int, dict[int, float]] = {}
+        self._writing: dict[int, threading.Lock] = {}
+        self._failed: dict[int, Exception] = {}
+        self._timer: threading.Timer | None = None
+        self._closed = False
 
     # A running trial is written by the one worker that runs it, so that worker knows it
     # as well as the gateway does: Optuna reads it twice a trial (when the trial starts,
@@ -89,10 +128,38 @@ class Storage(GrpcStorageProxy):
     # once it finishes, reads go to the gateway again.
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
-        if template_trial is None or template_trial.state == TrialState.RUNNING:
-            with self._owned_lock:
-                self._running.add(trial_id)
+        if template_trial is not None:
+            trial_id = super().create_new_trial(study_id, template_trial)
+            if template_trial.state == TrialState.RUNNING:
+                with self._owned_lock:
+                    self._running.add(trial_id)
+            return trial_id
+        request = api_pb2.CreateNewTrialRequest(study_id=study_id, template_trial_is_none=True)
+        try:
+            reply, call = self._stub.CreateNewTrial.with_call(request)
+        except grpc.RpcError as err:
+            raise _optuna_error(err) from err
+        trial_id = int(reply.trial_id)
+        # The gateway adds the new trial's number and start to Optuna's answer, so the
+        # worker knows its trial without reading it back (Optuna reads it at once).
+        told = dict(call.trailing_metadata() or ())
+        with self._owned_lock:
+            self._running.add(trial_id)
+            if NUMBER_KEY in told and told.get(START_KEY):
+                self._owned[trial_id] = FrozenTrial(
+                    number=int(told[NUMBER_KEY]),
+                    state=TrialState.RUNNING,
+                    value=None,
+                    values=None,
+                    datetime_start=datetime.datetime.strptime(told[START_KEY], TIME_FORMAT),
+                    datetime_complete=None,
+                    params={},
+                    distributions={},
+                    user_attrs={},
+                    system_attrs={},
+                    intermediate_values={},
+                    trial_id=trial_id,
+                )
         return trial_id
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -100,6 +167,7 @@ class Storage(GrpcStorageProxy):
             owned = self._owned.get(trial_id)
             if owned is not None:
                 return copy.deepcopy(owned)
+        self._flush()
         trial = super().get_trial(trial_id)
         with self._owned_lock:
             if trial_id in self._running and trial.state == TrialState.RUNNING:
@@ -131,12 +199,100 @@ class Storage(GrpcStorageProxy):
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        with self._owned_lock:
+            owned = trial_id in self._owned
+            if owned:
+                # A running trial's own worker keeps its values a moment and sends them
+                # together (OptunaTrialService.WriteTrial): with its end when the trial
+                # ends first, else within FLUSH_SECONDS, and before any read of the
+                # store, so nothing reads past a value not yet stored. A refusal (the
+                # trial ended elsewhere) is raised at the trial's end.
+                self._unsent.setdefault(trial_id, {})[step] = intermediate_value
+                if self._timer is None:
+                    self._timer = threading.Timer(FLUSH_SECONDS, self._flush_later)
+                    self._timer.daemon = True
+                    self._timer.start()
+        if not owned:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            return
 
         def change(trial: FrozenTrial) -> None:
             trial.intermediate_values = {**trial.intermediate_values, step: intermediate_value}
 
         self._update(trial_id, change)
+
+    def _write(
+        self,
+        trial_id: int,
+        state: TrialState | None = None,
+        values: Sequence[float] | None = None,
+    ) -> bool:
+        """Sends a trial's unsent values (with its new state, when given) in one call,
+        after any other write of the same trial; Optuna's exceptions for its refusals."""
+        with self._owned_lock:
+            lock = self._writing.setdefault(trial_id, threading.Lock())
+        with lock:
+            with self._owned_lock:
+                unsent = self._unsent.pop(trial_id, {})
+                failed = self._failed.pop(trial_id, None)
+            if failed is not None:
+                raise failed
+            if not unsent and state is None:
+                return True
+            request = otpb.WriteTrialRequest(
+                trial_id=trial_id,
+                steps=list(unsent),
+                intermediate_values=list(unsent.values()),
+                state=_WRITE_STATES[state]
+                if state is not None
+                else otpb.OPTUNA_TRIAL_STATE_UNSPECIFIED,
+                values=list(values or ()),
+            )
+            try:
+                reply = self._trials.WriteTrial(request)
+            except grpc.RpcError as err:
+                raise _optuna_error(err) from err
+            return bool(reply.trial_updated)
+
+    def _flush(self) -> None:
+        """Every trial's unsent values, stored now. A refusal is kept for its own trial's
+        end (a read by another worker's thread is not the place to raise it)."""
+        with self._owned_lock:
+            trials = list(self._unsent)
+        for trial_id in trials:
+            try:
+                self._write(trial_id)
+            except (KeyError, UpdateFinishedTrialError, grpc.RpcError) as err:
+                with self._owned_lock:
+                    self._failed[trial_id] = err
+
+    def _flush_later(self) -> None:
+        with self._owned_lock:
+            self._timer = None
+            if self._closed:
+                return
+        self._flush()
+
+    def close(self) -> None:
+        """Sends what is unsent, then closes the channel (a later timer sends nothing:
+        grpc must not be called on a closed channel)."""
+        with self._owned_lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._flush()
+        with self._owned_lock:
+            self._closed = True
+        super().close()
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        self._flush()
+        return super().get_all_trials(study_id, deepcopy, states)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, value)
@@ -164,8 +320,15 @@ class Storage(GrpcStorageProxy):
             # Whatever the answer, the next read asks the gateway: a trial told finished
             # is the gateway's to describe (its completion time), and one that failed
             # to change was changed by someone else.
-            self._owned.pop(trial_id, None)
+            owned = self._owned.pop(trial_id, None) is not None or trial_id in self._unsent
             self._running.discard(trial_id)
+        if owned and state in _WRITE_STATES:  # its values and its end in one call
+            try:
+                return self._write(trial_id, state, values)
+            finally:
+                with self._owned_lock:
+                    self._writing.pop(trial_id, None)
+        self._flush()
         updated = super().set_trial_state_values(trial_id, state, values)
         if updated and state == TrialState.RUNNING:  # a waiting trial this worker took
             with self._owned_lock:
@@ -174,8 +337,6 @@ class Storage(GrpcStorageProxy):
 
     def wait_server_ready(self, timeout: float | None = None) -> None:
         """Waits until the gateway answers (ConnectionError after `timeout` seconds)."""
-        import grpc
-
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError as err:
@@ -186,7 +347,9 @@ class Storage(GrpcStorageProxy):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for local in ("_owned_lock", "_running", "_owned"):
+        self._flush()
+        for local in ("_owned_lock", "_running", "_owned", "_trials", "_unsent", "_writing",
+                      "_failed", "_timer", "_closed"):  # fmt: skip
             state.pop(local, None)
         return state
 
