@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from metalearn.optuna import Storage
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import attempt_service_pb2_grpc as agrpc
+from metalearn.v1 import optuna_trial_service_pb2 as otpb
+from metalearn.v1 import optuna_trial_service_pb2_grpc as otgrpc
 from metalearn.v1 import reporting_service_pb2 as rpb
 from metalearn.v1 import reporting_service_pb2_grpc as rgrpc
 from metalearn.v1 import study_service_pb2 as spb
@@ -311,3 +314,75 @@ def test_the_proxy_listens_on_loopback_only(gateway: GatewayThread) -> None:
     )
     assert done.returncode == 2
     assert "loopback" in done.stderr
+
+
+def test_write_trial_stores_values_and_end_at_once(gateway: GatewayThread) -> None:
+    alice = gateway.make_token("optuna-writer", "writer")
+    other = gateway.make_token("optuna-other", "writer")
+    storage = _storage(gateway, alice)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "writes")
+    trial_id = storage.create_new_trial(study_id)
+    with gateway.channel(alice) as channel:
+        stub = otgrpc.OptunaTrialServiceStub(channel)
+        cases = [
+            (otpb.WriteTrialRequest(trial_id=trial_id, steps=[0, 1], intermediate_values=[1.0]),
+             "intermediate_values"),
+            (otpb.WriteTrialRequest(trial_id=trial_id, steps=[0, -1],
+                                    intermediate_values=[1.0, 2.0]), "steps[1]"),
+            (otpb.WriteTrialRequest(trial_id=trial_id, values=[1.0]), "values"),
+            (otpb.WriteTrialRequest(trial_id=trial_id, state=9), "state"),
+        ]  # fmt: skip
+        for request, field in cases:
+            err = expect_error(CODE.INVALID_ARGUMENT, stub.WriteTrial, request, timeout=10)
+            assert field in violations(err), (field, violations(err))
+        # Nothing of a refused call was stored.
+        assert storage.get_trial(trial_id).intermediate_values == {}
+        stub.WriteTrial(
+            otpb.WriteTrialRequest(
+                trial_id=trial_id, steps=[0, 1, 1], intermediate_values=[3.0, 2.0, 1.5],
+                state=otpb.OPTUNA_TRIAL_STATE_COMPLETE, values=[1.5],
+            )
+        )  # fmt: skip
+        expect_error(CODE.FAILED_PRECONDITION, stub.WriteTrial,
+                     otpb.WriteTrialRequest(trial_id=trial_id, steps=[2],
+                                            intermediate_values=[1.0]))  # fmt: skip
+        expect_error(CODE.NOT_FOUND, stub.WriteTrial, otpb.WriteTrialRequest(trial_id=10**9))
+    with gateway.channel(other) as channel:
+        fresh = storage.create_new_trial(study_id)
+        expect_error(CODE.PERMISSION_DENIED, otgrpc.OptunaTrialServiceStub(channel).WriteTrial,
+                     otpb.WriteTrialRequest(trial_id=fresh, steps=[0],
+                                            intermediate_values=[1.0]))  # fmt: skip
+    done = _storage(gateway).get_trial(trial_id)
+    assert done.state == TrialState.COMPLETE and done.value == 1.5
+    assert done.intermediate_values == {0: 3.0, 1: 1.5}
+
+
+def test_a_running_trials_values_reach_other_readers_while_it_runs(
+    gateway: GatewayThread,
+) -> None:
+    worker = _storage(gateway)
+    study = optuna.create_study(storage=worker, study_name="live")
+    trial = study.ask()
+    trial.report(0.75, 0)
+    trial.report(0.5, 1)
+    # The worker sends its values together, within FLUSH_SECONDS: another reader sees
+    # them while the trial still runs (the deadline is generous: a busy machine).
+    reader = _storage(gateway)
+    deadline = time.monotonic() + 30
+    while reader.get_trial(trial._trial_id).intermediate_values != {0: 0.75, 1: 0.5}:
+        assert time.monotonic() < deadline, "the values never reached the gateway"
+        time.sleep(0.05)
+    assert reader.get_trial(trial._trial_id).state == TrialState.RUNNING
+    # Its end sends what is left with it; reads of the store come after its values.
+    trial.report(0.25, 2)
+    study.tell(trial, 0.25)
+    assert reader.get_trial(trial._trial_id).intermediate_values == {0: 0.75, 1: 0.5, 2: 0.25}
+    # A worker whose trial was ended elsewhere hears it when it ends it, as with Optuna's
+    # own storages.
+    second = study.ask()
+    second.report(1.0, 0)
+    reader.set_trial_state_values(second._trial_id, TrialState.FAIL)
+    second.report(0.9, 1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        worker.set_trial_state_values(second._trial_id, TrialState.COMPLETE, [0.9])
+    worker.close()
