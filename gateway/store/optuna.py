@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
 from gateway.store.reports import FENCE, REPORTER
+from gateway.store.studies import STUDIES
 from gateway.store.work import EVENTS
 from metalearn import errors
 
@@ -250,7 +251,8 @@ class OptunaStore:
                     raise errors.NotFound(f"study id {study_id} not found")
                 _owned(f"study {row[0]!r}", row[1], scope)
                 await conn.execute("DELETE FROM studies WHERE id = %s", (study_id,))
-                await conn.execute("SELECT pg_notify('metalearn_studies', %s::text)", (study_id,))
+                # Its watchers (WatchStudy) end at once, as for any deleted study.
+                await conn.execute("SELECT pg_notify(%s, %s::text)", (STUDIES, study_id))
 
     async def set_study_attr(
         self, study_id: int, scope: str | None, system: bool, key: str, value: str
