@@ -595,15 +595,16 @@ def test_command_mistakes_found_by_the_trainer_fail_at_once(stack: Stack) -> Non
 
 
 @pytest.mark.slow
-def test_a_queue_of_100_is_claimed_once_each_and_a_cancel_stops_every_write(
+def test_a_queue_of_50_is_claimed_once_each_and_a_cancel_stops_every_write(
     stack: Stack,
 ) -> None:
-    """Two trainers (and two gateway replicas) drain 100 tiny attempts: each is claimed
+    """Two trainers (and two gateway replicas) drain 50 tiny attempts: each is claimed
     exactly once, none is restarted; every tenth is cancelled on the way, and nothing of
-    it is stored after CancelAttempt answered."""
+    it is stored after CancelAttempt answered. (50, not 100: the claims race from the
+    first few on, and the second 50 cost `make test` 40 s for nothing new.)"""
     stack.ensure_trainers(2)
     tiny = lenet_command(n_epoch=2, label_names=["digit 0", "digit 1"], batch_size=64)
-    names = [f"queue-{i:03}" for i in range(100)]
+    names = [f"queue-{i:03}" for i in range(50)]
     for name in names:
         stack.stub.Train(pb.TrainRequest(name=name, command=tiny))
     epochs_at_cancel: dict[str, int] = {}
@@ -623,7 +624,7 @@ def test_a_queue_of_100_is_claimed_once_each_and_a_cancel_stops_every_write(
             "SELECT name, status, claims, restart_count FROM attempts"
             " WHERE name LIKE 'queue-%%' ORDER BY name"
         ).fetchall()
-    assert len(rows) == 100
+    assert len(rows) == 50
     for name, status, claims, restarts in rows:
         if name in epochs_at_cancel:
             assert status == "CANCELLED" and claims <= 1, (name, claims)
@@ -632,4 +633,4 @@ def test_a_queue_of_100_is_claimed_once_each_and_a_cancel_stops_every_write(
             # Never restarted; a second claim is a refusal handed back uncounted (the
             # other replica filled that trainer first), by design, and rare.
             assert (status, restarts) == ("TRAINED", 0) and claims <= 2, (name, status, claims)
-    assert sum(claims for _, _, claims, _ in rows) <= 105
+    assert sum(claims for _, _, claims, _ in rows) <= 55  # a refusal handed back is rare
