@@ -143,19 +143,21 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
     async def CreateNewTrial(
         self, request: api_pb2.CreateNewTrialRequest, context: Any
     ) -> api_pb2.CreateNewTrialReply:
-        template = None
-        if not request.template_trial_is_none:
-            template = checks.template(request.template_trial)
         study_id = request.study_id
-
-        def forms(study: str, number: int, state: str) -> tuple[bytes, dict[str, Any]]:
-            if template is None:
-                return convert.attempt_forms(study_id, study, number)
-            return convert.attempt_forms(
-                study_id, study, number, template.params, template.values, template.origin
+        if request.template_trial_is_none:  # a worker's new trial: the hot path
+            # The study's name goes in by the statement (no cache of it to go stale).
+            made = await self._store.start_trial(
+                study_id, _scope(), convert.attempt_forms(study_id, "-", 0)[1]
             )
+        else:
+            template = checks.template(request.template_trial)
 
-        made = await self._store.create_trial(study_id, _scope(), forms, template)
+            def forms(study: str, number: int, state: str) -> tuple[bytes, dict[str, Any]]:
+                return convert.attempt_forms(
+                    study_id, study, number, template.params, template.values, template.origin
+                )
+
+            made = await self._store.create_trial(study_id, _scope(), forms, template)
         self._remember(self._studies, made.id, study_id)
         # Beyond Optuna's reply, which its clients read alone: the new trial's number and
         # start, so that metalearn.optuna.Storage knows its own trial without reading it.
@@ -174,7 +176,8 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
         value = checks.external("param_value_internal", dist, request.param_value_internal)
         study_id = self._studies.get(request.trial_id)
         earlier = self._known.get((study_id, name)) if study_id is not None else None
-        if earlier is None:
+        if earlier is None or not checks.is_compatible(earlier, dist):
+            # Known here only from this gateway's own trials: the store says for sure.
             earlier = await self._store.earlier_distribution(request.trial_id, name)
         if earlier is not None and not checks.is_compatible(earlier, dist):
             # A finished trial is refused as such first, as Optuna's storages do.
@@ -201,9 +204,11 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
     ) -> api_pb2.SetTrialStateValuesReply:
         state = checks.state(request.state)
         values = checks.values(list(request.values))
-        updated = await self._store.set_state(
-            request.trial_id, _scope(), state, values, convert.finished_forms
-        )
+        updated = await self._store.write_fast(request.trial_id, _scope(), {}, state, values)
+        if updated is None:  # a trial made whole (its attempt's document serialized too)
+            updated = await self._store.set_state(
+                request.trial_id, _scope(), state, values, convert.finished_forms
+            )
         return api_pb2.SetTrialStateValuesReply(trial_updated=updated)
 
     @translate_errors
@@ -276,7 +281,10 @@ class OptunaTrialServicer(otpb_grpc.OptunaTrialServiceServicer):
         values = checks.values(list(request.values))
         if values is not None and state is None:
             raise errors.InvalidArgument.one("values", "are given with a state to end in")
-        updated = await self._store.write(
-            request.trial_id, _scope(), intermediate, state, values, convert.finished_forms
-        )
+        scope = _scope()
+        updated = await self._store.write_fast(request.trial_id, scope, intermediate, state, values)
+        if updated is None:  # a trial made whole (its attempt's document serialized too)
+            updated = await self._store.write(
+                request.trial_id, scope, intermediate, state, values, convert.finished_forms
+            )
         return otpb.WriteTrialResponse(trial_updated=updated)

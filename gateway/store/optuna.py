@@ -279,6 +279,130 @@ class OptunaStore:
 
     # Trials.
 
+    async def start_trial(self, study_id: int, scope: str | None, doc: dict[str, Any]) -> Made:
+        """A new RUNNING trial with its attempt, in one statement: the hot path of every
+        Optuna worker (`create_trial` makes whole trials). The attempt keeps its document
+        as JSON only (no serialized form, as the oldest attempts): `doc` is made for trial
+        number 0 of a study named "-", and the statement sets the number it takes and the
+        study's name."""
+        with translate_db_errors():
+            async with _statement(self._pool) as conn:
+                cur = await conn.execute(
+                    "WITH n AS (UPDATE studies SET trials_made = trials_made + 1,"
+                    " updated_at = now() WHERE id = %(study)s AND directions IS NOT NULL"
+                    " AND (%(scope)s::text IS NULL OR owner = %(scope)s)"
+                    " RETURNING trials_made - 1 AS number, name, owner),"
+                    " a AS (INSERT INTO attempts (name, doc, owner, status, claims, leased_by)"
+                    " SELECT n.name || '-' || n.number, jsonb_set(jsonb_set(jsonb_set(jsonb_set("
+                    "jsonb_set(jsonb_set(%(doc)s::jsonb, '{trial,number}', to_jsonb(n.number)),"
+                    " '{tags,trial}', to_jsonb(n.number::text)), '{reported,origin,id}',"
+                    " to_jsonb(%(study)s::text || '/' || n.number)), '{trial,study}',"
+                    " to_jsonb(n.name)), '{tags,study}', to_jsonb(n.name)),"
+                    " '{reported,origin,group}', to_jsonb(n.name)), n.owner, 'TRAINING',"
+                    " %(fence)s, %(reporter)s FROM n RETURNING id),"
+                    " se AS (INSERT INTO metric_series (attempt_id, key) SELECT id, %(key)s"
+                    " FROM a RETURNING attempt_id),"
+                    " tr AS (INSERT INTO study_trials (study_id, number, attempt_id, queued,"
+                    " params, internal, state, started_at) SELECT %(study)s, n.number,"
+                    " se.attempt_id, true, '{}', '{}', 'RUNNING', %(now)s FROM n, se"
+                    " RETURNING id, number, started_at, attempt_id)"
+                    " SELECT tr.id, tr.number, tr.started_at, pg_notify(%(events)s,"
+                    " json_build_object('id', tr.attempt_id, 'kind', 'status')::text) FROM tr",
+                    {"study": study_id, "scope": scope, "doc": Jsonb(doc), "fence": FENCE,
+                     "reporter": REPORTER, "key": INTERMEDIATE, "now": dt.datetime.now(dt.UTC),
+                     "events": EVENTS},
+                )  # fmt: skip
+                made = await cur.fetchone()
+        if made is None:
+            found = await self.study(study_id)  # NotFound
+            _owned(f"study {found.name!r}", found.owner, scope)
+            raise errors.NotFound(f"study id {study_id} not found")
+        return Made(int(made[0]), int(made[1]), made[2])
+
+    async def write_fast(
+        self,
+        trial_id: int,
+        scope: str | None,
+        intermediate: dict[int, float],
+        state: str | None,
+        values: Sequence[float] | None,
+    ) -> bool | None:
+        """`write` in one statement, for a trial whose attempt keeps its document as JSON
+        only (the trials `start_trial` makes): None when the trial is not such a one (the
+        caller then takes `write`). Refused whole, with the reason `write` gives."""
+        steps = sorted(intermediate)
+        with translate_db_errors():
+            async with _statement(self._pool) as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "WITH t AS (SELECT t.id, t.state, t.attempt_id, s.owner, a.spec IS NULL"
+                    " AS plain FROM study_trials t JOIN studies s ON s.id = t.study_id"
+                    " LEFT JOIN attempts a ON a.id = t.attempt_id"
+                    " WHERE t.id = %(id)s AND t.state IS NOT NULL FOR UPDATE OF t),"
+                    " ok AS (SELECT * FROM t WHERE t.plain AND t.state IN ('WAITING', 'RUNNING')"
+                    " AND (%(scope)s::text IS NULL OR t.owner = %(scope)s)),"
+                    " se AS (SELECT m.id, m.points FROM metric_series m JOIN ok"
+                    " ON m.attempt_id = ok.attempt_id WHERE m.key = %(key)s"
+                    " AND m.points + cardinality(%(steps)s::bigint[]) <= %(cap)s),"
+                    " put AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
+                    " SELECT se.id, p.step, p.value, %(at)s FROM se,"
+                    " unnest(%(steps)s::bigint[], %(values_at)s::float8[]) AS p(step, value)"
+                    " ON CONFLICT (series_id, step) DO UPDATE SET value = EXCLUDED.value,"
+                    " at_ms = EXCLUDED.at_ms RETURNING series_id, xmax = 0 AS fresh),"
+                    " cnt AS (UPDATE metric_series m SET points = m.points + f.n FROM"
+                    " (SELECT series_id, count(*) FILTER (WHERE fresh) AS n FROM put"
+                    " GROUP BY series_id) f WHERE m.id = f.series_id),"
+                    # The state moves only when the values (if any) could all be stored.
+                    " upd AS (UPDATE study_trials st SET state = %(state)s,"
+                    " vals = COALESCE(%(vals)s::float8[], st.vals),"
+                    " started_at = CASE WHEN %(state)s = 'RUNNING' THEN now()"
+                    " ELSE st.started_at END,"
+                    " completed_at = CASE WHEN %(state)s IN ('COMPLETE', 'PRUNED', 'FAIL')"
+                    " THEN now() END FROM ok WHERE st.id = ok.id"
+                    " AND %(state)s::text IS NOT NULL"
+                    " AND NOT (%(state)s = 'RUNNING' AND ok.state <> 'WAITING')"
+                    " AND (cardinality(%(steps)s::bigint[]) = 0 OR EXISTS (SELECT 1 FROM se))"
+                    " RETURNING st.attempt_id, st.vals, st.params),"
+                    " att AS (UPDATE attempts a SET status = %(status)s, updated_at = now(),"
+                    " doc = jsonb_set(jsonb_set(jsonb_set(a.doc, '{trial,params}', upd.params),"
+                    " '{reported,params}', upd.params), '{trial,values}', COALESCE((SELECT"
+                    " jsonb_agg(CASE WHEN v = 'NaN'::float8 OR v IN ('Infinity'::float8,"
+                    " '-Infinity'::float8) THEN to_jsonb(v::text) ELSE to_jsonb(v) END)"
+                    " FROM unnest(upd.vals) AS v), '[]'::jsonb))"
+                    " FROM upd WHERE a.id = upd.attempt_id RETURNING a.id)"
+                    " SELECT (SELECT state FROM t) AS was, (SELECT owner FROM t) AS owner,"
+                    " (SELECT plain FROM t) AS plain, (SELECT attempt_id FROM t) AS attempt_id,"
+                    " (SELECT count(*) FROM se) AS series, (SELECT count(*) FROM upd) AS moved,"
+                    " (SELECT count(pg_notify(%(events)s, json_build_object('id', att.id,"
+                    " 'kind', 'status')::text)) FROM att) AS told",
+                    {"id": trial_id, "scope": scope, "key": INTERMEDIATE, "steps": steps,
+                     "values_at": [intermediate[k] for k in steps], "at": _now_ms(),
+                     "cap": MAX_INTERMEDIATE_VALUES, "state": state,
+                     "vals": None if values is None else list(values),
+                     "status": ATTEMPT_STATUS.get(state or "", "TRAINING"), "events": EVENTS},
+                )  # fmt: skip
+                row = await cur.fetchone()
+        assert row is not None
+        if row["was"] is None:
+            raise errors.NotFound(f"trial id {trial_id} not found")
+        if not row["plain"]:
+            return None  # its attempt has a serialized document: `write` rewrites both
+        label = f"trial of id {trial_id}"
+        _owned(label, row["owner"], scope)
+        if row["was"] in FINISHED:
+            raise errors.FailedPrecondition(
+                f"{label} has finished ({row['was']}): it cannot change"
+            )
+        if steps and not row["series"]:
+            if row["attempt_id"] is None:
+                raise errors.FailedPrecondition(f"{label}'s attempt was deleted: nothing to add to")
+            raise errors.ResourceExhausted(
+                f"{label} would hold more than {MAX_INTERMEDIATE_VALUES} intermediate values"
+            )
+        if state is None:
+            return True
+        return bool(row["moved"])
+
     async def create_trial(
         self,
         study_id: int,
