@@ -216,6 +216,7 @@ def test_a_tasks_best_is_evidence_or_the_runs_own_owners(gateway: GatewayThread)
     assert asyncio.run(bests((name,)))["a-other"] == 1.0
 
 
+@pytest.mark.slow  # builds stores of huge task keys: 7 s
 def test_tasks_of_huge_keys_cost_the_assessment_no_more_than_small_ones() -> None:
     """Found by bench/hostile.py: a task's key holds every label (10,000 of 256
     characters at most), and the assessment made an array of the keys of every row,

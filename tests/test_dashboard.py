@@ -312,6 +312,8 @@ def test_the_sign_in_page_says_only_its_own_sentences(gateway, ui) -> None:
     assert "The gateway no longer accepts your token" in page.text
 
 
+# 80 examples of 12 s in all: in `make test`, not in the fast subset.
+@pytest.mark.slow
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -243,6 +243,7 @@ def test_the_cli_sends_batches_within_the_call_bounds(gateway, tmp_path, capsys,
     assert "imported 5" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the largest batch, checked whole: 9 s
 def test_the_cli_reads_the_answer_to_its_largest_batch(gateway, tmp_path, capsys) -> None:
     """An import's answer echoes what was stored: commands and losses of a full batch
     are more than gRPC's default 4 MiB a client receives (the gateway stored them, and

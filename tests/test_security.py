@@ -458,6 +458,7 @@ def test_no_auth_is_refused_beyond_loopback(postgres_url) -> None:
         asyncio.run(attempt())
 
 
+@pytest.mark.slow  # a gateway process started on a fresh data directory: 8 s
 def test_the_first_start_writes_an_admin_token_only_its_user_reads(tmp_path) -> None:
     from tests.test_process import GatewayProcess
 
