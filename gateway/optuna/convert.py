@@ -8,10 +8,8 @@ from google.protobuf import json_format
 from optuna.storages._grpc.auto_generated import api_pb2
 
 from gateway.attempts import convert
-from gateway.optuna import checks
 from gateway.optuna.checks import format_time
-from gateway.store.optuna import INTERMEDIATE, Finished, OptunaStudyRow, OptunaTrialRow
-from metalearn import errors
+from gateway.store.optuna import INTERMEDIATE, OptunaStudyRow, OptunaTrialRow
 from metalearn.documents import integral
 from metalearn.v1 import attempt_pb2
 from metalearn.v1 import study_service_pb2 as spb
@@ -69,15 +67,15 @@ def trial(row: OptunaTrialRow) -> api_pb2.Trial:
     )
 
 
-def attempt_forms(
+def attempt_doc(
     study_id: int,
     study: str,
     number: int,
     params: dict[str, Any] | None = None,
     values: list[float] | None = None,
     origin: dict[str, str] | None = None,
-) -> tuple[bytes, dict[str, Any]]:
-    """The document of trial `number`'s attempt: a reported run of client "optuna"
+) -> dict[str, Any]:
+    """The JSON document of trial `number`'s attempt: a reported run of client "optuna"
     whose origin is the trial, with its parameters (by name) and values once known."""
     spec = attempt_pb2.Attempt()
     spec.tags.update({"study": study, "trial": str(number)})
@@ -96,12 +94,4 @@ def attempt_forms(
         json_format.ParseDict(shown, spec.reported.params)
     if values:
         spec.trial.values.extend(values)  # JSON writes a non-finite one as "Infinity"...
-    return convert.stored_forms(spec)
-
-
-def finished_forms(done: Finished) -> tuple[bytes, dict[str, Any]]:
-    try:
-        origin = None if done.origin is None else checks.origin({checks.ORIGIN_ATTR: done.origin})
-    except errors.InvalidArgument:
-        origin = None  # set as a plain attribute later, not as a template's origin
-    return attempt_forms(done.study_id, done.study, done.number, done.params, done.values, origin)
+    return convert.stored_forms(spec)[1]

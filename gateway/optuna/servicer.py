@@ -147,17 +147,17 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
         if request.template_trial_is_none:  # a worker's new trial: the hot path
             # The study's name goes in by the statement (no cache of it to go stale).
             made = await self._store.start_trial(
-                study_id, _scope(), convert.attempt_forms(study_id, "-", 0)[1]
+                study_id, _scope(), convert.attempt_doc(study_id, "-", 0)
             )
         else:
             template = checks.template(request.template_trial)
 
-            def forms(study: str, number: int, state: str) -> tuple[bytes, dict[str, Any]]:
-                return convert.attempt_forms(
+            def doc_of(study: str, number: int) -> dict[str, Any]:
+                return convert.attempt_doc(
                     study_id, study, number, template.params, template.values, template.origin
                 )
 
-            made = await self._store.create_trial(study_id, _scope(), forms, template)
+            made = await self._store.create_trial(study_id, _scope(), doc_of, template)
         self._remember(self._studies, made.id, study_id)
         # Beyond Optuna's reply, which its clients read alone: the new trial's number and
         # start, so that metalearn.optuna.Storage knows its own trial without reading it.
@@ -204,11 +204,7 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
     ) -> api_pb2.SetTrialStateValuesReply:
         state = checks.state(request.state)
         values = checks.values(list(request.values))
-        updated = await self._store.write_fast(request.trial_id, _scope(), {}, state, values)
-        if updated is None:  # a trial made whole (its attempt's document serialized too)
-            updated = await self._store.set_state(
-                request.trial_id, _scope(), state, values, convert.finished_forms
-            )
+        updated = await self._store.write(request.trial_id, _scope(), {}, state, values)
         return api_pb2.SetTrialStateValuesReply(trial_updated=updated)
 
     @translate_errors
@@ -216,8 +212,8 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
         self, request: api_pb2.SetTrialIntermediateValueRequest, context: Any
     ) -> api_pb2.SetTrialIntermediateValueReply:
         step = checks.step(request.step)
-        await self._store.set_intermediate(
-            request.trial_id, _scope(), step, request.intermediate_value
+        await self._store.write(
+            request.trial_id, _scope(), {step: request.intermediate_value}, None, None
         )
         return api_pb2.SetTrialIntermediateValueReply()
 
@@ -281,10 +277,5 @@ class OptunaTrialServicer(otpb_grpc.OptunaTrialServiceServicer):
         values = checks.values(list(request.values))
         if values is not None and state is None:
             raise errors.InvalidArgument.one("values", "are given with a state to end in")
-        scope = _scope()
-        updated = await self._store.write_fast(request.trial_id, scope, intermediate, state, values)
-        if updated is None:  # a trial made whole (its attempt's document serialized too)
-            updated = await self._store.write(
-                request.trial_id, scope, intermediate, state, values, convert.finished_forms
-            )
+        updated = await self._store.write(request.trial_id, _scope(), intermediate, state, values)
         return otpb.WriteTrialResponse(trial_updated=updated)

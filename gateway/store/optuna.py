@@ -49,9 +49,6 @@ FINISHED = frozenset({"COMPLETE", "PRUNED", "FAIL"})
 MAX_TRIAL_ENTRIES = 10_000
 MAX_INTERMEDIATE_VALUES = 1_000_000
 
-# The attempt of a new trial: built by the caller from the trial's number (spec, doc).
-AttemptForms = Callable[[str, int, str], tuple[bytes, dict[str, Any]]]
-
 
 @dataclass(frozen=True)
 class OptunaStudyRow:
@@ -104,21 +101,6 @@ class TrialTemplate:
     user_attrs: dict[str, str]
     system_attrs: dict[str, str]
     intermediate: dict[int, float]
-
-
-@dataclass(frozen=True)
-class Finished:
-    """What a trial's attempt becomes when its state changes: read back to rewrite it."""
-
-    attempt_id: int | None
-    study_id: int
-    number: int
-    study: str
-    state: str
-    values: list[float] | None
-    params: dict[str, Any]
-    # The trial's system attribute naming where it came from (JSON text; None: none).
-    origin: str | None
 
 
 _STUDY = sql.SQL("s.id, s.name, s.owner, s.directions, s.user_attrs, s.system_attrs")
@@ -319,27 +301,28 @@ class OptunaStore:
             raise errors.NotFound(f"study id {study_id} not found")
         return Made(int(made[0]), int(made[1]), made[2])
 
-    async def write_fast(
+    async def write(
         self,
         trial_id: int,
         scope: str | None,
         intermediate: dict[int, float],
         state: str | None,
         values: Sequence[float] | None,
-    ) -> bool | None:
-        """`write` in one statement, for a trial whose attempt keeps its document as JSON
-        only (the trials `start_trial` makes): None when the trial is not such a one (the
-        caller then takes `write`). Refused whole, with the reason `write` gives."""
+    ) -> bool:
+        """Stores `intermediate` values (a step again replaces its value), then moves the
+        trial to `state` (with `values`) and writes its parameters and values into its
+        attempt's JSON document, in one statement: SetTrialIntermediateValue,
+        SetTrialStateValues and WriteTrial. Refused whole. False when RUNNING was asked of
+        a trial no longer WAITING (another worker took it), as Optuna's storages answer."""
         steps = sorted(intermediate)
         with translate_db_errors():
             async with _statement(self._pool) as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "WITH t AS (SELECT t.id, t.state, t.attempt_id, s.owner, a.spec IS NULL"
-                    " AS plain FROM study_trials t JOIN studies s ON s.id = t.study_id"
-                    " LEFT JOIN attempts a ON a.id = t.attempt_id"
+                    "WITH t AS (SELECT t.id, t.state, t.attempt_id, s.owner"
+                    " FROM study_trials t JOIN studies s ON s.id = t.study_id"
                     " WHERE t.id = %(id)s AND t.state IS NOT NULL FOR UPDATE OF t),"
-                    " ok AS (SELECT * FROM t WHERE t.plain AND t.state IN ('WAITING', 'RUNNING')"
+                    " ok AS (SELECT * FROM t WHERE t.state IN ('WAITING', 'RUNNING')"
                     " AND (%(scope)s::text IS NULL OR t.owner = %(scope)s)),"
                     " se AS (SELECT m.id, m.points FROM metric_series m JOIN ok"
                     " ON m.attempt_id = ok.attempt_id WHERE m.key = %(key)s"
@@ -371,7 +354,7 @@ class OptunaStore:
                     " FROM unnest(upd.vals) AS v), '[]'::jsonb))"
                     " FROM upd WHERE a.id = upd.attempt_id RETURNING a.id)"
                     " SELECT (SELECT state FROM t) AS was, (SELECT owner FROM t) AS owner,"
-                    " (SELECT plain FROM t) AS plain, (SELECT attempt_id FROM t) AS attempt_id,"
+                    " (SELECT attempt_id FROM t) AS attempt_id,"
                     " (SELECT count(*) FROM se) AS series, (SELECT count(*) FROM upd) AS moved,"
                     " (SELECT count(pg_notify(%(events)s, json_build_object('id', att.id,"
                     " 'kind', 'status')::text)) FROM att) AS told",
@@ -385,8 +368,6 @@ class OptunaStore:
         assert row is not None
         if row["was"] is None:
             raise errors.NotFound(f"trial id {trial_id} not found")
-        if not row["plain"]:
-            return None  # its attempt has a serialized document: `write` rewrites both
         label = f"trial of id {trial_id}"
         _owned(label, row["owner"], scope)
         if row["was"] in FINISHED:
@@ -407,11 +388,13 @@ class OptunaStore:
         self,
         study_id: int,
         scope: str | None,
-        forms: AttemptForms,
-        template: TrialTemplate | None,
+        doc_of: Callable[[str, int], dict[str, Any]],
+        template: TrialTemplate,
     ) -> Made:
-        """A new trial (RUNNING, or as `template` has it) with its attempt."""
-        state = template.state if template is not None else "RUNNING"
+        """A trial made whole at once (enqueued, copied, imported), as `template` has it,
+        with its attempt (whose document `doc_of(study name, number)` makes: JSON only,
+        as `start_trial`'s)."""
+        t = template
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(
@@ -425,11 +408,9 @@ class OptunaStore:
                     raise errors.NotFound(f"study id {study_id} not found")
                 number, name, owner = int(row[0]), str(row[1]), str(row[2])
                 _owned(f"study {name!r}", owner, scope)
-                spec, doc = forms(name, number, state)
-                t = template
                 cur = await conn.execute(
-                    "WITH a AS (INSERT INTO attempts (name, spec, doc, owner, status, claims,"
-                    " leased_by) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id),"
+                    "WITH a AS (INSERT INTO attempts (name, doc, owner, status, claims,"
+                    " leased_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id),"
                     " se AS (INSERT INTO metric_series (attempt_id, key, points)"
                     " SELECT id, %s, %s FROM a RETURNING id, attempt_id)"
                     " INSERT INTO study_trials (study_id, number, attempt_id, queued, params,"
@@ -440,28 +421,19 @@ class OptunaStore:
                     # Told at commit, as `notify` tells (one statement fewer a trial).
                     " pg_notify(%s, json_build_object('id', attempt_id, 'kind', 'status')::text)",
                     (
-                        f"{name}-{number}", spec, Jsonb(doc), owner, ATTEMPT_STATUS[state],
-                        FENCE, REPORTER, INTERMEDIATE,
-                        len(t.intermediate) if t is not None else 0,
-                        study_id, number,
-                        Jsonb(t.params if t is not None else {}),
-                        Jsonb(t.internal if t is not None else {}),
-                        state,
-                        Jsonb(t.distributions if t is not None else {}),
-                        t.values if t is not None else None,
-                        Jsonb(t.user_attrs if t is not None else {}),
-                        Jsonb(t.system_attrs if t is not None else {}),
-                        t.started_at if t is not None else (
-                            dt.datetime.now(dt.UTC) if state == "RUNNING" else None),
-                        t.completed_at if t is not None else None,
-                        EVENTS,
+                        f"{name}-{number}", Jsonb(doc_of(name, number)), owner,
+                        ATTEMPT_STATUS[t.state], FENCE, REPORTER, INTERMEDIATE,
+                        len(t.intermediate), study_id, number, Jsonb(t.params),
+                        Jsonb(t.internal), t.state, Jsonb(t.distributions), t.values,
+                        Jsonb(t.user_attrs), Jsonb(t.system_attrs), t.started_at,
+                        t.completed_at, EVENTS,
                     ),
                 )  # fmt: skip
                 made = await cur.fetchone()
                 assert made is not None
                 trial_id, series_id = int(made[0]), int(made[2])
                 started: dt.datetime | None = made[3]
-                if t is not None and t.intermediate:
+                if t.intermediate:
                     async with conn.cursor() as points:
                         await points.executemany(
                             "INSERT INTO metric_points (series_id, step, value, at_ms)"
@@ -578,105 +550,6 @@ class OptunaStore:
                 if await cur.fetchone() is None:
                     await self._refused(conn, trial_id, scope, "attributes of this kind")
 
-    async def set_intermediate(
-        self, trial_id: int, scope: str | None, step: int, value: float
-    ) -> None:
-        """Stores (or replaces) the value at `step`, as Optuna's storages do."""
-        with translate_db_errors():
-            async with _statement(self._pool) as conn:
-                cur = await conn.execute(
-                    sql.SQL(
-                        "WITH target AS (SELECT se.id FROM study_trials t JOIN studies s"
-                        " ON s.id = t.study_id JOIN metric_series se"
-                        " ON se.attempt_id = t.attempt_id AND se.key = %s WHERE t.id = %s {}"
-                        " AND se.points < %s),"
-                        " put AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
-                        " SELECT id, %s, %s, %s FROM target ON CONFLICT (series_id, step)"
-                        " DO UPDATE SET value = EXCLUDED.value, at_ms = EXCLUDED.at_ms"
-                        " RETURNING series_id, xmax = 0 AS fresh),"
-                        " counted AS (UPDATE metric_series m SET points = m.points + 1 FROM put"
-                        " WHERE m.id = put.series_id AND put.fresh)"
-                        " SELECT count(*) FROM put"
-                    ).format(_WRITABLE),
-                    (INTERMEDIATE, trial_id, scope, scope, MAX_INTERMEDIATE_VALUES,
-                     step, value, _now_ms()),
-                )  # fmt: skip
-                row = await cur.fetchone()
-                if row is None or int(row[0]) == 0:
-                    await self._refused(conn, trial_id, scope, "intermediate values")
-
-    async def set_state(
-        self,
-        trial_id: int,
-        scope: str | None,
-        state: str,
-        values: Sequence[float] | None,
-        rewrite: Callable[[Finished], tuple[bytes, dict[str, Any]]],
-    ) -> bool:
-        """Moves a trial to `state` (with `values`) and rewrites its attempt's document
-        (`rewrite`: its parameters and values); False when it was asked to run but is no
-        longer WAITING (another worker took it), as Optuna's storages answer.
-        FailedPrecondition when it has finished."""
-        return await self.write(trial_id, scope, {}, state, values, rewrite)
-
-    async def write(
-        self,
-        trial_id: int,
-        scope: str | None,
-        intermediate: dict[int, float],
-        state: str | None,
-        values: Sequence[float] | None,
-        rewrite: Callable[[Finished], tuple[bytes, dict[str, Any]]],
-    ) -> bool:
-        """Stores `intermediate` values (a step again replaces its value), then moves the
-        trial to `state` as `set_state` does, in one transaction (OptunaTrialService's
-        WriteTrial). True unless RUNNING was asked of a trial no longer WAITING."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    "SELECT t.state, t.attempt_id, t.study_id, t.number, t.params, t.vals, s.name,"
-                    " s.owner, t.system_attrs ->> 'metalearn.origin' AS origin"
-                    " FROM study_trials t JOIN studies s ON s.id = t.study_id"
-                    " WHERE t.id = %s AND t.state IS NOT NULL FOR UPDATE OF t",
-                    (trial_id,),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    raise errors.NotFound(f"trial id {trial_id} not found")
-                label = f"trial {row['number']} of study {row['name']!r}"
-                _owned(label, row["owner"], scope)
-                if row["state"] in FINISHED:
-                    raise errors.FailedPrecondition(
-                        f"{label} has finished ({row['state']}): it cannot change"
-                    )
-                if intermediate:
-                    await _put_intermediate(cur, row["attempt_id"], label, intermediate)
-                if state is None:
-                    return True
-                if state == "RUNNING" and row["state"] != "WAITING":
-                    return False
-                kept = list(values) if values is not None else row["vals"]
-                finished = Finished(
-                    row["attempt_id"], row["study_id"], row["number"], row["name"], state,
-                    kept, row["params"], row["origin"],
-                )  # fmt: skip
-                spec, doc = rewrite(finished) if row["attempt_id"] is not None else (b"", {})
-                # The trial, its attempt and the notification (told at commit) at once.
-                await cur.execute(
-                    "WITH t AS (UPDATE study_trials SET state = %s, vals = %s,"
-                    " started_at = CASE WHEN %s = 'RUNNING' THEN now() ELSE started_at END,"
-                    " completed_at = CASE WHEN %s IN ('COMPLETE', 'PRUNED', 'FAIL') THEN now()"
-                    " END WHERE id = %s RETURNING attempt_id),"
-                    " a AS (UPDATE attempts SET status = %s, spec = %s, doc = %s,"
-                    " updated_at = now() WHERE id = (SELECT attempt_id FROM t) RETURNING id)"
-                    " SELECT pg_notify(%s, json_build_object('id', a.id, 'kind', 'status')::text)"
-                    " FROM a",
-                    (state, kept, state, state, trial_id, ATTEMPT_STATUS[state], spec, Jsonb(doc),
-                     EVENTS),
-                )  # fmt: skip
-                return True
-
     async def writable(self, trial_id: int, scope: str | None) -> None:
         """Raises what a write to trial `trial_id` would meet (NotFound, PermissionDenied,
         FailedPrecondition when it has finished); nothing when it may change."""
@@ -720,34 +593,6 @@ _WRITABLE = sql.SQL(
     "AND t.state IN ('WAITING', 'RUNNING') AND s.directions IS NOT NULL"
     " AND (%s::text IS NULL OR s.owner = %s)"
 )
-
-
-async def _put_intermediate(
-    cur: psycopg.AsyncCursor[Any], attempt_id: int | None, label: str, values: dict[int, float]
-) -> None:
-    """A locked running trial's intermediate values, into its attempt's metric in one
-    statement; refused whole when its attempt is gone or it would hold too many."""
-    if attempt_id is None:
-        raise errors.FailedPrecondition(f"{label}'s attempt was deleted: nothing to add to")
-    steps = sorted(values)
-    await cur.execute(
-        "WITH se AS (SELECT id FROM metric_series WHERE attempt_id = %s AND key = %s),"
-        " put AS (INSERT INTO metric_points (series_id, step, value, at_ms)"
-        " SELECT se.id, p.step, p.value, %s FROM se, unnest(%s::bigint[], %s::float8[])"
-        " AS p(step, value) ON CONFLICT (series_id, step) DO UPDATE SET value = EXCLUDED.value,"
-        " at_ms = EXCLUDED.at_ms RETURNING series_id, xmax = 0 AS fresh)"
-        " UPDATE metric_series m SET points = m.points + f.fresh FROM (SELECT series_id,"
-        " count(*) FILTER (WHERE fresh) AS fresh FROM put GROUP BY series_id) f"
-        " WHERE m.id = f.series_id RETURNING m.points",
-        (attempt_id, INTERMEDIATE, _now_ms(), steps, [values[s] for s in steps]),
-    )
-    found = await cur.fetchone()
-    if found is None:
-        raise errors.FailedPrecondition(f"{label} has no metric to hold intermediate values")
-    if int(found["points"] if isinstance(found, dict) else found[0]) > MAX_INTERMEDIATE_VALUES:
-        raise errors.ResourceExhausted(
-            f"{label} would hold more than {MAX_INTERMEDIATE_VALUES} intermediate values"
-        )
 
 
 def _now_ms() -> int:
