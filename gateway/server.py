@@ -252,8 +252,11 @@ async def create_server(
         ),
         server,
     )
-    curves = Curves(CurveStore(lane, config.trusted_owners), config.claim_weight)
-    curve_service_pb2_grpc.add_CurveServiceServicer_to_server(CurveServicer(curves), server)
+    curve_store = CurveStore(lane, config.trusted_owners)
+    curves = Curves(curve_store, config.claim_weight)
+    curve_service_pb2_grpc.add_CurveServiceServicer_to_server(
+        CurveServicer(curves, curve_store), server
+    )
     health = health or AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     await _follow_database(pool, health)

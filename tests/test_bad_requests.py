@@ -493,6 +493,52 @@ def test_curve_requests(channel, gateway, stored, path, op, value, below, stop) 
     assert snapshot(gateway.database_url) == stored
 
 
+_ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@SETTINGS
+@given(
+    accuracies=st.lists(_ANY_FLOAT, max_size=12),
+    losses=st.one_of(st.none(), st.lists(_ANY_FLOAT, max_size=12)),
+    n_epoch=st.integers(-2, 20_000),
+    n_labels=st.integers(-2, 20_000),
+    optimizer=st.text(max_size=80),
+    numbers=st.fixed_dictionaries(
+        {},
+        optional={
+            "learning_rate": _ANY_FLOAT,
+            "momentum": _ANY_FLOAT,
+            "best": _ANY_FLOAT,
+            "margin": _ANY_FLOAT,
+        },
+    ),
+    batch_size=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+    fingerprint=st.one_of(st.text(max_size=70), st.just("0" * 64)),
+    finished=st.integers(-(2**31), 2**31 - 1),
+)
+def test_forecast_requests(
+    channel, gateway, stored, accuracies, losses, n_epoch, n_labels, optimizer, numbers,
+    batch_size, fingerprint, finished,
+) -> None:  # fmt: skip
+    """A curve the caller holds, in any shape: a client's status or an answer, never
+    UNKNOWN or INTERNAL, and nothing stored changes."""
+    from metalearn.v1 import curve_service_pb2 as cpb
+    from metalearn.v1 import curve_service_pb2_grpc
+
+    request = cpb.ForecastCurveRequest(n_epoch=n_epoch, n_labels=n_labels, optimizer=optimizer,
+                                       task_fingerprint=fingerprint, finished=finished,
+                                       **numbers)  # fmt: skip
+    for i, a in enumerate(accuracies):
+        point = request.epochs.add(val_accuracy=a)
+        if losses is not None and i < len(losses):
+            point.loss = losses[i]
+    if batch_size is not None:
+        request.batch_size = batch_size
+    stub = curve_service_pb2_grpc.CurveServiceStub(channel)
+    assert call_code(lambda r: stub.ForecastCurve(r, timeout=10), request) not in NEVER
+    assert snapshot(gateway.database_url) == stored
+
+
 @SETTINGS
 @given(
     name=st.one_of(st.text(max_size=80), st.just("ok\n"), st.just("a" * 128), st.just("a" * 129)),
@@ -666,6 +712,7 @@ def test_every_rpc_is_fuzzed() -> None:
         "FitTaskDistance",
         "FitCurveModel",
         "GetCurveModel",
+        "ForecastCurve",
         # In tests/test_trainer.py, beside the trainer they need (Train and Test too):
         "GetTrainerInfo",
         "Interrupt",

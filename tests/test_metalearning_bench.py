@@ -62,7 +62,8 @@ def _search() -> list[curves.TableRun]:
             rules.Point(e, 1.0 / e, 1.0 / e, first + (final - first) * (e - 1) / 9)
             for e in range(1, 11)
         ]
-        found.append(curves.TableRun("t", i, features.Run(points, 10, 10), final))
+        run = features.Run(points, 10, 10)
+        found.append(curves.TableRun("t", i, run, final, features.without_loss(run)))
     return found
 
 

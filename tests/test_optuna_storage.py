@@ -386,3 +386,36 @@ def test_a_running_trials_values_reach_other_readers_while_it_runs(
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         worker.set_trial_state_values(second._trial_id, TrialState.COMPLETE, [0.9])
     worker.close()
+
+
+def test_enqueued_trials_are_taken_and_the_gateway_says_when_none_wait(
+    gateway: GatewayThread,
+) -> None:
+    """A worker does not read a study's waiting trials before each trial when the gateway
+    just said none wait (with its last new trial); one enqueued through its own storage
+    is taken at once, and one enqueued elsewhere within WAITING_SECONDS."""
+    worker = _storage(gateway)
+    study = optuna.create_study(storage=worker, study_name="queue")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    study.enqueue_trial({"x": 0.25})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert study.trials[-1].params == {"x": 0.25}
+    # What the gateway tells a new trial: whether trials wait in its study.
+    with gateway.channel() as channel:
+        stub = optuna_grpc.StorageServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = api_pb2.CreateNewTrialRequest(study_id=study._study_id,
+                                                template_trial_is_none=True)  # fmt: skip
+        _, call = stub.CreateNewTrial.with_call(request)
+        assert dict(call.trailing_metadata())["metalearn-study-waiting"] == "0"
+        elsewhere = _storage(gateway)
+        optuna.load_study(study_name="queue", storage=elsewhere).enqueue_trial({"x": 0.5})
+        _, call = stub.CreateNewTrial.with_call(request)
+        assert dict(call.trailing_metadata())["metalearn-study-waiting"] == "1"
+    # The trial enqueued elsewhere is taken once the worker reads again (at most
+    # WAITING_SECONDS after the gateway last said none waited: here, a later read).
+    worker._none_waiting.clear()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    taken = [t for t in study.trials if t.params == {"x": 0.5}]
+    assert [t.state for t in taken] == [TrialState.COMPLETE]
+    worker.close()
+    elsewhere.close()

@@ -42,6 +42,8 @@ class TableRun:
     point: int
     run: features.Run
     final: float | None  # None: diverged (a non-finite epoch) or ended early
+    # The run as an Optuna script reports it: its validation accuracies alone.
+    blind: features.Run
 
 
 def runs_of(
@@ -70,7 +72,7 @@ def runs_of(
             final = run.final()
             if any(not math.isfinite(p.loss) for p in points):
                 final = None
-            found.append(TableRun(task["name"], index, run, final))
+            found.append(TableRun(task["name"], index, run, final, features.without_loss(run)))
     return found
 
 
@@ -105,17 +107,22 @@ def prediction_error(
     runs: Sequence[TableRun], models: Mapping[str, model.CurveModel], k: int = 3
 ) -> dict[str, float]:
     """(c): MAE of the final validation accuracy predicted after k epochs."""
-    errs, base, inside = [], [], []
+    errs, base, inside, blind = [], [], [], []
     for r in runs:
         if r.final is None:
             continue
         p = models[r.task].predict(r.run, k)
         assert p is not None
         errs.append(abs(p.median - r.final))
+        seen = models[r.task].predict(r.blind, k)
+        assert seen is not None
+        blind.append(abs(seen.median - r.final))
         base.append(abs(r.run.points[k - 1].val_accuracy - r.final))
         inside.append(p.low - 1e-9 <= r.final <= p.high + 1e-9)
     return {
         "curve_mae_3": float(np.mean(errs)),
+        # From the validation accuracies alone (an Optuna trial's intermediate values).
+        "curve_blind_mae_3": float(np.mean(blind)),
         "last_value_mae_3": float(np.mean(base)),
         "interval_coverage": float(np.mean(inside)),
     }
@@ -160,23 +167,27 @@ class Known(model.CurveModel):
     call into scikit-learn per epoch of every replayed trial."""
 
     def __init__(self, fitted: model.CurveModel, runs: Sequence[features.Run]) -> None:
-        super().__init__(fitted._models, fitted.runs, fitted.tasks)
-        keys, xs, last = [], [], []
-        for run in runs:
-            for k in range(1, len(run.points) + 1):
-                if math.isfinite(run.points[k - 1].val_accuracy):
-                    keys.append((id(run), k))
-                    xs.append(features.row(run, k))
-                    last.append(run.points[k - 1].val_accuracy)
-        found = (
-            fitted.quantile_rows(np.asarray(xs, dtype=float), np.asarray(last, dtype=float))
-            if xs
-            else np.zeros((0, len(fitted.quantiles)))
-        )
+        super().__init__(fitted._models, fitted.runs, fitted.tasks, fitted._blind)
+        self._known: dict[tuple[int, int], model.Prediction] = {}
+        for blind in (False, True):
+            keys, xs, last = [], [], []
+            for run in (r for r in runs if r.measures_loss != blind):
+                for k in range(1, len(run.points) + 1):
+                    if math.isfinite(run.points[k - 1].val_accuracy):
+                        keys.append((id(run), k))
+                        xs.append(features.row(run, k))
+                        last.append(run.points[k - 1].val_accuracy)
+            found = (
+                fitted.quantile_rows(
+                    np.asarray(xs, dtype=float), np.asarray(last, dtype=float), blind
+                )
+                if xs
+                else np.zeros((0, len(fitted.quantiles)))
+            )
+            self._known.update(
+                {key: fitted.prediction(q) for key, q in zip(keys, found.tolist(), strict=True)}
+            )
         self._runs = list(runs)  # kept alive: their ids are the keys
-        self._known = {
-            key: fitted.prediction(q) for key, q in zip(keys, found.tolist(), strict=True)
-        }
 
     def predict(self, run: features.Run, k: int) -> model.Prediction | None:
         found = self._known.get((id(run), k))
@@ -186,7 +197,7 @@ class Known(model.CurveModel):
 def known(runs: Sequence[TableRun], models: Mapping[str, model.CurveModel]) -> dict[str, Known]:
     """Each task's model with its predictions for that task's runs worked out."""
     return {
-        name: Known(fitted, [r.run for r in runs if r.task == name])
+        name: Known(fitted, [x for r in runs if r.task == name for x in (r.run, r.blind)])
         for name, fitted in models.items()
     }
 
@@ -237,6 +248,13 @@ SWEEP: dict[str, list[dict[str, Any]]] = {
     "hyperband": [{"reduction_factor": 2}, {"reduction_factor": 4}, {"min_resource": 2}],
     "top_k": [{"share": 0.5}, {"share": 0.75}],
     "learned": [
+        {"min_epoch": 1},
+        {"min_epoch": 3},
+        {"margin": -0.01},
+        {"margin": 0.01},
+        {"n_startup_trials": 5},
+    ],
+    "learned_blind": [
         {"min_epoch": 1},
         {"min_epoch": 3},
         {"margin": -0.01},
@@ -313,9 +331,13 @@ def top_k_replay(share: float = TOP_K_SHARE) -> Replay:
     return replay
 
 
-def learned_replay(curve_model: model.CurveModel, learned: pruner.LearnedPruner) -> Replay:
+def learned_replay(
+    curve_model: model.CurveModel, learned: pruner.LearnedPruner, blind: bool = False
+) -> Replay:
     """The learned pruner as a study runs it: after each epoch, `decide` with the best
-    final accuracy among the search's finished trials so far, and how many finished."""
+    final accuracy among the search's finished trials so far, and how many finished.
+    `blind`: from the validation accuracies alone, as an Optuna script's trial reports
+    them to `metalearn.optuna.LearnedPruner`."""
 
     def replay(trials: Sequence[TableRun], name: str) -> list[int]:
         best: float | None = None
@@ -323,8 +345,9 @@ def learned_replay(curve_model: model.CurveModel, learned: pruner.LearnedPruner)
         spent = []
         for r in trials:
             ran = len(r.run.points)
+            seen = r.blind if blind else r.run
             for k in range(1, len(r.run.points)):
-                if learned.decide(curve_model, r.run, k, best, finished) is not None:
+                if learned.decide(curve_model, seen, k, best, finished) is not None:
                     ran = k
                     break
             if ran == len(r.run.points):
@@ -398,9 +421,10 @@ def _replays(
         return dict.fromkeys(tasks, no_pruning)
     if name == "top_k":
         return dict.fromkeys(tasks, top_k_replay(**args))
-    if name == "learned":
+    if name in ("learned", "learned_blind"):
         learned = pruner.LearnedPruner(**args)
-        return {t: learned_replay(models[t], learned) for t in tasks}
+        blind = name == "learned_blind"
+        return {t: learned_replay(models[t], learned, blind) for t in tasks}
     return dict.fromkeys(tasks, optuna_replay(name, args))
 
 
@@ -426,7 +450,7 @@ def pruning(
     drawn = searches(runs, seeds, trials)
     tasks = sorted({t for t, _, _ in drawn})
     defaults: dict[str, Mapping[str, Any]] = {
-        "none": {}, **optuna_pruners, "top_k": {}, "learned": {}
+        "none": {}, **optuna_pruners, "top_k": {}, "learned": {}, "learned_blind": {}
     }  # fmt: skip
     figures: dict[str, Any] = {"pruning_searches": len(drawn), "pruning_trials": trials}
     rows = []
@@ -453,6 +477,9 @@ def pruning(
             figures[f"setting_at_goal_{name}"] = at_goal[1] if at_goal else "none reaches it"
     figures["learned_epochs_ratio"] = figures["epochs_ratio_learned"]
     figures["learned_regret_ok_fraction"] = figures["regret_ok_learned"]
+    # The same pruner reading validation accuracies only (an Optuna script's reports).
+    figures["learned_blind_epochs_ratio"] = figures["epochs_ratio_learned_blind"]
+    figures["learned_blind_regret_ok_fraction"] = figures["regret_ok_learned_blind"]
     figures["pruning_sweep"] = rows
     return figures
 

@@ -106,6 +106,7 @@ POLICY: dict[str, frozenset[Role]] = {
     # A fit costs the gateway up to a minute of CPU: admins only.
     _CS + "FitCurveModel": ADMIN,
     _CS + "GetCurveModel": READ,
+    _CS + "ForecastCurve": READ,
     # Writers report their own runs (the servicer checks the owner, as the store does
     # for attempts); any reader reads a run's metrics.
     _RS + "StartRun": WRITE,

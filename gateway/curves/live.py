@@ -287,6 +287,35 @@ class Curves:
         run = run_of_row(row)
         return pruner.decide(loaded.model, run, len(run.points), best, finished)
 
+    async def forecast(
+        self, run: Run, pruner: LearnedPruner, best: float | None, finished: int
+    ) -> curve_service_pb2.ForecastCurveResponse:
+        """The newest model's forecast for a curve the caller holds, and the learned
+        pruner's verdict when `best` is given."""
+        loaded = await self.current()
+        if loaded is None:
+            return curve_service_pb2.ForecastCurveResponse(note=self._note)
+        k = len(run.points)
+        # A few milliseconds of CPU: off the event loop, as every prediction here.
+        found, why = await asyncio.to_thread(_forecast, loaded.model, run, pruner, best, finished)
+        reply = curve_service_pb2.ForecastCurveResponse(model_version=loaded.row.version)
+        if k >= run.n_epoch:
+            reply.note = "its last epoch is in: nothing left to predict"
+        elif found is None:
+            reply.note = "the model could not predict from this curve"
+        else:
+            reply.predicted = True
+            reply.final_val_accuracy = found.median
+            reply.final_val_accuracy_low = found.low
+            reply.final_val_accuracy_high = found.high
+            reply.final_val_accuracy_ceiling = (
+                found.ceiling if math.isfinite(found.ceiling) else found.high
+            )
+        if why is not None:
+            reply.prune = True
+            reply.prune_reason = why
+        return reply
+
     async def fit(self) -> ModelRow:
         """Fits and stores a new version; FailedPrecondition with too little data. A
         version another replica fitted on the same runs while this call waited for it is
@@ -379,6 +408,22 @@ class Curves:
             except Exception:
                 log.exception("curve model refit")
             await asyncio.sleep(REFIT_CHECK_SECONDS)
+
+
+def _forecast(
+    model: curve_model.CurveModel,
+    run: Run,
+    pruner: LearnedPruner,
+    best: float | None,
+    finished: int,
+) -> tuple[curve_model.Prediction | None, str | None]:
+    """The prediction after the curve's last epoch, and the pruner's reason (None: the
+    trial goes on), as one thread's work."""
+    with threadpool_limits(limits=1):
+        k = len(run.points)
+        found = model.predict(run, k) if k < run.n_epoch else None
+        why = pruner.decide(model, run, k, best, finished) if best is not None else None
+    return found, why
 
 
 def _fit(runs: list[Run], tasks: list[str]) -> tuple[curve_model.CurveModel, curve_model.Quality]:

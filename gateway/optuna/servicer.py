@@ -30,6 +30,8 @@ from metalearn.v1 import optuna_trial_service_pb2_grpc as otpb_grpc
 # The trailing metadata of CreateNewTrial's answer (metalearn/optuna reads them).
 NUMBER_KEY = "metalearn-trial-number"
 START_KEY = "metalearn-trial-start"
+# "1" when the study had trials waiting as a worker's new trial was made ("0": none).
+WAITING_KEY = "metalearn-study-waiting"
 # Distributions already checked, by (trial, parameter): a study's later trials give the
 # same ones, and the check needs the store only for the first of each.
 _KNOWN = 16_384
@@ -160,10 +162,12 @@ class OptunaStorageServicer(api_pb2_grpc.StorageServiceServicer):
             made = await self._store.create_trial(study_id, _scope(), doc_of, template)
         self._remember(self._studies, made.id, study_id)
         # Beyond Optuna's reply, which its clients read alone: the new trial's number and
-        # start, so that metalearn.optuna.Storage knows its own trial without reading it.
-        context.set_trailing_metadata(
-            ((NUMBER_KEY, str(made.number)), (START_KEY, checks.format_time(made.started_at)))
-        )
+        # start, so that metalearn.optuna.Storage knows its own trial without reading it,
+        # and whether trials wait, so that it need not read them before its next trial.
+        told = [(NUMBER_KEY, str(made.number)), (START_KEY, checks.format_time(made.started_at))]
+        if request.template_trial_is_none:
+            told.append((WAITING_KEY, "1" if made.waiting else "0"))
+        context.set_trailing_metadata(tuple(told))
         return api_pb2.CreateNewTrialReply(trial_id=made.id)
 
     @translate_errors

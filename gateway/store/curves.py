@@ -167,6 +167,22 @@ class CurveStore:
         found = await self.curves([attempt_id])
         return found[0] if found else None
 
+    async def profile(self, fingerprint: str) -> dict[str, float] | None:
+        """A stored task's profile features ({} while it is not profiled; None: no
+        task has this fingerprint)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT CASE WHEN state = 'READY' THEN features END FROM tasks"
+                    " WHERE fingerprint = %s",
+                    (fingerprint,),
+                )
+                found = await cur.fetchone()
+        if found is None:
+            return None
+        return {k: float(v) for k, v in (found[0] or {}).items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}  # fmt: skip
+
     async def curves(self, attempt_ids: Sequence[int]) -> list[CurveRow]:
         """Curves of these attempts (those that exist), as `curve` reads one: what a batch
         of prognoses reads in one statement."""

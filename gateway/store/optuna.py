@@ -83,6 +83,8 @@ class Made:
     id: int
     number: int
     started_at: dt.datetime | None
+    # Whether the study had trials waiting when this one was made (start_trial only).
+    waiting: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,10 @@ class OptunaStore:
                     " se.attempt_id, true, '{}', '{}', 'RUNNING', %(now)s FROM n, se"
                     " RETURNING id, number, started_at, attempt_id)"
                     " SELECT tr.id, tr.number, tr.started_at, pg_notify(%(events)s,"
-                    " json_build_object('id', tr.attempt_id, 'kind', 'status')::text) FROM tr",
+                    " json_build_object('id', tr.attempt_id, 'kind', 'status')::text),"
+                    # From its partial index (migration 0020): one probe.
+                    " EXISTS (SELECT 1 FROM study_trials w WHERE w.study_id = %(study)s"
+                    " AND w.state = 'WAITING') FROM tr",
                     {"study": study_id, "scope": scope, "doc": Jsonb(doc), "fence": FENCE,
                      "reporter": REPORTER, "key": INTERMEDIATE, "now": dt.datetime.now(dt.UTC),
                      "events": EVENTS},
@@ -299,7 +304,7 @@ class OptunaStore:
             found = await self.study(study_id)  # NotFound
             _owned(f"study {found.name!r}", found.owner, scope)
             raise errors.NotFound(f"study id {study_id} not found")
-        return Made(int(made[0]), int(made[1]), made[2])
+        return Made(int(made[0]), int(made[1]), made[2], bool(made[4]))
 
     async def write(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from learning.curves import rules
 
@@ -47,6 +47,10 @@ class Run:
     # What it weighs in a fit beside other runs (learning/provenance.py: a claim less
     # than a run trained here).
     weight: float = 1.0
+    # False for a curve known only by its validation accuracy (an Optuna trial's
+    # intermediate values): its losses are "not measured", not "diverged" as a NaN
+    # loss from a trainer means.
+    measures_loss: bool = True
 
     def final(self) -> float | None:
         """The last epoch's validation accuracy, if the run reached its last epoch with
@@ -59,6 +63,11 @@ class Run:
 
 def _log(x: float) -> float:
     return math.log10(x) if x > 0 and math.isfinite(x) else math.nan
+
+
+def without_loss(run: Run) -> Run:
+    """The run as a curve known only by its validation accuracy would show it."""
+    return replace(run, measures_loss=False)
 
 
 def row(run: Run, k: int) -> list[float]:
@@ -75,12 +84,18 @@ def row(run: Run, k: int) -> list[float]:
 
     def scaled(x: float) -> float:
         # Losses over ln(n_labels): 1 is chance whatever the number of labels; a
-        # non-finite loss is read as far above it.
+        # non-finite loss is read as far above it (unless the run measures none).
+        if not run.measures_loss:
+            return nan
         return x / chance_loss if math.isfinite(x) else 10.0
 
     va_last = va[-1] if math.isfinite(va[-1]) else nan
     va_prev = va[-2] if k >= 2 and math.isfinite(va[-2]) else nan
-    found = {f.kind for f in rules.flags(seen, n)}
+    if run.measures_loss:
+        found = {f.kind for f in rules.flags(seen, n)}
+    else:
+        found = {f.kind for f in rules.accuracy_flags(seen, n)}
+        losses = [nan] * len(seen)
     optimizer = run.optimizer if run.optimizer in _OPTIMIZERS else ""
     values = [
         float(k),

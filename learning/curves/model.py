@@ -35,7 +35,7 @@ import sklearn
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import GroupKFold
 
-from learning.curves.features import NAMES, Run, row
+from learning.curves.features import NAMES, Run, row, without_loss
 
 LOW, MEDIAN, HIGH = 0.1, 0.5, 0.9
 QUANTILES = (LOW, MEDIAN, HIGH)
@@ -57,6 +57,9 @@ _TAIL_TREES = (0.05, 8, 60)
 MIN_LEAF = _TAIL_TREES[2]
 # The epoch the stored quality (and BENCHMARKS.md) quotes first.
 QUOTED_K = 3
+# The blind models (curves known by their accuracies alone: an Optuna trial's reports)
+# learn from one run in this many: half again the fit's rows, not twice them.
+BLIND_EVERY = 2
 
 
 class TooLittleData(Exception):
@@ -99,16 +102,23 @@ def prefixes(n_epoch: int) -> list[int]:
     return ks
 
 
-def _rows(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features, target (final minus last seen), weight, and run index of every row."""
+def _rows(
+    runs: Sequence[Run], blind: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, target (final minus last seen), weight, and run index of every row.
+
+    With `blind`, every BLIND_EVERY-th run as a curve known only by its validation
+    accuracy (`features.without_loss`): what the blind models learn from.
+    """
     xs, ys, ws, which = [], [], [], []
     for i, run in enumerate(runs):
         final = run.final()
-        if final is None:
+        if final is None or (blind and i % BLIND_EVERY):
             continue
         ks = [k for k in prefixes(run.n_epoch) if _accuracy(run.points[k - 1].val_accuracy)]
+        view = without_loss(run) if blind else run
         for k in ks:
-            xs.append(row(run, k))
+            xs.append(row(view, k))
             ys.append(final - run.points[k - 1].val_accuracy)
             ws.append(run.weight / len(ks))  # a run weighs its weight, however long
             which.append(i)
@@ -182,19 +192,26 @@ class CurveModel:
     """Fitted quantile models, and what they were fitted on."""
 
     def __init__(
-        self, models: dict[float, HistGradientBoostingRegressor], runs: int, tasks: int
+        self,
+        models: dict[float, HistGradientBoostingRegressor],
+        runs: int,
+        tasks: int,
+        blind: dict[float, HistGradientBoostingRegressor] | None = None,
     ) -> None:
         self._models = models
+        # For curves without losses (None: predicted by `models`, in a fold's quality).
+        self._blind = blind
         self.names = NAMES
         self.runs = runs
         self.tasks = tasks
         self.sklearn = sklearn.__version__
 
-    def quantile_rows(self, xs: np.ndarray, last: np.ndarray) -> np.ndarray:
+    def quantile_rows(self, xs: np.ndarray, last: np.ndarray, blind: bool = False) -> np.ndarray:
         """Every fitted quantile (one column each, in the order of `self.quantiles`,
         sorted so they never cross) of the final validation accuracy for rows whose last
-        seen accuracy is `last`."""
-        found = np.column_stack([self._models[q].predict(xs) for q in self.quantiles])
+        seen accuracy is `last` (`blind`: rows of curves without losses)."""
+        models = self._blind if blind and self._blind is not None else self._models
+        found = np.column_stack([models[q].predict(xs) for q in self.quantiles])
         clipped: np.ndarray = np.clip(np.sort(found + last[:, None], axis=1), 0.0, 1.0)
         return clipped
 
@@ -225,7 +242,7 @@ class CurveModel:
         if not _accuracy(last):
             return None
         xs = np.asarray([row(run, k)], dtype=float)
-        found = self.quantile_rows(xs, np.asarray([last]))[0]
+        found = self.quantile_rows(xs, np.asarray([last]), not run.measures_loss)[0]
         # Never NaN (it would be stored as JSON): a model that cannot say, says nothing.
         return self.prediction(found) if np.all(np.isfinite(found)) else None
 
@@ -246,6 +263,8 @@ class CurveModel:
             return None
         if getattr(model, "_models", {}).keys() != set(FITTED):
             return None  # fitted before the prognosis and the pruner read LIKELY, CEILING
+        if (getattr(model, "_blind", None) or {}).keys() != set(FITTED):
+            return None  # fitted before curves without losses were learnt
         return model if model.sklearn == sklearn.__version__ else None
 
 
@@ -265,8 +284,12 @@ def fit(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> CurveModel:
     xs, ys, ws, which = _rows(runs)
     _learnable(runs, tasks, which)
     models = {q: _regressor(q, seed).fit(xs, ys, sample_weight=ws) for q in FITTED}
+    # Apart from the models that read losses, so that what they learnt stays as it was
+    # (one set of trees over both kinds of rows predicted curves with losses worse).
+    xs, ys, ws, _ = _rows(runs, blind=True)
+    blind = {q: _regressor(q, seed).fit(xs, ys, sample_weight=ws) for q in FITTED}
     n, t = usable(runs, tasks)
-    return CurveModel(models, n, t)
+    return CurveModel(models, n, t, blind)
 
 
 def assess(runs: Sequence[Run], tasks: Sequence[str], seed: int = 0) -> Quality:

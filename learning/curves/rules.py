@@ -82,6 +82,12 @@ def _at_chance(points: Sequence[Point], n_labels: int) -> Flag | None:
             f"the loss has stayed within {band:.3g} of ln({n_labels}) = {chance_loss:.3f}, "
             f"what learning nothing scores, since epoch {since}",
         )
+    return _accuracy_at_chance(points, n_labels)
+
+
+def _accuracy_at_chance(points: Sequence[Point], n_labels: int) -> Flag | None:
+    if n_labels < 2:
+        return None
     measured = [p for p in points if math.isfinite(p.val_accuracy)]
     if measured:
         ceiling = 1 / n_labels + CHANCE_ACCURACY_MARGIN
@@ -145,6 +151,13 @@ def flags(points: Sequence[Point], n_labels: int) -> list[Flag]:
     if found[0] is None:
         found += [_at_chance(ordered, n_labels), _diverging(ordered), _overfitting(ordered)]
     return [f for f in found if f is not None]
+
+
+def accuracy_flags(points: Sequence[Point], n_labels: int) -> list[Flag]:
+    """The rules a curve known only by its validation accuracy can fire (its losses,
+    unmeasured, say nothing)."""
+    found = _accuracy_at_chance(sorted(points, key=lambda p: p.epoch), n_labels)
+    return [found] if found is not None else []
 
 
 def from_losses(losses: Sequence[float]) -> list[Point]:

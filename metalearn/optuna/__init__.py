@@ -22,10 +22,10 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import os
+import math
 import threading
+import time
 from collections.abc import Callable, Container, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,19 +36,27 @@ from optuna.storages._grpc.client import GrpcClientCache, GrpcStorageProxy
 from optuna.trial import FrozenTrial, TrialState
 
 from metalearn.credentials import find_token, open_channel
+from metalearn.optuna.channel import DEFAULT_GATEWAY, gateway_address, gateway_tls
+from metalearn.optuna.pruner import LearnedPruner
+from metalearn.optuna.warm import warm_start
 from metalearn.tls import ClientTls
 from metalearn.v1 import optuna_trial_service_pb2 as otpb
 from metalearn.v1 import optuna_trial_service_pb2_grpc as otpb_grpc
 
-DEFAULT_GATEWAY = "127.0.0.1:50051"
 # What the gateway adds to CreateNewTrial's answer (gateway/optuna/servicer.py), in
 # Optuna's protocol's time format.
 NUMBER_KEY = "metalearn-trial-number"
 START_KEY = "metalearn-trial-start"
+WAITING_KEY = "metalearn-study-waiting"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 # How long a running trial's intermediate values wait to go out together (a dashboard
 # following the trial sees them this much later; its end sends them at once).
 FLUSH_SECONDS = 0.2
+# How long "no trial waits in this study" (what the gateway says with each new trial)
+# stands in for reading the study's waiting trials, which Optuna does before every trial:
+# a trial enqueued by another process is taken by this worker at most this much later
+# (and by any worker that reads sooner); one enqueued through this storage, at once.
+WAITING_SECONDS = 1.0
 _WRITE_STATES = {
     TrialState.RUNNING: otpb.OPTUNA_TRIAL_STATE_RUNNING,
     TrialState.COMPLETE: otpb.OPTUNA_TRIAL_STATE_COMPLETE,
@@ -71,11 +79,11 @@ def _optuna_error(err: grpc.RpcError) -> Exception:
 _OPTIONS = [("grpc.max_receive_message_length", -1)]
 
 
-def gateway_tls(tls: ClientTls | None) -> ClientTls | None:
-    """`tls`, else METALEARN_TLS_CA's (with METALEARN_TLS_SERVER_NAME), else None."""
-    if tls is None and (ca := os.environ.get("METALEARN_TLS_CA")):
-        return ClientTls(Path(ca), server_name=os.environ.get("METALEARN_TLS_SERVER_NAME", ""))
-    return tls
+def _only_waiting(states: Container[TrialState]) -> bool:
+    """Whether `states` asks for waiting trials alone (Optuna's `_pop_waiting_trial_id`)."""
+    return TrialState.WAITING in states and not any(
+        s in states for s in TrialState if s != TrialState.WAITING
+    )
 
 
 class Storage(GrpcStorageProxy):
@@ -95,7 +103,7 @@ class Storage(GrpcStorageProxy):
         tls: ClientTls | None = None,
     ) -> None:
         # Optuna's own __init__ would open a plaintext channel without credentials.
-        self._address = gateway or os.environ.get("METALEARN_GATEWAY") or DEFAULT_GATEWAY
+        self._address = gateway_address(gateway)
         self._host, _, port = self._address.rpartition(":")
         self._port = int(port) if port.isdigit() else 0
         self._token = find_token(token)
@@ -118,6 +126,10 @@ class Storage(GrpcStorageProxy):
         self._failed: dict[int, Exception] = {}
         self._timer: threading.Timer | None = None
         self._closed = False
+        # study id -> when the gateway last said none of its trials waits (as asked);
+        # when a trial was last enqueued through this storage.
+        self._none_waiting: dict[int, float] = {}
+        self._enqueued_at = -math.inf
 
     # A running trial is written by the one worker that runs it, so that worker knows it
     # as well as the gateway does: Optuna reads it twice a trial (when the trial starts,
@@ -130,20 +142,28 @@ class Storage(GrpcStorageProxy):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is not None:
             trial_id = super().create_new_trial(study_id, template_trial)
-            if template_trial.state == TrialState.RUNNING:
-                with self._owned_lock:
+            with self._owned_lock:
+                if template_trial.state == TrialState.RUNNING:
                     self._running.add(trial_id)
+                # Enqueued here: the next read of waiting trials goes to the gateway.
+                self._enqueued_at = time.monotonic()
             return trial_id
         request = api_pb2.CreateNewTrialRequest(study_id=study_id, template_trial_is_none=True)
+        asked = time.monotonic()
         try:
             reply, call = self._stub.CreateNewTrial.with_call(request)
         except grpc.RpcError as err:
             raise _optuna_error(err) from err
         trial_id = int(reply.trial_id)
         # The gateway adds the new trial's number and start to Optuna's answer, so the
-        # worker knows its trial without reading it back (Optuna reads it at once).
+        # worker knows its trial without reading it back (Optuna reads it at once), and
+        # whether trials wait.
         told = dict(call.trailing_metadata() or ())
         with self._owned_lock:
+            if told.get(WAITING_KEY) == "0":
+                self._none_waiting[study_id] = asked
+            else:
+                self._none_waiting.pop(study_id, None)
             self._running.add(trial_id)
             if NUMBER_KEY in told and told.get(START_KEY):
                 self._owned[trial_id] = FrozenTrial(
@@ -291,6 +311,11 @@ class Storage(GrpcStorageProxy):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
+        if states is not None and _only_waiting(states):
+            with self._owned_lock:
+                said = self._none_waiting.get(study_id, -math.inf)
+                if said > self._enqueued_at and time.monotonic() - said < WAITING_SECONDS:
+                    return []  # the gateway said so just now (see WAITING_SECONDS)
         self._flush()
         return super().get_all_trials(study_id, deepcopy, states)
 
@@ -349,9 +374,10 @@ class Storage(GrpcStorageProxy):
         state = super().__getstate__()
         self._flush()
         for local in ("_owned_lock", "_running", "_owned", "_trials", "_unsent", "_writing",
-                      "_failed", "_timer", "_closed"):  # fmt: skip
+                      "_failed", "_timer", "_closed", "_none_waiting",
+                      "_enqueued_at"):  # fmt: skip
             state.pop(local, None)
         return state
 
 
-__all__ = ["Storage"]
+__all__ = ["DEFAULT_GATEWAY", "LearnedPruner", "Storage", "gateway_tls", "warm_start"]

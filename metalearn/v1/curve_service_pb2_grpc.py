@@ -50,6 +50,11 @@ class CurveServiceStub:
                 request_serializer=metalearn_dot_v1_dot_curve__service__pb2.GetCurveModelRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_curve__service__pb2.GetCurveModelResponse.FromString,
                 _registered_method=True)
+        self.ForecastCurve = channel.unary_unary(
+                '/metalearn.v1.CurveService/ForecastCurve',
+                request_serializer=metalearn_dot_v1_dot_curve__service__pb2.ForecastCurveRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_curve__service__pb2.ForecastCurveResponse.FromString,
+                _registered_method=True)
 
 
 class CurveServiceServicer:
@@ -79,6 +84,19 @@ class CurveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForecastCurve(self, request, context):
+        """The newest model's forecast for a curve the caller holds rather than one
+        stored here (a trial of the caller's own Optuna script:
+        `metalearn.optuna.LearnedPruner`), and, given the best final validation
+        accuracy so far, the learned pruner's verdict on it.
+        Errors: INVALID_ARGUMENT (the field named); NOT_FOUND (`task_fingerprint`
+        names no task). With no model fitted yet the answer says so (`predicted`
+        false, `note` why) and never prunes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurveServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +109,11 @@ def add_CurveServiceServicer_to_server(servicer, server):
                     servicer.GetCurveModel,
                     request_deserializer=metalearn_dot_v1_dot_curve__service__pb2.GetCurveModelRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_curve__service__pb2.GetCurveModelResponse.SerializeToString,
+            ),
+            'ForecastCurve': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastCurve,
+                    request_deserializer=metalearn_dot_v1_dot_curve__service__pb2.ForecastCurveRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_curve__service__pb2.ForecastCurveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -153,6 +176,33 @@ class CurveService:
             '/metalearn.v1.CurveService/GetCurveModel',
             metalearn_dot_v1_dot_curve__service__pb2.GetCurveModelRequest.SerializeToString,
             metalearn_dot_v1_dot_curve__service__pb2.GetCurveModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastCurve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.CurveService/ForecastCurve',
+            metalearn_dot_v1_dot_curve__service__pb2.ForecastCurveRequest.SerializeToString,
+            metalearn_dot_v1_dot_curve__service__pb2.ForecastCurveResponse.FromString,
             options,
             channel_credentials,
             insecure,

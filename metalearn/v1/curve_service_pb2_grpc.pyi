@@ -49,6 +49,15 @@ class CurveServiceStub:
     """The newest version and its quality.
     Errors: NOT_FOUND (none fitted yet: why, and how much data there is).
     """
+    ForecastCurve: _grpc.UnaryUnaryMultiCallable[_curve_service_pb2.ForecastCurveRequest, _curve_service_pb2.ForecastCurveResponse]
+    """The newest model's forecast for a curve the caller holds rather than one
+    stored here (a trial of the caller's own Optuna script:
+    `metalearn.optuna.LearnedPruner`), and, given the best final validation
+    accuracy so far, the learned pruner's verdict on it.
+    Errors: INVALID_ARGUMENT (the field named); NOT_FOUND (`task_fingerprint`
+    names no task). With no model fitted yet the answer says so (`predicted`
+    false, `note` why) and never prunes.
+    """
 
 @_typing.type_check_only
 class CurveServiceAsyncStub(CurveServiceStub):
@@ -70,6 +79,15 @@ class CurveServiceAsyncStub(CurveServiceStub):
     GetCurveModel: _aio.UnaryUnaryMultiCallable[_curve_service_pb2.GetCurveModelRequest, _curve_service_pb2.GetCurveModelResponse]  # type: ignore[assignment]
     """The newest version and its quality.
     Errors: NOT_FOUND (none fitted yet: why, and how much data there is).
+    """
+    ForecastCurve: _aio.UnaryUnaryMultiCallable[_curve_service_pb2.ForecastCurveRequest, _curve_service_pb2.ForecastCurveResponse]  # type: ignore[assignment]
+    """The newest model's forecast for a curve the caller holds rather than one
+    stored here (a trial of the caller's own Optuna script:
+    `metalearn.optuna.LearnedPruner`), and, given the best final validation
+    accuracy so far, the learned pruner's verdict on it.
+    Errors: INVALID_ARGUMENT (the field named); NOT_FOUND (`task_fingerprint`
+    names no task). With no model fitted yet the answer says so (`predicted`
+    false, `note` why) and never prunes.
     """
 
 class CurveServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,6 +119,21 @@ class CurveServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_curve_service_pb2.GetCurveModelResponse, _abc.Awaitable[_curve_service_pb2.GetCurveModelResponse]]:
         """The newest version and its quality.
         Errors: NOT_FOUND (none fitted yet: why, and how much data there is).
+        """
+
+    @_abc_1.abstractmethod
+    def ForecastCurve(
+        self,
+        request: _curve_service_pb2.ForecastCurveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curve_service_pb2.ForecastCurveResponse, _abc.Awaitable[_curve_service_pb2.ForecastCurveResponse]]:
+        """The newest model's forecast for a curve the caller holds rather than one
+        stored here (a trial of the caller's own Optuna script:
+        `metalearn.optuna.LearnedPruner`), and, given the best final validation
+        accuracy so far, the learned pruner's verdict on it.
+        Errors: INVALID_ARGUMENT (the field named); NOT_FOUND (`task_fingerprint`
+        names no task). With no model fitted yet the answer says so (`predicted`
+        false, `note` why) and never prunes.
         """
 
 def add_CurveServiceServicer_to_server(servicer: CurveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
