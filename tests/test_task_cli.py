@@ -128,6 +128,8 @@ def suggestion(fallback: bool = False) -> pb.SuggestCommandResponse:
         reason="the best by quantile across 2 similar tasks" if not fallback else "no history",
         fallback=fallback,
         task=task(labels=DIGITS[3:6]),
+        ranking=pb.SUGGESTION_RANKING_DEFAULT if fallback else pb.SUGGESTION_RANKING_STATIC,
+        score=0.0 if fallback else 0.9,
     )
     if not fallback:
         reply.distance.CopyFrom(learned())
@@ -560,8 +562,8 @@ def test_suggest_prints_the_command_why_and_its_sources(
     assert code == 0 and fake.calls[0][1] == ((DIGITS[3:6], 2), {"image_ops": []})
     lines = out.splitlines()
     assert lines[0] == (
-        "suggested command for digit 3, digit 4, digit 5 (task a1a1a1a1a1a1), from the most"
-        " similar past tasks"
+        "suggested command for digit 3, digit 4, digit 5 (task a1a1a1a1a1a1): the best across"
+        " past tasks (static portfolio)"
     )
     assert lines[1].startswith("  model 12 layers  optimizer Adam(lr=0.003)  scheduler StepLR(")
     assert lines[1].endswith(")  batch_size 32  n_epoch 2") and "step_size=5" in lines[1]
@@ -578,8 +580,9 @@ def test_suggest_prints_the_command_why_and_its_sources(
     code, out, _ = cli_run(monkeypatch, capsys, fake, "suggest", "--labels", "a", "--json")
     doc = json.loads(out)
     assert set(doc) == {"command", "reason", "fallback", "sources", "task", "distance",
-                        "trusted_owners"}  # fmt: skip
+                        "trusted_owners", "ranking", "score"}  # fmt: skip
     assert doc["fallback"] is False and doc["sources"][1]["attempt_id"] == 9
+    assert (doc["ranking"], doc["score"]) == ("static", 0.9)
     assert doc["trusted_owners"] == ["lab-b", "me"]
     assert [(s["provenance"], s["owner"]) for s in doc["sources"]] == [
         ("TRAINED", "alice"), ("IMPORTED", "lab-b")

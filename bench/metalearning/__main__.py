@@ -30,6 +30,14 @@
        `bad_run_recall` (goal >= 0.90);
    (c) the final validation accuracy predicted from 3 epochs: `curve_mae_3` against
        `last_value_mae_3`.
+   And issue 29's transfer figures (bench/metalearning/transfer.py), leave-one-FAMILY-out
+   as the headline (the left-out task's whole family out of the history) and
+   leave-one-task-out beside it (`loto_*`): mean normalized regret after 1, 3, 5 and 10
+   trials of random search, cold TPE, the static portfolio, the similarity-weighted
+   portfolio, the learned ranking, the warm start as the gateway makes it, and
+   syne-tune's ZeroShotTransfer when syne-tune is installed; `gap_closed_first_trial`,
+   `suggest_good_fraction`, `distance_regret_spearman_per_task`, and each figure per
+   family (`family_<family>_*`).
 3. End to end, on two tasks kept out of the table: the table imported as history
    (ImportAttempts), then a warm-started study and a cold one of the same budget on
    each, trained for real: each study's first trial and best value.
@@ -48,7 +56,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from bench.database import scratch_postgres
-from bench.metalearning import curves, evaluate
+from bench.metalearning import curves, evaluate, transfer
 from bench.orchestration import wait_registered
 from bench.report import print_figures
 from bench.trainers import start_trainer
@@ -175,6 +183,10 @@ def main() -> None:
     parser.add_argument("--zero-shot", type=int, default=None,
                         help="zero-shot trials (default: the gateway's, min(k, 8))")  # fmt: skip
     parser.add_argument("--live-trials", type=int, default=6)
+    parser.add_argument("--no-transfer", action="store_true",
+                        help="skip issue 29's transfer figures (minutes)")  # fmt: skip
+    parser.add_argument("--transfer-seeds", type=int, default=5,
+                        help="seeds of each search in the transfer figures")  # fmt: skip
     parser.add_argument("--no-curves", action="store_true",
                         help="skip issue 14's curve figures (minutes of model fits)")  # fmt: skip
     parser.add_argument("--curve-seeds", type=int, default=curves.SEARCH_SEEDS,
@@ -206,6 +218,16 @@ def main() -> None:
     )
     figures["replay_seconds"] = time.perf_counter() - start
     figures.update(evaluate.ablation(evaluate.load(table), profiles, args.neighbours))
+    if not args.no_transfer:
+        loaded = evaluate.load(table)
+        start = time.perf_counter()
+        # Leave-one-family-out is the headline; leave-one-task-out beside it (loto_*).
+        figures.update(
+            transfer.evaluate(loaded, profiles, by_family=True, seeds=args.transfer_seeds)
+        )
+        loto = transfer.evaluate(loaded, profiles, by_family=False, seeds=args.transfer_seeds)
+        figures.update({f"loto_{k}": v for k, v in loto.items()})
+        figures["transfer_seconds"] = time.perf_counter() - start
     if not args.no_curves:
         figures.update(curves.figures(table, profiles, args.curve_seeds, args.curve_trials))
     print_figures(figures, args.json)

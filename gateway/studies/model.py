@@ -164,6 +164,8 @@ def warm_report(study: pb.Study, plan: dict[str, Any] | None) -> pb.WarmStartRep
         state=str(plan.get("state", "")),
         priors=len(plan.get("priors", [])),
         zero_shot_trials=len(plan.get("zero_shot", [])),
+        ranking=str(plan.get("ranking", "")),
+        ranking_reason=str(plan.get("ranking_why", "")),
     )
     for source in plan.get("sources", []):
         distance = source.get("distance")

@@ -33,7 +33,7 @@ from typing import Any
 from gateway.store.tasks import Evaluation, TaskRecord, TaskStore
 from learning import provenance
 from learning.studies import space
-from learning.tasks import similarity, warmstart
+from learning.tasks import similarity, transfer, warmstart
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,46 @@ class Suggestion:
     command: dict[str, Any] | None  # None: no history (the caller's default)
     sources: list[tuple[TaskRecord, float, float, Evaluation, float]]  # task, d, w, run, q
     neighbours: list[tuple[TaskRecord, float]]
+    # Which ranking put it first ("learned" or "static") and the score it gave it.
+    ranking: str = ""
+    score: float = math.nan
+    # The history the ranking was fitted on, and the held-out figures it was chosen by.
+    choice: transfer.Choice | None = None
+
+
+# A suggestion's ranking is fitted on at most this many past tasks (those with the most
+# recent runs): a fit is seconds of CPU per hundred tasks. It is refitted once the tasks
+# with history grew by a tenth (at least one) or their runs by a quarter.
+MAX_TRANSFER_TASKS = 500
+TRANSFER_TASK_GROWTH = 1.1
+TRANSFER_RUN_GROWTH = 1.25
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """A kind's ranking, and the state of the history it was fitted on."""
+
+    model: transfer.Transfer
+    keys: tuple[str, ...]
+    stamp: tuple[Any, ...]
+
+
+def fit_transfer(known: Known, declared: bool) -> tuple[transfer.Transfer, tuple[str, ...]]:
+    """The rankings of the commands tried on tasks of one kind (commands on images held
+    here, or declared tasks' params), fitted on the tasks with the newest runs."""
+    newest: dict[str, int] = {}
+    for e in known.runs:
+        newest[e.key] = max(newest.get(e.key, 0), e.attempt_id)
+    keys = [
+        k for k, t in known.tasks.items()
+        if k in known.tried and bool(t.declared) == declared
+    ]  # fmt: skip
+    keys = sorted(keys, key=lambda k: (-newest.get(k, 0), k))[:MAX_TRANSFER_TASKS]
+    values = known.values(keys)
+    commands = {sig: json.loads(sig) for k in keys for sig in known.tried[k]}
+    profiles = {k: dict(known.tasks[k].features or {}) for k in keys}
+    weights = {k: known.evidence.get(k, 1.0) for k in keys}
+    return transfer.fit(profiles, values, commands, weights), tuple(keys)
 
 
 class Learner:
@@ -156,6 +196,9 @@ class Learner:
         self._trusted = tuple(sorted(set(trusted_owners)))
         self._claim_weight = claim_weight
         self._fit_lock = asyncio.Lock()
+        # The rankings by (trusted owners, declared kind), refitted when the history moves.
+        self._transfers: dict[tuple[tuple[str, ...], bool], _Fitted] = {}
+        self._transfer_lock = asyncio.Lock()
 
     def trusted(self, caller: str | None = None) -> tuple[str, ...]:
         """The owners whose imported runs count for `caller` (None: for what every
@@ -262,27 +305,66 @@ class Learner:
         near = similarity.nearest(distance, dict(target.features or {}), candidates, limit)
         return [(known.tasks[str(k)], d) for k, d in near]
 
+    async def transfer(self, known: Known, declared: bool) -> _Fitted:
+        """The rankings for tasks of one kind, as fitted on `known` (kept until its runs
+        or tasks change; fitted off the event loop, once for concurrent callers)."""
+        stamp = (len(known.tried), len(known.runs))
+        key = (known.trusted, declared)
+        async with self._transfer_lock:
+            kept = self._transfers.get(key)
+            if kept is not None and not _grown(kept.stamp, stamp):
+                return kept
+            model, keys = await asyncio.to_thread(fit_transfer, known, declared)
+            fitted = _Fitted(model, keys, stamp)
+            if len(self._transfers) >= 64:  # one per caller's trust: keep it bounded
+                self._transfers.clear()
+            self._transfers[key] = fitted
+            return fitted
+
     def suggest(
-        self, known: Known, distance: similarity.Distance, target: TaskRecord, k: int
+        self,
+        known: Known,
+        distance: similarity.Distance,
+        target: TaskRecord,
+        k: int,
+        fitted: _Fitted,
     ) -> Suggestion:
-        near = self.neighbours(known, distance, target, k, same_kind=True)
-        if not near:
+        """The command the chosen ranking puts first for this task, and the past runs of
+        it on other tasks of its kind (nearest first, at most k) as its sources."""
+        model = fitted.model
+        order = model.order(dict(target.features or {}))
+        if not order:
             return Suggestion(None, [], [])
-        weights = weighted(warmstart.neighbour_weights([(t.key, d) for t, d in near]), known)
-        if not weights:  # every neighbour a claim that weighs nothing
-            return Suggestion(None, [], near)
-        values = known.values([t.key for t, _ in near])
-        ranked = warmstart.portfolio(values, weights)
-        top = ranked[0]
+        top, score = order[0]
+        ran = [
+            key for key in fitted.keys
+            if top in known.tried.get(key, {}) and key != target.key
+        ] or [key for key in fitted.keys if top in known.tried.get(key, {})]  # fmt: skip
+        profiled = {key: dict(known.tasks[key].features or {}) for key in ran}
+        near = similarity.nearest(distance, dict(target.features or {}), profiled, max(k, 1))
+        near = near or [(ran[0], math.nan)]
         sources = []
-        for key, q in top.evidence:
+        for key, d in near:
             record = known.tasks[str(key)]
-            tried = known.tried[str(key)][str(top.command)]
-            d = next(d for t, d in near if t.key == key)
-            sources.append((record, d, weights[key], tried.best_attempt, q))
-        sources.sort(key=lambda s: -s[2])
-        best = max(sources, key=lambda s: s[2])[3]
-        return Suggestion(dict(best.command), sources, near)
+            tried = known.tried[str(key)][top]
+            q = warmstart.quantiles(known.values([str(key)])[str(key)]).get(top, math.nan)
+            sources.append((record, d, 1.0 / len(near), tried.best_attempt, q))
+        best = sources[0][3]  # the nearest task's run of it
+        neighbours = [(known.tasks[str(key)], d) for key, d in near]
+        ranking = "learned" if model.learned and target.features else "static"
+        return Suggestion(dict(best.command), sources, neighbours, ranking, score, model.choice)
+
+
+def _grown(before: tuple[int, int], now: tuple[int, int]) -> bool:
+    """Whether the history grew enough since a fit to fit again: tasks with history by a
+    tenth (at least one), or their runs by a quarter; or it shrank (runs deleted)."""
+    tasks, runs = before
+    return (
+        now[0] >= max(TRANSFER_TASK_GROWTH * tasks, tasks + 1)
+        or now[1] >= TRANSFER_RUN_GROWTH * runs + 1
+        or now[0] < tasks
+        or now[1] < runs
+    )
 
 
 def weighted(weights: Mapping[str, float], known: Known) -> dict[str, float]:
@@ -416,17 +498,30 @@ def warm_plan(
     values = {k: {g: v for g, (_, v, _) in usable[k].items()} for k, _ in ranked}
     count = zero_shot if zero_shot > 0 else min(len(ranked), DEFAULT_ZERO_SHOT)
     count = 0 if zero_shot < 0 else min(count, max(n_trials // 2, 1))
+    # The zero-shot trials are ranked over every usable task (the learned ranking where
+    # it beat the static portfolio on held-out ones, else that portfolio); the similar
+    # tasks weigh the sampler's priors.
+    every = {k: {g: v for g, (_, v, _) in runs.items()} for k, runs in usable.items()}
+    evidence = {k: known.evidence.get(k, 1.0) for k in every}
+    ranking = transfer.fit(
+        {k: dict(known.tasks[k].features or {}) for k in every if k in known.tasks},
+        {k: v for k, v in every.items() if evidence[k] > 0},
+        {g: internal for runs in usable.values() for g, (internal, _, _) in runs.items()},
+        evidence,
+    )
+    order = ranking.order(dict(target.features or {}) if target is not None else None)
     first = []
-    for scored in warmstart.zero_shot(values, weights, count):
-        # The run it repeats: from the heaviest task that ran it.
-        task = max((t for t, _ in scored.evidence), key=lambda t: weights[t])
-        internal, _, run = usable[str(task)][str(scored.command)]
+    for command, score in order[:count]:
+        # The run it repeats: from the nearest (else the heaviest) task that ran it.
+        holders = [k for k in every if command in every[k]]
+        task = min(holders, key=lambda k: (-weights.get(k, 0.0), k))
+        internal, _, run = usable[task][command]
         first.append(
             {
                 "internal": internal,
                 "attempt_id": run.attempt_id,
                 "attempt_name": run.name,
-                "score": round(scored.score, 6),
+                "score": round(score, 6),
                 # Where the repeated run's numbers came from.
                 "provenance": run.provenance,
                 "owner": run.owner,
@@ -458,4 +553,9 @@ def warm_plan(
         "zero_shot": first,
         "priors": priors,
         "trusted_owners": list(known.trusted),
+        # Which ranking chose the zero-shot trials, and why that one.
+        "ranking": "learned"
+        if ranking.learned and target is not None and target.features
+        else "static",
+        "ranking_why": ranking.choice.why,
     }

@@ -21,9 +21,9 @@ from gateway.store.images import ImageStore
 from gateway.store.tasks import TaskRecord, TaskStore
 from gateway.tasks import declaring
 from gateway.tasks.convert import provenance_value, task_proto
-from gateway.tasks.learner import Fitted, Known, Learner
+from gateway.tasks.learner import Fitted, Known, Learner, Suggestion
 from gateway.tasks.profiler import TaskProfiler
-from learning.tasks import defaults
+from learning.tasks import defaults, transfer
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
 from metalearn.status import translate_errors
 from metalearn.v1 import attempt_pb2, task_pb2, task_service_pb2_grpc
@@ -55,6 +55,34 @@ def _bounded(field: str, value: int, default: int, high: int) -> int:
     if not 0 <= value <= high:
         raise InvalidArgument.one(field, f"must be between 0 and {high}")
     return value or default
+
+
+def _reason(suggestion: Suggestion) -> str:
+    """Why this command, in a sentence: which ranking, on what history, and the run it
+    copies."""
+    choice = suggestion.choice
+    tasks = choice.tasks if choice is not None else len(suggestion.sources)
+    if suggestion.ranking == "learned" and choice is not None:
+        how = (
+            f"the learned ranking (task profile x command, fitted on {tasks} past tasks) puts"
+            f" it first for this task, at {suggestion.score:.2f} of a task's best; on past"
+            f" tasks it was not fitted on, its first {transfer.TOP} left a mean regret of"
+            f" {choice.learned_regret:.3f}, the static portfolio's {choice.static_regret:.3f}"
+        )
+    else:
+        how = (
+            f"the static portfolio's first: the command best across {tasks} past"
+            f" {'task' if tasks == 1 else 'tasks'} of its kind, with no task distance"
+            + (f" ({choice.why})" if choice is not None else "")
+        )
+    record, d, _, run, _ = suggestion.sources[0]
+    came = "trained here" if run.provenance == "TRAINED" else f"imported by {run.owner}"
+    labels = ", ".join(record.label_names[:4]) + ("…" if len(record.label_names) > 4 else "")
+    at = f" at distance {d:.3g}" if math.isfinite(d) else ""
+    return (
+        f"{how}; nearest task that ran it: {labels}{at}, where {run.name} ({came}) reached"
+        f" {run.best_val_accuracy:.3f} validation accuracy"
+    )
 
 
 class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
@@ -220,7 +248,8 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         )
         suggestion = None
         if target.state == "READY":
-            suggestion = self._learner.suggest(known, fitted.distance, target, k)
+            ranked = await self._learner.transfer(known, target.declared)
+            suggestion = self._learner.suggest(known, fitted.distance, target, k, ranked)
         if suggestion is None or suggestion.command is None:
             command = defaults.command(
                 list(request.task.label_names), image_ops_json(request.task.image_ops)
@@ -231,9 +260,10 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                 if not any(key != target.key for key in known.tried)
                 else f"the task could not be profiled ({target.state.lower()}: {target.error})"
                 if target.state != "READY"
-                else "no similar task has finished attempts to learn from"
+                else "no past task of its kind has finished attempts to learn from"
             )
             response.fallback = True
+            response.ranking = pb.SUGGESTION_RANKING_DEFAULT
             response.reason = f"metalearn's default command: {why}"
         else:
             command = dict(suggestion.command)
@@ -242,16 +272,12 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             # The source's own: its class count, and the name its weights were saved as.
             command.pop("n_labels", None)
             command.pop("model_name", None)
-            top = suggestion.sources[0]
-            came = (
-                "trained here" if top[3].provenance == "TRAINED" else f"imported by {top[3].owner}"
-            )
-            response.reason = (
-                f"ranks best across the {len(suggestion.neighbours)} most similar past tasks "
-                f"(by quantile within each, weighted by similarity); nearest source: "
-                f"{', '.join(top[0].label_names[:4])}{'…' if len(top[0].label_names) > 4 else ''}"
-                f" at distance {top[1]:.3g}, where {top[3].name} ({came}) reached "
-                f"{top[3].best_val_accuracy:.3f} validation accuracy"
+            response.reason = _reason(suggestion)
+            response.score = suggestion.score
+            response.ranking = (
+                pb.SUGGESTION_RANKING_LEARNED
+                if suggestion.ranking == "learned"
+                else pb.SUGGESTION_RANKING_STATIC
             )
             for record, d, w, run, q in suggestion.sources:
                 response.sources.add(

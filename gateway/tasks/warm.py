@@ -3,6 +3,7 @@ asks for it before the study's first trial and keeps it with the study)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,9 @@ class WarmStarter:
             ids = {i for found in chosen.values() for i in found}
             evaluations = [e for e in evaluations if e.attempt_id in ids]
         fitted = await self._learner.distance(known)
-        plan = warm_plan(
+        # Seconds of model fits at most (the learned ranking): off the event loop.
+        plan = await asyncio.to_thread(
+            warm_plan,
             known,
             fitted.distance,
             target if target is not None and target.state == "READY" else None,

@@ -204,6 +204,10 @@ def suggestion_document(reply: pb.SuggestCommandResponse) -> dict[str, Any]:
         "command": command_document(reply.command),
         "reason": reply.reason,
         "fallback": reply.fallback,
+        "ranking": pb.SuggestionRanking.Name(reply.ranking)
+        .removeprefix("SUGGESTION_RANKING_")
+        .lower(),
+        "score": _finite(reply.score),
         "sources": [
             {
                 "task": task_document(s.task),
@@ -325,7 +329,11 @@ def suggestion_lines(reply: pb.SuggestCommandResponse) -> list[str]:
     else:
         task = reply.task.fingerprint if reply.HasField("task") else ""
         where = f" (task {fingerprint_prefix(task)})" if task else ""
-        head = f"suggested command for {labels}{where}, from the most similar past tasks"
+        how = {
+            pb.SUGGESTION_RANKING_LEARNED: "ranked for this task by a model of past tasks",
+            pb.SUGGESTION_RANKING_STATIC: "the best across past tasks (static portfolio)",
+        }.get(reply.ranking, "from past tasks")
+        head = f"suggested command for {labels}{where}: {how}"
     lines = [head, f"  {command_summary(reply.command)}"]
     if reply.reason:
         lines.append(f"why: {reply.reason}")

@@ -143,16 +143,20 @@ class WarmStart(_message.Message):
     def __init__(self, similar_tasks: _Optional[int] = ..., studies: _Optional[_Iterable[str]] = ..., zero_shot_trials: _Optional[int] = ...) -> None: ...
 
 class WarmStartReport(_message.Message):
-    __slots__ = ("state", "sources", "priors", "zero_shot_trials")
+    __slots__ = ("state", "sources", "priors", "zero_shot_trials", "ranking", "ranking_reason")
     STATE_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     PRIORS_FIELD_NUMBER: _ClassVar[int]
     ZERO_SHOT_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    RANKING_REASON_FIELD_NUMBER: _ClassVar[int]
     state: str
     sources: _containers.RepeatedCompositeFieldContainer[WarmStartSource]
     priors: int
     zero_shot_trials: int
-    def __init__(self, state: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[WarmStartSource, _Mapping]]] = ..., priors: _Optional[int] = ..., zero_shot_trials: _Optional[int] = ...) -> None: ...
+    ranking: str
+    ranking_reason: str
+    def __init__(self, state: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[WarmStartSource, _Mapping]]] = ..., priors: _Optional[int] = ..., zero_shot_trials: _Optional[int] = ..., ranking: _Optional[str] = ..., ranking_reason: _Optional[str] = ...) -> None: ...
 
 class WarmStartSource(_message.Message):
     __slots__ = ("task_fingerprint", "label_names", "distance", "weight", "trials")

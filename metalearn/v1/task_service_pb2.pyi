@@ -4,12 +4,24 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from metalearn.v1 import attempt_pb2 as _attempt_pb2
 from metalearn.v1 import task_pb2 as _task_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SuggestionRanking(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SUGGESTION_RANKING_UNSPECIFIED: _ClassVar[SuggestionRanking]
+    SUGGESTION_RANKING_DEFAULT: _ClassVar[SuggestionRanking]
+    SUGGESTION_RANKING_STATIC: _ClassVar[SuggestionRanking]
+    SUGGESTION_RANKING_LEARNED: _ClassVar[SuggestionRanking]
+SUGGESTION_RANKING_UNSPECIFIED: SuggestionRanking
+SUGGESTION_RANKING_DEFAULT: SuggestionRanking
+SUGGESTION_RANKING_STATIC: SuggestionRanking
+SUGGESTION_RANKING_LEARNED: SuggestionRanking
 
 class ProfileTaskRequest(_message.Message):
     __slots__ = ("task", "wait")
@@ -135,7 +147,7 @@ class SuggestionSource(_message.Message):
     def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[float] = ..., weight: _Optional[float] = ..., attempt_id: _Optional[int] = ..., attempt_name: _Optional[str] = ..., val_accuracy: _Optional[float] = ..., quantile: _Optional[float] = ..., provenance: _Optional[_Union[_attempt_pb2.Provenance, str]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class SuggestCommandResponse(_message.Message):
-    __slots__ = ("command", "reason", "sources", "fallback", "task", "distance", "trusted_owners")
+    __slots__ = ("command", "reason", "sources", "fallback", "task", "distance", "trusted_owners", "ranking", "score")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +155,8 @@ class SuggestCommandResponse(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_OWNERS_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     command: _attempt_pb2.TrainCommand
     reason: str
     sources: _containers.RepeatedCompositeFieldContainer[SuggestionSource]
@@ -150,7 +164,9 @@ class SuggestCommandResponse(_message.Message):
     task: _task_pb2.Task
     distance: TaskDistance
     trusted_owners: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[SuggestionSource, _Mapping]]] = ..., fallback: _Optional[bool] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[_Union[TaskDistance, _Mapping]] = ..., trusted_owners: _Optional[_Iterable[str]] = ...) -> None: ...
+    ranking: SuggestionRanking
+    score: float
+    def __init__(self, command: _Optional[_Union[_attempt_pb2.TrainCommand, _Mapping]] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[SuggestionSource, _Mapping]]] = ..., fallback: _Optional[bool] = ..., task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., distance: _Optional[_Union[TaskDistance, _Mapping]] = ..., trusted_owners: _Optional[_Iterable[str]] = ..., ranking: _Optional[_Union[SuggestionRanking, str]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class FitTaskDistanceRequest(_message.Message):
     __slots__ = ()

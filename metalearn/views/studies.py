@@ -119,9 +119,10 @@ def warm_start_line(study: pb.Study) -> str:
         return line + "not started yet"
     report = study.warm_start_report
     n = len(report.sources)
+    ranked = f" (ranked by the {report.ranking} ranking)" if report.ranking else ""
     return line + (
         f"{report.state or 'pending'}; {n} past {'task' if n == 1 else 'tasks'},"
-        f" {report.priors} prior trials, {report.zero_shot_trials} zero-shot trials"
+        f" {report.priors} prior trials, {report.zero_shot_trials} zero-shot trials{ranked}"
     )
 
 
@@ -131,9 +132,12 @@ def warm_start_lines(study: pb.Study) -> list[str]:
     if not line:
         return []
     sources = study.warm_start_report.sources
+    why = study.warm_start_report.ranking_reason
+    head = [line, f"  zero-shot ranking: {why}"] if why else [line]
     if not sources:
-        return [line]
-    lines = [line, f"  {'TASK':<12}  {'LABELS':<30}  {'DISTANCE':>8}  {'WEIGHT':>6}  {'TRIALS':>6}"]
+        return head
+    columns = f"  {'TASK':<12}  {'LABELS':<30}  {'DISTANCE':>8}  {'WEIGHT':>6}  {'TRIALS':>6}"
+    lines = [*head, columns]
     for source in sources:
         lines.append(
             f"  {fingerprint_prefix(source.task_fingerprint):<12}"

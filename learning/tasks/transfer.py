@@ -1,0 +1,382 @@
+"""Which past commands a new task should try first: a static portfolio that needs no task
+distance, a ranking learned from task profiles and commands, and the choice between them
+made on held-out past tasks.
+
+Pure functions over plain numbers, shared by the gateway (SuggestCommand, warm-started
+studies) and the meta-learning benchmark that replays them (bench/metalearning).
+
+- The static portfolio (Pfisterer et al., "Learning multiple defaults for machine
+  learning algorithms", 2021): commands chosen greedily so that, over the past tasks, the
+  best of the first k is as good as it can be; no distance, no profile. It is the
+  baseline every transfer method has to beat, and the fallback when none does.
+- The learned ranking: a gradient-boosted model (scikit-learn's histogram boosting)
+  from a task's profile and a command's settings to the command's normalized value on
+  that task (1 its best, 0 its worst), fitted on every (past task, command) pair. For a
+  new task it ranks the commands by predicted value: a command's worth may depend on the
+  task (a learning rate that suits 8x8 digits and not noisy letters), which a portfolio
+  over tasks cannot express.
+- `choose`: the learned ranking only where it beat the static portfolio on past tasks it
+  was not fitted on (grouped k-fold by task), by more than NOISE; the answer says which
+  ranking it is and both figures, so a suggestion can say why.
+
+Written here rather than taken from a library: syne-tune's transfer schedulers and
+botorch's RGPE drive their own searches over continuous spaces; here the candidates are
+the commands the store holds, ranked once per task, and the ranking has to run inside
+the gateway without their dependencies. The benchmark runs syne-tune's beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import GroupKFold
+
+Command = str
+TaskId = str
+
+# The learned ranking is chosen only when it beats the portfolio on held-out tasks by
+# more than this much mean normalized regret (of the best of its first TOP commands).
+NOISE = 0.01
+TOP = 3
+# Below these there is too little to learn a ranking from, or to judge it on.
+MIN_TASKS = 6
+_FOLDS = 5
+# A command's settings the model reads: at most this many, the most common first.
+MAX_SETTINGS = 64
+_ITERATIONS = 200
+_MAX_CATEGORIES = 250
+GREEDY = 32  # scikit-learn's histogram boosting takes at most 255
+
+
+def normalized(values: Mapping[Command, float]) -> dict[Command, float]:
+    """Each command's value on its task scaled to 0 (the task's worst) .. 1 (its best);
+    a task where every command scored alike says nothing (every command 1)."""
+    if not values:
+        return {}
+    finite = {c: v for c, v in values.items() if math.isfinite(v)}
+    if not finite:
+        return dict.fromkeys(values, 0.0)
+    best, worst = max(finite.values()), min(finite.values())
+    span = best - worst
+    return {
+        c: (1.0 if span <= 1e-12 else (finite[c] - worst) / span) if c in finite else 0.0
+        for c in values
+    }
+
+
+def informative(values: Mapping[Command, float]) -> bool:
+    """Whether a task tells one command from another: two finite values that differ (a
+    task that ran one command, or where all scored alike, ranks nothing)."""
+    finite = [v for v in values.values() if math.isfinite(v)]
+    return len(finite) >= 2 and max(finite) - min(finite) > 1e-12
+
+
+def regret_of(values: Mapping[Command, float], tried: Sequence[Command]) -> float:
+    """Normalized regret of the best of `tried` on a task (1 when none of them ran)."""
+    scores = normalized(values)
+    found = [scores[c] for c in tried if c in scores]
+    return 1.0 - max(found) if found else 1.0
+
+
+def static_portfolio(
+    evaluations: Mapping[TaskId, Mapping[Command, float]],
+    count: int | None = None,
+    weights: Mapping[TaskId, float] | None = None,
+) -> list[Command]:
+    """Commands in the order a static portfolio tries them: each next one the command
+    that most raises the summed best normalized value over the past tasks (Pfisterer et
+    al.'s greedy; a task counts its weight, 1 by default), then, once no command adds
+    anything, the rest by mean normalized value. Ties: the command's key."""
+    scores = {t: normalized(v) for t, v in evaluations.items() if informative(v)}
+    commands = sorted({c for v in evaluations.values() for c in v})
+    if not scores:
+        # No task tells commands apart: the raw values, however incomparable, are all
+        # there is to go by.
+        raw = {c: [v[c] for v in evaluations.values() if c in v and math.isfinite(v[c])]
+               for c in commands}  # fmt: skip
+        commands.sort(key=lambda c: (-(float(np.mean(raw[c])) if raw[c] else -math.inf), c))
+        return commands if count is None else commands[:count]
+    w = {t: 1.0 if weights is None else float(weights.get(t, 1.0)) for t in scores}
+    limit = len(commands) if count is None else min(count, len(commands))
+    covered = dict.fromkeys(scores, 0.0)
+    chosen: list[Command] = []
+    left = list(commands)
+    total = sum(w.values())
+    mean = {
+        c: sum(w[t] * s.get(c, 0.0) for t, s in scores.items()) / total if total > 0 else 0.0
+        for c in commands
+    }
+    # The greedy's cost grows with the square of the commands: past GREEDY of them the
+    # rest follow by mean value (a portfolio's first few are what it is for).
+    while left and len(chosen) < min(limit, GREEDY):
+        gains = {
+            c: sum(w[t] * max(s.get(c, 0.0) - covered[t], 0.0) for t, s in scores.items())
+            for c in left
+        }
+        best = max(left, key=lambda c: (gains[c], mean[c], _neg(c)))
+        if gains[best] <= 1e-12:
+            best = max(left, key=lambda c: (mean[c], _neg(c)))
+        chosen.append(best)
+        left.remove(best)
+        for t, s in scores.items():
+            covered[t] = max(covered[t], s.get(best, 0.0))
+    left.sort(key=lambda c: (-mean[c], c))
+    return chosen + left[: limit - len(chosen)]
+
+
+def _neg(key: str) -> tuple[int, ...]:
+    """A key that sorts the command with the smaller key first under max()."""
+    return tuple(-ord(ch) for ch in key)
+
+
+# --- the learned ranking -------------------------------------------------------------
+
+
+def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
+    """A command's settings as path -> scalar ("optimizer.lr", "model.layers[0].name")."""
+    found: dict[str, Any] = {}
+    if isinstance(document, Mapping):
+        for k, v in document.items():
+            found.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(document, list):
+        for i, v in enumerate(document):
+            found.update(flatten(v, f"{prefix}[{i}]"))
+    elif isinstance(document, int | float):  # booleans too
+        found[prefix] = float(document)
+    elif isinstance(document, str):
+        found[prefix] = document
+    return found
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Which of the commands' settings the model reads, and how: a number as it is (the
+    trees need no scaling), text as the index of its value (a category)."""
+
+    paths: tuple[str, ...]
+    vocabulary: tuple[tuple[str, ...], ...]  # per path; empty for a number
+
+    @staticmethod
+    def of(commands: Mapping[Command, Mapping[str, Any]]) -> Settings:
+        flat = [flatten(doc) for doc in commands.values()]
+        seen: dict[str, list[Any]] = {}
+        for f in flat:
+            for path, value in f.items():
+                seen.setdefault(path, []).append(value)
+        # Settings that vary between commands (a constant says nothing), most common first;
+        # text of more values than the boosting's categories hold is left out.
+        varying = [
+            p
+            for p, vs in seen.items()
+            if len({repr(v) for v in vs}) > 1
+            and len({v for v in vs if isinstance(v, str)}) <= _MAX_CATEGORIES
+        ]
+        varying.sort(key=lambda p: (-len(seen[p]), p))
+        paths = tuple(varying[:MAX_SETTINGS])
+        vocabulary = tuple(
+            tuple(sorted({v for v in seen[p] if isinstance(v, str)}))
+            if any(isinstance(v, str) for v in seen[p])
+            else ()
+            for p in paths
+        )
+        return Settings(paths, vocabulary)
+
+    def row(self, document: Mapping[str, Any]) -> list[float]:
+        flat = flatten(document)
+        out = []
+        for path, words in zip(self.paths, self.vocabulary, strict=True):
+            value = flat.get(path)
+            if words:
+                out.append(float(words.index(value)) if value in words else math.nan)
+            else:
+                out.append(value if isinstance(value, float) else math.nan)
+        return out
+
+    @property
+    def categorical(self) -> list[bool]:
+        return [bool(words) for words in self.vocabulary]
+
+
+@dataclass(frozen=True)
+class Ranker:
+    """The learned ranking, fitted on past tasks."""
+
+    model: HistGradientBoostingRegressor
+    profile_names: tuple[str, ...]
+    settings: Settings
+    tasks: int
+
+    def rank(
+        self, profile: Mapping[str, float], commands: Mapping[Command, Mapping[str, Any]]
+    ) -> list[tuple[Command, float]]:
+        """The commands, best predicted first, with their predicted normalized value."""
+        keys = sorted(commands)
+        if not keys:
+            return []
+        task = _profile_row(profile, self.profile_names)
+        xs = np.asarray([task + self.settings.row(commands[c]) for c in keys], dtype=float)
+        predicted = self.model.predict(xs)
+        order = sorted(range(len(keys)), key=lambda i: (-predicted[i], keys[i]))
+        return [(keys[i], float(predicted[i])) for i in order]
+
+
+def _profile_row(profile: Mapping[str, float], names: Sequence[str]) -> list[float]:
+    return [float(profile.get(n, math.nan)) for n in names]
+
+
+def fit_ranker(
+    profiles: Mapping[TaskId, Mapping[str, float]],
+    evaluations: Mapping[TaskId, Mapping[Command, float]],
+    commands: Mapping[Command, Mapping[str, Any]],
+    seed: int = 0,
+    weights: Mapping[TaskId, float] | None = None,
+) -> Ranker | None:
+    """The learned ranking over every (task, command) pair with a profile and a value (a
+    task counts its weight, 1 by default); None with fewer than MIN_TASKS such tasks."""
+    tasks = sorted(t for t in evaluations if t in profiles and informative(evaluations[t]))
+    if len(tasks) < MIN_TASKS:
+        return None
+    names = tuple(sorted({n for t in tasks for n in profiles[t]}))
+    used = {c: commands[c] for t in tasks for c in evaluations[t] if c in commands}
+    settings = Settings.of(used)
+    xs, ys, ws = [], [], []
+    for t in tasks:
+        scores = normalized(evaluations[t])
+        task = _profile_row(profiles[t], names)
+        ran = [c for c in scores if c in commands]
+        for c in ran:
+            xs.append(task + settings.row(commands[c]))
+            ys.append(scores[c])
+            # Each task weighs its weight, however many commands it ran.
+            ws.append((1.0 if weights is None else float(weights.get(t, 1.0))) / len(ran))
+    x = np.asarray(xs, dtype=float)
+    # A column nobody measured trips the boosting's binning: a constant instead.
+    x[:, np.all(np.isnan(x), axis=0)] = 0.0
+    categorical = [False] * len(names) + settings.categorical
+    model = HistGradientBoostingRegressor(
+        max_iter=_ITERATIONS,
+        learning_rate=0.05,
+        max_leaf_nodes=15,
+        min_samples_leaf=5,
+        categorical_features=np.asarray(categorical) if any(categorical) else None,
+        early_stopping=False,  # the same data, the same model
+        random_state=seed,
+    )
+    model.fit(x, np.asarray(ys), sample_weight=np.asarray(ws))
+    return Ranker(model, names, settings, len(tasks))
+
+
+# --- the choice ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which ranking to trust, and the held-out figures it was chosen on."""
+
+    kind: str  # "learned" or "static"
+    # Mean normalized regret of the best of the first TOP commands on held-out tasks.
+    learned_regret: float
+    static_regret: float
+    tasks: int
+    why: str
+
+
+def choose(
+    profiles: Mapping[TaskId, Mapping[str, float]],
+    evaluations: Mapping[TaskId, Mapping[Command, float]],
+    commands: Mapping[Command, Mapping[str, Any]],
+    seed: int = 0,
+    weights: Mapping[TaskId, float] | None = None,
+) -> Choice:
+    """The learned ranking when, on past tasks it was not fitted on (grouped k-fold by
+    task), the best of its first TOP commands has a lower mean normalized regret than
+    the static portfolio's by more than NOISE; the static portfolio otherwise."""
+    tasks = sorted(t for t in evaluations if t in profiles and informative(evaluations[t]))
+    if len(tasks) < MIN_TASKS + 1:
+        return Choice("static", math.nan, math.nan, len(tasks),
+                      f"too few past tasks to judge a learned ranking ({len(tasks)}, it needs"
+                      f" {MIN_TASKS + 1})")  # fmt: skip
+    learned, static = [], []
+    folds = min(_FOLDS, len(tasks))
+    groups = np.arange(len(tasks))
+    for train, test in GroupKFold(n_splits=folds).split(groups, groups, groups):
+        seen = {tasks[i]: evaluations[tasks[i]] for i in train}
+        ranker = fit_ranker(profiles, seen, commands, seed, weights)
+        portfolio = static_portfolio(seen, TOP, weights)
+        for i in test:
+            held = evaluations[tasks[i]]
+            static.append(regret_of(held, portfolio))
+            if ranker is None:
+                learned.append(1.0)
+                continue
+            ran = {c: commands[c] for c in held if c in commands}
+            top = [c for c, _ in ranker.rank(profiles[tasks[i]], ran)[:TOP]]
+            learned.append(regret_of(held, top))
+    l_regret, s_regret = float(np.mean(learned)), float(np.mean(static))
+    if l_regret < s_regret - NOISE:
+        return Choice("learned", l_regret, s_regret, len(tasks),
+                      f"on past tasks it was not fitted on, the learned ranking's first {TOP}"
+                      f" left a mean regret of {l_regret:.3f}, the static portfolio's"
+                      f" {s_regret:.3f}")  # fmt: skip
+    return Choice("static", l_regret, s_regret, len(tasks),
+                  f"the learned ranking did not beat the static portfolio on past tasks it"
+                  f" was not fitted on (mean regret of the first {TOP}: {l_regret:.3f}"
+                  f" against {s_regret:.3f})")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Both rankings and the choice between them, fitted once on a history: what a
+    suggestion and a warm start rank a new task's commands by."""
+
+    choice: Choice
+    ranker: Ranker | None  # fitted only when chosen
+    static: tuple[Command, ...]  # every command, in the static portfolio's order
+    # Each command's mean normalized value over the past tasks (the static score).
+    means: dict[Command, float]
+    commands: dict[Command, Mapping[str, Any]]
+
+    def order(self, profile: Mapping[str, float] | None) -> list[tuple[Command, float]]:
+        """Every command, first to try first, with its score: the learned ranking's
+        predicted normalized value for a task of this profile when it was chosen (and
+        the task is profiled), else the static portfolio's order and mean value."""
+        if self.choice.kind == "learned" and self.ranker is not None and profile:
+            return self.ranker.rank(profile, self.commands)
+        return [(c, self.means.get(c, 0.0)) for c in self.static]
+
+    @property
+    def learned(self) -> bool:
+        return self.choice.kind == "learned" and self.ranker is not None
+
+
+def fit(
+    profiles: Mapping[TaskId, Mapping[str, float]],
+    evaluations: Mapping[TaskId, Mapping[Command, float]],
+    commands: Mapping[Command, Mapping[str, Any]],
+    weights: Mapping[TaskId, float] | None = None,
+    seed: int = 0,
+) -> Transfer:
+    """`choose`, then the chosen ranking fitted on the whole history."""
+    chosen = choose(profiles, evaluations, commands, seed, weights)
+    ranker = (
+        fit_ranker(profiles, evaluations, commands, seed, weights)
+        if chosen.kind == "learned"
+        else None
+    )
+    scores = {t: normalized(v) for t, v in evaluations.items() if informative(v)}
+    tried = sorted({c for v in evaluations.values() for c in v})
+    w = {t: 1.0 if weights is None else float(weights.get(t, 1.0)) for t in scores}
+    total = sum(w.values()) or 1.0
+    means = {c: sum(w[t] * s.get(c, 0.0) for t, s in scores.items()) / total for c in tried}
+    return Transfer(
+        chosen,
+        ranker,
+        tuple(static_portfolio(evaluations, None, weights)),
+        means,
+        {c: commands[c] for c in tried if c in commands},
+    )
