@@ -5,6 +5,7 @@ maths on made-up curves with known answers; the live paths are in test_curves_li
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -57,6 +58,14 @@ def _made_up(n_per_task: int = 20, seed: int = 0) -> tuple[list[features.Run], l
             runs.append(features.Run(points, EPOCHS, n_labels, lr, "SGD", 32))
             tasks.append(task)
     return runs, tasks
+
+
+@functools.cache
+def made_up_model() -> model.CurveModel:
+    """One fit of the made-up runs, shared by the tests that only read it (a fit is
+    seconds)."""
+    runs, tasks = _made_up()
+    return model.fit(runs, tasks)
 
 
 def _attempt(name: str, run: features.Run) -> attempt_pb2.Attempt:
@@ -230,8 +239,7 @@ def test_a_store_where_one_task_alone_has_runs_to_learn_from_is_too_little() -> 
 
 
 def test_the_model_predicts_from_the_first_epochs_better_than_the_last_value() -> None:
-    runs, tasks = _made_up()
-    fitted = model.fit(runs, tasks)
+    fitted = made_up_model()
     rng = np.random.default_rng(7)
     # A new task: a slow learner ends far above where it is at epoch 2.
     slow = features.Run(_curve(0.3, 0.95, 6, 0.0, rng), EPOCHS, 6, 0.001, "SGD", 32)
@@ -252,8 +260,7 @@ def test_a_model_stored_before_the_maths_moved_still_loads(monkeypatch) -> None:
     keeps them: they load from learning/, and a class gone for good means a refit."""
     import sys
 
-    runs, tasks = _made_up()
-    fitted = model.fit(runs, tasks)
+    fitted = made_up_model()
     monkeypatch.setitem(sys.modules, "gateway.curves.model", model)
     monkeypatch.setattr(model.CurveModel, "__module__", "gateway.curves.model")
     old = fitted.dumps()
@@ -266,8 +273,7 @@ def test_a_model_stored_before_the_maths_moved_still_loads(monkeypatch) -> None:
 
 
 def test_the_learned_pruner_is_deterministic_for_a_fixed_model() -> None:
-    runs, tasks = _made_up()
-    fitted = model.fit(runs, tasks)
+    fitted = made_up_model()
     copy = model.CurveModel.loads(fitted.dumps())
     assert copy is not None
     pruner = LearnedPruner()

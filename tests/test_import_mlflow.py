@@ -311,8 +311,11 @@ def test_sqlite_store_directly_and_a_refused_run_does_not_stop_the_import(
     assert summary["imported"] == 2 and summary["finished"] == 2, summary
     assert [f["run_id"] for f in summary["failed"]] == [ids["second"]]
     assert "PERMISSION_DENIED" in summary["failed"][0]["reason"]
-    # Counted for every run read, the refused one too (its metrics were read and mapped).
-    assert summary["not_mapped"]["metrics logged without steps (numbered in time order)"] == 3
+    # Counted for every run read: the two imported ones, and the refused one when its
+    # metrics were read before the gateway refused its stream (the refusal may come
+    # first: the stream opens before the first batch is read).
+    without_steps = summary["not_mapped"]["metrics logged without steps (numbered in time order)"]
+    assert without_steps in (2, 3), summary
     with gateway.channel() as channel:
         for name in ("first", "third"):
             attempt = _attempt(channel, ids[name])

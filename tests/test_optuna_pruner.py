@@ -15,12 +15,12 @@ import optuna
 import pytest
 
 import metalearn.optuna
-from learning.curves import features, model
+from learning.curves import features
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import curve_service_pb2 as cpb
 from tests.harness import GatewayThread, fresh_database
 from tests.rpc import violations
-from tests.test_curves import EPOCHS, _curve, _made_up, _stubs, history
+from tests.test_curves import EPOCHS, _curve, _stubs, history, made_up_model
 
 LEARNING_RATES = [0.0001, 0.001, 0.01, 0.1]
 
@@ -29,8 +29,7 @@ def test_a_curve_without_losses_is_forecast_from_its_accuracies() -> None:
     """The model learns curves known only by their accuracies too: such a curve is not
     read as diverged (a NaN loss from a trainer), and is predicted better than by its
     last value."""
-    runs, tasks = _made_up()
-    fitted = model.fit(runs, tasks)
+    fitted = made_up_model()
     rng = np.random.default_rng(11)
     errors, last = [], []
     for rate in (0.3, 0.9):

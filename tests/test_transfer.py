@@ -73,9 +73,9 @@ def test_settings_read_numbers_and_text_that_vary() -> None:
 
 
 def test_the_learned_ranking_follows_the_profile() -> None:
-    profiles, evaluations = _history(30)
+    profiles, evaluations = _history(20)
     ranker = transfer.fit_ranker(profiles, evaluations, COMMANDS)
-    assert ranker is not None and ranker.tasks == 30
+    assert ranker is not None and ranker.tasks == 20
     for size, best in ((0.1, "SGD-0.1"), (0.5, "Adam-0.01"), (0.9, "SGD-0.001")):
         assert ranker.rank({"log_pixels": size, "log_classes": 1.0}, COMMANDS)[0][0] == best
     # The same data, the same model.
@@ -87,7 +87,7 @@ def test_the_learned_ranking_follows_the_profile() -> None:
 
 
 def test_the_choice_takes_the_learned_ranking_only_where_it_wins() -> None:
-    profiles, evaluations = _history(30)
+    profiles, evaluations = _history(20)
     chosen = transfer.choose(profiles, evaluations, COMMANDS)
     assert chosen.kind == "learned", chosen
     assert chosen.learned_regret < chosen.static_regret - transfer.NOISE

@@ -48,7 +48,7 @@ MIN_TASKS = 6
 _FOLDS = 5
 # A command's settings the model reads: at most this many, the most common first.
 MAX_SETTINGS = 64
-_ITERATIONS = 200
+_ITERATIONS = 100
 _MAX_CATEGORIES = 250
 GREEDY = 32  # scikit-learn's histogram boosting takes at most 255
 
@@ -260,7 +260,7 @@ def fit_ranker(
     categorical = [False] * len(names) + settings.categorical
     model = HistGradientBoostingRegressor(
         max_iter=_ITERATIONS,
-        learning_rate=0.05,
+        learning_rate=0.1,
         max_leaf_nodes=15,
         min_samples_leaf=5,
         categorical_features=np.asarray(categorical) if any(categorical) else None,
