@@ -60,10 +60,12 @@ def family_of(task: TableTask) -> str:
 
 @dataclass(frozen=True)
 class History:
-    """What a method may learn from for one left-out task."""
+    """What a method may learn from for one left-out task, and the task distance fitted
+    on it (once: the similarity methods and the rank agreement share it)."""
 
     evaluations: dict[str, dict[str, float]]
     profiles: dict[str, dict[str, float]]
+    distance: similarity.Distance
 
 
 Order = Callable[[History, Mapping[str, float]], list[str]]
@@ -73,10 +75,13 @@ def static_order(history: History, profile: Mapping[str, float]) -> list[str]:
     return transfer.static_portfolio(history.evaluations, ZERO_SHOT)
 
 
+def _neighbour_weights(history: History, profile: Mapping[str, float]) -> dict[str, float]:
+    near = similarity.nearest(history.distance, dict(profile), history.profiles, NEIGHBOURS)
+    return warmstart.neighbour_weights(near)
+
+
 def similarity_order(history: History, profile: Mapping[str, float]) -> list[str]:
-    distance = similarity.fit(history.profiles, history.evaluations)
-    near = similarity.nearest(distance, dict(profile), history.profiles, NEIGHBOURS)
-    weights = warmstart.neighbour_weights(near)
+    weights = _neighbour_weights(history, profile)
     return [s.command for s in warmstart.portfolio(history.evaluations, weights)[:ZERO_SHOT]]
 
 
@@ -97,9 +102,7 @@ def warm_order(history: History, profile: Mapping[str, float]) -> list[str]:
 
 
 def _similarity_priors(history: History, profile: Mapping[str, float]) -> list[tuple[str, float]]:
-    distance = similarity.fit(history.profiles, history.evaluations)
-    near = similarity.nearest(distance, dict(profile), history.profiles, NEIGHBOURS)
-    weights = warmstart.neighbour_weights(near)
+    weights = _neighbour_weights(history, profile)
     return [(p.command, p.goodness) for p in warmstart.priors(history.evaluations, weights)]
 
 
@@ -215,10 +218,9 @@ def evaluate(
             t for t in tasks
             if t.name != task.name and (not by_family or families[t.name] != families[task.name])
         ]  # fmt: skip
-        history = History(
-            {t.name: dict(t.values) for t in others},
-            {t.name: dict(profiles[t.name]) for t in others},
-        )
+        evaluations = {t.name: dict(t.values) for t in others}
+        known = {t.name: dict(profiles[t.name]) for t in others}
+        history = History(evaluations, known, similarity.fit(known, evaluations))
         profile = profiles[task.name]
         orders: dict[str, list[str]] = {
             name: make(history, profile) for name, make in ORDERS.items()
@@ -230,11 +232,10 @@ def evaluate(
         for name, order in orders.items():
             firsts.setdefault(name, {})[task.name] = regret(task.values, task.values[order[0]])
         # The distance's ranking of this task's sources against their transfer regret.
-        distance = similarity.fit(history.profiles, history.evaluations)
         regrets = similarity.transfer_regrets({**history.evaluations, task.name: task.values})
         mine = {pair: r for pair, r in regrets.items() if pair[0] == task.name}
         rho = similarity.rank_agreement(
-            distance, {**history.profiles, task.name: dict(profile)}, mine
+            history.distance, {**history.profiles, task.name: dict(profile)}, mine
         )
         if math.isfinite(rho):
             spearman.append(rho)

@@ -26,7 +26,7 @@ from learning.curves import model as curve_model
 from learning.curves import rules
 from learning.curves.features import Run
 from learning.curves.prognosis import Assessment, assess
-from learning.curves.pruner import LearnedPruner
+from learning.curves.pruner import LearnedPruner, ceiling
 from metalearn import errors
 from metalearn.v1 import attempt_pb2, curve_service_pb2
 
@@ -308,9 +308,7 @@ class Curves:
             reply.final_val_accuracy = found.median
             reply.final_val_accuracy_low = found.low
             reply.final_val_accuracy_high = found.high
-            reply.final_val_accuracy_ceiling = (
-                found.ceiling if math.isfinite(found.ceiling) else found.high
-            )
+            reply.final_val_accuracy_ceiling = ceiling(found)
         if why is not None:
             reply.prune = True
             reply.prune_reason = why
@@ -419,11 +417,13 @@ def _forecast(
 ) -> tuple[curve_model.Prediction | None, str | None]:
     """The prediction after the curve's last epoch, and the pruner's reason (None: the
     trial goes on), as one thread's work."""
+    k = len(run.points)
     with threadpool_limits(limits=1):
-        k = len(run.points)
         found = model.predict(run, k) if k < run.n_epoch else None
-        why = pruner.decide(model, run, k, best, finished) if best is not None else None
-    return found, why
+    # The verdict reads the same prediction (one prediction a call).
+    if best is None or not pruner.applies(run, k, finished):
+        return found, None
+    return found, pruner.verdict(found, best)
 
 
 def _fit(runs: list[Run], tasks: list[str]) -> tuple[curve_model.CurveModel, curve_model.Quality]:

@@ -143,7 +143,6 @@ class Fitted:
 class Suggestion:
     command: dict[str, Any] | None  # None: no history (the caller's default)
     sources: list[tuple[TaskRecord, float, float, Evaluation, float]]  # task, d, w, run, q
-    neighbours: list[tuple[TaskRecord, float]]
     # Which ranking put it first ("learned" or "static") and the score it gave it.
     ranking: str = ""
     score: float = math.nan
@@ -332,16 +331,17 @@ class Learner:
         """The command the chosen ranking puts first for this task, and the past runs of
         it on other tasks of its kind (nearest first, at most k) as its sources."""
         model = fitted.model
-        order = model.order(dict(target.features or {}))
+        profile = dict(target.features or {})
+        order = model.order(profile)
         if not order:
-            return Suggestion(None, [], [])
+            return Suggestion(None, [])
         top, score = order[0]
         ran = [
             key for key in fitted.keys
             if top in known.tried.get(key, {}) and key != target.key
         ] or [key for key in fitted.keys if top in known.tried.get(key, {})]  # fmt: skip
         profiled = {key: dict(known.tasks[key].features or {}) for key in ran}
-        near = similarity.nearest(distance, dict(target.features or {}), profiled, max(k, 1))
+        near = similarity.nearest(distance, profile, profiled, max(k, 1))
         near = near or [(ran[0], math.nan)]
         sources = []
         for key, d in near:
@@ -350,9 +350,7 @@ class Learner:
             q = warmstart.quantiles(known.values([str(key)])[str(key)]).get(top, math.nan)
             sources.append((record, d, 1.0 / len(near), tried.best_attempt, q))
         best = sources[0][3]  # the nearest task's run of it
-        neighbours = [(known.tasks[str(key)], d) for key, d in near]
-        ranking = "learned" if model.learned and target.features else "static"
-        return Suggestion(dict(best.command), sources, neighbours, ranking, score, model.choice)
+        return Suggestion(dict(best.command), sources, model.ranking(profile), score, model.choice)
 
 
 def _grown(before: tuple[int, int], now: tuple[int, int]) -> bool:
@@ -503,17 +501,18 @@ def warm_plan(
     # tasks weigh the sampler's priors.
     every = {k: {g: v for g, (_, v, _) in runs.items()} for k, runs in usable.items()}
     evidence = {k: known.evidence.get(k, 1.0) for k in every}
-    ranking = transfer.fit(
+    rankings = transfer.fit(
         {k: dict(known.tasks[k].features or {}) for k in every if k in known.tasks},
         {k: v for k, v in every.items() if evidence[k] > 0},
         {g: internal for runs in usable.values() for g, (internal, _, _) in runs.items()},
         evidence,
     )
-    order = ranking.order(dict(target.features or {}) if target is not None else None)
+    profile = dict(target.features or {}) if target is not None else None
     first = []
-    for command, score in order[:count]:
-        # The run it repeats: from the nearest (else the heaviest) task that ran it.
-        holders = [k for k in every if command in every[k]]
+    for command, score in rankings.order(profile)[:count]:
+        # The run it repeats: from the nearest (else the heaviest) task that ran it, of
+        # those whose runs count here.
+        holders = [k for k in every if command in every[k] and evidence[k] > 0]
         task = min(holders, key=lambda k: (-weights.get(k, 0.0), k))
         internal, _, run = usable[task][command]
         first.append(
@@ -554,8 +553,6 @@ def warm_plan(
         "priors": priors,
         "trusted_owners": list(known.trusted),
         # Which ranking chose the zero-shot trials, and why that one.
-        "ranking": "learned"
-        if ranking.learned and target is not None and target.features
-        else "static",
-        "ranking_why": ranking.choice.why,
+        "ranking": rankings.ranking(profile),
+        "ranking_why": rankings.choice.why,
     }

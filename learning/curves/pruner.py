@@ -40,19 +40,26 @@ class LearnedPruner:
         self, curve_model: CurveModel, run: Run, k: int, best: float | None, finished: int
     ) -> str | None:
         """Why the run stops after epoch k (None: it goes on)."""
-        if best is None or finished < self.n_startup_trials or k < self.min_epoch:
+        if best is None or not self.applies(run, k, finished):
             return None
-        if k >= run.n_epoch:
-            return None  # nothing left to save
-        found = curve_model.predict(run, k)
-        if found is None or _ceiling(found) + self.margin > best:
+        return self.verdict(curve_model.predict(run, k), best)
+
+    def applies(self, run: Run, k: int, finished: int) -> bool:
+        """Whether a trial is judged after epoch k: from min_epoch, once n_startup_trials
+        finished, and not after its last epoch (nothing left to save)."""
+        return finished >= self.n_startup_trials and self.min_epoch <= k < run.n_epoch
+
+    def verdict(self, found: Prediction | None, best: float) -> str | None:
+        """Why a trial with this prediction stops, against the best so far (None: it goes
+        on; no prediction never stops it)."""
+        if found is None or ceiling(found) + self.margin > best:
             return None
         return (
-            f"predicted to end at {found.median:.4f} (at most {_ceiling(found):.4f}), "
+            f"predicted to end at {found.median:.4f} (at most {ceiling(found):.4f}), "
             f"not above the study's best {best:.4f}"
         )
 
 
-def _ceiling(p: Prediction) -> float:
+def ceiling(p: Prediction) -> float:
     """The 99th percentile (the upper quantile of a model fitted without it)."""
     return p.ceiling if math.isfinite(p.ceiling) else p.high

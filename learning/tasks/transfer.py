@@ -28,7 +28,7 @@ the gateway without their dependencies. The benchmark runs syne-tune's beside it
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,26 @@ def regret_of(values: Mapping[Command, float], tried: Sequence[Command]) -> floa
     return 1.0 - max(found) if found else 1.0
 
 
+def _weights(
+    tasks: Iterable[TaskId], weights: Mapping[TaskId, float] | None
+) -> dict[TaskId, float]:
+    return {t: 1.0 if weights is None else float(weights.get(t, 1.0)) for t in tasks}
+
+
+def mean_values(
+    scores: Mapping[TaskId, Mapping[Command, float]],
+    commands: Sequence[Command],
+    weights: Mapping[TaskId, float],
+) -> dict[Command, float]:
+    """Each command's weighted mean normalized value over the tasks (0 where a task did
+    not run it): the static portfolio's score."""
+    total = sum(weights[t] for t in scores)
+    return {
+        c: sum(weights[t] * s.get(c, 0.0) for t, s in scores.items()) / total if total > 0 else 0.0
+        for c in commands
+    }
+
+
 def static_portfolio(
     evaluations: Mapping[TaskId, Mapping[Command, float]],
     count: int | None = None,
@@ -101,16 +121,12 @@ def static_portfolio(
                for c in commands}  # fmt: skip
         commands.sort(key=lambda c: (-(float(np.mean(raw[c])) if raw[c] else -math.inf), c))
         return commands if count is None else commands[:count]
-    w = {t: 1.0 if weights is None else float(weights.get(t, 1.0)) for t in scores}
+    w = _weights(scores, weights)
     limit = len(commands) if count is None else min(count, len(commands))
     covered = dict.fromkeys(scores, 0.0)
     chosen: list[Command] = []
     left = list(commands)
-    total = sum(w.values())
-    mean = {
-        c: sum(w[t] * s.get(c, 0.0) for t, s in scores.items()) / total if total > 0 else 0.0
-        for c in commands
-    }
+    mean = mean_values(scores, commands, w)
     # The greedy's cost grows with the square of the commands: past GREEDY of them the
     # rest follow by mean value (a portfolio's first few are what it is for).
     while left and len(chosen) < min(limit, GREEDY):
@@ -242,6 +258,7 @@ def fit_ranker(
     if len(tasks) < MIN_TASKS:
         return None
     names = tuple(sorted({n for t in tasks for n in profiles[t]}))
+    task_weights = _weights(tasks, weights)
     used = {c: commands[c] for t in tasks for c in evaluations[t] if c in commands}
     settings = Settings.of(used)
     xs, ys, ws = [], [], []
@@ -253,7 +270,7 @@ def fit_ranker(
             xs.append(task + settings.row(commands[c]))
             ys.append(scores[c])
             # Each task weighs its weight, however many commands it ran.
-            ws.append((1.0 if weights is None else float(weights.get(t, 1.0))) / len(ran))
+            ws.append(task_weights[t] / len(ran))
     x = np.asarray(xs, dtype=float)
     # A column nobody measured trips the boosting's binning: a constant instead.
     x[:, np.all(np.isnan(x), axis=0)] = 0.0
@@ -341,17 +358,19 @@ class Transfer:
     means: dict[Command, float]
     commands: dict[Command, Mapping[str, Any]]
 
+    def ranking(self, profile: Mapping[str, float] | None) -> str:
+        """Which ranking orders a task of this profile: "learned" when it was chosen
+        and the task is profiled, else "static"."""
+        learned = self.choice.kind == "learned" and self.ranker is not None and profile
+        return "learned" if learned else "static"
+
     def order(self, profile: Mapping[str, float] | None) -> list[tuple[Command, float]]:
         """Every command, first to try first, with its score: the learned ranking's
-        predicted normalized value for a task of this profile when it was chosen (and
-        the task is profiled), else the static portfolio's order and mean value."""
-        if self.choice.kind == "learned" and self.ranker is not None and profile:
+        predicted normalized value (see `ranking`), else the static portfolio's order
+        and mean value."""
+        if self.ranking(profile) == "learned" and self.ranker is not None and profile:
             return self.ranker.rank(profile, self.commands)
         return [(c, self.means.get(c, 0.0)) for c in self.static]
-
-    @property
-    def learned(self) -> bool:
-        return self.choice.kind == "learned" and self.ranker is not None
 
 
 def fit(
@@ -370,9 +389,7 @@ def fit(
     )
     scores = {t: normalized(v) for t, v in evaluations.items() if informative(v)}
     tried = sorted({c for v in evaluations.values() for c in v})
-    w = {t: 1.0 if weights is None else float(weights.get(t, 1.0)) for t in scores}
-    total = sum(w.values()) or 1.0
-    means = {c: sum(w[t] * s.get(c, 0.0) for t, s in scores.items()) / total for c in tried}
+    means = mean_values(scores, tried, _weights(scores, weights))
     return Transfer(
         chosen,
         ranker,
