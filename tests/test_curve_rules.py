@@ -8,7 +8,11 @@ import json
 import math
 from pathlib import Path
 
-from learning.curves.rules import Point, flags, from_losses
+from gateway.curves.live import run_of_row
+from gateway.store.curves import CurveRow
+from learning.curves import chance
+from learning.curves.prognosis import assess
+from learning.curves.rules import Point, accuracy_flags, flags, from_losses
 from metalearn.documents import attempt_from_document
 
 FIXTURE = Path(__file__).parent / "fixtures" / "attempt_american_dog_species_3.json"
@@ -75,3 +79,56 @@ def test_too_few_epochs_fire_nothing_and_one_label_has_no_chance() -> None:
     assert flags(from_losses([math.log(10)] * 2), 10) == []
     assert flags(from_losses([0.0] * 5), 1) == []
     assert flags([], 10) == []
+
+
+def test_chance_is_the_largest_class_share_of_the_validation_split() -> None:
+    # Two labels, one with nine images in ten: naming it every time scores 0.9.
+    majority = chance.of(2, validation_per_label=[18, 2], images_per_label=[160, 20])
+    assert majority.accuracy == 0.9 and majority.source == "validation split"
+    # The loss bar is the entropy of the training images' shares (8/9 and 1/9).
+    entropy = -(8 / 9 * math.log(8 / 9) + 1 / 9 * math.log(1 / 9))
+    assert math.isclose(majority.loss, entropy, rel_tol=1e-9)
+    # Without the validation split's counts, the training images' shares stand in;
+    # with neither (an import, an older trainer), even classes.
+    assert chance.of(2, images_per_label=[160, 20]).accuracy == 160 / 180
+    assert chance.of(2, [1, 2, 3]).source == "uniform"  # counts that do not fit the labels
+    assert chance.of(4) == chance.uniform(4)
+    # Near 1, the margin shrinks to half the way: 0.9 is chance, 1.0 is not.
+    assert math.isclose(majority.ceiling(0.05), 0.95)
+    assert math.isclose(chance.of(19, [1] * 19).ceiling(0.05), 1 / 19 + 0.05)
+
+
+def test_a_run_stuck_at_the_majority_class_is_at_chance() -> None:
+    majority = chance.of(2, validation_per_label=[18, 2], images_per_label=[160, 20])
+    # Accuracy 0.9 on every epoch, the loss at the entropy of the shares (0.325).
+    stuck = [Point(e, 0.33, val_loss=0.33, val_accuracy=0.9) for e in range(1, 6)]
+    found = flags(stuck, 2, majority)
+    assert _kinds(found) == ["AT_CHANCE"] and found[0].since_epoch == 1
+    assert "entropy of its classes' shares" in found[0].detail
+    # Read against 1/n_labels, the same run looked like it learnt: nothing fired.
+    assert flags(stuck, 2) == []
+    # Known by its accuracies alone, the accuracy rule says the same.
+    blind = [Point(p.epoch, math.nan, val_accuracy=p.val_accuracy) for p in stuck]
+    assert _kinds(accuracy_flags(blind, 2, majority)) == ["AT_CHANCE"]
+    accuracy_only = accuracy_flags(blind, 2, majority)[0].detail
+    assert "largest class's share of the validation split, 0.900" in accuracy_only
+    # One that learns the rare class leaves chance.
+    learning = [*stuck[:2], *(Point(e, 0.1, 0.12, 1.0) for e in range(3, 6))]
+    assert flags(learning, 2, majority) == []
+
+
+def test_the_gateway_reads_chance_from_the_dataset_its_trainer_reported() -> None:
+    # As the store holds it: DatasetFingerprint as proto JSON (int64 as strings).
+    row = CurveRow(
+        attempt_id=1, task_key="k", command={"label_names": ["a", "b"], "n_epoch": 3},
+        n_epoch=3, epochs=[1, 2, 3], losses=[0.33] * 3, learning_rates=[0.1] * 3,
+        val_losses=[0.33] * 3, val_accuracies=[0.9] * 3, features={},
+        dataset={"images_per_label": ["160", "20"], "validation_images_per_label": ["18", "2"]},
+    )  # fmt: skip
+    run = run_of_row(row)
+    assert run.at_chance().accuracy == 0.9
+    assessed = assess(run, 3, None)
+    assert assessed.hopeless and assessed.reason == "at chance since epoch 1"
+    # A document without them (an older trainer's, an import) reads even classes.
+    older = run_of_row(CurveRow(**{**row.__dict__, "dataset": {"images_per_label": "junk"}}))
+    assert older.at_chance() == chance.uniform(2) and not assess(older, 3, None).hopeless

@@ -110,15 +110,22 @@ def register(gateway: GatewayThread, address: str) -> str:
 
 
 def started(
-    first: int = 1, images: int = 8, labels: tuple[str, ...] = ("0", "1")
+    first: int = 1,
+    images: int = 8,
+    labels: tuple[str, ...] = ("0", "1"),
+    held_out: tuple[int, ...] = (),
 ) -> tpb.TrainerServiceTrainResponse:
     dataset = S.DatasetFingerprint(
         label_names=labels, images_per_label=[5] * len(labels), image_size=[8, 8],
-        sha256=hashlib.sha256(b"data").hexdigest(),
+        sha256=hashlib.sha256(b"data").hexdigest(), validation_images_per_label=held_out,
     )  # fmt: skip
     return tpb.TrainerServiceTrainResponse(
         started=tpb.TrainStarted(
-            first_epoch=first, train_images=images, device="cpu", dataset=dataset
+            first_epoch=first,
+            train_images=images,
+            device="cpu",
+            dataset=dataset,
+            validation_images=sum(held_out),
         )
     )
 
@@ -258,6 +265,18 @@ LIES: dict[str, tuple[Script, str, list[int]]] = {
     "a dataset of other labels": (
         lambda r: [started(labels=("0", "1", "secret"))],
         "other labels than the command's",
+        [],
+    ),
+    # Chance is the largest class's share of the validation split: a trainer that could
+    # claim any split could make every run look stuck, or none.
+    "a validation split of other images": (
+        lambda r: [started(held_out=(2, 0, 0))],
+        "validation counts [2, 0, 0]",
+        [],
+    ),
+    "a validation split larger than its label": (
+        lambda r: [started(images=2, held_out=(6, 0))],
+        "validation counts [6, 0]",
         [],
     ),
     "a checkpoint older than the last": (

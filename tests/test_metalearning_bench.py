@@ -11,7 +11,7 @@ import random
 import pytest
 
 from bench.metalearning import curves, evaluate
-from learning.curves import features, model, rules
+from learning.curves import chance, features, model, rules
 from learning.curves.pruner import LearnedPruner
 from metalearn.examples import grid
 
@@ -104,3 +104,32 @@ def test_the_pruning_replay_counts_epochs_and_regret() -> None:
     assert found["epochs_ratio_none"] == 1.0 and found["regret_ok_learned"] == 1.0
     assert found["epochs_at_goal_top_k"] == 1.0  # only keeping every trial keeps the best
     assert found["learned_epochs_ratio"] < 1.0 and found["pruning_searches"] == 2
+
+
+def test_the_verdict_is_the_most_recall_that_keeps_precision() -> None:
+    # Ten runs, the first four bad. The eager verdict finds all four but calls two good
+    # runs hopeless (precision 0.67); the careful one finds three with none wrong.
+    truth = [True] * 4 + [False] * 6
+    eager, careful, timid = curves.VERDICTS[0], curves.VERDICTS[1], curves.VERDICTS[2]
+    said = {
+        eager: [True] * 6 + [False] * 4,
+        careful: [True] * 3 + [False] * 7,
+        timid: [True] + [False] * 9,
+    }
+    assert curves.choose_verdict(said, truth) == careful
+    # When none keeps the precision, the most precise.
+    said[careful] = [True] * 3 + [False, True, True] + [False] * 4
+    assert curves.choose_verdict(said, truth) == timid
+
+
+def test_the_bad_runs_are_judged_against_the_majority_class() -> None:
+    # Two runs of one task whose validation split is 18 of one label to 2 of the other:
+    # the one that ends at 0.9 learnt nothing (it names the majority every time).
+    at_chance = chance.of(2, [18, 2], [160, 20])
+
+    def run(final: float) -> curves.TableRun:
+        points = [rules.Point(e, 0.3, 0.3, final) for e in range(1, 11)]
+        found = features.Run(points, 10, 2, chance=at_chance)
+        return curves.TableRun("wide:t", 0, found, final, features.without_loss(found), "f")
+
+    assert curves.bad_runs([run(0.9), run(1.0)]) == [True, False]

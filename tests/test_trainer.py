@@ -98,6 +98,11 @@ def test_lenet_learns_the_digits(trainer) -> None:
         run.started.dataset.images_per_label
     )
     assert 1300 < run.started.train_images + run.started.validation_images < 1560
+    # Each label's share of the validation split (chance is the largest's).
+    held_out = list(run.started.dataset.validation_images_per_label)
+    assert len(held_out) == 10 and sum(held_out) == run.started.validation_images
+    counts = run.started.dataset.images_per_label
+    assert all(0 < h < n for h, n in zip(held_out, counts, strict=True))
     assert [e.epoch for e in run.epochs] == list(range(1, 11))
     assert run.losses[-1] < run.losses[0] / 5 and all(e.samples_per_second > 0 for e in run.epochs)
     # Each epoch's rate is the one it trained at: StepLR(5, 0.5) halves it from epoch 6.

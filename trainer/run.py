@@ -311,6 +311,9 @@ def _started(labels: list[str], data: _Data) -> pb.TrainStarted:
         dataset=attempt_pb2.DatasetFingerprint(
             label_names=labels,
             images_per_label=[data.counts[label] for label in labels],
+            validation_images_per_label=torch.bincount(
+                data.validation.labels, minlength=len(labels)
+            ).tolist(),
             image_size=list(tensors.input_shape[1:]),
             sha256=tensors.fingerprint,
         ),

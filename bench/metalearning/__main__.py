@@ -64,7 +64,7 @@ from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
 from gateway.tasks.learner import DEFAULT_ZERO_SHOT
 from metalearn.examples import grid, tasks
-from metalearn.examples.history import TABLE, history
+from metalearn.examples.history import CLASSIC, WIDE, history
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import (
     attempt_service_pb2_grpc,
@@ -132,10 +132,13 @@ def live(table: dict[str, Any], n_trials: int, run_studies: bool) -> dict[str, A
         try:
             with gateway.channel() as channel:
                 datasets = dataset_service_pb2_grpc.DatasetServiceStub(channel)
-                datasets.UploadImages(tasks.uploads(tasks.FAMILY + tasks.HELD_OUT))
+                known = list(
+                    {t.name: t for t in tasks.FAMILY + tasks.HELD_OUT + tasks.WIDE}.values()
+                )
+                datasets.UploadImages(tasks.uploads(tuple(known)))
                 trainers = [start_trainer(gateway, scratch.dir / "cache", 1)]
                 wait_registered(scratch.url, 1)
-                profiles, seconds = profile_all(channel, list(tasks.FAMILY + tasks.HELD_OUT))
+                profiles, seconds = profile_all(channel, known)
                 figures["profiles"] = profiles
                 figures["profile_seconds_median"] = statistics.median(seconds)
                 figures["profile_seconds_max"] = max(seconds)
@@ -194,8 +197,10 @@ def main() -> None:
     parser.add_argument("--curve-trials", type=int, default=curves.SEARCH_TRIALS,
                         help="trials per pruning search (of the grid's 64)")  # fmt: skip
     args = parser.parse_args()
-    with gzip.open(TABLE, "rt") as f:
+    with gzip.open(CLASSIC.path, "rt") as f:
         table = json.load(f)
+    with gzip.open(WIDE.path, "rt") as f:
+        wide = json.load(f)
     figures: dict[str, Any] = {}
     if args.no_live:
         profiles = json.loads(PROFILES.read_text())
@@ -219,17 +224,21 @@ def main() -> None:
     figures["replay_seconds"] = time.perf_counter() - start
     figures.update(evaluate.ablation(evaluate.load(table), profiles, args.neighbours))
     if not args.no_transfer:
-        loaded = evaluate.load(table)
         start = time.perf_counter()
-        # Leave-one-family-out is the headline; leave-one-task-out beside it (loto_*).
-        figures.update(
-            transfer.evaluate(loaded, profiles, by_family=True, seeds=args.transfer_seeds)
-        )
-        loto = transfer.evaluate(loaded, profiles, by_family=False, seeds=args.transfer_seeds)
-        figures.update({f"loto_{k}": v for k, v in loto.items()})
+        # The wide suite's figures are the headline (unprefixed), the classic suite's
+        # beside them (classic_*); leave-one-family-out first, leave-one-task-out
+        # beside it (loto_*).
+        for suite, loaded_table, prefix in ((CLASSIC, table, "classic_"), (WIDE, wide, "")):
+            loaded = evaluate.load(loaded_table)
+            for by_family, kind in ((True, ""), (False, "loto_")):
+                found = transfer.evaluate(
+                    loaded, profiles, by_family=by_family, seeds=args.transfer_seeds,
+                    commands=suite.grid,
+                )  # fmt: skip
+                figures.update({f"{prefix}{kind}{k}": v for k, v in found.items()})
         figures["transfer_seconds"] = time.perf_counter() - start
     if not args.no_curves:
-        figures.update(curves.figures(table, profiles, args.curve_seeds, args.curve_trials))
+        figures.update(curves.figures([table, wide], profiles, args.curve_seeds, args.curve_trials))
     print_figures(figures, args.json)
 
 

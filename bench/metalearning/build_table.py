@@ -1,18 +1,29 @@
-"""Rebuilds the learning-curve table: every grid command trained on every task of the
-family, through metalearn (a scratch PostgreSQL, a gateway, trainer processes), then
-read back from the store with GetAttempt and written as a compact file.
+"""Rebuilds a learning-curve table: every grid command trained on every task of a suite,
+through metalearn (a scratch PostgreSQL, a gateway, trainer processes), then read back
+from the store with GetAttempt and written as a compact file.
 
-  python -m bench.metalearning.build_table            # the whole table (about 40 min here)
+  python -m bench.metalearning.build_table                # the classic table (about 40 min)
+  python -m bench.metalearning.build_table --suite wide   # the wide one (about 50 min)
   python -m bench.metalearning.build_table --tasks digits-38 few --points 8   # a probe
 
-The file holds, per task, per grid point: the validation accuracy, validation loss and
-training loss of each epoch, and the seconds trained.
+It can be stopped and run again: each finished task is appended to `<out>.partial` as it
+is read back, and a later run trains only the tasks not there yet (with the same seed and
+data a run's curve does not depend on when or beside what it trained).
+
+  python -m bench.metalearning.build_table --suite classic --counts-only  # add the counts
+
+The file holds, per task: its labels, how many of its images each label has in the
+train split and in the validation part of it the trainer holds out (from the gateway's
+and the trainer's own split functions: chance is the largest class's share of the
+validation split), and per grid point the validation accuracy, validation loss and training
+loss of each epoch, and the seconds trained.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import sys
 import time
@@ -25,11 +36,12 @@ from bench.database import scratch_postgres
 from bench.orchestration import wait_registered
 from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
+from gateway.datasets.imaging import in_test_split
 from gateway.inprocess import GatewayThread
-from metalearn.examples import grid, tasks
-from metalearn.examples.history import TABLE
+from metalearn.examples import grid, history, tasks
 from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, dataset_service_pb2_grpc
 from metalearn.v1 import attempt_service_pb2 as pb
+from trainer.data import TEST_FRACTION, in_validation
 
 _DONE = {attempt_pb2.ATTEMPT_STATUS_TRAINED, attempt_pb2.ATTEMPT_STATUS_FAILED}
 
@@ -49,8 +61,77 @@ def _row(attempt: attempt_pb2.Attempt) -> dict[str, Any]:
     }
 
 
-def build(chosen: list[tasks.Task], n_points: int, n_trainers: int) -> dict[str, Any]:
-    points = grid.points()[:n_points]
+def split_counts(task: tasks.Task, seed: int) -> tuple[list[int], list[int]]:
+    """Each label's images in the train split a run with this seed reads (the gateway's
+    function), and in the validation part of it the trainer holds out (its own): what
+    a trainer reports as `images_per_label` and `validation_images_per_label`."""
+    train, validation = [], []
+    for label in task.labels:
+        variant, klass = label.split("/", 1)
+        n_train = n_validation = 0
+        for pixels in tasks.class_images(variant, klass):
+            digest = hashlib.sha256(tasks.png(pixels)).digest()
+            if not in_test_split(digest, seed, TEST_FRACTION):
+                n_train += 1
+                n_validation += in_validation(digest.hex(), seed)
+        train.append(n_train)
+        validation.append(n_validation)
+    return train, validation
+
+
+def with_counts(table: dict[str, Any], suite: history.Suite) -> dict[str, Any]:
+    """The table with each task's split counts (a table from before they were kept
+    gains them without training anything again)."""
+    by_name = {t.name: t for t in suite.tasks}
+    for entry in table["tasks"]:
+        task = by_name[entry["name"]]
+        seed = int(suite.grid.base_command(task.labels)["seed"])
+        entry["images_per_label"], entry["validation_per_label"] = split_counts(task, seed)
+    table.setdefault("grid", suite.grid.name)
+    return table
+
+
+def _finished(partial: Path) -> dict[str, dict[str, Any]]:
+    if not partial.exists():
+        return {}
+    done = {}
+    for line in partial.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            done[entry["name"]] = entry
+    return done
+
+
+def build(
+    suite: history.Suite,
+    chosen: list[tasks.Task],
+    n_points: int,
+    n_trainers: int,
+    partial: Path,
+) -> dict[str, Any]:
+    points = suite.grid.points()[:n_points]
+    done = _finished(partial)
+    todo = [t for t in chosen if t.name not in done]
+    if todo:
+        _train(suite.grid, todo, points, n_trainers, partial)
+        done = _finished(partial)
+    return {
+        "grid": suite.grid.name,
+        "space": suite.grid.space,
+        "base_command": suite.grid.base_command(["<labels>"]),
+        "epochs": grid.EPOCHS,
+        "points": points,
+        "tasks": [done[t.name] for t in chosen],
+    }
+
+
+def _train(
+    commands: grid.Grid,
+    chosen: list[tasks.Task],
+    points: list[dict[str, Any]],
+    n_trainers: int,
+    partial: Path,
+) -> None:
     with scratch_postgres() as scratch:
         config = GatewayConfig(listen="127.0.0.1:0", database_url=scratch.url, dispatch_seconds=0.2)
         gateway = GatewayThread(scratch.url, config).start()
@@ -68,12 +149,12 @@ def build(chosen: list[tasks.Task], n_points: int, n_trainers: int) -> dict[str,
                 for task in chosen:
                     for i, point in enumerate(points):
                         command = json_format.ParseDict(
-                            grid.command(task.labels, point), attempt_pb2.TrainCommand()
+                            commands.command(task.labels, point), attempt_pb2.TrainCommand()
                         )
                         stub.Train(pb.TrainRequest(name=attempt_name(task, i), command=command))
-                table_tasks = []
                 for task in chosen:
                     rows = []
+                    reported: list[attempt_pb2.DatasetFingerprint] = []
                     for i in range(len(points)):
                         name = attempt_name(task, i)
                         while True:
@@ -82,10 +163,26 @@ def build(chosen: list[tasks.Task], n_points: int, n_trainers: int) -> dict[str,
                                 break
                             time.sleep(0.5)
                         full = pb.GetAttemptRequest(name=name, view=pb.ATTEMPT_VIEW_FULL)
-                        rows.append(_row(stub.GetAttempt(full).attempt))
-                    table_tasks.append(
-                        {"name": task.name, "labels": list(task.labels), "points": rows}
-                    )
+                        attempt = stub.GetAttempt(full).attempt
+                        rows.append(_row(attempt))
+                        reported.append(attempt.dataset)
+                    seed = int(commands.base_command(task.labels)["seed"])
+                    train, validation = split_counts(task, seed)
+                    for dataset in reported:
+                        # The counts kept are the ones every trainer reported.
+                        said = (list(dataset.images_per_label),
+                                list(dataset.validation_images_per_label))  # fmt: skip
+                        if said[1] and said != (train, validation):
+                            raise RuntimeError(f"{task.name}: a trainer reported {said}")
+                    entry = {
+                        "name": task.name,
+                        "labels": list(task.labels),
+                        "images_per_label": train,
+                        "validation_per_label": validation,
+                        "points": rows,
+                    }
+                    with partial.open("a") as out:
+                        out.write(json.dumps(entry, separators=(",", ":")) + "\n")
                     print(
                         f"{task.name}: done at {time.monotonic() - start:.0f} s",
                         file=sys.stderr,
@@ -95,27 +192,35 @@ def build(chosen: list[tasks.Task], n_points: int, n_trainers: int) -> dict[str,
                 proc.terminate()
                 proc.wait(60)
             gateway.stop()
-    return {
-        "space": grid.SPACE,
-        "base_command": grid.base_command(["<labels>"]),
-        "epochs": grid.EPOCHS,
-        "points": points,
-        "tasks": table_tasks,
-    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", nargs="*", help="task names (default: the whole family)")
-    parser.add_argument("--points", type=int, default=len(grid.points()))
+    parser.add_argument("--suite", choices=sorted(history.SUITES), default="classic")
+    parser.add_argument("--tasks", nargs="*", help="task names (default: the whole suite)")
+    parser.add_argument("--points", type=int, help="only the first N grid points")
     parser.add_argument("--trainers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=TABLE)
+    parser.add_argument("--out", type=Path, help="default: the suite's pinned table")
+    parser.add_argument(
+        "--counts-only", action="store_true", help="add the split counts to the pinned table"
+    )
     args = parser.parse_args()
-    chosen = [t for t in tasks.FAMILY if not args.tasks or t.name in args.tasks]
-    table = build(chosen, args.points, args.trainers)
-    with gzip.open(args.out, "wt") as out:
+    suite = history.SUITES[args.suite]
+    out_path: Path = args.out or suite.path
+    if args.counts_only:
+        table = with_counts(history.table(suite.path), suite)
+        with gzip.open(out_path, "wt") as out:
+            json.dump(table, out, separators=(",", ":"))
+        print(f"wrote {out_path}", file=sys.stderr)
+        return
+    chosen = [t for t in suite.tasks if not args.tasks or t.name in args.tasks]
+    n_points = args.points or len(suite.grid.points())
+    partial = out_path.with_name(out_path.name + ".partial")
+    table = build(suite, chosen, n_points, args.trainers, partial)
+    with gzip.open(out_path, "wt") as out:
         json.dump(table, out, separators=(",", ":"))
-    print(f"wrote {args.out}", file=sys.stderr)
+    partial.unlink()
+    print(f"wrote {out_path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
-"""Learning from stored curves (issue 14), replayed over the suite's table.
+"""Learning from stored curves (issue 14), replayed over both suites' tables.
 
-Leave-one-task-out: the curve model is fitted on the other tasks' runs (as the gateway
-fits it from its store) and judged on the left-out task's curves, epoch by epoch, with
-the gateway's own code (gateway/curves):
+Leave-one-family-out (issue 29): the curve model is fitted on the runs of every other
+family's tasks (as the gateway fits it from its store) and judged on the left-out
+family's curves, epoch by epoch, with the gateway's own code (gateway/curves):
 
 (a) pruning: simulated searches on the left-out task replay its stored curves epoch by
     epoch, and a pruner may stop a trial after any epoch; epochs spent against no
     pruning, and the regret of what the search keeps (see `pruning`);
-(b) bad-run detection by epoch 3: a run is bad when it ends at chance, diverges, or
-    ends below half of its task's best final accuracy; it is detected when a rule fires
-    or the model is confident it ends low (`prognosis.hopeless`, as `stop_when_hopeless`
-    decides). Precision and recall over every run of every task.
+(b) bad-run detection by epoch 3: a run is bad when it ends at chance (the largest
+    class's share of its validation split), diverges, or ends below half of its task's
+    best final accuracy; it is detected when a rule fires or the model is confident it
+    ends low (`prognosis.hopeless`, as `stop_when_hopeless` decides). The verdict's
+    thresholds (`prognosis.Verdict`) are chosen for each left-out family on the other
+    families' runs (the most recall at precision >= 0.95 there), so no family's figures
+    come from thresholds fitted on it. Precision and recall over every run of every
+    task, and per family.
 (c) mean absolute error of the final validation accuracy predicted from 3 epochs, against
     "the last value seen".
 """
@@ -30,29 +34,46 @@ from optuna.trial import TrialState
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from gateway.studies import pruning as optuna_pruning
-from learning.curves import features, model, prognosis, pruner, rules
+from learning.curves import chance, features, model, prognosis, pruner, rules
 from metalearn.examples import grid
+from metalearn.examples.tasks import family
 
 DETECT_EPOCH = 3
+# The verdicts each left-out family's is chosen from: which quantile of the predicted
+# final accuracy must fall below a bar, and from which epoch the model's word counts.
+VERDICTS = tuple(
+    prognosis.Verdict(q, e) for q in (model.MEDIAN, model.LIKELY, model.HIGH) for e in (2, 3)
+)
+# The precision a verdict must keep on the families it is chosen on (precision first:
+# a hopeless verdict may stop a run).
+VERDICT_PRECISION = 0.95
 
 
 @dataclass(frozen=True)
 class TableRun:
-    task: str
+    task: str  # "<suite>:<task>": a task's runs of one grid (a search draws from them)
     point: int
     run: features.Run
     final: float | None  # None: diverged (a non-finite epoch) or ended early
     # The run as an Optuna script reports it: its validation accuracies alone.
     blind: features.Run
+    family: str = ""
 
 
 def runs_of(
     table: Mapping[str, Any], profiles: Mapping[str, Mapping[str, float]]
 ) -> list[TableRun]:
-    """Every run of the table as the curve model reads a stored attempt."""
+    """Every run of the table as the curve model reads a stored attempt, with what
+    chance is on its task's data (the counts the table keeps, as a trainer reports
+    them)."""
+    suite = table.get("grid", grid.CLASSIC.name)
     found = []
     for task in table["tasks"]:
         n_labels = len(task["labels"])
+        at_chance = chance.of(
+            n_labels, task.get("validation_per_label", ()), task.get("images_per_label", ())
+        )
+        kind = family(task["labels"][0].split("/", 1)[0])
         for index, (point, stored) in enumerate(zip(table["points"], task["points"], strict=True)):
             points = [
                 rules.Point(e, float(loss), float(vl), float(va))
@@ -68,38 +89,43 @@ def runs_of(
                 optimizer=str(point["optimizer.name"]),
                 batch_size=int(point["batch_size"]),
                 profile=profiles.get(task["name"], {}),
+                chance=at_chance,
             )
             final = run.final()
             if any(not math.isfinite(p.loss) for p in points):
                 final = None
-            found.append(TableRun(task["name"], index, run, final, features.without_loss(run)))
+            name = f"{suite}:{task['name']}"
+            found.append(TableRun(name, index, run, final, features.without_loss(run), kind))
     return found
 
 
 def bad_runs(runs: Sequence[TableRun]) -> list[bool]:
-    """The issue's definition: ends at chance, diverges, or ends below half of its
-    task's best final validation accuracy."""
+    """The issue's definition: ends at chance (the largest class's share of its
+    validation split, and a margin), diverges, or ends below half of its task's best
+    final validation accuracy."""
     best: dict[str, float] = {}
     for r in runs:
         if r.final is not None:
             best[r.task] = max(best.get(r.task, 0.0), r.final)
     return [
         r.final is None
-        or r.final <= 1 / r.run.n_labels + rules.CHANCE_ACCURACY_MARGIN
-        or r.final < 0.5 * best[r.task]
+        or r.final <= r.run.at_chance().ceiling(rules.CHANCE_ACCURACY_MARGIN)
+        or r.final < prognosis.HALF_OF_BEST * best[r.task]
         for r in runs
     ]
 
 
-def leave_one_task_out(runs: Sequence[TableRun], seed: int = 0) -> dict[str, model.CurveModel]:
-    """One model per task, fitted on every other task's runs (one thread each, as the
-    gateway fits: OpenMP's threads on a busy machine are many times slower than one)."""
-    names = sorted({r.task for r in runs})
+def leave_one_family_out(runs: Sequence[TableRun], seed: int = 0) -> dict[str, model.CurveModel]:
+    """One model per family, fitted on every other family's runs, keyed by each task of
+    the left-out family (one thread each, as the gateway fits: OpenMP's threads on a
+    busy machine are many times slower than one). The runs' task names group the
+    model's own quality folds."""
     fitted = {}
     with threadpool_limits(limits=1):
-        for name in names:
-            train = [r for r in runs if r.task != name]
-            fitted[name] = model.fit([r.run for r in train], [r.task for r in train], seed=seed)
+        for kind in sorted({r.family for r in runs}):
+            train = [r for r in runs if r.family != kind]
+            found = model.fit([r.run for r in train], [r.task for r in train], seed=seed)
+            fitted.update({r.task: found for r in runs if r.family == kind})
     return fitted
 
 
@@ -128,15 +154,17 @@ def prediction_error(
     }
 
 
-def detection(
-    runs: Sequence[TableRun], models: Mapping[str, model.CurveModel], order_seed: int = 0
-) -> dict[str, float]:
-    """(b): which runs `prognosis` calls hopeless by epoch 3, against which are bad.
+def hopeless_by(
+    runs: Sequence[TableRun],
+    models: Mapping[str, model.CurveModel],
+    verdict: prognosis.Verdict,
+    order_seed: int = 0,
+) -> list[bool]:
+    """Which runs `prognosis` calls hopeless by epoch 3 under `verdict`.
 
     Runs of a task arrive in a random order (a seed); a run's "task best so far" is the
     best final of the runs of its task that finished before it, as the store would
     know it."""
-    truth = bad_runs(runs)
     rng = np.random.default_rng(order_seed)
     order = rng.permutation(len(runs))
     best_so_far: dict[str, float] = {}
@@ -144,21 +172,82 @@ def detection(
     for i in order:
         r = runs[i]
         for k in range(1, DETECT_EPOCH + 1):
-            found = prognosis.assess(r.run, k, models[r.task], best_so_far.get(r.task))
+            found = prognosis.assess(
+                r.run, k, models[r.task], best_so_far.get(r.task), verdict=verdict
+            )
             if found.hopeless:
                 said[i] = True
                 break
         if r.final is not None:
             best_so_far[r.task] = max(best_so_far.get(r.task, 0.0), r.final)
+    return said
+
+
+def _scores(said: Sequence[bool], truth: Sequence[bool]) -> tuple[float, float]:
     tp = sum(s and t for s, t in zip(said, truth, strict=True))
     fp = sum(s and not t for s, t in zip(said, truth, strict=True))
     fn = sum(t and not s for s, t in zip(said, truth, strict=True))
-    return {
-        "bad_run_precision": tp / (tp + fp) if tp + fp else math.nan,
-        "bad_run_recall": tp / (tp + fn) if tp + fn else math.nan,
-        "bad_runs": float(sum(truth)),
-        "runs": float(len(runs)),
-    }
+    return (tp / (tp + fp) if tp + fp else math.nan, tp / (tp + fn) if tp + fn else math.nan)
+
+
+def choose_verdict(
+    said: Mapping[prognosis.Verdict, Sequence[bool]], truth: Sequence[bool]
+) -> prognosis.Verdict:
+    """The verdict with the most recall among those with precision >= VERDICT_PRECISION
+    on these runs (none: the most precise), ties to the earlier in VERDICTS."""
+
+    def key(v: prognosis.Verdict) -> tuple[bool, float, float]:
+        precision, recall = _scores(said[v], truth)
+        precision = 0.0 if math.isnan(precision) else precision
+        recall = 0.0 if math.isnan(recall) else recall
+        ok = precision >= VERDICT_PRECISION
+        return (ok, recall if ok else precision, precision)
+
+    return max(said, key=key)
+
+
+def detection(
+    runs: Sequence[TableRun], models: Mapping[str, model.CurveModel], order_seed: int = 0
+) -> dict[str, Any]:
+    """(b): which runs are called hopeless by epoch 3 against which are bad, each family
+    under the verdict chosen on the other families' runs (`bad_run_*`), and under the
+    gateway's own `prognosis.VERDICT` (`bad_run_*_default`); `verdict_all_families`:
+    the verdict the same choice makes on every family (what VERDICT should be)."""
+    truth = bad_runs(runs)
+    said = {v: hopeless_by(runs, models, v, order_seed) for v in VERDICTS}
+    families = sorted({r.family for r in runs})
+    chosen = [False] * len(runs)
+    figures: dict[str, Any] = {}
+    for kind in families:
+        inside = [r.family == kind for r in runs]
+        others = [not x for x in inside]
+        verdict = choose_verdict(
+            {v: _pick(s, others) for v, s in said.items()}, _pick(truth, others)
+        )
+        for i, x in enumerate(inside):
+            if x:
+                chosen[i] = said[verdict][i]
+        precision, recall = _scores(_pick(chosen, inside), _pick(truth, inside))
+        figures[f"family_{kind}_bad_run_precision"] = precision
+        figures[f"family_{kind}_bad_run_recall"] = recall
+        figures[f"family_{kind}_bad_runs"] = float(sum(_pick(truth, inside)))
+        figures[f"family_{kind}_verdict"] = _verdict_text(verdict)
+    figures["bad_run_precision"], figures["bad_run_recall"] = _scores(chosen, truth)
+    default = said.get(prognosis.VERDICT) or hopeless_by(runs, models, prognosis.VERDICT)
+    precision, recall = _scores(default, truth)
+    figures["bad_run_precision_default"], figures["bad_run_recall_default"] = precision, recall
+    figures["verdict_all_families"] = _verdict_text(choose_verdict(said, truth))
+    figures["bad_runs"] = float(sum(truth))
+    figures["runs"] = float(len(runs))
+    return figures
+
+
+def _pick(values: Sequence[Any], mask: Sequence[bool]) -> list[Any]:
+    return [v for v, m in zip(values, mask, strict=True) if m]
+
+
+def _verdict_text(v: prognosis.Verdict) -> str:
+    return f"quantile {v.quantile}, model from epoch {v.model_epoch}"
 
 
 class Known(model.CurveModel):
@@ -195,11 +284,16 @@ class Known(model.CurveModel):
 
 
 def known(runs: Sequence[TableRun], models: Mapping[str, model.CurveModel]) -> dict[str, Known]:
-    """Each task's model with its predictions for that task's runs worked out."""
-    return {
-        name: Known(fitted, [x for r in runs if r.task == name for x in (r.run, r.blind)])
-        for name, fitted in models.items()
-    }
+    """Each task's model with its predictions for the runs it judges worked out (one
+    batch per fitted model: a left-out family's tasks share theirs)."""
+    shared: dict[int, tuple[model.CurveModel, set[str]]] = {}
+    for name, fitted in models.items():
+        shared.setdefault(id(fitted), (fitted, set()))[1].add(name)
+    found: dict[str, Known] = {}
+    for fitted, names in shared.values():
+        wrapped = Known(fitted, [x for r in runs if r.task in names for x in (r.run, r.blind)])
+        found.update(dict.fromkeys(names, wrapped))
+    return found
 
 
 # (a) Pruning. A search is SEARCH_TRIALS commands of the task's 64, drawn at random
@@ -485,17 +579,17 @@ def pruning(
 
 
 def figures(
-    table: Mapping[str, Any],
+    tables: Sequence[Mapping[str, Any]],
     profiles: Mapping[str, Mapping[str, float]],
     seeds: int = SEARCH_SEEDS,
     trials: int = SEARCH_TRIALS,
 ) -> dict[str, Any]:
-    """Issue 14's figures (a)-(c) over the table, with one model per left-out task
-    fitted once and shared by all three (the fit is deterministic: the seeds draw the
-    searches, and the replay's orders, not the models)."""
-    runs = runs_of(table, profiles)
+    """Issue 14's figures (a)-(c) over the tables' runs together, with one model per
+    left-out family fitted once and shared by all three (the fit is deterministic: the
+    seeds draw the searches, and the replay's orders, not the models)."""
+    runs = [r for t in tables for r in runs_of(t, profiles)]
     start = time.perf_counter()
-    fitted = known(runs, leave_one_task_out(runs))
+    fitted = known(runs, leave_one_family_out(runs))
     found: dict[str, Any] = {"curve_fit_seconds": time.perf_counter() - start}
     found.update(prediction_error(runs, fitted))
     found.update(detection(runs, fitted))

@@ -61,7 +61,7 @@ def load(table: Mapping[str, Any]) -> list[TableTask]:
     ]
 
 
-def parameters() -> list[space.Parameter]:
+def parameters(commands: grid.Grid = grid.CLASSIC) -> list[space.Parameter]:
     v = Violations()
     searched = [
         study_service_pb2.SearchParameter(
@@ -70,9 +70,9 @@ def parameters() -> list[space.Parameter]:
                 values=[_value(x) for x in p["categorical"]["values"]]
             ),
         )
-        for p in grid.SPACE
+        for p in commands.space
     ]
-    found = space.parse(v, "search_space", grid.base_command(["x"]), searched)
+    found = space.parse(v, "search_space", commands.base_command(["x"]), searched)
     assert not v.items, v.items
     return found
 
@@ -153,8 +153,10 @@ def _key(internal: Mapping[str, Any]) -> str:
     return "|".join(f"{k}={internal[k]}" for k in sorted(internal))
 
 
-def lookup_table(params: Sequence[space.Parameter]) -> dict[str, int]:
-    return {_key(internal_of(p, params)): i for i, p in enumerate(grid.points())}
+def lookup_table(
+    params: Sequence[space.Parameter], commands: grid.Grid = grid.CLASSIC
+) -> dict[str, int]:
+    return {_key(internal_of(p, params)): i for i, p in enumerate(commands.points())}
 
 
 def leave_one_out(

@@ -38,6 +38,7 @@ from bench.metalearning.evaluate import TableTask, internal_of, lookup_table, pa
 from learning.studies import sampling, space
 from learning.tasks import similarity, transfer, warmstart
 from metalearn.examples import grid
+from metalearn.examples import tasks as example_tasks
 
 KS = (1, 3, 5, 10)
 BUDGET = max(KS)
@@ -47,15 +48,15 @@ NEIGHBOURS = 5
 GAP = 0.05
 
 
+# A task where the best static default is this far below its own best (accuracy)
+# needs more than a default: issue 29 asks for a suite where a third of tasks do.
+WIDE_GAP = 0.10
+
+
 def family_of(task: TableTask) -> str:
-    """The example suite's families: digits, drawn shapes, drawn letters (the variant
-    named by the task's labels)."""
-    variant = task.labels[0].split("/", 1)[0]
-    if variant.endswith("shapes"):
-        return "shapes"
-    if variant.endswith("letters"):
-        return "letters"
-    return "digits"
+    """The task's family (digits, shapes, letters, colours, painted, arrows, textures:
+    the variant named by its labels)."""
+    return example_tasks.family(task.labels[0].split("/", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class History:
     evaluations: dict[str, dict[str, float]]
     profiles: dict[str, dict[str, float]]
     distance: similarity.Distance
+    # Every command of the grid, by its key (the grid point's index as text).
+    commands: dict[str, dict[str, Any]]
 
 
 Order = Callable[[History, Mapping[str, float]], list[str]]
@@ -85,19 +88,16 @@ def similarity_order(history: History, profile: Mapping[str, float]) -> list[str
     return [s.command for s in warmstart.portfolio(history.evaluations, weights)[:ZERO_SHOT]]
 
 
-_COMMANDS = {str(i): p for i, p in enumerate(grid.points())}
-
-
 def learned_order(history: History, profile: Mapping[str, float]) -> list[str]:
-    ranker = transfer.fit_ranker(history.profiles, history.evaluations, _COMMANDS)
+    ranker = transfer.fit_ranker(history.profiles, history.evaluations, history.commands)
     if ranker is None:
         return static_order(history, profile)
-    return [c for c, _ in ranker.rank(profile, _COMMANDS)[:ZERO_SHOT]]
+    return [c for c, _ in ranker.rank(profile, history.commands)[:ZERO_SHOT]]
 
 
 def warm_order(history: History, profile: Mapping[str, float]) -> list[str]:
     """As the gateway orders a new task's first commands (`transfer.fit(...).order`)."""
-    fitted = transfer.fit(history.profiles, history.evaluations, _COMMANDS)
+    fitted = transfer.fit(history.profiles, history.evaluations, history.commands)
     return [c for c, _ in fitted.order(profile)[:ZERO_SHOT]]
 
 
@@ -114,9 +114,10 @@ def search(
     params: Sequence[space.Parameter],
     lookup: Mapping[str, int],
     priors: Sequence[tuple[str, float]] = (),
+    commands: grid.Grid = grid.CLASSIC,
 ) -> list[float]:
     """The values found by BUDGET trials: `first` (distinct), then the sampler."""
-    points = grid.points()
+    points = commands.points()
     trials: list[sampling.PastTrial] = []
     found: list[float] = []
     for n in range(BUDGET):
@@ -162,7 +163,7 @@ def _syne_tune_order(history: History, profile: Mapping[str, float]) -> list[str
         from syne_tune.optimizer.schedulers.transfer_learning.zero_shot import ZeroShotTransfer
     except ImportError:
         return None
-    config_space = {"point": choice(sorted(_COMMANDS, key=int))}
+    config_space = {"point": choice(sorted(history.commands, key=int))}
     evaluations = {}
     for name, vals in history.evaluations.items():
         keys = sorted(vals, key=int)
@@ -203,12 +204,14 @@ def evaluate(
     *,
     by_family: bool,
     seeds: int = 5,
+    commands: grid.Grid = grid.CLASSIC,
 ) -> dict[str, Any]:
     """Every method on every left-out task: per method, the mean normalized regret after
     each of KS trials (over tasks and seeds), overall and per family; the first command's
     regret per task; and issue 29's figures."""
-    params = parameters()
-    lookup = lookup_table(params)
+    params = parameters(commands)
+    lookup = lookup_table(params, commands)
+    by_key = {str(i): p for i, p in enumerate(commands.points())}
     families = {t.name: family_of(t) for t in tasks}
     curves: dict[str, list[tuple[str, list[float]]]] = {}
     firsts: dict[str, dict[str, float]] = {}
@@ -220,7 +223,7 @@ def evaluate(
         ]  # fmt: skip
         evaluations = {t.name: dict(t.values) for t in others}
         known = {t.name: dict(profiles[t.name]) for t in others}
-        history = History(evaluations, known, similarity.fit(known, evaluations))
+        history = History(evaluations, known, similarity.fit(known, evaluations), by_key)
         profile = profiles[task.name]
         orders: dict[str, list[str]] = {
             name: make(history, profile) for name, make in ORDERS.items()
@@ -241,15 +244,33 @@ def evaluate(
             spearman.append(rho)
         for seed in range(1, seeds + 1):
             runs = {
-                "random": search(task.values, (), "random", seed, params, lookup),
-                "cold_tpe": search(task.values, (), "tpe", seed, params, lookup),
+                "random": search(task.values, (), "random", seed, params, lookup, (), commands),
+                "cold_tpe": search(task.values, (), "tpe", seed, params, lookup, (), commands),
             }
             for name, order in orders.items():
                 chosen = priors if name in ("similarity", "warm") else ()
-                runs[name] = search(task.values, order, "tpe", seed, params, lookup, chosen)
+                runs[name] = search(
+                    task.values, order, "tpe", seed, params, lookup, chosen, commands
+                )
             for name, found in runs.items():
                 curves.setdefault(name, []).append((task.name, curve(task.values, found)))
-    return _figures(curves, firsts, families, spearman, seeds)
+    figures = _figures(curves, firsts, families, spearman, seeds)
+    figures.update(static_gap(tasks))
+    return figures
+
+
+def static_gap(tasks: Sequence[TableTask]) -> dict[str, float]:
+    """How much a suite needs more than a default: the best static default (the static
+    portfolio's first command, fitted on every task) against each task's own best, in
+    accuracy: the share of tasks it leaves WIDE_GAP or more below (`static_gap_share`),
+    and the mean gap."""
+    evaluations = {t.name: dict(t.values) for t in tasks}
+    first = transfer.static_portfolio(evaluations, 1)[0]
+    gaps = [max(t.values.values()) - t.values[first] for t in tasks]
+    return {
+        "static_gap_share": float(np.mean([g >= WIDE_GAP - 1e-9 for g in gaps])),
+        "static_gap_mean": float(np.mean(gaps)),
+    }
 
 
 def _mean_at(rows: Sequence[tuple[str, list[float]]], k: int) -> float:

@@ -215,6 +215,7 @@ def check_imports(attempts: list[attempt_pb2.Attempt], limits: Limits) -> list[I
             of_history(
                 [(e.epoch, e.loss, e.val_loss, e.val_accuracy) for e in epochs],
                 doc.get("training_commands") or {},
+                doc.get("dataset") or {},
             )
             if epochs
             else None

@@ -22,8 +22,8 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from gateway.store.curves import CurveRow, CurveStore, ModelRow
 from learning import provenance
+from learning.curves import chance, rules
 from learning.curves import model as curve_model
-from learning.curves import rules
 from learning.curves.features import Run
 from learning.curves.prognosis import Assessment, assess
 from learning.curves.pruner import LearnedPruner, ceiling
@@ -54,14 +54,36 @@ def _number(x: Any, default: float = math.nan) -> float:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else default
 
 
+def _counts(values: Any) -> list[int]:
+    """A repeated int64 as proto JSON writes it (strings), or [] when it is not one."""
+    if not isinstance(values, list):
+        return []
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError):
+        return []
+
+
+def chance_of(dataset: Mapping[str, Any], n_labels: int) -> chance.Chance:
+    """What learning nothing scores on a run's data, from the DatasetFingerprint its
+    trainer reported (as JSON; {}: not reported, even classes)."""
+    return chance.of(
+        n_labels,
+        _counts(dataset.get("validation_images_per_label")),
+        _counts(dataset.get("images_per_label")),
+    )
+
+
 def run_of(
     command: Mapping[str, Any],
     n_epoch: int,
     points: list[rules.Point],
     profile: Mapping[str, float],
     learning_rate: float = math.nan,
+    dataset: Mapping[str, Any] | None = None,
 ) -> Run:
-    """A run as the model reads it, from a command as documents hold it (JSON)."""
+    """A run as the model reads it, from a command as documents hold it (JSON), and the
+    data its trainer reported training on."""
     optimizer = command.get("optimizer") or {}
     labels = command.get("label_names") or []
     n_labels = int(_number(command.get("n_labels"), 0)) or len(labels)
@@ -75,6 +97,7 @@ def run_of(
         batch_size=int(_number(command.get("batch_size"), 0)),
         momentum=_number(optimizer.get("momentum"), 0.0),
         profile={k: float(v) for k, v in profile.items() if isinstance(v, int | float)},
+        chance=chance_of(dataset or {}, n_labels),
     )
 
 
@@ -100,7 +123,7 @@ def run_of_row(row: CurveRow) -> Run:
     rates = [x for x in row.learning_rates if x > 0]
     epochs = zip(row.epochs, row.losses, row.val_losses, row.val_accuracies, strict=True)
     return run_of(row.command, row.n_epoch, points_of(epochs), row.features,
-                  rates[0] if rates else math.nan)  # fmt: skip
+                  rates[0] if rates else math.nan, row.dataset)  # fmt: skip
 
 
 def _assess_all(rows: Sequence[CurveRow], loaded: Loaded | None) -> list[tuple[Assessment, bool]]:
@@ -153,13 +176,15 @@ def filter_form(p: attempt_pb2.Prognosis) -> dict[str, Any]:
 
 
 def of_history(
-    epochs: list[tuple[int, float, float, float]], command: Mapping[str, Any]
+    epochs: list[tuple[int, float, float, float]],
+    command: Mapping[str, Any],
+    dataset: Mapping[str, Any] | None = None,
 ) -> attempt_pb2.Prognosis:
     """The rules' prognosis of an imported run, from its (epoch, loss, val_loss,
     val_accuracy) rows: its end is recorded, so the model has nothing to predict. A
     prototype document has only training losses (0 validation metrics: not measured)."""
     points = points_of(epochs)
-    found = assess(run_of(command, len(points), points, {}), len(points), None)
+    found = assess(run_of(command, len(points), points, {}, dataset=dataset), len(points), None)
     if all(math.isnan(p.val_accuracy) for p in points):
         return as_proto(found, 0, "the document records no validation accuracy to predict from")
     return as_proto(found, 0, "imported history: its end is recorded, nothing to predict")

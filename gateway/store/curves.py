@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg_pool
@@ -77,6 +77,9 @@ class CurveRow:
     task_best: float | None = None
     # Where its numbers come from: what it weighs in a fit (learning/provenance.py).
     provenance: str = "TRAINED"
+    # The data it trained on as its trainer reported it (DatasetFingerprint as JSON):
+    # its classes' counts say what chance is (learning/curves/chance.py).
+    dataset: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def _curve(r: dict[str, Any]) -> CurveRow:
         status=r["status"],
         task_best=r.get("task_best"),
         provenance=r.get("provenance") or "TRAINED",
+        dataset=doc.get("dataset") or {},
     )
 
 

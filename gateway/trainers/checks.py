@@ -138,11 +138,13 @@ class EpochChecker:
         if started.parameters < 0:
             raise TrainerLied("reported a negative parameter count")
         if started.HasField("dataset"):
-            self._check_dataset(started.dataset, images_available)
+            self._check_dataset(started.dataset, images_available, started.validation_images)
         self.started = True
         self.last = self.first_epoch - 1
 
-    def _check_dataset(self, dataset: attempt_pb2.DatasetFingerprint, available: int) -> None:
+    def _check_dataset(
+        self, dataset: attempt_pb2.DatasetFingerprint, available: int, validation_images: int
+    ) -> None:
         """The fingerprint is stored with the attempt: it must describe the command's data."""
         names = list(dataset.label_names)
         if sorted(names) != sorted(self.labels):
@@ -150,6 +152,16 @@ class EpochChecker:
         counts = list(dataset.images_per_label)
         if len(counts) != len(names) or any(c < 0 for c in counts) or sum(counts) > available:
             raise TrainerLied(f"reported image counts {counts[:8]} for {available} images")
+        held_out = list(dataset.validation_images_per_label)
+        if held_out and (
+            len(held_out) != len(names)
+            or any(not 0 <= h <= c for h, c in zip(held_out, counts, strict=True))
+            or sum(held_out) != validation_images
+        ):
+            raise TrainerLied(
+                f"reported validation counts {held_out[:8]} that do not fit its counts"
+                f" {counts[:8]} and its {validation_images} validation images"
+            )
         size = list(dataset.image_size)
         if len(size) > 3 or any(not 0 <= side <= 1 << 16 for side in size):
             raise TrainerLied(f"reported an image size of {size[:8]}")

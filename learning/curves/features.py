@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from learning.curves import rules
+from learning.curves.chance import Chance, uniform
 
 # Task profile features the model may read (gateway/tasks/profiler.FEATURES, in a fixed
 # order: a model's columns must not move between fits).
@@ -24,7 +25,7 @@ PROFILE = (
 _OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop")
 NAMES: tuple[str, ...] = (
     "k", "n_epoch", "fraction", "remaining", "log_labels",
-    "va_last", "va_best", "va_first", "va_step", "va_gain", "va_over_chance",
+    "va_last", "va_best", "va_first", "va_step", "va_gain", "va_over_chance", "chance",
     "loss_last", "loss_first", "loss_ratio", "loss_step", "val_loss_last", "loss_gap",
     "at_chance", "diverging", "log_lr", "log_batch", "momentum",
     *(f"opt_{o}" for o in _OPTIMIZERS), "opt_other",
@@ -51,6 +52,12 @@ class Run:
     # intermediate values): its losses are "not measured", not "diverged" as a NaN
     # loss from a trainer means.
     measures_loss: bool = True
+    # What learning nothing scores on its data (None: even classes, 1/n_labels).
+    chance: Chance | None = None
+
+    def at_chance(self) -> Chance:
+        """What learning nothing scores on this run's data."""
+        return self.chance or uniform(self.n_labels)
 
     def final(self) -> float | None:
         """The last epoch's validation accuracy, if the run reached its last epoch with
@@ -74,7 +81,7 @@ def row(run: Run, k: int) -> list[float]:
     """The features after the first k epochs of `run` (k >= 1, at most its epochs)."""
     seen = run.points[:k]
     n = max(run.n_labels, 2)
-    chance_loss = math.log(n)
+    chance = run.at_chance()
     # An accuracy outside [0, 1] is no measurement (a store from before imports were
     # checked may hold 42): read as not measured.
     va = [p.val_accuracy if 0.0 <= p.val_accuracy <= 1.0 else math.nan for p in seen]
@@ -83,18 +90,19 @@ def row(run: Run, k: int) -> list[float]:
     nan = math.nan
 
     def scaled(x: float) -> float:
-        # Losses over ln(n_labels): 1 is chance whatever the number of labels; a
-        # non-finite loss is read as far above it (unless the run measures none).
+        # Losses over chance's (ln(n_labels) for even classes): 1 is chance whatever
+        # the number of labels; a non-finite loss is read as far above it (unless the
+        # run measures none).
         if not run.measures_loss:
             return nan
-        return x / chance_loss if math.isfinite(x) else 10.0
+        return x / chance.loss if math.isfinite(x) else 10.0
 
     va_last = va[-1] if math.isfinite(va[-1]) else nan
     va_prev = va[-2] if k >= 2 and math.isfinite(va[-2]) else nan
     if run.measures_loss:
-        found = {f.kind for f in rules.flags(seen, n)}
+        found = {f.kind for f in rules.flags(seen, n, chance)}
     else:
-        found = {f.kind for f in rules.accuracy_flags(seen, n)}
+        found = {f.kind for f in rules.accuracy_flags(seen, n, chance)}
         losses = [nan] * len(seen)
     optimizer = run.optimizer if run.optimizer in _OPTIMIZERS else ""
     values = [
@@ -108,7 +116,8 @@ def row(run: Run, k: int) -> list[float]:
         finite_va[0] if finite_va else nan,
         va_last - va_prev,
         va_last - (finite_va[0] if finite_va else nan),
-        va_last - 1 / n,
+        va_last - chance.accuracy,
+        chance.accuracy,
         scaled(losses[-1]),
         scaled(losses[0]),
         (losses[-1] / losses[0])

@@ -4,16 +4,19 @@ and the bad-run figures act on).
 
 Hopeless means one of two things, both from the first epochs:
 - a rule that no run recovers from fired: NON_FINITE, DIVERGING, or AT_CHANCE while the
-  model (if there is one) does not expect it to leave chance (its upper quartile,
-  `Prediction.likely`, at or below chance);
-- from epoch MODEL_EPOCH on, the model is confident (its upper quartile) that the run
-  ends at chance, below half of the best final accuracy its task has reached so far, or
-  below the run's own threshold.
-OVERFITTING alone is never hopeless: the best epoch has already been seen.
+  model (if there is one) does not expect it to leave chance (its `Verdict.quantile`,
+  the upper quartile by default, at or below chance);
+- from epoch `Verdict.model_epoch` on, the model is confident (that quantile) that the
+  run ends at chance, below half of the best final accuracy its task has reached so far,
+  or below the run's own threshold.
+OVERFITTING alone is never hopeless: the best epoch has already been seen. Chance is
+what learning nothing scores on the run's own data (`chance`: the largest class's share
+of its validation split).
 
-The upper quartile and epoch 3 are the suite's choice (bench/metalearning, BENCHMARKS.md):
-a lower quantile, or the model's verdict from the first two epochs, finds more bad runs
-but stops more good ones with them (a hopeless verdict may stop a run: precision first).
+The verdict's thresholds (`VERDICT`) are chosen by the benchmark leave-one-family-out
+(bench/metalearning/curves.py, BENCHMARKS.md): a lower quantile, or the model's verdict
+from earlier epochs, finds more bad runs but stops more good ones with them (a hopeless
+verdict may stop a run: precision first).
 """
 
 from __future__ import annotations
@@ -23,13 +26,26 @@ from dataclasses import dataclass
 
 from learning.curves import rules
 from learning.curves.features import Run
-from learning.curves.model import CurveModel, Prediction
+from learning.curves.model import CEILING, HIGH, LIKELY, LOW, MEDIAN, CurveModel, Prediction
 
 # The share of its task's best that a run must still be able to reach.
 HALF_OF_BEST = 0.5
-# The first epoch the model's own verdict counts (the rules count from any epoch).
-MODEL_EPOCH = 3
 _FATAL = ("NON_FINITE", "DIVERGING")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """When the model's word makes a run hopeless."""
+
+    # The quantile of the predicted final accuracy that must fall below a bar (one the
+    # model fits: model.FITTED); the higher, the surer the model must be.
+    quantile: float = LIKELY
+    # The first epoch the model's own verdict counts (the rules count from any epoch).
+    model_epoch: int = 3
+
+
+# Chosen leave-one-family-out over both suites (BENCHMARKS.md, issue 29).
+VERDICT = Verdict()
 
 
 @dataclass(frozen=True)
@@ -47,37 +63,45 @@ def assess(
     curve_model: CurveModel | None,
     task_best: float | None = None,
     below: float = 0.0,
+    verdict: Verdict = VERDICT,
 ) -> Assessment:
     """The prognosis of `run` after its first k epochs. `task_best`: the best final
     validation accuracy of the task's finished runs (None: none yet); `below`: the run's
     own threshold (0: none)."""
     seen = run.points[:k]
-    found = tuple(rules.flags(seen, run.n_labels))
+    found = tuple(rules.flags(seen, run.n_labels, run.at_chance()))
     prediction = curve_model.predict(run, k) if curve_model is not None else None
-    chance = 1 / max(run.n_labels, 2) + rules.CHANCE_ACCURACY_MARGIN
+    chance = run.at_chance().ceiling(rules.CHANCE_ACCURACY_MARGIN)
     reason = ""
     for flag in found:
         if flag.kind in _FATAL:
             reason = f"{flag.kind.lower().replace('_', '-')} since epoch {flag.since_epoch}"
             break
-        if flag.kind == "AT_CHANCE" and (prediction is None or _likely(prediction) <= chance):
+        sure = None if prediction is None else _quantile(prediction, verdict.quantile)
+        if flag.kind == "AT_CHANCE" and (sure is None or sure <= chance):
             reason = f"at chance since epoch {flag.since_epoch}"
             break
-    if not reason and prediction is not None and k >= MODEL_EPOCH:
+    if not reason and prediction is not None and k >= verdict.model_epoch:
         bars = [(chance, "chance")]
         if task_best is not None:
             bars.append((HALF_OF_BEST * task_best, f"half of its task's best ({task_best:.3f})"))
         if below > 0:
             bars.append((below, "its threshold"))
         bar, name = max(bars)
-        if _likely(prediction) < bar:
+        sure = _quantile(prediction, verdict.quantile)
+        if sure < bar:
             reason = (
-                f"predicted to end at {prediction.median:.3f} (3 in 4 below "
-                f"{_likely(prediction):.3f}), below {name}: {bar:.3f}"
+                f"predicted to end at {prediction.median:.3f} ({verdict.quantile:.0%} sure "
+                f"below {sure:.3f}), below {name}: {bar:.3f}"
             )
     return Assessment(k, found, prediction, bool(reason), reason)
 
 
-def _likely(p: Prediction) -> float:
-    """The upper quartile (the upper quantile of a model fitted without it)."""
-    return p.likely if math.isfinite(p.likely) else p.high
+def _quantile(p: Prediction, q: float) -> float:
+    """The prediction's quantile q (the upper quartile of a model fitted without it is
+    its upper quantile)."""
+    at = {LOW: p.low, MEDIAN: p.median, LIKELY: p.likely, HIGH: p.high, CEILING: p.ceiling}
+    found = at.get(q)
+    if found is None:
+        raise ValueError(f"the curve model fits no quantile {q}")
+    return found if math.isfinite(found) else p.high

@@ -4,10 +4,11 @@ Pure functions over an attempt's epochs: no store, no model. Each rule fires fro
 first epochs it can be sure of, and says since which epoch:
 
 - NON_FINITE: a loss that is NaN or infinite (the trainer already ends such a run).
-- AT_CHANCE: the training loss flat at ln(n_labels) (what a classifier that learnt
-  nothing scores with cross-entropy), or the validation accuracy at 1/n_labels, for the
-  last CHANCE_EPOCHS epochs or more. The prototype's own document is the textbook case:
-  100 epochs between 2.15 and 2.24 for nine labels (ln 9 = 2.197).
+- AT_CHANCE: the training loss flat at what a classifier that learnt nothing scores
+  with cross-entropy (ln(n_labels) for even classes), or the validation accuracy at the
+  largest class's share of the validation split (1/n_labels for even classes; see
+  `chance`), for the last CHANCE_EPOCHS epochs or more. The prototype's own document is
+  the textbook case: 100 epochs between 2.15 and 2.24 for nine labels (ln 9 = 2.197).
 - DIVERGING: the training loss rising epoch after epoch, by more than noise.
 - OVERFITTING: the validation loss rising while the training loss falls.
 
@@ -21,13 +22,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from learning.curves.chance import Chance, uniform
+
 # Consecutive epochs a rule needs before it fires (one or two can be noise).
 CHANCE_EPOCHS = 3
 RISING_EPOCHS = 3
 # The band around ln(n_labels) that counts as chance: relative, with a floor.
 CHANCE_LOSS_TOLERANCE = 0.05
 CHANCE_LOSS_FLOOR = 0.05
-# A validation accuracy this close above 1/n_labels counts as chance.
+# A validation accuracy this close above chance counts as chance (less on a split where
+# chance is near 1: `Chance.ceiling`).
 CHANCE_ACCURACY_MARGIN = 0.05
 # A rise smaller than this (relative to where it started) is noise, not divergence.
 MIN_RISE = 0.1
@@ -69,35 +73,30 @@ def _non_finite(points: Sequence[Point]) -> Flag | None:
     return None
 
 
-def _at_chance(points: Sequence[Point], n_labels: int) -> Flag | None:
-    if n_labels < 2:
-        return None
-    chance_loss = math.log(n_labels)
-    band = max(CHANCE_LOSS_TOLERANCE * chance_loss, CHANCE_LOSS_FLOOR)
-    since = _trailing(points, [abs(p.loss - chance_loss) <= band for p in points])
+def _at_chance(points: Sequence[Point], chance: Chance) -> Flag | None:
+    band = max(CHANCE_LOSS_TOLERANCE * chance.loss, CHANCE_LOSS_FLOOR)
+    since = _trailing(points, [abs(p.loss - chance.loss) <= band for p in points])
     if since is not None:
         return Flag(
             "AT_CHANCE",
             since,
-            f"the loss has stayed within {band:.3g} of ln({n_labels}) = {chance_loss:.3f}, "
-            f"what learning nothing scores, since epoch {since}",
+            f"the loss has stayed within {band:.3g} of {chance.describe_loss()}, what learning "
+            f"nothing scores, since epoch {since}",
         )
-    return _accuracy_at_chance(points, n_labels)
+    return _accuracy_at_chance(points, chance)
 
 
-def _accuracy_at_chance(points: Sequence[Point], n_labels: int) -> Flag | None:
-    if n_labels < 2:
-        return None
+def _accuracy_at_chance(points: Sequence[Point], chance: Chance) -> Flag | None:
     measured = [p for p in points if math.isfinite(p.val_accuracy)]
     if measured:
-        ceiling = 1 / n_labels + CHANCE_ACCURACY_MARGIN
+        ceiling = chance.ceiling(CHANCE_ACCURACY_MARGIN)
         since = _trailing(measured, [p.val_accuracy <= ceiling for p in measured])
         if since is not None:
             return Flag(
                 "AT_CHANCE",
                 since,
-                f"the validation accuracy has stayed at chance (1/{n_labels} = "
-                f"{1 / n_labels:.3f}) since epoch {since}",
+                f"the validation accuracy has stayed at chance ({chance.describe()}) "
+                f"since epoch {since}",
             )
     return None
 
@@ -144,19 +143,27 @@ def _overfitting(points: Sequence[Point]) -> Flag | None:
                 f"loss fell ({p.loss:.4g} to {measured[-1].loss:.4g})")  # fmt: skip
 
 
-def flags(points: Sequence[Point], n_labels: int) -> list[Flag]:
-    """Every rule that fires on this curve (epochs in order), in a fixed order."""
+def flags(points: Sequence[Point], n_labels: int, chance: Chance | None = None) -> list[Flag]:
+    """Every rule that fires on this curve (epochs in order), in a fixed order. `chance`:
+    what learning nothing scores on the run's data (default: even classes)."""
     ordered = sorted(points, key=lambda p: p.epoch)
     found = [_non_finite(ordered)]
+    if found[0] is None and n_labels >= 2:
+        found.append(_at_chance(ordered, chance or uniform(n_labels)))
     if found[0] is None:
-        found += [_at_chance(ordered, n_labels), _diverging(ordered), _overfitting(ordered)]
+        found += [_diverging(ordered), _overfitting(ordered)]
     return [f for f in found if f is not None]
 
 
-def accuracy_flags(points: Sequence[Point], n_labels: int) -> list[Flag]:
+def accuracy_flags(
+    points: Sequence[Point], n_labels: int, chance: Chance | None = None
+) -> list[Flag]:
     """The rules a curve known only by its validation accuracy can fire (its losses,
     unmeasured, say nothing)."""
-    found = _accuracy_at_chance(sorted(points, key=lambda p: p.epoch), n_labels)
+    if n_labels < 2:
+        return []
+    ordered = sorted(points, key=lambda p: p.epoch)
+    found = _accuracy_at_chance(ordered, chance or uniform(n_labels))
     return [found] if found is not None else []
 
 

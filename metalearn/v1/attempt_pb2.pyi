@@ -212,16 +212,18 @@ class ArtifactInfo(_message.Message):
     def __init__(self, size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class DatasetFingerprint(_message.Message):
-    __slots__ = ("label_names", "images_per_label", "image_size", "sha256")
+    __slots__ = ("label_names", "images_per_label", "image_size", "sha256", "validation_images_per_label")
     LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     IMAGES_PER_LABEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_IMAGES_PER_LABEL_FIELD_NUMBER: _ClassVar[int]
     label_names: _containers.RepeatedScalarFieldContainer[str]
     images_per_label: _containers.RepeatedScalarFieldContainer[int]
     image_size: _containers.RepeatedScalarFieldContainer[int]
     sha256: str
-    def __init__(self, label_names: _Optional[_Iterable[str]] = ..., images_per_label: _Optional[_Iterable[int]] = ..., image_size: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ...) -> None: ...
+    validation_images_per_label: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, label_names: _Optional[_Iterable[str]] = ..., images_per_label: _Optional[_Iterable[int]] = ..., image_size: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ..., validation_images_per_label: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StudyTrial(_message.Message):
     __slots__ = ("study", "number", "params", "seeded_by_attempt_id", "values")
