@@ -2,11 +2,11 @@
 
   python -m bench.metalearning           # a table of figures
   python -m bench.metalearning --json    # one JSON object
-  python -m bench.metalearning --no-live # only the leave-one-task-out replays (minutes)
+  python -m bench.metalearning --no-live # only the replays, profiles from profiles.json
   python -m bench.metalearning --no-live --no-curves  # without issue 14's (seconds)
 
 1. A real stack (scratch PostgreSQL, a gateway, one trainer process) profiles every task
-   of the family with ProfileTask: (d) seconds per profile.
+   of both suites with ProfileTask: (d) seconds per profile.
 2. Leave-one-task-out over the learning-curve table (`table.json.gz`, made through
    metalearn by `build_table`), several seeds, with the gateway's own code:
    (a) median trials until normalized regret <= 0.05: warm start (the k most similar
@@ -17,27 +17,32 @@
    (c) Spearman correlation between the learned distance and transfer regret, per
        left-out task, averaged: `distance_regret_spearman` (goal >= 0.5), beside the
        standardized distance's.
-   And issue 14's learning from curves (bench/metalearning/curves.py), one curve model
-   per left-out task fitted on the other tasks' stored runs:
-   (a) pruning: searches of 32 of the task's 64 commands (5 seeds) replaying its stored
+   And issue 14's learning from curves (bench/metalearning/curves.py), over both
+   suites' stored runs (the classic table and the wide one, 3,008 runs), one curve
+   model per left-out FAMILY fitted on the other families' runs:
+   (a) pruning: searches of 32 of a task's 64 commands (5 seeds) replaying its stored
        curves epoch by epoch, under no pruning, Optuna's median, percentile, successive
        halving, Hyperband and Wilcoxon pruners, a top-k-after-one-epoch baseline and the
        learned pruner: `epochs_ratio_<pruner>` against no pruning, `regret_ok_<pruner>`
        (share of searches whose regret is <= 0.01), `learned_epochs_ratio` (goal <= 0.5
        with `learned_regret_ok_fraction` >= 0.95), and each pruner's fewest epochs at
        that regret over a few settings (`epochs_at_goal_<pruner>`);
-   (b) bad runs called hopeless by epoch 3: `bad_run_precision` (goal >= 0.95) and
-       `bad_run_recall` (goal >= 0.90);
+   (b) bad runs called hopeless by epoch 3 (chance: the largest class's share of the
+       validation split), each family under the verdict chosen on the other families:
+       `bad_run_precision` (goal >= 0.95) and `bad_run_recall` (goal >= 0.90), per
+       family, and under the gateway's own verdict (`*_default`);
    (c) the final validation accuracy predicted from 3 epochs: `curve_mae_3` against
        `last_value_mae_3`.
-   And issue 29's transfer figures (bench/metalearning/transfer.py), leave-one-FAMILY-out
-   as the headline (the left-out task's whole family out of the history) and
-   leave-one-task-out beside it (`loto_*`): mean normalized regret after 1, 3, 5 and 10
-   trials of random search, cold TPE, the static portfolio, the similarity-weighted
-   portfolio, the learned ranking, the warm start as the gateway makes it, and
-   syne-tune's ZeroShotTransfer when syne-tune is installed; `gap_closed_first_trial`,
-   `suggest_good_fraction`, `distance_regret_spearman_per_task`, and each figure per
-   family (`family_<family>_*`).
+   And issue 29's transfer figures (bench/metalearning/transfer.py) on the wide suite
+   (23 tasks, 7 families; the headline) and the classic one (`classic_*`),
+   leave-one-FAMILY-out first and leave-one-task-out beside it (`loto_*`): mean
+   normalized regret after 1, 3, 5 and 10 trials of random search, cold TPE, the static
+   portfolio, the similarity-weighted portfolio, the learned ranking, the warm start as
+   the gateway makes it, and syne-tune's ZeroShotTransfer when syne-tune is installed;
+   `gap_closed_first_trial`, `suggest_good_fraction`,
+   `distance_regret_spearman_per_task`, `static_gap_share` (tasks where the best static
+   default is 0.10 below the task's best), and each figure per family
+   (`family_<family>_*`).
 3. End to end, on two tasks kept out of the table: the table imported as history
    (ImportAttempts), then a warm-started study and a cold one of the same budget on
    each, trained for real: each study's first trial and best value.

@@ -40,10 +40,10 @@ from metalearn.examples.tasks import family
 
 DETECT_EPOCH = 3
 # The verdicts each left-out family's is chosen from: which quantile of the predicted
-# final accuracy must fall below a bar, and from which epoch the model's word counts.
-VERDICTS = tuple(
-    prognosis.Verdict(q, e) for q in (model.MEDIAN, model.LIKELY, model.HIGH) for e in (2, 3)
-)
+# final accuracy must fall below a bar, from which epoch the model's word counts, and
+# which quantile must stay at chance for AT_CHANCE to be hopeless.
+_QUANTILES = (model.MEDIAN, model.LIKELY, model.HIGH)
+VERDICTS = tuple(prognosis.Verdict(q, e, c) for q in _QUANTILES for e in (2, 3) for c in _QUANTILES)
 # The precision a verdict must keep on the families it is chosen on (precision first:
 # a hopeless verdict may stop a run).
 VERDICT_PRECISION = 0.95
@@ -247,7 +247,10 @@ def _pick(values: Sequence[Any], mask: Sequence[bool]) -> list[Any]:
 
 
 def _verdict_text(v: prognosis.Verdict) -> str:
-    return f"quantile {v.quantile}, model from epoch {v.model_epoch}"
+    return (
+        f"quantile {v.quantile} from epoch {v.model_epoch}, at chance confirmed by "
+        f"quantile {v.chance_quantile}"
+    )
 
 
 class Known(model.CurveModel):

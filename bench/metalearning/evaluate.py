@@ -83,6 +83,8 @@ def _value(x: Any) -> Any:
     value = struct_pb2.Value()
     if isinstance(x, str):
         value.string_value = x
+    elif isinstance(x, bool):
+        value.bool_value = x
     else:
         value.number_value = float(x)
     return value

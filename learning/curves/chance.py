@@ -18,6 +18,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# How close an accuracy must be to a label's share to be that share: stored accuracies
+# keep 4 decimals, and two labels' shares of a split under 10,000 images differ by more.
+ONE_CLASS_TOLERANCE = 1e-4
+
 
 @dataclass(frozen=True)
 class Chance:
@@ -30,6 +34,17 @@ class Chance:
     # How `accuracy` was found, in words for a flag's detail.
     source: str
     n_labels: int = 2
+    # Each label's share of the validation split (empty: not known).
+    shares: tuple[float, ...] = ()
+
+    def one_class(self, accuracy: float) -> int | None:
+        """The label whose share of the validation split this accuracy is (what naming
+        that label every time scores), if it is one's; None when the shares are not
+        known or it is none's."""
+        for i, share in enumerate(self.shares):
+            if abs(accuracy - share) <= ONE_CLASS_TOLERANCE:
+                return i
+        return None
 
     def ceiling(self, margin: float) -> float:
         """The validation accuracy still read as chance: `margin` above it, but never
@@ -65,8 +80,9 @@ def of(
     base = uniform(n_labels)
     loss = _entropy(images_per_label) if _usable(images_per_label, n_labels) else base.loss
     if _usable(validation_per_label, n_labels):
-        share = max(validation_per_label) / sum(validation_per_label)
-        return Chance(share, loss, "validation split", n_labels)
+        total = sum(validation_per_label)
+        shares = tuple(c / total for c in validation_per_label)
+        return Chance(max(shares), loss, "validation split", n_labels, shares)
     if _usable(images_per_label, n_labels):
         # The validation split is a hash-chosen tenth of these: the same shares, on
         # average.

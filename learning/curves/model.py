@@ -9,8 +9,9 @@ epoch 3, needs no GPU and fits in seconds. Every run gives one training row per 
 length k, so one model serves every epoch of every run.
 
 Five quantiles, each for one reader: LOW, MEDIAN and HIGH are the prediction and its
-80 % interval that people see; LIKELY (the upper quartile) is what the prognosis holds
-against its bars (a run is hopeless when even that ends below them); CEILING (the 99th
+80 % interval that people see; the prognosis holds one of them against its bars (a run
+is hopeless when even that ends below them: HIGH by default, and LIKELY, the upper
+quartile, to confirm that a run at chance stays there; `prognosis.Verdict`); CEILING (the 99th
 percentile) is what the learned pruner holds against a study's best, since pruning the
 run that would have won costs the whole study. The tails' trees are kept small and their
 leaves large (MIN_LEAF rows): on tasks it never saw, tails fitted closer to the data were
@@ -71,7 +72,7 @@ class Prediction:
     median: float
     low: float
     high: float
-    likely: float = math.nan  # the upper quartile: what the prognosis holds to its bars
+    likely: float = math.nan  # the upper quartile (prognosis.Verdict.chance_quantile)
     ceiling: float = math.nan  # the 99th percentile: what the learned pruner reads
 
 

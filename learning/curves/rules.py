@@ -74,6 +74,9 @@ def _non_finite(points: Sequence[Point]) -> Flag | None:
 
 
 def _at_chance(points: Sequence[Point], chance: Chance) -> Flag | None:
+    found = _one_class(points, chance)
+    if found is not None:
+        return found
     band = max(CHANCE_LOSS_TOLERANCE * chance.loss, CHANCE_LOSS_FLOOR)
     since = _trailing(points, [abs(p.loss - chance.loss) <= band for p in points])
     if since is not None:
@@ -86,7 +89,30 @@ def _at_chance(points: Sequence[Point], chance: Chance) -> Flag | None:
     return _accuracy_at_chance(points, chance)
 
 
+def _one_class(points: Sequence[Point], chance: Chance) -> Flag | None:
+    """AT_CHANCE, said as what it is when the validation accuracy is exactly one label's
+    share of the validation split epoch after epoch: the model names that label every
+    time. (Not surer than any other AT_CHANCE: a slow run names one label for several
+    epochs, then learns.)"""
+    measured = [p for p in points if math.isfinite(p.val_accuracy)]
+    named = [chance.one_class(p.val_accuracy) for p in measured]
+    same = [n is not None and n == named[-1] for n in named]
+    since = _trailing(measured, same) if measured else None
+    if since is None:
+        return None
+    return Flag(
+        "AT_CHANCE",
+        since,
+        f"the validation accuracy has been {measured[-1].val_accuracy:.4g}, label "
+        f"{named[-1]}'s share of the validation split, since epoch {since}: the model "
+        "names that label every time",
+    )
+
+
 def _accuracy_at_chance(points: Sequence[Point], chance: Chance) -> Flag | None:
+    found = _one_class(points, chance)
+    if found is not None:
+        return found
     measured = [p for p in points if math.isfinite(p.val_accuracy)]
     if measured:
         ceiling = chance.ceiling(CHANCE_ACCURACY_MARGIN)
