@@ -515,10 +515,11 @@ _ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
     batch_size=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
     fingerprint=st.one_of(st.text(max_size=70), st.just("0" * 64)),
     finished=st.integers(-(2**31), 2**31 - 1),
+    counts=st.lists(st.integers(-(2**63), 2**63 - 1), max_size=12),
 )
 def test_forecast_requests(
     channel, gateway, stored, accuracies, losses, n_epoch, n_labels, optimizer, numbers,
-    batch_size, fingerprint, finished,
+    batch_size, fingerprint, finished, counts,
 ) -> None:  # fmt: skip
     """A curve the caller holds, in any shape: a client's status or an answer, never
     UNKNOWN or INTERNAL, and nothing stored changes."""
@@ -527,6 +528,7 @@ def test_forecast_requests(
 
     request = cpb.ForecastCurveRequest(n_epoch=n_epoch, n_labels=n_labels, optimizer=optimizer,
                                        task_fingerprint=fingerprint, finished=finished,
+                                       validation_images_per_label=counts,
                                        **numbers)  # fmt: skip
     for i, a in enumerate(accuracies):
         point = request.epochs.add(val_accuracy=a)

@@ -8,12 +8,14 @@ import json
 import math
 from pathlib import Path
 
+from gateway.curves import forecast
 from gateway.curves.live import run_of_row
 from gateway.store.curves import CurveRow
 from learning.curves import chance
 from learning.curves.prognosis import assess
 from learning.curves.rules import Point, accuracy_flags, flags, from_losses
 from metalearn.documents import attempt_from_document
+from metalearn.v1 import curve_service_pb2 as cpb
 
 FIXTURE = Path(__file__).parent / "fixtures" / "attempt_american_dog_species_3.json"
 
@@ -139,3 +141,13 @@ def test_the_gateway_reads_chance_from_the_dataset_its_trainer_reported() -> Non
     # A document without them (an older trainer's, an import) reads even classes.
     older = run_of_row(CurveRow(**{**row.__dict__, "dataset": {"images_per_label": "junk"}}))
     assert older.at_chance() == chance.uniform(2) and not assess(older, 3, None).hopeless
+
+
+def test_a_forecast_reads_chance_from_the_callers_validation_split() -> None:
+    request = cpb.ForecastCurveRequest(n_epoch=10, n_labels=2, validation_images_per_label=[18, 2])
+    for _ in range(3):
+        request.epochs.add(val_accuracy=0.9)
+    forecast.check(request)
+    run = forecast.run_of(request, {})
+    assert run.at_chance().accuracy == 0.9
+    assert _kinds(accuracy_flags(run.points, 2, run.at_chance())) == ["AT_CHANCE"]

@@ -82,7 +82,11 @@ def test_forecast_curve_predicts_prunes_and_names_bad_fields(gateway: GatewayThr
         # The last epoch is in: nothing left to forecast.
         done = curves.ForecastCurve(_request([0.5] * EPOCHS))
         assert not done.predicted and "last epoch" in done.note
+        # Chance from the caller's validation split: nine images in ten of one class.
+        majority = _request([0.9, 0.9, 0.9], validation_images_per_label=[90] + [1] * 9)
+        assert curves.ForecastCurve(majority).predicted
         bad = _request([0.5, 1.5], n_epoch=1, learning_rate=-1.0, best=2.0, margin=3.0)
+        bad.validation_images_per_label.extend([5, 5])  # two counts for ten classes
         bad.epochs[0].loss = 1.0  # one epoch with a loss, one without
         bad.task_fingerprint = "not-hex"
         with pytest.raises(grpc.RpcError) as err:
@@ -90,7 +94,7 @@ def test_forecast_curve_predicts_prunes_and_names_bad_fields(gateway: GatewayThr
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         found_fields = violations(err.value)
         for field in ("epochs", "epochs[1].val_accuracy", "learning_rate", "best", "margin",
-                      "task_fingerprint"):  # fmt: skip
+                      "task_fingerprint", "validation_images_per_label"):  # fmt: skip
             assert field in found_fields, (field, found_fields)
         with pytest.raises(grpc.RpcError) as err:
             curves.ForecastCurve(_request([0.5], task_fingerprint="0" * 64))

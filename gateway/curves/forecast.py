@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from learning.curves import rules
+from learning.curves import chance, rules
 from learning.curves.features import Run
 from learning.curves.pruner import LearnedPruner
 from metalearn.errors import Violations
@@ -26,6 +26,8 @@ MAX_OPTIMIZER_CHARS = 64
 MAX_LOSS = 1e6
 MAX_LEARNING_RATE = 1e3
 MAX_BATCH = 1 << 24
+# A class of more images than this is no validation split's.
+MAX_CLASS_IMAGES = 1 << 40
 FINGERPRINT = re.compile(r"(missing:)?[0-9a-f]{64}")
 
 
@@ -76,6 +78,17 @@ def check(request: pb.ForecastCurveRequest) -> None:
         v.add("n_startup_trials", "0 or more trials")
     if request.HasField("margin") and not _finite(request.margin, -1.0, 1.0):
         v.add("margin", "an accuracy in [-1, 1]")
+    counts = request.validation_images_per_label
+    if counts and (
+        len(counts) != request.n_labels
+        or any(not 0 <= c <= MAX_CLASS_IMAGES for c in counts)
+        or sum(counts) < 1
+    ):
+        v.add(
+            "validation_images_per_label",
+            f"one count per class (n_labels of them), each 0 to {MAX_CLASS_IMAGES:,},"
+            " at least one image in all; or none",
+        )
     v.raise_if_any()
 
 
@@ -101,6 +114,7 @@ def run_of(request: pb.ForecastCurveRequest, profile: dict[str, float]) -> Run:
         momentum=request.momentum if request.HasField("momentum") else math.nan,
         profile=profile,
         measures_loss=measured,
+        chance=chance.of(request.n_labels, list(request.validation_images_per_label)),
     )
 
 

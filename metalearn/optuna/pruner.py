@@ -14,11 +14,13 @@
 
 The gateway's curve model (fitted on every finished run it holds) forecasts where the
 trial's validation accuracy will end, from its curve so far, its learning rate,
-optimizer and batch size (read from the trial's parameters by their usual names), and
-its task's profile when `task_fingerprint` names one; the trial is pruned when even the
-forecast's 99th percentile does not beat the study's best (ForecastCurve, the same
-decision as a metalearn study's "learned" pruner). The objective's value and its
-intermediate values must be validation accuracies, in [0, 1], maximized.
+optimizer and batch size (read from the trial's parameters by their usual names), its
+task's profile when `task_fingerprint` names one, and what chance is on its validation
+split (`validation_images_per_label`: the largest class's share; 1/n_labels when not
+given); the trial is pruned when even the forecast's 99th percentile does not beat the
+study's best (ForecastCurve, the same decision as a metalearn study's "learned" pruner).
+The objective's value and its intermediate values must be validation accuracies, in
+[0, 1], maximized.
 
 A curve reported with `trial.report` alone is read from its accuracies (the model learnt
 such curves too); `pruner.report` also gives the training loss, which the model reads
@@ -88,9 +90,12 @@ class LearnedPruner(BasePruner):
         min_epoch: int = 2,
         n_startup_trials: int = 1,
         margin: float = 0.0,
+        validation_images_per_label: Sequence[int] = (),
     ) -> None:
         if n_epoch < 1 or n_labels < 2:
             raise ValueError("n_epoch must be at least 1 and n_labels at least 2")
+        if validation_images_per_label and len(validation_images_per_label) != n_labels:
+            raise ValueError("validation_images_per_label: one count per class (n_labels)")
         unknown = set(params or {}) - set(PARAM_NAMES)
         if unknown:
             raise ValueError(f"params: unknown inputs {sorted(unknown)} (of {list(PARAM_NAMES)})")
@@ -105,6 +110,8 @@ class LearnedPruner(BasePruner):
         self._min_epoch = min_epoch
         self._n_startup_trials = n_startup_trials
         self._margin = margin
+        # The validation split's images per class: chance is the largest's share.
+        self._class_counts = [int(c) for c in validation_images_per_label]
         self._lock = threading.Lock()
         # trial number -> step -> (loss, val_loss), from `report`.
         self._losses: OrderedDict[int, dict[int, tuple[float, float | None]]] = OrderedDict()
@@ -180,6 +187,7 @@ class LearnedPruner(BasePruner):
             min_epoch=self._min_epoch,
             n_startup_trials=self._n_startup_trials,
             margin=self._margin,
+            validation_images_per_label=self._class_counts,
         )
         every = all(s in losses and math.isfinite(losses[s][0]) for s in steps)
         for s, accuracy in zip(steps, accuracies, strict=True):

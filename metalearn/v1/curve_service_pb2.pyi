@@ -72,7 +72,7 @@ class CurvePoint(_message.Message):
     def __init__(self, val_accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., val_loss: _Optional[float] = ...) -> None: ...
 
 class ForecastCurveRequest(_message.Message):
-    __slots__ = ("epochs", "n_epoch", "n_labels", "optimizer", "learning_rate", "momentum", "batch_size", "task_fingerprint", "best", "finished", "min_epoch", "n_startup_trials", "margin")
+    __slots__ = ("epochs", "n_epoch", "n_labels", "optimizer", "learning_rate", "momentum", "batch_size", "task_fingerprint", "best", "finished", "min_epoch", "n_startup_trials", "margin", "validation_images_per_label")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     N_EPOCH_FIELD_NUMBER: _ClassVar[int]
     N_LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class ForecastCurveRequest(_message.Message):
     MIN_EPOCH_FIELD_NUMBER: _ClassVar[int]
     N_STARTUP_TRIALS_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_IMAGES_PER_LABEL_FIELD_NUMBER: _ClassVar[int]
     epochs: _containers.RepeatedCompositeFieldContainer[CurvePoint]
     n_epoch: int
     n_labels: int
@@ -99,7 +100,8 @@ class ForecastCurveRequest(_message.Message):
     min_epoch: int
     n_startup_trials: int
     margin: float
-    def __init__(self, epochs: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., batch_size: _Optional[int] = ..., task_fingerprint: _Optional[str] = ..., best: _Optional[float] = ..., finished: _Optional[int] = ..., min_epoch: _Optional[int] = ..., n_startup_trials: _Optional[int] = ..., margin: _Optional[float] = ...) -> None: ...
+    validation_images_per_label: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, epochs: _Optional[_Iterable[_Union[CurvePoint, _Mapping]]] = ..., n_epoch: _Optional[int] = ..., n_labels: _Optional[int] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., momentum: _Optional[float] = ..., batch_size: _Optional[int] = ..., task_fingerprint: _Optional[str] = ..., best: _Optional[float] = ..., finished: _Optional[int] = ..., min_epoch: _Optional[int] = ..., n_startup_trials: _Optional[int] = ..., margin: _Optional[float] = ..., validation_images_per_label: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ForecastCurveResponse(_message.Message):
     __slots__ = ("predicted", "final_val_accuracy", "final_val_accuracy_low", "final_val_accuracy_high", "final_val_accuracy_ceiling", "model_version", "note", "prune", "prune_reason")
