@@ -85,6 +85,8 @@ def _value(x: Any) -> Any:
         value.string_value = x
     elif isinstance(x, bool):
         value.bool_value = x
+    elif isinstance(x, dict):
+        value.struct_value.update(x)
     else:
         value.number_value = float(x)
     return value

@@ -4,13 +4,16 @@ They are made so that what is good for one task is bad for another, which a suit
 digits, shapes and letters alone never showed:
 
 - `colours`: the class is the hue (blobs of one colour on a grey ground); a command that
-  jitters hue destroys it, one that rotates does not matter.
+  drops colour destroys it.
 - `painted`: the class is the shape, painted in a random colour on a ground of another
-  random colour; hue is a nuisance a command may learn to ignore.
-- `arrows`: the class is the direction an arrow points; a command that rotates its
-  images by up to 180 degrees destroys it.
+  random colour; colour is a nuisance, and dropping it helps.
+- `arrows`: the class is the direction an arrow points.
 - `textures`: the class is a pattern (stripes, checks, dots, rings, speckle) at any
-  orientation; rotating helps when examples are few.
+  orientation, filling the image.
+- `framed`: a digit or an arrow in the middle of a 16 x 16 image, others of its kind
+  scattered around it; the class is the middle one, and a crop to the middle makes a
+  hard few-shot task easy.
+- `edges`: the class is the side a bar lies along; a crop to the middle destroys it.
 
 Every function returns one class's images as an (N, H, W) or (N, H, W, 3) float array in
 0..1.
@@ -31,6 +34,7 @@ _SCALE = 3
 
 HUES = ("red", "yellow", "green", "cyan", "blue", "magenta")
 DIRECTIONS = ("up", "right", "down", "left")
+SIDES = ("top", "right", "bottom", "left")
 PATTERNS = ("stripes", "checks", "dots", "rings", "speckle")
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
 
@@ -159,4 +163,59 @@ def textures(index: int, count: int, seed: int) -> Images:
         image = image.crop((quarter, quarter, big - quarter, big - quarter))
         pixels = _down(image) * rng.uniform(0.6, 1.0)
         out.append(np.clip(pixels + rng.normal(0, 0.08, pixels.shape), 0, 1))
+    return np.stack(out)
+
+
+def framed(centres: Images, clutter: Images, seed: int) -> Images:
+    """16 x 16 images: each 8 x 8 image of `centres` in the middle, clean, and four to six
+    8 x 8 images of `clutter` (every class's) scattered around it. The class is only the
+    middle one: a crop to the middle finds it, a network that reads the whole image must
+    learn to ignore the rest (hard from few examples)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for centre in centres:
+        canvas = np.zeros((SIZE, SIZE))
+        for _ in range(int(rng.integers(4, 7))):
+            y, x = (int(v) for v in rng.integers(0, SIZE // 2 + 1, size=2))
+            if 3 <= y <= 5 and 3 <= x <= 5:
+                continue  # it would lie under the middle one
+            other = clutter[int(rng.integers(len(clutter)))] * rng.uniform(0.5, 1.0)
+            canvas[y : y + 8, x : x + 8] = np.maximum(canvas[y : y + 8, x : x + 8], other)
+        canvas[4:12, 4:12] = centre
+        out.append(canvas)
+    return np.stack(out)
+
+
+def small(images: Images) -> Images:
+    """16 x 16 images boxed down to 8 x 8."""
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray((im * 255).astype(np.uint8)).resize((8, 8), Image.Resampling.BOX)
+            )
+            / 255.0
+            for im in images
+        ]
+    )
+
+
+def edges(index: int, count: int, seed: int) -> Images:
+    """A bar along one edge (the class: top, right, bottom, left) over faint noise: a crop
+    to the middle loses it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        image = rng.uniform(0.0, 0.3, (SIZE, SIZE))
+        width = int(rng.integers(2, 4))
+        start = int(rng.integers(0, SIZE - 6))
+        end = start + int(rng.integers(5, SIZE - start + 1))
+        if index == 0:
+            image[:width, start:end] = 1.0
+        elif index == 1:
+            image[start:end, -width:] = 1.0
+        elif index == 2:
+            image[-width:, start:end] = 1.0
+        else:
+            image[start:end, :width] = 1.0
+        out.append(image)
     return np.stack(out)

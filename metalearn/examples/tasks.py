@@ -46,7 +46,7 @@ class Task:
 
 
 def family(variant: str) -> str:
-    for kind in ("shapes", "letters", "colours", "painted", "arrows", "textures"):
+    for kind in ("shapes", "letters", "colours", "painted", "arrows", "textures", "edges"):
         if variant.endswith(kind):
             return kind
     return "digits"
@@ -197,7 +197,44 @@ _WIDE_VARIANTS: dict[str, Callable[[int], Images]] = {
     "imbshapes": _imbalanced(lambda i: _drawn("shapes", i, 150, 1900, 0.0), (150, 60, 30, 15, 8)),
     "mislabeledshapes": _mislabeled(lambda i: _drawn("shapes", i, 100, 2000, 0.0), 5, 0.3),
     "mislabeleddigits": _mislabeled(lambda d: _digits()[d], 10, 0.3),
+    "edges": lambda i: drawn.edges(i, 100, 2100 + 17 * i),
+    "noisyedges": lambda i: _noised(drawn.edges(i, 100, 2200 + 17 * i), 0.3, 2250 + i),
 }
+
+
+def _framed_digits(variant: str, count: int, seed: int) -> Callable[[int], Images]:
+    """Framed digits of a digit variant: `count` a class in the middle (its first
+    images), the clutter from every class's others."""
+
+    def images(d: int) -> Images:
+        clutter = np.concatenate([_DIGIT_VARIANTS[variant](c)[100:] for c in range(10)])
+        return drawn.framed(_DIGIT_VARIANTS[variant](d)[:count], clutter, seed + d)
+
+    return images
+
+
+def _framed_arrows(count: int, noise: float, seed: int) -> Callable[[int], Images]:
+    def images(i: int) -> Images:
+        others = [drawn.small(drawn.arrows(c, 30, seed + 50 + c)) for c in range(4)]
+        clutter = np.concatenate(others)
+        found = drawn.framed(drawn.small(drawn.arrows(i, count, seed + i)), clutter, seed + 10 + i)
+        return _noised(found, noise, seed + 20 + i) if noise else found
+
+    return images
+
+
+_WIDE_VARIANTS.update(
+    {
+        "frameddigits": _framed_digits("digits", 40, 2300),
+        "framednoisy": _framed_digits("noisy", 40, 2400),
+        "framedrot90": _framed_digits("rot90", 40, 2500),
+        "framedmirror": _framed_digits("mirror", 40, 2600),
+        "framedfew": _framed_digits("digits", 15, 2700),
+        "framedarrows": _framed_arrows(60, 0.0, 2800),
+        "framednoisyarrows": _framed_arrows(60, 0.25, 2900),
+        "framedfewarrows": _framed_arrows(25, 0.0, 3000),
+    }
+)
 
 
 def _class_names(variant: str) -> tuple[str, ...]:
@@ -205,6 +242,8 @@ def _class_names(variant: str) -> tuple[str, ...]:
         return drawn.HUES
     if variant.endswith("arrows"):
         return drawn.DIRECTIONS
+    if variant.endswith("edges"):
+        return drawn.SIDES
     if variant.endswith("textures"):
         return drawn.PATTERNS
     if variant.endswith("shapes") or variant.endswith("painted"):
@@ -253,10 +292,10 @@ FAMILY: tuple[Task, ...] = (
 )
 
 # The wide suite (issue 29): its own table over `grid.WIDE`, where what is best differs
-# between tasks: the class is a colour (greyscale destroys it), a direction (rotating
-# destroys it) or a pattern at any angle (rotating helps); shapes painted in random
-# colours; digits with a rare class; shapes and digits with 30 % of labels wrong; and
-# some of the first suite's tasks as they were.
+# between tasks: the class is a colour (greyscale destroys it), a digit or an arrow
+# among clutter (a crop to the middle makes it easy), or a bar at the border (the crop
+# destroys it); shapes painted in random colours; digits with a rare class; shapes and
+# digits with 30 % of labels wrong; and some of the first suite's tasks as they were.
 WIDE: tuple[Task, ...] = (
     _task("colours"),
     _task("colours", "red,green,blue"),
@@ -281,6 +320,18 @@ WIDE: tuple[Task, ...] = (
     _task("mislabeledshapes"),
     _task("letters"),
     _task("noisyletters"),
+    _task("frameddigits"),
+    _task("frameddigits", "0,1,2,3,4"),
+    _task("framednoisy"),
+    _task("framedrot90"),
+    _task("framedmirror"),
+    _task("framedfew"),
+    _task("framedarrows"),
+    _task("framedarrows", "left,right"),
+    _task("framednoisyarrows"),
+    _task("framedfewarrows"),
+    _task("edges"),
+    _task("noisyedges"),
 )
 
 # Kept out of the table: the end-to-end warm-started studies run on these.
