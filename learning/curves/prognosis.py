@@ -48,7 +48,7 @@ class Verdict:
     chance_quantile: float = LIKELY
 
 
-# What the benchmark's choice makes over both suites' 3,008 runs (the most bad runs
+# What the benchmark's choice makes over both suites' 3,776 runs (the most bad runs
 # found at precision >= 0.95; BENCHMARKS.md, issue 29): the model's 90th percentile
 # below a bar from epoch 2; AT_CHANCE confirmed by its upper quartile.
 VERDICT = Verdict(quantile=HIGH, model_epoch=2, chance_quantile=LIKELY)
