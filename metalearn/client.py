@@ -273,12 +273,17 @@ class Client:
         Attempt) and test progress, until a terminal state. Resume with `from_epoch` = the
         last epoch seen."""
         request = pb.WatchAttemptRequest(name=name, from_epoch=from_epoch)
+        call = self._attempts.WatchAttempt(request)
         try:
-            for event in self._attempts.WatchAttempt(request):
+            for event in call:
                 kind = event.WhichOneof("event")
                 yield getattr(event, kind)
         except grpc.RpcError as err:
             raise translate(err) from None
+        finally:
+            # A reader that stops early (Ctrl-C in `metalearn watch`, a `break`) ends the
+            # stream here, not when the channel closes under it (a no-op once it ended).
+            call.cancel()
 
     def wait(self, name: str) -> Attempt:
         """Blocks until the attempt stops (trained, complete, failed or cancelled)."""
