@@ -381,6 +381,10 @@ def test_no_traceback_on_a_closed_pipe(gateway) -> None:
     assert proc.stderr.read() == b""
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_watch_exits_130_and_says_how_to_go_on(gateway, tmp_path) -> None:
     upload_labels(gateway, ["owl", "cat"])
     with Client(gateway.address, token=gateway.admin_token) as client:
@@ -390,6 +394,9 @@ def test_ctrl_c_on_watch_exits_130_and_says_how_to_go_on(gateway, tmp_path) -> N
         [*METALEARN, "watch", "waiting", "--gateway", gateway.address],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "METALEARN_TOKEN": gateway.admin_token},
+        # Ctrl-C as a terminal delivers it, however the tests were started: a suite run
+        # as a shell's background job inherits SIGINT ignored, and so would the CLI.
+        preexec_fn=_interruptible,
     )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline() == "waiting queued\n"  # the snapshot: it is watching
