@@ -46,6 +46,7 @@ FEATURES = {
     "log_images", "log_classes", "imbalance", "log_pixels", "channels",
     "pixel_mean", "pixel_std", "pixel_skew", "sparsity",
     "landmark_centroid", "landmark_1nn", "landmark_linear",
+    "centre_centroid", "centre_1nn", "centre_linear", "grey_centroid", "grey_1nn", "grey_linear",
     "probe_1nn", "probe_centroid", "probe_fisher", "probe_class_distance",
 }  # fmt: skip
 LANDMARKS = ("landmark_centroid", "landmark_1nn", "landmark_linear", "probe_1nn", "probe_centroid")
@@ -112,6 +113,42 @@ def test_separable_classes_score_higher_than_random_labels() -> None:
     # The same images: sizes and pixel statistics do not depend on the labels.
     for name in ("log_images", "imbalance", "pixel_mean", "pixel_std", "pixel_skew", "sparsity"):
         assert real[name] == noise[name]
+
+
+def _marked(where: str, channels: int = 1, n: int = 60, size: int = 16) -> Tensors:
+    """Two classes told apart only by `where`: a bright band at the top edge or not
+    ("edge"), a faint square in the middle or not, under bright clutter at the border
+    ("centre"), or red against green of one brightness ("colour")."""
+    generator = torch.Generator().manual_seed(4)
+    labels = [c for c in (0, 1) for _ in range(n)]
+    images = torch.randint(0, 60, (len(labels), channels, size, size), generator=generator)
+    for i, c in enumerate(labels):
+        if where == "edge" and c:
+            images[i, :, 0:2, :] += 180
+        elif where == "centre":
+            border = torch.randint(0, 2, (size, size), generator=generator).bool()
+            border[size // 4 : size - size // 4, size // 4 : size - size // 4] = False
+            images[i, :, border] += 190
+            if c:
+                images[i, :, size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2] += 50
+        elif where == "colour":
+            images[i, c, :, :] += 150
+    return tensors(images.clamp(0, 255).to(torch.uint8), labels)
+
+
+def test_view_landmarkers_say_where_the_classes_differ_and_whether_colour_does() -> None:
+    edge = profiling.profile(_marked("edge"), 2).features
+    centre = profiling.profile(_marked("centre"), 2).features
+    colour = profiling.profile(_marked("colour", channels=3), 2).features
+    # Tolerances: a landmarker's gain is an accuracy over 120 images, each one 1/60 of
+    # gain; these cases are far apart by construction.
+    # The band is cut off by the centre: from perfect to chance.
+    assert edge["landmark_centroid"] > 0.9 and edge["centre_centroid"] < -0.8
+    # Clutter at the border hides the square from 1-NN on the whole image, not the centre.
+    assert centre["centre_1nn"] > 0.5 and centre["centre_centroid"] > 0.3, centre
+    # Colour alone tells red from green: grey loses it all; a grey task loses nothing.
+    assert colour["landmark_centroid"] > 0.9 and colour["grey_centroid"] < -0.8
+    assert all(edge[f"grey_{k}"] == 0 for k in ("centroid", "1nn", "linear"))
 
 
 def test_sizes_and_balance() -> None:

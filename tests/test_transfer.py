@@ -90,7 +90,8 @@ def test_the_choice_takes_the_learned_ranking_only_where_it_wins() -> None:
     profiles, evaluations = _history(20)
     chosen = transfer.choose(profiles, evaluations, COMMANDS)
     assert chosen.kind == "learned", chosen
-    assert chosen.learned_regret < chosen.static_regret - transfer.NOISE
+    assert chosen.learned_regret < chosen.static_regret
+    assert "better on" in chosen.why
     # One command best everywhere: nothing to learn beyond the portfolio.
     rng = np.random.default_rng(1)
     flat = {t: {c: (0.9 if c == "Adam-0.01" else 0.4) + rng.normal(0, 0.01) for c in COMMANDS}
@@ -99,3 +100,46 @@ def test_the_choice_takes_the_learned_ranking_only_where_it_wins() -> None:
     assert chosen.kind == "static" and "did not beat" in chosen.why, chosen
     few = transfer.choose(*_history(transfer.MIN_TASKS), COMMANDS)
     assert few.kind == "static" and "too few past tasks" in few.why
+
+
+def test_a_setting_only_some_commands_have_is_read_as_one_that_varies() -> None:
+    # A crop of one size in half the commands and none in the others (the wide grid's
+    # CenterCrop: False or {"size": 8}): the size never varies where it is there, but
+    # being there is the choice, so the model has to see it.
+    commands = {
+        "plain": {"optimizer": {"lr": 0.01}, "transform": {"CenterCrop": False}},
+        "crop": {"optimizer": {"lr": 0.01}, "transform": {"CenterCrop": {"size": 8}}},
+        "crop-fast": {"optimizer": {"lr": 0.1}, "transform": {"CenterCrop": {"size": 8}}},
+    }
+    settings = transfer.Settings.of(commands)
+    assert "transform.CenterCrop.size" in settings.paths
+    assert "transform.CenterCrop" in settings.paths
+    size = settings.paths.index("transform.CenterCrop.size")
+    assert math.isnan(settings.row(commands["plain"])[size])
+    assert settings.row(commands["crop"])[size] == 8.0
+
+
+def test_a_feature_few_past_tasks_have_does_not_stop_the_fit() -> None:
+    # Profiles made before a feature existed lack it: a bootstrap sample may draw none
+    # of the tasks that have it, and the fit must still stand (the gateway fits on
+    # whatever its store holds).
+    profiles, evaluations = _history(8)
+    profiles["t0"] = {**profiles["t0"], "centre_1nn": 0.3}
+    for seed in range(4):
+        ranker = transfer.fit_ranker(profiles, evaluations, COMMANDS, seed=seed)
+        assert ranker is not None
+        assert len(ranker.rank(profiles["t1"], COMMANDS)) == len(COMMANDS)
+    assert transfer.fit(profiles, evaluations, COMMANDS).static
+
+
+def test_the_learned_order_leads_with_its_first_then_hedges_with_the_portfolio() -> None:
+    assert transfer.led(["x", "a", "y"], ["a", "b"]) == ["x", "a", "b", "y"]
+    # When the model agrees with the portfolio's first, the portfolio's order follows.
+    assert transfer.led(["a", "y"], ["a", "b"]) == ["a", "b", "y"]
+    profiles, evaluations = _history(20)
+    fitted = transfer.fit(profiles, evaluations, COMMANDS)
+    assert fitted.choice.kind == "learned"
+    order = [c for c, _ in fitted.order({"log_pixels": 0.9, "log_classes": 1.0})]
+    assert order[0] == "SGD-0.001"
+    assert order[1] == fitted.static[0] != order[0]
+    assert sorted(order) == sorted(COMMANDS)

@@ -18,6 +18,15 @@ Features (the names are a contract with the gateway):
 - landmarkers, cheap classifiers on flattened pixels of a stratified sample, as their
   cross-validated gain over chance (0 = chance, 1 = perfect): `landmark_centroid`,
   `landmark_1nn`, `landmark_linear`;
+- view landmarkers, the same three on two views of the same sample, as their gain
+  minus the whole image's: where in the frame the classes differ (`centre_centroid`,
+  `centre_1nn`, `centre_linear`: the middle half of each side; above 0 when the border
+  holds clutter, near -1 when the classes differ only at the edges) and whether colour
+  tells them apart (`grey_centroid`, `grey_1nn`, `grey_linear`: the channels' mean;
+  near -1 when only colour does, 0 for a greyscale task). These are relative
+  landmarkers (Fuernkranz and Petrak, 2001): which preprocessing suits a task is what
+  they measure, and what a ranking of commands with a crop or a greyscale needs to
+  know, which no statistic of the whole image says;
 - a probe, a fixed untrained conv net under a fixed seed, and how its features separate
   the classes: `probe_1nn`, `probe_centroid`, `probe_fisher`, `probe_class_distance`.
 
@@ -350,7 +359,9 @@ def profile(
         chosen = stratified_sample(y, sample_size, SEED)
         view = _view(images[torch.from_numpy(chosen)])
         sample_y = y[chosen]
-        features.update(landmarkers(view.flatten(1).double().numpy(), sample_y))
+        whole = landmarkers(view.flatten(1).double().numpy(), sample_y)
+        features.update(whole)
+        features.update(view_landmarkers(view, sample_y, whole))
         features.update(probe_statistics(probe(view), sample_y))
     return task_pb2.TaskProfile(
         features={name: _finite(value) for name, value in features.items()},
@@ -501,6 +512,27 @@ def landmarkers(x: NDArray[np.float64], y: NDArray[np.int64]) -> dict[str, float
         "landmark_1nn": cross_validated_gain(lambda: KNeighborsClassifier(1), x, y),
         "landmark_linear": cross_validated_gain(_linear, x, y),
     }
+
+
+def centre(view: torch.Tensor) -> torch.Tensor:
+    """The middle half of each side of N x C x H x W images (all of a side under 4)."""
+    height, width = view.shape[-2:]
+    return view[:, :, height // 4 : height - height // 4, width // 4 : width - width // 4]
+
+
+def view_landmarkers(
+    view: torch.Tensor, y: NDArray[np.int64], whole: dict[str, float]
+) -> dict[str, float]:
+    """The landmarkers on the centre of the images and on their grey version, each as its
+    gain minus `whole`'s (the landmarkers on the whole image): what cropping or dropping
+    colour would win or lose. A greyscale task loses nothing to grey: 0."""
+    found: dict[str, float] = {}
+    for name, part in (("centre", centre(view)), ("grey", view.mean(1, keepdim=True))):
+        same = name == "grey" and view.shape[1] == 1
+        gains = whole if same else landmarkers(part.flatten(1).double().numpy(), y)
+        for key, gain in gains.items():
+            found[key.replace("landmark_", f"{name}_")] = gain - whole[key]
+    return found
 
 
 def probe_net(channels: int) -> nn.Sequential:

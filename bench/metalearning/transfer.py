@@ -14,7 +14,8 @@ stored values, and its normalized regret after k trials is (best - best found so
   with no priors;
 - `similarity`: what the gateway's warm start did before issue 29: the k nearest tasks'
   similarity-weighted portfolio first, then TPE with their trials as priors;
-- `learned`: the learned ranking (`transfer.fit_ranker`) first, then TPE;
+- `learned`: the learned ranking (`transfer.fit_ranker`) in the order the gateway tries
+  it (`transfer.led`: its first command, then the static portfolio's), then TPE;
 - `warm`: what the gateway does now (`transfer.choose`: the learned ranking where it beat
   the static portfolio on held-out past tasks, else the static portfolio), then TPE;
 - `zero_shot_syne_tune` when syne-tune is installed: syne-tune's ZeroShotTransfer
@@ -92,7 +93,8 @@ def learned_order(history: History, profile: Mapping[str, float]) -> list[str]:
     ranker = transfer.fit_ranker(history.profiles, history.evaluations, history.commands)
     if ranker is None:
         return static_order(history, profile)
-    return [c for c, _ in ranker.rank(profile, history.commands)[:ZERO_SHOT]]
+    ranked = [c for c, _ in ranker.rank(profile, history.commands)]
+    return transfer.led(ranked, transfer.static_portfolio(history.evaluations))[:ZERO_SHOT]
 
 
 def warm_order(history: History, profile: Mapping[str, float]) -> list[str]:

@@ -66,8 +66,9 @@ def _reason(suggestion: Suggestion) -> str:
         how = (
             f"the learned ranking (task profile x command, fitted on {tasks} past tasks) puts"
             f" it first for this task, at {suggestion.score:.2f} of a task's best; on past"
-            f" tasks it was not fitted on, its first {transfer.TOP} left a mean regret of"
-            f" {choice.learned_regret:.3f}, the static portfolio's {choice.static_regret:.3f}"
+            f" tasks it was not fitted on, its first 1 to {transfer.TOP} (this first, then"
+            f" the static portfolio's) left a mean regret of {choice.learned_regret:.3f},"
+            f" the static portfolio's {choice.static_regret:.3f}"
         )
     else:
         how = (

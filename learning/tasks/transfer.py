@@ -9,15 +9,29 @@ studies) and the meta-learning benchmark that replays them (bench/metalearning).
   learning algorithms", 2021): commands chosen greedily so that, over the past tasks, the
   best of the first k is as good as it can be; no distance, no profile. It is the
   baseline every transfer method has to beat, and the fallback when none does.
-- The learned ranking: a gradient-boosted model (scikit-learn's histogram boosting)
-  from a task's profile and a command's settings to the command's normalized value on
-  that task (1 its best, 0 its worst), fitted on every (past task, command) pair. For a
-  new task it ranks the commands by predicted value: a command's worth may depend on the
-  task (a learning rate that suits 8x8 digits and not noisy letters), which a portfolio
-  over tasks cannot express.
-- `choose`: the learned ranking only where it beat the static portfolio on past tasks it
-  was not fitted on (grouped k-fold by task), by more than NOISE; the answer says which
-  ranking it is and both figures, so a suggestion can say why.
+- The learned ranking: a command's mean normalized value over the past tasks (1 a
+  task's best, 0 its worst: the static score) plus a correction that a gradient-boosted
+  model (scikit-learn's histogram boosting) predicts from the task's profile and the
+  command's settings, fitted on every (past task, command) pair to how far the command's
+  value on that task was from its mean. For a new task it ranks the commands by the
+  sum: a command's worth may depend on the task (a crop that suits digits framed by
+  clutter and ruins bars at an image's edge), which a portfolio over tasks cannot
+  express. Fitting the correction rather than the value itself spends the model on what
+  the tasks disagree on (which command suits which task), not on what every task agrees
+  on (which learning rates ruin all of them), and where it has learned nothing the
+  ranking is the static score's. The model is an average of BAGS, each fitted on a
+  bootstrap sample of the past tasks (bagging): with a few dozen tasks, one boosted
+  model's first command swings with which tasks it saw, and the average's less so.
+- The order a new task tries commands in under the learned ranking (`led`): the command
+  the model puts first, then the static portfolio's in its order. The model is trusted
+  with the one command it says suits this task; the portfolio's complementary commands
+  hedge it, so that when the model is wrong the second trial is the best default.
+- `choose`: the learned ranking only where, on past tasks it was not fitted on (grouped
+  k-fold by task), its order's regret after 1 to TOP trials was lower than the static
+  portfolio's on average and on more tasks than it was higher; the answer says which
+  ranking it is and both figures, so a suggestion can say why. No further margin: the
+  learned order's second command is the portfolio's first, so where the model is wrong
+  it costs one trial.
 
 Written here rather than taken from a library: syne-tune's transfer schedulers and
 botorch's RGPE drive their own searches over continuous spaces; here the candidates are
@@ -39,10 +53,11 @@ from sklearn.model_selection import GroupKFold
 Command = str
 TaskId = str
 
-# The learned ranking is chosen only when it beats the portfolio on held-out tasks by
-# more than this much mean normalized regret (of the best of its first TOP commands).
-NOISE = 0.01
+# The learned ranking is judged by the mean normalized regret of the best of its first k
+# commands on held-out tasks, over k = 1..TOP.
 TOP = 3
+# Bootstrap samples of the past tasks the learned ranking averages over.
+BAGS = 5
 # Below these there is too little to learn a ranking from, or to judge it on.
 MIN_TASKS = 6
 _FOLDS = 5
@@ -185,11 +200,14 @@ class Settings:
             for path, value in f.items():
                 seen.setdefault(path, []).append(value)
         # Settings that vary between commands (a constant says nothing), most common first;
-        # text of more values than the boosting's categories hold is left out.
+        # text of more values than the boosting's categories hold is left out. A setting
+        # some commands lack varies by being there or not (a crop of one size in half the
+        # commands, none in the others): the row holds NaN where it is absent, which the
+        # boosting sends down a branch of its own.
         varying = [
             p
             for p, vs in seen.items()
-            if len({repr(v) for v in vs}) > 1
+            if (len({repr(v) for v in vs}) > 1 or len(vs) < len(flat))
             and len({v for v in vs if isinstance(v, str)}) <= _MAX_CATEGORIES
         ]
         varying.sort(key=lambda p: (-len(seen[p]), p))
@@ -222,21 +240,25 @@ class Settings:
 class Ranker:
     """The learned ranking, fitted on past tasks."""
 
-    model: HistGradientBoostingRegressor
+    models: tuple[HistGradientBoostingRegressor, ...]  # one per bag
     profile_names: tuple[str, ...]
     settings: Settings
     tasks: int
+    # Each command's mean normalized value over the past tasks: what the model corrects.
+    means: Mapping[Command, float]
 
     def rank(
         self, profile: Mapping[str, float], commands: Mapping[Command, Mapping[str, Any]]
     ) -> list[tuple[Command, float]]:
-        """The commands, best predicted first, with their predicted normalized value."""
+        """The commands, best predicted first, with their predicted normalized value (a
+        command no past task ran starts from 0)."""
         keys = sorted(commands)
         if not keys:
             return []
         task = _profile_row(profile, self.profile_names)
         xs = np.asarray([task + self.settings.row(commands[c]) for c in keys], dtype=float)
-        predicted = self.model.predict(xs)
+        base = np.asarray([self.means.get(c, 0.0) for c in keys])
+        predicted = base + np.mean([m.predict(xs) for m in self.models], axis=0)
         order = sorted(range(len(keys)), key=lambda i: (-predicted[i], keys[i]))
         return [(keys[i], float(predicted[i])) for i in order]
 
@@ -253,7 +275,9 @@ def fit_ranker(
     weights: Mapping[TaskId, float] | None = None,
 ) -> Ranker | None:
     """The learned ranking over every (task, command) pair with a profile and a value (a
-    task counts its weight, 1 by default); None with fewer than MIN_TASKS such tasks."""
+    task counts its weight, 1 by default): each command's mean normalized value, and a
+    model of how far a task's value departs from it; None with fewer than MIN_TASKS such
+    tasks."""
     tasks = sorted(t for t in evaluations if t in profiles and informative(evaluations[t]))
     if len(tasks) < MIN_TASKS:
         return None
@@ -261,31 +285,46 @@ def fit_ranker(
     task_weights = _weights(tasks, weights)
     used = {c: commands[c] for t in tasks for c in evaluations[t] if c in commands}
     settings = Settings.of(used)
-    xs, ys, ws = [], [], []
+    all_scores = {t: normalized(evaluations[t]) for t in tasks}
+    means = mean_values(all_scores, sorted(used), task_weights)
+    xs, ys, ws, counts = [], [], [], []
     for t in tasks:
-        scores = normalized(evaluations[t])
+        scores = all_scores[t]
         task = _profile_row(profiles[t], names)
         ran = [c for c in scores if c in commands]
+        counts.append(len(ran))
         for c in ran:
             xs.append(task + settings.row(commands[c]))
-            ys.append(scores[c])
+            ys.append(scores[c] - means[c])
             # Each task weighs its weight, however many commands it ran.
             ws.append(task_weights[t] / len(ran))
     x = np.asarray(xs, dtype=float)
-    # A column nobody measured trips the boosting's binning: a constant instead.
-    x[:, np.all(np.isnan(x), axis=0)] = 0.0
+    y, w = np.asarray(ys), np.asarray(ws)
     categorical = [False] * len(names) + settings.categorical
-    model = HistGradientBoostingRegressor(
-        max_iter=_ITERATIONS,
-        learning_rate=0.1,
-        max_leaf_nodes=15,
-        min_samples_leaf=5,
-        categorical_features=np.asarray(categorical) if any(categorical) else None,
-        early_stopping=False,  # the same data, the same model
-        random_state=seed,
-    )
-    model.fit(x, np.asarray(ys), sample_weight=np.asarray(ws))
-    return Ranker(model, names, settings, len(tasks))
+    rows = np.repeat(np.arange(len(tasks)), counts)
+    models = []
+    for bag in range(BAGS):
+        # A bootstrap sample of tasks (not of rows: a task's commands go in together),
+        # seeded: the same data, the same model.
+        drawn = np.random.default_rng([seed, bag]).integers(0, len(tasks), len(tasks))
+        times = np.bincount(drawn, minlength=len(tasks))[rows]
+        keep = times > 0
+        bagged = x[keep]
+        # A column none of the drawn tasks has (a feature only newer profiles hold, a
+        # setting only some commands have) trips the boosting's binning: a constant.
+        bagged[:, np.all(np.isnan(bagged), axis=0)] = 0.0
+        model = HistGradientBoostingRegressor(
+            max_iter=_ITERATIONS,
+            learning_rate=0.1,
+            max_leaf_nodes=15,
+            min_samples_leaf=5,
+            categorical_features=np.asarray(categorical) if any(categorical) else None,
+            early_stopping=False,  # the same data, the same model
+            random_state=seed,
+        )
+        model.fit(bagged, y[keep], sample_weight=(w * times)[keep])
+        models.append(model)
+    return Ranker(tuple(models), names, settings, len(tasks), means)
 
 
 # --- the choice ----------------------------------------------------------------------
@@ -296,11 +335,28 @@ class Choice:
     """Which ranking to trust, and the held-out figures it was chosen on."""
 
     kind: str  # "learned" or "static"
-    # Mean normalized regret of the best of the first TOP commands on held-out tasks.
+    # Mean normalized regret of the best of the first k commands on held-out tasks, over
+    # k = 1..TOP.
     learned_regret: float
     static_regret: float
     tasks: int
     why: str
+
+
+def led(learned: Sequence[Command], static: Sequence[Command]) -> list[Command]:
+    """The learned ranking's first command, then the static portfolio's commands in their
+    order, then the learned ranking's rest: the order a task tries commands in when the
+    learned ranking was chosen."""
+    out: list[Command] = []
+    for c in [*learned[:1], *static, *learned[1:]]:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def _regret_curve(values: Mapping[Command, float], order: Sequence[Command]) -> float:
+    """Mean normalized regret of the best of the first k of `order`, over k = 1..TOP."""
+    return float(np.mean([regret_of(values, order[:k]) for k in range(1, TOP + 1)]))
 
 
 def choose(
@@ -311,8 +367,9 @@ def choose(
     weights: Mapping[TaskId, float] | None = None,
 ) -> Choice:
     """The learned ranking when, on past tasks it was not fitted on (grouped k-fold by
-    task), the best of its first TOP commands has a lower mean normalized regret than
-    the static portfolio's by more than NOISE; the static portfolio otherwise."""
+    task), its order (`led`) leaves a lower normalized regret after 1 to TOP trials
+    than the static portfolio's, on average and on more of those tasks than not; the
+    static portfolio otherwise."""
     tasks = sorted(t for t in evaluations if t in profiles and informative(evaluations[t]))
     if len(tasks) < MIN_TASKS + 1:
         return Choice("static", math.nan, math.nan, len(tasks),
@@ -327,23 +384,27 @@ def choose(
         portfolio = static_portfolio(seen, TOP, weights)
         for i in test:
             held = evaluations[tasks[i]]
-            static.append(regret_of(held, portfolio))
+            static.append(_regret_curve(held, portfolio))
             if ranker is None:
                 learned.append(1.0)
                 continue
             ran = {c: commands[c] for c in held if c in commands}
-            top = [c for c, _ in ranker.rank(profiles[tasks[i]], ran)[:TOP]]
-            learned.append(regret_of(held, top))
+            ranked = [c for c, _ in ranker.rank(profiles[tasks[i]], ran)]
+            learned.append(_regret_curve(held, led(ranked, portfolio)))
     l_regret, s_regret = float(np.mean(learned)), float(np.mean(static))
-    if l_regret < s_regret - NOISE:
+    # Differences below float noise are ties.
+    wins = sum(a < b - 1e-9 for a, b in zip(learned, static, strict=True))
+    losses = sum(a > b + 1e-9 for a, b in zip(learned, static, strict=True))
+    record = f"better on {wins} of {len(tasks)}, worse on {losses}"
+    if l_regret < s_regret - 1e-9 and wins > losses:
         return Choice("learned", l_regret, s_regret, len(tasks),
-                      f"on past tasks it was not fitted on, the learned ranking's first {TOP}"
-                      f" left a mean regret of {l_regret:.3f}, the static portfolio's"
-                      f" {s_regret:.3f}")  # fmt: skip
+                      f"on past tasks it was not fitted on, the learned ranking's first 1 to"
+                      f" {TOP} left a mean regret of {l_regret:.3f}, the static portfolio's"
+                      f" {s_regret:.3f} ({record})")  # fmt: skip
     return Choice("static", l_regret, s_regret, len(tasks),
                   f"the learned ranking did not beat the static portfolio on past tasks it"
-                  f" was not fitted on (mean regret of the first {TOP}: {l_regret:.3f}"
-                  f" against {s_regret:.3f})")  # fmt: skip
+                  f" was not fitted on (mean regret of the first 1 to {TOP}: {l_regret:.3f}"
+                  f" against {s_regret:.3f}; {record})")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -365,11 +426,14 @@ class Transfer:
         return "learned" if learned else "static"
 
     def order(self, profile: Mapping[str, float] | None) -> list[tuple[Command, float]]:
-        """Every command, first to try first, with its score: the learned ranking's
-        predicted normalized value (see `ranking`), else the static portfolio's order
+        """Every command, first to try first, with its score: under the learned ranking
+        (see `ranking`) the order `led` makes of it and the static portfolio, each
+        command with its predicted normalized value; else the static portfolio's order
         and mean value."""
         if self.ranking(profile) == "learned" and self.ranker is not None and profile:
-            return self.ranker.rank(profile, self.commands)
+            predicted = dict(self.ranker.rank(profile, self.commands))
+            ranked = list(predicted)  # best predicted first
+            return [(c, predicted[c]) for c in led(ranked, self.static) if c in predicted]
         return [(c, self.means.get(c, 0.0)) for c in self.static]
 
 
