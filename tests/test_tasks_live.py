@@ -242,3 +242,42 @@ def test_a_reported_runs_sample_is_profiled_and_finds_the_task_it_shows(live: St
         rpb.UploadTaskSampleRequest(attempt_id=run.id, sample=sample)
     ).task
     assert again.fingerprint == made.fingerprint
+
+
+def test_a_profile_made_before_a_feature_existed_is_made_again(live: Stack) -> None:
+    """A store profiled by an older trainer (no view landmarkers, say) has its READY
+    tasks profiled again while no task waits; the task stays READY with its old profile
+    until the new one, and the new one is what a trainer computes today."""
+    import time
+
+    import psycopg
+
+    from learning.tasks import declared
+
+    stub = _tasks(live)
+    key = task_pb2.TaskKey(label_names=DIGITS)
+    first = stub.ProfileTask(pb.ProfileTaskRequest(task=key, wait=True), timeout=60).task
+    assert first.state == task_pb2.TASK_STATE_READY, first.error
+    assert set(first.profile.features) == declared.PROFILE_FEATURES
+    old = ["centre_1nn", "grey_linear"]
+    with psycopg.connect(live.gateway.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tasks SET features = features - %s::text[] WHERE fingerprint = %s",
+            (old, first.fingerprint),
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            row = conn.execute(
+                "SELECT state, features, profiled_at FROM tasks WHERE fingerprint = %s",
+                (first.fingerprint,),
+            ).fetchone()
+            assert row is not None and row[0] == "READY"  # never taken from its users
+            if set(old) <= set(row[1]):
+                break
+            assert time.monotonic() < deadline, "the stale profile was not made again"
+            time.sleep(0.2)
+    again = stub.ProfileTask(pb.ProfileTaskRequest(task=key), timeout=10).task
+    assert again.fingerprint == first.fingerprint
+    assert again.profile_time.ToDatetime() > first.profile_time.ToDatetime()
+    # Profiles are deterministic: the same images give the same numbers.
+    assert dict(again.profile.features) == dict(first.profile.features)

@@ -266,6 +266,8 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
                "pixel_mean", "pixel_std", "pixel_skew", "sparsity"),
     "landmarkers": ("landmark_centroid", "landmark_1nn", "landmark_linear"),
     "probe": ("probe_1nn", "probe_centroid", "probe_fisher", "probe_class_distance"),
+    "views": ("centre_centroid", "centre_1nn", "centre_linear", "grey_centroid", "grey_1nn",
+              "grey_linear"),
 }  # fmt: skip
 
 

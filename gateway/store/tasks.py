@@ -381,6 +381,56 @@ class TaskStore:
                 row = await cur.fetchone()
                 return None if row is None else _record(row)
 
+    async def claim_stale(self, features: Sequence[str], lease_seconds: float) -> TaskRecord | None:
+        """The oldest READY task profiled from images (its own or a sample) whose profile
+        lacks one of `features` (made before a trainer computed them) and that nobody
+        holds, held for `lease_seconds`: profiled again, it stays READY with its old
+        profile meanwhile."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "UPDATE tasks t SET claimed_until = now() + make_interval(secs => %s),"
+                        " trainer = '' WHERE id = (SELECT id FROM tasks WHERE state = 'READY'"
+                        " AND source IN ('IMAGES', 'SAMPLE') AND NOT (features ?& %s::text[])"
+                        " AND (claimed_until IS NULL OR claimed_until < now())"
+                        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {}"
+                    ).format(_TASK),
+                    (lease_seconds, sorted(features)),
+                )
+                row = await cur.fetchone()
+                return None if row is None else _record(row)
+
+    async def refreshed(
+        self, task_id: int, profile: bytes, features: dict[str, float], hold_seconds: float
+    ) -> None:
+        """A READY task's new profile; the task is not claimed again as stale for
+        `hold_seconds` (a trainer that computes fewer features would else be asked again
+        at once)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE tasks SET profile = %s, features = %s, profiled_at = now(),"
+                    " claimed_until = now() + make_interval(secs => %s), trainer = ''"
+                    " WHERE id = %s AND state = 'READY' RETURNING fingerprint",
+                    (profile, Jsonb(features), hold_seconds, task_id),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    await conn.execute("SELECT pg_notify(%s, %s)", (TASKS, row[0]))
+
+    async def keep_stale(self, task_id: int, hold_seconds: float) -> None:
+        """A stale READY task that could not be profiled again keeps its profile and is
+        not claimed again for `hold_seconds`."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE tasks SET claimed_until = now() + make_interval(secs => %s),"
+                    " trainer = '' WHERE id = %s AND state = 'READY'",
+                    (hold_seconds, task_id),
+                )
+
     async def assign(self, task_id: int, trainer: str, seconds: float) -> None:
         """The trainer asked to profile a claimed task, for at most `seconds`: it may read
         the task's images meanwhile, and the claim lasts as long."""

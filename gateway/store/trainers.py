@@ -242,10 +242,11 @@ class TrainerStore:
                     " SELECT jsonb_array_elements_text(COALESCE("
                     " a.doc -> 'testing_commands' -> 'label_names', '[]'))) AS l(label)"
                     " WHERE t.principal = %s AND a.status IN ('TRAINING', 'TESTING')"
-                    # A task it was asked to profile, while that request stands.
+                    # A task it was asked to profile (or to profile again: a READY one
+                    # whose profile lacks features), while that request stands.
                     " UNION SELECT jsonb_array_elements_text(k.label_names) FROM tasks k"
                     " JOIN trainers t ON t.address = k.trainer WHERE t.principal = %s"
-                    " AND k.state = 'PENDING' AND k.claimed_until > now()",
+                    " AND k.state IN ('PENDING', 'READY') AND k.claimed_until > now()",
                     (principal, principal),
                 )
                 return {str(r[0]) for r in await cur.fetchall()}

@@ -12,6 +12,10 @@ A profile is a few seconds of a trainer's CPU, so it is not queued behind traini
 goes to a live trainer at once, and one that is busy profiling says RESOURCE_EXHAUSTED
 (then another is tried, or the task waits a moment). A task declared by reported runs
 with a sample of its images is profiled the same way, the sample sent with the call.
+
+While no task waits, a READY task whose profile lacks features trainers compute now (it
+was profiled before they did) is profiled again, one at a time; it keeps its old profile
+until the new one is stored, and if no trainer can make one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import json_format
@@ -29,7 +34,7 @@ from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.store.database import DatabaseDown
 from gateway.store.tasks import TASKS, TaskRecord, TaskStore
-from gateway.store.trainers import TrainerStore
+from gateway.store.trainers import Trainer, TrainerStore
 from gateway.store.work import QUEUE
 from gateway.tasks import declaring
 from gateway.trainers.channel import trainer_channel
@@ -47,6 +52,10 @@ LEASE_SECONDS = 120.0
 CALL_SECONDS = 90.0
 # Tries (trainer gone, busy, unreachable) before a task is FAILED.
 MAX_TRIES = 8
+# A READY task profiled again (its profile lacked features) is not tried again for this
+# long, whether it worked (a trainer that computes fewer features would else be asked
+# again at once) or not.
+REFRESH_HOLD_SECONDS = 3600.0
 SWEEP_LIMIT = 50
 # The sweep reads every attempt's task key: at most once a second, however busy the queue.
 SWEEP_EVERY_SECONDS = 1.0
@@ -114,7 +123,9 @@ class TaskProfiler:
                 if time.monotonic() - self._swept_at >= SWEEP_EVERY_SECONDS:
                     self._swept_at = time.monotonic()
                     await self.sweep()
-                while await self.profile_one():
+                # New tasks first; then, while there are none, profiles made before
+                # trainers computed every feature, one at a time.
+                while await self.profile_one() or await self.refresh_one():
                     pass
             except (DatabaseDown, errors.Unavailable) as err:
                 log.warning("task profiles wait for the database: %s", err)
@@ -146,12 +157,54 @@ class TaskProfiler:
         if task.tries > MAX_TRIES:  # claimed and lost that often (a replica died each time?)
             await self._tasks.failed(task.id, f"given up after {MAX_TRIES} tries: {task.error}")
             return True
+        found = await self._ask(task, live)
+        if isinstance(found, _Fault):
+            await self._tasks.failed(task.id, found.error)
+            return True
+        if isinstance(found, tuple):
+            profile, features = found
+            await self._tasks.profiled(task.id, profile.SerializeToString(), features)
+            return True
+        if task.tries >= MAX_TRIES:
+            await self._tasks.failed(task.id, f"no trainer could profile it: {found}")
+        else:
+            await self._tasks.retry_later(task.id, min(2.0 * task.tries, 30.0), found)
+        return False
+
+    async def refresh_one(self) -> bool:
+        """Profiles again one READY task whose profile lacks features trainers compute now
+        (it was made before they did: the distance and the learned ranking would read it
+        as missing them); it keeps its old profile until then, and if that fails.
+        False when there was none, or no trainer could do it now."""
+        live = await self._trainers.live_trainers(self._config.trainer_timeout_seconds)
+        if not live:
+            return False
+        task = await self._tasks.claim_stale(sorted(FEATURES), LEASE_SECONDS)
+        if task is None:
+            return False
+        found = await self._ask(task, live)
+        if isinstance(found, tuple):
+            profile, features = found
+            await self._tasks.refreshed(
+                task.id, profile.SerializeToString(), features, REFRESH_HOLD_SECONDS
+            )
+            return True
+        reason = found.error if isinstance(found, _Fault) else found
+        log.warning("task %s keeps its profile: %s", task.fingerprint[:12], reason)
+        await self._tasks.keep_stale(task.id, REFRESH_HOLD_SECONDS)
+        return isinstance(found, _Fault)
+
+    async def _ask(
+        self, task: TaskRecord, live: list[Trainer]
+    ) -> tuple[task_pb2.TaskProfile, dict[str, float]] | _Fault | str:
+        """The task's profile and the features to store, from the first live trainer
+        that gives a sound one; a `_Fault` when the task itself is at fault (no trainer
+        would do better); else why none did."""
         request = trainer_service_pb2.TrainerServiceProfileTaskRequest(task=key_of(task))
         if task.source == "SAMPLE":
             sample = await self._tasks.sample(task.id)
             if sample is None:  # deleted meanwhile
-                await self._tasks.failed(task.id, "its sample is gone")
-                return True
+                return _Fault("its sample is gone")
             request.sample.ParseFromString(sample)
         # Idle trainers first, in random order among equals, so replicas spread out.
         random.shuffle(live)
@@ -167,8 +220,7 @@ class TaskProfiler:
                     )
                 except grpc.aio.AioRpcError as err:
                     if err.code() in _TASK_FAULTS:
-                        await self._tasks.failed(task.id, f"{err.code().name}: {err.details()}")
-                        return True
+                        return _Fault(f"{err.code().name}: {err.details()}")
                     last = f"{trainer.address}: {err.code().name}: {err.details()}"
                     continue
             profile = response.profile
@@ -185,16 +237,18 @@ class TaskProfiler:
                 features["log_images"] = profile.features["log_images"] = float(
                     task.features["log_images"]
                 )
-            await self._tasks.profiled(task.id, profile.SerializeToString(), features)
             log.info(
                 "task %s profiled by %s in %.1f s",
                 task.fingerprint[:12],
                 trainer.address,
                 profile.seconds,
             )
-            return True
-        if task.tries >= MAX_TRIES:
-            await self._tasks.failed(task.id, f"no trainer could profile it: {last}")
-        else:
-            await self._tasks.retry_later(task.id, min(2.0 * task.tries, 30.0), last)
-        return False
+            return profile, features
+        return last
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """The task's own fault: no trainer would profile it."""
+
+    error: str
