@@ -366,38 +366,33 @@ class TaskStore:
 
     async def claim(self, lease_seconds: float) -> TaskRecord | None:
         """The oldest PENDING task nobody holds, held for `lease_seconds`."""
-        with translate_db_errors():
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    sql.SQL(
-                        "UPDATE tasks t SET claimed_until = now() + make_interval(secs => %s),"
-                        " tries = tries + 1, trainer = '' WHERE id = (SELECT id FROM tasks WHERE"
-                        " state = 'PENDING' AND (claimed_until IS NULL OR claimed_until < now())"
-                        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {}"
-                    ).format(_TASK),
-                    (lease_seconds,),
-                )
-                row = await cur.fetchone()
-                return None if row is None else _record(row)
+        return await self._claim("tries = tries + 1,", "state = 'PENDING'", (lease_seconds,))
 
     async def claim_stale(self, features: Sequence[str], lease_seconds: float) -> TaskRecord | None:
         """The oldest READY task profiled from images (its own or a sample) whose profile
         lacks one of `features` (made before a trainer computed them) and that nobody
         holds, held for `lease_seconds`: profiled again, it stays READY with its old
         profile meanwhile."""
+        return await self._claim(
+            "",
+            "state = 'READY' AND source IN ('IMAGES', 'SAMPLE') AND NOT (features ?& %s::text[])",
+            (lease_seconds, sorted(features)),
+        )
+
+    async def _claim(self, also: str, where: str, args: tuple[Any, ...]) -> TaskRecord | None:
+        """The oldest task `where` nobody holds, held for the lease that `args` starts
+        with (`also`: more assignments; both one of this module's constant texts)."""
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     sql.SQL(
                         "UPDATE tasks t SET claimed_until = now() + make_interval(secs => %s),"
-                        " trainer = '' WHERE id = (SELECT id FROM tasks WHERE state = 'READY'"
-                        " AND source IN ('IMAGES', 'SAMPLE') AND NOT (features ?& %s::text[])"
-                        " AND (claimed_until IS NULL OR claimed_until < now())"
+                        " {} trainer = '' WHERE id = (SELECT id FROM tasks WHERE {} AND"
+                        " (claimed_until IS NULL OR claimed_until < now())"
                         " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {}"
-                    ).format(_TASK),
-                    (lease_seconds, sorted(features)),
+                    ).format(sql.SQL(also), sql.SQL(where), _TASK),
+                    args,
                 )
                 row = await cur.fetchone()
                 return None if row is None else _record(row)
