@@ -210,6 +210,11 @@ def test_bad_starts_name_their_field(reporting: rgrpc.ReportingServiceStub) -> N
             "task.dataset",
         ),
     ]
+    for counts in ([5], [5, -1], [0, 0], [10**13, 1]):
+        task = attempt_pb2.DeclaredTask(labels=["a", "b"], validation_images_per_label=counts)
+        cases.append(
+            (rpb.StartRunRequest(name=_name(), task=task), "task.validation_images_per_label")
+        )
     for request, field in cases:
         with pytest.raises(grpc.RpcError) as err:
             reporting.StartRun(request)
@@ -328,6 +333,40 @@ def test_a_reported_run_at_chance_is_flagged_and_stopped_when_it_asked(
     assert attempt_pb2.CURVE_FLAG_KIND_AT_CHANCE in kinds, got.prognosis
     assert stop is not None and stop.status == attempt_pb2.ATTEMPT_STATUS_PRUNED, got.prognosis
     assert "hopeless" in stop.reason and got.status == attempt_pb2.ATTEMPT_STATUS_PRUNED
+
+
+def test_a_reported_runs_declared_validation_split_sets_its_chance(
+    reporting: rgrpc.ReportingServiceStub, attempts: attempt_service_pb2_grpc.AttemptServiceStub
+) -> None:
+    """A run that validates on 90 cats and 10 dogs and names "cat" every time scores 0.9:
+    chance for it, so flagged AT_CHANCE (and stopped, as it asked), where chance at 1/2
+    would call it learning."""
+    task = attempt_pb2.DeclaredTask(
+        dataset="pets", labels=["cat", "dog"], validation_images_per_label=[90, 10]
+    )
+    counted = reporting.StartRun(
+        rpb.StartRunRequest(name=_name(), task=task, n_epoch=20, stop_when_hopeless=True)
+    ).attempt
+    plain = _start(reporting, n_epoch=20, stop_when_hopeless=True)  # the same, no counts
+    entropy = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    stopped = {}
+    for run in (counted, plain):
+        reporter = Reporter(reporting, run.id)
+        for epoch in range(1, 7):
+            reply = reporter.send(_epoch(epoch, entropy, val_accuracy=0.9, val_loss=entropy))
+            if reply.WhichOneof("kind") == "stop":
+                break
+        stopped[run.id] = reply.WhichOneof("kind") == "stop"
+        reporter.close()
+
+    def flags(attempt_id: int) -> list[int]:
+        got = attempts.GetAttempt(attempt_service_pb2.GetAttemptRequest(id=attempt_id)).attempt
+        return [f.kind for f in got.prognosis.flags]
+
+    assert attempt_pb2.CURVE_FLAG_KIND_AT_CHANCE in flags(counted.id)
+    assert stopped[counted.id]
+    assert attempt_pb2.CURVE_FLAG_KIND_AT_CHANCE not in flags(plain.id)
+    assert not stopped[plain.id]
 
 
 def test_a_run_holds_at_most_a_thousand_metric_names_across_its_streams(

@@ -39,6 +39,8 @@ rpb = reporting_service_pb2
 KEY_RE = re.compile(r"\A[A-Za-z0-9 ._/:-]{1,250}\Z")
 DATASET_RE = re.compile(r"\A[A-Za-z0-9._/:-]{1,128}\Z")
 MAX_KEYS = 1_000
+# Validation examples of one label at most: past any real dataset, and far inside int64.
+MAX_EXAMPLES = 10**12
 MAX_BATCH_POINTS = 100_000
 MAX_BATCH_EPOCHS = 1_000
 # A task's sample (UploadTaskSample), as trainers bound it too (metalearn/limits.py).
@@ -120,6 +122,15 @@ def check_declared_task(
               f" H x W x C; give {[shape[2], shape[0], shape[1]]}")  # fmt: skip
     if task.train_size < 0:
         v.add(f"{field}.train_size", f"must not be negative, got {task.train_size}")
+    counts = list(task.validation_images_per_label)
+    if counts:
+        where = f"{field}.validation_images_per_label"
+        if len(counts) != len(task.labels):
+            v.add(where, f"one count per label: {len(task.labels)} labels, {len(counts)} counts")
+        elif any(not 0 <= c <= MAX_EXAMPLES for c in counts):
+            v.add(where, f"each between 0 and {MAX_EXAMPLES:,}")
+        elif sum(counts) == 0:
+            v.add(where, "at least one validation example in all")
     if len(task.features) > declared.MAX_DECLARED:
         v.add(f"{field}.features", f"at most {declared.MAX_DECLARED} features")
     for name, why in declared.problems(task.features):

@@ -120,8 +120,16 @@ def _curve(r: dict[str, Any]) -> CurveRow:
         status=r["status"],
         task_best=r.get("task_best"),
         provenance=r.get("provenance") or "TRAINED",
-        dataset=doc.get("dataset") or {},
+        dataset=doc.get("dataset") or _declared_dataset(doc),
     )
+
+
+def _declared_dataset(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a reported run declares of its validation split, as a trainer's
+    DatasetFingerprint says it ({}: nothing, chance is 1/labels)."""
+    task = (doc.get("reported") or {}).get("task") or {}
+    counts = task.get("validation_images_per_label")
+    return {"validation_images_per_label": counts} if counts else {}
 
 
 def _model(r: dict[str, Any]) -> ModelRow:

@@ -548,6 +548,7 @@ def start_run(
     input_shape: Sequence[int] = (),
     train_size: int = 0,
     task_features: Mapping[str, float] | None = None,
+    validation_images_per_label: Sequence[int] = (),
     stop_when_hopeless: bool = False,
     heartbeat_seconds: int = 0,
     gateway: str | None = None,
@@ -566,6 +567,9 @@ def start_run(
     gateway that cannot be reached is tried again in the background while `log` goes on.
     `task_features`: meta-features of the task that the run knows (see the module's
     docstring); their names are the gateway's to check, their values are checked here.
+    `validation_images_per_label`: how many examples of each of `labels` the run
+    validates on, so that chance (what learning nothing scores) is the largest label's
+    share, not 1 / labels: a run stuck naming the common label is seen at chance.
     """
     address = gateway or os.environ.get("METALEARN_GATEWAY") or DEFAULT_GATEWAY
     if tls is None and (ca := os.environ.get("METALEARN_TLS_CA")):
@@ -578,6 +582,7 @@ def start_run(
             input_shape=list(input_shape),
             train_size=train_size,
             features=_features(task_features),
+            validation_images_per_label=list(validation_images_per_label),
         ),
         params=_struct(params),
         tags=dict(tags or {}),

@@ -274,7 +274,7 @@ class Prognosis(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., flags: _Optional[_Iterable[_Union[CurveFlag, _Mapping]]] = ..., predicted: _Optional[bool] = ..., final_val_accuracy: _Optional[float] = ..., final_val_accuracy_low: _Optional[float] = ..., final_val_accuracy_high: _Optional[float] = ..., model_version: _Optional[int] = ..., note: _Optional[str] = ..., hopeless: _Optional[bool] = ..., hopeless_reason: _Optional[str] = ...) -> None: ...
 
 class DeclaredTask(_message.Message):
-    __slots__ = ("dataset", "labels", "input_shape", "train_size", "features")
+    __slots__ = ("dataset", "labels", "input_shape", "train_size", "features", "validation_images_per_label")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -287,12 +287,14 @@ class DeclaredTask(_message.Message):
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SIZE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_IMAGES_PER_LABEL_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     train_size: int
     features: _containers.ScalarMap[str, float]
-    def __init__(self, dataset: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., train_size: _Optional[int] = ..., features: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    validation_images_per_label: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dataset: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., input_shape: _Optional[_Iterable[int]] = ..., train_size: _Optional[int] = ..., features: _Optional[_Mapping[str, float]] = ..., validation_images_per_label: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReportedRun(_message.Message):
     __slots__ = ("params", "task", "metric_keys", "heartbeat_seconds", "client", "stop_when_hopeless", "origin")
