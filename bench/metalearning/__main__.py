@@ -12,11 +12,12 @@
    (a) median trials until normalized regret <= 0.05: warm start (the k most similar
        tasks' portfolio first, then TPE with their trials as priors) vs cold TPE vs
        random search, and their ratio `warm_cold_trials_ratio` (goal <= 0.2);
-   (b) the suggested command's regret: `suggest_good_fraction` of tasks within 0.05
-       (goal >= 0.7);
-   (c) Spearman correlation between the learned distance and transfer regret, per
-       left-out task, averaged: `distance_regret_spearman` (goal >= 0.5), beside the
-       standardized distance's.
+   (b) the suggested command's regret: `knn_suggest_good_fraction` of tasks within
+       0.05 (goal >= 0.7);
+   (c) Spearman correlation between the learned distance and transfer regret, pooled
+       (`distance_regret_spearman`, goal >= 0.5) and per left-out task, averaged
+       (`knn_distance_regret_spearman_per_task`), beside the standardized distance's.
+   (Issue 29's transfer figures below use the unprefixed names.)
    And issue 14's learning from curves (bench/metalearning/curves.py), over both
    suites' stored runs (the classic table and the wide one, 3,776 runs), one curve
    model per left-out FAMILY fitted on the other families' runs:
@@ -82,6 +83,8 @@ from metalearn.v1 import study_service_pb2 as spb
 from metalearn.v1 import task_service_pb2 as kpb
 
 PROFILES = Path(__file__).with_name("profiles.json")
+# Figures both issue 13's leave-one-task-out replay and issue 29's transfer figures make.
+SHARED = ("tasks", "seeds", "suggest_good_fraction", "distance_regret_spearman_per_task")
 
 
 def profile_all(
@@ -215,17 +218,17 @@ def main() -> None:
         PROFILES.write_text(json.dumps(profiles, indent=1, sort_keys=True) + "\n")
         figures.update(found)
     start = time.perf_counter()
-    figures.update(
-        evaluate.leave_one_out(
-            evaluate.load(table),
-            profiles,
-            seeds=args.seeds,
-            neighbours=args.neighbours,
-            zero_shot=min(args.neighbours, DEFAULT_ZERO_SHOT)
-            if args.zero_shot is None
-            else args.zero_shot,
-        )
+    knn = evaluate.leave_one_out(
+        evaluate.load(table),
+        profiles,
+        seeds=args.seeds,
+        neighbours=args.neighbours,
+        zero_shot=min(args.neighbours, DEFAULT_ZERO_SHOT)
+        if args.zero_shot is None
+        else args.zero_shot,
     )
+    # Issue 13's figures; those issue 29's transfer figures name too are kept as knn_*.
+    figures.update({(f"knn_{k}" if k in SHARED else k): v for k, v in knn.items()})
     figures["replay_seconds"] = time.perf_counter() - start
     figures.update(evaluate.ablation(evaluate.load(table), profiles, args.neighbours))
     if not args.no_transfer:
