@@ -19,7 +19,7 @@
        (`knn_distance_regret_spearman_per_task`), beside the standardized distance's.
    (Issue 29's transfer figures below use the unprefixed names.)
    And issue 14's learning from curves (bench/metalearning/curves.py), over both
-   suites' stored runs (the classic table and the wide one, 3,776 runs), one curve
+   suites' stored runs (the classic table and the wide one, 4,288 runs), one curve
    model per left-out FAMILY fitted on the other families' runs:
    (a) pruning: searches of 32 of a task's 64 commands (5 seeds) replaying its stored
        curves epoch by epoch, under no pruning, Optuna's median, percentile, successive
@@ -35,7 +35,7 @@
    (c) the final validation accuracy predicted from 3 epochs: `curve_mae_3` against
        `last_value_mae_3`.
    And issue 29's transfer figures (bench/metalearning/transfer.py) on the wide suite
-   (35 tasks, 8 families; the headline) and the classic one (`classic_*`),
+   (43 tasks, 8 families; the headline) and the classic one (`classic_*`),
    leave-one-FAMILY-out first and leave-one-task-out beside it (`loto_*`): mean
    normalized regret after 1, 3, 5 and 10 trials of random search, cold TPE, the static
    portfolio, the similarity-weighted portfolio, the learned ranking, the warm start as

@@ -223,8 +223,28 @@ def _framed_arrows(count: int, noise: float, seed: int) -> Callable[[int], Image
     return images
 
 
+def _framed_drawn(kind: str, count: int, noise: float, seed: int) -> Callable[[int], Images]:
+    """Drawn letters or shapes, boxed down to 8 x 8 and framed by others of their kind."""
+    n = len(SHAPES) if kind == "shapes" else len(LETTERS)
+
+    def images(i: int) -> Images:
+        clutter = np.concatenate(
+            [drawn.small(_drawn(kind, c, 20, seed + 50, 0.0)) for c in range(n)]
+        )
+        found = drawn.framed(drawn.small(_drawn(kind, i, count, seed, 0.0)), clutter, seed + 10 + i)
+        return _noised(found, noise, seed + 20 + i) if noise else found
+
+    return images
+
+
 _WIDE_VARIANTS.update(
     {
+        "framedletters": _framed_drawn("letters", 40, 0.0, 3100),
+        "framednoisyletters": _framed_drawn("letters", 40, 0.25, 3200),
+        "framedfewletters": _framed_drawn("letters", 15, 0.0, 3300),
+        "framedshapes": _framed_drawn("shapes", 60, 0.0, 3400),
+        "framednoisyshapes": _framed_drawn("shapes", 60, 0.25, 3500),
+        "framedfewshapes": _framed_drawn("shapes", 20, 0.0, 3600),
         "frameddigits": _framed_digits("digits", 40, 2300),
         "framednoisy": _framed_digits("noisy", 40, 2400),
         "framedrot90": _framed_digits("rot90", 40, 2500),
@@ -292,10 +312,11 @@ FAMILY: tuple[Task, ...] = (
 )
 
 # The wide suite (issue 29): its own table over `grid.WIDE`, where what is best differs
-# between tasks: the class is a colour (greyscale destroys it), a digit or an arrow
-# among clutter (a crop to the middle makes it easy), or a bar at the border (the crop
-# destroys it); shapes painted in random colours; digits with a rare class; shapes and
-# digits with 30 % of labels wrong; and some of the first suite's tasks as they were.
+# between tasks: the class is a colour (greyscale destroys it), a digit, an arrow, a
+# letter or a shape among clutter (a crop to the middle makes it easy), or a bar at the
+# border (the crop destroys it); shapes painted in random colours; digits with a rare
+# class; shapes and digits with 30 % of labels wrong; and some of the first suite's
+# tasks as they were.
 WIDE: tuple[Task, ...] = (
     _task("colours"),
     _task("colours", "red,green,blue"),
@@ -330,6 +351,14 @@ WIDE: tuple[Task, ...] = (
     _task("framedarrows", "left,right"),
     _task("framednoisyarrows"),
     _task("framedfewarrows"),
+    _task("framedletters"),
+    _task("framedletters", "A,B,C,D,E"),
+    _task("framednoisyletters"),
+    _task("framedfewletters"),
+    _task("framedshapes"),
+    _task("framedshapes", "circle,square,triangle"),
+    _task("framednoisyshapes"),
+    _task("framedfewshapes"),
     _task("edges"),
     _task("noisyedges"),
 )
