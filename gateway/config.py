@@ -91,6 +91,10 @@ class GatewayConfig:
     # Studies are advanced on every queue notification, and at least this often (a
     # missed notification, a time limit).
     study_tick_seconds: float = 2.0
+    # Once no task's profile lacks a feature trainers compute now, the profiler searches
+    # for one again only this often (the search reads every READY task; stale profiles
+    # appear only from an older store, an older trainer or an expired hold).
+    stale_profile_check_seconds: float = 600.0
     # Security (docs/architecture.md §10). False only for loopback: every caller is then an admin.
     auth: bool = True
     # TLS of the gateway's own port (None: plaintext).

@@ -67,7 +67,8 @@ def live(
     digits_gateway: GatewayThread, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     config = GatewayConfig(listen="127.0.0.1:0", database_url=digits_gateway.database_url,
-                           dispatch_seconds=0.2, study_tick_seconds=0.5)  # fmt: skip
+                           dispatch_seconds=0.2, study_tick_seconds=0.5,
+                           stale_profile_check_seconds=0.5)  # fmt: skip
     fast = GatewayThread(digits_gateway.database_url, config).start()
     _upload(fast)
     stack = Stack(fast, tmp_path_factory.mktemp("tasks-live"))

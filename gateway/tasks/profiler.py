@@ -108,6 +108,7 @@ class TaskProfiler:
         # need a profile).
         self._changed = asyncio.Event()
         self._swept_at = -math.inf
+        self._stale_checked_at = -math.inf  # when a search for a stale profile found none
 
     def register(self, hub: EventHub) -> None:
         hub.listen(QUEUE, lambda _: self.wake())
@@ -176,11 +177,14 @@ class TaskProfiler:
         (it was made before they did: the distance and the learned ranking would read it
         as missing them); it keeps its old profile until then, and if that fails.
         False when there was none, or no trainer could do it now."""
+        if time.monotonic() - self._stale_checked_at < self._config.stale_profile_check_seconds:
+            return False
         live = await self._trainers.live_trainers(self._config.trainer_timeout_seconds)
         if not live:
             return False
         task = await self._tasks.claim_stale(sorted(FEATURES), LEASE_SECONDS)
         if task is None:
+            self._stale_checked_at = time.monotonic()
             return False
         found = await self._ask(task, live)
         if isinstance(found, tuple):
