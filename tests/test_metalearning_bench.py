@@ -133,3 +133,47 @@ def test_the_bad_runs_are_judged_against_the_majority_class() -> None:
         return curves.TableRun("wide:t", 0, found, final, features.without_loss(found), "f")
 
     assert curves.bad_runs([run(0.9), run(1.0)]) == [True, False]
+
+
+# --- RGPE, the published transfer baseline (bench/metalearning/rgpe.py) ----------------
+
+
+def _line(values: list[float]) -> dict[str, float]:
+    return {f"{i:02d}": v for i, v in enumerate(values)}
+
+
+def test_rgpe_weighs_the_past_task_that_ranks_the_new_one_best() -> None:
+    import torch
+
+    from bench.metalearning import rgpe
+
+    x = torch.linspace(0, 1, 16, dtype=rgpe.DTYPE).unsqueeze(-1)
+    keys = [f"{i:02d}" for i in range(16)]
+    rising = _line([i / 15 for i in range(16)])
+    falling = _line([1 - i / 15 for i in range(16)])
+    base = rgpe.base_models({"rising": rising, "falling": falling}, x, keys, {})
+    seen = [0, 5, 10, 15]  # the new task rises like "rising"
+    y = torch.tensor([rising[keys[i]] for i in seen], dtype=rgpe.DTYPE)
+    weights = rgpe.ranking_weights(base, None, x[seen], y, torch.Generator().manual_seed(0))
+    # Sorted by name: "falling" then "rising". The rising GP ranks all four points right
+    # in every draw, the falling one wrong: all the weight, give or take nothing.
+    assert weights.tolist() == pytest.approx([0.0, 1.0], abs=1e-9)
+    # Before two trials nothing is ranked: the past tasks weigh alike.
+    one = rgpe.ranking_weights(base, None, x[:1], y[:1], torch.Generator().manual_seed(0))
+    assert one.tolist() == pytest.approx([0.5, 0.5], abs=1e-9)
+
+
+def test_rgpe_finds_the_best_command_a_like_past_task_knows() -> None:
+    import torch
+
+    from bench.metalearning import rgpe
+
+    x = torch.linspace(0, 1, 16, dtype=rgpe.DTYPE).unsqueeze(-1)
+    keys = [f"{i:02d}" for i in range(16)]
+    # Two past tasks peak at point 12; the new one too. Cold, the peak would take a
+    # search; from the past tasks' GPs it is the first trial.
+    peak = _line([1.0 - abs(i - 12) / 16 for i in range(16)])
+    base = rgpe.base_models({"a": peak, "b": dict(peak)}, x, keys, {})
+    found = rgpe.search(peak, base, x, keys, budget=4, seed=1)
+    assert found[0] == max(peak.values())
+    assert len(found) == 4

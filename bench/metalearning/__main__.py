@@ -39,7 +39,7 @@
    leave-one-FAMILY-out first and leave-one-task-out beside it (`loto_*`): mean
    normalized regret after 1, 3, 5 and 10 trials of random search, cold TPE, the static
    portfolio, the similarity-weighted portfolio, the learned ranking, the warm start as
-   the gateway makes it, and syne-tune's ZeroShotTransfer when syne-tune is installed;
+   the gateway makes it, and RGPE on BoTorch (a published transfer method, one seed);
    `gap_closed_first_trial`, `suggest_good_fraction`,
    `distance_regret_spearman_per_task`, `static_gap_share` (tasks where the best static
    default is 0.10 below the task's best), and each figure per family

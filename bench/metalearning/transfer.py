@@ -18,8 +18,11 @@ stored values, and its normalized regret after k trials is (best - best found so
   it (`transfer.led`: its first command, then the static portfolio's), then TPE;
 - `warm`: what the gateway does now (`transfer.choose`: the learned ranking where it beat
   the static portfolio on held-out past tasks, else the static portfolio), then TPE;
-- `zero_shot_syne_tune` when syne-tune is installed: syne-tune's ZeroShotTransfer
-  (Wistuba et al. 2015), a published model-free transfer baseline, over the same grid.
+- `rgpe`: the ranking-weighted GP ensemble on BoTorch (Feurer et al. 2018;
+  bench/metalearning/rgpe.py), a published transfer method: one GP per past task, one
+  on the left-out task's trials, weighted by how well each ranks its observations, and
+  expected improvement over the grid from the first trial to the last (one seed: its
+  only randomness is the sampled weights).
 
 Portfolio methods try ZERO_SHOT commands before their sampler. Ties are broken as the
 gateway breaks them (by the command's key: here the grid point's index as text).
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
+from bench.metalearning import rgpe
 from bench.metalearning.evaluate import TableTask, internal_of, lookup_table, parameters, regret
 from learning.studies import sampling, space
 from learning.tasks import similarity, transfer, warmstart
@@ -154,44 +158,6 @@ def curve(values: Mapping[str, float], found: Sequence[float]) -> list[float]:
     return out
 
 
-def _syne_tune_order(history: History, profile: Mapping[str, float]) -> list[str] | None:
-    """syne-tune's ZeroShotTransfer's first ZERO_SHOT commands, or None without it."""
-    try:
-        import pandas as pd
-        from syne_tune.config_space import choice
-        from syne_tune.optimizer.schedulers.transfer_learning import (
-            TransferLearningTaskEvaluations,
-        )
-        from syne_tune.optimizer.schedulers.transfer_learning.zero_shot import ZeroShotTransfer
-    except ImportError:
-        return None
-    config_space = {"point": choice(sorted(history.commands, key=int))}
-    evaluations = {}
-    for name, vals in history.evaluations.items():
-        keys = sorted(vals, key=int)
-        evaluations[name] = TransferLearningTaskEvaluations(
-            configuration_space=config_space,
-            hyperparameters=pd.DataFrame({"point": keys}),
-            objectives_names=["accuracy"],
-            objectives_evaluations=np.asarray([vals[k] for k in keys]).reshape(-1, 1, 1, 1),
-        )
-    scheduler = ZeroShotTransfer(
-        config_space=config_space,
-        transfer_learning_evaluations=evaluations,
-        metric="accuracy",
-        mode="max",
-        use_surrogates=False,
-        random_seed=0,
-    )
-    order = []
-    for _ in range(ZERO_SHOT):
-        suggestion = scheduler.suggest()
-        if suggestion is None:
-            break
-        order.append(str(suggestion.config["point"]))
-    return order
-
-
 ORDERS: dict[str, Order] = {
     "static": static_order,
     "similarity": similarity_order,
@@ -216,6 +182,9 @@ def evaluate(
     by_key = {str(i): p for i, p in enumerate(commands.points())}
     families = {t.name: family_of(t) for t in tasks}
     curves: dict[str, list[tuple[str, list[float]]]] = {}
+    keys = sorted(by_key)  # the gateway's tie order: the command's key as text
+    encoded = rgpe.encode([by_key[k] for k in keys], params)
+    gps: dict[str, Any] = {}  # a past task's GP, whichever task is left out
     firsts: dict[str, dict[str, float]] = {}
     spearman: list[float] = []
     for task in tasks:
@@ -230,9 +199,6 @@ def evaluate(
         orders: dict[str, list[str]] = {
             name: make(history, profile) for name, make in ORDERS.items()
         }
-        syne = _syne_tune_order(history, profile)
-        if syne is not None:
-            orders["zero_shot_syne_tune"] = syne
         priors = _similarity_priors(history, profile)
         for name, order in orders.items():
             firsts.setdefault(name, {})[task.name] = regret(task.values, task.values[order[0]])
@@ -244,6 +210,12 @@ def evaluate(
         )
         if math.isfinite(rho):
             spearman.append(rho)
+        found = rgpe.search(
+            task.values, rgpe.base_models(evaluations, encoded, keys, gps), encoded, keys,
+            BUDGET, seed=1,
+        )  # fmt: skip
+        curves.setdefault("rgpe", []).append((task.name, curve(task.values, found)))
+        firsts.setdefault("rgpe", {})[task.name] = regret(task.values, found[0])
         for seed in range(1, seeds + 1):
             runs = {
                 "random": search(task.values, (), "random", seed, params, lookup, (), commands),

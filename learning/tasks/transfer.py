@@ -34,9 +34,11 @@ studies) and the meta-learning benchmark that replays them (bench/metalearning).
   it costs one trial.
 
 Written here rather than taken from a library: syne-tune's transfer schedulers and
-botorch's RGPE drive their own searches over continuous spaces; here the candidates are
-the commands the store holds, ranked once per task, and the ranking has to run inside
-the gateway without their dependencies. The benchmark runs syne-tune's beside it.
+BoTorch's RGPE drive their own searches, one GP or surrogate per past task refitted as
+trials come; here the candidates are the commands the store holds, ranked once per task
+in the gateway's process, without their dependencies (syne-tune's import alone pulls
+xgboost and CUDA libraries). The benchmark runs RGPE on BoTorch beside it
+(bench/metalearning/rgpe.py).
 """
 
 from __future__ import annotations
