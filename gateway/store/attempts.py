@@ -160,12 +160,14 @@ _ACCURACY = sql.SQL("COALESCE((a.doc ->> 'accuracy')::float8, -1)")
 # Rows a filtered listing walks in order before it asks the document index instead.
 _SCAN = 2000
 # `Attempt.training_losses` (field 4) encoded by PostgreSQL, one double per epoch.
-# Then `Attempt.best_val_accuracy` (field 25: tag 0xc9 0x01), where any epoch validated.
+# Then `Attempt.best_val_accuracy` (field 25: tag 0xc9 0x01), where any epoch validated
+# (its column, kept by the epoch writes: migration 0021).
 _LOSSES = sql.SQL(
     "(SELECT string_agg(pb_double(x'21'::int, e.loss), ''::bytea ORDER BY e.epoch)"
-    " || CASE WHEN max(e.val_accuracy) > 0"
-    " THEN '\\xc901'::bytea || reverse(float8send(max(e.val_accuracy))) ELSE ''::bytea END"
-    " FROM attempt_epochs e WHERE e.attempt_id = a.id) AS losses_wire"
+    " FROM attempt_epochs e WHERE e.attempt_id = a.id)"
+    " || CASE WHEN a.best_val_accuracy > 0"
+    " THEN '\\xc901'::bytea || reverse(float8send(a.best_val_accuracy)) ELSE ''::bytea END"
+    " AS losses_wire"
 )
 _EPOCHS_WIRE = sql.SQL(
     "(SELECT string_agg(e.wire, ''::bytea ORDER BY e.epoch) FROM attempt_epochs e"
