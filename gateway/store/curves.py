@@ -25,8 +25,9 @@ from gateway.store.work import EVENTS
 
 # Statuses whose epochs are a whole run: what the model learns from, and a task's best.
 _FINISHED = ["TRAINED", "COMPLETE"]
-# The newest this many finished runs are learnt from (bounds a fit's memory and time).
-MAX_RUNS = 20_000
+# At most this many finished runs are learnt from (bounds a fit's memory and time: about
+# a minute on one core), taken across tasks (see `CurveStore.finished`).
+MAX_RUNS = 5_000
 # A task's best is read from its newest this many finished runs.
 _BEST_OF = 2_000
 # Told, with the version, when a model is fitted: every replica loads it at once.
@@ -222,11 +223,16 @@ class CurveStore:
                 return [_curve(row) for row in await cur.fetchall()]
 
     async def finished(self, limit: int = MAX_RUNS) -> list[CurveRow]:
-        """The newest finished runs with epochs that are evidence: what the curve model
-        learns from."""
+        """Finished runs with epochs that are evidence, what the curve model learns from:
+        at most `limit`, stratified by task. Each task's newest run first, then each
+        task's second newest, and so on, so that a store of a million runs gives a sample
+        in which every task is represented and none is most of it. The newest `limit` runs
+        would be whatever the busiest recent study tried."""
         query = (
             f"SELECT {_RUN_COLUMNS}, {_EPOCH_ARRAYS}, {_FEATURES}"  # noqa: S608 - constant text
-            f" FROM attempts a WHERE {_LEARNABLE} ORDER BY a.id DESC LIMIT %(limit)s"
+            " FROM (SELECT a.id, row_number() OVER (PARTITION BY md5(a.task_key)"
+            f" ORDER BY a.id DESC) AS turn FROM attempts a WHERE {_LEARNABLE}) pick"
+            " JOIN attempts a ON a.id = pick.id ORDER BY pick.turn, a.id DESC LIMIT %(limit)s"
         )
         params = {"finished": _FINISHED, "trusted": self._trusted, "limit": limit}
         with translate_db_errors():
