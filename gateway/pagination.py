@@ -136,3 +136,37 @@ def before_id(token: str) -> int | None:
     if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
         raise bad
     return before
+
+
+def _request_print(parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def after_token(parts: Any, row_id: int) -> str:
+    """A page token of a list ordered by id, oldest first: the last id read, and a hash
+    of the request's other fields (`parts`, JSON), so that a token is refused for
+    another selection."""
+    payload = {"a": row_id, "f": _request_print(parts)}
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def after_id(parts: Any, token: str) -> int | None:
+    """The id an `after_token` holds (None for the first page); INVALID_ARGUMENT naming
+    `page_token` for anything this service did not issue, or issued for other fields."""
+    if not token:
+        return None
+    bad = _bad()
+    if len(token) > 128:
+        raise bad
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error, RecursionError) as err:
+        raise bad from err
+    if not isinstance(payload, dict):
+        raise bad
+    after = payload.get("a")
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 < after <= _MAX_ID:
+        raise bad
+    if payload.get("f") != _request_print(parts):
+        raise _bad("was issued for another selection; start without it")
+    return after

@@ -235,3 +235,24 @@ def test_tasks_of_huge_keys_cost_the_assessment_no_more_than_small_ones() -> Non
     # 60 runs of 10 epochs: the old array alone was 540 rows x 2 MB = 1 GB. What an
     # assessment needs otherwise is a few MB; 100 MB leaves room for any library.
     assert peak < 100 * 1024 * 1024, peak
+
+
+def test_a_fit_learns_from_every_task_not_only_the_busiest(gateway: GatewayThread) -> None:
+    """Issue 30: a fit takes at most MAX_RUNS runs, each task's newest first, then each
+    one's next: a busy recent study cannot crowd an older task out of the sample."""
+    runs, _ = _made_up(1)
+    with gateway.channel() as ch:
+        attempts, _ = _stubs(ch)
+        older = [_attempt(f"b{i}", runs[0]) for i in range(2)]
+        busy = [_attempt(f"a{i}", runs[0]) for i in range(6)]
+        attempts.ImportAttempts(apb.ImportAttemptsRequest(attempts=older + busy))
+    with psycopg.connect(gateway.database_url) as conn:
+        names = {i: n for n, i in conn.execute("SELECT name, id FROM attempts").fetchall()}
+
+    async def sample(limit: int) -> list[str]:
+        async with open_pool(gateway.database_url, 1, 2) as pool:
+            return [names[r.attempt_id] for r in await CurveStore(pool).finished(limit)]
+
+    # The newest four runs would all be task a's.
+    assert sorted(asyncio.run(sample(4))) == ["a4", "a5", "b0", "b1"]
+    assert len(asyncio.run(sample(100))) == 8

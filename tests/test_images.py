@@ -119,6 +119,45 @@ def test_list_images_is_read_images_metadata_in_columns(datasets) -> None:
     expect_error(CODE.NOT_FOUND, datasets.ListImages, pb.ListImagesRequest(ids=[99999]))
 
 
+def test_list_images_pages_through_the_same_list(datasets) -> None:
+    """Issue 30: a run's data is listed a page at a time (a page reads at most 100,000
+    images), and the pages together are the one-message answer."""
+    images = [png((i, 5 * i, 17)) for i in range(25)]
+    upload(datasets, [(("a", "b")[i % 2], img) for i, img in enumerate(images)])
+    for kw in ({}, {"split": pb.SPLIT_TRAIN, "seed": 3}, {"split": pb.SPLIT_TEST, "seed": 3}):
+        whole = datasets.ListImages(pb.ListImagesRequest(label_names=["a", "b"], **kw))  # type: ignore[arg-type]
+        assert not whole.next_page_token
+        ids, labels, token, pages = [], [], "", 0
+        while True:
+            page = datasets.ListImages(
+                pb.ListImagesRequest(label_names=["a", "b"], page_size=4, page_token=token, **kw)  # type: ignore[arg-type]
+            )
+            ids += page.ids
+            labels += [page.label_names[i] for i in page.labels]
+            pages += 1
+            token = page.next_page_token
+            if not token:
+                break
+        assert ids == list(whole.ids) and pages >= 7  # 25 images read 4 at a time
+        assert labels == [whole.label_names[i] for i in whole.labels]
+    first = datasets.ListImages(pb.ListImagesRequest(label_names=["a", "b"], page_size=4))
+    # A token is for the fields it was issued for, and only tokens we issued are taken.
+    for request, field in (
+        (pb.ListImagesRequest(label_names=["a"], page_token=first.next_page_token), "page_token"),
+        (pb.ListImagesRequest(label_names=["a"], page_token="bm9wZQ=="), "page_token"),
+        (pb.ListImagesRequest(label_names=["a"], page_size=-1), "page_size"),
+    ):
+        err = expect_error(CODE.INVALID_ARGUMENT, datasets.ListImages, request)
+        assert field in violations(err)
+    # Ids past a page's end are not "missing": they are in a later page.
+    some = sorted(whole.ids)[:6]
+    paged = datasets.ListImages(pb.ListImagesRequest(ids=some, page_size=3))
+    rest = datasets.ListImages(
+        pb.ListImagesRequest(ids=some, page_size=3, page_token=paged.next_page_token)
+    )
+    assert list(paged.ids) + list(rest.ids) == some
+
+
 def test_read_and_delete_refuse_bad_requests(datasets, gateway) -> None:
     upload(datasets, [("keep", png())])
     before = snapshot(gateway.database_url)
@@ -147,3 +186,16 @@ def test_delete_images_by_label(datasets) -> None:
     assert datasets.DeleteImages(pb.DeleteImagesRequest(label_names=["a"])).deleted == 2
     labels = datasets.ListLabels(pb.ListLabelsRequest()).labels
     assert [(label.name, label.image_count) for label in labels] == [("b", 1)]
+
+
+def test_a_trainer_reads_every_page_of_its_data(gateway, datasets) -> None:
+    """The trainer's listing follows `next_page_token` to the end (a run of more than a
+    page of images gets all of them, in the same order)."""
+    from trainer.data import ImageSource
+
+    upload(datasets, [(("p", "q")[i % 2], png((i, 7, 7 * i))) for i in range(11)])
+    with gateway.channel() as channel:
+        source = ImageSource(channel, 30.0)
+        whole = source.listing(["p", "q"], pb.SPLIT_ALL, 1).result()
+        paged = source.listing(["p", "q"], pb.SPLIT_ALL, 1, page_size=2).result()
+    assert len(whole) == 11 and paged == whole

@@ -112,14 +112,16 @@ class ImageSource:
         seed: int,
         ids: Sequence[int] = (),
         limit: int = 0,
+        page_size: int = 0,
     ) -> Listing:
         """The same list, asked now and read with `result()` (the gateway makes it while
-        this process does something else)."""
+        this process does something else), `page_size` images read a page (0: the
+        gateway's most)."""
         request = dataset_service_pb2.ListImagesRequest(
             label_names=labels, split=split, seed=seed, test_fraction=TEST_FRACTION,
-            ids=ids, limit=limit,
+            ids=ids, limit=limit, page_size=page_size,
         )  # fmt: skip
-        return Listing(self._stub.ListImages.future(request, timeout=self._deadline))
+        return Listing(self._stub, request, self._deadline)
 
     def fetch(self, refs: Sequence[ImageRef]) -> dict[int, bytes]:
         """The encoded bytes of the given images, in batches the gateway streams."""
@@ -133,31 +135,49 @@ class ImageSource:
 
 
 class Listing:
-    """A ListImages call under way."""
+    """A ListImages call under way: its first page asked now, the others (a run of more
+    than a page's 100,000 images) when `result()` reads it."""
 
-    def __init__(self, future: Any) -> None:
-        self._future = future
+    def __init__(
+        self, stub: Any, request: dataset_service_pb2.ListImagesRequest, deadline: float
+    ) -> None:
+        self._stub, self._request, self._deadline = stub, request, deadline
+        self._future = stub.ListImages.future(request, timeout=deadline)
 
     def cancel(self) -> None:
         self._future.cancel()
 
     def result(self) -> list[ImageRef]:
-        try:
-            found = self._future.result()
-        except grpc.RpcError as err:
-            raise _gateway_error(err, "command.label_names") from err
-        digests = found.sha256
-        names = list(found.label_names)
-        if (
-            len(digests) != 32 * len(found.ids)
-            or len(found.labels) != len(found.ids)
-            or any(not 0 <= label < len(names) for label in found.labels)
-        ):
-            raise Unavailable("gateway: ListImages answered columns that do not fit")
-        return [
-            ImageRef(image_id, names[label], digests[32 * i : 32 * i + 32].hex())
-            for i, (image_id, label) in enumerate(zip(found.ids, found.labels, strict=True))
-        ]
+        refs: list[ImageRef] = []
+        future = self._future
+        while True:
+            try:
+                found = future.result()
+            except grpc.RpcError as err:
+                raise _gateway_error(err, "command.label_names") from err
+            refs.extend(_refs(found))
+            if not found.next_page_token:
+                return refs
+            request = dataset_service_pb2.ListImagesRequest()
+            request.CopyFrom(self._request)
+            request.page_token = found.next_page_token
+            future = self._stub.ListImages.future(request, timeout=self._deadline)
+
+
+def _refs(found: dataset_service_pb2.ListImagesResponse) -> list[ImageRef]:
+    """One page's images, checked to be columns that fit together."""
+    digests = found.sha256
+    names = list(found.label_names)
+    if (
+        len(digests) != 32 * len(found.ids)
+        or len(found.labels) != len(found.ids)
+        or any(not 0 <= label < len(names) for label in found.labels)
+    ):
+        raise Unavailable("gateway: ListImages answered columns that do not fit")
+    return [
+        ImageRef(image_id, names[label], digests[32 * i : 32 * i + 32].hex())
+        for i, (image_id, label) in enumerate(zip(found.ids, found.labels, strict=True))
+    ]
 
 
 def fingerprint(refs: Sequence[ImageRef], label_names: Sequence[str], key: list[Any]) -> str:

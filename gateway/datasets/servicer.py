@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.attempts.validation import MAX_LABEL_CHARS, text_problem
 from gateway.auth import Role, current
 from gateway.config import Limits
 from gateway.datasets.imaging import RejectedImage, in_test_split, inspect_image
+from gateway.pagination import after_id, after_token
 from gateway.store import ImageStore, NewImage
 from gateway.store.trainers import TrainerStore
 from metalearn.errors import InvalidArgument, NotFound, PermissionDenied, Violations
@@ -44,6 +46,21 @@ def _check_label_list(v: Violations, labels: Any, limits: Limits) -> None:
         problem = _label_problem(label)
         if problem:
             v.add(f"label_names[{i}]", problem)
+
+
+# Images ListImages reads for one answer: its message stays a few MiB (an image is an id,
+# a label index, a split and 32 bytes of sha256), whatever a run's data holds.
+MAX_LIST_PAGE = 100_000
+
+
+@dataclass
+class _Page:
+    """One page of ListImages: where it starts, how many images it reads, and (set by
+    `_select`) the last id read when more may follow."""
+
+    after: int
+    size: int
+    next_after: int | None = None
 
 
 class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
@@ -109,10 +126,11 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         )
 
     async def _select(
-        self, request: pb.ReadImagesRequest | pb.ListImagesRequest
+        self, request: pb.ReadImagesRequest | pb.ListImagesRequest, page: _Page | None = None
     ) -> list[tuple[Any, pb.Split]]:
         """The images a ReadImages or ListImages request selects, with their splits:
-        checked, and limited to its labels' work for a trainer's token."""
+        checked, and limited to its labels' work for a trainer's token. With `page`, only
+        the images of that page (it learns where the next one starts)."""
         v = Violations()
         if not request.label_names and not request.ids:
             v.add("label_names", "give label names or image ids")
@@ -138,11 +156,21 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
             # Checked before anything is read; says nothing of which labels exist.
             if not set(request.label_names) <= held:
                 raise PermissionDenied("a trainer reads only the labels of the work it holds")
-        metas = await self._store.metadata(request.label_names, request.ids)
+        if page is None:
+            metas = await self._store.metadata(request.label_names, request.ids)
+        else:
+            metas = await self._store.metadata(
+                request.label_names, request.ids, page.after, page.size
+            )
+            page.next_after = metas[-1].id if len(metas) == page.size else None
         if caller.role is Role.TRAINER and any(m.label not in held for m in metas):
             raise PermissionDenied("a trainer reads only the images of the work it holds")
         if request.ids:
-            missing = sorted(set(request.ids) - {m.id for m in metas})
+            # Those this page would hold: after its start, up to its end if more follow.
+            low = page.after if page else 0
+            high = page.next_after if page and page.next_after is not None else 2**63
+            wanted = {i for i in request.ids if low < i <= high}
+            missing = sorted(wanted - {m.id for m in metas})
             if missing:
                 raise NotFound(f"no images with ids {missing[:20]}")
         chosen: list[tuple[Any, pb.Split]] = []
@@ -191,14 +219,26 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
     async def ListImages(
         self, request: pb.ListImagesRequest, context: Any
     ) -> pb.ListImagesResponse:
-        chosen = await self._select(request)
+        if request.page_size < 0:
+            raise InvalidArgument.one("page_size", f"must not be negative, got {request.page_size}")
+        # The token is bound to every field that selects (not the page size).
+        parts = [sorted(request.label_names), request.split, request.test_fraction,
+                 request.seed, request.limit, list(request.ids)]  # fmt: skip
+        page = _Page(
+            after=after_id(parts, request.page_token) or 0,
+            size=min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE),
+        )
+        chosen = await self._select(request, page)
         labels: dict[str, int] = {}
+        # `limit` bounds the answer, not a page: a limited list is one page.
+        more = page.next_after is not None and not request.limit
         return pb.ListImagesResponse(
             ids=[meta.id for meta, _ in chosen],
             labels=[labels.setdefault(meta.label, len(labels)) for meta, _ in chosen],
             label_names=list(labels),
             sha256=b"".join(meta.sha256 for meta, _ in chosen),
             splits=[split for _, split in chosen],
+            next_page_token=after_token(parts, page.next_after) if more and page.next_after else "",
         )
 
     @translate_errors

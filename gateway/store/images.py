@@ -113,8 +113,11 @@ class ImageStore:
                 )
                 return {row[0] for row in await cur.fetchall()}
 
-    async def metadata(self, labels: Sequence[str], ids: Sequence[int]) -> list[ImageMeta]:
-        """Metadata of the images with these labels, or these ids, by id."""
+    async def metadata(
+        self, labels: Sequence[str], ids: Sequence[int], after: int = 0, limit: int | None = None
+    ) -> list[ImageMeta]:
+        """Metadata of the images with these labels, or these ids, by id: those after
+        id `after`, at most `limit` of them (a page)."""
         param: list[Any]
         if ids:
             where, param = "id = ANY(%s)", list(ids)
@@ -124,8 +127,8 @@ class ImageStore:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT id, label, sha256, format, width, height FROM images"  # noqa: S608
-                    f" WHERE {where} ORDER BY id",
-                    (param,),
+                    f" WHERE {where} AND id > %s ORDER BY id LIMIT %s",
+                    (param, after, limit),
                 )
                 return [
                     ImageMeta(r[0], r[1], bytes(r[2]), r[3], r[4], r[5])

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/dataset_service.proto\x12\x0cmetalearn.v1\"D\n\x13UploadImagesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"<\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"x\n\x14UploadImagesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x10\n\x08rejected\x18\x03 \x01(\x03\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.metalearn.v1.Rejection\"\x13\n\x11ListLabelsRequest\".\n\tLabelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\"=\n\x12ListLabelsResponse\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.metalearn.v1.LabelInfo\"\xa0\x01\n\x11ReadImagesRequest\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\x12\"\n\x05split\x18\x02 \x01(\x0e\x32\x13.metalearn.v1.Split\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x0b\n\x03ids\x18\x06 \x03(\x03\x12\x11\n\tskip_data\x18\x07 \x01(\x08\"\xa0\x01\n\x12ReadImagesResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\"\n\x05split\x18\x08 \x01(\x0e\x32\x13.metalearn.v1.Split\"\x8d\x01\n\x11ListImagesRequest\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\x12\"\n\x05split\x18\x02 \x01(\x0e\x32\x13.metalearn.v1.Split\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x0b\n\x03ids\x18\x06 \x03(\x03\"{\n\x12ListImagesResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06labels\x18\x02 \x03(\x05\x12\x13\n\x0blabel_names\x18\x03 \x03(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\x12#\n\x06splits\x18\x05 \x03(\x0e\x32\x13.metalearn.v1.Split\"*\n\x13\x44\x65leteImagesRequest\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\"\'\n\x14\x44\x65leteImagesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03*N\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\r\n\tSPLIT_ALL\x10\x01\x12\x0f\n\x0bSPLIT_TRAIN\x10\x02\x12\x0e\n\nSPLIT_TEST\x10\x03\x32\xb5\x03\n\x0e\x44\x61tasetService\x12W\n\x0cUploadImages\x12!.metalearn.v1.UploadImagesRequest\x1a\".metalearn.v1.UploadImagesResponse(\x01\x12O\n\nListLabels\x12\x1f.metalearn.v1.ListLabelsRequest\x1a .metalearn.v1.ListLabelsResponse\x12Q\n\nReadImages\x12\x1f.metalearn.v1.ReadImagesRequest\x1a .metalearn.v1.ReadImagesResponse0\x01\x12O\n\nListImages\x12\x1f.metalearn.v1.ListImagesRequest\x1a .metalearn.v1.ListImagesResponse\x12U\n\x0c\x44\x65leteImages\x12!.metalearn.v1.DeleteImagesRequest\x1a\".metalearn.v1.DeleteImagesResponseB\x8c\x01\n\x10\x64\x65v.metalearn.v1B\x13\x44\x61tasetServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/dataset_service.proto\x12\x0cmetalearn.v1\"D\n\x13UploadImagesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"<\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"x\n\x14UploadImagesResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x10\n\x08rejected\x18\x03 \x01(\x03\x12+\n\nrejections\x18\x04 \x03(\x0b\x32\x17.metalearn.v1.Rejection\"\x13\n\x11ListLabelsRequest\".\n\tLabelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bimage_count\x18\x02 \x01(\x03\"=\n\x12ListLabelsResponse\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.metalearn.v1.LabelInfo\"\xa0\x01\n\x11ReadImagesRequest\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\x12\"\n\x05split\x18\x02 \x01(\x0e\x32\x13.metalearn.v1.Split\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x0b\n\x03ids\x18\x06 \x03(\x03\x12\x11\n\tskip_data\x18\x07 \x01(\x08\"\xa0\x01\n\x12ReadImagesResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66ormat\x18\x05 \x01(\t\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\"\n\x05split\x18\x08 \x01(\x0e\x32\x13.metalearn.v1.Split\"\xb4\x01\n\x11ListImagesRequest\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\x12\"\n\x05split\x18\x02 \x01(\x0e\x32\x13.metalearn.v1.Split\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x0b\n\x03ids\x18\x06 \x03(\x03\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"\x94\x01\n\x12ListImagesResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06labels\x18\x02 \x03(\x05\x12\x13\n\x0blabel_names\x18\x03 \x03(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\x12#\n\x06splits\x18\x05 \x03(\x0e\x32\x13.metalearn.v1.Split\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\"*\n\x13\x44\x65leteImagesRequest\x12\x13\n\x0blabel_names\x18\x01 \x03(\t\"\'\n\x14\x44\x65leteImagesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03*N\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\r\n\tSPLIT_ALL\x10\x01\x12\x0f\n\x0bSPLIT_TRAIN\x10\x02\x12\x0e\n\nSPLIT_TEST\x10\x03\x32\xb5\x03\n\x0e\x44\x61tasetService\x12W\n\x0cUploadImages\x12!.metalearn.v1.UploadImagesRequest\x1a\".metalearn.v1.UploadImagesResponse(\x01\x12O\n\nListLabels\x12\x1f.metalearn.v1.ListLabelsRequest\x1a .metalearn.v1.ListLabelsResponse\x12Q\n\nReadImages\x12\x1f.metalearn.v1.ReadImagesRequest\x1a .metalearn.v1.ReadImagesResponse0\x01\x12O\n\nListImages\x12\x1f.metalearn.v1.ListImagesRequest\x1a .metalearn.v1.ListImagesResponse\x12U\n\x0c\x44\x65leteImages\x12!.metalearn.v1.DeleteImagesRequest\x1a\".metalearn.v1.DeleteImagesResponseB\x8c\x01\n\x10\x64\x65v.metalearn.v1B\x13\x44\x61tasetServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.dataset_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\023DatasetServiceProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
-  _globals['_SPLIT']._serialized_start=1118
-  _globals['_SPLIT']._serialized_end=1196
+  _globals['_SPLIT']._serialized_start=1183
+  _globals['_SPLIT']._serialized_end=1261
   _globals['_UPLOADIMAGESREQUEST']._serialized_start=52
   _globals['_UPLOADIMAGESREQUEST']._serialized_end=120
   _globals['_REJECTION']._serialized_start=122
@@ -51,13 +51,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READIMAGESRESPONSE']._serialized_start=602
   _globals['_READIMAGESRESPONSE']._serialized_end=762
   _globals['_LISTIMAGESREQUEST']._serialized_start=765
-  _globals['_LISTIMAGESREQUEST']._serialized_end=906
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=908
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=1031
-  _globals['_DELETEIMAGESREQUEST']._serialized_start=1033
-  _globals['_DELETEIMAGESREQUEST']._serialized_end=1075
-  _globals['_DELETEIMAGESRESPONSE']._serialized_start=1077
-  _globals['_DELETEIMAGESRESPONSE']._serialized_end=1116
-  _globals['_DATASETSERVICE']._serialized_start=1199
-  _globals['_DATASETSERVICE']._serialized_end=1636
+  _globals['_LISTIMAGESREQUEST']._serialized_end=945
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=948
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1096
+  _globals['_DELETEIMAGESREQUEST']._serialized_start=1098
+  _globals['_DELETEIMAGESREQUEST']._serialized_end=1140
+  _globals['_DELETEIMAGESRESPONSE']._serialized_start=1142
+  _globals['_DELETEIMAGESRESPONSE']._serialized_end=1181
+  _globals['_DATASETSERVICE']._serialized_start=1264
+  _globals['_DATASETSERVICE']._serialized_end=1701
 # @@protoc_insertion_point(module_scope)

@@ -107,34 +107,40 @@ class ReadImagesResponse(_message.Message):
     def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., sha256: _Optional[str] = ..., data: _Optional[bytes] = ..., format: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class ListImagesRequest(_message.Message):
-    __slots__ = ("label_names", "split", "test_fraction", "seed", "limit", "ids")
+    __slots__ = ("label_names", "split", "test_fraction", "seed", "limit", "ids", "page_size", "page_token")
     LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     label_names: _containers.RepeatedScalarFieldContainer[str]
     split: Split
     test_fraction: float
     seed: int
     limit: int
     ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, label_names: _Optional[_Iterable[str]] = ..., split: _Optional[_Union[Split, str]] = ..., test_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., limit: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, label_names: _Optional[_Iterable[str]] = ..., split: _Optional[_Union[Split, str]] = ..., test_fraction: _Optional[float] = ..., seed: _Optional[int] = ..., limit: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
-    __slots__ = ("ids", "labels", "label_names", "sha256", "splits")
+    __slots__ = ("ids", "labels", "label_names", "sha256", "splits", "next_page_token")
     IDS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SPLITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[int]
     labels: _containers.RepeatedScalarFieldContainer[int]
     label_names: _containers.RepeatedScalarFieldContainer[str]
     sha256: bytes
     splits: _containers.RepeatedScalarFieldContainer[Split]
-    def __init__(self, ids: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[int]] = ..., label_names: _Optional[_Iterable[str]] = ..., sha256: _Optional[bytes] = ..., splits: _Optional[_Iterable[_Union[Split, str]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., labels: _Optional[_Iterable[int]] = ..., label_names: _Optional[_Iterable[str]] = ..., sha256: _Optional[bytes] = ..., splits: _Optional[_Iterable[_Union[Split, str]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteImagesRequest(_message.Message):
     __slots__ = ("label_names",)

@@ -107,10 +107,12 @@ class DatasetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListImages(self, request, context):
-        """What ReadImages with `skip_data` streams, in one message of columns: each
+        """What ReadImages with `skip_data` streams, in messages of columns: each
         selected image's id, label and sha256, without its bytes. A trainer lists
-        a run's data with it (1,797 images: one message, not 1,797).
-        Errors: as ReadImages.
+        a run's data with it (1,797 images: one message, not 1,797), a page of at
+        most 100,000 images read at a time.
+        Errors: as ReadImages; INVALID_ARGUMENT (`page_size` negative, a
+        `page_token` not issued for these fields).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -57,10 +57,12 @@ class DatasetServiceStub:
     Errors: INVALID_ARGUMENT (no labels and no ids, bad fraction or limit).
     """
     ListImages: _grpc.UnaryUnaryMultiCallable[_dataset_service_pb2.ListImagesRequest, _dataset_service_pb2.ListImagesResponse]
-    """What ReadImages with `skip_data` streams, in one message of columns: each
+    """What ReadImages with `skip_data` streams, in messages of columns: each
     selected image's id, label and sha256, without its bytes. A trainer lists
-    a run's data with it (1,797 images: one message, not 1,797).
-    Errors: as ReadImages.
+    a run's data with it (1,797 images: one message, not 1,797), a page of at
+    most 100,000 images read at a time.
+    Errors: as ReadImages; INVALID_ARGUMENT (`page_size` negative, a
+    `page_token` not issued for these fields).
     """
     DeleteImages: _grpc.UnaryUnaryMultiCallable[_dataset_service_pb2.DeleteImagesRequest, _dataset_service_pb2.DeleteImagesResponse]
     """Deletes every image of the given labels.
@@ -96,10 +98,12 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     Errors: INVALID_ARGUMENT (no labels and no ids, bad fraction or limit).
     """
     ListImages: _aio.UnaryUnaryMultiCallable[_dataset_service_pb2.ListImagesRequest, _dataset_service_pb2.ListImagesResponse]  # type: ignore[assignment]
-    """What ReadImages with `skip_data` streams, in one message of columns: each
+    """What ReadImages with `skip_data` streams, in messages of columns: each
     selected image's id, label and sha256, without its bytes. A trainer lists
-    a run's data with it (1,797 images: one message, not 1,797).
-    Errors: as ReadImages.
+    a run's data with it (1,797 images: one message, not 1,797), a page of at
+    most 100,000 images read at a time.
+    Errors: as ReadImages; INVALID_ARGUMENT (`page_size` negative, a
+    `page_token` not issued for these fields).
     """
     DeleteImages: _aio.UnaryUnaryMultiCallable[_dataset_service_pb2.DeleteImagesRequest, _dataset_service_pb2.DeleteImagesResponse]  # type: ignore[assignment]
     """Deletes every image of the given labels.
@@ -156,10 +160,12 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dataset_service_pb2.ListImagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dataset_service_pb2.ListImagesResponse, _abc.Awaitable[_dataset_service_pb2.ListImagesResponse]]:
-        """What ReadImages with `skip_data` streams, in one message of columns: each
+        """What ReadImages with `skip_data` streams, in messages of columns: each
         selected image's id, label and sha256, without its bytes. A trainer lists
-        a run's data with it (1,797 images: one message, not 1,797).
-        Errors: as ReadImages.
+        a run's data with it (1,797 images: one message, not 1,797), a page of at
+        most 100,000 images read at a time.
+        Errors: as ReadImages; INVALID_ARGUMENT (`page_size` negative, a
+        `page_token` not issued for these fields).
         """
 
     @_abc_1.abstractmethod
