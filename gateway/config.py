@@ -40,6 +40,14 @@ class Limits(CommandLimits):
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """The dispatcher's settings a queued attempt's `waiting` is told against."""
+
+    trainer_timeout_seconds: float = 10.0
+    wide_reserve_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway needs to start."""
 
@@ -85,9 +93,12 @@ class GatewayConfig:
     # Trainers send a heartbeat this often; one silent for `trainer_timeout_seconds`
     # gets no new work.
     heartbeat_seconds: float = 2.0
-    trainer_timeout_seconds: float = 10.0
+    trainer_timeout_seconds: float = QueuePolicy.trainer_timeout_seconds
     # How often the dispatcher looks at the queue when nothing wakes it.
     dispatch_seconds: float = 1.0
+    # An attempt on more devices than any trainer has free lets narrower ones pass it
+    # for this long; then trainers that could run it take nothing newer until it runs.
+    wide_reserve_seconds: float = QueuePolicy.wide_reserve_seconds
     # Studies are advanced on every queue notification, and at least this often (a
     # missed notification, a time limit).
     study_tick_seconds: float = 2.0

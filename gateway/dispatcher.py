@@ -156,17 +156,26 @@ class Dispatcher:
             await asyncio.sleep(every)
 
     async def _dispatch(self) -> None:
-        # The most free slots a claim found nothing queued to fit: a trainer with no more
-        # than that would find nothing either (usually: the queue is empty).
-        nothing_fits = 0
+        # (free slots, capacity) of trainers whose claim found nothing: a trainer with no
+        # more free slots and no less capacity would find nothing either (usually: the
+        # queue is empty). Capacity counts since a wide attempt that waited too long
+        # holds back trainers that could run it (`WorkStore.claim`), not smaller ones.
+        found_nothing: list[tuple[int, int]] = []
         for trainer in await self._trainers.live_trainers(self._config.trainer_timeout_seconds):
             free = trainer.capacity - trainer.running
-            while free > nothing_fits:
+            while free > 0 and not any(
+                free <= f and trainer.capacity >= c for f, c in found_nothing
+            ):
                 claimed = await self._work.claim(
-                    self.gateway_id, trainer.address, self._config.lease_seconds, free
+                    self.gateway_id,
+                    trainer.address,
+                    self._config.lease_seconds,
+                    free,
+                    trainer.capacity,
+                    self._config.wide_reserve_seconds,
                 )
                 if claimed is None:
-                    nothing_fits = free  # a trainer with more free slots may still take more
+                    found_nothing.append((free, trainer.capacity))
                     break
                 free -= claimed.slots
                 log.info(

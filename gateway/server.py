@@ -20,7 +20,7 @@ from gateway.auth import Authenticator, AuthInterceptor, Role, check_covers
 from gateway.auth.bootstrap import ADMIN, ensure_admin_token, seed_token
 from gateway.auth.budget import PrincipalBudget
 from gateway.auth.servicer import TokenServicer
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, QueuePolicy
 from gateway.curves.live import Curves
 from gateway.curves.servicer import CurveServicer
 from gateway.curves.watch import PrognosisWatcher
@@ -212,7 +212,8 @@ async def create_server(
         functools.partial(status_wire, service_attempts),
         encode_epoch=watch_response,
     )
-    servicer = AttemptServicer(attempts, work, hub, config.limits, images, scans)
+    queue = QueuePolicy(config.trainer_timeout_seconds, config.wide_reserve_seconds)
+    servicer = AttemptServicer(attempts, work, hub, config.limits, images, scans, queue)
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
         TrainerRegistryServicer(trainers, config, work, RunFileStore(pool)), server

@@ -59,8 +59,22 @@ class Gate:
 
 @pytest.fixture
 def slots(postgres_url: str) -> Iterator[tuple[GatewayThread, Gate, Callable[[int], None]]]:
+    yield from _slots(postgres_url)
+
+
+@pytest.fixture
+def reserving(postgres_url: str) -> Iterator[tuple[GatewayThread, Gate, Callable[[int], None]]]:
+    """As `slots`, with a wide attempt's slots reserved as soon as it has to wait."""
+    yield from _slots(postgres_url, wide_reserve_seconds=0.0)
+
+
+def _slots(
+    postgres_url: str, **config: Any
+) -> Iterator[tuple[GatewayThread, Gate, Callable[[int], None]]]:
     url = fresh_database(postgres_url, "slots")
-    gateway = GatewayThread(url, GatewayConfig(listen="127.0.0.1:0", database_url=url)).start()
+    gateway = GatewayThread(
+        url, GatewayConfig(listen="127.0.0.1:0", database_url=url, **config)
+    ).start()
     fake, gate = FakeTrainer(), Gate()
     fake.train_script = gate.script  # type: ignore[assignment]
     server = grpc.server(futures.ThreadPoolExecutor(8))
@@ -132,12 +146,47 @@ def test_an_attempt_wider_than_the_trainer_waits_and_lets_narrower_ones_pass(slo
         wait_for(
             stub, ("too-wide", "after-it"), [S.ATTEMPT_STATUS_QUEUED, S.ATTEMPT_STATUS_TRAINING]
         )
+        why = stub.GetAttempt(pb.GetAttemptRequest(name="too-wide")).attempt.waiting
+        assert "needs 2 slots of one trainer and the largest live trainer has 1" in why, why
         gate.release("after-it")
         wait_for(stub, ("after-it",), [S.ATTEMPT_STATUS_TRAINED])
         register(2)  # a trainer with two slots now: the wide one runs
         wait_for(stub, ("too-wide",), [S.ATTEMPT_STATUS_TRAINING])
         gate.release("too-wide")
         wait_for(stub, ("too-wide",), [S.ATTEMPT_STATUS_TRAINED])
+
+
+def test_a_wide_attempt_that_waited_gets_the_slots_that_free(reserving) -> None:
+    """Issue 30: narrower attempts pass a wide one only for `wide_reserve_seconds`
+    (here 0); then the trainer that could run it takes nothing newer, its slots drain,
+    and the wide attempt runs before the narrower ones queued after it."""
+    gateway, gate, register = reserving
+    register(2)
+    with gateway.channel() as channel:
+        stub = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+        queue(stub, "first", 1)
+        wait_for(stub, ("first",), [S.ATTEMPT_STATUS_TRAINING])
+        queue(stub, "wide", 2)
+        queue(stub, "narrow", 1)
+        time.sleep(1.5)  # several dispatches: one slot is free, and kept for "wide"
+        assert statuses(stub, "first", "wide", "narrow") == [
+            S.ATTEMPT_STATUS_TRAINING,
+            S.ATTEMPT_STATUS_QUEUED,
+            S.ATTEMPT_STATUS_QUEUED,
+        ]
+        # Each says why it waits.
+        wide = stub.GetAttempt(pb.GetAttemptRequest(name="wide")).attempt.waiting
+        assert "needs 2 free slots of one trainer (the most free now: 1)" in wide, wide
+        assert "take nothing newer until it runs" in wide, wide
+        narrow = stub.GetAttempt(pb.GetAttemptRequest(name="narrow")).attempt.waiting
+        assert narrow == "1 queued attempt is ahead of it", narrow
+        assert not stub.GetAttempt(pb.GetAttemptRequest(name="first")).attempt.waiting
+        gate.release("first")
+        wait_for(stub, ("wide", "narrow"), [S.ATTEMPT_STATUS_TRAINING, S.ATTEMPT_STATUS_QUEUED])
+        gate.release("wide")
+        wait_for(stub, ("wide", "narrow"), [S.ATTEMPT_STATUS_TRAINED, S.ATTEMPT_STATUS_TRAINING])
+        gate.release("narrow")
+        wait_for(stub, ("narrow",), [S.ATTEMPT_STATUS_TRAINED])
 
 
 @pytest.mark.parametrize(

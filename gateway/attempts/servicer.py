@@ -26,7 +26,7 @@ from gateway.attempts.validation import (
     text_problem,
 )
 from gateway.auth import current
-from gateway.config import SCAN_SLOTS, Limits
+from gateway.config import SCAN_SLOTS, Limits, QueuePolicy
 from gateway.events import EventHub
 from gateway.names import check_name
 from gateway.slots import Slots
@@ -124,8 +124,11 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         limits: Limits,
         images: ImageStore,
         scans: Slots | None = None,
+        queue: QueuePolicy | None = None,
     ) -> None:
         self._store = store
+        # What a queued attempt's `waiting` is told against (the dispatcher's settings).
+        self._queue = queue or QueuePolicy()
         # Filtered or field-ordered lists cost what the caller chose: a share of the
         # whole, whoever asks (`gateway.slots`).
         self._scans = scans or Slots("filtered lists", SCAN_SLOTS, 10.0)
@@ -186,7 +189,12 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         key = _key(request)
         _check_view(request.view)
         record = await self._store.get(key, with_epochs=request.view == pb.ATTEMPT_VIEW_FULL)
-        return pb.GetAttemptResponse(attempt=convert.attempt_from_record(record))
+        attempt = convert.attempt_from_record(record)
+        if record.status == "QUEUED":
+            attempt.waiting = await self._work.waiting(
+                record.id, self._queue.trainer_timeout_seconds, self._queue.wide_reserve_seconds
+            )
+        return pb.GetAttemptResponse(attempt=attempt)
 
     @translate_errors
     async def UpdateAttempt(

@@ -9,6 +9,7 @@ hears of it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,29 @@ from metalearn import errors
 
 EVENTS = "metalearn_events"
 QUEUE = "metalearn_queue"
+
+
 # The trainer slots an attempt row `a` takes while it runs: one per device it trains on
 # (TrainCommand.devices; 0 or absent is one), one for a test.
-SLOTS = sql.SQL(
-    "CASE WHEN a.work = 'train' THEN GREATEST(1, COALESCE("
-    "(a.doc -> 'training_commands' ->> 'devices')::int, 1)) ELSE 1 END"
-)
+def slots_of(alias: str) -> sql.Composable:
+    """The trainer slots the attempt row `alias` takes while it runs."""
+    return sql.SQL(
+        "CASE WHEN {a}.work = 'train' THEN GREATEST(1, COALESCE("
+        "({a}.doc -> 'training_commands' ->> 'devices')::int, 1)) ELSE 1 END"
+    ).format(a=sql.Identifier(alias))
+
+
+SLOTS = slots_of("a")
+# Live trainers as the dispatcher counts them (`TrainerStore.live_trainers`), but for the
+# check of their credentials: each one's capacity and free slots.
+_LIVE = sql.SQL(
+    "SELECT t.capacity, t.capacity - (SELECT COALESCE(sum({slots}), 0) FROM attempts a"
+    " WHERE a.trainer = t.address AND a.status IN ('TRAINING', 'TESTING')) AS free"
+    " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
+    " AND t.credential_salt IS NOT NULL AND NOT EXISTS (SELECT 1 FROM trainer_quarantines q"
+    " WHERE q.principal = t.principal AND q.until > now())"
+    " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
+).format(slots=SLOTS)
 
 
 # What one read of a stored file takes from the database and holds: 1 MiB, the size
@@ -238,11 +256,29 @@ class WorkStore:
         return attempt_id
 
     async def claim(
-        self, gateway_id: str, trainer: str, lease_seconds: float, free_slots: int = 1
+        self,
+        gateway_id: str,
+        trainer: str,
+        lease_seconds: float,
+        free_slots: int = 1,
+        capacity: int | None = None,
+        reserve_after: float = math.inf,
     ) -> Claimed | None:
         """Takes the oldest queued attempt that fits `trainer`'s `free_slots` (an attempt
         on N devices needs N); other replicas skip it. An older attempt that needs more
-        slots than are free waits for a trainer that has them, while smaller ones pass."""
+        slots than are free waits for a trainer that has them, while smaller ones pass,
+        but only for `reserve_after` seconds: past that, a trainer whose `capacity` could
+        run it takes nothing newer, so that its slots drain and the wide attempt gets
+        them (without it, narrower attempts would take every slot freed, forever)."""
+        reserved: sql.Composable = sql.SQL("")
+        params: list[Any] = [gateway_id, trainer, lease_seconds, free_slots]
+        if capacity is not None and math.isfinite(reserve_after):
+            reserved = sql.SQL(
+                " AND NOT EXISTS (SELECT 1 FROM attempts w WHERE w.status = 'QUEUED'"
+                " AND w.queued_at < now() - make_interval(secs => %s)"
+                " AND {w} > %s AND {w} <= %s AND (w.queued_at, w.id) < (a.queued_at, a.id))"
+            ).format(w=slots_of("w"))
+            params += [reserve_after, free_slots, capacity]
         with translate_db_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row, binary=True)
@@ -253,11 +289,12 @@ class WorkStore:
                         " lease_until = now() + make_interval(secs => %s), claims = a.claims"
                         " + 1, claimed_at = clock_timestamp(), updated_at = now()"
                         " WHERE a.id = (SELECT id FROM attempts a WHERE status = 'QUEUED'"
-                        " AND {slots} <= %s ORDER BY queued_at, id FOR UPDATE SKIP LOCKED"
-                        " LIMIT 1) RETURNING a.id, a.name, a.work, a.claims, {slots} AS slots,"
+                        " AND {slots} <= %s{reserved} ORDER BY queued_at, id"
+                        " FOR UPDATE SKIP LOCKED LIMIT 1)"
+                        " RETURNING a.id, a.name, a.work, a.claims, {slots} AS slots,"
                         " a.spec, CASE WHEN a.spec IS NULL THEN a.doc END AS doc"
-                    ).format(slots=SLOTS),
-                    (gateway_id, trainer, lease_seconds, free_slots),
+                    ).format(slots=SLOTS, reserved=reserved),
+                    params,
                 )
                 row = await cur.fetchone()
                 if row is None:
@@ -271,6 +308,45 @@ class WorkStore:
             Stored(row["spec"], row["doc"]),
             row["slots"],
         )
+
+    async def waiting(self, attempt_id: int, trainer_timeout: float, reserve_after: float) -> str:
+        """Why a queued attempt has not started, in words ("" if it is not queued): the
+        live trainers' slots against its own, and how long narrower attempts may pass
+        it (`claim`). Trainers are counted as the dispatcher counts them, but for their
+        credentials (a trainer whose key the gateway cannot check is counted too)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    sql.SQL(
+                        "WITH live AS ({live}) SELECT {slots},"
+                        " a.queued_at + make_interval(secs => %s),"
+                        " (SELECT count(*) FROM attempts q WHERE q.status = 'QUEUED'"
+                        " AND (q.queued_at, q.id) < (a.queued_at, a.id)),"
+                        " (SELECT max(capacity) FROM live), (SELECT max(free) FROM live)"
+                        " FROM attempts a WHERE a.id = %s AND a.status = 'QUEUED'"
+                    ).format(live=_LIVE, slots=SLOTS),
+                    (trainer_timeout, min(reserve_after, 10**9), attempt_id),
+                )
+                row = await cur.fetchone()
+        if row is None:
+            return ""
+        slots, reserved_from, ahead, capacity, free = row
+        if capacity is None:
+            return "no trainer is live: it starts when one registers"
+        if slots > capacity:
+            return (f"it needs {slots} slots of one trainer and the largest live trainer has"
+                    f" {capacity}: it starts when one that large registers")  # fmt: skip
+        if slots > (free or 0):
+            when = reserved_from.isoformat(timespec="seconds")
+            if not math.isfinite(reserve_after):
+                return (f"it needs {slots} free slots of one trainer (the most free now:"
+                        f" {free or 0}); narrower attempts pass it meanwhile")  # fmt: skip
+            return (f"it needs {slots} free slots of one trainer (the most free now:"
+                    f" {free or 0}); narrower attempts pass it until {when}, then trainers"
+                    f" of {slots} slots or more take nothing newer until it runs")  # fmt: skip
+        if ahead:
+            return f"{ahead} queued attempt{'s are' if ahead > 1 else ' is'} ahead of it"
+        return ""
 
     async def renew(self, gateway_id: str, ids: list[int], lease_seconds: float) -> None:
         """Extends the leases this gateway holds (it is alive and streaming)."""

@@ -327,7 +327,7 @@ class RunOrigin(_message.Message):
     def __init__(self, system: _Optional[str] = ..., id: _Optional[str] = ..., uri: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy", "provenance", "reported")
+    __slots__ = ("id", "name", "training_commands", "training_losses", "n_epoch", "testing_commands", "accuracy", "status", "limit", "create_time", "update_time", "current_epoch", "epochs", "test_result", "error", "restart_count", "trainer", "model_artifact", "dataset", "tags", "owner", "imported", "trial", "prognosis", "best_val_accuracy", "provenance", "reported", "waiting")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -362,6 +362,7 @@ class Attempt(_message.Message):
     BEST_VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     REPORTED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     training_commands: TrainCommand
@@ -389,4 +390,5 @@ class Attempt(_message.Message):
     best_val_accuracy: float
     provenance: Provenance
     reported: ReportedRun
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ..., best_val_accuracy: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, str]] = ..., reported: _Optional[_Union[ReportedRun, _Mapping]] = ...) -> None: ...
+    waiting: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., training_commands: _Optional[_Union[TrainCommand, _Mapping]] = ..., training_losses: _Optional[_Iterable[float]] = ..., n_epoch: _Optional[int] = ..., testing_commands: _Optional[_Union[TestCommand, _Mapping]] = ..., accuracy: _Optional[float] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., limit: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_epoch: _Optional[int] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., test_result: _Optional[_Union[TestResult, _Mapping]] = ..., error: _Optional[str] = ..., restart_count: _Optional[int] = ..., trainer: _Optional[str] = ..., model_artifact: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., dataset: _Optional[_Union[DatasetFingerprint, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., imported: _Optional[bool] = ..., trial: _Optional[_Union[StudyTrial, _Mapping]] = ..., prognosis: _Optional[_Union[Prognosis, _Mapping]] = ..., best_val_accuracy: _Optional[float] = ..., provenance: _Optional[_Union[Provenance, str]] = ..., reported: _Optional[_Union[ReportedRun, _Mapping]] = ..., waiting: _Optional[str] = ...) -> None: ...
