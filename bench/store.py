@@ -178,6 +178,32 @@ def calls_per_second(
     return rates
 
 
+def batch_creates_per_second(
+    stub: Any, seconds: float, size: int = 100, in_flight: int = 2
+) -> float:
+    """Attempts stored a second by BatchCreateAttempts: batches of `size`, `in_flight`
+    at a time on one channel (what a client that makes many attempts sends)."""
+    seed = documents.attempt_from_json(SEED.read_text())
+    counter = iter(range(10**9))
+
+    def batch() -> Any:
+        requests = []
+        for _ in range(size):
+            attempt = attempt_pb2.Attempt()
+            attempt.CopyFrom(seed)
+            attempt.name = f"batch-{next(counter)}"
+            requests.append(pb.CreateAttemptRequest(attempt=attempt))
+        return pb.BatchCreateAttemptsRequest(requests=requests)
+
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        futures = [stub.BatchCreateAttempts.future(batch()) for _ in range(in_flight)]
+        for future in futures:
+            done += len(future.result().attempts)
+    return done / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
@@ -216,6 +242,10 @@ def main() -> None:
                     rates = calls_per_second(stub, args.seconds, concurrency)
                     figures[f"create_per_s_{concurrency}_in_flight"] = rates["create"]
                     figures[f"get_per_s_{concurrency}_in_flight"] = rates["get"]
+                figures["batch_create_per_s"] = batch_creates_per_second(stub, args.seconds)
+                figures["batch_over_single_create"] = (
+                    figures["batch_create_per_s"] / figures["create_per_s_8_in_flight"]
+                )
         finally:
             gateway.stop()
     print_figures(figures, args.json)

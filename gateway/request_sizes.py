@@ -60,6 +60,7 @@ def budgets(limits: Limits) -> dict[str, int]:
         _ATTEMPTS + "CreateAttempt": whole,
         _ATTEMPTS + "UpdateAttempt": whole,
         _ATTEMPTS + "ImportAttempts": whole,
+        _ATTEMPTS + "BatchCreateAttempts": whole,
         _ATTEMPTS + "Train": command,
         _ATTEMPTS + "Test": command,
         _DATASETS + "UploadImages": whole,  # each message of the stream: one image

@@ -319,3 +319,53 @@ def test_train_refuses_what_the_trainer_would_before_queueing(attempts, gateway)
     assert "command.optimizer.learning_rate" in found
     assert "needs ['std']" in found["command.transform.Normalize"]
     assert snapshot(gateway.database_url) == before
+
+
+def _batch(*attempts_: attempt_pb2.Attempt, request_id: str = "") -> pb.BatchCreateAttemptsRequest:
+    return pb.BatchCreateAttemptsRequest(
+        requests=[pb.CreateAttemptRequest(attempt=a) for a in attempts_], request_id=request_id
+    )
+
+
+def test_a_batch_creates_every_attempt_in_order(attempts) -> None:
+    """Issue 30: BatchCreateAttempts (AIP-233) stores many attempts in one call, each as
+    CreateAttempt would have, in the order asked."""
+    made = attempts.BatchCreateAttempts(
+        _batch(make_attempt("b-1"), make_attempt("b-2", ("x", "y")), make_attempt("b-3"))
+    ).attempts
+    assert [a.name for a in made] == ["b-1", "b-2", "b-3"]
+    assert made[0].id < made[1].id < made[2].id
+    alone = create(attempts, "single")
+    for a in made:
+        got = attempts.GetAttempt(pb.GetAttemptRequest(id=a.id)).attempt
+        assert got == a
+        assert got.status == alone.status and got.owner == alone.owner
+    assert list(made[1].training_commands.label_names) == ["x", "y"]
+    # A retry carrying the batch's request_id gets the same attempts, not a refusal.
+    request = _batch(make_attempt("r-1"), make_attempt("r-2"), request_id="batch-retry-1")
+    first = attempts.BatchCreateAttempts(request).attempts
+    again = attempts.BatchCreateAttempts(request).attempts
+    assert [a.id for a in again] == [a.id for a in first]
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(attempts, gateway) -> None:
+    create(attempts, "taken")
+    before = snapshot(gateway.database_url)
+    err = expect_error(
+        CODE.ALREADY_EXISTS,
+        attempts.BatchCreateAttempts,
+        _batch(make_attempt("fresh-1"), make_attempt("taken"), make_attempt("fresh-2")),
+    )
+    assert "taken" in err.details()
+    bad = make_attempt("bad")
+    bad.training_commands.batch_size = -1
+    twice = pb.CreateAttemptRequest(attempt=make_attempt("dup"), request_id="own-id")
+    request = _batch(make_attempt("dup"), bad)
+    request.requests.append(twice)
+    err = expect_error(CODE.INVALID_ARGUMENT, attempts.BatchCreateAttempts, request)
+    named = violations(err)
+    assert {"requests[2].attempt.name", "requests[2].request_id"} <= set(named), named
+    assert any(f.startswith("requests[1].attempt.training_commands") for f in named), named
+    err = expect_error(CODE.INVALID_ARGUMENT, attempts.BatchCreateAttempts, _batch())
+    assert "requests" in violations(err)
+    assert snapshot(gateway.database_url) == before

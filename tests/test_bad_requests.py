@@ -130,6 +130,19 @@ def test_create_attempt(gateway, attempts, stored, attempt) -> None:
 
 
 @SETTINGS
+@given(good=st.integers(min_value=0, max_value=3), bad=bad_attempts())
+def test_batch_create_attempts(gateway, attempts, stored, good, bad) -> None:
+    """Good attempts around one bad one: refused whole, nothing stored."""
+    batch = [make_attempt(f"fine-{i}") for i in range(good)]
+    batch.insert(good // 2, bad)
+    request = apb.BatchCreateAttemptsRequest(
+        requests=[apb.CreateAttemptRequest(attempt=a) for a in batch]
+    )
+    assert call_code(attempts.BatchCreateAttempts, request) == grpc.StatusCode.INVALID_ARGUMENT
+    assert snapshot(gateway.database_url) == stored
+
+
+@SETTINGS
 @given(
     good=st.integers(min_value=0, max_value=3),
     bad=bad_attempts(),
@@ -671,6 +684,7 @@ def test_every_rpc_is_fuzzed() -> None:
     """A new RPC must get a fuzz test here before it ships."""
     covered = {
         "CreateAttempt",
+        "BatchCreateAttempts",
         "ImportAttempts",
         "UpdateAttempt",
         "GetAttempt",

@@ -113,6 +113,10 @@ async def status_wire(store: AttemptStore, attempt_id: int) -> bytes:
     return attempt.SerializeToString()
 
 
+# Attempts one BatchCreateAttempts stores (AIP-233's usual bound; ImportAttempts' too).
+MAX_BATCH = 1000
+
+
 class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     """The attempt store's RPCs, and the orchestration's."""
 
@@ -158,6 +162,44 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
             attempt.name, spec, doc, caller, _request(caller, request.request_id, "create")
         )
         return pb.CreateAttemptResponse(attempt=convert.attempt_from_record(record))
+
+    @translate_errors
+    async def BatchCreateAttempts(
+        self, request: pb.BatchCreateAttemptsRequest, context: Any
+    ) -> pb.BatchCreateAttemptsResponse:
+        v = Violations()
+        check_request_id(v, "request_id", request.request_id)
+        if not 0 < len(request.requests) <= MAX_BATCH:
+            v.add("requests", f"give 1 to {MAX_BATCH} attempts, got {len(request.requests)}")
+        seen: set[str] = set()
+        for i, item in enumerate(request.requests[:MAX_BATCH]):
+            where = f"requests[{i}]"
+            check_name(v, f"{where}.attempt.name", item.attempt.name)
+            check_writable(v, f"{where}.attempt", item.attempt, WRITABLE_FIELDS, self._limits)
+            if item.request_id:
+                v.add(f"{where}.request_id", "leave it empty: set the batch's request_id")
+            if item.attempt.name in seen:
+                v.add(f"{where}.attempt.name", f"{item.attempt.name!r} is given twice")
+            seen.add(item.attempt.name)
+        v.raise_if_any()
+
+        def forms() -> list[tuple[str, bytes, dict[str, Any]]]:
+            return [
+                (item.attempt.name, *convert.stored_forms(convert.new_spec(item.attempt)))
+                for item in request.requests
+            ]
+
+        caller = current().name
+        records = await self._store.create_many(
+            await asyncio.to_thread(forms),  # a thousand documents: off the event loop
+            caller,
+            _request(caller, request.request_id, "batch_create"),
+        )
+        return await _encoded_off_loop(
+            lambda: pb.BatchCreateAttemptsResponse(
+                attempts=[convert.attempt_from_record(r) for r in records]
+            )
+        )
 
     @translate_errors
     async def ImportAttempts(

@@ -62,6 +62,7 @@ _OS = "/optuna.StorageService/"
 POLICY: dict[str, frozenset[Role]] = {
     _AS + "CreateAttempt": WRITE,
     _AS + "ImportAttempts": WRITE,
+    _AS + "BatchCreateAttempts": WRITE,
     _AS + "GetAttempt": READ,
     _AS + "UpdateAttempt": WRITE,
     _AS + "ListAttempts": READ,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -260,6 +261,51 @@ class AttemptStore:
             return await self.get(done)
         assert row is not None
         return _record(row)
+
+    async def create_many(
+        self,
+        items: Sequence[tuple[str, bytes, dict[str, Any]]],
+        owner: str = "",
+        request: RequestKey | None = None,
+    ) -> list[AttemptRecord]:
+        """Inserts new attempts (name, spec, document) owned by `owner` in one statement,
+        all or none, in their order; AlreadyExists naming a taken name. A retry of
+        `request` returns the attempts the first call made."""
+        query = sql.SQL(
+            "INSERT INTO attempts AS a (name, spec, doc, owner) SELECT n, s, d::jsonb, %s"
+            " FROM unnest(%s::text[], %s::bytea[], %s::text[]) WITH ORDINALITY AS i(n, s, d, k)"
+            " ORDER BY k RETURNING {}, NULL::bytea AS losses_wire"
+        ).format(_COLUMNS)
+        names = [name for name, _, _ in items]
+        try:
+            with translate_db_errors():
+                async with self._pool.connection() as conn, conn.transaction():
+                    done = await replayed_all(conn, request)
+                    if done is None:
+                        cur = conn.cursor(row_factory=dict_row, binary=True)
+                        await cur.execute(
+                            query,
+                            (owner, names, [spec for _, spec, _ in items],
+                             [json.dumps(doc) for _, _, doc in items]),
+                        )  # fmt: skip
+                        rows = await cur.fetchall()
+                        await remember(conn, request, *(row["id"] for row in rows))
+        except errors.AlreadyExists as err:
+            taken = await self._taken(names)
+            raise errors.AlreadyExists(f"attempt name {taken!r} is taken") from err
+        if done is not None:
+            return await self._many(done)
+        return [_record(row) for row in sorted(rows, key=lambda r: r["id"])]
+
+    async def _taken(self, names: Sequence[str]) -> str:
+        """The first of `names` an attempt already has (for a refusal's message)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT name FROM attempts WHERE name = ANY(%s) LIMIT 1", (list(names),)
+                )
+                row = await cur.fetchone()
+        return str(row[0]) if row else "?"
 
     async def import_many(
         self,

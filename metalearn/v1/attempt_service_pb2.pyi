@@ -44,6 +44,20 @@ class CreateAttemptResponse(_message.Message):
     attempt: _attempt_pb2.Attempt
     def __init__(self, attempt: _Optional[_Union[_attempt_pb2.Attempt, _Mapping]] = ...) -> None: ...
 
+class BatchCreateAttemptsRequest(_message.Message):
+    __slots__ = ("requests", "request_id")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateAttemptRequest]
+    request_id: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateAttemptRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateAttemptsResponse(_message.Message):
+    __slots__ = ("attempts",)
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[_attempt_pb2.Attempt]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[_attempt_pb2.Attempt, _Mapping]]] = ...) -> None: ...
+
 class ImportAttemptsRequest(_message.Message):
     __slots__ = ("attempts", "skip_existing", "request_id")
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class AttemptServiceStub:
                 request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptRequest.SerializeToString,
                 response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateAttempts = channel.unary_unary(
+                '/metalearn.v1.AttemptService/BatchCreateAttempts',
+                request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.BatchCreateAttemptsRequest.SerializeToString,
+                response_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.BatchCreateAttemptsResponse.FromString,
+                _registered_method=True)
         self.ImportAttempts = channel.unary_unary(
                 '/metalearn.v1.AttemptService/ImportAttempts',
                 request_serializer=metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsRequest.SerializeToString,
@@ -123,6 +128,17 @@ class AttemptServiceServicer:
         """Stores a new attempt in state INCOMPLETE. Output-only fields in the
         request are ignored.
         Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateAttempts(self, request, context):
+        """Stores up to 1,000 new attempts in one call, all or none (AIP-233), each as
+        CreateAttempt stores it: for clients that make many.
+        Errors: INVALID_ARGUMENT (the field named, as `requests[3].attempt.name`;
+        a name given twice; a request_id on an item), ALREADY_EXISTS (a name taken:
+        none is stored).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,6 +264,11 @@ def add_AttemptServiceServicer_to_server(servicer, server):
                     request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptRequest.FromString,
                     response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptResponse.SerializeToString,
             ),
+            'BatchCreateAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateAttempts,
+                    request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.BatchCreateAttemptsRequest.FromString,
+                    response_serializer=metalearn_dot_v1_dot_attempt__service__pb2.BatchCreateAttemptsResponse.SerializeToString,
+            ),
             'ImportAttempts': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportAttempts,
                     request_deserializer=metalearn_dot_v1_dot_attempt__service__pb2.ImportAttemptsRequest.FromString,
@@ -341,6 +362,33 @@ class AttemptService:
             '/metalearn.v1.AttemptService/CreateAttempt',
             metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptRequest.SerializeToString,
             metalearn_dot_v1_dot_attempt__service__pb2.CreateAttemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metalearn.v1.AttemptService/BatchCreateAttempts',
+            metalearn_dot_v1_dot_attempt__service__pb2.BatchCreateAttemptsRequest.SerializeToString,
+            metalearn_dot_v1_dot_attempt__service__pb2.BatchCreateAttemptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,13 @@ class AttemptServiceStub:
     request are ignored.
     Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
     """
+    BatchCreateAttempts: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.BatchCreateAttemptsRequest, _attempt_service_pb2.BatchCreateAttemptsResponse]
+    """Stores up to 1,000 new attempts in one call, all or none (AIP-233), each as
+    CreateAttempt stores it: for clients that make many.
+    Errors: INVALID_ARGUMENT (the field named, as `requests[3].attempt.name`;
+    a name given twice; a request_id on an item), ALREADY_EXISTS (a name taken:
+    none is stored).
+    """
     ImportAttempts: _grpc.UnaryUnaryMultiCallable[_attempt_service_pb2.ImportAttemptsRequest, _attempt_service_pb2.ImportAttemptsResponse]
     """Stores attempts made elsewhere (the prototype's documents, or another
     metalearn's `attempts get --json`) as recorded history: their commands,
@@ -136,6 +143,13 @@ class AttemptServiceAsyncStub(AttemptServiceStub):
     """Stores a new attempt in state INCOMPLETE. Output-only fields in the
     request are ignored.
     Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
+    """
+    BatchCreateAttempts: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.BatchCreateAttemptsRequest, _attempt_service_pb2.BatchCreateAttemptsResponse]  # type: ignore[assignment]
+    """Stores up to 1,000 new attempts in one call, all or none (AIP-233), each as
+    CreateAttempt stores it: for clients that make many.
+    Errors: INVALID_ARGUMENT (the field named, as `requests[3].attempt.name`;
+    a name given twice; a request_id on an item), ALREADY_EXISTS (a name taken:
+    none is stored).
     """
     ImportAttempts: _aio.UnaryUnaryMultiCallable[_attempt_service_pb2.ImportAttemptsRequest, _attempt_service_pb2.ImportAttemptsResponse]  # type: ignore[assignment]
     """Stores attempts made elsewhere (the prototype's documents, or another
@@ -228,6 +242,19 @@ class AttemptServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stores a new attempt in state INCOMPLETE. Output-only fields in the
         request are ignored.
         Errors: INVALID_ARGUMENT (bad name or command), ALREADY_EXISTS (name taken).
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCreateAttempts(
+        self,
+        request: _attempt_service_pb2.BatchCreateAttemptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attempt_service_pb2.BatchCreateAttemptsResponse, _abc.Awaitable[_attempt_service_pb2.BatchCreateAttemptsResponse]]:
+        """Stores up to 1,000 new attempts in one call, all or none (AIP-233), each as
+        CreateAttempt stores it: for clients that make many.
+        Errors: INVALID_ARGUMENT (the field named, as `requests[3].attempt.name`;
+        a name given twice; a request_id on an item), ALREADY_EXISTS (a name taken:
+        none is stored).
         """
 
     @_abc_1.abstractmethod
