@@ -364,6 +364,45 @@ def test_best_validation_accuracy_orders_from_its_index(postgres_url) -> None:
     assert best == (0,)  # the column is what the epochs say, for every attempt
 
 
+@pytest.mark.slow
+def test_the_common_command_paths_order_from_their_indexes(postgres_url) -> None:
+    """Migration 0022: a page ordered by the learning rate or the batch size reads an
+    index on exactly the expression `parse_order` makes (its path bound as a parameter),
+    both ways; another path still computes every attempt's value."""
+    import asyncio
+
+    from psycopg import sql
+
+    from gateway.store import migrate
+    from gateway.store.filters import parse_order
+
+    url = fresh_database(postgres_url, "orders")
+    asyncio.run(migrate(url))
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO attempts (name, doc) SELECT 'a' || g, jsonb_build_object("
+            " 'training_commands', jsonb_build_object('batch_size', g % 64, 'n_epoch', g % 9,"
+            " 'optimizer', jsonb_build_object('lr', (g % 100) / 1000.0)))"
+            " FROM generate_series(1, 20000) g"
+        )
+        conn.execute("ANALYZE attempts")
+
+        def plan(text: str) -> str:
+            order = parse_order(text)
+            assert order is not None
+            direction = "DESC" if order.descending else "ASC"
+            query = sql.SQL(
+                "EXPLAIN SELECT a.id FROM attempts a ORDER BY {} {} NULLS LAST, a.id LIMIT 51"
+            ).format(order.key, sql.SQL(direction))
+            return "\n".join(r[0] for r in conn.execute(query, order.params))
+
+        assert "attempts_order_lr_desc" in plan("training_commands.optimizer.lr desc")
+        assert "attempts_order_lr_asc" in plan("training_commands.optimizer.lr")
+        assert "attempts_order_batch_desc" in plan("training_commands.batch_size desc")
+        assert "attempts_order_batch_asc" in plan("training_commands.batch_size asc")
+        assert "attempts_order" not in plan("training_commands.n_epoch desc")
+
+
 def test_a_run_of_stars_is_one_wildcard(attempts, zoo) -> None:
     """Issue 25: a run of `*` was a regex of as many `.*`, which PostgreSQL took seconds
     per value to compile (990 stars ran past 30 s). Now a run is one wildcard, matched
