@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import statistics
@@ -62,6 +63,9 @@ from metalearn.v1 import (
     attempt_service_pb2_grpc,
     curve_service_pb2,
     curve_service_pb2_grpc,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
 )
 from metalearn.v1 import attempt_service_pb2 as pb
 from tests.harness import fresh_database
@@ -81,6 +85,8 @@ BATCHES = (16, 32, 64, 128)
 # Attempts whose epochs one statement writes: the epoch triggers read each statement's
 # rows at once, and a statement this size keeps that in memory.
 EPOCH_BATCH = 5000
+# The benchmark suites' real task profiles, which the store's tasks are drawn around.
+PROFILES = Path(__file__).with_name("metalearning") / "profiles.json"
 # A store's attempts each carry the prognosis made at their last epoch; here an empty
 # one, so that the gateway does not spend the benchmark making them (its backfill of
 # attempts from before prognoses existed).
@@ -209,11 +215,44 @@ def build(url: str, count: int, seed: int = 0) -> dict[str, float]:
         timings["write_epochs_s"] = time.perf_counter() - start
         big = _big_attempt(conn)
         timings["big_attempt"] = big
+        timings["profiled_tasks"] = _profiled_tasks(conn, seed)
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE attempts")
         conn.execute("VACUUM ANALYZE attempt_epochs")
     return timings
+
+
+def _profiled_tasks(conn: psycopg.Connection[Any], seed: int) -> int:
+    """A READY profile for every task the attempts train on: the real profiles of the
+    benchmark suites' tasks, each feature moved by noise (so that no two are alike)."""
+    real = list(json.loads(PROFILES.read_text()).values())
+    rng = random.Random(seed)
+    keys = conn.execute(
+        "SELECT DISTINCT ON (task_key) task_key, doc -> 'training_commands' -> 'label_names',"
+        " COALESCE(NULLIF(doc -> 'training_commands' -> 'image_ops', 'null'), '[]')"
+        " FROM attempts WHERE provenance = 'TRAINED' AND task_key IS NOT NULL"
+        " ORDER BY task_key, id"
+    ).fetchall()
+    with conn.cursor().copy(
+        "COPY tasks (fingerprint, key, label_names, image_ops, state, profile, features,"
+        " profiled_at) FROM STDIN"
+    ) as copy:
+        for i, (key, labels, ops) in enumerate(keys):
+            base = real[i % len(real)]
+            features = {k: v + rng.gauss(0, 0.05 * (abs(v) + 0.1)) for k, v in base.items()}
+            profile = task_pb2.TaskProfile(features=features, images=1000, classes=len(labels))
+            copy.write_row(
+                (_fingerprint(i), key, json.dumps(labels), json.dumps(ops), "READY",
+                 profile.SerializeToString(), json.dumps(features), datetime.now(UTC))
+            )  # fmt: skip
+    conn.commit()
+    return len(keys)
+
+
+def _fingerprint(i: int) -> str:
+    """The i-th generated task's fingerprint (64 hex digits, as a real one)."""
+    return hashlib.sha256(f"scale-{i}".encode()).hexdigest()
 
 
 def _big_attempt(conn: psycopg.Connection[Any]) -> int:
@@ -276,6 +315,7 @@ def reads(url: str, data_dir: Path, calls: int) -> dict[str, float]:
             figures["list_order_lr_p50_ms"] = _p50_ms(
                 lambda: page(order_by_field="training_commands.optimizer.lr desc"), calls
             )
+            figures.update(_tasks(channel, calls))
     finally:
         gateway.stop()
     return figures
@@ -298,6 +338,20 @@ def _curve_model(channel: grpc.Channel, wait: float = 1800.0) -> dict[str, float
             if err.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
                 raise
             time.sleep(2)
+
+
+def _tasks(channel: grpc.Channel, calls: int) -> dict[str, float]:
+    """FindSimilarTasks over the store's profiled tasks (SuggestCommand is not timed
+    here: it needs the images of the task's labels, which this store does not hold)."""
+    stub = task_service_pb2_grpc.TaskServiceStub(channel)
+
+    def similar() -> None:
+        found = stub.FindSimilarTasks(
+            task_service_pb2.FindSimilarTasksRequest(fingerprint=_fingerprint(1), limit=5)
+        )
+        assert found.tasks
+
+    return {"find_similar_p50_ms": _p50_ms(similar, calls)}
 
 
 def dashboard(url: str, calls: int) -> dict[str, float]:

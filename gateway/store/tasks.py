@@ -82,9 +82,10 @@ _TASK = sql.SQL(
 _PREFERRED = "t.source = 'DECLARED', t.id DESC"
 _WITH_COUNTS = sql.SQL(
     "SELECT {}, COALESCE(s.attempts, 0) AS attempts, s.best_val_accuracy FROM tasks t"
-    " LEFT JOIN LATERAL (SELECT count(*) AS attempts, max(e.best) AS best_val_accuracy"
-    " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best FROM attempt_epochs"
-    " WHERE attempt_id = a.id AND val_accuracy BETWEEN 0 AND 1) e ON true"
+    " LEFT JOIN LATERAL (SELECT count(*) AS attempts, max(a.best_val_accuracy)"
+    # Each run's stored best (migration 0021), not its every epoch; an accuracy only.
+    " FILTER (WHERE a.best_val_accuracy BETWEEN 0 AND 1) AS best_val_accuracy"
+    " FROM attempts a"
     # From the finished runs' own index (migration 0018), not every run of the task.
     " WHERE md5(a.task_key) = md5(t.key) AND a.task_key = t.key"
     " AND a.status IN ('TRAINED', 'COMPLETE')) s ON true"
@@ -486,12 +487,12 @@ class TaskStore:
                     # What was tried: a command, or the params a reported run's code ran.
                     " a.owner, COALESCE(a.doc -> 'training_commands',"
                     " a.doc -> 'reported' -> 'params') AS command,"
-                    " e.best AS best_val_accuracy"
-                    " FROM attempts a JOIN LATERAL (SELECT max(val_accuracy) AS best"
-                    " FROM attempt_epochs WHERE attempt_id = a.id"
-                    # An accuracy, not NaN (PostgreSQL's NaN equals itself) or nonsense.
-                    " AND val_accuracy BETWEEN 0 AND 1) e ON e.best IS NOT NULL"
-                    " WHERE a.status = ANY(%s) AND a.task_key IS NOT NULL"
+                    " a.best_val_accuracy"
+                    # The attempt's stored best (migration 0021): one row read per attempt,
+                    # not its every epoch. An accuracy, not NaN (PostgreSQL's NaN equals
+                    # itself) or nonsense; NULL where no epoch was validated.
+                    " FROM attempts a WHERE a.best_val_accuracy BETWEEN 0 AND 1"
+                    " AND a.status = ANY(%s) AND a.task_key IS NOT NULL"
                     " AND trusted_run(a.provenance, a.owner, %s) ORDER BY a.id",
                     (list(_FINISHED), list(trusted)),
                 )
