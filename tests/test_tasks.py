@@ -433,3 +433,39 @@ def test_a_profile_that_is_not_finite_never_reaches_the_database(postgres_url: s
     finally:
         server.stop(1)
         gateway.stop()
+
+
+def test_what_learning_reads_is_kept_until_the_store_moves(gateway: GatewayThread) -> None:
+    """Issue 30: the learner reads every finished run once, then keeps it while the
+    store's learning stamp stands still (FindSimilarTasks and SuggestCommand each need
+    it, and reading it is a row per run); a run that finishes is seen at once."""
+    import asyncio
+
+    from gateway.store import open_pool
+    from gateway.store.tasks import TaskStore
+    from gateway.tasks.learner import Learner
+    from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc
+    from metalearn.v1 import attempt_service_pb2 as apb
+    from tests.test_attempts import make_attempt
+
+    def finished(name: str) -> None:
+        attempt = make_attempt(name)
+        attempt.status = attempt_pb2.ATTEMPT_STATUS_TRAINED
+        attempt.epochs.add(epoch=1, loss=1.0, val_accuracy=0.7)
+        with gateway.channel() as channel:
+            attempt_service_pb2_grpc.AttemptServiceStub(channel).ImportAttempts(
+                apb.ImportAttemptsRequest(attempts=[attempt])
+            )
+
+    async def check() -> None:
+        async with open_pool(gateway.database_url, 1, 2) as pool:
+            learner = Learner(TaskStore(pool))
+            finished("learnt-1")
+            first = await learner.known()
+            assert [r.name for r in first.runs] == ["learnt-1"]
+            assert await learner.known() is first  # nothing moved: the same reading
+            finished("learnt-2")
+            second = await learner.known()
+            assert [r.name for r in second.runs] == ["learnt-1", "learnt-2"]
+
+    asyncio.run(check())

@@ -21,6 +21,7 @@ family's curves, epoch by epoch, with the gateway's own code (gateway/curves):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -151,6 +152,42 @@ def prediction_error(
         "curve_blind_mae_3": float(np.mean(blind)),
         "last_value_mae_3": float(np.mean(base)),
         "interval_coverage": float(np.mean(inside)),
+    }
+
+
+def stratified(runs: Sequence[TableRun], limit: int) -> list[TableRun]:
+    """At most `limit` runs as the gateway samples a fit's (`CurveStore.finished`): one
+    run of each task, then a second of each, and so on, each task's runs in the order
+    of a hash of their place (the store hashes the attempt's id)."""
+    by_task: dict[str, list[tuple[str, TableRun]]] = {}
+    for i, r in enumerate(runs):
+        by_task.setdefault(r.task, []).append((hashlib.md5(str(i).encode()).hexdigest(), r))
+    turns = [
+        (turn, digest, r)
+        for rs in by_task.values()
+        for turn, (digest, r) in enumerate(sorted(rs, key=lambda x: x[0]))
+    ]
+    return [r for _, _, r in sorted(turns, key=lambda x: (x[0], x[1]))[:limit]]
+
+
+def sampled_prediction_error(runs: Sequence[TableRun], share: float = 0.5) -> dict[str, float]:
+    """(c) again with each left-out family's model fitted on a stratified sample of
+    `share` of the other families' runs: what the gateway's cap on a fit's runs
+    (MAX_RUNS) costs in accuracy, on a suite small enough to fit whole beside it."""
+    fitted = {}
+    sizes = []
+    with threadpool_limits(limits=1):
+        for kind in sorted({r.family for r in runs}):
+            others = [r for r in runs if r.family != kind]
+            train = stratified(others, int(len(others) * share))
+            sizes.append(len(train))
+            found = model.fit([r.run for r in train], [r.task for r in train])
+            fitted.update({r.task: found for r in runs if r.family == kind})
+    errors = prediction_error(runs, fitted)
+    return {
+        "curve_mae_3_sampled": errors["curve_mae_3"],
+        "curve_sampled_share": share,
+        "curve_sampled_runs_mean": float(np.mean(sizes)),
     }
 
 
@@ -595,6 +632,8 @@ def figures(
     fitted = known(runs, leave_one_family_out(runs))
     found: dict[str, Any] = {"curve_fit_seconds": time.perf_counter() - start}
     found.update(prediction_error(runs, fitted))
+    found.update(sampled_prediction_error(runs))
+    found["curve_mae_3_sampled_change"] = found["curve_mae_3_sampled"] - found["curve_mae_3"]
     found.update(detection(runs, fitted))
     start = time.perf_counter()
     found.update(pruning(runs, fitted, seeds, trials))

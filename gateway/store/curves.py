@@ -224,15 +224,18 @@ class CurveStore:
 
     async def finished(self, limit: int = MAX_RUNS) -> list[CurveRow]:
         """Finished runs with epochs that are evidence, what the curve model learns from:
-        at most `limit`, stratified by task. Each task's newest run first, then each
-        task's second newest, and so on, so that a store of a million runs gives a sample
-        in which every task is represented and none is most of it. The newest `limit` runs
-        would be whatever the busiest recent study tried."""
+        at most `limit`, stratified by task. One run of each task first, then a second
+        of each, and so on, so that a store of a million runs gives a sample in which
+        every task is represented and none is most of it (the newest `limit` runs would
+        be whatever the busiest recent study tried). Within a task the runs come in an
+        order fixed by a hash of their id: neither the newest (a study's late trials
+        crowd where it converged) nor the oldest, but a spread of what was tried."""
         query = (
             f"SELECT {_RUN_COLUMNS}, {_EPOCH_ARRAYS}, {_FEATURES}"  # noqa: S608 - constant text
             " FROM (SELECT a.id, row_number() OVER (PARTITION BY md5(a.task_key)"
-            f" ORDER BY a.id DESC) AS turn FROM attempts a WHERE {_LEARNABLE}) pick"
-            " JOIN attempts a ON a.id = pick.id ORDER BY pick.turn, a.id DESC LIMIT %(limit)s"
+            f" ORDER BY md5(a.id::text)) AS turn FROM attempts a WHERE {_LEARNABLE}) pick"
+            " JOIN attempts a ON a.id = pick.id ORDER BY pick.turn, md5(a.id::text)"
+            " LIMIT %(limit)s"
         )
         params = {"finished": _FINISHED, "trusted": self._trusted, "limit": limit}
         with translate_db_errors():

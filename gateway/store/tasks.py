@@ -473,6 +473,24 @@ class TaskStore:
                 if row is not None:
                     await conn.execute("SELECT pg_notify(%s, %s)", (TASKS, row[0]))
 
+    async def learning_stamp(self) -> tuple[Any, ...]:
+        """What changes whenever `evaluations` or `ready` may (a run finished, imported,
+        deleted or validated again; a task profiled): counts, the newest ids and times.
+        One cheap statement, so a learner can keep what it read until this moves."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*), max(id), max(updated_at) FROM attempts"
+                    " WHERE status = ANY(%s) AND best_val_accuracy BETWEEN 0 AND 1",
+                    (list(_FINISHED),),
+                )
+                runs = await cur.fetchone()
+                cur = await conn.execute(
+                    "SELECT count(*), max(id), max(profiled_at), max(created_at) FROM tasks"
+                )
+                tasks = await cur.fetchone()
+        return (*(runs or ()), *(tasks or ()))
+
     async def evaluations(self, trusted: Sequence[str]) -> list[Evaluation]:
         """Every finished attempt with a validation accuracy that may be learned from,
         with its task key: every run trained here, and the claims (imported runs, and runs

@@ -198,6 +198,8 @@ class Learner:
         # The rankings by (trusted owners, declared kind), refitted when the history moves.
         self._transfers: dict[tuple[tuple[str, ...], bool], _Fitted] = {}
         self._transfer_lock = asyncio.Lock()
+        # What `known` read, by trusted owners, with the store's stamp when it was read.
+        self._known: dict[tuple[str, ...], tuple[tuple[Any, ...], Known]] = {}
 
     def trusted(self, caller: str | None = None) -> tuple[str, ...]:
         """The owners whose imported runs count for `caller` (None: for what every
@@ -211,8 +213,22 @@ class Learner:
         return sum(t.source == "IMAGES" or t.owner in self._trusted for t in known.tasks.values())
 
     async def known(self, caller: str | None = None) -> Known:
-        """The store as `caller` may learn from it (None: as every caller may)."""
+        """The store as `caller` may learn from it (None: as every caller may): kept per
+        set of trusted owners until the store's learning stamp moves, since reading it
+        is a row per finished run (seconds at a million attempts) and every
+        FindSimilarTasks and SuggestCommand needs it."""
         trusted = self.trusted(caller)
+        stamp = await self._tasks.learning_stamp()
+        kept = self._known.get(trusted)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        found = await self._read_known(trusted)
+        if len(self._known) >= 64:  # one per caller's trust: keep it bounded
+            self._known.clear()
+        self._known[trusted] = (stamp, found)
+        return found
+
+    async def _read_known(self, trusted: tuple[str, ...]) -> Known:
         ready = {t.key: t for t in await self._tasks.ready(trusted)}
         runs = await self._tasks.evaluations(trusted)
         tried: dict[str, list[Evaluation]] = {}
