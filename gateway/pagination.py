@@ -142,19 +142,21 @@ def _request_print(parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def after_token(parts: Any, row_id: int) -> str:
-    """A page token of a list ordered by id, oldest first: the last id read, and a hash
-    of the request's other fields (`parts`, JSON), so that a token is refused for
-    another selection."""
-    payload = {"a": row_id, "f": _request_print(parts)}
+def after_token(parts: Any, row_id: int, taken: int = 0) -> str:
+    """A page token of a list ordered by id, oldest first: the last id read, how many
+    entries the pages so far answered (for a `limit` over all of them), and a hash of
+    the request's other fields (`parts`, JSON), so that a token is refused for another
+    selection."""
+    payload = {"a": row_id, "n": taken, "f": _request_print(parts)}
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
 
 
-def after_id(parts: Any, token: str) -> int | None:
-    """The id an `after_token` holds (None for the first page); INVALID_ARGUMENT naming
-    `page_token` for anything this service did not issue, or issued for other fields."""
+def after_position(parts: Any, token: str) -> tuple[int, int]:
+    """The id and count an `after_token` holds ((0, 0) for the first page);
+    INVALID_ARGUMENT naming `page_token` for anything this service did not issue, or
+    issued for other fields."""
     if not token:
-        return None
+        return (0, 0)
     bad = _bad()
     if len(token) > 128:
         raise bad
@@ -164,9 +166,12 @@ def after_id(parts: Any, token: str) -> int | None:
         raise bad from err
     if not isinstance(payload, dict):
         raise bad
-    after = payload.get("a")
-    if not isinstance(after, int) or isinstance(after, bool) or not 0 < after <= _MAX_ID:
-        raise bad
+    after, taken = payload.get("a"), payload.get("n")
+    for value in (after, taken):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_ID:
+            raise bad
     if payload.get("f") != _request_print(parts):
         raise _bad("was issued for another selection; start without it")
-    return after
+    if not isinstance(after, int) or not isinstance(taken, int) or after == 0:
+        raise bad
+    return (after, taken)

@@ -149,6 +149,24 @@ def test_list_images_pages_through_the_same_list(datasets) -> None:
     ):
         err = expect_error(CODE.INVALID_ARGUMENT, datasets.ListImages, request)
         assert field in violations(err)
+    # `limit` bounds the pages together: 5 images of the test split, however paged.
+    limited, token = [], ""
+    while True:
+        page = datasets.ListImages(
+            pb.ListImagesRequest(
+                label_names=["a", "b"],
+                split=pb.SPLIT_TRAIN,
+                limit=5,
+                page_size=2,
+                page_token=token,
+            )
+        )
+        limited += page.ids
+        token = page.next_page_token
+        if not token:
+            break
+    train = datasets.ListImages(pb.ListImagesRequest(label_names=["a", "b"], split=pb.SPLIT_TRAIN))
+    assert limited == list(train.ids)[:5]
     # Ids past a page's end are not "missing": they are in a later page.
     some = sorted(whole.ids)[:6]
     paged = datasets.ListImages(pb.ListImagesRequest(ids=some, page_size=3))

@@ -11,7 +11,7 @@ from gateway.attempts.validation import MAX_LABEL_CHARS, text_problem
 from gateway.auth import Role, current
 from gateway.config import Limits
 from gateway.datasets.imaging import RejectedImage, in_test_split, inspect_image
-from gateway.pagination import after_id, after_token
+from gateway.pagination import after_position, after_token
 from gateway.store import ImageStore, NewImage
 from gateway.store.trainers import TrainerStore
 from metalearn.errors import InvalidArgument, NotFound, PermissionDenied, Violations
@@ -60,6 +60,8 @@ class _Page:
 
     after: int
     size: int
+    # Images earlier pages answered: `limit` bounds them all together.
+    taken: int = 0
     next_after: int | None = None
 
 
@@ -184,7 +186,9 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
             if not request.ids and request.split not in (pb.SPLIT_UNSPECIFIED, pb.SPLIT_ALL, split):
                 continue
             chosen.append((meta, split))
-            if request.limit and len(chosen) >= request.limit:
+            if request.limit and len(chosen) + (page.taken if page else 0) >= request.limit:
+                if page is not None:
+                    page.next_after = None  # the limit is reached: no page follows
                 break
         return chosen
 
@@ -224,21 +228,24 @@ class DatasetServicer(dataset_service_pb2_grpc.DatasetServiceServicer):
         # The token is bound to every field that selects (not the page size).
         parts = [sorted(request.label_names), request.split, request.test_fraction,
                  request.seed, request.limit, list(request.ids)]  # fmt: skip
+        after, taken = after_position(parts, request.page_token)
         page = _Page(
-            after=after_id(parts, request.page_token) or 0,
-            size=min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE),
+            after=after, size=min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE), taken=taken
         )
         chosen = await self._select(request, page)
         labels: dict[str, int] = {}
-        # `limit` bounds the answer, not a page: a limited list is one page.
-        more = page.next_after is not None and not request.limit
+        more = page.next_after is not None
         return pb.ListImagesResponse(
             ids=[meta.id for meta, _ in chosen],
             labels=[labels.setdefault(meta.label, len(labels)) for meta, _ in chosen],
             label_names=list(labels),
             sha256=b"".join(meta.sha256 for meta, _ in chosen),
             splits=[split for _, split in chosen],
-            next_page_token=after_token(parts, page.next_after) if more and page.next_after else "",
+            next_page_token=(
+                after_token(parts, page.next_after, taken + len(chosen))
+                if more and page.next_after
+                else ""
+            ),
         )
 
     @translate_errors
