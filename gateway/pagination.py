@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway.store import AttemptRecord, ListQuery, Order
 from metalearn.errors import InvalidArgument
@@ -125,17 +125,29 @@ def before_id(token: str) -> int | None:
     naming `page_token` for anything this service did not issue."""
     if not token:
         return None
-    bad = InvalidArgument.one("page_token", "is not a token this service issued")
+    before = _small_payload(token).get("b")
+    if not _is_id(before, 1):
+        raise _bad()
+    return before
+
+
+def _small_payload(token: str) -> dict[str, Any]:
+    """The JSON object in one of the small tokens below; INVALID_ARGUMENT naming
+    `page_token` for anything else (they are under 128 characters)."""
     if len(token) > 128:
-        raise bad
+        raise _bad()
     try:
         payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (ValueError, UnicodeError, binascii.Error, RecursionError) as err:
-        raise bad from err
-    before = payload.get("b") if isinstance(payload, dict) else None
-    if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
-        raise bad
-    return before
+        raise _bad() from err
+    if not isinstance(payload, dict):
+        raise _bad()
+    return payload
+
+
+def _is_id(value: Any, least: int) -> TypeGuard[int]:
+    """Whether a token's value is an integer from `least` to the largest bigint."""
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= _MAX_ID
 
 
 def _request_print(parts: Any) -> str:
@@ -157,21 +169,10 @@ def after_position(parts: Any, token: str) -> tuple[int, int]:
     issued for other fields."""
     if not token:
         return (0, 0)
-    bad = _bad()
-    if len(token) > 128:
-        raise bad
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error, RecursionError) as err:
-        raise bad from err
-    if not isinstance(payload, dict):
-        raise bad
+    payload = _small_payload(token)
     after, taken = payload.get("a"), payload.get("n")
-    for value in (after, taken):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_ID:
-            raise bad
+    if not _is_id(after, 1) or not _is_id(taken, 0):
+        raise _bad()
     if payload.get("f") != _request_print(parts):
         raise _bad("was issued for another selection; start without it")
-    if not isinstance(after, int) or not isinstance(taken, int) or after == 0:
-        raise bad
     return (after, taken)

@@ -25,7 +25,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from gateway.store.database import translate_db_errors
-from gateway.store.work import SLOTS, notify_queue
+from gateway.store.work import LIVE_TRAINER, RUNNING_SLOTS, notify_queue
 from gateway.trainers.credentials import CredentialKey, process_key
 from metalearn import errors
 
@@ -210,17 +210,10 @@ class TrainerStore:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     sql.SQL(
-                        "SELECT t.address, t.capacity, (SELECT COALESCE(sum({slots}), 0) FROM"
-                        " attempts a WHERE a.trainer = t.address"
-                        " AND a.status IN ('TRAINING', 'TESTING')), t.credential_salt,"
-                        " t.principal"
-                        " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
-                        " AND t.credential_key = %s AND t.credential_salt IS NOT NULL"
-                        " AND NOT EXISTS (SELECT 1 FROM trainer_quarantines q"
-                        " WHERE q.principal = t.principal AND q.until > now())"
-                        " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
+                        "SELECT t.address, t.capacity, {running}, t.credential_salt,"
+                        " t.principal FROM trainers t WHERE {live} AND t.credential_key = %s"
                         " ORDER BY t.address"
-                    ).format(slots=SLOTS),
+                    ).format(running=RUNNING_SLOTS, live=LIVE_TRAINER),
                     (max_age_seconds, self._key.fingerprint),
                 )
                 return [

@@ -48,16 +48,23 @@ def slots_of(alias: str) -> sql.Composable:
 
 
 SLOTS = slots_of("a")
-# Live trainers as the dispatcher counts them (`TrainerStore.live_trainers`), but for the
-# check of their credentials: each one's capacity and free slots.
-_LIVE = sql.SQL(
-    "SELECT t.capacity, t.capacity - (SELECT COALESCE(sum({slots}), 0) FROM attempts a"
-    " WHERE a.trainer = t.address AND a.status IN ('TRAINING', 'TESTING')) AS free"
-    " FROM trainers t WHERE t.last_seen > now() - make_interval(secs => %s)"
-    " AND t.credential_salt IS NOT NULL AND NOT EXISTS (SELECT 1 FROM trainer_quarantines q"
+# The slots trainer `t`'s running work takes.
+RUNNING_SLOTS = sql.SQL(
+    "(SELECT COALESCE(sum({slots}), 0) FROM attempts a WHERE a.trainer = t.address"
+    " AND a.status IN ('TRAINING', 'TESTING'))"
+).format(slots=SLOTS)
+# Trainer `t` may be given work: heard from in the last `%s` seconds, its principal not
+# quarantined, not backing off (the check of its credential is TrainerStore's).
+LIVE_TRAINER = sql.SQL(
+    "t.last_seen > now() - make_interval(secs => %s) AND t.credential_salt IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM trainer_quarantines q"
     " WHERE q.principal = t.principal AND q.until > now())"
     " AND (t.backoff_until IS NULL OR t.backoff_until < now())"
-).format(slots=SLOTS)
+)
+# Live trainers' capacity and free slots, as the dispatcher counts them.
+_LIVE = sql.SQL(
+    "SELECT t.capacity, t.capacity - {running} AS free FROM trainers t WHERE {live}"
+).format(running=RUNNING_SLOTS, live=LIVE_TRAINER)
 
 
 # What one read of a stored file takes from the database and holds: 1 MiB, the size
