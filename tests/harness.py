@@ -66,7 +66,8 @@ def truncate(database_url: str) -> None:
                 conn.execute("SET lock_timeout = '2s'")
                 conn.execute(
                     "TRUNCATE attempts, attempt_epochs, images, trainers, artifacts, studies,"
-                    " tasks, task_distance, curve_models, trainer_quarantines"
+                    " tasks, task_history, unseen_task_keys, task_distance, curve_models,"
+                    " trainer_quarantines"
                     " RESTART IDENTITY CASCADE"
                 )
             return

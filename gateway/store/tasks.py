@@ -73,6 +73,48 @@ class Evaluation:
     owner: str = ""
 
 
+@dataclass(frozen=True)
+class History:
+    """A task's finished runs of one provenance that learning may read (migration 0023):
+    how many, the newest one's id, and a version that moves whenever they change."""
+
+    key: str
+    provenance: str
+    runs: int
+    newest_id: int
+    version: int
+
+
+@dataclass(frozen=True)
+class TriedCommand:
+    """One command tried on one task (without the task's own keys): its runs, their mean
+    best validation accuracy, and the best of them."""
+
+    key: str
+    command: dict[str, Any]
+    runs: int
+    value: float
+    best: Evaluation
+
+
+# What a run tried: its command, or the params a reported run's code ran with.
+_WHAT_WAS_TRIED = sql.SQL(
+    "COALESCE(a.doc -> 'training_commands', a.doc -> 'reported' -> 'params', '{}'::jsonb)"
+)
+
+
+def _evaluation(row: dict[str, Any]) -> Evaluation:
+    return Evaluation(
+        row["key"],
+        row["attempt_id"],
+        row["name"],
+        row["command"] or {},
+        float(row["best_val_accuracy"]),
+        row["provenance"],
+        row["owner"],
+    )
+
+
 _TASK = sql.SQL(
     "t.id, t.fingerprint, t.key, t.label_names, t.image_ops, t.state, t.profile, t.features,"
     " t.error, t.created_at, t.profiled_at, t.tries, t.source, t.owner, t.dataset"
@@ -105,6 +147,13 @@ async def _inserted(cur: psycopg.AsyncCursor[dict[str, Any]], fingerprint: str) 
     found = await cur.fetchone()
     assert found is not None
     return _record(found)
+
+
+async def _forget_seen(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Drops the notes of keys that have a task row by now (migration 0024)."""
+    await conn.execute(
+        "DELETE FROM unseen_task_keys u WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.key = u.key)"
+    )
 
 
 class TaskStore:
@@ -229,17 +278,12 @@ class TaskStore:
         should look at."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
+                await _forget_seen(conn)
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT labels, ops FROM ("
-                    " SELECT DISTINCT ON (a.task_key)"
-                    " a.doc -> 'training_commands' -> 'label_names' AS labels,"
-                    " COALESCE(a.doc -> 'training_commands' -> 'image_ops', '[]') AS ops"
-                    # Trained, studied or imported: an attempt only created is no task yet.
-                    " FROM attempts a WHERE a.task_key IS NOT NULL AND a.status <> 'INCOMPLETE'"
-                    " AND jsonb_typeof(a.doc -> 'training_commands' -> 'label_names') = 'array'"
-                    " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = a.task_key)"
-                    " ORDER BY a.task_key, a.id) n"
+                    # Noted by the attempts' writes (migration 0024), not read from them.
+                    "SELECT labels, ops FROM (SELECT labels, ops FROM unseen_task_keys"
+                    " WHERE NOT reported ORDER BY noted_at, key) n"
                     " UNION ALL SELECT * FROM (SELECT DISTINCT ON (key) label_names, image_ops"
                     " FROM tasks WHERE stale AND source = 'IMAGES' ORDER BY key, id DESC) s"
                     " LIMIT %s",
@@ -355,12 +399,11 @@ class TaskStore:
         from before migration 0018, or a declaration that did not reach the store)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
+                await _forget_seen(conn)
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT DISTINCT ON (a.task_key) a.owner, a.doc -> 'reported' -> 'task' AS task"
-                    " FROM attempts a WHERE a.provenance = 'REPORTED' AND a.task_key IS NOT NULL"
-                    " AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = a.task_key)"
-                    " ORDER BY a.task_key, a.id LIMIT %s",
+                    "SELECT owner, task FROM unseen_task_keys WHERE reported"
+                    " ORDER BY noted_at, key LIMIT %s",
                     (limit,),
                 )
                 return [(r["owner"], dict(r["task"] or {})) for r in await cur.fetchall()]
@@ -474,15 +517,15 @@ class TaskStore:
                     await conn.execute("SELECT pg_notify(%s, %s)", (TASKS, row[0]))
 
     async def learning_stamp(self) -> tuple[Any, ...]:
-        """What changes whenever `evaluations` or `ready` may (a run finished, imported,
-        deleted or validated again; a task profiled): counts, the newest ids and times.
-        One cheap statement, so a learner can keep what it read until this moves."""
+        """What changes whenever `history`, `tried` or `ready` may (a run finished,
+        imported, deleted or validated again; a task profiled): one cheap statement over
+        a row per task (migration 0023), so a learner keeps what it read until this moves.
+        The sum of versions, not their max: a write that took its version first may
+        commit last, and every change replaces a version by a larger one."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT count(*), max(id), max(updated_at) FROM attempts"
-                    " WHERE status = ANY(%s) AND best_val_accuracy BETWEEN 0 AND 1",
-                    (list(_FINISHED),),
+                    "SELECT count(*), COALESCE(sum(version), 0) FROM task_history"
                 )
                 runs = await cur.fetchone()
                 cur = await conn.execute(
@@ -490,6 +533,67 @@ class TaskStore:
                 )
                 tasks = await cur.fetchone()
         return (*(runs or ()), *(tasks or ()))
+
+    async def history(self, trusted: Sequence[str]) -> list[History]:
+        """Per task key and provenance, the finished runs that learning may read (as
+        `evaluations` selects them), from the counts the writes keep (migration 0023):
+        a row per task, not per run."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "SELECT task_key AS key, provenance, sum(runs)::bigint AS runs,"
+                    " COALESCE(max(newest_id), 0) AS newest_id,"
+                    " sum(version)::bigint AS version FROM task_history"
+                    " WHERE trusted_run(provenance, owner, %s)"
+                    " GROUP BY task_key, provenance ORDER BY task_key, provenance",
+                    (list(trusted),),
+                )
+                return [History(**r) for r in await cur.fetchall()]
+
+    async def tried(
+        self, keys: Sequence[str], trusted: Sequence[str], ignored: Sequence[str]
+    ) -> list[TriedCommand]:
+        """The commands tried on these tasks (a command without its `ignored` keys, or
+        a reported run's params) by the runs `evaluations` would read: per task and
+        command, its runs, their mean best validation accuracy and the best run. Grouped
+        in the database, so a task's thousands of runs of a few commands come back as a
+        few rows; a task's finished runs are read by their index (migration 0018)."""
+        if not keys:
+            return []
+        # The index's hash of each key (a key may be longer than a B-tree entry).
+        hashes = [hashlib.md5(k.encode(), usedforsecurity=False).hexdigest() for k in keys]
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    sql.SQL(
+                        "WITH runs AS (SELECT a.task_key AS key, a.id, a.best_val_accuracy AS best,"
+                        " {tried} - %s::text[] AS tried FROM attempts a"
+                        " WHERE md5(a.task_key) = ANY(%s) AND a.task_key = ANY(%s)"
+                        " AND a.status IN ('TRAINED', 'COMPLETE')"
+                        " AND a.best_val_accuracy BETWEEN 0 AND 1"
+                        " AND trusted_run(a.provenance, a.owner, %s)),"
+                        " groups AS (SELECT key, tried, count(*) AS runs, avg(best) AS value,"
+                        " (array_agg(id ORDER BY best DESC, id))[1] AS best_id"
+                        " FROM runs GROUP BY key, tried)"
+                        " SELECT g.key, g.tried, g.runs, g.value, a.id AS attempt_id, a.name,"
+                        " a.provenance, a.owner, {tried} AS command,"
+                        " a.best_val_accuracy FROM groups g JOIN attempts a ON a.id = g.best_id"
+                        " ORDER BY g.key, a.id"
+                    ).format(tried=_WHAT_WAS_TRIED),
+                    (list(ignored), hashes, list(keys), list(trusted)),
+                )
+                return [
+                    TriedCommand(
+                        r["key"],
+                        r["tried"] or {},
+                        int(r["runs"]),
+                        float(r["value"]),
+                        _evaluation(r),
+                    )
+                    for r in await cur.fetchall()
+                ]
 
     async def evaluations(self, trusted: Sequence[str]) -> list[Evaluation]:
         """Every finished attempt with a validation accuracy that may be learned from,
@@ -501,31 +605,20 @@ class TaskStore:
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
-                    "SELECT a.task_key AS key, a.id AS attempt_id, a.name, a.provenance,"
-                    # What was tried: a command, or the params a reported run's code ran.
-                    " a.owner, COALESCE(a.doc -> 'training_commands',"
-                    " a.doc -> 'reported' -> 'params') AS command,"
-                    " a.best_val_accuracy"
-                    # The attempt's stored best (migration 0021): one row read per attempt,
-                    # not its every epoch. An accuracy, not NaN (PostgreSQL's NaN equals
-                    # itself) or nonsense; NULL where no epoch was validated.
-                    " FROM attempts a WHERE a.best_val_accuracy BETWEEN 0 AND 1"
-                    " AND a.status = ANY(%s) AND a.task_key IS NOT NULL"
-                    " AND trusted_run(a.provenance, a.owner, %s) ORDER BY a.id",
+                    sql.SQL(
+                        "SELECT a.task_key AS key, a.id AS attempt_id, a.name, a.provenance,"
+                        # What was tried: a command, or the params a reported run's code ran.
+                        " a.owner, {} AS command, a.best_val_accuracy"
+                        # The attempt's stored best (migration 0021): one row read per attempt,
+                        # not its every epoch. An accuracy, not NaN (PostgreSQL's NaN equals
+                        # itself) or nonsense; NULL where no epoch was validated.
+                        " FROM attempts a WHERE a.best_val_accuracy BETWEEN 0 AND 1"
+                        " AND a.status = ANY(%s) AND a.task_key IS NOT NULL"
+                        " AND trusted_run(a.provenance, a.owner, %s) ORDER BY a.id"
+                    ).format(_WHAT_WAS_TRIED),
                     (list(_FINISHED), list(trusted)),
                 )
-                return [
-                    Evaluation(
-                        r["key"],
-                        r["attempt_id"],
-                        r["name"],
-                        r["command"] or {},
-                        float(r["best_val_accuracy"]),
-                        r["provenance"],
-                        r["owner"],
-                    )
-                    for r in await cur.fetchall()
-                ]
+                return [_evaluation(r) for r in await cur.fetchall()]
 
     async def study_keys(self, names: Sequence[str]) -> dict[str, list[int]]:
         """The attempts of these studies' trials, by the study's name; NotFound for a

@@ -22,15 +22,20 @@ distance's fit take every kind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.tasks import Evaluation, TaskRecord, TaskStore
+import numpy as np
+
+from gateway.store.tasks import Evaluation, History, TaskRecord, TaskStore, TriedCommand
 from learning import provenance
 from learning.studies import space
 from learning.tasks import similarity, transfer, warmstart
@@ -59,20 +64,57 @@ class Tried:
     signature: str
     value: float
     best_attempt: Evaluation
+    runs: int = 1
 
 
-def by_command(evaluations: Sequence[Evaluation]) -> dict[str, Tried]:
-    runs: dict[str, list[Evaluation]] = {}
-    for e in evaluations:
-        runs.setdefault(signature(e.command), []).append(e)
-    return {
-        sig: Tried(
-            sig,
-            sum(e.best_val_accuracy for e in es) / len(es),
-            max(es, key=lambda e: (e.best_val_accuracy, -e.attempt_id)),
+def by_command(tried: Sequence[TriedCommand]) -> dict[str, Tried]:
+    """A task's commands by signature. The database grouped them by their JSON's value;
+    two it told apart that print alike (1 and 1.0) are one command here."""
+    found: dict[str, Tried] = {}
+    for t in tried:
+        sig = signature(t.command)
+        other = found.get(sig)
+        if other is not None:
+            runs = other.runs + t.runs
+            value = (other.value * other.runs + t.value * t.runs) / runs
+            best = max(
+                (other.best_attempt, t.best),
+                key=lambda e: (e.best_val_accuracy, -e.attempt_id),
+            )
+            found[sig] = Tried(sig, value, best, runs)
+        else:
+            found[sig] = Tried(sig, t.value, t.best, t.runs)
+    return found
+
+
+@dataclass(frozen=True)
+class TaskHistory:
+    """A task's finished runs that learning may read: how many, how far they are
+    evidence (the mean of their provenance weights), the newest one's id, and a version
+    that moves whenever they change."""
+
+    runs: int
+    evidence: float
+    newest: int
+    version: int
+
+
+def task_histories(rows: Sequence[History], claim_weight: float) -> dict[str, TaskHistory]:
+    """Per task key, its rows (one per provenance) as one history; a task whose runs
+    were all deleted is left out."""
+    grouped: dict[str, list[History]] = {}
+    for r in rows:
+        grouped.setdefault(r.key, []).append(r)
+    found = {}
+    for key, rs in grouped.items():
+        runs = sum(r.runs for r in rs)
+        if runs <= 0:
+            continue
+        weight = sum(r.runs * provenance.weight(r.provenance, claim_weight) for r in rs)
+        found[key] = TaskHistory(
+            runs, weight / runs, max(r.newest_id for r in rs), sum(r.version for r in rs)
         )
-        for sig, es in runs.items()
-    }
+    return found
 
 
 def _distance_json(d: similarity.Distance, ready: int) -> dict[str, Any]:
@@ -112,16 +154,38 @@ def _distance_of(model: Mapping[str, Any]) -> similarity.Distance:
 
 @dataclass(frozen=True)
 class Known:
-    """The store as learning sees it: profiled tasks by key, and per key what was tried."""
+    """The store as learning sees it: profiled tasks by key, the tasks with finished runs
+    to learn from, and, for the tasks a call asked for (`Learner.with_tried`), what was
+    tried on them. A store of a million attempts is a row per task here, not per run."""
 
     tasks: dict[str, TaskRecord]
-    tried: dict[str, dict[str, Tried]]
-    # Every finished run it may learn from (a warm start picks its own among them).
-    runs: list[Evaluation]
+    history: dict[str, TaskHistory]
+    # Per task key, its commands: only the keys loaded for this call.
+    tried: dict[str, dict[str, Tried]] = field(default_factory=dict)
     # The owners whose imported runs count (beside admins' and every trained run).
     trusted: tuple[str, ...] = ()
-    # Per task key, how far its runs are evidence: the mean of their provenance weights.
-    evidence: dict[str, float] = field(default_factory=dict)
+
+    # The tasks' profiles as rows of a distance's features, by its features (`neighbours`
+    # scores every task with history at each call).
+    _rows: dict[tuple[str, ...], tuple[list[str], np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def rows(self, features: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+        """The profiled tasks with history, and their profiles as rows of `features`."""
+        found = self._rows.get(features)
+        if found is None:
+            keys = [k for k in self.tasks if k in self.history]
+            profiles = [self.tasks[k].features or {} for k in keys]
+            found = (keys, similarity.rows(features, profiles))
+            self._rows[features] = found
+        return found
+
+    @functools.cached_property
+    def evidence(self) -> dict[str, float]:
+        """Per task key, how far its runs are evidence: the mean of their provenance
+        weights."""
+        return {k: h.evidence for k, h in self.history.items()}
 
     def values(self, keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         chosen = self.tried if keys is None else {k: self.tried[k] for k in keys if k in self.tried}
@@ -150,6 +214,13 @@ class Suggestion:
     choice: transfer.Choice | None = None
 
 
+# What was tried on a task is read for this many tasks in one statement, and kept for
+# the most recently used MAX_KEPT_TASKS (per set of trusted owners).
+READ_TASKS_AT_ONCE = 25
+MAX_KEPT_TASKS = 4096
+# The distance is fitted on at most this many tasks (those with the newest runs): its
+# fit compares every pair of them.
+MAX_DISTANCE_TASKS = 500
 # A suggestion's ranking is fitted on at most this many past tasks (those with the most
 # recent runs): a fit is seconds of CPU per hundred tasks. It is refitted once the tasks
 # with history grew by a tenth (at least one) or their runs by a quarter.
@@ -167,22 +238,26 @@ class _Fitted:
     stamp: tuple[Any, ...]
 
 
-def fit_transfer(known: Known, declared: bool) -> tuple[transfer.Transfer, tuple[str, ...]]:
-    """The rankings of the commands tried on tasks of one kind (commands on images held
-    here, or declared tasks' params), fitted on the tasks with the newest runs."""
-    newest: dict[str, int] = {}
-    for e in known.runs:
-        newest[e.key] = max(newest.get(e.key, 0), e.attempt_id)
-    keys = [
-        k for k, t in known.tasks.items()
-        if k in known.tried and bool(t.declared) == declared
-    ]  # fmt: skip
-    keys = sorted(keys, key=lambda k: (-newest.get(k, 0), k))[:MAX_TRANSFER_TASKS]
+def newest_tasks(known: Known, keys: Sequence[str], limit: int) -> list[str]:
+    """Of these task keys, the `limit` with history whose newest run is newest."""
+    with_history = [k for k in keys if k in known.history]
+    return sorted(with_history, key=lambda k: (-known.history[k].newest, k))[:limit]
+
+
+def transfer_keys(known: Known, declared: bool) -> list[str]:
+    """The tasks of one kind (commands on images held here, or declared tasks' params)
+    that a ranking is fitted on: those with the newest runs."""
+    kind = [k for k, t in known.tasks.items() if bool(t.declared) == declared]
+    return newest_tasks(known, kind, MAX_TRANSFER_TASKS)
+
+
+def fit_transfer(known: Known, keys: Sequence[str]) -> transfer.Transfer:
+    """The rankings of the commands tried on these tasks (their commands loaded)."""
     values = known.values(keys)
     commands = {sig: json.loads(sig) for k in keys for sig in known.tried[k]}
     profiles = {k: dict(known.tasks[k].features or {}) for k in keys}
     weights = {k: known.evidence.get(k, 1.0) for k in keys}
-    return transfer.fit(profiles, values, commands, weights), tuple(keys)
+    return transfer.fit(profiles, values, commands, weights)
 
 
 class Learner:
@@ -200,6 +275,14 @@ class Learner:
         self._transfer_lock = asyncio.Lock()
         # What `known` read, by trusted owners, with the store's stamp when it was read.
         self._known: dict[tuple[str, ...], tuple[tuple[Any, ...], Known]] = {}
+        # The ready tasks by trusted owners, with the tasks' part of the stamp.
+        self._ready: dict[tuple[str, ...], tuple[tuple[Any, ...], dict[str, TaskRecord]]] = {}
+        # What was tried on a task, by (trusted owners, key), with its history's version
+        # when read: the most recently used MAX_KEPT_TASKS.
+        self._tried: OrderedDict[tuple[tuple[str, ...], str], tuple[int, dict[str, Tried]]]
+        self._tried = OrderedDict()
+        # Refits running in the background, by what they refit.
+        self._refits: dict[str, asyncio.Task[None]] = {}
 
     def trusted(self, caller: str | None = None) -> tuple[str, ...]:
         """The owners whose imported runs count for `caller` (None: for what every
@@ -213,32 +296,61 @@ class Learner:
         return sum(t.source == "IMAGES" or t.owner in self._trusted for t in known.tasks.values())
 
     async def known(self, caller: str | None = None) -> Known:
-        """The store as `caller` may learn from it (None: as every caller may): kept per
-        set of trusted owners until the store's learning stamp moves, since reading it
-        is a row per finished run (seconds at a million attempts) and every
-        FindSimilarTasks and SuggestCommand needs it."""
+        """The store as `caller` may learn from it (None: as every caller may): its
+        profiled tasks and, per task, how many runs it has and how far they are evidence
+        (a row per task, kept by the writes). Kept per set of trusted owners until the
+        store's learning stamp moves; what was tried on a task is read apart, for the
+        tasks a call needs (`with_tried`)."""
         trusted = self.trusted(caller)
         stamp = await self._tasks.learning_stamp()
         kept = self._known.get(trusted)
         if kept is not None and kept[0] == stamp:
             return kept[1]
-        found = await self._read_known(trusted)
-        if len(self._known) >= 64:  # one per caller's trust: keep it bounded
+        ready = self._ready.get(trusted)
+        if ready is None or ready[0] != stamp[2:]:
+            ready = (stamp[2:], {t.key: t for t in await self._tasks.ready(trusted)})
+            if len(self._ready) >= 64:  # one per caller's trust: keep it bounded
+                self._ready.clear()
+            self._ready[trusted] = ready
+        history = task_histories(await self._tasks.history(trusted), self._claim_weight)
+        found = Known(ready[1], history, {}, trusted)
+        if len(self._known) >= 64:
             self._known.clear()
         self._known[trusted] = (stamp, found)
         return found
 
-    async def _read_known(self, trusted: tuple[str, ...]) -> Known:
-        ready = {t.key: t for t in await self._tasks.ready(trusted)}
-        runs = await self._tasks.evaluations(trusted)
-        tried: dict[str, list[Evaluation]] = {}
-        for e in runs:
-            tried.setdefault(e.key, []).append(e)
-        evidence = {
-            k: sum(provenance.weight(e.provenance, self._claim_weight) for e in es) / len(es)
-            for k, es in tried.items()
-        }
-        return Known(ready, {k: by_command(es) for k, es in tried.items()}, runs, trusted, evidence)
+    async def with_tried(self, known: Known, keys: Sequence[str]) -> Known:
+        """`known` with what was tried on these tasks: kept per task until its history's
+        version moves, read from the store (grouped by command there) otherwise."""
+        loaded: dict[str, dict[str, Tried]] = {}
+        missing = []
+        for key in dict.fromkeys(keys):
+            if key in known.tried or key not in known.history:
+                continue
+            kept = self._tried.get((known.trusted, key))
+            if kept is not None and kept[0] == known.history[key].version:
+                self._tried.move_to_end((known.trusted, key))
+                loaded[key] = kept[1]
+            else:
+                missing.append(key)
+        for at in range(0, len(missing), READ_TASKS_AT_ONCE):
+            chunk = missing[at : at + READ_TASKS_AT_ONCE]
+            rows = await self._tasks.tried(chunk, known.trusted, _NOT_THE_COMMAND)
+            per_key: dict[str, list[TriedCommand]] = {k: [] for k in chunk}
+            for row in rows:
+                per_key[row.key].append(row)
+            for key, found in per_key.items():
+                loaded[key] = by_command(found)
+                self._tried[(known.trusted, key)] = (known.history[key].version, loaded[key])
+        while len(self._tried) > MAX_KEPT_TASKS:
+            self._tried.popitem(last=False)
+        if not loaded:
+            return known
+        return dataclasses.replace(known, tried={**known.tried, **loaded})
+
+    async def runs(self, caller: str | None = None) -> list[Evaluation]:
+        """Every finished run `caller` may learn from (a warm start picks among them)."""
+        return await self._tasks.evaluations(self.trusted(caller))
 
     async def fit(self, known: Known | None = None) -> Fitted:
         """Refits the distance on the store now and keeps it (on what every caller may
@@ -254,8 +366,11 @@ class Learner:
             measured = {
                 k: p for k, p in known.profiles().items() if known.tasks[k].source != "DECLARED"
             }
-            with_history = {k: p for k, p in (measured or known.profiles()).items()
-                            if k in known.tried}  # fmt: skip
+            profiles = measured or known.profiles()
+            # The tasks with the newest runs: a fit compares every pair of its tasks.
+            chosen = newest_tasks(known, list(profiles), MAX_DISTANCE_TASKS)
+            known = await self.with_tried(known, chosen)
+            with_history = {k: profiles[k] for k in chosen}
             # Fitting is numpy work on at most a few thousand pairs: off the event loop.
             distance = await asyncio.to_thread(
                 similarity.fit,
@@ -297,7 +412,28 @@ class Learner:
             )
             if done - studies_at_fit < REFIT_AFTER_STUDIES and not grown:
                 return Fitted(_distance_of(model), at)
+            # Stale, not wrong: this answer uses it while the refit runs (seconds of reads
+            # and fitting at a million attempts, beyond one request's budget).
+            self._in_background("distance", self.fit(known))
+            return Fitted(_distance_of(model), at)
         return await self.fit(known)
+
+    def _in_background(self, what: str, work: Coroutine[Any, Any, Any]) -> None:
+        """Runs a refit once at a time per `what` (its failure is logged: the kept fit
+        stands, and the next call that finds it stale tries again)."""
+        if what in self._refits:
+            work.close()
+            return
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("refitting the %s failed; the kept one stands", what)
+            finally:
+                self._refits.pop(what, None)
+
+        self._refits[what] = asyncio.get_running_loop().create_task(run())
 
     @staticmethod
     def neighbours(
@@ -310,27 +446,48 @@ class Learner:
         """Past tasks with finished attempts, nearest first (the target itself left out);
         with `same_kind`, only tasks whose runs tried what the target's can (commands on
         images held here, or a declared task's params)."""
-        candidates = {
-            k: dict(t.features or {})
-            for k, t in known.tasks.items()
-            if k != target.key
-            and k in known.tried
-            and (not same_kind or t.declared == target.declared)
-        }
-        near = similarity.nearest(distance, dict(target.features or {}), candidates, limit)
+        keys, x = known.rows(distance.features)
+        chosen = [
+            i for i, k in enumerate(keys)
+            if k != target.key and (not same_kind or known.tasks[k].declared == target.declared)
+        ]  # fmt: skip
+        near = similarity.nearest_rows(
+            distance, dict(target.features or {}), [keys[i] for i in chosen], x[chosen], limit
+        )
         return [(known.tasks[str(k)], d) for k, d in near]
 
     async def transfer(self, known: Known, declared: bool) -> _Fitted:
         """The rankings for tasks of one kind, as fitted on `known` (kept until its runs
-        or tasks change; fitted off the event loop, once for concurrent callers)."""
-        stamp = (len(known.tried), len(known.runs))
+        or tasks grow; fitted off the event loop, once for concurrent callers)."""
+        kind = [k for k, t in known.tasks.items() if bool(t.declared) == declared]
+        stamp = (
+            sum(k in known.history for k in kind),
+            sum(known.history[k].runs for k in kind if k in known.history),
+        )
+        key = (known.trusted, declared)
+        kept = self._transfers.get(key)
+        # A ranking of the history it was fitted on is used while a grown history is
+        # refitted (minutes of CPU at 2,000 tasks); one whose runs were deleted is not.
+        if kept is not None and not _shrunk(kept.stamp, stamp):
+            if _grown(kept.stamp, stamp):
+                self._in_background(f"ranking {key}", self._fit_transfer(known, declared, stamp))
+            return kept
+        return await self._fit_transfer(known, declared, stamp)
+
+    async def _fit_transfer(self, known: Known, declared: bool, stamp: tuple[int, int]) -> _Fitted:
         key = (known.trusted, declared)
         async with self._transfer_lock:
             kept = self._transfers.get(key)
-            if kept is not None and not _grown(kept.stamp, stamp):
-                return kept
-            model, keys = await asyncio.to_thread(fit_transfer, known, declared)
-            fitted = _Fitted(model, keys, stamp)
+            if (
+                kept is not None
+                and not _grown(kept.stamp, stamp)
+                and not _shrunk(kept.stamp, stamp)
+            ):
+                return kept  # a concurrent caller fitted it
+            keys = transfer_keys(known, declared)
+            known = await self.with_tried(known, keys)
+            model = await asyncio.to_thread(fit_transfer, known, keys)
+            fitted = _Fitted(model, tuple(keys), stamp)
             if len(self._transfers) >= 64:  # one per caller's trust: keep it bounded
                 self._transfers.clear()
             self._transfers[key] = fitted
@@ -356,6 +513,8 @@ class Learner:
             key for key in fitted.keys
             if top in known.tried.get(key, {}) and key != target.key
         ] or [key for key in fitted.keys if top in known.tried.get(key, {})]  # fmt: skip
+        if not ran:  # deleted since the ranking was fitted (its refit is under way)
+            return Suggestion(None, [])
         profiled = {key: dict(known.tasks[key].features or {}) for key in ran}
         near = similarity.nearest(distance, profile, profiled, max(k, 1))
         near = near or [(ran[0], math.nan)]
@@ -371,14 +530,16 @@ class Learner:
 
 def _grown(before: tuple[int, int], now: tuple[int, int]) -> bool:
     """Whether the history grew enough since a fit to fit again: tasks with history by a
-    tenth (at least one), or their runs by a quarter; or it shrank (runs deleted)."""
+    tenth (at least one), or their runs by a quarter."""
     tasks, runs = before
-    return (
-        now[0] >= max(TRANSFER_TASK_GROWTH * tasks, tasks + 1)
-        or now[1] >= TRANSFER_RUN_GROWTH * runs + 1
-        or now[0] < tasks
-        or now[1] < runs
+    return now[0] >= max(TRANSFER_TASK_GROWTH * tasks, tasks + 1) or (
+        now[1] >= TRANSFER_RUN_GROWTH * runs + 1
     )
+
+
+def _shrunk(before: tuple[int, int], now: tuple[int, int]) -> bool:
+    """Whether runs or tasks were deleted since a fit (it may name what is gone)."""
+    return now[0] < before[0] or now[1] < before[1]
 
 
 def weighted(weights: Mapping[str, float], known: Known) -> dict[str, float]:

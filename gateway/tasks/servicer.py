@@ -227,7 +227,9 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         response = pb.FindSimilarTasksResponse(
             target=task_proto(target), distance=distance_proto(fitted), trusted_owners=known.trusted
         )
-        for record, d in Learner.neighbours(known, fitted.distance, target, limit):
+        near = Learner.neighbours(known, fitted.distance, target, limit)
+        known = await self._learner.with_tried(known, [record.key for record, _ in near])
+        for record, d in near:
             similar = response.tasks.add(
                 task=task_proto(await self._tasks.get(record.fingerprint)), distance=d
             )
@@ -250,6 +252,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
         suggestion = None
         if target.state == "READY":
             ranked = await self._learner.transfer(known, target.declared)
+            known = await self._learner.with_tried(known, ranked.keys)
             suggestion = self._learner.suggest(known, fitted.distance, target, k, ranked)
         if suggestion is None or suggestion.command is None:
             command = defaults.command(
@@ -258,7 +261,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             why = (
                 "no past task has finished attempts to learn from (trained here, or imported by"
                 " you, an admin or a trusted owner)"
-                if not any(key != target.key for key in known.tried)
+                if not any(key != target.key for key in known.history)
                 else f"the task could not be profiled ({target.state.lower()}: {target.error})"
                 if target.state != "READY"
                 else "no past task of its kind has finished attempts to learn from"

@@ -57,7 +57,8 @@ class WarmStarter:
         warm = study.warm_start
         known = await self._learner.known(owner or None)
         external = study.HasField("external")
-        evaluations = [e for e in known.runs if (e.provenance == "REPORTED") == external]
+        runs = await self._learner.runs(owner or None)
+        evaluations = [e for e in runs if (e.provenance == "REPORTED") == external]
         if warm.studies:
             try:
                 chosen = await self._tasks.study_keys(list(warm.studies))

@@ -81,6 +81,24 @@ class Distance:
         weights = np.array(self.weights) if whole else np.ones(len(self.weights))
         return float(math.sqrt(float(np.dot(weights, squared))))
 
+    def to_many(self, a: Mapping[str, float], others: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """`between(a, b)` for every b at once: one array operation over all of them,
+        not one per task (2,000 tasks took 33 ms one by one)."""
+        return self.to_rows(a, rows(self.features, others))
+
+    def to_rows(self, a: Mapping[str, float], x: np.ndarray) -> np.ndarray:
+        """`to_many` of profiles already made rows of this distance's features (`rows`)."""
+        if not len(x):
+            return np.zeros(0)
+        za = self.z(a)
+        zb = (x - np.array(self.means)) / np.array(self.scales)
+        lack_a, lack_b = np.isnan(za), np.isnan(zb)
+        squared = np.where(lack_a, 0.0, np.where(lack_b, za * za + 1.0, (za - zb) ** 2))
+        whole = ~(lack_a.any() | lack_b.any(axis=1))
+        weights = np.where(whole[:, None], np.array(self.weights), 1.0)
+        found: np.ndarray = np.sqrt(np.einsum("ij,ij->i", weights, squared))
+        return found
+
     def standardized(self) -> Distance:
         return Distance(
             "standardized",
@@ -267,6 +285,27 @@ def fit(
     )
 
 
+def rows(features: Sequence[str], profiles: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Profiles as an array, a row each, a column per feature (NaN where one lacks it)."""
+    return np.array(
+        [[float(p.get(f, math.nan)) for f in features] for p in profiles], dtype=float
+    ).reshape(len(profiles), len(features))
+
+
+def nearest_rows(
+    distance: Distance,
+    target: Mapping[str, float],
+    ids: Sequence[TaskId],
+    x: np.ndarray,
+    limit: int,
+) -> list[tuple[TaskId, float]]:
+    """`nearest` of candidates given as rows of the distance's features (`rows`)."""
+    found = distance.to_rows(target, x)
+    scored = [(t, float(d)) for t, d in zip(ids, found, strict=True)]
+    scored.sort(key=lambda item: (item[1], repr(item[0])))
+    return scored[:limit]
+
+
 def nearest(
     distance: Distance,
     target: Mapping[str, float],
@@ -274,6 +313,6 @@ def nearest(
     limit: int,
 ) -> list[tuple[TaskId, float]]:
     """The `limit` candidates closest to `target`, nearest first (ties by id)."""
-    scored = [(t, distance.between(target, p)) for t, p in candidates.items()]
-    scored.sort(key=lambda item: (item[1], repr(item[0])))
-    return scored[:limit]
+    ids = list(candidates)
+    x = rows(distance.features, [candidates[t] for t in ids])
+    return nearest_rows(distance, target, ids, x, limit)
