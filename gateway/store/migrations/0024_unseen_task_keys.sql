@@ -75,3 +75,10 @@ ORDER BY a.task_key, a.id;
 
 -- The sweep's other question, tasks whose images changed, from their own few rows.
 CREATE INDEX tasks_stale ON tasks (key, id DESC) WHERE stale AND source = 'IMAGES';
+
+-- The curve model's backfill (prognoses for attempts at rest that have epochs and none)
+-- looked for them by walking every attempt in id order, every 30 s: now from the few
+-- rows that have epochs and no prognosis (a run between its first epoch and prognosis,
+-- an import, an attempt from before migration 0011).
+CREATE INDEX attempts_without_prognosis ON attempts (id)
+    WHERE prognosis_wire IS NULL AND current_epoch > 0;
