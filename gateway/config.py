@@ -54,6 +54,9 @@ class GatewayConfig:
     listen: str = DEFAULT_LISTEN
     # None means: start an embedded PostgreSQL in data_dir.
     database_url: str | None = None
+    # Streaming replicas of it that take reads (gateway/replicas/): attempts' reads and
+    # watches' snapshots; a caller's reads wait for its own writes to reach one.
+    read_database_urls: tuple[str, ...] = ()
     data_dir: Path = DEFAULT_DATA_DIR
     pool_min_size: int = 2
     pool_max_size: int = 10
@@ -150,6 +153,7 @@ class GatewayConfig:
         trusted_owners: Sequence[str] | None = None,
         statement_timeout: float | None = None,
         calls_per_token: int | None = None,
+        read_database_urls: Sequence[str] | None = None,
     ) -> GatewayConfig:
         """Builds the config from CLI flags, falling back to METALEARN_* variables."""
         # "postgresql://" names no parameter: libpq takes them all from PGHOST, PGUSER...
@@ -161,12 +165,20 @@ class GatewayConfig:
             url = psycopg.conninfo.make_conninfo(url, password=password)
         admin_file = admin_token_file or os.environ.get("METALEARN_ADMIN_TOKEN_FILE")
         trainer_file = trainer_token_file or os.environ.get("METALEARN_TRAINER_TOKEN_FILE")
+        if read_database_urls is None:  # METALEARN_READ_DATABASE_URLS: space-separated
+            read_database_urls = os.environ.get("METALEARN_READ_DATABASE_URLS", "").split()
+        if read_database_urls and password_file:  # the replicas' password is the primary's
+            password = Path(password_file).read_text(encoding="utf-8").strip()
+            read_database_urls = [
+                psycopg.conninfo.make_conninfo(u, password=password) for u in read_database_urls
+            ]
         if trusted_owners is None:  # METALEARN_TRUSTED_OWNERS: names, comma-separated
             trusted_owners = os.environ.get("METALEARN_TRUSTED_OWNERS", "").split(",")
         return cls(
             listen=listen or os.environ.get("METALEARN_LISTEN") or DEFAULT_LISTEN,
             data_dir=Path(data_dir or os.environ.get("METALEARN_DATA_DIR") or DEFAULT_DATA_DIR),
             database_url=url,
+            read_database_urls=tuple(read_database_urls),
             lease_seconds=lease_seconds or cls.lease_seconds,
             max_restarts=cls.max_restarts if max_restarts is None else max_restarts,
             auth=auth,

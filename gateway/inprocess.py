@@ -18,7 +18,7 @@ import grpc
 from gateway.auth import Role
 from gateway.auth.tokens import digest, mint
 from gateway.config import GatewayConfig
-from gateway.server import create_server, database_for
+from gateway.server import create_server, database_for, open_replicas
 from gateway.store import migrate
 from gateway.store.tokens import TokenStore
 from metalearn.credentials import open_channel
@@ -57,6 +57,7 @@ class GatewayThread:
                 # as `run_gateway` opens it.
                 pool = database_for(self.config, self.database_url, prepare=migrate)
                 await pool.open(wait=True)
+                replicas = await open_replicas(self.config)
                 try:
                     tokens = TokenStore(pool)
                     suffix = uuid.uuid4().hex[:8]
@@ -65,7 +66,9 @@ class GatewayThread:
                     await tokens.put(
                         f"trainer-{suffix}", digest(self.trainer_token), Role.TRAINER.value
                     )
-                    server, port, background = await create_server(self.config, pool)
+                    server, port, background = await create_server(
+                        self.config, pool, replicas=replicas
+                    )
                     self.background = background
                     await background.start()
                     await server.start()
@@ -74,6 +77,8 @@ class GatewayThread:
                     await background.stop()
                     await server.stop(1.0)
                 finally:
+                    for replica in replicas:
+                        await replica.close()
                     await pool.close()
             except BaseException as err:
                 if not ready.done():

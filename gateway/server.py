@@ -30,6 +30,8 @@ from gateway.embedded import EmbeddedPostgres
 from gateway.epochs import EpochPath, EpochWatcher
 from gateway.events import EventHub
 from gateway.optuna.servicer import OptunaStorageServicer, OptunaTrialServicer
+from gateway.replicas.interceptor import ReadYourWrites
+from gateway.replicas.router import ReadRouter
 from gateway.reporting.lapses import Lapses
 from gateway.reporting.servicer import ReportingServicer
 from gateway.reporting.writer import ReportWriter
@@ -146,9 +148,12 @@ class Background:
         await self.hub.stop()
 
 
-def _grpc_server(config: GatewayConfig, authenticator: Authenticator | None) -> grpc.aio.Server:
+def _grpc_server(
+    config: GatewayConfig, authenticator: Authenticator | None, reads: ReadRouter
+) -> grpc.aio.Server:
     """The gRPC server every call passes through: authentication and each principal's
-    budget first, then the request's size budget."""
+    budget first, then the request's size budget; with read replicas, each write's
+    position noted for its caller last."""
     size = config.limits.max_message_bytes
     budget = PrincipalBudget(
         config.principal_calls,
@@ -161,6 +166,7 @@ def _grpc_server(config: GatewayConfig, authenticator: Authenticator | None) -> 
         interceptors=[
             AuthInterceptor(authenticator, budget),
             RequestSizes.for_limits(config.limits),
+            *([ReadYourWrites(reads)] if reads.replicas else []),
         ],
         options=[
             ("grpc.max_receive_message_length", size),
@@ -176,6 +182,7 @@ async def create_server(
     config: GatewayConfig,
     pool: Database,
     health: AsyncHealthServicer | None = None,
+    replicas: Sequence[Database] = (),
 ) -> tuple[grpc.aio.Server, int, Background]:
     """A gateway server bound to `config.listen` (port 0 picks a free one), not started,
     and its background work (start it with the server, stop it after).
@@ -187,7 +194,9 @@ async def create_server(
     check_covers(SERVICES)  # every RPC has an access rule, or the gateway does not start
     tokens = TokenStore(pool)
     authenticator = Authenticator(tokens) if config.auth else None
-    server = _grpc_server(config, authenticator)
+    # Reads a streaming replica may answer go through this (gateway/replicas/).
+    reads = ReadRouter(pool, replicas)
+    server = _grpc_server(config, authenticator, reads)
     attempts, work, trainers, images = (
         AttemptStore(pool),
         WorkStore(pool),
@@ -213,7 +222,7 @@ async def create_server(
         encode_epoch=watch_response,
     )
     queue = QueuePolicy(config.trainer_timeout_seconds, config.wide_reserve_seconds)
-    servicer = AttemptServicer(attempts, work, hub, config.limits, images, scans, queue)
+    servicer = AttemptServicer(attempts, work, hub, config.limits, images, scans, queue, reads)
     attempt_service_pb2_grpc.add_AttemptServiceServicer_to_server(servicer, server)
     trainer_registry_service_pb2_grpc.add_TrainerRegistryServiceServicer_to_server(
         TrainerRegistryServicer(trainers, config, work, RunFileStore(pool)), server
@@ -354,6 +363,16 @@ def database_for(
     )
 
 
+async def open_replicas(config: GatewayConfig) -> list[Database]:
+    """The read replicas' watched pools, open (one that cannot be reached yet counts as
+    down: reads go elsewhere until it is there). No migrations: a replica follows the
+    primary's schema, and takes no writes."""
+    replicas = [database_for(config, url) for url in config.read_database_urls]
+    for replica in replicas:
+        await replica.open(wait=True, allow_down=True)
+    return replicas
+
+
 async def _first(wanted: Awaitable[None], stop: Awaitable[bool]) -> bool:
     """Awaits `wanted` unless `stop` comes first; whether `wanted` came."""
     wanted_task = asyncio.ensure_future(wanted)
@@ -387,6 +406,7 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
         conninfo = await asyncio.to_thread(embedded.start)
         supervisor = asyncio.create_task(embedded.supervise(), name="embedded-postgres")
     database = database_for(config, conninfo, prepare=migrate)
+    replicas = await open_replicas(config)
     try:
         # Started even while the database is not there: the port answers, health says
         # NOT_SERVING and calls UNAVAILABLE until it is (an orchestrator then waits, as
@@ -394,7 +414,7 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
         await database.open(wait=True, allow_down=True)
         _warn_if_exposed(config)
         health = AsyncHealthServicer()
-        server, port, background = await create_server(config, database, health)
+        server, port, background = await create_server(config, database, health, replicas)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -416,6 +436,8 @@ async def run_gateway(config: GatewayConfig, on_ready: Callable[[str], None] = p
             await background.stop()
         await server.stop(config.grace_seconds)
     finally:
+        for replica in replicas:
+            await replica.close()
         await database.close()
         if supervisor is not None:
             # Before the stop, or it would start the server again.

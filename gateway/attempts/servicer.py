@@ -29,6 +29,7 @@ from gateway.auth import current
 from gateway.config import SCAN_SLOTS, Limits, QueuePolicy
 from gateway.events import EventHub
 from gateway.names import check_name
+from gateway.replicas.router import ReadRouter
 from gateway.slots import Slots
 from gateway.store import AttemptStore, ImageStore, ListQuery, Order
 from gateway.store import filters as filtering
@@ -129,8 +130,13 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         images: ImageStore,
         scans: Slots | None = None,
         queue: QueuePolicy | None = None,
+        reads: ReadRouter | None = None,
     ) -> None:
         self._store = store
+        # Reads that a streaming replica may answer (gateway/replicas/): gets, lists and
+        # a watch's snapshot; everything else, and every write, on the primary.
+        self._router = reads
+        self._reads = AttemptStore(reads) if reads is not None else store
         # What a queued attempt's `waiting` is told against (the dispatcher's settings).
         self._queue = queue or QueuePolicy()
         # Filtered or field-ordered lists cost what the caller chose: a share of the
@@ -145,6 +151,10 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         # One import checked at a time (seconds of CPU each): the rest wait here, not in
         # the worker processes, which studies' asks and pruning decisions need as well.
         self._importing = asyncio.Semaphore(1)
+
+    def _fresh(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Reads that see everything committed so far (a watch's snapshot)."""
+        return self._router.fresh() if self._router is not None else contextlib.nullcontext()
 
     @translate_errors
     async def CreateAttempt(
@@ -230,7 +240,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
     ) -> pb.GetAttemptResponse:
         key = _key(request)
         _check_view(request.view)
-        record = await self._store.get(key, with_epochs=request.view == pb.ATTEMPT_VIEW_FULL)
+        record = await self._reads.get(key, with_epochs=request.view == pb.ATTEMPT_VIEW_FULL)
         attempt = convert.attempt_from_record(record)
         if record.status == "QUEUED":
             attempt.waiting = await self._work.waiting(
@@ -335,7 +345,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         scan = bool(request.filter or request.order_by_field)
         async with self._scans.slot() if scan else contextlib.nullcontext():
             try:
-                records = await self._store.list(query, after, size + 1)
+                records = await self._reads.list(query, after, size + 1)
             except InvalidArgument as err:  # a value of the filter the database refused
                 refused = parsed.refusal(err) if parsed else None
                 if refused is None:
@@ -452,14 +462,17 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
         key = _key(request)
         if request.from_epoch < 0:
             raise InvalidArgument.one("from_epoch", "must not be negative")
-        record = await self._store.get(key)
-        # Subscribe before reading, so nothing committed after the read is missed.
+        async with self._fresh():  # a watch may follow an attempt made a moment ago
+            record = await self._reads.get(key)
+        # Subscribe before reading, so nothing committed after the read is missed (on a
+        # replica: one that has replayed what was committed when it subscribed).
         with self._hub.subscribe(record.id) as events:
-            record = await self._store.get(record.id)
+            async with self._fresh():
+                record = await self._reads.get(record.id)
+                backlog = await self._reads.epochs_after(record.id, request.from_epoch)
             snapshot = convert.attempt_from_record(record)
             yield pb.WatchAttemptResponse(snapshot=snapshot)
             sent = request.from_epoch
-            backlog = await self._store.epochs_after(record.id, sent)
             for metrics in _epochs(backlog):
                 yield pb.WatchAttemptResponse(epoch=metrics)
                 sent = metrics.epoch

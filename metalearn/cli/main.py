@@ -64,6 +64,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         trusted_owners=args.trusted_owner,
         statement_timeout=args.statement_timeout,
         calls_per_token=args.calls_per_token,
+        read_database_urls=args.read_database_url,
     )
     asyncio.run(run_gateway(config, on_ready=lambda line: print(line, flush=True)))
     return 0
@@ -309,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:50051)")
     gw.add_argument("--data-dir", help="embedded PostgreSQL's home (default ./.metalearn)")
     gw.add_argument("--database-url", help="use this PostgreSQL (env METALEARN_DATABASE_URL)")
+    gw.add_argument(
+        "--read-database-url",
+        action="append",
+        metavar="URL",
+        help="a streaming replica of it for reads; repeat for several"
+        " (env METALEARN_READ_DATABASE_URLS, space-separated)",
+    )
     gw.add_argument("--lease-seconds", type=float, help="a running attempt's lease (default 15)")
     gw.add_argument("--max-restarts", type=int, help="retries of a crashing run (default 3)")
     gw.add_argument(

@@ -1,0 +1,92 @@
+"""Notes, after each call that may write, the primary's WAL position for its caller
+(`ReadRouter.wrote`), so that caller's next reads wait for a replica that has it.
+
+A call may write when readers may not make it: its access rule (`auth.roles.POLICY`)
+leaves the reader role out. It is noted once the call ends, however it ended: a failed
+write wrote nothing, but a stream may have stored part of what it carried. Installed
+inside authentication (the caller is known), and only when there are replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from gateway.auth.roles import POLICY, Role, current
+from gateway.replicas.router import ReadRouter
+
+
+class ReadYourWrites(grpc.aio.ServerInterceptor):
+    def __init__(self, router: ReadRouter) -> None:
+        self._router = router
+        self._wrapped: dict[str, Any] = {}
+
+    async def intercept_service(  # type: ignore[override]
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method: str = details.method  # type: ignore[attr-defined]
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if handler is None or Role.READER in POLICY.get(method, frozenset({Role.READER})):
+            return handler  # reads, health and reflection: nothing to note
+        wrapped = _wrap(handler, self._router)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+def _wrap(handler: Any, router: ReadRouter) -> Any:
+    parse, serialize = handler.request_deserializer, handler.response_serializer
+
+    async def noted() -> None:
+        await router.wrote(current().name)
+
+    if not handler.request_streaming and not handler.response_streaming:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            try:
+                return await inner_uu(request, context)
+            finally:
+                await noted()
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, parse, serialize)
+
+    if not handler.request_streaming:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for response in inner_us(request, context):
+                    yield response
+            finally:
+                await noted()
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, parse, serialize)
+
+    if not handler.response_streaming:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: Any) -> Any:
+            try:
+                return await inner_su(requests, context)
+            finally:
+                await noted()
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, parse, serialize)
+
+    inner_ss = handler.stream_stream
+
+    async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for response in inner_ss(requests, context):
+                yield response
+        finally:
+            await noted()
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, parse, serialize)
