@@ -64,7 +64,7 @@ class EmbeddedPostgres:
                 shutil.chown(data_dir, user)
             # -R: standby.signal and the primary's address; -X stream: the WAL written
             # during the copy comes along, so the copy is consistent.
-            _commands.pg_basebackup(
+            _commands.pg_basebackup(  # type: ignore[attr-defined] # made at import
                 ["-D", str(target), "-R", "-X", "stream", "-d", self._server.get_uri()],
                 user=user,
                 timeout=600,

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 import grpc
 
 from gateway.attempts.validation import MAX_LABEL_CHARS
 from gateway.config import Limits
+from gateway.interceptors import WrappingInterceptor
 from gateway.reporting.checks import MAX_SAMPLE_BYTES, MAX_SAMPLE_IMAGES
 from metalearn import errors
 from metalearn.status import to_status
@@ -132,33 +133,20 @@ def _checked(parse: Callable[[bytes], Any] | None, budget: int) -> Callable[[byt
     return run
 
 
-class RequestSizes(grpc.aio.ServerInterceptor):
+class RequestSizes(WrappingInterceptor):
     """Refuses a request over its method's budget (`budgets`) before it is parsed."""
 
     def __init__(self, budget: Mapping[str, int], default: int = SMALL) -> None:
+        super().__init__()
         self._budget = dict(budget)
         self._default = default
-        self._wrapped: dict[str, Any] = {}
 
     @classmethod
     def for_limits(cls, limits: Limits) -> RequestSizes:
         return cls(budgets(limits))
 
-    async def intercept_service(  # type: ignore[override]
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        method: str = details.method  # type: ignore[attr-defined]
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        wrapped = _wrap(handler, method, self._budget.get(method, self._default))
-        self._wrapped[method] = wrapped
-        return wrapped
+    def wrap(self, method: str, handler: Any) -> Any | None:
+        return _wrap(handler, method, self._budget.get(method, self._default))
 
 
 def _wrap(handler: Any, method: str, budget: int) -> Any:

@@ -12,7 +12,7 @@ instead of grpc's UNKNOWN. Health checks and reflection pass untouched.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ import grpc
 from gateway.auth.budget import REPORT_STREAMS, PrincipalBudget
 from gateway.auth.roles import POLICY, Principal, Role, set_current
 from gateway.auth.tokens import Authenticator, bearer
+from gateway.interceptors import WrappingInterceptor
 from metalearn import errors
 from metalearn.credentials import is_open
 from metalearn.status import to_status
@@ -68,33 +69,22 @@ def _undecodable(request: _Undecodable) -> errors.InvalidArgument:
     return errors.InvalidArgument.one("request", f"not a valid message: {request.reason}")
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Authenticates with `authenticator` (None: authentication off, loopback only)."""
 
     def __init__(
         self, authenticator: Authenticator | None, budget: PrincipalBudget | None = None
     ) -> None:
+        super().__init__()
         self._auth = authenticator
         self._budget = budget or PrincipalBudget()
-        self._wrapped: dict[str, Any] = {}
 
-    async def intercept_service(  # type: ignore[override]
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        method: str = details.method  # type: ignore[attr-defined]
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None or is_open(method):
-            return handler
-        wrapped = self._wrap(
+    def wrap(self, method: str, handler: Any) -> Any | None:
+        if is_open(method):
+            return None
+        return self._wrap(
             handler, POLICY.get(method, frozenset()), "report" if method in REPORT_STREAMS else ""
         )
-        self._wrapped[method] = wrapped
-        return wrapped
 
     async def _enter(
         self,

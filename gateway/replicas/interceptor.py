@@ -9,35 +9,25 @@ inside authentication (the caller is known), and only when there are replicas.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from gateway.auth.roles import POLICY, Role, current
+from gateway.interceptors import WrappingInterceptor
 from gateway.replicas.router import ReadRouter
 
 
-class ReadYourWrites(grpc.aio.ServerInterceptor):
+class ReadYourWrites(WrappingInterceptor):
     def __init__(self, router: ReadRouter) -> None:
+        super().__init__()
         self._router = router
-        self._wrapped: dict[str, Any] = {}
 
-    async def intercept_service(  # type: ignore[override]
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        method: str = details.method  # type: ignore[attr-defined]
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None or Role.READER in POLICY.get(method, frozenset({Role.READER})):
-            return handler  # reads, health and reflection: nothing to note
-        wrapped = _wrap(handler, self._router)
-        self._wrapped[method] = wrapped
-        return wrapped
+    def wrap(self, method: str, handler: Any) -> Any | None:
+        if Role.READER in POLICY.get(method, frozenset({Role.READER})):
+            return None  # reads, health and reflection: nothing to note
+        return _wrap(handler, self._router)
 
 
 def _wrap(handler: Any, router: ReadRouter) -> Any:
