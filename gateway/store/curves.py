@@ -149,6 +149,8 @@ def _model(r: dict[str, Any]) -> ModelRow:
 # count that decides when to refit).
 _LEARNABLE = (
     "a.status = ANY(%(finished)s) AND a.task_key IS NOT NULL AND a.current_epoch > 0"
+    # A run thinned by retention (migration 0025) is no whole curve any more.
+    " AND a.compacted_at IS NULL"
     " AND trusted_run(a.provenance, a.owner, %(trusted)s::text[])"
 )
 

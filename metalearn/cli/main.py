@@ -23,6 +23,7 @@ from metalearn.cli import (
     history,
     importing,
     optuna_proxy,
+    retention,
     runs,
     security,
     stack,
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_commands(sub, common)
     task.add_commands(sub, common)
     curve.add_commands(sub, common)
+    retention.add_commands(sub, common)
     examples.add_commands(sub, common)
     security.add_commands(sub, common)
     stack.add_command(sub)
