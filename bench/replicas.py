@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import print_figures
+from bench.report import cpu_seconds, print_figures
 from bench.store import GatewayProcess, prefill
 from gateway.embedded import EmbeddedPostgres
 from gateway.store import AttemptStore, EpochRecord, open_pool
@@ -70,24 +69,6 @@ async def _reads_per_s(address: str, token: str | None, name: str, seconds: floa
         return done / (time.perf_counter() - start)
 
 
-def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of every process, as "name:pid" (Linux's /proc; a process
-    gone meanwhile is left out)."""
-    found = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        found[f"{comm}:{entry.name}"] = (int(fields[11]) + int(fields[12])) / tick
-    return found
-
-
 def reads(
     url: str, home: Path, name: str, seconds: float, *extra: str
 ) -> tuple[float, float, float]:
@@ -95,9 +76,9 @@ def reads(
     spent a call."""
     gateway = GatewayProcess(url, home, *extra)
     try:
-        before = _cpu_seconds()
+        before = cpu_seconds()
         rate = asyncio.run(_reads_per_s(gateway.address, gateway.token, name, seconds))
-        after = _cpu_seconds()
+        after = cpu_seconds()
     finally:
         gateway.stop()
     spent = {k: v - before.get(k, 0.0) for k, v in after.items()}

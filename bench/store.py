@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
-from bench.report import print_figures
+from bench.report import cpu_seconds, print_figures
 from gateway.attempts import convert
 from gateway.inprocess import GatewayThread
 from gateway.store import AttemptStore, EpochRecord, open_pool
@@ -32,6 +32,8 @@ from metalearn.credentials import open_channel
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
 )
 from metalearn.v1 import attempt_service_pb2 as pb
 
@@ -178,6 +180,45 @@ def calls_per_second(
     return rates
 
 
+def floor_per_second(channel: grpc.Channel, seconds: float, concurrency: int) -> float:
+    """The gRPC floor on the same server: WhoAmI, a unary call through the same
+    interceptors (authentication, budgets, sizes) that touches no database."""
+    stub = token_service_pb2_grpc.TokenServiceStub(channel)
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        futures = [
+            stub.WhoAmI.future(token_service_pb2.WhoAmIRequest()) for _ in range(concurrency)
+        ]
+        for future in futures:
+            future.result()
+        done += concurrency
+    return done / (time.perf_counter() - start)
+
+
+async def store_creates_per_second(url: str, seconds: float, concurrency: int) -> float:
+    """The store's own INSERT of an attempt (its two stored forms made once, as the
+    servicer makes them), `concurrency` at once on a pool of as many: the database's
+    share of a CreateAttempt, without gRPC, checks or conversion."""
+    seed = documents.attempt_from_json(SEED.read_text())
+    spec, doc = convert.stored_forms(convert.new_spec(seed))
+    counter = iter(range(10**9))
+    async with open_pool(url, concurrency, concurrency) as pool:
+        store = AttemptStore(pool)
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def writer() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await store.create(f"store-{next(counter)}", spec, doc, "bench")
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
 def batch_creates_per_second(
     stub: Any, seconds: float, size: int = 100, in_flight: int = 2
 ) -> float:
@@ -239,9 +280,27 @@ def main() -> None:
                     figures[f"get_10000_epochs_{label}_p50_ms"] = lat["p50"] * 1e3
                     figures[f"get_10000_epochs_{label}_p99_ms"] = lat["p99"] * 1e3
                 for concurrency in (1, 8):
-                    rates = calls_per_second(stub, args.seconds, concurrency)
+                    before = cpu_seconds()
+                    rates = calls_per_second(stub, args.seconds, concurrency, only="create")
+                    spent = {k: v - before.get(k, 0.0) for k, v in cpu_seconds().items()}
+                    calls = rates["create"] * args.seconds
                     figures[f"create_per_s_{concurrency}_in_flight"] = rates["create"]
-                    figures[f"get_per_s_{concurrency}_in_flight"] = rates["get"]
+                    figures[f"get_per_s_{concurrency}_in_flight"] = calls_per_second(
+                        stub, args.seconds, concurrency, only="get"
+                    )["get"]
+                # Where a CreateAttempt's time goes (issue 30): the gRPC floor on the same
+                # server, the store's INSERT alone, and the CPU each side spent a call.
+                gateway_pid = f":{gateway.proc.pid}"
+                figures["create_gateway_cpu_ms"] = (
+                    1e3 * sum(v for k, v in spent.items() if k.endswith(gateway_pid)) / calls
+                )
+                figures["create_database_cpu_ms"] = (
+                    1e3 * sum(v for k, v in spent.items() if k.startswith("postgres:")) / calls
+                )
+                figures["noop_per_s_8_in_flight"] = floor_per_second(channel, args.seconds, 8)
+                figures["store_create_per_s_8_at_once"] = asyncio.run(
+                    store_creates_per_second(url, args.seconds, 8)
+                )
                 figures["batch_create_per_s"] = batch_creates_per_second(stub, args.seconds)
                 figures["batch_over_single_create"] = (
                     figures["batch_create_per_s"] / figures["create_per_s_8_in_flight"]

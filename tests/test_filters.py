@@ -97,6 +97,28 @@ def names(attempts, text: str) -> list[str]:
 )
 def test_filters_select_what_they_say(attempts, zoo, text, expected) -> None:
     assert names(attempts, text) == expected
+    reply = attempts.ListAttempts(pb.ListAttemptsRequest(filter=text))
+    # The first page says how many match: exactly, at this size (AIP-158).
+    assert (reply.total_size, reply.total_size_estimated) == (len(expected), False)
+
+
+def test_a_lists_total_is_counted_up_to_a_bound_then_estimated(attempts, zoo, monkeypatch) -> None:
+    """Issue 30: a first page's `total_size` is a count up to EXACT_TOTAL (a bounded scan)
+    and PostgreSQL's estimate beyond; pages after the first carry none."""
+    from gateway.attempts import servicer
+
+    first = attempts.ListAttempts(pb.ListAttemptsRequest(page_size=3))
+    assert (first.total_size, first.total_size_estimated) == (4, False)
+    rest = attempts.ListAttempts(pb.ListAttemptsRequest(page_token=first.next_page_token))
+    assert [len(rest.attempts), rest.total_size] == [1, 0]
+    same = attempts.ListAttempts(
+        pb.ListAttemptsRequest(statuses=[attempt_pb2.ATTEMPT_STATUS_COMPLETE])
+    )
+    assert same.total_size == 2
+    monkeypatch.setattr(servicer, "EXACT_TOTAL", 2)  # the live gateway runs in this process
+    estimated = attempts.ListAttempts(pb.ListAttemptsRequest(page_size=1))
+    assert estimated.total_size_estimated
+    assert estimated.total_size >= 3  # at least what the bounded count saw
 
 
 def test_filters_page_and_owner(attempts, zoo, gateway) -> None:

@@ -114,6 +114,9 @@ async def status_wire(store: AttemptStore, attempt_id: int) -> bytes:
     return attempt.SerializeToString()
 
 
+# A list's total is counted exactly up to this many attempts, estimated beyond (a count
+# of a million rows would cost every first page seconds).
+EXACT_TOTAL = 10_000
 # Attempts one BatchCreateAttempts stores (AIP-233's usual bound; ImportAttempts' too).
 MAX_BATCH = 1000
 
@@ -352,9 +355,15 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
                     raise
                 raise refused from err
 
+            total, estimated = 0, False
+            if after is None:  # the first page says how many there are (AIP-158)
+                total, estimated = await self._reads.count(query, EXACT_TOTAL)
+
             def page() -> pb.ListAttemptsResponse:
                 response = pb.ListAttemptsResponse(
-                    attempts=[convert.attempt_from_record(r) for r in records[:size]]
+                    attempts=[convert.attempt_from_record(r) for r in records[:size]],
+                    total_size=total,
+                    total_size_estimated=estimated,
                 )
                 if len(records) > size:
                     response.next_page_token = pagination.encode(query, records[size - 1])

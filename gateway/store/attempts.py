@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 
 import psycopg_pool
+from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -223,6 +224,32 @@ def check_owner(key: AttemptKey, owner: str, scope: str | None) -> None:
             f"{_describe(key)} belongs to another principal: only its owner or an admin"
             " may change it"
         )
+
+
+# A list's total (`count`) is counted only as long as this (ms), estimated beyond.
+COUNT_MS = 1000
+
+
+def _selection(query: ListQuery) -> tuple[list[sql.Composable], list[Any]]:
+    """The conditions of a list's own fields (not its filter, not its keyset position)."""
+    conds: list[sql.Composable] = []
+    params: list[Any] = []
+    if query.statuses:
+        conds.append(sql.SQL("a.status = ANY(%s)"))
+        params.append(list(query.statuses))
+    if query.label_name:
+        conds.append(sql.SQL("(a.doc -> 'training_commands' -> 'label_names') ? %s"))
+        params.append(query.label_name)
+    if query.name_prefix:
+        conds.append(sql.SQL("starts_with(a.name, %s)"))
+        params.append(query.name_prefix)
+    if query.owner is not None:
+        conds.append(sql.SQL("a.owner = %s"))
+        params.append(query.owner)
+    if query.min_accuracy > 0:
+        conds.append(sql.SQL("{} >= %s").format(_ACCURACY))
+        params.append(query.min_accuracy)
+    return conds, params
 
 
 class AttemptStore:
@@ -472,23 +499,7 @@ class AttemptStore:
         self, query: ListQuery, after: tuple[Any, ...] | None, limit: int
     ) -> list[AttemptRecord]:
         """A page of attempts after the keyset position `after`, in `query.order`."""
-        conds: list[sql.Composable] = []
-        params: list[Any] = []
-        if query.statuses:
-            conds.append(sql.SQL("a.status = ANY(%s)"))
-            params.append(list(query.statuses))
-        if query.label_name:
-            conds.append(sql.SQL("(a.doc -> 'training_commands' -> 'label_names') ? %s"))
-            params.append(query.label_name)
-        if query.name_prefix:
-            conds.append(sql.SQL("starts_with(a.name, %s)"))
-            params.append(query.name_prefix)
-        if query.owner is not None:
-            conds.append(sql.SQL("a.owner = %s"))
-            params.append(query.owner)
-        if query.min_accuracy > 0:
-            conds.append(sql.SQL("{} >= %s").format(_ACCURACY))
-            params.append(query.min_accuracy)
+        conds, params = _selection(query)
         if query.order is Order.ID:
             order: sql.Composable = sql.SQL("a.id")
             if after is not None:
@@ -536,6 +547,38 @@ class AttemptStore:
                 await cur.execute(statement, [*params, limit])
                 rows = await cur.fetchall()
         return [_record(row) for row in rows]
+
+    async def count(self, query: ListQuery, exact_up_to: int) -> tuple[int, bool]:
+        """How many attempts `query` selects, and whether that is PostgreSQL's estimate
+        rather than a count: counted up to `exact_up_to` (a bounded scan), estimated
+        beyond, or where the count would take longer than COUNT_SECONDS."""
+        conds, params = _selection(query)
+        if query.condition is not None:
+            conds.append(query.condition)
+            params += list(query.condition_params)
+        where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+        bounded = sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM attempts a WHERE {} LIMIT %s) s"
+        ).format(where)
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                counted = None
+                try:
+                    async with conn.transaction():
+                        await conn.execute(f"SET LOCAL statement_timeout = {COUNT_MS}")
+                        cur = await conn.execute(bounded, [*params, exact_up_to + 1], prepare=False)
+                        row = await cur.fetchone()
+                        counted = int(row[0]) if row else 0
+                except pg_errors.QueryCanceled:
+                    pass  # a filter that matches little of a large store: estimated
+                if counted is not None and counted <= exact_up_to:
+                    return counted, False
+                explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM attempts a WHERE {}")
+                cur = await conn.execute(explain.format(where), params, prepare=False)
+                row = await cur.fetchone()
+        plan = row[0] if row else [{}]
+        estimate = int(plan[0].get("Plan", {}).get("Plan Rows", 0))
+        return max(estimate, counted or 0), True
 
     async def _list_by_field(
         self,

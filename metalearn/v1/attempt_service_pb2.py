@@ -27,7 +27,7 @@ from metalearn.v1 import attempt_pb2 as metalearn_dot_v1_dot_attempt__pb2
 from metalearn.v1 import trainer_service_pb2 as metalearn_dot_v1_dot_trainer__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/attempt_service.proto\x12\x0cmetalearn.v1\x1a google/protobuf/field_mask.proto\x1a\x1ametalearn/v1/attempt.proto\x1a\"metalearn/v1/trainer_service.proto\"R\n\x14\x43reateAttemptRequest\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"?\n\x15\x43reateAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"f\n\x1a\x42\x61tchCreateAttemptsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".metalearn.v1.CreateAttemptRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x1b\x42\x61tchCreateAttemptsResponse\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\"k\n\x15ImportAttemptsRequest\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\x12\x15\n\rskip_existing\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"R\n\x16ImportAttemptsResponse\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\x12\x0f\n\x07skipped\x18\x02 \x03(\t\"a\n\x11GetAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12\'\n\x04view\x18\x03 \x01(\x0e\x32\x19.metalearn.v1.AttemptViewB\x05\n\x03key\"<\n\x12GetAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"o\n\x14UpdateAttemptRequest\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"\xb8\x02\n\x13ListAttemptsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x08statuses\x18\x03 \x03(\x0e\x32\x1b.metalearn.v1.AttemptStatus\x12\x12\n\nlabel_name\x18\x04 \x01(\t\x12\x13\n\x0bname_prefix\x18\x05 \x01(\t\x12\x14\n\x0cmin_accuracy\x18\x06 \x01(\x01\x12,\n\x08order_by\x18\x07 \x01(\x0e\x32\x1a.metalearn.v1.AttemptOrder\x12\'\n\x04view\x18\x08 \x01(\x0e\x32\x19.metalearn.v1.AttemptView\x12\r\n\x05owner\x18\t \x01(\t\x12\x0e\n\x06\x66ilter\x18\n \x01(\t\x12\x16\n\x0eorder_by_field\x18\x0b \x01(\t\"X\n\x14ListAttemptsResponse\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x14\x44\x65leteAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\"\x17\n\x15\x44\x65leteAttemptResponse\"\x17\n\x15GetLatestIndexRequest\".\n\x16GetLatestIndexResponse\x12\x14\n\x0clatest_index\x18\x01 \x01(\x03\"]\n\x0cTrainRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\rTrainResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"[\n\x0bTestRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.TestCommand\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x0cTestResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"N\n\x13WatchAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12\x12\n\nfrom_epoch\x18\x03 \x01(\x05\x42\x05\n\x03key\"\x83\x02\n\x14WatchAttemptResponse\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.AttemptH\x00\x12+\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetricsH\x00\x12\'\n\x06status\x18\x03 \x01(\x0b\x32\x15.metalearn.v1.AttemptH\x00\x12\x33\n\rtest_progress\x18\x04 \x01(\x0b\x32\x1a.metalearn.v1.TestProgressH\x00\x12,\n\tprognosis\x18\x05 \x01(\x0b\x32\x17.metalearn.v1.PrognosisH\x00\x42\x07\n\x05\x65vent\";\n\x14\x43\x61ncelAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\"?\n\x15\x43\x61ncelAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\";\n\x14\x44ownloadModelRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\"Y\n\x15\x44ownloadModelResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t*Z\n\x0b\x41ttemptView\x12\x1c\n\x18\x41TTEMPT_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41TTEMPT_VIEW_BASIC\x10\x01\x12\x15\n\x11\x41TTEMPT_VIEW_FULL\x10\x02*~\n\x0c\x41ttemptOrder\x12\x1d\n\x19\x41TTEMPT_ORDER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41TTEMPT_ORDER_ID\x10\x01\x12\x1a\n\x16\x41TTEMPT_ORDER_ACCURACY\x10\x02\x12\x1d\n\x19\x41TTEMPT_ORDER_UPDATE_TIME\x10\x03\x32\xfc\x08\n\x0e\x41ttemptService\x12X\n\rCreateAttempt\x12\".metalearn.v1.CreateAttemptRequest\x1a#.metalearn.v1.CreateAttemptResponse\x12j\n\x13\x42\x61tchCreateAttempts\x12(.metalearn.v1.BatchCreateAttemptsRequest\x1a).metalearn.v1.BatchCreateAttemptsResponse\x12[\n\x0eImportAttempts\x12#.metalearn.v1.ImportAttemptsRequest\x1a$.metalearn.v1.ImportAttemptsResponse\x12O\n\nGetAttempt\x12\x1f.metalearn.v1.GetAttemptRequest\x1a .metalearn.v1.GetAttemptResponse\x12X\n\rUpdateAttempt\x12\".metalearn.v1.UpdateAttemptRequest\x1a#.metalearn.v1.UpdateAttemptResponse\x12U\n\x0cListAttempts\x12!.metalearn.v1.ListAttemptsRequest\x1a\".metalearn.v1.ListAttemptsResponse\x12X\n\rDeleteAttempt\x12\".metalearn.v1.DeleteAttemptRequest\x1a#.metalearn.v1.DeleteAttemptResponse\x12[\n\x0eGetLatestIndex\x12#.metalearn.v1.GetLatestIndexRequest\x1a$.metalearn.v1.GetLatestIndexResponse\x12@\n\x05Train\x12\x1a.metalearn.v1.TrainRequest\x1a\x1b.metalearn.v1.TrainResponse\x12=\n\x04Test\x12\x19.metalearn.v1.TestRequest\x1a\x1a.metalearn.v1.TestResponse\x12W\n\x0cWatchAttempt\x12!.metalearn.v1.WatchAttemptRequest\x1a\".metalearn.v1.WatchAttemptResponse0\x01\x12X\n\rCancelAttempt\x12\".metalearn.v1.CancelAttemptRequest\x1a#.metalearn.v1.CancelAttemptResponse\x12Z\n\rDownloadModel\x12\".metalearn.v1.DownloadModelRequest\x1a#.metalearn.v1.DownloadModelResponse0\x01\x42\x8c\x01\n\x10\x64\x65v.metalearn.v1B\x13\x41ttemptServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"metalearn/v1/attempt_service.proto\x12\x0cmetalearn.v1\x1a google/protobuf/field_mask.proto\x1a\x1ametalearn/v1/attempt.proto\x1a\"metalearn/v1/trainer_service.proto\"R\n\x14\x43reateAttemptRequest\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"?\n\x15\x43reateAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"f\n\x1a\x42\x61tchCreateAttemptsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".metalearn.v1.CreateAttemptRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"F\n\x1b\x42\x61tchCreateAttemptsResponse\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\"k\n\x15ImportAttemptsRequest\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\x12\x15\n\rskip_existing\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"R\n\x16ImportAttemptsResponse\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\x12\x0f\n\x07skipped\x18\x02 \x03(\t\"a\n\x11GetAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12\'\n\x04view\x18\x03 \x01(\x0e\x32\x19.metalearn.v1.AttemptViewB\x05\n\x03key\"<\n\x12GetAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"o\n\x14UpdateAttemptRequest\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"\xb8\x02\n\x13ListAttemptsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x08statuses\x18\x03 \x03(\x0e\x32\x1b.metalearn.v1.AttemptStatus\x12\x12\n\nlabel_name\x18\x04 \x01(\t\x12\x13\n\x0bname_prefix\x18\x05 \x01(\t\x12\x14\n\x0cmin_accuracy\x18\x06 \x01(\x01\x12,\n\x08order_by\x18\x07 \x01(\x0e\x32\x1a.metalearn.v1.AttemptOrder\x12\'\n\x04view\x18\x08 \x01(\x0e\x32\x19.metalearn.v1.AttemptView\x12\r\n\x05owner\x18\t \x01(\t\x12\x0e\n\x06\x66ilter\x18\n \x01(\t\x12\x16\n\x0eorder_by_field\x18\x0b \x01(\t\"\x8a\x01\n\x14ListAttemptsResponse\x12\'\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x15.metalearn.v1.Attempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x1c\n\x14total_size_estimated\x18\x04 \x01(\x08\";\n\x14\x44\x65leteAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\"\x17\n\x15\x44\x65leteAttemptResponse\"\x17\n\x15GetLatestIndexRequest\".\n\x16GetLatestIndexResponse\x12\x14\n\x0clatest_index\x18\x01 \x01(\x03\"]\n\x0cTrainRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.TrainCommand\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\rTrainResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"[\n\x0bTestRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x19.metalearn.v1.TestCommand\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x0cTestResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\"N\n\x13WatchAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x12\x12\n\nfrom_epoch\x18\x03 \x01(\x05\x42\x05\n\x03key\"\x83\x02\n\x14WatchAttemptResponse\x12)\n\x08snapshot\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.AttemptH\x00\x12+\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x1a.metalearn.v1.EpochMetricsH\x00\x12\'\n\x06status\x18\x03 \x01(\x0b\x32\x15.metalearn.v1.AttemptH\x00\x12\x33\n\rtest_progress\x18\x04 \x01(\x0b\x32\x1a.metalearn.v1.TestProgressH\x00\x12,\n\tprognosis\x18\x05 \x01(\x0b\x32\x17.metalearn.v1.PrognosisH\x00\x42\x07\n\x05\x65vent\";\n\x14\x43\x61ncelAttemptRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\"?\n\x15\x43\x61ncelAttemptResponse\x12&\n\x07\x61ttempt\x18\x01 \x01(\x0b\x32\x15.metalearn.v1.Attempt\";\n\x14\x44ownloadModelRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x0c\n\x02id\x18\x02 \x01(\x03H\x00\x42\x05\n\x03key\"Y\n\x15\x44ownloadModelResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t*Z\n\x0b\x41ttemptView\x12\x1c\n\x18\x41TTEMPT_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41TTEMPT_VIEW_BASIC\x10\x01\x12\x15\n\x11\x41TTEMPT_VIEW_FULL\x10\x02*~\n\x0c\x41ttemptOrder\x12\x1d\n\x19\x41TTEMPT_ORDER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41TTEMPT_ORDER_ID\x10\x01\x12\x1a\n\x16\x41TTEMPT_ORDER_ACCURACY\x10\x02\x12\x1d\n\x19\x41TTEMPT_ORDER_UPDATE_TIME\x10\x03\x32\xfc\x08\n\x0e\x41ttemptService\x12X\n\rCreateAttempt\x12\".metalearn.v1.CreateAttemptRequest\x1a#.metalearn.v1.CreateAttemptResponse\x12j\n\x13\x42\x61tchCreateAttempts\x12(.metalearn.v1.BatchCreateAttemptsRequest\x1a).metalearn.v1.BatchCreateAttemptsResponse\x12[\n\x0eImportAttempts\x12#.metalearn.v1.ImportAttemptsRequest\x1a$.metalearn.v1.ImportAttemptsResponse\x12O\n\nGetAttempt\x12\x1f.metalearn.v1.GetAttemptRequest\x1a .metalearn.v1.GetAttemptResponse\x12X\n\rUpdateAttempt\x12\".metalearn.v1.UpdateAttemptRequest\x1a#.metalearn.v1.UpdateAttemptResponse\x12U\n\x0cListAttempts\x12!.metalearn.v1.ListAttemptsRequest\x1a\".metalearn.v1.ListAttemptsResponse\x12X\n\rDeleteAttempt\x12\".metalearn.v1.DeleteAttemptRequest\x1a#.metalearn.v1.DeleteAttemptResponse\x12[\n\x0eGetLatestIndex\x12#.metalearn.v1.GetLatestIndexRequest\x1a$.metalearn.v1.GetLatestIndexResponse\x12@\n\x05Train\x12\x1a.metalearn.v1.TrainRequest\x1a\x1b.metalearn.v1.TrainResponse\x12=\n\x04Test\x12\x19.metalearn.v1.TestRequest\x1a\x1a.metalearn.v1.TestResponse\x12W\n\x0cWatchAttempt\x12!.metalearn.v1.WatchAttemptRequest\x1a\".metalearn.v1.WatchAttemptResponse0\x01\x12X\n\rCancelAttempt\x12\".metalearn.v1.CancelAttemptRequest\x1a#.metalearn.v1.CancelAttemptResponse\x12Z\n\rDownloadModel\x12\".metalearn.v1.DownloadModelRequest\x1a#.metalearn.v1.DownloadModelResponse0\x01\x42\x8c\x01\n\x10\x64\x65v.metalearn.v1B\x13\x41ttemptServiceProtoP\x01Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\xa2\x02\x03MLN\xaa\x02\x0cMetalearn.V1\xca\x02\x0cMetalearn\\V1\xea\x02\rMetalearn::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metalearn.v1.attempt_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.metalearn.v1B\023AttemptServiceProtoP\001Z-metalearn.dev/gen/go/metalearn/v1;metalearnv1\242\002\003MLN\252\002\014Metalearn.V1\312\002\014Metalearn\\V1\352\002\rMetalearn::V1'
-  _globals['_ATTEMPTVIEW']._serialized_start=2492
-  _globals['_ATTEMPTVIEW']._serialized_end=2582
-  _globals['_ATTEMPTORDER']._serialized_start=2584
-  _globals['_ATTEMPTORDER']._serialized_end=2710
+  _globals['_ATTEMPTVIEW']._serialized_start=2543
+  _globals['_ATTEMPTVIEW']._serialized_end=2633
+  _globals['_ATTEMPTORDER']._serialized_start=2635
+  _globals['_ATTEMPTORDER']._serialized_end=2761
   _globals['_CREATEATTEMPTREQUEST']._serialized_start=150
   _globals['_CREATEATTEMPTREQUEST']._serialized_end=232
   _globals['_CREATEATTEMPTRESPONSE']._serialized_start=234
@@ -61,36 +61,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEATTEMPTRESPONSE']._serialized_end=1005
   _globals['_LISTATTEMPTSREQUEST']._serialized_start=1008
   _globals['_LISTATTEMPTSREQUEST']._serialized_end=1320
-  _globals['_LISTATTEMPTSRESPONSE']._serialized_start=1322
-  _globals['_LISTATTEMPTSRESPONSE']._serialized_end=1410
-  _globals['_DELETEATTEMPTREQUEST']._serialized_start=1412
-  _globals['_DELETEATTEMPTREQUEST']._serialized_end=1471
-  _globals['_DELETEATTEMPTRESPONSE']._serialized_start=1473
-  _globals['_DELETEATTEMPTRESPONSE']._serialized_end=1496
-  _globals['_GETLATESTINDEXREQUEST']._serialized_start=1498
-  _globals['_GETLATESTINDEXREQUEST']._serialized_end=1521
-  _globals['_GETLATESTINDEXRESPONSE']._serialized_start=1523
-  _globals['_GETLATESTINDEXRESPONSE']._serialized_end=1569
-  _globals['_TRAINREQUEST']._serialized_start=1571
-  _globals['_TRAINREQUEST']._serialized_end=1664
-  _globals['_TRAINRESPONSE']._serialized_start=1666
-  _globals['_TRAINRESPONSE']._serialized_end=1721
-  _globals['_TESTREQUEST']._serialized_start=1723
-  _globals['_TESTREQUEST']._serialized_end=1814
-  _globals['_TESTRESPONSE']._serialized_start=1816
-  _globals['_TESTRESPONSE']._serialized_end=1870
-  _globals['_WATCHATTEMPTREQUEST']._serialized_start=1872
-  _globals['_WATCHATTEMPTREQUEST']._serialized_end=1950
-  _globals['_WATCHATTEMPTRESPONSE']._serialized_start=1953
-  _globals['_WATCHATTEMPTRESPONSE']._serialized_end=2212
-  _globals['_CANCELATTEMPTREQUEST']._serialized_start=2214
-  _globals['_CANCELATTEMPTREQUEST']._serialized_end=2273
-  _globals['_CANCELATTEMPTRESPONSE']._serialized_start=2275
-  _globals['_CANCELATTEMPTRESPONSE']._serialized_end=2338
-  _globals['_DOWNLOADMODELREQUEST']._serialized_start=2340
-  _globals['_DOWNLOADMODELREQUEST']._serialized_end=2399
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=2401
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=2490
-  _globals['_ATTEMPTSERVICE']._serialized_start=2713
-  _globals['_ATTEMPTSERVICE']._serialized_end=3861
+  _globals['_LISTATTEMPTSRESPONSE']._serialized_start=1323
+  _globals['_LISTATTEMPTSRESPONSE']._serialized_end=1461
+  _globals['_DELETEATTEMPTREQUEST']._serialized_start=1463
+  _globals['_DELETEATTEMPTREQUEST']._serialized_end=1522
+  _globals['_DELETEATTEMPTRESPONSE']._serialized_start=1524
+  _globals['_DELETEATTEMPTRESPONSE']._serialized_end=1547
+  _globals['_GETLATESTINDEXREQUEST']._serialized_start=1549
+  _globals['_GETLATESTINDEXREQUEST']._serialized_end=1572
+  _globals['_GETLATESTINDEXRESPONSE']._serialized_start=1574
+  _globals['_GETLATESTINDEXRESPONSE']._serialized_end=1620
+  _globals['_TRAINREQUEST']._serialized_start=1622
+  _globals['_TRAINREQUEST']._serialized_end=1715
+  _globals['_TRAINRESPONSE']._serialized_start=1717
+  _globals['_TRAINRESPONSE']._serialized_end=1772
+  _globals['_TESTREQUEST']._serialized_start=1774
+  _globals['_TESTREQUEST']._serialized_end=1865
+  _globals['_TESTRESPONSE']._serialized_start=1867
+  _globals['_TESTRESPONSE']._serialized_end=1921
+  _globals['_WATCHATTEMPTREQUEST']._serialized_start=1923
+  _globals['_WATCHATTEMPTREQUEST']._serialized_end=2001
+  _globals['_WATCHATTEMPTRESPONSE']._serialized_start=2004
+  _globals['_WATCHATTEMPTRESPONSE']._serialized_end=2263
+  _globals['_CANCELATTEMPTREQUEST']._serialized_start=2265
+  _globals['_CANCELATTEMPTREQUEST']._serialized_end=2324
+  _globals['_CANCELATTEMPTRESPONSE']._serialized_start=2326
+  _globals['_CANCELATTEMPTRESPONSE']._serialized_end=2389
+  _globals['_DOWNLOADMODELREQUEST']._serialized_start=2391
+  _globals['_DOWNLOADMODELREQUEST']._serialized_end=2450
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=2452
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=2541
+  _globals['_ATTEMPTSERVICE']._serialized_start=2764
+  _globals['_ATTEMPTSERVICE']._serialized_end=3912
 # @@protoc_insertion_point(module_scope)

@@ -133,12 +133,16 @@ class ListAttemptsRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[_attempt_pb2.AttemptStatus, str]]] = ..., label_name: _Optional[str] = ..., name_prefix: _Optional[str] = ..., min_accuracy: _Optional[float] = ..., order_by: _Optional[_Union[AttemptOrder, str]] = ..., view: _Optional[_Union[AttemptView, str]] = ..., owner: _Optional[str] = ..., filter: _Optional[str] = ..., order_by_field: _Optional[str] = ...) -> None: ...
 
 class ListAttemptsResponse(_message.Message):
-    __slots__ = ("attempts", "next_page_token")
+    __slots__ = ("attempts", "next_page_token", "total_size", "total_size_estimated")
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     attempts: _containers.RepeatedCompositeFieldContainer[_attempt_pb2.Attempt]
     next_page_token: str
-    def __init__(self, attempts: _Optional[_Iterable[_Union[_attempt_pb2.Attempt, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    total_size: int
+    total_size_estimated: bool
+    def __init__(self, attempts: _Optional[_Iterable[_Union[_attempt_pb2.Attempt, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_estimated: _Optional[bool] = ...) -> None: ...
 
 class DeleteAttemptRequest(_message.Message):
     __slots__ = ("name", "id")
