@@ -357,7 +357,7 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
 
             total, estimated = 0, False
             if after is None:  # the first page says how many there are (AIP-158)
-                total, estimated = await self._reads.count(query, EXACT_TOTAL)
+                total, estimated = await self._total(query, len(records), size)
 
             def page() -> pb.ListAttemptsResponse:
                 response = pb.ListAttemptsResponse(
@@ -371,6 +371,19 @@ class AttemptServicer(attempt_service_pb2_grpc.AttemptServiceServicer):
 
             # Up to 1,000 documents.
             return await _encoded_off_loop(page)
+
+    async def _total(self, query: ListQuery, found: int, size: int) -> tuple[int, bool]:
+        """How many attempts a list selects, and whether that is an estimate: a first
+        page that is the last says it exactly; otherwise the fields' own conditions are
+        counted up to EXACT_TOTAL (index scans that stop there), and a document filter's
+        matches are PostgreSQL's estimate (finding 10,000 matches of a common path value
+        read 40,000 documents: 75 ms at a million attempts, on every first page)."""
+        if found <= size:
+            return found, False
+        if query.condition is None:
+            return await self._reads.count(query, EXACT_TOTAL)
+        estimate = await self._reads.estimate(query)
+        return max(estimate, size + 1), True
 
     @translate_errors
     async def DeleteAttempt(

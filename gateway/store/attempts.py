@@ -226,6 +226,15 @@ def check_owner(key: AttemptKey, owner: str, scope: str | None) -> None:
         )
 
 
+def _where(query: ListQuery) -> tuple[sql.Composable, list[Any]]:
+    """A list's whole selection (its fields and its filter), without a keyset position."""
+    conds, params = _selection(query)
+    if query.condition is not None:
+        conds.append(query.condition)
+        params += list(query.condition_params)
+    return (sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")), params
+
+
 # A list's total (`count`) is counted only as long as this (ms), estimated beyond.
 COUNT_MS = 1000
 
@@ -551,12 +560,8 @@ class AttemptStore:
     async def count(self, query: ListQuery, exact_up_to: int) -> tuple[int, bool]:
         """How many attempts `query` selects, and whether that is PostgreSQL's estimate
         rather than a count: counted up to `exact_up_to` (a bounded scan), estimated
-        beyond, or where the count would take longer than COUNT_SECONDS."""
-        conds, params = _selection(query)
-        if query.condition is not None:
-            conds.append(query.condition)
-            params += list(query.condition_params)
-        where = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
+        beyond, or where the count would take longer than COUNT_MS."""
+        where, params = _where(query)
         bounded = sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM attempts a WHERE {} LIMIT %s) s"
         ).format(where)
@@ -573,12 +578,19 @@ class AttemptStore:
                     pass  # a filter that matches little of a large store: estimated
                 if counted is not None and counted <= exact_up_to:
                     return counted, False
-                explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM attempts a WHERE {}")
+        return max(await self.estimate(query), counted or 0), True
+
+    async def estimate(self, query: ListQuery) -> int:
+        """PostgreSQL's estimate of how many attempts `query` selects (its plan's rows:
+        no row is read)."""
+        where, params = _where(query)
+        explain = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM attempts a WHERE {}")
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
                 cur = await conn.execute(explain.format(where), params, prepare=False)
                 row = await cur.fetchone()
         plan = row[0] if row else [{}]
-        estimate = int(plan[0].get("Plan", {}).get("Plan Rows", 0))
-        return max(estimate, counted or 0), True
+        return int(plan[0].get("Plan", {}).get("Plan Rows", 0))
 
     async def _list_by_field(
         self,
