@@ -80,7 +80,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         " not change, nor do its task's counts; the curve model stops learning from a thinned"
         " run. Batches of --batch runs, each its own transaction; a run is thinned once.",
     )
-    retention.add_argument("--older-than-days", type=float, required=True, metavar="DAYS")
+    retention.add_argument(
+        "--older-than-days",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="thin runs at rest whose last change is older than this",
+    )
     retention.add_argument("--keep", type=int, default=200, help="points a run keeps (200)")
     retention.add_argument("--batch", type=int, default=200, help="runs a transaction (200)")
     retention.add_argument("--dry-run", action="store_true", help="count, change nothing")
