@@ -1,9 +1,11 @@
 """Notes, after each call that may write, the primary's WAL position for its caller
 (`ReadRouter.wrote`), so that caller's next reads wait for a replica that has it.
 
-A call may write when readers may not make it: its access rule (`auth.roles.POLICY`)
-leaves the reader role out. It is noted once the call ends, however it ended: a failed
-write wrote nothing, but a stream may have stored part of what it carried. Installed
+A call may write what the replicas serve (attempts, studies, reported runs) when writers
+may make it and readers may not (`auth.roles.POLICY`): a trainer's heartbeats and an
+admin's token calls write nothing a caller reads there, and cost no extra statement.
+It is noted once the call ends, however it ended: a failed write wrote nothing, but a
+stream may have stored part of what it carried. Installed
 inside authentication (the caller is known), and only when there are replicas.
 """
 
@@ -25,8 +27,9 @@ class ReadYourWrites(WrappingInterceptor):
         self._router = router
 
     def wrap(self, method: str, handler: Any) -> Any | None:
-        if Role.READER in POLICY.get(method, frozenset({Role.READER})):
-            return None  # reads, health and reflection: nothing to note
+        roles = POLICY.get(method, frozenset())
+        if Role.WRITER not in roles or Role.READER in roles:
+            return None  # reads, trainers' and admins' own calls, health: nothing to note
         return _wrap(handler, self._router)
 
 

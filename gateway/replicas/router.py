@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -67,9 +67,6 @@ class ReadRouter(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleR
         self._floor = 0
         self._newest = 0
         self._turn = 0
-        # Where reads went ("primary", "replica"), and why the primary ("behind"): what a
-        # test and an operator look at.
-        self.served: Counter[str] = Counter()
 
     async def position(self) -> int:
         """The primary's WAL position now: everything committed so far lies before it."""
@@ -144,15 +141,12 @@ class ReadRouter(psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[TupleR
                 try:
                     conn = await stack.enter_async_context(replica.connection(timeout))
                     if needed and not await _replayed(conn, needed):
-                        self.served["behind"] += 1
                         continue
                 except psycopg.OperationalError as err:  # gone: the next one, or the primary
                     log.warning("read replica unavailable: %s", type(err).__name__)
                     continue
-                self.served["replica"] += 1
                 yield conn
                 return
-        self.served["primary"] += 1
         async with self.primary.connection(timeout) as conn:
             yield conn
 
