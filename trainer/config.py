@@ -10,6 +10,7 @@ from pathlib import Path
 from metalearn.credentials import find_token
 from metalearn.limits import CommandLimits
 from metalearn.tls import ClientTls, ServerTls, client_tls, server_tls
+from trainer import cache
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class TrainerConfig:
     device: str = "auto"
     # Preprocessed datasets, keyed by a fingerprint of images and ops.
     cache_dir: Path = Path(".metalearn/trainer-cache")
+    # Bytes of cache files kept: after each new one, the least recently used others go
+    # until the rest fit (0: only the newest is kept).
+    cache_max_bytes: int = cache.DEFAULT_MAX_BYTES
     checkpoint_every_epochs: int = 5
     checkpoint_every_seconds: float = 300.0
     # Artifacts travel in chunks of this size.
@@ -59,6 +63,13 @@ class TrainerConfig:
     tls: ServerTls | None = None
     gateway_tls: ClientTls | None = None
 
+    def __post_init__(self) -> None:
+        if self.cache_max_bytes < 0:
+            raise ValueError(
+                "cache_max_bytes (--cache-max-bytes) must be at least 0,"
+                f" got {self.cache_max_bytes}"
+            )
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainerConfig:
         """From `metalearn trainer` flags, falling back on METALEARN_* variables."""
@@ -69,6 +80,7 @@ class TrainerConfig:
             capacity=args.capacity,
             device=args.device,
             cache_dir=Path(args.cache_dir),
+            cache_max_bytes=args.cache_max_bytes,
             checkpoint_every_epochs=args.checkpoint_every_epochs,
             checkpoint_every_seconds=args.checkpoint_every_seconds,
             threads_per_run=args.threads,

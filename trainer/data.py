@@ -5,10 +5,12 @@ never sees a training image. The trainer holds out a validation part of the trai
 the same way. Preprocessed images are kept as uint8 tensors in memory and in a
 safetensors file under the cache directory, named by a fingerprint of the images'
 hashes, their labels and the fixed ops, so a later run on the same data decodes nothing.
+The directory is kept under a byte budget, least recently used files out (trainer/cache.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import safetensors
 import safetensors.torch
 import torch
 from google.protobuf import json_format
@@ -30,6 +33,7 @@ from PIL import Image
 from metalearn import geometry
 from metalearn.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from metalearn.v1 import attempt_pb2, dataset_service_pb2, dataset_service_pb2_grpc
+from trainer import cache
 from trainer.transforms import Pipeline, apply_image_ops, draft, fixed_tensor, tensor_mode
 
 log = logging.getLogger(__name__)
@@ -194,15 +198,22 @@ def ops_key(image_ops: Sequence[attempt_pb2.ImageOp], pipeline: Pipeline) -> lis
 
 
 class Preprocessor:
-    """Turns image refs into cached tensors."""
+    """Turns image refs into cached tensors: `max_bytes` of them in memory at most, and
+    the cache directory kept under `cache_max_bytes`."""
 
     def __init__(
-        self, source: ImageSource, cache_dir: Path, max_bytes: int, max_pixels: int
+        self,
+        source: ImageSource,
+        cache_dir: Path,
+        max_bytes: int,
+        max_pixels: int,
+        cache_max_bytes: int = cache.DEFAULT_MAX_BYTES,
     ) -> None:
         self._source = source
         self._cache_dir = cache_dir
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
+        self._cache_max_bytes = cache_max_bytes
 
     def tensors(
         self,
@@ -215,10 +226,13 @@ class Preprocessor:
         refs = sorted(refs, key=lambda r: (label_names.index(r.label), r.sha256, r.id))
         fp = fingerprint(refs, label_names, ops_key(image_ops, pipeline))
         path = self._cache_dir / f"{fp}.safetensors"
-        if path.exists():
+        # Marked as used before it is read: another trainer's eviction now takes it last.
+        if cache.touch(path):
             try:
                 cached = safetensors.torch.load_file(str(path))
                 return Tensors(cached["images"], cached["labels"], True, fp)
+            except FileNotFoundError:  # another trainer evicted it just now
+                pass
             except Exception:  # a damaged cache file is rebuilt
                 log.warning("cache file %s is unreadable; rebuilding it", path)
         data = self._source.fetch(refs)
@@ -295,12 +309,20 @@ class Preprocessor:
             )
 
     def _store(self, path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Writes the cache file atomically; a failure only costs the next run a decode."""
+        """Writes the cache file atomically, then evicts the least recently used others
+        beyond the budget (after a failed write too: it may have been for want of
+        space); a failure only costs the next run a decode."""
+        tmp = None
         try:
             self._cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._cache_dir, suffix=".tmp")
             os.close(fd)
             safetensors.torch.save_file({"images": images, "labels": labels}, tmp)
             os.replace(tmp, path)
-        except OSError as err:
+        # safetensors reports its own I/O errors (a full disk) as SafetensorError.
+        except (OSError, safetensors.SafetensorError) as err:
             log.warning("could not write cache file %s: %s", path, err)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        cache.prune(self._cache_dir, self._cache_max_bytes, keep=path)

@@ -165,7 +165,11 @@ def load(
         if empty:
             raise FailedPrecondition(f"no training images for labels {empty}: upload some first")
         preprocessor = Preprocessor(
-            source, config.cache_dir, limits.max_data_bytes, limits.max_input_pixels
+            source,
+            config.cache_dir,
+            limits.max_data_bytes,
+            limits.max_input_pixels,
+            cache_max_bytes=config.cache_max_bytes,
         )
         return preprocessor.tensors(refs, labels, image_ops, _no_transform())
     except InvalidArgument as err:

@@ -241,7 +241,11 @@ def _load(
     if empty:
         raise FailedPrecondition(f"no training images for labels {empty}: upload some first")
     preprocessor = Preprocessor(
-        source, config.cache_dir, limits.max_data_bytes, limits.max_input_pixels
+        source,
+        config.cache_dir,
+        limits.max_data_bytes,
+        limits.max_input_pixels,
+        cache_max_bytes=config.cache_max_bytes,
     )
     refs = sorted(refs, key=lambda r: (labels.index(r.label), r.sha256, r.id))
     tensors = preprocessor.tensors(refs, labels, cmd.image_ops, pipeline)

@@ -232,7 +232,11 @@ def _images(
         raise FailedPrecondition(f"no test images for labels {plan.labels}")
     refs = sorted(refs, key=lambda r: (trained_labels.index(r.label), r.sha256, r.id))
     preprocessor = Preprocessor(
-        source, config.cache_dir, limits.max_data_bytes, limits.max_input_pixels
+        source,
+        config.cache_dir,
+        limits.max_data_bytes,
+        limits.max_input_pixels,
+        cache_max_bytes=config.cache_max_bytes,
     )
     tensors = preprocessor.tensors(refs, trained_labels, plan.image_ops, plan.pipeline)
     if tensors.input_shape != plan.spec.input_shape:

@@ -203,7 +203,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
     try:
         config = TrainerConfig.from_args(args)
-    except tls.TlsError as err:
+    except (tls.TlsError, ValueError) as err:  # ValueError: a setting out of range
         raise CliError(str(err)) from err
     run_trainer(config, on_ready=lambda line: print(line, flush=True))
     return 0
@@ -379,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--cache-dir", default=".metalearn/trainer-cache", help="preprocessed data, kept"
+    )
+    tr.add_argument(
+        "--cache-max-bytes",
+        type=int,
+        default=4 * 1024**3,
+        metavar="BYTES",
+        help="keep the cache under this size: each new file evicts the least recently used"
+        " ones (0: keep only the newest)",
     )
     tr.add_argument(
         "--checkpoint-every-epochs", type=int, default=5, help="checkpoint a run this often"
