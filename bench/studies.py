@@ -6,8 +6,8 @@
 (b) the same search with a pruner and without, for several seeds: epochs spent
     (`pruned_epochs_ratio`, pruned over unpruned, goal <= 0.5) and the best validation
     accuracy found (`best_accuracy_gap`, pruned minus unpruned, goal within 0.01);
-(c) what one pruning decision costs after an epoch (its queries and Optuna's rebuilt
-    study), p50 and p99, replayed over every epoch of (b)'s pruned studies.
+What one pruning decision costs is measured apart, in studies of any size, by
+bench/pruning.py.
   python bench/studies.py          # a table
   python bench/studies.py --json   # one JSON object
 """
@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -27,14 +26,11 @@ from google.protobuf import json_format
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
-from bench.orchestration import DONE, command, percentile, wait_registered
+from bench.orchestration import DONE, command, wait_registered
 from bench.report import print_figures
 from bench.trainers import start_trainer
 from gateway.config import GatewayConfig
 from gateway.inprocess import GatewayThread
-from gateway.store import open_pool
-from gateway.store.studies import StudyStore
-from gateway.studies.pruning import Pruning
 from metalearn import digits
 from metalearn.v1 import attempt_service_pb2 as apb
 from metalearn.v1 import (
@@ -88,23 +84,6 @@ def direct(attempts: Any, commands: list[Any], prefix: str) -> float:
     return time.perf_counter() - start
 
 
-async def decision_times(url: str, names: list[str]) -> list[float]:
-    """(c): each decision of the studies' pruner replayed at every stored epoch."""
-    async with open_pool(url, 1, 2) as pool:
-        store = StudyStore(pool)
-        pruning = Pruning(store)
-        times = []
-        for name in names:
-            _, trials = await store.get(name)
-            for trial in trials:
-                for epoch in trial.steps:
-                    assert trial.attempt_id is not None
-                    start = time.perf_counter()
-                    await pruning.decide(trial.attempt_id, epoch)
-                    times.append(time.perf_counter() - start)
-        return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
@@ -147,7 +126,7 @@ def main() -> None:
                 pruner = {"name": "successive_halving",
                           "args": {"min_resource": 1, "reduction_factor": 3}}  # fmt: skip
                 epochs = {"pruned": 0, "unpruned": 0}
-                gaps, pruned_names = [], []
+                gaps = []
                 for seed in range(1, args.seeds + 1):
                     best = {}
                     for arm, choice in (("unpruned", None), ("pruned", pruner)):
@@ -157,8 +136,6 @@ def main() -> None:
                         )
                         epochs[arm] += sum(t.epochs for t in result.trials)
                         best[arm] = result.best_trial.value
-                        if choice is not None:
-                            pruned_names.append(name)
                     gaps.append(best["pruned"] - best["unpruned"])
                     figures[f"best_accuracy_seed{seed}_unpruned"] = best["unpruned"]
                     figures[f"best_accuracy_seed{seed}_pruned"] = best["pruned"]
@@ -167,15 +144,6 @@ def main() -> None:
                 figures["pruned_epochs_ratio"] = epochs["pruned"] / epochs["unpruned"]
                 figures["best_accuracy_gap"] = statistics.mean(gaps)
                 figures["best_accuracy_gap_worst"] = min(gaps)
-            # (c), with the trainers stopped: the decision alone.
-            for proc, _ in trainers:
-                proc.terminate()
-                proc.wait(60)
-            trainers = []
-            times = asyncio.run(decision_times(url, pruned_names))
-            figures["pruning_decisions"] = len(times)
-            figures["pruning_decision_p50_ms"] = percentile(times, 0.5) * 1e3
-            figures["pruning_decision_p99_ms"] = percentile(times, 0.99) * 1e3
         finally:
             for proc, _ in trainers:
                 proc.terminate()

@@ -90,15 +90,15 @@ _STUDY = sql.SQL(
 )
 # The objective's candidates come from the epochs (NaN, a diverged epoch, included: the
 # caller refuses non-finite values).
-_TRIALS = (
+_TRIALS_OF = (
     "SELECT t.number, t.attempt_id, a.name AS attempt_name, t.queued,"
     " COALESCE(a.status, '') AS status, COALESCE(a.work, '') AS work,"
     " t.params, t.internal, t.sampler_state,"
     " COALESCE(NULLIF(t.error, ''), a.error, '') AS error, t.seeded_by,"
     " COALESCE(e.epochs, 0) AS epochs, e.best_val_accuracy, e.last_val_accuracy,"
-    " e.best_val_loss, e.last_val_loss, COALESCE(e.steps, '{}') AS steps,"
-    " COALESCE(e.val_accuracies, '{}') AS val_accuracies,"
-    " COALESCE(e.val_losses, '{}') AS val_losses, t.state AS optuna_state, t.vals AS values"
+    " e.best_val_loss, e.last_val_loss, COALESCE(e.steps, '{{}}') AS steps,"
+    " COALESCE(e.val_accuracies, '{{}}') AS val_accuracies,"
+    " COALESCE(e.val_losses, '{{}}') AS val_losses, t.state AS optuna_state, t.vals AS values"
     " FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
     " LEFT JOIN LATERAL (SELECT count(*) AS epochs, max(val_accuracy) AS best_val_accuracy,"
     " (array_agg(val_accuracy ORDER BY epoch DESC))[1] AS last_val_accuracy,"
@@ -108,6 +108,17 @@ _TRIALS = (
     " array_agg(val_accuracy ORDER BY epoch) AS val_accuracies,"
     " array_agg(val_loss ORDER BY epoch) AS val_losses"
     " FROM attempt_epochs WHERE attempt_id = t.attempt_id) e ON true"
+    " WHERE t.study_id = %(study)s{only} ORDER BY t.number"
+)
+_TRIALS = _TRIALS_OF.format(only="")
+_TRIALS_NUMBERED = _TRIALS_OF.format(only=" AND t.number = ANY(%(only)s)")
+# A light row per trial, numbered, then what says it changed (its epochs aside: a trial
+# at rest has no new ones without its attempt's `updated_at` moving, and no pruner reads
+# another running trial's). A pruning decision reads these (gateway/studies/decisions.py).
+_TRIAL_KEYS = (
+    "SELECT t.number, t.attempt_id, t.queued, COALESCE(a.status, ''), COALESCE(a.work, ''),"
+    " COALESCE(NULLIF(t.error, ''), a.error, ''), t.sampler_state::text, t.state, t.vals,"
+    " a.updated_at FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
     " WHERE t.study_id = %s ORDER BY t.number"
 )
 
@@ -128,7 +139,7 @@ class Locked:
         self.study = study
 
     async def trials(self) -> list[TrialRecord]:
-        await self._cur.execute(_TRIALS, (self.study.id,))
+        await self._cur.execute(_TRIALS, {"study": self.study.id})
         return [_trial(r) for r in await self._cur.fetchall()]
 
     async def add_trial(
@@ -230,7 +241,7 @@ class StudyStore:
                 if row is None:
                     raise errors.NotFound(f"study {name!r} not found")
                 study = _study(row)
-                await cur.execute(_TRIALS, (study.id,))
+                await cur.execute(_TRIALS, {"study": study.id})
                 return study, [_trial(r) for r in await cur.fetchall()]
 
     async def page(self, before_id: int | None, limit: int) -> list[StudyRecord]:
@@ -338,13 +349,39 @@ class StudyStore:
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(_TRIALS, (study_id,))
+                await cur.execute(_TRIALS, {"study": study_id})
+                return [_trial(r) for r in await cur.fetchall()]
+
+    async def trial_keys(
+        self, study_id: int, number: int
+    ) -> tuple[list[tuple[Any, ...]], TrialRecord | None]:
+        """Each trial's number and what says whether it changed, in number order; and
+        trial `number` as it stands (None: none), in one round trip."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                keys = conn.cursor()
+                trial = conn.cursor(row_factory=dict_row)
+                async with conn.pipeline():
+                    await keys.execute(_TRIAL_KEYS, (study_id,))
+                    await trial.execute(_TRIALS_NUMBERED, {"study": study_id, "only": [number]})
+                found = await trial.fetchone()
+                return await keys.fetchall(), _trial(found) if found is not None else None
+
+    async def trials_numbered(self, study_id: int, numbers: Sequence[int]) -> list[TrialRecord]:
+        """The trials with these numbers, as they stand."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(_TRIALS_NUMBERED, {"study": study_id, "only": list(numbers)})
                 return [_trial(r) for r in await cur.fetchall()]
 
     async def merge_trial_state(self, study_id: int, number: int, state: dict[str, Any]) -> None:
-        """Adds keys to a trial's sampler state (a pruner's rungs)."""
+        """Adds keys to a trial's sampler state (a pruner's rungs). Its commit does not
+        wait for the WAL's flush (a millisecond on the epoch path): a rung lost with a
+        database crash is judged again at the trial's next epoch."""
         with translate_db_errors():
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit TO off")
                 await conn.execute(
                     "UPDATE study_trials SET sampler_state = sampler_state || %s"
                     " WHERE study_id = %s AND number = %s",

@@ -7,6 +7,7 @@ gateway's servers or pools: a worker imports this module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -20,7 +21,7 @@ from optuna.pruners import (
     WilcoxonPruner,
 )
 from optuna.storages import InMemoryStorage
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from gateway.store.studies import TrialRecord
 from gateway.studies import model
@@ -117,6 +118,58 @@ def check(
             v.add(f"{field}.args", str(err)[:300])
 
 
+@dataclass(frozen=True)
+class Parts:
+    """A trial as a pruner sees it: what Optuna's `create_trial` is given."""
+
+    state: TrialState
+    value: float | None
+    intermediate_values: dict[int, float]
+    system_attrs: dict[str, Any]
+
+    def frozen(self) -> FrozenTrial:
+        return create_trial(
+            state=self.state,
+            value=self.value,
+            intermediate_values=self.intermediate_values,
+            system_attrs=self.system_attrs,
+        )
+
+
+def parts(study: pb.Study, trial: TrialRecord, running: bool) -> Parts:
+    """The trial for a pruner (`running`: the one being decided, running whatever its
+    attempt says: a replay asks about finished trials)."""
+    o = model.outcome(study, trial)
+    state = TrialState.RUNNING if running else o.state
+    return Parts(
+        state=state,
+        value=o.value if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        intermediate_values=model.curve(study, trial),
+        system_attrs=dict(trial.sampler_state),
+    )
+
+
+def new_study(study_name: str, study: pb.Study, pruner: BasePruner) -> optuna.Study:
+    """An empty in-memory study the pruner decides over."""
+    return optuna.create_study(
+        storage=InMemoryStorage(),
+        study_name=study_name,  # Hyperband picks a trial's bracket from it
+        pruner=pruner,
+        direction="maximize" if model.maximize(study) else "minimize",
+    )
+
+
+def prune(rebuilt: optuna.Study, number: int) -> tuple[bool, dict[str, Any]]:
+    """Whether running trial `number` is pruned, and the state the pruner added to it
+    (successive halving's and Hyperband's rungs)."""
+    frozen = rebuilt.get_trials(deepcopy=False)[number]
+    before = dict(frozen.system_attrs)
+    pruned = bool(rebuilt.pruner.prune(rebuilt, frozen))
+    storage = rebuilt._storage  # the pruner itself writes its rungs through it
+    after = storage.get_trial_system_attrs(frozen._trial_id)
+    return pruned, {k: v for k, v in after.items() if before.get(k) != v}
+
+
 def decide(
     study_name: str,
     study: pb.Study,
@@ -124,30 +177,10 @@ def decide(
     trials: Sequence[TrialRecord],
     number: int,
 ) -> tuple[bool, dict[str, Any]]:
-    """Whether trial `number` (running) is pruned, and the state the pruner added to it."""
-    storage = InMemoryStorage()
-    rebuilt = optuna.create_study(
-        storage=storage,
-        study_name=study_name,  # Hyperband picks a trial's bracket from it
-        pruner=pruner,
-        direction="maximize" if model.maximize(study) else "minimize",
-    )
+    """Whether trial `number` (running) is pruned, and the state the pruner added to it,
+    over a study rebuilt from every trial (the reference gateway/studies/decisions.py
+    keeps between decisions instead)."""
+    rebuilt = new_study(study_name, study, pruner)
     for trial in trials:
-        o = model.outcome(study, trial)
-        state = TrialState.RUNNING if trial.number == number else o.state
-        rebuilt.add_trial(
-            create_trial(
-                state=state,
-                value=o.value if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
-                intermediate_values=model.curve(study, trial),
-                system_attrs=trial.sampler_state,
-            )
-        )
-    frozen = rebuilt.get_trials(deepcopy=False)[number]
-    before = dict(frozen.system_attrs)
-    prune = bool(pruner.prune(rebuilt, frozen))
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study_name), number
-    )
-    after = storage.get_trial_system_attrs(trial_id)
-    return prune, {k: v for k, v in after.items() if before.get(k) != v}
+        rebuilt.add_trial(parts(study, trial, trial.number == number).frozen())
+    return prune(rebuilt, number)

@@ -2,26 +2,27 @@
 
 After an epoch of a trial is stored, the epoch path (gateway/epochs.py) asks
 `Pruning.decide` through the watcher `Pruning.watch` gives for the run.
-The study is rebuilt in memory without params (pruners read only states, values and
-intermediate values), the pruner is asked about the running trial, and the state some
-pruners write onto a trial (successive halving's and Hyperband's `completed_rung_*`)
-is stored back, after every decision, pruned or not: the next decision needs it.
+The study is kept in memory without params (pruners read only states, values and
+intermediate values) and brought up to date from the rows (decisions.py), the pruner is
+asked about the running trial, and the state some pruners write onto a trial
+(successive halving's and Hyperband's `completed_rung_*`) is stored back, after every
+decision, pruned or not: the next decision, maybe another gateway's, needs it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.pruners import NopPruner
 
-from gateway import workers
 from gateway.curves.live import Curves
 from gateway.epochs import Run, RunWatch
-from gateway.store.studies import StudyStore, TrialRecord
+from gateway.store.studies import StudyRecord, StudyStore
 from gateway.studies import model
 from gateway.studies.checks import trial_epochs
+from gateway.studies.decisions import Mirror, Mirrors
 from gateway.studies.pruners import PRUNER_ARGS, check, decide, make
 from learning.curves.pruner import LearnedPruner
 from learning.studies import arguments
@@ -31,6 +32,9 @@ from metalearn.v1 import study_service_pb2 as pb
 __all__ = ["PRUNER_ARGS", "Pruning", "check", "decide", "learned", "make"]
 
 log = logging.getLogger(__name__)
+
+# Attempts whose study and trial number are kept (a decision after each epoch asks).
+MAX_LINKED = 4096
 
 
 def learned(args: dict[str, Any]) -> LearnedPruner:
@@ -48,6 +52,8 @@ class Pruning:
         self._studies = studies
         # The learned pruner's model (None: a replay without one lets every trial run).
         self._curves = curves
+        self._mirrors = Mirrors()
+        self._linked_to: OrderedDict[int, tuple[StudyRecord, pb.Study, int]] = OrderedDict()
 
     async def watch(self, run: Run) -> RunWatch | None:
         """Only a study's trial (its document says so) can be pruned."""
@@ -71,25 +77,31 @@ class Pruning:
 
     async def decide(self, attempt_id: int, epoch: int) -> str | None:
         """Why the attempt should stop now (None: it goes on, or is no study's trial)."""
-        found = await self._studies.of_attempt(attempt_id)
+        found = await self._linked(attempt_id)
         if found is None:
             return None
-        record, number = found
-        study = model.spec_of(record)
+        record, study, number = found
         name = study.pruner.name or "none"
         if name == "none":
             return None
-        trials = await self._studies.trials(record.id)
-        current = next((t for t in trials if t.number == number), None)
-        if current is None:
-            return None
-        if name == "learned":
-            return await self._learned(study, trials, attempt_id, epoch)
-        pruner = make(name, plain_struct(study.pruner.args), _epochs(study))
-        # In a worker process: the rebuild reads every epoch of every trial.
-        prune, state = await workers.run(decide, record.name, study, pruner, trials, number)
-        if state:
-            await self._studies.merge_trial_state(record.id, number, state)
+        pruner = None if name == "learned" else make(name, plain_struct(study.pruner.args),
+                                                     _epochs(study))  # fmt: skip
+        mirror = self._mirrors.of(record.id, record.name, study, pruner or NopPruner())
+        async with mirror.lock:
+            keys, current = await self._studies.trial_keys(record.id, number)
+            if current is None or current.attempt_id != attempt_id:
+                self._mirrors.drop(record.id)  # the study, or the trial's attempt, is gone
+                self._linked_to.pop(attempt_id, None)
+                return None
+            others = [n for n in mirror.changed(keys, number) if n != number]
+            read = await self._studies.trials_numbered(record.id, others) if others else []
+            if not await mirror.sync(keys, [*read, current], number):
+                await mirror.rebuild(keys, await self._studies.trials(record.id), number)
+            if pruner is None:
+                return await self._learned(study, mirror, attempt_id, epoch)
+            prune, state = mirror.prune(number)
+            if state:
+                await self._studies.merge_trial_state(record.id, number, state)
         if not prune:
             return None
         points = model.curve(study, current)
@@ -97,14 +109,28 @@ class Pruning:
         shown = f" ({metric} {points[max(points)]:.4f})" if points else ""
         return f"pruned at epoch {epoch} by the {name} pruner{shown}"
 
+    async def _linked(self, attempt_id: int) -> tuple[StudyRecord, pb.Study, int] | None:
+        """The study whose trial the attempt is, and the trial's number: kept, since a
+        trial's attempt never moves to another trial (a deleted study's trial is found
+        gone by `decide`)."""
+        found = self._linked_to.get(attempt_id)
+        if found is None:
+            linked = await self._studies.of_attempt(attempt_id)
+            if linked is None:
+                return None
+            found = (linked[0], model.spec_of(linked[0]), linked[1])
+            self._linked_to[attempt_id] = found
+            while len(self._linked_to) > MAX_LINKED:
+                self._linked_to.popitem(last=False)
+        self._linked_to.move_to_end(attempt_id)
+        return found
+
     async def _learned(
-        self, study: pb.Study, trials: Sequence[TrialRecord], attempt_id: int, epoch: int
+        self, study: pb.Study, mirror: Mirror, attempt_id: int, epoch: int
     ) -> str | None:
         if self._curves is None:
             return None
-        outcomes = [model.outcome(study, t) for t in trials]
-        values = [o.value for o in outcomes
-                  if o.state == TrialState.COMPLETE and o.value is not None]  # fmt: skip
+        values = mirror.completed_values()
         best = max(values) if values else None
         why = await self._curves.prune(
             attempt_id, learned(plain_struct(study.pruner.args)), best, len(values)
