@@ -118,6 +118,7 @@ bench: setup
 	$(PY) bench/auth.py
 	$(PY) bench/filter.py
 	$(PY) bench/studies.py
+	$(PY) bench/pruning.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/hostile.py
 	$(PY) bench/reporting.py
