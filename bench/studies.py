@@ -2,7 +2,9 @@
 (one torch thread each, on this 2-core machine) over the digits:
 
 (a) a 30-trial study of tiny trials against the same 30 commands queued directly with
-    Train: trials per minute, and their ratio (`study_overhead_ratio`, goal >= 0.9);
+    Train: trials per minute, and their ratio (`study_overhead_ratio`, goal >= 0.9),
+    after a 2-trial study that started the gateway's worker processes
+    (`first_study_seconds`);
 (b) the same search with a pruner and without, for several seeds: epochs spent
     (`pruned_epochs_ratio`, pruned over unpruned, goal <= 0.5) and the best validation
     accuracy found (`best_accuracy_gap`, pruned minus unpruned, goal within 0.01);
@@ -108,6 +110,11 @@ def main() -> None:
                 trainers = [start_trainer(gateway, tmp / "cache", 1) for _ in range(2)]
                 wait_registered(url, 2)
                 direct(attempts, [TINY, TINY], "warm-up")  # both trainers' caches
+                # The gateway's worker processes, spawned by the first CreateStudy: each
+                # imports this script again (spawn), torch included; timed on its own.
+                started = time.perf_counter()
+                run_study(studies, study("warm-up-study", TINY, 2, 1, None))
+                figures["first_study_seconds"] = time.perf_counter() - started
                 # (a)
                 done, study_seconds = run_study(studies, study("tiny", TINY, args.trials, 1, None))
                 commands = [
