@@ -36,6 +36,7 @@ from dashboard.config import UiConfig
 from dashboard.gateway import Gateway
 from dashboard.importance import Importances
 from dashboard.streams import event_stream, sse
+from dashboard.study_attempts import StudyAttempts
 from metalearn.client import MetalearnError, UnauthenticatedError
 from metalearn.tls import is_loopback
 from metalearn.v1 import attempt_service_pb2, study_service_pb2, token_service_pb2
@@ -83,6 +84,8 @@ class Dashboard:
         self.env.globals["statuses"] = views.STATUSES
         self._gateway: Gateway | None = None
         self.importances = Importances()
+        # Read through the gateway client made on first use, inside the server's loop.
+        self.study_attempts = StudyAttempts(lambda t, ids: self.gateway.attempts_by_id(t, ids))
         self.launch = security.LaunchKey(
             config.launch_key, config.launch_token, config.launch_seconds
         )
@@ -452,8 +455,7 @@ async def studies_page(ui: Dashboard, request: Request, token: str, me: Any) -> 
 
 async def _study_data(ui: Dashboard, token: str, name: str) -> dict[str, Any]:
     study = await ui.gateway.study(token, name)
-    ids = [t.attempt_id for t in study.trials if t.attempt_id]
-    attempts = {a.id: a for a in await ui.gateway.attempts_by_id(token, ids)}
+    attempts = await ui.study_attempts.of(token, study)
     return study_pages.study_data(study, attempts, await ui.importances.of(study))
 
 

@@ -3,6 +3,7 @@ page shows, against a real gateway (the browser tests are test_dashboard_browser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import re
@@ -15,11 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dashboard.config import UiConfig
+from dashboard.gateway import Gateway
 from dashboard.server import UiServer
+from dashboard.study_attempts import StudyAttempts
 from metalearn import Client, documents
-from metalearn.v1 import attempt_pb2
-from tests.dashboard_harness import signed_in, start_ui
+from metalearn.client import MetalearnError
+from metalearn.v1 import attempt_pb2, attempt_service_pb2_grpc, study_service_pb2_grpc
+from metalearn.v1 import attempt_service_pb2 as apb
+from metalearn.v1 import study_service_pb2 as spb
+from tests.dashboard_harness import signed_in, start_ui, wait_for
+from tests.harness import upload_labels
 from tests.test_attempts import make_attempt
+from tests.test_studies import make_study, wait_trials
+from tests.trainer_harness import lenet_command
 
 XSS = "<script>alert(1)</script>"
 
@@ -740,3 +750,42 @@ def test_a_reported_run_shows_its_params_and_declared_task_not_a_command(gateway
     assert "&#34;lr&#34;: 0.01" in params or "&quot;lr&quot;: 0.01" in params
     assert XSS not in page  # the label and the param are text
     assert re.search(r'id="test" data-action="test"\s+hidden', page)
+
+
+def test_a_study_page_reads_again_only_the_attempts_of_trials_not_at_rest(gateway, channel) -> None:
+    """The page's data after each trial event: a trial at rest (here cancelled, so
+    failed) keeps its attempt; a running one is read again on every reload."""
+    upload_labels(gateway, lenet_command().label_names)
+    studies = study_service_pb2_grpc.StudyServiceStub(channel)
+    studies.CreateStudy(spb.CreateStudyRequest(study=make_study("kept", n_trials=2)))
+    first, second = wait_trials(studies, "kept", 2).trials
+    attempts = attempt_service_pb2_grpc.AttemptServiceStub(channel)
+    attempts.CancelAttempt(apb.CancelAttemptRequest(name=first.attempt_name))
+    wait_for(
+        lambda: (
+            studies.GetStudy(spb.GetStudyRequest(name="kept")).study.trials[0].state
+            == spb.TRIAL_STATE_FAILED
+        ),
+        "the cancelled trial failed",
+    )
+
+    async def reload_twice() -> None:
+        client = Gateway(UiConfig(gateway=gateway.address))
+        try:
+            kept = StudyAttempts(client.attempts_by_id)
+            token = gateway.admin_token
+            study = await client.study(token, "kept")
+            found = await kept.of(token, study)
+            assert sorted(found) == sorted([first.attempt_id, second.attempt_id])
+            assert kept.last_read == 2
+            again = await kept.of(token, await client.study(token, "kept"))
+            assert kept.last_read == 1  # the running trial only
+            assert again == found
+            # Kept per token: another token is not served what this one read; the
+            # gateway refuses it the attempts themselves.
+            with pytest.raises(MetalearnError):
+                await kept.of(token + "-not-a-token", study)
+        finally:
+            await client.close()
+
+    asyncio.run(reload_twice())
