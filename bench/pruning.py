@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.database import scratch_postgres
@@ -45,16 +47,41 @@ def _study(pruner: str, epochs: int) -> bytes:
     return study.SerializeToString()
 
 
-async def _write(url: str, trials: int, epochs: int, pruner: str) -> int:
-    """The study and its finished trials; returns the study's id."""
+def _forms() -> tuple[bytes, str]:
+    """An attempt's stored forms (every trial's attempt has them: the decision reads none)."""
     spec, doc = convert.stored_forms(
         convert.new_spec(attempt_pb2.Attempt(name="x", training_commands=lenet_command()))
     )
+    return spec, json.dumps(doc)
+
+
+async def start_trial(conn: psycopg.AsyncConnection[Any], study_id: int, number: int) -> int:
+    """Trial `number` of the study, its attempt training; returns the attempt's id."""
+    spec, doc = _forms()
+    row = await (
+        await conn.execute(
+            "INSERT INTO attempts (name, status, spec, doc) VALUES"
+            " (%s || '-' || %s, 'TRAINING', %s, %s) RETURNING id",
+            (f"s{study_id}", number, spec, doc),
+        )
+    ).fetchone()
+    assert row is not None
+    await conn.execute(
+        "INSERT INTO study_trials (study_id, number, attempt_id, queued, params, internal)"
+        " VALUES (%s, %s, %s, true, '{}', '{}')",
+        (study_id, number, row[0]),
+    )
+    return int(row[0])
+
+
+async def write_study(url: str, trials: int, epochs: int, pruner: str, name: str = "big") -> int:
+    """A study of `trials` finished trials; returns its id."""
+    spec, doc = _forms()
     async with open_pool(url, 1, 2) as pool, pool.connection() as conn:
         row = await (
             await conn.execute(
-                "INSERT INTO studies (name, owner, spec) VALUES ('big', 'bench', %s) RETURNING id",
-                (_study(pruner, epochs),),
+                "INSERT INTO studies (name, owner, spec) VALUES (%s, 'bench', %s) RETURNING id",
+                (name, _study(pruner, epochs)),
             )
         ).fetchone()
         assert row is not None
@@ -62,11 +89,13 @@ async def _write(url: str, trials: int, epochs: int, pruner: str) -> int:
         # Trial n's attempt; a third pruned at epoch 3; curves rising to a level of their own.
         await conn.execute(
             "WITH made AS (INSERT INTO attempts (name, status, spec, doc, current_epoch)"
-            " SELECT 'big-' || n, CASE WHEN n %% 3 = 0 THEN 'PRUNED' ELSE 'COMPLETE' END,"
-            " %(spec)s, %(doc)s, 0 FROM generate_series(0, %(trials)s - 1) n RETURNING id, name)"
+            " SELECT %(name)s || '-' || n, CASE WHEN n %% 3 = 0 THEN 'PRUNED' ELSE 'COMPLETE'"
+            " END, %(spec)s, %(doc)s, 0 FROM generate_series(0, %(trials)s - 1) n"
+            " RETURNING id, name)"
             " INSERT INTO study_trials (study_id, number, attempt_id, queued, params, internal)"
-            " SELECT %(study)s, substr(name, 5)::int, id, true, '{}', '{}' FROM made",
-            {"spec": spec, "doc": json.dumps(doc), "trials": trials, "study": study_id},
+            " SELECT %(study)s, substr(name, length(%(name)s) + 2)::int, id, true, '{}', '{}'"
+            " FROM made",
+            {"spec": spec, "doc": doc, "trials": trials, "study": study_id, "name": name},
         )
         await conn.execute(
             "INSERT INTO attempt_epochs (attempt_id, epoch, loss, val_accuracy, val_loss)"
@@ -87,9 +116,6 @@ async def _replay(url: str, study_id: int, first: int, args: argparse.Namespace)
     async with open_pool(url, 1, 4) as pool:
         store = StudyStore(pool)
         pruning = Pruning(store)
-        spec, doc = convert.stored_forms(
-            convert.new_spec(attempt_pb2.Attempt(name="x", training_commands=lenet_command()))
-        )
         record, _ = await store.get("big")
         study = pb.Study.FromString(record.spec)
         made = first
@@ -98,20 +124,7 @@ async def _replay(url: str, study_id: int, first: int, args: argparse.Namespace)
         async def start() -> None:
             nonlocal made
             async with pool.connection() as conn:
-                row = await (
-                    await conn.execute(
-                        "INSERT INTO attempts (name, status, spec, doc) VALUES"
-                        " (%s, 'TRAINING', %s, %s) RETURNING id",
-                        (f"big-{made}", spec, json.dumps(doc)),
-                    )
-                ).fetchone()
-                assert row is not None
-                await conn.execute(
-                    "INSERT INTO study_trials (study_id, number, attempt_id, queued, params,"
-                    " internal) VALUES (%s, %s, %s, true, '{}', '{}')",
-                    (study_id, made, row[0]),
-                )
-            running[made] = (int(row[0]), 0)
+                running[made] = (await start_trial(conn, study_id, made), 0)
             made += 1
 
         for _ in range(args.running):
@@ -169,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     with scratch_postgres() as scratch:
         asyncio.run(migrate(scratch.url))
-        study_id = asyncio.run(_write(scratch.url, args.trials, args.epochs, args.pruner))
+        study_id = asyncio.run(write_study(scratch.url, args.trials, args.epochs, args.pruner))
         figures = {"trials": args.trials, "epochs": args.epochs}
         figures.update(asyncio.run(_replay(scratch.url, study_id, args.trials, args)))
 

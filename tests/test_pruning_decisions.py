@@ -14,10 +14,14 @@ from typing import Any
 
 import pytest
 
-from gateway.store.studies import TrialRecord
+from bench.pruning import start_trial, write_study
+from gateway.store import migrate, open_pool
+from gateway.store.studies import StudyStore, TrialRecord
 from gateway.studies import pruners
 from gateway.studies.decisions import Mirror, Mirrors
+from gateway.studies.pruning import Pruning
 from metalearn.v1 import study_service_pb2 as pb
+from tests.harness import fresh_database, truncate
 
 N_EPOCH = 9
 PRUNERS: list[tuple[str, dict[str, Any]]] = [
@@ -50,7 +54,7 @@ def with_epoch(trial: TrialRecord, accuracy: float) -> TrialRecord:
 
 
 def keys(trials: list[TrialRecord], changed_at: dict[int, int]) -> list[tuple[Any, ...]]:
-    """`StudyStore.trial_keys` of these trials (`changed_at`: their attempts' updated_at)."""
+    """`StudyStore.decision_rows` of these trials (`changed_at`: their attempts' updated_at)."""
     return [(t.number, t.attempt_id, t.queued, t.status, t.work, t.error,
              json.dumps(t.sampler_state, sort_keys=True), t.optuna_state, t.values,
              changed_at.get(t.number)) for t in trials]  # fmt: skip
@@ -171,3 +175,35 @@ def test_the_kept_studies_are_bounded() -> None:
     made = [mirrors.of(i, f"s{i}", study, pruners.make("median", {}, N_EPOCH)) for i in range(3)]
     assert mirrors.of(2, "s2", study, pruners.make("median", {}, N_EPOCH)) is made[2]
     assert mirrors.of(0, "s0", study, pruners.make("median", {}, N_EPOCH)) is not made[0]
+
+
+def test_a_decision_follows_the_rows_not_what_an_emptied_database_held(postgres_url) -> None:
+    """A database emptied (RESTART IDENTITY: ids handed out again) under a running
+    gateway: an attempt id now names another trial of another study, and the decision
+    is the rebuilt study's over the new rows."""
+    url = fresh_database(postgres_url, "pruning")
+    asyncio.run(migrate(url))
+
+    async def run() -> None:
+        async with open_pool(url, 1, 2) as pool:
+            store = StudyStore(pool)
+            pruning = Pruning(store)
+            first = await write_study(url, 6, 5, "median", name="first")
+            async with pool.connection() as conn:
+                attempt = await start_trial(conn, first, 6)
+            assert await pruning.decide(attempt, 1) is None  # no epoch yet: nothing to judge
+            truncate(url)
+            async with pool.connection() as conn:  # ids now start again, one off
+                await conn.execute(
+                    "INSERT INTO attempts (name, status, doc) VALUES ('x', 'QUEUED', '{}')"
+                )
+            second = await write_study(url, 12, 5, "median", name="second")
+            record, trials = await store.get("second")
+            number = next(t.number for t in trials if t.attempt_id == attempt)
+            study = pb.Study.FromString(record.spec)
+            want, _ = pruners.decide("second", study, pruners.make("median", {}, 5), trials, number)
+            assert want  # the trial the id names now is one the median pruner stops
+            assert (await pruning.decide(attempt, 5) is not None) == want
+            assert second == first  # the same id: only the study's creation tells them apart
+
+    asyncio.run(run())

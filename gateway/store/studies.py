@@ -108,10 +108,12 @@ _TRIALS_OF = (
     " array_agg(val_accuracy ORDER BY epoch) AS val_accuracies,"
     " array_agg(val_loss ORDER BY epoch) AS val_losses"
     " FROM attempt_epochs WHERE attempt_id = t.attempt_id) e ON true"
-    " WHERE t.study_id = %(study)s{only} ORDER BY t.number"
+    " WHERE t.study_id = {study}{only} ORDER BY t.number"
 )
-_TRIALS = _TRIALS_OF.format(only="")
-_TRIALS_NUMBERED = _TRIALS_OF.format(only=" AND t.number = ANY(%(only)s)")
+_TRIALS = _TRIALS_OF.format(study="%(study)s", only="")
+_TRIALS_NUMBERED = _TRIALS_OF.format(study="%(study)s", only=" AND t.number = ANY(%(only)s)")
+# The study whose trial an attempt is (one; an attempt is one trial's).
+_STUDY_OF = "(SELECT study_id FROM study_trials WHERE attempt_id = {} ORDER BY study_id LIMIT 1)"
 # A light row per trial, numbered, then what says it changed (its epochs aside: a trial
 # at rest has no new ones without its attempt's `updated_at` moving, and no pruner reads
 # another running trial's). A pruning decision reads these (gateway/studies/decisions.py).
@@ -119,7 +121,15 @@ _TRIAL_KEYS = (
     "SELECT t.number, t.attempt_id, t.queued, COALESCE(a.status, ''), COALESCE(a.work, ''),"
     " COALESCE(NULLIF(t.error, ''), a.error, ''), t.sampler_state::text, t.state, t.vals,"
     " a.updated_at FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
-    " WHERE t.study_id = %s ORDER BY t.number"
+    " WHERE t.study_id = (SELECT study_id FROM study_trials WHERE attempt_id = %s"
+    " ORDER BY study_id LIMIT 1) ORDER BY t.number"
+)
+_OF_ATTEMPT = sql.SQL(
+    "SELECT {}, t.number FROM study_trials t JOIN studies s ON s.id = t.study_id"
+    " WHERE t.attempt_id = %s ORDER BY t.study_id LIMIT 1"
+).format(_STUDY)
+_TRIAL_OF_ATTEMPT = _TRIALS_OF.format(
+    study=_STUDY_OF.format("%(attempt)s"), only=" AND t.attempt_id = %(attempt)s"
 )
 
 
@@ -334,13 +344,7 @@ class StudyStore:
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    sql.SQL(
-                        "SELECT {}, t.number FROM study_trials t JOIN studies s"
-                        " ON s.id = t.study_id WHERE t.attempt_id = %s"
-                    ).format(_STUDY),
-                    (attempt_id,),
-                )
+                await cur.execute(_OF_ATTEMPT, (attempt_id,))
                 row = await cur.fetchone()
         return (_study(row), int(row["number"])) if row is not None else None
 
@@ -352,20 +356,26 @@ class StudyStore:
                 await cur.execute(_TRIALS, {"study": study_id})
                 return [_trial(r) for r in await cur.fetchall()]
 
-    async def trial_keys(
-        self, study_id: int, number: int
-    ) -> tuple[list[tuple[Any, ...]], TrialRecord | None]:
-        """Each trial's number and what says whether it changed, in number order; and
-        trial `number` as it stands (None: none), in one round trip."""
+    async def decision_rows(
+        self, attempt_id: int
+    ) -> tuple[StudyRecord, int, list[tuple[Any, ...]], TrialRecord] | None:
+        """For a pruning decision, in one round trip: the study whose trial the attempt
+        is, the trial's number, each trial's number and what says whether it changed (in
+        number order), and the trial itself with its epochs (None: no study's trial)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
+                study = conn.cursor(row_factory=dict_row)
                 keys = conn.cursor()
                 trial = conn.cursor(row_factory=dict_row)
                 async with conn.pipeline():
-                    await keys.execute(_TRIAL_KEYS, (study_id,))
-                    await trial.execute(_TRIALS_NUMBERED, {"study": study_id, "only": [number]})
-                found = await trial.fetchone()
-                return await keys.fetchall(), _trial(found) if found is not None else None
+                    await study.execute(_OF_ATTEMPT, (attempt_id,))
+                    await keys.execute(_TRIAL_KEYS, (attempt_id,))
+                    await trial.execute(_TRIAL_OF_ATTEMPT, {"attempt": attempt_id})
+                found, current = await study.fetchone(), await trial.fetchone()
+                rows = await keys.fetchall()
+        if found is None or current is None:
+            return None
+        return _study(found), int(found["number"]), rows, _trial(current)
 
     async def trials_numbered(self, study_id: int, numbers: Sequence[int]) -> list[TrialRecord]:
         """The trials with these numbers, as they stand."""

@@ -3,7 +3,7 @@
 Rebuilding the study for each decision (`pruners.decide`) reads every epoch of every
 trial and hands each to Optuna again: 80 ms at 500 trials of 50 epochs (bench/pruning.py),
 after every epoch of every trial. A `Mirror` keeps the in-memory Optuna study instead.
-Each decision reads one light row per trial (`StudyStore.trial_keys`: states, rungs,
+Each decision reads one light row per trial (`StudyStore.decision_rows`: states, rungs,
 when its attempt last changed; no epochs), then, with their epochs, only the trial
 being decided and the trials whose row changed since the last decision; it changes those
 in the study and asks the pruner. A trial at rest has no new epochs without its
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from optuna.pruners import BasePruner
@@ -63,7 +63,7 @@ class Mirror:
         self._added = 0  # intermediate values added since the event loop last turned
 
     def changed(self, keys: Sequence[tuple[Any, ...]], current: int) -> list[int]:
-        """The trials to read (`keys`: `StudyStore.trial_keys`): the one decided, new
+        """The trials to read (`keys`: `StudyStore.decision_rows`): the one decided, new
         ones, and those whose row changed."""
         if [k[0] for k in keys] != list(range(len(keys))) or len(keys) < len(self._keys):
             raise ValueError(f"study {self._name!r}: trials are not numbered 0..n-1")
@@ -164,16 +164,15 @@ class Mirrors:
 
     def __init__(self, limit: int = MAX_MIRRORS) -> None:
         self._limit = limit
-        self._kept: OrderedDict[int, Mirror] = OrderedDict()
+        self._kept: OrderedDict[Hashable, Mirror] = OrderedDict()
 
-    def of(self, study_id: int, name: str, study: pb.Study, pruner: BasePruner) -> Mirror:
-        mirror = self._kept.get(study_id)
+    def of(self, key: Hashable, name: str, study: pb.Study, pruner: BasePruner) -> Mirror:
+        """The mirror kept under `key` (what tells one study from any other), or a new
+        one."""
+        mirror = self._kept.get(key)
         if mirror is None:
-            mirror = self._kept[study_id] = Mirror(name, study, pruner)
+            mirror = self._kept[key] = Mirror(name, study, pruner)
             while len(self._kept) > self._limit:
                 self._kept.popitem(last=False)
-        self._kept.move_to_end(study_id)
+        self._kept.move_to_end(key)
         return mirror
-
-    def drop(self, study_id: int) -> None:
-        self._kept.pop(study_id, None)

@@ -12,14 +12,13 @@ decision, pruned or not: the next decision, maybe another gateway's, needs it.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import Any
 
 from optuna.pruners import NopPruner
 
 from gateway.curves.live import Curves
 from gateway.epochs import Run, RunWatch
-from gateway.store.studies import StudyRecord, StudyStore
+from gateway.store.studies import StudyStore
 from gateway.studies import model
 from gateway.studies.checks import trial_epochs
 from gateway.studies.decisions import Mirror, Mirrors
@@ -32,9 +31,6 @@ from metalearn.v1 import study_service_pb2 as pb
 __all__ = ["PRUNER_ARGS", "Pruning", "check", "decide", "learned", "make"]
 
 log = logging.getLogger(__name__)
-
-# Attempts whose study and trial number are kept (a decision after each epoch asks).
-MAX_LINKED = 4096
 
 
 def learned(args: dict[str, Any]) -> LearnedPruner:
@@ -53,7 +49,6 @@ class Pruning:
         # The learned pruner's model (None: a replay without one lets every trial run).
         self._curves = curves
         self._mirrors = Mirrors()
-        self._linked_to: OrderedDict[int, tuple[StudyRecord, pb.Study, int]] = OrderedDict()
 
     async def watch(self, run: Run) -> RunWatch | None:
         """Only a study's trial (its document says so) can be pruned."""
@@ -77,22 +72,21 @@ class Pruning:
 
     async def decide(self, attempt_id: int, epoch: int) -> str | None:
         """Why the attempt should stop now (None: it goes on, or is no study's trial)."""
-        found = await self._linked(attempt_id)
+        found = await self._studies.decision_rows(attempt_id)
         if found is None:
             return None
-        record, study, number = found
+        record, number, keys, current = found
+        study = model.spec_of(record)
         name = study.pruner.name or "none"
         if name == "none":
             return None
         pruner = None if name == "learned" else make(name, plain_struct(study.pruner.args),
                                                      _epochs(study))  # fmt: skip
-        mirror = self._mirrors.of(record.id, record.name, study, pruner or NopPruner())
+        # A study is known by its id and its creation: a database restored or emptied
+        # under a running gateway hands out the same ids again.
+        mirror = self._mirrors.of((record.id, record.created_at), record.name, study,
+                                  pruner or NopPruner())  # fmt: skip
         async with mirror.lock:
-            keys, current = await self._studies.trial_keys(record.id, number)
-            if current is None or current.attempt_id != attempt_id:
-                self._mirrors.drop(record.id)  # the study, or the trial's attempt, is gone
-                self._linked_to.pop(attempt_id, None)
-                return None
             others = [n for n in mirror.changed(keys, number) if n != number]
             read = await self._studies.trials_numbered(record.id, others) if others else []
             if not await mirror.sync(keys, [*read, current], number):
@@ -108,22 +102,6 @@ class Pruning:
         metric = "validation accuracy" if model.maximize(study) else "validation loss"
         shown = f" ({metric} {points[max(points)]:.4f})" if points else ""
         return f"pruned at epoch {epoch} by the {name} pruner{shown}"
-
-    async def _linked(self, attempt_id: int) -> tuple[StudyRecord, pb.Study, int] | None:
-        """The study whose trial the attempt is, and the trial's number: kept, since a
-        trial's attempt never moves to another trial (a deleted study's trial is found
-        gone by `decide`)."""
-        found = self._linked_to.get(attempt_id)
-        if found is None:
-            linked = await self._studies.of_attempt(attempt_id)
-            if linked is None:
-                return None
-            found = (linked[0], model.spec_of(linked[0]), linked[1])
-            self._linked_to[attempt_id] = found
-            while len(self._linked_to) > MAX_LINKED:
-                self._linked_to.popitem(last=False)
-        self._linked_to.move_to_end(attempt_id)
-        return found
 
     async def _learned(
         self, study: pb.Study, mirror: Mirror, attempt_id: int, epoch: int
