@@ -57,6 +57,7 @@ class StudyAttempts:
         self.last_read = len(unread)
         found = {i: read[i] if i in read else kept[i] for i in ids if i in read or i in kept}
         keep = {i: a for i, a in found.items() if i in at_rest}
+        self._forget(key)  # what an overlapping call (another tab) stored meanwhile
         self._kept[key] = keep
         self._count += len(keep)
         while self._count > self._limit and len(self._kept) > 1:

@@ -95,3 +95,19 @@ def upload_labels(gateway: GatewayThread, labels: Iterable[str]) -> None:
     ]
     with gateway.channel() as channel:
         dataset_service_pb2_grpc.DatasetServiceStub(channel).UploadImages(iter(uploads))
+
+
+def watch_workers(monkeypatch: Any) -> list[str]:
+    """The names of the functions sent to the gateway's worker processes from now on
+    (gateway/workers.py), in order."""
+    from gateway import workers
+
+    sent: list[str] = []
+    run = workers.run
+
+    async def watched(fn: Any, *args: Any) -> Any:
+        sent.append(fn.__name__)
+        return await run(fn, *args)
+
+    monkeypatch.setattr(workers, "run", watched)
+    return sent

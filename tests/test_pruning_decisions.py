@@ -17,11 +17,11 @@ import pytest
 from bench.pruning import start_trial, write_study
 from gateway.store import migrate, open_pool
 from gateway.store.studies import StudyStore, TrialRecord
-from gateway.studies import pruners
+from gateway.studies import decisions, pruners
 from gateway.studies.decisions import Mirror, Mirrors
 from gateway.studies.pruning import Pruning
 from metalearn.v1 import study_service_pb2 as pb
-from tests.harness import fresh_database, truncate
+from tests.harness import fresh_database, truncate, watch_workers
 
 N_EPOCH = 9
 PRUNERS: list[tuple[str, dict[str, Any]]] = [
@@ -57,7 +57,7 @@ def keys(trials: list[TrialRecord], changed_at: dict[int, int]) -> list[tuple[An
     """`StudyStore.decision_rows` of these trials (`changed_at`: their attempts' updated_at)."""
     return [(t.number, t.attempt_id, t.queued, t.status, t.work, t.error,
              json.dumps(t.sampler_state, sort_keys=True), t.optuna_state, t.values,
-             changed_at.get(t.number)) for t in trials]  # fmt: skip
+             changed_at.get(t.number), None) for t in trials]  # fmt: skip
 
 
 async def simulate(
@@ -169,25 +169,47 @@ def test_a_trial_is_read_again_only_when_its_row_changes() -> None:
     asyncio.run(run())
 
 
-def test_the_kept_studies_are_bounded() -> None:
-    mirrors = Mirrors(limit=2)
-    study = pb.Study()
-    made = [mirrors.of(i, f"s{i}", study, pruners.make("median", {}, N_EPOCH)) for i in range(3)]
-    assert mirrors.of(2, "s2", study, pruners.make("median", {}, N_EPOCH)) is made[2]
-    assert mirrors.of(0, "s0", study, pruners.make("median", {}, N_EPOCH)) is not made[0]
+def test_the_kept_studies_are_bounded_by_the_values_they_hold() -> None:
+    async def run() -> None:
+        mirrors = Mirrors(limit=15)
+        study = pb.Study()
+        trial = record(0, 10, "TRAINING")
+        for value in [0.1] * N_EPOCH:
+            trial = with_epoch(trial, value)
+        made = []
+        for i in range(2):
+            mirror = mirrors.of(i, f"s{i}", study, pruners.make("median", {}, N_EPOCH))
+            assert await mirror.sync(keys([trial], {0: 1}), [trial], 0)
+            assert mirror.values == N_EPOCH + 1
+            made.append(mirror)
+        # 20 values held, over 15: the least recently decided study goes.
+        assert mirrors.of(1, "s1", study, pruners.make("median", {}, N_EPOCH)) is made[1]
+        assert mirrors.of(0, "s0", study, pruners.make("median", {}, N_EPOCH)) is not made[0]
+
+    asyncio.run(run())
+
+
+def empty_store(server_url: str) -> str:
+    """A database of its own, migrated and empty."""
+    url = fresh_database(server_url, "pruning")
+    asyncio.run(migrate(url))
+    return url
+
+
+def stores(pool: Any) -> tuple[StudyStore, Pruning]:
+    store = StudyStore(pool)
+    return store, Pruning(store)
 
 
 def test_a_decision_follows_the_rows_not_what_an_emptied_database_held(postgres_url) -> None:
     """A database emptied (RESTART IDENTITY: ids handed out again) under a running
     gateway: an attempt id now names another trial of another study, and the decision
     is the rebuilt study's over the new rows."""
-    url = fresh_database(postgres_url, "pruning")
-    asyncio.run(migrate(url))
+    url = empty_store(postgres_url)
 
     async def run() -> None:
         async with open_pool(url, 1, 2) as pool:
-            store = StudyStore(pool)
-            pruning = Pruning(store)
+            store, pruning = stores(pool)
             first = await write_study(url, 6, 5, "median", name="first")
             async with pool.connection() as conn:
                 attempt = await start_trial(conn, first, 6)
@@ -205,5 +227,62 @@ def test_a_decision_follows_the_rows_not_what_an_emptied_database_held(postgres_
             assert want  # the trial the id names now is one the median pruner stops
             assert (await pruning.decide(attempt, 5) is not None) == want
             assert second == first  # the same id: only the study's creation tells them apart
+
+    asyncio.run(run())
+
+
+def test_equal_values_leave_the_best_trial_a_rebuild_would_take() -> None:
+    """Optuna's best trial is the first of equal ones to complete; a rebuild adds trials
+    by number. Trial 1 completes before trial 0 at the same value: Wilcoxon, which
+    judges against the best trial, decides as over the rebuilt study."""
+
+    async def run() -> None:
+        args = {"p_threshold": 0.5, "n_startup_steps": 0}
+        study = pb.Study(objective=pb.OBJECTIVE_LAST_VAL_ACCURACY)
+        study.pruner.name = "wilcoxon"
+        mirror = Mirror("s", study, pruners.make("wilcoxon", args, N_EPOCH))
+        low, high = [0.1, 0.2, 0.3, 0.9], [0.6, 0.7, 0.8, 0.9]
+        trials = [record(0, 10, "TRAINING"), record(1, 11, "TRAINING"), record(2, 12, "TRAINING")]
+        for n, curve in ((0, low), (1, high)):
+            for value in curve:
+                trials[n] = with_epoch(trials[n], value)
+        for value in [0.5, 0.55, 0.6, 0.65]:
+            trials[2] = with_epoch(trials[2], value)
+        changed_at = {0: 1, 1: 1, 2: 1}
+        rows = keys(trials, changed_at)
+        assert await mirror.sync(rows, [trials[n] for n in mirror.changed(rows, 2)], 2)
+        for n, tick in ((1, 2), (0, 3)):  # trial 1 ends first
+            trials[n] = dataclasses.replace(trials[n], status="COMPLETE", work="")
+            changed_at[n] = tick
+            rows = keys(trials, changed_at)
+            read = [trials[k] for k in mirror.changed(rows, 2)]
+            if not await mirror.sync(rows, read, 2):
+                await mirror.rebuild(rows, trials, 2)
+        want = pruners.decide("s", study, pruners.make("wilcoxon", args, N_EPOCH), trials, 2)
+        assert mirror.prune(2) == want
+        # Keys read before another decision added a trial are older, not wrong.
+        assert mirror.changed(rows[:2], 2) == []
+
+    asyncio.run(run())
+
+
+def test_a_study_too_large_to_keep_is_decided_over_a_rebuilt_one(postgres_url, monkeypatch) -> None:
+    """Beyond decisions.MAX_MIRROR_VALUES a study is not kept: each decision rebuilds it
+    in a worker process, off the event loop."""
+    monkeypatch.setattr(decisions, "MAX_MIRROR_VALUES", 1)
+    sent = watch_workers(monkeypatch)
+    url = empty_store(postgres_url)
+
+    async def run() -> None:
+        async with open_pool(url, 1, 2) as pool:
+            store, pruning = stores(pool)
+            study_id = await write_study(url, 12, 5, "median", name="large")
+            record, trials = await store.get("large")
+            low = next(t for t in trials if t.number == 5)  # its curve stays low
+            study = pb.Study.FromString(record.spec)
+            want, _ = pruners.decide("large", study, pruners.make("median", {}, 5), trials, 5)
+            assert want and low.attempt_id is not None
+            assert await pruning.decide(low.attempt_id, 5) is not None
+            assert study_id == record.id and sent == ["decide"]
 
     asyncio.run(run())

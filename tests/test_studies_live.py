@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from google.protobuf import json_format
 
-from gateway import workers
 from gateway.config import GatewayConfig
 from gateway.store.studies import StudyStore
 from metalearn.v1 import attempt_pb2, study_service_pb2_grpc
 from metalearn.v1 import study_service_pb2 as pb
-from tests.harness import GatewayThread
+from tests.harness import GatewayThread, watch_workers
 from tests.test_orchestration import Stack
 from tests.trainer_harness import lenet_command
 
@@ -111,14 +109,7 @@ def test_the_median_pruner_stops_hopeless_trials_after_an_epoch(
     good, bad, bad, bad, good, bad (checked offline), one trial at a time. Every
     decision is made on the study kept between decisions (gateway/studies/decisions.py):
     none rebuilds it from every epoch of every trial in a worker process."""
-    sent: list[str] = []
-    run = workers.run
-
-    async def watched(fn: Any, *args: Any) -> Any:
-        sent.append(fn.__name__)
-        return await run(fn, *args)
-
-    monkeypatch.setattr(workers, "run", watched)
+    sent = watch_workers(monkeypatch)
     studies = study_service_pb2_grpc.StudyServiceStub(live.channel)
     study = median_pruned("pruned", 6, "random", seed=11, n_epoch=4)
     studies.CreateStudy(pb.CreateStudyRequest(study=study))

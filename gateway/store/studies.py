@@ -115,12 +115,14 @@ _TRIALS_NUMBERED = _TRIALS_OF.format(study="%(study)s", only=" AND t.number = AN
 # The study whose trial an attempt is (one; an attempt is one trial's).
 _STUDY_OF = "(SELECT study_id FROM study_trials WHERE attempt_id = {} ORDER BY study_id LIMIT 1)"
 # A light row per trial, numbered, then what says it changed (its epochs aside: a trial
-# at rest has no new ones without its attempt's `updated_at` moving, and no pruner reads
-# another running trial's). A pruning decision reads these (gateway/studies/decisions.py).
+# at rest has no new ones without its attempt's `updated_at` moving, nor loses any
+# without its `compacted_at` moving, and no pruner reads another running trial's). A
+# pruning decision reads these (gateway/studies/decisions.py).
 _TRIAL_KEYS = (
     "SELECT t.number, t.attempt_id, t.queued, COALESCE(a.status, ''), COALESCE(a.work, ''),"
     " COALESCE(NULLIF(t.error, ''), a.error, ''), t.sampler_state::text, t.state, t.vals,"
-    " a.updated_at FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
+    " a.updated_at, a.compacted_at"
+    " FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
     " WHERE t.study_id = (SELECT study_id FROM study_trials WHERE attempt_id = %s"
     " ORDER BY study_id LIMIT 1) ORDER BY t.number"
 )

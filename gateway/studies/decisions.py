@@ -13,8 +13,10 @@ What the pruner sees equals a rebuild (tests/test_pruning_decisions.py compares 
 decision by decision), except the curves of other trials still running, kept as last
 read: no pruner offered here reads them (median and percentile read completed trials,
 successive halving and Hyperband the rungs in each trial's system attributes, Wilcoxon
-the best trial). Hand-written because Optuna keeps no study in step with rows it does
-not own: its own RDB storage reads every trial again.
+the best trial); and where Optuna's best trial would be another than a rebuild's (equal
+values completing out of number order) the study is built again. A study too large to
+keep (MAX_MIRROR_VALUES) is decided as before. Hand-written because Optuna keeps no
+study in step with rows it does not own: its own RDB storage reads every trial again.
 """
 
 from __future__ import annotations
@@ -33,9 +35,17 @@ from gateway.studies import model
 from gateway.studies.pruners import Parts, new_study, parts, prune
 from metalearn.v1 import study_service_pb2 as pb
 
-# Studies kept at once by one gateway: a study's mirror holds every trial's curve (a
-# thousand trials of a hundred epochs: ~10 MB of Python floats).
-MAX_MIRRORS = 16
+# What one gateway keeps: a mirror holds every trial's curve, about 110 bytes a value
+# (Optuna's dicts and the floats): the least recently decided studies go first beyond
+# these many values in all (~220 MB), and a study larger than MAX_MIRROR_VALUES (its
+# trials times its command's epochs) is not kept at all: its decisions rebuild it in a
+# worker process, as every decision did before (a 1,000-trial study of 10,000 epochs
+# would be 1 GB, and seconds of CPU to build on the event loop).
+MAX_KEPT_VALUES = 2_000_000
+MAX_MIRROR_VALUES = 200_000
+# New steps of one trial added in place; more (a trial this gateway has not decided for
+# long) and the study is built again: Optuna copies a trial's curve at every step added.
+_STEPS_IN_PLACE = 100
 # Intermediate values added between two turns of the event loop while a mirror is
 # built: a study of 1,000 trials of 10,000 epochs does not hold every other call up.
 _STEPS_A_TURN = 20_000
@@ -61,12 +71,20 @@ class Mirror:
         self._ids: list[int] = []
         self._keys: list[tuple[Any, ...] | None] = []
         self._added = 0  # intermediate values added since the event loop last turned
+        self.values = 0  # intermediate values held, and one a trial
+
+    @staticmethod
+    def fits(trials: int, epochs: int) -> bool:
+        """Whether a study of this size is kept (MAX_MIRROR_VALUES)."""
+        return trials * (epochs + 1) <= MAX_MIRROR_VALUES
 
     def changed(self, keys: Sequence[tuple[Any, ...]], current: int) -> list[int]:
         """The trials to read (`keys`: `StudyStore.decision_rows`): the one decided, new
         ones, and those whose row changed."""
-        if [k[0] for k in keys] != list(range(len(keys))) or len(keys) < len(self._keys):
+        if [k[0] for k in keys] != list(range(len(keys))):
             raise ValueError(f"study {self._name!r}: trials are not numbered 0..n-1")
+        # `keys` may be older than this mirror (read before its lock was taken, while
+        # another decision added a trial): what they cover is compared.
         held = len(self._keys)
         return [k[0] for k in keys
                 if k[0] == current or k[0] >= held or self._keys[k[0]] != k[1:]]  # fmt: skip
@@ -115,6 +133,7 @@ class Mirror:
         self._applied.append(new)
         self._ids.append(trial_id)
         self._keys.append(None)
+        self.values += len(new.intermediate_values) + 1
         self._added += len(new.intermediate_values) + 1
         if self._added >= _STEPS_A_TURN:
             self._added = 0
@@ -131,6 +150,12 @@ class Mirror:
             return False
         if not old.intermediate_values.keys() <= new.intermediate_values.keys():
             return False
+        if len(new.intermediate_values) - len(old.intermediate_values) > _STEPS_IN_PLACE:
+            return False
+        if new.state == TrialState.COMPLETE and new.value in self.completed_values():
+            # Optuna's best trial is the first of equals to complete; a rebuild adds
+            # trials by number, so the lowest-numbered one is (Wilcoxon reads it).
+            return False
         storage, trial_id = self._optuna._storage, self._ids[number]
         for key, value in new.system_attrs.items():
             if old.system_attrs.get(key, _MISSING) != value:
@@ -141,6 +166,7 @@ class Mirror:
         if new.state != old.state:
             values = None if new.value is None else [new.value]
             storage.set_trial_state_values(trial_id, new.state, values)
+        self.values += len(new.intermediate_values) - len(old.intermediate_values)
         self._applied[number] = new
         return True
 
@@ -151,6 +177,7 @@ class Mirror:
             old = self._applied[number]
             attrs = {**old.system_attrs, **state}
             self._applied[number] = dataclasses.replace(old, system_attrs=attrs)
+            self._keys[number] = None  # read again: the rungs' write may yet fail
         return pruned, state
 
     def completed_values(self) -> list[float]:
@@ -160,9 +187,9 @@ class Mirror:
 
 
 class Mirrors:
-    """The studies kept, least recently decided dropped first."""
+    """The studies kept, least recently decided dropped first beyond `limit` values."""
 
-    def __init__(self, limit: int = MAX_MIRRORS) -> None:
+    def __init__(self, limit: int = MAX_KEPT_VALUES) -> None:
         self._limit = limit
         self._kept: OrderedDict[Hashable, Mirror] = OrderedDict()
 
@@ -172,7 +199,9 @@ class Mirrors:
         mirror = self._kept.get(key)
         if mirror is None:
             mirror = self._kept[key] = Mirror(name, study, pruner)
-            while len(self._kept) > self._limit:
-                self._kept.popitem(last=False)
         self._kept.move_to_end(key)
+        total = sum(m.values for m in self._kept.values())
+        while total > self._limit and len(self._kept) > 1:
+            _, dropped = self._kept.popitem(last=False)
+            total -= dropped.values
         return mirror

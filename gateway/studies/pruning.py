@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from optuna.pruners import NopPruner
+from optuna.pruners import BasePruner, NopPruner
+from optuna.trial import TrialState
 
+from gateway import workers
 from gateway.curves.live import Curves
 from gateway.epochs import Run, RunWatch
-from gateway.store.studies import StudyStore
+from gateway.store.studies import StudyRecord, StudyStore, TrialRecord
 from gateway.studies import model
 from gateway.studies.checks import trial_epochs
 from gateway.studies.decisions import Mirror, Mirrors
@@ -82,6 +84,8 @@ class Pruning:
             return None
         pruner = None if name == "learned" else make(name, plain_struct(study.pruner.args),
                                                      _epochs(study))  # fmt: skip
+        if not Mirror.fits(len(keys), _epochs(study)):
+            return await self._rebuilt(record, study, number, epoch, pruner)
         # A study is known by its id and its creation: a database restored or emptied
         # under a running gateway hands out the same ids again.
         mirror = self._mirrors.of((record.id, record.created_at), record.name, study,
@@ -96,24 +100,51 @@ class Pruning:
             prune, state = mirror.prune(number)
             if state:
                 await self._studies.merge_trial_state(record.id, number, state)
-        if not prune:
+        return _why(study, current, epoch) if prune else None
+
+    async def _rebuilt(
+        self, record: StudyRecord, study: pb.Study, number: int, epoch: int,
+        pruner: BasePruner | None,
+    ) -> str | None:  # fmt: skip
+        """A decision over the study rebuilt from every trial, in a worker process: for
+        a study too large to keep (decisions.MAX_MIRROR_VALUES)."""
+        trials = await self._studies.trials(record.id)
+        current = next((t for t in trials if t.number == number), None)
+        if current is None:
             return None
-        points = model.curve(study, current)
-        metric = "validation accuracy" if model.maximize(study) else "validation loss"
-        shown = f" ({metric} {points[max(points)]:.4f})" if points else ""
-        return f"pruned at epoch {epoch} by the {name} pruner{shown}"
+        if pruner is None:
+            outcomes = [model.outcome(study, t) for t in trials if t.number != number]
+            values = [o.value for o in outcomes
+                      if o.state == TrialState.COMPLETE and o.value is not None]  # fmt: skip
+            return await self._learned_over(study, values, current.attempt_id, epoch)
+        prune, state = await workers.run(decide, record.name, study, pruner, trials, number)
+        if state:
+            await self._studies.merge_trial_state(record.id, number, state)
+        return _why(study, current, epoch) if prune else None
 
     async def _learned(
         self, study: pb.Study, mirror: Mirror, attempt_id: int, epoch: int
     ) -> str | None:
-        if self._curves is None:
+        return await self._learned_over(study, mirror.completed_values(), attempt_id, epoch)
+
+    async def _learned_over(
+        self, study: pb.Study, values: list[float], attempt_id: int | None, epoch: int
+    ) -> str | None:
+        if self._curves is None or attempt_id is None:
             return None
-        values = mirror.completed_values()
         best = max(values) if values else None
         why = await self._curves.prune(
             attempt_id, learned(plain_struct(study.pruner.args)), best, len(values)
         )
         return f"pruned at epoch {epoch} by the learned pruner: {why}" if why else None
+
+
+def _why(study: pb.Study, trial: TrialRecord, epoch: int) -> str:
+    """The reason a pruned trial is given (its pruner, and the value it stopped at)."""
+    points = model.curve(study, trial)
+    metric = "validation accuracy" if model.maximize(study) else "validation loss"
+    shown = f" ({metric} {points[max(points)]:.4f})" if points else ""
+    return f"pruned at epoch {epoch} by the {study.pruner.name} pruner{shown}"
 
 
 def _epochs(study: pb.Study) -> int:
