@@ -406,9 +406,12 @@ def test_gateway_memory_stays_flat_under_downloads_and_oversized_requests(
         # +800 MB); parsed refusals +62 MB each, +440 MB for eight. Streams hold a
         # piece each plus grpc's buffers, a refusal its raw bytes until it is answered
         # (the receive buffer and its Python copy, 2 x 30 MB): 150 MB is the issue's
-        # figure, with room for the allocator keeping freed buffers.
+        # figure, with room for the allocator keeping freed buffers. How much of the
+        # refusals' freed buffers the allocator keeps varies from run to run: 93 to
+        # 155 MB in seven runs on one machine, before and after the same change, so
+        # their bound is 200 MB, still less than half of what parsing them would hold.
         assert growth[0] < 150, growth
-        assert growth[1] < 150, growth
+        assert growth[1] < 200, growth
     finally:
         if proc.stdin is not None:
             proc.stdin.close()
