@@ -118,14 +118,14 @@ _STUDY_OF = "(SELECT study_id FROM study_trials WHERE attempt_id = {} ORDER BY s
 # at rest has no new ones without its attempt's `updated_at` moving, nor loses any
 # without its `compacted_at` moving, and no pruner reads another running trial's). A
 # pruning decision reads these (gateway/studies/decisions.py).
-_TRIAL_KEYS = (
+_TRIAL_KEYS_OF = (
     "SELECT t.number, t.attempt_id, t.queued, COALESCE(a.status, ''), COALESCE(a.work, ''),"
     " COALESCE(NULLIF(t.error, ''), a.error, ''), t.sampler_state::text, t.state, t.vals,"
     " a.updated_at, a.compacted_at"
     " FROM study_trials t LEFT JOIN attempts a ON a.id = t.attempt_id"
-    " WHERE t.study_id = (SELECT study_id FROM study_trials WHERE attempt_id = %s"
-    " ORDER BY study_id LIMIT 1) ORDER BY t.number"
+    " WHERE t.study_id = {study} ORDER BY t.number"
 )
+_TRIAL_KEYS = _TRIAL_KEYS_OF.format(study=_STUDY_OF.format("%(attempt)s"))
 _OF_ATTEMPT = sql.SQL(
     "SELECT {}, t.number FROM study_trials t JOIN studies s ON s.id = t.study_id"
     " WHERE t.attempt_id = %s ORDER BY t.study_id LIMIT 1"
@@ -371,7 +371,7 @@ class StudyStore:
                 trial = conn.cursor(row_factory=dict_row)
                 async with conn.pipeline():
                     await study.execute(_OF_ATTEMPT, (attempt_id,))
-                    await keys.execute(_TRIAL_KEYS, (attempt_id,))
+                    await keys.execute(_TRIAL_KEYS, {"attempt": attempt_id})
                     await trial.execute(_TRIAL_OF_ATTEMPT, {"attempt": attempt_id})
                 found, current = await study.fetchone(), await trial.fetchone()
                 rows = await keys.fetchall()

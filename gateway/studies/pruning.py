@@ -85,7 +85,7 @@ class Pruning:
         pruner = None if name == "learned" else make(name, plain_struct(study.pruner.args),
                                                      _epochs(study))  # fmt: skip
         if not Mirror.fits(len(keys), _epochs(study)):
-            return await self._rebuilt(record, study, number, epoch, pruner)
+            return await self._rebuilt(record, study, current, epoch, pruner)
         # A study is known by its id and its creation: a database restored or emptied
         # under a running gateway hands out the same ids again.
         mirror = self._mirrors.of((record.id, record.created_at), record.name, study,
@@ -96,40 +96,34 @@ class Pruning:
             if not await mirror.sync(keys, [*read, current], number):
                 await mirror.rebuild(keys, await self._studies.trials(record.id), number)
             if pruner is None:
-                return await self._learned(study, mirror, attempt_id, epoch)
+                return await self._learned(study, mirror.completed_values(), attempt_id, epoch)
             prune, state = mirror.prune(number)
             if state:
                 await self._studies.merge_trial_state(record.id, number, state)
         return _why(study, current, epoch) if prune else None
 
     async def _rebuilt(
-        self, record: StudyRecord, study: pb.Study, number: int, epoch: int,
+        self, record: StudyRecord, study: pb.Study, current: TrialRecord, epoch: int,
         pruner: BasePruner | None,
     ) -> str | None:  # fmt: skip
         """A decision over the study rebuilt from every trial, in a worker process: for
         a study too large to keep (decisions.MAX_MIRROR_VALUES)."""
         trials = await self._studies.trials(record.id)
-        current = next((t for t in trials if t.number == number), None)
-        if current is None:
-            return None
+        number = current.number
         if pruner is None:
             outcomes = [model.outcome(study, t) for t in trials if t.number != number]
             values = [o.value for o in outcomes
                       if o.state == TrialState.COMPLETE and o.value is not None]  # fmt: skip
-            return await self._learned_over(study, values, current.attempt_id, epoch)
+            return await self._learned(study, values, current.attempt_id, epoch)
         prune, state = await workers.run(decide, record.name, study, pruner, trials, number)
         if state:
             await self._studies.merge_trial_state(record.id, number, state)
         return _why(study, current, epoch) if prune else None
 
     async def _learned(
-        self, study: pb.Study, mirror: Mirror, attempt_id: int, epoch: int
-    ) -> str | None:
-        return await self._learned_over(study, mirror.completed_values(), attempt_id, epoch)
-
-    async def _learned_over(
         self, study: pb.Study, values: list[float], attempt_id: int | None, epoch: int
     ) -> str | None:
+        """The learned pruner's decision, given the completed trials' values."""
         if self._curves is None or attempt_id is None:
             return None
         best = max(values) if values else None
