@@ -54,6 +54,7 @@ from gateway.studies.servicer import StudyServicer
 from gateway.studies.wakes import StudyWakes
 from gateway.tasks.learner import Learner
 from gateway.tasks.profiler import TaskProfiler
+from gateway.tasks.rankings import KeptRankings
 from gateway.tasks.servicer import TaskServicer
 from gateway.tasks.warm import WarmStarter
 from gateway.trainers.registry import TrainerRegistryServicer
@@ -313,7 +314,7 @@ async def create_server(
     if authenticator is not None:
         hub.listen(TOKENS, lambda _: authenticator.forget())
     hub.listen(CURVES, lambda _: curves.forget())
-    loops: list[Loop] = [Lapses(ReportStore(lane)), writer, prognoses]
+    loops: list[Loop] = [Lapses(ReportStore(lane)), writer, prognoses, KeptRankings(learner)]
     return server, port, Background(hub, dispatcher, driver, profiler, curves, loops)
 
 

@@ -14,7 +14,10 @@ from google.protobuf import json_format
 
 from gateway.config import GatewayConfig
 from gateway.store.tasks import TaskStore
+from gateway.tasks.learner import Known, Learner
 from gateway.tasks.profiler import FEATURES
+from gateway.tasks.rankings import KeptRankings
+from learning.tasks import transfer
 from metalearn.v1 import (
     attempt_pb2,
     attempt_service_pb2_grpc,
@@ -317,3 +320,70 @@ def test_the_shared_distance_learns_from_no_callers_own_claims(gateway: GatewayT
     finally:
         trusting.stop()
     assert fitted.distance.pairs == 12 and fitted.distance.tasks == 4
+
+
+def test_callers_without_claims_of_their_own_share_what_is_read_for_everyone(
+    gateway: GatewayThread, history: dict[str, str]
+) -> None:
+    """A ranking's first fit is a minute of reads and CPU at a million attempts: a caller
+    whose own claims change nothing (most callers: they train here) reuses what was read
+    and fitted for every caller; one with claims of its own reads, and fits, its own."""
+    reader, alice, mallory = (history[f"name:{who}"] for who in ("reader", "alice", "mallory"))
+
+    async def learned() -> tuple[dict[str, Known], bool]:
+        async with psycopg_pool.AsyncConnectionPool(gateway.database_url, min_size=1) as pool:
+            learner = Learner(TaskStore(pool), trusted_owners=("lab",))
+            found = {who: await learner.known(who) for who in (reader, alice, mallory)}
+            ranked = [await learner.transfer(found[who], False) for who in (reader, alice)]
+            return found, ranked[0] is ranked[1]
+
+    before, shared = gateway.run(learned())
+    assert shared  # one ranking fitted for both callers
+    for who in (reader, alice, mallory):
+        assert before[who].counted == ("lab",)
+        assert before[who].trusted == tuple(sorted(("lab", who)))  # what the answer shows
+        assert before[who].history == before[reader].history
+
+    _import(gateway, history["mallory"], _fake_perfect("own", 3))
+    after, _ = gateway.run(learned())
+    assert after[mallory].counted == tuple(sorted(("lab", mallory)))
+    assert {h for h in after[mallory].history} == {h for h in after[reader].history}
+    assert after[mallory].history != after[reader].history  # her claims count for her
+    assert after[reader].counted == ("lab",)
+    assert after[reader].history == before[reader].history  # and for no one else
+
+
+def test_the_shared_ranking_is_fitted_before_the_first_caller_asks(
+    gateway: GatewayThread,
+) -> None:
+    """What the gateway runs beside the server (`KeptRankings`) fits the ranking every
+    caller without claims of its own shares, once enough past tasks have runs."""
+    names = _names("kept")
+    secrets = _tokens(gateway, names)
+    tasks = [(f"k{i} a", f"k{i} b") for i in range(transfer.MIN_TASKS + 1)]
+    upload_labels(gateway, sorted({label for t in tasks for label in t}))
+    few = [_run(f"few-{lr}", tasks[0], lr, acc) for lr, acc in HONEST.items()]
+    _import(gateway, secrets["alice"], few)
+    _as_trained_here(gateway.database_url, [r.name for r in few])
+    for i, labels in enumerate(tasks):
+        _profile(gateway, labels, 0.1 * i)
+
+    async def kept() -> tuple[list[bool], bool]:
+        async with psycopg_pool.AsyncConnectionPool(gateway.database_url, min_size=1) as pool:
+            learner = Learner(TaskStore(pool))
+            kinds = await KeptRankings(learner).once()
+            if not kinds:
+                return kinds, False
+            fitted = await learner.transfer(await learner.known(), False)
+            asked = await learner.transfer(await learner.known(names["reader"]), False)
+            return kinds, asked is fitted
+
+    assert gateway.run(kept()) == ([], False)  # one task with runs: nothing to rank from
+    runs = [
+        _run(f"more-{i}-{lr}", labels, lr, acc + 0.01 * i)
+        for i, labels in enumerate(tasks[1:])
+        for lr, acc in HONEST.items()
+    ]
+    _import(gateway, secrets["alice"], runs)
+    _as_trained_here(gateway.database_url, [r.name for r in runs])
+    assert gateway.run(kept()) == ([False], True)

@@ -534,6 +534,23 @@ class TaskStore:
                 tasks = await cur.fetchone()
         return (*(runs or ()), *(tasks or ()))
 
+    async def own_claims(self, owner: str, trusted: Sequence[str]) -> bool:
+        """Whether `owner`'s own claims count for it and are not already counted for
+        every caller trusting `trusted`: runs it imported or reported, or a task it
+        declared, while it is neither among `trusted` nor an admin (migration 0026)."""
+        with translate_db_errors():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT NOT trusted_run('REPORTED', %(o)s, %(t)s) AND ("
+                    " EXISTS (SELECT 1 FROM task_history WHERE owner = %(o)s"
+                    " AND provenance <> 'TRAINED' AND runs > 0)"
+                    " OR EXISTS (SELECT 1 FROM tasks WHERE owner = %(o)s"
+                    " AND source = 'DECLARED' AND state = 'READY'))",
+                    {"o": owner, "t": list(trusted)},
+                )
+                row = await cur.fetchone()
+        return bool(row and row[0])
+
     async def history(self, trusted: Sequence[str]) -> list[History]:
         """Per task key and provenance, the finished runs that learning may read (as
         `evaluations` selects them), from the counts the writes keep (migration 0023):

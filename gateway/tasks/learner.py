@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from gateway.store.tasks import Evaluation, History, TaskRecord, TaskStore, TriedCommand
 from learning import provenance
@@ -164,6 +165,9 @@ class Known:
     tried: dict[str, dict[str, Tried]] = field(default_factory=dict)
     # The owners whose imported runs count (beside admins' and every trained run).
     trusted: tuple[str, ...] = ()
+    # The owners the reads were made for: `trusted` less a caller whose own claims
+    # change nothing (`TaskStore.own_claims`), so that such callers share what is kept.
+    counted: tuple[str, ...] = ()
 
     # The tasks' profiles as rows of a distance's features, by its features (`neighbours`
     # scores every task with history at each call).
@@ -227,6 +231,9 @@ MAX_DISTANCE_TASKS = 500
 MAX_TRANSFER_TASKS = 500
 TRANSFER_TASK_GROWTH = 1.1
 TRANSFER_RUN_GROWTH = 1.25
+# A grown history of at most this many tasks of a kind is refitted before the answer (a
+# second or less); a larger one in the background, the kept ranking answering meanwhile.
+REFIT_INLINE_TASKS = 50
 
 
 @dataclass(frozen=True)
@@ -236,6 +243,12 @@ class _Fitted:
     model: transfer.Transfer
     keys: tuple[str, ...]
     stamp: tuple[Any, ...]
+
+
+def _shown_as(known: Known, trusted: tuple[str, ...]) -> Known:
+    """What another caller's call read (the same reads: `Learner._counted`), shown with
+    this caller's trusted owners."""
+    return Known(known.tasks, known.history, known.tried, trusted, known.counted, known._rows)
 
 
 def newest_tasks(known: Known, keys: Sequence[str], limit: int) -> list[str]:
@@ -257,7 +270,11 @@ def fit_transfer(known: Known, keys: Sequence[str]) -> transfer.Transfer:
     commands = {sig: json.loads(sig) for k in keys for sig in known.tried[k]}
     profiles = {k: dict(known.tasks[k].features or {}) for k in keys}
     weights = {k: known.evidence.get(k, 1.0) for k in keys}
-    return transfer.fit(profiles, values, commands, weights)
+    # One thread (as the curve model's fit): a background fit must not take both cores
+    # from the gateway's calls, and the boosting's threads gain little here (4.2 s on two
+    # against 4.6 s on one, 120 tasks).
+    with threadpool_limits(limits=1):
+        return transfer.fit(profiles, values, commands, weights)
 
 
 class Learner:
@@ -270,14 +287,14 @@ class Learner:
         self._trusted = tuple(sorted(set(trusted_owners)))
         self._claim_weight = claim_weight
         self._fit_lock = asyncio.Lock()
-        # The rankings by (trusted owners, declared kind), refitted when the history moves.
+        # The rankings by (owners counted, declared kind), refitted when the history moves.
         self._transfers: dict[tuple[tuple[str, ...], bool], _Fitted] = {}
         self._transfer_lock = asyncio.Lock()
-        # What `known` read, by trusted owners, with the store's stamp when it was read.
+        # What `known` read, by owners counted, with the store's stamp when it was read.
         self._known: dict[tuple[str, ...], tuple[tuple[Any, ...], Known]] = {}
-        # The ready tasks by trusted owners, with the tasks' part of the stamp.
+        # The ready tasks by owners counted, with the tasks' part of the stamp.
         self._ready: dict[tuple[str, ...], tuple[tuple[Any, ...], dict[str, TaskRecord]]] = {}
-        # What was tried on a task, by (trusted owners, key), with its history's version
+        # What was tried on a task, by (owners counted, key), with its history's version
         # when read: the most recently used MAX_KEPT_TASKS.
         self._tried: OrderedDict[tuple[tuple[str, ...], str], tuple[int, dict[str, Tried]]]
         self._tried = OrderedDict()
@@ -302,22 +319,34 @@ class Learner:
         store's learning stamp moves; what was tried on a task is read apart, for the
         tasks a call needs (`with_tried`)."""
         trusted = self.trusted(caller)
+        counted = await self._counted(caller)
         stamp = await self._tasks.learning_stamp()
-        kept = self._known.get(trusted)
+        kept = self._known.get(counted)
         if kept is not None and kept[0] == stamp:
-            return kept[1]
-        ready = self._ready.get(trusted)
+            return kept[1] if kept[1].trusted == trusted else _shown_as(kept[1], trusted)
+        ready = self._ready.get(counted)
         if ready is None or ready[0] != stamp[2:]:
-            ready = (stamp[2:], {t.key: t for t in await self._tasks.ready(trusted)})
+            ready = (stamp[2:], {t.key: t for t in await self._tasks.ready(counted)})
             if len(self._ready) >= 64:  # one per caller's trust: keep it bounded
                 self._ready.clear()
-            self._ready[trusted] = ready
-        history = task_histories(await self._tasks.history(trusted), self._claim_weight)
-        found = Known(ready[1], history, {}, trusted)
+            self._ready[counted] = ready
+        history = task_histories(await self._tasks.history(counted), self._claim_weight)
+        found = Known(ready[1], history, {}, trusted, counted)
         if len(self._known) >= 64:
             self._known.clear()
-        self._known[trusted] = (stamp, found)
+        self._known[counted] = (stamp, found)
         return found
+
+    async def _counted(self, caller: str | None) -> tuple[str, ...]:
+        """The owners whose claims `known` reads for `caller`: the configured ones, and the
+        caller only where its own claims would change what it reads. Most callers have
+        none (they train here), and then share the configured owners' reads and ranking:
+        a ranking's first fit is a minute of reads and CPU at a million attempts."""
+        if not caller or caller in self._trusted:
+            return self._trusted
+        if await self._tasks.own_claims(caller, self._trusted):
+            return self.trusted(caller)
+        return self._trusted
 
     async def with_tried(self, known: Known, keys: Sequence[str]) -> Known:
         """`known` with what was tried on these tasks: kept per task until its history's
@@ -327,21 +356,21 @@ class Learner:
         for key in dict.fromkeys(keys):
             if key in known.tried or key not in known.history:
                 continue
-            kept = self._tried.get((known.trusted, key))
+            kept = self._tried.get((known.counted, key))
             if kept is not None and kept[0] == known.history[key].version:
-                self._tried.move_to_end((known.trusted, key))
+                self._tried.move_to_end((known.counted, key))
                 loaded[key] = kept[1]
             else:
                 missing.append(key)
         for at in range(0, len(missing), READ_TASKS_AT_ONCE):
             chunk = missing[at : at + READ_TASKS_AT_ONCE]
-            rows = await self._tasks.tried(chunk, known.trusted, _NOT_THE_COMMAND)
+            rows = await self._tasks.tried(chunk, known.counted, _NOT_THE_COMMAND)
             per_key: dict[str, list[TriedCommand]] = {k: [] for k in chunk}
             for row in rows:
                 per_key[row.key].append(row)
             for key, found in per_key.items():
                 loaded[key] = by_command(found)
-                self._tried[(known.trusted, key)] = (known.history[key].version, loaded[key])
+                self._tried[(known.counted, key)] = (known.history[key].version, loaded[key])
         while len(self._tried) > MAX_KEPT_TASKS:
             self._tried.popitem(last=False)
         if not loaded:
@@ -356,7 +385,7 @@ class Learner:
         """Refits the distance on the store now and keeps it (on what every caller may
         learn from: a caller's own claims must not move everyone's distance)."""
         async with self._fit_lock:
-            if known is None or known.trusted != self._trusted:
+            if known is None or known.counted != self._trusted:
                 known = await self.known()
             done = await self._tasks.studies_done()
             # Measured profiles (images here, or a sample) choose the distance's features
@@ -464,18 +493,20 @@ class Learner:
             sum(k in known.history for k in kind),
             sum(known.history[k].runs for k in kind if k in known.history),
         )
-        key = (known.trusted, declared)
+        key = (known.counted, declared)
         kept = self._transfers.get(key)
         # A ranking of the history it was fitted on is used while a grown history is
         # refitted (minutes of CPU at 2,000 tasks); one whose runs were deleted is not.
         if kept is not None and not _shrunk(kept.stamp, stamp):
-            if _grown(kept.stamp, stamp):
+            if not _grown(kept.stamp, stamp):
+                return kept
+            if stamp[0] > REFIT_INLINE_TASKS:
                 self._in_background(f"ranking {key}", self._fit_transfer(known, declared, stamp))
-            return kept
+                return kept
         return await self._fit_transfer(known, declared, stamp)
 
     async def _fit_transfer(self, known: Known, declared: bool, stamp: tuple[int, int]) -> _Fitted:
-        key = (known.trusted, declared)
+        key = (known.counted, declared)
         async with self._transfer_lock:
             kept = self._transfers.get(key)
             if (
@@ -678,12 +709,13 @@ def warm_plan(
     # tasks weigh the sampler's priors.
     every = {k: {g: v for g, (_, v, _) in runs.items()} for k, runs in usable.items()}
     evidence = {k: known.evidence.get(k, 1.0) for k in every}
-    rankings = transfer.fit(
-        {k: dict(known.tasks[k].features or {}) for k in every if k in known.tasks},
-        {k: v for k, v in every.items() if evidence[k] > 0},
-        {g: internal for runs in usable.values() for g, (internal, _, _) in runs.items()},
-        evidence,
-    )
+    with threadpool_limits(limits=1):  # as `fit_transfer`
+        rankings = transfer.fit(
+            {k: dict(known.tasks[k].features or {}) for k in every if k in known.tasks},
+            {k: v for k, v in every.items() if evidence[k] > 0},
+            {g: internal for runs in usable.values() for g, (internal, _, _) in runs.items()},
+            evidence,
+        )
     profile = dict(target.features or {}) if target is not None else None
     first = []
     for command, score in rankings.order(profile)[:count]:

@@ -44,7 +44,7 @@ xgboost and CUDA libraries). The benchmark runs RGPE on BoTorch beside it
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +186,36 @@ def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
     return found
 
 
+class Commands(Mapping[Command, Mapping[str, Any]]):
+    """Commands by key, each flattened at most once. A fit flattens a command in each
+    fold's settings and rows and again in the final fit and every ranking after it; at
+    2,000 tasks of 60 commands that was half a minute of one request's first fit."""
+
+    def __init__(self, documents: Mapping[Command, Mapping[str, Any]]) -> None:
+        self._documents = documents
+        self._flat: dict[Command, dict[str, Any]] = {}
+
+    @staticmethod
+    def of(commands: Mapping[Command, Mapping[str, Any]]) -> Commands:
+        return commands if isinstance(commands, Commands) else Commands(commands)
+
+    def __getitem__(self, key: Command) -> Mapping[str, Any]:
+        return self._documents[key]
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._documents)
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def flat(self, key: Command) -> dict[str, Any]:
+        """The command's settings as `flatten` gives them (kept: do not change them)."""
+        found = self._flat.get(key)
+        if found is None:
+            found = self._flat[key] = flatten(self._documents[key])
+        return found
+
+
 @dataclass(frozen=True)
 class Settings:
     """Which of the commands' settings the model reads, and how: a number as it is (the
@@ -195,8 +225,12 @@ class Settings:
     vocabulary: tuple[tuple[str, ...], ...]  # per path; empty for a number
 
     @staticmethod
-    def of(commands: Mapping[Command, Mapping[str, Any]]) -> Settings:
-        flat = [flatten(doc) for doc in commands.values()]
+    def of(
+        commands: Mapping[Command, Mapping[str, Any]], keys: Iterable[Command] | None = None
+    ) -> Settings:
+        """The settings of these commands (of `keys` among them, when given)."""
+        kept = Commands.of(commands)
+        flat = [kept.flat(c) for c in (kept if keys is None else keys)]
         seen: dict[str, list[Any]] = {}
         for f in flat:
             for path, value in f.items():
@@ -223,7 +257,10 @@ class Settings:
         return Settings(paths, vocabulary)
 
     def row(self, document: Mapping[str, Any]) -> list[float]:
-        flat = flatten(document)
+        return self.row_of(flatten(document))
+
+    def row_of(self, flat: Mapping[str, Any]) -> list[float]:
+        """`row` of a command already flattened."""
         out = []
         for path, words in zip(self.paths, self.vocabulary, strict=True):
             value = flat.get(path)
@@ -250,15 +287,20 @@ class Ranker:
     means: Mapping[Command, float]
 
     def rank(
-        self, profile: Mapping[str, float], commands: Mapping[Command, Mapping[str, Any]]
+        self,
+        profile: Mapping[str, float],
+        commands: Mapping[Command, Mapping[str, Any]],
+        keys: Iterable[Command] | None = None,
     ) -> list[tuple[Command, float]]:
-        """The commands, best predicted first, with their predicted normalized value (a
-        command no past task ran starts from 0)."""
-        keys = sorted(commands)
+        """The commands (those of `keys` among them, when given), best predicted first,
+        with their predicted normalized value (a command no past task ran starts from
+        0)."""
+        keys = sorted(commands if keys is None else keys)
         if not keys:
             return []
+        kept = Commands.of(commands)
         task = _profile_row(profile, self.profile_names)
-        xs = np.asarray([task + self.settings.row(commands[c]) for c in keys], dtype=float)
+        xs = np.asarray([task + self.settings.row_of(kept.flat(c)) for c in keys], dtype=float)
         base = np.asarray([self.means.get(c, 0.0) for c in keys])
         predicted = base + np.mean([m.predict(xs) for m in self.models], axis=0)
         order = sorted(range(len(keys)), key=lambda i: (-predicted[i], keys[i]))
@@ -285,8 +327,9 @@ def fit_ranker(
         return None
     names = tuple(sorted({n for t in tasks for n in profiles[t]}))
     task_weights = _weights(tasks, weights)
-    used = {c: commands[c] for t in tasks for c in evaluations[t] if c in commands}
-    settings = Settings.of(used)
+    kept = Commands.of(commands)
+    used = {c: None for t in tasks for c in evaluations[t] if c in kept}
+    settings = Settings.of(kept, used)
     all_scores = {t: normalized(evaluations[t]) for t in tasks}
     means = mean_values(all_scores, sorted(used), task_weights)
     xs, ys, ws, counts = [], [], [], []
@@ -296,7 +339,7 @@ def fit_ranker(
         ran = [c for c in scores if c in commands]
         counts.append(len(ran))
         for c in ran:
-            xs.append(task + settings.row(commands[c]))
+            xs.append(task + settings.row_of(kept.flat(c)))
             ys.append(scores[c] - means[c])
             # Each task weighs its weight, however many commands it ran.
             ws.append(task_weights[t] / len(ran))
@@ -378,6 +421,7 @@ def choose(
                       f"too few past tasks to judge a learned ranking ({len(tasks)}, it needs"
                       f" {MIN_TASKS + 1})")  # fmt: skip
     learned, static = [], []
+    commands = Commands.of(commands)
     folds = min(_FOLDS, len(tasks))
     groups = np.arange(len(tasks))
     for train, test in GroupKFold(n_splits=folds).split(groups, groups, groups):
@@ -390,8 +434,8 @@ def choose(
             if ranker is None:
                 learned.append(1.0)
                 continue
-            ran = {c: commands[c] for c in held if c in commands}
-            ranked = [c for c, _ in ranker.rank(profiles[tasks[i]], ran)]
+            ran = [c for c in held if c in commands]
+            ranked = [c for c, _ in ranker.rank(profiles[tasks[i]], commands, ran)]
             learned.append(_regret_curve(held, led(ranked, portfolio)))
     l_regret, s_regret = float(np.mean(learned)), float(np.mean(static))
     # Differences below float noise are ties.
@@ -419,7 +463,7 @@ class Transfer:
     static: tuple[Command, ...]  # every command, in the static portfolio's order
     # Each command's mean normalized value over the past tasks (the static score).
     means: dict[Command, float]
-    commands: dict[Command, Mapping[str, Any]]
+    commands: Commands
 
     def ranking(self, profile: Mapping[str, float] | None) -> str:
         """Which ranking orders a task of this profile: "learned" when it was chosen
@@ -447,6 +491,7 @@ def fit(
     seed: int = 0,
 ) -> Transfer:
     """`choose`, then the chosen ranking fitted on the whole history."""
+    commands = Commands.of(commands)
     chosen = choose(profiles, evaluations, commands, seed, weights)
     ranker = (
         fit_ranker(profiles, evaluations, commands, seed, weights)
@@ -461,5 +506,5 @@ def fit(
         ranker,
         tuple(static_portfolio(evaluations, None, weights)),
         means,
-        {c: commands[c] for c in tried if c in commands},
+        Commands({c: commands[c] for c in tried if c in commands}),
     )
