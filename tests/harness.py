@@ -14,6 +14,7 @@ from PIL import Image
 from psycopg import sql
 
 from gateway.inprocess import GatewayThread
+from gateway.store.curves import CURVES
 
 __all__ = ["GatewayThread", "fresh_database", "png", "snapshot", "truncate", "upload_labels"]
 
@@ -70,6 +71,10 @@ def truncate(database_url: str) -> None:
                     " trainer_quarantines"
                     " RESTART IDENTITY CASCADE"
                 )
+                # What a gateway keeps of the curve model it re-reads only every few
+                # seconds, or when told: told, as a fit on another replica tells it (a
+                # test right after one that fitted a model would see that model).
+                conn.execute("SELECT pg_notify(%s, 'truncated')", (CURVES,))
             return
         except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
             if attempt == 59:
