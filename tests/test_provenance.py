@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from gateway.config import GatewayConfig
 from gateway.store.tasks import TaskStore
+from gateway.tasks import learner as learner_module
 from gateway.tasks.learner import Known, Learner
 from gateway.tasks.profiler import FEATURES
 from gateway.tasks.rankings import KeptRankings
@@ -387,3 +388,28 @@ def test_the_shared_ranking_is_fitted_before_the_first_caller_asks(
     _import(gateway, secrets["alice"], runs)
     _as_trained_here(gateway.database_url, [r.name for r in runs])
     assert gateway.run(kept()) == ([False], True)
+
+
+def test_many_claimants_never_push_out_what_every_caller_shares(
+    gateway: GatewayThread, history: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers cycling through tokens with a claim each fill the learner's per-claimant
+    readings and rankings; what every caller shares stays (else everyone's next call
+    would read and fit again: a minute at a million attempts)."""
+    monkeypatch.setattr(learner_module, "MAX_KEPT_CLAIMANTS", 2)
+    claimants = [f"claimant-{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    for i, name in enumerate(claimants):
+        _import(gateway, gateway.make_token(name, "writer"), _fake_perfect(f"c{i}", 2))
+
+    async def shared_stays() -> bool:
+        async with psycopg_pool.AsyncConnectionPool(gateway.database_url, min_size=1) as pool:
+            learner = Learner(TaskStore(pool))
+            reader = history["name:reader"]
+            shared = await learner.transfer(await learner.known(reader), False)
+            for name in claimants:
+                known = await learner.known(name)
+                assert known.counted == (name,)
+                assert await learner.transfer(known, False) is not shared
+            return await learner.transfer(await learner.known(reader), False) is shared
+
+    assert gateway.run(shared_stays())

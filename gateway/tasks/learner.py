@@ -29,7 +29,7 @@ import json
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +234,9 @@ TRANSFER_RUN_GROWTH = 1.25
 # A grown history of at most this many tasks of a kind is refitted before the answer (a
 # second or less); a larger one in the background, the kept ranking answering meanwhile.
 REFIT_INLINE_TASKS = 50
+# Readings and rankings kept for callers whose own claims count for them (beside the one
+# every caller shares): at most this many at once.
+MAX_KEPT_CLAIMANTS = 64
 
 
 @dataclass(frozen=True)
@@ -327,15 +330,22 @@ class Learner:
         ready = self._ready.get(counted)
         if ready is None or ready[0] != stamp[2:]:
             ready = (stamp[2:], {t.key: t for t in await self._tasks.ready(counted)})
-            if len(self._ready) >= 64:  # one per caller's trust: keep it bounded
-                self._ready.clear()
+            self._bounded(self._ready, lambda k: k)
             self._ready[counted] = ready
         history = task_histories(await self._tasks.history(counted), self._claim_weight)
         found = Known(ready[1], history, {}, trusted, counted)
-        if len(self._known) >= 64:
-            self._known.clear()
+        self._bounded(self._known, lambda k: k)
         self._known[counted] = (stamp, found)
         return found
+
+    def _bounded(self, kept: dict[Any, Any], counted: Callable[[Any], tuple[str, ...]]) -> None:
+        """Makes room in a dict kept per caller's claims (one entry per claimant beside
+        the shared one): full, it drops every claimant's entry but never the one every
+        caller shares, so that writers cycling through many tokens with a claim each
+        cannot make everyone's next call read and fit again."""
+        if len(kept) >= MAX_KEPT_CLAIMANTS:
+            for key in [k for k in kept if counted(k) != self._trusted]:
+                del kept[key]
 
     async def _counted(self, caller: str | None) -> tuple[str, ...]:
         """The owners whose claims `known` reads for `caller`: the configured ones, and the
@@ -519,8 +529,7 @@ class Learner:
             known = await self.with_tried(known, keys)
             model = await asyncio.to_thread(fit_transfer, known, keys)
             fitted = _Fitted(model, tuple(keys), stamp)
-            if len(self._transfers) >= 64:  # one per caller's trust: keep it bounded
-                self._transfers.clear()
+            self._bounded(self._transfers, lambda k: k[0])
             self._transfers[key] = fitted
             return fitted
 
