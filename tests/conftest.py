@@ -29,14 +29,14 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         warnings.simplefilter("ignore")
         pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
         url = pg.start()
-    # A throwaway database: no WAL flush to disk at each commit (1-3 ms on a virtual
-    # disk, at every write of every test). A killed server or gateway still loses
-    # nothing it acknowledged (the WAL is written, only not forced past the OS cache),
-    # so the crash drills hold; only a crash of the machine itself would lose data.
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET fsync = off")
-        conn.execute("SELECT pg_reload_conf()")
     try:
+        # A throwaway database: no WAL flush to disk at each commit (1-3 ms on a virtual
+        # disk, at every write of every test). A killed server or gateway still loses
+        # nothing it acknowledged (the WAL is written, only not forced past the OS
+        # cache), so the crash drills hold; only a crash of the machine would lose data.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET fsync = off")
+            conn.execute("SELECT pg_reload_conf()")
         yield url
     finally:
         pg.stop()

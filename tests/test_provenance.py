@@ -413,3 +413,29 @@ def test_many_claimants_never_push_out_what_every_caller_shares(
             return await learner.transfer(await learner.known(reader), False) is shared
 
     assert gateway.run(shared_stays())
+
+
+def test_own_claims_are_runs_counted_only_for_their_owner_or_tasks_of_its_own(
+    gateway: GatewayThread, history: dict[str, str]
+) -> None:
+    """`TaskStore.own_claims`: what makes a caller's reads differ from everyone's."""
+    mallory, reader = history["name:mallory"], history["name:reader"]
+    sampler = f"sampler-{uuid.uuid4().hex[:6]}"
+
+    async def claims(*who: str, trusted: tuple[str, ...] = ()) -> list[bool]:
+        async with psycopg_pool.AsyncConnectionPool(gateway.database_url, min_size=1) as pool:
+            tasks = TaskStore(pool)
+            return [await tasks.own_claims(name, trusted) for name in who]
+
+    assert gateway.run(claims(mallory, reader, sampler, "admin")) == [False] * 4
+    _import(gateway, history["mallory"], _fake_perfect("mine", 1))
+    _import(gateway, "admin", _fake_perfect("admins", 1))
+    with psycopg.connect(gateway.database_url) as conn:  # a sample it sent, profiled
+        conn.execute(
+            "INSERT INTO tasks (fingerprint, key, label_names, image_ops, state, source, owner,"
+            " sample) VALUES (%s, %s, '[\"a\", \"b\"]', '[]', 'READY', 'SAMPLE', %s, '\\x00')",
+            (uuid.uuid4().hex, f"sample {sampler}", sampler),
+        )
+    assert gateway.run(claims(mallory, reader, sampler, "admin")) == [True, False, True, False]
+    # A trusted owner's claims count for everyone already.
+    assert gateway.run(claims(mallory, trusted=(mallory,))) == [False]

@@ -536,8 +536,9 @@ class TaskStore:
 
     async def own_claims(self, owner: str, trusted: Sequence[str]) -> bool:
         """Whether `owner`'s own claims count for it and are not already counted for
-        every caller trusting `trusted`: runs it imported or reported, or a task it
-        declared, while it is neither among `trusted` nor an admin (migration 0026)."""
+        every caller trusting `trusted`: runs it imported or reported, or a task of its
+        own (declared, or a sample it uploaded), while it is neither among `trusted` nor
+        an admin (migrations 0026, 0027)."""
         with translate_db_errors():
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
@@ -545,7 +546,7 @@ class TaskStore:
                     " EXISTS (SELECT 1 FROM task_history WHERE owner = %(o)s"
                     " AND provenance <> 'TRAINED' AND runs > 0)"
                     " OR EXISTS (SELECT 1 FROM tasks WHERE owner = %(o)s"
-                    " AND source = 'DECLARED' AND state = 'READY'))",
+                    " AND source <> 'IMAGES' AND state = 'READY'))",
                     {"o": owner, "t": list(trusted)},
                 )
                 row = await cur.fetchone()

@@ -299,8 +299,13 @@ class Learner:
         self._ready: dict[tuple[str, ...], tuple[tuple[Any, ...], dict[str, TaskRecord]]] = {}
         # What was tried on a task, by (owners counted, key), with its history's version
         # when read: the most recently used MAX_KEPT_TASKS.
+        # Two of them: the tasks every caller shares, and the claimants' (so that
+        # claimants' first fits cannot push out what everyone reads).
         self._tried: OrderedDict[tuple[tuple[str, ...], str], tuple[int, dict[str, Tried]]]
         self._tried = OrderedDict()
+        self._tried_claimants: OrderedDict[
+            tuple[tuple[str, ...], str], tuple[int, dict[str, Tried]]
+        ] = OrderedDict()
         # Refits running in the background, by what they refit.
         self._refits: dict[str, asyncio.Task[None]] = {}
 
@@ -363,12 +368,13 @@ class Learner:
         version moves, read from the store (grouped by command there) otherwise."""
         loaded: dict[str, dict[str, Tried]] = {}
         missing = []
+        tried = self._tried if known.counted == self._trusted else self._tried_claimants
         for key in dict.fromkeys(keys):
             if key in known.tried or key not in known.history:
                 continue
-            kept = self._tried.get((known.counted, key))
+            kept = tried.get((known.counted, key))
             if kept is not None and kept[0] == known.history[key].version:
-                self._tried.move_to_end((known.counted, key))
+                tried.move_to_end((known.counted, key))
                 loaded[key] = kept[1]
             else:
                 missing.append(key)
@@ -380,9 +386,9 @@ class Learner:
                 per_key[row.key].append(row)
             for key, found in per_key.items():
                 loaded[key] = by_command(found)
-                self._tried[(known.counted, key)] = (known.history[key].version, loaded[key])
-        while len(self._tried) > MAX_KEPT_TASKS:
-            self._tried.popitem(last=False)
+                tried[(known.counted, key)] = (known.history[key].version, loaded[key])
+        while len(tried) > MAX_KEPT_TASKS:
+            tried.popitem(last=False)
         if not loaded:
             return known
         return dataclasses.replace(known, tried={**known.tried, **loaded})
@@ -510,7 +516,8 @@ class Learner:
         if kept is not None and not _shrunk(kept.stamp, stamp):
             if not _grown(kept.stamp, stamp):
                 return kept
-            if stamp[0] > REFIT_INLINE_TASKS:
+            # Inline only when no other fit holds the lock (a large one is minutes).
+            if stamp[0] > REFIT_INLINE_TASKS or self._transfer_lock.locked():
                 self._in_background(f"ranking {key}", self._fit_transfer(known, declared, stamp))
                 return kept
         return await self._fit_transfer(known, declared, stamp)

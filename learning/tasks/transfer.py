@@ -208,6 +208,12 @@ class Commands(Mapping[Command, Mapping[str, Any]]):
     def __len__(self) -> int:
         return len(self._documents)
 
+    def only(self, keys: Iterable[Command]) -> Commands:
+        """These of the commands, with what was flattened of them kept."""
+        found = Commands({c: self._documents[c] for c in keys if c in self._documents})
+        found._flat = self._flat  # a key's flattening is the same in both
+        return found
+
     def flat(self, key: Command) -> dict[str, Any]:
         """The command's settings as `flatten` gives them (kept: do not change them)."""
         found = self._flat.get(key)
@@ -506,5 +512,5 @@ def fit(
         ranker,
         tuple(static_portfolio(evaluations, None, weights)),
         means,
-        Commands({c: commands[c] for c in tried if c in commands}),
+        commands.only(tried),
     )
