@@ -251,7 +251,17 @@ class _Fitted:
 def _shown_as(known: Known, trusted: tuple[str, ...]) -> Known:
     """What another caller's call read (the same reads: `Learner._counted`), shown with
     this caller's trusted owners."""
-    return Known(known.tasks, known.history, known.tried, trusted, known.counted, known._rows)
+    return dataclasses.replace(known, trusted=trusted, _rows=known._rows)
+
+
+def history_of_kind(known: Known, declared: bool) -> tuple[int, int]:
+    """The tasks of one kind (declared or not) with history, and their runs: what a
+    ranking of that kind is fitted on, and refitted when it grows."""
+    kind = [k for k, t in known.tasks.items() if bool(t.declared) == declared]
+    return (
+        sum(k in known.history for k in kind),
+        sum(known.history[k].runs for k in kind if k in known.history),
+    )
 
 
 def newest_tasks(known: Known, keys: Sequence[str], limit: int) -> list[str]:
@@ -504,11 +514,7 @@ class Learner:
     async def transfer(self, known: Known, declared: bool) -> _Fitted:
         """The rankings for tasks of one kind, as fitted on `known` (kept until its runs
         or tasks grow; fitted off the event loop, once for concurrent callers)."""
-        kind = [k for k, t in known.tasks.items() if bool(t.declared) == declared]
-        stamp = (
-            sum(k in known.history for k in kind),
-            sum(known.history[k].runs for k in kind if k in known.history),
-        )
+        stamp = history_of_kind(known, declared)
         key = (known.counted, declared)
         kept = self._transfers.get(key)
         # A ranking of the history it was fitted on is used while a grown history is

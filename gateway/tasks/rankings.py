@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway.tasks.learner import Learner
+from gateway.tasks.learner import Learner, history_of_kind
 from learning.tasks import transfer
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,7 @@ class KeptRankings:
         known = await self._learner.known()
         kinds = []
         for declared in (False, True):
-            tasks = sum(
-                1 for k, t in known.tasks.items()
-                if bool(t.declared) == declared and k in known.history
-            )  # fmt: skip
-            if tasks > transfer.MIN_TASKS:
+            if history_of_kind(known, declared)[0] > transfer.MIN_TASKS:
                 await self._learner.transfer(known, declared)
                 kinds.append(declared)
         return kinds
